@@ -1,0 +1,193 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use crate::ActivityError;
+
+/// A boxed `Send` future, the return type of the object-safe [`StepHost`] methods.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the engine offers an activity while it runs: durable progress, approvals, time.
+///
+/// Implemented by the engine over its state store. Every method that writes returns only
+/// after the write is durable.
+pub trait StepHost: Send + Sync {
+    /// Commits `progress` as the step's saved progress (replacing the previous one).
+    fn save_progress(&self, progress: serde_json::Value) -> BoxFuture<'_, Result<(), ActivityError>>;
+    /// The approval recorded for this step, if any.
+    fn approval(&self) -> BoxFuture<'_, Result<Option<ApprovalRecord>, ActivityError>>;
+    /// Records an approval given by `--auto-approve` (audited as such).
+    fn auto_approve(&self) -> BoxFuture<'_, Result<ApprovalRecord, ActivityError>>;
+    /// The current wall-clock time (injectable in tests).
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// An approval given to a step.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ApprovalRecord {
+    /// Who approved (`--by`), or `auto-approve`.
+    pub by: String,
+    /// Optional comment.
+    pub comment: Option<String>,
+    /// When, RFC 3339.
+    pub at: String,
+    /// Whether the approval came from `--auto-approve`.
+    pub auto: bool,
+}
+
+/// Shared clients and settings for all activities of a process.
+#[derive(Clone, Debug)]
+pub struct Env {
+    /// HTTP client for webhooks.
+    pub http: reqwest::Client,
+}
+
+impl Env {
+    /// An environment with default clients.
+    pub fn new() -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
+        Self { http }
+    }
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What one attempt of one step sees.
+pub struct ActivityCtx {
+    run_id: String,
+    step_id: String,
+    attempt: u32,
+    progress: Mutex<Option<serde_json::Value>>,
+    host: Arc<dyn StepHost>,
+    cancel: CancellationToken,
+    auto_approve: bool,
+    wait_for_approval: bool,
+}
+
+impl std::fmt::Debug for ActivityCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActivityCtx")
+            .field("run_id", &self.run_id)
+            .field("step_id", &self.step_id)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ActivityCtx {
+    /// A context for `attempt` of `step_id` in `run_id`, re-entered with `progress`.
+    pub fn new(
+        run_id: impl Into<String>,
+        step_id: impl Into<String>,
+        attempt: u32,
+        progress: Option<serde_json::Value>,
+        host: Arc<dyn StepHost>,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            run_id: run_id.into(),
+            step_id: step_id.into(),
+            attempt,
+            progress: Mutex::new(progress),
+            host,
+            cancel,
+            auto_approve: false,
+            wait_for_approval: false,
+        }
+    }
+
+    /// Sets the approval behaviour.
+    pub fn with_approval_mode(mut self, auto_approve: bool, wait_for_approval: bool) -> Self {
+        self.auto_approve = auto_approve;
+        self.wait_for_approval = wait_for_approval;
+        self
+    }
+
+    /// The run this step belongs to.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// The step id.
+    pub fn step_id(&self) -> &str {
+        &self.step_id
+    }
+
+    /// The attempt number, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// A key that is the same for every attempt of this step in this run, for servers that
+    /// deduplicate requests.
+    pub fn idempotency_key(&self) -> String {
+        format!("{}/{}", self.run_id, self.step_id)
+    }
+
+    /// The progress saved by this or an earlier attempt of the step, if any.
+    pub fn progress(&self) -> Option<serde_json::Value> {
+        self.progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Commits `progress` durably; returns once it would survive a crash.
+    pub async fn save_progress(&self, progress: serde_json::Value) -> Result<(), ActivityError> {
+        self.host.save_progress(progress.clone()).await?;
+        *self.progress.lock().unwrap_or_else(PoisonError::into_inner) = Some(progress);
+        Ok(())
+    }
+
+    /// The current time.
+    pub fn now(&self) -> OffsetDateTime {
+        self.host.now()
+    }
+
+    /// The engine is shutting down.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Sleeps until `at` (wall clock) or until shutdown, which yields
+    /// [`ActivityError::Interrupted`].
+    pub async fn sleep_until(&self, at: OffsetDateTime) -> Result<(), ActivityError> {
+        let remaining = at - self.now();
+        if remaining.is_positive() {
+            let d = std::time::Duration::try_from(remaining).unwrap_or_default();
+            self.sleep(d).await?;
+        }
+        Ok(())
+    }
+
+    /// Sleeps for `d` or until shutdown.
+    pub async fn sleep(&self, d: std::time::Duration) -> Result<(), ActivityError> {
+        tokio::select! {
+            () = tokio::time::sleep(d) => Ok(()),
+            () = self.cancel.cancelled() => Err(ActivityError::Interrupted),
+        }
+    }
+
+    pub(crate) fn host(&self) -> &dyn StepHost {
+        self.host.as_ref()
+    }
+
+    pub(crate) fn auto_approve(&self) -> bool {
+        self.auto_approve
+    }
+
+    pub(crate) fn wait_for_approval(&self) -> bool {
+        self.wait_for_approval
+    }
+}

@@ -1,0 +1,99 @@
+use std::time::Duration;
+
+/// Why an activity did not produce an output.
+///
+/// The engine decides what to do from the variant: [`ActivityError::is_retryable`] errors
+/// may be retried by the step's retry policy, [`ActivityError::Interrupted`] and
+/// [`ActivityError::AwaitingApproval`] leave the step running so the run can be resumed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ActivityError {
+    /// A fault worth retrying: throttling, 5xx, a dropped connection.
+    #[error("{code}: {message}")]
+    Transient {
+        /// Machine-readable code (`ServerBusy`, `ConnectionReset`, ...).
+        code: String,
+        /// Human message.
+        message: String,
+        /// A server-requested delay before the next try.
+        retry_after: Option<Duration>,
+    },
+    /// The activity ran and reported failure (non-zero exit, 4xx, false assertion).
+    #[error("{code}: {message}")]
+    Failed {
+        /// Machine-readable code (`CommandFailed`, `AssertionFailed`, an ARM error code).
+        code: String,
+        /// Human message.
+        message: String,
+        /// What the activity produced before failing (exit code, captured output).
+        output: Option<serde_json::Value>,
+    },
+    /// The resolved inputs do not fit the activity.
+    #[error("invalid input: {message}")]
+    InvalidInput {
+        /// What is wrong.
+        message: String,
+    },
+    /// An earlier attempt was interrupted after its effect may have started, and the
+    /// activity cannot tell whether it completed. The run stops for an operator.
+    #[error("{message}")]
+    Ambiguous {
+        /// What happened and what the operator can do.
+        message: String,
+    },
+    /// The engine is shutting down; the step stays running and resumes later.
+    #[error("interrupted; the step resumes where it stopped")]
+    Interrupted,
+    /// The step waits for `fogbook approve`; the run is suspended.
+    #[error("waiting for approval")]
+    AwaitingApproval {
+        /// The approval message shown to the operator.
+        message: String,
+    },
+    /// The state store refused to save progress; nothing further was done.
+    #[error("could not save step progress: {0}")]
+    Store(String),
+}
+
+impl ActivityError {
+    /// Whether another attempt may succeed (the error class `transient`).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Transient { .. })
+    }
+
+    /// The server-requested delay, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Transient { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The machine-readable code recorded with the failure.
+    pub fn code(&self) -> &str {
+        match self {
+            Self::Transient { code, .. } | Self::Failed { code, .. } => code,
+            Self::InvalidInput { .. } => "InvalidInput",
+            Self::Ambiguous { .. } => "AmbiguousInterruption",
+            Self::Interrupted => "Interrupted",
+            Self::AwaitingApproval { .. } => "AwaitingApproval",
+            Self::Store(_) => "StateStoreError",
+        }
+    }
+
+    /// Shorthand for [`ActivityError::Failed`] without output.
+    pub fn failed(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Failed {
+            code: code.into(),
+            message: message.into(),
+            output: None,
+        }
+    }
+
+    /// Shorthand for [`ActivityError::InvalidInput`].
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidInput {
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! What a fogbook step does.
+//!
+//! Every step of a runbook names an activity (`uses:`) and gives it inputs (`with:`). The set
+//! of activities is closed: [`execute`] holds the one `match` from name to implementation,
+//! and [`input_schema`] gives the JSON Schema of each activity's inputs, which the runbook
+//! validator uses to reject unknown fields and wrong types before a run is created.
+//!
+//! Activities talk to the durable state only through [`ActivityCtx`]: the progress saved by
+//! an earlier attempt of the same step ([`ActivityCtx::progress`]), and
+//! [`ActivityCtx::save_progress`], which returns only once the progress is committed. An
+//! activity that must not repeat an effect saves its intent first and, when re-entered with
+//! an intent and no result, finds out what happened instead of doing it again.
+//!
+//! Invariant: no activity touches SQLite or the engine; they see the store through the
+//! [`StepHost`] trait the engine implements.
+
+mod builtin;
+mod catalog;
+mod context;
+pub mod duration;
+mod error;
+
+pub use catalog::{KINDS, execute, input_schema, post_event};
+pub use context::{ActivityCtx, ApprovalRecord, BoxFuture, Env, StepHost};
+pub use error::ActivityError;

@@ -1,0 +1,70 @@
+use fogbook_state::StateError;
+
+use crate::runbook::Diagnostics;
+
+/// Errors of the engine (as opposed to a run that fails, which is a [`crate::RunOutcome`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The runbook or its parameters are invalid; nothing was created.
+    #[error("invalid runbook or parameters")]
+    Invalid(#[source] Diagnostics),
+    /// Another run holds a resource this run needs.
+    #[error("`{key}` is locked by run {holder} ({holder_status})")]
+    Locked {
+        /// The contested resource key.
+        key: String,
+        /// The run holding it.
+        holder: String,
+        /// That run's status.
+        holder_status: String,
+    },
+    /// Another live process drives the run.
+    #[error("run {run_id} is being driven by {owner} (lease valid until {expires_at})")]
+    Busy {
+        /// The run.
+        run_id: String,
+        /// Who drives it.
+        owner: String,
+        /// Lease expiry, RFC 3339.
+        expires_at: String,
+    },
+    /// The stored runbook of a run no longer parses (a newer format?).
+    #[error("the runbook stored with run {run_id} does not parse")]
+    StoredRunbook {
+        /// The run.
+        run_id: String,
+        /// Why.
+        #[source]
+        source: Diagnostics,
+    },
+    /// The state store failed.
+    #[error(transparent)]
+    State(StateError),
+}
+
+impl From<StateError> for EngineError {
+    fn from(e: StateError) -> Self {
+        match e {
+            StateError::LockHeld {
+                key,
+                holder,
+                holder_status,
+            } => Self::Locked {
+                key,
+                holder,
+                holder_status,
+            },
+            StateError::LeaseHeld {
+                run_id,
+                owner,
+                expires_at,
+            } => Self::Busy {
+                run_id,
+                owner,
+                expires_at,
+            },
+            other => Self::State(other),
+        }
+    }
+}

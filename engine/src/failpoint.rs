@@ -1,0 +1,57 @@
+//! Crash points for the durability tests.
+//!
+//! `FOGBOOK_FAILPOINTS=after-start:step-a,before-finish:step-b` makes the process SIGKILL
+//! itself when it reaches that point for that step, exactly as `kill -9` would: no
+//! destructor, no flush, no lease release. Unset (the normal case), a failpoint is one
+//! environment lookup at startup.
+
+use std::sync::OnceLock;
+
+/// Where a step can be interrupted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Point {
+    /// Before the start of an attempt is committed.
+    BeforeStart,
+    /// After the start is committed, before the activity runs.
+    AfterStart,
+    /// Right after the activity saved progress.
+    AfterProgress,
+    /// After the activity returned, before its outcome is committed.
+    BeforeFinish,
+    /// After the outcome is committed.
+    AfterFinish,
+}
+
+impl Point {
+    fn name(self) -> &'static str {
+        match self {
+            Self::BeforeStart => "before-start",
+            Self::AfterStart => "after-start",
+            Self::AfterProgress => "after-progress",
+            Self::BeforeFinish => "before-finish",
+            Self::AfterFinish => "after-finish",
+        }
+    }
+}
+
+fn configured() -> &'static Vec<(String, String)> {
+    static POINTS: OnceLock<Vec<(String, String)>> = OnceLock::new();
+    POINTS.get_or_init(|| {
+        std::env::var("FOGBOOK_FAILPOINTS")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|p| p.split_once(':'))
+            .map(|(a, b)| (a.trim().to_owned(), b.trim().to_owned()))
+            .collect()
+    })
+}
+
+/// Kills this process with SIGKILL when `point` is configured for `step`.
+pub(crate) fn hit(point: Point, step: &str) {
+    if configured().iter().any(|(p, s)| p == point.name() && s == step) {
+        tracing::warn!(point = point.name(), step, "failpoint: killing this process");
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
+        // SIGKILL cannot be caught; this line is never reached.
+        std::process::abort();
+    }
+}

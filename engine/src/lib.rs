@@ -1,0 +1,27 @@
+//! The fogbook engine: the runbook model, its parser and validator, expressions, and the
+//! checkpointed executor that drives runs through the durable state store.
+//!
+//! Entry points: [`runbook::parse`] (text to a validated [`runbook::Runbook`]),
+//! [`Engine::create_run`] (pin and lock), [`Engine::drive`] (run or resume under a lease).
+//!
+//! Invariants (DESIGN.md §3): a step's start is committed before its activity runs, and its
+//! outcome with its window changes in one transaction after; a completed step never runs
+//! again; a run is driven only under its lease; durable deadlines (retries, waits,
+//! approvals, timeouts) are stored and continue after a restart for the time that remains.
+
+mod clock;
+mod error;
+mod executor;
+pub mod expr;
+mod failpoint;
+mod host;
+mod observer;
+pub mod owner;
+mod retry;
+pub mod runbook;
+
+pub use clock::{Clock, SystemClock};
+pub use error::EngineError;
+pub use executor::{CreateRun, Engine, EngineConfig, RunOutcome, sha256_hex};
+pub use observer::{Observer, Silent};
+pub use owner::Owner;

@@ -1,0 +1,799 @@
+//! From YAML text to a validated [`Runbook`], reporting every problem at once.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::diagnostics::Diagnostics;
+use super::model::{
+    ErrorClass, Limits, NotifyConfig, NotifyEvent, OnFailure, ParamDecl, ParamType, RetryPolicy, Runbook, Step,
+    StepId, WindowEdge, WithValue,
+};
+use super::params::check_value;
+use super::reader::{Cx, describe_node, join};
+use super::refs::{RefScope, check_paths};
+use super::suggest;
+use super::with_schema;
+use super::yaml::{self, Node, Value};
+use crate::expr::{Expr, Template};
+
+const TOP_FIELDS: &[&str] = &["runbook", "version", "description", "params", "limits", "locks", "notify", "steps"];
+const PARAM_FIELDS: &[&str] = &["type", "description", "default"];
+const STEP_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "uses",
+    "with",
+    "when",
+    "timeout",
+    "retry",
+    "on_failure",
+    "unprotected",
+    "listener",
+];
+const RETRY_FIELDS: &[&str] = &["max_attempts", "initial_interval", "max_interval", "multiplier", "jitter", "on"];
+const NOTIFY_EVENTS: &[&str] = &[
+    "window_opened",
+    "window_closed",
+    "max_unprotected_exceeded",
+    "run_succeeded",
+    "run_failed",
+];
+const ERROR_CLASSES: &[&str] = &["transient", "timeout", "failed"];
+
+/// Largest accepted runbook or parameter file.
+pub(crate) const MAX_FILE_BYTES: usize = 1024 * 1024;
+/// Most attempts a retry policy may ask for.
+pub(crate) const MAX_ATTEMPTS: i64 = 100;
+/// The default `max_attempts` when a `retry:` block is present but does not say.
+pub(crate) const DEFAULT_RETRY_ATTEMPTS: u32 = 3;
+
+/// Activities whose timeout should stay below a limit, with the reason (a warning).
+const TIMEOUT_ADVICE: &[(&str, Duration, &str)] = &[(
+    "fog.create",
+    Duration::from_secs(7 * 86_400),
+    "Azure cancels a failover group creation whose seeding has not completed within 7 days",
+)];
+
+/// Parses and validates a runbook. `origin` names the file in messages.
+///
+/// Every problem is reported, in source order: YAML syntax, unknown fields, wrong types,
+/// unknown activities and inputs, bad durations, dangling and forward references,
+/// duplicate ids, windows closed without being opened, invalid `when` conditions, retry
+/// values out of range. Warnings (a window left open at the end, …) do not fail; they are
+/// in [`Runbook::warnings`].
+pub fn parse(text: &str, origin: &str) -> Result<Runbook, Diagnostics> {
+    let mut cx = Cx::new(origin, text);
+    if text.len() > MAX_FILE_BYTES {
+        cx.error(None, "", format!("the file is larger than {} KiB", MAX_FILE_BYTES / 1024));
+        return cx.finish().map(|_| unreachable_runbook());
+    }
+    let root = match yaml::parse(text) {
+        Ok(root) => root,
+        Err(e) => {
+            cx.syntax(e);
+            return Err(cx.finish().err().unwrap_or_default());
+        }
+    };
+    cx.check_duplicates(&root, "");
+    let rb = read_runbook(&mut cx, &root);
+    match (cx.finish(), rb) {
+        (Ok(warnings), Some(mut rb)) => {
+            rb.warnings = warnings;
+            Ok(rb)
+        }
+        (Err(d), _) => Err(d),
+        // Every path that returns no runbook has reported an error.
+        (Ok(_), None) => Err(Diagnostics::default()),
+    }
+}
+
+/// Never called: `finish` fails whenever an error was recorded.
+fn unreachable_runbook() -> Runbook {
+    Runbook {
+        name: String::new(),
+        version: 0,
+        description: None,
+        params: Vec::new(),
+        limits: Limits::default(),
+        locks: Vec::new(),
+        notify: None,
+        steps: Vec::new(),
+        warnings: Vec::new(),
+    }
+}
+
+fn read_runbook(cx: &mut Cx<'_>, root: &Node) -> Option<Runbook> {
+    if matches!(root.value, Value::Null) {
+        cx.error(
+            root.pos,
+            "",
+            "the file is empty; a runbook is a mapping with at least `runbook`, `version` and `steps`",
+        );
+        return None;
+    }
+    let Some(top) = cx.mapping(root, "", "a runbook", TOP_FIELDS, &["runbook", "version", "steps"]) else {
+        return None;
+    };
+
+    let name = top.get("runbook").and_then(|n| runbook_name(cx, n));
+    let version = top.get("version").and_then(|n| {
+        let v = cx.integer(n, "version", "`version`")?;
+        match u32::try_from(v) {
+            Ok(v) if v >= 1 => Some(v),
+            _ => {
+                cx.error(n.pos, "version", format!("`version` must be a positive integer, found {v}"));
+                None
+            }
+        }
+    });
+    let description = top
+        .get("description")
+        .and_then(|n| cx.string(n, "description", "`description`").map(str::to_owned));
+
+    let params = top.get("params").map(|n| read_params(cx, n)).unwrap_or_default();
+    let param_types: BTreeMap<String, ParamType> = params.iter().map(|p| (p.name.clone(), p.ty)).collect();
+
+    let limits = top.get("limits").map(|n| read_limits(cx, n)).unwrap_or_default();
+
+    // Step ids first, so that references can tell "later" from "missing".
+    let step_nodes: &[Node] = match top.get("steps") {
+        Some(n) => cx.seq(n, "steps", "`steps`").unwrap_or(&[]),
+        None => &[],
+    };
+    let mut step_index: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, n) in step_nodes.iter().enumerate() {
+        if let Some(id) = peek_id(n) {
+            step_index.entry(id.to_owned()).or_insert(i);
+        }
+    }
+
+    let lock_scope = RefScope {
+        params: &param_types,
+        steps: &step_index,
+        current: None,
+        run: false,
+        place: "a lock key",
+    };
+    let locks = top.get("locks").map(|n| read_locks(cx, n, &lock_scope)).unwrap_or_default();
+    let notify_scope = RefScope {
+        params: &param_types,
+        steps: &step_index,
+        current: None,
+        run: true,
+        place: "`notify.url`",
+    };
+    let notify = top.get("notify").and_then(|n| read_notify(cx, n, &notify_scope));
+
+    if top.get("steps").is_some() && step_nodes.is_empty() && matches!(top.get("steps").map(|n| &n.value), Some(Value::Seq(_))) {
+        let pos = top.get("steps").and_then(|n| n.pos);
+        cx.error(pos, "steps", "a runbook needs at least one step");
+    }
+    let mut steps = Vec::new();
+    let mut first_seen: BTreeMap<String, u32> = BTreeMap::new();
+    for (i, n) in step_nodes.iter().enumerate() {
+        let scope = RefScope {
+            params: &param_types,
+            steps: &step_index,
+            current: Some(i),
+            run: true,
+            place: "a step",
+        };
+        if let Some(step) = read_step(cx, n, i, &scope, &mut first_seen) {
+            steps.push((step, n));
+        }
+    }
+    check_windows(cx, step_nodes);
+
+    let (Some(name), Some(version)) = (name, version) else {
+        return None;
+    };
+    if steps.len() != step_nodes.len() || cx.has_errors() {
+        return None;
+    }
+    Some(Runbook {
+        name,
+        version,
+        description,
+        params,
+        limits,
+        locks,
+        notify,
+        steps: steps.into_iter().map(|(s, _)| s).collect(),
+        warnings: Vec::new(),
+    })
+}
+
+fn is_runbook_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+fn runbook_name(cx: &mut Cx<'_>, n: &Node) -> Option<String> {
+    let s = cx.string(n, "runbook", "the runbook name")?;
+    if is_runbook_name(s) {
+        Some(s.to_owned())
+    } else {
+        cx.error(
+            n.pos,
+            "runbook",
+            format!(
+                "invalid runbook name `{}`: use lowercase letters, digits and `-` (at most 64, not starting or ending with `-`)",
+                s.escape_debug()
+            ),
+        );
+        None
+    }
+}
+
+/// Step ids: a lowercase letter or digit, then lowercase letters, digits, `_` or `-`.
+pub(crate) fn is_step_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+}
+
+fn is_param_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
+/// The `id:` of a step node, when it is a valid id (used to name the step in paths).
+fn peek_id(n: &Node) -> Option<&str> {
+    let Value::Map(entries) = &n.value else { return None };
+    entries.iter().find_map(|(k, v)| match (&k.value, &v.value) {
+        (Value::String(k), Value::String(id)) if k == "id" && is_step_id(id) => Some(id.as_str()),
+        _ => None,
+    })
+}
+
+fn read_params(cx: &mut Cx<'_>, node: &Node) -> Vec<ParamDecl> {
+    let mut out = Vec::new();
+    let Value::Map(entries) = &node.value else {
+        if !matches!(node.value, Value::Null) {
+            cx.error(node.pos, "params", format!("`params` must be a mapping of names to declarations, found {}", node.value.kind()));
+        }
+        return out;
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for (k, v) in entries {
+        let Some(name) = k.key_text() else { continue };
+        let path = format!("params.{name}");
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        if !is_param_name(&name) {
+            cx.error(
+                k.pos,
+                &path,
+                format!(
+                    "invalid parameter name `{}`: use letters, digits and `_`, starting with a letter or `_`",
+                    name.escape_debug()
+                ),
+            );
+        }
+        let what = format!("the declaration of parameter `{name}`");
+        if let Value::String(s) = &v.value {
+            // A common slip: `name: string` instead of `name: { type: string }`.
+            cx.error(
+                v.pos,
+                &path,
+                format!("{what} must be a mapping such as `{{ type: {s} }}`, found a string"),
+            );
+            continue;
+        }
+        let Some(f) = cx.mapping(v, &path, &what, PARAM_FIELDS, &["type"]) else { continue };
+        let ty = f.get("type").and_then(|t| {
+            let tpath = join(&path, "type");
+            let c = cx.choice(t, &tpath, "the parameter type", ParamType::NAMES)?;
+            ParamType::from_name(c)
+        });
+        let description = f
+            .get("description")
+            .and_then(|d| cx.string(d, &join(&path, "description"), "`description`").map(str::to_owned));
+        let default = match (f.get("default"), ty) {
+            (Some(d), Some(ty)) => {
+                let json = d.to_json();
+                let dpath = join(&path, "default");
+                match check_value(ty, &json, true) {
+                    Ok(v) => Some(v),
+                    Err(problems) => {
+                        for (sub, msg) in problems {
+                            cx.error(d.pos, &format!("{dpath}{sub}"), msg);
+                        }
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        if let Some(ty) = ty {
+            out.push(ParamDecl {
+                name,
+                ty,
+                default,
+                description,
+            });
+        }
+    }
+    out
+}
+
+fn read_limits(cx: &mut Cx<'_>, node: &Node) -> Limits {
+    let mut limits = Limits::default();
+    let Some(f) = cx.mapping(node, "limits", "`limits`", &["max_unprotected"], &[]) else {
+        return limits;
+    };
+    if let Some(n) = f.get("max_unprotected") {
+        let path = "limits.max_unprotected";
+        if let Some(d) = cx.duration(n, path, "`max_unprotected`") {
+            if d.is_zero() {
+                cx.error(n.pos, path, "`max_unprotected` must be longer than zero");
+            } else {
+                limits.max_unprotected = Some(d);
+            }
+        }
+    }
+    limits
+}
+
+/// Parses a template in string scalar `node` and checks its references.
+fn template(cx: &mut Cx<'_>, node: &Node, s: &str, path: &str, scope: &RefScope<'_>) -> Option<Template> {
+    match Template::parse(s) {
+        Ok(t) => {
+            check_paths(cx, scope, node, s, path, &t.paths());
+            Some(t)
+        }
+        Err(e) => {
+            let pos = cx.pos_in(node, s, e.offset);
+            cx.error(pos, path, format!("invalid expression: {e}"));
+            None
+        }
+    }
+}
+
+fn read_locks(cx: &mut Cx<'_>, node: &Node, scope: &RefScope<'_>) -> Vec<Template> {
+    let mut out = Vec::new();
+    let Some(items) = cx.seq(node, "locks", "`locks`") else { return out };
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("locks[{i}]");
+        let Some(s) = cx.string(item, &path, "a lock key") else { continue };
+        if s.trim().is_empty() {
+            cx.error(item.pos, &path, "a lock key cannot be empty");
+            continue;
+        }
+        if let Some(t) = template(cx, item, s, &path, scope) {
+            out.push(t);
+        }
+    }
+    out
+}
+
+fn read_notify(cx: &mut Cx<'_>, node: &Node, scope: &RefScope<'_>) -> Option<NotifyConfig> {
+    let f = cx.mapping(node, "notify", "`notify`", &["url", "on"], &["url"])?;
+    let url = f.get("url").and_then(|n| {
+        let s = cx.string(n, "notify.url", "`url`")?;
+        let t = template(cx, n, s, "notify.url", scope)?;
+        if let Some(lit) = t.as_literal()
+            && !(lit.starts_with("http://") || lit.starts_with("https://"))
+        {
+            cx.error(n.pos, "notify.url", format!("`url` must start with http:// or https://, found `{lit}`"));
+            return None;
+        }
+        Some(t)
+    });
+    let on = match f.get("on") {
+        None => NOTIFY_EVENTS.iter().filter_map(|e| notify_event(e)).collect(),
+        Some(n) => {
+            let mut events = Vec::new();
+            if let Some(items) = cx.seq(n, "notify.on", "`notify.on`") {
+                for (i, item) in items.iter().enumerate() {
+                    let path = format!("notify.on[{i}]");
+                    if let Some(e) = cx.choice(item, &path, "an event", NOTIFY_EVENTS).and_then(notify_event) {
+                        if events.contains(&e) {
+                            cx.error(item.pos, &path, "this event is listed twice");
+                        } else {
+                            events.push(e);
+                        }
+                    }
+                }
+            }
+            events
+        }
+    };
+    Some(NotifyConfig { url: url?, on })
+}
+
+fn notify_event(s: &str) -> Option<NotifyEvent> {
+    Some(match s {
+        "window_opened" => NotifyEvent::WindowOpened,
+        "window_closed" => NotifyEvent::WindowClosed,
+        "max_unprotected_exceeded" => NotifyEvent::MaxUnprotectedExceeded,
+        "run_succeeded" => NotifyEvent::RunSucceeded,
+        "run_failed" => NotifyEvent::RunFailed,
+        _ => return None,
+    })
+}
+
+fn read_step(
+    cx: &mut Cx<'_>,
+    node: &Node,
+    index: usize,
+    scope: &RefScope<'_>,
+    first_seen: &mut BTreeMap<String, u32>,
+) -> Option<Step> {
+    let path = match peek_id(node) {
+        Some(id) => format!("steps.{id}"),
+        None => format!("steps[{index}]"),
+    };
+    let f = cx.mapping(node, &path, "a step", STEP_FIELDS, &["id", "uses"])?;
+
+    let id = f.get("id").and_then(|n| {
+        let s = cx.string(n, &join(&path, "id"), "a step id")?;
+        if !is_step_id(s) {
+            cx.error(
+                n.pos,
+                &join(&path, "id"),
+                format!(
+                    "invalid step id `{}`: use lowercase letters, digits, `_` and `-`, starting with a letter or digit (at most 64)",
+                    s.escape_debug()
+                ),
+            );
+            return None;
+        }
+        let line = n.pos.map_or(0, |p| p.line);
+        if let Some(first) = first_seen.get(s) {
+            cx.error(n.pos, &join(&path, "id"), format!("duplicate step id `{s}` (first used at line {first})"));
+            return None;
+        }
+        first_seen.insert(s.to_owned(), line);
+        Some(StepId(s.to_owned()))
+    });
+
+    let name = f.get("name").and_then(|n| {
+        let s = cx.string(n, &join(&path, "name"), "a step name")?;
+        if s.chars().any(char::is_control) || s.chars().count() > 200 {
+            cx.error(n.pos, &join(&path, "name"), "a step name must be one line of at most 200 characters");
+            return None;
+        }
+        Some(s.to_owned())
+    });
+
+    let uses = f.get("uses").and_then(|n| {
+        let upath = join(&path, "uses");
+        let s = cx.string(n, &upath, "`uses`")?;
+        if fogbook_activities::KINDS.contains(&s) {
+            Some(s.to_owned())
+        } else {
+            let hint = suggest::hint(s, fogbook_activities::KINDS.iter().copied());
+            cx.error(
+                n.pos,
+                &upath,
+                format!(
+                    "unknown activity `{}`{hint}; known activities: {}",
+                    s.escape_debug(),
+                    fogbook_activities::KINDS.join(", ")
+                ),
+            );
+            None
+        }
+    });
+
+    let with = match f.get("with") {
+        None => Some(BTreeMap::new()),
+        Some(n) => {
+            let wpath = join(&path, "with");
+            let converted = match &n.value {
+                Value::Map(_) => with_map(cx, n, &wpath, scope),
+                Value::Null => Some(BTreeMap::new()),
+                other => {
+                    cx.error(n.pos, &wpath, format!("`with` must be a mapping of inputs, found {}", other.kind()));
+                    None
+                }
+            };
+            if let Some(uses) = &uses
+                && matches!(n.value, Value::Map(_))
+            {
+                with_schema::check(cx, uses, n, &wpath);
+            }
+            converted
+        }
+    };
+    // Required inputs must be checked even when `with:` is absent.
+    if f.get("with").is_none()
+        && let Some(uses) = &uses
+    {
+        with_schema::check_missing(cx, uses, node, &join(&path, "with"));
+    }
+
+    let when = f.get("when").and_then(|n| read_when(cx, n, &join(&path, "when"), scope));
+
+    let timeout = f.get("timeout").and_then(|n| {
+        let tpath = join(&path, "timeout");
+        let d = cx.duration(n, &tpath, "`timeout`")?;
+        if d.is_zero() {
+            cx.error(n.pos, &tpath, "`timeout` must be longer than zero");
+            return None;
+        }
+        if let Some(uses) = &uses
+            && let Some((_, max, why)) = TIMEOUT_ADVICE.iter().find(|(k, _, _)| k == uses)
+            && d > *max
+        {
+            cx.warn(
+                n.pos,
+                &tpath,
+                format!(
+                    "a timeout above {} for `{uses}` cannot help: {why}",
+                    fogbook_activities::duration::format(*max)
+                ),
+            );
+        }
+        Some(d)
+    });
+
+    let retry = match f.get("retry") {
+        None => Some(RetryPolicy::default()),
+        Some(n) => read_retry(cx, n, &join(&path, "retry")),
+    };
+
+    let on_failure = match f.get("on_failure") {
+        None => Some(OnFailure::Fail),
+        Some(n) => cx
+            .choice(n, &join(&path, "on_failure"), "`on_failure`", &["fail", "continue"])
+            .map(|c| if c == "continue" { OnFailure::Continue } else { OnFailure::Fail }),
+    };
+    let unprotected = edge(cx, f.get("unprotected"), &join(&path, "unprotected"), "`unprotected`");
+    let listener = edge(cx, f.get("listener"), &join(&path, "listener"), "`listener`");
+
+    Some(Step {
+        id: id?,
+        name,
+        uses: uses?,
+        with: with?,
+        when,
+        timeout,
+        retry: retry?,
+        on_failure: on_failure?,
+        unprotected: unprotected?,
+        listener: listener?,
+    })
+}
+
+/// `Some(None)` when absent, `Some(Some(edge))` when valid, `None` when invalid.
+fn edge(cx: &mut Cx<'_>, node: Option<&Node>, path: &str, what: &str) -> Option<Option<WindowEdge>> {
+    let Some(n) = node else { return Some(None) };
+    let c = cx.choice(n, path, what, &["opens", "closes"])?;
+    Some(Some(if c == "opens" { WindowEdge::Opens } else { WindowEdge::Closes }))
+}
+
+fn read_when(cx: &mut Cx<'_>, n: &Node, path: &str, scope: &RefScope<'_>) -> Option<Expr> {
+    let text = match &n.value {
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        other => {
+            cx.error(
+                n.pos,
+                path,
+                format!("`when` must be a condition such as \"${{{{ params.x == 'y' }}}}\", found {}", describe_node(other)),
+            );
+            return None;
+        }
+    };
+    match Expr::parse(&text) {
+        Ok(e) => {
+            check_paths(cx, scope, n, &text, path, &e.paths());
+            if let Some(kind) = e.static_kind()
+                && kind != "boolean"
+            {
+                cx.error(n.pos, path, format!("`when` must be true or false, but `{}` is a {kind}", text.trim()));
+                return None;
+            }
+            Some(e)
+        }
+        Err(e) => {
+            let pos = cx.pos_in(n, &text, e.offset);
+            cx.error(pos, path, format!("invalid `when` expression: {e}"));
+            None
+        }
+    }
+}
+
+fn read_retry(cx: &mut Cx<'_>, node: &Node, path: &str) -> Option<RetryPolicy> {
+    let f = cx.mapping(node, path, "`retry`", RETRY_FIELDS, &[])?;
+    let mut ok = true;
+    let mut policy = RetryPolicy {
+        max_attempts: DEFAULT_RETRY_ATTEMPTS,
+        ..RetryPolicy::default()
+    };
+    if let Some(n) = f.get("max_attempts") {
+        let p = join(path, "max_attempts");
+        match cx.integer(n, &p, "`max_attempts`") {
+            Some(v) if (1..=MAX_ATTEMPTS).contains(&v) => policy.max_attempts = u32::try_from(v).unwrap_or(1),
+            Some(v) => {
+                cx.error(n.pos, &p, format!("`max_attempts` must be between 1 and {MAX_ATTEMPTS}, found {v}"));
+                ok = false;
+            }
+            None => ok = false,
+        }
+    }
+    let initial = f.get("initial_interval").map(|n| (n, cx.duration(n, &join(path, "initial_interval"), "`initial_interval`")));
+    let max = f.get("max_interval").map(|n| (n, cx.duration(n, &join(path, "max_interval"), "`max_interval`")));
+    match initial {
+        Some((_, Some(d))) => policy.initial_interval = d,
+        Some((_, None)) => ok = false,
+        None => {}
+    }
+    match max {
+        Some((n, Some(d))) => {
+            if d < policy.initial_interval {
+                cx.error(
+                    n.pos,
+                    &join(path, "max_interval"),
+                    format!(
+                        "`max_interval` ({}) must not be shorter than `initial_interval` ({})",
+                        fogbook_activities::duration::format(d),
+                        fogbook_activities::duration::format(policy.initial_interval)
+                    ),
+                );
+                ok = false;
+            }
+            policy.max_interval = d;
+        }
+        Some((_, None)) => ok = false,
+        // Without an explicit bound, the bound never undercuts the first delay.
+        None => policy.max_interval = policy.max_interval.max(policy.initial_interval),
+    }
+    if let Some(n) = f.get("multiplier") {
+        let p = join(path, "multiplier");
+        match cx.number(n, &p, "`multiplier`") {
+            Some(m) if (1.0..=100.0).contains(&m) => policy.multiplier = m,
+            Some(m) => {
+                cx.error(n.pos, &p, format!("`multiplier` must be between 1 and 100, found {m}"));
+                ok = false;
+            }
+            None => ok = false,
+        }
+    }
+    if let Some(n) = f.get("jitter") {
+        let p = join(path, "jitter");
+        match cx.number(n, &p, "`jitter`") {
+            Some(j) if (0.0..=1.0).contains(&j) => policy.jitter = j,
+            Some(j) => {
+                cx.error(n.pos, &p, format!("`jitter` must be between 0 and 1 (a fraction of the delay), found {j}"));
+                ok = false;
+            }
+            None => ok = false,
+        }
+    }
+    if let Some(n) = f.get("on") {
+        let p = join(path, "on");
+        let mut classes = Vec::new();
+        match cx.seq(n, &p, "`on`") {
+            Some(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let ip = format!("{p}[{i}]");
+                    let Some(c) = cx.choice(item, &ip, "an error class", ERROR_CLASSES) else {
+                        ok = false;
+                        continue;
+                    };
+                    let class = match c {
+                        "transient" => ErrorClass::Transient,
+                        "timeout" => ErrorClass::Timeout,
+                        _ => ErrorClass::Failed,
+                    };
+                    if classes.contains(&class) {
+                        cx.error(item.pos, &ip, format!("`{c}` is listed twice"));
+                        ok = false;
+                    } else {
+                        classes.push(class);
+                    }
+                }
+                if items.is_empty() && policy.max_attempts > 1 {
+                    cx.error(n.pos, &p, "`on` is empty, so no error would be retried; remove `retry` or list error classes");
+                    ok = false;
+                }
+            }
+            None => ok = false,
+        }
+        policy.on = classes;
+    }
+    ok.then_some(policy)
+}
+
+/// Converts a `with:` mapping, parsing every string as a template and checking its paths.
+fn with_map(cx: &mut Cx<'_>, node: &Node, path: &str, scope: &RefScope<'_>) -> Option<BTreeMap<String, WithValue>> {
+    let Value::Map(entries) = &node.value else { return None };
+    let mut out = BTreeMap::new();
+    let mut ok = true;
+    for (k, v) in entries {
+        let Some(key) = k.key_text() else {
+            cx.error(k.pos, path, "an input name must be a plain name, found a list or mapping");
+            ok = false;
+            continue;
+        };
+        match with_value(cx, v, &join(path, &key), scope) {
+            Some(w) => {
+                out.entry(key).or_insert(w);
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+fn with_value(cx: &mut Cx<'_>, node: &Node, path: &str, scope: &RefScope<'_>) -> Option<WithValue> {
+    match &node.value {
+        Value::String(s) => template(cx, node, s, path, scope).map(WithValue::Template),
+        Value::Seq(items) => {
+            let mut out = Vec::new();
+            let mut ok = true;
+            for (i, item) in items.iter().enumerate() {
+                match with_value(cx, item, &format!("{path}[{i}]"), scope) {
+                    Some(v) => out.push(v),
+                    None => ok = false,
+                }
+            }
+            ok.then_some(WithValue::List(out))
+        }
+        Value::Map(_) => with_map(cx, node, path, scope).map(WithValue::Map),
+        _ => Some(WithValue::Literal(node.to_json())),
+    }
+}
+
+/// Windows must open before they close, and not open twice. Works on the raw step
+/// nodes, so that a step with an unrelated error still takes part.
+fn check_windows(cx: &mut Cx<'_>, steps: &[Node]) {
+    for label in ["unprotected", "listener"] {
+        let what = format!("the {label} window");
+        let mut open: Option<(String, Option<super::yaml::Pos>)> = None;
+        for (i, node) in steps.iter().enumerate() {
+            let Some(edge) = field(node, label) else { continue };
+            let Value::String(edge) = &edge.value else { continue };
+            let name = peek_id(node).map_or_else(|| format!("#{}", i + 1), str::to_owned);
+            let path = match peek_id(node) {
+                Some(id) => format!("steps.{id}.{label}"),
+                None => format!("steps[{i}].{label}"),
+            };
+            let pos = field(node, label).and_then(|n| n.pos);
+            match (edge.as_str(), &open) {
+                ("opens", None) => open = Some((name, pos)),
+                ("opens", Some((by, _))) => cx.error(
+                    pos,
+                    &path,
+                    format!("step `{name}` opens {what}, but step `{by}` already opened it and no step closed it in between"),
+                ),
+                ("closes", Some(_)) => open = None,
+                ("closes", None) => cx.error(
+                    pos,
+                    &path,
+                    format!("step `{name}` closes {what}, but no earlier step opens it (`{label}: opens`)"),
+                ),
+                _ => {}
+            }
+        }
+        if let Some((by, pos)) = open {
+            cx.warn(
+                pos,
+                &format!("steps.{by}.{label}"),
+                format!("{what} opened by step `{by}` is still open when the runbook ends; no later step has `{label}: closes`"),
+            );
+        }
+    }
+}
+
+/// The value of key `key` in mapping `node`.
+fn field<'n>(node: &'n Node, key: &str) -> Option<&'n Node> {
+    let Value::Map(entries) = &node.value else { return None };
+    entries
+        .iter()
+        .find(|(k, _)| matches!(&k.value, Value::String(s) if s == key))
+        .map(|(_, v)| v)
+}

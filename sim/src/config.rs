@@ -1,0 +1,53 @@
+//! How the emulator is started.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::estate::Estate;
+use crate::faults::FaultConfig;
+
+/// Everything [`crate::start`] needs.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The starting estate (ignored when `state_file` already holds a saved state).
+    pub estate: Estate,
+    /// Address to bind, such as `127.0.0.1:0` for any free port.
+    pub listen: SocketAddr,
+    /// Simulated seconds per real second (1.0 = real time; 3600.0 = an hour per second; 0.0 =
+    /// frozen, so only `POST /_sim/clock/advance` moves time).
+    pub time_scale: f64,
+    /// When set, every accepted mutation is saved here atomically, and a saved state is
+    /// loaded from here at start, continuing operations in flight.
+    pub state_file: Option<PathBuf>,
+    /// Faults to inject from the start.
+    pub faults: Option<FaultConfig>,
+    /// When set, the only bearer token accepted; otherwise any bearer token is.
+    pub token: Option<String>,
+    /// Serve HTTPS with this certificate and key.
+    pub tls: Option<TlsFiles>,
+}
+
+impl SimConfig {
+    /// A configuration for `estate` on `127.0.0.1:0`, real time, no state file, faults,
+    /// fixed token or TLS.
+    pub fn new(estate: Estate) -> SimConfig {
+        SimConfig {
+            estate,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            time_scale: 1.0,
+            state_file: None,
+            faults: None,
+            token: None,
+            tls: None,
+        }
+    }
+}
+
+/// PEM files for HTTPS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert_pem: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_pem: PathBuf,
+}

@@ -1,0 +1,368 @@
+//! Microsoft.Network: virtual networks with subnets and peerings, security groups and rules.
+//!
+//! Network writes complete at once: the answer carries the final body with
+//! `provisioningState: Succeeded` and an `Azure-AsyncOperation` URL whose status is already
+//! `Succeeded`, so clients that poll (the spec says `final-state-via: azure-async-operation`)
+//! and clients that do not both see the result.
+
+use axum::http::StatusCode;
+
+use super::context::{Ctx, parse_body};
+use super::render;
+use super::response::ArmResponse;
+use crate::arm_error::ArmError;
+use crate::estate::derived_guid;
+use crate::ids;
+use crate::regions;
+use crate::rules;
+use crate::wire::{List, PeeringIn, PeeringPropertiesIn, SecurityRuleIn, SubnetIn, VirtualNetworkIn};
+use crate::world::{Delegation, Peering, SecurityRule, Subnet, VirtualNetwork};
+
+const VNET_TYPE: &str = "Microsoft.Network/virtualNetworks";
+const NSG_TYPE: &str = "Microsoft.Network/networkSecurityGroups";
+
+fn vnet_key(sub: &str, rg: &str, name: &str) -> String {
+    ids::key(&ids::vnet(sub, rg, name))
+}
+
+fn nsg_key(sub: &str, rg: &str, name: &str) -> String {
+    ids::key(&ids::nsg(sub, rg, name))
+}
+
+fn written(ctx: &mut Ctx<'_>, created: bool, sub: &str, location: &str, id: &str, body: ArmResponse) -> ArmResponse {
+    let url = ctx.network_done(sub, location, id);
+    let mut body = body.with_header("azure-asyncoperation", url);
+    body.status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    body
+}
+
+fn bad_format(message: impl Into<String>) -> ArmError {
+    ArmError::bad_request("InvalidRequestFormat", message)
+}
+
+// ----- virtual networks ------------------------------------------------------------------
+
+pub(crate) fn get_vnet(ctx: &Ctx<'_>, sub: &str, rg: &str, name: &str) -> Result<ArmResponse, ArmError> {
+    let vnet = ctx
+        .world()
+        .virtual_networks
+        .get(&vnet_key(sub, rg, name))
+        .ok_or_else(|| ArmError::not_found(VNET_TYPE, name, rg))?;
+    ArmResponse::json(StatusCode::OK, &render::vnet(ctx.world(), vnet))
+}
+
+fn subnet_from(spec: SubnetIn, space: &[String], vnet_name: &str) -> Result<Subnet, ArmError> {
+    let name = spec.name.ok_or_else(|| bad_format("Every subnet needs a name."))?;
+    let props = spec.properties.unwrap_or_default();
+    let prefix = props
+        .address_prefix
+        .or_else(|| props.address_prefixes.and_then(|p| p.into_iter().next()))
+        .ok_or_else(|| bad_format(format!("Subnet '{name}' needs an addressPrefix.")))?;
+    if rules::cidr_range(&prefix).is_none() {
+        return Err(ArmError::bad_request(
+            "InvalidAddressPrefixFormat",
+            format!("Address prefix '{prefix}' of subnet '{name}' is not a valid CIDR."),
+        ));
+    }
+    if !rules::within(&prefix, space) {
+        return Err(ArmError::bad_request(
+            "NetcfgSubnetRangeOutsideVnet",
+            format!("Subnet '{name}' ({prefix}) is not within the address space of virtual network '{vnet_name}'."),
+        ));
+    }
+    let delegations = props
+        .delegations
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|d| {
+            let service_name = d.properties?.service_name?;
+            Some(Delegation { name: d.name.unwrap_or_else(|| "delegation".into()), service_name })
+        })
+        .collect();
+    Ok(Subnet {
+        name,
+        address_prefix: prefix,
+        security_group_id: props.network_security_group.map(|r| r.id),
+        route_table_id: props.route_table.map(|r| r.id),
+        delegations,
+    })
+}
+
+fn peering_from(name: String, props: PeeringPropertiesIn) -> Result<Peering, ArmError> {
+    let remote = props
+        .remote_virtual_network
+        .ok_or_else(|| bad_format(format!("Peering '{name}' needs remoteVirtualNetwork.id.")))?;
+    Ok(Peering {
+        name,
+        remote_id: remote.id,
+        allow_virtual_network_access: props.allow_virtual_network_access.unwrap_or(true),
+        allow_forwarded_traffic: props.allow_forwarded_traffic.unwrap_or(false),
+        allow_gateway_transit: props.allow_gateway_transit.unwrap_or(false),
+        use_remote_gateways: props.use_remote_gateways.unwrap_or(false),
+    })
+}
+
+pub(crate) fn put_vnet(ctx: &mut Ctx<'_>, sub: &str, rg: &str, name: &str, body: &[u8]) -> Result<ArmResponse, ArmError> {
+    if !ctx.world().has_resource_group(sub, rg) {
+        return Err(ArmError::resource_group_not_found(rg));
+    }
+    let request: VirtualNetworkIn = parse_body(body)?;
+    let key = vnet_key(sub, rg, name);
+    let existing = ctx.world().virtual_networks.get(&key).cloned();
+    let location = match (&request.location, &existing) {
+        (Some(l), _) => regions::normalize(l),
+        (None, Some(v)) => v.location.clone(),
+        (None, None) => return Err(ArmError::invalid_parameter("The 'location' property is required.")),
+    };
+    let props = request.properties.unwrap_or_default();
+    let space = props.address_space.map(|s| s.address_prefixes).unwrap_or_default();
+    if space.is_empty() {
+        return Err(bad_format("properties.addressSpace.addressPrefixes must not be empty."));
+    }
+    if let Some(bad) = space.iter().find(|p| rules::cidr_range(p).is_none()) {
+        return Err(ArmError::bad_request(
+            "InvalidAddressPrefixFormat",
+            format!("Address prefix '{bad}' is not a valid CIDR."),
+        ));
+    }
+    let subnets = props
+        .subnets
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| subnet_from(s, &space, name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let id = ids::vnet(sub, rg, name);
+    for inst in ctx.world().instances.values() {
+        if let Some((vnet_id, subnet)) = ids::split_subnet(&inst.subnet_id)
+            && ids::key(&vnet_id) == key
+            && !subnets.iter().any(|s| s.name.eq_ignore_ascii_case(&subnet))
+        {
+            return Err(ArmError::bad_request(
+                "InUseSubnetCannotBeDeleted",
+                format!("Subnet '{subnet}' is in use by managed instance '{}' and cannot be deleted.", inst.name),
+            ));
+        }
+    }
+    let peerings = match props.virtual_network_peerings {
+        Some(list) => list
+            .into_iter()
+            .map(|p: PeeringIn| {
+                let pname = p.name.ok_or_else(|| bad_format("Every peering needs a name."))?;
+                peering_from(pname, p.properties.unwrap_or_default())
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        None => existing.as_ref().map(|v| v.peerings.clone()).unwrap_or_default(),
+    };
+    let vnet = VirtualNetwork {
+        id: id.clone(),
+        subscription: sub.to_owned(),
+        resource_group: rg.to_owned(),
+        name: name.to_owned(),
+        location: location.clone(),
+        address_prefixes: space,
+        subnets,
+        peerings,
+        tags: request.tags.or_else(|| existing.as_ref().map(|v| v.tags.clone())).unwrap_or_default(),
+        resource_guid: existing.as_ref().map_or_else(|| derived_guid(&id), |v| v.resource_guid.clone()),
+    };
+    ctx.world_mut().virtual_networks.insert(key.clone(), vnet);
+    let world = ctx.world();
+    let vnet = world.virtual_networks.get(&key).ok_or_else(|| ArmError::not_found(VNET_TYPE, name, rg))?;
+    let body = ArmResponse::json(StatusCode::OK, &render::vnet(world, vnet))?;
+    Ok(written(ctx, existing.is_none(), sub, &location, &id, body))
+}
+
+pub(crate) fn get_subnet(ctx: &Ctx<'_>, sub: &str, rg: &str, vnet: &str, name: &str) -> Result<ArmResponse, ArmError> {
+    let v = ctx
+        .world()
+        .virtual_networks
+        .get(&vnet_key(sub, rg, vnet))
+        .ok_or_else(|| ArmError::not_found(VNET_TYPE, vnet, rg))?;
+    let s = v.subnet(name).ok_or_else(|| ArmError::not_found("Microsoft.Network/virtualNetworks/subnets", name, rg))?;
+    ArmResponse::json(StatusCode::OK, &render::subnet(v, s))
+}
+
+// ----- peerings --------------------------------------------------------------------------
+
+pub(crate) fn list_peerings(ctx: &Ctx<'_>, sub: &str, rg: &str, vnet: &str) -> Result<ArmResponse, ArmError> {
+    let v = ctx
+        .world()
+        .virtual_networks
+        .get(&vnet_key(sub, rg, vnet))
+        .ok_or_else(|| ArmError::not_found(VNET_TYPE, vnet, rg))?;
+    let value = v.peerings.iter().map(|p| render::peering(ctx.world(), v, p)).collect();
+    ArmResponse::json(StatusCode::OK, &List { value })
+}
+
+pub(crate) fn get_peering(ctx: &Ctx<'_>, sub: &str, rg: &str, vnet: &str, name: &str) -> Result<ArmResponse, ArmError> {
+    let v = ctx
+        .world()
+        .virtual_networks
+        .get(&vnet_key(sub, rg, vnet))
+        .ok_or_else(|| ArmError::not_found(VNET_TYPE, vnet, rg))?;
+    let p = v
+        .peering(name)
+        .ok_or_else(|| ArmError::not_found("Microsoft.Network/virtualNetworks/virtualNetworkPeerings", name, rg))?;
+    ArmResponse::json(StatusCode::OK, &render::peering(ctx.world(), v, p))
+}
+
+pub(crate) fn put_peering(
+    ctx: &mut Ctx<'_>,
+    sub: &str,
+    rg: &str,
+    vnet: &str,
+    name: &str,
+    body: &[u8],
+) -> Result<ArmResponse, ArmError> {
+    let key = vnet_key(sub, rg, vnet);
+    let v = ctx.world().virtual_networks.get(&key).cloned().ok_or_else(|| ArmError::not_found(VNET_TYPE, vnet, rg))?;
+    let request: PeeringIn = parse_body(body)?;
+    let peering = peering_from(name.to_owned(), request.properties.unwrap_or_default())?;
+    if ids::key(&peering.remote_id) == key {
+        return Err(bad_format("A virtual network cannot peer with itself."));
+    }
+    if let Some(remote) = ctx.world().virtual_networks.get(&ids::key(&peering.remote_id))
+        && let Some((a, b)) = rules::overlapping(&v.address_prefixes, &remote.address_prefixes)
+    {
+        return Err(ArmError::bad_request(
+            "VnetAddressSpacesOverlap",
+            format!("Cannot peer '{}' with '{}': address spaces {a} and {b} overlap.", v.name, remote.name),
+        ));
+    }
+    let created = v.peering(name).is_none();
+    if let Some(target) = ctx.world_mut().virtual_networks.get_mut(&key) {
+        target.peerings.retain(|p| !p.name.eq_ignore_ascii_case(name));
+        target.peerings.push(peering);
+    }
+    let world = ctx.world();
+    let target = world.virtual_networks.get(&key).ok_or_else(|| ArmError::not_found(VNET_TYPE, vnet, rg))?;
+    let p = target.peering(name).ok_or_else(|| ArmError::not_found(VNET_TYPE, name, rg))?;
+    let response = ArmResponse::json(StatusCode::OK, &render::peering(world, target, p))?;
+    let id = format!("{}/virtualNetworkPeerings/{name}", v.id);
+    Ok(written(ctx, created, sub, &v.location, &id, response))
+}
+
+pub(crate) fn delete_peering(ctx: &mut Ctx<'_>, sub: &str, rg: &str, vnet: &str, name: &str) -> Result<ArmResponse, ArmError> {
+    let key = vnet_key(sub, rg, vnet);
+    let Some(target) = ctx.world_mut().virtual_networks.get_mut(&key) else {
+        return Ok(ArmResponse::empty(StatusCode::NO_CONTENT));
+    };
+    let before = target.peerings.len();
+    target.peerings.retain(|p| !p.name.eq_ignore_ascii_case(name));
+    Ok(ArmResponse::empty(if target.peerings.len() == before { StatusCode::NO_CONTENT } else { StatusCode::OK }))
+}
+
+// ----- security groups -------------------------------------------------------------------
+
+pub(crate) fn get_nsg(ctx: &Ctx<'_>, sub: &str, rg: &str, name: &str) -> Result<ArmResponse, ArmError> {
+    let nsg = ctx
+        .world()
+        .security_groups
+        .get(&nsg_key(sub, rg, name))
+        .ok_or_else(|| ArmError::not_found(NSG_TYPE, name, rg))?;
+    ArmResponse::json(StatusCode::OK, &render::nsg(ctx.world(), nsg))
+}
+
+pub(crate) fn list_rules(ctx: &Ctx<'_>, sub: &str, rg: &str, nsg: &str) -> Result<ArmResponse, ArmError> {
+    let group = ctx
+        .world()
+        .security_groups
+        .get(&nsg_key(sub, rg, nsg))
+        .ok_or_else(|| ArmError::not_found(NSG_TYPE, nsg, rg))?;
+    let value = group.rules.iter().map(|r| render::rule(group, r)).collect();
+    ArmResponse::json(StatusCode::OK, &List { value })
+}
+
+pub(crate) fn get_rule(ctx: &Ctx<'_>, sub: &str, rg: &str, nsg: &str, name: &str) -> Result<ArmResponse, ArmError> {
+    let group = ctx
+        .world()
+        .security_groups
+        .get(&nsg_key(sub, rg, nsg))
+        .ok_or_else(|| ArmError::not_found(NSG_TYPE, nsg, rg))?;
+    let rule = group
+        .rules
+        .iter()
+        .find(|r| r.name.eq_ignore_ascii_case(name))
+        .ok_or_else(|| ArmError::not_found("Microsoft.Network/networkSecurityGroups/securityRules", name, rg))?;
+    ArmResponse::json(StatusCode::OK, &render::rule(group, rule))
+}
+
+fn one_of(value: Option<String>, field: &str, allowed: &[&str]) -> Result<String, ArmError> {
+    let value = value.ok_or_else(|| bad_format(format!("The security rule property '{field}' is required.")))?;
+    allowed
+        .iter()
+        .find(|a| a.eq_ignore_ascii_case(&value))
+        .map(|a| (*a).to_owned())
+        .ok_or_else(|| {
+            ArmError::bad_request(
+                "SecurityRuleParameterContainsUnsupportedValue",
+                format!("Security rule parameter {field} has value '{value}', which is not one of {allowed:?}."),
+            )
+        })
+}
+
+pub(crate) fn put_rule(
+    ctx: &mut Ctx<'_>,
+    sub: &str,
+    rg: &str,
+    nsg: &str,
+    name: &str,
+    body: &[u8],
+) -> Result<ArmResponse, ArmError> {
+    let key = nsg_key(sub, rg, nsg);
+    let group = ctx.world().security_groups.get(&key).cloned().ok_or_else(|| ArmError::not_found(NSG_TYPE, nsg, rg))?;
+    let request: SecurityRuleIn = parse_body(body)?;
+    let p = request.properties.ok_or_else(|| bad_format("The 'properties' object is required."))?;
+    let protocol = one_of(p.protocol, "protocol", &["Tcp", "Udp", "Icmp", "Esp", "*", "Ah"])?;
+    let access = one_of(p.access, "access", &["Allow", "Deny"])?;
+    let direction = one_of(p.direction, "direction", &["Inbound", "Outbound"])?;
+    let priority = p.priority.ok_or_else(|| bad_format("The security rule property 'priority' is required."))?;
+    if !(100..=4096).contains(&priority) {
+        return Err(ArmError::bad_request(
+            "SecurityRuleInvalidPriority",
+            format!("Security rule '{name}' has invalid priority {priority}; it must be between 100 and 4096."),
+        ));
+    }
+    if let Some(other) = group.rules.iter().find(|r| {
+        !r.name.eq_ignore_ascii_case(name) && r.priority == priority && r.direction.eq_ignore_ascii_case(&direction)
+    }) {
+        return Err(ArmError::bad_request(
+            "SecurityRuleConflict",
+            format!("Security rule '{name}' conflicts with rule '{}': both have priority {priority} and direction {direction}.", other.name),
+        ));
+    }
+    let rule = SecurityRule {
+        name: name.to_owned(),
+        protocol,
+        access,
+        priority,
+        direction,
+        source_port_range: p.source_port_range,
+        source_port_ranges: p.source_port_ranges,
+        destination_port_range: p.destination_port_range,
+        destination_port_ranges: p.destination_port_ranges,
+        source_address_prefix: p.source_address_prefix,
+        source_address_prefixes: p.source_address_prefixes,
+        destination_address_prefix: p.destination_address_prefix,
+        destination_address_prefixes: p.destination_address_prefixes,
+        description: p.description,
+    };
+    let created = !group.rules.iter().any(|r| r.name.eq_ignore_ascii_case(name));
+    let out = render::rule(&group, &rule);
+    if let Some(target) = ctx.world_mut().security_groups.get_mut(&key) {
+        target.rules.retain(|r| !r.name.eq_ignore_ascii_case(name));
+        target.rules.push(rule);
+    }
+    let response = ArmResponse::json(StatusCode::OK, &out)?;
+    let id = out.id.clone();
+    Ok(written(ctx, created, sub, &group.location, &id, response))
+}
+
+pub(crate) fn delete_rule(ctx: &mut Ctx<'_>, sub: &str, rg: &str, nsg: &str, name: &str) -> Result<ArmResponse, ArmError> {
+    let Some(group) = ctx.world_mut().security_groups.get_mut(&nsg_key(sub, rg, nsg)) else {
+        return Ok(ArmResponse::empty(StatusCode::NO_CONTENT));
+    };
+    let before = group.rules.len();
+    group.rules.retain(|r| !r.name.eq_ignore_ascii_case(name));
+    Ok(ArmResponse::empty(if group.rules.len() == before { StatusCode::NO_CONTENT } else { StatusCode::OK }))
+}

@@ -1,0 +1,519 @@
+//! One function per command. Each returns the exit code; data goes through `output`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use fogbook_engine::runbook::{self, Diagnostics, Runbook};
+use fogbook_engine::{CreateRun, Engine, EngineConfig, EngineError, RunOutcome};
+use fogbook_state::{RunFilter, RunStatus, StateError, Store};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command, DriveArgs, Format, ResumeArgs, RunArgs, ValidateArgs};
+use crate::output;
+use crate::progress::Progress;
+use crate::{Exit, report};
+
+pub(crate) async fn dispatch(cli: Cli) -> Exit {
+    if cli.format == Format::Csv && !matches!(cli.command, Command::History(_)) {
+        output::error("--format csv is only available for `history`", Some("use --format text or --format json"));
+        return Exit::BadInput;
+    }
+    match &cli.command {
+        Command::Validate(args) => validate(&cli, args),
+        Command::Schema => {
+            output::data(&serde_json::to_string_pretty(&runbook::json_schema()).unwrap_or_default());
+            Exit::Success
+        }
+        Command::Run(args) => run(&cli, args).await,
+        Command::Resume(args) => resume(&cli, args).await,
+        Command::Status(a) => with_store(&cli, |store| report::status(&cli, store, a.run_id.clone())).await,
+        Command::Runs(a) => {
+            let mut statuses = Vec::new();
+            for s in &a.status {
+                match s.parse::<RunStatus>() {
+                    Ok(st) => statuses.push(st),
+                    Err(e) => {
+                        output::error(&e, Some("statuses: pending, running, waiting, succeeded, failed, cancelled"));
+                        return Exit::BadInput;
+                    }
+                }
+            }
+            let filter = RunFilter {
+                statuses,
+                limit: Some(a.limit),
+            };
+            with_store(&cli, |store| report::runs(&cli, store, filter)).await
+        }
+        Command::History(a) => with_store(&cli, |store| report::history(&cli, store, a.run_id.clone())).await,
+        Command::Report(a) => with_store(&cli, |store| report::report(&cli, store, a.run_id.clone())).await,
+        Command::Approve(a) => {
+            let (run_id, step, by, comment) = (a.run_id.clone(), a.step.clone(), a.by.clone(), a.comment.clone());
+            with_store(&cli, |store| approve(&cli, store, run_id, step, by, comment)).await
+        }
+        Command::Cancel(a) => {
+            let (run_id, by) = (a.run_id.clone(), a.by.clone());
+            with_store(&cli, |store| cancel(&cli, store, run_id, by)).await
+        }
+        Command::Audit(crate::cli::AuditCommand::Verify { run_id }) => {
+            let run_id = run_id.clone();
+            with_store(&cli, |store| report::verify(&cli, store, run_id)).await
+        }
+    }
+}
+
+/// Opens the store for a command that needs an existing database: a missing file is an
+/// error (and is not created), so a typo in `--db` does not silently show nothing.
+async fn with_store<F, Fut>(cli: &Cli, f: F) -> Exit
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: std::future::Future<Output = Exit>,
+{
+    let Some(store) = open_existing(cli) else {
+        return Exit::BadInput;
+    };
+    let exit = f(store.clone()).await;
+    store.close().await;
+    exit
+}
+
+fn read_runbook(path: &Path) -> Result<(String, Runbook), Exit> {
+    let origin = path.display().to_string();
+    let text = match std::fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(_) => {
+                output::error(&format!("{origin}: the runbook is not valid UTF-8"), None);
+                return Err(Exit::BadInput);
+            }
+        },
+        Err(e) => {
+            output::error(&format!("cannot read runbook {origin}: {e}"), None);
+            return Err(Exit::BadInput);
+        }
+    };
+    match runbook::parse(&text, &origin) {
+        Ok(rb) => Ok((text, rb)),
+        Err(diags) => {
+            print_diagnostics(&diags);
+            Err(Exit::BadInput)
+        }
+    }
+}
+
+fn print_diagnostics(diags: &Diagnostics) {
+    let n = diags.0.len();
+    output::always(&diags.to_string());
+    output::error(
+        &format!("{n} error{} found; nothing was run", if n == 1 { "" } else { "s" }),
+        None,
+    );
+}
+
+/// Reads the parameter file and `--set` values and checks them against the runbook.
+fn read_params(rb: &Runbook, file: Option<&Path>, sets: &[String]) -> Result<serde_json::Value, Exit> {
+    let mut given = serde_json::Map::new();
+    let mut origin = "command line".to_owned();
+    if let Some(path) = file {
+        origin = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                output::error(&format!("cannot read parameter file {origin}: {e}"), None);
+                return Err(Exit::BadInput);
+            }
+        };
+        given = match runbook::parse_params(&text, &origin) {
+            Ok(m) => m,
+            Err(d) => {
+                print_diagnostics(&d);
+                return Err(Exit::BadInput);
+            }
+        };
+    }
+    for s in sets {
+        match runbook::parse_set(s) {
+            Ok((key, value)) => set_dotted(&mut given, &key, value),
+            Err(e) => {
+                output::error(&format!("--set {s}: {e}"), Some("write --set name=value, e.g. --set delete_old_secondary=true"));
+                return Err(Exit::BadInput);
+            }
+        }
+    }
+    runbook::resolve_params(rb, given, &origin).map_err(|d| {
+        print_diagnostics(&d);
+        Exit::BadInput
+    })
+}
+
+fn set_dotted(map: &mut serde_json::Map<String, serde_json::Value>, key: &str, value: serde_json::Value) {
+    match key.split_once('.') {
+        None => {
+            map.insert(key.to_owned(), value);
+        }
+        Some((head, rest)) => {
+            let entry = map.entry(head.to_owned()).or_insert_with(|| json!({}));
+            if !entry.is_object() {
+                *entry = json!({});
+            }
+            if let Some(inner) = entry.as_object_mut() {
+                set_dotted(inner, rest, value);
+            }
+        }
+    }
+}
+
+fn validate(cli: &Cli, args: &ValidateArgs) -> Exit {
+    let mut results = Vec::new();
+    let mut all_ok = true;
+    for file in &args.files {
+        let origin = file.display().to_string();
+        let outcome = match std::fs::read_to_string(file) {
+            Err(e) => Err(format!("{origin}: cannot read: {e}")),
+            Ok(text) => match runbook::parse(&text, &origin) {
+                Err(d) => Err(d.to_string()),
+                Ok(rb) if args.params.is_some() || !args.set.is_empty() => {
+                    match read_params_quiet(&rb, args.params.as_deref(), &args.set) {
+                        Ok(()) => Ok(rb),
+                        Err(e) => Err(e),
+                    }
+                }
+                Ok(rb) => Ok(rb),
+            },
+        };
+        match outcome {
+            Ok(rb) => {
+                if cli.format != Format::Json {
+                    output::data(&format!("{origin}: ok ({} v{}, {} steps)", rb.name, rb.version, rb.steps.len()));
+                }
+                results.push(json!({ "file": origin, "ok": true, "runbook": rb.name, "steps": rb.steps.len() }));
+            }
+            Err(errors) => {
+                all_ok = false;
+                output::always(&errors);
+                results.push(json!({ "file": origin, "ok": false, "errors": errors.lines().collect::<Vec<_>>() }));
+            }
+        }
+    }
+    if cli.format == Format::Json {
+        output::json("validation", &json!({ "ok": all_ok, "files": results }));
+    }
+    if all_ok { Exit::Success } else { Exit::BadInput }
+}
+
+fn read_params_quiet(rb: &Runbook, file: Option<&Path>, sets: &[String]) -> Result<(), String> {
+    let mut given = serde_json::Map::new();
+    let mut origin = "command line".to_owned();
+    if let Some(path) = file {
+        origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{origin}: cannot read: {e}"))?;
+        given = runbook::parse_params(&text, &origin).map_err(|d| d.to_string())?;
+    }
+    for s in sets {
+        let (k, v) = runbook::parse_set(s).map_err(|e| format!("--set {s}: {e}"))?;
+        set_dotted(&mut given, &k, v);
+    }
+    runbook::resolve_params(rb, given, &origin).map(|_| ()).map_err(|d| d.to_string())
+}
+
+fn engine(cli: &Cli, store: Store, drive: &DriveArgs, progress: Arc<Progress>) -> Engine {
+    let config = EngineConfig {
+        lease_ttl: cli.lease_ttl,
+        wait_for_approval: drive.wait,
+        ..EngineConfig::default()
+    };
+    Engine::new(store, config).with_observer(progress)
+}
+
+async fn run(cli: &Cli, args: &RunArgs) -> Exit {
+    // Everything that can be wrong with the input is checked before the database is
+    // opened, so bad input leaves it exactly as it was.
+    let (text, rb) = match read_runbook(&args.file) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let params = match read_params(&rb, args.params.as_deref(), &args.set) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let store = match Store::open(&cli.db) {
+        Ok(s) => s,
+        Err(e) => {
+            output::error_chain(&e, None);
+            return Exit::BadInput;
+        }
+    };
+    let progress = Progress::new(cli.quiet);
+    let engine = engine(cli, store, &args.drive, progress.clone());
+    let source_path = std::fs::canonicalize(&args.file).unwrap_or_else(|_| args.file.clone());
+    let created = engine
+        .create_run(CreateRun {
+            runbook: &rb,
+            text: &text,
+            source_path: Some(source_path.display().to_string()),
+            params,
+            auto_approve: args.auto_approve,
+            take_lease: true,
+            created_by: json!({ "user": std::env::var("USER").ok(), "command": "run" }),
+        })
+        .await;
+    let run_id = match created {
+        Ok(id) => id,
+        Err(e) => {
+            engine.store().close().await;
+            return engine_error(&e);
+        }
+    };
+    output::always(&format!("run {run_id}"));
+    if args.auto_approve {
+        output::note(cli.quiet, "approval steps will be auto-approved (recorded as such in the audit trail)");
+    }
+    let exit = drive(cli, &engine, &run_id, progress).await;
+    engine.store().close().await;
+    exit
+}
+
+async fn drive(cli: &Cli, engine: &Engine, run_id: &str, progress: Arc<Progress>) -> Exit {
+    let stop = CancellationToken::new();
+    spawn_signal_handler(stop.clone(), cli.quiet);
+    let ticker = CancellationToken::new();
+    progress.spawn_ticker(ticker.clone());
+    let result = engine.drive(run_id, stop).await;
+    ticker.cancel();
+    match result {
+        Ok(outcome) => {
+            let exit = match &outcome {
+                RunOutcome::Succeeded => Exit::Success,
+                RunOutcome::Failed { step, code, message } => {
+                    output::always(&format!("run {run_id} failed at step `{step}`: {code}: {message}"));
+                    Exit::RunFailed
+                }
+                RunOutcome::Waiting { step, message } => {
+                    output::always(&format!(
+                        "run {run_id} waits for approval of step `{step}`: {message}\n  approve: fogbook approve {run_id} {step} --by NAME\n  then:    fogbook resume {run_id}"
+                    ));
+                    Exit::Waiting
+                }
+                RunOutcome::Interrupted => {
+                    output::always(&format!("run {run_id} stopped at a safe point; continue with: fogbook resume {run_id}"));
+                    Exit::Interrupted
+                }
+                RunOutcome::Cancelled => {
+                    output::always(&format!("run {run_id} was cancelled"));
+                    Exit::Cancelled
+                }
+            };
+            let report_exit = crate::report::report(cli, engine.store().clone(), run_id.to_owned()).await;
+            if report_exit != Exit::Success { report_exit } else { exit }
+        }
+        Err(e) => engine_error(&e),
+    }
+}
+
+fn spawn_signal_handler(stop: CancellationToken, quiet: bool) {
+    tokio::spawn(async move {
+        let term = async {
+            #[cfg(unix)]
+            {
+                if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    s.recv().await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            }
+            #[cfg(not(unix))]
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = term => {}
+        }
+        output::note(quiet, "stopping at the next safe point (the run stays resumable)…");
+        stop.cancel();
+    });
+}
+
+fn engine_error(e: &EngineError) -> Exit {
+    match e {
+        EngineError::Invalid(d) => {
+            print_diagnostics(d);
+            Exit::BadInput
+        }
+        EngineError::Locked { key, holder, holder_status } => {
+            output::error(
+                &format!("`{key}` is locked by run {holder} ({holder_status}); one run at a time may touch it"),
+                Some(&format!(
+                    "see `fogbook status {holder}`; a failed run keeps its locks until `fogbook resume {holder} --retry-failed` or `fogbook cancel {holder}`"
+                )),
+            );
+            Exit::Busy
+        }
+        EngineError::Busy { run_id, owner, expires_at } => {
+            output::error(
+                &format!("run {run_id} is being driven by {owner} (lease valid until {expires_at})"),
+                Some("only one process drives a run; another may take over once that lease expires or its process is gone"),
+            );
+            Exit::Busy
+        }
+        EngineError::State(StateError::UnknownRun { run_id }) => {
+            output::error(&format!("no run `{run_id}` in this database"), Some("`fogbook runs` lists the runs"));
+            Exit::BadInput
+        }
+        EngineError::State(StateError::InvalidTransition { message }) => {
+            output::error(message, None);
+            Exit::BadInput
+        }
+        other => {
+            output::error_chain(other, None);
+            Exit::BadInput
+        }
+    }
+}
+
+async fn resume(cli: &Cli, args: &ResumeArgs) -> Exit {
+    let Some(store) = open_existing(cli) else {
+        return Exit::BadInput;
+    };
+    let exit = resume_runs(cli, args, store.clone()).await;
+    store.close().await;
+    exit
+}
+
+fn open_existing(cli: &Cli) -> Option<Store> {
+    if !cli.db.exists() {
+        output::error(&format!("no state database at {}", cli.db.display()), Some("pass --db (or set FOGBOOK_DB)"));
+        return None;
+    }
+    match Store::open(&cli.db) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            output::error_chain(&e, None);
+            None
+        }
+    }
+}
+
+async fn resume_runs(cli: &Cli, args: &ResumeArgs, store: Store) -> Exit {
+    let progress = Progress::new(cli.quiet);
+    let engine = engine(cli, store.clone(), &args.drive, progress.clone());
+    let ids = if let Some(id) = &args.run_id {
+        vec![id.clone()]
+    } else {
+        let filter = RunFilter {
+            statuses: vec![RunStatus::Pending, RunStatus::Running, RunStatus::Waiting],
+            limit: None,
+        };
+        match store.list_runs(filter).await {
+            Ok(runs) => runs.into_iter().rev().map(|r| r.id).collect(),
+            Err(e) => {
+                output::error_chain(&e, None);
+                return Exit::BadInput;
+            }
+        }
+    };
+    if ids.is_empty() {
+        output::note(cli.quiet, "no unfinished runs to resume");
+        return Exit::Success;
+    }
+    let mut worst = Exit::Success;
+    for id in ids {
+        if args.retry_failed {
+            match store.retry_failed(&id, &args.by, engine.now_ms()).await {
+                Ok(step) => output::note(cli.quiet, &format!("step `{step}` of run {id} gets a fresh attempt")),
+                Err(e) => {
+                    output::error_chain(&e, None);
+                    return Exit::BadInput;
+                }
+            }
+        } else if let Ok(snap) = store.load_run(&id).await
+            && snap.run.status == RunStatus::Failed
+        {
+            output::error(
+                &format!("run {id} has failed; resuming it would retry its failed step"),
+                Some(&format!("if that is what you want: fogbook resume {id} --retry-failed; otherwise fogbook cancel {id}")),
+            );
+            worst = Exit::BadInput;
+            continue;
+        }
+        output::always(&format!("run {id}"));
+        let exit = drive(cli, &engine, &id, progress.clone()).await;
+        if exit != Exit::Success && worst == Exit::Success {
+            worst = exit;
+        }
+        if exit == Exit::Interrupted {
+            break;
+        }
+    }
+    worst
+}
+
+async fn approve(cli: &Cli, store: Store, run_id: String, step: String, by: String, comment: Option<String>) -> Exit {
+    let snap = match store.load_run(&run_id).await {
+        Ok(s) => s,
+        Err(e) => return engine_error(&EngineError::from(e)),
+    };
+    let origin = format!("runbook pinned to run {run_id}");
+    match runbook::parse(&snap.run.runbook_text, &origin) {
+        Ok(rb) => match rb.step(&step) {
+            Some(s) if s.uses == "approval" => {}
+            Some(s) => {
+                output::error(&format!("step `{step}` is a `{}` step, not an approval", s.uses), None);
+                return Exit::BadInput;
+            }
+            None => {
+                let approvals: Vec<&str> =
+                    rb.steps.iter().filter(|s| s.uses == "approval").map(|s| s.id.as_str()).collect();
+                output::error(
+                    &format!("run {run_id} has no step `{step}`"),
+                    Some(&format!("its approval steps: {}", approvals.join(", "))),
+                );
+                return Exit::BadInput;
+            }
+        },
+        Err(d) => {
+            print_diagnostics(&d);
+            return Exit::BadInput;
+        }
+    }
+    let now = fogbook_engine::Clock::now_ms(&fogbook_engine::SystemClock);
+    match store.approve(&run_id, &step, &by, comment, false, now).await {
+        Ok(row) => {
+            if cli.format == Format::Json {
+                output::json("approval", &json!({ "run_id": run_id, "step": step, "by": row.by, "at": fogbook_state::format_ms(row.at) }));
+            } else {
+                output::data(&format!("approved step `{step}` of run {run_id} as {by}"));
+                output::note(cli.quiet, &format!("continue the run with: fogbook resume {run_id}"));
+            }
+            Exit::Success
+        }
+        Err(e) => engine_error(&EngineError::from(e)),
+    }
+}
+
+async fn cancel(cli: &Cli, store: Store, run_id: String, by: String) -> Exit {
+    let snap = match store.load_run(&run_id).await {
+        Ok(s) => s,
+        Err(e) => return engine_error(&EngineError::from(e)),
+    };
+    let dead = snap.run.lease_owner.clone().filter(|o| fogbook_engine::owner::is_dead(o));
+    let now = fogbook_engine::Clock::now_ms(&fogbook_engine::SystemClock);
+    match store.cancel(&run_id, &by, dead, now).await {
+        Ok(true) => {
+            if cli.format == Format::Json {
+                output::json("cancel", &json!({ "run_id": run_id, "cancelled": true }));
+            } else {
+                output::data(&format!("run {run_id} cancelled; its locks are released"));
+            }
+            Exit::Success
+        }
+        Ok(false) => {
+            if cli.format == Format::Json {
+                output::json("cancel", &json!({ "run_id": run_id, "cancelled": false, "requested": true }));
+            } else {
+                output::data(&format!("run {run_id} is being driven; it will stop at its next safe point and be cancelled"));
+            }
+            Exit::Success
+        }
+        Err(e) => engine_error(&EngineError::from(e)),
+    }
+}

@@ -1,0 +1,114 @@
+use std::path::PathBuf;
+
+/// Errors of the state store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// The database file could not be opened or created.
+    #[error("cannot open state database {path}")]
+    OpenDatabase {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The database was written by a newer fogbook.
+    #[error("state database {path} has schema version {found}, newer than this fogbook knows ({known}); upgrade fogbook")]
+    NewerSchema {
+        /// The file.
+        path: PathBuf,
+        /// Version in the file.
+        found: i64,
+        /// Newest version this build knows.
+        known: i64,
+    },
+    /// Applying a schema migration failed.
+    #[error("cannot apply schema migration {version}")]
+    ApplyMigrations {
+        /// The migration that failed.
+        version: usize,
+        /// Why.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// No run with this id.
+    #[error("no run `{run_id}` in this database")]
+    UnknownRun {
+        /// The id asked for.
+        run_id: String,
+    },
+    /// No step with this id in the run.
+    #[error("run `{run_id}` has no step `{step_id}`")]
+    UnknownStep {
+        /// The run.
+        run_id: String,
+        /// The step asked for.
+        step_id: String,
+    },
+    /// A resource key is locked by another run.
+    #[error("`{key}` is locked by run {holder} ({holder_status})")]
+    LockHeld {
+        /// The contested resource key.
+        key: String,
+        /// The run holding it.
+        holder: String,
+        /// That run's status.
+        holder_status: String,
+    },
+    /// Another process drives the run.
+    #[error("run {run_id} is driven by {owner} (lease valid until {expires_at})")]
+    LeaseHeld {
+        /// The run.
+        run_id: String,
+        /// The current lease owner.
+        owner: String,
+        /// Lease expiry, RFC 3339.
+        expires_at: String,
+    },
+    /// This process lost its lease (it expired and was taken over).
+    #[error("lost the lease on run {run_id}: it is now held by {owner}")]
+    LeaseLost {
+        /// The run.
+        run_id: String,
+        /// The new owner, or `nobody`.
+        owner: String,
+    },
+    /// The requested change does not fit the current state.
+    #[error("{message}")]
+    InvalidTransition {
+        /// What was refused and why.
+        message: String,
+    },
+    /// A SQLite statement failed.
+    #[error("state database error during {operation}")]
+    Sqlite {
+        /// What the store was doing.
+        operation: &'static str,
+        /// The SQLite error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// Stored JSON could not be read back.
+    #[error("corrupt {what} in the state database")]
+    Corrupt {
+        /// Which column.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The store thread is gone (it panicked or the store was closed).
+    #[error("the state store thread has stopped")]
+    StoreClosed,
+}
+
+pub(crate) trait SqlContext<T> {
+    fn during(self, operation: &'static str) -> Result<T, StateError>;
+}
+
+impl<T> SqlContext<T> for Result<T, rusqlite::Error> {
+    fn during(self, operation: &'static str) -> Result<T, StateError> {
+        self.map_err(|source| StateError::Sqlite { operation, source })
+    }
+}

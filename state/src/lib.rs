@@ -1,0 +1,35 @@
+//! Durable state of fogbook runs: one SQLite file holding the pinned runbook of each run,
+//! its steps, the hash-chained audit trail, unprotected windows, leases and resource locks.
+//!
+//! The engine sees [`Store`]. It keeps everything in one SQLite file (WAL,
+//! `synchronous=FULL`) and runs all SQLite work on one dedicated thread, so no method
+//! blocks the async runtime and every method returns only after its transaction is durable.
+//!
+//! Invariants:
+//! - every state change and the audit event that describes it are written in the same
+//!   transaction, so the trail never lacks a change nor records one that did not happen;
+//! - a step's completion, its output, the window it opens or closes and the run's next
+//!   status are one transaction;
+//! - writes made on behalf of a driver carry its lease owner and fail with
+//!   [`StateError::LeaseLost`] when another process holds the run (fencing);
+//! - events are append-only (triggers refuse UPDATE and DELETE) and each carries the hash
+//!   of the one before it, so [`Store::verify_audit`] detects edits and deletions.
+//!
+//! Only this crate touches rusqlite.
+
+mod audit;
+mod error;
+mod migrations;
+mod records;
+mod store;
+mod thread;
+mod time_ms;
+
+pub use audit::{AuditFailure, AuditReport};
+pub use error::StateError;
+pub use records::{
+    ApprovalRow, EventRow, LeaseGrant, NewRun, RunFilter, RunRow, RunSnapshot, RunStatus, StepFinish,
+    StepOutcome, StepRow, StepStart, StepStatus, WindowKind, WindowRow,
+};
+pub use store::Store;
+pub use time_ms::{Millis, format_ms};

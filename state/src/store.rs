@@ -1,0 +1,1042 @@
+//! [`Store`]: the SQLite-backed state of all runs.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use serde_json::json;
+
+use crate::audit::{self, GENESIS, NewEvent};
+use crate::error::SqlContext;
+use crate::thread::ConnThread;
+use crate::{
+    ApprovalRow, AuditReport, EventRow, LeaseGrant, Millis, NewRun, RunFilter, RunRow, RunSnapshot, RunStatus,
+    StateError, StepFinish, StepOutcome, StepRow, StepStart, StepStatus, WindowKind, WindowRow, format_ms,
+};
+
+/// The state of all runs, in one SQLite file. Cheap to clone; all clones share one
+/// connection thread.
+#[derive(Clone, Debug)]
+pub struct Store {
+    conn: ConnThread,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating with mode 0600 if needed) the database at `path` and brings its
+    /// schema up to date.
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        let open_err = |e: Box<dyn std::error::Error + Send + Sync>| StateError::OpenDatabase {
+            path: path.to_owned(),
+            source: e,
+        };
+        create_private(path).map_err(|e| open_err(Box::new(e)))?;
+        let mut conn = Connection::open(path).map_err(|e| open_err(Box::new(e)))?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(|e| open_err(Box::new(e)))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| open_err(Box::new(e)))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(open_err(format!("journal_mode is {mode}, WAL is required").into()));
+        }
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+            .map_err(|e| open_err(Box::new(e)))?;
+        crate::migrations::apply(&mut conn, path)?;
+        Ok(Self {
+            conn: ConnThread::spawn(conn),
+            path: path.to_owned(),
+        })
+    }
+
+    /// Closes the database cleanly: the WAL is checkpointed into the main file and
+    /// removed. A process should call this before it exits; a crash instead leaves the WAL,
+    /// which SQLite replays on the next open, so nothing committed is lost either way.
+    pub async fn close(&self) {
+        self.conn.close().await;
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates a run with its steps, locks its resource keys and (optionally) gives the
+    /// creator its lease, all in one transaction. Fails with [`StateError::LockHeld`]
+    /// naming the holder when a key is taken, and then changes nothing.
+    pub async fn create_run(&self, run: NewRun) -> Result<(), StateError> {
+        self.write(move |tx| {
+            for key in &run.locks {
+                let holder: Option<(String, String)> = tx
+                    .query_row(
+                        "SELECT l.run_id, r.status FROM locks l JOIN runs r ON r.id = l.run_id WHERE l.key = ?1",
+                        [key],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()
+                    .during("checking resource locks")?;
+                if let Some((holder, holder_status)) = holder {
+                    return Err(StateError::LockHeld {
+                        key: key.clone(),
+                        holder,
+                        holder_status,
+                    });
+                }
+            }
+            let (owner, expires) = run.lease.clone().unzip();
+            let status = if owner.is_some() { RunStatus::Running } else { RunStatus::Pending };
+            tx.execute(
+                "INSERT INTO runs (id, runbook_name, runbook_version, runbook_text, runbook_sha256, source_path,
+                                   params, status, auto_approve, created_at, updated_at, lease_owner,
+                                   lease_expires_at, audit_head, audit_count)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13, 0)",
+                params![
+                    run.id,
+                    run.runbook_name,
+                    run.runbook_version,
+                    run.runbook_text,
+                    run.runbook_sha256,
+                    run.source_path,
+                    run.params.to_string(),
+                    status.as_str(),
+                    run.auto_approve,
+                    run.now,
+                    owner,
+                    expires,
+                    GENESIS,
+                ],
+            )
+            .during("creating the run")?;
+            for (position, step) in run.steps.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO steps (run_id, step_id, position, status) VALUES (?1, ?2, ?3, 'pending')",
+                    params![run.id, step, position as i64],
+                )
+                .during("creating the run's steps")?;
+            }
+            for key in &run.locks {
+                tx.execute(
+                    "INSERT INTO locks (key, run_id, acquired_at) VALUES (?1, ?2, ?3)",
+                    params![key, run.id, run.now],
+                )
+                .during("taking resource locks")?;
+            }
+            audit::append(
+                tx,
+                &run.id,
+                run.now,
+                NewEvent::run(
+                    "run.created",
+                    json!({
+                        "runbook": run.runbook_name,
+                        "version": run.runbook_version,
+                        "sha256": run.runbook_sha256,
+                        "source": run.source_path,
+                        "params": run.params,
+                        "locks": run.locks,
+                        "auto_approve": run.auto_approve,
+                        "by": run.created_by,
+                    }),
+                ),
+            )?;
+            if let Some(owner) = owner {
+                audit::append(tx, &run.id, run.now, NewEvent::run("lease.acquired", json!({ "owner": owner })))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Takes the lease of `run_id` for `owner` until `now + ttl`. Succeeds when the lease is
+    /// free, expired, already `owner`'s, or held by `dead_owner` (a process the caller has
+    /// proven gone). A takeover is an audit event.
+    pub async fn acquire_lease(
+        &self,
+        run_id: &str,
+        owner: &str,
+        ttl: Duration,
+        dead_owner: Option<String>,
+        now: Millis,
+    ) -> Result<LeaseGrant, StateError> {
+        let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
+        self.write(move |tx| {
+            let run = load_run_row(tx, &run_id)?;
+            if run.status.is_terminal() {
+                return Err(StateError::InvalidTransition {
+                    message: format!("run {run_id} has already {}", finished_word(run.status)),
+                });
+            }
+            let expires_at = now + millis(ttl);
+            let taken_over_from = match (&run.lease_owner, run.lease_expires_at) {
+                (Some(current), _) if *current == owner => None,
+                (Some(current), Some(exp)) => {
+                    let dead = dead_owner.as_deref() == Some(current.as_str());
+                    if exp > now && !dead {
+                        return Err(StateError::LeaseHeld {
+                            run_id: run_id.clone(),
+                            owner: current.clone(),
+                            expires_at: format_ms(exp),
+                        });
+                    }
+                    Some(current.clone())
+                }
+                _ => None,
+            };
+            tx.execute(
+                "UPDATE runs SET lease_owner = ?2, lease_expires_at = ?3, updated_at = ?4,
+                        status = CASE WHEN status = 'pending' THEN 'running' ELSE status END
+                 WHERE id = ?1",
+                params![run_id, owner, expires_at, now],
+            )
+            .during("taking the lease")?;
+            let data = match &taken_over_from {
+                Some(prev) => json!({ "owner": owner, "previous_owner": prev,
+                    "reason": if dead_owner.as_deref() == Some(prev.as_str()) { "previous owner's process is gone" } else { "previous lease expired" } }),
+                None => json!({ "owner": owner }),
+            };
+            let kind = if taken_over_from.is_some() { "lease.taken_over" } else { "lease.acquired" };
+            audit::append(tx, &run_id, now, NewEvent::run(kind, data))?;
+            Ok(LeaseGrant { taken_over_from })
+        })
+        .await
+    }
+
+    /// Extends `owner`'s lease. Returns whether an operator asked to cancel the run.
+    pub async fn renew_lease(&self, run_id: &str, owner: &str, ttl: Duration, now: Millis) -> Result<bool, StateError> {
+        let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
+        self.write(move |tx| {
+            check_lease(tx, &run_id, &owner)?;
+            tx.execute(
+                "UPDATE runs SET lease_expires_at = ?3 WHERE id = ?1 AND lease_owner = ?2",
+                params![run_id, owner, now + millis(ttl)],
+            )
+            .during("renewing the lease")?;
+            let cancel: bool = tx
+                .query_row("SELECT cancel_requested FROM runs WHERE id = ?1", [&run_id], |r| r.get(0))
+                .during("renewing the lease")?;
+            Ok(cancel)
+        })
+        .await
+    }
+
+    /// Gives the lease up, leaving the run to be resumed by anyone at once. A run left
+    /// `running` becomes `pending`.
+    pub async fn release_lease(&self, run_id: &str, owner: &str, now: Millis) -> Result<(), StateError> {
+        let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
+        self.write(move |tx| {
+            let changed = tx
+                .execute(
+                    "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, updated_at = ?3,
+                            status = CASE WHEN status = 'running' THEN 'pending' ELSE status END
+                     WHERE id = ?1 AND lease_owner = ?2",
+                    params![run_id, owner, now],
+                )
+                .during("releasing the lease")?;
+            if changed > 0 {
+                audit::append(tx, &run_id, now, NewEvent::run("lease.released", json!({ "owner": owner })))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Commits the start of an attempt (and the windows it opens) before its effect runs.
+    pub async fn start_step(&self, run_id: &str, owner: &str, start: StepStart) -> Result<(), StateError> {
+        let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
+        self.write(move |tx| {
+            check_lease(tx, &run_id, &owner)?;
+            let step = load_step_row(tx, &run_id, &start.step_id)?;
+            if step.status.is_done() {
+                return Err(StateError::InvalidTransition {
+                    message: format!("step `{}` is already {}; it is never run again", start.step_id, step.status),
+                });
+            }
+            tx.execute(
+                "UPDATE steps SET status = 'running', attempt = ?3, input = ?4, started_at = ?5,
+                        first_started_at = COALESCE(first_started_at, ?5), deadline_at = ?6,
+                        next_attempt_at = NULL, progress = CASE WHEN ?7 THEN progress ELSE NULL END
+                 WHERE run_id = ?1 AND step_id = ?2",
+                params![
+                    run_id,
+                    start.step_id,
+                    start.attempt,
+                    start.input.to_string(),
+                    start.now,
+                    start.deadline_at,
+                    start.keep_progress
+                ],
+            )
+            .during("starting a step")?;
+            tx.execute(
+                "UPDATE runs SET status = 'running', updated_at = ?2 WHERE id = ?1",
+                params![run_id, start.now],
+            )
+            .during("starting a step")?;
+            audit::append(
+                tx,
+                &run_id,
+                start.now,
+                NewEvent::step(
+                    "step.started",
+                    &start.step_id,
+                    Some(start.attempt),
+                    json!({ "input": start.input, "deadline_at": start.deadline_at.map(format_ms) }),
+                ),
+            )?;
+            for kind in start.opens {
+                open_window(tx, &run_id, kind, &start.step_id, start.now)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Commits progress saved by a running activity (a polling URL, an intent, a phase).
+    pub async fn save_progress(
+        &self,
+        run_id: &str,
+        owner: &str,
+        step_id: &str,
+        attempt: u32,
+        progress: serde_json::Value,
+        now: Millis,
+    ) -> Result<(), StateError> {
+        let (run_id, owner, step_id) = (run_id.to_owned(), owner.to_owned(), step_id.to_owned());
+        self.write(move |tx| {
+            check_lease(tx, &run_id, &owner)?;
+            let changed = tx
+                .execute(
+                    "UPDATE steps SET progress = ?3 WHERE run_id = ?1 AND step_id = ?2 AND status = 'running'",
+                    params![run_id, step_id, progress.to_string()],
+                )
+                .during("saving step progress")?;
+            if changed == 0 {
+                return Err(StateError::InvalidTransition {
+                    message: format!("step `{step_id}` is not running; its progress cannot change"),
+                });
+            }
+            audit::append(tx, &run_id, now, NewEvent::step("step.progress", &step_id, Some(attempt), progress))
+        })
+        .await
+    }
+
+    /// Commits the end of an attempt: the step's new status and output, the windows it
+    /// closes and the run's next status, in one transaction.
+    pub async fn finish_step(&self, run_id: &str, owner: &str, finish: StepFinish) -> Result<(), StateError> {
+        let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
+        self.write(move |tx| {
+            check_lease(tx, &run_id, &owner)?;
+            let step = load_step_row(tx, &run_id, &finish.step_id)?;
+            if step.status.is_done() {
+                return Err(StateError::InvalidTransition {
+                    message: format!("step `{}` is already {}", finish.step_id, step.status),
+                });
+            }
+            let sid = finish.step_id.as_str();
+            let attempt = Some(finish.attempt);
+            match &finish.outcome {
+                StepOutcome::Completed { output } => {
+                    tx.execute(
+                        "UPDATE steps SET status = 'completed', output = ?3, error = NULL, finished_at = ?4,
+                                next_attempt_at = NULL WHERE run_id = ?1 AND step_id = ?2",
+                        params![run_id, sid, output.to_string(), finish.now],
+                    )
+                    .during("completing a step")?;
+                    audit::append(tx, &run_id, finish.now, NewEvent::step("step.completed", sid, attempt, json!({ "output": output })))?;
+                    for kind in &finish.closes {
+                        close_window(tx, &run_id, *kind, sid, finish.now)?;
+                    }
+                }
+                StepOutcome::Skipped { reason } => {
+                    tx.execute(
+                        "UPDATE steps SET status = 'skipped', finished_at = ?3 WHERE run_id = ?1 AND step_id = ?2",
+                        params![run_id, sid, finish.now],
+                    )
+                    .during("skipping a step")?;
+                    audit::append(tx, &run_id, finish.now, NewEvent::step("step.skipped", sid, None, json!({ "when": reason })))?;
+                }
+                StepOutcome::RetryScheduled { error, next_attempt_at } => {
+                    tx.execute(
+                        "UPDATE steps SET status = 'retry_wait', error = ?3, next_attempt_at = ?4
+                         WHERE run_id = ?1 AND step_id = ?2",
+                        params![run_id, sid, error.to_string(), next_attempt_at],
+                    )
+                    .during("scheduling a retry")?;
+                    audit::append(
+                        tx,
+                        &run_id,
+                        finish.now,
+                        NewEvent::step(
+                            "step.retry_scheduled",
+                            sid,
+                            attempt,
+                            json!({ "error": error, "next_attempt_at": format_ms(*next_attempt_at) }),
+                        ),
+                    )?;
+                }
+                StepOutcome::Failed { error, run_continues } => {
+                    tx.execute(
+                        "UPDATE steps SET status = 'failed', error = ?3, finished_at = ?4 WHERE run_id = ?1 AND step_id = ?2",
+                        params![run_id, sid, error.to_string(), finish.now],
+                    )
+                    .during("failing a step")?;
+                    audit::append(
+                        tx,
+                        &run_id,
+                        finish.now,
+                        NewEvent::step("step.failed", sid, attempt, json!({ "error": error, "run_continues": run_continues })),
+                    )?;
+                }
+            }
+            if let Some(status) = finish.run_status {
+                let error = match &finish.outcome {
+                    StepOutcome::Failed { error, .. } if status == RunStatus::Failed => {
+                        Some(json!({ "step": sid, "error": error }))
+                    }
+                    _ => None,
+                };
+                set_status(tx, &run_id, status, error, finish.now)?;
+            } else {
+                tx.execute("UPDATE runs SET updated_at = ?2 WHERE id = ?1", params![run_id, finish.now])
+                    .during("updating the run")?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Changes the run's status (succeeded, waiting, failed) as its driver.
+    pub async fn set_run_status(
+        &self,
+        run_id: &str,
+        owner: &str,
+        status: RunStatus,
+        error: Option<serde_json::Value>,
+        now: Millis,
+    ) -> Result<(), StateError> {
+        let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
+        self.write(move |tx| {
+            check_lease(tx, &run_id, &owner)?;
+            set_status(tx, &run_id, status, error, now)
+        })
+        .await
+    }
+
+    /// Appends an event that changes no other state (credential used, runbook file changed,
+    /// a window limit exceeded, a notification delivered).
+    pub async fn record_event(
+        &self,
+        run_id: &str,
+        kind: &'static str,
+        step_id: Option<String>,
+        data: serde_json::Value,
+        now: Millis,
+    ) -> Result<(), StateError> {
+        let run_id = run_id.to_owned();
+        self.write(move |tx| {
+            let ev = NewEvent {
+                kind,
+                step_id: step_id.as_deref(),
+                attempt: None,
+                data,
+            };
+            audit::append(tx, &run_id, now, ev)
+        })
+        .await
+    }
+
+    /// Marks that `max_unprotected` was reported for this window, with its audit event.
+    pub async fn mark_window_limit_exceeded(&self, run_id: &str, window_id: i64, limit: String, now: Millis) -> Result<bool, StateError> {
+        let run_id = run_id.to_owned();
+        self.write(move |tx| {
+            let changed = tx
+                .execute(
+                    "UPDATE windows SET limit_notified = 1 WHERE id = ?1 AND run_id = ?2 AND limit_notified = 0",
+                    params![window_id, run_id],
+                )
+                .during("marking a window limit")?;
+            if changed > 0 {
+                audit::append(tx, &run_id, now, NewEvent::run("window.limit_exceeded", json!({ "window": window_id, "limit": limit })))?;
+            }
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    /// Records an approval of `step_id` (which must be running or not yet started).
+    pub async fn approve(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        by: &str,
+        comment: Option<String>,
+        auto: bool,
+        now: Millis,
+    ) -> Result<ApprovalRow, StateError> {
+        let (run_id, step_id, by) = (run_id.to_owned(), step_id.to_owned(), by.to_owned());
+        self.write(move |tx| {
+            let run = load_run_row(tx, &run_id)?;
+            if run.status.is_terminal() {
+                return Err(StateError::InvalidTransition {
+                    message: format!("run {run_id} has already {}; nothing to approve", finished_word(run.status)),
+                });
+            }
+            let step = load_step_row(tx, &run_id, &step_id)?;
+            if step.status.is_done() {
+                return Err(StateError::InvalidTransition {
+                    message: format!("step `{step_id}` is already {}", step.status),
+                });
+            }
+            let existing: Option<String> = tx
+                .query_row("SELECT by FROM approvals WHERE run_id = ?1 AND step_id = ?2", params![run_id, step_id], |r| r.get(0))
+                .optional()
+                .during("reading approvals")?;
+            if let Some(who) = existing {
+                return Err(StateError::InvalidTransition {
+                    message: format!("step `{step_id}` was already approved by {who}"),
+                });
+            }
+            tx.execute(
+                "INSERT INTO approvals (run_id, step_id, by, comment, at, auto) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![run_id, step_id, by, comment, now, auto],
+            )
+            .during("recording an approval")?;
+            audit::append(
+                tx,
+                &run_id,
+                now,
+                NewEvent::step("step.approved", &step_id, None, json!({ "by": by, "comment": comment, "auto": auto })),
+            )?;
+            Ok(ApprovalRow { step_id, by, comment, at: now, auto })
+        })
+        .await
+    }
+
+    /// The approval of a step, if any.
+    pub async fn approval(&self, run_id: &str, step_id: &str) -> Result<Option<ApprovalRow>, StateError> {
+        let (run_id, step_id) = (run_id.to_owned(), step_id.to_owned());
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT step_id, by, comment, at, auto FROM approvals WHERE run_id = ?1 AND step_id = ?2",
+                params![run_id, step_id],
+                approval_row,
+            )
+            .optional()
+            .during("reading an approval")
+        })
+        .await
+    }
+
+    /// Cancels a run. When nobody drives it (no lease, an expired one, or `dead_owner`'s),
+    /// it becomes `cancelled` at once and its locks are released; otherwise the driver is
+    /// asked to stop at its next safe point. Returns whether it is cancelled now.
+    pub async fn cancel(&self, run_id: &str, by: &str, dead_owner: Option<String>, now: Millis) -> Result<bool, StateError> {
+        let (run_id, by) = (run_id.to_owned(), by.to_owned());
+        self.write(move |tx| {
+            let run = load_run_row(tx, &run_id)?;
+            if matches!(run.status, RunStatus::Succeeded | RunStatus::Cancelled) {
+                return Err(StateError::InvalidTransition {
+                    message: format!("run {run_id} has already {}", finished_word(run.status)),
+                });
+            }
+            let driven = match (&run.lease_owner, run.lease_expires_at) {
+                (Some(owner), Some(exp)) => exp > now && dead_owner.as_deref() != Some(owner.as_str()),
+                _ => false,
+            };
+            if driven {
+                tx.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?1", [&run_id])
+                    .during("requesting cancellation")?;
+                audit::append(tx, &run_id, now, NewEvent::run("run.cancel_requested", json!({ "by": by })))?;
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ?1",
+                [&run_id],
+            )
+            .during("cancelling")?;
+            set_status(tx, &run_id, RunStatus::Cancelled, Some(json!({ "cancelled_by": by })), now)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Completes a cancellation requested while the run was driven (called by the driver).
+    pub async fn finish_cancel(&self, run_id: &str, owner: &str, now: Millis) -> Result<(), StateError> {
+        let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
+        self.write(move |tx| {
+            check_lease(tx, &run_id, &owner)?;
+            tx.execute(
+                "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ?1",
+                [&run_id],
+            )
+            .during("cancelling")?;
+            set_status(tx, &run_id, RunStatus::Cancelled, Some(json!({ "cancelled_by": "operator request" })), now)
+        })
+        .await
+    }
+
+    /// Re-opens a failed run: its failed step gets a fresh attempt (progress cleared).
+    pub async fn retry_failed(&self, run_id: &str, by: &str, now: Millis) -> Result<String, StateError> {
+        let (run_id, by) = (run_id.to_owned(), by.to_owned());
+        self.write(move |tx| {
+            let run = load_run_row(tx, &run_id)?;
+            if run.status != RunStatus::Failed {
+                return Err(StateError::InvalidTransition {
+                    message: format!("run {run_id} is {}, not failed; there is nothing to retry", run.status),
+                });
+            }
+            let step: Option<String> = tx
+                .query_row(
+                    "SELECT step_id FROM steps WHERE run_id = ?1 AND status = 'failed' ORDER BY position DESC LIMIT 1",
+                    [&run_id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .during("finding the failed step")?;
+            let Some(step) = step else {
+                return Err(StateError::InvalidTransition {
+                    message: format!("run {run_id} has no failed step to retry"),
+                });
+            };
+            tx.execute(
+                "UPDATE steps SET status = 'pending', progress = NULL, next_attempt_at = NULL, finished_at = NULL
+                 WHERE run_id = ?1 AND step_id = ?2",
+                params![run_id, step],
+            )
+            .during("re-opening the failed step")?;
+            tx.execute(
+                "UPDATE runs SET status = 'pending', error = NULL, finished_at = NULL, updated_at = ?2 WHERE id = ?1",
+                params![run_id, now],
+            )
+            .during("re-opening the run")?;
+            audit::append(tx, &run_id, now, NewEvent::step("step.retry_requested", &step, None, json!({ "by": by })))?;
+            Ok(step)
+        })
+        .await
+    }
+
+    /// Everything about one run.
+    pub async fn load_run(&self, run_id: &str) -> Result<RunSnapshot, StateError> {
+        let run_id = run_id.to_owned();
+        self.read(move |conn| {
+            let run = load_run_row(conn, &run_id)?;
+            let steps = {
+                let mut stmt = conn
+                    .prepare(&format!("SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ?1 ORDER BY position"))
+                    .during("reading steps")?;
+                stmt.query_map([&run_id], step_row)
+                    .during("reading steps")?
+                    .collect::<Result<Vec<_>, _>>()
+                    .during("reading steps")?
+            };
+            let windows = {
+                let mut stmt = conn
+                    .prepare(
+                        "SELECT id, kind, opened_step, opened_at, closed_step, closed_at, limit_notified
+                         FROM windows WHERE run_id = ?1 ORDER BY id",
+                    )
+                    .during("reading windows")?;
+                stmt.query_map([&run_id], window_row)
+                    .during("reading windows")?
+                    .collect::<Result<Vec<_>, _>>()
+                    .during("reading windows")?
+            };
+            let approvals = {
+                let mut stmt = conn
+                    .prepare("SELECT step_id, by, comment, at, auto FROM approvals WHERE run_id = ?1 ORDER BY at")
+                    .during("reading approvals")?;
+                stmt.query_map([&run_id], approval_row)
+                    .during("reading approvals")?
+                    .collect::<Result<Vec<_>, _>>()
+                    .during("reading approvals")?
+            };
+            Ok(RunSnapshot {
+                run,
+                steps: steps.into_iter().map(|s| s.and_then_json()).collect::<Result<_, _>>()?,
+                windows,
+                approvals,
+            })
+        })
+        .await
+    }
+
+    /// Runs matching `filter`, newest first.
+    pub async fn list_runs(&self, filter: RunFilter) -> Result<Vec<RunRow>, StateError> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare(&format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC, id DESC"))
+                .during("listing runs")?;
+            let rows = stmt
+                .query_map([], run_row_raw)
+                .during("listing runs")?
+                .collect::<Result<Vec<_>, _>>()
+                .during("listing runs")?;
+            let mut out = Vec::new();
+            for raw in rows {
+                let row = raw.into_row()?;
+                if filter.statuses.is_empty() || filter.statuses.contains(&row.status) {
+                    out.push(row);
+                }
+                if filter.limit.is_some_and(|l| out.len() >= l) {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The audit trail of a run, oldest first.
+    pub async fn events(&self, run_id: &str) -> Result<Vec<EventRow>, StateError> {
+        let run_id = run_id.to_owned();
+        self.read(move |conn| {
+            load_run_row(conn, &run_id)?;
+            let mut stmt = conn
+                .prepare(
+                    "SELECT run_id, seq, at, kind, step_id, attempt, data, prev_hash, hash
+                     FROM events WHERE run_id = ?1 ORDER BY seq",
+                )
+                .during("reading the audit trail")?;
+            let rows = stmt
+                .query_map([&run_id], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, Option<u32>>(5)?,
+                        r.get::<_, String>(6)?,
+                        r.get::<_, String>(7)?,
+                        r.get::<_, String>(8)?,
+                    ))
+                })
+                .during("reading the audit trail")?
+                .collect::<Result<Vec<_>, _>>()
+                .during("reading the audit trail")?;
+            rows.into_iter()
+                .map(|(run_id, seq, at, kind, step_id, attempt, data, prev_hash, hash)| {
+                    Ok(EventRow {
+                        run_id,
+                        seq,
+                        at,
+                        kind,
+                        step_id,
+                        attempt,
+                        data: parse_json(&data, "event data")?,
+                        prev_hash,
+                        hash,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Recomputes the hash chains of one run (or all) and reports the first bad event.
+    pub async fn verify_audit(&self, run_id: Option<&str>) -> Result<AuditReport, StateError> {
+        let run_id = run_id.map(str::to_owned);
+        self.read(move |conn| audit::verify(conn, run_id.as_deref())).await
+    }
+
+    async fn write<T, F>(&self, f: F) -> Result<T, StateError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, StateError> + Send + 'static,
+    {
+        self.conn
+            .call(move |conn| {
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .during("beginning a transaction")?;
+                let out = f(&tx)?;
+                tx.commit().during("committing")?;
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, StateError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StateError> + Send + 'static,
+    {
+        self.conn.call(move |conn| f(conn)).await
+    }
+}
+
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::fs::OpenOptions;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    match opts.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn millis(d: Duration) -> Millis {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn finished_word(status: RunStatus) -> &'static str {
+    match status {
+        RunStatus::Succeeded => "succeeded",
+        RunStatus::Failed => "failed (use `resume --retry-failed` or `cancel`)",
+        RunStatus::Cancelled => "been cancelled",
+        _ => "finished",
+    }
+}
+
+fn check_lease(conn: &Connection, run_id: &str, owner: &str) -> Result<(), StateError> {
+    let current: Option<Option<String>> = conn
+        .query_row("SELECT lease_owner FROM runs WHERE id = ?1", [run_id], |r| r.get(0))
+        .optional()
+        .during("checking the lease")?;
+    match current {
+        None => Err(StateError::UnknownRun { run_id: run_id.to_owned() }),
+        Some(Some(o)) if o == owner => Ok(()),
+        Some(other) => Err(StateError::LeaseLost {
+            run_id: run_id.to_owned(),
+            owner: other.unwrap_or_else(|| "nobody".to_owned()),
+        }),
+    }
+}
+
+fn set_status(
+    tx: &Transaction<'_>,
+    run_id: &str,
+    status: RunStatus,
+    error: Option<serde_json::Value>,
+    now: Millis,
+) -> Result<(), StateError> {
+    let finished = status.is_terminal().then_some(now);
+    tx.execute(
+        "UPDATE runs SET status = ?2, error = ?3, updated_at = ?4, finished_at = ?5, cancel_requested = 0 WHERE id = ?1",
+        params![run_id, status.as_str(), error.as_ref().map(|e| e.to_string()), now, finished],
+    )
+    .during("changing the run status")?;
+    // A failed run keeps its locks: the resources are half-way through a procedure and no
+    // other run should touch them until an operator retries or cancels this one.
+    if matches!(status, RunStatus::Succeeded | RunStatus::Cancelled) {
+        tx.execute("DELETE FROM locks WHERE run_id = ?1", [run_id])
+            .during("releasing resource locks")?;
+    }
+    let kind = match status {
+        RunStatus::Pending => "run.pending",
+        RunStatus::Running => "run.running",
+        RunStatus::Waiting => "run.waiting",
+        RunStatus::Succeeded => "run.succeeded",
+        RunStatus::Failed => "run.failed",
+        RunStatus::Cancelled => "run.cancelled",
+    };
+    audit::append(tx, run_id, now, NewEvent::run(kind, error.unwrap_or(serde_json::Value::Null)))
+}
+
+fn open_window(tx: &Transaction<'_>, run_id: &str, kind: WindowKind, step: &str, now: Millis) -> Result<(), StateError> {
+    let already: Option<i64> = tx
+        .query_row(
+            "SELECT id FROM windows WHERE run_id = ?1 AND kind = ?2 AND closed_at IS NULL",
+            params![run_id, kind.as_str()],
+            |r| r.get(0),
+        )
+        .optional()
+        .during("reading windows")?;
+    if already.is_some() {
+        // A retried attempt of the opening step: the window has been open since the first.
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO windows (run_id, kind, opened_step, opened_at) VALUES (?1, ?2, ?3, ?4)",
+        params![run_id, kind.as_str(), step, now],
+    )
+    .during("opening a window")?;
+    let id = tx.last_insert_rowid();
+    audit::append(tx, run_id, now, NewEvent::step("window.opened", step, None, json!({ "kind": kind, "window": id })))
+}
+
+fn close_window(tx: &Transaction<'_>, run_id: &str, kind: WindowKind, step: &str, now: Millis) -> Result<(), StateError> {
+    let open: Option<(i64, i64)> = tx
+        .query_row(
+            "SELECT id, opened_at FROM windows WHERE run_id = ?1 AND kind = ?2 AND closed_at IS NULL",
+            params![run_id, kind.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .during("reading windows")?;
+    let Some((id, opened_at)) = open else {
+        return Ok(());
+    };
+    tx.execute(
+        "UPDATE windows SET closed_step = ?2, closed_at = ?3 WHERE id = ?1",
+        params![id, step, now],
+    )
+    .during("closing a window")?;
+    audit::append(
+        tx,
+        run_id,
+        now,
+        NewEvent::step("window.closed", step, None, json!({ "kind": kind, "window": id, "duration_ms": now - opened_at })),
+    )
+}
+
+const RUN_COLUMNS: &str = "id, runbook_name, runbook_version, runbook_text, runbook_sha256, source_path, params, status,
+     auto_approve, created_at, updated_at, finished_at, error, lease_owner, lease_expires_at, cancel_requested,
+     audit_head, audit_count";
+
+struct RawRun {
+    row: RunRow,
+    params: String,
+    status: String,
+    error: Option<String>,
+}
+
+impl RawRun {
+    fn into_row(self) -> Result<RunRow, StateError> {
+        let mut row = self.row;
+        row.params = parse_json(&self.params, "run parameters")?;
+        row.status = self.status.parse().map_err(|e: String| StateError::InvalidTransition { message: e })?;
+        row.error = self.error.as_deref().map(|e| parse_json(e, "run error")).transpose()?;
+        Ok(row)
+    }
+}
+
+fn run_row_raw(r: &Row<'_>) -> rusqlite::Result<RawRun> {
+    Ok(RawRun {
+        row: RunRow {
+            id: r.get(0)?,
+            runbook_name: r.get(1)?,
+            runbook_version: r.get(2)?,
+            runbook_text: r.get(3)?,
+            runbook_sha256: r.get(4)?,
+            source_path: r.get(5)?,
+            params: serde_json::Value::Null,
+            status: RunStatus::Pending,
+            auto_approve: r.get(8)?,
+            created_at: r.get(9)?,
+            updated_at: r.get(10)?,
+            finished_at: r.get(11)?,
+            error: None,
+            lease_owner: r.get(13)?,
+            lease_expires_at: r.get(14)?,
+            cancel_requested: r.get(15)?,
+            audit_head: r.get(16)?,
+            audit_count: r.get(17)?,
+        },
+        params: r.get(6)?,
+        status: r.get(7)?,
+        error: r.get(12)?,
+    })
+}
+
+fn load_run_row(conn: &Connection, run_id: &str) -> Result<RunRow, StateError> {
+    conn.query_row(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"), [run_id], run_row_raw)
+        .optional()
+        .during("reading a run")?
+        .ok_or_else(|| StateError::UnknownRun { run_id: run_id.to_owned() })?
+        .into_row()
+}
+
+const STEP_COLUMNS: &str = "step_id, position, status, attempt, input, output, progress, error, first_started_at,
+     started_at, finished_at, deadline_at, next_attempt_at";
+
+struct RawStep {
+    row: StepRow,
+    status: String,
+    input: Option<String>,
+    output: Option<String>,
+    progress: Option<String>,
+    error: Option<String>,
+}
+
+impl RawStep {
+    fn and_then_json(self) -> Result<StepRow, StateError> {
+        let mut row = self.row;
+        let j = |v: Option<String>, what| v.as_deref().map(|s| parse_json(s, what)).transpose();
+        row.status = self.status.parse().map_err(|e: String| StateError::InvalidTransition { message: e })?;
+        row.input = j(self.input, "step input")?;
+        row.output = j(self.output, "step output")?;
+        row.progress = j(self.progress, "step progress")?;
+        row.error = j(self.error, "step error")?;
+        Ok(row)
+    }
+}
+
+fn step_row(r: &Row<'_>) -> rusqlite::Result<RawStep> {
+    Ok(RawStep {
+        row: StepRow {
+            step_id: r.get(0)?,
+            position: r.get(1)?,
+            status: StepStatus::Pending,
+            attempt: r.get(3)?,
+            input: None,
+            output: None,
+            progress: None,
+            error: None,
+            first_started_at: r.get(8)?,
+            started_at: r.get(9)?,
+            finished_at: r.get(10)?,
+            deadline_at: r.get(11)?,
+            next_attempt_at: r.get(12)?,
+        },
+        status: r.get(2)?,
+        input: r.get(4)?,
+        output: r.get(5)?,
+        progress: r.get(6)?,
+        error: r.get(7)?,
+    })
+}
+
+fn load_step_row(conn: &Connection, run_id: &str, step_id: &str) -> Result<StepRow, StateError> {
+    conn.query_row(
+        &format!("SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ?1 AND step_id = ?2"),
+        [run_id, step_id],
+        step_row,
+    )
+    .optional()
+    .during("reading a step")?
+    .ok_or_else(|| StateError::UnknownStep {
+        run_id: run_id.to_owned(),
+        step_id: step_id.to_owned(),
+    })?
+    .and_then_json()
+}
+
+fn window_row(r: &Row<'_>) -> rusqlite::Result<WindowRow> {
+    let kind: String = r.get(1)?;
+    Ok(WindowRow {
+        id: r.get(0)?,
+        kind: kind.parse().unwrap_or(WindowKind::Unprotected),
+        opened_step: r.get(2)?,
+        opened_at: r.get(3)?,
+        closed_step: r.get(4)?,
+        closed_at: r.get(5)?,
+        limit_notified: r.get(6)?,
+    })
+}
+
+fn approval_row(r: &Row<'_>) -> rusqlite::Result<ApprovalRow> {
+    Ok(ApprovalRow {
+        step_id: r.get(0)?,
+        by: r.get(1)?,
+        comment: r.get(2)?,
+        at: r.get(3)?,
+        auto: r.get(4)?,
+    })
+}
+
+fn parse_json(s: &str, what: &'static str) -> Result<serde_json::Value, StateError> {
+    serde_json::from_str(s).map_err(|source| StateError::Corrupt { what, source })
+}

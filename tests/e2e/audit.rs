@@ -1,0 +1,52 @@
+//! The audit trail is tamper-evident: edits and deletions are found and named.
+
+use crate::common::{Sandbox, assert_audit_ok, code, fixture, stderr, stdout};
+
+fn finished_run(sb: &Sandbox) -> String {
+    let out = sb.run(&["run", &fixture("window.yaml").display().to_string()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_audit_ok(sb);
+    sb.last_run_id()
+}
+
+fn tamper(sb: &Sandbox, sql: &str) {
+    let conn = rusqlite::Connection::open(sb.db()).unwrap();
+    // The triggers refuse changes to the trail; an attacker with the file drops them.
+    let refused = conn.execute("UPDATE events SET kind = kind WHERE seq = 1", []);
+    assert!(refused.is_err(), "events are append-only");
+    conn.execute_batch("DROP TRIGGER events_no_update; DROP TRIGGER events_no_delete;").unwrap();
+    conn.execute_batch(sql).unwrap();
+}
+
+#[test]
+fn an_edited_event_is_named() {
+    let sb = Sandbox::new();
+    let run = finished_run(&sb);
+    tamper(&sb, "UPDATE events SET data = '{\"output\":{\"forged\":true}}' WHERE seq = 5");
+    let out = sb.run(&["audit", "verify"]);
+    assert_eq!(code(&out), 1);
+    let text = stdout(&out);
+    assert!(text.contains(&run) && text.contains("event #5") && text.contains("altered"), "{text}");
+}
+
+#[test]
+fn a_deleted_event_is_named() {
+    let sb = Sandbox::new();
+    let run = finished_run(&sb);
+    tamper(&sb, "DELETE FROM events WHERE seq = 4");
+    let out = sb.run(&["audit", "verify", &run]);
+    assert_eq!(code(&out), 1);
+    assert!(stdout(&out).contains("event #4 is missing"), "{}", stdout(&out));
+}
+
+#[test]
+fn deleting_the_newest_events_is_noticed() {
+    let sb = Sandbox::new();
+    let run = finished_run(&sb);
+    tamper(&sb, &format!("DELETE FROM events WHERE run_id = '{run}' AND seq > 3"));
+    let out = sb.run(&["audit", "verify", "--format", "json"]);
+    assert_eq!(code(&out), 1);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["report"]["failure"]["seq"], 4);
+}

@@ -1,0 +1,135 @@
+//! Helpers shared by the end-to-end tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A temporary workspace: a state database path and a directory for runbooks and effects.
+pub(crate) struct Sandbox {
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub(crate) fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub(crate) fn db(&self) -> PathBuf {
+        self.path("state.db")
+    }
+
+    pub(crate) fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    /// A `fogbook` command with this sandbox's database and a hermetic environment.
+    pub(crate) fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_fogbook"));
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("FOGBOOK_DB", self.db())
+            .env("NO_COLOR", "1")
+            .env("USER", "tester")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("spawn fogbook")
+    }
+
+    pub(crate) fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = self.cmd();
+        c.args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().expect("spawn fogbook")
+    }
+
+    pub(crate) fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
+        let mut c = self.cmd();
+        c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.spawn().expect("spawn fogbook")
+    }
+
+    /// Opens the state database read-only for checks.
+    pub(crate) fn sql(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open_with_flags(self.db(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open db")
+    }
+
+    /// The id of the only (or newest) run.
+    pub(crate) fn last_run_id(&self) -> String {
+        self.sql()
+            .query_row("SELECT id FROM runs ORDER BY created_at DESC, id DESC LIMIT 1", [], |r| r.get(0))
+            .expect("a run exists")
+    }
+
+    pub(crate) fn run_status(&self, run: &str) -> String {
+        self.sql()
+            .query_row("SELECT status FROM runs WHERE id = ?1", [run], |r| r.get(0))
+            .expect("run")
+    }
+
+    pub(crate) fn step_status(&self, run: &str, step: &str) -> String {
+        self.sql()
+            .query_row("SELECT status FROM steps WHERE run_id = ?1 AND step_id = ?2", [run, step], |r| r.get(0))
+            .expect("step")
+    }
+
+    /// Polls the database until `pred` holds (the condition, not the time, is what the
+    /// test waits for); panics after `limit`.
+    pub(crate) fn wait_for(&self, what: &str, limit: Duration, mut pred: impl FnMut(&Self) -> bool) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.db().exists() && pred(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    pub(crate) fn lines_of(&self, name: &str) -> Vec<String> {
+        std::fs::read_to_string(self.path(name))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+pub(crate) fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub(crate) fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub(crate) fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// Reads `audit verify` for the sandbox and asserts that the trail verifies.
+pub(crate) fn assert_audit_ok(sb: &Sandbox) {
+    let out = sb.run(&["audit", "verify"]);
+    assert_eq!(code(&out), 0, "audit verify failed: {}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).starts_with("ok:"), "{}", stdout(&out));
+}
+
+pub(crate) fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/fixtures").join(name)
+}

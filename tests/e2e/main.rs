@@ -1,0 +1,11 @@
+//! End-to-end tests of the `fogbook` binary: real processes, a temporary state file,
+//! SIGKILL at chosen points, and checks made from outside (the effect file, the database,
+//! the audit trail).
+
+mod audit;
+mod bad_input;
+mod common;
+mod durability;
+mod kill_matrix;
+mod lease_lock;
+mod notify;

@@ -93,6 +93,51 @@ pub(crate) enum Command {
     /// Audit trail commands.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Cron schedules of runbooks (maintenance-window migration jobs), fired by `fogbook worker`.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+    /// Fire due schedules and drive runs nobody drives (detached, pending, or left by a dead process).
+    Worker(WorkerArgs),
+    /// The ARM emulator (a local Azure Resource Manager for rehearsals and tests).
+    #[command(subcommand)]
+    Sim(SimCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SimCommand {
+    /// Serve the emulator until Ctrl-C or SIGTERM. Prints its base URL on stdout.
+    Serve(SimServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SimServeArgs {
+    /// The estate to start from (YAML; see sim/README.md).
+    #[arg(long, default_value = "examples/estate.yaml")]
+    pub(crate) estate: PathBuf,
+    /// Address to listen on (loopback; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub(crate) listen: std::net::SocketAddr,
+    /// Write the base URL to this file once listening (for scripts).
+    #[arg(long)]
+    pub(crate) port_file: Option<PathBuf>,
+    /// Persist every accepted mutation here, and continue from it when it exists.
+    #[arg(long)]
+    pub(crate) state: Option<PathBuf>,
+    /// Simulated seconds per real second (3600 = an hour per second; 0 = frozen clock).
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) time_scale: f64,
+    /// Faults to inject (YAML or JSON; see sim/README.md).
+    #[arg(long)]
+    pub(crate) faults: Option<PathBuf>,
+    /// Accept only this bearer token (default: any).
+    #[arg(long, env = "FOGBOOK_SIM_TOKEN")]
+    pub(crate) token: Option<String>,
+    /// Serve HTTPS with this certificate (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The private key (PEM) for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +166,9 @@ pub(crate) struct RunArgs {
     /// Approve every approval step without asking (recorded as auto-approved in the audit trail).
     #[arg(long)]
     pub(crate) auto_approve: bool,
+    /// Create the run and return at once; `fogbook worker` drives it.
+    #[arg(long, conflicts_with = "wait")]
+    pub(crate) detach: bool,
     #[command(flatten)]
     pub(crate) drive: DriveArgs,
 }
@@ -204,4 +252,106 @@ fn default_user() -> String {
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     fogbook_activities::duration::parse(s)
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ScheduleCommand {
+    /// Create a schedule; the runbook text and parameters are pinned now.
+    Add(ScheduleAddArgs),
+    /// List schedules with their next fire time.
+    List,
+    /// One schedule: settings, next fire times, its active run, its recent history.
+    Show(ScheduleNameArg),
+    /// Stop firing (fire times that pass while paused are recorded as skipped).
+    Pause(ScheduleNameArg),
+    /// Fire again.
+    Resume(ScheduleNameArg),
+    /// Remove a schedule (its audit trail stays).
+    Remove(ScheduleNameArg),
+    /// Re-pin the runbook text and parameters (audited).
+    Update(ScheduleUpdateArgs),
+    /// The next fire times of a schedule, or of a cron expression.
+    Next(ScheduleNextArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScheduleAddArgs {
+    /// Unique name.
+    #[arg(long)]
+    pub(crate) name: String,
+    /// Cron expression: `min hour day month weekday` (or 6 fields with seconds first), e.g. "0 2 * * 6".
+    #[arg(long)]
+    pub(crate) cron: String,
+    /// IANA time zone the expression is read in.
+    #[arg(long, default_value = "UTC")]
+    pub(crate) tz: String,
+    /// The runbook file (its text is pinned).
+    pub(crate) runbook: PathBuf,
+    /// Parameter file (pinned).
+    #[arg(long)]
+    pub(crate) params: Option<PathBuf>,
+    /// Set a parameter (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub(crate) set: Vec<String>,
+    /// When the previous run is still going: skip the fire, or queue it until that run ends.
+    #[arg(long, default_value = "skip", value_parser = ["skip", "queue"])]
+    pub(crate) overlap: String,
+    /// Fire times missed (no worker running) by at most this much still fire; older ones are skipped.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub(crate) catch_up: std::time::Duration,
+    /// Maintenance window, e.g. "01:00-05:00 Europe/Amsterdam": runs start only inside it.
+    #[arg(long)]
+    pub(crate) window: Option<String>,
+    /// The runs approve their approval steps automatically (recorded as such).
+    #[arg(long)]
+    pub(crate) auto_approve: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScheduleNameArg {
+    /// The schedule name.
+    pub(crate) name: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScheduleUpdateArgs {
+    /// The schedule name.
+    pub(crate) name: String,
+    /// The runbook file to pin (default: the file it was pinned from).
+    #[arg(long)]
+    pub(crate) runbook: Option<PathBuf>,
+    /// Parameter file to pin (default: keep the pinned parameters).
+    #[arg(long)]
+    pub(crate) params: Option<PathBuf>,
+    /// Who re-pins (audit trail).
+    #[arg(long, default_value_t = default_user())]
+    pub(crate) by: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScheduleNextArgs {
+    /// A schedule name, or a cron expression with --tz.
+    pub(crate) name_or_cron: String,
+    /// How many fire times.
+    #[arg(short = 'n', long, default_value_t = 5)]
+    pub(crate) count: usize,
+    /// Zone for a cron expression.
+    #[arg(long, default_value = "UTC")]
+    pub(crate) tz: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    /// Runs driven at once.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) concurrency: usize,
+    /// How often to look for due schedules and runs.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub(crate) poll: std::time::Duration,
+    /// Exit once nothing is left to drive (for batch jobs and tests).
+    #[arg(long)]
+    pub(crate) exit_when_idle: bool,
+    /// A name for this worker in lease owner ids and the audit trail.
+    #[arg(long)]
+    pub(crate) name: Option<String>,
 }

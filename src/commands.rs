@@ -16,7 +16,10 @@ use crate::{Exit, report};
 
 pub(crate) async fn dispatch(cli: Cli) -> Exit {
     if cli.format == Format::Csv && !matches!(cli.command, Command::History(_)) {
-        output::error("--format csv is only available for `history`", Some("use --format text or --format json"));
+        output::error(
+            "--format csv is only available for `history`",
+            Some("use --format text or --format json"),
+        );
         return Exit::BadInput;
     }
     match &cli.command {
@@ -34,7 +37,10 @@ pub(crate) async fn dispatch(cli: Cli) -> Exit {
                 match s.parse::<RunStatus>() {
                     Ok(st) => statuses.push(st),
                     Err(e) => {
-                        output::error(&e, Some("statuses: pending, running, waiting, succeeded, failed, cancelled"));
+                        output::error(
+                            &e,
+                            Some("statuses: pending, running, waiting, succeeded, failed, cancelled"),
+                        );
                         return Exit::BadInput;
                     }
                 }
@@ -55,6 +61,9 @@ pub(crate) async fn dispatch(cli: Cli) -> Exit {
             let (run_id, by) = (a.run_id.clone(), a.by.clone());
             with_store(&cli, |store| cancel(&cli, store, run_id, by)).await
         }
+        Command::Sim(crate::cli::SimCommand::Serve(args)) => crate::sim_cmd::serve(args).await,
+        Command::Schedule(cmd) => crate::schedule_cmd::dispatch(&cli, cmd).await,
+        Command::Worker(args) => crate::schedule_cmd::worker(&cli, args).await,
         Command::Audit(crate::cli::AuditCommand::Verify { run_id }) => {
             let run_id = run_id.clone();
             with_store(&cli, |store| report::verify(&cli, store, run_id)).await
@@ -77,7 +86,7 @@ where
     exit
 }
 
-fn read_runbook(path: &Path) -> Result<(String, Runbook), Exit> {
+pub(crate) fn read_runbook(path: &Path) -> Result<(String, Runbook), Exit> {
     let origin = path.display().to_string();
     let text = match std::fs::read(path) {
         Ok(bytes) => match String::from_utf8(bytes) {
@@ -93,7 +102,12 @@ fn read_runbook(path: &Path) -> Result<(String, Runbook), Exit> {
         }
     };
     match runbook::parse(&text, &origin) {
-        Ok(rb) => Ok((text, rb)),
+        Ok(rb) => {
+            for w in &rb.warnings {
+                output::always(&w.to_string());
+            }
+            Ok((text, rb))
+        }
         Err(diags) => {
             print_diagnostics(&diags);
             Err(Exit::BadInput)
@@ -102,7 +116,7 @@ fn read_runbook(path: &Path) -> Result<(String, Runbook), Exit> {
 }
 
 fn print_diagnostics(diags: &Diagnostics) {
-    let n = diags.0.len();
+    let n = diags.iter().filter(|d| !d.is_warning()).count();
     output::always(&diags.to_string());
     output::error(
         &format!("{n} error{} found; nothing was run", if n == 1 { "" } else { "s" }),
@@ -111,7 +125,7 @@ fn print_diagnostics(diags: &Diagnostics) {
 }
 
 /// Reads the parameter file and `--set` values and checks them against the runbook.
-fn read_params(rb: &Runbook, file: Option<&Path>, sets: &[String]) -> Result<serde_json::Value, Exit> {
+pub(crate) fn read_params(rb: &Runbook, file: Option<&Path>, sets: &[String]) -> Result<serde_json::Value, Exit> {
     let mut given = serde_json::Map::new();
     let mut origin = "command line".to_owned();
     if let Some(path) = file {
@@ -135,7 +149,10 @@ fn read_params(rb: &Runbook, file: Option<&Path>, sets: &[String]) -> Result<ser
         match runbook::parse_set(s) {
             Ok((key, value)) => set_dotted(&mut given, &key, value),
             Err(e) => {
-                output::error(&format!("--set {s}: {e}"), Some("write --set name=value, e.g. --set delete_old_secondary=true"));
+                output::error(
+                    &format!("--set {s}: {e}"),
+                    Some("write --set name=value, e.g. --set delete_old_secondary=true"),
+                );
                 return Err(Exit::BadInput);
             }
         }
@@ -183,10 +200,19 @@ fn validate(cli: &Cli, args: &ValidateArgs) -> Exit {
         };
         match outcome {
             Ok(rb) => {
-                if cli.format != Format::Json {
-                    output::data(&format!("{origin}: ok ({} v{}, {} steps)", rb.name, rb.version, rb.steps.len()));
+                for w in &rb.warnings {
+                    output::always(&w.to_string());
                 }
-                results.push(json!({ "file": origin, "ok": true, "runbook": rb.name, "steps": rb.steps.len() }));
+                if cli.format != Format::Json {
+                    output::data(&format!(
+                        "{origin}: ok ({} v{}, {} steps)",
+                        rb.name,
+                        rb.version,
+                        rb.steps.len()
+                    ));
+                }
+                let warnings: Vec<String> = rb.warnings.iter().map(ToString::to_string).collect();
+                results.push(json!({ "file": origin, "ok": true, "runbook": rb.name, "steps": rb.steps.len(), "warnings": warnings }));
             }
             Err(errors) => {
                 all_ok = false;
@@ -213,7 +239,9 @@ fn read_params_quiet(rb: &Runbook, file: Option<&Path>, sets: &[String]) -> Resu
         let (k, v) = runbook::parse_set(s).map_err(|e| format!("--set {s}: {e}"))?;
         set_dotted(&mut given, &k, v);
     }
-    runbook::resolve_params(rb, given, &origin).map(|_| ()).map_err(|d| d.to_string())
+    runbook::resolve_params(rb, given, &origin)
+        .map(|_| ())
+        .map_err(|d| d.to_string())
 }
 
 fn engine(cli: &Cli, store: Store, drive: &DriveArgs, progress: Arc<Progress>) -> Engine {
@@ -253,8 +281,9 @@ async fn run(cli: &Cli, args: &RunArgs) -> Exit {
             source_path: Some(source_path.display().to_string()),
             params,
             auto_approve: args.auto_approve,
-            take_lease: true,
+            take_lease: !args.detach,
             created_by: json!({ "user": std::env::var("USER").ok(), "command": "run" }),
+            schedule: None,
         })
         .await;
     let run_id = match created {
@@ -265,8 +294,21 @@ async fn run(cli: &Cli, args: &RunArgs) -> Exit {
         }
     };
     output::always(&format!("run {run_id}"));
+    if args.detach {
+        if cli.format == Format::Json {
+            output::json("run", &json!({ "run_id": run_id, "status": "pending" }));
+        } else {
+            output::data(&run_id);
+        }
+        output::note(cli.quiet, "detached: `fogbook worker` will drive it");
+        engine.store().close().await;
+        return Exit::Success;
+    }
     if args.auto_approve {
-        output::note(cli.quiet, "approval steps will be auto-approved (recorded as such in the audit trail)");
+        output::note(
+            cli.quiet,
+            "approval steps will be auto-approved (recorded as such in the audit trail)",
+        );
     }
     let exit = drive(cli, &engine, &run_id, progress).await;
     engine.store().close().await;
@@ -295,7 +337,9 @@ async fn drive(cli: &Cli, engine: &Engine, run_id: &str, progress: Arc<Progress>
                     Exit::Waiting
                 }
                 RunOutcome::Interrupted => {
-                    output::always(&format!("run {run_id} stopped at a safe point; continue with: fogbook resume {run_id}"));
+                    output::always(&format!(
+                        "run {run_id} stopped at a safe point; continue with: fogbook resume {run_id}"
+                    ));
                     Exit::Interrupted
                 }
                 RunOutcome::Cancelled => {
@@ -304,42 +348,51 @@ async fn drive(cli: &Cli, engine: &Engine, run_id: &str, progress: Arc<Progress>
                 }
             };
             let report_exit = crate::report::report(cli, engine.store().clone(), run_id.to_owned()).await;
-            if report_exit != Exit::Success { report_exit } else { exit }
+            if report_exit != Exit::Success {
+                report_exit
+            } else {
+                exit
+            }
         }
         Err(e) => engine_error(&e),
     }
 }
 
-fn spawn_signal_handler(stop: CancellationToken, quiet: bool) {
+/// Cancels `stop` on SIGTERM or SIGINT (Ctrl-C). The handlers are installed before this
+/// returns, so a signal sent right after cannot kill the process half-way.
+pub(crate) fn spawn_signal_handler(stop: CancellationToken, quiet: bool) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate()).ok();
+    let int = signal(SignalKind::interrupt()).ok();
     tokio::spawn(async move {
-        let term = async {
-            #[cfg(unix)]
-            {
-                if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
                     s.recv().await;
-                } else {
-                    std::future::pending::<()>().await;
                 }
+                None => std::future::pending::<()>().await,
             }
-            #[cfg(not(unix))]
-            std::future::pending::<()>().await;
         };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = term => {}
+            () = wait(term) => {}
+            () = wait(int) => {}
         }
         output::note(quiet, "stopping at the next safe point (the run stays resumable)…");
         stop.cancel();
     });
 }
 
-fn engine_error(e: &EngineError) -> Exit {
+pub(crate) fn engine_error(e: &EngineError) -> Exit {
     match e {
         EngineError::Invalid(d) => {
             print_diagnostics(d);
             Exit::BadInput
         }
-        EngineError::Locked { key, holder, holder_status } => {
+        EngineError::Locked {
+            key,
+            holder,
+            holder_status,
+        } => {
             output::error(
                 &format!("`{key}` is locked by run {holder} ({holder_status}); one run at a time may touch it"),
                 Some(&format!(
@@ -348,15 +401,24 @@ fn engine_error(e: &EngineError) -> Exit {
             );
             Exit::Busy
         }
-        EngineError::Busy { run_id, owner, expires_at } => {
+        EngineError::Busy {
+            run_id,
+            owner,
+            expires_at,
+        } => {
             output::error(
                 &format!("run {run_id} is being driven by {owner} (lease valid until {expires_at})"),
-                Some("only one process drives a run; another may take over once that lease expires or its process is gone"),
+                Some(
+                    "only one process drives a run; another may take over once that lease expires or its process is gone",
+                ),
             );
             Exit::Busy
         }
         EngineError::State(StateError::UnknownRun { run_id }) => {
-            output::error(&format!("no run `{run_id}` in this database"), Some("`fogbook runs` lists the runs"));
+            output::error(
+                &format!("no run `{run_id}` in this database"),
+                Some("`fogbook runs` lists the runs"),
+            );
             Exit::BadInput
         }
         EngineError::State(StateError::InvalidTransition { message }) => {
@@ -379,9 +441,12 @@ async fn resume(cli: &Cli, args: &ResumeArgs) -> Exit {
     exit
 }
 
-fn open_existing(cli: &Cli) -> Option<Store> {
+pub(crate) fn open_existing(cli: &Cli) -> Option<Store> {
     if !cli.db.exists() {
-        output::error(&format!("no state database at {}", cli.db.display()), Some("pass --db (or set FOGBOOK_DB)"));
+        output::error(
+            &format!("no state database at {}", cli.db.display()),
+            Some("pass --db (or set FOGBOOK_DB)"),
+        );
         return None;
     }
     match Store::open(&cli.db) {
@@ -430,7 +495,9 @@ async fn resume_runs(cli: &Cli, args: &ResumeArgs, store: Store) -> Exit {
         {
             output::error(
                 &format!("run {id} has failed; resuming it would retry its failed step"),
-                Some(&format!("if that is what you want: fogbook resume {id} --retry-failed; otherwise fogbook cancel {id}")),
+                Some(&format!(
+                    "if that is what you want: fogbook resume {id} --retry-failed; otherwise fogbook cancel {id}"
+                )),
             );
             worst = Exit::BadInput;
             continue;
@@ -461,8 +528,12 @@ async fn approve(cli: &Cli, store: Store, run_id: String, step: String, by: Stri
                 return Exit::BadInput;
             }
             None => {
-                let approvals: Vec<&str> =
-                    rb.steps.iter().filter(|s| s.uses == "approval").map(|s| s.id.as_str()).collect();
+                let approvals: Vec<&str> = rb
+                    .steps
+                    .iter()
+                    .filter(|s| s.uses == "approval")
+                    .map(|s| s.id.as_str())
+                    .collect();
                 output::error(
                     &format!("run {run_id} has no step `{step}`"),
                     Some(&format!("its approval steps: {}", approvals.join(", "))),
@@ -479,7 +550,10 @@ async fn approve(cli: &Cli, store: Store, run_id: String, step: String, by: Stri
     match store.approve(&run_id, &step, &by, comment, false, now).await {
         Ok(row) => {
             if cli.format == Format::Json {
-                output::json("approval", &json!({ "run_id": run_id, "step": step, "by": row.by, "at": fogbook_state::format_ms(row.at) }));
+                output::json(
+                    "approval",
+                    &json!({ "run_id": run_id, "step": step, "by": row.by, "at": fogbook_state::format_ms(row.at) }),
+                );
             } else {
                 output::data(&format!("approved step `{step}` of run {run_id} as {by}"));
                 output::note(cli.quiet, &format!("continue the run with: fogbook resume {run_id}"));
@@ -495,7 +569,11 @@ async fn cancel(cli: &Cli, store: Store, run_id: String, by: String) -> Exit {
         Ok(s) => s,
         Err(e) => return engine_error(&EngineError::from(e)),
     };
-    let dead = snap.run.lease_owner.clone().filter(|o| fogbook_engine::owner::is_dead(o));
+    let dead = snap
+        .run
+        .lease_owner
+        .clone()
+        .filter(|o| fogbook_engine::owner::is_dead(o));
     let now = fogbook_engine::Clock::now_ms(&fogbook_engine::SystemClock);
     match store.cancel(&run_id, &by, dead, now).await {
         Ok(true) => {
@@ -508,9 +586,14 @@ async fn cancel(cli: &Cli, store: Store, run_id: String, by: String) -> Exit {
         }
         Ok(false) => {
             if cli.format == Format::Json {
-                output::json("cancel", &json!({ "run_id": run_id, "cancelled": false, "requested": true }));
+                output::json(
+                    "cancel",
+                    &json!({ "run_id": run_id, "cancelled": false, "requested": true }),
+                );
             } else {
-                output::data(&format!("run {run_id} is being driven; it will stop at its next safe point and be cancelled"));
+                output::data(&format!(
+                    "run {run_id} is being driven; it will stop at its next safe point and be cancelled"
+                ));
             }
             Exit::Success
         }

@@ -7,6 +7,8 @@ mod commands;
 mod output;
 mod progress;
 mod report;
+mod schedule_cmd;
+mod sim_cmd;
 
 use std::process::ExitCode;
 

@@ -69,7 +69,9 @@ impl Progress {
                     () = stop.cancelled() => return,
                 }
                 let mut live = me.live.lock().unwrap_or_else(PoisonError::into_inner);
-                let Some((step, since)) = live.step.clone() else { continue };
+                let Some((step, since)) = live.step.clone() else {
+                    continue;
+                };
                 let mut text = format!("  … {step}: {} elapsed", human(ms(since.elapsed())));
                 for (kind, opened) in &live.windows {
                     text.push_str(&format!(" · {kind} window open {}", human(ms(opened.elapsed()))));
@@ -108,7 +110,10 @@ impl Observer for Progress {
     }
 
     fn retry_scheduled(&self, step: &str, attempt: u32, error: &str, delay_ms: Millis) {
-        self.line(&format!("↻ {step} attempt {attempt} failed: {error}; retrying in {}", human(delay_ms)));
+        self.line(&format!(
+            "↻ {step} attempt {attempt} failed: {error}; retrying in {}",
+            human(delay_ms)
+        ));
     }
 
     fn step_failed(&self, step: &str, error: &str) {
@@ -130,7 +135,10 @@ impl Observer for Progress {
     }
 
     fn window_limit_exceeded(&self, kind: &str, age_ms: Millis, limit: &str) {
-        self.line(&format!("! {kind} window has been open {} (limit {limit})", human(age_ms)));
+        self.line(&format!(
+            "! {kind} window has been open {} (limit {limit})",
+            human(age_ms)
+        ));
     }
 
     fn took_over(&self, from: &str) {
@@ -139,6 +147,8 @@ impl Observer for Progress {
 
     fn runbook_file_changed(&self, path: &str) {
         // Always shown: the operator may believe an edit is in effect.
-        eprintln!("warning: {path} changed since this run started; the run continues with the runbook text it started with");
+        eprintln!(
+            "warning: {path} changed since this run started; the run continues with the runbook text it started with"
+        );
     }
 }

@@ -122,14 +122,29 @@ pub(crate) async fn report(cli: &Cli, store: Store, run_id: String) -> Exit {
     ));
     for s in &snap.steps {
         let dur = step_duration(s, now).map(human).unwrap_or_else(|| "-".to_owned());
-        let attempts = if s.attempt > 1 { format!("  ({} attempts)", s.attempt) } else { String::new() };
+        let attempts = if s.attempt > 1 {
+            format!("  ({} attempts)", s.attempt)
+        } else {
+            String::new()
+        };
         let err = s
             .error
             .as_ref()
             .filter(|_| s.status == fogbook_state::StepStatus::Failed)
-            .map(|e| format!("  {}: {}", e["code"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or("")))
+            .map(|e| {
+                format!(
+                    "  {}: {}",
+                    e["code"].as_str().unwrap_or(""),
+                    e["message"].as_str().unwrap_or("")
+                )
+            })
             .unwrap_or_default();
-        out.push_str(&format!("  {:<28} {:<10} {:>10}{attempts}{err}\n", s.step_id, s.status.as_str(), dur));
+        out.push_str(&format!(
+            "  {:<28} {:<10} {:>10}{attempts}{err}\n",
+            s.step_id,
+            s.status.as_str(),
+            dur
+        ));
     }
     out.push_str("\nwindows:\n");
     if snap.windows.is_empty() {
@@ -150,7 +165,9 @@ pub(crate) async fn status(cli: &Cli, store: Store, run_id: String) -> Exit {
     };
     let now = now_ms();
     let current = snap.steps.iter().find(|s| !s.status.is_done());
-    let waiting_approval = (snap.run.status == fogbook_state::RunStatus::Waiting).then(|| current.map(|s| s.step_id.clone())).flatten();
+    let waiting_approval = (snap.run.status == fogbook_state::RunStatus::Waiting)
+        .then(|| current.map(|s| s.step_id.clone()))
+        .flatten();
     if cli.format == Format::Json {
         output::json(
             "status",
@@ -166,16 +183,27 @@ pub(crate) async fn status(cli: &Cli, store: Store, run_id: String) -> Exit {
         return Exit::Success;
     }
     let r = &snap.run;
-    let mut out = format!("run {}  {} v{}\nstatus: {}\n", r.id, r.runbook_name, r.runbook_version, r.status);
+    let mut out = format!(
+        "run {}  {} v{}\nstatus: {}\n",
+        r.id, r.runbook_name, r.runbook_version, r.status
+    );
     out.push_str(&format!("created: {}\n", format_ms(r.created_at)));
     if let Some(step) = current {
-        out.push_str(&format!("current step: {} ({}, attempt {})\n", step.step_id, step.status, step.attempt));
+        out.push_str(&format!(
+            "current step: {} ({}, attempt {})\n",
+            step.step_id, step.status, step.attempt
+        ));
     }
     if let Some(step) = &waiting_approval {
-        out.push_str(&format!("waiting for approval: fogbook approve {} {step} --by NAME\n", r.id));
+        out.push_str(&format!(
+            "waiting for approval: fogbook approve {} {step} --by NAME\n",
+            r.id
+        ));
     }
     match (&r.lease_owner, r.lease_expires_at) {
-        (Some(o), Some(exp)) if exp > now => out.push_str(&format!("driven by: {o} (lease until {})\n", format_ms(exp))),
+        (Some(o), Some(exp)) if exp > now => {
+            out.push_str(&format!("driven by: {o} (lease until {})\n", format_ms(exp)))
+        }
         (Some(o), _) => out.push_str(&format!("last driver: {o} (lease expired; resumable)\n")),
         _ => {}
     }
@@ -193,7 +221,12 @@ pub(crate) async fn status(cli: &Cli, store: Store, run_id: String) -> Exit {
     }
     out.push_str("steps:\n");
     for s in &snap.steps {
-        out.push_str(&format!("  {:<28} {:<10} attempt {}\n", s.step_id, s.status.as_str(), s.attempt));
+        out.push_str(&format!(
+            "  {:<28} {:<10} attempt {}\n",
+            s.step_id,
+            s.status.as_str(),
+            s.attempt
+        ));
     }
     output::data(&out);
     Exit::Success
@@ -213,7 +246,13 @@ pub(crate) async fn runs(cli: &Cli, store: Store, filter: RunFilter) -> Exit {
     }
     let mut out = format!("{:<36}  {:<28} {:<10} {}\n", "RUN", "RUNBOOK", "STATUS", "CREATED");
     for r in &runs {
-        out.push_str(&format!("{:<36}  {:<28} {:<10} {}\n", r.id, r.runbook_name, r.status.as_str(), format_ms(r.created_at)));
+        out.push_str(&format!(
+            "{:<36}  {:<28} {:<10} {}\n",
+            r.id,
+            r.runbook_name,
+            r.status.as_str(),
+            format_ms(r.created_at)
+        ));
     }
     output::data(&out);
     Exit::Success
@@ -250,8 +289,17 @@ pub(crate) async fn history(cli: &Cli, store: Store, run_id: String) -> Exit {
             for e in &events {
                 let step = e.step_id.as_deref().map(|s| format!(" {s}")).unwrap_or_default();
                 let attempt = e.attempt.map(|a| format!(" #{a}")).unwrap_or_default();
-                let data = if e.data.is_null() { String::new() } else { format!("  {}", e.data) };
-                out.push_str(&format!("{:>4}  {}  {}{step}{attempt}{data}\n", e.seq, format_ms(e.at), e.kind));
+                let data = if e.data.is_null() {
+                    String::new()
+                } else {
+                    format!("  {}", e.data)
+                };
+                out.push_str(&format!(
+                    "{:>4}  {}  {}{step}{attempt}{data}\n",
+                    e.seq,
+                    format_ms(e.at),
+                    e.kind
+                ));
             }
             output::data(&out);
         }

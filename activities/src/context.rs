@@ -137,10 +137,7 @@ impl ActivityCtx {
 
     /// The progress saved by this or an earlier attempt of the step, if any.
     pub fn progress(&self) -> Option<serde_json::Value> {
-        self.progress
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.progress.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Commits `progress` durably; returns once it would survive a crash.

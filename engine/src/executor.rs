@@ -93,6 +93,8 @@ pub struct CreateRun<'a> {
     pub take_lease: bool,
     /// Who asked (user, schedule), for the audit trail.
     pub created_by: serde_json::Value,
+    /// The schedule that fires this run, if any.
+    pub schedule: Option<String>,
 }
 
 /// The engine: creates runs and drives them. Cheap to clone.
@@ -108,7 +110,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("owner", &self.owner).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
     }
 }
 
@@ -161,6 +165,14 @@ impl Engine {
     /// Creates a run: pins the runbook text and parameters, locks the run's resource keys
     /// (refusing, with the holder's id, when another run has one), and returns its id.
     pub async fn create_run(&self, req: CreateRun<'_>) -> Result<String, EngineError> {
+        let new = self.prepare_run(req)?;
+        let id = new.id.clone();
+        self.store.create_run(new).await?;
+        Ok(id)
+    }
+
+    /// The row [`Engine::create_run`] would insert: a fresh id, resolved locks, the lease.
+    pub(crate) fn prepare_run(&self, req: CreateRun<'_>) -> Result<NewRun, EngineError> {
         let id = uuid::Uuid::now_v7().to_string();
         let locks = resolve_locks(req.runbook, &req.params, &id)?;
         let now = self.clock.now_ms();
@@ -175,12 +187,14 @@ impl Engine {
             steps: req.runbook.steps.iter().map(|s| s.id.0.clone()).collect(),
             locks,
             auto_approve: req.auto_approve,
-            lease: req.take_lease.then(|| (self.owner.to_string(), now + ms(self.config.lease_ttl))),
+            lease: req
+                .take_lease
+                .then(|| (self.owner.to_string(), now + ms(self.config.lease_ttl))),
             created_by: req.created_by,
+            schedule: req.schedule,
             now,
         };
-        self.store.create_run(new).await?;
-        Ok(id)
+        Ok(new)
     }
 
     /// Drives a run until it ends, suspends at an approval, or `stop` is cancelled. Takes
@@ -192,7 +206,13 @@ impl Engine {
         let dead = snapshot.run.lease_owner.clone().filter(|o| owner::is_dead(o));
         let grant = self
             .store
-            .acquire_lease(run_id, self.owner.as_str(), self.config.lease_ttl, dead, self.clock.now_ms())
+            .acquire_lease(
+                run_id,
+                self.owner.as_str(),
+                self.config.lease_ttl,
+                dead,
+                self.clock.now_ms(),
+            )
             .await?;
         if let Some(from) = &grant.taken_over_from {
             tracing::warn!(from = %from, "took over the run's lease");
@@ -201,7 +221,12 @@ impl Engine {
 
         let token = stop.child_token();
         let cancel_requested = Arc::new(AtomicBool::new(false));
-        let heartbeat = tokio::spawn(heartbeat(self.clone(), run_id.to_owned(), token.clone(), cancel_requested.clone()));
+        let heartbeat = tokio::spawn(heartbeat(
+            self.clone(),
+            run_id.to_owned(),
+            token.clone(),
+            cancel_requested.clone(),
+        ));
 
         let result = self.drive_steps(run_id, &token).await;
         heartbeat.abort();
@@ -216,7 +241,11 @@ impl Engine {
         };
         match &outcome {
             RunOutcome::Cancelled => {}
-            _ => self.store.release_lease(run_id, self.owner.as_str(), self.clock.now_ms()).await?,
+            _ => {
+                self.store
+                    .release_lease(run_id, self.owner.as_str(), self.clock.now_ms())
+                    .await?
+            }
         }
         Ok(outcome)
     }
@@ -242,10 +271,13 @@ impl Engine {
         };
 
         for step in &runbook.steps {
-            let row = snap.step(step.id.as_str()).cloned().ok_or_else(|| StateError::UnknownStep {
-                run_id: run_id.to_owned(),
-                step_id: step.id.0.clone(),
-            })?;
+            let row = snap
+                .step(step.id.as_str())
+                .cloned()
+                .ok_or_else(|| StateError::UnknownStep {
+                    run_id: run_id.to_owned(),
+                    step_id: step.id.0.clone(),
+                })?;
             match row.status {
                 StepStatus::Completed => {
                     steps.insert(step.id.0.clone(), scope_completed(row.output.unwrap_or_default()));
@@ -281,14 +313,22 @@ impl Engine {
                 }
                 StepEnd::Stop(outcome) => {
                     if let RunOutcome::Failed { .. } = &outcome {
-                        driver.notify(NotifyEvent::RunFailed, json!({ "outcome": format!("{outcome:?}") })).await;
+                        driver
+                            .notify(NotifyEvent::RunFailed, json!({ "outcome": format!("{outcome:?}") }))
+                            .await;
                     }
                     return Ok(outcome);
                 }
             }
         }
         self.store
-            .set_run_status(run_id, self.owner.as_str(), RunStatus::Succeeded, None, self.clock.now_ms())
+            .set_run_status(
+                run_id,
+                self.owner.as_str(),
+                RunStatus::Succeeded,
+                None,
+                self.clock.now_ms(),
+            )
             .await?;
         driver.notify(NotifyEvent::RunSucceeded, json!({})).await;
         Ok(RunOutcome::Succeeded)
@@ -306,7 +346,10 @@ impl Engine {
         let sha = sha256_hex(&text);
         if sha != snap.run.runbook_sha256 {
             self.observer.runbook_file_changed(path);
-            tracing::warn!(path, "the runbook file changed since the run started; using the stored text");
+            tracing::warn!(
+                path,
+                "the runbook file changed since the run started; using the stored text"
+            );
             self.store
                 .record_event(
                     &snap.run.id,
@@ -366,7 +409,11 @@ async fn heartbeat(engine: Engine, run_id: String, token: CancellationToken, can
             () = token.cancelled() => return,
         }
         let now = engine.clock.now_ms();
-        match engine.store.renew_lease(&run_id, engine.owner.as_str(), engine.config.lease_ttl, now).await {
+        match engine
+            .store
+            .renew_lease(&run_id, engine.owner.as_str(), engine.config.lease_ttl, now)
+            .await
+        {
             Ok(true) => {
                 tracing::info!("cancellation requested; stopping at the next safe point");
                 cancel_requested.store(true, Ordering::SeqCst);
@@ -395,11 +442,19 @@ async fn check_window_limits(engine: &Engine, run_id: &str) {
         return;
     };
     let now = engine.clock.now_ms();
-    for w in snap.windows.iter().filter(|w| w.closed_at.is_none() && !w.limit_notified) {
+    for w in snap
+        .windows
+        .iter()
+        .filter(|w| w.closed_at.is_none() && !w.limit_notified)
+    {
         let age = now - w.opened_at;
         if age > ms(limit) {
             let limit_text = fogbook_activities::duration::format(limit);
-            if let Ok(true) = engine.store.mark_window_limit_exceeded(run_id, w.id, limit_text.clone(), now).await {
+            if let Ok(true) = engine
+                .store
+                .mark_window_limit_exceeded(run_id, w.id, limit_text.clone(), now)
+                .await
+            {
                 tracing::warn!(kind = %w.kind, age_ms = age, limit = %limit_text, "window open longer than the limit");
                 engine.observer.window_limit_exceeded(w.kind.as_str(), age, &limit_text);
                 let driver = Driver {
@@ -477,7 +532,13 @@ impl Driver<'_> {
                             }
                             Err(e) => {
                                 return self
-                                    .fail_for_good(step, 0, "ExpressionError", &format!("`when` could not be evaluated: {e}"), None)
+                                    .fail_for_good(
+                                        step,
+                                        0,
+                                        "ExpressionError",
+                                        &format!("`when` could not be evaluated: {e}"),
+                                        None,
+                                    )
                                     .await;
                             }
                         }
@@ -486,7 +547,13 @@ impl Driver<'_> {
                         Ok(v) => v,
                         Err(e) => {
                             return self
-                                .fail_for_good(step, 0, "ExpressionError", &format!("inputs could not be resolved: {e}"), None)
+                                .fail_for_good(
+                                    step,
+                                    0,
+                                    "ExpressionError",
+                                    &format!("inputs could not be resolved: {e}"),
+                                    None,
+                                )
                                 .await;
                         }
                     };
@@ -557,12 +624,15 @@ impl Driver<'_> {
                     self.engine.observer.step_completed(sid, elapsed);
                     for kind in closes {
                         self.engine.observer.window(kind.as_str(), false, sid);
-                        self.notify(NotifyEvent::WindowClosed, json!({ "kind": kind, "step": sid })).await;
+                        self.notify(NotifyEvent::WindowClosed, json!({ "kind": kind, "step": sid }))
+                            .await;
                     }
                     tracing::info!("step.completed");
                     return Ok(StepEnd::Completed(output));
                 }
-                Err(StepError::Activity(ActivityError::Interrupted)) => return Ok(StepEnd::Stop(RunOutcome::Interrupted)),
+                Err(StepError::Activity(ActivityError::Interrupted)) => {
+                    return Ok(StepEnd::Stop(RunOutcome::Interrupted));
+                }
                 Err(StepError::Activity(ActivityError::AwaitingApproval { message })) => {
                     store
                         .set_run_status(self.run_id, self.owner(), RunStatus::Waiting, None, self.now())
@@ -602,12 +672,18 @@ impl Driver<'_> {
                         },
                     )
                     .await?;
-                self.engine.observer.retry_scheduled(sid, attempt, &format!("{code}: {message}"), ms(delay));
+                self.engine
+                    .observer
+                    .retry_scheduled(sid, attempt, &format!("{code}: {message}"), ms(delay));
                 tracing::info!(delay_ms = ms(delay), code = %code, "step.retry_scheduled");
                 row.status = StepStatus::RetryWait;
                 row.attempt = attempt;
                 row.next_attempt_at = Some(next);
-                row.progress = store.load_run(self.run_id).await?.step(sid).and_then(|s| s.progress.clone());
+                row.progress = store
+                    .load_run(self.run_id)
+                    .await?
+                    .step(sid)
+                    .and_then(|s| s.progress.clone());
                 continue;
             }
             return self.fail_for_good(step, attempt, &code, &message, output).await;
@@ -616,7 +692,13 @@ impl Driver<'_> {
 
     /// Commits the start of `attempt` (and the windows the step opens) and returns its
     /// deadline.
-    async fn start(&self, step: &Step, attempt: u32, input: &serde_json::Value, keep_progress: bool) -> Result<Option<Millis>, EngineError> {
+    async fn start(
+        &self,
+        step: &Step,
+        attempt: u32,
+        input: &serde_json::Value,
+        keep_progress: bool,
+    ) -> Result<Option<Millis>, EngineError> {
         let sid = step.id.as_str();
         failpoint::hit(Point::BeforeStart, sid);
         let now = self.now();
@@ -640,7 +722,8 @@ impl Driver<'_> {
             .await?;
         for kind in opens {
             self.engine.observer.window(kind.as_str(), true, sid);
-            self.notify(NotifyEvent::WindowOpened, json!({ "kind": kind, "step": sid })).await;
+            self.notify(NotifyEvent::WindowOpened, json!({ "kind": kind, "step": sid }))
+                .await;
         }
         Ok(deadline)
     }
@@ -661,8 +744,15 @@ impl Driver<'_> {
             attempt,
             owner: self.owner().to_owned(),
         });
-        let ctx = ActivityCtx::new(self.run_id, step.id.as_str(), attempt, progress, host, self.stop.clone())
-            .with_approval_mode(self.auto_approve, self.engine.config.wait_for_approval);
+        let ctx = ActivityCtx::new(
+            self.run_id,
+            step.id.as_str(),
+            attempt,
+            progress,
+            host,
+            self.stop.clone(),
+        )
+        .with_approval_mode(self.auto_approve, self.engine.config.wait_for_approval);
         let run = fogbook_activities::execute(&step.uses, input, &ctx, &self.engine.env);
         match deadline {
             None => run.await.map_err(StepError::Activity),
@@ -728,7 +818,9 @@ impl Driver<'_> {
         if !cfg.on.contains(&event) {
             return;
         }
-        let Ok(snap) = self.engine.store.load_run(self.run_id).await else { return };
+        let Ok(snap) = self.engine.store.load_run(self.run_id).await else {
+            return;
+        };
         let steps = BTreeMap::new();
         let run = json!({ "id": self.run_id, "runbook": self.runbook.name });
         let scope = Scope {
@@ -756,7 +848,11 @@ impl Driver<'_> {
                 ("notify.failed", json!({ "event": event_name, "error": e.to_string() }))
             }
         };
-        let _ = self.engine.store.record_event(self.run_id, kind, None, detail, self.now()).await;
+        let _ = self
+            .engine
+            .store
+            .record_event(self.run_id, kind, None, detail, self.now())
+            .await;
     }
 }
 
@@ -767,7 +863,15 @@ enum StepError {
 
 impl StepError {
     /// (retry class, code, message, server-requested delay, partial output)
-    fn describe(self) -> (Option<ErrorClass>, String, String, Option<Duration>, Option<serde_json::Value>) {
+    fn describe(
+        self,
+    ) -> (
+        Option<ErrorClass>,
+        String,
+        String,
+        Option<Duration>,
+        Option<serde_json::Value>,
+    ) {
         match self {
             Self::Timeout(at) => (
                 Some(ErrorClass::Timeout),
@@ -780,8 +884,12 @@ impl StepError {
                 let code = e.code().to_owned();
                 let retry_after = e.retry_after();
                 match e {
-                    ActivityError::Transient { message, .. } => (Some(ErrorClass::Transient), code, message, retry_after, None),
-                    ActivityError::Failed { message, output, .. } => (Some(ErrorClass::Failed), code, message, None, output),
+                    ActivityError::Transient { message, .. } => {
+                        (Some(ErrorClass::Transient), code, message, retry_after, None)
+                    }
+                    ActivityError::Failed { message, output, .. } => {
+                        (Some(ErrorClass::Failed), code, message, None, output)
+                    }
                     // Invalid inputs and ambiguous interruptions are never retried: the first
                     // cannot get better, the second needs a human.
                     other => (None, code, other.to_string(), None, None),

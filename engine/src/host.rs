@@ -30,7 +30,14 @@ impl StepHost for Host {
     fn save_progress(&self, progress: serde_json::Value) -> BoxFuture<'_, Result<(), ActivityError>> {
         Box::pin(async move {
             self.store
-                .save_progress(&self.run_id, &self.owner, &self.step_id, self.attempt, progress, self.clock.now_ms())
+                .save_progress(
+                    &self.run_id,
+                    &self.owner,
+                    &self.step_id,
+                    self.attempt,
+                    progress,
+                    self.clock.now_ms(),
+                )
                 .await
                 .map_err(|e| ActivityError::Store(e.to_string()))?;
             failpoint::hit(Point::AfterProgress, &self.step_id);
@@ -51,7 +58,14 @@ impl StepHost for Host {
     fn auto_approve(&self) -> BoxFuture<'_, Result<ApprovalRecord, ActivityError>> {
         Box::pin(async move {
             self.store
-                .approve(&self.run_id, &self.step_id, "auto-approve", None, true, self.clock.now_ms())
+                .approve(
+                    &self.run_id,
+                    &self.step_id,
+                    "auto-approve",
+                    None,
+                    true,
+                    self.clock.now_ms(),
+                )
                 .await
                 .map(record)
                 .map_err(|e| ActivityError::Store(e.to_string()))

@@ -19,9 +19,12 @@ mod observer;
 pub mod owner;
 mod retry;
 pub mod runbook;
+pub mod schedule;
+mod worker;
 
 pub use clock::{Clock, SystemClock};
 pub use error::EngineError;
 pub use executor::{CreateRun, Engine, EngineConfig, RunOutcome, sha256_hex};
 pub use observer::{Observer, Silent};
 pub use owner::Owner;
+pub use worker::{WorkerConfig, WorkerReport, run_worker};

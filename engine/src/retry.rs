@@ -47,7 +47,11 @@ mod tests {
         let p = policy();
         assert_eq!(delay(&p, 2, None, 1.0), Duration::from_secs(3));
         assert_eq!(delay(&p, 2, None, -1.0), Duration::from_secs(1));
-        assert_eq!(delay(&p, 9, None, 1.0), Duration::from_secs(30), "never above max_interval");
+        assert_eq!(
+            delay(&p, 9, None, 1.0),
+            Duration::from_secs(30),
+            "never above max_interval"
+        );
     }
 
     #[test]

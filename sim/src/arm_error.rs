@@ -13,7 +13,11 @@ pub(crate) struct ArmError {
 impl ArmError {
     /// An error with any status.
     pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ArmError {
-        ArmError { status, code: code.to_owned(), message: message.into() }
+        ArmError {
+            status,
+            code: code.to_owned(),
+            message: message.into(),
+        }
     }
 
     /// 400 Bad Request.

@@ -54,7 +54,12 @@ pub(crate) struct SimClock {
 impl SimClock {
     /// A clock that reads `start` now and then runs `scale` times faster than real time.
     pub(crate) fn new(start: SimTime, scale: f64) -> SimClock {
-        SimClock { real_start: Instant::now(), start, scale, advanced_ms: 0 }
+        SimClock {
+            real_start: Instant::now(),
+            start,
+            scale,
+            advanced_ms: 0,
+        }
     }
 
     /// The current simulated time.
@@ -78,7 +83,11 @@ impl SimClock {
     /// Real seconds a client should wait for `sim_secs` simulated seconds to pass.
     /// A frozen clock (scale 0) is treated as real time here.
     pub(crate) fn real_secs(&self, sim_secs: f64) -> f64 {
-        if self.scale > 0.0 { sim_secs / self.scale } else { sim_secs }
+        if self.scale > 0.0 {
+            sim_secs / self.scale
+        } else {
+            sim_secs
+        }
     }
 }
 

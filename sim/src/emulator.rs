@@ -55,7 +55,10 @@ pub(crate) struct Emulator {
 impl Emulator {
     /// Wraps the initial state.
     pub(crate) fn new(settings: Settings, core: Core) -> Emulator {
-        Emulator { settings, core: Mutex::new(core) }
+        Emulator {
+            settings,
+            core: Mutex::new(core),
+        }
     }
 
     /// Locks the core. A panic while holding the lock cannot leave the world half-changed in a

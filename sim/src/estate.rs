@@ -1,6 +1,6 @@
 //! The estate file: the starting state of the emulated subscriptions, in YAML.
 //!
-//! The format is ours (snake_case, documented in `sim/README.md`); [`Estate::into_world`] turns
+//! The format is ours (snake_case, documented in `sim/README.md`); [`Estate::build_world`] turns
 //! it into the [`World`] the server mutates. References between resources are short where they
 //! stay inside a subscription (`rg/name`) and may always be full ARM ids.
 
@@ -16,8 +16,8 @@ use crate::ids;
 use crate::regions;
 use crate::rules;
 use crate::world::{
-    BucketLimit, Database, Delegation, FailoverGroup, Instance, Member, Peering, ResourceGroup,
-    SecurityGroup, SecurityRule, Subnet, ThrottleLimits, VirtualNetwork, WORLD_VERSION, World,
+    BucketLimit, Database, Delegation, FailoverGroup, Instance, Member, Peering, ResourceGroup, SecurityGroup,
+    SecurityRule, Subnet, ThrottleLimits, VirtualNetwork, WORLD_VERSION, World,
 };
 
 /// The starting state of the emulator, as read from an estate file.
@@ -212,24 +212,35 @@ fn default_manual() -> String {
     "Manual".into()
 }
 
+/// `examples/estate.yaml`, embedded so that a first run needs no file.
+const DEMO_YAML: &str = include_str!("../../examples/estate.yaml");
+
 impl Estate {
+    /// The demo estate (`examples/estate.yaml`): instances A (eastus, primary) and B (westus,
+    /// secondary) in group `fog-demo`, and an empty network in northeurope for a new instance.
+    pub fn demo() -> Result<Estate, SimError> {
+        Estate::from_yaml_str(DEMO_YAML)
+    }
+
     /// Parses an estate from YAML text.
     pub fn from_yaml_str(text: &str) -> Result<Estate, SimError> {
         let estate: Estate = serde_saphyr::from_str(text).map_err(SimError::ParseEstate)?;
         // Building the world checks every reference, so a bad estate fails at load time.
-        estate.into_world(time::OffsetDateTime::UNIX_EPOCH)?;
+        estate.build_world(time::OffsetDateTime::UNIX_EPOCH)?;
         Ok(estate)
     }
 
     /// Reads and parses an estate file.
     pub fn load(path: &Path) -> Result<Estate, SimError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| SimError::ReadFile { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| SimError::ReadFile {
+            path: path.to_owned(),
+            source,
+        })?;
         Estate::from_yaml_str(&text)
     }
 
     /// The world this estate describes; `now` is the epoch when the file sets none.
-    pub(crate) fn into_world(&self, now: time::OffsetDateTime) -> Result<World, SimError> {
+    pub(crate) fn build_world(&self, now: time::OffsetDateTime) -> Result<World, SimError> {
         let epoch = match &self.epoch {
             Some(text) => time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
                 .map_err(|e| SimError::InvalidEstate(format!("epoch '{text}': {e}")))?,
@@ -284,7 +295,10 @@ impl ThrottlingSpec {
     fn limits(self) -> ThrottleLimits {
         let defaults = ThrottleLimits::default();
         let pick = |spec: Option<BucketSpec>, default: BucketLimit| {
-            spec.map_or(default, |s| BucketLimit { burst: s.burst, per_second: s.per_second })
+            spec.map_or(default, |s| BucketLimit {
+                burst: s.burst,
+                per_second: s.per_second,
+            })
         };
         ThrottleLimits {
             reads: pick(self.reads, defaults.reads),
@@ -303,7 +317,14 @@ pub(crate) fn derived_dns_zone(seed: &str) -> String {
 /// A stable GUID-looking string derived from `seed`.
 pub(crate) fn derived_guid(seed: &str) -> String {
     let hex = hex::encode(Sha256::digest(seed.as_bytes()));
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 /// Resolves `rg/name` within `sub`, or a full id, with `make` building the id.
@@ -313,13 +334,17 @@ fn reference(sub: &str, text: &str, make: impl Fn(&str, &str, &str) -> String) -
     }
     match text.split_once('/') {
         Some((rg, name)) if !rg.is_empty() && !name.is_empty() && !name.contains('/') => Ok(make(sub, rg, name)),
-        _ => Err(SimError::InvalidEstate(format!("reference '{text}' is neither 'resource-group/name' nor a full id"))),
+        _ => Err(SimError::InvalidEstate(format!(
+            "reference '{text}' is neither 'resource-group/name' nor a full id"
+        ))),
     }
 }
 
 fn check_cidr(cidr: &str, context: &str) -> Result<(), SimError> {
     if rules::cidr_range(cidr).is_none() {
-        return Err(SimError::InvalidEstate(format!("{context}: '{cidr}' is not an IPv4 CIDR")));
+        return Err(SimError::InvalidEstate(format!(
+            "{context}: '{cidr}' is not an IPv4 CIDR"
+        )));
     }
     Ok(())
 }
@@ -328,11 +353,18 @@ fn add_resource_group(world: &mut World, sub: &str, rg: &ResourceGroupSpec) -> R
     let location = regions::normalize(&rg.location);
     let key = crate::world::rg_key(sub, &rg.name);
     if world.resource_groups.contains_key(&key) {
-        return Err(SimError::InvalidEstate(format!("resource group '{}' appears twice", rg.name)));
+        return Err(SimError::InvalidEstate(format!(
+            "resource group '{}' appears twice",
+            rg.name
+        )));
     }
     world.resource_groups.insert(
         key,
-        ResourceGroup { subscription: sub.to_owned(), name: rg.name.clone(), location: location.clone() },
+        ResourceGroup {
+            subscription: sub.to_owned(),
+            name: rg.name.clone(),
+            location: location.clone(),
+        },
     );
     for spec in &rg.network_security_groups {
         let id = ids::nsg(sub, &rg.name, &spec.name);
@@ -360,7 +392,10 @@ fn add_resource_group(world: &mut World, sub: &str, rg: &ResourceGroupSpec) -> R
                 subscription: sub.to_owned(),
                 resource_group: rg.name.clone(),
                 name: spec.name.clone(),
-                location: spec.location.as_deref().map_or_else(|| location.clone(), regions::normalize),
+                location: spec
+                    .location
+                    .as_deref()
+                    .map_or_else(|| location.clone(), regions::normalize),
                 rules,
                 tags: BTreeMap::new(),
                 resource_guid: derived_guid(&id),
@@ -381,10 +416,13 @@ fn add_resource_group(world: &mut World, sub: &str, rg: &ResourceGroupSpec) -> R
                     s.name, s.address_prefix, spec.name
                 )));
             }
-            let nsg_id = s
-                .network_security_group
-                .as_deref()
-                .map(|n| if n.starts_with('/') { n.to_owned() } else { ids::nsg(sub, &rg.name, n) });
+            let nsg_id = s.network_security_group.as_deref().map(|n| {
+                if n.starts_with('/') {
+                    n.to_owned()
+                } else {
+                    ids::nsg(sub, &rg.name, n)
+                }
+            });
             if let Some(nsg_id) = &nsg_id
                 && !world.security_groups.contains_key(&ids::key(nsg_id))
             {
@@ -394,7 +432,10 @@ fn add_resource_group(world: &mut World, sub: &str, rg: &ResourceGroupSpec) -> R
                 )));
             }
             let delegations = if s.delegated_to_managed_instances {
-                vec![Delegation { name: "managedInstanceDelegation".into(), service_name: "Microsoft.Sql/managedInstances".into() }]
+                vec![Delegation {
+                    name: "managedInstanceDelegation".into(),
+                    service_name: "Microsoft.Sql/managedInstances".into(),
+                }]
             } else {
                 Vec::new()
             };
@@ -427,7 +468,10 @@ fn add_resource_group(world: &mut World, sub: &str, rg: &ResourceGroupSpec) -> R
                 subscription: sub.to_owned(),
                 resource_group: rg.name.clone(),
                 name: spec.name.clone(),
-                location: spec.location.as_deref().map_or_else(|| location.clone(), regions::normalize),
+                location: spec
+                    .location
+                    .as_deref()
+                    .map_or_else(|| location.clone(), regions::normalize),
                 address_prefixes: spec.address_prefixes.clone(),
                 subnets,
                 peerings,
@@ -442,7 +486,11 @@ fn add_resource_group(world: &mut World, sub: &str, rg: &ResourceGroupSpec) -> R
 /// `GP_Gen5` → (`GeneralPurpose`, `Gen5`).
 pub(crate) fn tier_and_family(sku: &str) -> (String, String) {
     let (prefix, family) = sku.split_once('_').unwrap_or((sku, "Gen5"));
-    let tier = if prefix.eq_ignore_ascii_case("BC") { "BusinessCritical" } else { "GeneralPurpose" };
+    let tier = if prefix.eq_ignore_ascii_case("BC") {
+        "BusinessCritical"
+    } else {
+        "GeneralPurpose"
+    };
     (tier.to_owned(), family.to_owned())
 }
 
@@ -462,13 +510,26 @@ fn add_instance(world: &mut World, sub: &str, rg: &ResourceGroupSpec, spec: &Ins
         }
     };
     if world.subnet(&subnet_id).is_none() {
-        return Err(SimError::InvalidEstate(format!("instance '{}': unknown subnet '{subnet_id}'", spec.name)));
+        return Err(SimError::InvalidEstate(format!(
+            "instance '{}': unknown subnet '{subnet_id}'",
+            spec.name
+        )));
     }
-    if world.instances.values().any(|i| i.name.eq_ignore_ascii_case(&spec.name)) {
-        return Err(SimError::InvalidEstate(format!("instance name '{}' is used twice", spec.name)));
+    if world
+        .instances
+        .values()
+        .any(|i| i.name.eq_ignore_ascii_case(&spec.name))
+    {
+        return Err(SimError::InvalidEstate(format!(
+            "instance name '{}' is used twice",
+            spec.name
+        )));
     }
     let database_format = rules::canonical_format(&spec.database_format).ok_or_else(|| {
-        SimError::InvalidEstate(format!("instance '{}': unknown database_format '{}'", spec.name, spec.database_format))
+        SimError::InvalidEstate(format!(
+            "instance '{}': unknown database_format '{}'",
+            spec.name, spec.database_format
+        ))
     })?;
     let (tier, family) = tier_and_family(&spec.sku);
     let instance = Instance {
@@ -513,11 +574,18 @@ fn add_instance(world: &mut World, sub: &str, rg: &ResourceGroupSpec, spec: &Ins
 fn add_group(world: &mut World, sub: &str, spec: &FailoverGroupSpec) -> Result<(), SimError> {
     let primary_id = reference(sub, &spec.primary, ids::instance)?;
     let secondary_id = reference(sub, &spec.secondary, ids::instance)?;
-    let missing = |id: &str| SimError::InvalidEstate(format!("failover group '{}': unknown instance '{id}'", spec.name));
+    let missing =
+        |id: &str| SimError::InvalidEstate(format!("failover group '{}': unknown instance '{id}'", spec.name));
     let primary = world.instance(&primary_id).ok_or_else(|| missing(&primary_id))?.clone();
-    let secondary = world.instance(&secondary_id).ok_or_else(|| missing(&secondary_id))?.clone();
+    let secondary = world
+        .instance(&secondary_id)
+        .ok_or_else(|| missing(&secondary_id))?
+        .clone();
     if primary.location == secondary.location {
-        return Err(SimError::InvalidEstate(format!("failover group '{}': both instances are in {}", spec.name, primary.location)));
+        return Err(SimError::InvalidEstate(format!(
+            "failover group '{}': both instances are in {}",
+            spec.name, primary.location
+        )));
     }
     if !secondary.databases.is_empty() {
         return Err(SimError::InvalidEstate(format!(
@@ -527,12 +595,18 @@ fn add_group(world: &mut World, sub: &str, spec: &FailoverGroupSpec) -> Result<(
     }
     for inst in [&primary, &secondary] {
         if let Some(g) = world.group_of(&inst.id) {
-            return Err(SimError::InvalidEstate(format!("instance '{}' is in two groups ('{}', '{}')", inst.name, g.name, spec.name)));
+            return Err(SimError::InvalidEstate(format!(
+                "instance '{}' is in two groups ('{}', '{}')",
+                inst.name, g.name, spec.name
+            )));
         }
     }
     let key = spec.name.to_ascii_lowercase();
     if world.failover_groups.contains_key(&key) {
-        return Err(SimError::InvalidEstate(format!("failover group name '{}' is used twice", spec.name)));
+        return Err(SimError::InvalidEstate(format!(
+            "failover group name '{}' is used twice",
+            spec.name
+        )));
     }
     world.failover_groups.insert(
         key.clone(),
@@ -584,8 +658,10 @@ subscriptions:
     #[test]
     fn a_minimal_estate_builds_a_world() {
         let estate = Estate::from_yaml_str(MINIMAL).expect("valid estate");
-        let world = estate.into_world(time::OffsetDateTime::UNIX_EPOCH).expect("world");
-        let inst = world.instance(&ids::instance("sub1", "rg-east", "mi-a")).expect("instance");
+        let world = estate.build_world(time::OffsetDateTime::UNIX_EPOCH).expect("world");
+        let inst = world
+            .instance(&ids::instance("sub1", "rg-east", "mi-a"))
+            .expect("instance");
         assert_eq!(inst.location, "eastus");
         assert_eq!(inst.tier, "GeneralPurpose");
         assert_eq!(inst.dns_zone.len(), 13);
@@ -593,12 +669,53 @@ subscriptions:
     }
 
     #[test]
+    fn the_demo_estate_is_valid_and_seeded() {
+        let world = Estate::demo()
+            .expect("demo estate")
+            .build_world(time::OffsetDateTime::UNIX_EPOCH)
+            .expect("world");
+        assert_eq!(world.instances.len(), 2);
+        let group = world.failover_groups.get("fog-demo").expect("group");
+        assert_eq!(group.replication_state, "CATCH_UP");
+        let b = world.instance(&group.secondary.instance_id).expect("secondary");
+        assert_eq!(b.databases.len(), 4);
+        assert!(b.databases.iter().all(|d| d.read_only));
+        let a = world.instance(&group.primary.instance_id).expect("primary");
+        assert_eq!(a.used_gb(), 203.5);
+        assert_eq!(world.throttling, ThrottleLimits::default());
+        assert_eq!(world.epoch.year(), 2026);
+    }
+
+    #[test]
+    fn throttling_limits_come_from_the_estate() {
+        let text = format!("throttling:\n  writes: {{burst: 5, per_second: 1}}\n{MINIMAL}");
+        let world = Estate::from_yaml_str(&text)
+            .expect("estate")
+            .build_world(time::OffsetDateTime::UNIX_EPOCH)
+            .expect("world");
+        assert_eq!(
+            world.throttling.writes,
+            BucketLimit {
+                burst: 5.0,
+                per_second: 1.0
+            }
+        );
+        assert_eq!(world.throttling.reads, ThrottleLimits::default().reads);
+    }
+
+    #[test]
     fn unknown_fields_and_dangling_references_are_rejected() {
         let typo = MINIMAL.replace("storage_gb", "storage_gib");
         assert!(matches!(Estate::from_yaml_str(&typo), Err(SimError::ParseEstate(_))));
         let dangling = MINIMAL.replace("subnet: vnet-east/mi", "subnet: vnet-east/nope");
-        assert!(matches!(Estate::from_yaml_str(&dangling), Err(SimError::InvalidEstate(_))));
+        assert!(matches!(
+            Estate::from_yaml_str(&dangling),
+            Err(SimError::InvalidEstate(_))
+        ));
         let outside = MINIMAL.replace("address_prefix: 10.1.0.0/24", "address_prefix: 10.9.0.0/24");
-        assert!(matches!(Estate::from_yaml_str(&outside), Err(SimError::InvalidEstate(_))));
+        assert!(matches!(
+            Estate::from_yaml_str(&outside),
+            Err(SimError::InvalidEstate(_))
+        ));
     }
 }

@@ -61,8 +61,10 @@ fn default_status() -> u16 {
 impl FaultConfig {
     /// Reads a YAML (or JSON, a subset of YAML) faults file.
     pub fn load(path: &Path) -> Result<FaultConfig, SimError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| SimError::ReadFile { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| SimError::ReadFile {
+            path: path.to_owned(),
+            source,
+        })?;
         FaultConfig::from_yaml_str(&text)
     }
 
@@ -83,7 +85,9 @@ impl FaultConfig {
                 ("fail_rate", rule.fail_rate),
             ] {
                 if !(0.0..=1.0).contains(&rate) {
-                    return Err(SimError::InvalidFaults(format!("rules[{i}].{name} = {rate} is not within 0..=1")));
+                    return Err(SimError::InvalidFaults(format!(
+                        "rules[{i}].{name} = {rate} is not within 0..=1"
+                    )));
                 }
             }
             if ![429, 500, 502, 503, 504].contains(&rule.error_status) {
@@ -184,10 +188,15 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_faults() {
-        let config = FaultConfig { seed: 7, rules: vec![rule(0.5)] };
+        let config = FaultConfig {
+            seed: 7,
+            rules: vec![rule(0.5)],
+        };
         let run = |config: &FaultConfig| {
             let mut faults = Faults::new(config.clone());
-            (0..64).map(|_| faults.decide("ManagedInstances_Get").error_status.is_some()).collect::<Vec<_>>()
+            (0..64)
+                .map(|_| faults.decide("ManagedInstances_Get").error_status.is_some())
+                .collect::<Vec<_>>()
         };
         let first = run(&config);
         assert_eq!(first, run(&config));
@@ -201,7 +210,10 @@ mod tests {
     fn rules_match_by_operation_and_stop_after_max_hits() {
         let mut r = rule(1.0);
         r.max_hits = Some(1);
-        let mut faults = Faults::new(FaultConfig { seed: 1, rules: vec![r] });
+        let mut faults = Faults::new(FaultConfig {
+            seed: 1,
+            rules: vec![r],
+        });
         assert_eq!(faults.decide("ManagedInstances_Delete"), FaultDecision::default());
         assert_eq!(faults.decide("managedinstances_get").error_status, Some(503));
         assert_eq!(faults.decide("ManagedInstances_Get").error_status, None);
@@ -210,7 +222,10 @@ mod tests {
     #[test]
     fn files_are_validated() {
         let bad = "rules:\n  - operation: '*'\n    error_rate: 2\n";
-        assert!(matches!(FaultConfig::from_yaml_str(bad), Err(SimError::InvalidFaults(_))));
+        assert!(matches!(
+            FaultConfig::from_yaml_str(bad),
+            Err(SimError::InvalidFaults(_))
+        ));
         let json = r#"{"seed": 3, "rules": [{"operation": "*", "latency_ms": 5}]}"#;
         let config = FaultConfig::from_yaml_str(json).expect("json is yaml");
         assert_eq!(config.seed, 3);

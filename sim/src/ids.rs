@@ -17,9 +17,7 @@ pub(crate) fn vnet(sub: &str, rg: &str, name: &str) -> String {
 
 /// `/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Network/networkSecurityGroups/{name}`.
 pub(crate) fn nsg(sub: &str, rg: &str, name: &str) -> String {
-    format!(
-        "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network/networkSecurityGroups/{name}"
-    )
+    format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network/networkSecurityGroups/{name}")
 }
 
 /// The id of one failover group view.
@@ -65,10 +63,12 @@ pub(crate) fn split_subnet(id: &str) -> Option<(String, String)> {
     let parsed = parse(id)?;
     match parsed.rest.as_slice() {
         [vnets, vnet_name, subnets, subnet]
-            if vnets.eq_ignore_ascii_case("virtualNetworks")
-                && subnets.eq_ignore_ascii_case("subnets") =>
+            if vnets.eq_ignore_ascii_case("virtualNetworks") && subnets.eq_ignore_ascii_case("subnets") =>
         {
-            Some((vnet(&parsed.subscription, &parsed.resource_group, vnet_name), subnet.clone()))
+            Some((
+                vnet(&parsed.subscription, &parsed.resource_group, vnet_name),
+                subnet.clone(),
+            ))
         }
         _ => None,
     }

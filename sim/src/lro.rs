@@ -69,14 +69,34 @@ pub(crate) struct GroupChange {
 /// What an operation does when it succeeds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) enum OpKind {
-    InstanceCreate { instance: String },
-    InstanceUpdate { instance: String, change: InstanceChange },
-    InstanceDelete { instance: String },
-    GroupCreate { group: String },
-    GroupUpdate { group: String, change: GroupChange },
-    GroupDelete { group: String },
+    InstanceCreate {
+        instance: String,
+    },
+    InstanceUpdate {
+        instance: String,
+        change: InstanceChange,
+    },
+    InstanceDelete {
+        instance: String,
+    },
+    GroupCreate {
+        group: String,
+    },
+    GroupUpdate {
+        group: String,
+        change: GroupChange,
+    },
+    GroupDelete {
+        group: String,
+    },
     /// A failover requested at the view `(subscription, resource group, location)`.
-    GroupFailover { group: String, forced: bool, subscription: String, resource_group: String, location: String },
+    GroupFailover {
+        group: String,
+        forced: bool,
+        subscription: String,
+        resource_group: String,
+        location: String,
+    },
     /// A network write, complete when accepted.
     Network,
 }
@@ -140,8 +160,7 @@ pub(crate) fn planned_failure(kind: &OpKind) -> OpError {
         },
         _ => OpError {
             code: "OperationTimedOut".into(),
-            message: "The operation timed out and automatically rolled back. Please retry the operation."
-                .into(),
+            message: "The operation timed out and automatically rolled back. Please retry the operation.".into(),
         },
     }
 }
@@ -165,10 +184,15 @@ pub(crate) fn complete_due(world: &mut World, now: SimTime) -> bool {
 
 /// Ends a running operation as `Canceled`, without its effect.
 pub(crate) fn cancel(world: &mut World, op_id: &str, now: SimTime, message: &str) {
-    let Some(op) = world.operations.get_mut(op_id) else { return };
+    let Some(op) = world.operations.get_mut(op_id) else {
+        return;
+    };
     op.status = OpStatus::Canceled;
     op.finished = Some(now);
-    op.error = Some(OpError { code: "OperationCancelled".into(), message: message.into() });
+    op.error = Some(OpError {
+        code: "OperationCancelled".into(),
+        message: message.into(),
+    });
     let kind = op.kind.clone();
     match kind {
         OpKind::InstanceCreate { instance } | OpKind::InstanceUpdate { instance, .. } => {
@@ -184,10 +208,18 @@ pub(crate) fn cancel(world: &mut World, op_id: &str, now: SimTime, message: &str
 }
 
 fn finish(world: &mut World, op_id: &str) {
-    let Some(op) = world.operations.get_mut(op_id) else { return };
+    let Some(op) = world.operations.get_mut(op_id) else {
+        return;
+    };
     op.finished = Some(op.ends);
     let failure = op.planned_failure.clone();
     let kind = op.kind.clone();
+    tracing::info!(
+        operation_id = %op.id,
+        resource = %op.resource_id,
+        failed = failure.is_some(),
+        "sim.operation_finished"
+    );
     if let Some(error) = failure {
         op.status = OpStatus::Failed;
         op.error = Some(error);
@@ -217,10 +249,7 @@ fn fail_effect(world: &mut World, kind: &OpKind) {
         OpKind::GroupCreate { group } => {
             world.failover_groups.remove(group);
         }
-        OpKind::GroupUpdate { .. }
-        | OpKind::GroupDelete { .. }
-        | OpKind::GroupFailover { .. }
-        | OpKind::Network => {}
+        OpKind::GroupUpdate { .. } | OpKind::GroupDelete { .. } | OpKind::GroupFailover { .. } | OpKind::Network => {}
     }
 }
 
@@ -287,10 +316,14 @@ pub(crate) fn apply_success(world: &mut World, kind: &OpKind) {
 
 /// Seeding done: the secondary holds a read-only replica of every primary database.
 fn seed(world: &mut World, group: &str) {
-    let Some(g) = world.failover_groups.get_mut(group) else { return };
+    let Some(g) = world.failover_groups.get_mut(group) else {
+        return;
+    };
     g.replication_state = "CATCH_UP".into();
     let g = g.clone();
-    let Some(primary) = world.instances.get_mut(&ids::key(&g.primary.instance_id)) else { return };
+    let Some(primary) = world.instances.get_mut(&ids::key(&g.primary.instance_id)) else {
+        return;
+    };
     for db in &mut primary.databases {
         db.failover_group = Some(g.name.clone());
     }

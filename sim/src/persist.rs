@@ -43,8 +43,17 @@ pub(crate) fn save(
     initial: &World,
     journal: &Journal,
 ) -> Result<(), SimError> {
-    let snapshot = SnapshotRef { version: STATE_VERSION, sim_now, world, initial, journal };
-    let write_error = |source| SimError::WriteState { path: path.to_owned(), source };
+    let snapshot = SnapshotRef {
+        version: STATE_VERSION,
+        sim_now,
+        world,
+        initial,
+        journal,
+    };
+    let write_error = |source| SimError::WriteState {
+        path: path.to_owned(),
+        source,
+    };
     let bytes = serde_json::to_vec(&snapshot).map_err(|e| write_error(std::io::Error::other(e)))?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
@@ -62,10 +71,17 @@ pub(crate) fn load(path: &Path) -> Result<Option<Snapshot>, SimError> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(SimError::ReadFile { path: path.to_owned(), source }),
+        Err(source) => {
+            return Err(SimError::ReadFile {
+                path: path.to_owned(),
+                source,
+            });
+        }
     };
-    let snapshot: Snapshot = serde_json::from_slice(&bytes)
-        .map_err(|source| SimError::ParseState { path: path.to_owned(), source })?;
+    let snapshot: Snapshot = serde_json::from_slice(&bytes).map_err(|source| SimError::ParseState {
+        path: path.to_owned(),
+        source,
+    })?;
     if snapshot.version != STATE_VERSION {
         return Err(SimError::ParseState {
             path: path.to_owned(),

@@ -22,11 +22,7 @@ fn format_rank(format: &str) -> usize {
 }
 
 /// Checks an update-policy change of `instance` to `new_format` (already canonical).
-pub(crate) fn check_format_change(
-    world: &World,
-    instance: &Instance,
-    new_format: &str,
-) -> Result<(), ArmError> {
+pub(crate) fn check_format_change(world: &World, instance: &Instance, new_format: &str) -> Result<(), ArmError> {
     let (old, new) = (format_rank(&instance.database_format), format_rank(new_format));
     if new < old {
         let code = if instance.database_format.eq_ignore_ascii_case("AlwaysUpToDate") {
@@ -83,7 +79,10 @@ pub(crate) fn check_group_create(
     if primary.location == partner.location {
         return Err(ArmError::bad_request(
             "InvalidFailoverGroupRegion",
-            format!("The primary and the partner managed instance are both in region '{}'.", primary.location),
+            format!(
+                "The primary and the partner managed instance are both in region '{}'.",
+                primary.location
+            ),
         ));
     }
     if crate::regions::normalize(partner_region) != partner.location {
@@ -99,37 +98,37 @@ pub(crate) fn check_group_create(
         if inst.instance_pool_id.is_some() {
             return Err(ArmError::bad_request(
                 "ManagedInstanceGeoDRNotAllowedForInstancePool",
-                format!("Managed instance '{}' is in an instance pool; failover groups are not supported.", inst.name),
+                format!(
+                    "Managed instance '{}' is in an instance pool; failover groups are not supported.",
+                    inst.name
+                ),
             ));
         }
         if inst.state != "Ready" {
             return Err(ArmError::conflict(
                 "ConflictingManagedInstanceOperation",
-                format!("Managed instance '{}' is not ready (state '{}').", inst.name, inst.state),
+                format!(
+                    "Managed instance '{}' is not ready (state '{}').",
+                    inst.name, inst.state
+                ),
             ));
         }
         if let Some(group) = world.group_of(&inst.id) {
             return Err(ArmError::bad_request(
                 "ManagedInstanceHasGeoReplica",
-                format!("Managed instance '{}' is already in failover group '{}'.", inst.name, group.name),
+                format!(
+                    "Managed instance '{}' is already in failover group '{}'.",
+                    inst.name, group.name
+                ),
             ));
         }
         if let Some(op) = world.running_operation_on(&ids::key(&inst.id)) {
-            let code = if matches!(op.kind, crate::lro::OpKind::InstanceUpdate { .. }) {
-                "ManagedInstanceUpdateSloOngoing"
+            let message = format!("An operation is in progress on managed instance '{}'.", inst.name);
+            return Err(if matches!(op.kind, crate::lro::OpKind::InstanceUpdate { .. }) {
+                ArmError::bad_request("ManagedInstanceUpdateSloOngoing", message)
             } else {
-                "ConflictingManagedInstanceOperation"
-            };
-            let status = if code == "ManagedInstanceUpdateSloOngoing" {
-                axum::http::StatusCode::BAD_REQUEST
-            } else {
-                axum::http::StatusCode::CONFLICT
-            };
-            return Err(ArmError::new(
-                status,
-                code,
-                format!("An operation is in progress on managed instance '{}'.", inst.name),
-            ));
+                ArmError::conflict("ConflictingManagedInstanceOperation", message)
+            });
         }
     }
     if !partner.databases.is_empty() {
@@ -160,7 +159,10 @@ pub(crate) fn check_group_create(
             ),
         ));
     }
-    let (old_p, old_s) = (format_rank(&primary.database_format), format_rank(&partner.database_format));
+    let (old_p, old_s) = (
+        format_rank(&primary.database_format),
+        format_rank(&partner.database_format),
+    );
     if old_p > old_s {
         return Err(ArmError::bad_request(
             "ManagedInstanceEstablishingFailoverGroupGeoPrimaryWithNewerVersionEditionThanSecondary",
@@ -189,10 +191,11 @@ fn networking_error(message: String) -> ArmError {
 /// Non-overlapping address spaces, a connected peering, and NSG rules open for the
 /// geo-replication ports in both directions on both sides.
 pub(crate) fn check_networking(world: &World, a: &Instance, b: &Instance) -> Result<(), ArmError> {
-    let (Some((vnet_a, subnet_a)), Some((vnet_b, subnet_b))) =
-        (world.subnet(&a.subnet_id), world.subnet(&b.subnet_id))
+    let (Some((vnet_a, subnet_a)), Some((vnet_b, subnet_b))) = (world.subnet(&a.subnet_id), world.subnet(&b.subnet_id))
     else {
-        return Err(networking_error("The subnet of one of the instances does not exist.".into()));
+        return Err(networking_error(
+            "The subnet of one of the instances does not exist.".into(),
+        ));
     };
     if ids::key(&vnet_a.id) != ids::key(&vnet_b.id) {
         if let Some((pa, pb)) = overlapping(&vnet_a.address_prefixes, &vnet_b.address_prefixes) {
@@ -236,7 +239,10 @@ pub(crate) fn check_networking(world: &World, a: &Instance, b: &Instance) -> Res
 
 /// `Connected` when `vnet` peers with `remote_id` and the remote peers back, else `Initiated`.
 pub(crate) fn peering_state(world: &World, vnet: &VirtualNetwork, remote_id: &str) -> &'static str {
-    let forward = vnet.peerings.iter().any(|p| ids::key(&p.remote_id) == ids::key(remote_id));
+    let forward = vnet
+        .peerings
+        .iter()
+        .any(|p| ids::key(&p.remote_id) == ids::key(remote_id));
     let back = world
         .virtual_networks
         .get(&ids::key(remote_id))
@@ -275,7 +281,10 @@ pub(crate) fn overlapping(a: &[String], b: &[String]) -> Option<(String, String)
 /// Whether `inner` lies inside one of `outer`.
 pub(crate) fn within(inner: &str, outer: &[String]) -> bool {
     let Some((s, e)) = cidr_range(inner) else { return false };
-    outer.iter().filter_map(|o| cidr_range(o)).any(|(os, oe)| os <= s && e <= oe)
+    outer
+        .iter()
+        .filter_map(|o| cidr_range(o))
+        .any(|(os, oe)| os <= s && e <= oe)
 }
 
 fn port_range(text: &str) -> Option<(u32, u32)> {

@@ -68,7 +68,7 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
     if !config.time_scale.is_finite() || config.time_scale < 0.0 {
         return Err(SimError::InvalidTimeScale(config.time_scale));
     }
-    let initial = config.estate.into_world(time::OffsetDateTime::now_utc())?;
+    let initial = config.estate.build_world(time::OffsetDateTime::now_utc())?;
     let saved = match &config.state_file {
         Some(path) => persist::load(path)?,
         None => None,
@@ -83,9 +83,19 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
     let scheme = if acceptor.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|source| SimError::Bind { addr: config.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| SimError::Bind { addr: config.listen, source })?;
-    let settings = Settings { token: config.token, state_file: config.state_file, scheme };
+        .map_err(|source| SimError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| SimError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let settings = Settings {
+        token: config.token,
+        state_file: config.state_file,
+        scheme,
+    };
     let core = Core {
         world,
         initial,
@@ -103,7 +113,13 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(serve(listener, router, acceptor, stopped));
     tracing::info!(%addr, scheme, "sim.started");
-    Ok(SimHandle { addr, scheme, stop, task, emu })
+    Ok(SimHandle {
+        addr,
+        scheme,
+        stop,
+        task,
+        emu,
+    })
 }
 
 fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, SimError> {
@@ -114,7 +130,10 @@ fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, SimError> {
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
         .map_err(|e| SimError::Tls(format!("certificate {}: {e}", files.cert_pem.display())))?;
     if certs.is_empty() {
-        return Err(SimError::Tls(format!("certificate {}: no certificate found", files.cert_pem.display())));
+        return Err(SimError::Tls(format!(
+            "certificate {}: no certificate found",
+            files.cert_pem.display()
+        )));
     }
     let key = PrivateKeyDer::from_pem_file(&files.key_pem)
         .map_err(|e| SimError::Tls(format!("key {}: {e}", files.key_pem.display())))?;

@@ -76,7 +76,10 @@ impl Throttle {
         let bucket = self
             .buckets
             .entry((subscription.to_ascii_lowercase(), class))
-            .or_insert(Bucket { tokens: limit.burst, refilled: now });
+            .or_insert(Bucket {
+                tokens: limit.burst,
+                refilled: now,
+            });
         let elapsed = now.saturating_duration_since(bucket.refilled).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * limit.per_second).min(limit.burst);
         bucket.refilled = now;
@@ -85,8 +88,14 @@ impl Throttle {
             return Ok(bucket.tokens.floor() as u64);
         }
         let missing = 1.0 - bucket.tokens;
-        let secs = if limit.per_second > 0.0 { (missing / limit.per_second).ceil() } else { 60.0 };
-        Err(Throttled { retry_after: (secs as u64).clamp(1, 3600) })
+        let secs = if limit.per_second > 0.0 {
+            (missing / limit.per_second).ceil()
+        } else {
+            60.0
+        };
+        Err(Throttled {
+            retry_after: (secs as u64).clamp(1, 3600),
+        })
     }
 
     /// Forgets every bucket (new limits, or a reset).
@@ -104,17 +113,26 @@ mod tests {
     #[test]
     fn a_bucket_empties_then_refills() {
         let limits = ThrottleLimits {
-            writes: BucketLimit { burst: 2.0, per_second: 0.5 },
+            writes: BucketLimit {
+                burst: 2.0,
+                per_second: 0.5,
+            },
             ..ThrottleLimits::default()
         };
         let mut throttle = Throttle::default();
         let t0 = Instant::now();
         assert_eq!(throttle.take("s", OpClass::Writes, &limits, t0), Ok(1));
         assert_eq!(throttle.take("s", OpClass::Writes, &limits, t0), Ok(0));
-        assert_eq!(throttle.take("s", OpClass::Writes, &limits, t0), Err(Throttled { retry_after: 2 }));
+        assert_eq!(
+            throttle.take("s", OpClass::Writes, &limits, t0),
+            Err(Throttled { retry_after: 2 })
+        );
         // Another subscription and another class have their own buckets.
         assert_eq!(throttle.take("t", OpClass::Writes, &limits, t0), Ok(1));
         assert_eq!(throttle.take("s", OpClass::Reads, &limits, t0), Ok(249));
-        assert_eq!(throttle.take("s", OpClass::Writes, &limits, t0 + Duration::from_secs(2)), Ok(0));
+        assert_eq!(
+            throttle.take("s", OpClass::Writes, &limits, t0 + Duration::from_secs(2)),
+            Ok(0)
+        );
     }
 }

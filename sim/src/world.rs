@@ -299,9 +299,18 @@ pub(crate) struct BucketLimit {
 impl Default for ThrottleLimits {
     fn default() -> Self {
         ThrottleLimits {
-            reads: BucketLimit { burst: 250.0, per_second: 25.0 },
-            writes: BucketLimit { burst: 200.0, per_second: 10.0 },
-            deletes: BucketLimit { burst: 200.0, per_second: 10.0 },
+            reads: BucketLimit {
+                burst: 250.0,
+                per_second: 25.0,
+            },
+            writes: BucketLimit {
+                burst: 200.0,
+                per_second: 10.0,
+            },
+            deletes: BucketLimit {
+                burst: 200.0,
+                per_second: 10.0,
+            },
         }
     }
 }

@@ -42,31 +42,81 @@ impl<'a> NewEvent<'a> {
     }
 }
 
-pub(crate) fn event_hash(
-    run_id: &str,
+/// The fields an event's hash covers.
+struct Hashed<'a> {
+    run_id: &'a str,
     seq: i64,
     at: Millis,
-    kind: &str,
-    step_id: Option<&str>,
+    kind: &'a str,
+    step_id: Option<&'a str>,
     attempt: Option<u32>,
-    data: &str,
-    prev_hash: &str,
-) -> String {
-    let mut h = Sha256::new();
-    let attempt = attempt.map(|a| a.to_string()).unwrap_or_default();
-    for part in [run_id, &seq.to_string(), &at.to_string(), kind, step_id.unwrap_or(""), &attempt, data, prev_hash] {
-        h.update(part.as_bytes());
-        h.update([0x1f]);
-    }
-    hex::encode(h.finalize())
+    data: &'a str,
+    prev_hash: &'a str,
 }
 
-/// Appends an event to the run's chain inside the caller's transaction.
+impl Hashed<'_> {
+    /// sha256 over the fields, each followed by a unit separator, hex-encoded.
+    fn hash(&self) -> String {
+        let mut h = Sha256::new();
+        let attempt = self.attempt.map(|a| a.to_string()).unwrap_or_default();
+        let (seq, at) = (self.seq.to_string(), self.at.to_string());
+        for part in [
+            self.run_id,
+            &seq,
+            &at,
+            self.kind,
+            self.step_id.unwrap_or(""),
+            &attempt,
+            self.data,
+            self.prev_hash,
+        ] {
+            h.update(part.as_bytes());
+            h.update([0x1f]);
+        }
+        hex::encode(h.finalize())
+    }
+}
+
+/// The prefix of the audit stream of a schedule (`schedule:<name>`); any other stream id
+/// is a run id.
+pub(crate) const SCHEDULE_STREAM: &str = "schedule:";
+
+/// Where the head of a stream's chain is kept: (table, key column, key).
+fn head_of(stream: &str) -> (&'static str, &'static str, &str) {
+    match stream.strip_prefix(SCHEDULE_STREAM) {
+        Some(name) => ("schedules", "name", name),
+        None => ("runs", "id", stream),
+    }
+}
+
+/// Fails with [`StateError::UnknownRun`] when no run (or schedule) has this stream id.
+pub(crate) fn stream_exists(conn: &rusqlite::Connection, stream: &str) -> Result<(), StateError> {
+    let (table, key_col, key) = head_of(stream);
+    let n: i64 = conn
+        .query_row(
+            &format!("SELECT count(*) FROM {table} WHERE {key_col} = ?1"),
+            [key],
+            |r| r.get(0),
+        )
+        .during("looking up an audit stream")?;
+    if n == 0 {
+        return Err(StateError::UnknownRun {
+            run_id: stream.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Appends an event to a stream's chain (a run's, or a schedule's `schedule:<name>`) inside
+/// the caller's transaction.
 pub(crate) fn append(tx: &Transaction<'_>, run_id: &str, at: Millis, ev: NewEvent<'_>) -> Result<(), StateError> {
+    let (table, key_col, key) = head_of(run_id);
     let (head, count): (String, i64) = tx
-        .query_row("SELECT audit_head, audit_count FROM runs WHERE id = ?1", [run_id], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            &format!("SELECT audit_head, audit_count FROM {table} WHERE {key_col} = ?1"),
+            [key],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .optional()
         .during("reading the audit head")?
         .ok_or_else(|| StateError::UnknownRun {
@@ -74,7 +124,17 @@ pub(crate) fn append(tx: &Transaction<'_>, run_id: &str, at: Millis, ev: NewEven
         })?;
     let seq = count + 1;
     let data = ev.data.to_string();
-    let hash = event_hash(run_id, seq, at, ev.kind, ev.step_id, ev.attempt, &data, &head);
+    let hash = Hashed {
+        run_id,
+        seq,
+        at,
+        kind: ev.kind,
+        step_id: ev.step_id,
+        attempt: ev.attempt,
+        data: &data,
+        prev_hash: &head,
+    }
+    .hash();
     tx.execute(
         "INSERT INTO events (run_id, seq, at, kind, step_id, attempt, data, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -82,8 +142,8 @@ pub(crate) fn append(tx: &Transaction<'_>, run_id: &str, at: Millis, ev: NewEven
     )
     .during("appending an audit event")?;
     tx.execute(
-        "UPDATE runs SET audit_head = ?2, audit_count = ?3 WHERE id = ?1",
-        params![run_id, hash, seq],
+        &format!("UPDATE {table} SET audit_head = ?2, audit_count = ?3 WHERE {key_col} = ?1"),
+        params![key, hash, seq],
     )
     .during("advancing the audit head")?;
     Ok(())
@@ -116,7 +176,13 @@ type StoredEvent = (i64, Millis, String, Option<String>, Option<u32>, String, St
 pub(crate) fn verify(conn: &rusqlite::Connection, run: Option<&str>) -> Result<AuditReport, StateError> {
     let runs: Vec<(String, String, i64)> = {
         let mut stmt = conn
-            .prepare("SELECT id, audit_head, audit_count FROM runs WHERE (?1 IS NULL OR id = ?1) ORDER BY created_at, id")
+            .prepare(
+                "SELECT id, audit_head, audit_count, created_at FROM runs WHERE (?1 IS NULL OR id = ?1)
+                 UNION ALL
+                 SELECT 'schedule:' || name, audit_head, audit_count, created_at FROM schedules
+                 WHERE (?1 IS NULL OR 'schedule:' || name = ?1)
+                 ORDER BY 4, 1",
+            )
             .during("listing runs to verify")?;
         let rows = stmt
             .query_map([run], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -134,12 +200,23 @@ pub(crate) fn verify(conn: &rusqlite::Connection, run: Option<&str>) -> Result<A
         failure: None,
     };
     let mut stmt = conn
-        .prepare("SELECT seq, at, kind, step_id, attempt, data, prev_hash, hash FROM events WHERE run_id = ?1 ORDER BY seq")
+        .prepare(
+            "SELECT seq, at, kind, step_id, attempt, data, prev_hash, hash FROM events WHERE run_id = ?1 ORDER BY seq",
+        )
         .during("reading the audit trail")?;
     for (run_id, head, count) in runs {
         let events: Vec<StoredEvent> = stmt
             .query_map([&run_id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
             })
             .during("reading the audit trail")?
             .collect::<Result<_, _>>()
@@ -150,9 +227,8 @@ pub(crate) fn verify(conn: &rusqlite::Connection, run: Option<&str>) -> Result<A
             reason,
         };
         let mut prev = GENESIS.to_owned();
-        let mut expected_seq = 1;
         let mut failure = None;
-        for (seq, at, kind, step_id, attempt, data, prev_hash, hash) in &events {
+        for (expected_seq, (seq, at, kind, step_id, attempt, data, prev_hash, hash)) in (1..).zip(&events) {
             report.events += 1;
             if *seq != expected_seq {
                 failure = Some(fail(
@@ -164,17 +240,31 @@ pub(crate) fn verify(conn: &rusqlite::Connection, run: Option<&str>) -> Result<A
             if *prev_hash != prev {
                 failure = Some(fail(
                     *seq,
-                    format!("event #{seq} ({kind}) does not link to the event before it: an earlier event was edited or deleted"),
+                    format!(
+                        "event #{seq} ({kind}) does not link to the event before it: an earlier event was edited or deleted"
+                    ),
                 ));
                 break;
             }
-            let actual = event_hash(&run_id, *seq, *at, kind, step_id.as_deref(), *attempt, data, prev_hash);
+            let actual = Hashed {
+                run_id: &run_id,
+                seq: *seq,
+                at: *at,
+                kind,
+                step_id: step_id.as_deref(),
+                attempt: *attempt,
+                data,
+                prev_hash,
+            }
+            .hash();
             if actual != *hash {
-                failure = Some(fail(*seq, format!("event #{seq} ({kind}) was altered: its content does not match its hash")));
+                failure = Some(fail(
+                    *seq,
+                    format!("event #{seq} ({kind}) was altered: its content does not match its hash"),
+                ));
                 break;
             }
             prev.clone_from(hash);
-            expected_seq += 1;
         }
         if failure.is_none() {
             let last = i64::try_from(events.len()).unwrap_or(i64::MAX);
@@ -184,7 +274,10 @@ pub(crate) fn verify(conn: &rusqlite::Connection, run: Option<&str>) -> Result<A
                     format!("the run records {count} events but {last} remain: the newest events were deleted"),
                 ));
             } else if prev != head {
-                failure = Some(fail(last, "the run's recorded audit head does not match its newest event".to_owned()));
+                failure = Some(fail(
+                    last,
+                    "the run's recorded audit head does not match its newest event".to_owned(),
+                ));
             }
         }
         if failure.is_some() {

@@ -14,7 +14,9 @@ pub enum StateError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The database was written by a newer fogbook.
-    #[error("state database {path} has schema version {found}, newer than this fogbook knows ({known}); upgrade fogbook")]
+    #[error(
+        "state database {path} has schema version {found}, newer than this fogbook knows ({known}); upgrade fogbook"
+    )]
     NewerSchema {
         /// The file.
         path: PathBuf,

@@ -21,6 +21,7 @@ mod audit;
 mod error;
 mod migrations;
 mod records;
+mod schedules;
 mod store;
 mod thread;
 mod time_ms;
@@ -28,8 +29,9 @@ mod time_ms;
 pub use audit::{AuditFailure, AuditReport};
 pub use error::StateError;
 pub use records::{
-    ApprovalRow, EventRow, LeaseGrant, NewRun, RunFilter, RunRow, RunSnapshot, RunStatus, StepFinish,
-    StepOutcome, StepRow, StepStart, StepStatus, WindowKind, WindowRow,
+    ApprovalRow, EventRow, FireDecision, FireOutcome, LeaseGrant, NewRun, NewSchedule, Overlap, Repin, RunFilter,
+    RunRow, RunSnapshot, RunStatus, ScheduleRow, StepFinish, StepOutcome, StepRow, StepStart, StepStatus, WindowKind,
+    WindowRow,
 };
 pub use store::Store;
 pub use time_ms::{Millis, format_ms};

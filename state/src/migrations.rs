@@ -8,7 +8,8 @@ use crate::StateError;
 
 /// Each entry moves the schema from version `i` to `i + 1`. Never edit a shipped entry;
 /// append a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE runs (
     id               TEXT PRIMARY KEY,
     runbook_name     TEXT NOT NULL,
@@ -93,7 +94,34 @@ CREATE TABLE approvals (
     auto    INTEGER NOT NULL,
     PRIMARY KEY (run_id, step_id)
 );
-"#];
+"#,
+    r#"
+CREATE TABLE schedules (
+    name           TEXT PRIMARY KEY,
+    cron           TEXT NOT NULL,
+    tz             TEXT NOT NULL,
+    runbook_name   TEXT NOT NULL,
+    runbook_text   TEXT NOT NULL,
+    runbook_sha256 TEXT NOT NULL,
+    source_path    TEXT,
+    params         TEXT NOT NULL,
+    overlap        TEXT NOT NULL,
+    catch_up_ms    INTEGER NOT NULL,
+    window         TEXT,
+    auto_approve   INTEGER NOT NULL,
+    paused         INTEGER NOT NULL DEFAULT 0,
+    removed        INTEGER NOT NULL DEFAULT 0,
+    created_at     INTEGER NOT NULL,
+    updated_at     INTEGER NOT NULL,
+    cursor_at      INTEGER NOT NULL,
+    queued         INTEGER NOT NULL DEFAULT 0,
+    audit_head     TEXT NOT NULL,
+    audit_count    INTEGER NOT NULL
+);
+ALTER TABLE runs ADD COLUMN schedule_name TEXT;
+CREATE INDEX runs_by_schedule ON runs(schedule_name, status);
+"#,
+];
 
 /// The schema version this build writes.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -110,10 +138,16 @@ pub(crate) fn apply(conn: &mut Connection, path: &Path) -> Result<(), StateError
             known: SCHEMA_VERSION,
         });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(current).unwrap_or(0)) {
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(current).unwrap_or(0))
+    {
         let version = i + 1;
         let err = |source| StateError::ApplyMigrations { version, source };
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(err)?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
         tx.execute_batch(sql).map_err(err)?;
         tx.pragma_update(None, "user_version", version as i64).map_err(err)?;
         tx.commit().map_err(err)?;

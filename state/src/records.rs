@@ -188,8 +188,176 @@ pub struct NewRun {
     pub lease: Option<(String, Millis)>,
     /// Extra data for the `run.created` event (who, how).
     pub created_by: serde_json::Value,
+    /// The schedule that fired this run, if any.
+    pub schedule: Option<String>,
     /// Creation time.
     pub now: Millis,
+}
+
+/// What a schedule does when it fires while its previous run is still going.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// The fire is skipped (and recorded as skipped).
+    Skip,
+    /// The fire waits; its run is created when the previous run ends.
+    Queue,
+}
+
+impl Overlap {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Skip => "skip",
+            Self::Queue => "queue",
+        }
+    }
+}
+
+impl FromStr for Overlap {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "skip" => Ok(Self::Skip),
+            "queue" => Ok(Self::Queue),
+            other => Err(format!("unknown overlap policy `{other}` (skip or queue)")),
+        }
+    }
+}
+
+/// A schedule to create.
+#[derive(Clone, Debug)]
+pub struct NewSchedule {
+    /// Unique name.
+    pub name: String,
+    /// Cron expression (5 or 6 fields).
+    pub cron: String,
+    /// IANA time zone the expression is read in.
+    pub tz: String,
+    /// Runbook name.
+    pub runbook_name: String,
+    /// Pinned runbook text.
+    pub runbook_text: String,
+    /// Its sha256.
+    pub runbook_sha256: String,
+    /// Where it came from.
+    pub source_path: Option<String>,
+    /// Pinned parameters (as given; checked against the runbook when pinned).
+    pub params: serde_json::Value,
+    /// Overlap policy.
+    pub overlap: Overlap,
+    /// Fire times missed by at most this much are still fired.
+    pub catch_up_ms: Millis,
+    /// Maintenance window (`{"start_min", "end_min", "tz", "text"}`), if any.
+    pub window: Option<serde_json::Value>,
+    /// Runs approve their approval steps automatically.
+    pub auto_approve: bool,
+    /// Who created it.
+    pub created_by: serde_json::Value,
+    /// Now; fire times after this are the schedule's first.
+    pub now: Millis,
+}
+
+/// A schedule as stored.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScheduleRow {
+    /// Name.
+    pub name: String,
+    /// Cron expression.
+    pub cron: String,
+    /// Time zone.
+    pub tz: String,
+    /// Runbook name.
+    pub runbook_name: String,
+    /// Pinned text.
+    #[serde(skip)]
+    pub runbook_text: String,
+    /// Its sha256.
+    pub runbook_sha256: String,
+    /// Where it came from.
+    pub source_path: Option<String>,
+    /// Pinned parameters.
+    pub params: serde_json::Value,
+    /// Overlap policy.
+    pub overlap: Overlap,
+    /// Catch-up window.
+    pub catch_up_ms: Millis,
+    /// Maintenance window.
+    pub window: Option<serde_json::Value>,
+    /// Auto-approve.
+    pub auto_approve: bool,
+    /// Paused schedules do not fire (fire times passing while paused are skipped).
+    pub paused: bool,
+    /// Created.
+    pub created_at: Millis,
+    /// Last change.
+    pub updated_at: Millis,
+    /// Fire times up to here have been handled.
+    pub cursor_at: Millis,
+    /// Fires waiting for the previous run to end.
+    pub queued: i64,
+    /// Newest unfinished run of this schedule, if any.
+    pub active_run: Option<String>,
+}
+
+/// What a worker decided for one fire time of a schedule.
+#[derive(Clone, Debug)]
+pub enum FireDecision {
+    /// Start a run.
+    Fire {
+        /// The fire time.
+        fire_at: Millis,
+        /// The run to create.
+        run: Box<NewRun>,
+        /// The run comes from the queue, not from a fresh fire time.
+        from_queue: bool,
+    },
+    /// Record the fire time as skipped.
+    Skip {
+        /// The fire time.
+        fire_at: Millis,
+        /// Why.
+        reason: String,
+    },
+    /// Queue the fire until the previous run ends.
+    Queue {
+        /// The fire time.
+        fire_at: Millis,
+    },
+}
+
+/// A schedule's new pinned runbook and parameters.
+#[derive(Clone, Debug)]
+pub struct Repin {
+    /// Runbook name.
+    pub runbook_name: String,
+    /// Pinned text.
+    pub runbook_text: String,
+    /// Its sha256.
+    pub runbook_sha256: String,
+    /// Pinned parameters.
+    pub params: serde_json::Value,
+    /// Who re-pins.
+    pub by: String,
+    /// Now.
+    pub now: Millis,
+}
+
+/// What became of a decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FireOutcome {
+    /// A run was created.
+    Fired {
+        /// Its id.
+        run_id: String,
+    },
+    /// Skipped (as decided, or because a resource was locked).
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+    /// Queued.
+    Queued,
 }
 
 /// The start of an attempt.

@@ -32,7 +32,8 @@ impl Store {
         };
         create_private(path).map_err(|e| open_err(Box::new(e)))?;
         let mut conn = Connection::open(path).map_err(|e| open_err(Box::new(e)))?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(|e| open_err(Box::new(e)))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(|e| open_err(Box::new(e)))?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(|e| open_err(Box::new(e)))?;
@@ -64,86 +65,7 @@ impl Store {
     /// creator its lease, all in one transaction. Fails with [`StateError::LockHeld`]
     /// naming the holder when a key is taken, and then changes nothing.
     pub async fn create_run(&self, run: NewRun) -> Result<(), StateError> {
-        self.write(move |tx| {
-            for key in &run.locks {
-                let holder: Option<(String, String)> = tx
-                    .query_row(
-                        "SELECT l.run_id, r.status FROM locks l JOIN runs r ON r.id = l.run_id WHERE l.key = ?1",
-                        [key],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()
-                    .during("checking resource locks")?;
-                if let Some((holder, holder_status)) = holder {
-                    return Err(StateError::LockHeld {
-                        key: key.clone(),
-                        holder,
-                        holder_status,
-                    });
-                }
-            }
-            let (owner, expires) = run.lease.clone().unzip();
-            let status = if owner.is_some() { RunStatus::Running } else { RunStatus::Pending };
-            tx.execute(
-                "INSERT INTO runs (id, runbook_name, runbook_version, runbook_text, runbook_sha256, source_path,
-                                   params, status, auto_approve, created_at, updated_at, lease_owner,
-                                   lease_expires_at, audit_head, audit_count)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13, 0)",
-                params![
-                    run.id,
-                    run.runbook_name,
-                    run.runbook_version,
-                    run.runbook_text,
-                    run.runbook_sha256,
-                    run.source_path,
-                    run.params.to_string(),
-                    status.as_str(),
-                    run.auto_approve,
-                    run.now,
-                    owner,
-                    expires,
-                    GENESIS,
-                ],
-            )
-            .during("creating the run")?;
-            for (position, step) in run.steps.iter().enumerate() {
-                tx.execute(
-                    "INSERT INTO steps (run_id, step_id, position, status) VALUES (?1, ?2, ?3, 'pending')",
-                    params![run.id, step, position as i64],
-                )
-                .during("creating the run's steps")?;
-            }
-            for key in &run.locks {
-                tx.execute(
-                    "INSERT INTO locks (key, run_id, acquired_at) VALUES (?1, ?2, ?3)",
-                    params![key, run.id, run.now],
-                )
-                .during("taking resource locks")?;
-            }
-            audit::append(
-                tx,
-                &run.id,
-                run.now,
-                NewEvent::run(
-                    "run.created",
-                    json!({
-                        "runbook": run.runbook_name,
-                        "version": run.runbook_version,
-                        "sha256": run.runbook_sha256,
-                        "source": run.source_path,
-                        "params": run.params,
-                        "locks": run.locks,
-                        "auto_approve": run.auto_approve,
-                        "by": run.created_by,
-                    }),
-                ),
-            )?;
-            if let Some(owner) = owner {
-                audit::append(tx, &run.id, run.now, NewEvent::run("lease.acquired", json!({ "owner": owner })))?;
-            }
-            Ok(())
-        })
-        .await
+        self.write(move |tx| insert_run(tx, &run)).await
     }
 
     /// Takes the lease of `run_id` for `owner` until `now + ttl`. Succeeds when the lease is
@@ -183,7 +105,7 @@ impl Store {
             };
             tx.execute(
                 "UPDATE runs SET lease_owner = ?2, lease_expires_at = ?3, updated_at = ?4,
-                        status = CASE WHEN status = 'pending' THEN 'running' ELSE status END
+                        status = CASE WHEN status IN ('pending', 'waiting') THEN 'running' ELSE status END
                  WHERE id = ?1",
                 params![run_id, owner, expires_at, now],
             )
@@ -211,7 +133,9 @@ impl Store {
             )
             .during("renewing the lease")?;
             let cancel: bool = tx
-                .query_row("SELECT cancel_requested FROM runs WHERE id = ?1", [&run_id], |r| r.get(0))
+                .query_row("SELECT cancel_requested FROM runs WHERE id = ?1", [&run_id], |r| {
+                    r.get(0)
+                })
                 .during("renewing the lease")?;
             Ok(cancel)
         })
@@ -232,7 +156,12 @@ impl Store {
                 )
                 .during("releasing the lease")?;
             if changed > 0 {
-                audit::append(tx, &run_id, now, NewEvent::run("lease.released", json!({ "owner": owner })))?;
+                audit::append(
+                    tx,
+                    &run_id,
+                    now,
+                    NewEvent::run("lease.released", json!({ "owner": owner })),
+                )?;
             }
             Ok(())
         })
@@ -247,7 +176,10 @@ impl Store {
             let step = load_step_row(tx, &run_id, &start.step_id)?;
             if step.status.is_done() {
                 return Err(StateError::InvalidTransition {
-                    message: format!("step `{}` is already {}; it is never run again", start.step_id, step.status),
+                    message: format!(
+                        "step `{}` is already {}; it is never run again",
+                        start.step_id, step.status
+                    ),
                 });
             }
             tx.execute(
@@ -314,7 +246,12 @@ impl Store {
                     message: format!("step `{step_id}` is not running; its progress cannot change"),
                 });
             }
-            audit::append(tx, &run_id, now, NewEvent::step("step.progress", &step_id, Some(attempt), progress))
+            audit::append(
+                tx,
+                &run_id,
+                now,
+                NewEvent::step("step.progress", &step_id, Some(attempt), progress),
+            )
         })
         .await
     }
@@ -445,7 +382,13 @@ impl Store {
     }
 
     /// Marks that `max_unprotected` was reported for this window, with its audit event.
-    pub async fn mark_window_limit_exceeded(&self, run_id: &str, window_id: i64, limit: String, now: Millis) -> Result<bool, StateError> {
+    pub async fn mark_window_limit_exceeded(
+        &self,
+        run_id: &str,
+        window_id: i64,
+        limit: String,
+        now: Millis,
+    ) -> Result<bool, StateError> {
         let run_id = run_id.to_owned();
         self.write(move |tx| {
             let changed = tx
@@ -455,7 +398,12 @@ impl Store {
                 )
                 .during("marking a window limit")?;
             if changed > 0 {
-                audit::append(tx, &run_id, now, NewEvent::run("window.limit_exceeded", json!({ "window": window_id, "limit": limit })))?;
+                audit::append(
+                    tx,
+                    &run_id,
+                    now,
+                    NewEvent::run("window.limit_exceeded", json!({ "window": window_id, "limit": limit })),
+                )?;
             }
             Ok(changed > 0)
         })
@@ -477,7 +425,10 @@ impl Store {
             let run = load_run_row(tx, &run_id)?;
             if run.status.is_terminal() {
                 return Err(StateError::InvalidTransition {
-                    message: format!("run {run_id} has already {}; nothing to approve", finished_word(run.status)),
+                    message: format!(
+                        "run {run_id} has already {}; nothing to approve",
+                        finished_word(run.status)
+                    ),
                 });
             }
             let step = load_step_row(tx, &run_id, &step_id)?;
@@ -487,7 +438,11 @@ impl Store {
                 });
             }
             let existing: Option<String> = tx
-                .query_row("SELECT by FROM approvals WHERE run_id = ?1 AND step_id = ?2", params![run_id, step_id], |r| r.get(0))
+                .query_row(
+                    "SELECT by FROM approvals WHERE run_id = ?1 AND step_id = ?2",
+                    params![run_id, step_id],
+                    |r| r.get(0),
+                )
                 .optional()
                 .during("reading approvals")?;
             if let Some(who) = existing {
@@ -504,9 +459,20 @@ impl Store {
                 tx,
                 &run_id,
                 now,
-                NewEvent::step("step.approved", &step_id, None, json!({ "by": by, "comment": comment, "auto": auto })),
+                NewEvent::step(
+                    "step.approved",
+                    &step_id,
+                    None,
+                    json!({ "by": by, "comment": comment, "auto": auto }),
+                ),
             )?;
-            Ok(ApprovalRow { step_id, by, comment, at: now, auto })
+            Ok(ApprovalRow {
+                step_id,
+                by,
+                comment,
+                at: now,
+                auto,
+            })
         })
         .await
     }
@@ -529,7 +495,13 @@ impl Store {
     /// Cancels a run. When nobody drives it (no lease, an expired one, or `dead_owner`'s),
     /// it becomes `cancelled` at once and its locks are released; otherwise the driver is
     /// asked to stop at its next safe point. Returns whether it is cancelled now.
-    pub async fn cancel(&self, run_id: &str, by: &str, dead_owner: Option<String>, now: Millis) -> Result<bool, StateError> {
+    pub async fn cancel(
+        &self,
+        run_id: &str,
+        by: &str,
+        dead_owner: Option<String>,
+        now: Millis,
+    ) -> Result<bool, StateError> {
         let (run_id, by) = (run_id.to_owned(), by.to_owned());
         self.write(move |tx| {
             let run = load_run_row(tx, &run_id)?;
@@ -545,7 +517,12 @@ impl Store {
             if driven {
                 tx.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?1", [&run_id])
                     .during("requesting cancellation")?;
-                audit::append(tx, &run_id, now, NewEvent::run("run.cancel_requested", json!({ "by": by })))?;
+                audit::append(
+                    tx,
+                    &run_id,
+                    now,
+                    NewEvent::run("run.cancel_requested", json!({ "by": by })),
+                )?;
                 return Ok(false);
             }
             tx.execute(
@@ -553,7 +530,13 @@ impl Store {
                 [&run_id],
             )
             .during("cancelling")?;
-            set_status(tx, &run_id, RunStatus::Cancelled, Some(json!({ "cancelled_by": by })), now)?;
+            set_status(
+                tx,
+                &run_id,
+                RunStatus::Cancelled,
+                Some(json!({ "cancelled_by": by })),
+                now,
+            )?;
             Ok(true)
         })
         .await
@@ -569,7 +552,13 @@ impl Store {
                 [&run_id],
             )
             .during("cancelling")?;
-            set_status(tx, &run_id, RunStatus::Cancelled, Some(json!({ "cancelled_by": "operator request" })), now)
+            set_status(
+                tx,
+                &run_id,
+                RunStatus::Cancelled,
+                Some(json!({ "cancelled_by": "operator request" })),
+                now,
+            )
         })
         .await
     }
@@ -608,7 +597,12 @@ impl Store {
                 params![run_id, now],
             )
             .during("re-opening the run")?;
-            audit::append(tx, &run_id, now, NewEvent::step("step.retry_requested", &step, None, json!({ "by": by })))?;
+            audit::append(
+                tx,
+                &run_id,
+                now,
+                NewEvent::step("step.retry_requested", &step, None, json!({ "by": by })),
+            )?;
             Ok(step)
         })
         .await
@@ -621,7 +615,9 @@ impl Store {
             let run = load_run_row(conn, &run_id)?;
             let steps = {
                 let mut stmt = conn
-                    .prepare(&format!("SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ?1 ORDER BY position"))
+                    .prepare(&format!(
+                        "SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ?1 ORDER BY position"
+                    ))
                     .during("reading steps")?;
                 stmt.query_map([&run_id], step_row)
                     .during("reading steps")?
@@ -663,7 +659,9 @@ impl Store {
     pub async fn list_runs(&self, filter: RunFilter) -> Result<Vec<RunRow>, StateError> {
         self.read(move |conn| {
             let mut stmt = conn
-                .prepare(&format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC, id DESC"))
+                .prepare(&format!(
+                    "SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC, id DESC"
+                ))
                 .during("listing runs")?;
             let rows = stmt
                 .query_map([], run_row_raw)
@@ -685,11 +683,11 @@ impl Store {
         .await
     }
 
-    /// The audit trail of a run, oldest first.
+    /// The audit trail of a run (or of a schedule, `schedule:<name>`), oldest first.
     pub async fn events(&self, run_id: &str) -> Result<Vec<EventRow>, StateError> {
         let run_id = run_id.to_owned();
         self.read(move |conn| {
-            load_run_row(conn, &run_id)?;
+            audit::stream_exists(conn, &run_id)?;
             let mut stmt = conn
                 .prepare(
                     "SELECT run_id, seq, at, kind, step_id, attempt, data, prev_hash, hash
@@ -738,7 +736,7 @@ impl Store {
         self.read(move |conn| audit::verify(conn, run_id.as_deref())).await
     }
 
-    async fn write<T, F>(&self, f: F) -> Result<T, StateError>
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StateError>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T, StateError> + Send + 'static,
@@ -755,13 +753,105 @@ impl Store {
             .await
     }
 
-    async fn read<T, F>(&self, f: F) -> Result<T, StateError>
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StateError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StateError> + Send + 'static,
     {
         self.conn.call(move |conn| f(conn)).await
     }
+}
+
+/// Creates a run inside the caller's transaction (see [`Store::create_run`]).
+pub(crate) fn insert_run(tx: &Transaction<'_>, run: &NewRun) -> Result<(), StateError> {
+    for key in &run.locks {
+        let holder: Option<(String, String)> = tx
+            .query_row(
+                "SELECT l.run_id, r.status FROM locks l JOIN runs r ON r.id = l.run_id WHERE l.key = ?1",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .during("checking resource locks")?;
+        if let Some((holder, holder_status)) = holder {
+            return Err(StateError::LockHeld {
+                key: key.clone(),
+                holder,
+                holder_status,
+            });
+        }
+    }
+    let (owner, expires) = run.lease.clone().unzip();
+    let status = if owner.is_some() {
+        RunStatus::Running
+    } else {
+        RunStatus::Pending
+    };
+    tx.execute(
+        "INSERT INTO runs (id, runbook_name, runbook_version, runbook_text, runbook_sha256, source_path,
+                           params, status, auto_approve, created_at, updated_at, lease_owner,
+                           lease_expires_at, audit_head, audit_count, schedule_name)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13, 0, ?14)",
+        params![
+            run.id,
+            run.runbook_name,
+            run.runbook_version,
+            run.runbook_text,
+            run.runbook_sha256,
+            run.source_path,
+            run.params.to_string(),
+            status.as_str(),
+            run.auto_approve,
+            run.now,
+            owner,
+            expires,
+            GENESIS,
+            run.schedule,
+        ],
+    )
+    .during("creating the run")?;
+    for (position, step) in run.steps.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO steps (run_id, step_id, position, status) VALUES (?1, ?2, ?3, 'pending')",
+            params![run.id, step, position as i64],
+        )
+        .during("creating the run's steps")?;
+    }
+    for key in &run.locks {
+        tx.execute(
+            "INSERT INTO locks (key, run_id, acquired_at) VALUES (?1, ?2, ?3)",
+            params![key, run.id, run.now],
+        )
+        .during("taking resource locks")?;
+    }
+    audit::append(
+        tx,
+        &run.id,
+        run.now,
+        NewEvent::run(
+            "run.created",
+            json!({
+                "runbook": run.runbook_name,
+                "version": run.runbook_version,
+                "sha256": run.runbook_sha256,
+                "source": run.source_path,
+                "params": run.params,
+                "locks": run.locks,
+                "auto_approve": run.auto_approve,
+                "by": run.created_by,
+                "schedule": run.schedule,
+            }),
+        ),
+    )?;
+    if let Some(owner) = owner {
+        audit::append(
+            tx,
+            &run.id,
+            run.now,
+            NewEvent::run("lease.acquired", json!({ "owner": owner })),
+        )?;
+    }
+    Ok(())
 }
 
 fn create_private(path: &Path) -> std::io::Result<()> {
@@ -806,7 +896,9 @@ fn check_lease(conn: &Connection, run_id: &str, owner: &str) -> Result<(), State
         .optional()
         .during("checking the lease")?;
     match current {
-        None => Err(StateError::UnknownRun { run_id: run_id.to_owned() }),
+        None => Err(StateError::UnknownRun {
+            run_id: run_id.to_owned(),
+        }),
         Some(Some(o)) if o == owner => Ok(()),
         Some(other) => Err(StateError::LeaseLost {
             run_id: run_id.to_owned(),
@@ -842,10 +934,21 @@ fn set_status(
         RunStatus::Failed => "run.failed",
         RunStatus::Cancelled => "run.cancelled",
     };
-    audit::append(tx, run_id, now, NewEvent::run(kind, error.unwrap_or(serde_json::Value::Null)))
+    audit::append(
+        tx,
+        run_id,
+        now,
+        NewEvent::run(kind, error.unwrap_or(serde_json::Value::Null)),
+    )
 }
 
-fn open_window(tx: &Transaction<'_>, run_id: &str, kind: WindowKind, step: &str, now: Millis) -> Result<(), StateError> {
+fn open_window(
+    tx: &Transaction<'_>,
+    run_id: &str,
+    kind: WindowKind,
+    step: &str,
+    now: Millis,
+) -> Result<(), StateError> {
     let already: Option<i64> = tx
         .query_row(
             "SELECT id FROM windows WHERE run_id = ?1 AND kind = ?2 AND closed_at IS NULL",
@@ -864,10 +967,21 @@ fn open_window(tx: &Transaction<'_>, run_id: &str, kind: WindowKind, step: &str,
     )
     .during("opening a window")?;
     let id = tx.last_insert_rowid();
-    audit::append(tx, run_id, now, NewEvent::step("window.opened", step, None, json!({ "kind": kind, "window": id })))
+    audit::append(
+        tx,
+        run_id,
+        now,
+        NewEvent::step("window.opened", step, None, json!({ "kind": kind, "window": id })),
+    )
 }
 
-fn close_window(tx: &Transaction<'_>, run_id: &str, kind: WindowKind, step: &str, now: Millis) -> Result<(), StateError> {
+fn close_window(
+    tx: &Transaction<'_>,
+    run_id: &str,
+    kind: WindowKind,
+    step: &str,
+    now: Millis,
+) -> Result<(), StateError> {
     let open: Option<(i64, i64)> = tx
         .query_row(
             "SELECT id, opened_at FROM windows WHERE run_id = ?1 AND kind = ?2 AND closed_at IS NULL",
@@ -888,11 +1002,17 @@ fn close_window(tx: &Transaction<'_>, run_id: &str, kind: WindowKind, step: &str
         tx,
         run_id,
         now,
-        NewEvent::step("window.closed", step, None, json!({ "kind": kind, "window": id, "duration_ms": now - opened_at })),
+        NewEvent::step(
+            "window.closed",
+            step,
+            None,
+            json!({ "kind": kind, "window": id, "duration_ms": now - opened_at }),
+        ),
     )
 }
 
-const RUN_COLUMNS: &str = "id, runbook_name, runbook_version, runbook_text, runbook_sha256, source_path, params, status,
+const RUN_COLUMNS: &str =
+    "id, runbook_name, runbook_version, runbook_text, runbook_sha256, source_path, params, status,
      auto_approve, created_at, updated_at, finished_at, error, lease_owner, lease_expires_at, cancel_requested,
      audit_head, audit_count";
 
@@ -907,7 +1027,10 @@ impl RawRun {
     fn into_row(self) -> Result<RunRow, StateError> {
         let mut row = self.row;
         row.params = parse_json(&self.params, "run parameters")?;
-        row.status = self.status.parse().map_err(|e: String| StateError::InvalidTransition { message: e })?;
+        row.status = self
+            .status
+            .parse()
+            .map_err(|e: String| StateError::InvalidTransition { message: e })?;
         row.error = self.error.as_deref().map(|e| parse_json(e, "run error")).transpose()?;
         Ok(row)
     }
@@ -942,11 +1065,17 @@ fn run_row_raw(r: &Row<'_>) -> rusqlite::Result<RawRun> {
 }
 
 fn load_run_row(conn: &Connection, run_id: &str) -> Result<RunRow, StateError> {
-    conn.query_row(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"), [run_id], run_row_raw)
-        .optional()
-        .during("reading a run")?
-        .ok_or_else(|| StateError::UnknownRun { run_id: run_id.to_owned() })?
-        .into_row()
+    conn.query_row(
+        &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+        [run_id],
+        run_row_raw,
+    )
+    .optional()
+    .during("reading a run")?
+    .ok_or_else(|| StateError::UnknownRun {
+        run_id: run_id.to_owned(),
+    })?
+    .into_row()
 }
 
 const STEP_COLUMNS: &str = "step_id, position, status, attempt, input, output, progress, error, first_started_at,
@@ -965,7 +1094,10 @@ impl RawStep {
     fn and_then_json(self) -> Result<StepRow, StateError> {
         let mut row = self.row;
         let j = |v: Option<String>, what| v.as_deref().map(|s| parse_json(s, what)).transpose();
-        row.status = self.status.parse().map_err(|e: String| StateError::InvalidTransition { message: e })?;
+        row.status = self
+            .status
+            .parse()
+            .map_err(|e: String| StateError::InvalidTransition { message: e })?;
         row.input = j(self.input, "step input")?;
         row.output = j(self.output, "step output")?;
         row.progress = j(self.progress, "step progress")?;

@@ -1,10 +1,9 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The SQLite store: transitions, fencing, locks, windows, the audit chain, reopening.
 
 use std::time::Duration;
 
-use fogbook_state::{
-    NewRun, RunStatus, StateError, StepFinish, StepOutcome, StepStart, StepStatus, Store, WindowKind,
-};
+use fogbook_state::{NewRun, RunStatus, StateError, StepFinish, StepOutcome, StepStart, StepStatus, Store, WindowKind};
 use serde_json::json;
 
 const TTL: Duration = Duration::from_secs(30);
@@ -23,6 +22,7 @@ fn new_run(id: &str, locks: &[&str], owner: Option<&str>) -> NewRun {
         auto_approve: false,
         lease: owner.map(|o| (o.to_owned(), 1_000 + 30_000)),
         created_by: json!("test"),
+        schedule: None,
         now: 1_000,
     }
 }
@@ -43,7 +43,9 @@ fn complete(step: &str, closes: Vec<WindowKind>, now: i64) -> StepFinish {
     StepFinish {
         step_id: step.to_owned(),
         attempt: 1,
-        outcome: StepOutcome::Completed { output: json!({ "ok": true }) },
+        outcome: StepOutcome::Completed {
+            output: json!({ "ok": true }),
+        },
         closes,
         run_status: None,
         now,
@@ -60,15 +62,30 @@ fn open_store() -> (tempfile::TempDir, Store) {
 async fn a_run_goes_through_its_steps_with_windows_in_the_same_transitions() {
     let (_d, store) = open_store();
     store.create_run(new_run("r1", &["fog/a"], Some("me"))).await.unwrap();
-    store.start_step("r1", "me", start("a", vec![WindowKind::Unprotected], 2_000)).await.unwrap();
+    store
+        .start_step("r1", "me", start("a", vec![WindowKind::Unprotected], 2_000))
+        .await
+        .unwrap();
     let snap = store.load_run("r1").await.unwrap();
     assert_eq!(snap.windows.len(), 1, "the window opens with the step's start");
     assert_eq!(snap.windows[0].opened_at, 2_000);
-    store.save_progress("r1", "me", "a", 1, json!({ "url": "x" }), 2_500).await.unwrap();
-    store.finish_step("r1", "me", complete("a", vec![], 3_000)).await.unwrap();
+    store
+        .save_progress("r1", "me", "a", 1, json!({ "url": "x" }), 2_500)
+        .await
+        .unwrap();
+    store
+        .finish_step("r1", "me", complete("a", vec![], 3_000))
+        .await
+        .unwrap();
     store.start_step("r1", "me", start("b", vec![], 4_000)).await.unwrap();
-    store.finish_step("r1", "me", complete("b", vec![WindowKind::Unprotected], 9_000)).await.unwrap();
-    store.set_run_status("r1", "me", RunStatus::Succeeded, None, 9_000).await.unwrap();
+    store
+        .finish_step("r1", "me", complete("b", vec![WindowKind::Unprotected], 9_000))
+        .await
+        .unwrap();
+    store
+        .set_run_status("r1", "me", RunStatus::Succeeded, None, 9_000)
+        .await
+        .unwrap();
 
     let snap = store.load_run("r1").await.unwrap();
     assert_eq!(snap.run.status, RunStatus::Succeeded);
@@ -80,8 +97,16 @@ async fn a_run_goes_through_its_steps_with_windows_in_the_same_transitions() {
     assert_eq!(
         kinds,
         [
-            "run.created", "lease.acquired", "step.started", "window.opened", "step.progress", "step.completed",
-            "step.started", "step.completed", "window.closed", "run.succeeded"
+            "run.created",
+            "lease.acquired",
+            "step.started",
+            "window.opened",
+            "step.progress",
+            "step.completed",
+            "step.started",
+            "step.completed",
+            "window.closed",
+            "run.succeeded"
         ]
     );
     assert!(store.verify_audit(None).await.unwrap().failure.is_none());
@@ -94,7 +119,10 @@ async fn a_completed_step_cannot_start_again() {
     let (_d, store) = open_store();
     store.create_run(new_run("r1", &[], Some("me"))).await.unwrap();
     store.start_step("r1", "me", start("a", vec![], 2_000)).await.unwrap();
-    store.finish_step("r1", "me", complete("a", vec![], 3_000)).await.unwrap();
+    store
+        .finish_step("r1", "me", complete("a", vec![], 3_000))
+        .await
+        .unwrap();
     let again = store.start_step("r1", "me", start("a", vec![], 4_000)).await;
     assert!(matches!(again, Err(StateError::InvalidTransition { .. })), "{again:?}");
 }
@@ -102,15 +130,27 @@ async fn a_completed_step_cannot_start_again() {
 #[tokio::test]
 async fn a_locked_key_refuses_a_second_run_and_names_the_holder() {
     let (_d, store) = open_store();
-    store.create_run(new_run("r1", &["fog/a", "mi/x"], Some("me"))).await.unwrap();
-    let err = store.create_run(new_run("r2", &["mi/y", "fog/a"], None)).await.unwrap_err();
+    store
+        .create_run(new_run("r1", &["fog/a", "mi/x"], Some("me")))
+        .await
+        .unwrap();
+    let err = store
+        .create_run(new_run("r2", &["mi/y", "fog/a"], None))
+        .await
+        .unwrap_err();
     match err {
         StateError::LockHeld { key, holder, .. } => assert_eq!((key.as_str(), holder.as_str()), ("fog/a", "r1")),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(store.load_run("r2").await, Err(StateError::UnknownRun { .. })), "nothing was created");
+    assert!(
+        matches!(store.load_run("r2").await, Err(StateError::UnknownRun { .. })),
+        "nothing was created"
+    );
     // A failed run keeps its locks; a cancelled one releases them.
-    store.set_run_status("r1", "me", RunStatus::Failed, None, 2_000).await.unwrap();
+    store
+        .set_run_status("r1", "me", RunStatus::Failed, None, 2_000)
+        .await
+        .unwrap();
     assert!(store.create_run(new_run("r3", &["fog/a"], None)).await.is_err());
     store.cancel("r1", "op", Some("me".to_owned()), 3_000).await.unwrap();
     store.create_run(new_run("r3", &["fog/a"], None)).await.unwrap();
@@ -122,13 +162,25 @@ async fn the_lease_fences_writes_and_is_taken_over_only_after_expiry_or_death() 
     store.create_run(new_run("r1", &[], Some("a"))).await.unwrap();
     // Valid lease: refused.
     let held = store.acquire_lease("r1", "b", TTL, None, 2_000).await.unwrap_err();
-    assert!(matches!(held, StateError::LeaseHeld { ref owner, .. } if owner == "a"), "{held:?}");
+    assert!(
+        matches!(held, StateError::LeaseHeld { ref owner, .. } if owner == "a"),
+        "{held:?}"
+    );
     // Holder proven dead: taken over at once.
-    let grant = store.acquire_lease("r1", "b", TTL, Some("a".to_owned()), 2_000).await.unwrap();
+    let grant = store
+        .acquire_lease("r1", "b", TTL, Some("a".to_owned()), 2_000)
+        .await
+        .unwrap();
     assert_eq!(grant.taken_over_from.as_deref(), Some("a"));
     // The old owner's writes are fenced off.
-    let fenced = store.start_step("r1", "a", start("a", vec![], 2_100)).await.unwrap_err();
-    assert!(matches!(fenced, StateError::LeaseLost { ref owner, .. } if owner == "b"), "{fenced:?}");
+    let fenced = store
+        .start_step("r1", "a", start("a", vec![], 2_100))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(fenced, StateError::LeaseLost { ref owner, .. } if owner == "b"),
+        "{fenced:?}"
+    );
     // After expiry anyone may take it.
     let grant = store.acquire_lease("r1", "c", TTL, None, 2_000 + 31_000).await.unwrap();
     assert_eq!(grant.taken_over_from.as_deref(), Some("b"));
@@ -140,7 +192,10 @@ async fn the_lease_fences_writes_and_is_taken_over_only_after_expiry_or_death() 
 async fn retries_keep_the_window_open_once() {
     let (_d, store) = open_store();
     store.create_run(new_run("r1", &[], Some("me"))).await.unwrap();
-    store.start_step("r1", "me", start("a", vec![WindowKind::Unprotected], 2_000)).await.unwrap();
+    store
+        .start_step("r1", "me", start("a", vec![WindowKind::Unprotected], 2_000))
+        .await
+        .unwrap();
     store
         .finish_step(
             "r1",
@@ -148,7 +203,10 @@ async fn retries_keep_the_window_open_once() {
             StepFinish {
                 step_id: "a".into(),
                 attempt: 1,
-                outcome: StepOutcome::RetryScheduled { error: json!({"code": "X"}), next_attempt_at: 5_000 },
+                outcome: StepOutcome::RetryScheduled {
+                    error: json!({"code": "X"}),
+                    next_attempt_at: 5_000,
+                },
                 closes: vec![],
                 run_status: None,
                 now: 3_000,
@@ -185,7 +243,7 @@ async fn state_survives_reopening_and_the_file_is_private() {
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let conn = rusqlite_free_pragma(&path);
-    assert_eq!(conn, ("wal".to_owned(), 1));
+    assert_eq!(conn, ("wal".to_owned(), 2), "WAL mode and the latest schema version");
 }
 
 /// Reads journal_mode and user_version without the store.
@@ -202,7 +260,10 @@ async fn a_database_from_a_newer_fogbook_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
     Store::open(&path).unwrap().close().await;
-    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
     let err = Store::open(&path).unwrap_err();
     assert!(matches!(err, StateError::NewerSchema { found: 99, .. }), "{err:?}");
 }
@@ -211,7 +272,10 @@ async fn a_database_from_a_newer_fogbook_is_refused() {
 async fn approvals_are_recorded_once() {
     let (_d, store) = open_store();
     store.create_run(new_run("r1", &[], Some("me"))).await.unwrap();
-    store.approve("r1", "a", "alice", Some("ok".into()), false, 2_000).await.unwrap();
+    store
+        .approve("r1", "a", "alice", Some("ok".into()), false, 2_000)
+        .await
+        .unwrap();
     let again = store.approve("r1", "a", "bob", None, false, 2_100).await.unwrap_err();
     assert!(again.to_string().contains("already approved by alice"), "{again}");
     assert_eq!(store.approval("r1", "a").await.unwrap().unwrap().by, "alice");

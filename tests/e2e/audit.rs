@@ -14,7 +14,8 @@ fn tamper(sb: &Sandbox, sql: &str) {
     // The triggers refuse changes to the trail; an attacker with the file drops them.
     let refused = conn.execute("UPDATE events SET kind = kind WHERE seq = 1", []);
     assert!(refused.is_err(), "events are append-only");
-    conn.execute_batch("DROP TRIGGER events_no_update; DROP TRIGGER events_no_delete;").unwrap();
+    conn.execute_batch("DROP TRIGGER events_no_update; DROP TRIGGER events_no_delete;")
+        .unwrap();
     conn.execute_batch(sql).unwrap();
 }
 
@@ -22,11 +23,17 @@ fn tamper(sb: &Sandbox, sql: &str) {
 fn an_edited_event_is_named() {
     let sb = Sandbox::new();
     let run = finished_run(&sb);
-    tamper(&sb, "UPDATE events SET data = '{\"output\":{\"forged\":true}}' WHERE seq = 5");
+    tamper(
+        &sb,
+        "UPDATE events SET data = '{\"output\":{\"forged\":true}}' WHERE seq = 5",
+    );
     let out = sb.run(&["audit", "verify"]);
     assert_eq!(code(&out), 1);
     let text = stdout(&out);
-    assert!(text.contains(&run) && text.contains("event #5") && text.contains("altered"), "{text}");
+    assert!(
+        text.contains(&run) && text.contains("event #5") && text.contains("altered"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -73,7 +73,11 @@ impl Sandbox {
     /// The id of the only (or newest) run.
     pub(crate) fn last_run_id(&self) -> String {
         self.sql()
-            .query_row("SELECT id FROM runs ORDER BY created_at DESC, id DESC LIMIT 1", [], |r| r.get(0))
+            .query_row(
+                "SELECT id FROM runs ORDER BY created_at DESC, id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
             .expect("a run exists")
     }
 
@@ -85,7 +89,11 @@ impl Sandbox {
 
     pub(crate) fn step_status(&self, run: &str, step: &str) -> String {
         self.sql()
-            .query_row("SELECT status FROM steps WHERE run_id = ?1 AND step_id = ?2", [run, step], |r| r.get(0))
+            .query_row(
+                "SELECT status FROM steps WHERE run_id = ?1 AND step_id = ?2",
+                [run, step],
+                |r| r.get(0),
+            )
             .expect("step")
     }
 
@@ -131,5 +139,7 @@ pub(crate) fn assert_audit_ok(sb: &Sandbox) {
 }
 
 pub(crate) fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/e2e/fixtures")
+        .join(name)
 }

@@ -29,7 +29,9 @@ fn a_wait_killed_half_way_finishes_on_its_original_schedule() {
     let mut child = sb.spawn(&["run", &fixture("long-wait.yaml").display().to_string()], &[]);
     sb.wait_for("the wait to save its wake-up time", Duration::from_secs(10), |sb| {
         sb.sql()
-            .query_row("SELECT progress FROM steps WHERE step_id = 'nap'", [], |r| r.get::<_, Option<String>>(0))
+            .query_row("SELECT progress FROM steps WHERE step_id = 'nap'", [], |r| {
+                r.get::<_, Option<String>>(0)
+            })
             .ok()
             .flatten()
             .is_some()
@@ -48,7 +50,10 @@ fn a_wait_killed_half_way_finishes_on_its_original_schedule() {
         "the wake-up time was computed once, at the start: started {started}, wake_at {wake_at}"
     );
     let took = finished - started;
-    assert!((4000..5500).contains(&took), "took {took} ms: a restarted wait would take 6000 or more");
+    assert!(
+        (4000..5500).contains(&took),
+        "took {took} ms: a restarted wait would take 6000 or more"
+    );
     assert_audit_ok(&sb);
 }
 
@@ -57,12 +62,19 @@ fn a_retry_back_off_continues_after_a_restart() {
     let sb = Sandbox::new();
     let marker = sb.path("marker");
     let mut child = sb.spawn(
-        &["run", &fixture("flaky.yaml").display().to_string(), "--set", &format!("marker={}", marker.display())],
+        &[
+            "run",
+            &fixture("flaky.yaml").display().to_string(),
+            "--set",
+            &format!("marker={}", marker.display()),
+        ],
         &[],
     );
     sb.wait_for("the retry to be scheduled", Duration::from_secs(10), |sb| {
         sb.sql()
-            .query_row("SELECT status FROM steps WHERE step_id = 'flaky'", [], |r| r.get::<_, String>(0))
+            .query_row("SELECT status FROM steps WHERE step_id = 'flaky'", [], |r| {
+                r.get::<_, String>(0)
+            })
             .is_ok_and(|s| s == "retry_wait")
     });
     std::thread::sleep(Duration::from_secs(1));
@@ -88,7 +100,10 @@ fn a_retry_back_off_continues_after_a_restart() {
             |r| r.get(0),
         )
         .unwrap();
-    assert!(second_start >= next_attempt_at, "attempt 2 started before its back-off ended");
+    assert!(
+        second_start >= next_attempt_at,
+        "attempt 2 started before its back-off ended"
+    );
     assert!(
         second_start - next_attempt_at < 1000,
         "attempt 2 started {} ms after the stored deadline: the back-off was restarted",
@@ -107,7 +122,11 @@ fn a_window_stays_open_over_a_crash_and_counts_the_downtime() {
     assert_eq!(first.status.signal(), Some(9));
     let run = sb.last_run_id();
     let status = sb.run(&["status", &run]);
-    assert!(stdout(&status).contains("OPEN unprotected window"), "{}", stdout(&status));
+    assert!(
+        stdout(&status).contains("OPEN unprotected window"),
+        "{}",
+        stdout(&status)
+    );
 
     // The engine is down for 3 s; the databases are unprotected all that time.
     std::thread::sleep(Duration::from_secs(3));
@@ -115,13 +134,24 @@ fn a_window_stays_open_over_a_crash_and_counts_the_downtime() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let (opened, closed): (i64, i64) = sb
         .sql()
-        .query_row("SELECT opened_at, closed_at FROM windows WHERE run_id = ?1", [&run], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(
+            "SELECT opened_at, closed_at FROM windows WHERE run_id = ?1",
+            [&run],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
-    assert!(closed - opened >= 3000, "window lasted {} ms, downtime not counted", closed - opened);
+    assert!(
+        closed - opened >= 3000,
+        "window lasted {} ms, downtime not counted",
+        closed - opened
+    );
 
     let report = sb.run(&["report", &run]);
     let text = stdout(&report);
-    assert!(text.contains("unprotected") && text.contains("opened by delete-group"), "{text}");
+    assert!(
+        text.contains("unprotected") && text.contains("opened by delete-group"),
+        "{text}"
+    );
     assert!(text.contains("closed by create-group"), "{text}");
     let json = sb.run(&["report", &run, "--format", "json"]);
     let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
@@ -136,24 +166,55 @@ fn resume_uses_the_pinned_runbook_text_and_says_the_file_changed() {
     let text = std::fs::read_to_string(fixture("gated.yaml")).unwrap();
     let file = sb.write("gated.yaml", &text);
     let out_file = sb.path("out.txt");
-    let first = sb.run(&["run", &file.display().to_string(), "--set", &format!("out={}", out_file.display())]);
+    let first = sb.run(&[
+        "run",
+        &file.display().to_string(),
+        "--set",
+        &format!("out={}", out_file.display()),
+    ]);
     assert_eq!(code(&first), 3, "waits for approval: {}", stderr(&first));
     let run = sb.last_run_id();
-    assert!(stderr(&first).starts_with(&format!("run {run}")), "run id on the first line: {}", stderr(&first));
+    assert!(
+        stderr(&first).starts_with(&format!("run {run}")),
+        "run id on the first line: {}",
+        stderr(&first)
+    );
 
     sb.write("gated.yaml", &text.replace("version-one", "version-two"));
-    let approve = sb.run(&["approve", &run, "confirm", "--by", "alice", "--comment", "change ticket 42"]);
+    let approve = sb.run(&[
+        "approve",
+        &run,
+        "confirm",
+        "--by",
+        "alice",
+        "--comment",
+        "change ticket 42",
+    ]);
     assert_eq!(code(&approve), 0, "{}", stderr(&approve));
     let out = sb.run(&["resume", &run]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert!(stderr(&out).contains("changed since this run started"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("changed since this run started"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(sb.lines_of("out.txt"), vec!["version-one"]);
 
     let history = sb.run(&["history", &run, "--format", "json"]);
     let doc: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
-    let kinds: Vec<&str> = doc["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = doc["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
     assert!(kinds.contains(&"runbook.file_changed"), "{kinds:?}");
-    let approved = doc["events"].as_array().unwrap().iter().find(|e| e["kind"] == "step.approved").unwrap();
+    let approved = doc["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "step.approved")
+        .unwrap();
     assert_eq!(approved["data"]["by"], "alice");
     assert_eq!(approved["data"]["comment"], "change ticket 42");
     assert_audit_ok(&sb);

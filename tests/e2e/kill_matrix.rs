@@ -9,8 +9,16 @@ use rand::{Rng, SeedableRng};
 
 use crate::common::{Sandbox, assert_audit_ok, code, fixture, stderr};
 
-const STEPS: &[&str] = &["first", "pause", "gate", "second", "settle", "third", "fragile", "check"];
-const POINTS: &[&str] = &["before-start", "after-start", "after-progress", "before-finish", "after-finish"];
+const STEPS: &[&str] = &[
+    "first", "pause", "gate", "second", "settle", "third", "fragile", "check",
+];
+const POINTS: &[&str] = &[
+    "before-start",
+    "after-start",
+    "after-progress",
+    "before-finish",
+    "after-finish",
+];
 const EXPECTED: &[&str] = &["first", "second", "third", "fragile"];
 
 fn start_args(sb: &Sandbox) -> Vec<String> {
@@ -59,7 +67,11 @@ fn trial(step: &str, point: &str) {
     } else {
         assert_eq!(code(&resumed), 0, "{failpoint}: resume failed: {}", stderr(&resumed));
         assert_eq!(sb.run_status(&run), "succeeded");
-        assert_eq!(sb.lines_of("effects.txt"), EXPECTED, "{failpoint}: each effect exactly once");
+        assert_eq!(
+            sb.lines_of("effects.txt"),
+            EXPECTED,
+            "{failpoint}: each effect exactly once"
+        );
         // The window opened by `second` and closed by `third` survived the crash.
         let (open, closed): (i64, i64) = sb
             .sql()
@@ -143,7 +155,10 @@ fn random_kills_from_outside() {
             }
             let out = child.wait_with_output().unwrap();
             if run.is_none() && sb.db().exists() {
-                run = sb.sql().query_row("SELECT id FROM runs LIMIT 1", [], |r| r.get::<_, String>(0)).ok();
+                run = sb
+                    .sql()
+                    .query_row("SELECT id FROM runs LIMIT 1", [], |r| r.get::<_, String>(0))
+                    .ok();
             }
             match (&run, killed) {
                 // Killed before the run was created: start it again.
@@ -160,7 +175,11 @@ fn random_kills_from_outside() {
         }
         if code(&out) == 1 {
             // Killed while the non-idempotent command ran: the run stops for a human.
-            assert!(stderr(&out).contains("may or may not"), "trial {trial}: {}", stderr(&out));
+            assert!(
+                stderr(&out).contains("may or may not"),
+                "trial {trial}: {}",
+                stderr(&out)
+            );
             assert_eq!(sb.run_status(&id), "failed");
         } else {
             assert_eq!(code(&out), 0, "trial {trial}: {}", stderr(&out));

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! End-to-end tests of the `fogbook` binary: real processes, a temporary state file,
 //! SIGKILL at chosen points, and checks made from outside (the effect file, the database,
 //! the audit trail).
@@ -9,3 +10,6 @@ mod durability;
 mod kill_matrix;
 mod lease_lock;
 mod notify;
+mod signals;
+mod sim_serve;
+mod worker;

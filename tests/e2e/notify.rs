@@ -54,18 +54,37 @@ fn windows_limits_and_outcome_are_posted_to_the_webhook() {
         &format!("webhook={url}"),
     ]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let events: Vec<String> = got.lock().unwrap().iter().map(|e| e["event"].as_str().unwrap_or("").to_owned()).collect();
+    let events: Vec<String> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or("").to_owned())
+        .collect();
     assert_eq!(
         events,
-        ["starting", "window_opened", "max_unprotected_exceeded", "window_closed", "run_succeeded"],
+        [
+            "starting",
+            "window_opened",
+            "max_unprotected_exceeded",
+            "window_closed",
+            "run_succeeded"
+        ],
         "{:?}",
         got.lock().unwrap()
     );
     let run = sb.last_run_id();
-    assert_eq!(got.lock().unwrap()[0]["data"]["note"], run.as_str(), "templates resolve in notify data");
+    assert_eq!(
+        got.lock().unwrap()[0]["data"]["note"],
+        run.as_str(),
+        "templates resolve in notify data"
+    );
     let exceeded: i64 = sb
         .sql()
-        .query_row("SELECT count(*) FROM events WHERE kind = 'window.limit_exceeded'", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM events WHERE kind = 'window.limit_exceeded'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(exceeded, 1, "reported once, audited");
     assert!(stderr(&out).contains("has been open"), "{}", stderr(&out));

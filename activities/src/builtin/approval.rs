@@ -55,9 +55,7 @@ impl Approval {
                 return Ok(serde_json::to_value(record).unwrap_or_default());
             }
             if !ctx.wait_for_approval() {
-                return Err(ActivityError::AwaitingApproval {
-                    message: self.message,
-                });
+                return Err(ActivityError::AwaitingApproval { message: self.message });
             }
             ctx.sleep(APPROVAL_POLL).await?;
         }

@@ -111,7 +111,10 @@ impl Command {
         // a step timeout (which drops this future) kills it.
         let (status, out, err) = tokio::join!(child.wait(), read_out, read_err);
         let status = status.map_err(|e| {
-            ActivityError::failed("CommandWaitFailed", format!("waiting for `{}` failed: {e}", self.program))
+            ActivityError::failed(
+                "CommandWaitFailed",
+                format!("waiting for `{}` failed: {e}", self.program),
+            )
         })?;
         let code = status.code();
         let output = json!({

@@ -19,7 +19,7 @@ use serde::{Deserialize, Deserializer};
 
 /// A duration written as text (`90s`, `1h30m`), see [`crate::duration::parse`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[schemars(with = "String")]
+#[schemars(with = "String", extend("format" = "duration"))]
 pub(crate) struct DurationText(pub(crate) Duration);
 
 impl<'de> Deserialize<'de> for DurationText {

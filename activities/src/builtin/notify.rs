@@ -26,11 +26,7 @@ fn default_event() -> String {
 }
 
 impl Notify {
-    pub(crate) async fn run(
-        self,
-        ctx: &ActivityCtx,
-        env: &Env,
-    ) -> Result<serde_json::Value, ActivityError> {
+    pub(crate) async fn run(self, ctx: &ActivityCtx, env: &Env) -> Result<serde_json::Value, ActivityError> {
         let body = json!({
             "event": self.event,
             "run_id": ctx.run_id(),
@@ -44,23 +40,23 @@ impl Notify {
 
 /// POSTs `body` to `url` and classifies the answer; shared with the engine's own
 /// notifications (windows, limits), which go through [`crate::execute`]'s `notify` too.
-pub(crate) async fn post_json(
-    env: &Env,
-    url: &str,
-    body: &serde_json::Value,
-) -> Result<u16, ActivityError> {
+pub(crate) async fn post_json(env: &Env, url: &str, body: &serde_json::Value) -> Result<u16, ActivityError> {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(ActivityError::invalid(format!(
             "webhook url `{url}` must start with http:// or https://"
         )));
     }
-    let response = env.http.post(url).json(body).send().await.map_err(|e| {
-        ActivityError::Transient {
+    let response = env
+        .http
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| ActivityError::Transient {
             code: "WebhookUnreachable".to_owned(),
             message: format!("could not deliver to webhook: {e}"),
             retry_after: None,
-        }
-    })?;
+        })?;
     let status = response.status();
     if status.is_success() {
         return Ok(status.as_u16());

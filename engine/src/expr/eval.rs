@@ -37,7 +37,11 @@ pub(crate) fn eval(ast: &Ast, src: &str, scope: &Scope<'_>) -> Result<Value, Eva
             let v = eval(inner, src, scope)?;
             match v {
                 Value::Bool(b) => Ok(Value::Bool(!b)),
-                other => Err(type_error(src, *span, format!("`!` needs true or false, found {}", describe(&other)))),
+                other => Err(type_error(
+                    src,
+                    *span,
+                    format!("`!` needs true or false, found {}", describe(&other)),
+                )),
             }
         }
         Ast::Bin(op @ (BinOp::And | BinOp::Or), a, b, span) => {
@@ -55,7 +59,9 @@ pub(crate) fn eval(ast: &Ast, src: &str, scope: &Scope<'_>) -> Result<Value, Eva
         Ast::Bin(op, a, b, span) => {
             let left = eval(a, src, scope)?;
             let right = eval(b, src, scope)?;
-            compare(*op, &left, &right).map(Value::Bool).map_err(|m| type_error(src, *span, m))
+            compare(*op, &left, &right)
+                .map(Value::Bool)
+                .map_err(|m| type_error(src, *span, m))
         }
         Ast::Call(name, args, span) => {
             let mut values = Vec::with_capacity(args.len());
@@ -73,7 +79,11 @@ fn as_bool(v: Value, src: &str, span: (usize, usize), op: BinOp) -> Result<bool,
         other => Err(type_error(
             src,
             span,
-            format!("`{}` needs true or false on both sides, found {}", super::syntax::op_text(op), describe(&other)),
+            format!(
+                "`{}` needs true or false on both sides, found {}",
+                super::syntax::op_text(op),
+                describe(&other)
+            ),
         )),
     }
 }
@@ -105,10 +115,16 @@ fn eval_path(p: &Path, src: &str, scope: &Scope<'_>) -> Result<Value, EvalError>
         Root::Run => (scope.run, &p.segments[..], 0),
         Root::Steps => {
             let Some(Segment::Key(id)) = p.segments.first() else {
-                return Err(EvalError::MissingPath { path: text, detail: "no step id".into() });
+                return Err(EvalError::MissingPath {
+                    path: text,
+                    detail: "no step id".into(),
+                });
             };
             let Some(step) = scope.steps.get(id) else {
-                return Err(EvalError::StepNotRun { path: text, step: id.clone() });
+                return Err(EvalError::StepNotRun {
+                    path: text,
+                    step: id.clone(),
+                });
             };
             match p.segments.get(1) {
                 Some(Segment::Key(k)) if k == "status" => return Ok(Value::String(step.status.clone())),
@@ -239,13 +255,18 @@ fn call(name: &str, args: &[Value]) -> Result<Value, String> {
         )),
         ("starts_with", [Value::String(s), Value::String(p)]) => Ok(Value::Bool(s.starts_with(p.as_str()))),
         ("ends_with", [Value::String(s), Value::String(p)]) => Ok(Value::Bool(s.ends_with(p.as_str()))),
-        ("starts_with" | "ends_with", [a, b]) => {
-            Err(format!("`{name}` takes two strings, found {} and {}", describe(a), describe(b)))
-        }
+        ("starts_with" | "ends_with", [a, b]) => Err(format!(
+            "`{name}` takes two strings, found {} and {}",
+            describe(a),
+            describe(b)
+        )),
         ("len", [Value::String(s)]) => Ok(Value::from(s.chars().count())),
         ("len", [Value::Array(a)]) => Ok(Value::from(a.len())),
         ("len", [Value::Object(m)]) => Ok(Value::from(m.len())),
-        ("len", [other]) => Err(format!("`len` takes a string, list or object, found {}", describe(other))),
+        ("len", [other]) => Err(format!(
+            "`len` takes a string, list or object, found {}",
+            describe(other)
+        )),
         ("coalesce", values) => Ok(values.iter().find(|v| !v.is_null()).cloned().unwrap_or(Value::Null)),
         _ => Err(format!("`{name}` cannot take {} argument(s)", args.len())),
     }

@@ -280,7 +280,10 @@ fn lex_string(rest: &str, at: usize, quote: char) -> Result<(String, usize), Exp
         }
         out.push(ch);
     }
-    Err(ExprError::new(at, format!("unterminated string (missing closing {quote})")))
+    Err(ExprError::new(
+        at,
+        format!("unterminated string (missing closing {quote})"),
+    ))
 }
 
 fn lex_number(rest: &str, at: usize) -> Result<(Tok, usize), ExprError> {
@@ -291,7 +294,10 @@ fn lex_number(rest: &str, at: usize) -> Result<(Tok, usize), ExprError> {
         j += 1;
     }
     if j == digits_start {
-        return Err(ExprError::new(at, "`-` must be followed by a number (there is no subtraction)"));
+        return Err(ExprError::new(
+            at,
+            "`-` must be followed by a number (there is no subtraction)",
+        ));
     }
     let mut is_float = false;
     if j + 1 < bytes.len() && bytes[j] == b'.' && bytes[j + 1].is_ascii_digit() {
@@ -335,15 +341,27 @@ fn lex_number(rest: &str, at: usize) -> Result<(Tok, usize), ExprError> {
     }
 }
 
+/// Longest accepted expression, in bytes.
+pub(crate) const MAX_EXPR_BYTES: usize = 4096;
+/// Deepest accepted nesting of parentheses, `!` and function calls.
+const MAX_DEPTH: usize = 32;
+
 struct Parser<'s> {
     src: &'s str,
     toks: Vec<(Tok, usize)>,
     pos: usize,
     end: usize,
+    depth: usize,
 }
 
 /// Parses `src[start..end]` as one expression.
 pub(crate) fn parse(src: &str, start: usize, end: usize) -> Result<Ast, ExprError> {
+    if end.saturating_sub(start) > MAX_EXPR_BYTES {
+        return Err(ExprError::new(
+            start,
+            format!("the expression is longer than {MAX_EXPR_BYTES} bytes"),
+        ));
+    }
     let toks = lex(src, start, end)?;
     if matches!(toks.first(), Some((Tok::End, _))) {
         return Err(ExprError::new(start, "empty expression"));
@@ -353,6 +371,7 @@ pub(crate) fn parse(src: &str, start: usize, end: usize) -> Result<Ast, ExprErro
         toks,
         pos: 0,
         end,
+        depth: 0,
     };
     let ast = p.or()?;
     let (tok, at) = p.peek();
@@ -427,9 +446,7 @@ impl Parser<'_> {
         };
         self.bump();
         let right = self.unary()?;
-        if let (Tok::Op(BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge), at) =
-            self.peek()
-        {
+        if let (Tok::Op(BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge), at) = self.peek() {
             return Err(ExprError::new(
                 *at,
                 "comparisons cannot be chained; use `&&` or parentheses",
@@ -439,10 +456,23 @@ impl Parser<'_> {
         Ok(Ast::Bin(op, Box::new(left), Box::new(right), span))
     }
 
+    fn enter(&mut self, at: usize) -> Result<(), ExprError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(ExprError::new(
+                at,
+                format!("the expression nests deeper than {MAX_DEPTH} levels"),
+            ));
+        }
+        Ok(())
+    }
+
     fn unary(&mut self) -> Result<Ast, ExprError> {
         if self.peek().0 == Tok::Not {
             let (_, at) = self.bump();
+            self.enter(at)?;
             let inner = self.unary()?;
+            self.depth -= 1;
             let span = (at, inner.span().1);
             return Ok(Ast::Not(Box::new(inner), span));
         }
@@ -454,13 +484,12 @@ impl Parser<'_> {
         match tok {
             Tok::Str(s) => Ok(self.lit(Value::String(s), at)),
             Tok::Int(i) => Ok(self.lit(Value::from(i), at)),
-            Tok::Float(f) => Ok(self.lit(
-                serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number),
-                at,
-            )),
+            Tok::Float(f) => Ok(self.lit(serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number), at)),
             Tok::LParen => {
+                self.enter(at)?;
                 let inner = self.or()?;
                 self.expect(Tok::RParen, "`)`")?;
+                self.depth -= 1;
                 Ok(inner)
             }
             Tok::Ident(name) => match name.as_str() {
@@ -479,7 +508,10 @@ impl Parser<'_> {
                 )),
             },
             Tok::End => Err(ExprError::new(at, "expected a value, found the end of the expression")),
-            other => Err(ExprError::new(at, format!("expected a value, found {}", describe(&other)))),
+            other => Err(ExprError::new(
+                at,
+                format!("expected a value, found {}", describe(&other)),
+            )),
         }
     }
 
@@ -499,6 +531,7 @@ impl Parser<'_> {
             ));
         };
         self.bump();
+        self.enter(at)?;
         let mut args = Vec::new();
         if self.peek().0 != Tok::RParen {
             loop {
@@ -511,6 +544,7 @@ impl Parser<'_> {
             }
         }
         self.expect(Tok::RParen, "`,` or `)`")?;
+        self.depth -= 1;
         if !arity.contains(&args.len()) {
             let want = if arity.start() == arity.end() {
                 format!("{}", arity.start())
@@ -610,10 +644,7 @@ fn check_shape(path: &Path, src: &str) -> Result<(), ExprError> {
                     ));
                 }
                 Some("output") => {
-                    return Err(ExprError::new(
-                        path.start,
-                        format!("`{text}`: did you mean `outputs`?"),
-                    ));
+                    return Err(ExprError::new(path.start, format!("`{text}`: did you mean `outputs`?")));
                 }
                 _ => {
                     return Err(ExprError::new(

@@ -24,7 +24,10 @@ impl Expr {
         let (start, end) = unwrap_braces(s);
         if s[start..end].contains("${{") {
             let at = start + s[start..end].find("${{").unwrap_or(0);
-            return Err(ExprError::new(at, "`${{` inside an expression; write the expression without it"));
+            return Err(ExprError::new(
+                at,
+                "`${{` inside an expression; write the expression without it",
+            ));
         }
         let ast = syntax::parse(s, start, end)?;
         Ok(Expr { src: s.to_owned(), ast })
@@ -62,10 +65,9 @@ impl Expr {
         out
     }
 
-    /// What the expression is known to produce without a run (`None` when it depends on
-    /// a path).
-    pub(crate) fn static_kind(&self) -> Option<&'static str> {
-        self.ast.static_kind()
+    /// The parsed expression.
+    pub(crate) fn ast(&self) -> &Ast {
+        &self.ast
     }
 }
 
@@ -170,7 +172,10 @@ impl Template {
         if i < s.len() {
             parts.push(Part::Text(s[i..].to_owned()));
         }
-        Ok(Template { src: s.to_owned(), parts })
+        Ok(Template {
+            src: s.to_owned(),
+            parts,
+        })
     }
 
     /// The text as written.
@@ -479,7 +484,12 @@ mod tests {
             run: &f.run,
         };
         let mut out = String::new();
-        for src in ["${{ params.flag }}", "params.n > 1", "params.target", "${{ steps.skipped-one.outputs.x }}"] {
+        for src in [
+            "${{ params.flag }}",
+            "params.n > 1",
+            "params.target",
+            "${{ steps.skipped-one.outputs.x }}",
+        ] {
             let r = Expr::parse(src).expect("parses").eval_bool(&scope);
             let _ = writeln!(out, "{src:<40} {r:?}");
         }

@@ -12,8 +12,9 @@ use super::yaml::{self, Value as Yaml};
 
 impl ParamType {
     /// Every type name, as written in `type:`.
-    pub const NAMES: &'static [&'static str] =
-        &["string", "name", "int", "number", "bool", "duration", "instance", "list", "object"];
+    pub const NAMES: &'static [&'static str] = &[
+        "string", "name", "int", "number", "bool", "duration", "instance", "list", "object",
+    ];
 
     /// The type name as written in `type:`.
     pub fn name(self) -> &'static str {
@@ -95,7 +96,7 @@ pub(crate) fn check_value(ty: ParamType, v: &Value, allow_null: bool) -> Result<
         }
         (ParamType::Number, Value::Number(_)) | (ParamType::Bool, Value::Bool(_)) => v.clone(),
         (ParamType::Duration, Value::String(s)) => {
-            if let Err(e) = fogbook_activities::duration::parse(s) {
+            if let Err(e) = super::reader::parse_duration(s) {
                 problems.push((String::new(), e));
             }
             v.clone()
@@ -107,18 +108,27 @@ pub(crate) fn check_value(ty: ParamType, v: &Value, allow_null: bool) -> Result<
         (ParamType::List, Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
                 if !item.is_string() {
-                    problems.push((format!("[{i}]"), format!("a list holds strings, found {}", describe(item))));
+                    problems.push((
+                        format!("[{i}]"),
+                        format!("a list holds strings, found {}", describe(item)),
+                    ));
                 }
             }
             v.clone()
         }
         (ParamType::Object, Value::Object(_)) => v.clone(),
         (ParamType::Duration, Value::Number(n)) => {
-            problems.push((String::new(), format!("a duration needs a unit: write `{n}s`, `{n}m` or `{n}h`")));
+            problems.push((
+                String::new(),
+                format!("a duration needs a unit: write `{n}s`, `{n}m` or `{n}h`"),
+            ));
             v.clone()
         }
         _ => {
-            problems.push((String::new(), format!("expected {}, found {}", expected(ty), describe(v))));
+            problems.push((
+                String::new(),
+                format!("expected {}, found {}", expected(ty), describe(v)),
+            ));
             v.clone()
         }
     };
@@ -148,10 +158,12 @@ pub(crate) fn name_problem(s: &str) -> Option<String> {
         return Some(format!("`{}` contains a control character", s.escape_debug()));
     }
     if s.contains('/') || s.contains('\\') {
-        return Some(format!("`{s}` must not contain `/` or `\\` (it is one resource name, not a path)"));
+        return Some(format!(
+            "`{s}` contains `/` or `\\`, which a resource name cannot (it is one name, not a path)"
+        ));
     }
     if s.contains("..") {
-        return Some(format!("`{s}` must not contain `..`"));
+        return Some(format!("`{s}` contains `..`, which a resource name cannot"));
     }
     if s.chars().count() > 260 {
         return Some("a resource name is at most 260 characters".to_owned());
@@ -164,14 +176,24 @@ fn check_instance(m: &Map<String, Value>, problems: &mut Problems) {
         let sub = format!(".{k}");
         if !INSTANCE_FIELDS.contains(&k.as_str()) {
             let hint = suggest::hint(k, INSTANCE_FIELDS.iter().copied());
-            problems.push((sub, format!("an instance has no field `{k}`{hint}; it has {}", INSTANCE_FIELDS.join(", "))));
+            problems.push((
+                sub,
+                format!(
+                    "an instance has no field `{k}`{hint}; it has {}",
+                    INSTANCE_FIELDS.join(", ")
+                ),
+            ));
             continue;
         }
         let Value::String(s) = v else {
             problems.push((sub, format!("expected a string, found {}", describe(v))));
             continue;
         };
-        let problem = if k == "subnet_id" { subnet_problem(s) } else { name_problem(s) };
+        let problem = if k == "subnet_id" {
+            subnet_problem(s)
+        } else {
+            name_problem(s)
+        };
         if let Some(p) = problem {
             problems.push((sub, p));
         }
@@ -188,7 +210,9 @@ fn subnet_problem(s: &str) -> Option<String> {
         return Some("`subnet_id` contains a control character".to_owned());
     }
     if s.contains("..") || s.contains("//") || s.contains('?') || s.contains('#') || s.contains('\\') {
-        return Some(format!("`{s}` is not a resource id (it contains `..`, `//`, `?`, `#` or `\\`)"));
+        return Some(format!(
+            "`{s}` is not a resource id (it contains `..`, `//`, `?`, `#` or `\\`)"
+        ));
     }
     let lower = s.to_ascii_lowercase();
     if !lower.starts_with("/subscriptions/") || !lower.contains("/subnets/") {
@@ -204,7 +228,11 @@ fn subnet_problem(s: &str) -> Option<String> {
 pub fn parse_params(text: &str, origin: &str) -> Result<Map<String, Value>, Diagnostics> {
     let mut cx = Cx::new(origin, text);
     if text.len() > MAX_FILE_BYTES {
-        cx.error(None, "", format!("the file is larger than {} KiB", MAX_FILE_BYTES / 1024));
+        cx.error(
+            None,
+            "",
+            format!("the file is larger than {} KiB", MAX_FILE_BYTES / 1024),
+        );
         return Err(cx.finish().err().unwrap_or_default());
     }
     let root = match yaml::parse(text) {
@@ -233,14 +261,18 @@ pub fn parse_params(text: &str, origin: &str) -> Result<Map<String, Value>, Diag
         other => cx.error(
             root.pos,
             "",
-            format!("a parameter file must be a mapping of parameter names to values, found {}", other.kind()),
+            format!(
+                "a parameter file must be a mapping of parameter names to values, found {}",
+                other.kind()
+            ),
         ),
     }
     cx.finish().map(|_| out)
 }
 
 /// Parses a `--set key=value` argument. The value is read as YAML (`true`, `42`, `1.5`,
-/// `[a, b]`, `{k: v}`; anything else is text; an empty value is the empty string). A
+/// `[a, b]`, `{k: v}`; anything else, such as `a: b`, `0042` or `x # y`, is text as
+/// written; an empty value is the empty string). A
 /// dotted key (`primary.name=mi-a`) is returned as it is; [`resolve_params`] sets the
 /// nested field.
 pub fn parse_set(arg: &str) -> Result<(String, Value), String> {
@@ -261,6 +293,10 @@ pub fn parse_set(arg: &str) -> Result<(String, Value), String> {
     let trimmed = raw.trim();
     if trimmed.is_empty() {
         return Ok((key.to_owned(), Value::String(String::new())));
+    }
+    if trimmed.contains(" #") {
+        // Not a YAML comment on the command line: the text is meant as written.
+        return Ok((key.to_owned(), Value::String(raw.to_owned())));
     }
     let value = match yaml::parse(trimmed) {
         // A mapping only when written as one (`{..}`): `a: b` is text.
@@ -309,7 +345,11 @@ pub fn resolve_params(rb: &Runbook, given: Map<String, Value>, origin: &str) -> 
             let msg = if names.is_empty() {
                 format!("unknown parameter `{k}`: runbook `{}` takes no parameters", rb.name)
             } else if hint.is_empty() {
-                format!("unknown parameter `{k}`; runbook `{}` takes: {}", rb.name, names.join(", "))
+                format!(
+                    "unknown parameter `{k}`; runbook `{}` takes: {}",
+                    rb.name,
+                    names.join(", ")
+                )
             } else {
                 format!("unknown parameter `{k}`{hint}")
             };
@@ -325,15 +365,16 @@ pub fn resolve_params(rb: &Runbook, given: Map<String, Value>, origin: &str) -> 
             continue;
         };
         if !matches!(decl.ty, ParamType::Instance | ParamType::Object) {
-            push(k.clone(), format!("`{root}` is a {} and has no fields", decl.ty.name()));
+            push(
+                k.clone(),
+                format!("`{root}` is of type `{}` and has no fields", decl.ty.name()),
+            );
             continue;
         }
-        let base = values
-            .entry(root.to_owned())
-            .or_insert_with(|| match &decl.default {
-                Some(d @ Value::Object(_)) => d.clone(),
-                _ => Value::Object(Map::new()),
-            });
+        let base = values.entry(root.to_owned()).or_insert_with(|| match &decl.default {
+            Some(d @ Value::Object(_)) => d.clone(),
+            _ => Value::Object(Map::new()),
+        });
         let mut cur = base;
         let rest: Vec<&str> = segs.collect();
         let mut ok = true;
@@ -348,10 +389,15 @@ pub fn resolve_params(rb: &Runbook, given: Map<String, Value>, origin: &str) -> 
                 obj.insert((*seg).to_owned(), v.clone());
                 break;
             }
-            cur = obj.entry((*seg).to_owned()).or_insert_with(|| Value::Object(Map::new()));
+            cur = obj
+                .entry((*seg).to_owned())
+                .or_insert_with(|| Value::Object(Map::new()));
         }
         if !ok {
-            push(k.clone(), format!("cannot set a field inside `{root}`: it is not a mapping"));
+            push(
+                k.clone(),
+                format!("cannot set a field inside `{root}`: it is not a mapping"),
+            );
         }
     }
 
@@ -375,7 +421,11 @@ pub fn resolve_params(rb: &Runbook, given: Map<String, Value>, origin: &str) -> 
                 }
                 None => push(
                     decl.name.clone(),
-                    format!("missing required parameter `{}` ({})", decl.name, expected(decl.ty)),
+                    format!(
+                        "missing required parameter `{}` (type `{}`, no default)",
+                        decl.name,
+                        decl.ty.name()
+                    ),
                 ),
             },
         }
@@ -384,5 +434,100 @@ pub fn resolve_params(rb: &Runbook, given: Map<String, Value>, origin: &str) -> 
         Ok(Value::Object(out))
     } else {
         Err(Diagnostics(errors))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Write as _;
+
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn set_values_are_read_as_yaml() {
+        let mut out = String::new();
+        for arg in [
+            "size=32",
+            "ratio=1.5",
+            "big=1e3",
+            "flag=true",
+            "flag=no",
+            "name=fog-sales",
+            "id=0042",
+            "n=1_000",
+            "empty=",
+            "nothing=null",
+            "tilde=~",
+            "regions=[westeurope, northeurope]",
+            "tags={team: data, tier: 1}",
+            "msg=note: this is text",
+            "msg=a # not a comment",
+            "url=https://example.invalid/x?a=b",
+            "spaced =  padded ",
+            "primary.name=mi-b",
+            "a.b.c=1",
+            "bad=[unclosed",
+            "noequals",
+            "=value",
+            "a..b=1",
+            "a b=1",
+        ] {
+            let _ = writeln!(out, "{arg:<40} {:?}", parse_set(arg));
+        }
+        insta::assert_snapshot!(out);
+    }
+
+    fn runbook() -> Runbook {
+        let text = r#"
+runbook: p
+version: 1
+params:
+  name: { type: name }
+  text: { type: string, default: "x" }
+  primary: { type: instance, default: { subscription: s, resource_group: rg, name: mi } }
+  tags: { type: object, default: { a: 1 } }
+  size: { type: int, default: 1 }
+  opt: { type: string, default: null }
+steps:
+  - id: a
+    uses: wait
+    with: { duration: 1s }
+"#;
+        crate::runbook::parse(text, "p.yaml").expect("valid")
+    }
+
+    fn resolve(given: Value) -> String {
+        let Value::Object(given) = given else { unreachable!() };
+        match resolve_params(&runbook(), given, "given") {
+            Ok(v) => format!("ok {v}"),
+            Err(d) => format!("err\n{d}"),
+        }
+    }
+
+    #[test]
+    fn defaults_and_coercions() {
+        insta::assert_snapshot!(resolve(json!({ "name": "fog-1" })), @r#"ok {"name":"fog-1","opt":null,"primary":{"name":"mi","resource_group":"rg","subscription":"s"},"size":1,"tags":{"a":1},"text":"x"}"#);
+        insta::assert_snapshot!(resolve(json!({ "name": 42, "text": true, "opt": null })), @r#"ok {"name":"42","opt":null,"primary":{"name":"mi","resource_group":"rg","subscription":"s"},"size":1,"tags":{"a":1},"text":"true"}"#);
+    }
+
+    #[test]
+    fn dotted_keys_set_fields_on_top_of_file_or_default() {
+        insta::assert_snapshot!(resolve(json!({ "name": "n", "primary.name": "mi-2", "tags.b.c": 2 })), @r#"ok {"name":"n","opt":null,"primary":{"name":"mi-2","resource_group":"rg","subscription":"s"},"size":1,"tags":{"a":1,"b":{"c":2}},"text":"x"}"#);
+        insta::assert_snapshot!(resolve(json!({ "name": "n", "primary": { "subscription": "s2", "resource_group": "r2", "name": "m2" }, "primary.location": "westeurope" })), @r#"ok {"name":"n","opt":null,"primary":{"location":"westeurope","name":"m2","resource_group":"r2","subscription":"s2"},"size":1,"tags":{"a":1},"text":"x"}"#);
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        insta::assert_snapshot!(resolve(json!({ "size.x": 1, "nme": "n", "primary.name": "a/b", "primary.bogus": "x", "text": "a\u{1}b" })), @r"
+        err
+        given: nme: unknown parameter `nme` (did you mean `name`?)
+        given: size.x: `size` is of type `int` and has no fields
+        given: name: missing required parameter `name` (type `name`, no default)
+        given: text: must not contain control characters
+        given: primary.bogus: an instance has no field `bogus`; it has subscription, resource_group, name, location, subnet_id
+        given: primary.name: `a/b` contains `/` or `\`, which a resource name cannot (it is one name, not a path)
+        ");
     }
 }

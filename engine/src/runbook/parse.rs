@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use super::diagnostics::Diagnostics;
 use super::model::{
-    ErrorClass, Limits, NotifyConfig, NotifyEvent, OnFailure, ParamDecl, ParamType, RetryPolicy, Runbook, Step,
-    StepId, WindowEdge, WithValue,
+    ErrorClass, Limits, NotifyConfig, NotifyEvent, OnFailure, ParamDecl, ParamType, RetryPolicy, Runbook, Step, StepId,
+    WindowEdge, WithValue,
 };
 use super::params::check_value;
 use super::reader::{Cx, describe_node, join};
@@ -16,7 +16,16 @@ use super::with_schema;
 use super::yaml::{self, Node, Value};
 use crate::expr::{Expr, Template};
 
-const TOP_FIELDS: &[&str] = &["runbook", "version", "description", "params", "limits", "locks", "notify", "steps"];
+const TOP_FIELDS: &[&str] = &[
+    "runbook",
+    "version",
+    "description",
+    "params",
+    "limits",
+    "locks",
+    "notify",
+    "steps",
+];
 const PARAM_FIELDS: &[&str] = &["type", "description", "default"];
 const STEP_FIELDS: &[&str] = &[
     "id",
@@ -30,7 +39,14 @@ const STEP_FIELDS: &[&str] = &[
     "unprotected",
     "listener",
 ];
-const RETRY_FIELDS: &[&str] = &["max_attempts", "initial_interval", "max_interval", "multiplier", "jitter", "on"];
+const RETRY_FIELDS: &[&str] = &[
+    "max_attempts",
+    "initial_interval",
+    "max_interval",
+    "multiplier",
+    "jitter",
+    "on",
+];
 const NOTIFY_EVENTS: &[&str] = &[
     "window_opened",
     "window_closed",
@@ -64,7 +80,11 @@ const TIMEOUT_ADVICE: &[(&str, Duration, &str)] = &[(
 pub fn parse(text: &str, origin: &str) -> Result<Runbook, Diagnostics> {
     let mut cx = Cx::new(origin, text);
     if text.len() > MAX_FILE_BYTES {
-        cx.error(None, "", format!("the file is larger than {} KiB", MAX_FILE_BYTES / 1024));
+        cx.error(
+            None,
+            "",
+            format!("the file is larger than {} KiB", MAX_FILE_BYTES / 1024),
+        );
         return cx.finish().map(|_| unreachable_runbook());
     }
     let root = match yaml::parse(text) {
@@ -111,9 +131,8 @@ fn read_runbook(cx: &mut Cx<'_>, root: &Node) -> Option<Runbook> {
         );
         return None;
     }
-    let Some(top) = cx.mapping(root, "", "a runbook", TOP_FIELDS, &["runbook", "version", "steps"]) else {
-        return None;
-    };
+    let top = cx.mapping(root, "", "a runbook", TOP_FIELDS, &["runbook", "version", "steps"])?;
+    // Top-level `x-…` keys are free (a place for anchors); `Cx::mapping` skips them.
 
     let name = top.get("runbook").and_then(|n| runbook_name(cx, n));
     let version = top.get("version").and_then(|n| {
@@ -121,7 +140,11 @@ fn read_runbook(cx: &mut Cx<'_>, root: &Node) -> Option<Runbook> {
         match u32::try_from(v) {
             Ok(v) if v >= 1 => Some(v),
             _ => {
-                cx.error(n.pos, "version", format!("`version` must be a positive integer, found {v}"));
+                cx.error(
+                    n.pos,
+                    "version",
+                    format!("`version` must be a positive integer, found {v}"),
+                );
                 None
             }
         }
@@ -132,6 +155,11 @@ fn read_runbook(cx: &mut Cx<'_>, root: &Node) -> Option<Runbook> {
 
     let params = top.get("params").map(|n| read_params(cx, n)).unwrap_or_default();
     let param_types: BTreeMap<String, ParamType> = params.iter().map(|p| (p.name.clone(), p.ty)).collect();
+    let nullable: std::collections::BTreeSet<String> = params
+        .iter()
+        .filter(|p| matches!(p.default, Some(serde_json::Value::Null)))
+        .map(|p| p.name.clone())
+        .collect();
 
     let limits = top.get("limits").map(|n| read_limits(cx, n)).unwrap_or_default();
 
@@ -153,18 +181,26 @@ fn read_runbook(cx: &mut Cx<'_>, root: &Node) -> Option<Runbook> {
         current: None,
         run: false,
         place: "a lock key",
+        nullable: &nullable,
     };
-    let locks = top.get("locks").map(|n| read_locks(cx, n, &lock_scope)).unwrap_or_default();
+    let locks = top
+        .get("locks")
+        .map(|n| read_locks(cx, n, &lock_scope))
+        .unwrap_or_default();
     let notify_scope = RefScope {
         params: &param_types,
         steps: &step_index,
         current: None,
         run: true,
         place: "`notify.url`",
+        nullable: &nullable,
     };
     let notify = top.get("notify").and_then(|n| read_notify(cx, n, &notify_scope));
 
-    if top.get("steps").is_some() && step_nodes.is_empty() && matches!(top.get("steps").map(|n| &n.value), Some(Value::Seq(_))) {
+    if top.get("steps").is_some()
+        && step_nodes.is_empty()
+        && matches!(top.get("steps").map(|n| &n.value), Some(Value::Seq(_)))
+    {
         let pos = top.get("steps").and_then(|n| n.pos);
         cx.error(pos, "steps", "a runbook needs at least one step");
     }
@@ -177,12 +213,20 @@ fn read_runbook(cx: &mut Cx<'_>, root: &Node) -> Option<Runbook> {
             current: Some(i),
             run: true,
             place: "a step",
+            nullable: &nullable,
         };
         if let Some(step) = read_step(cx, n, i, &scope, &mut first_seen) {
             steps.push((step, n));
         }
     }
     check_windows(cx, step_nodes);
+    // Only for an otherwise valid runbook: with errors, an expression that did not parse
+    // may be the one that uses the parameter.
+    if let Some(params_node) = top.get("params")
+        && !cx.has_errors()
+    {
+        warn_unused_params(cx, params_node, &params);
+    }
 
     let (Some(name), Some(version)) = (name, version) else {
         return None;
@@ -207,7 +251,8 @@ fn is_runbook_name(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 64
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -235,7 +280,8 @@ pub(crate) fn is_step_id(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 64
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
 }
 
 fn is_param_name(s: &str) -> bool {
@@ -259,7 +305,14 @@ fn read_params(cx: &mut Cx<'_>, node: &Node) -> Vec<ParamDecl> {
     let mut out = Vec::new();
     let Value::Map(entries) = &node.value else {
         if !matches!(node.value, Value::Null) {
-            cx.error(node.pos, "params", format!("`params` must be a mapping of names to declarations, found {}", node.value.kind()));
+            cx.error(
+                node.pos,
+                "params",
+                format!(
+                    "`params` must be a mapping of names to declarations, found {}",
+                    node.value.kind()
+                ),
+            );
         }
         return out;
     };
@@ -290,15 +343,18 @@ fn read_params(cx: &mut Cx<'_>, node: &Node) -> Vec<ParamDecl> {
             );
             continue;
         }
-        let Some(f) = cx.mapping(v, &path, &what, PARAM_FIELDS, &["type"]) else { continue };
+        let Some(f) = cx.mapping(v, &path, &what, PARAM_FIELDS, &["type"]) else {
+            continue;
+        };
         let ty = f.get("type").and_then(|t| {
             let tpath = join(&path, "type");
             let c = cx.choice(t, &tpath, "the parameter type", ParamType::NAMES)?;
             ParamType::from_name(c)
         });
-        let description = f
-            .get("description")
-            .and_then(|d| cx.string(d, &join(&path, "description"), "`description`").map(str::to_owned));
+        let description = f.get("description").and_then(|d| {
+            cx.string(d, &join(&path, "description"), "`description`")
+                .map(str::to_owned)
+        });
         let default = match (f.get("default"), ty) {
             (Some(d), Some(ty)) => {
                 let json = d.to_json();
@@ -362,10 +418,14 @@ fn template(cx: &mut Cx<'_>, node: &Node, s: &str, path: &str, scope: &RefScope<
 
 fn read_locks(cx: &mut Cx<'_>, node: &Node, scope: &RefScope<'_>) -> Vec<Template> {
     let mut out = Vec::new();
-    let Some(items) = cx.seq(node, "locks", "`locks`") else { return out };
+    let Some(items) = cx.seq(node, "locks", "`locks`") else {
+        return out;
+    };
     for (i, item) in items.iter().enumerate() {
         let path = format!("locks[{i}]");
-        let Some(s) = cx.string(item, &path, "a lock key") else { continue };
+        let Some(s) = cx.string(item, &path, "a lock key") else {
+            continue;
+        };
         if s.trim().is_empty() {
             cx.error(item.pos, &path, "a lock key cannot be empty");
             continue;
@@ -385,7 +445,11 @@ fn read_notify(cx: &mut Cx<'_>, node: &Node, scope: &RefScope<'_>) -> Option<Not
         if let Some(lit) = t.as_literal()
             && !(lit.starts_with("http://") || lit.starts_with("https://"))
         {
-            cx.error(n.pos, "notify.url", format!("`url` must start with http:// or https://, found `{lit}`"));
+            cx.error(
+                n.pos,
+                "notify.url",
+                format!("`url` must start with http:// or https://, found `{lit}`"),
+            );
             return None;
         }
         Some(t)
@@ -461,7 +525,11 @@ fn read_step(
     let name = f.get("name").and_then(|n| {
         let s = cx.string(n, &join(&path, "name"), "a step name")?;
         if s.chars().any(char::is_control) || s.chars().count() > 200 {
-            cx.error(n.pos, &join(&path, "name"), "a step name must be one line of at most 200 characters");
+            cx.error(
+                n.pos,
+                &join(&path, "name"),
+                "a step name must be one line of at most 200 characters",
+            );
             return None;
         }
         Some(s.to_owned())
@@ -495,14 +563,18 @@ fn read_step(
                 Value::Map(_) => with_map(cx, n, &wpath, scope),
                 Value::Null => Some(BTreeMap::new()),
                 other => {
-                    cx.error(n.pos, &wpath, format!("`with` must be a mapping of inputs, found {}", other.kind()));
+                    cx.error(
+                        n.pos,
+                        &wpath,
+                        format!("`with` must be a mapping of inputs, found {}", other.kind()),
+                    );
                     None
                 }
             };
             if let Some(uses) = &uses
                 && matches!(n.value, Value::Map(_))
             {
-                with_schema::check(cx, uses, n, &wpath);
+                with_schema::check(cx, uses, n, &wpath, scope);
             }
             converted
         }
@@ -514,7 +586,9 @@ fn read_step(
         with_schema::check_missing(cx, uses, node, &join(&path, "with"));
     }
 
-    let when = f.get("when").and_then(|n| read_when(cx, n, &join(&path, "when"), scope));
+    let when = f
+        .get("when")
+        .and_then(|n| read_when(cx, n, &join(&path, "when"), scope));
 
     let timeout = f.get("timeout").and_then(|n| {
         let tpath = join(&path, "timeout");
@@ -548,7 +622,13 @@ fn read_step(
         None => Some(OnFailure::Fail),
         Some(n) => cx
             .choice(n, &join(&path, "on_failure"), "`on_failure`", &["fail", "continue"])
-            .map(|c| if c == "continue" { OnFailure::Continue } else { OnFailure::Fail }),
+            .map(|c| {
+                if c == "continue" {
+                    OnFailure::Continue
+                } else {
+                    OnFailure::Fail
+                }
+            }),
     };
     let unprotected = edge(cx, f.get("unprotected"), &join(&path, "unprotected"), "`unprotected`");
     let listener = edge(cx, f.get("listener"), &join(&path, "listener"), "`listener`");
@@ -571,7 +651,11 @@ fn read_step(
 fn edge(cx: &mut Cx<'_>, node: Option<&Node>, path: &str, what: &str) -> Option<Option<WindowEdge>> {
     let Some(n) = node else { return Some(None) };
     let c = cx.choice(n, path, what, &["opens", "closes"])?;
-    Some(Some(if c == "opens" { WindowEdge::Opens } else { WindowEdge::Closes }))
+    Some(Some(if c == "opens" {
+        WindowEdge::Opens
+    } else {
+        WindowEdge::Closes
+    }))
 }
 
 fn read_when(cx: &mut Cx<'_>, n: &Node, path: &str, scope: &RefScope<'_>) -> Option<Expr> {
@@ -582,7 +666,10 @@ fn read_when(cx: &mut Cx<'_>, n: &Node, path: &str, scope: &RefScope<'_>) -> Opt
             cx.error(
                 n.pos,
                 path,
-                format!("`when` must be a condition such as \"${{{{ params.x == 'y' }}}}\", found {}", describe_node(other)),
+                format!(
+                    "`when` must be a condition such as \"${{{{ params.x == 'y' }}}}\", found {}",
+                    describe_node(other)
+                ),
             );
             return None;
         }
@@ -590,10 +677,14 @@ fn read_when(cx: &mut Cx<'_>, n: &Node, path: &str, scope: &RefScope<'_>) -> Opt
     match Expr::parse(&text) {
         Ok(e) => {
             check_paths(cx, scope, n, &text, path, &e.paths());
-            if let Some(kind) = e.static_kind()
+            if let Some(kind) = super::refs::static_kind(e.ast(), scope.params, scope.nullable)
                 && kind != "boolean"
             {
-                cx.error(n.pos, path, format!("`when` must be true or false, but `{}` is a {kind}", text.trim()));
+                cx.error(
+                    n.pos,
+                    path,
+                    format!("`when` must be true or false, but `{}` is a {kind}", text.trim()),
+                );
                 return None;
             }
             Some(e)
@@ -618,14 +709,22 @@ fn read_retry(cx: &mut Cx<'_>, node: &Node, path: &str) -> Option<RetryPolicy> {
         match cx.integer(n, &p, "`max_attempts`") {
             Some(v) if (1..=MAX_ATTEMPTS).contains(&v) => policy.max_attempts = u32::try_from(v).unwrap_or(1),
             Some(v) => {
-                cx.error(n.pos, &p, format!("`max_attempts` must be between 1 and {MAX_ATTEMPTS}, found {v}"));
+                cx.error(
+                    n.pos,
+                    &p,
+                    format!("`max_attempts` must be between 1 and {MAX_ATTEMPTS}, found {v}"),
+                );
                 ok = false;
             }
             None => ok = false,
         }
     }
-    let initial = f.get("initial_interval").map(|n| (n, cx.duration(n, &join(path, "initial_interval"), "`initial_interval`")));
-    let max = f.get("max_interval").map(|n| (n, cx.duration(n, &join(path, "max_interval"), "`max_interval`")));
+    let initial = f
+        .get("initial_interval")
+        .map(|n| (n, cx.duration(n, &join(path, "initial_interval"), "`initial_interval`")));
+    let max = f
+        .get("max_interval")
+        .map(|n| (n, cx.duration(n, &join(path, "max_interval"), "`max_interval`")));
     match initial {
         Some((_, Some(d))) => policy.initial_interval = d,
         Some((_, None)) => ok = false,
@@ -667,7 +766,11 @@ fn read_retry(cx: &mut Cx<'_>, node: &Node, path: &str) -> Option<RetryPolicy> {
         match cx.number(n, &p, "`jitter`") {
             Some(j) if (0.0..=1.0).contains(&j) => policy.jitter = j,
             Some(j) => {
-                cx.error(n.pos, &p, format!("`jitter` must be between 0 and 1 (a fraction of the delay), found {j}"));
+                cx.error(
+                    n.pos,
+                    &p,
+                    format!("`jitter` must be between 0 and 1 (a fraction of the delay), found {j}"),
+                );
                 ok = false;
             }
             None => ok = false,
@@ -697,7 +800,11 @@ fn read_retry(cx: &mut Cx<'_>, node: &Node, path: &str) -> Option<RetryPolicy> {
                     }
                 }
                 if items.is_empty() && policy.max_attempts > 1 {
-                    cx.error(n.pos, &p, "`on` is empty, so no error would be retried; remove `retry` or list error classes");
+                    cx.error(
+                        n.pos,
+                        &p,
+                        "`on` is empty, so no error would be retried; remove `retry` or list error classes",
+                    );
                     ok = false;
                 }
             }
@@ -715,7 +822,11 @@ fn with_map(cx: &mut Cx<'_>, node: &Node, path: &str, scope: &RefScope<'_>) -> O
     let mut ok = true;
     for (k, v) in entries {
         let Some(key) = k.key_text() else {
-            cx.error(k.pos, path, "an input name must be a plain name, found a list or mapping");
+            cx.error(
+                k.pos,
+                path,
+                "an input name must be a plain name, found a list or mapping",
+            );
             ok = false;
             continue;
         };
@@ -768,7 +879,9 @@ fn check_windows(cx: &mut Cx<'_>, steps: &[Node]) {
                 ("opens", Some((by, _))) => cx.error(
                     pos,
                     &path,
-                    format!("step `{name}` opens {what}, but step `{by}` already opened it and no step closed it in between"),
+                    format!(
+                        "step `{name}` opens {what}, but step `{by}` already opened it and no step closed it in between"
+                    ),
                 ),
                 ("closes", Some(_)) => open = None,
                 ("closes", None) => cx.error(
@@ -789,6 +902,26 @@ fn check_windows(cx: &mut Cx<'_>, steps: &[Node]) {
     }
 }
 
+/// A declared parameter that no expression reads is most likely a mistake (a typo in the
+/// declaration, or a step that forgot to use it).
+fn warn_unused_params(cx: &mut Cx<'_>, node: &Node, params: &[ParamDecl]) {
+    let Value::Map(entries) = &node.value else { return };
+    for p in params {
+        if cx.used_params.contains(&p.name) {
+            continue;
+        }
+        let pos = entries
+            .iter()
+            .find(|(k, _)| k.key_text().as_deref() == Some(p.name.as_str()))
+            .and_then(|(k, _)| k.pos);
+        cx.warn(
+            pos,
+            &format!("params.{}", p.name),
+            format!("parameter `{}` is declared but no expression uses it", p.name),
+        );
+    }
+}
+
 /// The value of key `key` in mapping `node`.
 fn field<'n>(node: &'n Node, key: &str) -> Option<&'n Node> {
     let Value::Map(entries) = &node.value else { return None };
@@ -796,4 +929,169 @@ fn field<'n>(node: &'n Node, key: &str) -> Option<&'n Node> {
         .iter()
         .find(|(k, _)| matches!(&k.value, Value::String(s) if s == key))
         .map(|(_, v)| v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "runbook: t\nversion: 1\n";
+
+    fn ok(body: &str) -> Runbook {
+        let text = format!("{HEAD}{body}");
+        match parse(&text, "t.yaml") {
+            Ok(rb) => rb,
+            Err(d) => panic!("{d}"),
+        }
+    }
+
+    #[test]
+    fn retry_defaults() {
+        let rb = ok(
+            "steps:\n  - id: a\n    uses: wait\n    with: { duration: 1s }\n  - id: b\n    uses: wait\n    with: { duration: 1s }\n    retry: { initial_interval: 5m }\n  - id: c\n    uses: wait\n    with: { duration: 1s }\n    retry: {}\n",
+        );
+        assert_eq!(rb.steps[0].retry, RetryPolicy::default());
+        assert_eq!(rb.steps[0].retry.max_attempts, 1);
+        let b = &rb.steps[1].retry;
+        assert_eq!(b.max_attempts, DEFAULT_RETRY_ATTEMPTS);
+        assert_eq!(b.initial_interval, Duration::from_secs(300));
+        assert_eq!(b.max_interval, Duration::from_secs(300), "max never undercuts initial");
+        assert_eq!(rb.steps[2].retry.max_attempts, 3);
+        assert_eq!(rb.steps[2].retry.on, vec![ErrorClass::Transient, ErrorClass::Timeout]);
+    }
+
+    #[test]
+    fn step_fields_are_converted() {
+        let rb = ok(r#"params:
+  x: { type: string, default: "y" }
+steps:
+  - id: first-step
+    name: The first
+    uses: command
+    with: { program: echo, env: { A: "${{ params.x }}" } }
+    when: params.x == 'y'
+    timeout: 1h30m
+    on_failure: continue
+    unprotected: opens
+    listener: opens
+  - id: "2nd"
+    uses: wait
+    with: { duration: 1s }
+    when: false
+    unprotected: closes
+    listener: closes
+"#);
+        let s = &rb.steps[0];
+        assert_eq!(s.id.as_str(), "first-step");
+        assert_eq!(s.name.as_deref(), Some("The first"));
+        assert_eq!(s.timeout, Some(Duration::from_secs(5400)));
+        assert_eq!(s.on_failure, OnFailure::Continue);
+        assert_eq!(s.unprotected, Some(WindowEdge::Opens));
+        assert_eq!(s.when.as_ref().map(Expr::source), Some("params.x == 'y'"));
+        let Some(WithValue::Map(env)) = s.with.get("env") else {
+            panic!("env")
+        };
+        assert!(matches!(env.get("A"), Some(WithValue::Template(t)) if t.source() == "${{ params.x }}"));
+        assert_eq!(rb.steps[1].when.as_ref().map(Expr::source), Some("false"));
+        assert!(rb.warnings.is_empty());
+    }
+
+    #[test]
+    fn literals_of_any_type_are_kept() {
+        let rb = ok(
+            "steps:\n  - id: a\n    uses: notify\n    with: { url: \"https://x.invalid\", data: [\"${{ run.id }}\", 3, true, null, { k: 1.5 }] }\n",
+        );
+        let Some(WithValue::List(data)) = rb.steps[0].with.get("data") else {
+            panic!("data")
+        };
+        assert!(matches!(&data[0], WithValue::Template(t) if t.source() == "${{ run.id }}"));
+        assert!(matches!(&data[1], WithValue::Literal(v) if *v == serde_json::json!(3)));
+        assert!(matches!(&data[2], WithValue::Literal(serde_json::Value::Bool(true))));
+        assert!(matches!(&data[3], WithValue::Literal(serde_json::Value::Null)));
+        assert!(matches!(&data[4], WithValue::Map(m) if m.contains_key("k")));
+    }
+
+    #[test]
+    fn durations() {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        for t in [
+            "500ms",
+            "90s",
+            "15m",
+            "2h",
+            "7d",
+            "1h30m",
+            "1d2h3m4s5ms",
+            "0s",
+            "10",
+            "1.5h",
+            "1 h",
+            "h",
+            "3w",
+            "-1s",
+            "\"\"",
+            "99999999999999999999s",
+            "true",
+            "[1s]",
+        ] {
+            let text =
+                format!("{HEAD}steps:\n  - id: a\n    uses: wait\n    with: {{ duration: 1s }}\n    timeout: {t}\n");
+            let r = match parse(&text, "t.yaml") {
+                Ok(rb) => format!("{:?}", rb.steps[0].timeout),
+                Err(d) => d.0.iter().map(|d| d.message.clone()).collect::<Vec<_>>().join("; "),
+            };
+            let _ = writeln!(out, "{t:<24} {r}");
+        }
+        insta::assert_snapshot!(out);
+    }
+
+    #[test]
+    fn an_unused_parameter_is_a_warning() {
+        let rb = ok(
+            "params:\n  used: { type: string }\n  unused: { type: int, default: 1 }\nsteps:\n  - id: a\n    uses: command\n    with: { program: \"${{ params.used }}\" }\n",
+        );
+        let text: Vec<String> = rb.warnings.iter().map(ToString::to_string).collect();
+        insta::assert_snapshot!(text.join("\n"), @"t.yaml:5:3: params.unused: warning: parameter `unused` is declared but no expression uses it");
+    }
+
+    #[test]
+    fn a_window_left_open_is_a_warning() {
+        let rb = ok("steps:\n  - id: a\n    uses: wait\n    with: { duration: 1s }\n    unprotected: opens\n");
+        assert_eq!(rb.warnings.len(), 1);
+        assert!(rb.warnings[0].is_warning());
+        insta::assert_snapshot!(rb.warnings[0].to_string(), @"t.yaml:7:18: steps.a.unprotected: warning: the unprotected window opened by step `a` is still open when the runbook ends; no later step has `unprotected: closes`");
+    }
+
+    #[test]
+    fn anchors_and_merge_keys_work() {
+        let rb = ok(
+            "x-retry: &r { max_attempts: 5 }\nsteps:\n  - id: a\n    uses: wait\n    with: { duration: 1s }\n    retry: *r\n",
+        );
+        assert_eq!(rb.steps[0].retry.max_attempts, 5);
+    }
+
+    #[test]
+    fn diagnostics_render_with_and_without_position() {
+        let d = Diagnostics(vec![
+            crate::runbook::Diagnostic {
+                origin: "f.yaml".into(),
+                line: Some(3),
+                column: Some(7),
+                path: "steps.a.uses".into(),
+                message: "unknown activity".into(),
+            },
+            crate::runbook::Diagnostic {
+                origin: "params.yaml".into(),
+                line: None,
+                column: None,
+                path: "primary.name".into(),
+                message: "bad".into(),
+            },
+        ]);
+        insta::assert_snapshot!(d.to_string(), @r"
+        f.yaml:3:7: steps.a.uses: unknown activity
+        params.yaml: primary.name: bad
+        ");
+    }
 }

@@ -13,6 +13,8 @@ pub(crate) struct Cx<'t> {
     pub(crate) text: &'t str,
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
+    /// Parameters that some expression reads (for the unused-parameter warning).
+    pub(crate) used_params: std::collections::BTreeSet<String>,
 }
 
 impl<'t> Cx<'t> {
@@ -22,6 +24,7 @@ impl<'t> Cx<'t> {
             text,
             errors: Vec::new(),
             warnings: Vec::new(),
+            used_params: std::collections::BTreeSet::new(),
         }
     }
 
@@ -56,7 +59,7 @@ impl<'t> Cx<'t> {
         self.error(e.pos, "", e.message);
     }
 
-    /// The errors (when there are any) or the warnings, each sorted by position.
+    /// The warnings when there is no error; otherwise every diagnostic. Sorted by position.
     pub(crate) fn finish(self) -> Result<Vec<Diagnostic>, Diagnostics> {
         fn sorted(mut v: Vec<Diagnostic>) -> Vec<Diagnostic> {
             v.sort_by_key(|d| (d.line.is_none(), d.line, d.column));
@@ -66,7 +69,10 @@ impl<'t> Cx<'t> {
         if self.errors.is_empty() {
             Ok(sorted(self.warnings))
         } else {
-            Err(Diagnostics(sorted(self.errors)))
+            // Warnings ride along, so that `validate` shows everything at once.
+            let mut all = self.errors;
+            all.extend(self.warnings);
+            Err(Diagnostics(sorted(all)))
         }
     }
 
@@ -75,7 +81,9 @@ impl<'t> Cx<'t> {
     pub(crate) fn pos_in(&self, node: &Node, value: &str, offset: usize) -> Option<Pos> {
         let pos = node.pos?;
         let Some(start) = pos.offset else { return Some(pos) };
-        let Some(src) = self.text.get(start..) else { return Some(pos) };
+        let Some(src) = self.text.get(start..) else {
+            return Some(pos);
+        };
         let prefix = value.get(..offset).unwrap_or("");
         if prefix.contains('\n') {
             return Some(pos);
@@ -104,7 +112,11 @@ impl<'t> Cx<'t> {
         required: &[&str],
     ) -> Option<Fields<'n>> {
         let Value::Map(entries) = &node.value else {
-            self.error(node.pos, path, format!("{what} must be a mapping, found {}", node.value.kind()));
+            self.error(
+                node.pos,
+                path,
+                format!("{what} must be a mapping, found {}", node.value.kind()),
+            );
             return None;
         };
         let mut fields = Fields::default();
@@ -113,10 +125,17 @@ impl<'t> Cx<'t> {
                 self.error(k.pos, path, "a key must be a plain name, found a list or mapping");
                 continue;
             };
+            // At the top of a runbook, `x-…` keys are free: a place to define YAML anchors.
+            if path.is_empty() && name.starts_with("x-") && allowed.contains(&"runbook") {
+                continue;
+            }
             if !allowed.contains(&name.as_str()) {
                 let hint = suggest::hint(&name, allowed.iter().copied());
                 let msg = if hint.is_empty() {
-                    format!("unknown field `{name}` in {what}; expected one of: {}", allowed.join(", "))
+                    format!(
+                        "unknown field `{name}` in {what}; expected one of: {}",
+                        allowed.join(", ")
+                    )
                 } else {
                     format!("unknown field `{name}` in {what}{hint}")
                 };
@@ -144,7 +163,9 @@ impl<'t> Cx<'t> {
                     let name = k.key_text().unwrap_or_default();
                     let child = join(path, &name);
                     if let Some(first) = seen.get(&name) {
-                        let at = first.map(|p| format!(" (first at line {})", p.line)).unwrap_or_default();
+                        let at = first
+                            .map(|p| format!(" (first at line {}, column {})", p.line, p.column))
+                            .unwrap_or_default();
                         self.error(k.pos, path, format!("duplicate key `{name}`{at}"));
                     } else {
                         seen.insert(name, k.pos);
@@ -168,11 +189,22 @@ impl<'t> Cx<'t> {
                 self.error(node.pos, path, format!("{what} must be a string, found nothing (null)"));
                 None
             }
+            other @ (Value::Seq(_) | Value::Map(_)) => {
+                self.error(
+                    node.pos,
+                    path,
+                    format!("{what} must be a string, found {}", other.kind()),
+                );
+                None
+            }
             other => {
                 self.error(
                     node.pos,
                     path,
-                    format!("{what} must be a string, found {} (quote it to make it text)", other.kind()),
+                    format!(
+                        "{what} must be a string, found {} (quote it to make it text)",
+                        other.kind()
+                    ),
                 );
                 None
             }
@@ -187,7 +219,11 @@ impl<'t> Cx<'t> {
                 None
             }
             other => {
-                self.error(node.pos, path, format!("{what} must be an integer, found {}", describe_node(other)));
+                self.error(
+                    node.pos,
+                    path,
+                    format!("{what} must be an integer, found {}", describe_node(other)),
+                );
                 None
             }
         }
@@ -199,7 +235,11 @@ impl<'t> Cx<'t> {
             Value::Int(i) => Some(*i as f64),
             Value::Float(f) if f.is_finite() => Some(*f),
             other => {
-                self.error(node.pos, path, format!("{what} must be a number, found {}", describe_node(other)));
+                self.error(
+                    node.pos,
+                    path,
+                    format!("{what} must be a number, found {}", describe_node(other)),
+                );
                 None
             }
         }
@@ -208,7 +248,7 @@ impl<'t> Cx<'t> {
     /// A duration such as `90s` or `1h30m`.
     pub(crate) fn duration(&mut self, node: &Node, path: &str, what: &str) -> Option<Duration> {
         match &node.value {
-            Value::String(s) => match fogbook_activities::duration::parse(s) {
+            Value::String(s) => match parse_duration(s) {
                 Ok(d) => Some(d),
                 Err(e) => {
                     self.error(node.pos, path, e);
@@ -227,7 +267,10 @@ impl<'t> Cx<'t> {
                 self.error(
                     node.pos,
                     path,
-                    format!("{what} must be a duration such as `90s` or `1h30m`, found {}", describe_node(other)),
+                    format!(
+                        "{what} must be a duration such as `90s` or `1h30m`, found {}",
+                        describe_node(other)
+                    ),
                 );
                 None
             }
@@ -242,7 +285,11 @@ impl<'t> Cx<'t> {
                 self.error(
                     node.pos,
                     path,
-                    format!("{what} must be one of {}, found {}", choices.join(", "), describe_node(other)),
+                    format!(
+                        "{what} must be one of {}, found {}",
+                        choices.join(", "),
+                        describe_node(other)
+                    ),
                 );
                 return None;
             }
@@ -270,12 +317,26 @@ impl<'t> Cx<'t> {
     }
 }
 
+/// `fogbook_activities::duration::parse`, with clearer messages for two common slips.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    fogbook_activities::duration::parse(s).map_err(|e| {
+        let t = s.trim();
+        if t.contains('.') && t.starts_with(|c: char| c.is_ascii_digit()) {
+            format!("invalid duration `{s}`: fractions are not supported; combine units instead, e.g. `1h30m`")
+        } else if t.contains(char::is_whitespace) {
+            format!("invalid duration `{s}`: write it without spaces, e.g. `1h30m`")
+        } else {
+            e
+        }
+    })
+}
+
 /// A short description of a scalar for messages.
 pub(crate) fn describe_node(v: &Value) -> String {
     match v {
         Value::String(s) if s.chars().count() <= 40 => format!("`{s}`"),
         Value::Int(i) => format!("{i}"),
-        Value::Float(f) => format!("{f}"),
+        Value::Float(f) => format!("{f:?}"),
         Value::Bool(b) => format!("{b}"),
         other => other.kind().to_owned(),
     }

@@ -1,14 +1,45 @@
 //! Static checks of the paths inside expressions: parameters that exist, earlier steps
 //! only, `run.` fields that the executor provides.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::model::ParamType;
 use super::reader::Cx;
 use super::suggest;
 use super::yaml::Node;
 use crate::expr::RUN_FIELDS;
-use crate::expr::syntax::{Path, Root, Segment};
+use crate::expr::syntax::{Ast, Path, Root, Segment};
+
+/// The JSON type an expression is known to produce before the run, using the declared
+/// parameter types for paths such as `params.count` (`None` when it cannot be known, e.g.
+/// a step output, or a parameter whose default is `null`).
+pub(crate) fn static_kind(
+    ast: &Ast,
+    params: &BTreeMap<String, ParamType>,
+    nullable: &BTreeSet<String>,
+) -> Option<&'static str> {
+    let Ast::Path(p) = ast else { return ast.static_kind() };
+    if p.root != Root::Params {
+        return None;
+    }
+    let Some(Segment::Key(name)) = p.segments.first() else {
+        return None;
+    };
+    if nullable.contains(name) {
+        return None;
+    }
+    let ty = params.get(name)?;
+    match (ty, &p.segments[1..]) {
+        (ParamType::String | ParamType::Name | ParamType::Duration, []) => Some("string"),
+        (ParamType::Int, []) => Some("integer"),
+        (ParamType::Number, []) => Some("number"),
+        (ParamType::Bool, []) => Some("boolean"),
+        (ParamType::Instance | ParamType::Object, []) => Some("object"),
+        (ParamType::List, []) => Some("array"),
+        (ParamType::Instance | ParamType::List, [_]) => Some("string"),
+        _ => None,
+    }
+}
 
 /// The fields of an `instance` parameter.
 pub(crate) const INSTANCE_FIELDS: &[&str] = &["subscription", "resource_group", "name", "location", "subnet_id"];
@@ -26,11 +57,23 @@ pub(crate) struct RefScope<'a> {
     pub(crate) run: bool,
     /// How the place is named in messages ("a lock key").
     pub(crate) place: &'a str,
+    /// Parameters whose default is `null` (their type says nothing about their value).
+    pub(crate) nullable: &'a BTreeSet<String>,
 }
 
 /// Checks every path of an expression written in string scalar `node` (text `value`).
-pub(crate) fn check_paths(cx: &mut Cx<'_>, scope: &RefScope<'_>, node: &Node, value: &str, path: &str, paths: &[&Path]) {
+pub(crate) fn check_paths(
+    cx: &mut Cx<'_>,
+    scope: &RefScope<'_>,
+    node: &Node,
+    value: &str,
+    path: &str,
+    paths: &[&Path],
+) {
     for p in paths {
+        if let (Root::Params, Some(Segment::Key(name))) = (p.root, p.segments.first()) {
+            cx.used_params.insert(name.clone());
+        }
         if let Some(msg) = check_one(scope, p, value) {
             let pos = cx.pos_in(node, value, p.start);
             cx.error(pos, path, msg);
@@ -76,8 +119,9 @@ fn check_one(scope: &RefScope<'_>, p: &Path, src: &str) -> Option<String> {
         }
         Root::Steps => {
             let Some(current) = scope.current else {
+                let allowed = if scope.run { "`params.` and `run.`" } else { "`params.`" };
                 return Some(format!(
-                    "`{text}`: {} is computed before any step runs, so it can only use `params.`",
+                    "`{text}`: {} is computed before any step runs, so it can only use {allowed}",
                     scope.place
                 ));
             };
@@ -114,20 +158,24 @@ fn check_param_fields(ty: ParamType, name: &str, rest: &[Segment], text: &str) -
                 ));
             }
             if rest.len() > 1 {
-                return Some(format!("`{text}`: `params.{name}.{field}` is a string and has no fields"));
+                return Some(format!(
+                    "`{text}`: `params.{name}.{field}` is a string and has no fields"
+                ));
             }
             None
         }
         ParamType::List => match (first, rest.len()) {
             (Segment::Index(_), 1) => None,
             (Segment::Key(k), 1) if k.parse::<usize>().is_ok() => None,
-            (Segment::Key(_), 1) => {
-                Some(format!("`{text}`: `params.{name}` is a list; index it with a number, e.g. `params.{name}[0]`"))
-            }
-            _ => Some(format!("`{text}`: the items of `params.{name}` are strings and have no fields")),
+            (Segment::Key(_), 1) => Some(format!(
+                "`{text}`: `params.{name}` is a list; index it with a number, e.g. `params.{name}[0]`"
+            )),
+            _ => Some(format!(
+                "`{text}`: the items of `params.{name}` are strings and have no fields"
+            )),
         },
         other => Some(format!(
-            "`{text}`: `params.{name}` is a {} and has no fields",
+            "`{text}`: `params.{name}` is of type `{}` and has no fields",
             other.name()
         )),
     }

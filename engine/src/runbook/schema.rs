@@ -69,9 +69,13 @@ pub fn json_schema() -> Value {
     let kinds = fogbook_activities::KINDS;
     let mut all_of = Vec::new();
     for kind in kinds {
-        let Some(schema) = fogbook_activities::input_schema(kind) else { continue };
+        let Some(schema) = fogbook_activities::input_schema(kind) else {
+            continue;
+        };
         let mut with = schema.as_value().clone();
-        let required = with.get("required").is_some_and(|r| r.as_array().is_some_and(|a| !a.is_empty()));
+        let required = with
+            .get("required")
+            .is_some_and(|r| r.as_array().is_some_and(|a| !a.is_empty()));
         if let Some(obj) = with.as_object_mut() {
             obj.remove("$schema");
             obj.remove("title");
@@ -127,6 +131,7 @@ pub fn json_schema() -> Value {
         "description": "A fogbook runbook: typed parameters and an ordered list of checkpointed steps. See runbooks/README.md.",
         "type": "object",
         "additionalProperties": false,
+        "patternProperties": { "^x-": { "description": "Free: a place to define YAML anchors." } },
         "required": ["runbook", "version", "steps"],
         "properties": {
             "runbook": { "type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$", "description": "The runbook name." },
@@ -224,4 +229,66 @@ fn wrap(s: &mut Value) {
         out["default"] = d;
     }
     *s = out;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(m) => {
+                for (k, val) in m {
+                    match (k.as_str(), val) {
+                        ("$ref", Value::String(r)) => out.push(r),
+                        _ => refs(val, out),
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        let schema = json_schema();
+        let defs = schema["$defs"].as_object().expect("$defs");
+        let mut all = Vec::new();
+        refs(&schema, &mut all);
+        assert!(!all.is_empty());
+        for r in all {
+            let name = r.strip_prefix("#/$defs/").expect("local ref");
+            assert!(defs.contains_key(name), "dangling $ref {r}");
+        }
+    }
+
+    #[test]
+    fn every_activity_has_its_inputs_and_a_condition() {
+        let schema = json_schema();
+        let step = &schema["$defs"]["step"];
+        let all_of = step["allOf"].as_array().expect("allOf");
+        assert_eq!(all_of.len(), fogbook_activities::KINDS.len());
+        for kind in fogbook_activities::KINDS {
+            let with = &schema["$defs"][format!("with.{kind}")];
+            assert_eq!(with["additionalProperties"], Value::Bool(false), "{kind}");
+            assert!(with["properties"].is_object(), "{kind}");
+            assert!(
+                all_of.iter().any(|c| c["if"]["properties"]["uses"]["const"] == *kind),
+                "{kind} has no if/then"
+            );
+        }
+        assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema");
+        assert_eq!(schema["additionalProperties"], Value::Bool(false));
+    }
+
+    #[test]
+    fn inputs_accept_expressions() {
+        let schema = json_schema();
+        let codes = &schema["$defs"]["with.command"]["properties"]["ok_exit_codes"];
+        let text = codes.to_string();
+        assert!(text.contains("#/$defs/expression"), "{text}");
+        let items = &codes["anyOf"][0]["items"]["anyOf"];
+        assert!(items.is_array(), "{codes}");
+    }
 }

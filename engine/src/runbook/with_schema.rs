@@ -10,20 +10,41 @@
 
 use serde_json::Value as Json;
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::model::ParamType;
 use super::reader::{Cx, describe_node, join};
+use super::refs::{RefScope, static_kind};
 use super::suggest;
 use super::yaml::{Node, Pos, Value};
 use crate::expr::Template;
 
 type Problems = Vec<(Option<Pos>, String, String)>;
 
+/// What stays the same while one `with:` mapping is checked.
+struct Ctx<'a> {
+    /// The activity's whole schema (for `$ref`).
+    root: &'a Json,
+    /// "activity `x`", for messages.
+    label: &'a str,
+    params: &'a BTreeMap<String, ParamType>,
+    nullable: &'a BTreeSet<String>,
+}
+
 /// Checks the `with:` mapping `node` of a step that uses `uses`.
-pub(crate) fn check(cx: &mut Cx<'_>, uses: &str, node: &Node, path: &str) {
-    let Some(schema) = fogbook_activities::input_schema(uses) else { return };
-    let root = schema.as_value();
-    let mut problems = Problems::new();
+pub(crate) fn check(cx: &mut Cx<'_>, uses: &str, node: &Node, path: &str, scope: &RefScope<'_>) {
+    let Some(schema) = fogbook_activities::input_schema(uses) else {
+        return;
+    };
     let label = format!("activity `{uses}`");
-    check_node(node, root, root, path, &label, &mut problems, 0);
+    let ctx = Ctx {
+        root: schema.as_value(),
+        label: &label,
+        params: scope.params,
+        nullable: scope.nullable,
+    };
+    let mut problems = Problems::new();
+    check_node(node, schema.as_value(), &ctx, path, &mut problems, 0);
     for (pos, path, msg) in problems {
         cx.error(pos, &path, msg);
     }
@@ -31,7 +52,9 @@ pub(crate) fn check(cx: &mut Cx<'_>, uses: &str, node: &Node, path: &str) {
 
 /// Reports the required inputs of `uses` when a step has no `with:` at all.
 pub(crate) fn check_missing(cx: &mut Cx<'_>, uses: &str, step: &Node, path: &str) {
-    let Some(schema) = fogbook_activities::input_schema(uses) else { return };
+    let Some(schema) = fogbook_activities::input_schema(uses) else {
+        return;
+    };
     let required: Vec<&str> = schema
         .as_value()
         .get("required")
@@ -61,7 +84,9 @@ fn json_type(v: &Value) -> &'static str {
 }
 
 fn type_matches(allowed: &[&str], actual: &str) -> bool {
-    allowed.iter().any(|t| *t == actual || (*t == "number" && actual == "integer"))
+    allowed
+        .iter()
+        .any(|t| *t == actual || (*t == "number" && actual == "integer"))
 }
 
 fn type_words(t: &str) -> &str {
@@ -80,8 +105,12 @@ fn type_words(t: &str) -> &str {
 fn resolve<'s>(schema: &'s Json, root: &'s Json) -> &'s Json {
     let mut s = schema;
     for _ in 0..16 {
-        let Some(r) = s.get("$ref").and_then(Json::as_str) else { return s };
-        let Some(name) = r.strip_prefix("#/$defs/") else { return s };
+        let Some(r) = s.get("$ref").and_then(Json::as_str) else {
+            return s;
+        };
+        let Some(name) = r.strip_prefix("#/$defs/") else {
+            return s;
+        };
         match root.get("$defs").and_then(|d| d.get(name)) {
             Some(t) => s = t,
             None => return s,
@@ -91,7 +120,8 @@ fn resolve<'s>(schema: &'s Json, root: &'s Json) -> &'s Json {
 }
 
 #[allow(clippy::too_many_lines)]
-fn check_node(node: &Node, schema: &Json, root: &Json, path: &str, label: &str, out: &mut Problems, depth: usize) {
+fn check_node(node: &Node, schema: &Json, cx: &Ctx<'_>, path: &str, out: &mut Problems, depth: usize) {
+    let (root, label) = (cx.root, cx.label);
     if depth > 32 {
         return;
     }
@@ -112,7 +142,7 @@ fn check_node(node: &Node, schema: &Json, root: &Json, path: &str, label: &str, 
             Err(_) => return,
             Ok(t) if t.as_literal().is_none() => {
                 let kind = if t.is_single_expr() {
-                    t.single_ast().and_then(crate::expr::syntax::Ast::static_kind)
+                    t.single_ast().and_then(|a| static_kind(a, cx.params, cx.nullable))
                 } else {
                     Some("string")
                 };
@@ -133,7 +163,7 @@ fn check_node(node: &Node, schema: &Json, root: &Json, path: &str, label: &str, 
 
     if let Some(all) = schema.get("allOf").and_then(Json::as_array) {
         for s in all {
-            check_node(node, s, root, path, label, out, depth + 1);
+            check_node(node, s, cx, path, out, depth + 1);
         }
     }
     for key in ["oneOf", "anyOf"] {
@@ -142,7 +172,7 @@ fn check_node(node: &Node, schema: &Json, root: &Json, path: &str, label: &str, 
             let mut matched = false;
             for b in branches {
                 let mut scratch = Problems::new();
-                check_node(node, b, root, path, label, &mut scratch, depth + 1);
+                check_node(node, b, cx, path, &mut scratch, depth + 1);
                 if scratch.is_empty() {
                     matched = true;
                     break;
@@ -164,7 +194,11 @@ fn check_node(node: &Node, schema: &Json, root: &Json, path: &str, label: &str, 
                         Value::String(s) => suggest::hint(s, consts.iter().map(String::as_str)),
                         _ => String::new(),
                     };
-                    out.push((node.pos, path.to_owned(), format!("must be one of {}, found {found}{hint}", consts.join(", "))));
+                    out.push((
+                        node.pos,
+                        path.to_owned(),
+                        format!("must be one of {}, found {found}{hint}", consts.join(", ")),
+                    ));
                 } else if let Some(p) = best {
                     out.extend(p);
                 }
@@ -187,12 +221,19 @@ fn check_node(node: &Node, schema: &Json, root: &Json, path: &str, label: &str, 
     if let Some(c) = schema.get("const")
         && !crate::expr::json_eq(c, &json)
     {
-        out.push((node.pos, path.to_owned(), format!("must be {c}, found {}", describe_node(&node.value))));
+        out.push((
+            node.pos,
+            path.to_owned(),
+            format!("must be {c}, found {}", describe_node(&node.value)),
+        ));
     }
     if let Some(e) = schema.get("enum").and_then(Json::as_array)
         && !e.iter().any(|c| crate::expr::json_eq(c, &json))
     {
-        let list: Vec<String> = e.iter().map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_owned)).collect();
+        let list: Vec<String> = e
+            .iter()
+            .map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_owned))
+            .collect();
         let hint = match &node.value {
             Value::String(s) => suggest::hint(s, list.iter().map(String::as_str)),
             _ => String::new(),
@@ -200,7 +241,11 @@ fn check_node(node: &Node, schema: &Json, root: &Json, path: &str, label: &str, 
         out.push((
             node.pos,
             path.to_owned(),
-            format!("must be one of {}, found {}{hint}", list.join(", "), describe_node(&node.value)),
+            format!(
+                "must be one of {}, found {}{hint}",
+                list.join(", "),
+                describe_node(&node.value)
+            ),
         ));
     }
 
@@ -212,11 +257,13 @@ fn check_node(node: &Node, schema: &Json, root: &Json, path: &str, label: &str, 
                 let Some(key) = k.key_text() else { continue };
                 let child = join(path, &key);
                 if let Some(s) = props.and_then(|p| p.get(&key)) {
-                    check_node(v, s, root, &child, label, out, depth + 1);
+                    check_node(v, s, cx, &child, out, depth + 1);
                 } else {
                     match additional {
                         Some(Json::Bool(false)) => {
-                            let known: Vec<&str> = props.map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
+                            let known: Vec<&str> = props
+                                .map(|p| p.keys().map(String::as_str).collect())
+                                .unwrap_or_default();
                             let hint = suggest::hint(&key, known.iter().copied());
                             let msg = if hint.is_empty() {
                                 format!("unknown input `{key}` for {label}; it takes: {}", known.join(", "))
@@ -225,7 +272,7 @@ fn check_node(node: &Node, schema: &Json, root: &Json, path: &str, label: &str, 
                             };
                             out.push((k.pos, path.to_owned(), msg));
                         }
-                        Some(s @ Json::Object(_)) => check_node(v, s, root, &child, label, out, depth + 1),
+                        Some(s @ Json::Object(_)) => check_node(v, s, cx, &child, out, depth + 1),
                         _ => {}
                     }
                 }
@@ -234,7 +281,11 @@ fn check_node(node: &Node, schema: &Json, root: &Json, path: &str, label: &str, 
                 for r in req.iter().filter_map(Json::as_str) {
                     let present = entries.iter().any(|(k, _)| k.key_text().as_deref() == Some(r));
                     if !present {
-                        out.push((node.pos, path.to_owned(), format!("missing input `{r}` required by {label}")));
+                        out.push((
+                            node.pos,
+                            path.to_owned(),
+                            format!("missing input `{r}` required by {label}"),
+                        ));
                     }
                 }
             }
@@ -242,19 +293,27 @@ fn check_node(node: &Node, schema: &Json, root: &Json, path: &str, label: &str, 
         Value::Seq(items) => {
             if let Some(s) = schema.get("items") {
                 for (i, item) in items.iter().enumerate() {
-                    check_node(item, s, root, &format!("{path}[{i}]"), label, out, depth + 1);
+                    check_node(item, s, cx, &format!("{path}[{i}]"), out, depth + 1);
                 }
             }
             let n = items.len() as u64;
             if let Some(min) = schema.get("minItems").and_then(Json::as_u64)
                 && n < min
             {
-                out.push((node.pos, path.to_owned(), format!("needs at least {min} item(s), found {n}")));
+                out.push((
+                    node.pos,
+                    path.to_owned(),
+                    format!("needs at least {min} item(s), found {n}"),
+                ));
             }
             if let Some(max) = schema.get("maxItems").and_then(Json::as_u64)
                 && n > max
             {
-                out.push((node.pos, path.to_owned(), format!("takes at most {max} item(s), found {n}")));
+                out.push((
+                    node.pos,
+                    path.to_owned(),
+                    format!("takes at most {max} item(s), found {n}"),
+                ));
             }
         }
         Value::String(s) => {
@@ -262,15 +321,23 @@ fn check_node(node: &Node, schema: &Json, root: &Json, path: &str, label: &str, 
             if let Some(min) = schema.get("minLength").and_then(Json::as_u64)
                 && n < min
             {
-                out.push((node.pos, path.to_owned(), format!("must be at least {min} character(s) long")));
+                out.push((
+                    node.pos,
+                    path.to_owned(),
+                    format!("must be at least {min} character(s) long"),
+                ));
             }
             if let Some(max) = schema.get("maxLength").and_then(Json::as_u64)
                 && n > max
             {
-                out.push((node.pos, path.to_owned(), format!("must be at most {max} character(s) long")));
+                out.push((
+                    node.pos,
+                    path.to_owned(),
+                    format!("must be at most {max} character(s) long"),
+                ));
             }
             if schema.get("format").and_then(Json::as_str) == Some("duration")
-                && let Err(e) = fogbook_activities::duration::parse(s)
+                && let Err(e) = super::reader::parse_duration(s)
             {
                 out.push((node.pos, path.to_owned(), e));
             }
@@ -304,22 +371,38 @@ fn check_number(node: &Node, schema: &Json, path: &str, out: &mut Problems) {
     if let Some(min) = min
         && x < min
     {
-        out.push((node.pos, path.to_owned(), format!("must be at least {min}, found {found}")));
+        out.push((
+            node.pos,
+            path.to_owned(),
+            format!("must be at least {min}, found {found}"),
+        ));
     }
     if let Some(max) = max
         && x > max
     {
-        out.push((node.pos, path.to_owned(), format!("must be at most {max}, found {found}")));
+        out.push((
+            node.pos,
+            path.to_owned(),
+            format!("must be at most {max}, found {found}"),
+        ));
     }
     if let Some(min) = schema.get("exclusiveMinimum").and_then(Json::as_f64)
         && x <= min
     {
-        out.push((node.pos, path.to_owned(), format!("must be greater than {min}, found {found}")));
+        out.push((
+            node.pos,
+            path.to_owned(),
+            format!("must be greater than {min}, found {found}"),
+        ));
     }
     if let Some(max) = schema.get("exclusiveMaximum").and_then(Json::as_f64)
         && x >= max
     {
-        out.push((node.pos, path.to_owned(), format!("must be less than {max}, found {found}")));
+        out.push((
+            node.pos,
+            path.to_owned(),
+            format!("must be less than {max}, found {found}"),
+        ));
     }
 }
 
@@ -334,4 +417,109 @@ fn types_of(schema: &Json) -> Option<Vec<&str>> {
 fn words(types: &[&str]) -> String {
     let w: Vec<&str> = types.iter().map(|t| type_words(t)).collect();
     w.join(" or ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Write as _;
+
+    use serde_json::json;
+
+    use super::*;
+
+    /// A schema that uses every supported keyword, as schemars would write it.
+    fn schema() -> Json {
+        json!({
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["name"],
+            "properties": {
+                "name": { "type": "string", "minLength": 2, "maxLength": 5 },
+                "wait": { "type": "string", "format": "duration" },
+                "count": { "type": "integer", "format": "uint8" },
+                "ratio": { "type": "number", "minimum": 0, "exclusiveMaximum": 1 },
+                "maybe": { "type": ["string", "null"] },
+                "mode": { "$ref": "#/$defs/Mode" },
+                "color": { "enum": ["red", "green"] },
+                "fixed": { "const": 7 },
+                "tags": { "type": "array", "items": { "type": "string" }, "minItems": 1, "maxItems": 2 },
+                "env": { "type": "object", "additionalProperties": { "type": "string" } },
+                "any": true,
+                "both": { "allOf": [{ "type": "integer" }, { "maximum": 3 }] }
+            },
+            "$defs": {
+                "Mode": { "oneOf": [
+                    { "type": "string", "const": "fast", "description": "Fast." },
+                    { "type": "string", "const": "safe", "description": "Safe." }
+                ] }
+            }
+        })
+    }
+
+    fn check(with: &str) -> String {
+        let node = crate::runbook::yaml::parse(with).expect("yaml");
+        let root = schema();
+        let params: BTreeMap<String, ParamType> =
+            [("n".to_owned(), ParamType::Int), ("flag".to_owned(), ParamType::Bool)]
+                .into_iter()
+                .collect();
+        let ctx = Ctx {
+            root: &root,
+            label: "activity `t`",
+            params: &params,
+            nullable: &BTreeSet::new(),
+        };
+        let mut out = Problems::new();
+        check_node(&node, &root, &ctx, "with", &mut out, 0);
+        if out.is_empty() {
+            return "ok".to_owned();
+        }
+        out.into_iter()
+            .map(|(pos, path, msg)| {
+                format!(
+                    "{}:{} {path}: {msg}",
+                    pos.map_or(0, |p| p.line),
+                    pos.map_or(0, |p| p.column)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn schema_keywords() {
+        let mut out = String::new();
+        for case in [
+            "{ name: abc }",
+            "{ name: abc, wait: 90s, count: 255, ratio: 0.5, maybe: null, mode: safe, color: red, fixed: 7, tags: [a], env: { A: b }, any: [1, {x: y}], both: 3 }",
+            "{ nme: abc }",
+            "{ name: a }",
+            "{ name: abcdef }",
+            "{ name: abc, wait: 10 minutes }",
+            "{ name: abc, count: 256 }",
+            "{ name: abc, count: -1 }",
+            "{ name: abc, ratio: 1 }",
+            "{ name: abc, ratio: \"0.5\" }",
+            "{ name: abc, maybe: 3 }",
+            "{ name: abc, mode: fats }",
+            "{ name: abc, color: blue }",
+            "{ name: abc, fixed: 8 }",
+            "{ name: abc, tags: [] }",
+            "{ name: abc, tags: [a, b, c] }",
+            "{ name: abc, tags: [1] }",
+            "{ name: abc, env: { A: [x] } }",
+            "{ name: abc, both: 4 }",
+            "{ name: abc, both: x }",
+            "{ name: \"${{ params.n }}\", count: \"${{ params.c }}\", mode: \"${{ params.m }}\" }",
+            "{ name: abc, count: \"${{ params.a == 1 }}\" }",
+            "{ name: abc, count: \"n=${{ params.c }}\" }",
+            "{ name: abc, count: \"${{ 'x' }}\" }",
+            "{ name: abc, maybe: \"${{ null }}\" }",
+            "{ name: \"${{ params.n }}\", count: \"${{ params.flag }}\", both: \"${{ params.n }}\" }",
+            "[name]",
+        ] {
+            let _ = writeln!(out, "{case}\n    {}", check(case).replace('\n', "\n    "));
+        }
+        insta::assert_snapshot!(out);
+    }
 }

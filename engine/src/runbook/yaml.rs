@@ -26,15 +26,8 @@ impl Pos {
         if line == 0 {
             return None;
         }
-        let offset = loc
-            .span()
-            .byte_offset()
-            .and_then(|o| usize::try_from(o).ok());
-        Some(Pos {
-            line,
-            column,
-            offset,
-        })
+        let offset = loc.span().byte_offset().and_then(|o| usize::try_from(o).ok());
+        Some(Pos { line, column, offset })
     }
 }
 
@@ -96,8 +89,9 @@ impl Node {
             Value::Bool(b) => serde_json::Value::Bool(*b),
             Value::Int(i) => serde_json::Value::from(*i),
             Value::UInt(u) => serde_json::Value::from(*u),
-            Value::Float(f) => serde_json::Number::from_f64(*f)
-                .map_or(serde_json::Value::Null, serde_json::Value::Number),
+            Value::Float(f) => {
+                serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, serde_json::Value::Number)
+            }
             Value::String(s) => serde_json::Value::String(s.clone()),
             Value::Seq(items) => items.iter().map(Node::to_json).collect(),
             Value::Map(entries) => serde_json::Value::Object(
@@ -245,6 +239,9 @@ pub(crate) fn parse(text: &str) -> Result<Node, SyntaxError> {
         },
         duplicate_keys: DuplicateKeyPolicy::PassThrough,
         strict_booleans: true,
+        // `007` and `1_000` stay text, so that an id such as `0042` is not turned into 42.
+        leading_zero_numbers_as_strings: true,
+        underscored_numbers_as_strings: true,
     };
     match serde_saphyr::from_str_with_options::<Raw>(text, options) {
         Ok(raw) => Ok(raw.into_node()),
@@ -266,7 +263,8 @@ fn syntax_error(e: &serde_saphyr::Error) -> SyntaxError {
 fn friendly(raw: &str) -> String {
     let msg = raw.find(" at line ").map_or(raw, |i| &raw[..i]).trim();
     if msg.starts_with("alias replay limit exceeded") || msg.contains("Aliases") || msg.contains("Anchors") {
-        return "too many alias expansions (`*name`): refusing a document that expands to this size (alias bomb?)".to_owned();
+        return "too many alias expansions (`*name`): refusing a document that expands to this size (alias bomb?)"
+            .to_owned();
     }
     if let Some(rest) = msg.strip_prefix("budget breached: ") {
         if rest.starts_with("Depth") {

@@ -17,7 +17,11 @@ use crate::journal::Journal;
 use crate::world::ThrottleLimits;
 
 fn bad_request(code: &str, message: String) -> Response {
-    (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": {"code": code, "message": message}}))).into_response()
+    (
+        StatusCode::BAD_REQUEST,
+        Json(serde_json::json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
 }
 
 /// Completes due operations and saves if that changed anything.
@@ -42,7 +46,11 @@ pub(crate) async fn state(State(emu): State<Arc<Emulator>>) -> Response {
     let mut core = emu.lock();
     tick(&emu, &mut core);
     let sim_time = core.now().rfc3339(core.world.epoch);
-    Json(StateOut { sim_time, world: &core.world }).into_response()
+    Json(StateOut {
+        sim_time,
+        world: &core.world,
+    })
+    .into_response()
 }
 
 pub(crate) async fn faults(State(emu): State<Arc<Emulator>>) -> Response {
@@ -102,10 +110,20 @@ pub(crate) async fn advance(State(emu): State<Arc<Emulator>>, body: axum::body::
     let secs = match (request.duration.as_deref(), request.seconds) {
         (Some(text), None) => match parse_duration(text) {
             Some(secs) => secs,
-            None => return bad_request("InvalidAdvance", format!("'{text}' is not a duration such as '2h' or '90m'")),
+            None => {
+                return bad_request(
+                    "InvalidAdvance",
+                    format!("'{text}' is not a duration such as '2h' or '90m'"),
+                );
+            }
         },
         (None, Some(secs)) if secs.is_finite() && secs >= 0.0 => secs,
-        _ => return bad_request("InvalidAdvance", "give exactly one of 'duration' or 'seconds' (non-negative)".into()),
+        _ => {
+            return bad_request(
+                "InvalidAdvance",
+                "give exactly one of 'duration' or 'seconds' (non-negative)".into(),
+            );
+        }
     };
     let mut core = emu.lock();
     core.clock.advance(secs);

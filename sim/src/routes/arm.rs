@@ -40,7 +40,10 @@ fn into_response(arm: ArmResponse) -> Response {
     let mut response = match arm.body {
         Some(bytes) => {
             let mut r = Response::new(Body::from(bytes));
-            r.headers_mut().insert("content-type", HeaderValue::from_static("application/json; charset=utf-8"));
+            r.headers_mut().insert(
+                "content-type",
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            );
             r
         }
         None => Response::new(Body::empty()),
@@ -57,7 +60,10 @@ fn into_response(arm: ArmResponse) -> Response {
 fn authenticate(settings: &Settings, headers: &HeaderMap) -> Result<(), ArmError> {
     let unauthorized = |code: &str, message: &str| ArmError::new(StatusCode::UNAUTHORIZED, code, message);
     let Some(value) = headers.get("authorization") else {
-        return Err(unauthorized("AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing."));
+        return Err(unauthorized(
+            "AuthenticationFailed",
+            "Authentication failed. The 'Authorization' header is missing.",
+        ));
     };
     let value = value.to_str().unwrap_or_default();
     let token = match value.split_once(' ') {
@@ -70,7 +76,10 @@ fn authenticate(settings: &Settings, headers: &HeaderMap) -> Result<(), ArmError
         }
     };
     match &settings.token {
-        Some(expected) if expected != token => Err(unauthorized("InvalidAuthenticationToken", "The access token is invalid.")),
+        Some(expected) if expected != token => Err(unauthorized(
+            "InvalidAuthenticationToken",
+            "The access token is invalid.",
+        )),
         _ => Ok(()),
     }
 }
@@ -78,7 +87,8 @@ fn authenticate(settings: &Settings, headers: &HeaderMap) -> Result<(), ArmError
 fn api_version(uri: &Uri) -> Option<String> {
     uri.query()?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
-        k.eq_ignore_ascii_case("api-version").then(|| super::path::percent_decode(v))
+        k.eq_ignore_ascii_case("api-version")
+            .then(|| super::path::percent_decode(v))
     })
 }
 
@@ -96,7 +106,11 @@ fn check_api_version(provider: Provider, version: Option<&str>) -> Result<String
         Provider::Sql => SQL_API_VERSIONS.contains(&version),
         Provider::Network => {
             let date = version.strip_suffix("-preview").unwrap_or(version);
-            date.len() == 10 && date.get(..4).and_then(|y| y.parse::<u32>().ok()).is_some_and(|y| y >= 2023)
+            date.len() == 10
+                && date
+                    .get(..4)
+                    .and_then(|y| y.parse::<u32>().ok())
+                    .is_some_and(|y| y >= 2023)
         }
         Provider::Polling => true,
     };
@@ -123,9 +137,15 @@ fn injected(status: u16) -> Response {
         504 => (StatusCode::GATEWAY_TIMEOUT, "GatewayTimeout"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError"),
     };
-    let mut response = error_response(&ArmError::new(status, code, "An injected fault: the request was not processed."));
+    let mut response = error_response(&ArmError::new(
+        status,
+        code,
+        "An injected fault: the request was not processed.",
+    ));
     if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
-        response.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+        response
+            .headers_mut()
+            .insert("retry-after", HeaderValue::from_static("1"));
     }
     response
 }
@@ -137,7 +157,9 @@ fn dropped() -> Response {
 }
 
 fn fingerprint(method: &Method, path: &str, body: &[u8]) -> String {
-    let canonical = serde_json::from_slice::<serde_json::Value>(body).map(|v| v.to_string()).unwrap_or_default();
+    let canonical = serde_json::from_slice::<serde_json::Value>(body)
+        .map(|v| v.to_string())
+        .unwrap_or_default();
     sha256_hex(format!("{method} {} {canonical}", path.to_ascii_lowercase()).as_bytes())
 }
 
@@ -197,7 +219,9 @@ async fn pipeline(
                         throttled.retry_after
                     ),
                 ));
-                response.headers_mut().insert("retry-after", HeaderValue::from(throttled.retry_after));
+                response
+                    .headers_mut()
+                    .insert("retry-after", HeaderValue::from(throttled.retry_after));
                 response.headers_mut().insert(class.header(), HeaderValue::from(0u64));
                 return Ok(response);
             }
@@ -241,7 +265,9 @@ async fn pipeline(
                     .unwrap_or_default(),
                 sim_time: now.rfc3339(epoch),
                 method: method.to_string(),
-                path: uri.path_and_query().map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned()),
+                path: uri
+                    .path_and_query()
+                    .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned()),
                 body_sha256: sha256_hex(body),
                 operation_id: arm.operation_id.clone(),
                 status: arm.status.as_u16(),
@@ -260,27 +286,69 @@ async fn pipeline(
         return Ok(dropped());
     }
     let mut response = into_response(arm);
-    response.headers_mut().insert(class.header(), HeaderValue::from(remaining));
+    response
+        .headers_mut()
+        .insert(class.header(), HeaderValue::from(remaining));
     Ok(response)
 }
 
 fn dispatch(ctx: &mut Ctx<'_>, method: &Method, path: &ArmPath, body: &[u8]) -> Result<ArmResponse, ArmError> {
     use ArmPath as P;
     match (path, method.as_str()) {
+        (P::InstanceListAll { sub }, _) => sql::list_all_instances(ctx, sub),
         (P::InstanceList { sub, rg }, _) => sql::list_instances(ctx, sub, rg),
         (P::Instance { sub, rg, name }, "GET") => sql::get_instance(ctx, sub, rg, name),
         (P::Instance { sub, rg, name }, "PUT") => sql::put_instance(ctx, sub, rg, name, body),
         (P::Instance { sub, rg, name }, "PATCH") => sql::patch_instance(ctx, sub, rg, name, body),
         (P::Instance { sub, rg, name }, _) => sql::delete_instance(ctx, sub, rg, name),
         (P::DatabaseList { sub, rg, instance }, _) => sql::list_databases(ctx, sub, rg, instance),
-        (P::Database { sub, rg, instance, name }, _) => sql::get_database(ctx, sub, rg, instance, name),
+        (
+            P::Database {
+                sub,
+                rg,
+                instance,
+                name,
+            },
+            _,
+        ) => sql::get_database(ctx, sub, rg, instance, name),
         (P::GroupList { sub, rg, location }, _) => sql::list_groups(ctx, sub, rg, location),
-        (P::Group { sub, rg, location, name }, "GET") => sql::get_group(ctx, sub, rg, location, name),
-        (P::Group { sub, rg, location, name }, "PUT") => sql::put_group(ctx, sub, rg, location, name, body),
-        (P::Group { sub, rg, location, name }, _) => sql::delete_group(ctx, sub, rg, location, name),
-        (P::GroupFailover { sub, rg, location, name, forced }, _) => {
-            sql::failover_group(ctx, sub, rg, location, name, *forced)
-        }
+        (
+            P::Group {
+                sub,
+                rg,
+                location,
+                name,
+            },
+            "GET",
+        ) => sql::get_group(ctx, sub, rg, location, name),
+        (
+            P::Group {
+                sub,
+                rg,
+                location,
+                name,
+            },
+            "PUT",
+        ) => sql::put_group(ctx, sub, rg, location, name, body),
+        (
+            P::Group {
+                sub,
+                rg,
+                location,
+                name,
+            },
+            _,
+        ) => sql::delete_group(ctx, sub, rg, location, name),
+        (
+            P::GroupFailover {
+                sub,
+                rg,
+                location,
+                name,
+                forced,
+            },
+            _,
+        ) => sql::failover_group(ctx, sub, rg, location, name, *forced),
         (P::OperationStatus { sub, id }, _) => operations::status(ctx, sub, id),
         (P::OperationResult { sub, id }, _) => operations::result(ctx, sub, id),
         (P::Vnet { sub, rg, name }, "GET") => network::get_vnet(ctx, sub, rg, name),

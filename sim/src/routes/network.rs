@@ -76,7 +76,10 @@ fn subnet_from(spec: SubnetIn, space: &[String], vnet_name: &str) -> Result<Subn
         .into_iter()
         .filter_map(|d| {
             let service_name = d.properties?.service_name?;
-            Some(Delegation { name: d.name.unwrap_or_else(|| "delegation".into()), service_name })
+            Some(Delegation {
+                name: d.name.unwrap_or_else(|| "delegation".into()),
+                service_name,
+            })
         })
         .collect();
     Ok(Subnet {
@@ -102,7 +105,13 @@ fn peering_from(name: String, props: PeeringPropertiesIn) -> Result<Peering, Arm
     })
 }
 
-pub(crate) fn put_vnet(ctx: &mut Ctx<'_>, sub: &str, rg: &str, name: &str, body: &[u8]) -> Result<ArmResponse, ArmError> {
+pub(crate) fn put_vnet(
+    ctx: &mut Ctx<'_>,
+    sub: &str,
+    rg: &str,
+    name: &str,
+    body: &[u8],
+) -> Result<ArmResponse, ArmError> {
     if !ctx.world().has_resource_group(sub, rg) {
         return Err(ArmError::resource_group_not_found(rg));
     }
@@ -139,7 +148,10 @@ pub(crate) fn put_vnet(ctx: &mut Ctx<'_>, sub: &str, rg: &str, name: &str, body:
         {
             return Err(ArmError::bad_request(
                 "InUseSubnetCannotBeDeleted",
-                format!("Subnet '{subnet}' is in use by managed instance '{}' and cannot be deleted.", inst.name),
+                format!(
+                    "Subnet '{subnet}' is in use by managed instance '{}' and cannot be deleted.",
+                    inst.name
+                ),
             ));
         }
     }
@@ -162,12 +174,20 @@ pub(crate) fn put_vnet(ctx: &mut Ctx<'_>, sub: &str, rg: &str, name: &str, body:
         address_prefixes: space,
         subnets,
         peerings,
-        tags: request.tags.or_else(|| existing.as_ref().map(|v| v.tags.clone())).unwrap_or_default(),
-        resource_guid: existing.as_ref().map_or_else(|| derived_guid(&id), |v| v.resource_guid.clone()),
+        tags: request
+            .tags
+            .or_else(|| existing.as_ref().map(|v| v.tags.clone()))
+            .unwrap_or_default(),
+        resource_guid: existing
+            .as_ref()
+            .map_or_else(|| derived_guid(&id), |v| v.resource_guid.clone()),
     };
     ctx.world_mut().virtual_networks.insert(key.clone(), vnet);
     let world = ctx.world();
-    let vnet = world.virtual_networks.get(&key).ok_or_else(|| ArmError::not_found(VNET_TYPE, name, rg))?;
+    let vnet = world
+        .virtual_networks
+        .get(&key)
+        .ok_or_else(|| ArmError::not_found(VNET_TYPE, name, rg))?;
     let body = ArmResponse::json(StatusCode::OK, &render::vnet(world, vnet))?;
     Ok(written(ctx, existing.is_none(), sub, &location, &id, body))
 }
@@ -178,7 +198,9 @@ pub(crate) fn get_subnet(ctx: &Ctx<'_>, sub: &str, rg: &str, vnet: &str, name: &
         .virtual_networks
         .get(&vnet_key(sub, rg, vnet))
         .ok_or_else(|| ArmError::not_found(VNET_TYPE, vnet, rg))?;
-    let s = v.subnet(name).ok_or_else(|| ArmError::not_found("Microsoft.Network/virtualNetworks/subnets", name, rg))?;
+    let s = v
+        .subnet(name)
+        .ok_or_else(|| ArmError::not_found("Microsoft.Network/virtualNetworks/subnets", name, rg))?;
     ArmResponse::json(StatusCode::OK, &render::subnet(v, s))
 }
 
@@ -215,7 +237,12 @@ pub(crate) fn put_peering(
     body: &[u8],
 ) -> Result<ArmResponse, ArmError> {
     let key = vnet_key(sub, rg, vnet);
-    let v = ctx.world().virtual_networks.get(&key).cloned().ok_or_else(|| ArmError::not_found(VNET_TYPE, vnet, rg))?;
+    let v = ctx
+        .world()
+        .virtual_networks
+        .get(&key)
+        .cloned()
+        .ok_or_else(|| ArmError::not_found(VNET_TYPE, vnet, rg))?;
     let request: PeeringIn = parse_body(body)?;
     let peering = peering_from(name.to_owned(), request.properties.unwrap_or_default())?;
     if ids::key(&peering.remote_id) == key {
@@ -226,7 +253,10 @@ pub(crate) fn put_peering(
     {
         return Err(ArmError::bad_request(
             "VnetAddressSpacesOverlap",
-            format!("Cannot peer '{}' with '{}': address spaces {a} and {b} overlap.", v.name, remote.name),
+            format!(
+                "Cannot peer '{}' with '{}': address spaces {a} and {b} overlap.",
+                v.name, remote.name
+            ),
         ));
     }
     let created = v.peering(name).is_none();
@@ -235,21 +265,36 @@ pub(crate) fn put_peering(
         target.peerings.push(peering);
     }
     let world = ctx.world();
-    let target = world.virtual_networks.get(&key).ok_or_else(|| ArmError::not_found(VNET_TYPE, vnet, rg))?;
-    let p = target.peering(name).ok_or_else(|| ArmError::not_found(VNET_TYPE, name, rg))?;
+    let target = world
+        .virtual_networks
+        .get(&key)
+        .ok_or_else(|| ArmError::not_found(VNET_TYPE, vnet, rg))?;
+    let p = target
+        .peering(name)
+        .ok_or_else(|| ArmError::not_found(VNET_TYPE, name, rg))?;
     let response = ArmResponse::json(StatusCode::OK, &render::peering(world, target, p))?;
     let id = format!("{}/virtualNetworkPeerings/{name}", v.id);
     Ok(written(ctx, created, sub, &v.location, &id, response))
 }
 
-pub(crate) fn delete_peering(ctx: &mut Ctx<'_>, sub: &str, rg: &str, vnet: &str, name: &str) -> Result<ArmResponse, ArmError> {
+pub(crate) fn delete_peering(
+    ctx: &mut Ctx<'_>,
+    sub: &str,
+    rg: &str,
+    vnet: &str,
+    name: &str,
+) -> Result<ArmResponse, ArmError> {
     let key = vnet_key(sub, rg, vnet);
     let Some(target) = ctx.world_mut().virtual_networks.get_mut(&key) else {
         return Ok(ArmResponse::empty(StatusCode::NO_CONTENT));
     };
     let before = target.peerings.len();
     target.peerings.retain(|p| !p.name.eq_ignore_ascii_case(name));
-    Ok(ArmResponse::empty(if target.peerings.len() == before { StatusCode::NO_CONTENT } else { StatusCode::OK }))
+    Ok(ArmResponse::empty(if target.peerings.len() == before {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::OK
+    }))
 }
 
 // ----- security groups -------------------------------------------------------------------
@@ -310,13 +355,22 @@ pub(crate) fn put_rule(
     body: &[u8],
 ) -> Result<ArmResponse, ArmError> {
     let key = nsg_key(sub, rg, nsg);
-    let group = ctx.world().security_groups.get(&key).cloned().ok_or_else(|| ArmError::not_found(NSG_TYPE, nsg, rg))?;
+    let group = ctx
+        .world()
+        .security_groups
+        .get(&key)
+        .cloned()
+        .ok_or_else(|| ArmError::not_found(NSG_TYPE, nsg, rg))?;
     let request: SecurityRuleIn = parse_body(body)?;
-    let p = request.properties.ok_or_else(|| bad_format("The 'properties' object is required."))?;
+    let p = request
+        .properties
+        .ok_or_else(|| bad_format("The 'properties' object is required."))?;
     let protocol = one_of(p.protocol, "protocol", &["Tcp", "Udp", "Icmp", "Esp", "*", "Ah"])?;
     let access = one_of(p.access, "access", &["Allow", "Deny"])?;
     let direction = one_of(p.direction, "direction", &["Inbound", "Outbound"])?;
-    let priority = p.priority.ok_or_else(|| bad_format("The security rule property 'priority' is required."))?;
+    let priority = p
+        .priority
+        .ok_or_else(|| bad_format("The security rule property 'priority' is required."))?;
     if !(100..=4096).contains(&priority) {
         return Err(ArmError::bad_request(
             "SecurityRuleInvalidPriority",
@@ -328,7 +382,10 @@ pub(crate) fn put_rule(
     }) {
         return Err(ArmError::bad_request(
             "SecurityRuleConflict",
-            format!("Security rule '{name}' conflicts with rule '{}': both have priority {priority} and direction {direction}.", other.name),
+            format!(
+                "Security rule '{name}' conflicts with rule '{}': both have priority {priority} and direction {direction}.",
+                other.name
+            ),
         ));
     }
     let rule = SecurityRule {
@@ -358,11 +415,21 @@ pub(crate) fn put_rule(
     Ok(written(ctx, created, sub, &group.location, &id, response))
 }
 
-pub(crate) fn delete_rule(ctx: &mut Ctx<'_>, sub: &str, rg: &str, nsg: &str, name: &str) -> Result<ArmResponse, ArmError> {
+pub(crate) fn delete_rule(
+    ctx: &mut Ctx<'_>,
+    sub: &str,
+    rg: &str,
+    nsg: &str,
+    name: &str,
+) -> Result<ArmResponse, ArmError> {
     let Some(group) = ctx.world_mut().security_groups.get_mut(&nsg_key(sub, rg, nsg)) else {
         return Ok(ArmResponse::empty(StatusCode::NO_CONTENT));
     };
     let before = group.rules.len();
     group.rules.retain(|r| !r.name.eq_ignore_ascii_case(name));
-    Ok(ArmResponse::empty(if group.rules.len() == before { StatusCode::NO_CONTENT } else { StatusCode::OK }))
+    Ok(ArmResponse::empty(if group.rules.len() == before {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::OK
+    }))
 }

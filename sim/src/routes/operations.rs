@@ -15,7 +15,13 @@ fn find<'c>(ctx: &'c Ctx<'_>, sub: &str, id: &str) -> Result<&'c Operation, ArmE
         .operations
         .get(id)
         .filter(|op| op.subscription.eq_ignore_ascii_case(sub))
-        .ok_or_else(|| ArmError::new(StatusCode::NOT_FOUND, "OperationNotFound", format!("Operation '{id}' was not found.")))
+        .ok_or_else(|| {
+            ArmError::new(
+                StatusCode::NOT_FOUND,
+                "OperationNotFound",
+                format!("Operation '{id}' was not found."),
+            )
+        })
 }
 
 /// `GET {Azure-AsyncOperation}`: 200 with the status resource, `Retry-After` while running.
@@ -24,13 +30,20 @@ pub(crate) fn status(ctx: &Ctx<'_>, sub: &str, id: &str) -> Result<ArmResponse, 
     let world = ctx.world();
     let (status_url, _) = polling_urls(ctx.base_url, op);
     let out = OperationStatusOut {
-        id: status_url.split('?').next().unwrap_or_default().replace(ctx.base_url, ""),
+        id: status_url
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .replace(ctx.base_url, ""),
         name: op.id.clone(),
         status: op.status.as_str(),
         start_time: render::time(world, op.started),
         end_time: op.finished.map(|t| render::time(world, t)),
         percent_complete: op.percent_complete(ctx.now),
-        error: op.error.as_ref().map(|e| ErrorDetail { code: e.code.clone(), message: e.message.clone() }),
+        error: op.error.as_ref().map(|e| ErrorDetail {
+            code: e.code.clone(),
+            message: e.message.clone(),
+        }),
     };
     let response = ArmResponse::json(StatusCode::OK, &out)?;
     Ok(if op.is_running() {
@@ -51,7 +64,10 @@ pub(crate) fn result(ctx: &Ctx<'_>, sub: &str, id: &str) -> Result<ArmResponse, 
                 .with_header("retry-after", retry_after(op, ctx.now, &ctx.core.clock).to_string()))
         }
         OpStatus::Failed | OpStatus::Canceled => {
-            let error = op.error.clone().unwrap_or_else(|| crate::lro::planned_failure(&op.kind));
+            let error = op
+                .error
+                .clone()
+                .unwrap_or_else(|| crate::lro::planned_failure(&op.kind));
             let status = if error.code == "OperationTimedOut" {
                 StatusCode::INTERNAL_SERVER_ERROR
             } else if op.status == OpStatus::Canceled {
@@ -79,7 +95,8 @@ fn final_body(ctx: &Ctx<'_>, op: &Operation) -> Result<ArmResponse, ArmError> {
             let found = world.failover_groups.get(group).and_then(|g| {
                 let view = view.as_ref()?;
                 let location = view.rest.get(1)?;
-                g.role_at(&view.subscription, &view.resource_group, location).map(|role| (g, role))
+                g.role_at(&view.subscription, &view.resource_group, location)
+                    .map(|role| (g, role))
             });
             match found {
                 Some((g, role)) => ArmResponse::json(StatusCode::OK, &render::group_view(g, role)),

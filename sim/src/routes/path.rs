@@ -14,22 +14,93 @@ pub(crate) enum Provider {
 /// A recognised ARM path. Names keep the URL's casing; comparisons are case-insensitive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ArmPath {
-    InstanceList { sub: String, rg: String },
-    Instance { sub: String, rg: String, name: String },
-    DatabaseList { sub: String, rg: String, instance: String },
-    Database { sub: String, rg: String, instance: String, name: String },
-    GroupList { sub: String, rg: String, location: String },
-    Group { sub: String, rg: String, location: String, name: String },
-    GroupFailover { sub: String, rg: String, location: String, name: String, forced: bool },
-    OperationStatus { sub: String, id: String },
-    OperationResult { sub: String, id: String },
-    Vnet { sub: String, rg: String, name: String },
-    Subnet { sub: String, rg: String, vnet: String, name: String },
-    PeeringList { sub: String, rg: String, vnet: String },
-    Peering { sub: String, rg: String, vnet: String, name: String },
-    Nsg { sub: String, rg: String, name: String },
-    RuleList { sub: String, rg: String, nsg: String },
-    Rule { sub: String, rg: String, nsg: String, name: String },
+    InstanceListAll {
+        sub: String,
+    },
+    InstanceList {
+        sub: String,
+        rg: String,
+    },
+    Instance {
+        sub: String,
+        rg: String,
+        name: String,
+    },
+    DatabaseList {
+        sub: String,
+        rg: String,
+        instance: String,
+    },
+    Database {
+        sub: String,
+        rg: String,
+        instance: String,
+        name: String,
+    },
+    GroupList {
+        sub: String,
+        rg: String,
+        location: String,
+    },
+    Group {
+        sub: String,
+        rg: String,
+        location: String,
+        name: String,
+    },
+    GroupFailover {
+        sub: String,
+        rg: String,
+        location: String,
+        name: String,
+        forced: bool,
+    },
+    OperationStatus {
+        sub: String,
+        id: String,
+    },
+    OperationResult {
+        sub: String,
+        id: String,
+    },
+    Vnet {
+        sub: String,
+        rg: String,
+        name: String,
+    },
+    Subnet {
+        sub: String,
+        rg: String,
+        vnet: String,
+        name: String,
+    },
+    PeeringList {
+        sub: String,
+        rg: String,
+        vnet: String,
+    },
+    Peering {
+        sub: String,
+        rg: String,
+        vnet: String,
+        name: String,
+    },
+    Nsg {
+        sub: String,
+        rg: String,
+        name: String,
+    },
+    RuleList {
+        sub: String,
+        rg: String,
+        nsg: String,
+    },
+    Rule {
+        sub: String,
+        rg: String,
+        nsg: String,
+        name: String,
+    },
 }
 
 fn eq(a: &str, b: &str) -> bool {
@@ -63,6 +134,14 @@ impl ArmPath {
         let s: Vec<&str> = segments.iter().map(String::as_str).collect();
         let owned = |x: &str| x.to_owned();
         match s.as_slice() {
+            [subs, sub, providers, ns, mis]
+                if eq(subs, "subscriptions")
+                    && eq(providers, "providers")
+                    && eq(ns, "Microsoft.Sql")
+                    && eq(mis, "managedInstances") =>
+            {
+                Some(ArmPath::InstanceListAll { sub: owned(sub) })
+            }
             [subs, sub, providers, ns, locations, _location, kind, id]
                 if eq(subs, "subscriptions") && eq(providers, "providers") && eq(locations, "locations") =>
             {
@@ -75,9 +154,15 @@ impl ArmPath {
                         || eq(kind, "instanceFailoverGroupOperationResults")))
                     || (eq(ns, "Microsoft.Network") && eq(kind, "operationResults"));
                 if status {
-                    Some(ArmPath::OperationStatus { sub: owned(sub), id: owned(id) })
+                    Some(ArmPath::OperationStatus {
+                        sub: owned(sub),
+                        id: owned(id),
+                    })
                 } else if result {
-                    Some(ArmPath::OperationResult { sub: owned(sub), id: owned(id) })
+                    Some(ArmPath::OperationResult {
+                        sub: owned(sub),
+                        id: owned(id),
+                    })
                 } else {
                     None
                 }
@@ -103,18 +188,28 @@ impl ArmPath {
         Some(match rest {
             [mis] if eq(mis, "managedInstances") => ArmPath::InstanceList { sub, rg },
             [mis, name] if eq(mis, "managedInstances") => ArmPath::Instance { sub, rg, name: o(name) },
-            [mis, mi, dbs] if eq(mis, "managedInstances") && eq(dbs, "databases") => {
-                ArmPath::DatabaseList { sub, rg, instance: o(mi) }
-            }
-            [mis, mi, dbs, db] if eq(mis, "managedInstances") && eq(dbs, "databases") => {
-                ArmPath::Database { sub, rg, instance: o(mi), name: o(db) }
-            }
-            [locs, loc, fogs] if eq(locs, "locations") && eq(fogs, "instanceFailoverGroups") => {
-                ArmPath::GroupList { sub, rg, location: o(loc) }
-            }
-            [locs, loc, fogs, name] if eq(locs, "locations") && eq(fogs, "instanceFailoverGroups") => {
-                ArmPath::Group { sub, rg, location: o(loc), name: o(name) }
-            }
+            [mis, mi, dbs] if eq(mis, "managedInstances") && eq(dbs, "databases") => ArmPath::DatabaseList {
+                sub,
+                rg,
+                instance: o(mi),
+            },
+            [mis, mi, dbs, db] if eq(mis, "managedInstances") && eq(dbs, "databases") => ArmPath::Database {
+                sub,
+                rg,
+                instance: o(mi),
+                name: o(db),
+            },
+            [locs, loc, fogs] if eq(locs, "locations") && eq(fogs, "instanceFailoverGroups") => ArmPath::GroupList {
+                sub,
+                rg,
+                location: o(loc),
+            },
+            [locs, loc, fogs, name] if eq(locs, "locations") && eq(fogs, "instanceFailoverGroups") => ArmPath::Group {
+                sub,
+                rg,
+                location: o(loc),
+                name: o(name),
+            },
             [locs, loc, fogs, name, action]
                 if eq(locs, "locations")
                     && eq(fogs, "instanceFailoverGroups")
@@ -136,23 +231,34 @@ impl ArmPath {
         let o = |x: &str| x.to_owned();
         Some(match rest {
             [vnets, name] if eq(vnets, "virtualNetworks") => ArmPath::Vnet { sub, rg, name: o(name) },
-            [vnets, vnet, subnets, name] if eq(vnets, "virtualNetworks") && eq(subnets, "subnets") => {
-                ArmPath::Subnet { sub, rg, vnet: o(vnet), name: o(name) }
-            }
+            [vnets, vnet, subnets, name] if eq(vnets, "virtualNetworks") && eq(subnets, "subnets") => ArmPath::Subnet {
+                sub,
+                rg,
+                vnet: o(vnet),
+                name: o(name),
+            },
             [vnets, vnet, peerings] if eq(vnets, "virtualNetworks") && eq(peerings, "virtualNetworkPeerings") => {
                 ArmPath::PeeringList { sub, rg, vnet: o(vnet) }
             }
-            [vnets, vnet, peerings, name]
-                if eq(vnets, "virtualNetworks") && eq(peerings, "virtualNetworkPeerings") =>
-            {
-                ArmPath::Peering { sub, rg, vnet: o(vnet), name: o(name) }
+            [vnets, vnet, peerings, name] if eq(vnets, "virtualNetworks") && eq(peerings, "virtualNetworkPeerings") => {
+                ArmPath::Peering {
+                    sub,
+                    rg,
+                    vnet: o(vnet),
+                    name: o(name),
+                }
             }
             [nsgs, name] if eq(nsgs, "networkSecurityGroups") => ArmPath::Nsg { sub, rg, name: o(name) },
             [nsgs, nsg, rules] if eq(nsgs, "networkSecurityGroups") && eq(rules, "securityRules") => {
                 ArmPath::RuleList { sub, rg, nsg: o(nsg) }
             }
             [nsgs, nsg, rules, name] if eq(nsgs, "networkSecurityGroups") && eq(rules, "securityRules") => {
-                ArmPath::Rule { sub, rg, nsg: o(nsg), name: o(name) }
+                ArmPath::Rule {
+                    sub,
+                    rg,
+                    nsg: o(nsg),
+                    name: o(name),
+                }
             }
             _ => return None,
         })
@@ -161,7 +267,8 @@ impl ArmPath {
     /// The subscription the request is charged to.
     pub(crate) fn subscription(&self) -> &str {
         match self {
-            ArmPath::InstanceList { sub, .. }
+            ArmPath::InstanceListAll { sub }
+            | ArmPath::InstanceList { sub, .. }
             | ArmPath::Instance { sub, .. }
             | ArmPath::DatabaseList { sub, .. }
             | ArmPath::Database { sub, .. }
@@ -183,7 +290,8 @@ impl ArmPath {
     /// The provider whose api-versions apply.
     pub(crate) fn provider(&self) -> Provider {
         match self {
-            ArmPath::InstanceList { .. }
+            ArmPath::InstanceListAll { .. }
+            | ArmPath::InstanceList { .. }
             | ArmPath::Instance { .. }
             | ArmPath::DatabaseList { .. }
             | ArmPath::Database { .. }
@@ -199,6 +307,7 @@ impl ArmPath {
     pub(crate) fn operation_id(&self, method: &Method) -> Option<&'static str> {
         let m = method.as_str();
         Some(match (self, m) {
+            (ArmPath::InstanceListAll { .. }, "GET") => "ManagedInstances_List",
             (ArmPath::InstanceList { .. }, "GET") => "ManagedInstances_ListByResourceGroup",
             (ArmPath::Instance { .. }, "GET") => "ManagedInstances_Get",
             (ArmPath::Instance { .. }, "PUT") => "ManagedInstances_CreateOrUpdate",
@@ -252,9 +361,20 @@ mod tests {
                 forced: false
             })
         );
-        let op = ArmPath::parse("/subscriptions/s/providers/Microsoft.Sql/locations/eastus/managedInstanceOperationResults/abc");
-        assert_eq!(op, Some(ArmPath::OperationResult { sub: "s".into(), id: "abc".into() }));
-        assert_eq!(ArmPath::parse("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Web/sites/x"), None);
+        let op = ArmPath::parse(
+            "/subscriptions/s/providers/Microsoft.Sql/locations/eastus/managedInstanceOperationResults/abc",
+        );
+        assert_eq!(
+            op,
+            Some(ArmPath::OperationResult {
+                sub: "s".into(),
+                id: "abc".into()
+            })
+        );
+        assert_eq!(
+            ArmPath::parse("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Web/sites/x"),
+            None
+        );
         assert_eq!(percent_decode("a%2"), "a%2");
     }
 }

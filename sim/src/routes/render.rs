@@ -5,16 +5,14 @@ use crate::ids;
 use crate::regions;
 use crate::rules;
 use crate::wire::{
-    AddressSpace, DelegationOut, DelegationPropertiesOut, FailoverGroupOut, FailoverGroupPropertiesOut,
-    IdRef, InstancePair, ManagedDatabaseOut, ManagedDatabasePropertiesOut, ManagedInstanceOut,
-    ManagedInstancePropertiesOut, PartnerRegion, PeeringOut, PeeringPropertiesOut, ReadOnlyEndpoint,
-    ReadWriteEndpoint, SecurityGroupOut, SecurityGroupPropertiesOut, SecurityRuleOut,
-    SecurityRuleProperties, SkuOut, SubnetOut, SubnetPropertiesOut, VirtualNetworkOut,
-    VirtualNetworkPropertiesOut,
+    AddressSpace, DelegationOut, DelegationPropertiesOut, FailoverGroupOut, FailoverGroupPropertiesOut, IdRef,
+    InstancePair, ManagedDatabaseOut, ManagedDatabasePropertiesOut, ManagedInstanceOut, ManagedInstancePropertiesOut,
+    PartnerRegion, PeeringOut, PeeringPropertiesOut, ReadOnlyEndpoint, ReadWriteEndpoint, SecurityGroupOut,
+    SecurityGroupPropertiesOut, SecurityRuleOut, SecurityRuleProperties, SkuOut, SubnetOut, SubnetPropertiesOut,
+    VirtualNetworkOut, VirtualNetworkPropertiesOut,
 };
 use crate::world::{
-    Database, FailoverGroup, Instance, Peering, Role, SecurityGroup, SecurityRule, Subnet,
-    VirtualNetwork, World,
+    Database, FailoverGroup, Instance, Peering, Role, SecurityGroup, SecurityRule, Subnet, VirtualNetwork, World,
 };
 
 fn etag(seed: &str) -> String {
@@ -62,9 +60,10 @@ pub(crate) fn instance(world: &World, inst: &Instance) -> ManagedInstanceOut {
 
 /// A managed database of `inst`.
 pub(crate) fn database(world: &World, inst: &Instance, db: &Database) -> ManagedDatabaseOut {
-    let group_id = db.failover_group.as_ref().map(|g| {
-        ids::fog_view(&inst.subscription, &inst.resource_group, &inst.location, g)
-    });
+    let group_id = db
+        .failover_group
+        .as_ref()
+        .map(|g| ids::fog_view(&inst.subscription, &inst.resource_group, &inst.location, g));
     ManagedDatabaseOut {
         id: format!("{}/databases/{}", inst.id, db.name),
         name: db.name.clone(),
@@ -97,10 +96,9 @@ pub(crate) fn group_view(group: &FailoverGroup, role: Role) -> FailoverGroupOut 
                 failover_policy: Some(group.read_write_policy.clone()),
                 failover_with_data_loss_grace_period_minutes: group.grace_minutes,
             },
-            read_only_endpoint: group
-                .read_only_policy
-                .as_ref()
-                .map(|p| ReadOnlyEndpoint { failover_policy: Some(p.clone()) }),
+            read_only_endpoint: group.read_only_policy.as_ref().map(|p| ReadOnlyEndpoint {
+                failover_policy: Some(p.clone()),
+            }),
             replication_role: role.as_str(),
             replication_state: group.replication_state.clone(),
             partner_regions: vec![PartnerRegion {
@@ -154,8 +152,12 @@ pub(crate) fn peering(world: &World, vnet: &VirtualNetwork, p: &Peering) -> Peer
         .get(&ids::key(&p.remote_id))
         .map(|r| r.address_prefixes.clone())
         .unwrap_or_default();
-    let local = AddressSpace { address_prefixes: vnet.address_prefixes.clone() };
-    let remote = AddressSpace { address_prefixes: remote_space };
+    let local = AddressSpace {
+        address_prefixes: vnet.address_prefixes.clone(),
+    };
+    let remote = AddressSpace {
+        address_prefixes: remote_space,
+    };
     PeeringOut {
         etag: etag(&id),
         id,
@@ -165,7 +167,9 @@ pub(crate) fn peering(world: &World, vnet: &VirtualNetwork, p: &Peering) -> Peer
             provisioning_state: "Succeeded",
             peering_state: rules::peering_state(world, vnet, &p.remote_id),
             peering_sync_level: "FullyInSync",
-            remote_virtual_network: IdRef { id: p.remote_id.clone() },
+            remote_virtual_network: IdRef {
+                id: p.remote_id.clone(),
+            },
             allow_virtual_network_access: p.allow_virtual_network_access,
             allow_forwarded_traffic: p.allow_forwarded_traffic,
             allow_gateway_transit: p.allow_gateway_transit,
@@ -190,7 +194,9 @@ pub(crate) fn vnet(world: &World, vnet: &VirtualNetwork) -> VirtualNetworkOut {
         properties: VirtualNetworkPropertiesOut {
             provisioning_state: "Succeeded",
             resource_guid: vnet.resource_guid.clone(),
-            address_space: AddressSpace { address_prefixes: vnet.address_prefixes.clone() },
+            address_space: AddressSpace {
+                address_prefixes: vnet.address_prefixes.clone(),
+            },
             subnets: vnet.subnets.iter().map(|s| subnet(vnet, s)).collect(),
             virtual_network_peerings: vnet.peerings.iter().map(|p| peering(world, vnet, p)).collect(),
         },
@@ -232,8 +238,14 @@ pub(crate) fn nsg(world: &World, nsg: &SecurityGroup) -> SecurityGroupOut {
         .flat_map(|v| {
             v.subnets
                 .iter()
-                .filter(|s| s.security_group_id.as_deref().is_some_and(|id| ids::key(id) == ids::key(&nsg.id)))
-                .map(move |s| IdRef { id: format!("{}/subnets/{}", v.id, s.name) })
+                .filter(|s| {
+                    s.security_group_id
+                        .as_deref()
+                        .is_some_and(|id| ids::key(id) == ids::key(&nsg.id))
+                })
+                .map(move |s| IdRef {
+                    id: format!("{}/subnets/{}", v.id, s.name),
+                })
         })
         .collect();
     SecurityGroupOut {

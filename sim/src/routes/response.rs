@@ -21,15 +21,24 @@ pub(crate) struct ArmResponse {
 impl ArmResponse {
     /// A JSON answer.
     pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Result<ArmResponse, ArmError> {
-        let bytes = serde_json::to_vec(body).map_err(|e| {
-            ArmError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", e.to_string())
-        })?;
-        Ok(ArmResponse { status, headers: Vec::new(), body: Some(bytes), operation_id: None })
+        let bytes = serde_json::to_vec(body)
+            .map_err(|e| ArmError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", e.to_string()))?;
+        Ok(ArmResponse {
+            status,
+            headers: Vec::new(),
+            body: Some(bytes),
+            operation_id: None,
+        })
     }
 
     /// An answer without a body.
     pub(crate) fn empty(status: StatusCode) -> ArmResponse {
-        ArmResponse { status, headers: Vec::new(), body: None, operation_id: None }
+        ArmResponse {
+            status,
+            headers: Vec::new(),
+            body: None,
+            operation_id: None,
+        }
     }
 
     /// Adds a header.
@@ -42,9 +51,11 @@ impl ArmResponse {
 /// The two polling URLs of an operation.
 pub(crate) fn polling_urls(base_url: &str, op: &Operation) -> (String, String) {
     let (ns, status, result) = match op.poll {
-        PollKind::ManagedInstance => {
-            ("Microsoft.Sql", "managedInstanceAzureAsyncOperation", "managedInstanceOperationResults")
-        }
+        PollKind::ManagedInstance => (
+            "Microsoft.Sql",
+            "managedInstanceAzureAsyncOperation",
+            "managedInstanceOperationResults",
+        ),
         PollKind::FailoverGroup => (
             "Microsoft.Sql",
             "instanceFailoverGroupAzureAsyncOperation",
@@ -52,7 +63,10 @@ pub(crate) fn polling_urls(base_url: &str, op: &Operation) -> (String, String) {
         ),
         PollKind::Network => ("Microsoft.Network", "operations", "operationResults"),
     };
-    let prefix = format!("{base_url}/subscriptions/{}/providers/{ns}/locations/{}", op.subscription, op.location);
+    let prefix = format!(
+        "{base_url}/subscriptions/{}/providers/{ns}/locations/{}",
+        op.subscription, op.location
+    );
     (
         format!("{prefix}/{status}/{}?api-version={}", op.id, op.api_version),
         format!("{prefix}/{result}/{}?api-version={}", op.id, op.api_version),

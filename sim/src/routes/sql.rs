@@ -25,19 +25,25 @@ fn instance_key(sub: &str, rg: &str, name: &str) -> String {
 }
 
 fn require_rg(ctx: &Ctx<'_>, sub: &str, rg: &str) -> Result<(), ArmError> {
-    if ctx.world().has_resource_group(sub, rg) { Ok(()) } else { Err(ArmError::resource_group_not_found(rg)) }
+    if ctx.world().has_resource_group(sub, rg) {
+        Ok(())
+    } else {
+        Err(ArmError::resource_group_not_found(rg))
+    }
 }
 
 fn check_vcores(v: u32) -> Result<(), ArmError> {
     if VCORES.contains(&v) {
         Ok(())
     } else {
-        Err(ArmError::invalid_parameter(format!("vCores value {v} is not one of {VCORES:?}.")))
+        Err(ArmError::invalid_parameter(format!(
+            "vCores value {v} is not one of {VCORES:?}."
+        )))
     }
 }
 
 fn check_storage(gb: u32) -> Result<(), ArmError> {
-    if (32..=32768).contains(&gb) && gb % 32 == 0 {
+    if (32..=32768).contains(&gb) && gb.is_multiple_of(32) {
         Ok(())
     } else {
         Err(ArmError::invalid_parameter(format!(
@@ -62,7 +68,10 @@ fn conflicting(ctx: &Ctx<'_>, key: &str, name: &str) -> Result<(), ArmError> {
     if let Some(op) = ctx.world().running_operation_on(key) {
         return Err(ArmError::conflict(
             "ConflictingManagedInstanceOperation",
-            format!("An operation ({}) is in progress on managed instance '{name}'; wait for it to finish.", op.id),
+            format!(
+                "An operation ({}) is in progress on managed instance '{name}'; wait for it to finish.",
+                op.id
+            ),
         ));
     }
     Ok(())
@@ -77,6 +86,17 @@ pub(crate) fn get_instance(ctx: &Ctx<'_>, sub: &str, rg: &str, name: &str) -> Re
         .get(&instance_key(sub, rg, name))
         .ok_or_else(|| ArmError::not_found(INSTANCE_TYPE, name, rg))?;
     ArmResponse::json(StatusCode::OK, &render::instance(ctx.world(), inst))
+}
+
+pub(crate) fn list_all_instances(ctx: &Ctx<'_>, sub: &str) -> Result<ArmResponse, ArmError> {
+    let value = ctx
+        .world()
+        .instances
+        .values()
+        .filter(|i| i.subscription.eq_ignore_ascii_case(sub))
+        .map(|i| render::instance(ctx.world(), i))
+        .collect();
+    ArmResponse::json(StatusCode::OK, &List { value })
 }
 
 pub(crate) fn list_instances(ctx: &Ctx<'_>, sub: &str, rg: &str) -> Result<ArmResponse, ArmError> {
@@ -118,12 +138,16 @@ fn create_instance(
     request: ManagedInstanceIn,
 ) -> Result<ArmResponse, ArmError> {
     let location = regions::normalize(
-        &request.location.ok_or_else(|| ArmError::invalid_parameter("The 'location' property is required."))?,
+        &request
+            .location
+            .ok_or_else(|| ArmError::invalid_parameter("The 'location' property is required."))?,
     );
     let props = request.properties.unwrap_or_default();
     let sku = request.sku.unwrap_or_default();
     let sku_name = canonical_sku(
-        sku.name.as_deref().ok_or_else(|| ArmError::invalid_parameter("The 'sku.name' property is required."))?,
+        sku.name
+            .as_deref()
+            .ok_or_else(|| ArmError::invalid_parameter("The 'sku.name' property is required."))?,
     )?;
     let (tier, family) = tier_and_family(sku_name);
     let v_cores = props.v_cores.or(sku.capacity).unwrap_or(8);
@@ -137,10 +161,17 @@ fn create_instance(
         .world()
         .subnet(&subnet_id)
         .ok_or_else(|| ArmError::invalid_parameter(format!("The subnet '{subnet_id}' does not exist.")))?;
-    if !subnet.delegations.iter().any(|d| d.service_name.eq_ignore_ascii_case("Microsoft.Sql/managedInstances")) {
+    if !subnet
+        .delegations
+        .iter()
+        .any(|d| d.service_name.eq_ignore_ascii_case("Microsoft.Sql/managedInstances"))
+    {
         return Err(ArmError::bad_request(
             "SubnetMissingRequiredDelegation",
-            format!("Subnet '{}' must be delegated to Microsoft.Sql/managedInstances.", subnet.name),
+            format!(
+                "Subnet '{}' must be delegated to Microsoft.Sql/managedInstances.",
+                subnet.name
+            ),
         ));
     }
     if vnet.location != location {
@@ -149,7 +180,12 @@ fn create_instance(
             subnet.name, vnet.location
         )));
     }
-    if let Some(other) = ctx.world().instances.values().find(|i| i.name.eq_ignore_ascii_case(name)) {
+    if let Some(other) = ctx
+        .world()
+        .instances
+        .values()
+        .find(|i| i.name.eq_ignore_ascii_case(name))
+    {
         return Err(ArmError::conflict(
             "NameAlreadyExists",
             format!("The name '{name}' is already in use by '{}'.", other.id),
@@ -256,7 +292,10 @@ fn update_instance(ctx: &mut Ctx<'_>, key: &str, request: ManagedInstanceIn) -> 
         if f64::from(gb) < inst.used_gb() {
             return Err(ArmError::bad_request(
                 "ManagedInstanceInvalidStorageSizeLessThenCurrentSizeUsed",
-                format!("Storage size {gb} GB is less than the {} GB currently used.", inst.used_gb()),
+                format!(
+                    "Storage size {gb} GB is less than the {} GB currently used.",
+                    inst.used_gb()
+                ),
             ));
         }
         change.storage_gb = Some(gb);
@@ -312,7 +351,10 @@ fn update_instance(ctx: &mut Ctx<'_>, key: &str, request: ManagedInstanceIn) -> 
         target.provisioning_state = "InProgress".into();
     }
     Ok(ctx.start(NewOp {
-        kind: OpKind::InstanceUpdate { instance: key.to_owned(), change },
+        kind: OpKind::InstanceUpdate {
+            instance: key.to_owned(),
+            change,
+        },
         poll: PollKind::ManagedInstance,
         subscription: inst.subscription.clone(),
         location: inst.location.clone(),
@@ -333,14 +375,22 @@ pub(crate) fn delete_instance(ctx: &mut Ctx<'_>, sub: &str, rg: &str, name: &str
     if let Some(group) = ctx.world().group_of(&inst.id) {
         return Err(ArmError::bad_request(
             "OperationNotAllowedInCurrentGeodrConfiguration",
-            format!("Managed instance '{name}' is in failover group '{}'; delete the group first.", group.name),
+            format!(
+                "Managed instance '{name}' is in failover group '{}'; delete the group first.",
+                group.name
+            ),
         ));
     }
     if let Some(op) = ctx.world().running_operation_on(&key) {
         if matches!(op.kind, OpKind::InstanceCreate { .. }) {
             let id = op.id.clone();
             let now = ctx.now;
-            lro::cancel(ctx.world_mut(), &id, now, "The create operation was canceled by a delete request.");
+            lro::cancel(
+                ctx.world_mut(),
+                &id,
+                now,
+                "The create operation was canceled by a delete request.",
+            );
         } else {
             conflicting(ctx, &key, name)?;
         }
@@ -368,7 +418,11 @@ pub(crate) fn list_databases(ctx: &Ctx<'_>, sub: &str, rg: &str, instance: &str)
         .instances
         .get(&instance_key(sub, rg, instance))
         .ok_or_else(|| ArmError::not_found(INSTANCE_TYPE, instance, rg))?;
-    let value = inst.databases.iter().map(|db| render::database(ctx.world(), inst, db)).collect();
+    let value = inst
+        .databases
+        .iter()
+        .map(|db| render::database(ctx.world(), inst, db))
+        .collect();
     ArmResponse::json(StatusCode::OK, &List { value })
 }
 
@@ -406,8 +460,15 @@ fn group_at<'w>(
     Some((group, role))
 }
 
-pub(crate) fn get_group(ctx: &Ctx<'_>, sub: &str, rg: &str, location: &str, name: &str) -> Result<ArmResponse, ArmError> {
-    let (group, role) = group_at(ctx, sub, rg, location, name).ok_or_else(|| ArmError::not_found(GROUP_TYPE, name, rg))?;
+pub(crate) fn get_group(
+    ctx: &Ctx<'_>,
+    sub: &str,
+    rg: &str,
+    location: &str,
+    name: &str,
+) -> Result<ArmResponse, ArmError> {
+    let (group, role) =
+        group_at(ctx, sub, rg, location, name).ok_or_else(|| ArmError::not_found(GROUP_TYPE, name, rg))?;
     ArmResponse::json(StatusCode::OK, &render::group_view(group, role))
 }
 
@@ -438,7 +499,10 @@ struct GroupRequest {
 fn parse_group_request(body: &[u8]) -> Result<GroupRequest, ArmError> {
     let request: FailoverGroupIn = parse_body(body)?;
     let props = request.properties.ok_or_else(|| {
-        invalid_group("InstanceFailoverGroupCreateOrUpdateRequestInvalid", "The 'properties' object is required.")
+        invalid_group(
+            "InstanceFailoverGroupCreateOrUpdateRequestInvalid",
+            "The 'properties' object is required.",
+        )
     })?;
     let rw = props.read_write_endpoint.ok_or_else(|| {
         invalid_group(
@@ -497,7 +561,10 @@ fn parse_group_request(body: &[u8]) -> Result<GroupRequest, ArmError> {
         ));
     };
     let partner_region = region.location.clone().ok_or_else(|| {
-        invalid_group("InstanceFailoverGroupCreateOrUpdateRequestInvalid", "partnerRegions[0].location is required.")
+        invalid_group(
+            "InstanceFailoverGroupCreateOrUpdateRequestInvalid",
+            "partnerRegions[0].location is required.",
+        )
     })?;
     let pairs = props.managed_instance_pairs.unwrap_or_default();
     let [pair] = pairs.as_slice() else {
@@ -507,13 +574,23 @@ fn parse_group_request(body: &[u8]) -> Result<GroupRequest, ArmError> {
         ));
     };
     let primary_id = pair.primary_managed_instance_id.clone().ok_or_else(|| {
-        invalid_group("InstanceFailoverGroupCreateOrUpdateRequestInvalidPrimary", "primaryManagedInstanceId is required.")
+        invalid_group(
+            "InstanceFailoverGroupCreateOrUpdateRequestInvalidPrimary",
+            "primaryManagedInstanceId is required.",
+        )
     })?;
     let partner_id = pair.partner_managed_instance_id.clone().ok_or_else(|| {
-        invalid_group("InstanceFailoverGroupCreateOrUpdateRequestInvalidPartner", "partnerManagedInstanceId is required.")
+        invalid_group(
+            "InstanceFailoverGroupCreateOrUpdateRequestInvalidPartner",
+            "partnerManagedInstanceId is required.",
+        )
     })?;
     Ok(GroupRequest {
-        change: GroupChange { read_write_policy: policy.to_owned(), grace_minutes: grace, read_only_policy },
+        change: GroupChange {
+            read_write_policy: policy.to_owned(),
+            grace_minutes: grace,
+            read_only_policy,
+        },
         partner_region,
         primary_id,
         partner_id,
@@ -639,7 +716,10 @@ fn update_group(
         return ArmResponse::json(StatusCode::OK, &render::group_view(group, Role::Primary));
     }
     Ok(ctx.start(NewOp {
-        kind: OpKind::GroupUpdate { group: group.name.to_ascii_lowercase(), change: request.change },
+        kind: OpKind::GroupUpdate {
+            group: group.name.to_ascii_lowercase(),
+            change: request.change,
+        },
         poll: PollKind::FailoverGroup,
         subscription: sub.to_owned(),
         location: group.primary.location.clone(),
@@ -681,7 +761,9 @@ pub(crate) fn delete_group(
         }
     }
     Ok(ctx.start(NewOp {
-        kind: OpKind::GroupDelete { group: name.to_ascii_lowercase() },
+        kind: OpKind::GroupDelete {
+            group: name.to_ascii_lowercase(),
+        },
         poll: PollKind::FailoverGroup,
         subscription: sub.to_owned(),
         location: group.primary.location.clone(),
@@ -703,7 +785,8 @@ pub(crate) fn failover_group(
     if let Some(response) = ctx.reattach(&lock) {
         return Ok(response);
     }
-    let (group, role) = group_at(ctx, sub, rg, location, name).ok_or_else(|| ArmError::not_found(GROUP_TYPE, name, rg))?;
+    let (group, role) =
+        group_at(ctx, sub, rg, location, name).ok_or_else(|| ArmError::not_found(GROUP_TYPE, name, rg))?;
     if role == Role::Primary {
         return Err(invalid_group(
             "InstanceFailoverGroupFailoverRequestOnPrimary",
@@ -714,18 +797,32 @@ pub(crate) fn failover_group(
     if ctx.world().running_operation_on(&lock).is_some() || group.replication_state != "CATCH_UP" {
         return Err(ArmError::conflict(
             "InstanceFailoverGroupBusy",
-            format!("Failover group '{name}' is busy (replication state '{}').", group.replication_state),
+            format!(
+                "Failover group '{name}' is busy (replication state '{}').",
+                group.replication_state
+            ),
         ));
     }
     let missing = || ArmError::invalid_parameter("A member instance of the failover group does not exist.");
-    let primary = ctx.world().instance(&group.primary.instance_id).cloned().ok_or_else(missing)?;
-    let secondary = ctx.world().instance(&group.secondary.instance_id).cloned().ok_or_else(missing)?;
+    let primary = ctx
+        .world()
+        .instance(&group.primary.instance_id)
+        .cloned()
+        .ok_or_else(missing)?;
+    let secondary = ctx
+        .world()
+        .instance(&group.secondary.instance_id)
+        .cloned()
+        .ok_or_else(missing)?;
     for inst in [&primary, &secondary] {
         if let Some(op) = ctx.world().running_operation_on(&ids::key(&inst.id)) {
             if matches!(op.kind, OpKind::InstanceUpdate { .. }) {
                 return Err(ArmError::bad_request(
                     "ManagedInstanceUpdateSloOngoing",
-                    format!("Managed instance '{}' is being updated; fail over after it finishes.", inst.name),
+                    format!(
+                        "Managed instance '{}' is being updated; fail over after it finishes.",
+                        inst.name
+                    ),
                 ));
             }
             conflicting(ctx, &ids::key(&inst.id), &inst.name)?;
@@ -745,6 +842,10 @@ pub(crate) fn failover_group(
         location: secondary.location.clone(),
         resource_id: ids::fog_view(sub, rg, &secondary.location, &group.name),
         locks: vec![lock, ids::key(&primary.id), ids::key(&secondary.id)],
-        duration: if forced { durations::FORCED_FAILOVER } else { durations::PLANNED_FAILOVER },
+        duration: if forced {
+            durations::FORCED_FAILOVER
+        } else {
+            durations::PLANNED_FAILOVER
+        },
     }))
 }

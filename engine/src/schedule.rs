@@ -1,0 +1,409 @@
+//! Schedule semantics: cron expansion in a time zone, catch-up, maintenance windows and
+//! overlap, as pure functions of the stored schedule and a time, so they are tested with
+//! fixed instants instead of a waiting clock.
+//!
+//! - Fire times are those of the cron expression read in the schedule's zone. Across a
+//!   daylight-saving change (croner's rules, the Open Cron Pattern Specification): a fixed
+//!   time that does not exist fires once at the first valid instant after the gap; a fixed
+//!   time that occurs twice fires once, at its first occurrence.
+//! - A fire time missed by more than the catch-up window (no worker ran) is skipped and
+//!   recorded as skipped; one within it fires late.
+//! - With a maintenance window, a due fire starts only inside the window; outside it, it
+//!   waits for the window, as long as it stays within the catch-up window.
+//! - When the schedule's previous run is still going: `skip` records the fire as skipped,
+//!   `queue` keeps it and starts its run when the previous one ends.
+//! - A paused schedule records the fire times that pass as skipped.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Timelike, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use fogbook_state::{Millis, Overlap};
+
+/// At most this many fire times are handled in one tick; a longer backlog is recorded as
+/// one skip per tick until it is gone.
+const MAX_FIRES_PER_TICK: usize = 100;
+
+/// A parsed cron expression with its zone.
+#[derive(Clone, Debug)]
+pub struct CronSchedule {
+    cron: Cron,
+    tz: Tz,
+}
+
+impl CronSchedule {
+    /// Parses `expr` (5 fields, or 6 with seconds first) read in zone `tz` (IANA name).
+    pub fn parse(expr: &str, tz: &str) -> Result<Self, String> {
+        let cron = Cron::from_str(expr).map_err(|e| format!("invalid cron expression `{expr}`: {e}"))?;
+        let tz = parse_tz(tz)?;
+        Ok(Self { cron, tz })
+    }
+
+    /// Fire times `t` with `after < t <= until`, oldest first, at most `limit`.
+    pub fn fire_times(&self, after: Millis, until: Millis, limit: usize) -> Vec<Millis> {
+        let mut out = Vec::new();
+        let Some(start) = to_utc(after).map(|t| t.with_timezone(&self.tz)) else {
+            return out;
+        };
+        for t in self.cron.iter_after(start) {
+            let ms = t.timestamp_millis();
+            if ms > until || out.len() >= limit {
+                break;
+            }
+            out.push(ms);
+        }
+        out
+    }
+
+    /// The next `n` fire times after `after`.
+    pub fn next(&self, after: Millis, n: usize) -> Vec<Millis> {
+        self.fire_times(after, Millis::MAX, n)
+    }
+
+    /// The zone.
+    pub fn tz(&self) -> Tz {
+        self.tz
+    }
+}
+
+/// Parses an IANA zone name (`Europe/Amsterdam`, `UTC`).
+pub fn parse_tz(tz: &str) -> Result<Tz, String> {
+    Tz::from_str(tz).map_err(|_| format!("unknown time zone `{tz}` (use an IANA name such as Europe/Amsterdam or UTC)"))
+}
+
+fn to_utc(ms: Millis) -> Option<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(ms).single()
+}
+
+/// A daily maintenance window in a zone, such as `01:00-05:00 Europe/Amsterdam`. A window
+/// whose end is before its start crosses midnight (`22:00-04:00`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Window {
+    start_min: u32,
+    end_min: u32,
+    tz: Tz,
+}
+
+impl Window {
+    /// Parses `HH:MM-HH:MM ZONE` (`in` before the zone is allowed; the zone defaults to UTC).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = text.split_whitespace();
+        let range = parts.next().ok_or("empty maintenance window")?;
+        let mut rest: Vec<&str> = parts.collect();
+        if rest.first() == Some(&"in") {
+            rest.remove(0);
+        }
+        let tz = match rest.as_slice() {
+            [] => Tz::UTC,
+            [zone] => parse_tz(zone)?,
+            _ => {
+                return Err(format!(
+                    "invalid maintenance window `{text}`: expected `HH:MM-HH:MM ZONE`"
+                ));
+            }
+        };
+        let (a, b) = range
+            .split_once('-')
+            .ok_or_else(|| format!("invalid maintenance window `{text}`: expected `HH:MM-HH:MM ZONE`"))?;
+        let start_min = minutes(a).ok_or_else(|| format!("invalid start time `{a}` in maintenance window"))?;
+        let end_min = minutes(b).ok_or_else(|| format!("invalid end time `{b}` in maintenance window"))?;
+        if start_min == end_min {
+            return Err(format!("maintenance window `{text}` is empty"));
+        }
+        Ok(Self { start_min, end_min, tz })
+    }
+
+    /// Whether `at` falls inside the window (start inclusive, end exclusive).
+    pub fn contains(&self, at: Millis) -> bool {
+        let Some(t) = to_utc(at) else { return false };
+        let local = t.with_timezone(&self.tz);
+        let m = local.hour() * 60 + local.minute();
+        if self.start_min < self.end_min {
+            (self.start_min..self.end_min).contains(&m)
+        } else {
+            m >= self.start_min || m < self.end_min
+        }
+    }
+
+    /// The stored form.
+    pub fn to_json(&self, text: &str) -> serde_json::Value {
+        serde_json::json!({ "text": text, "start_min": self.start_min, "end_min": self.end_min, "tz": self.tz.name() })
+    }
+
+    /// Reads the stored form.
+    pub fn from_json(v: &serde_json::Value) -> Option<Self> {
+        Some(Self {
+            start_min: u32::try_from(v.get("start_min")?.as_u64()?).ok()?,
+            end_min: u32::try_from(v.get("end_min")?.as_u64()?).ok()?,
+            tz: parse_tz(v.get("tz")?.as_str()?).ok()?,
+        })
+    }
+}
+
+fn minutes(hhmm: &str) -> Option<u32> {
+    let (h, m) = hhmm.split_once(':')?;
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60 && hhmm.len() <= 5).then_some(h * 60 + m)
+}
+
+/// What a tick knows about one schedule.
+#[derive(Clone, Debug)]
+pub struct TickInput {
+    /// Fire times up to here are handled.
+    pub cursor: Millis,
+    /// Now.
+    pub now: Millis,
+    /// Catch-up window.
+    pub catch_up: Duration,
+    /// The schedule is paused.
+    pub paused: bool,
+    /// Maintenance window.
+    pub window: Option<Window>,
+    /// The schedule's previous run is unfinished.
+    pub active_run: bool,
+    /// Overlap policy.
+    pub overlap: Overlap,
+    /// Fires waiting in the queue.
+    pub queued: i64,
+}
+
+/// One decision of a tick.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Start a run for this fire time (or from the queue).
+    Fire {
+        /// The fire time (now, for a queued fire).
+        fire_at: Millis,
+        /// Taken from the queue.
+        from_queue: bool,
+    },
+    /// Record this fire time as skipped.
+    Skip {
+        /// The fire time.
+        fire_at: Millis,
+        /// Why.
+        reason: String,
+    },
+    /// Queue this fire time.
+    Queue {
+        /// The fire time.
+        fire_at: Millis,
+    },
+}
+
+/// Decides what to do with the fire times due since the cursor, and where the cursor goes.
+pub fn plan_tick(schedule: &CronSchedule, input: &TickInput) -> (Vec<Plan>, Millis) {
+    let mut plans = Vec::new();
+    let mut cursor = input.cursor;
+    let in_window = input.window.as_ref().is_none_or(|w| w.contains(input.now));
+    let mut active = input.active_run;
+    if !input.paused && !active && input.queued > 0 && in_window {
+        plans.push(Plan::Fire {
+            fire_at: input.now,
+            from_queue: true,
+        });
+        active = true;
+    }
+    let catch_up = i64::try_from(input.catch_up.as_millis()).unwrap_or(i64::MAX);
+    for fire_at in schedule.fire_times(input.cursor, input.now, MAX_FIRES_PER_TICK) {
+        let late = input.now - fire_at;
+        if input.paused {
+            plans.push(Plan::Skip {
+                fire_at,
+                reason: "the schedule is paused".to_owned(),
+            });
+        } else if late > catch_up {
+            plans.push(Plan::Skip {
+                fire_at,
+                reason: format!(
+                    "missed by {} while no worker ran, more than the catch-up window of {}",
+                    fogbook_activities::duration::format(Duration::from_millis(late.unsigned_abs())),
+                    fogbook_activities::duration::format(input.catch_up)
+                ),
+            });
+        } else if !in_window {
+            // Due, but outside the maintenance window: leave it due; it starts when the
+            // window opens if that is still within the catch-up window.
+            break;
+        } else if active {
+            plans.push(match input.overlap {
+                Overlap::Skip => Plan::Skip {
+                    fire_at,
+                    reason: "the previous run of this schedule is still going (overlap: skip)".to_owned(),
+                },
+                Overlap::Queue => Plan::Queue { fire_at },
+            });
+        } else {
+            plans.push(Plan::Fire {
+                fire_at,
+                from_queue: false,
+            });
+            active = true;
+        }
+        cursor = fire_at;
+    }
+    (plans, cursor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(rfc3339: &str) -> Millis {
+        DateTime::parse_from_rfc3339(rfc3339).unwrap().timestamp_millis()
+    }
+
+    fn iso(ms: Millis) -> String {
+        to_utc(ms).unwrap().to_rfc3339()
+    }
+
+    #[test]
+    fn a_time_that_does_not_exist_fires_once_after_the_gap() {
+        // Europe/Amsterdam springs forward on 2026-03-29: 02:00 → 03:00 local.
+        let s = CronSchedule::parse("30 2 * * *", "Europe/Amsterdam").unwrap();
+        let fires = s.fire_times(ms("2026-03-27T12:00:00Z"), ms("2026-03-31T12:00:00Z"), 10);
+        let got: Vec<String> = fires.into_iter().map(iso).collect();
+        assert_eq!(
+            got,
+            [
+                "2026-03-28T01:30:00+00:00", // 02:30 CET
+                "2026-03-29T01:00:00+00:00", // 02:30 does not exist: 03:00 CEST, once
+                "2026-03-30T00:30:00+00:00", // 02:30 CEST
+                "2026-03-31T00:30:00+00:00",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_time_that_occurs_twice_fires_once() {
+        // Europe/Amsterdam falls back on 2026-10-25: 03:00 CEST → 02:00 CET.
+        let s = CronSchedule::parse("30 2 * * *", "Europe/Amsterdam").unwrap();
+        let fires = s.fire_times(ms("2026-10-24T12:00:00Z"), ms("2026-10-26T12:00:00Z"), 10);
+        let got: Vec<String> = fires.into_iter().map(iso).collect();
+        assert_eq!(got, ["2026-10-25T00:30:00+00:00", "2026-10-26T01:30:00+00:00"]);
+    }
+
+    #[test]
+    fn saturday_two_am_in_amsterdam() {
+        let s = CronSchedule::parse("0 2 * * 6", "Europe/Amsterdam").unwrap();
+        let next: Vec<String> = s.next(ms("2026-11-26T09:00:00Z"), 2).into_iter().map(iso).collect();
+        assert_eq!(next, ["2026-11-28T01:00:00+00:00", "2026-12-05T01:00:00+00:00"]);
+    }
+
+    fn input(cursor: &str, now: &str) -> TickInput {
+        TickInput {
+            cursor: ms(cursor),
+            now: ms(now),
+            catch_up: Duration::from_secs(3600),
+            paused: false,
+            window: None,
+            active_run: false,
+            overlap: Overlap::Skip,
+            queued: 0,
+        }
+    }
+
+    #[test]
+    fn catch_up_fires_recent_misses_and_skips_older_ones() {
+        let s = CronSchedule::parse("0 * * * *", "UTC").unwrap();
+        // The worker was down from 01:30 to 04:20; catch-up is 1h.
+        let (plans, cursor) = plan_tick(&s, &input("2026-11-26T01:30:00Z", "2026-11-26T04:20:00Z"));
+        let kinds: Vec<(String, &str)> = plans
+            .iter()
+            .map(|p| match p {
+                Plan::Skip { fire_at, .. } => (iso(*fire_at), "skip"),
+                Plan::Fire { fire_at, .. } => (iso(*fire_at), "fire"),
+                Plan::Queue { fire_at } => (iso(*fire_at), "queue"),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("2026-11-26T02:00:00+00:00".to_owned(), "skip"),
+                ("2026-11-26T03:00:00+00:00".to_owned(), "skip"),
+                ("2026-11-26T04:00:00+00:00".to_owned(), "fire"),
+            ]
+        );
+        assert_eq!(iso(cursor), "2026-11-26T04:00:00+00:00");
+        assert!(matches!(&plans[0], Plan::Skip { reason, .. } if reason.contains("catch-up window of 1h")));
+    }
+
+    #[test]
+    fn overlap_skip_and_queue() {
+        let s = CronSchedule::parse("*/10 * * * *", "UTC").unwrap();
+        let mut i = input("2026-11-26T00:55:00Z", "2026-11-26T01:00:30Z");
+        i.active_run = true;
+        let (plans, _) = plan_tick(&s, &i);
+        assert!(matches!(&plans[..], [Plan::Skip { reason, .. }] if reason.contains("still going")));
+        i.overlap = Overlap::Queue;
+        let (plans, _) = plan_tick(&s, &i);
+        assert_eq!(
+            plans,
+            [Plan::Queue {
+                fire_at: ms("2026-11-26T01:00:00Z")
+            }]
+        );
+        // Once the previous run ended, the queued fire starts.
+        i.active_run = false;
+        i.queued = 1;
+        i.cursor = ms("2026-11-26T01:00:00Z");
+        let (plans, _) = plan_tick(&s, &i);
+        assert_eq!(
+            plans,
+            [Plan::Fire {
+                fire_at: i.now,
+                from_queue: true
+            }]
+        );
+    }
+
+    #[test]
+    fn a_window_holds_a_due_fire_until_it_opens() {
+        let s = CronSchedule::parse("50 0 * * *", "UTC").unwrap();
+        let mut i = input("2026-11-26T00:00:00Z", "2026-11-26T00:55:00Z");
+        i.window = Some(Window::parse("01:00-05:00 UTC").unwrap());
+        let (plans, cursor) = plan_tick(&s, &i);
+        assert!(plans.is_empty(), "outside the window nothing starts");
+        assert_eq!(cursor, i.cursor, "the fire stays due");
+        i.now = ms("2026-11-26T01:00:10Z");
+        let (plans, cursor) = plan_tick(&s, &i);
+        assert_eq!(
+            plans,
+            [Plan::Fire {
+                fire_at: ms("2026-11-26T00:50:00Z"),
+                from_queue: false
+            }]
+        );
+        assert_eq!(cursor, ms("2026-11-26T00:50:00Z"));
+    }
+
+    #[test]
+    fn windows_parse_and_cross_midnight_in_their_zone() {
+        let w = Window::parse("22:00-04:00 in Europe/Amsterdam").unwrap();
+        assert!(w.contains(ms("2026-11-26T22:30:00Z")), "23:30 local");
+        assert!(!w.contains(ms("2026-11-26T12:00:00Z")));
+        assert!(w.contains(ms("2026-11-27T02:30:00Z")), "03:30 local");
+        assert_eq!(Window::from_json(&w.to_json("x")), Some(w));
+        for bad in [
+            "",
+            "25:00-01:00",
+            "01:00",
+            "01:00-01:00",
+            "01:00-02:00 Mars/Olympus",
+            "1-2 UTC extra",
+        ] {
+            assert!(Window::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn paused_schedules_record_skips() {
+        let s = CronSchedule::parse("0 * * * *", "UTC").unwrap();
+        let mut i = input("2026-11-26T00:30:00Z", "2026-11-26T01:00:05Z");
+        i.paused = true;
+        let (plans, _) = plan_tick(&s, &i);
+        assert!(matches!(&plans[..], [Plan::Skip { reason, .. }] if reason.contains("paused")));
+    }
+}

@@ -1,0 +1,217 @@
+//! The worker: fires due schedules and drives runs that nobody drives (pending, detached,
+//! approved after waiting, or left by a process whose lease expired or who died), several
+//! at a time, until asked to stop. Several workers may share one database: firing a
+//! schedule is a compare-and-set on its cursor and driving a run needs its lease, so no
+//! fire happens twice and no run is driven twice.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use fogbook_state::{FireDecision, FireOutcome, RunFilter, RunRow, RunStatus, ScheduleRow};
+use serde_json::json;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::schedule::{CronSchedule, Plan, TickInput, Window};
+use crate::{CreateRun, Engine, EngineError, RunOutcome, owner, runbook};
+
+/// Settings of a worker.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Runs driven at once.
+    pub concurrency: usize,
+    /// How often to look for due schedules and runs to drive.
+    pub poll: Duration,
+    /// Stop once there is nothing to drive and nothing running (tests, batch jobs).
+    pub exit_when_idle: bool,
+}
+
+/// What a worker did.
+#[derive(Clone, Debug, Default)]
+pub struct WorkerReport {
+    /// Runs created by schedules.
+    pub fired: usize,
+    /// Runs driven (to an end or a stop).
+    pub driven: usize,
+}
+
+/// Runs the worker until `stop` is cancelled (or, with `exit_when_idle`, until idle). On
+/// stop, in-flight runs stop at safe points and release their leases, so another worker
+/// can take them over at once.
+pub async fn run_worker(
+    engine: Engine,
+    config: WorkerConfig,
+    stop: CancellationToken,
+) -> Result<WorkerReport, EngineError> {
+    let mut report = WorkerReport::default();
+    let mut tasks: JoinSet<(String, Result<RunOutcome, EngineError>)> = JoinSet::new();
+    let mut active: BTreeSet<String> = BTreeSet::new();
+    loop {
+        if stop.is_cancelled() {
+            break;
+        }
+        report.fired += tick_schedules(&engine).await?;
+        let candidates = drivable(&engine, &active).await?;
+        for run in candidates {
+            if active.len() >= config.concurrency.max(1) {
+                break;
+            }
+            active.insert(run.clone());
+            let (engine, token) = (engine.clone(), stop.child_token());
+            tasks.spawn(async move {
+                let outcome = engine.drive(&run, token).await;
+                (run, outcome)
+            });
+        }
+        if config.exit_when_idle && active.is_empty() {
+            break;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(config.poll) => {}
+            () = stop.cancelled() => {}
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => finished(done, &mut active, &mut report),
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        finished(done, &mut active, &mut report);
+    }
+    Ok(report)
+}
+
+fn finished(
+    done: Result<(String, Result<RunOutcome, EngineError>), tokio::task::JoinError>,
+    active: &mut BTreeSet<String>,
+    report: &mut WorkerReport,
+) {
+    match done {
+        Ok((run, outcome)) => {
+            active.remove(&run);
+            report.driven += 1;
+            match outcome {
+                Ok(o) => tracing::info!(run_id = %run, outcome = ?o, "worker: run stopped"),
+                // Another worker won the lease: not an error.
+                Err(EngineError::Busy { owner, .. }) => tracing::debug!(run_id = %run, %owner, "worker: run taken"),
+                Err(e) => tracing::error!(run_id = %run, error = %e, "worker: driving failed"),
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "worker: a drive task panicked"),
+    }
+}
+
+/// Runs that nobody live drives and that can make progress.
+async fn drivable(engine: &Engine, active: &BTreeSet<String>) -> Result<Vec<String>, EngineError> {
+    let now = engine.now_ms();
+    let filter = RunFilter {
+        statuses: vec![RunStatus::Pending, RunStatus::Running, RunStatus::Waiting],
+        limit: None,
+    };
+    let mut runs: Vec<RunRow> = engine.store().list_runs(filter).await?;
+    // Oldest first, so runs are driven in the order they were created.
+    runs.reverse();
+    let mut out = Vec::new();
+    for run in runs {
+        if active.contains(&run.id) {
+            continue;
+        }
+        let free = match (&run.lease_owner, run.lease_expires_at) {
+            (None, _) | (_, None) => true,
+            (Some(o), Some(exp)) => exp <= now || owner::is_dead(o),
+        };
+        if !free {
+            continue;
+        }
+        if run.status == RunStatus::Waiting && !approval_arrived(engine, &run.id).await? {
+            continue;
+        }
+        out.push(run.id);
+    }
+    Ok(out)
+}
+
+/// A waiting run is worth driving once its pending approval step has been approved.
+async fn approval_arrived(engine: &Engine, run_id: &str) -> Result<bool, EngineError> {
+    let snap = engine.store().load_run(run_id).await?;
+    let Some(step) = snap.steps.iter().find(|s| !s.status.is_done()) else {
+        return Ok(true);
+    };
+    Ok(snap.approvals.iter().any(|a| a.step_id == step.step_id))
+}
+
+/// Fires what is due for every schedule; returns how many runs were created.
+async fn tick_schedules(engine: &Engine) -> Result<usize, EngineError> {
+    let mut fired = 0;
+    for schedule in engine.store().schedules().await? {
+        match tick_one(engine, &schedule).await {
+            Ok(n) => fired += n,
+            Err(e) => tracing::error!(schedule = %schedule.name, error = %e, "worker: cannot fire schedule"),
+        }
+    }
+    Ok(fired)
+}
+
+async fn tick_one(engine: &Engine, s: &ScheduleRow) -> Result<usize, EngineError> {
+    let cron = CronSchedule::parse(&s.cron, &s.tz).map_err(|m| invalid(&s.name, m))?;
+    let now = engine.now_ms();
+    let input = TickInput {
+        cursor: s.cursor_at,
+        now,
+        catch_up: Duration::from_millis(u64::try_from(s.catch_up_ms).unwrap_or(0)),
+        paused: s.paused,
+        window: s.window.as_ref().and_then(Window::from_json),
+        active_run: s.active_run.is_some(),
+        overlap: s.overlap,
+        queued: s.queued,
+    };
+    let (plans, cursor) = crate::schedule::plan_tick(&cron, &input);
+    if plans.is_empty() && cursor == s.cursor_at {
+        return Ok(0);
+    }
+    let origin = format!("runbook pinned to schedule {}", s.name);
+    let rb = runbook::parse(&s.runbook_text, &origin).map_err(EngineError::Invalid)?;
+    let params = match &s.params {
+        serde_json::Value::Object(m) => m.clone(),
+        _ => serde_json::Map::new(),
+    };
+    let params = runbook::resolve_params(&rb, params, &origin).map_err(EngineError::Invalid)?;
+    let mut decisions = Vec::new();
+    for plan in plans {
+        decisions.push(match plan {
+            Plan::Skip { fire_at, reason } => FireDecision::Skip { fire_at, reason },
+            Plan::Queue { fire_at } => FireDecision::Queue { fire_at },
+            Plan::Fire { fire_at, from_queue } => FireDecision::Fire {
+                fire_at,
+                from_queue,
+                run: Box::new(engine.prepare_run(CreateRun {
+                    runbook: &rb,
+                    text: &s.runbook_text,
+                    source_path: s.source_path.clone(),
+                    params: params.clone(),
+                    auto_approve: s.auto_approve,
+                    take_lease: false,
+                    created_by: json!({ "schedule": s.name, "fire_at": fogbook_state::format_ms(fire_at), "worker": engine.owner().as_str() }),
+                    schedule: Some(s.name.clone()),
+                })?),
+            },
+        });
+    }
+    let outcomes = engine
+        .store()
+        .apply_schedule_tick(&s.name, s.cursor_at, cursor, decisions, now)
+        .await?;
+    let fired = outcomes
+        .unwrap_or_default()
+        .iter()
+        .filter(|o| matches!(o, FireOutcome::Fired { .. }))
+        .count();
+    Ok(fired)
+}
+
+fn invalid(name: &str, message: String) -> EngineError {
+    EngineError::Invalid(runbook::Diagnostics(vec![runbook::Diagnostic {
+        origin: format!("schedule {name}"),
+        line: None,
+        column: None,
+        path: "cron".to_owned(),
+        message,
+    }]))
+}

@@ -1,0 +1,10 @@
+//! Integration tests of the ARM emulator over raw HTTP on loopback. No sleeps: simulated time
+//! moves only through `POST /_sim/clock/advance`.
+
+mod common;
+mod conformance;
+mod faults;
+mod lro;
+mod region_move;
+mod rules;
+mod tls;

@@ -1,0 +1,385 @@
+//! `fogbook schedule …` and `fogbook worker`.
+
+use std::sync::Arc;
+
+use fogbook_engine::schedule::{CronSchedule, Window};
+use fogbook_engine::{Clock, Engine, EngineConfig, Owner, SystemClock, WorkerConfig, run_worker, sha256_hex};
+use fogbook_state::{NewSchedule, Overlap, ScheduleRow, Store, format_ms};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Format, ScheduleAddArgs, ScheduleCommand, ScheduleNextArgs, ScheduleUpdateArgs, WorkerArgs};
+use crate::commands::{engine_error, open_existing, read_params, read_runbook, spawn_signal_handler};
+use crate::progress::Progress;
+use crate::{Exit, output};
+
+fn now() -> i64 {
+    SystemClock.now_ms()
+}
+
+fn by() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned())
+}
+
+pub(crate) async fn dispatch(cli: &Cli, cmd: &ScheduleCommand) -> Exit {
+    if let ScheduleCommand::Next(args) = cmd
+        && !cli.db.exists()
+    {
+        return next_of_expression(cli, args);
+    }
+    if let ScheduleCommand::Add(args) = cmd {
+        return add(cli, args).await;
+    }
+    let Some(store) = open_existing(cli) else {
+        return Exit::BadInput;
+    };
+    let exit = match cmd {
+        ScheduleCommand::Add(_) => Exit::BadInput,
+        ScheduleCommand::List => list(cli, &store).await,
+        ScheduleCommand::Show(a) => show(cli, &store, &a.name).await,
+        ScheduleCommand::Pause(a) => done(
+            cli,
+            store.set_schedule_paused(&a.name, true, by(), now()).await,
+            "paused",
+            &a.name,
+        ),
+        ScheduleCommand::Resume(a) => done(
+            cli,
+            store.set_schedule_paused(&a.name, false, by(), now()).await,
+            "resumed",
+            &a.name,
+        ),
+        ScheduleCommand::Remove(a) => done(
+            cli,
+            store.remove_schedule(&a.name, by(), now()).await,
+            "removed",
+            &a.name,
+        ),
+        ScheduleCommand::Update(a) => update(cli, &store, a).await,
+        ScheduleCommand::Next(a) => next(cli, &store, a).await,
+    };
+    store.close().await;
+    exit
+}
+
+fn done(cli: &Cli, result: Result<(), fogbook_state::StateError>, what: &str, name: &str) -> Exit {
+    match result {
+        Ok(()) => {
+            if cli.format == Format::Json {
+                output::json("schedule", &json!({ "name": name, "action": what }));
+            } else {
+                output::data(&format!("schedule `{name}` {what}"));
+            }
+            Exit::Success
+        }
+        Err(e) => engine_error(&e.into()),
+    }
+}
+
+async fn add(cli: &Cli, args: &ScheduleAddArgs) -> Exit {
+    // Everything is checked before the database is opened.
+    let cron = match CronSchedule::parse(&args.cron, &args.tz) {
+        Ok(c) => c,
+        Err(e) => {
+            output::error(
+                &e,
+                Some("five fields: minute hour day-of-month month day-of-week, e.g. \"0 2 * * 6\""),
+            );
+            return Exit::BadInput;
+        }
+    };
+    let window = match args.window.as_deref().map(Window::parse).transpose() {
+        Ok(w) => w,
+        Err(e) => {
+            output::error(&e, Some("write it as \"01:00-05:00 Europe/Amsterdam\""));
+            return Exit::BadInput;
+        }
+    };
+    if args.name.is_empty() || args.name.chars().any(|c| c.is_control() || c == '/') {
+        output::error(
+            "a schedule name must be non-empty, without `/` or control characters",
+            None,
+        );
+        return Exit::BadInput;
+    }
+    let (text, rb) = match read_runbook(&args.runbook) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let params = match read_params(&rb, args.params.as_deref(), &args.set) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let overlap: Overlap = match args.overlap.parse() {
+        Ok(o) => o,
+        Err(e) => {
+            output::error(&e, None);
+            return Exit::BadInput;
+        }
+    };
+    let store = match Store::open(&cli.db) {
+        Ok(s) => s,
+        Err(e) => {
+            output::error_chain(&e, None);
+            return Exit::BadInput;
+        }
+    };
+    let now = now();
+    let source = std::fs::canonicalize(&args.runbook).unwrap_or_else(|_| args.runbook.clone());
+    let result = store
+        .add_schedule(NewSchedule {
+            name: args.name.clone(),
+            cron: args.cron.clone(),
+            tz: args.tz.clone(),
+            runbook_name: rb.name.clone(),
+            runbook_sha256: sha256_hex(&text),
+            runbook_text: text,
+            source_path: Some(source.display().to_string()),
+            params,
+            overlap,
+            catch_up_ms: i64::try_from(args.catch_up.as_millis()).unwrap_or(i64::MAX),
+            window: window.as_ref().zip(args.window.as_deref()).map(|(w, t)| w.to_json(t)),
+            auto_approve: args.auto_approve,
+            created_by: json!({ "user": by() }),
+            now,
+        })
+        .await;
+    store.close().await;
+    match result {
+        Ok(()) => {
+            let next: Vec<String> = cron.next(now, 3).into_iter().map(format_ms).collect();
+            if cli.format == Format::Json {
+                output::json(
+                    "schedule",
+                    &json!({ "name": args.name, "action": "added", "next": next }),
+                );
+            } else {
+                output::data(&format!(
+                    "schedule `{}` added; next fire times: {}",
+                    args.name,
+                    next.join(", ")
+                ));
+                output::note(
+                    cli.quiet,
+                    "schedules fire only while a `fogbook worker` runs on this database",
+                );
+            }
+            Exit::Success
+        }
+        Err(e) => engine_error(&e.into()),
+    }
+}
+
+fn next_line(s: &ScheduleRow, now: i64) -> String {
+    match CronSchedule::parse(&s.cron, &s.tz) {
+        Ok(c) => c
+            .next(now, 1)
+            .first()
+            .map(|t| format_ms(*t))
+            .unwrap_or_else(|| "never".to_owned()),
+        Err(e) => format!("invalid: {e}"),
+    }
+}
+
+async fn list(cli: &Cli, store: &Store) -> Exit {
+    let schedules = match store.schedules().await {
+        Ok(s) => s,
+        Err(e) => return engine_error(&e.into()),
+    };
+    let now = now();
+    if cli.format == Format::Json {
+        let rows: Vec<_> = schedules
+            .iter()
+            .map(|s| json!({ "schedule": s, "next": next_line(s, now) }))
+            .collect();
+        output::json("schedules", &json!({ "schedules": rows }));
+        return Exit::Success;
+    }
+    let mut out = format!(
+        "{:<20} {:<16} {:<18} {:<22} {:<8} {}\n",
+        "NAME", "CRON", "TZ", "RUNBOOK", "STATE", "NEXT"
+    );
+    for s in &schedules {
+        let state = if s.paused { "paused" } else { "active" };
+        out.push_str(&format!(
+            "{:<20} {:<16} {:<18} {:<22} {:<8} {}\n",
+            s.name,
+            s.cron,
+            s.tz,
+            s.runbook_name,
+            state,
+            next_line(s, now)
+        ));
+    }
+    output::data(&out);
+    Exit::Success
+}
+
+async fn show(cli: &Cli, store: &Store, name: &str) -> Exit {
+    let s = match store.schedule(name).await {
+        Ok(s) => s,
+        Err(e) => return engine_error(&e.into()),
+    };
+    let events = store.events(&format!("schedule:{name}")).await.unwrap_or_default();
+    let now = now();
+    let next: Vec<String> = CronSchedule::parse(&s.cron, &s.tz)
+        .map(|c| c.next(now, 5).into_iter().map(format_ms).collect())
+        .unwrap_or_default();
+    if cli.format == Format::Json {
+        output::json("schedule", &json!({ "schedule": s, "next": next, "events": events }));
+        return Exit::Success;
+    }
+    let mut out = format!(
+        "schedule {}\ncron: {} ({})\nrunbook: {} (sha256 {})\noverlap: {}  catch-up: {}  auto-approve: {}\n",
+        s.name,
+        s.cron,
+        s.tz,
+        s.runbook_name,
+        &s.runbook_sha256[..12.min(s.runbook_sha256.len())],
+        s.overlap.as_str(),
+        fogbook_activities::duration::format(std::time::Duration::from_millis(s.catch_up_ms.max(0).unsigned_abs())),
+        s.auto_approve
+    );
+    if let Some(w) = &s.window {
+        out.push_str(&format!("window: {}\n", w["text"].as_str().unwrap_or("?")));
+    }
+    out.push_str(&format!("state: {}\n", if s.paused { "paused" } else { "active" }));
+    if let Some(r) = &s.active_run {
+        out.push_str(&format!("active run: {r}\n"));
+    }
+    if s.queued > 0 {
+        out.push_str(&format!("queued fires: {}\n", s.queued));
+    }
+    out.push_str(&format!("next: {}\nhistory:\n", next.join(", ")));
+    for e in events.iter().rev().take(20).rev() {
+        out.push_str(&format!("  {}  {}  {}\n", format_ms(e.at), e.kind, e.data));
+    }
+    output::data(&out);
+    Exit::Success
+}
+
+async fn update(cli: &Cli, store: &Store, a: &ScheduleUpdateArgs) -> Exit {
+    let s = match store.schedule(&a.name).await {
+        Ok(s) => s,
+        Err(e) => return engine_error(&e.into()),
+    };
+    let path = match (&a.runbook, &s.source_path) {
+        (Some(p), _) => p.clone(),
+        (None, Some(p)) => std::path::PathBuf::from(p),
+        (None, None) => {
+            output::error(
+                "the schedule does not know where its runbook came from",
+                Some("pass --runbook FILE"),
+            );
+            return Exit::BadInput;
+        }
+    };
+    let (text, rb) = match read_runbook(&path) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let params = match &a.params {
+        Some(p) => read_params(&rb, Some(p), &[]),
+        None => {
+            let given = s.params.as_object().cloned().unwrap_or_default();
+            fogbook_engine::runbook::resolve_params(&rb, given, "pinned parameters").map_err(|d| {
+                output::always(&d.to_string());
+                Exit::BadInput
+            })
+        }
+    };
+    let params = match params {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let sha = sha256_hex(&text);
+    let repin = fogbook_state::Repin {
+        runbook_name: rb.name.clone(),
+        runbook_text: text,
+        runbook_sha256: sha,
+        params,
+        by: a.by.clone(),
+        now: now(),
+    };
+    let result = store.repin_schedule(&a.name, repin).await;
+    done(cli, result, "re-pinned", &a.name)
+}
+
+fn print_next(cli: &Cli, label: &str, times: &[i64]) -> Exit {
+    let times: Vec<String> = times.iter().map(|t| format_ms(*t)).collect();
+    if cli.format == Format::Json {
+        output::json("next_fire_times", &json!({ "of": label, "next": times }));
+    } else {
+        output::data(&times.join("\n"));
+    }
+    Exit::Success
+}
+
+fn next_of_expression(cli: &Cli, a: &ScheduleNextArgs) -> Exit {
+    match CronSchedule::parse(&a.name_or_cron, &a.tz) {
+        Ok(c) => print_next(cli, &a.name_or_cron, &c.next(now(), a.count)),
+        Err(e) => {
+            output::error(&e, Some("give a schedule name (with --db) or a cron expression"));
+            Exit::BadInput
+        }
+    }
+}
+
+async fn next(cli: &Cli, store: &Store, a: &ScheduleNextArgs) -> Exit {
+    match store.schedule(&a.name_or_cron).await {
+        Ok(s) => match CronSchedule::parse(&s.cron, &s.tz) {
+            Ok(c) => print_next(cli, &s.name, &c.next(now(), a.count)),
+            Err(e) => {
+                output::error(&e, None);
+                Exit::BadInput
+            }
+        },
+        Err(_) => next_of_expression(cli, a),
+    }
+}
+
+pub(crate) async fn worker(cli: &Cli, args: &WorkerArgs) -> Exit {
+    let store = match Store::open(&cli.db) {
+        Ok(s) => s,
+        Err(e) => {
+            output::error_chain(&e, None);
+            return Exit::BadInput;
+        }
+    };
+    let config = EngineConfig {
+        lease_ttl: cli.lease_ttl,
+        ..EngineConfig::default()
+    };
+    let progress = Progress::new(cli.quiet);
+    let engine = Engine::new(store.clone(), config)
+        .with_owner(Owner::this_process(args.name.as_deref()))
+        .with_observer(progress as Arc<dyn fogbook_engine::Observer>);
+    output::note(cli.quiet, &format!("worker {} on {}", engine.owner(), cli.db.display()));
+    let stop = CancellationToken::new();
+    spawn_signal_handler(stop.clone(), cli.quiet);
+    let cfg = WorkerConfig {
+        concurrency: args.concurrency,
+        poll: args.poll,
+        exit_when_idle: args.exit_when_idle,
+    };
+    let result = run_worker(engine, cfg, stop.clone()).await;
+    store.close().await;
+    match result {
+        Ok(report) => {
+            if cli.format == Format::Json {
+                output::json("worker", &json!({ "fired": report.fired, "driven": report.driven }));
+            } else {
+                output::note(
+                    cli.quiet,
+                    &format!("worker stopped: {} runs fired, {} drives", report.fired, report.driven),
+                );
+            }
+            if stop.is_cancelled() {
+                Exit::Interrupted
+            } else {
+                Exit::Success
+            }
+        }
+        Err(e) => engine_error(&e),
+    }
+}

@@ -1,0 +1,142 @@
+//! Stopping: SIGTERM and Ctrl-C stop at a safe point; `cancel` stops a driven run; an
+//! approval timeout is durable; auto-approval is audited as such.
+
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::common::{Sandbox, assert_audit_ok, code, fixture, stderr, stdout};
+
+fn wait_started(sb: &Sandbox) {
+    sb.wait_for("the wait step to start", Duration::from_secs(10), |sb| {
+        sb.sql()
+            .query_row("SELECT progress FROM steps WHERE step_id = 'nap'", [], |r| {
+                r.get::<_, Option<String>>(0)
+            })
+            .ok()
+            .flatten()
+            .is_some()
+    });
+}
+
+#[test]
+fn sigterm_and_ctrl_c_stop_at_a_safe_point_and_the_run_resumes() {
+    for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        let sb = Sandbox::new();
+        let child = sb.spawn(
+            &[
+                "run",
+                &fixture("long-wait.yaml").display().to_string(),
+                "--set",
+                "duration=3s",
+            ],
+            &[],
+        );
+        wait_started(&sb);
+        kill(Pid::from_raw(child.id() as i32), signal).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(code(&out), 130, "{signal}: {}", stderr(&out));
+        assert!(stderr(&out).contains("fogbook resume"), "{signal}: {}", stderr(&out));
+        let run = sb.last_run_id();
+        assert_eq!(
+            sb.run_status(&run),
+            "pending",
+            "{signal}: lease released, resumable by anyone"
+        );
+        assert_eq!(sb.step_status(&run, "nap"), "running");
+        let resumed = sb.run(&["resume", &run]);
+        assert_eq!(code(&resumed), 0, "{signal}: {}", stderr(&resumed));
+        assert_audit_ok(&sb);
+    }
+}
+
+#[test]
+fn cancel_stops_a_run_driven_by_another_process() {
+    let sb = Sandbox::new();
+    let child = sb.spawn(
+        &[
+            "--lease-ttl",
+            "600ms",
+            "run",
+            &fixture("long-wait.yaml").display().to_string(),
+            "--set",
+            "duration=30s",
+        ],
+        &[],
+    );
+    wait_started(&sb);
+    let run = sb.last_run_id();
+    let cancel = sb.run(&["cancel", &run, "--by", "carol"]);
+    assert_eq!(code(&cancel), 0, "{}", stderr(&cancel));
+    assert!(stdout(&cancel).contains("next safe point"), "{}", stdout(&cancel));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    assert_eq!(sb.run_status(&run), "cancelled");
+    let by: String = sb
+        .sql()
+        .query_row(
+            "SELECT json_extract(data, '$.by') FROM events WHERE kind = 'run.cancel_requested'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(by, "carol");
+    assert_audit_ok(&sb);
+}
+
+#[test]
+fn an_approval_timeout_is_durable() {
+    let sb = Sandbox::new();
+    let first = sb.run(&["run", &fixture("approval-timeout.yaml").display().to_string()]);
+    assert_eq!(code(&first), 3, "{}", stderr(&first));
+    assert!(stderr(&first).contains("fogbook approve"), "{}", stderr(&first));
+    let run = sb.last_run_id();
+    // Nobody approves; by the time someone resumes, the stored deadline has passed.
+    sb.wait_for("the approval deadline", Duration::from_secs(10), |_| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let started: i64 = sb
+            .sql()
+            .query_row("SELECT started_at FROM steps WHERE step_id = 'confirm'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        t > started + 1100
+    });
+    let out = sb.run(&["resume", &run]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("ApprovalTimedOut"), "{}", stderr(&out));
+    assert_audit_ok(&sb);
+}
+
+#[test]
+fn auto_approval_is_recorded_as_such() {
+    let sb = Sandbox::new();
+    let out = sb.run(&[
+        "run",
+        &fixture("approval-timeout.yaml").display().to_string(),
+        "--auto-approve",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let (by, auto): (String, bool) = sb
+        .sql()
+        .query_row(
+            "SELECT json_extract(data, '$.by'), json_extract(data, '$.auto') FROM events WHERE kind = 'step.approved'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((by.as_str(), auto), ("auto-approve", true));
+    let created: bool = sb
+        .sql()
+        .query_row(
+            "SELECT json_extract(data, '$.auto_approve') FROM events WHERE kind = 'run.created'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(created);
+}

@@ -302,6 +302,10 @@ pub(crate) struct ScheduleAddArgs {
     /// Maintenance window, e.g. "01:00-05:00 Europe/Amsterdam": runs start only inside it.
     #[arg(long)]
     pub(crate) window: Option<String>,
+    /// With --window: a run that is still going when the window closes pauses before its next
+    /// disruptive step (`disruptive: true`) until the window opens again.
+    #[arg(long, requires = "window")]
+    pub(crate) window_pause: bool,
     /// The runs approve their approval steps automatically (recorded as such).
     #[arg(long)]
     pub(crate) auto_approve: bool,

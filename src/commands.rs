@@ -284,6 +284,7 @@ async fn run(cli: &Cli, args: &RunArgs) -> Exit {
             take_lease: !args.detach,
             created_by: json!({ "user": std::env::var("USER").ok(), "command": "run" }),
             schedule: None,
+            window: None,
         })
         .await;
     let run_id = match created {
@@ -333,6 +334,12 @@ async fn drive(cli: &Cli, engine: &Engine, run_id: &str, progress: Arc<Progress>
                 RunOutcome::Waiting { step, message } => {
                     output::always(&format!(
                         "run {run_id} waits for approval of step `{step}`: {message}\n  approve: fogbook approve {run_id} {step} --by NAME\n  then:    fogbook resume {run_id}"
+                    ));
+                    Exit::Waiting
+                }
+                RunOutcome::OutsideWindow { step, window } => {
+                    output::always(&format!(
+                        "run {run_id} waits before the disruptive step `{step}` for its maintenance window ({window}); a worker resumes it when the window opens"
                     ));
                     Exit::Waiting
                 }

@@ -207,8 +207,15 @@ pub(crate) async fn status(cli: &Cli, store: Store, run_id: String) -> Exit {
         (Some(o), _) => out.push_str(&format!("last driver: {o} (lease expired; resumable)\n")),
         _ => {}
     }
-    if let Some(e) = &r.error {
-        out.push_str(&format!("error: {e}\n"));
+    match &r.error {
+        Some(e) if e.get("waiting_for").is_some() => out.push_str(&format!(
+            "waiting for: {} ({}) before step {}\n",
+            e["waiting_for"].as_str().unwrap_or("?"),
+            e["window"].as_str().unwrap_or("?"),
+            e["step"].as_str().unwrap_or("?")
+        )),
+        Some(e) => out.push_str(&format!("error: {e}\n")),
+        None => {}
     }
     for w in snap.windows.iter().filter(|w| w.closed_at.is_none()) {
         out.push_str(&format!(

@@ -138,7 +138,11 @@ async fn add(cli: &Cli, args: &ScheduleAddArgs) -> Exit {
             params,
             overlap,
             catch_up_ms: i64::try_from(args.catch_up.as_millis()).unwrap_or(i64::MAX),
-            window: window.as_ref().zip(args.window.as_deref()).map(|(w, t)| w.to_json(t)),
+            window: window.as_ref().zip(args.window.as_deref()).map(|(w, t)| {
+                let mut j = w.to_json(t);
+                j["pause"] = json!(args.window_pause);
+                j
+            }),
             auto_approve: args.auto_approve,
             created_by: json!({ "user": by() }),
             now,

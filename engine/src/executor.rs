@@ -70,6 +70,13 @@ pub enum RunOutcome {
         /// What the operator is asked.
         message: String,
     },
+    /// Paused before a disruptive step until its maintenance window opens.
+    OutsideWindow {
+        /// The disruptive step.
+        step: String,
+        /// The window, as written (`01:00-05:00 Europe/Amsterdam`).
+        window: String,
+    },
     /// Stopped at a safe point on request (Ctrl-C, SIGTERM); resumable.
     Interrupted,
     /// Cancelled by an operator.
@@ -95,6 +102,8 @@ pub struct CreateRun<'a> {
     pub created_by: serde_json::Value,
     /// The schedule that fires this run, if any.
     pub schedule: Option<String>,
+    /// The maintenance window its disruptive steps wait for, if any.
+    pub window: Option<serde_json::Value>,
 }
 
 /// The engine: creates runs and drives them. Cheap to clone.
@@ -192,6 +201,7 @@ impl Engine {
                 .then(|| (self.owner.to_string(), now + ms(self.config.lease_ttl))),
             created_by: req.created_by,
             schedule: req.schedule,
+            window: req.window,
             now,
         };
         Ok(new)
@@ -267,6 +277,7 @@ impl Engine {
             run_id,
             runbook: &runbook,
             auto_approve: snap.run.auto_approve,
+            window: snap.run.window.as_ref(),
             stop,
         };
 
@@ -462,6 +473,7 @@ async fn check_window_limits(engine: &Engine, run_id: &str) {
                     run_id,
                     runbook: &rb,
                     auto_approve: false,
+                    window: None,
                     stop: &CancellationToken::new(),
                 };
                 driver
@@ -487,6 +499,8 @@ struct Driver<'a> {
     run_id: &'a str,
     runbook: &'a Runbook,
     auto_approve: bool,
+    /// The maintenance window disruptive steps wait for.
+    window: Option<&'a serde_json::Value>,
     stop: &'a CancellationToken,
 }
 
@@ -507,6 +521,9 @@ impl Driver<'_> {
         loop {
             let (attempt, input, progress, deadline, reentered) = match row.status {
                 StepStatus::Pending => {
+                    if let Some(outside) = self.outside_window(step).await? {
+                        return Ok(StepEnd::Stop(outside));
+                    }
                     if let Some(when) = &step.when {
                         match when.eval_bool(scope) {
                             Ok(true) => {}
@@ -688,6 +705,36 @@ impl Driver<'_> {
             }
             return self.fail_for_good(step, attempt, &code, &message, output).await;
         }
+    }
+
+    /// A disruptive step of a run with a pausing maintenance window does not start while
+    /// the window is closed: the run waits (status `waiting`) and a worker resumes it when
+    /// the window opens.
+    async fn outside_window(&self, step: &Step) -> Result<Option<RunOutcome>, EngineError> {
+        let Some(json) = self.window.filter(|_| step.disruptive) else {
+            return Ok(None);
+        };
+        let Some(window) = crate::schedule::Window::from_json(json) else {
+            return Ok(None);
+        };
+        if window.contains(self.now()) {
+            return Ok(None);
+        }
+        let text = json.get("text").and_then(|t| t.as_str()).unwrap_or("?").to_owned();
+        self.engine
+            .store
+            .set_run_status(
+                self.run_id,
+                self.owner(),
+                RunStatus::Waiting,
+                Some(json!({ "waiting_for": "maintenance window", "window": text, "step": step.id.as_str() })),
+                self.now(),
+            )
+            .await?;
+        Ok(Some(RunOutcome::OutsideWindow {
+            step: step.id.0.clone(),
+            window: text,
+        }))
     }
 
     /// Commits the start of `attempt` (and the windows the step opens) and returns its

@@ -120,12 +120,28 @@ async fn drivable(engine: &Engine, active: &BTreeSet<String>) -> Result<Vec<Stri
         if !free {
             continue;
         }
-        if run.status == RunStatus::Waiting && !approval_arrived(engine, &run.id).await? {
+        if run.status == RunStatus::Waiting && !window_open(&run, now) && !approval_arrived(engine, &run.id).await? {
             continue;
         }
         out.push(run.id);
     }
     Ok(out)
+}
+
+/// A run paused before a disruptive step is worth driving once its window is open.
+fn window_open(run: &RunRow, now: fogbook_state::Millis) -> bool {
+    let waiting_for_window = run
+        .error
+        .as_ref()
+        .and_then(|e| e.get("waiting_for"))
+        .and_then(|w| w.as_str())
+        == Some("maintenance window");
+    waiting_for_window
+        && run
+            .window
+            .as_ref()
+            .and_then(Window::from_json)
+            .is_some_and(|w| w.contains(now))
 }
 
 /// A waiting run is worth driving once its pending approval step has been approved.
@@ -190,6 +206,7 @@ async fn tick_one(engine: &Engine, s: &ScheduleRow) -> Result<usize, EngineError
                     take_lease: false,
                     created_by: json!({ "schedule": s.name, "fire_at": fogbook_state::format_ms(fire_at), "worker": engine.owner().as_str() }),
                     schedule: Some(s.name.clone()),
+                    window: s.window.clone().filter(|w| w.get("pause") == Some(&serde_json::Value::Bool(true))),
                 })?),
             },
         });

@@ -119,6 +119,7 @@ CREATE TABLE schedules (
     audit_count    INTEGER NOT NULL
 );
 ALTER TABLE runs ADD COLUMN schedule_name TEXT;
+ALTER TABLE runs ADD COLUMN window TEXT;
 CREATE INDEX runs_by_schedule ON runs(schedule_name, status);
 "#,
 ];

@@ -190,6 +190,8 @@ pub struct NewRun {
     pub created_by: serde_json::Value,
     /// The schedule that fired this run, if any.
     pub schedule: Option<String>,
+    /// The maintenance window its disruptive steps wait for (`Window` JSON), if any.
+    pub window: Option<serde_json::Value>,
     /// Creation time.
     pub now: Millis,
 }
@@ -477,6 +479,8 @@ pub struct RunRow {
     pub lease_expires_at: Option<Millis>,
     /// An operator asked for cancellation while a driver held it.
     pub cancel_requested: bool,
+    /// The maintenance window its disruptive steps wait for, if any.
+    pub window: Option<serde_json::Value>,
     /// Hash of the newest audit event.
     pub audit_head: String,
     /// Number of audit events.

@@ -790,8 +790,8 @@ pub(crate) fn insert_run(tx: &Transaction<'_>, run: &NewRun) -> Result<(), State
     tx.execute(
         "INSERT INTO runs (id, runbook_name, runbook_version, runbook_text, runbook_sha256, source_path,
                            params, status, auto_approve, created_at, updated_at, lease_owner,
-                           lease_expires_at, audit_head, audit_count, schedule_name)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13, 0, ?14)",
+                           lease_expires_at, audit_head, audit_count, schedule_name, window)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13, 0, ?14, ?15)",
         params![
             run.id,
             run.runbook_name,
@@ -807,6 +807,7 @@ pub(crate) fn insert_run(tx: &Transaction<'_>, run: &NewRun) -> Result<(), State
             expires,
             GENESIS,
             run.schedule,
+            run.window.as_ref().map(ToString::to_string),
         ],
     )
     .during("creating the run")?;
@@ -1014,13 +1015,14 @@ fn close_window(
 const RUN_COLUMNS: &str =
     "id, runbook_name, runbook_version, runbook_text, runbook_sha256, source_path, params, status,
      auto_approve, created_at, updated_at, finished_at, error, lease_owner, lease_expires_at, cancel_requested,
-     audit_head, audit_count";
+     audit_head, audit_count, window";
 
 struct RawRun {
     row: RunRow,
     params: String,
     status: String,
     error: Option<String>,
+    window: Option<String>,
 }
 
 impl RawRun {
@@ -1032,6 +1034,11 @@ impl RawRun {
             .parse()
             .map_err(|e: String| StateError::InvalidTransition { message: e })?;
         row.error = self.error.as_deref().map(|e| parse_json(e, "run error")).transpose()?;
+        row.window = self
+            .window
+            .as_deref()
+            .map(|w| parse_json(w, "run window"))
+            .transpose()?;
         Ok(row)
     }
 }
@@ -1055,12 +1062,14 @@ fn run_row_raw(r: &Row<'_>) -> rusqlite::Result<RawRun> {
             lease_owner: r.get(13)?,
             lease_expires_at: r.get(14)?,
             cancel_requested: r.get(15)?,
+            window: None,
             audit_head: r.get(16)?,
             audit_count: r.get(17)?,
         },
         params: r.get(6)?,
         status: r.get(7)?,
         error: r.get(12)?,
+        window: r.get(18)?,
     })
 }
 

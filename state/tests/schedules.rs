@@ -38,6 +38,7 @@ fn run(id: &str, lock: &str) -> NewRun {
         auto_approve: false,
         lease: None,
         created_by: json!("test"),
+        window: None,
         schedule: Some("s".to_owned()),
         now: 2_000,
     }

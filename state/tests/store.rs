@@ -22,6 +22,7 @@ fn new_run(id: &str, locks: &[&str], owner: Option<&str>) -> NewRun {
         auto_approve: false,
         lease: owner.map(|o| (o.to_owned(), 1_000 + 30_000)),
         created_by: json!("test"),
+        window: None,
         schedule: None,
         now: 1_000,
     }

@@ -159,6 +159,9 @@ pub struct Step {
     pub unprotected: Option<WindowEdge>,
     /// Whether this step opens or closes the listener-unavailable window.
     pub listener: Option<WindowEdge>,
+    /// The step disrupts service (a failover, a delete). A scheduled run whose maintenance
+    /// window asks for it pauses before such a step while the window is closed.
+    pub disruptive: bool,
 }
 
 /// An input value that may contain templates. Strings hold a [`Template`]; lists and maps

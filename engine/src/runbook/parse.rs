@@ -38,6 +38,7 @@ const STEP_FIELDS: &[&str] = &[
     "on_failure",
     "unprotected",
     "listener",
+    "disruptive",
 ];
 const RETRY_FIELDS: &[&str] = &[
     "max_attempts",
@@ -632,6 +633,10 @@ fn read_step(
     };
     let unprotected = edge(cx, f.get("unprotected"), &join(&path, "unprotected"), "`unprotected`");
     let listener = edge(cx, f.get("listener"), &join(&path, "listener"), "`listener`");
+    let disruptive = match f.get("disruptive") {
+        None => Some(false),
+        Some(n) => cx.boolean(n, &join(&path, "disruptive"), "`disruptive`"),
+    };
 
     Some(Step {
         id: id?,
@@ -644,6 +649,7 @@ fn read_step(
         on_failure: on_failure?,
         unprotected: unprotected?,
         listener: listener?,
+        disruptive: disruptive?,
     })
 }
 

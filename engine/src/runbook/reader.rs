@@ -211,6 +211,20 @@ impl<'t> Cx<'t> {
         }
     }
 
+    pub(crate) fn boolean(&mut self, node: &Node, path: &str, what: &str) -> Option<bool> {
+        match &node.value {
+            Value::Bool(b) => Some(*b),
+            other => {
+                self.error(
+                    node.pos,
+                    path,
+                    format!("{what} must be true or false, found {}", describe_node(other)),
+                );
+                None
+            }
+        }
+    }
+
     pub(crate) fn integer(&mut self, node: &Node, path: &str, what: &str) -> Option<i64> {
         match &node.value {
             Value::Int(i) => Some(*i),

@@ -119,7 +119,8 @@ pub fn json_schema() -> Value {
                 "retry": { "$ref": "#/$defs/retry" },
                 "on_failure": { "enum": ["fail", "continue"], "default": "fail" },
                 "unprotected": { "enum": ["opens", "closes"], "description": "Opens or closes the unprotected (no geo-secondary) window." },
-                "listener": { "enum": ["opens", "closes"], "description": "Opens or closes the listener-unavailable window." }
+                "listener": { "enum": ["opens", "closes"], "description": "Opens or closes the listener-unavailable window." },
+                "disruptive": { "type": "boolean", "default": false, "description": "The step disrupts service (failover, delete); a scheduled run with a pausing maintenance window waits before it while the window is closed." }
             },
             "allOf": all_of
         }),

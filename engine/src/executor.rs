@@ -138,6 +138,12 @@ impl Engine {
         }
     }
 
+    /// Replaces the activities' environment (e.g. one with an ARM client).
+    pub fn with_env(mut self, env: Env) -> Self {
+        self.env = env;
+        self
+    }
+
     /// Replaces the clock (tests).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;

@@ -40,6 +40,15 @@ pub(crate) struct Cli {
     /// the run over after that (at once if the holder's process is gone).
     #[arg(long, global = true, env = "FOGBOOK_LEASE_TTL", default_value = "30s", value_parser = parse_duration)]
     pub(crate) lease_ttl: std::time::Duration,
+    /// Azure Resource Manager endpoint: a URL (the emulator's, a private endpoint) or a cloud
+    /// name: public (default), china, usgov.
+    #[arg(long, global = true, env = "FOGBOOK_ARM_ENDPOINT")]
+    pub(crate) arm_endpoint: Option<String>,
+    /// How to get ARM tokens: auto (default: FOGBOOK_ARM_TOKEN, then workload identity, a
+    /// client secret, managed identity, then the Azure CLI), token, developer-tools,
+    /// managed-identity, workload-identity, client-secret.
+    #[arg(long, global = true, env = "FOGBOOK_AUTH")]
+    pub(crate) auth: Option<String>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -167,10 +176,26 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) auto_approve: bool,
     /// Create the run and return at once; `fogbook worker` drives it.
-    #[arg(long, conflicts_with = "wait")]
+    #[arg(long, conflicts_with_all = ["wait", "sim"])]
     pub(crate) detach: bool,
     #[command(flatten)]
+    pub(crate) sim: SimArgs,
+    #[command(flatten)]
     pub(crate) drive: DriveArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SimArgs {
+    /// Run against the built-in ARM emulator, started inside this process with the demo
+    /// estate (examples/estate.yaml) or --sim-estate: a rehearsal that touches no cloud.
+    #[arg(long)]
+    pub(crate) sim: bool,
+    /// The estate the emulator starts from (with --sim).
+    #[arg(long, requires = "sim")]
+    pub(crate) sim_estate: Option<PathBuf>,
+    /// Simulated seconds per real second (with --sim): 3600 makes an hour take a second.
+    #[arg(long, requires = "sim", default_value_t = 3600.0)]
+    pub(crate) sim_time_scale: f64,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use fogbook_activities::Env;
 use fogbook_engine::runbook::{self, Diagnostics, Runbook};
 use fogbook_engine::{CreateRun, Engine, EngineConfig, EngineError, RunOutcome};
 use fogbook_state::{RunFilter, RunStatus, StateError, Store};
@@ -244,13 +245,13 @@ fn read_params_quiet(rb: &Runbook, file: Option<&Path>, sets: &[String]) -> Resu
         .map_err(|d| d.to_string())
 }
 
-fn engine(cli: &Cli, store: Store, drive: &DriveArgs, progress: Arc<Progress>) -> Engine {
+fn engine(cli: &Cli, store: Store, drive: &DriveArgs, progress: Arc<Progress>, env: Env) -> Engine {
     let config = EngineConfig {
         lease_ttl: cli.lease_ttl,
         wait_for_approval: drive.wait,
         ..EngineConfig::default()
     };
-    Engine::new(store, config).with_observer(progress)
+    Engine::new(store, config).with_observer(progress).with_env(env)
 }
 
 async fn run(cli: &Cli, args: &RunArgs) -> Exit {
@@ -264,6 +265,15 @@ async fn run(cli: &Cli, args: &RunArgs) -> Exit {
         Ok(p) => p,
         Err(code) => return code,
     };
+    let needs_arm = crate::arm::uses_azure(&rb);
+    let sim = match crate::arm::start_sim(&args.sim, cli.quiet).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let env = match crate::arm::env(cli, sim.as_ref(), needs_arm).await {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
     let store = match Store::open(&cli.db) {
         Ok(s) => s,
         Err(e) => {
@@ -272,7 +282,7 @@ async fn run(cli: &Cli, args: &RunArgs) -> Exit {
         }
     };
     let progress = Progress::new(cli.quiet);
-    let engine = engine(cli, store, &args.drive, progress.clone());
+    let engine = engine(cli, store, &args.drive, progress.clone(), env);
     let source_path = std::fs::canonicalize(&args.file).unwrap_or_else(|_| args.file.clone());
     let created = engine
         .create_run(CreateRun {
@@ -313,6 +323,9 @@ async fn run(cli: &Cli, args: &RunArgs) -> Exit {
     }
     let exit = drive(cli, &engine, &run_id, progress).await;
     engine.store().close().await;
+    if let Some(sim) = sim {
+        sim.shutdown().await;
+    }
     exit
 }
 
@@ -467,7 +480,11 @@ pub(crate) fn open_existing(cli: &Cli) -> Option<Store> {
 
 async fn resume_runs(cli: &Cli, args: &ResumeArgs, store: Store) -> Exit {
     let progress = Progress::new(cli.quiet);
-    let engine = engine(cli, store.clone(), &args.drive, progress.clone());
+    let env = match crate::arm::env(cli, None, false).await {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let engine = engine(cli, store.clone(), &args.drive, progress.clone(), env);
     let ids = if let Some(id) = &args.run_id {
         vec![id.clone()]
     } else {

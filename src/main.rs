@@ -2,6 +2,7 @@
 //! maps its result to an exit code. All data goes to stdout through `output`; logs,
 //! progress and errors go to stderr.
 
+mod arm;
 mod cli;
 mod commands;
 mod output;

@@ -355,7 +355,12 @@ pub(crate) async fn worker(cli: &Cli, args: &WorkerArgs) -> Exit {
         ..EngineConfig::default()
     };
     let progress = Progress::new(cli.quiet);
+    let env = match crate::arm::env(cli, None, false).await {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
     let engine = Engine::new(store.clone(), config)
+        .with_env(env)
         .with_owner(Owner::this_process(args.name.as_deref()))
         .with_observer(progress as Arc<dyn fogbook_engine::Observer>);
     output::note(cli.quiet, &format!("worker {} on {}", engine.owner(), cli.db.display()));

@@ -3,11 +3,37 @@
 use schemars::{JsonSchema, Schema};
 use serde::de::DeserializeOwned;
 
+use crate::azure::{
+    DatabasesAssertEmpty, FogCreate, FogDelete, FogDrift, FogFailover, FogForceFailover, FogGet, FogPreflight,
+    InstanceCreateLike, InstanceDelete, InstanceGet, InstanceScale, InstanceSetUpdatePolicy, NetworkOpenFogPorts,
+    NetworkPeer,
+};
 use crate::builtin::{Approval, Assert, Command, Notify, Wait};
 use crate::{ActivityCtx, ActivityError, Env};
 
 /// Every activity name a runbook may use, in the order they are documented.
-pub const KINDS: &[&str] = &["wait", "approval", "assert", "notify", "command"];
+pub const KINDS: &[&str] = &[
+    "wait",
+    "approval",
+    "assert",
+    "notify",
+    "command",
+    "instance.get",
+    "instance.create_like",
+    "instance.scale",
+    "instance.set_update_policy",
+    "instance.delete",
+    "databases.assert_empty",
+    "network.peer",
+    "network.open_fog_ports",
+    "fog.get",
+    "fog.create",
+    "fog.delete",
+    "fog.failover",
+    "fog.force_failover",
+    "fog.preflight",
+    "fog.drift",
+];
 
 /// The JSON Schema of the inputs (`with:`) of activity `uses`, or `None` when no such
 /// activity exists.
@@ -18,6 +44,21 @@ pub fn input_schema(uses: &str) -> Option<Schema> {
         "assert" => schemars::schema_for!(Assert),
         "notify" => schemars::schema_for!(Notify),
         "command" => schemars::schema_for!(Command),
+        "instance.get" => schemars::schema_for!(InstanceGet),
+        "instance.create_like" => schemars::schema_for!(InstanceCreateLike),
+        "instance.scale" => schemars::schema_for!(InstanceScale),
+        "instance.set_update_policy" => schemars::schema_for!(InstanceSetUpdatePolicy),
+        "instance.delete" => schemars::schema_for!(InstanceDelete),
+        "databases.assert_empty" => schemars::schema_for!(DatabasesAssertEmpty),
+        "network.peer" => schemars::schema_for!(NetworkPeer),
+        "network.open_fog_ports" => schemars::schema_for!(NetworkOpenFogPorts),
+        "fog.get" => schemars::schema_for!(FogGet),
+        "fog.create" => schemars::schema_for!(FogCreate),
+        "fog.delete" => schemars::schema_for!(FogDelete),
+        "fog.failover" => schemars::schema_for!(FogFailover),
+        "fog.force_failover" => schemars::schema_for!(FogForceFailover),
+        "fog.preflight" => schemars::schema_for!(FogPreflight),
+        "fog.drift" => schemars::schema_for!(FogDrift),
         _ => return None,
     };
     Some(schema)
@@ -39,6 +80,21 @@ pub async fn execute(
         "assert" => spec::<Assert>(input)?.run(),
         "notify" => spec::<Notify>(input)?.run(ctx, env).await,
         "command" => spec::<Command>(input)?.run(ctx).await,
+        "instance.get" => spec::<InstanceGet>(input)?.run(ctx, env).await,
+        "instance.create_like" => spec::<InstanceCreateLike>(input)?.run(ctx, env).await,
+        "instance.scale" => spec::<InstanceScale>(input)?.run(ctx, env).await,
+        "instance.set_update_policy" => spec::<InstanceSetUpdatePolicy>(input)?.run(ctx, env).await,
+        "instance.delete" => spec::<InstanceDelete>(input)?.run(ctx, env).await,
+        "databases.assert_empty" => spec::<DatabasesAssertEmpty>(input)?.run(ctx, env).await,
+        "network.peer" => spec::<NetworkPeer>(input)?.run(ctx, env).await,
+        "network.open_fog_ports" => spec::<NetworkOpenFogPorts>(input)?.run(ctx, env).await,
+        "fog.get" => spec::<FogGet>(input)?.run(ctx, env).await,
+        "fog.create" => spec::<FogCreate>(input)?.run(ctx, env).await,
+        "fog.delete" => spec::<FogDelete>(input)?.run(ctx, env).await,
+        "fog.failover" => spec::<FogFailover>(input)?.run(ctx, env).await,
+        "fog.force_failover" => spec::<FogForceFailover>(input)?.run(ctx, env).await,
+        "fog.preflight" => spec::<FogPreflight>(input)?.run(ctx, env).await,
+        "fog.drift" => spec::<FogDrift>(input)?.run(ctx, env).await,
         other => Err(ActivityError::invalid(format!("unknown activity `{other}`"))),
     }
 }
@@ -56,6 +112,37 @@ fn spec<T: DeserializeOwned + JsonSchema>(input: serde_json::Value) -> Result<T,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct NoHost;
+
+    impl crate::StepHost for NoHost {
+        fn save_progress(&self, _: serde_json::Value) -> crate::BoxFuture<'_, Result<(), ActivityError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn approval(&self) -> crate::BoxFuture<'_, Result<Option<crate::ApprovalRecord>, ActivityError>> {
+            Box::pin(async { Ok(None) })
+        }
+        fn auto_approve(&self) -> crate::BoxFuture<'_, Result<crate::ApprovalRecord, ActivityError>> {
+            Box::pin(async { Err(ActivityError::invalid("none")) })
+        }
+        fn now(&self) -> time::OffsetDateTime {
+            time::OffsetDateTime::now_utc()
+        }
+    }
+
+    fn spawnable<F: std::future::Future + Send + 'static>(_: F) {}
+
+    /// The engine spawns runs, so every activity future must be `Send` for any lifetime of
+    /// the context it borrows (a compile-time check).
+    #[test]
+    fn activity_futures_can_be_spawned() {
+        spawnable(async move {
+            let host = std::sync::Arc::new(NoHost);
+            let ctx = ActivityCtx::new("r", "s", 1, None, host, tokio_util::sync::CancellationToken::new());
+            let env = Env::new();
+            let _ = execute("instance.get", serde_json::Value::Null, &ctx, &env).await;
+        });
+    }
 
     #[test]
     fn every_kind_has_a_schema() {

@@ -44,6 +44,9 @@ pub struct ApprovalRecord {
 pub struct Env {
     /// HTTP client for webhooks.
     pub http: reqwest::Client,
+    /// The ARM client of the Azure activities; `None` when the process was started without
+    /// one (the Azure activities then fail with `ArmNotConfigured`).
+    pub arm: Option<crate::arm::ArmClient>,
 }
 
 impl Env {
@@ -53,7 +56,15 @@ impl Env {
             .timeout(std::time::Duration::from_secs(30))
             .build()
             .unwrap_or_default();
-        Self { http }
+        Self { http, arm: None }
+    }
+
+    /// An environment with default clients and `arm` for the Azure activities.
+    pub fn with_arm(arm: crate::arm::ArmClient) -> Self {
+        Self {
+            arm: Some(arm),
+            ..Self::new()
+        }
     }
 }
 

@@ -11,9 +11,15 @@
 //! activity that must not repeat an effect saves its intent first and, when re-entered with
 //! an intent and no result, finds out what happened instead of doing it again.
 //!
+//! The Azure activities (`instance.*`, `databases.*`, `network.*`, `fog.*`) talk to Azure
+//! Resource Manager through [`arm::ArmClient`], which the process puts in [`Env`] with
+//! [`Env::with_arm`]; without one they fail with `ArmNotConfigured`.
+//!
 //! Invariant: no activity touches SQLite or the engine; they see the store through the
 //! [`StepHost`] trait the engine implements.
 
+pub mod arm;
+mod azure;
 mod builtin;
 mod catalog;
 mod context;

@@ -274,6 +274,20 @@ impl Engine {
             source,
         })?;
         self.check_pinned_file(&snap).await?;
+        if let Some(arm) = &self.env.arm
+            && runbook.steps.iter().any(|s| s.uses.contains('.'))
+        {
+            // Which credential drove the cloud calls, never the token itself.
+            self.store
+                .record_event(
+                    run_id,
+                    "arm.credential",
+                    None,
+                    json!({ "kind": arm.credential_kind(), "endpoint": arm.endpoint().as_str() }),
+                    self.clock.now_ms(),
+                )
+                .await?;
+        }
 
         let params = snap.run.params.clone();
         let run_info = json!({ "id": run_id, "runbook": runbook.name });

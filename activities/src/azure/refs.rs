@@ -1,0 +1,182 @@
+//! Instance references as runbooks write them, and what an instance looks like to us.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{number, text};
+use crate::ActivityError;
+use crate::arm::ids::{ArmId, PathBuilder, check_name};
+use crate::arm::{SQL_API_VERSION, Session};
+
+/// A managed instance: `{subscription, resource_group, name, location?, subnet_id?}`.
+/// `location` and `subnet_id` are needed for an instance that does not exist yet (the
+/// target of `instance.create_like`); for others they are read from Azure when absent.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InstanceRef {
+    /// Subscription id.
+    pub(crate) subscription: String,
+    /// Resource group.
+    pub(crate) resource_group: String,
+    /// Instance name.
+    pub(crate) name: String,
+    /// Region (programmatic name such as `westus`, or a display name).
+    #[serde(default)]
+    pub(crate) location: Option<String>,
+    /// ARM id of the instance's subnet.
+    #[serde(default)]
+    pub(crate) subnet_id: Option<String>,
+}
+
+impl InstanceRef {
+    /// Checks every name and the subnet id.
+    pub(crate) fn validate(&self) -> Result<(), ActivityError> {
+        check_name("subscription", &self.subscription)?;
+        check_name("resource group", &self.resource_group)?;
+        check_name("instance name", &self.name)?;
+        if let Some(l) = &self.location {
+            check_name("location", l)?;
+        }
+        if let Some(id) = &self.subnet_id {
+            ArmId::parse(id)?.expect("Microsoft.Network", &["virtualNetworks", "subnets"])?;
+        }
+        Ok(())
+    }
+
+    /// The instance from its ARM id.
+    pub(crate) fn from_id(id: &str) -> Result<Self, ActivityError> {
+        let id = ArmId::parse(id)?.expect("Microsoft.Sql", &["managedInstances"])?;
+        Ok(Self {
+            name: id.name().to_owned(),
+            subscription: id.subscription,
+            resource_group: id.resource_group,
+            location: None,
+            subnet_id: None,
+        })
+    }
+
+    /// The encoded URL path.
+    pub(crate) fn path(&self) -> Result<String, ActivityError> {
+        Ok(PathBuilder::resource_group(&self.subscription, &self.resource_group)?
+            .lit("providers/Microsoft.Sql/managedInstances")
+            .name("instance name", &self.name)?
+            .build())
+    }
+
+    /// The ARM id (unencoded).
+    pub(crate) fn id(&self) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Sql/managedInstances/{}",
+            self.subscription, self.resource_group, self.name
+        )
+    }
+
+    /// Reads the instance; `None` when it does not exist.
+    pub(crate) async fn read(&self, s: &Session<'_>) -> Result<Option<Instance>, ActivityError> {
+        let body = s.get_opt(&self.subscription, &self.path()?, SQL_API_VERSION).await?;
+        Ok(body.map(Instance::from_body))
+    }
+
+    /// Reads the instance, which must exist (ARM's `ResourceNotFound` otherwise).
+    pub(crate) async fn read_existing(&self, s: &Session<'_>) -> Result<Instance, ActivityError> {
+        let body = s.get(&self.subscription, &self.path()?, SQL_API_VERSION).await?;
+        Ok(Instance::from_body(body))
+    }
+
+    /// The path of failover group `name` as seen from this instance's region.
+    pub(crate) fn group_path(&self, location: &str, name: &str) -> Result<String, ActivityError> {
+        Ok(PathBuilder::resource_group(&self.subscription, &self.resource_group)?
+            .lit("providers/Microsoft.Sql/locations")
+            .name("location", location)?
+            .lit("instanceFailoverGroups")
+            .name("failover group name", name)?
+            .build())
+    }
+
+    /// The path of the failover-group list of this instance's resource group and region.
+    pub(crate) fn group_list_path(&self, location: &str) -> Result<String, ActivityError> {
+        Ok(PathBuilder::resource_group(&self.subscription, &self.resource_group)?
+            .lit("providers/Microsoft.Sql/locations")
+            .name("location", location)?
+            .lit("instanceFailoverGroups")
+            .build())
+    }
+}
+
+/// The settings of an instance that activities compare and copy.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub(crate) struct Instance {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) location: String,
+    pub(crate) sku_name: Option<String>,
+    pub(crate) tier: Option<String>,
+    pub(crate) family: Option<String>,
+    pub(crate) v_cores: Option<u64>,
+    pub(crate) storage_gb: Option<u64>,
+    pub(crate) database_format: Option<String>,
+    pub(crate) dns_zone: Option<String>,
+    pub(crate) subnet_id: Option<String>,
+    pub(crate) state: Option<String>,
+    pub(crate) provisioning_state: Option<String>,
+    pub(crate) license_type: Option<String>,
+    pub(crate) backup_storage_redundancy: Option<String>,
+    pub(crate) instance_pool_id: Option<String>,
+    pub(crate) fully_qualified_domain_name: Option<String>,
+    pub(crate) administrator_login: Option<String>,
+    pub(crate) collation: Option<String>,
+    pub(crate) tenant_id: Option<String>,
+    #[serde(skip)]
+    pub(crate) body: serde_json::Value,
+}
+
+impl Instance {
+    pub(crate) fn from_body(body: serde_json::Value) -> Self {
+        let t = |p: &str| text(&body, p).map(str::to_owned);
+        Self {
+            id: t("/id").unwrap_or_default(),
+            name: t("/name").unwrap_or_default(),
+            location: t("/location").unwrap_or_default(),
+            sku_name: t("/sku/name"),
+            tier: t("/sku/tier"),
+            family: t("/sku/family"),
+            v_cores: number(&body, "/properties/vCores").or_else(|| number(&body, "/sku/capacity")),
+            storage_gb: number(&body, "/properties/storageSizeInGB"),
+            database_format: t("/properties/databaseFormat"),
+            dns_zone: t("/properties/dnsZone"),
+            subnet_id: t("/properties/subnetId"),
+            state: t("/properties/state"),
+            provisioning_state: t("/properties/provisioningState"),
+            license_type: t("/properties/licenseType"),
+            backup_storage_redundancy: t("/properties/requestedBackupStorageRedundancy")
+                .or_else(|| t("/properties/currentBackupStorageRedundancy")),
+            instance_pool_id: t("/properties/instancePoolId").filter(|s| !s.is_empty()),
+            fully_qualified_domain_name: t("/properties/fullyQualifiedDomainName"),
+            administrator_login: t("/properties/administratorLogin"),
+            collation: t("/properties/collation"),
+            tenant_id: t("/identity/tenantId"),
+            body,
+        }
+    }
+
+    /// The JSON output of `instance.get` and friends.
+    pub(crate) fn output(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(m) = v.as_object_mut() {
+            m.insert("exists".into(), serde_json::Value::Bool(true));
+        }
+        v
+    }
+
+    /// The subnet's VNet id (parsed).
+    pub(crate) fn vnet(&self) -> Result<ArmId, ActivityError> {
+        vnet_of_subnet(self.subnet_id.as_deref().unwrap_or(""))
+    }
+}
+
+/// The VNet id of a subnet id.
+pub(crate) fn vnet_of_subnet(subnet_id: &str) -> Result<ArmId, ActivityError> {
+    let id = ArmId::parse(subnet_id)?.expect("Microsoft.Network", &["virtualNetworks", "subnets"])?;
+    id.parent("virtualNetworks")
+        .ok_or_else(|| ActivityError::invalid(format!("subnet id `{subnet_id}` names no virtual network")))
+}

@@ -434,6 +434,15 @@ pub(crate) fn engine_error(e: &EngineError) -> Exit {
             );
             Exit::Busy
         }
+        EngineError::LeaseLost { run_id, owner } => {
+            output::error(
+                &format!("stopped driving run {run_id}: its lease is now held by {owner}"),
+                Some(
+                    "another process took the run over (this one stalled past its lease); nothing more was written by this process",
+                ),
+            );
+            Exit::Busy
+        }
         EngineError::State(StateError::UnknownRun { run_id }) => {
             output::error(
                 &format!("no run `{run_id}` in this database"),

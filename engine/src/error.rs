@@ -29,6 +29,15 @@ pub enum EngineError {
         /// Lease expiry, RFC 3339.
         expires_at: String,
     },
+    /// This process lost the run's lease while driving it (another process took it over,
+    /// or it could not be renewed in time); it stopped without writing anything further.
+    #[error("lost the lease on run {run_id}: it is now held by {owner}")]
+    LeaseLost {
+        /// The run.
+        run_id: String,
+        /// Who holds it now.
+        owner: String,
+    },
     /// The stored runbook of a run no longer parses (a newer format?).
     #[error("the runbook stored with run {run_id} does not parse")]
     StoredRunbook {

@@ -236,32 +236,48 @@ impl Engine {
         }
 
         let token = stop.child_token();
-        let cancel_requested = Arc::new(AtomicBool::new(false));
-        let heartbeat = tokio::spawn(heartbeat(
+        let beat = Arc::new(Beat::default());
+        // Aborted when this function returns by any path, so a lease is never renewed for
+        // a run this process no longer drives.
+        let _heartbeat = AbortOnDrop(tokio::spawn(heartbeat(
             self.clone(),
             run_id.to_owned(),
             token.clone(),
-            cancel_requested.clone(),
-        ));
+            beat.clone(),
+        )));
 
         let result = self.drive_steps(run_id, &token).await;
-        heartbeat.abort();
-
-        let now = self.clock.now_ms();
+        if let Some(owner) = beat.lost_to() {
+            return Err(EngineError::LeaseLost {
+                run_id: run_id.to_owned(),
+                owner,
+            });
+        }
         let outcome = match result {
-            Ok(RunOutcome::Interrupted) if cancel_requested.load(Ordering::SeqCst) => {
-                self.store.finish_cancel(run_id, self.owner.as_str(), now).await?;
-                RunOutcome::Cancelled
+            Err(EngineError::State(StateError::LeaseLost { run_id, owner })) => {
+                return Err(EngineError::LeaseLost { run_id, owner });
             }
+            // The store refused to start a step because an operator asked to cancel.
+            Err(EngineError::State(StateError::CancelRequested { .. })) => RunOutcome::Interrupted,
             other => other?,
         };
-        match &outcome {
-            RunOutcome::Cancelled => {}
-            _ => {
+        // An operator asked to cancel: whatever stopped the run at a safe point (the request
+        // itself, an approval, a closed window), it ends cancelled and its locks are released.
+        let cancel =
+            beat.cancel_requested.load(Ordering::SeqCst) || self.store.load_run(run_id).await?.run.cancel_requested;
+        let outcome = match outcome {
+            RunOutcome::Interrupted | RunOutcome::Waiting { .. } | RunOutcome::OutsideWindow { .. } if cancel => {
                 self.store
-                    .release_lease(run_id, self.owner.as_str(), self.clock.now_ms())
-                    .await?
+                    .finish_cancel(run_id, self.owner.as_str(), self.clock.now_ms())
+                    .await?;
+                RunOutcome::Cancelled
             }
+            other => other,
+        };
+        if outcome != RunOutcome::Cancelled {
+            self.store
+                .release_lease(run_id, self.owner.as_str(), self.clock.now_ms())
+                .await?;
         }
         Ok(outcome)
     }
@@ -430,32 +446,75 @@ fn resolve_locks(runbook: &Runbook, params: &serde_json::Value, run_id: &str) ->
     Ok(keys)
 }
 
-/// Renews the lease every third of its lifetime; cancels `token` when the lease is lost
-/// or an operator asks to cancel, and reports windows open longer than the limit.
-async fn heartbeat(engine: Engine, run_id: String, token: CancellationToken, cancel_requested: Arc<AtomicBool>) {
-    let every = (engine.config.lease_ttl / 3).max(Duration::from_millis(100));
+/// What the heartbeat learned while the run was driven.
+#[derive(Default)]
+struct Beat {
+    /// An operator asked to cancel the run.
+    cancel_requested: AtomicBool,
+    /// The lease was lost (to whom), or could not be renewed in time.
+    lost: std::sync::Mutex<Option<String>>,
+}
+
+impl Beat {
+    fn lost_to(&self) -> Option<String> {
+        self.lost
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn lose(&self, owner: String) {
+        *self.lost.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(owner);
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Renews the lease every third of its lifetime; cancels `token` when the lease is lost,
+/// when it could not be renewed before it would expire (the driver fences itself: another
+/// process may take the run over from then on), or when an operator asks to cancel. Also
+/// reports windows open longer than the runbook's limit.
+async fn heartbeat(engine: Engine, run_id: String, token: CancellationToken, beat: Arc<Beat>) {
+    let ttl = engine.config.lease_ttl;
+    let every = (ttl / 3).max(Duration::from_millis(100));
+    let mut last_renewal = tokio::time::Instant::now();
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             () = token.cancelled() => return,
         }
         let now = engine.clock.now_ms();
-        match engine
-            .store
-            .renew_lease(&run_id, engine.owner.as_str(), engine.config.lease_ttl, now)
-            .await
-        {
-            Ok(true) => {
-                tracing::info!("cancellation requested; stopping at the next safe point");
-                cancel_requested.store(true, Ordering::SeqCst);
+        match engine.store.renew_lease(&run_id, engine.owner.as_str(), ttl, now).await {
+            Ok(cancel) => {
+                last_renewal = tokio::time::Instant::now();
+                if cancel {
+                    tracing::info!("cancellation requested; stopping at the next safe point");
+                    beat.cancel_requested.store(true, Ordering::SeqCst);
+                    token.cancel();
+                    return;
+                }
+            }
+            Err(StateError::LeaseLost { owner, .. }) => {
+                tracing::error!(%owner, "lost the lease; stopping");
+                beat.lose(owner);
                 token.cancel();
                 return;
             }
-            Ok(false) => {}
             Err(e) => {
-                tracing::error!(error = %e, "lost the lease; stopping");
-                token.cancel();
-                return;
+                tracing::warn!(error = %e, "could not renew the lease");
+                if last_renewal.elapsed() + every >= ttl {
+                    tracing::error!("the lease could not be renewed before it expires; stopping");
+                    beat.lose("nobody (the lease expired before it could be renewed)".to_owned());
+                    token.cancel();
+                    return;
+                }
             }
         }
         check_window_limits(&engine, &run_id).await;
@@ -595,8 +654,12 @@ impl Driver<'_> {
                         }
                     };
                     let attempt = row.attempt + 1;
-                    let deadline = self.start(step, attempt, &input, false).await?;
-                    (attempt, input, None, deadline, false)
+                    // A step an operator re-opened (`resume --retry-failed`) keeps what its
+                    // earlier attempts saved: an intent or a polling URL must not be forgotten.
+                    let reopened = row.attempt > 0;
+                    let deadline = self.start(step, attempt, &input, reopened).await?;
+                    let progress = if reopened { row.progress.clone() } else { None };
+                    (attempt, input, progress, deadline, false)
                 }
                 StepStatus::Running => {
                     // Re-entered after a restart: same attempt, its stored input, deadline and
@@ -713,14 +776,17 @@ impl Driver<'_> {
                     .observer
                     .retry_scheduled(sid, attempt, &format!("{code}: {message}"), ms(delay));
                 tracing::info!(delay_ms = ms(delay), code = %code, "step.retry_scheduled");
-                row.status = StepStatus::RetryWait;
-                row.attempt = attempt;
-                row.next_attempt_at = Some(next);
-                row.progress = store
+                // Continue from the row as committed (input, attempt, deadline of the retry,
+                // the progress the failed attempt saved), not from what this loop remembers.
+                row = store
                     .load_run(self.run_id)
                     .await?
                     .step(sid)
-                    .and_then(|s| s.progress.clone());
+                    .cloned()
+                    .ok_or_else(|| StateError::UnknownStep {
+                        run_id: self.run_id.to_owned(),
+                        step_id: sid.to_owned(),
+                    })?;
                 continue;
             }
             return self.fail_for_good(step, attempt, &code, &message, output).await;
@@ -823,6 +889,9 @@ impl Driver<'_> {
         let run = fogbook_activities::execute(&step.uses, input, &ctx, &self.engine.env);
         match deadline {
             None => run.await.map_err(StepError::Activity),
+            // Already past the deadline (re-entered late): the activity is not even polled
+            // once, so it cannot send a first request.
+            Some(at) if at <= self.now() => Err(StepError::Timeout(at)),
             Some(at) => {
                 let remaining = Duration::from_millis(u64::try_from(at - self.now()).unwrap_or(0));
                 match tokio::time::timeout(remaining, run).await {

@@ -54,9 +54,29 @@ pub fn is_dead(owner: &str) -> bool {
         return false;
     }
     match process_start(pid) {
-        None => std::path::Path::new("/proc/self/stat").exists(),
+        // Readable: gone when it is a zombie (None above) or the pid now belongs to a later
+        // process (another start time).
         Some(s) => s != start,
+        // Unreadable (`hidepid`, another user's process, no /proc): only the kernel's own
+        // "no such process" proves it gone; permission denied means it lives.
+        None => match i32::try_from(pid) {
+            Ok(raw) => {
+                matches!(
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None),
+                    Err(nix::errno::Errno::ESRCH)
+                ) || zombie(pid)
+            }
+            Err(_) => false,
+        },
     }
+}
+
+/// Whether `/proc` says the process exited and waits to be reaped.
+fn zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| Some(stat.get(stat.rfind(')')? + 2..)?.starts_with(['Z', 'X'])))
+        .unwrap_or(false)
 }
 
 fn hostname() -> String {
@@ -75,7 +95,7 @@ fn hostname() -> String {
 fn process_start(pid: u32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may contain spaces.
-    let after = &stat[stat.rfind(')')? + 2..];
+    let after = stat.get(stat.rfind(')')? + 2..)?;
     let fields: Vec<&str> = after.split_whitespace().collect();
     if fields.first() == Some(&"Z") || fields.first() == Some(&"X") {
         return None;

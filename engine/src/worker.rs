@@ -50,8 +50,16 @@ pub async fn run_worker(
         if stop.is_cancelled() {
             break;
         }
-        report.fired += tick_schedules(&engine).await?;
-        let candidates = drivable(&engine, &active).await?;
+        // A database hiccup (SQLITE_BUSY past the timeout, one unreadable row) must not stop
+        // the worker or abort the runs it drives: log it and look again at the next poll.
+        match tick_schedules(&engine).await {
+            Ok(n) => report.fired += n,
+            Err(e) => tracing::error!(error = %e, "worker: cannot fire schedules"),
+        }
+        let candidates = drivable(&engine, &active).await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "worker: cannot list runs to drive");
+            Vec::new()
+        });
         for run in candidates {
             if active.len() >= config.concurrency.max(1) {
                 break;
@@ -144,13 +152,22 @@ fn window_open(run: &RunRow, now: fogbook_state::Millis) -> bool {
             .is_some_and(|w| w.contains(now))
 }
 
-/// A waiting run is worth driving once its pending approval step has been approved.
+/// A waiting run is worth driving once its pending approval step has been approved, or
+/// once that approval's stored timeout has passed (driving it then fails the step with
+/// `ApprovalTimedOut` and releases nothing the operator still needs).
 async fn approval_arrived(engine: &Engine, run_id: &str) -> Result<bool, EngineError> {
     let snap = engine.store().load_run(run_id).await?;
     let Some(step) = snap.steps.iter().find(|s| !s.status.is_done()) else {
         return Ok(true);
     };
-    Ok(snap.approvals.iter().any(|a| a.step_id == step.step_id))
+    let expired = step
+        .progress
+        .as_ref()
+        .and_then(|p| p.get("expires_at"))
+        .and_then(|v| v.as_str())
+        .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+        .is_some_and(|t| t.unix_timestamp_nanos() / 1_000_000 <= i128::from(engine.now_ms()));
+    Ok(expired || snap.approvals.iter().any(|a| a.step_id == step.step_id))
 }
 
 /// Fires what is due for every schedule; returns how many runs were created.
@@ -213,7 +230,7 @@ async fn tick_one(engine: &Engine, s: &ScheduleRow) -> Result<usize, EngineError
     }
     let outcomes = engine
         .store()
-        .apply_schedule_tick(&s.name, s.cursor_at, cursor, decisions, now)
+        .apply_schedule_tick(&s.name, s.version, cursor, decisions, now)
         .await?;
     let fired = outcomes
         .unwrap_or_default()

@@ -76,6 +76,12 @@ pub enum StateError {
         /// The new owner, or `nobody`.
         owner: String,
     },
+    /// An operator asked to cancel the run; no new step may start.
+    #[error("run {run_id} is being cancelled; no step starts any more")]
+    CancelRequested {
+        /// The run.
+        run_id: String,
+    },
     /// The requested change does not fit the current state.
     #[error("{message}")]
     InvalidTransition {

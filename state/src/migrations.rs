@@ -115,6 +115,7 @@ CREATE TABLE schedules (
     updated_at     INTEGER NOT NULL,
     cursor_at      INTEGER NOT NULL,
     queued         INTEGER NOT NULL DEFAULT 0,
+    version        INTEGER NOT NULL DEFAULT 0,
     audit_head     TEXT NOT NULL,
     audit_count    INTEGER NOT NULL
 );

@@ -298,6 +298,8 @@ pub struct ScheduleRow {
     pub cursor_at: Millis,
     /// Fires waiting for the previous run to end.
     pub queued: i64,
+    /// Bumped by every applied tick (compare-and-set between workers).
+    pub version: i64,
     /// Newest unfinished run of this schedule, if any.
     pub active_run: Option<String>,
 }

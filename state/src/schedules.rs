@@ -17,7 +17,7 @@ fn stream(name: &str) -> String {
 }
 
 const COLUMNS: &str = "name, cron, tz, runbook_name, runbook_text, runbook_sha256, source_path, params, overlap,
-     catch_up_ms, window, auto_approve, paused, created_at, updated_at, cursor_at, queued,
+     catch_up_ms, window, auto_approve, paused, created_at, updated_at, cursor_at, queued, version,
      (SELECT id FROM runs r WHERE r.schedule_name = s.name AND r.status IN ('pending', 'running', 'waiting')
       ORDER BY created_at DESC LIMIT 1)";
 
@@ -41,7 +41,8 @@ fn row(r: &Row<'_>) -> rusqlite::Result<(ScheduleRow, String, Option<String>, St
             updated_at: r.get(14)?,
             cursor_at: r.get(15)?,
             queued: r.get(16)?,
-            active_run: r.get(17)?,
+            version: r.get(17)?,
+            active_run: r.get(18)?,
         },
         r.get(7)?,
         r.get(10)?,
@@ -238,25 +239,28 @@ impl Store {
         .await
     }
 
-    /// Applies a worker's decisions for one schedule, if nobody else has since
-    /// (`expected_cursor` still matches): creates runs, records skips and queued fires, and
-    /// moves the cursor to `new_cursor`, all in one transaction. Returns `None` when another
-    /// worker got there first. A fire whose resource is locked by another run is recorded as
-    /// skipped, naming that run.
+    /// Applies a worker's decisions for one schedule, if nobody else has changed the
+    /// schedule since the worker read it (`expected_version` still matches): creates runs,
+    /// records skips and queued fires, and moves the cursor to `new_cursor`, all in one
+    /// transaction. Returns `None` when another worker got there first. A fire whose
+    /// resource is locked by another run is recorded as skipped, naming that run.
     pub async fn apply_schedule_tick(
         &self,
         name: &str,
-        expected_cursor: Millis,
+        expected_version: i64,
         new_cursor: Millis,
         decisions: Vec<FireDecision>,
         now: Millis,
     ) -> Result<Option<Vec<FireOutcome>>, StateError> {
         let name = name.to_owned();
         self.write(move |tx| {
+            // Compare-and-set on a version that every tick bumps, so two workers that read the
+            // same schedule cannot both act on it, even when the cursor does not move (a fire
+            // taken from the queue).
             let changed = tx
                 .execute(
-                    "UPDATE schedules SET cursor_at = ?3 WHERE name = ?1 AND cursor_at = ?2",
-                    params![name, expected_cursor, new_cursor],
+                    "UPDATE schedules SET cursor_at = ?3, version = version + 1 WHERE name = ?1 AND version = ?2",
+                    params![name, expected_version, new_cursor],
                 )
                 .during("advancing a schedule")?;
             if changed == 0 {

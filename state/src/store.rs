@@ -126,7 +126,7 @@ impl Store {
     pub async fn renew_lease(&self, run_id: &str, owner: &str, ttl: Duration, now: Millis) -> Result<bool, StateError> {
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
         self.write(move |tx| {
-            check_lease(tx, &run_id, &owner)?;
+            check_lease(tx, &run_id, &owner, now)?;
             tx.execute(
                 "UPDATE runs SET lease_expires_at = ?3 WHERE id = ?1 AND lease_owner = ?2",
                 params![run_id, owner, now + millis(ttl)],
@@ -172,7 +172,15 @@ impl Store {
     pub async fn start_step(&self, run_id: &str, owner: &str, start: StepStart) -> Result<(), StateError> {
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
         self.write(move |tx| {
-            check_lease(tx, &run_id, &owner)?;
+            check_lease(tx, &run_id, &owner, start.now)?;
+            let cancel: bool = tx
+                .query_row("SELECT cancel_requested FROM runs WHERE id = ?1", [&run_id], |r| {
+                    r.get(0)
+                })
+                .during("starting a step")?;
+            if cancel {
+                return Err(StateError::CancelRequested { run_id: run_id.clone() });
+            }
             let step = load_step_row(tx, &run_id, &start.step_id)?;
             if step.status.is_done() {
                 return Err(StateError::InvalidTransition {
@@ -234,7 +242,7 @@ impl Store {
     ) -> Result<(), StateError> {
         let (run_id, owner, step_id) = (run_id.to_owned(), owner.to_owned(), step_id.to_owned());
         self.write(move |tx| {
-            check_lease(tx, &run_id, &owner)?;
+            check_lease(tx, &run_id, &owner, now)?;
             let changed = tx
                 .execute(
                     "UPDATE steps SET progress = ?3 WHERE run_id = ?1 AND step_id = ?2 AND status = 'running'",
@@ -261,7 +269,7 @@ impl Store {
     pub async fn finish_step(&self, run_id: &str, owner: &str, finish: StepFinish) -> Result<(), StateError> {
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
         self.write(move |tx| {
-            check_lease(tx, &run_id, &owner)?;
+            check_lease(tx, &run_id, &owner, finish.now)?;
             let step = load_step_row(tx, &run_id, &finish.step_id)?;
             if step.status.is_done() {
                 return Err(StateError::InvalidTransition {
@@ -352,7 +360,7 @@ impl Store {
     ) -> Result<(), StateError> {
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
         self.write(move |tx| {
-            check_lease(tx, &run_id, &owner)?;
+            check_lease(tx, &run_id, &owner, now)?;
             set_status(tx, &run_id, status, error, now)
         })
         .await
@@ -546,7 +554,17 @@ impl Store {
     pub async fn finish_cancel(&self, run_id: &str, owner: &str, now: Millis) -> Result<(), StateError> {
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
         self.write(move |tx| {
-            check_lease(tx, &run_id, &owner)?;
+            // Completing a requested cancellation needs the owner, not an unexpired lease:
+            // stopping is always allowed.
+            let held: Option<String> = tx
+                .query_row("SELECT lease_owner FROM runs WHERE id = ?1", [&run_id], |r| r.get(0))
+                .during("cancelling")?;
+            if held.as_deref() != Some(owner.as_str()) {
+                return Err(StateError::LeaseLost {
+                    run_id: run_id.clone(),
+                    owner: held.unwrap_or_else(|| "nobody".to_owned()),
+                });
+            }
             tx.execute(
                 "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ?1",
                 [&run_id],
@@ -587,7 +605,7 @@ impl Store {
                 });
             };
             tx.execute(
-                "UPDATE steps SET status = 'pending', progress = NULL, next_attempt_at = NULL, finished_at = NULL
+                "UPDATE steps SET status = 'pending', next_attempt_at = NULL, finished_at = NULL
                  WHERE run_id = ?1 AND step_id = ?2",
                 params![run_id, step],
             )
@@ -891,17 +909,28 @@ fn finished_word(status: RunStatus) -> &'static str {
     }
 }
 
-fn check_lease(conn: &Connection, run_id: &str, owner: &str) -> Result<(), StateError> {
-    let current: Option<Option<String>> = conn
-        .query_row("SELECT lease_owner FROM runs WHERE id = ?1", [run_id], |r| r.get(0))
+/// Fencing: a driver may write only while it holds an unexpired lease. A driver that
+/// stalled past its expiry is refused even if nobody has taken the run over yet, because
+/// from that moment another process may have read the run's state and acted on it.
+fn check_lease(conn: &Connection, run_id: &str, owner: &str, now: Millis) -> Result<(), StateError> {
+    let current: Option<(Option<String>, Option<Millis>)> = conn
+        .query_row(
+            "SELECT lease_owner, lease_expires_at FROM runs WHERE id = ?1",
+            [run_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .optional()
         .during("checking the lease")?;
     match current {
         None => Err(StateError::UnknownRun {
             run_id: run_id.to_owned(),
         }),
-        Some(Some(o)) if o == owner => Ok(()),
-        Some(other) => Err(StateError::LeaseLost {
+        Some((Some(o), Some(exp))) if o == owner && exp > now => Ok(()),
+        Some((Some(o), _)) if o == owner => Err(StateError::LeaseLost {
+            run_id: run_id.to_owned(),
+            owner: "nobody (this process's lease expired)".to_owned(),
+        }),
+        Some((other, _)) => Err(StateError::LeaseLost {
             run_id: run_id.to_owned(),
             owner: other.unwrap_or_else(|| "nobody".to_owned()),
         }),
@@ -917,8 +946,17 @@ fn set_status(
 ) -> Result<(), StateError> {
     let finished = status.is_terminal().then_some(now);
     tx.execute(
-        "UPDATE runs SET status = ?2, error = ?3, updated_at = ?4, finished_at = ?5, cancel_requested = 0 WHERE id = ?1",
-        params![run_id, status.as_str(), error.as_ref().map(|e| e.to_string()), now, finished],
+        "UPDATE runs SET status = ?2, error = ?3, updated_at = ?4, finished_at = ?5,
+                cancel_requested = CASE WHEN ?6 THEN 0 ELSE cancel_requested END
+         WHERE id = ?1",
+        params![
+            run_id,
+            status.as_str(),
+            error.as_ref().map(|e| e.to_string()),
+            now,
+            finished,
+            status.is_terminal()
+        ],
     )
     .during("changing the run status")?;
     // A failed run keeps its locks: the resources are half-way through a procedure and no

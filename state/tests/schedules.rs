@@ -55,7 +55,7 @@ async fn a_tick_applies_once_and_records_every_decision() {
         from_queue: false,
     };
     let got = store
-        .apply_schedule_tick("s", 1_000, 1_500, vec![fire], 2_000)
+        .apply_schedule_tick("s", 0, 1_500, vec![fire], 2_000)
         .await
         .unwrap();
     assert_eq!(
@@ -67,7 +67,7 @@ async fn a_tick_applies_once_and_records_every_decision() {
     let s = store.schedule("s").await.unwrap();
     assert_eq!((s.cursor_at, s.active_run.as_deref()), (1_500, Some("r1")));
 
-    // A second worker with the old cursor loses the race and changes nothing.
+    // A second worker that read the same version loses the race and changes nothing.
     let late = FireDecision::Fire {
         fire_at: 1_500,
         run: Box::new(run("r2", "fog/b")),
@@ -75,7 +75,7 @@ async fn a_tick_applies_once_and_records_every_decision() {
     };
     assert_eq!(
         store
-            .apply_schedule_tick("s", 1_000, 1_500, vec![late], 2_000)
+            .apply_schedule_tick("s", 0, 1_500, vec![late], 2_000)
             .await
             .unwrap(),
         None
@@ -90,7 +90,7 @@ async fn a_tick_applies_once_and_records_every_decision() {
         from_queue: false,
     };
     let got = store
-        .apply_schedule_tick("s", 1_500, 2_600, vec![queued, locked], 3_000)
+        .apply_schedule_tick("s", 1, 2_600, vec![queued, locked], 3_000)
         .await
         .unwrap()
         .unwrap();
@@ -109,11 +109,25 @@ async fn a_tick_applies_once_and_records_every_decision() {
         from_queue: true,
     };
     store
-        .apply_schedule_tick("s", 2_600, 2_600, vec![drained], 4_000)
+        .apply_schedule_tick("s", 2, 2_600, vec![drained], 4_000)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(store.schedule("s").await.unwrap().queued, 0);
+    // Another worker that saw the same queued fire (same version, same cursor) gets nothing.
+    let twice = FireDecision::Fire {
+        fire_at: 4_000,
+        run: Box::new(run("r5", "fog/d")),
+        from_queue: true,
+    };
+    assert_eq!(
+        store
+            .apply_schedule_tick("s", 2, 2_600, vec![twice], 4_000)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(store.load_run("r5").await.is_err(), "a queued fire starts one run only");
 
     let kinds: Vec<String> = store
         .events("schedule:s")

@@ -182,6 +182,12 @@ async fn the_lease_fences_writes_and_is_taken_over_only_after_expiry_or_death() 
         matches!(fenced, StateError::LeaseLost { ref owner, .. } if owner == "b"),
         "{fenced:?}"
     );
+    // A driver whose lease expired is fenced off even before anyone takes the run over.
+    let expired = store
+        .start_step("r1", "b", start("a", vec![], 2_000 + 30_001))
+        .await
+        .unwrap_err();
+    assert!(matches!(expired, StateError::LeaseLost { .. }), "{expired:?}");
     // After expiry anyone may take it.
     let grant = store.acquire_lease("r1", "c", TTL, None, 2_000 + 31_000).await.unwrap();
     assert_eq!(grant.taken_over_from.as_deref(), Some("b"));

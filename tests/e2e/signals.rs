@@ -140,3 +140,72 @@ fn auto_approval_is_recorded_as_such() {
         .unwrap();
     assert!(created);
 }
+
+#[test]
+fn a_failed_attempt_is_retried_in_the_same_process_with_its_input() {
+    let sb = Sandbox::new();
+    let out = sb.run(&[
+        "run",
+        &fixture("retry-then-step.yaml").display().to_string(),
+        "--set",
+        &format!("marker={}", sb.path("marker").display()),
+        "--set",
+        &format!("out={}", sb.path("out.txt").display()),
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let run = sb.last_run_id();
+    let inputs: Vec<String> = {
+        let conn = sb.sql();
+        let mut stmt = conn
+            .prepare("SELECT data FROM events WHERE run_id = ?1 AND kind = 'step.started' AND step_id = 'flaky' ORDER BY seq")
+            .unwrap();
+        stmt.query_map([&run], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(inputs.len(), 2, "two attempts");
+    assert_eq!(inputs[0], inputs[1], "the retry runs with the same resolved input");
+    assert!(inputs[1].contains("\"program\":\"sh\""), "{}", inputs[1]);
+    assert_eq!(sb.lines_of("out.txt"), ["written"]);
+}
+
+#[test]
+fn a_cancel_request_stops_the_run_before_its_next_step() {
+    let sb = Sandbox::new();
+    // With a 30 s lease the heartbeat would notice late; the request must still stop the run
+    // before `write` starts, when the store refuses to start it.
+    let child = sb.spawn(
+        &[
+            "run",
+            &fixture("retry-then-step.yaml").display().to_string(),
+            "--set",
+            &format!("marker={}", sb.path("marker").display()),
+            "--set",
+            &format!("out={}", sb.path("out.txt").display()),
+            "--set",
+            "pause=2s",
+        ],
+        &[],
+    );
+    sb.wait_for("the pause to start", Duration::from_secs(10), |sb| {
+        sb.sql()
+            .query_row("SELECT status FROM steps WHERE step_id = 'pause'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .is_ok_and(|s| s == "running")
+    });
+    let run = sb.last_run_id();
+    let cancel = sb.run(&["cancel", &run, "--by", "dave"]);
+    assert_eq!(code(&cancel), 0, "{}", stderr(&cancel));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    assert_eq!(sb.run_status(&run), "cancelled");
+    assert_eq!(
+        sb.step_status(&run, "write"),
+        "pending",
+        "the step after the request never started"
+    );
+    assert!(sb.lines_of("out.txt").is_empty());
+    assert_audit_ok(&sb);
+}

@@ -57,8 +57,11 @@ enum OnAmbiguous {
 
 impl Command {
     pub(crate) async fn run(self, ctx: &ActivityCtx) -> Result<serde_json::Value, ActivityError> {
+        // Ambiguous only when this very attempt started the program and was interrupted: a
+        // retry after a clean failure, or a step an operator re-opened, is a new attempt.
         if let Some(p) = ctx.progress()
             && p.get("phase").and_then(|v| v.as_str()) == Some("started")
+            && p.get("attempt").and_then(serde_json::Value::as_u64) == Some(u64::from(ctx.attempt()))
             && self.on_ambiguous == OnAmbiguous::Fail
         {
             let since = p.get("at").and_then(|v| v.as_str()).unwrap_or("an earlier attempt");

@@ -266,8 +266,12 @@ pub(crate) struct CancelArgs {
 pub(crate) enum AuditCommand {
     /// Recompute the hash chain of one run (or all) and name the first event that does not verify.
     Verify {
-        /// Only this run.
+        /// Also require that this run exists (the whole chain is always verified).
         run_id: Option<String>,
+        /// A head hash printed by an earlier `audit verify` and kept outside the database:
+        /// fail unless the chain still contains it (detects a cut or rewritten tail).
+        #[arg(long, value_name = "HASH")]
+        since_head: Option<String>,
     },
 }
 

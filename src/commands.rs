@@ -65,9 +65,9 @@ pub(crate) async fn dispatch(cli: Cli) -> Exit {
         Command::Sim(crate::cli::SimCommand::Serve(args)) => crate::sim_cmd::serve(args).await,
         Command::Schedule(cmd) => crate::schedule_cmd::dispatch(&cli, cmd).await,
         Command::Worker(args) => crate::schedule_cmd::worker(&cli, args).await,
-        Command::Audit(crate::cli::AuditCommand::Verify { run_id }) => {
-            let run_id = run_id.clone();
-            with_store(&cli, |store| report::verify(&cli, store, run_id)).await
+        Command::Audit(crate::cli::AuditCommand::Verify { run_id, since_head }) => {
+            let (run_id, since) = (run_id.clone(), since_head.clone());
+            with_store(&cli, |store| report::verify(&cli, store, run_id, since)).await
         }
     }
 }

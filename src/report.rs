@@ -322,8 +322,8 @@ fn csv(s: &str) -> String {
     }
 }
 
-pub(crate) async fn verify(cli: &Cli, store: Store, run_id: Option<String>) -> Exit {
-    let report = match store.verify_audit(run_id.as_deref()).await {
+pub(crate) async fn verify(cli: &Cli, store: Store, run_id: Option<String>, since: Option<String>) -> Exit {
+    let report = match store.verify_audit_since(run_id.as_deref(), since.as_deref()).await {
         Ok(r) => r,
         Err(e) => {
             output::error(&e.to_string(), None);
@@ -336,7 +336,10 @@ pub(crate) async fn verify(cli: &Cli, store: Store, run_id: Option<String>) -> E
     } else if let Some(f) = &report.failure {
         output::data(&format!("FAILED: run {} event #{}: {}", f.run_id, f.seq, f.reason));
     } else {
-        output::data(&format!("ok: {} events in {} runs verify", report.events, report.runs));
+        output::data(&format!(
+            "ok: {} events in {} runs and schedules verify\nhead: {} (keep it elsewhere; `audit verify --since-head {}` proves the trail was not cut since)",
+            report.events, report.runs, report.head, report.head
+        ));
     }
     if ok { Exit::Success } else { Exit::RunFailed }
 }

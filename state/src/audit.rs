@@ -1,9 +1,14 @@
 //! The hash-chained audit trail.
 //!
-//! Each event's hash covers its run, position, time, kind, step, attempt, data and the hash
-//! of the event before it in the same run; the run row keeps the newest hash and the count.
-//! Editing an event breaks its hash; deleting one breaks the next event's link, or (for the
-//! newest) the count and head kept in the run row.
+//! Every event of every run and schedule is one link of a single chain: its hash covers its
+//! global position, its stream (run or `schedule:<name>`), its position in that stream, time,
+//! kind, step, attempt, data, and the hash of the event before it in the whole database.
+//! The `chain` row keeps the newest hash and the count, and each stream's row keeps its own
+//! newest hash and count. Editing an event breaks its hash; deleting any event (or a whole
+//! run) breaks the link of the event after it; deleting the newest events shows in the
+//! counts. An attacker who can write the file can also rewrite the counts after cutting the
+//! tail: against that, `audit verify` prints the head hash for the operator to keep
+//! elsewhere, and `--since-head HASH` proves the chain still contains it.
 
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
@@ -12,7 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::error::SqlContext;
 use crate::{Millis, StateError};
 
-/// The `prev_hash` of a run's first event.
+/// The `prev_hash` of the first event.
 pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 pub(crate) struct NewEvent<'a> {
@@ -44,6 +49,7 @@ impl<'a> NewEvent<'a> {
 
 /// The fields an event's hash covers.
 struct Hashed<'a> {
+    gseq: i64,
     run_id: &'a str,
     seq: i64,
     at: Millis,
@@ -59,8 +65,9 @@ impl Hashed<'_> {
     fn hash(&self) -> String {
         let mut h = Sha256::new();
         let attempt = self.attempt.map(|a| a.to_string()).unwrap_or_default();
-        let (seq, at) = (self.seq.to_string(), self.at.to_string());
+        let (gseq, seq, at) = (self.gseq.to_string(), self.seq.to_string(), self.at.to_string());
         for part in [
+            &gseq,
             self.run_id,
             &seq,
             &at,
@@ -76,7 +83,6 @@ impl Hashed<'_> {
         hex::encode(h.finalize())
     }
 }
-
 /// The prefix of the audit stream of a schedule (`schedule:<name>`); any other stream id
 /// is a run id.
 pub(crate) const SCHEDULE_STREAM: &str = "schedule:";
@@ -107,24 +113,30 @@ pub(crate) fn stream_exists(conn: &rusqlite::Connection, stream: &str) -> Result
     Ok(())
 }
 
-/// Appends an event to a stream's chain (a run's, or a schedule's `schedule:<name>`) inside
-/// the caller's transaction.
+/// Appends an event to a stream (a run's, or a schedule's `schedule:<name>`) and to the
+/// global chain, inside the caller's transaction.
 pub(crate) fn append(tx: &Transaction<'_>, run_id: &str, at: Millis, ev: NewEvent<'_>) -> Result<(), StateError> {
     let (table, key_col, key) = head_of(run_id);
-    let (head, count): (String, i64) = tx
+    let count: i64 = tx
         .query_row(
-            &format!("SELECT audit_head, audit_count FROM {table} WHERE {key_col} = ?1"),
+            &format!("SELECT audit_count FROM {table} WHERE {key_col} = ?1"),
             [key],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| r.get(0),
         )
         .optional()
         .during("reading the audit head")?
         .ok_or_else(|| StateError::UnknownRun {
             run_id: run_id.to_owned(),
         })?;
-    let seq = count + 1;
+    let (prev, gcount): (String, i64) = tx
+        .query_row("SELECT head, count FROM chain WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .during("reading the chain head")?;
+    let (seq, gseq) = (count + 1, gcount + 1);
     let data = ev.data.to_string();
     let hash = Hashed {
+        gseq,
         run_id,
         seq,
         at,
@@ -132,13 +144,13 @@ pub(crate) fn append(tx: &Transaction<'_>, run_id: &str, at: Millis, ev: NewEven
         step_id: ev.step_id,
         attempt: ev.attempt,
         data: &data,
-        prev_hash: &head,
+        prev_hash: &prev,
     }
     .hash();
     tx.execute(
-        "INSERT INTO events (run_id, seq, at, kind, step_id, attempt, data, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![run_id, seq, at, ev.kind, ev.step_id, ev.attempt, data, head, hash],
+        "INSERT INTO events (gseq, run_id, seq, at, kind, step_id, attempt, data, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![gseq, run_id, seq, at, ev.kind, ev.step_id, ev.attempt, data, prev, hash],
     )
     .during("appending an audit event")?;
     tx.execute(
@@ -146,16 +158,24 @@ pub(crate) fn append(tx: &Transaction<'_>, run_id: &str, at: Millis, ev: NewEven
         params![key, hash, seq],
     )
     .during("advancing the audit head")?;
+    tx.execute(
+        "UPDATE chain SET head = ?1, count = ?2 WHERE id = 1",
+        params![hash, gseq],
+    )
+    .during("advancing the chain head")?;
     Ok(())
 }
 
 /// What `audit verify` found.
 #[derive(Clone, Debug, Serialize)]
 pub struct AuditReport {
-    /// Runs checked.
+    /// Runs and schedules checked.
     pub runs: usize,
     /// Events checked.
     pub events: usize,
+    /// The hash of the newest event: keep it outside the database, and later check with
+    /// `--since-head` that the chain still contains it.
+    pub head: String,
     /// The first problem, if any.
     pub failure: Option<AuditFailure>,
 }
@@ -163,127 +183,202 @@ pub struct AuditReport {
 /// The first event that does not verify.
 #[derive(Clone, Debug, Serialize)]
 pub struct AuditFailure {
-    /// The run.
+    /// The run (or `schedule:<name>`).
     pub run_id: String,
-    /// The event's position in the run's trail.
+    /// The event's position in its run's trail.
     pub seq: i64,
     /// What is wrong.
     pub reason: String,
 }
 
-type StoredEvent = (i64, Millis, String, Option<String>, Option<u32>, String, String, String);
+struct Stored {
+    gseq: i64,
+    run_id: String,
+    seq: i64,
+    at: Millis,
+    kind: String,
+    step_id: Option<String>,
+    attempt: Option<u32>,
+    data: String,
+    prev_hash: String,
+    hash: String,
+}
 
-pub(crate) fn verify(conn: &rusqlite::Connection, run: Option<&str>) -> Result<AuditReport, StateError> {
-    let runs: Vec<(String, String, i64)> = {
+/// Recomputes the whole chain (every run's trail is part of it) and each stream's count and
+/// head. With `run`, the run must exist. With `since_head`, the chain must contain an event
+/// with that hash (a head recorded earlier, outside the database).
+pub(crate) fn verify(
+    conn: &rusqlite::Connection,
+    run: Option<&str>,
+    since_head: Option<&str>,
+) -> Result<AuditReport, StateError> {
+    if let Some(id) = run {
+        stream_exists(conn, id)?;
+    }
+    let streams: Vec<(String, String, i64)> = {
         let mut stmt = conn
             .prepare(
-                "SELECT id, audit_head, audit_count, created_at FROM runs WHERE (?1 IS NULL OR id = ?1)
-                 UNION ALL
-                 SELECT 'schedule:' || name, audit_head, audit_count, created_at FROM schedules
-                 WHERE (?1 IS NULL OR 'schedule:' || name = ?1)
-                 ORDER BY 4, 1",
+                "SELECT id, audit_head, audit_count FROM runs
+                 UNION ALL SELECT 'schedule:' || name, audit_head, audit_count FROM schedules",
             )
             .during("listing runs to verify")?;
-        let rows = stmt
-            .query_map([run], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .during("listing runs to verify")?;
-        rows.collect::<Result<_, _>>().during("listing runs to verify")?
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .during("listing runs to verify")?
+            .collect::<Result<_, _>>()
+            .during("listing runs to verify")?
     };
-    if let Some(id) = run
-        && runs.is_empty()
-    {
-        return Err(StateError::UnknownRun { run_id: id.to_owned() });
-    }
-    let mut report = AuditReport {
-        runs: runs.len(),
-        events: 0,
-        failure: None,
-    };
+    let (chain_head, chain_count): (String, i64) = conn
+        .query_row("SELECT head, count FROM chain WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .during("reading the chain head")?;
     let mut stmt = conn
         .prepare(
-            "SELECT seq, at, kind, step_id, attempt, data, prev_hash, hash FROM events WHERE run_id = ?1 ORDER BY seq",
+            "SELECT gseq, run_id, seq, at, kind, step_id, attempt, data, prev_hash, hash FROM events ORDER BY gseq",
         )
         .during("reading the audit trail")?;
-    for (run_id, head, count) in runs {
-        let events: Vec<StoredEvent> = stmt
-            .query_map([&run_id], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                ))
+    let events: Vec<Stored> = stmt
+        .query_map([], |r| {
+            Ok(Stored {
+                gseq: r.get(0)?,
+                run_id: r.get(1)?,
+                seq: r.get(2)?,
+                at: r.get(3)?,
+                kind: r.get(4)?,
+                step_id: r.get(5)?,
+                attempt: r.get(6)?,
+                data: r.get(7)?,
+                prev_hash: r.get(8)?,
+                hash: r.get(9)?,
             })
-            .during("reading the audit trail")?
-            .collect::<Result<_, _>>()
-            .during("reading the audit trail")?;
-        let fail = |seq: i64, reason: String| AuditFailure {
-            run_id: run_id.clone(),
+        })
+        .during("reading the audit trail")?
+        .collect::<Result<_, _>>()
+        .during("reading the audit trail")?;
+    let mut report = AuditReport {
+        runs: streams.len(),
+        events: events.len(),
+        head: chain_head.clone(),
+        failure: None,
+    };
+    report.failure = first_failure(&events, &streams, &chain_head, chain_count, since_head);
+    Ok(report)
+}
+
+fn first_failure(
+    events: &[Stored],
+    streams: &[(String, String, i64)],
+    chain_head: &str,
+    chain_count: i64,
+    since_head: Option<&str>,
+) -> Option<AuditFailure> {
+    let fail = |run_id: &str, seq: i64, reason: String| {
+        Some(AuditFailure {
+            run_id: run_id.to_owned(),
             seq,
             reason,
-        };
-        let mut prev = GENESIS.to_owned();
-        let mut failure = None;
-        for (expected_seq, (seq, at, kind, step_id, attempt, data, prev_hash, hash)) in (1..).zip(&events) {
-            report.events += 1;
-            if *seq != expected_seq {
-                failure = Some(fail(
-                    expected_seq,
-                    format!("event #{expected_seq} is missing (the next one is #{seq}): an event was deleted"),
-                ));
-                break;
-            }
-            if *prev_hash != prev {
-                failure = Some(fail(
-                    *seq,
-                    format!(
-                        "event #{seq} ({kind}) does not link to the event before it: an earlier event was edited or deleted"
-                    ),
-                ));
-                break;
-            }
-            let actual = Hashed {
-                run_id: &run_id,
-                seq: *seq,
-                at: *at,
-                kind,
-                step_id: step_id.as_deref(),
-                attempt: *attempt,
-                data,
-                prev_hash,
-            }
-            .hash();
-            if actual != *hash {
-                failure = Some(fail(
-                    *seq,
-                    format!("event #{seq} ({kind}) was altered: its content does not match its hash"),
-                ));
-                break;
-            }
-            prev.clone_from(hash);
+        })
+    };
+    let mut prev = GENESIS;
+    let mut next_seq: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+    for (expected_gseq, e) in (1..).zip(events) {
+        let want_seq = next_seq.entry(e.run_id.as_str()).or_insert(1);
+        if e.seq != *want_seq {
+            return fail(
+                &e.run_id,
+                *want_seq,
+                format!(
+                    "event #{want_seq} is missing (the next one is #{}): an event was deleted",
+                    e.seq
+                ),
+            );
         }
-        if failure.is_none() {
-            let last = i64::try_from(events.len()).unwrap_or(i64::MAX);
-            if last != count {
-                failure = Some(fail(
-                    last + 1,
-                    format!("the run records {count} events but {last} remain: the newest events were deleted"),
-                ));
-            } else if prev != head {
-                failure = Some(fail(
-                    last,
-                    "the run's recorded audit head does not match its newest event".to_owned(),
-                ));
-            }
+        if e.gseq != expected_gseq {
+            return fail(
+                &e.run_id,
+                e.seq,
+                format!(
+                    "{} events of other runs before event #{} ({}) were deleted",
+                    e.gseq - expected_gseq,
+                    e.seq,
+                    e.kind
+                ),
+            );
         }
-        if failure.is_some() {
-            report.failure = failure;
-            break;
+        if e.prev_hash != prev {
+            return fail(
+                &e.run_id,
+                e.seq,
+                format!(
+                    "event #{} ({}) does not link to the event before it: an earlier event was edited or deleted",
+                    e.seq, e.kind
+                ),
+            );
+        }
+        let actual = Hashed {
+            gseq: e.gseq,
+            run_id: &e.run_id,
+            seq: e.seq,
+            at: e.at,
+            kind: &e.kind,
+            step_id: e.step_id.as_deref(),
+            attempt: e.attempt,
+            data: &e.data,
+            prev_hash: &e.prev_hash,
+        }
+        .hash();
+        if actual != e.hash {
+            return fail(
+                &e.run_id,
+                e.seq,
+                format!(
+                    "event #{} ({}) was altered: its content does not match its hash",
+                    e.seq, e.kind
+                ),
+            );
+        }
+        *want_seq += 1;
+        prev = &e.hash;
+    }
+    let total = i64::try_from(events.len()).unwrap_or(i64::MAX);
+    if total != chain_count || prev != chain_head {
+        let last = events.last();
+        return fail(
+            last.map_or("", |e| e.run_id.as_str()),
+            last.map_or(0, |e| e.seq + 1),
+            format!("the database records {chain_count} events but {total} remain: the newest events were deleted"),
+        );
+    }
+    for (id, head, count) in streams {
+        let have = next_seq.get(id.as_str()).map_or(0, |n| n - 1);
+        if have != *count {
+            return fail(
+                id,
+                have + 1,
+                format!("the run records {count} events but {have} remain: its newest events were deleted"),
+            );
+        }
+        let newest = events
+            .iter()
+            .rev()
+            .find(|e| e.run_id == *id)
+            .map_or(GENESIS, |e| e.hash.as_str());
+        if newest != head {
+            return fail(
+                id,
+                have,
+                "the run's recorded audit head does not match its newest event".to_owned(),
+            );
         }
     }
-    Ok(report)
+    if let Some(h) = since_head
+        && !events.iter().any(|e| e.hash.eq_ignore_ascii_case(h))
+    {
+        return fail(
+            "",
+            0,
+            format!("no event has the head {h} recorded earlier: the chain was cut or rewritten since"),
+        );
+    }
+    None
 }

@@ -50,7 +50,16 @@ CREATE TABLE steps (
     PRIMARY KEY (run_id, step_id)
 );
 
+CREATE TABLE chain (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    head  TEXT NOT NULL,
+    count INTEGER NOT NULL
+);
+INSERT INTO chain (id, head, count)
+    VALUES (1, '0000000000000000000000000000000000000000000000000000000000000000', 0);
+
 CREATE TABLE events (
+    gseq      INTEGER NOT NULL UNIQUE,
     run_id    TEXT NOT NULL,
     seq       INTEGER NOT NULL,
     at        INTEGER NOT NULL,

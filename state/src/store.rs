@@ -750,8 +750,19 @@ impl Store {
 
     /// Recomputes the hash chains of one run (or all) and reports the first bad event.
     pub async fn verify_audit(&self, run_id: Option<&str>) -> Result<AuditReport, StateError> {
-        let run_id = run_id.map(str::to_owned);
-        self.read(move |conn| audit::verify(conn, run_id.as_deref())).await
+        self.verify_audit_since(run_id, None).await
+    }
+
+    /// As [`Store::verify_audit`], and the chain must still contain the event whose hash is
+    /// `since_head` (a head recorded earlier, outside this database).
+    pub async fn verify_audit_since(
+        &self,
+        run_id: Option<&str>,
+        since_head: Option<&str>,
+    ) -> Result<AuditReport, StateError> {
+        let (run_id, since) = (run_id.map(str::to_owned), since_head.map(str::to_owned));
+        self.read(move |conn| audit::verify(conn, run_id.as_deref(), since.as_deref()))
+            .await
     }
 
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StateError>

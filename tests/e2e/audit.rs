@@ -57,3 +57,50 @@ fn deleting_the_newest_events_is_noticed() {
     assert_eq!(doc["ok"], false);
     assert_eq!(doc["report"]["failure"]["seq"], 4);
 }
+
+#[test]
+fn deleting_a_whole_run_is_noticed() {
+    let sb = Sandbox::new();
+    let victim = finished_run(&sb);
+    let _later = finished_run(&sb);
+    tamper(
+        &sb,
+        &format!(
+            "DELETE FROM events WHERE run_id = '{victim}'; DELETE FROM steps WHERE run_id = '{victim}';
+             DELETE FROM windows WHERE run_id = '{victim}'; DELETE FROM locks WHERE run_id = '{victim}';
+             DELETE FROM runs WHERE id = '{victim}';"
+        ),
+    );
+    let out = sb.run(&["audit", "verify"]);
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    assert!(stdout(&out).contains("deleted"), "{}", stdout(&out));
+}
+
+#[test]
+fn a_cut_and_rewritten_tail_is_caught_by_the_kept_head() {
+    let sb = Sandbox::new();
+    let run = finished_run(&sb);
+    let ok = sb.run(&["audit", "verify", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    let head = doc["report"]["head"].as_str().unwrap().to_owned();
+    assert_eq!(head.len(), 64);
+    // Cut the newest events and rewrite every count and head so the rest looks whole.
+    tamper(
+        &sb,
+        &format!(
+            "DELETE FROM events WHERE run_id = '{run}' AND seq > 5;
+             UPDATE runs SET audit_count = 5, audit_head = (SELECT hash FROM events WHERE run_id = '{run}' AND seq = 5);
+             UPDATE chain SET count = (SELECT count(*) FROM events), head = (SELECT hash FROM events ORDER BY gseq DESC LIMIT 1);"
+        ),
+    );
+    let fooled = sb.run(&["audit", "verify"]);
+    assert_eq!(
+        code(&fooled),
+        0,
+        "inside the file the rewrite is consistent: {}",
+        stdout(&fooled)
+    );
+    let caught = sb.run(&["audit", "verify", "--since-head", &head]);
+    assert_eq!(code(&caught), 1, "{}", stdout(&caught));
+    assert!(stdout(&caught).contains("cut or rewritten"), "{}", stdout(&caught));
+}

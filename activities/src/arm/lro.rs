@@ -34,6 +34,8 @@ use super::Session;
 use super::client::{ArmResponse, arm_error, retry_after};
 use crate::{ActivityCtx, ActivityError};
 
+/// The shortest polling delay, even when the server asks for less (`retry-after-ms`).
+const MIN_POLL: Duration = Duration::from_millis(50);
 /// Polling delay when the server gives no `Retry-After`.
 const DEFAULT_POLL: Duration = Duration::from_secs(10);
 /// Longest polling delay honoured.
@@ -121,7 +123,7 @@ fn terminal(status: &str) -> Option<bool> {
 fn poll_delay(r: &ArmResponse) -> Duration {
     retry_after(&r.headers)
         .unwrap_or(DEFAULT_POLL)
-        .clamp(Duration::from_secs(1), MAX_POLL)
+        .clamp(MIN_POLL, MAX_POLL)
 }
 
 fn rfc3339_now(ctx: &ActivityCtx) -> String {

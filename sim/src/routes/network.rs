@@ -31,11 +31,12 @@ fn nsg_key(sub: &str, rg: &str, name: &str) -> String {
 
 fn written(ctx: &mut Ctx<'_>, created: bool, sub: &str, location: &str, id: &str, body: ArmResponse) -> ArmResponse {
     let url = ctx.network_done(sub, location, id);
-    // The operation is already over; `Retry-After: 1` (the least a client honours) tells it
-    // to look again at once instead of waiting its default polling interval.
+    // The operation is already over; `Retry-After: 1` and `retry-after-ms: 50` tell the
+    // client to look again at once instead of waiting its default polling interval.
     let mut body = body
         .with_header("azure-asyncoperation", url)
-        .with_header("retry-after", "1".to_owned());
+        .with_header("retry-after", "1".to_owned())
+        .with_header("retry-after-ms", "50".to_owned());
     body.status = if created { StatusCode::CREATED } else { StatusCode::OK };
     body
 }

@@ -4,7 +4,7 @@ use axum::http::StatusCode;
 
 use super::context::Ctx;
 use super::render;
-use super::response::{ArmResponse, polling_urls, retry_after};
+use super::response::{ArmResponse, polling_urls};
 use crate::arm_error::ArmError;
 use crate::ids;
 use crate::lro::{OpKind, OpStatus, Operation};
@@ -47,7 +47,7 @@ pub(crate) fn status(ctx: &Ctx<'_>, sub: &str, id: &str) -> Result<ArmResponse, 
     };
     let response = ArmResponse::json(StatusCode::OK, &out)?;
     Ok(if op.is_running() {
-        response.with_header("retry-after", retry_after(op, ctx.now, &ctx.core.clock).to_string())
+        response.with_retry_after(op, ctx.now, &ctx.core.clock)
     } else {
         response
     })
@@ -61,7 +61,7 @@ pub(crate) fn result(ctx: &Ctx<'_>, sub: &str, id: &str) -> Result<ArmResponse, 
             let (_, result_url) = polling_urls(ctx.base_url, op);
             Ok(ArmResponse::empty(StatusCode::ACCEPTED)
                 .with_header("location", result_url)
-                .with_header("retry-after", retry_after(op, ctx.now, &ctx.core.clock).to_string()))
+                .with_retry_after(op, ctx.now, &ctx.core.clock))
         }
         OpStatus::Failed | OpStatus::Canceled => {
             let error = op

@@ -81,13 +81,31 @@ pub(crate) fn retry_after(op: &Operation, now: SimTime, clock: &SimClock) -> u64
     if real.is_finite() { (real as u64).max(1) } else { 1 }
 }
 
+/// The same wait in milliseconds, for clients that read `retry-after-ms` (azure-core does):
+/// at a high time scale the whole-second `Retry-After` would make every poll cost a second.
+/// Never less than 50 ms.
+pub(crate) fn retry_after_ms(op: &Operation, now: SimTime, clock: &SimClock) -> u64 {
+    let sim = op.remaining_secs(now).clamp(1.0, 60.0);
+    let real = (clock.real_secs(sim) * 1000.0).ceil();
+    if real.is_finite() { (real as u64).max(50) } else { 1000 }
+}
+
+impl ArmResponse {
+    /// Adds `Retry-After` (whole seconds, at least 1) and `retry-after-ms` for a running
+    /// operation.
+    pub(crate) fn with_retry_after(self, op: &Operation, now: SimTime, clock: &SimClock) -> ArmResponse {
+        self.with_header("retry-after", retry_after(op, now, clock).to_string())
+            .with_header("retry-after-ms", retry_after_ms(op, now, clock).to_string())
+    }
+}
+
 /// `202 Accepted` with `Location`, `Azure-AsyncOperation` and `Retry-After`.
 pub(crate) fn accepted(base_url: &str, op: &Operation, now: SimTime, clock: &SimClock) -> ArmResponse {
     let (status_url, result_url) = polling_urls(base_url, op);
     let mut response = ArmResponse::empty(StatusCode::ACCEPTED)
         .with_header("azure-asyncoperation", status_url)
         .with_header("location", result_url)
-        .with_header("retry-after", retry_after(op, now, clock).to_string());
+        .with_retry_after(op, now, clock);
     response.operation_id = Some(op.id.clone());
     response
 }

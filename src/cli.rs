@@ -83,6 +83,9 @@ pub(crate) enum Command {
     Validate(ValidateArgs),
     /// Print the JSON Schema of the runbook format (for editors).
     Schema,
+    /// Show what a run would do, changing nothing: steps in order, read-only steps run for
+    /// real (preflight, current sizes, the scale direction), predicted windows, estimates.
+    Plan(PlanArgs),
     /// Start a run of a runbook and drive it to the end (or to an approval).
     Run(RunArgs),
     /// Continue an interrupted, waiting or failed run where it stopped.
@@ -160,6 +163,20 @@ pub(crate) struct ValidateArgs {
     /// Also check parameters given as key=value (dotted keys set nested fields).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub(crate) set: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PlanArgs {
+    /// The runbook file.
+    pub(crate) file: PathBuf,
+    /// Parameter file (YAML or JSON).
+    #[arg(long)]
+    pub(crate) params: Option<PathBuf>,
+    /// Set a parameter (repeatable; overrides the file). Dotted keys set nested fields.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub(crate) set: Vec<String>,
+    #[command(flatten)]
+    pub(crate) sim: SimArgs,
 }
 
 #[derive(Debug, Args)]

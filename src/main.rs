@@ -6,6 +6,7 @@ mod arm;
 mod cli;
 mod commands;
 mod output;
+mod plan_cmd;
 mod progress;
 mod report;
 mod schedule_cmd;

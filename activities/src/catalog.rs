@@ -35,6 +35,26 @@ pub const KINDS: &[&str] = &[
     "fog.drift",
 ];
 
+/// Activities that only read: `fogbook plan` runs them for real (against Azure or the
+/// emulator) and only describes the others.
+pub fn is_read_only(uses: &str) -> bool {
+    matches!(
+        uses,
+        "assert" | "instance.get" | "databases.assert_empty" | "fog.get" | "fog.preflight" | "fog.drift"
+    )
+}
+
+/// How long activity `uses` with resolved `input` is likely to take (reads only), or
+/// `None` for a quick step.
+pub async fn estimate(
+    uses: &str,
+    input: serde_json::Value,
+    ctx: &ActivityCtx,
+    env: &Env,
+) -> Result<Option<crate::azure::Estimate>, ActivityError> {
+    crate::azure::estimate(uses, input, ctx, env).await
+}
+
 /// The JSON Schema of the inputs (`with:`) of activity `uses`, or `None` when no such
 /// activity exists.
 pub fn input_schema(uses: &str) -> Option<Schema> {

@@ -26,6 +26,7 @@ mod context;
 pub mod duration;
 mod error;
 
-pub use catalog::{KINDS, execute, input_schema, post_event};
+pub use azure::Estimate;
+pub use catalog::{KINDS, estimate, execute, input_schema, is_read_only, post_event};
 pub use context::{ActivityCtx, ApprovalRecord, BoxFuture, Env, StepHost};
 pub use error::ActivityError;

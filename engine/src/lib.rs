@@ -17,6 +17,7 @@ mod failpoint;
 mod host;
 mod observer;
 pub mod owner;
+pub mod plan;
 mod retry;
 pub mod runbook;
 pub mod schedule;

@@ -10,6 +10,7 @@ mod durability;
 mod kill_matrix;
 mod lease_lock;
 mod notify;
+mod plan;
 mod signals;
 mod sim_serve;
 mod worker;

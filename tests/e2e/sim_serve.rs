@@ -1,33 +1,13 @@
 //! `fogbook sim serve` runs the emulator as its own process: it prints its URL, writes the
 //! port file, serves ARM requests, and stops on SIGTERM.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::common::{Sandbox, code, stderr};
-
-fn get(url: &str, path: &str, bearer: bool) -> (u16, String) {
-    let addr = url.trim_start_matches("http://").trim_end_matches('/');
-    let mut s = TcpStream::connect(addr).unwrap();
-    let auth = if bearer { "Authorization: Bearer t\r\n" } else { "" };
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
+use crate::common::{Sandbox, code, http_get as get, stderr};
 
 #[test]
 fn sim_serve_prints_its_url_serves_arm_and_stops_on_sigterm() {

@@ -155,9 +155,9 @@ pub(crate) struct FogCreate {
     /// Failover group name (also the listener DNS name).
     name: String,
     /// The primary instance.
-    primary: InstanceRef,
+    pub(super) primary: InstanceRef,
     /// The (empty) secondary instance.
-    secondary: InstanceRef,
+    pub(super) secondary: InstanceRef,
     /// `Manual` (default) or `Automatic`.
     #[serde(default)]
     failover_policy: Option<String>,

@@ -10,6 +10,7 @@
 //! record their intent before the request and, when re-entered with an intent and no saved
 //! operation, read the cloud state (existence, roles) to learn whether it happened.
 
+mod estimate;
 mod fog;
 mod instance;
 mod network;
@@ -17,6 +18,8 @@ mod preflight;
 mod refs;
 mod regions;
 
+pub use estimate::Estimate;
+pub(crate) use estimate::estimate;
 pub(crate) use fog::{FogCreate, FogDelete, FogFailover, FogForceFailover, FogGet};
 pub(crate) use instance::{
     DatabasesAssertEmpty, InstanceCreateLike, InstanceDelete, InstanceGet, InstanceScale, InstanceSetUpdatePolicy,

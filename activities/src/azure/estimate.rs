@@ -1,0 +1,107 @@
+//! How long the long operations of a runbook are likely to take, for `fogbook plan`. Reads
+//! only.
+
+use serde::Serialize;
+
+use super::fog::FogCreate;
+use super::{arm, regions};
+use crate::arm::Session;
+use crate::{ActivityCtx, ActivityError, Env};
+
+/// Seeding throughput assumed between paired regions and otherwise, GB per hour.
+const PAIRED_GB_PER_HOUR: f64 = 250.0;
+const UNPAIRED_GB_PER_HOUR: f64 = 100.0;
+/// Azure cancels the creation of a failover group whose seeding runs longer than this.
+const SEEDING_LIMIT_HOURS: f64 = 7.0 * 24.0;
+
+/// An estimate of a step's duration.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Estimate {
+    /// What to expect, for people.
+    pub text: String,
+    /// Hours, as a number (the upper bound when the text gives a range).
+    pub hours: f64,
+    /// A reason to worry (seeding close to Azure's 7-day limit).
+    pub warning: Option<String>,
+}
+
+fn fixed(text: &str, hours: f64) -> Estimate {
+    Estimate {
+        text: text.to_owned(),
+        hours,
+        warning: None,
+    }
+}
+
+/// The estimate for activity `uses` with resolved `input`, or `None` for quick steps.
+pub(crate) async fn estimate(
+    uses: &str,
+    input: serde_json::Value,
+    ctx: &ActivityCtx,
+    env: &Env,
+) -> Result<Option<Estimate>, ActivityError> {
+    Ok(match uses {
+        "instance.create_like" => Some(fixed(
+            "about 4h (a first instance in an empty subnet can take up to 6h)",
+            6.0,
+        )),
+        "instance.scale" => Some(fixed("1-2h per instance (a tier or storage change takes longer)", 2.0)),
+        "instance.set_update_policy" => Some(fixed("under 1h per instance", 1.0)),
+        "instance.delete" => Some(fixed("about 30 minutes", 0.5)),
+        "fog.failover" | "fog.force_failover" => Some(fixed("about a minute", 0.02)),
+        "fog.create" => {
+            let spec: FogCreate = serde_json::from_value(input).map_err(|e| ActivityError::invalid(e.to_string()))?;
+            Some(seeding(spec, ctx, env).await?)
+        }
+        _ => None,
+    })
+}
+
+/// Seeding copies the primary's databases: ARM does not report their sizes, so the
+/// estimate takes the primary's reserved storage as the upper bound.
+async fn seeding(spec: FogCreate, ctx: &ActivityCtx, env: &Env) -> Result<Estimate, ActivityError> {
+    let s = Session::new(arm(env)?, ctx);
+    let primary = spec.primary.read(&s).await?;
+    let secondary_location = match &spec.secondary.location {
+        Some(l) => Some(l.clone()),
+        None => spec.secondary.read(&s).await?.map(|i| i.location),
+    };
+    let (Some(primary), Some(secondary_location)) = (primary, secondary_location) else {
+        return Ok(fixed("seeding: unknown until the instances exist", 0.0));
+    };
+    let gb = primary.storage_gb.unwrap_or(0) as f64;
+    let paired = regions::paired(&primary.location, &secondary_location);
+    let rate = if paired {
+        PAIRED_GB_PER_HOUR
+    } else {
+        UNPAIRED_GB_PER_HOUR
+    };
+    let hours = 10.0 / 60.0 + gb / rate;
+    let warning = (hours > SEEDING_LIMIT_HOURS * 0.7).then(|| {
+        format!(
+            "seeding may take up to {hours:.0}h, close to Azure's 7-day limit after which the group creation is cancelled"
+        )
+    });
+    Ok(Estimate {
+        text: format!(
+            "seeding: at most {} ({gb:.0} GB reserved on {} at about {rate:.0} GB/h {}); Azure cancels seeding after 7 days",
+            human_hours(hours),
+            primary.name,
+            if paired {
+                "between paired regions"
+            } else {
+                "between unpaired regions"
+            }
+        ),
+        hours,
+        warning,
+    })
+}
+
+fn human_hours(h: f64) -> String {
+    if h < 1.0 {
+        format!("{:.0}min", h * 60.0)
+    } else {
+        format!("{h:.1}h")
+    }
+}

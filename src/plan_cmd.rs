@@ -1,0 +1,123 @@
+//! `fogbook plan`: what a run would do, without a database and without a single mutating
+//! request.
+
+use fogbook_engine::plan::{Plan, PlannedStep};
+
+use crate::cli::{Cli, Format, PlanArgs};
+use crate::commands::{read_params, read_runbook};
+use crate::{Exit, output};
+
+pub(crate) async fn plan(cli: &Cli, args: &PlanArgs) -> Exit {
+    let (_, rb) = match read_runbook(&args.file) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let params = match read_params(&rb, args.params.as_deref(), &args.set) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let sim = match crate::arm::start_sim(&args.sim, cli.quiet).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let env = match crate::arm::env(cli, sim.as_ref(), crate::arm::uses_azure(&rb)).await {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let plan = fogbook_engine::plan::plan(&rb, &params, &env).await;
+    if let Some(sim) = sim {
+        sim.shutdown().await;
+    }
+    if cli.format == Format::Json {
+        output::json("plan", &plan);
+    } else {
+        output::data(&render(&plan));
+    }
+    Exit::Success
+}
+
+fn summary(s: &PlannedStep) -> String {
+    if let Some(e) = &s.error {
+        return format!("WOULD FAIL NOW: {e}");
+    }
+    if let Some(out) = &s.output {
+        if let Some(table) = out.get("table").and_then(|t| t.as_str()) {
+            return format!("checked:\n{}", indent(table, 8));
+        }
+        if let Some(tier) = out.get("sku_name").and_then(|t| t.as_str()) {
+            return format!(
+                "now: {tier}, {} vCores, {} GB, {}",
+                out["v_cores"],
+                out["storage_gb"],
+                out["database_format"].as_str().unwrap_or("?")
+            );
+        }
+        if let Some(role) = out.get("role").and_then(|t| t.as_str()) {
+            return format!("the group exists; this view's role: {role}");
+        }
+        return "ok".to_owned();
+    }
+    if fogbook_activities::is_read_only(&s.uses) && s.decision != "skip" {
+        return "checks at run time, after the changes above".to_owned();
+    }
+    match (s.decision.as_str(), &s.estimate) {
+        ("skip", _) => "skipped: its `when` is false".to_owned(),
+        ("decided at run time", _) => "runs or not depending on earlier steps".to_owned(),
+        (_, Some(e)) => format!("will run, {}", e.text),
+        (_, None) if s.input.is_none() => "will run (inputs depend on earlier steps)".to_owned(),
+        _ => "will run".to_owned(),
+    }
+}
+
+fn indent(text: &str, n: usize) -> String {
+    let pad = " ".repeat(n);
+    text.lines().map(|l| format!("{pad}{l}")).collect::<Vec<_>>().join("\n")
+}
+
+fn render(plan: &Plan) -> String {
+    let mut out = format!(
+        "plan of {} ({} steps); nothing was changed: only reads ran\n\n",
+        plan.runbook,
+        plan.steps.len()
+    );
+    for (i, s) in plan.steps.iter().enumerate() {
+        let mut marks = Vec::new();
+        if s.disruptive {
+            marks.push("disruptive".to_owned());
+        }
+        marks.extend(s.opens.iter().map(|k| format!("opens {k}")));
+        marks.extend(s.closes.iter().map(|k| format!("closes {k}")));
+        let marks = if marks.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", marks.join(", "))
+        };
+        out.push_str(&format!(
+            "{:>3}. {:<30} {:<26}{marks}\n     {}\n",
+            i + 1,
+            s.id,
+            s.uses,
+            summary(s)
+        ));
+    }
+    out.push_str("\nwindows:\n");
+    if plan.windows.is_empty() {
+        out.push_str("  none: the databases keep their geo-replica throughout\n");
+    }
+    for w in &plan.windows {
+        out.push_str(&format!(
+            "  {}: opened by {}, closed by {} (estimated at most {:.1}h)\n",
+            w.kind,
+            w.opened_by,
+            w.closed_by.as_deref().unwrap_or("nothing: it stays open"),
+            w.estimated_hours
+        ));
+    }
+    if !plan.warnings.is_empty() {
+        out.push_str("\nwarnings:\n");
+        for w in &plan.warnings {
+            out.push_str(&format!("  {w}\n"));
+        }
+    }
+    out
+}

@@ -42,6 +42,7 @@ fn window_json(w: &WindowRow, now: Millis) -> serde_json::Value {
     json!({
         "kind": w.kind,
         "opened_by": w.opened_step,
+        "databases_of": w.subject,
         "opened_at": format_ms(w.opened_at),
         "closed_by": w.closed_step,
         "closed_at": w.closed_at.map(format_ms),
@@ -52,6 +53,17 @@ fn window_json(w: &WindowRow, now: Millis) -> serde_json::Value {
 }
 
 fn window_text(w: &WindowRow, now: Millis) -> String {
+    let text = window_line(w, now);
+    match (&w.subject, w.kind) {
+        (Some(s), fogbook_state::WindowKind::Unprotected) => {
+            let verb = if w.closed_at.is_some() { "had" } else { "have" };
+            format!("{text}\n      the databases of {s} {verb} no geo-replica")
+        }
+        _ => text,
+    }
+}
+
+fn window_line(w: &WindowRow, now: Millis) -> String {
     match w.closed_at {
         Some(closed) => format!(
             "  {:<22} opened by {:<24} at {}  closed by {:<24} at {}  duration {}",

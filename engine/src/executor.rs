@@ -837,6 +837,7 @@ impl Driver<'_> {
         let now = self.now();
         let deadline = step.timeout.map(|t| now + ms(t));
         let opens = edges(step, WindowEdge::Opens);
+        let subject = (!opens.is_empty()).then(|| window_subject(input)).flatten();
         self.engine
             .store
             .start_step(
@@ -848,6 +849,7 @@ impl Driver<'_> {
                     input: input.clone(),
                     deadline_at: deadline,
                     opens: opens.clone(),
+                    subject,
                     keep_progress,
                     now,
                 },
@@ -1033,6 +1035,15 @@ impl StepError {
             }
         }
     }
+}
+
+/// Whose databases a window concerns: the instance the opening step acts on (`instance`,
+/// else `primary`), which for a group's deletion is the primary of that moment.
+fn window_subject(input: &serde_json::Value) -> Option<String> {
+    ["instance", "primary"]
+        .iter()
+        .find_map(|k| input.get(k).and_then(|i| i.get("name")).and_then(|n| n.as_str()))
+        .map(str::to_owned)
 }
 
 fn edges(step: &Step, edge: WindowEdge) -> Vec<WindowKind> {

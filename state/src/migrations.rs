@@ -82,6 +82,7 @@ CREATE TABLE windows (
     kind           TEXT NOT NULL,
     opened_step    TEXT NOT NULL,
     opened_at      INTEGER NOT NULL,
+    subject        TEXT,
     closed_step    TEXT,
     closed_at      INTEGER,
     limit_notified INTEGER NOT NULL DEFAULT 0

@@ -377,6 +377,8 @@ pub struct StepStart {
     pub deadline_at: Option<Millis>,
     /// Windows this step opens (opened at start, before its effect can happen).
     pub opens: Vec<WindowKind>,
+    /// Whose databases the windows concern (the primary of that moment), when known.
+    pub subject: Option<String>,
     /// Keep the progress of the earlier attempt (re-attach) or clear it.
     pub keep_progress: bool,
     /// Now.
@@ -531,6 +533,8 @@ pub struct WindowRow {
     pub opened_step: String,
     /// Opened at.
     pub opened_at: Millis,
+    /// Whose databases are unprotected (the primary of that moment), when known.
+    pub subject: Option<String>,
     /// Step that closed it.
     pub closed_step: Option<String>,
     /// Closed at.

@@ -223,7 +223,7 @@ impl Store {
                 ),
             )?;
             for kind in start.opens {
-                open_window(tx, &run_id, kind, &start.step_id, start.now)?;
+                open_window(tx, &run_id, kind, &start.step_id, start.subject.as_deref(), start.now)?;
             }
             Ok(())
         })
@@ -645,7 +645,7 @@ impl Store {
             let windows = {
                 let mut stmt = conn
                     .prepare(
-                        "SELECT id, kind, opened_step, opened_at, closed_step, closed_at, limit_notified
+                        "SELECT id, kind, opened_step, opened_at, closed_step, closed_at, limit_notified, subject
                          FROM windows WHERE run_id = ?1 ORDER BY id",
                     )
                     .during("reading windows")?;
@@ -997,6 +997,7 @@ fn open_window(
     run_id: &str,
     kind: WindowKind,
     step: &str,
+    subject: Option<&str>,
     now: Millis,
 ) -> Result<(), StateError> {
     let already: Option<i64> = tx
@@ -1012,8 +1013,8 @@ fn open_window(
         return Ok(());
     }
     tx.execute(
-        "INSERT INTO windows (run_id, kind, opened_step, opened_at) VALUES (?1, ?2, ?3, ?4)",
-        params![run_id, kind.as_str(), step, now],
+        "INSERT INTO windows (run_id, kind, opened_step, opened_at, subject) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![run_id, kind.as_str(), step, now, subject],
     )
     .during("opening a window")?;
     let id = tx.last_insert_rowid();
@@ -1021,7 +1022,12 @@ fn open_window(
         tx,
         run_id,
         now,
-        NewEvent::step("window.opened", step, None, json!({ "kind": kind, "window": id })),
+        NewEvent::step(
+            "window.opened",
+            step,
+            None,
+            json!({ "kind": kind, "window": id, "subject": subject }),
+        ),
     )
 }
 
@@ -1214,6 +1220,7 @@ fn window_row(r: &Row<'_>) -> rusqlite::Result<WindowRow> {
         closed_step: r.get(4)?,
         closed_at: r.get(5)?,
         limit_notified: r.get(6)?,
+        subject: r.get(7)?,
     })
 }
 

@@ -35,6 +35,7 @@ fn start(step: &str, opens: Vec<WindowKind>, now: i64) -> StepStart {
         input: json!({}),
         deadline_at: None,
         opens,
+        subject: None,
         keep_progress: false,
         now,
     }

@@ -110,6 +110,8 @@ pub(crate) enum Command {
     Schedule(ScheduleCommand),
     /// Fire due schedules and drive runs nobody drives (detached, pending, or left by a dead process).
     Worker(WorkerArgs),
+    /// Measure the step overhead beside the durable-commit floor of the disk (see docs/PERFORMANCE.md).
+    Bench(BenchArgs),
     /// The ARM emulator (a local Azure Resource Manager for rehearsals and tests).
     #[command(subcommand)]
     Sim(SimCommand),
@@ -163,6 +165,25 @@ pub(crate) struct ValidateArgs {
     /// Also check parameters given as key=value (dotted keys set nested fields).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub(crate) set: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Directory of the scratch databases (the disk under test); default: the current one.
+    #[arg(long, default_value = ".")]
+    pub(crate) dir: PathBuf,
+    /// Durable commits measured for the floor.
+    #[arg(long, default_value_t = 500)]
+    pub(crate) floor_commits: u32,
+    /// No-op steps of the sequential run.
+    #[arg(long, default_value_t = 2000)]
+    pub(crate) steps: u32,
+    /// Runs driven at once.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) runs: u32,
+    /// No-op steps of each concurrent run.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) steps_per_run: u32,
 }
 
 #[derive(Debug, Args)]

@@ -3,7 +3,7 @@
 
 use fogbook_engine::plan::{Plan, PlannedStep};
 
-use crate::cli::{Cli, Format, PlanArgs};
+use crate::cli::{BenchArgs, Cli, Format, PlanArgs};
 use crate::commands::{read_params, read_runbook};
 use crate::{Exit, output};
 
@@ -120,4 +120,53 @@ fn render(plan: &Plan) -> String {
         }
     }
     out
+}
+
+/// `fogbook bench`: step overhead beside the floor, printed as a table (or JSON).
+pub(crate) async fn bench(cli: &Cli, args: &BenchArgs) -> Exit {
+    let config = fogbook_engine::bench::BenchConfig {
+        floor_commits: args.floor_commits.max(1),
+        sequential_steps: args.steps.max(1),
+        concurrent_runs: args.runs.max(1),
+        steps_per_run: args.steps_per_run.max(1),
+    };
+    output::note(cli.quiet, &format!("benchmarking in {} …", args.dir.display()));
+    match fogbook_engine::bench::run_bench(&args.dir, config).await {
+        Ok(r) => {
+            if cli.format == Format::Json {
+                output::json("bench", &r);
+            } else {
+                output::data(&format!(
+                    "{:<44} {:>12} {:>10} {:>16}\n\
+                     {:<44} {:>12.0} {:>10} {:>16}\n\
+                     {:<44} {:>12.0} {:>9.2}x {:>16.2}\n\
+                     {:<44} {:>12.0} {:>9.2}x {:>16.2}",
+                    "measure",
+                    "per second",
+                    "x floor",
+                    "commits per step",
+                    "floor: durable SQLite commits (same disk)",
+                    r.floor_commits_per_s,
+                    "1.00x",
+                    "-",
+                    format!("sequential: one run of {} no-op steps", config.sequential_steps),
+                    r.sequential_steps_per_s,
+                    r.sequential_ratio,
+                    r.sequential_commits_per_step,
+                    format!(
+                        "concurrent: {} runs x {} steps",
+                        config.concurrent_runs, config.steps_per_run
+                    ),
+                    r.concurrent_steps_per_s,
+                    r.concurrent_ratio,
+                    r.concurrent_commits_per_step,
+                ));
+            }
+            Exit::Success
+        }
+        Err(e) => {
+            output::error_chain(&e, None);
+            Exit::BadInput
+        }
+    }
 }

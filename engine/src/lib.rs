@@ -9,6 +9,7 @@
 //! again; a run is driven only under its lease; durable deadlines (retries, waits,
 //! approvals, timeouts) are stored and continue after a restart for the time that remains.
 
+pub mod bench;
 mod clock;
 mod error;
 mod executor;

@@ -14,7 +14,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::error::SqlContext;
+use crate::error::{CachedExt, SqlContext};
 use crate::{Millis, StateError};
 
 /// The `prev_hash` of the first event.
@@ -99,7 +99,7 @@ fn head_of(stream: &str) -> (&'static str, &'static str, &str) {
 pub(crate) fn stream_exists(conn: &rusqlite::Connection, stream: &str) -> Result<(), StateError> {
     let (table, key_col, key) = head_of(stream);
     let n: i64 = conn
-        .query_row(
+        .cached_query_row(
             &format!("SELECT count(*) FROM {table} WHERE {key_col} = ?1"),
             [key],
             |r| r.get(0),
@@ -118,7 +118,7 @@ pub(crate) fn stream_exists(conn: &rusqlite::Connection, stream: &str) -> Result
 pub(crate) fn append(tx: &Transaction<'_>, run_id: &str, at: Millis, ev: NewEvent<'_>) -> Result<(), StateError> {
     let (table, key_col, key) = head_of(run_id);
     let count: i64 = tx
-        .query_row(
+        .cached_query_row(
             &format!("SELECT audit_count FROM {table} WHERE {key_col} = ?1"),
             [key],
             |r| r.get(0),
@@ -129,7 +129,7 @@ pub(crate) fn append(tx: &Transaction<'_>, run_id: &str, at: Millis, ev: NewEven
             run_id: run_id.to_owned(),
         })?;
     let (prev, gcount): (String, i64) = tx
-        .query_row("SELECT head, count FROM chain WHERE id = 1", [], |r| {
+        .cached_query_row("SELECT head, count FROM chain WHERE id = 1", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .during("reading the chain head")?;
@@ -147,18 +147,18 @@ pub(crate) fn append(tx: &Transaction<'_>, run_id: &str, at: Millis, ev: NewEven
         prev_hash: &prev,
     }
     .hash();
-    tx.execute(
+    tx.cached_execute(
         "INSERT INTO events (gseq, run_id, seq, at, kind, step_id, attempt, data, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![gseq, run_id, seq, at, ev.kind, ev.step_id, ev.attempt, data, prev, hash],
     )
     .during("appending an audit event")?;
-    tx.execute(
+    tx.cached_execute(
         &format!("UPDATE {table} SET audit_head = ?2, audit_count = ?3 WHERE {key_col} = ?1"),
         params![key, hash, seq],
     )
     .during("advancing the audit head")?;
-    tx.execute(
+    tx.cached_execute(
         "UPDATE chain SET head = ?1, count = ?2 WHERE id = 1",
         params![hash, gseq],
     )
@@ -228,7 +228,7 @@ pub(crate) fn verify(
             .during("listing runs to verify")?
     };
     let (chain_head, chain_count): (String, i64) = conn
-        .query_row("SELECT head, count FROM chain WHERE id = 1", [], |r| {
+        .cached_query_row("SELECT head, count FROM chain WHERE id = 1", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .during("reading the chain head")?;

@@ -106,6 +106,12 @@ pub enum StateError {
         #[source]
         source: serde_json::Error,
     },
+    /// The transaction holding this change could not be committed; nothing of it is saved.
+    #[error("the state database could not commit: {message}")]
+    Commit {
+        /// What SQLite said.
+        message: String,
+    },
     /// The store thread is gone (it panicked or the store was closed).
     #[error("the state store thread has stopped")]
     StoreClosed,
@@ -118,5 +124,29 @@ pub(crate) trait SqlContext<T> {
 impl<T> SqlContext<T> for Result<T, rusqlite::Error> {
     fn during(self, operation: &'static str) -> Result<T, StateError> {
         self.map_err(|source| StateError::Sqlite { operation, source })
+    }
+}
+
+/// Statements run through SQLite's prepared-statement cache: the store runs the same few
+/// statements for every step, and preparing them once saves most of a transaction's CPU.
+pub(crate) trait CachedExt {
+    fn cached_execute<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    fn cached_query_row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>;
+}
+
+impl CachedExt for rusqlite::Connection {
+    fn cached_execute<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn cached_query_row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.prepare_cached(sql)?.query_row(params, f)
     }
 }

@@ -19,6 +19,7 @@
 
 mod audit;
 mod error;
+mod floor;
 mod migrations;
 mod records;
 mod schedules;
@@ -28,6 +29,7 @@ mod time_ms;
 
 pub use audit::{AuditFailure, AuditReport};
 pub use error::StateError;
+pub use floor::durable_commit_floor;
 pub use records::{
     ApprovalRow, EventRow, FireDecision, FireOutcome, LeaseGrant, NewRun, NewSchedule, Overlap, Repin, RunFilter,
     RunRow, RunSnapshot, RunStatus, ScheduleRow, StepFinish, StepOutcome, StepRow, StepStart, StepStatus, WindowKind,

@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, Row, Transaction, params};
 use serde_json::json;
 
 use crate::audit::{self, GENESIS, NewEvent, SCHEDULE_STREAM};
-use crate::error::SqlContext;
+use crate::error::{CachedExt, SqlContext};
 use crate::store::insert_run;
 use crate::{
     FireDecision, FireOutcome, Millis, NewSchedule, Overlap, Repin, ScheduleRow, StateError, Store, format_ms,
@@ -71,7 +71,7 @@ fn finish(raw: (ScheduleRow, String, Option<String>, String)) -> Result<Schedule
 
 fn load(conn: &rusqlite::Connection, name: &str) -> Result<ScheduleRow, StateError> {
     let raw = conn
-        .query_row(
+        .cached_query_row(
             &format!("SELECT {COLUMNS} FROM schedules s WHERE name = ?1 AND removed = 0"),
             [name],
             row,
@@ -91,7 +91,7 @@ impl Store {
     pub async fn add_schedule(&self, s: NewSchedule) -> Result<(), StateError> {
         self.write(move |tx| {
             let exists: bool = tx
-                .query_row("SELECT count(*) FROM schedules WHERE name = ?1", [&s.name], |r| {
+                .cached_query_row("SELECT count(*) FROM schedules WHERE name = ?1", [&s.name], |r| {
                     r.get(0)
                 })
                 .during("checking schedule names")?;
@@ -100,7 +100,7 @@ impl Store {
                     message: format!("a schedule named `{}` already exists (names are never reused)", s.name),
                 });
             }
-            tx.execute(
+            tx.cached_execute(
                 "INSERT INTO schedules (name, cron, tz, runbook_name, runbook_text, runbook_sha256, source_path, params,
                                         overlap, catch_up_ms, window, auto_approve, created_at, updated_at, cursor_at,
                                         audit_head, audit_count)
@@ -153,7 +153,7 @@ impl Store {
         } = repin;
         self.write(move |tx| {
             let old = load(tx, &name)?;
-            tx.execute(
+            tx.cached_execute(
                 "UPDATE schedules SET runbook_name = ?2, runbook_text = ?3, runbook_sha256 = ?4, params = ?5, updated_at = ?6
                  WHERE name = ?1",
                 params![name, runbook_name, runbook_text, runbook_sha256, params.to_string(), now],
@@ -184,7 +184,7 @@ impl Store {
         let name = name.to_owned();
         self.write(move |tx| {
             load(tx, &name)?;
-            tx.execute(
+            tx.cached_execute(
                 "UPDATE schedules SET paused = ?2, updated_at = ?3 WHERE name = ?1",
                 params![name, paused, now],
             )
@@ -200,7 +200,7 @@ impl Store {
         let name = name.to_owned();
         self.write(move |tx| {
             load(tx, &name)?;
-            tx.execute(
+            tx.cached_execute(
                 "UPDATE schedules SET removed = 1, updated_at = ?2 WHERE name = ?1",
                 params![name, now],
             )
@@ -258,7 +258,7 @@ impl Store {
             // same schedule cannot both act on it, even when the cursor does not move (a fire
             // taken from the queue).
             let changed = tx
-                .execute(
+                .cached_execute(
                     "UPDATE schedules SET cursor_at = ?3, version = version + 1 WHERE name = ?1 AND version = ?2",
                     params![name, expected_version, new_cursor],
                 )
@@ -292,7 +292,7 @@ fn apply(tx: &Transaction<'_>, name: &str, decision: FireDecision, now: Millis) 
             Ok(FireOutcome::Skipped { reason })
         }
         FireDecision::Queue { fire_at } => {
-            tx.execute("UPDATE schedules SET queued = queued + 1 WHERE name = ?1", [name])
+            tx.cached_execute("UPDATE schedules SET queued = queued + 1 WHERE name = ?1", [name])
                 .during("queueing a fire")?;
             audit::append(
                 tx,
@@ -316,7 +316,7 @@ fn apply(tx: &Transaction<'_>, name: &str, decision: FireDecision, now: Millis) 
                 Ok(()) => {
                     tx.execute_batch("RELEASE fire").during("firing")?;
                     if from_queue {
-                        tx.execute(
+                        tx.cached_execute(
                             "UPDATE schedules SET queued = max(queued - 1, 0) WHERE name = ?1",
                             [name],
                         )

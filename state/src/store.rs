@@ -3,11 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::json;
 
 use crate::audit::{self, GENESIS, NewEvent};
-use crate::error::SqlContext;
+use crate::error::{CachedExt, SqlContext};
 use crate::thread::ConnThread;
 use crate::{
     ApprovalRow, AuditReport, EventRow, LeaseGrant, Millis, NewRun, RunFilter, RunRow, RunSnapshot, RunStatus,
@@ -32,10 +32,11 @@ impl Store {
         };
         create_private(path).map_err(|e| open_err(Box::new(e)))?;
         let mut conn = Connection::open(path).map_err(|e| open_err(Box::new(e)))?;
+        conn.set_prepared_statement_cache_capacity(128);
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(|e| open_err(Box::new(e)))?;
         let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .cached_query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(|e| open_err(Box::new(e)))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(open_err(format!("journal_mode is {mode}, WAL is required").into()));
@@ -103,7 +104,7 @@ impl Store {
                 }
                 _ => None,
             };
-            tx.execute(
+            tx.cached_execute(
                 "UPDATE runs SET lease_owner = ?2, lease_expires_at = ?3, updated_at = ?4,
                         status = CASE WHEN status IN ('pending', 'waiting') THEN 'running' ELSE status END
                  WHERE id = ?1",
@@ -127,13 +128,13 @@ impl Store {
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
         self.write(move |tx| {
             check_lease(tx, &run_id, &owner, now)?;
-            tx.execute(
+            tx.cached_execute(
                 "UPDATE runs SET lease_expires_at = ?3 WHERE id = ?1 AND lease_owner = ?2",
                 params![run_id, owner, now + millis(ttl)],
             )
             .during("renewing the lease")?;
             let cancel: bool = tx
-                .query_row("SELECT cancel_requested FROM runs WHERE id = ?1", [&run_id], |r| {
+                .cached_query_row("SELECT cancel_requested FROM runs WHERE id = ?1", [&run_id], |r| {
                     r.get(0)
                 })
                 .during("renewing the lease")?;
@@ -148,7 +149,7 @@ impl Store {
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
         self.write(move |tx| {
             let changed = tx
-                .execute(
+                .cached_execute(
                     "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, updated_at = ?3,
                             status = CASE WHEN status = 'running' THEN 'pending' ELSE status END
                      WHERE id = ?1 AND lease_owner = ?2",
@@ -174,7 +175,7 @@ impl Store {
         self.write(move |tx| {
             check_lease(tx, &run_id, &owner, start.now)?;
             let cancel: bool = tx
-                .query_row("SELECT cancel_requested FROM runs WHERE id = ?1", [&run_id], |r| {
+                .cached_query_row("SELECT cancel_requested FROM runs WHERE id = ?1", [&run_id], |r| {
                     r.get(0)
                 })
                 .during("starting a step")?;
@@ -190,7 +191,7 @@ impl Store {
                     ),
                 });
             }
-            tx.execute(
+            tx.cached_execute(
                 "UPDATE steps SET status = 'running', attempt = ?3, input = ?4, started_at = ?5,
                         first_started_at = COALESCE(first_started_at, ?5), deadline_at = ?6,
                         next_attempt_at = NULL, progress = CASE WHEN ?7 THEN progress ELSE NULL END
@@ -206,7 +207,7 @@ impl Store {
                 ],
             )
             .during("starting a step")?;
-            tx.execute(
+            tx.cached_execute(
                 "UPDATE runs SET status = 'running', updated_at = ?2 WHERE id = ?1",
                 params![run_id, start.now],
             )
@@ -244,7 +245,7 @@ impl Store {
         self.write(move |tx| {
             check_lease(tx, &run_id, &owner, now)?;
             let changed = tx
-                .execute(
+                .cached_execute(
                     "UPDATE steps SET progress = ?3 WHERE run_id = ?1 AND step_id = ?2 AND status = 'running'",
                     params![run_id, step_id, progress.to_string()],
                 )
@@ -280,7 +281,7 @@ impl Store {
             let attempt = Some(finish.attempt);
             match &finish.outcome {
                 StepOutcome::Completed { output } => {
-                    tx.execute(
+                    tx.cached_execute(
                         "UPDATE steps SET status = 'completed', output = ?3, error = NULL, finished_at = ?4,
                                 next_attempt_at = NULL WHERE run_id = ?1 AND step_id = ?2",
                         params![run_id, sid, output.to_string(), finish.now],
@@ -292,7 +293,7 @@ impl Store {
                     }
                 }
                 StepOutcome::Skipped { reason } => {
-                    tx.execute(
+                    tx.cached_execute(
                         "UPDATE steps SET status = 'skipped', finished_at = ?3 WHERE run_id = ?1 AND step_id = ?2",
                         params![run_id, sid, finish.now],
                     )
@@ -300,7 +301,7 @@ impl Store {
                     audit::append(tx, &run_id, finish.now, NewEvent::step("step.skipped", sid, None, json!({ "when": reason })))?;
                 }
                 StepOutcome::RetryScheduled { error, next_attempt_at } => {
-                    tx.execute(
+                    tx.cached_execute(
                         "UPDATE steps SET status = 'retry_wait', error = ?3, next_attempt_at = ?4
                          WHERE run_id = ?1 AND step_id = ?2",
                         params![run_id, sid, error.to_string(), next_attempt_at],
@@ -319,7 +320,7 @@ impl Store {
                     )?;
                 }
                 StepOutcome::Failed { error, run_continues } => {
-                    tx.execute(
+                    tx.cached_execute(
                         "UPDATE steps SET status = 'failed', error = ?3, finished_at = ?4 WHERE run_id = ?1 AND step_id = ?2",
                         params![run_id, sid, error.to_string(), finish.now],
                     )
@@ -341,7 +342,7 @@ impl Store {
                 };
                 set_status(tx, &run_id, status, error, finish.now)?;
             } else {
-                tx.execute("UPDATE runs SET updated_at = ?2 WHERE id = ?1", params![run_id, finish.now])
+                tx.cached_execute("UPDATE runs SET updated_at = ?2 WHERE id = ?1", params![run_id, finish.now])
                     .during("updating the run")?;
             }
             Ok(())
@@ -400,7 +401,7 @@ impl Store {
         let run_id = run_id.to_owned();
         self.write(move |tx| {
             let changed = tx
-                .execute(
+                .cached_execute(
                     "UPDATE windows SET limit_notified = 1 WHERE id = ?1 AND run_id = ?2 AND limit_notified = 0",
                     params![window_id, run_id],
                 )
@@ -446,7 +447,7 @@ impl Store {
                 });
             }
             let existing: Option<String> = tx
-                .query_row(
+                .cached_query_row(
                     "SELECT by FROM approvals WHERE run_id = ?1 AND step_id = ?2",
                     params![run_id, step_id],
                     |r| r.get(0),
@@ -458,7 +459,7 @@ impl Store {
                     message: format!("step `{step_id}` was already approved by {who}"),
                 });
             }
-            tx.execute(
+            tx.cached_execute(
                 "INSERT INTO approvals (run_id, step_id, by, comment, at, auto) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![run_id, step_id, by, comment, now, auto],
             )
@@ -489,7 +490,7 @@ impl Store {
     pub async fn approval(&self, run_id: &str, step_id: &str) -> Result<Option<ApprovalRow>, StateError> {
         let (run_id, step_id) = (run_id.to_owned(), step_id.to_owned());
         self.read(move |conn| {
-            conn.query_row(
+            conn.cached_query_row(
                 "SELECT step_id, by, comment, at, auto FROM approvals WHERE run_id = ?1 AND step_id = ?2",
                 params![run_id, step_id],
                 approval_row,
@@ -523,7 +524,7 @@ impl Store {
                 _ => false,
             };
             if driven {
-                tx.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?1", [&run_id])
+                tx.cached_execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?1", [&run_id])
                     .during("requesting cancellation")?;
                 audit::append(
                     tx,
@@ -533,7 +534,7 @@ impl Store {
                 )?;
                 return Ok(false);
             }
-            tx.execute(
+            tx.cached_execute(
                 "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ?1",
                 [&run_id],
             )
@@ -557,7 +558,7 @@ impl Store {
             // Completing a requested cancellation needs the owner, not an unexpired lease:
             // stopping is always allowed.
             let held: Option<String> = tx
-                .query_row("SELECT lease_owner FROM runs WHERE id = ?1", [&run_id], |r| r.get(0))
+                .cached_query_row("SELECT lease_owner FROM runs WHERE id = ?1", [&run_id], |r| r.get(0))
                 .during("cancelling")?;
             if held.as_deref() != Some(owner.as_str()) {
                 return Err(StateError::LeaseLost {
@@ -565,7 +566,7 @@ impl Store {
                     owner: held.unwrap_or_else(|| "nobody".to_owned()),
                 });
             }
-            tx.execute(
+            tx.cached_execute(
                 "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ?1",
                 [&run_id],
             )
@@ -592,7 +593,7 @@ impl Store {
                 });
             }
             let step: Option<String> = tx
-                .query_row(
+                .cached_query_row(
                     "SELECT step_id FROM steps WHERE run_id = ?1 AND status = 'failed' ORDER BY position DESC LIMIT 1",
                     [&run_id],
                     |r| r.get(0),
@@ -604,13 +605,13 @@ impl Store {
                     message: format!("run {run_id} has no failed step to retry"),
                 });
             };
-            tx.execute(
+            tx.cached_execute(
                 "UPDATE steps SET status = 'pending', next_attempt_at = NULL, finished_at = NULL
                  WHERE run_id = ?1 AND step_id = ?2",
                 params![run_id, step],
             )
             .during("re-opening the failed step")?;
-            tx.execute(
+            tx.cached_execute(
                 "UPDATE runs SET status = 'pending', error = NULL, finished_at = NULL, updated_at = ?2 WHERE id = ?1",
                 params![run_id, now],
             )
@@ -770,16 +771,13 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T, StateError> + Send + 'static,
     {
-        self.conn
-            .call(move |conn| {
-                let tx = conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .during("beginning a transaction")?;
-                let out = f(&tx)?;
-                tx.commit().during("committing")?;
-                Ok(out)
-            })
-            .await
+        self.conn.write(f).await
+    }
+
+    /// How many write transactions this store has committed (each one fsync of the WAL;
+    /// concurrent writes share one). For benchmarks.
+    pub fn commit_count(&self) -> u64 {
+        self.conn.commits()
     }
 
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StateError>
@@ -787,7 +785,7 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StateError> + Send + 'static,
     {
-        self.conn.call(move |conn| f(conn)).await
+        self.conn.read(move |conn| f(conn)).await
     }
 }
 
@@ -795,7 +793,7 @@ impl Store {
 pub(crate) fn insert_run(tx: &Transaction<'_>, run: &NewRun) -> Result<(), StateError> {
     for key in &run.locks {
         let holder: Option<(String, String)> = tx
-            .query_row(
+            .cached_query_row(
                 "SELECT l.run_id, r.status FROM locks l JOIN runs r ON r.id = l.run_id WHERE l.key = ?1",
                 [key],
                 |r| Ok((r.get(0)?, r.get(1)?)),
@@ -816,7 +814,7 @@ pub(crate) fn insert_run(tx: &Transaction<'_>, run: &NewRun) -> Result<(), State
     } else {
         RunStatus::Pending
     };
-    tx.execute(
+    tx.cached_execute(
         "INSERT INTO runs (id, runbook_name, runbook_version, runbook_text, runbook_sha256, source_path,
                            params, status, auto_approve, created_at, updated_at, lease_owner,
                            lease_expires_at, audit_head, audit_count, schedule_name, window)
@@ -841,14 +839,14 @@ pub(crate) fn insert_run(tx: &Transaction<'_>, run: &NewRun) -> Result<(), State
     )
     .during("creating the run")?;
     for (position, step) in run.steps.iter().enumerate() {
-        tx.execute(
+        tx.cached_execute(
             "INSERT INTO steps (run_id, step_id, position, status) VALUES (?1, ?2, ?3, 'pending')",
             params![run.id, step, position as i64],
         )
         .during("creating the run's steps")?;
     }
     for key in &run.locks {
-        tx.execute(
+        tx.cached_execute(
             "INSERT INTO locks (key, run_id, acquired_at) VALUES (?1, ?2, ?3)",
             params![key, run.id, run.now],
         )
@@ -925,7 +923,7 @@ fn finished_word(status: RunStatus) -> &'static str {
 /// from that moment another process may have read the run's state and acted on it.
 fn check_lease(conn: &Connection, run_id: &str, owner: &str, now: Millis) -> Result<(), StateError> {
     let current: Option<(Option<String>, Option<Millis>)> = conn
-        .query_row(
+        .cached_query_row(
             "SELECT lease_owner, lease_expires_at FROM runs WHERE id = ?1",
             [run_id],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -956,7 +954,7 @@ fn set_status(
     now: Millis,
 ) -> Result<(), StateError> {
     let finished = status.is_terminal().then_some(now);
-    tx.execute(
+    tx.cached_execute(
         "UPDATE runs SET status = ?2, error = ?3, updated_at = ?4, finished_at = ?5,
                 cancel_requested = CASE WHEN ?6 THEN 0 ELSE cancel_requested END
          WHERE id = ?1",
@@ -973,7 +971,7 @@ fn set_status(
     // A failed run keeps its locks: the resources are half-way through a procedure and no
     // other run should touch them until an operator retries or cancels this one.
     if matches!(status, RunStatus::Succeeded | RunStatus::Cancelled) {
-        tx.execute("DELETE FROM locks WHERE run_id = ?1", [run_id])
+        tx.cached_execute("DELETE FROM locks WHERE run_id = ?1", [run_id])
             .during("releasing resource locks")?;
     }
     let kind = match status {
@@ -1001,7 +999,7 @@ fn open_window(
     now: Millis,
 ) -> Result<(), StateError> {
     let already: Option<i64> = tx
-        .query_row(
+        .cached_query_row(
             "SELECT id FROM windows WHERE run_id = ?1 AND kind = ?2 AND closed_at IS NULL",
             params![run_id, kind.as_str()],
             |r| r.get(0),
@@ -1012,7 +1010,7 @@ fn open_window(
         // A retried attempt of the opening step: the window has been open since the first.
         return Ok(());
     }
-    tx.execute(
+    tx.cached_execute(
         "INSERT INTO windows (run_id, kind, opened_step, opened_at, subject) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![run_id, kind.as_str(), step, now, subject],
     )
@@ -1039,7 +1037,7 @@ fn close_window(
     now: Millis,
 ) -> Result<(), StateError> {
     let open: Option<(i64, i64)> = tx
-        .query_row(
+        .cached_query_row(
             "SELECT id, opened_at FROM windows WHERE run_id = ?1 AND kind = ?2 AND closed_at IS NULL",
             params![run_id, kind.as_str()],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -1049,7 +1047,7 @@ fn close_window(
     let Some((id, opened_at)) = open else {
         return Ok(());
     };
-    tx.execute(
+    tx.cached_execute(
         "UPDATE windows SET closed_step = ?2, closed_at = ?3 WHERE id = ?1",
         params![id, step, now],
     )
@@ -1129,7 +1127,7 @@ fn run_row_raw(r: &Row<'_>) -> rusqlite::Result<RawRun> {
 }
 
 fn load_run_row(conn: &Connection, run_id: &str) -> Result<RunRow, StateError> {
-    conn.query_row(
+    conn.cached_query_row(
         &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
         [run_id],
         run_row_raw,
@@ -1196,7 +1194,7 @@ fn step_row(r: &Row<'_>) -> rusqlite::Result<RawStep> {
 }
 
 fn load_step_row(conn: &Connection, run_id: &str, step_id: &str) -> Result<StepRow, StateError> {
-    conn.query_row(
+    conn.cached_query_row(
         &format!("SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ?1 AND step_id = ?2"),
         [run_id, step_id],
         step_row,

@@ -2,16 +2,60 @@
 //!
 //! Requests are closures sent over a channel; each reply comes back over a oneshot. The
 //! async caller awaits the reply, so no SQLite call ever runs on a tokio worker thread.
+//!
+//! Writes are committed in groups: when several write requests are queued (many runs
+//! driven at once), the thread runs them in one transaction, each inside its own savepoint
+//! (so one request's failure undoes only its own changes), commits once, and only then
+//! answers each of them. Every caller is still answered only after its changes are
+//! durable, but many commits share one fsync.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use crate::StateError;
 
+/// At most this many writes share one commit.
+const MAX_GROUP: usize = 256;
+
+/// A write's result, held until the group it belongs to is committed.
+trait Pending: Send {
+    /// Whether the write itself failed (its savepoint is then rolled back).
+    fn failed(&self) -> bool;
+    /// Answers the caller once the commit is known (`Err`: the group did not commit).
+    fn finish(self: Box<Self>, commit: Result<(), &str>);
+}
+
+struct Reply<T> {
+    tx: oneshot::Sender<Result<T, StateError>>,
+    result: Result<T, StateError>,
+}
+
+impl<T: Send> Pending for Reply<T> {
+    fn failed(&self) -> bool {
+        self.result.is_err()
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), &str>) {
+        let answer = match commit {
+            Ok(()) => self.result,
+            Err(message) => Err(StateError::Commit {
+                message: message.to_owned(),
+            }),
+        };
+        let _ = self.tx.send(answer);
+    }
+}
+
+type WriteFn = Box<dyn FnOnce(Option<&Transaction<'_>>) -> Box<dyn Pending> + Send>;
+
 enum Job {
-    Run(Box<dyn FnOnce(&mut Connection) + Send>),
+    Read(Box<dyn FnOnce(&mut Connection) + Send>),
+    Write(WriteFn),
     /// Close the connection (checkpointing the WAL) and end the thread; the sender hears
     /// back once the connection is closed.
     Close(oneshot::Sender<()>),
@@ -22,19 +66,46 @@ enum Job {
 #[derive(Clone, Debug)]
 pub(crate) struct ConnThread {
     tx: mpsc::Sender<Job>,
+    commits: Arc<AtomicU64>,
 }
 
 impl ConnThread {
     pub(crate) fn spawn(mut conn: Connection) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
+        let commits = Arc::new(AtomicU64::new(0));
+        let counter = commits.clone();
         // The connection thread is not a tokio thread: it blocks on the channel and on
         // SQLite (including fsync), which is exactly what must stay off the runtime.
         std::thread::Builder::new()
             .name("fogbook-sqlite".to_owned())
             .spawn(move || {
-                while let Ok(job) = rx.recv() {
+                let mut queue: VecDeque<Job> = VecDeque::new();
+                loop {
+                    let job = match queue.pop_front() {
+                        Some(job) => job,
+                        None => match rx.recv() {
+                            Ok(job) => job,
+                            Err(_) => return,
+                        },
+                    };
                     match job {
-                        Job::Run(f) => f(&mut conn),
+                        Job::Read(f) => f(&mut conn),
+                        Job::Write(first) => {
+                            let mut group = vec![first];
+                            while group.len() < MAX_GROUP {
+                                match rx.try_recv() {
+                                    Ok(Job::Write(w)) => group.push(w),
+                                    Ok(other) => {
+                                        queue.push_back(other);
+                                        break;
+                                    }
+                                    Err(_) => break,
+                                }
+                            }
+                            if commit_group(&mut conn, group) {
+                                counter.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
                         Job::Close(done) => {
                             drop(conn);
                             let _ = done.send(());
@@ -45,7 +116,7 @@ impl ConnThread {
             })
             .map(|_| ())
             .unwrap_or_else(|e| tracing::error!("cannot start the SQLite thread: {e}"));
-        Self { tx }
+        Self { tx, commits }
     }
 
     /// Closes the connection cleanly (the WAL is checkpointed and removed) and ends the
@@ -57,17 +128,93 @@ impl ConnThread {
         }
     }
 
-    /// Runs `f` on the connection thread and returns its result.
-    pub(crate) async fn call<T, F>(&self, f: F) -> Result<T, StateError>
+    /// How many write transactions were committed (each is one fsync of the WAL).
+    pub(crate) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` on the connection thread (outside any write transaction) and returns its
+    /// result.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StateError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StateError> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
-        let job = Job::Run(Box::new(move |conn| {
+        let job = Job::Read(Box::new(move |conn| {
             let _ = reply.send(f(conn));
         }));
         self.tx.send(job).map_err(|_| StateError::StoreClosed)?;
         rx.await.map_err(|_| StateError::StoreClosed)?
+    }
+
+    /// Runs `f` inside a write transaction (shared with other queued writes, in a savepoint
+    /// of its own) and returns its result once the transaction is committed.
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StateError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, StateError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job = Job::Write(Box::new(move |tx| -> Box<dyn Pending> {
+            let result = match tx {
+                Some(tx) => f(tx),
+                None => Err(StateError::Commit {
+                    message: "could not begin a transaction".to_owned(),
+                }),
+            };
+            Box::new(Reply { tx: reply, result })
+        }));
+        self.tx.send(job).map_err(|_| StateError::StoreClosed)?;
+        rx.await.map_err(|_| StateError::StoreClosed)?
+    }
+}
+
+/// Runs a group of writes in one transaction and answers each after the commit. Returns
+/// whether a commit happened.
+fn commit_group(conn: &mut Connection, group: Vec<WriteFn>) -> bool {
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            let message = format!("could not begin a transaction: {e}");
+            for w in group {
+                w(None).finish(Err(&message));
+            }
+            return false;
+        }
+    };
+    let mut pending = Vec::with_capacity(group.len());
+    for w in group {
+        if let Err(e) = tx.execute_batch("SAVEPOINT write") {
+            let message = format!("could not open a savepoint: {e}");
+            let p = w(None);
+            p.finish(Err(&message));
+            continue;
+        }
+        let p = w(Some(&tx));
+        let undo = if p.failed() {
+            "ROLLBACK TO write; RELEASE write"
+        } else {
+            "RELEASE write"
+        };
+        if let Err(e) = tx.execute_batch(undo) {
+            tracing::error!(error = %e, "could not close a savepoint");
+        }
+        pending.push(p);
+    }
+    match tx.commit() {
+        Ok(()) => {
+            for p in pending {
+                p.finish(Ok(()));
+            }
+            true
+        }
+        Err(e) => {
+            let message = format!("commit failed: {e}");
+            for p in pending {
+                p.finish(Err(&message));
+            }
+            false
+        }
     }
 }

@@ -154,3 +154,34 @@ fn plan_of_scale_shows_the_order_it_will_take() {
     assert_eq!(decisions("16"), ("run".to_owned(), "skip".to_owned()));
     assert_eq!(decisions("4"), ("skip".to_owned(), "run".to_owned()));
 }
+
+#[test]
+fn bench_reports_figures_beside_the_floor_with_two_commits_per_step() {
+    let sb = Sandbox::new();
+    let dir = sb.dir.path().display().to_string();
+    let out = sb.run(&[
+        "bench",
+        "--dir",
+        &dir,
+        "--floor-commits",
+        "20",
+        "--steps",
+        "50",
+        "--runs",
+        "8",
+        "--steps-per-run",
+        "3",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["floor_commits_per_s"].as_f64().unwrap() > 0.0);
+    assert!(r["sequential_steps_per_s"].as_f64().unwrap() > 0.0);
+    let per_step = r["sequential_commits_per_step"].as_f64().unwrap();
+    // Two durable commits per step (start, outcome), plus three per run (lease, status,
+    // release) spread over 50 steps.
+    assert!((2.0..=2.1).contains(&per_step), "{per_step} commits per step");
+    let leftovers: Vec<_> = std::fs::read_dir(sb.dir.path()).unwrap().collect();
+    assert!(leftovers.is_empty(), "the bench removes its scratch databases");
+}

@@ -142,3 +142,104 @@ fn commands_on_an_existing_database_refuse_unknown_runs_and_steps() {
         assert_eq!(db_bytes(&sb), before, "{args:?} changed the database");
     }
 }
+
+/// Hostile values, generated: huge files and strings, NUL bytes, invalid UTF-8, names that
+/// would escape a URL path, huge numbers, deep nesting. Each is refused with exit 2, no
+/// panic, and the database untouched.
+#[test]
+fn hostile_values_are_refused_without_a_trace() {
+    let sb = sandbox_with_one_run();
+    let before = db_bytes(&sb);
+    let base = std::fs::read_to_string(fixture("window.yaml")).unwrap();
+    let instance_rb = "runbook: hostile\nversion: 1\nparams:\n  mi: { type: instance }\n  group: { type: name }\nsteps:\n  - id: a\n    uses: instance.get\n    with: { instance: \"${{ params.mi }}\" }\n";
+    let rb_file = sb.write("instance.yaml", instance_rb);
+    let mut cases: Vec<(String, Vec<u8>, Vec<String>)> = vec![
+        (
+            "ten-megabytes".into(),
+            format!("{base}\ndescription: \"{}\"\n", "x".repeat(10 << 20)).into_bytes(),
+            vec![],
+        ),
+        (
+            "nul-byte".into(),
+            base.replace("runbook: window", "runbook: win\0dow").into_bytes(),
+            vec![],
+        ),
+        (
+            "invalid-utf8".into(),
+            [base.as_bytes(), &[0xff, 0xfe, 0x00]].concat(),
+            vec![],
+        ),
+        (
+            "huge-version".into(),
+            base.replace("version: 1", "version: 99999999999999999999999999")
+                .into_bytes(),
+            vec![],
+        ),
+        (
+            "deep-nesting".into(),
+            format!("{base}\nx-deep: {}{}\n", "[".repeat(5000), "]".repeat(5000)).into_bytes(),
+            vec![],
+        ),
+        ("only-nuls".into(), vec![0; 4096], vec![]),
+    ];
+    for (label, value) in [
+        ("slash", "a/b"),
+        ("dotdot", ".."),
+        ("dotdot-inside", "a..b"),
+        ("control", "a\u{7}b"),
+        ("long-name", &"n".repeat(100_000)),
+    ] {
+        cases.push((
+            format!("instance-name-{label}"),
+            Vec::new(),
+            vec![
+                "--set".into(),
+                "mi.subscription=s".into(),
+                "--set".into(),
+                "mi.resource_group=rg".into(),
+                "--set".into(),
+                format!("mi.name={value}"),
+                "--set".into(),
+                "group=g".into(),
+            ],
+        ));
+        cases.push((
+            format!("group-name-{label}"),
+            Vec::new(),
+            vec![
+                "--set".into(),
+                "mi.subscription=s".into(),
+                "--set".into(),
+                "mi.resource_group=rg".into(),
+                "--set".into(),
+                "mi.name=m".into(),
+                "--set".into(),
+                format!("group={value}"),
+            ],
+        ));
+    }
+    assert!(cases.len() >= 16);
+    for (label, bytes, sets) in cases {
+        let args: Vec<String> = if bytes.is_empty() {
+            let mut a = vec!["run".to_owned(), rb_file.display().to_string()];
+            a.extend(sets);
+            a
+        } else {
+            let p = sb.path(&format!("{label}.yaml"));
+            std::fs::write(&p, &bytes).unwrap();
+            vec!["run".to_owned(), p.display().to_string()]
+        };
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = sb.run(&argv);
+        let err = stderr(&out);
+        assert_eq!(code(&out), 2, "{label}: {}", &err[..err.len().min(2000)]);
+        assert!(err.contains("error"), "{label}: {}", &err[..err.len().min(2000)]);
+        assert!(!err.contains("panicked"), "{label}");
+        assert!(
+            err.len() < 20_000,
+            "{label}: the error does not echo the hostile value ({} bytes)",
+            err.len()
+        );
+        assert_eq!(db_bytes(&sb), before, "{label}: the database changed");
+    }
+}

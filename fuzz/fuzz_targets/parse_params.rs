@@ -1,0 +1,11 @@
+//! Parameter files and `--set` values must never panic the parser, whatever the bytes.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = fogbook_engine::runbook::parse_params(text, "fuzz.yaml");
+        let _ = fogbook_engine::runbook::parse_set(text);
+    }
+});

@@ -1,0 +1,3 @@
+//! fogbook-chaos: the chaos runner (see docs/RELIABILITY.md); being written.
+
+fn main() {}

@@ -5,12 +5,14 @@
 
 mod audit;
 mod bad_input;
+mod cli;
 mod common;
 mod durability;
 mod kill_matrix;
 mod lease_lock;
 mod notify;
 mod plan;
+mod seed_runbooks;
 mod signals;
 mod sim_serve;
 mod worker;

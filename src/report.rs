@@ -115,6 +115,7 @@ pub(crate) async fn report(cli: &Cli, store: Store, run_id: String) -> Exit {
                 "created_at": format_ms(snap.run.created_at), "finished_at": snap.run.finished_at.map(format_ms),
                 "duration_ms": snap.run.finished_at.unwrap_or(now) - snap.run.created_at,
                 "steps": steps, "windows": windows, "error": snap.run.error,
+                "results": snap.steps.iter().filter_map(|s| s.output.as_ref()?.get("report").cloned()).collect::<Vec<_>>(),
             }),
         );
         return Exit::Success;
@@ -157,6 +158,19 @@ pub(crate) async fn report(cli: &Cli, store: Store, run_id: String) -> Exit {
             s.status.as_str(),
             dur
         ));
+    }
+    let reported: Vec<(String, serde_json::Value)> = snap
+        .steps
+        .iter()
+        .filter_map(|s| s.output.as_ref()?.get("report")?.as_object().cloned())
+        .flat_map(|m| m.into_iter())
+        .collect();
+    if !reported.is_empty() {
+        out.push_str("\nresults:\n");
+        for (k, v) in &reported {
+            let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+            out.push_str(&format!("  {k}: {v}\n"));
+        }
     }
     out.push_str("\nwindows:\n");
     if snap.windows.is_empty() {

@@ -8,7 +8,7 @@ use crate::azure::{
     InstanceCreateLike, InstanceDelete, InstanceGet, InstanceScale, InstanceSetUpdatePolicy, NetworkOpenFogPorts,
     NetworkPeer,
 };
-use crate::builtin::{Approval, Assert, Command, Notify, Wait};
+use crate::builtin::{Approval, Assert, Command, Notify, Report, Wait};
 use crate::{ActivityCtx, ActivityError, Env};
 
 /// Every activity name a runbook may use, in the order they are documented.
@@ -18,6 +18,7 @@ pub const KINDS: &[&str] = &[
     "assert",
     "notify",
     "command",
+    "report",
     "instance.get",
     "instance.create_like",
     "instance.scale",
@@ -40,7 +41,7 @@ pub const KINDS: &[&str] = &[
 pub fn is_read_only(uses: &str) -> bool {
     matches!(
         uses,
-        "assert" | "instance.get" | "databases.assert_empty" | "fog.get" | "fog.preflight" | "fog.drift"
+        "assert" | "report" | "instance.get" | "databases.assert_empty" | "fog.get" | "fog.preflight" | "fog.drift"
     )
 }
 
@@ -64,6 +65,7 @@ pub fn input_schema(uses: &str) -> Option<Schema> {
         "assert" => schemars::schema_for!(Assert),
         "notify" => schemars::schema_for!(Notify),
         "command" => schemars::schema_for!(Command),
+        "report" => schemars::schema_for!(Report),
         "instance.get" => schemars::schema_for!(InstanceGet),
         "instance.create_like" => schemars::schema_for!(InstanceCreateLike),
         "instance.scale" => schemars::schema_for!(InstanceScale),
@@ -100,6 +102,7 @@ pub async fn execute(
         "assert" => spec::<Assert>(input)?.run(),
         "notify" => spec::<Notify>(input)?.run(ctx, env).await,
         "command" => spec::<Command>(input)?.run(ctx).await,
+        "report" => spec::<Report>(input)?.run(),
         "instance.get" => spec::<InstanceGet>(input)?.run(ctx, env).await,
         "instance.create_like" => spec::<InstanceCreateLike>(input)?.run(ctx, env).await,
         "instance.scale" => spec::<InstanceScale>(input)?.run(ctx, env).await,

@@ -825,6 +825,14 @@ fn end_to_end(rb: Rb) {
             output["read_only_listener"],
             "fog-demo.secondary.9f4e1c2b7a3d5.database.windows.net"
         );
+        // ... and the run's report ends with them.
+        let report = sb.run(&["report", &run]);
+        let text = crate::common::stdout(&report);
+        assert!(
+            text.contains("read_write_listener: fog-demo.9f4e1c2b7a3d5.database.windows.net")
+                && text.contains("read_only_listener: fog-demo.secondary.9f4e1c2b7a3d5.database.windows.net"),
+            "{text}"
+        );
     }
     assert_audit_ok(&sb);
 }

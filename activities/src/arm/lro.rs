@@ -162,7 +162,9 @@ pub(crate) async fn run(
 ) -> Result<serde_json::Value, ActivityError> {
     if let Some(op) = progress.op(key) {
         tracing::info!(key, via = ?op.via, "arm.lro_reattach");
-        return poll(s, subscription, &op, DEFAULT_POLL.min(Duration::from_secs(1))).await;
+        // Re-attaching after a restart: the operation may have ended long ago, so look at
+        // once; the answer's `Retry-After` paces the polls after that.
+        return poll(s, subscription, &op, Duration::ZERO).await;
     }
     let r = s.send_url(method.clone(), subscription, resource.clone(), body).await?;
     if method == Method::DELETE && (r.status == StatusCode::NOT_FOUND || r.status == StatusCode::NO_CONTENT) {

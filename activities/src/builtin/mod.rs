@@ -4,12 +4,14 @@ mod approval;
 mod assert;
 mod command;
 mod notify;
+mod report;
 mod wait;
 
 pub(crate) use approval::Approval;
 pub(crate) use assert::Assert;
 pub(crate) use command::Command;
 pub(crate) use notify::{Notify, post_json};
+pub(crate) use report::Report;
 pub(crate) use wait::Wait;
 
 use std::time::Duration;

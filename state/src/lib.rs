@@ -36,4 +36,5 @@ pub use records::{
     WindowRow,
 };
 pub use store::Store;
+pub use thread::StoreFault;
 pub use time_ms::{Millis, format_ms};

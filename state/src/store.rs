@@ -774,6 +774,13 @@ impl Store {
         self.conn.write(f).await
     }
 
+    /// Makes the write after the next `skip` ones fail with `fault`, once (reliability
+    /// tests: no side effect may follow a start that was not durably committed).
+    #[cfg(feature = "test-util")]
+    pub fn inject_fault(&self, skip: u64, fault: crate::StoreFault) {
+        self.conn.inject(skip, fault);
+    }
+
     /// How many write transactions this store has committed (each one fsync of the WAL;
     /// concurrent writes share one). For benchmarks.
     pub fn commit_count(&self) -> u64 {

@@ -1,0 +1,166 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Store faults: a write that fails before its commit, or commits while its caller sees an
+//! error, SQLITE_BUSY, a full disk. Whatever fails, the engine never performs a side effect
+//! whose start was not durably committed, never performs a completed one again, and the run
+//! stays resumable.
+
+use std::path::{Path, PathBuf};
+
+use fogbook_engine::{CreateRun, Engine, EngineConfig, RunOutcome, runbook};
+use fogbook_state::{StepStatus, Store, StoreFault};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+fn runbook_text(out: &Path) -> String {
+    format!(
+        r#"
+runbook: faults
+version: 1
+steps:
+  - id: effect
+    uses: command
+    with:
+      program: sh
+      args: ["-c", "echo effect >> {}"]
+"#,
+        out.display()
+    )
+}
+
+struct Case {
+    _dir: tempfile::TempDir,
+    out: PathBuf,
+    store: Store,
+    engine: Engine,
+    run: String,
+}
+
+async fn case() -> Case {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("effects.txt");
+    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    let engine = Engine::new(store.clone(), EngineConfig::default());
+    let text = runbook_text(&out);
+    let rb = runbook::parse(&text, "faults.yaml").unwrap();
+    let run = engine
+        .create_run(CreateRun {
+            runbook: &rb,
+            text: &text,
+            source_path: None,
+            params: json!({}),
+            auto_approve: false,
+            take_lease: false,
+            created_by: json!("test"),
+            schedule: None,
+            window: None,
+        })
+        .await
+        .unwrap();
+    Case {
+        _dir: dir,
+        out,
+        store,
+        engine,
+        run,
+    }
+}
+
+fn effects(c: &Case) -> usize {
+    std::fs::read_to_string(&c.out).unwrap_or_default().lines().count()
+}
+
+async fn step_status(c: &Case) -> StepStatus {
+    c.store.load_run(&c.run).await.unwrap().steps[0].status
+}
+
+/// The writes of one drive, in order: 0 takes the lease, 1 commits the step's start, 2 the
+/// intent the command saves, 3 the step's outcome, 4 the run's success, 5 the lease release.
+const START: u64 = 1;
+const INTENT: u64 = 2;
+const OUTCOME: u64 = 3;
+
+#[tokio::test]
+async fn a_start_that_was_not_committed_has_no_effect() {
+    for fault in [StoreFault::FailBeforeCommit, StoreFault::Busy, StoreFault::DiskFull] {
+        let c = case().await;
+        c.store.inject_fault(START, fault);
+        let err = c.engine.drive(&c.run, CancellationToken::new()).await.unwrap_err();
+        assert!(
+            err.to_string().contains("could not commit") || format!("{err:?}").contains("injected"),
+            "{fault:?}: {err}"
+        );
+        assert_eq!(
+            effects(&c),
+            0,
+            "{fault:?}: the command ran although its start was not committed"
+        );
+        assert_eq!(step_status(&c).await, StepStatus::Pending);
+        // The fault is gone; the run resumes and the effect happens once.
+        assert_eq!(
+            c.engine.drive(&c.run, CancellationToken::new()).await.unwrap(),
+            RunOutcome::Succeeded
+        );
+        assert_eq!(effects(&c), 1, "{fault:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_lost_acknowledgement_of_the_start_is_resumed_without_a_double_effect() {
+    let c = case().await;
+    c.store.inject_fault(START, StoreFault::CommitThenFail);
+    assert!(c.engine.drive(&c.run, CancellationToken::new()).await.is_err());
+    assert_eq!(effects(&c), 0, "the engine stops when it cannot trust the store");
+    assert_eq!(step_status(&c).await, StepStatus::Running, "the start was committed");
+    assert_eq!(
+        c.engine.drive(&c.run, CancellationToken::new()).await.unwrap(),
+        RunOutcome::Succeeded
+    );
+    assert_eq!(effects(&c), 1);
+}
+
+#[tokio::test]
+async fn an_intent_that_was_not_committed_stops_before_the_effect() {
+    let c = case().await;
+    c.store.inject_fault(INTENT, StoreFault::FailBeforeCommit);
+    assert!(c.engine.drive(&c.run, CancellationToken::new()).await.is_err());
+    assert_eq!(effects(&c), 0, "no program runs before its intent is durable");
+    assert_eq!(
+        c.engine.drive(&c.run, CancellationToken::new()).await.unwrap(),
+        RunOutcome::Succeeded
+    );
+    assert_eq!(effects(&c), 1);
+}
+
+#[tokio::test]
+async fn a_lost_acknowledgement_of_the_outcome_never_repeats_the_effect() {
+    let c = case().await;
+    c.store.inject_fault(OUTCOME, StoreFault::CommitThenFail);
+    assert!(c.engine.drive(&c.run, CancellationToken::new()).await.is_err());
+    assert_eq!(effects(&c), 1);
+    assert_eq!(
+        step_status(&c).await,
+        StepStatus::Completed,
+        "the outcome was committed"
+    );
+    assert_eq!(
+        c.engine.drive(&c.run, CancellationToken::new()).await.unwrap(),
+        RunOutcome::Succeeded
+    );
+    assert_eq!(effects(&c), 1, "a completed step never runs again");
+}
+
+#[tokio::test]
+async fn an_outcome_that_was_not_committed_stops_the_run_for_an_operator() {
+    let c = case().await;
+    c.store.inject_fault(OUTCOME, StoreFault::DiskFull);
+    assert!(c.engine.drive(&c.run, CancellationToken::new()).await.is_err());
+    assert_eq!(effects(&c), 1);
+    // The program ran but its result was not recorded: with on_ambiguous: fail (the default)
+    // the run stops instead of running it twice.
+    match c.engine.drive(&c.run, CancellationToken::new()).await.unwrap() {
+        RunOutcome::Failed { code, .. } => assert_eq!(code, "AmbiguousInterruption"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(effects(&c), 1);
+    assert!(c.store.verify_audit(None).await.unwrap().failure.is_none());
+}

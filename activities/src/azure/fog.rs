@@ -413,6 +413,16 @@ async fn failover(
     target.validate()?;
     let s = Session::new(arm(env)?, ctx);
     let mut progress = Progress::load(ctx);
+    // TEST-ONLY: a deliberately broken build for the chaos runner, which must show that its
+    // invariants catch a repeated failover (docs/RELIABILITY.md, "The harness can fail").
+    // With FOGBOOK_CHAOS_BREAK=skip-failover-intent the activity forgets its intent, its
+    // saved operation and the "already primary" shortcut, and so posts again on re-entry.
+    let broken = std::env::var("FOGBOOK_CHAOS_BREAK").is_ok_and(|v| v == "skip-failover-intent");
+    if broken {
+        tracing::warn!("FOGBOOK_CHAOS_BREAK=skip-failover-intent: failovers may be sent twice (chaos testing only)");
+        progress.set("intent", serde_json::Value::Null);
+        progress.set("ops", json!({}));
+    }
     let instance = target.read_existing(&s).await?;
     let location = instance.location.clone();
     let action = if forced {
@@ -464,7 +474,7 @@ async fn failover(
                     ),
                 });
             }
-            _ if view.is_primary() => return Ok(finish(&view, false, "no-op")),
+            _ if view.is_primary() && !broken => return Ok(finish(&view, false, "no-op")),
             _ => {}
         }
         progress.set(

@@ -1,0 +1,340 @@
+//! The global invariants, checked from outside: the emulator's journal (the independent
+//! effect counter), its final estate, and what `fogbook report/status/audit verify` say.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// What an uninterrupted run of a runbook yields.
+#[derive(Clone, Debug)]
+pub(crate) struct Baseline {
+    /// The final estate, reduced to what the procedure decides.
+    pub(crate) summary: Value,
+    /// The applied mutations, as `METHOD short-path`, in first-occurrence order.
+    pub(crate) order: Vec<String>,
+    /// (method, path) of every applied Microsoft.Sql mutation → how many operations.
+    pub(crate) sql_ops: BTreeMap<String, usize>,
+    /// (kind, opened by, closed by) of every window.
+    pub(crate) windows: Vec<(String, String, String)>,
+    /// Real duration of the uninterrupted run.
+    pub(crate) duration_ms: u64,
+}
+
+/// The path without subscription prefix and query: `rg/Provider/type/name...`.
+pub(crate) fn short_path(entry: &Value) -> String {
+    let path = entry["path"].as_str().unwrap_or_default();
+    let path = path.split('?').next().unwrap_or_default();
+    let path = match path.find("/resourceGroups/") {
+        Some(i) => &path[i + "/resourceGroups/".len()..],
+        None => path,
+    };
+    path.replace("/providers/", "/")
+}
+
+/// `METHOD short-path`.
+pub(crate) fn key(entry: &Value) -> String {
+    format!("{} {}", entry["method"].as_str().unwrap_or_default(), short_path(entry))
+}
+
+fn applied(e: &Value) -> bool {
+    e["applied"].as_bool().unwrap_or(false)
+}
+
+fn is_sql(e: &Value) -> bool {
+    e["path"].as_str().unwrap_or_default().contains("/Microsoft.Sql/")
+}
+
+/// A (forced) failover POST.
+pub(crate) fn is_failover_post(e: &Value) -> bool {
+    e["method"] == "POST" && is_sql(e)
+}
+
+/// The applied mutations in first-occurrence order.
+pub(crate) fn order(journal: &[Value]) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for e in journal.iter().filter(|e| applied(e)) {
+        let k = key(e);
+        if !seen.contains(&k) {
+            seen.push(k);
+        }
+    }
+    seen
+}
+
+/// For every applied Microsoft.Sql mutation (instance create/update/delete, group
+/// create/delete, failover): how many distinct cloud operations it started. Identical
+/// re-sends that re-attached to the running operation share its `operation_id`; a convergent
+/// re-PUT of a state already reached answers 200 without an operation and starts nothing
+/// (no seeding restart, no re-create), so it is not counted.
+pub(crate) fn sql_ops(journal: &[Value]) -> BTreeMap<String, usize> {
+    let mut ops: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for e in journal.iter().filter(|e| applied(e) && is_sql(e)) {
+        if let Some(op) = e["operation_id"].as_str() {
+            ops.entry(key(e)).or_default().insert(op.to_owned());
+        }
+    }
+    ops.into_iter().map(|(k, v)| (k, v.len())).collect()
+}
+
+fn name_of(id: &Value) -> String {
+    id.as_str()
+        .unwrap_or_default()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn obj(v: &Value) -> impl Iterator<Item = (&String, &Value)> {
+    v.as_object().into_iter().flat_map(|m| m.iter())
+}
+
+fn arr(v: &Value) -> impl Iterator<Item = &Value> {
+    v.as_array().into_iter().flat_map(|a| a.iter())
+}
+
+/// The estate reduced to what a procedure decides: instances (size, format, zone, state,
+/// databases and their group), groups (primary, secondary, replication state, policy),
+/// peerings, and NSG rules; no times, no operation ids.
+pub(crate) fn summary(state: &Value) -> Value {
+    let world = &state["world"];
+    let mut instances = serde_json::Map::new();
+    for (_, i) in obj(&world["instances"]) {
+        let mut dbs: Vec<Value> = arr(&i["databases"])
+            .map(|d| json!([d["name"], d["size_gb"], d["failover_group"], d["read_only"]]))
+            .collect();
+        dbs.sort_by_key(Value::to_string);
+        instances.insert(
+            i["name"].as_str().unwrap_or_default().to_owned(),
+            json!({
+                "location": i["location"], "sku_name": i["sku_name"], "tier": i["tier"],
+                "v_cores": i["v_cores"], "storage_gb": i["storage_gb"],
+                "database_format": i["database_format"], "dns_zone": i["dns_zone"],
+                "provisioning_state": i["provisioning_state"], "state": i["state"],
+                "subnet": i["subnet_id"], "databases": dbs,
+            }),
+        );
+    }
+    let mut groups = serde_json::Map::new();
+    for (name, g) in obj(&world["failover_groups"]) {
+        groups.insert(
+            name.clone(),
+            json!({
+                "primary": name_of(&g["primary"]["instance_id"]),
+                "secondary": name_of(&g["secondary"]["instance_id"]),
+                "replication_state": g["replication_state"],
+                "read_write_policy": g["read_write_policy"],
+            }),
+        );
+    }
+    let mut vnets = serde_json::Map::new();
+    for (_, v) in obj(&world["virtual_networks"]) {
+        let mut peerings: Vec<String> = arr(&v["peerings"])
+            .map(|p| {
+                format!(
+                    "{}->{}",
+                    p["name"].as_str().unwrap_or_default(),
+                    name_of(&p["remote_id"])
+                )
+            })
+            .collect();
+        peerings.sort();
+        vnets.insert(v["name"].as_str().unwrap_or_default().to_owned(), json!(peerings));
+    }
+    let mut nsgs = serde_json::Map::new();
+    for (_, n) in obj(&world["security_groups"]) {
+        let mut rules: Vec<String> = arr(&n["rules"])
+            .map(|r| {
+                format!(
+                    "{} {} {} {} {} {}",
+                    r["direction"],
+                    r["access"],
+                    r["protocol"],
+                    r["priority"],
+                    r["destination_port_ranges"],
+                    r["destination_port_range"]
+                )
+            })
+            .collect();
+        rules.sort();
+        nsgs.insert(n["name"].as_str().unwrap_or_default().to_owned(), json!(rules));
+    }
+    json!({ "instances": instances, "groups": groups, "vnets": vnets, "nsgs": nsgs })
+}
+
+/// Human-readable differences between two summaries (first few).
+pub(crate) fn diff(expected: &Value, got: &Value) -> String {
+    let mut out = Vec::new();
+    for part in ["instances", "groups", "vnets", "nsgs"] {
+        let (e, g) = (&expected[part], &got[part]);
+        let names: BTreeSet<&String> = obj(e).chain(obj(g)).map(|(k, _)| k).collect();
+        for n in names {
+            if e.get(n) != g.get(n) {
+                out.push(format!(
+                    "{part}.{n}: expected {} got {}",
+                    e.get(n).map_or("(absent)".to_owned(), Value::to_string),
+                    g.get(n).map_or("(absent)".to_owned(), Value::to_string)
+                ));
+            }
+        }
+    }
+    out.truncate(4);
+    out.join("; ")
+}
+
+/// Milliseconds since the epoch of an RFC 3339 time.
+pub(crate) fn ms(v: &Value) -> Option<i128> {
+    let t = OffsetDateTime::parse(v.as_str()?, &Rfc3339).ok()?;
+    Some(t.unix_timestamp_nanos() / 1_000_000)
+}
+
+/// The windows of a report as (kind, opened by, closed by).
+pub(crate) fn window_keys(report: &Value) -> Vec<(String, String, String)> {
+    arr(&report["windows"])
+        .map(|w| {
+            (
+                w["kind"].as_str().unwrap_or_default().to_owned(),
+                w["opened_by"].as_str().unwrap_or_default().to_owned(),
+                w["closed_by"].as_str().unwrap_or("(open)").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Journal invariants that hold whatever the outcome. Pushes one line per violation.
+pub(crate) fn journal_invariants(journal: &[Value], base: &Baseline, succeeded: bool, v: &mut Vec<String>) {
+    // 1. A (forced) failover POST is never sent again once one was applied, and is applied at
+    //    most once.
+    let mut applied_posts: BTreeMap<String, u64> = BTreeMap::new();
+    for e in journal.iter().filter(|e| is_failover_post(e)) {
+        let k = key(e);
+        if let Some(first) = applied_posts.get(&k) {
+            v.push(format!(
+                "failover sent twice: journal #{} `{k}` ({} applied={}) after #{first} was applied",
+                e["seq"], e["status"], e["applied"]
+            ));
+        } else if applied(e) {
+            applied_posts.insert(k, e["seq"].as_u64().unwrap_or(0));
+        }
+    }
+    // 2. No Microsoft.Sql mutation started more operations than in the uninterrupted run: no
+    //    delete twice, no create re-sent as a new operation, no seeding restarted.
+    for (k, n) in sql_ops(journal) {
+        let expected = base.sql_ops.get(&k).copied().unwrap_or(0);
+        if n > expected {
+            v.push(format!(
+                "`{k}` started {n} operation(s), the uninterrupted run {expected}"
+            ));
+        }
+    }
+    if succeeded {
+        // 3. Every Microsoft.Sql effect of the procedure happened (exactly the baseline's
+        //    operations), and the mutations came in the procedure's order.
+        let got = sql_ops(journal);
+        if got != base.sql_ops {
+            let missing: Vec<&String> = base.sql_ops.keys().filter(|k| !got.contains_key(*k)).collect();
+            if !missing.is_empty() {
+                v.push(format!("effects missing from the journal: {missing:?}"));
+            }
+        }
+        let o = order(journal);
+        if o != base.order {
+            v.push(format!(
+                "mutations out of the procedure's order: {o:?}, expected {:?}",
+                base.order
+            ));
+        }
+    }
+}
+
+/// Window invariants: the report's windows against the baseline, the status view, and the
+/// journal's timestamps. `succeeded`: every window must be closed and match the baseline.
+pub(crate) fn window_invariants(
+    report: &Value,
+    status: &Value,
+    journal: &[Value],
+    base: &Baseline,
+    succeeded: bool,
+    v: &mut Vec<String>,
+) {
+    let keys = window_keys(report);
+    if succeeded && keys != base.windows {
+        v.push(format!("windows {keys:?}, expected {:?}", base.windows));
+    }
+    let status_windows: Vec<Value> = arr(&status["windows"])
+        .map(|w| {
+            json!([
+                w["kind"],
+                w["opened_by"],
+                w["opened_at"],
+                w["closed_by"],
+                w["closed_at"]
+            ])
+        })
+        .collect();
+    let report_windows: Vec<Value> = arr(&report["windows"])
+        .map(|w| {
+            json!([
+                w["kind"],
+                w["opened_by"],
+                w["opened_at"],
+                w["closed_by"],
+                w["closed_at"]
+            ])
+        })
+        .collect();
+    if status_windows != report_windows {
+        v.push("`status` and `report` disagree on the windows".to_owned());
+    }
+    // The group's delete and re-create, as the emulator saw them.
+    let group_delete = journal
+        .iter()
+        .filter(|e| applied(e) && e["method"] == "DELETE" && short_path(e).contains("/instanceFailoverGroups/"))
+        .filter_map(|e| ms(&e["real_time"]))
+        .min();
+    let group_create = journal
+        .iter()
+        .filter(|e| applied(e) && e["method"] == "PUT" && short_path(e).contains("/instanceFailoverGroups/"))
+        .filter_map(|e| ms(&e["real_time"]))
+        .max();
+    for w in arr(&report["windows"]) {
+        let what = format!(
+            "window {} opened by {}",
+            w["kind"].as_str().unwrap_or_default(),
+            w["opened_by"].as_str().unwrap_or_default()
+        );
+        let open = w["open"].as_bool().unwrap_or(true);
+        if open {
+            if succeeded {
+                v.push(format!("{what} still open after the run succeeded"));
+            }
+            continue;
+        }
+        let (Some(o), Some(c)) = (ms(&w["opened_at"]), ms(&w["closed_at"])) else {
+            v.push(format!("{what}: unreadable times {w}"));
+            continue;
+        };
+        let d = w["duration_ms"].as_i64().map(i128::from);
+        if c < o || d.is_none_or(|d| d < 0) {
+            v.push(format!("{what}: negative duration {w}"));
+        }
+        if d.is_some_and(|d| d != c - o) {
+            v.push(format!("{what}: duration {d:?} ms but closed − opened = {} ms", c - o));
+        }
+        // The unprotected period really contains the delete of the group and the accepted
+        // re-create (seeding ends later still): a crash neither closed nor re-opened it.
+        if let Some(del) = group_delete
+            && o > del + 2
+        {
+            v.push(format!("{what}: opened at {o} after the group's DELETE at {del}"));
+        }
+        if let Some(put) = group_create
+            && group_delete.is_some()
+            && c + 2 < put
+        {
+            v.push(format!("{what}: closed at {c} before the group's PUT at {put}"));
+        }
+    }
+}

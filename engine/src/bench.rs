@@ -62,7 +62,11 @@ fn err(message: String) -> EngineError {
 
 /// Runs the benchmark in `dir` (a scratch database there, removed afterwards).
 pub async fn run_bench(dir: &Path, config: BenchConfig) -> Result<BenchReport, EngineError> {
-    let floor = fogbook_state::durable_commit_floor(dir, config.floor_commits)?;
+    // The floor is a blocking SQLite loop: it runs on a blocking thread, never on a worker.
+    let (floor_dir, n) = (dir.to_owned(), config.floor_commits);
+    let floor = tokio::task::spawn_blocking(move || fogbook_state::durable_commit_floor(&floor_dir, n))
+        .await
+        .map_err(|e| err(format!("the floor benchmark failed: {e}")))??;
     let db = dir.join(format!("bench-{}.db", std::process::id()));
     let store = Store::open(&db)?;
     let engine = Engine::new(store.clone(), EngineConfig::default());

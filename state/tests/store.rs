@@ -288,3 +288,44 @@ async fn approvals_are_recorded_once() {
     assert!(again.to_string().contains("already approved by alice"), "{again}");
     assert_eq!(store.approval("r1", "a").await.unwrap().unwrap().by, "alice");
 }
+
+/// Writes queued together share one commit, each in its own savepoint: one that fails (a
+/// lock conflict) leaves nothing behind, and the others in the same group are all saved.
+#[tokio::test]
+async fn a_failed_write_in_a_group_commit_undoes_only_itself() {
+    let (_d, store) = open_store();
+    store.create_run(new_run("holder", &["fog/a"], None)).await.unwrap();
+    let before = store.commit_count();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            // Every fifth run wants the held key and must be refused.
+            let lock = if i % 5 == 0 {
+                "fog/a".to_owned()
+            } else {
+                format!("fog/free-{i}")
+            };
+            (
+                i,
+                store
+                    .create_run(new_run(&format!("r{i}"), &[lock.as_str()], None))
+                    .await,
+            )
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (i, result) = done.unwrap();
+        if i % 5 == 0 {
+            assert!(matches!(result, Err(StateError::LockHeld { .. })), "r{i}: {result:?}");
+            assert!(store.load_run(&format!("r{i}")).await.is_err(), "r{i} left a trace");
+        } else {
+            result.unwrap();
+            assert_eq!(store.load_run(&format!("r{i}")).await.unwrap().steps.len(), 2, "r{i}");
+        }
+    }
+    assert!(store.commit_count() - before <= 40, "queued writes may share commits");
+    let report = store.verify_audit(None).await.unwrap();
+    assert!(report.failure.is_none(), "{report:?}");
+    assert_eq!(report.runs, 33, "the holder and the 32 runs that got their keys");
+}

@@ -307,7 +307,6 @@ impl Engine {
 
         let params = snap.run.params.clone();
         let run_info = json!({ "id": run_id, "runbook": runbook.name });
-        let mut steps: BTreeMap<String, StepScope> = BTreeMap::new();
         let driver = Driver {
             engine: self,
             run_id,
@@ -315,7 +314,30 @@ impl Engine {
             auto_approve: snap.run.auto_approve,
             window: snap.run.window.as_ref(),
             stop,
+            carry: std::sync::Mutex::default(),
         };
+        let walked = self.walk(&driver, &runbook, &snap, &params, &run_info).await;
+        if walked.is_err() {
+            // Ends of steps whose effects happened are committed even when the walk stops
+            // on an error (if the store still takes writes).
+            if let Err(e) = driver.flush().await {
+                tracing::warn!(error = %e, "could not commit the end of the last step");
+            }
+        }
+        walked
+    }
+
+    /// Runs the remaining steps of a run in order.
+    async fn walk(
+        &self,
+        driver: &Driver<'_>,
+        runbook: &Runbook,
+        snap: &RunSnapshot,
+        params: &serde_json::Value,
+        run_info: &serde_json::Value,
+    ) -> Result<RunOutcome, EngineError> {
+        let run_id = driver.run_id;
+        let mut steps: BTreeMap<String, StepScope> = BTreeMap::new();
 
         for step in &runbook.steps {
             let row = snap
@@ -340,13 +362,14 @@ impl Engine {
                 }
                 StepStatus::Pending | StepStatus::Running | StepStatus::RetryWait => {}
             }
-            if stop.is_cancelled() {
+            if driver.stop.is_cancelled() {
+                driver.flush().await?;
                 return Ok(RunOutcome::Interrupted);
             }
             let scope = Scope {
-                params: &params,
+                params,
                 steps: &steps,
-                run: &run_info,
+                run: run_info,
             };
             match driver.run_step(step, row, &scope).await? {
                 StepEnd::Completed(output) => {
@@ -359,6 +382,7 @@ impl Engine {
                     steps.insert(step.id.0.clone(), scope_failed(&Some(error)));
                 }
                 StepEnd::Stop(outcome) => {
+                    driver.flush().await?;
                     if let RunOutcome::Failed { .. } = &outcome {
                         driver
                             .notify(NotifyEvent::RunFailed, json!({ "outcome": format!("{outcome:?}") }))
@@ -368,15 +392,29 @@ impl Engine {
                 }
             }
         }
-        self.store
-            .set_run_status(
-                run_id,
-                self.owner.as_str(),
-                RunStatus::Succeeded,
-                None,
-                self.clock.now_ms(),
-            )
-            .await?;
+        // The run's success is committed with the end of its last step when that is pending.
+        let mut last = driver.carried();
+        match last.last_mut() {
+            Some(finish) => {
+                finish.run_status = Some(RunStatus::Succeeded);
+                let tail = last.pop();
+                for f in last {
+                    driver.defer(f);
+                }
+                driver.advance(tail, None).await?;
+            }
+            None => {
+                self.store
+                    .set_run_status(
+                        run_id,
+                        self.owner.as_str(),
+                        RunStatus::Succeeded,
+                        None,
+                        self.clock.now_ms(),
+                    )
+                    .await?;
+            }
+        }
         driver.notify(NotifyEvent::RunSucceeded, json!({})).await;
         Ok(RunOutcome::Succeeded)
     }
@@ -554,6 +592,7 @@ async fn check_window_limits(engine: &Engine, run_id: &str) {
                     auto_approve: false,
                     window: None,
                     stop: &CancellationToken::new(),
+                    carry: std::sync::Mutex::default(),
                 };
                 driver
                     .notify(
@@ -581,9 +620,51 @@ struct Driver<'a> {
     /// The maintenance window disruptive steps wait for.
     window: Option<&'a serde_json::Value>,
     stop: &'a CancellationToken,
+    /// Ends of attempts whose effects are over but which are not committed yet: they are
+    /// committed with the next transition (the start of the next step, as one durable
+    /// commit), and before anything else is written or sent. Between an end and its commit
+    /// the driver only evaluates the next step's condition and inputs, in memory.
+    carry: std::sync::Mutex<Vec<StepFinish>>,
 }
 
 impl Driver<'_> {
+    fn carried(&self) -> Vec<StepFinish> {
+        std::mem::take(&mut *self.carry.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    fn defer(&self, finish: StepFinish) {
+        self.carry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(finish);
+    }
+
+    /// Commits the carried ends together with `finish` (if any) and `start` (if any).
+    async fn advance(&self, finish: Option<StepFinish>, start: Option<StepStart>) -> Result<(), EngineError> {
+        let mut finished = self.carried();
+        finished.extend(finish);
+        if finished.is_empty() && start.is_none() {
+            return Ok(());
+        }
+        let ended: Vec<String> = finished.iter().map(|f| f.step_id.clone()).collect();
+        let result = self
+            .engine
+            .store
+            .advance(self.run_id, self.owner(), finished, start)
+            .await;
+        if matches!(result, Ok(()) | Err(StateError::CancelRequested { .. })) {
+            for sid in &ended {
+                failpoint::hit(Point::AfterFinish, sid);
+            }
+        }
+        Ok(result?)
+    }
+
+    /// Commits the carried ends, if any, on their own.
+    async fn flush(&self) -> Result<(), EngineError> {
+        self.advance(None, None).await
+    }
+
     fn owner(&self) -> &str {
         self.engine.owner.as_str()
     }
@@ -607,22 +688,17 @@ impl Driver<'_> {
                         match when.eval_bool(scope) {
                             Ok(true) => {}
                             Ok(false) => {
-                                store
-                                    .finish_step(
-                                        self.run_id,
-                                        self.owner(),
-                                        StepFinish {
-                                            step_id: sid.to_owned(),
-                                            attempt: 0,
-                                            outcome: StepOutcome::Skipped {
-                                                reason: when.source().to_owned(),
-                                            },
-                                            closes: vec![],
-                                            run_status: None,
-                                            now: self.now(),
-                                        },
-                                    )
-                                    .await?;
+                                // Committed with the next transition, like a completion.
+                                self.defer(StepFinish {
+                                    step_id: sid.to_owned(),
+                                    attempt: 0,
+                                    outcome: StepOutcome::Skipped {
+                                        reason: when.source().to_owned(),
+                                    },
+                                    closes: vec![],
+                                    run_status: None,
+                                    now: self.now(),
+                                });
                                 self.engine.observer.step_skipped(sid);
                                 return Ok(StepEnd::Skipped);
                             }
@@ -665,6 +741,7 @@ impl Driver<'_> {
                     // Re-entered after a restart: same attempt, its stored input, deadline and
                     // progress. The activity decides from its progress how to continue.
                     let input = row.input.clone().unwrap_or_default();
+                    self.flush().await?;
                     store
                         .record_event(
                             self.run_id,
@@ -705,21 +782,16 @@ impl Driver<'_> {
             let error = match result {
                 Ok(output) => {
                     let closes = edges(step, WindowEdge::Closes);
-                    store
-                        .finish_step(
-                            self.run_id,
-                            self.owner(),
-                            StepFinish {
-                                step_id: sid.to_owned(),
-                                attempt,
-                                outcome: StepOutcome::Completed { output: output.clone() },
-                                closes: closes.clone(),
-                                run_status: None,
-                                now: self.now(),
-                            },
-                        )
-                        .await?;
-                    failpoint::hit(Point::AfterFinish, sid);
+                    // Committed with the next transition (the next step's start, the run's
+                    // end, or before anything else is written or sent).
+                    self.defer(StepFinish {
+                        step_id: sid.to_owned(),
+                        attempt,
+                        outcome: StepOutcome::Completed { output: output.clone() },
+                        closes: closes.clone(),
+                        run_status: None,
+                        now: self.now(),
+                    });
                     let elapsed = self.now() - first_started;
                     self.engine.observer.step_completed(sid, elapsed);
                     for kind in closes {
@@ -734,6 +806,7 @@ impl Driver<'_> {
                     return Ok(StepEnd::Stop(RunOutcome::Interrupted));
                 }
                 Err(StepError::Activity(ActivityError::AwaitingApproval { message })) => {
+                    self.flush().await?;
                     store
                         .set_run_status(self.run_id, self.owner(), RunStatus::Waiting, None, self.now())
                         .await?;
@@ -755,23 +828,21 @@ impl Driver<'_> {
                 let unit = rand::random::<f64>() * 2.0 - 1.0;
                 let delay = retry::delay(&step.retry, attempt, retry_after, unit);
                 let next = self.now() + ms(delay);
-                store
-                    .finish_step(
-                        self.run_id,
-                        self.owner(),
-                        StepFinish {
-                            step_id: sid.to_owned(),
-                            attempt,
-                            outcome: StepOutcome::RetryScheduled {
-                                error: json!({ "code": code, "message": message }),
-                                next_attempt_at: next,
-                            },
-                            closes: vec![],
-                            run_status: None,
-                            now: self.now(),
+                self.advance(
+                    Some(StepFinish {
+                        step_id: sid.to_owned(),
+                        attempt,
+                        outcome: StepOutcome::RetryScheduled {
+                            error: json!({ "code": code, "message": message }),
+                            next_attempt_at: next,
                         },
-                    )
-                    .await?;
+                        closes: vec![],
+                        run_status: None,
+                        now: self.now(),
+                    }),
+                    None,
+                )
+                .await?;
                 self.engine
                     .observer
                     .retry_scheduled(sid, attempt, &format!("{code}: {message}"), ms(delay));
@@ -807,6 +878,7 @@ impl Driver<'_> {
             return Ok(None);
         }
         let text = json.get("text").and_then(|t| t.as_str()).unwrap_or("?").to_owned();
+        self.flush().await?;
         self.engine
             .store
             .set_run_status(
@@ -838,23 +910,22 @@ impl Driver<'_> {
         let deadline = step.timeout.map(|t| now + ms(t));
         let opens = edges(step, WindowEdge::Opens);
         let subject = (!opens.is_empty()).then(|| window_subject(input)).flatten();
-        self.engine
-            .store
-            .start_step(
-                self.run_id,
-                self.owner(),
-                StepStart {
-                    step_id: sid.to_owned(),
-                    attempt,
-                    input: input.clone(),
-                    deadline_at: deadline,
-                    opens: opens.clone(),
-                    subject,
-                    keep_progress,
-                    now,
-                },
-            )
-            .await?;
+        // The ends of the steps before are committed in the same transaction: one durable
+        // commit takes the run from one step to the next.
+        self.advance(
+            None,
+            Some(StepStart {
+                step_id: sid.to_owned(),
+                attempt,
+                input: input.clone(),
+                deadline_at: deadline,
+                opens: opens.clone(),
+                subject,
+                keep_progress,
+                now,
+            }),
+        )
+        .await?;
         for kind in opens {
             self.engine.observer.window(kind.as_str(), true, sid);
             self.notify(NotifyEvent::WindowOpened, json!({ "kind": kind, "step": sid }))
@@ -918,24 +989,21 @@ impl Driver<'_> {
         if let Some(out) = output {
             error["output"] = out;
         }
-        self.engine
-            .store
-            .finish_step(
-                self.run_id,
-                self.owner(),
-                StepFinish {
-                    step_id: sid.to_owned(),
-                    attempt,
-                    outcome: StepOutcome::Failed {
-                        error: error.clone(),
-                        run_continues: continues,
-                    },
-                    closes: vec![],
-                    run_status: (!continues).then_some(RunStatus::Failed),
-                    now: self.now(),
+        self.advance(
+            Some(StepFinish {
+                step_id: sid.to_owned(),
+                attempt,
+                outcome: StepOutcome::Failed {
+                    error: error.clone(),
+                    run_continues: continues,
                 },
-            )
-            .await?;
+                closes: vec![],
+                run_status: (!continues).then_some(RunStatus::Failed),
+                now: self.now(),
+            }),
+            None,
+        )
+        .await?;
         self.engine.observer.step_failed(sid, &format!("{code}: {message}"));
         tracing::warn!(code, message, "step.failed");
         if continues {
@@ -954,6 +1022,11 @@ impl Driver<'_> {
     async fn notify(&self, event: NotifyEvent, data: serde_json::Value) {
         let Some(cfg) = &self.runbook.notify else { return };
         if !cfg.on.contains(&event) {
+            return;
+        }
+        // Nothing is sent about a state that is not committed.
+        if let Err(e) = self.flush().await {
+            tracing::warn!(error = %e, "not sending a notification: the state could not be committed");
             return;
         }
         let Ok(snap) = self.engine.store.load_run(self.run_id).await else {

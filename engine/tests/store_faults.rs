@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use fogbook_engine::{CreateRun, Engine, EngineConfig, RunOutcome, runbook};
-use fogbook_state::{StepStatus, Store, StoreFault};
+use fogbook_state::{RunStatus, StepStatus, Store, StoreFault};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -74,7 +74,8 @@ async fn step_status(c: &Case) -> StepStatus {
 }
 
 /// The writes of one drive, in order: 0 takes the lease, 1 commits the step's start, 2 the
-/// intent the command saves, 3 the step's outcome, 4 the run's success, 5 the lease release.
+/// intent the command saves, 3 the step's outcome with the run's success (the last step's
+/// end and the run's are one transition), 4 the lease release.
 const START: u64 = 1;
 const INTENT: u64 = 2;
 const OUTCOME: u64 = 3;
@@ -142,10 +143,10 @@ async fn a_lost_acknowledgement_of_the_outcome_never_repeats_the_effect() {
         StepStatus::Completed,
         "the outcome was committed"
     );
-    assert_eq!(
-        c.engine.drive(&c.run, CancellationToken::new()).await.unwrap(),
-        RunOutcome::Succeeded
-    );
+    let snap = c.store.load_run(&c.run).await.unwrap();
+    assert_eq!(snap.run.status, RunStatus::Succeeded, "with the run's end");
+    let again = c.engine.drive(&c.run, CancellationToken::new()).await.unwrap_err();
+    assert!(again.to_string().contains("already succeeded"), "{again}");
     assert_eq!(effects(&c), 1, "a completed step never runs again");
 }
 

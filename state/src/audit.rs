@@ -116,8 +116,22 @@ pub(crate) fn stream_exists(conn: &rusqlite::Connection, stream: &str) -> Result
 /// Appends an event to a stream (a run's, or a schedule's `schedule:<name>`) and to the
 /// global chain, inside the caller's transaction.
 pub(crate) fn append(tx: &Transaction<'_>, run_id: &str, at: Millis, ev: NewEvent<'_>) -> Result<(), StateError> {
+    append_all(tx, run_id, [(at, ev)])
+}
+
+/// Appends events to one stream in order, inside the caller's transaction: the stream's and
+/// the chain's heads are read once and written once, whatever the number of events.
+pub(crate) fn append_all<'a>(
+    tx: &Transaction<'_>,
+    run_id: &str,
+    events: impl IntoIterator<Item = (Millis, NewEvent<'a>)>,
+) -> Result<(), StateError> {
+    let mut events = events.into_iter().peekable();
+    if events.peek().is_none() {
+        return Ok(());
+    }
     let (table, key_col, key) = head_of(run_id);
-    let count: i64 = tx
+    let mut seq: i64 = tx
         .cached_query_row(
             &format!("SELECT audit_count FROM {table} WHERE {key_col} = ?1"),
             [key],
@@ -128,39 +142,43 @@ pub(crate) fn append(tx: &Transaction<'_>, run_id: &str, at: Millis, ev: NewEven
         .ok_or_else(|| StateError::UnknownRun {
             run_id: run_id.to_owned(),
         })?;
-    let (prev, gcount): (String, i64) = tx
+    let (mut prev, mut gseq): (String, i64) = tx
         .cached_query_row("SELECT head, count FROM chain WHERE id = 1", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .during("reading the chain head")?;
-    let (seq, gseq) = (count + 1, gcount + 1);
-    let data = ev.data.to_string();
-    let hash = Hashed {
-        gseq,
-        run_id,
-        seq,
-        at,
-        kind: ev.kind,
-        step_id: ev.step_id,
-        attempt: ev.attempt,
-        data: &data,
-        prev_hash: &prev,
+    for (at, ev) in events {
+        seq += 1;
+        gseq += 1;
+        let data = ev.data.to_string();
+        let hash = Hashed {
+            gseq,
+            run_id,
+            seq,
+            at,
+            kind: ev.kind,
+            step_id: ev.step_id,
+            attempt: ev.attempt,
+            data: &data,
+            prev_hash: &prev,
+        }
+        .hash();
+        tx.cached_execute(
+            "INSERT INTO events (gseq, run_id, seq, at, kind, step_id, attempt, data, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![gseq, run_id, seq, at, ev.kind, ev.step_id, ev.attempt, data, prev, hash],
+        )
+        .during("appending an audit event")?;
+        prev = hash;
     }
-    .hash();
-    tx.cached_execute(
-        "INSERT INTO events (gseq, run_id, seq, at, kind, step_id, attempt, data, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        params![gseq, run_id, seq, at, ev.kind, ev.step_id, ev.attempt, data, prev, hash],
-    )
-    .during("appending an audit event")?;
     tx.cached_execute(
         &format!("UPDATE {table} SET audit_head = ?2, audit_count = ?3 WHERE {key_col} = ?1"),
-        params![key, hash, seq],
+        params![key, prev, seq],
     )
     .during("advancing the audit head")?;
     tx.cached_execute(
         "UPDATE chain SET head = ?1, count = ?2 WHERE id = 1",
-        params![hash, gseq],
+        params![prev, gseq],
     )
     .during("advancing the chain head")?;
     Ok(())

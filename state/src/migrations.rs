@@ -133,6 +133,18 @@ ALTER TABLE runs ADD COLUMN schedule_name TEXT;
 ALTER TABLE runs ADD COLUMN window TEXT;
 CREATE INDEX runs_by_schedule ON runs(schedule_name, status);
 "#,
+    // The pinned runbook text leaves the run row: SQLite rewrites a whole row on every
+    // UPDATE, and a run's row is updated several times per step (status, audit head), so a
+    // text spilling into overflow pages made every step copy and compare it. Texts are kept
+    // once per content hash, shared by every run of the same runbook.
+    r#"
+CREATE TABLE runbook_texts (
+    sha256 TEXT PRIMARY KEY,
+    text   TEXT NOT NULL
+);
+INSERT OR IGNORE INTO runbook_texts (sha256, text) SELECT runbook_sha256, runbook_text FROM runs;
+ALTER TABLE runs DROP COLUMN runbook_text;
+"#,
 ];
 
 /// The schema version this build writes.
@@ -165,4 +177,57 @@ pub(crate) fn apply(conn: &mut Connection, path: &Path) -> Result<(), StateError
         tx.commit().map_err(err)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A database written by schema 2 (text in the run row) keeps every run's pinned text
+    /// when it is opened by this build, and the row no longer carries it.
+    #[test]
+    fn runbook_texts_move_out_of_the_run_rows_of_an_older_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let mut conn = Connection::open(&path).unwrap();
+        for sql in &MIGRATIONS[..2] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        for (id, sha, text) in [
+            ("r1", "h1", "runbook: one"),
+            ("r2", "h1", "runbook: one"),
+            ("r3", "h2", "runbook: two"),
+        ] {
+            conn.execute(
+                "INSERT INTO runs (id, runbook_name, runbook_version, runbook_text, runbook_sha256, params, status,
+                                   created_at, updated_at, audit_head, audit_count)
+                 VALUES (?1, 'rb', 1, ?3, ?2, '{}', 'succeeded', 0, 0, 'x', 0)",
+                [id, sha, text],
+            )
+            .unwrap();
+        }
+        apply(&mut conn, &path).unwrap();
+        let texts: Vec<(String, String)> = conn
+            .prepare(
+                "SELECT r.id, t.text FROM runs r JOIN runbook_texts t ON t.sha256 = r.runbook_sha256 ORDER BY r.id",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let expected = [("r1", "runbook: one"), ("r2", "runbook: one"), ("r3", "runbook: two")]
+            .map(|(a, b)| (a.to_owned(), b.to_owned()));
+        assert_eq!(texts, expected);
+        let stored: i64 = conn
+            .query_row("SELECT count(*) FROM runbook_texts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(stored, 2, "one copy per content hash");
+        let still_there = conn.prepare("SELECT runbook_text FROM runs");
+        assert!(still_there.is_err(), "the run row no longer carries the text");
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
 }

@@ -171,64 +171,7 @@ impl Store {
 
     /// Commits the start of an attempt (and the windows it opens) before its effect runs.
     pub async fn start_step(&self, run_id: &str, owner: &str, start: StepStart) -> Result<(), StateError> {
-        let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
-        self.write(move |tx| {
-            check_lease(tx, &run_id, &owner, start.now)?;
-            let cancel: bool = tx
-                .cached_query_row("SELECT cancel_requested FROM runs WHERE id = ?1", [&run_id], |r| {
-                    r.get(0)
-                })
-                .during("starting a step")?;
-            if cancel {
-                return Err(StateError::CancelRequested { run_id: run_id.clone() });
-            }
-            let step = load_step_row(tx, &run_id, &start.step_id)?;
-            if step.status.is_done() {
-                return Err(StateError::InvalidTransition {
-                    message: format!(
-                        "step `{}` is already {}; it is never run again",
-                        start.step_id, step.status
-                    ),
-                });
-            }
-            tx.cached_execute(
-                "UPDATE steps SET status = 'running', attempt = ?3, input = ?4, started_at = ?5,
-                        first_started_at = COALESCE(first_started_at, ?5), deadline_at = ?6,
-                        next_attempt_at = NULL, progress = CASE WHEN ?7 THEN progress ELSE NULL END
-                 WHERE run_id = ?1 AND step_id = ?2",
-                params![
-                    run_id,
-                    start.step_id,
-                    start.attempt,
-                    start.input.to_string(),
-                    start.now,
-                    start.deadline_at,
-                    start.keep_progress
-                ],
-            )
-            .during("starting a step")?;
-            tx.cached_execute(
-                "UPDATE runs SET status = 'running', updated_at = ?2 WHERE id = ?1",
-                params![run_id, start.now],
-            )
-            .during("starting a step")?;
-            audit::append(
-                tx,
-                &run_id,
-                start.now,
-                NewEvent::step(
-                    "step.started",
-                    &start.step_id,
-                    Some(start.attempt),
-                    json!({ "input": start.input, "deadline_at": start.deadline_at.map(format_ms) }),
-                ),
-            )?;
-            for kind in start.opens {
-                open_window(tx, &run_id, kind, &start.step_id, start.subject.as_deref(), start.now)?;
-            }
-            Ok(())
-        })
-        .await
+        self.advance(run_id, owner, Vec::new(), Some(start)).await
     }
 
     /// Commits progress saved by a running activity (a polling URL, an intent, a phase).
@@ -268,86 +211,93 @@ impl Store {
     /// Commits the end of an attempt: the step's new status and output, the windows it
     /// closes and the run's next status, in one transaction.
     pub async fn finish_step(&self, run_id: &str, owner: &str, finish: StepFinish) -> Result<(), StateError> {
+        self.advance(run_id, owner, vec![finish], None).await
+    }
+
+    /// Moves a run forward in one transaction: the ends of `finished` attempts (in order),
+    /// then the start of the next attempt. This is how a run goes from one step to the next
+    /// with one durable commit: the completion of a step and the start of the next are one
+    /// transition, committed before the next step's effect runs.
+    ///
+    /// A cancellation requested by an operator refuses the start with
+    /// [`StateError::CancelRequested`], but the ends of `finished` are still committed: they
+    /// record effects that already happened.
+    pub async fn advance(
+        &self,
+        run_id: &str,
+        owner: &str,
+        finished: Vec<StepFinish>,
+        start: Option<StepStart>,
+    ) -> Result<(), StateError> {
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
         self.write(move |tx| {
-            check_lease(tx, &run_id, &owner, finish.now)?;
-            let step = load_step_row(tx, &run_id, &finish.step_id)?;
-            if step.status.is_done() {
-                return Err(StateError::InvalidTransition {
-                    message: format!("step `{}` is already {}", finish.step_id, step.status),
-                });
+            let now = start
+                .as_ref()
+                .map(|s| s.now)
+                .or(finished.last().map(|f| f.now))
+                .unwrap_or(0);
+            let cancel = check_lease(tx, &run_id, &owner, now)?;
+            let mut events = Vec::new();
+            let mut status_set = false;
+            for finish in &finished {
+                status_set = apply_finish(tx, &run_id, finish, &mut events)?;
             }
-            let sid = finish.step_id.as_str();
-            let attempt = Some(finish.attempt);
-            match &finish.outcome {
-                StepOutcome::Completed { output } => {
-                    tx.cached_execute(
-                        "UPDATE steps SET status = 'completed', output = ?3, error = NULL, finished_at = ?4,
-                                next_attempt_at = NULL WHERE run_id = ?1 AND step_id = ?2",
-                        params![run_id, sid, output.to_string(), finish.now],
-                    )
-                    .during("completing a step")?;
-                    audit::append(tx, &run_id, finish.now, NewEvent::step("step.completed", sid, attempt, json!({ "output": output })))?;
-                    for kind in &finish.closes {
-                        close_window(tx, &run_id, *kind, sid, finish.now)?;
-                    }
+            let Some(start) = &start else {
+                audit::append_all(tx, &run_id, events)?;
+                if !status_set {
+                    touch_run(tx, &run_id, None, now)?;
                 }
-                StepOutcome::Skipped { reason } => {
-                    tx.cached_execute(
-                        "UPDATE steps SET status = 'skipped', finished_at = ?3 WHERE run_id = ?1 AND step_id = ?2",
-                        params![run_id, sid, finish.now],
-                    )
-                    .during("skipping a step")?;
-                    audit::append(tx, &run_id, finish.now, NewEvent::step("step.skipped", sid, None, json!({ "when": reason })))?;
-                }
-                StepOutcome::RetryScheduled { error, next_attempt_at } => {
-                    tx.cached_execute(
-                        "UPDATE steps SET status = 'retry_wait', error = ?3, next_attempt_at = ?4
-                         WHERE run_id = ?1 AND step_id = ?2",
-                        params![run_id, sid, error.to_string(), next_attempt_at],
-                    )
-                    .during("scheduling a retry")?;
-                    audit::append(
-                        tx,
-                        &run_id,
-                        finish.now,
-                        NewEvent::step(
-                            "step.retry_scheduled",
-                            sid,
-                            attempt,
-                            json!({ "error": error, "next_attempt_at": format_ms(*next_attempt_at) }),
-                        ),
-                    )?;
-                }
-                StepOutcome::Failed { error, run_continues } => {
-                    tx.cached_execute(
-                        "UPDATE steps SET status = 'failed', error = ?3, finished_at = ?4 WHERE run_id = ?1 AND step_id = ?2",
-                        params![run_id, sid, error.to_string(), finish.now],
-                    )
-                    .during("failing a step")?;
-                    audit::append(
-                        tx,
-                        &run_id,
-                        finish.now,
-                        NewEvent::step("step.failed", sid, attempt, json!({ "error": error, "run_continues": run_continues })),
-                    )?;
-                }
+                return Ok(Ok(()));
+            };
+            if cancel {
+                audit::append_all(tx, &run_id, events)?;
+                return Ok(Err(StateError::CancelRequested { run_id: run_id.clone() }));
             }
-            if let Some(status) = finish.run_status {
-                let error = match &finish.outcome {
-                    StepOutcome::Failed { error, .. } if status == RunStatus::Failed => {
-                        Some(json!({ "step": sid, "error": error }))
-                    }
-                    _ => None,
-                };
-                set_status(tx, &run_id, status, error, finish.now)?;
-            } else {
-                tx.cached_execute("UPDATE runs SET updated_at = ?2 WHERE id = ?1", params![run_id, finish.now])
-                    .during("updating the run")?;
+            let changed = tx
+                .cached_execute(
+                    "UPDATE steps SET status = 'running', attempt = ?3, input = ?4, started_at = ?5,
+                            first_started_at = COALESCE(first_started_at, ?5), deadline_at = ?6,
+                            next_attempt_at = NULL, progress = CASE WHEN ?7 THEN progress ELSE NULL END
+                     WHERE run_id = ?1 AND step_id = ?2 AND status NOT IN ('completed', 'skipped', 'failed')",
+                    params![
+                        run_id,
+                        start.step_id,
+                        start.attempt,
+                        start.input.to_string(),
+                        start.now,
+                        start.deadline_at,
+                        start.keep_progress
+                    ],
+                )
+                .during("starting a step")?;
+            if changed == 0 {
+                return Err(refuse_done(tx, &run_id, &start.step_id, "; it is never run again")?);
             }
-            Ok(())
+            events.push((
+                start.now,
+                NewEvent::step(
+                    "step.started",
+                    &start.step_id,
+                    Some(start.attempt),
+                    json!({ "input": start.input, "deadline_at": start.deadline_at.map(format_ms) }),
+                ),
+            ));
+            for kind in &start.opens {
+                open_window(
+                    tx,
+                    &run_id,
+                    *kind,
+                    &start.step_id,
+                    start.subject.as_deref(),
+                    start.now,
+                    &mut events,
+                )?;
+            }
+            audit::append_all(tx, &run_id, events)?;
+            touch_run(tx, &run_id, Some(RunStatus::Running), start.now)?;
+            Ok(Ok(()))
         })
-        .await
+        .await?
     }
 
     /// Changes the run's status (succeeded, waiting, failed) as its driver.
@@ -679,7 +629,7 @@ impl Store {
         self.read(move |conn| {
             let mut stmt = conn
                 .prepare(&format!(
-                    "SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC, id DESC"
+                    "SELECT {RUN_COLUMNS} FROM {RUN_FROM} ORDER BY r.created_at DESC, r.id DESC"
                 ))
                 .during("listing runs")?;
             let rows = stmt
@@ -822,15 +772,19 @@ pub(crate) fn insert_run(tx: &Transaction<'_>, run: &NewRun) -> Result<(), State
         RunStatus::Pending
     };
     tx.cached_execute(
-        "INSERT INTO runs (id, runbook_name, runbook_version, runbook_text, runbook_sha256, source_path,
+        "INSERT OR IGNORE INTO runbook_texts (sha256, text) VALUES (?1, ?2)",
+        params![run.runbook_sha256, run.runbook_text],
+    )
+    .during("pinning the runbook text")?;
+    tx.cached_execute(
+        "INSERT INTO runs (id, runbook_name, runbook_version, runbook_sha256, source_path,
                            params, status, auto_approve, created_at, updated_at, lease_owner,
                            lease_expires_at, audit_head, audit_count, schedule_name, window)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13, 0, ?14, ?15)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, 0, ?13, ?14)",
         params![
             run.id,
             run.runbook_name,
             run.runbook_version,
-            run.runbook_text,
             run.runbook_sha256,
             run.source_path,
             run.params.to_string(),
@@ -928,12 +882,14 @@ fn finished_word(status: RunStatus) -> &'static str {
 /// Fencing: a driver may write only while it holds an unexpired lease. A driver that
 /// stalled past its expiry is refused even if nobody has taken the run over yet, because
 /// from that moment another process may have read the run's state and acted on it.
-fn check_lease(conn: &Connection, run_id: &str, owner: &str, now: Millis) -> Result<(), StateError> {
-    let current: Option<(Option<String>, Option<Millis>)> = conn
+///
+/// Returns whether an operator asked to cancel the run (read in the same statement).
+fn check_lease(conn: &Connection, run_id: &str, owner: &str, now: Millis) -> Result<bool, StateError> {
+    let current: Option<(Option<String>, Option<Millis>, bool)> = conn
         .cached_query_row(
-            "SELECT lease_owner, lease_expires_at FROM runs WHERE id = ?1",
+            "SELECT lease_owner, lease_expires_at, cancel_requested FROM runs WHERE id = ?1",
             [run_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()
         .during("checking the lease")?;
@@ -941,12 +897,12 @@ fn check_lease(conn: &Connection, run_id: &str, owner: &str, now: Millis) -> Res
         None => Err(StateError::UnknownRun {
             run_id: run_id.to_owned(),
         }),
-        Some((Some(o), Some(exp))) if o == owner && exp > now => Ok(()),
-        Some((Some(o), _)) if o == owner => Err(StateError::LeaseLost {
+        Some((Some(o), Some(exp), cancel)) if o == owner && exp > now => Ok(cancel),
+        Some((Some(o), _, _)) if o == owner => Err(StateError::LeaseLost {
             run_id: run_id.to_owned(),
             owner: "nobody (this process's lease expired)".to_owned(),
         }),
-        Some((other, _)) => Err(StateError::LeaseLost {
+        Some((other, _, _)) => Err(StateError::LeaseLost {
             run_id: run_id.to_owned(),
             owner: other.unwrap_or_else(|| "nobody".to_owned()),
         }),
@@ -997,13 +953,150 @@ fn set_status(
     )
 }
 
-fn open_window(
+/// The events of one transition, appended together at its end.
+type Events<'a> = Vec<(Millis, NewEvent<'a>)>;
+
+/// Applies the end of an attempt; returns whether it set the run's status.
+fn apply_finish<'a>(
+    tx: &Transaction<'_>,
+    run_id: &str,
+    finish: &'a StepFinish,
+    events: &mut Events<'a>,
+) -> Result<bool, StateError> {
+    let sid = finish.step_id.as_str();
+    let attempt = Some(finish.attempt);
+    let now = finish.now;
+    let changed = match &finish.outcome {
+        StepOutcome::Completed { output } => {
+            let changed = tx
+                .cached_execute(
+                    "UPDATE steps SET status = 'completed', output = ?3, error = NULL, finished_at = ?4,
+                            next_attempt_at = NULL
+                     WHERE run_id = ?1 AND step_id = ?2 AND status NOT IN ('completed', 'skipped', 'failed')",
+                    params![run_id, sid, output.to_string(), now],
+                )
+                .during("completing a step")?;
+            if changed > 0 {
+                events.push((
+                    now,
+                    NewEvent::step("step.completed", sid, attempt, json!({ "output": output })),
+                ));
+                for kind in &finish.closes {
+                    close_window(tx, run_id, *kind, sid, now, events)?;
+                }
+            }
+            changed
+        }
+        StepOutcome::Skipped { reason } => {
+            let changed = tx
+                .cached_execute(
+                    "UPDATE steps SET status = 'skipped', finished_at = ?3
+                     WHERE run_id = ?1 AND step_id = ?2 AND status NOT IN ('completed', 'skipped', 'failed')",
+                    params![run_id, sid, now],
+                )
+                .during("skipping a step")?;
+            events.push((
+                now,
+                NewEvent::step("step.skipped", sid, None, json!({ "when": reason })),
+            ));
+            changed
+        }
+        StepOutcome::RetryScheduled { error, next_attempt_at } => {
+            let changed = tx
+                .cached_execute(
+                    "UPDATE steps SET status = 'retry_wait', error = ?3, next_attempt_at = ?4
+                     WHERE run_id = ?1 AND step_id = ?2 AND status NOT IN ('completed', 'skipped', 'failed')",
+                    params![run_id, sid, error.to_string(), next_attempt_at],
+                )
+                .during("scheduling a retry")?;
+            events.push((
+                now,
+                NewEvent::step(
+                    "step.retry_scheduled",
+                    sid,
+                    attempt,
+                    json!({ "error": error, "next_attempt_at": format_ms(*next_attempt_at) }),
+                ),
+            ));
+            changed
+        }
+        StepOutcome::Failed { error, run_continues } => {
+            let changed = tx
+                .cached_execute(
+                    "UPDATE steps SET status = 'failed', error = ?3, finished_at = ?4
+                     WHERE run_id = ?1 AND step_id = ?2 AND status NOT IN ('completed', 'skipped', 'failed')",
+                    params![run_id, sid, error.to_string(), now],
+                )
+                .during("failing a step")?;
+            events.push((
+                now,
+                NewEvent::step(
+                    "step.failed",
+                    sid,
+                    attempt,
+                    json!({ "error": error, "run_continues": run_continues }),
+                ),
+            ));
+            changed
+        }
+    };
+    if changed == 0 {
+        return Err(refuse_done(tx, run_id, sid, "")?);
+    }
+    let Some(status) = finish.run_status else {
+        return Ok(false);
+    };
+    let error = match &finish.outcome {
+        StepOutcome::Failed { error, .. } if status == RunStatus::Failed => {
+            Some(json!({ "step": sid, "error": error }))
+        }
+        _ => None,
+    };
+    // The run's own event follows the step's: append what is queued first.
+    audit::append_all(tx, run_id, events.drain(..))?;
+    set_status(tx, run_id, status, error, now)?;
+    Ok(true)
+}
+
+/// The error for a transition of a step that is already done (or does not exist).
+fn refuse_done(tx: &Transaction<'_>, run_id: &str, step_id: &str, tail: &str) -> Result<StateError, StateError> {
+    let status: Option<String> = tx
+        .cached_query_row(
+            "SELECT status FROM steps WHERE run_id = ?1 AND step_id = ?2",
+            [run_id, step_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .during("reading a step")?;
+    Ok(match status {
+        None => StateError::UnknownStep {
+            run_id: run_id.to_owned(),
+            step_id: step_id.to_owned(),
+        },
+        Some(status) => StateError::InvalidTransition {
+            message: format!("step `{step_id}` is already {status}{tail}"),
+        },
+    })
+}
+
+/// Records that the run moved (and its new status, when it changes without an event).
+fn touch_run(tx: &Transaction<'_>, run_id: &str, status: Option<RunStatus>, now: Millis) -> Result<(), StateError> {
+    tx.cached_execute(
+        "UPDATE runs SET status = COALESCE(?3, status), updated_at = ?2 WHERE id = ?1",
+        params![run_id, now, status.map(RunStatus::as_str)],
+    )
+    .during("updating the run")?;
+    Ok(())
+}
+
+fn open_window<'a>(
     tx: &Transaction<'_>,
     run_id: &str,
     kind: WindowKind,
-    step: &str,
+    step: &'a str,
     subject: Option<&str>,
     now: Millis,
+    events: &mut Events<'a>,
 ) -> Result<(), StateError> {
     let already: Option<i64> = tx
         .cached_query_row(
@@ -1023,9 +1116,7 @@ fn open_window(
     )
     .during("opening a window")?;
     let id = tx.last_insert_rowid();
-    audit::append(
-        tx,
-        run_id,
+    events.push((
         now,
         NewEvent::step(
             "window.opened",
@@ -1033,15 +1124,17 @@ fn open_window(
             None,
             json!({ "kind": kind, "window": id, "subject": subject }),
         ),
-    )
+    ));
+    Ok(())
 }
 
-fn close_window(
+fn close_window<'a>(
     tx: &Transaction<'_>,
     run_id: &str,
     kind: WindowKind,
-    step: &str,
+    step: &'a str,
     now: Millis,
+    events: &mut Events<'a>,
 ) -> Result<(), StateError> {
     let open: Option<(i64, i64)> = tx
         .cached_query_row(
@@ -1059,9 +1152,7 @@ fn close_window(
         params![id, step, now],
     )
     .during("closing a window")?;
-    audit::append(
-        tx,
-        run_id,
+    events.push((
         now,
         NewEvent::step(
             "window.closed",
@@ -1069,13 +1160,16 @@ fn close_window(
             None,
             json!({ "kind": kind, "window": id, "duration_ms": now - opened_at }),
         ),
-    )
+    ));
+    Ok(())
 }
 
+/// The run's columns with its pinned text (`RUN_FROM` joins the two tables).
 const RUN_COLUMNS: &str =
-    "id, runbook_name, runbook_version, runbook_text, runbook_sha256, source_path, params, status,
-     auto_approve, created_at, updated_at, finished_at, error, lease_owner, lease_expires_at, cancel_requested,
-     audit_head, audit_count, window";
+    "r.id, r.runbook_name, r.runbook_version, t.text, r.runbook_sha256, r.source_path, r.params, r.status,
+     r.auto_approve, r.created_at, r.updated_at, r.finished_at, r.error, r.lease_owner, r.lease_expires_at,
+     r.cancel_requested, r.audit_head, r.audit_count, r.window";
+const RUN_FROM: &str = "runs r JOIN runbook_texts t ON t.sha256 = r.runbook_sha256";
 
 struct RawRun {
     row: RunRow,
@@ -1135,7 +1229,7 @@ fn run_row_raw(r: &Row<'_>) -> rusqlite::Result<RawRun> {
 
 fn load_run_row(conn: &Connection, run_id: &str) -> Result<RunRow, StateError> {
     conn.cached_query_row(
-        &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+        &format!("SELECT {RUN_COLUMNS} FROM {RUN_FROM} WHERE r.id = ?1"),
         [run_id],
         run_row_raw,
     )

@@ -48,14 +48,17 @@ fn trial(step: &str, point: &str) {
     );
     let run = sb.last_run_id();
     let resumed = sb.run(&["resume", &run]);
-    let ambiguous = step == "fragile" && (point == "after-progress" || point == "before-finish");
+    // The end of a step is committed with the start of the next (one transition), so a kill
+    // before `check` starts is a kill before the end of `fragile` is committed.
+    let ambiguous = (step == "fragile" && (point == "after-progress" || point == "before-finish"))
+        || (step == "check" && point == "before-start");
     if ambiguous {
         assert_eq!(code(&resumed), 1, "{failpoint}: {}", stderr(&resumed));
         let err = stderr(&resumed);
         assert!(err.contains("may or may not"), "{failpoint}: unclear message: {err}");
         assert!(err.contains("on_ambiguous: fail"), "{failpoint}: {err}");
         let fragile = sb.lines_of("effects.txt").iter().filter(|l| *l == "fragile").count();
-        let expected = usize::from(point == "before-finish");
+        let expected = usize::from(point != "after-progress");
         assert_eq!(fragile, expected, "{failpoint}: the fragile command must not run twice");
         assert_eq!(sb.run_status(&run), "failed");
         if point == "after-progress" {
@@ -64,6 +67,20 @@ fn trial(step: &str, point: &str) {
             assert_eq!(code(&retried), 0, "{failpoint}: {}", stderr(&retried));
             assert_eq!(sb.lines_of("effects.txt"), EXPECTED, "{failpoint}");
         }
+    } else if step == "check" && point == "after-finish" {
+        // The last step's end and the run's are one transition: the run was over when it died.
+        assert_eq!(code(&resumed), 2, "{failpoint}: {}", stderr(&resumed));
+        assert!(
+            stderr(&resumed).contains("already succeeded"),
+            "{failpoint}: {}",
+            stderr(&resumed)
+        );
+        assert_eq!(sb.run_status(&run), "succeeded");
+        assert_eq!(
+            sb.lines_of("effects.txt"),
+            EXPECTED,
+            "{failpoint}: each effect exactly once"
+        );
     } else {
         assert_eq!(code(&resumed), 0, "{failpoint}: resume failed: {}", stderr(&resumed));
         assert_eq!(sb.run_status(&run), "succeeded");

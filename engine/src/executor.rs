@@ -339,9 +339,9 @@ impl Engine {
         let run_id = driver.run_id;
         let mut steps: BTreeMap<String, StepScope> = BTreeMap::new();
 
-        for step in &runbook.steps {
+        for (position, step) in runbook.steps.iter().enumerate() {
             let row = snap
-                .step(step.id.as_str())
+                .step_at(position, step.id.as_str())
                 .cloned()
                 .ok_or_else(|| StateError::UnknownStep {
                     run_id: run_id.to_owned(),

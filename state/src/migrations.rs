@@ -144,6 +144,30 @@ CREATE TABLE runbook_texts (
 );
 INSERT OR IGNORE INTO runbook_texts (sha256, text) SELECT runbook_sha256, runbook_text FROM runs;
 ALTER TABLE runs DROP COLUMN runbook_text;
+
+-- The global position becomes the row id: events are stored in chain order, appended at the
+-- end of the table, with one index (per stream) instead of two.
+CREATE TABLE events_v3 (
+    gseq      INTEGER PRIMARY KEY,
+    run_id    TEXT NOT NULL,
+    seq       INTEGER NOT NULL,
+    at        INTEGER NOT NULL,
+    kind      TEXT NOT NULL,
+    step_id   TEXT,
+    attempt   INTEGER,
+    data      TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash      TEXT NOT NULL,
+    UNIQUE (run_id, seq)
+);
+INSERT INTO events_v3 (gseq, run_id, seq, at, kind, step_id, attempt, data, prev_hash, hash)
+    SELECT gseq, run_id, seq, at, kind, step_id, attempt, data, prev_hash, hash FROM events ORDER BY gseq;
+DROP TABLE events;
+ALTER TABLE events_v3 RENAME TO events;
+CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 "#,
 ];
 
@@ -208,7 +232,25 @@ mod tests {
             )
             .unwrap();
         }
+        conn.execute(
+            "INSERT INTO events (gseq, run_id, seq, at, kind, data, prev_hash, hash)
+             VALUES (1, 'r1', 1, 0, 'run.created', '{}', 'p', 'h')",
+            [],
+        )
+        .unwrap();
         apply(&mut conn, &path).unwrap();
+        let event: (i64, String, String) = conn
+            .query_row(
+                "SELECT gseq, kind, hash FROM events WHERE run_id = 'r1' AND seq = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(event, (1, "run.created".to_owned(), "h".to_owned()), "events are kept");
+        let edit = conn.execute("UPDATE events SET kind = 'x'", []);
+        assert!(edit.is_err(), "the trail is still append-only");
+        let delete = conn.execute("DELETE FROM events", []);
+        assert!(delete.is_err(), "the trail is still append-only");
         let texts: Vec<(String, String)> = conn
             .prepare(
                 "SELECT r.id, t.text FROM runs r JOIN runbook_texts t ON t.sha256 = r.runbook_sha256 ORDER BY r.id",

@@ -576,6 +576,15 @@ impl RunSnapshot {
     pub fn step(&self, id: &str) -> Option<&StepRow> {
         self.steps.iter().find(|s| s.step_id == id)
     }
+
+    /// The step row with this id, looked up first at `position` (rows are in runbook
+    /// order, so a caller walking the runbook finds each row at once).
+    pub fn step_at(&self, position: usize, id: &str) -> Option<&StepRow> {
+        match self.steps.get(position) {
+            Some(row) if row.step_id == id => Some(row),
+            _ => self.step(id),
+        }
+    }
 }
 
 /// One audit event.

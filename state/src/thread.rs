@@ -233,7 +233,7 @@ impl ConnThread {
 
 /// Runs a group of writes in one transaction and answers each after the commit. Returns
 /// whether a commit happened.
-fn commit_group(conn: &mut Connection, group: Vec<WriteFn>) -> bool {
+fn commit_group(conn: &mut Connection, mut group: Vec<WriteFn>) -> bool {
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
@@ -244,6 +244,30 @@ fn commit_group(conn: &mut Connection, group: Vec<WriteFn>) -> bool {
             return false;
         }
     };
+    if group.len() == 1
+        && let Some(w) = group.pop()
+    {
+        // Alone in its transaction: a failed write rolls the whole transaction back, no
+        // savepoint needed.
+        let p = w(Some(&tx));
+        if p.failed() {
+            if let Err(e) = tx.rollback() {
+                tracing::error!(error = %e, "could not roll back a failed write");
+            }
+            p.finish(Ok(()));
+            return false;
+        }
+        return match tx.commit() {
+            Ok(()) => {
+                p.finish(Ok(()));
+                true
+            }
+            Err(e) => {
+                p.finish(Err(&format!("commit failed: {e}")));
+                false
+            }
+        };
+    }
     let mut pending = Vec::with_capacity(group.len());
     for w in group {
         if let Err(e) = tx.execute_batch("SAVEPOINT write") {

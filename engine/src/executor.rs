@@ -115,6 +115,31 @@ pub struct Engine {
     owner: Owner,
     config: EngineConfig,
     observer: Arc<dyn Observer>,
+    parsed: Arc<ParsedRunbooks>,
+}
+
+/// Pinned runbooks already parsed, by their text: the runs of one runbook share one parsed
+/// copy (parsed once, held once in memory, whatever the number of runs driven at once).
+#[derive(Default)]
+struct ParsedRunbooks(std::sync::Mutex<std::collections::HashMap<String, Arc<Runbook>>>);
+
+impl ParsedRunbooks {
+    /// At most this many distinct texts are kept; beyond, the cache starts over.
+    const CAPACITY: usize = 64;
+
+    fn get(&self, text: &str, origin: &str) -> Result<Arc<Runbook>, runbook::Diagnostics> {
+        let lock = || self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(rb) = lock().get(text) {
+            return Ok(rb.clone());
+        }
+        let rb = Arc::new(runbook::parse(text, origin)?);
+        let mut map = lock();
+        if map.len() >= Self::CAPACITY {
+            map.clear();
+        }
+        map.insert(text.to_owned(), rb.clone());
+        Ok(rb)
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -135,6 +160,7 @@ impl Engine {
             owner: Owner::this_process(None),
             config,
             observer: Arc::new(Silent),
+            parsed: Arc::default(),
         }
     }
 
@@ -218,8 +244,7 @@ impl Engine {
     /// holds it) and keeps it renewed.
     #[tracing::instrument(name = "run", skip_all, fields(run_id = %run_id))]
     pub async fn drive(&self, run_id: &str, stop: CancellationToken) -> Result<RunOutcome, EngineError> {
-        let snapshot = self.store.load_run(run_id).await?;
-        let dead = snapshot.run.lease_owner.clone().filter(|o| owner::is_dead(o));
+        let dead = self.store.lease_owner(run_id).await?.filter(|o| owner::is_dead(o));
         let grant = self
             .store
             .acquire_lease(
@@ -263,8 +288,13 @@ impl Engine {
         };
         // An operator asked to cancel: whatever stopped the run at a safe point (the request
         // itself, an approval, a closed window), it ends cancelled and its locks are released.
-        let cancel =
-            beat.cancel_requested.load(Ordering::SeqCst) || self.store.load_run(run_id).await?.run.cancel_requested;
+        let stopped_early = matches!(
+            outcome,
+            RunOutcome::Interrupted | RunOutcome::Waiting { .. } | RunOutcome::OutsideWindow { .. }
+        );
+        let cancel = stopped_early
+            && (beat.cancel_requested.load(Ordering::SeqCst)
+                || self.store.load_run(run_id).await?.run.cancel_requested);
         let outcome = match outcome {
             RunOutcome::Interrupted | RunOutcome::Waiting { .. } | RunOutcome::OutsideWindow { .. } if cancel => {
                 self.store
@@ -285,10 +315,13 @@ impl Engine {
     async fn drive_steps(&self, run_id: &str, stop: &CancellationToken) -> Result<RunOutcome, EngineError> {
         let snap = self.store.load_run(run_id).await?;
         let origin = format!("runbook pinned to run {run_id}");
-        let runbook = runbook::parse(&snap.run.runbook_text, &origin).map_err(|source| EngineError::StoredRunbook {
-            run_id: run_id.to_owned(),
-            source,
-        })?;
+        let runbook =
+            self.parsed
+                .get(&snap.run.runbook_text, &origin)
+                .map_err(|source| EngineError::StoredRunbook {
+                    run_id: run_id.to_owned(),
+                    source,
+                })?;
         self.check_pinned_file(&snap).await?;
         if let Some(arm) = &self.env.arm
             && runbook.steps.iter().any(|s| s.uses.contains('.'))
@@ -563,7 +596,7 @@ async fn check_window_limits(engine: &Engine, run_id: &str) {
     let Ok(snap) = engine.store.load_run(run_id).await else {
         return;
     };
-    let Ok(rb) = runbook::parse(&snap.run.runbook_text, "pinned runbook") else {
+    let Ok(rb) = engine.parsed.get(&snap.run.runbook_text, "pinned runbook") else {
         return;
     };
     let Some(limit) = rb.limits.max_unprotected else {

@@ -75,6 +75,12 @@ impl Store {
         self.write(move |tx| insert_run(tx, &run)).await
     }
 
+    /// Who holds the lease of `run_id` (expired or not), if anyone.
+    pub async fn lease_owner(&self, run_id: &str) -> Result<Option<String>, StateError> {
+        let run_id = run_id.to_owned();
+        self.read(move |conn| Ok(lease_of(conn, &run_id)?.owner)).await
+    }
+
     /// Takes the lease of `run_id` for `owner` until `now + ttl`. Succeeds when the lease is
     /// free, expired, already `owner`'s, or held by `dead_owner` (a process the caller has
     /// proven gone). A takeover is an audit event.
@@ -88,14 +94,14 @@ impl Store {
     ) -> Result<LeaseGrant, StateError> {
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
         self.write(move |tx| {
-            let run = load_run_row(tx, &run_id)?;
+            let run = lease_of(tx, &run_id)?;
             if run.status.is_terminal() {
                 return Err(StateError::InvalidTransition {
                     message: format!("run {run_id} has already {}", finished_word(run.status)),
                 });
             }
             let expires_at = now + millis(ttl);
-            let taken_over_from = match (&run.lease_owner, run.lease_expires_at) {
+            let taken_over_from = match (&run.owner, run.expires_at) {
                 (Some(current), _) if *current == owner => None,
                 (Some(current), Some(exp)) => {
                     let dead = dead_owner.as_deref() == Some(current.as_str());
@@ -883,6 +889,35 @@ fn finished_word(status: RunStatus) -> &'static str {
         RunStatus::Cancelled => "been cancelled",
         _ => "finished",
     }
+}
+
+/// A run's status and lease, without the rest of its row.
+struct Lease {
+    status: RunStatus,
+    owner: Option<String>,
+    expires_at: Option<Millis>,
+}
+
+fn lease_of(conn: &Connection, run_id: &str) -> Result<Lease, StateError> {
+    let (status, owner, expires_at): (String, Option<String>, Option<Millis>) = conn
+        .cached_query_row(
+            "SELECT status, lease_owner, lease_expires_at FROM runs WHERE id = ?1",
+            [run_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .during("reading the lease")?
+        .ok_or_else(|| StateError::UnknownRun {
+            run_id: run_id.to_owned(),
+        })?;
+    let status = status
+        .parse()
+        .map_err(|e: String| StateError::InvalidTransition { message: e })?;
+    Ok(Lease {
+        status,
+        owner,
+        expires_at,
+    })
 }
 
 /// Fencing: a driver may write only while it holds an unexpired lease. A driver that

@@ -270,19 +270,20 @@ fn commit_group(conn: &mut Connection, mut group: Vec<WriteFn>) -> bool {
     }
     let mut pending = Vec::with_capacity(group.len());
     for w in group {
-        if let Err(e) = tx.execute_batch("SAVEPOINT write") {
+        if let Err(e) = tx.prepare_cached("SAVEPOINT write").and_then(|mut s| s.execute([])) {
             let message = format!("could not open a savepoint: {e}");
             let p = w(None);
             p.finish(Err(&message));
             continue;
         }
         let p = w(Some(&tx));
-        let undo = if p.failed() {
-            "ROLLBACK TO write; RELEASE write"
+        let closed = if p.failed() {
+            tx.execute_batch("ROLLBACK TO write; RELEASE write")
         } else {
-            "RELEASE write"
+            tx.prepare_cached("RELEASE write")
+                .and_then(|mut s| s.execute([]).map(|_| ()))
         };
-        if let Err(e) = tx.execute_batch(undo) {
+        if let Err(e) = closed {
             tracing::error!(error = %e, "could not close a savepoint");
         }
         pending.push(p);

@@ -27,8 +27,13 @@ pub struct BenchConfig {
 /// The figures, each beside the floor.
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchReport {
-    /// Durable commits per second of a bare SQLite table on this disk.
+    /// Durable commits per second of a bare SQLite table on this disk: the median of
+    /// `floor_samples`.
     pub floor_commits_per_s: f64,
+    /// The floor measured before the sequential run, between the two runs and after the
+    /// concurrent one: a shared virtual disk's fsync time varies between seconds, and the
+    /// spread shows how much.
+    pub floor_samples: Vec<f64>,
     /// No-op steps per second of one run.
     pub sequential_steps_per_s: f64,
     /// `sequential_steps_per_s / floor_commits_per_s`.
@@ -62,11 +67,7 @@ fn err(message: String) -> EngineError {
 
 /// Runs the benchmark in `dir` (a scratch database there, removed afterwards).
 pub async fn run_bench(dir: &Path, config: BenchConfig) -> Result<BenchReport, EngineError> {
-    // The floor is a blocking SQLite loop: it runs on a blocking thread, never on a worker.
-    let (floor_dir, n) = (dir.to_owned(), config.floor_commits);
-    let floor = tokio::task::spawn_blocking(move || fogbook_state::durable_commit_floor(&floor_dir, n))
-        .await
-        .map_err(|e| err(format!("the floor benchmark failed: {e}")))??;
+    let mut floors = vec![floor(dir, config.floor_commits).await?];
     let db = dir.join(format!("bench-{}.db", std::process::id()));
     let store = Store::open(&db)?;
     let engine = Engine::new(store.clone(), EngineConfig::default());
@@ -85,6 +86,7 @@ pub async fn run_bench(dir: &Path, config: BenchConfig) -> Result<BenchReport, E
     }
     let seq_commits = (store.commit_count() - before) as f64;
     let steps = f64::from(config.sequential_steps);
+    floors.push(floor(dir, config.floor_commits).await?);
 
     // Concurrent: many runs at once, each driven by its own task.
     let text = noop_runbook(config.steps_per_run);
@@ -113,15 +115,20 @@ pub async fn run_bench(dir: &Path, config: BenchConfig) -> Result<BenchReport, E
     let conc_secs = start.elapsed().as_secs_f64();
     let conc_commits = (store.commit_count() - before) as f64;
     let conc_steps = f64::from(config.concurrent_runs) * f64::from(config.steps_per_run);
+    floors.push(floor(dir, config.floor_commits).await?);
     store.close().await;
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
 
+    let mut sorted = floors.clone();
+    sorted.sort_by(f64::total_cmp);
+    let floor = sorted[sorted.len() / 2];
     let sequential = steps / seq_secs;
     let concurrent = conc_steps / conc_secs;
     Ok(BenchReport {
         floor_commits_per_s: floor,
+        floor_samples: floors,
         sequential_steps_per_s: sequential,
         sequential_ratio: sequential / floor,
         sequential_commits_per_step: seq_commits / steps,
@@ -135,6 +142,16 @@ pub async fn run_bench(dir: &Path, config: BenchConfig) -> Result<BenchReport, E
             "steps_per_run": config.steps_per_run,
         }),
     })
+}
+
+/// Durable commits per second of a bare table in `dir`. The loop blocks on fsync: it runs on
+/// a blocking thread, never on a runtime worker.
+async fn floor(dir: &Path, commits: u32) -> Result<f64, EngineError> {
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || fogbook_state::durable_commit_floor(&dir, commits))
+        .await
+        .map_err(|e| err(format!("the floor benchmark failed: {e}")))?
+        .map_err(EngineError::from)
 }
 
 fn request<'a>(rb: &'a runbook::Runbook, text: &'a str, params: &serde_json::Value) -> CreateRun<'a> {

@@ -105,7 +105,7 @@ impl ConnThread {
                 loop {
                     let job = match queue.pop_front() {
                         Some(job) => job,
-                        None => match rx.recv() {
+                        None => match next_job(&rx) {
                             Ok(job) => job,
                             Err(_) => return,
                         },
@@ -228,6 +228,24 @@ impl ConnThread {
             return Err(injected("the commit succeeded but its acknowledgement was lost"));
         }
         result
+    }
+}
+
+/// How long the thread polls for the next job before it sleeps on the channel.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// The next job. A driver sends its next write a few tens of microseconds after the answer
+/// to its last one; waking a sleeping thread costs about as much again, so the thread keeps
+/// polling (yielding its core) for a short while before it sleeps.
+fn next_job(rx: &mpsc::Receiver<Job>) -> Result<Job, mpsc::RecvError> {
+    let start = std::time::Instant::now();
+    loop {
+        match rx.try_recv() {
+            Ok(job) => return Ok(job),
+            Err(mpsc::TryRecvError::Disconnected) => return Err(mpsc::RecvError),
+            Err(mpsc::TryRecvError::Empty) if start.elapsed() < SPIN => std::thread::yield_now(),
+            Err(mpsc::TryRecvError::Empty) => return rx.recv(),
+        }
     }
 }
 

@@ -126,8 +126,36 @@ pub(crate) fn append_all<'a>(
     run_id: &str,
     events: impl IntoIterator<Item = (Millis, NewEvent<'a>)>,
 ) -> Result<(), StateError> {
+    append_events(tx, run_id, events, None)
+}
+
+/// Appends a run's events (as [`append_all`]) and records in the same row update that the
+/// run moved at `now` (and its new status, if it changes): one write of the run's row.
+pub(crate) fn append_and_touch<'a>(
+    tx: &Transaction<'_>,
+    run_id: &str,
+    events: impl IntoIterator<Item = (Millis, NewEvent<'a>)>,
+    status: Option<&'static str>,
+    now: Millis,
+) -> Result<(), StateError> {
+    append_events(tx, run_id, events, Some((status, now)))
+}
+
+fn append_events<'a>(
+    tx: &Transaction<'_>,
+    run_id: &str,
+    events: impl IntoIterator<Item = (Millis, NewEvent<'a>)>,
+    touch: Option<(Option<&'static str>, Millis)>,
+) -> Result<(), StateError> {
     let mut events = events.into_iter().peekable();
     if events.peek().is_none() {
+        if let Some((status, now)) = touch {
+            tx.cached_execute(
+                "UPDATE runs SET status = COALESCE(?3, status), updated_at = ?2 WHERE id = ?1",
+                params![run_id, now, status],
+            )
+            .during("updating the run")?;
+        }
         return Ok(());
     }
     let (table, key_col, key) = head_of(run_id);
@@ -171,10 +199,17 @@ pub(crate) fn append_all<'a>(
         .during("appending an audit event")?;
         prev = hash;
     }
-    tx.cached_execute(
-        &format!("UPDATE {table} SET audit_head = ?2, audit_count = ?3 WHERE {key_col} = ?1"),
-        params![key, prev, seq],
-    )
+    match touch {
+        Some((status, now)) => tx.cached_execute(
+            "UPDATE runs SET audit_head = ?2, audit_count = ?3, status = COALESCE(?4, status), updated_at = ?5
+             WHERE id = ?1",
+            params![key, prev, seq, status, now],
+        ),
+        None => tx.cached_execute(
+            &format!("UPDATE {table} SET audit_head = ?2, audit_count = ?3 WHERE {key_col} = ?1"),
+            params![key, prev, seq],
+        ),
+    }
     .during("advancing the audit head")?;
     tx.cached_execute(
         "UPDATE chain SET head = ?1, count = ?2 WHERE id = 1",

@@ -39,6 +39,10 @@ impl Store {
         // SQLite thread's time with many runs at once.
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
             .map_err(|e| open_err(Box::new(e)))?;
+        // 8 MiB of page cache (SQLite's default is 2 MiB): with many runs at once the pages
+        // of their rows stay cached instead of being read back from the file.
+        conn.pragma_update(None, "cache_size", -8192)
+            .map_err(|e| open_err(Box::new(e)))?;
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(|e| open_err(Box::new(e)))?;
         let mode: String = conn
@@ -255,14 +259,19 @@ impl Store {
                 status_set = apply_finish(tx, &run_id, finish, &mut events)?;
             }
             let Some(start) = &start else {
-                audit::append_all(tx, &run_id, events)?;
-                if !status_set {
-                    touch_run(tx, &run_id, None, now)?;
+                if status_set {
+                    audit::append_all(tx, &run_id, events)?;
+                } else {
+                    audit::append_and_touch(tx, &run_id, events, None, now)?;
                 }
                 return Ok(Ok(()));
             };
             if cancel {
-                audit::append_all(tx, &run_id, events)?;
+                if status_set {
+                    audit::append_all(tx, &run_id, events)?;
+                } else {
+                    audit::append_and_touch(tx, &run_id, events, None, now)?;
+                }
                 return Ok(Err(StateError::CancelRequested { run_id: run_id.clone() }));
             }
             let changed = tx
@@ -305,8 +314,7 @@ impl Store {
                     &mut events,
                 )?;
             }
-            audit::append_all(tx, &run_id, events)?;
-            touch_run(tx, &run_id, Some(RunStatus::Running), start.now)?;
+            audit::append_and_touch(tx, &run_id, events, Some(RunStatus::Running.as_str()), start.now)?;
             Ok(Ok(()))
         })
         .await?
@@ -1118,16 +1126,6 @@ fn refuse_done(tx: &Transaction<'_>, run_id: &str, step_id: &str, tail: &str) ->
             message: format!("step `{step_id}` is already {status}{tail}"),
         },
     })
-}
-
-/// Records that the run moved (and its new status, when it changes without an event).
-fn touch_run(tx: &Transaction<'_>, run_id: &str, status: Option<RunStatus>, now: Millis) -> Result<(), StateError> {
-    tx.cached_execute(
-        "UPDATE runs SET status = COALESCE(?3, status), updated_at = ?2 WHERE id = ?1",
-        params![run_id, now, status.map(RunStatus::as_str)],
-    )
-    .during("updating the run")?;
-    Ok(())
 }
 
 fn open_window<'a>(

@@ -110,7 +110,8 @@ pub(crate) enum Command {
     Schedule(ScheduleCommand),
     /// Fire due schedules and drive runs nobody drives (detached, pending, or left by a dead process).
     Worker(WorkerArgs),
-    /// Measure the step overhead beside the durable-commit floor of the disk (see docs/PERFORMANCE.md).
+    /// Measure the step overhead beside the durable-commit floor of the disk, resume latency and
+    /// memory per waiting run (see docs/PERFORMANCE.md).
     Bench(BenchArgs),
     /// The ARM emulator (a local Azure Resource Manager for rehearsals and tests).
     #[command(subcommand)]
@@ -184,6 +185,18 @@ pub(crate) struct BenchArgs {
     /// No-op steps of each concurrent run.
     #[arg(long, default_value_t = 10)]
     pub(crate) steps_per_run: u32,
+    /// Resumes timed from process start to the first poll of an operation in flight (0: skip).
+    #[arg(long, default_value_t = 20)]
+    pub(crate) resume_trials: u32,
+    /// Runs waiting on ARM operations at once, for the memory per waiting run (0: skip).
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) waiting_runs: u32,
+    /// Seconds during which the waiting runs' polls are counted at the emulator (0: not counted).
+    #[arg(long, default_value_t = 30)]
+    pub(crate) waiting_secs: u64,
+    /// Only the memory per waiting run, as JSON: how `bench` measures it in a fresh process.
+    #[arg(long, hide = true)]
+    pub(crate) waiting_only: bool,
 }
 
 #[derive(Debug, Args)]

@@ -481,7 +481,10 @@ pub(crate) fn open_existing(cli: &Cli) -> Option<Store> {
         return None;
     }
     match Store::open(&cli.db) {
-        Ok(s) => Some(s),
+        Ok(s) => {
+            tracing::debug!(db = %cli.db.display(), "store.opened");
+            Some(s)
+        }
         Err(e) => {
             output::error_chain(&e, None);
             None
@@ -496,6 +499,7 @@ async fn resume_runs(cli: &Cli, args: &ResumeArgs, store: Store) -> Exit {
         Err(code) => return code,
     };
     let engine = engine(cli, store.clone(), &args.drive, progress.clone(), env);
+    tracing::debug!("engine.ready");
     let ids = if let Some(id) = &args.run_id {
         vec![id.clone()]
     } else {

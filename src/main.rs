@@ -3,6 +3,7 @@
 //! progress and errors go to stderr.
 
 mod arm;
+mod bench_cloud;
 mod cli;
 mod commands;
 mod output;
@@ -33,6 +34,8 @@ pub(crate) enum Exit {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli);
+    // The first event of the process (debug level): `fogbook bench` times resume from it.
+    tracing::debug!("cli.started");
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

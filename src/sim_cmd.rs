@@ -40,6 +40,7 @@ pub(crate) async fn serve(args: &SimServeArgs) -> Exit {
         faults,
         token: args.token.clone(),
         tls,
+        observer: None,
     };
     // Listen for the stop signals before the URL is printed, so a caller that reads the URL
     // and signals at once is not killed by the default disposition.

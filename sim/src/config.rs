@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use crate::estate::Estate;
 use crate::faults::FaultConfig;
+use crate::requests::RequestObserver;
 
 /// Everything [`crate::start`] needs.
 #[derive(Debug, Clone)]
@@ -25,11 +26,14 @@ pub struct SimConfig {
     pub token: Option<String>,
     /// Serve HTTPS with this certificate and key.
     pub tls: Option<TlsFiles>,
+    /// When set, every ARM request (not the admin API) is sent here once answered, with the
+    /// instant it arrived: for benchmarks that run the emulator in their own process.
+    pub observer: Option<RequestObserver>,
 }
 
 impl SimConfig {
     /// A configuration for `estate` on `127.0.0.1:0`, real time, no state file, faults,
-    /// fixed token or TLS.
+    /// fixed token, TLS or observer.
     pub fn new(estate: Estate) -> SimConfig {
         SimConfig {
             estate,
@@ -39,6 +43,7 @@ impl SimConfig {
             faults: None,
             token: None,
             tls: None,
+            observer: None,
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::faults::Faults;
 use crate::journal::Journal;
 use crate::lro;
 use crate::persist;
+use crate::requests::RequestLog;
 use crate::throttle::Throttle;
 use crate::world::World;
 
@@ -50,14 +51,18 @@ impl Core {
 pub(crate) struct Emulator {
     pub(crate) settings: Settings,
     core: Mutex<Core>,
+    /// What was received (counts and the observer); outside `core`, so counting never waits
+    /// for the world's lock.
+    pub(crate) requests: RequestLog,
 }
 
 impl Emulator {
     /// Wraps the initial state.
-    pub(crate) fn new(settings: Settings, core: Core) -> Emulator {
+    pub(crate) fn new(settings: Settings, core: Core, requests: RequestLog) -> Emulator {
         Emulator {
             settings,
             core: Mutex::new(core),
+            requests,
         }
     }
 

@@ -9,7 +9,8 @@
 //! and journals every accepted mutating request.
 //!
 //! Main types: [`SimConfig`] (with an [`Estate`] read from YAML and optional [`FaultConfig`]),
-//! [`start`], which returns a running [`SimHandle`].
+//! [`start`], which returns a running [`SimHandle`]; [`SeenRequest`], what an in-process
+//! [`RequestObserver`] receives.
 //!
 //! Invariants:
 //! - time is simulated ([`SimConfig::time_scale`] plus `POST /_sim/clock/advance`); operations
@@ -32,6 +33,7 @@ mod journal;
 mod lro;
 mod persist;
 mod regions;
+mod requests;
 mod routes;
 mod rules;
 mod server;
@@ -43,4 +45,5 @@ pub use config::{SimConfig, TlsFiles};
 pub use error::SimError;
 pub use estate::Estate;
 pub use faults::{FaultConfig, FaultRule};
+pub use requests::{RequestObserver, SeenRequest};
 pub use server::{SimHandle, start};

@@ -24,6 +24,7 @@ use crate::error::SimError;
 use crate::faults::Faults;
 use crate::journal::Journal;
 use crate::persist;
+use crate::requests::RequestLog;
 use crate::routes::{self, DropConnection};
 use crate::throttle::Throttle;
 
@@ -104,7 +105,7 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
         throttle: Throttle::default(),
         faults: Faults::new(faults),
     };
-    let emu = Arc::new(Emulator::new(settings, core));
+    let emu = Arc::new(Emulator::new(settings, core, RequestLog::new(config.observer)));
     {
         let core = emu.lock();
         emu.persist(&core)?;

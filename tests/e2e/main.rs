@@ -5,6 +5,7 @@
 
 mod audit;
 mod bad_input;
+mod bench_cloud;
 mod cli;
 mod common;
 mod durability;

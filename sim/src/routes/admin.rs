@@ -1,4 +1,5 @@
-//! The admin API under `/_sim/`: journal, state, faults, clock, throttling and reset.
+//! The admin API under `/_sim/`: journal, state, faults, clock, throttling, request counts
+//! and reset.
 //!
 //! It needs no token and is neither throttled nor faulted: it is the test's side channel.
 
@@ -157,5 +158,11 @@ pub(crate) async fn reset(State(emu): State<Arc<Emulator>>) -> Response {
     let config = core.faults.config().clone();
     core.faults = Faults::new(config);
     emu.persist_or_log(&core);
+    emu.requests.clear();
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// The ARM requests received so far, counted per operation and status.
+pub(crate) async fn requests(State(emu): State<Arc<Emulator>>) -> Response {
+    Json(emu.requests.counts()).into_response()
 }

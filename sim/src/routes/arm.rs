@@ -17,6 +17,7 @@ use super::{DropConnection, RequestIds, network, operations, sql};
 use crate::arm_error::ArmError;
 use crate::emulator::{Emulator, Settings};
 use crate::journal::{JournalEntry, sha256_hex};
+use crate::requests::SeenRequest;
 use crate::throttle::OpClass;
 
 /// Api-versions accepted for Microsoft.Sql.
@@ -172,10 +173,24 @@ pub(crate) async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match pipeline(&emu, &ids, &method, &uri, &headers, &body).await {
+    let received = Instant::now();
+    let response = match pipeline(&emu, &ids, &method, &uri, &headers, &body).await {
         Ok(response) => response,
         Err(error) => error_response(&error),
-    }
+    };
+    let status = if response.extensions().get::<DropConnection>().is_some() {
+        0
+    } else {
+        response.status().as_u16()
+    };
+    emu.requests.record(SeenRequest {
+        received,
+        operation: ArmPath::parse(uri.path()).and_then(|p| p.operation_id(&method)),
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        status,
+    });
+    response
 }
 
 async fn pipeline(

@@ -43,6 +43,7 @@ pub(crate) fn router(emu: Arc<Emulator>) -> Router {
         .route("/_sim/clock/advance", post(admin::advance))
         .route("/_sim/throttling", get(admin::throttling).put(admin::put_throttling))
         .route("/_sim/reset", post(admin::reset))
+        .route("/_sim/requests", get(admin::requests))
         .fallback(arm::handle)
         .layer(middleware::from_fn(correlation))
         .with_state(emu)

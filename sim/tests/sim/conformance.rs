@@ -627,3 +627,48 @@ async fn forced_failover_swaps_roles_and_moves_group_writes() {
             .all(|d| d["read_only"] == true)
     );
 }
+
+#[tokio::test]
+async fn requests_are_counted_and_reported_to_the_observer() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut cfg = config(DEMO);
+    cfg.observer = Some(tx);
+    let sim = Sim::start(cfg).await;
+    let before = std::time::Instant::now();
+    let mi = sql(&mi_id(EAST, "mi-fog-a"));
+    assert_eq!(sim.get(&mi).await.status, StatusCode::OK);
+    sim.get(&sql(&mi_id(EAST, "nope")))
+        .await
+        .assert_error(404, "ResourceNotFound");
+    let unauthenticated = sim.client.get(sim.url(&mi)).send().await.unwrap();
+    assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
+    // The admin API is neither counted nor reported.
+    sim.journal().await;
+
+    let counts = sim.admin(reqwest::Method::GET, "/_sim/requests", None).await;
+    assert_eq!(counts["total"], 3, "{counts}");
+    assert_eq!(
+        counts["counts"],
+        json!([
+            {"operation": "ManagedInstances_Get", "status": 200, "count": 1},
+            {"operation": "ManagedInstances_Get", "status": 401, "count": 1},
+            {"operation": "ManagedInstances_Get", "status": 404, "count": 1},
+        ])
+    );
+    assert!(counts["elapsed_ms"].as_u64().is_some());
+
+    let first = rx.recv().await.unwrap();
+    assert_eq!(first.method, "GET");
+    assert_eq!(first.path, mi_id(EAST, "mi-fog-a"));
+    assert_eq!(first.operation, Some("ManagedInstances_Get"));
+    assert_eq!(first.status, 200);
+    assert!(first.received >= before);
+    let statuses = [rx.recv().await.unwrap().status, rx.recv().await.unwrap().status];
+    assert_eq!(statuses, [404, 401]);
+    assert!(rx.try_recv().is_err());
+
+    let reset = sim.client.post(sim.url("/_sim/reset")).send().await.unwrap();
+    assert_eq!(reset.status(), StatusCode::NO_CONTENT);
+    let counts = sim.admin(reqwest::Method::GET, "/_sim/requests", None).await;
+    assert_eq!(counts["total"], 0, "{counts}");
+}

@@ -247,6 +247,12 @@ fn render_bench(
         r.concurrent_ratio,
         r.concurrent_commits_per_step,
     );
+    let samples: Vec<String> = r.floor_samples.iter().map(|f| format!("{f:.0}")).collect();
+    out.push_str(&format!(
+        "  (floor: median of {} measured before, between and after the runs: {})\n",
+        samples.len(),
+        samples.join(", ")
+    ));
     if let Some(l) = resume {
         out.push_str(&format!(
             "\n{:<44} {:>12} {:>10} {:>16}\n\

@@ -156,7 +156,7 @@ fn plan_of_scale_shows_the_order_it_will_take() {
 }
 
 #[test]
-fn bench_reports_figures_beside_the_floor_with_two_commits_per_step() {
+fn bench_reports_figures_beside_the_floor_with_one_commit_per_step() {
     let sb = Sandbox::new();
     let dir = sb.dir.path().display().to_string();
     let out = sb.run(&[
@@ -171,12 +171,18 @@ fn bench_reports_figures_beside_the_floor_with_two_commits_per_step() {
         "8",
         "--steps-per-run",
         "3",
+        "--resume-trials",
+        "0",
+        "--waiting-runs",
+        "0",
         "--format",
         "json",
     ]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(r["floor_commits_per_s"].as_f64().unwrap() > 0.0);
+    let samples = r["floor_samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 3, "the floor around each workload: {samples:?}");
     assert!(r["sequential_steps_per_s"].as_f64().unwrap() > 0.0);
     let per_step = r["sequential_commits_per_step"].as_f64().unwrap();
     // One durable commit per step (the end of a step and the start of the next are one

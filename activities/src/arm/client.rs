@@ -152,6 +152,10 @@ impl ArmClient {
             .timeout(cfg.request_timeout)
             .connect_timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
+            // A run waiting on an operation sends one poll per interval; keeping every
+            // connection open between polls cost ~25 KiB per waiting run. A few idle ones
+            // per host are enough to reuse.
+            .pool_max_idle_per_host(8)
             .user_agent(concat!("fogbook/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(ArmSetupError::Http)?;
@@ -161,7 +165,7 @@ impl ArmClient {
                 http,
                 endpoint,
                 tokens,
-                limiter: Arc::new(Limiter::default()),
+                limiter: Arc::new(Limiter::new(cfg.rates)),
                 pacer: Arc::new(TokioPacer),
                 max_retries: cfg.max_retries,
             }),
@@ -269,7 +273,9 @@ impl ArmClient {
 
     async fn attempt(&self, req: &ArmRequest) -> Result<ArmResponse, AttemptError> {
         let class = OpClass::of(&req.method);
-        if let Some(delay) = self.inner.limiter.delay(&req.subscription, class) {
+        let turn = self.inner.limiter.reserve(&req.subscription, class);
+        let seen = self.inner.limiter.delay(&req.subscription, class);
+        if let Some(delay) = turn.max(seen) {
             tracing::debug!(delay_ms = delay.as_millis() as u64, "arm.limiter_pause");
             self.inner.pacer.pause(PauseReason::Limiter, delay).await;
         }

@@ -140,6 +140,8 @@ pub struct ArmConfig {
     /// How many times a transient fault is retried within one call before the step fails
     /// with a retryable error (and the step's own retry policy takes over).
     pub max_retries: usize,
+    /// The client's own request schedule per subscription (below ARM's limits by default).
+    pub rates: super::limiter::Rates,
 }
 
 impl ArmConfig {
@@ -153,6 +155,7 @@ impl ArmConfig {
             managed_identity_client_id: None,
             request_timeout: std::time::Duration::from_secs(60),
             max_retries: 8,
+            rates: super::limiter::Rates::default(),
         }
     }
 

@@ -1,10 +1,13 @@
-//! A client-side limiter per subscription: it reads `x-ms-ratelimit-remaining-subscription-*`
-//! from every answer and, when few requests remain in a bucket, waits long enough for ARM's
-//! token bucket to refill a little before sending the next request of that kind.
+//! A client-side limiter per subscription, in two parts:
 //!
-//! ARM refills subscription buckets at 25 reads or 10 writes/deletes per second (arm-api.md §5).
-//! Below [`LOW_WATER`] remaining, the limiter waits the refill time of the missing tokens, so
-//! it slows down smoothly instead of running into 429.
+//! - a **schedule**: each request reserves a turn in a token bucket of its kind (reads,
+//!   writes, deletes) that refills a little slower than ARM's own (arm-api.md §5: 25 reads or
+//!   10 writes/deletes per second, buckets of 250 and 200). Many runs polling at once are
+//!   spread out instead of all being sent together: 1,000 operations are polled about every
+//!   50 s at 20 reads/s, with no 429;
+//! - the **answers**: every answer's `x-ms-ratelimit-remaining-subscription-*` tells what is
+//!   left of ARM's bucket, which other clients of the subscription also draw from. Below
+//!   [`LOW_WATER`] remaining, the limiter waits the refill time of the missing tokens.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -40,6 +43,15 @@ impl OpClass {
         }
     }
 
+    /// Our own schedule: requests per second, and how many may go at once after a quiet
+    /// period (a little under ARM's refill and bucket size, leaving room for other clients).
+    fn schedule(self, rates: &Rates) -> (f64, f64) {
+        match self {
+            OpClass::Reads => (rates.reads_per_s, rates.reads_burst),
+            OpClass::Writes | OpClass::Deletes => (rates.writes_per_s, rates.writes_burst),
+        }
+    }
+
     /// Time ARM needs to refill one token of this bucket.
     fn refill(self) -> Duration {
         match self {
@@ -55,13 +67,70 @@ struct Seen {
     at: Instant,
 }
 
+/// The schedule's rates, per subscription.
+#[derive(Clone, Copy, Debug)]
+pub struct Rates {
+    /// Reads (GET, HEAD) per second.
+    pub reads_per_s: f64,
+    /// Writes (PUT, PATCH, POST) and deletes per second, each.
+    pub writes_per_s: f64,
+    /// Reads that may go at once after a quiet period.
+    pub reads_burst: f64,
+    /// Writes (and deletes) that may go at once after a quiet period.
+    pub writes_burst: f64,
+}
+
+impl Default for Rates {
+    fn default() -> Self {
+        Self {
+            reads_per_s: 20.0,
+            writes_per_s: 8.0,
+            reads_burst: 200.0,
+            writes_burst: 150.0,
+        }
+    }
+}
+
+/// A bucket of the schedule: tokens left (negative: turns already promised) and when.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
 /// What the limiter knows, per subscription and bucket.
 #[derive(Debug, Default)]
 pub(crate) struct Limiter {
+    rates: Rates,
     seen: Mutex<HashMap<(String, OpClass), Seen>>,
+    buckets: Mutex<HashMap<(String, OpClass), Bucket>>,
 }
 
 impl Limiter {
+    pub(crate) fn new(rates: Rates) -> Self {
+        Self {
+            rates,
+            ..Self::default()
+        }
+    }
+
+    /// Reserves the next turn of a request of `class` in `subscription`: how long to wait
+    /// for it. Every call takes a turn, so concurrent requests are spread at the rate.
+    pub(crate) fn reserve(&self, subscription: &str, class: OpClass) -> Option<Duration> {
+        let (rate, burst) = class.schedule(&self.rates);
+        if !(rate.is_finite() && rate > 0.0) {
+            return None;
+        }
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let b = buckets
+            .entry((subscription.to_ascii_lowercase(), class))
+            .or_insert(Bucket { tokens: burst, at: now });
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(burst) - 1.0;
+        b.at = now;
+        (b.tokens < 0.0).then(|| Duration::from_secs_f64((-b.tokens / rate).min(86_400.0)))
+    }
+
     /// How long to wait before sending a request of `class` in `subscription`.
     pub(crate) fn delay(&self, subscription: &str, class: OpClass) -> Option<Duration> {
         let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
@@ -98,6 +167,20 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_schedule_spreads_concurrent_requests_at_the_rate_after_the_burst() {
+        let limiter = Limiter::new(Rates::default());
+        let waits: Vec<Option<Duration>> = (0..1_000).map(|_| limiter.reserve("s", OpClass::Reads)).collect();
+        assert!(waits[..199].iter().all(Option::is_none), "the burst goes at once");
+        // The 1,000th request waits for 800 turns at 20/s: about 40 s.
+        let last = waits[999].unwrap().as_secs_f64();
+        assert!((39.9..=40.1).contains(&last), "{last}");
+        let ordered = waits.windows(2).all(|w| w[0] <= w[1]);
+        assert!(ordered, "later requests never get an earlier turn");
+        assert_eq!(limiter.reserve("other", OpClass::Reads), None, "per subscription");
+        assert_eq!(limiter.reserve("s", OpClass::Writes), None, "per kind");
+    }
 
     #[test]
     fn waits_only_when_few_remain_and_more_when_fewer() {

@@ -220,7 +220,11 @@ pub(crate) async fn run(
     progress.set_op(key, &op);
     progress.save(s.ctx).await?;
     tracing::info!(key, via = ?op.via, "arm.lro_accepted");
-    poll(s, subscription, &op, poll_delay(&r)).await
+    // The accepted response (and the read buffer its headers share) is not kept alive for
+    // the whole wait.
+    let first = poll_delay(&r);
+    drop(r);
+    poll(s, subscription, &op, first).await
 }
 
 /// Polls a saved operation until it ends; returns the final body.

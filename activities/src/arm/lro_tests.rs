@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::arm::{ArmClient, ArmConfig, Pacer, PauseReason, Secret};
+use crate::arm::{ArmClient, ArmConfig, Pacer, PauseReason, Rates, Secret};
 use crate::{ApprovalRecord, BoxFuture, StepHost};
 
 type Answer = (u16, Vec<(&'static str, String)>, Value);
@@ -336,4 +336,38 @@ async fn re_entry_with_a_saved_operation_polls_it_and_never_resends() {
         "via": "azure-async-operation", "url": status, "accepted_at": "2026-11-26T10:00:00Z"}}});
     assert_eq!(f.run(Method::PUT, Some(saved)).await.unwrap()["name"], "mi");
     assert_eq!(f.script.count(&format!("PUT {RES}")), 0);
+}
+
+/// A read waiting for its turn in the client's schedule (here: one read per 1,000 s after
+/// the first) ends at once when the run is stopped, instead of holding a shutdown.
+#[tokio::test]
+async fn a_read_waiting_for_its_turn_ends_at_once_on_shutdown() {
+    let script = Arc::new(Script::default());
+    let base = serve(script.clone()).await;
+    script.on("GET", RES, vec![done_resource()]);
+    let mut cfg = ArmConfig::with_token(base.parse().unwrap(), Secret::new("tok"));
+    cfg.rates = Rates {
+        reads_per_s: 0.001,
+        reads_burst: 1.0,
+        ..Rates::default()
+    };
+    // The real pacer: the wait is a real timer.
+    let client = ArmClient::new(cfg).await.unwrap();
+    let stop = CancellationToken::new();
+    let ctx = ActivityCtx::new("r", "s", 1, None, Arc::new(Host::default()), stop.clone());
+    let s = Session::new(&client, &ctx);
+    assert!(
+        s.get_opt("s", RES, "2025-01-01").await.unwrap().is_some(),
+        "the burst's one turn"
+    );
+    let waiting = s.get_opt("s", RES, "2025-01-01");
+    let stopper = async {
+        tokio::task::yield_now().await;
+        stop.cancel();
+    };
+    let (second, ()) = tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(waiting, stopper) })
+        .await
+        .expect("the wait for the next turn must end with the stop");
+    assert!(matches!(second, Err(ActivityError::Interrupted)), "{second:?}");
+    assert_eq!(script.count(&format!("GET {RES}")), 1, "the second read was never sent");
 }

@@ -25,6 +25,7 @@ mod session;
 
 pub use client::ArmClient;
 pub use config::{ArmConfig, ArmSetupError, AuthChoice, Cloud};
+pub use limiter::Rates;
 pub use pacer::{Pacer, PauseReason, TokioPacer};
 pub use secret::Secret;
 pub(crate) use session::Session;

@@ -113,7 +113,17 @@ impl<'a> Session<'a> {
     ) -> Result<ArmResponse, ActivityError> {
         let mutating = method != Method::GET;
         let post = method == Method::POST;
-        let result = self.client.send(&self.request(method, url, subscription, body)).await;
+        let req = self.request(method, url, subscription, body);
+        let result = if mutating {
+            self.client.send(&req).await
+        } else {
+            // A read can be abandoned at any moment: a shutdown does not wait for its turn in
+            // the schedule, its retries or its answer.
+            tokio::select! {
+                r = self.client.send(&req) => r,
+                r = self.ctx.sleep(Duration::from_secs(365 * 86_400)) => return r.and(Err(ActivityError::Interrupted)),
+            }
+        };
         if post {
             let refused = match &result {
                 Ok(r) => r.status.is_client_error(),

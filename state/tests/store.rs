@@ -329,3 +329,46 @@ async fn a_failed_write_in_a_group_commit_undoes_only_itself() {
     assert!(report.failure.is_none(), "{report:?}");
     assert_eq!(report.runs, 33, "the holder and the 32 runs that got their keys");
 }
+
+/// One transition takes a run from one step to the next: the end of `a` and the start of
+/// `b` are committed together. A cancellation refuses the start but keeps the end, which
+/// records an effect that already happened.
+#[tokio::test]
+async fn a_step_end_and_the_next_start_are_one_transition_and_a_cancel_keeps_the_end() {
+    let (_d, store) = open_store();
+    store.create_run(new_run("r1", &[], Some("me"))).await.unwrap();
+    store.start_step("r1", "me", start("a", vec![], 2_000)).await.unwrap();
+    let before = store.commit_count();
+    store
+        .advance(
+            "r1",
+            "me",
+            vec![complete("a", vec![], 3_000)],
+            Some(start("b", vec![], 3_000)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.commit_count() - before, 1, "one durable commit");
+    let snap = store.load_run("r1").await.unwrap();
+    assert_eq!(snap.steps[0].status, StepStatus::Completed);
+    assert_eq!(snap.steps[1].status, StepStatus::Running);
+
+    store.create_run(new_run("r2", &[], Some("me"))).await.unwrap();
+    store.start_step("r2", "me", start("a", vec![], 2_000)).await.unwrap();
+    // The operator asks to cancel while `a` runs (the lease is live, so it is a request).
+    assert!(!store.cancel("r2", "alice", None, 2_500).await.unwrap());
+    let err = store
+        .advance(
+            "r2",
+            "me",
+            vec![complete("a", vec![], 3_000)],
+            Some(start("b", vec![], 3_000)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StateError::CancelRequested { .. }), "{err:?}");
+    let snap = store.load_run("r2").await.unwrap();
+    assert_eq!(snap.steps[0].status, StepStatus::Completed, "the end of `a` is kept");
+    assert_eq!(snap.steps[1].status, StepStatus::Pending, "`b` never started");
+    assert!(store.verify_audit(None).await.unwrap().failure.is_none());
+}

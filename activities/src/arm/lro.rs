@@ -38,6 +38,10 @@ use crate::{ActivityCtx, ActivityError};
 const MIN_POLL: Duration = Duration::from_millis(50);
 /// Polling delay when the server gives no `Retry-After`.
 const DEFAULT_POLL: Duration = Duration::from_secs(10);
+
+/// How long a poll waits after a status read that failed transiently (throttled, 5xx, no
+/// connection) past the client's own retries, unless the server said how long.
+const DEFERRED_POLL: Duration = Duration::from_secs(30);
 /// Longest polling delay honoured.
 const MAX_POLL: Duration = Duration::from_secs(600);
 
@@ -240,12 +244,31 @@ pub(crate) async fn poll(
     let mut delay = first_delay;
     loop {
         s.pause(delay).await?;
+        // A status read that fails transiently (ARM throttling us because other clients of
+        // the subscription use its reads, a 5xx, a dropped connection) changes nothing in the
+        // cloud: the operation goes on, so the poll waits and reads again instead of failing
+        // a step that may have hours of work in flight. The step's timeout and a stop still
+        // end the wait.
+        let target = match via {
+            PollVia::AzureAsyncOperation | PollVia::Location => url.clone(),
+            PollVia::ProvisioningState => resource.clone(),
+        };
+        let r = match s.send_url(Method::GET, subscription, target, None).await {
+            Ok(r) => r,
+            Err(e) if e.is_retryable() => {
+                delay = e.retry_after().unwrap_or(DEFERRED_POLL).max(DEFAULT_POLL);
+                tracing::warn!(
+                    code = e.code(),
+                    delay_ms = delay.as_millis() as u64,
+                    "arm.poll_deferred"
+                );
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         match via {
             PollVia::AzureAsyncOperation => {
-                let r = s
-                    .send_url(Method::GET, subscription, url.clone(), None)
-                    .await?
-                    .success()?;
+                let r = r.success()?;
                 let status = r.body.get("status").and_then(|v| v.as_str()).unwrap_or("").to_owned();
                 match terminal(&status) {
                     None => delay = poll_delay(&r),
@@ -260,7 +283,6 @@ pub(crate) async fn poll(
                 }
             }
             PollVia::Location => {
-                let r = s.send_url(Method::GET, subscription, url.clone(), None).await?;
                 if r.status == StatusCode::ACCEPTED {
                     if let Some(next) = r.header("location") {
                         url = s.client.server_url(next)?;
@@ -280,7 +302,6 @@ pub(crate) async fn poll(
                 };
             }
             PollVia::ProvisioningState => {
-                let r = s.send_url(Method::GET, subscription, resource.clone(), None).await?;
                 if r.status == StatusCode::NOT_FOUND && op.method == "DELETE" {
                     return Ok(serde_json::Value::Null);
                 }

@@ -371,3 +371,36 @@ async fn a_read_waiting_for_its_turn_ends_at_once_on_shutdown() {
     assert!(matches!(second, Err(ActivityError::Interrupted)), "{second:?}");
     assert_eq!(script.count(&format!("GET {RES}")), 1, "the second read was never sent");
 }
+
+/// Status reads throttled past the client's own retries (another client of the
+/// subscription uses ARM's reads) do not fail the step: the operation goes on in the cloud,
+/// so the poll waits and reads again, and the step ends when the operation does.
+#[tokio::test]
+async fn a_status_read_throttled_past_the_retries_is_read_again_later() {
+    let f = fixture().await;
+    let status = format!("{}/status/9", f.base);
+    f.script.on(
+        "PATCH",
+        RES,
+        vec![(202, vec![("azure-asyncoperation", status)], Value::Null)],
+    );
+    let throttled: Answer = (
+        429,
+        vec![("retry-after", "20".to_owned())],
+        json!({"error": {"code": "SubscriptionTooManyRequests", "message": "slow down"}}),
+    );
+    // Twice the client's retries (8 per call) plus one: two whole calls fail.
+    let mut answers = vec![throttled; 2 * 9];
+    answers.push((200, vec![], json!({"status": "Succeeded"})));
+    f.script.on("GET", "/status/9", answers);
+    f.script.on("GET", RES, vec![done_resource()]);
+    assert_eq!(f.run(Method::PATCH, None).await.unwrap()["name"], "mi");
+    assert_eq!(f.script.count("GET /status/9"), 2 * 9 + 1);
+    let deferred = f.polls().iter().filter(|d| **d == Duration::from_secs(20)).count();
+    assert_eq!(
+        deferred,
+        2,
+        "each failed call waits the server's Retry-After: {:?}",
+        f.polls()
+    );
+}

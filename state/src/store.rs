@@ -258,22 +258,21 @@ impl Store {
             for finish in &finished {
                 status_set = apply_finish(tx, &run_id, finish, &mut events)?;
             }
-            let Some(start) = &start else {
-                if status_set {
-                    audit::append_all(tx, &run_id, events)?;
-                } else {
-                    audit::append_and_touch(tx, &run_id, events, None, now)?;
+            let start = match &start {
+                Some(start) if !cancel => start,
+                // Only the ends: there is no start, or a cancellation refuses it.
+                refused => {
+                    if status_set {
+                        audit::append_all(tx, &run_id, events)?;
+                    } else {
+                        audit::append_and_touch(tx, &run_id, events, None, now)?;
+                    }
+                    return Ok(match refused {
+                        Some(_) => Err(StateError::CancelRequested { run_id: run_id.clone() }),
+                        None => Ok(()),
+                    });
                 }
-                return Ok(Ok(()));
             };
-            if cancel {
-                if status_set {
-                    audit::append_all(tx, &run_id, events)?;
-                } else {
-                    audit::append_and_touch(tx, &run_id, events, None, now)?;
-                }
-                return Ok(Err(StateError::CancelRequested { run_id: run_id.clone() }));
-            }
             let changed = tx
                 .cached_execute(
                     "UPDATE steps SET status = 'running', attempt = ?3, input = ?4, started_at = ?5,

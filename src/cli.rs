@@ -40,6 +40,11 @@ pub(crate) struct Cli {
     /// the run over after that (at once if the holder's process is gone).
     #[arg(long, global = true, env = "FOGBOOK_LEASE_TTL", default_value = "30s", value_parser = parse_duration)]
     pub(crate) lease_ttl: std::time::Duration,
+    /// Safety margin of the lease: a driver sends no cloud request later than the lease
+    /// minus this after its last renewal, and takes over an expired lease only this long
+    /// after it expired. Default: a quarter of the lease (at most half of it).
+    #[arg(long, global = true, env = "FOGBOOK_LEASE_MARGIN", value_parser = parse_duration)]
+    pub(crate) lease_margin: Option<std::time::Duration>,
     /// Azure Resource Manager endpoint: a URL (the emulator's, a private endpoint) or a cloud
     /// name: public (default), china, usgov.
     #[arg(long, global = true, env = "FOGBOOK_ARM_ENDPOINT")]

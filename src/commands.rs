@@ -250,6 +250,7 @@ fn read_params_quiet(rb: &Runbook, file: Option<&Path>, sets: &[String]) -> Resu
 fn engine(cli: &Cli, store: Store, drive: &DriveArgs, progress: Arc<Progress>, env: Env) -> Engine {
     let config = EngineConfig {
         lease_ttl: cli.lease_ttl,
+        lease_margin: cli.lease_margin,
         wait_for_approval: drive.wait,
         ..EngineConfig::default()
     };
@@ -442,6 +443,19 @@ pub(crate) fn engine_error(e: &EngineError) -> Exit {
                 Some(
                     "another process took the run over (this one stalled past its lease); nothing more was written by this process",
                 ),
+            );
+            Exit::Busy
+        }
+        EngineError::Fenced {
+            run_id,
+            step_id,
+            message,
+        } => {
+            output::error(
+                &format!("stopped driving run {run_id} at step `{step_id}`: {message}"),
+                Some(&format!(
+                    "nothing was sent to Azure by this process after its lease ran out; `fogbook status {run_id}` shows who drives the run, and `fogbook resume {run_id}` continues it if nobody does"
+                )),
             );
             Exit::Busy
         }

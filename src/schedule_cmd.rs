@@ -352,6 +352,7 @@ pub(crate) async fn worker(cli: &Cli, args: &WorkerArgs) -> Exit {
     };
     let config = EngineConfig {
         lease_ttl: cli.lease_ttl,
+        lease_margin: cli.lease_margin,
         ..EngineConfig::default()
     };
     let progress = Progress::new(cli.quiet);

@@ -24,6 +24,13 @@ pub trait StepHost: Send + Sync {
     fn auto_approve(&self) -> BoxFuture<'_, Result<ApprovalRecord, ActivityError>>;
     /// The current wall-clock time (injectable in tests).
     fn now(&self) -> OffsetDateTime;
+    /// Succeeds only while this driver holds the run's lease: called immediately before
+    /// every cloud request, so that a driver that was frozen or starved past its lease
+    /// sends nothing ([`ActivityError::LeaseExpired`]). Hosts that drive no lease (plans,
+    /// tests) allow every request.
+    fn fence(&self) -> BoxFuture<'_, Result<(), ActivityError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// An approval given to a step.
@@ -156,6 +163,11 @@ impl ActivityCtx {
         self.host.save_progress(progress.clone()).await?;
         *self.progress.lock().unwrap_or_else(PoisonError::into_inner) = Some(progress);
         Ok(())
+    }
+
+    /// Succeeds only while the driver holds the run's lease (see [`StepHost::fence`]).
+    pub async fn fence(&self) -> Result<(), ActivityError> {
+        self.host.fence().await
     }
 
     /// The current time.

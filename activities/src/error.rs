@@ -53,6 +53,14 @@ pub enum ActivityError {
     /// The state store refused to save progress; nothing further was done.
     #[error("could not save step progress: {0}")]
     Store(String),
+    /// The driver no longer holds the run's lease (its deadline on the monotonic clock
+    /// passed, or the store says another process holds it), so a cloud request was not
+    /// sent. The run stays resumable by whoever holds the lease.
+    #[error("{message}")]
+    LeaseExpired {
+        /// What happened, and that nothing was sent.
+        message: String,
+    },
 }
 
 impl ActivityError {
@@ -78,6 +86,7 @@ impl ActivityError {
             Self::Interrupted => "Interrupted",
             Self::AwaitingApproval { .. } => "AwaitingApproval",
             Self::Store(_) => "StateStoreError",
+            Self::LeaseExpired { .. } => "LeaseExpired",
         }
     }
 

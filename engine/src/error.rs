@@ -38,6 +38,18 @@ pub enum EngineError {
         /// Who holds it now.
         owner: String,
     },
+    /// This process found, immediately before a cloud request, that it no longer holds the
+    /// run's lease (it was frozen or starved past it, or the store names another holder); it
+    /// sent nothing and stopped. The run stays resumable by whoever holds the lease.
+    #[error("stopped driving run {run_id} at step `{step_id}`: {message}")]
+    Fenced {
+        /// The run.
+        run_id: String,
+        /// The step whose cloud request was not sent.
+        step_id: String,
+        /// What happened.
+        message: String,
+    },
     /// The stored runbook of a run no longer parses (a newer format?).
     #[error("the runbook stored with run {run_id} does not parse")]
     StoredRunbook {

@@ -23,6 +23,7 @@ use crate::clock::{Clock, SystemClock, ms, to_datetime};
 use crate::expr::{Scope, StepScope};
 use crate::failpoint::{self, Point};
 use crate::host::Host;
+use crate::lease::{self, LeaseClock};
 use crate::observer::{Observer, Silent};
 use crate::owner::{self, Owner};
 use crate::runbook::{self, ErrorClass, NotifyEvent, OnFailure, Runbook, Step, WindowEdge};
@@ -33,6 +34,11 @@ use crate::{EngineError, retry};
 pub struct EngineConfig {
     /// How long a lease lasts without renewal. Renewed every third of it.
     pub lease_ttl: Duration,
+    /// The safety margin of the lease's fence: a driver sends no cloud request later than
+    /// `lease_ttl - margin` after its last renewal was sent (judged on the monotonic clock),
+    /// and another process takes an expired lease over only `margin` after its expiry.
+    /// `None`: a quarter of the lease. At most half of the lease.
+    pub lease_margin: Option<Duration>,
     /// Block in approval steps until approved instead of suspending the run.
     pub wait_for_approval: bool,
     /// How long in-flight activities may take to reach a safe point after a stop request.
@@ -43,6 +49,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             lease_ttl: Duration::from_secs(30),
+            lease_margin: None,
             wait_for_approval: false,
             shutdown_grace: Duration::from_secs(30),
         }
@@ -244,7 +251,17 @@ impl Engine {
     /// holds it) and keeps it renewed.
     #[tracing::instrument(name = "run", skip_all, fields(run_id = %run_id))]
     pub async fn drive(&self, run_id: &str, stop: CancellationToken) -> Result<RunOutcome, EngineError> {
-        let dead = self.store.lease_owner(run_id).await?.filter(|o| owner::is_dead(o));
+        let holder = self.store.lease_owner(run_id).await?;
+        let dead = holder.clone().filter(|o| owner::is_dead(o));
+        if holder.as_deref().is_some_and(|h| h != self.owner.as_str()) && dead.is_none() {
+            // An expired lease of a process that may live is taken over only a margin after
+            // its expiry, when that process's own deadline has certainly passed.
+            if !self.wait_out_lease_margin(run_id, &stop).await? {
+                return Ok(RunOutcome::Interrupted);
+            }
+        }
+        let margin = self.lease_margin();
+        let sent = self.clock.monotonic();
         let grant = self
             .store
             .acquire_lease(
@@ -260,6 +277,15 @@ impl Engine {
             self.observer.took_over(from);
         }
 
+        let lease = Arc::new(LeaseClock::new(
+            self.clock.clone(),
+            self.store.clone(),
+            run_id,
+            self.owner.as_str(),
+            self.config.lease_ttl,
+            margin,
+            sent,
+        ));
         let token = stop.child_token();
         let beat = Arc::new(Beat::default());
         // Aborted when this function returns by any path, so a lease is never renewed for
@@ -269,9 +295,28 @@ impl Engine {
             run_id.to_owned(),
             token.clone(),
             beat.clone(),
+            lease.clone(),
         )));
 
-        let result = self.drive_steps(run_id, &token).await;
+        let result = self.drive_steps(run_id, &token, &lease).await;
+        if let Some(step_id) = lease.refused_step() {
+            // A cloud request was not sent for want of the lease: say so, whatever the
+            // activity made of the refusal. If the store still names this process, give the
+            // lease up so that the run can be resumed at once.
+            let _ = self
+                .store
+                .release_lease(run_id, self.owner.as_str(), self.clock.now_ms())
+                .await;
+            let message = match result {
+                Err(EngineError::Fenced { message, .. }) => message,
+                _ => lease::FENCED.to_owned(),
+            };
+            return Err(EngineError::Fenced {
+                run_id: run_id.to_owned(),
+                step_id,
+                message,
+            });
+        }
         if let Some(owner) = beat.lost_to() {
             return Err(EngineError::LeaseLost {
                 run_id: run_id.to_owned(),
@@ -312,7 +357,40 @@ impl Engine {
         Ok(outcome)
     }
 
-    async fn drive_steps(&self, run_id: &str, stop: &CancellationToken) -> Result<RunOutcome, EngineError> {
+    /// The safety margin of this engine's leases.
+    fn lease_margin(&self) -> Duration {
+        lease::margin(self.config.lease_ttl, self.config.lease_margin)
+    }
+
+    /// When the run's lease has expired less than a margin ago, waits until the margin has
+    /// passed. Returns `false` when `stop` was cancelled meanwhile.
+    async fn wait_out_lease_margin(&self, run_id: &str, stop: &CancellationToken) -> Result<bool, EngineError> {
+        let Some(expires_at) = self.store.load_run(run_id).await?.run.lease_expires_at else {
+            return Ok(true);
+        };
+        let now = self.clock.now_ms();
+        let until = expires_at.saturating_add(ms(self.lease_margin()));
+        if now < expires_at || now >= until {
+            // Not expired (the store refuses, naming the holder), or expired long enough.
+            return Ok(true);
+        }
+        let wait = Duration::from_millis((until - now).unsigned_abs());
+        tracing::info!(
+            wait_ms = ms(wait),
+            "the run's lease expired just now; waiting out the safety margin before taking it over"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(wait) => Ok(true),
+            () = stop.cancelled() => Ok(false),
+        }
+    }
+
+    async fn drive_steps(
+        &self,
+        run_id: &str,
+        stop: &CancellationToken,
+        lease: &Arc<LeaseClock>,
+    ) -> Result<RunOutcome, EngineError> {
         let snap = self.store.load_run(run_id).await?;
         let origin = format!("runbook pinned to run {run_id}");
         let runbook =
@@ -347,6 +425,7 @@ impl Engine {
             auto_approve: snap.run.auto_approve,
             window: snap.run.window.as_ref(),
             stop,
+            lease: Some(lease.clone()),
             carry: std::sync::Mutex::default(),
         };
         let walked = self.walk(&driver, &runbook, &snap, &params, &run_info).await;
@@ -552,19 +631,20 @@ impl Drop for AbortOnDrop {
 /// when it could not be renewed before it would expire (the driver fences itself: another
 /// process may take the run over from then on), or when an operator asks to cancel. Also
 /// reports windows open longer than the runbook's limit.
-async fn heartbeat(engine: Engine, run_id: String, token: CancellationToken, beat: Arc<Beat>) {
+async fn heartbeat(engine: Engine, run_id: String, token: CancellationToken, beat: Arc<Beat>, lease: Arc<LeaseClock>) {
     let ttl = engine.config.lease_ttl;
     let every = (ttl / 3).max(Duration::from_millis(100));
-    let mut last_renewal = tokio::time::Instant::now();
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             () = token.cancelled() => return,
         }
+        // The deadline counts from when the renewal was sent, on the monotonic clock.
+        let sent = lease.now();
         let now = engine.clock.now_ms();
         match engine.store.renew_lease(&run_id, engine.owner.as_str(), ttl, now).await {
             Ok(cancel) => {
-                last_renewal = tokio::time::Instant::now();
+                lease.renewed(sent);
                 if cancel {
                     tracing::info!("cancellation requested; stopping at the next safe point");
                     beat.cancel_requested.store(true, Ordering::SeqCst);
@@ -580,7 +660,7 @@ async fn heartbeat(engine: Engine, run_id: String, token: CancellationToken, bea
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not renew the lease");
-                if last_renewal.elapsed() + every >= ttl {
+                if lease.remaining() <= every {
                     tracing::error!("the lease could not be renewed before it expires; stopping");
                     beat.lose("nobody (the lease expired before it could be renewed)".to_owned());
                     token.cancel();
@@ -625,6 +705,7 @@ async fn check_window_limits(engine: &Engine, run_id: &str) {
                     auto_approve: false,
                     window: None,
                     stop: &CancellationToken::new(),
+                    lease: None,
                     carry: std::sync::Mutex::default(),
                 };
                 driver
@@ -653,6 +734,8 @@ struct Driver<'a> {
     /// The maintenance window disruptive steps wait for.
     window: Option<&'a serde_json::Value>,
     stop: &'a CancellationToken,
+    /// The driver's lease deadline, the fence of its cloud calls.
+    lease: Option<Arc<LeaseClock>>,
     /// Ends of attempts whose effects are over but which are not committed yet: they are
     /// committed with the next transition (the start of the next step, as one durable
     /// commit), and before anything else is written or sent. Between an end and its commit
@@ -838,6 +921,15 @@ impl Driver<'_> {
                 Err(StepError::Activity(ActivityError::Interrupted)) => {
                     return Ok(StepEnd::Stop(RunOutcome::Interrupted));
                 }
+                Err(StepError::Activity(ActivityError::LeaseExpired { message })) => {
+                    // Nothing was sent and nothing more is written: the run belongs to
+                    // whoever holds the lease now.
+                    return Err(EngineError::Fenced {
+                        run_id: self.run_id.to_owned(),
+                        step_id: sid.to_owned(),
+                        message,
+                    });
+                }
                 Err(StepError::Activity(ActivityError::AwaitingApproval { message })) => {
                     self.flush().await?;
                     store
@@ -982,6 +1074,7 @@ impl Driver<'_> {
             step_id: step.id.0.clone(),
             attempt,
             owner: self.owner().to_owned(),
+            lease: self.lease.clone(),
         });
         let ctx = ActivityCtx::new(
             self.run_id,

@@ -7,6 +7,7 @@ use fogbook_state::{ApprovalRow, Store, format_ms};
 
 use crate::clock::{Clock, to_datetime};
 use crate::failpoint::{self, Point};
+use crate::lease::LeaseClock;
 
 pub(crate) struct Host {
     pub(crate) store: Store,
@@ -15,6 +16,8 @@ pub(crate) struct Host {
     pub(crate) step_id: String,
     pub(crate) attempt: u32,
     pub(crate) owner: String,
+    /// The driver's lease deadline, checked before every cloud request.
+    pub(crate) lease: Option<Arc<LeaseClock>>,
 }
 
 fn record(row: ApprovalRow) -> ApprovalRecord {
@@ -74,5 +77,14 @@ impl StepHost for Host {
 
     fn now(&self) -> time::OffsetDateTime {
         to_datetime(self.clock.now_ms())
+    }
+
+    fn fence(&self) -> BoxFuture<'_, Result<(), ActivityError>> {
+        Box::pin(async move {
+            match &self.lease {
+                Some(lease) => lease.fence(&self.step_id).await,
+                None => Ok(()),
+            }
+        })
     }
 }

@@ -16,6 +16,7 @@ mod executor;
 pub mod expr;
 mod failpoint;
 mod host;
+mod lease;
 mod observer;
 pub mod owner;
 pub mod plan;
@@ -24,7 +25,7 @@ pub mod runbook;
 pub mod schedule;
 mod worker;
 
-pub use clock::{Clock, SystemClock};
+pub use clock::{Clock, MachineTime, SteadyClock, SystemClock, TimeSource};
 pub use error::EngineError;
 pub use executor::{CreateRun, Engine, EngineConfig, RunOutcome, sha256_hex};
 pub use observer::{Observer, Silent};

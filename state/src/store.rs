@@ -1185,9 +1185,11 @@ fn close_window<'a>(
     let Some((id, opened_at)) = open else {
         return Ok(());
     };
+    // A window never closes before it opened, whatever clock the closing process reads.
+    let closed_at = now.max(opened_at);
     tx.cached_execute(
         "UPDATE windows SET closed_step = ?2, closed_at = ?3 WHERE id = ?1",
-        params![id, step, now],
+        params![id, step, closed_at],
     )
     .during("closing a window")?;
     events.push((
@@ -1196,7 +1198,7 @@ fn close_window<'a>(
             "window.closed",
             step,
             None,
-            json!({ "kind": kind, "window": id, "duration_ms": now - opened_at }),
+            json!({ "kind": kind, "window": id, "duration_ms": closed_at - opened_at }),
         ),
     ));
     Ok(())

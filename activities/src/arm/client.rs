@@ -14,7 +14,7 @@ use super::config::{ArmConfig, ArmSetupError};
 use super::credential::TokenSource;
 use super::limiter::{Limiter, OpClass};
 use super::pacer::{Pacer, PauseReason, TokioPacer};
-use crate::ActivityError;
+use crate::{ActivityCtx, ActivityError};
 
 /// The ARM client shared by all Azure activities of a process. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -239,8 +239,12 @@ impl ArmClient {
     /// [`ActivityError::Transient`].
     ///
     /// On failure it also tells whether the server certainly did not process the request
-    /// (`true`: throttled, never connected) or may have (`false`).
-    pub(crate) async fn send(&self, req: &ArmRequest) -> Result<ArmResponse, (ActivityError, bool)> {
+    /// (`true`: throttled, never connected, fenced) or may have (`false`).
+    ///
+    /// Fencing: every try (the first and each retry) asks `ctx` whether the driver still
+    /// holds the run's lease immediately before the request is handed to the connection;
+    /// when it does not, nothing is sent and the error is [`ActivityError::LeaseExpired`].
+    pub(crate) async fn send(&self, req: &ArmRequest, ctx: &ActivityCtx) -> Result<ArmResponse, (ActivityError, bool)> {
         // The back-off policy is backon's (exponential, jittered, bounded); the loop is
         // written out instead of using `Retryable`, whose combinator future trips rustc's
         // higher-ranked `Send` check when the engine spawns a run (rust-lang/rust#110338).
@@ -253,7 +257,7 @@ impl ArmClient {
             .with_max_times(self.inner.max_retries)
             .build();
         loop {
-            let e = match self.attempt(req).await {
+            let e = match self.attempt(req, ctx).await {
                 Ok(response) => return Ok(response),
                 Err(e) => e,
             };
@@ -271,7 +275,7 @@ impl ArmClient {
         }
     }
 
-    async fn attempt(&self, req: &ArmRequest) -> Result<ArmResponse, AttemptError> {
+    async fn attempt(&self, req: &ArmRequest, ctx: &ActivityCtx) -> Result<ArmResponse, AttemptError> {
         let class = OpClass::of(&req.method);
         let turn = self.inner.limiter.reserve(&req.subscription, class);
         let seen = self.inner.limiter.delay(&req.subscription, class);
@@ -307,6 +311,19 @@ impl ArmClient {
             builder = builder.json(body);
         }
         let path = req.url.path().to_owned();
+        // The last thing before the request leaves: a driver that lost its lease (frozen
+        // during a Retry-After wait, starved, its clock stepped) sends nothing. Everything
+        // slow (the limiter's turn, the token) is done above, so the window between this
+        // check and the send is as short as the process lets it be (docs/RELIABILITY.md).
+        if let Err(error) = ctx.fence().await {
+            tracing::warn!(method = %req.method, path = %path, "arm.fenced: not sent, the lease is not held");
+            return Err(AttemptError {
+                retry: false,
+                retry_after: None,
+                error,
+                unprocessed: true,
+            });
+        }
         let sent = builder.send().await;
         let response = match sent {
             Ok(r) => r,

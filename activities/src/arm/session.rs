@@ -115,12 +115,12 @@ impl<'a> Session<'a> {
         let post = method == Method::POST;
         let req = self.request(method, url, subscription, body);
         let result = if mutating {
-            self.client.send(&req).await
+            self.client.send(&req, self.ctx).await
         } else {
             // A read can be abandoned at any moment: a shutdown does not wait for its turn in
             // the schedule, its retries or its answer.
             tokio::select! {
-                r = self.client.send(&req) => r,
+                r = self.client.send(&req, self.ctx) => r,
                 r = self.ctx.sleep(Duration::from_secs(365 * 86_400)) => return r.and(Err(ActivityError::Interrupted)),
             }
         };

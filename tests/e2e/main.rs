@@ -9,6 +9,7 @@ mod bench_cloud;
 mod cli;
 mod common;
 mod durability;
+mod frozen_driver;
 mod kill_matrix;
 mod lease_lock;
 mod notify;

@@ -152,7 +152,7 @@ impl Sim {
         assert_eq!(status, 200, "{body}");
     }
 
-    fn set_faults(&self, faults: &Value) {
+    pub(crate) fn set_faults(&self, faults: &Value) {
         let (status, body) = http(&self.url, "PUT", "/_sim/faults", Some(faults));
         assert_eq!(status, 200, "{body}");
     }

@@ -1,0 +1,70 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Issue 20, item 1: another process takes an expired lease over only a safety margin after
+//! its expiry, when the previous driver's own deadline (the lease minus that margin, on its
+//! monotonic clock) has certainly passed.
+
+use std::time::Duration;
+
+use fogbook_engine::{CreateRun, Engine, EngineConfig, EngineError, Owner, RunOutcome, runbook};
+use fogbook_state::Store;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+const RUNBOOK: &str = r#"
+runbook: one-step
+version: 1
+steps:
+  - id: only
+    uses: assert
+    with: { that: true, message: never }
+"#;
+
+#[tokio::test]
+async fn an_expired_lease_is_taken_over_only_after_the_margin() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    let config = EngineConfig {
+        lease_ttl: Duration::from_secs(1),
+        lease_margin: Some(Duration::from_millis(400)),
+        ..EngineConfig::default()
+    };
+    // A creates the run with its lease and then goes silent (as if frozen): it lives (the
+    // same process), so only expiry lets another driver in.
+    let a = Engine::new(store.clone(), config.clone()).with_owner(Owner::this_process(Some("a")));
+    let b = Engine::new(store.clone(), config).with_owner(Owner::this_process(Some("b")));
+    let rb = runbook::parse(RUNBOOK, "one-step.yaml").unwrap();
+    let run = a
+        .create_run(CreateRun {
+            runbook: &rb,
+            text: RUNBOOK,
+            source_path: None,
+            params: json!({}),
+            auto_approve: false,
+            take_lease: true,
+            created_by: json!("test"),
+            schedule: None,
+            window: None,
+        })
+        .await
+        .unwrap();
+    let expires_at = store.load_run(&run).await.unwrap().run.lease_expires_at.unwrap();
+
+    // B tries until the store lets it in (refused while A's lease is valid).
+    let outcome = loop {
+        match b.drive(&run, CancellationToken::new()).await {
+            Err(EngineError::Busy { .. }) => tokio::time::sleep(Duration::from_millis(20)).await,
+            other => break other.unwrap(),
+        }
+    };
+    assert_eq!(outcome, RunOutcome::Succeeded);
+    let events = store.events(&run).await.unwrap();
+    let taken = events
+        .iter()
+        .find(|e| e.kind == "lease.taken_over")
+        .expect("B took the lease over");
+    assert!(
+        taken.at >= expires_at + 400,
+        "taken over {} ms after the expiry; the margin is 400 ms",
+        taken.at - expires_at
+    );
+}

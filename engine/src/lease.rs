@@ -130,7 +130,116 @@ pub(crate) fn margin(ttl: Duration, configured: Option<Duration>) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use serde_json::json;
+
     use super::*;
+    use crate::{CreateRun, Engine, EngineConfig, Owner, runbook};
+
+    /// Monotonic time the test moves; the wall clock follows it from a fixed start.
+    #[derive(Debug, Default)]
+    struct Manual(AtomicU64);
+
+    impl Clock for Manual {
+        fn now_ms(&self) -> fogbook_state::Millis {
+            1_800_000_000_000 + i64::try_from(self.0.load(Ordering::SeqCst)).unwrap()
+        }
+        fn monotonic(&self) -> Duration {
+            Duration::from_millis(self.0.load(Ordering::SeqCst))
+        }
+    }
+
+    const RUNBOOK: &str =
+        "runbook: r\nversion: 1\nsteps:\n  - id: s\n    uses: assert\n    with: { that: true, message: m }\n";
+
+    /// A run whose lease `owner` took at monotonic 0 for 2 s, and that owner's lease clock
+    /// (margin 500 ms).
+    async fn leased(dir: &std::path::Path) -> (Arc<Manual>, Store, String, LeaseClock) {
+        let clock = Arc::new(Manual::default());
+        let store = Store::open(&dir.join("s.db")).unwrap();
+        let config = EngineConfig {
+            lease_ttl: Duration::from_secs(2),
+            ..EngineConfig::default()
+        };
+        let owner = Owner::this_process(Some("a"));
+        let engine = Engine::new(store.clone(), config)
+            .with_clock(clock.clone())
+            .with_owner(owner.clone());
+        let rb = runbook::parse(RUNBOOK, "r.yaml").unwrap();
+        let run = engine
+            .create_run(CreateRun {
+                runbook: &rb,
+                text: RUNBOOK,
+                source_path: None,
+                params: json!({}),
+                auto_approve: false,
+                take_lease: true,
+                created_by: json!("test"),
+                schedule: None,
+                window: None,
+            })
+            .await
+            .unwrap();
+        let lease = LeaseClock::new(
+            clock.clone(),
+            store.clone(),
+            &run,
+            owner.as_str(),
+            Duration::from_secs(2),
+            Duration::from_millis(500),
+            Duration::ZERO,
+        );
+        (clock, store, run, lease)
+    }
+
+    #[tokio::test]
+    async fn a_thin_margin_is_confirmed_with_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (clock, store, run, lease) = leased(dir.path()).await;
+        assert_eq!(lease.remaining(), Duration::from_millis(1_500));
+        lease.fence("s").await.unwrap();
+        // 1.2 s later less than the margin remains: the store renews, the deadline moves.
+        clock.0.store(1_200, Ordering::SeqCst);
+        lease.fence("s").await.unwrap();
+        assert_eq!(lease.remaining(), Duration::from_millis(1_500), "renewed at 1.2 s");
+        let expires = store.load_run(&run).await.unwrap().run.lease_expires_at.unwrap();
+        assert_eq!(expires, clock.now_ms() + 2_000, "the store's lease was renewed");
+        assert_eq!(lease.refused_step(), None);
+
+        // Another process takes the run over (as if this one were gone); where the margin
+        // is thin again, the store says so and nothing may be sent.
+        store
+            .acquire_lease(
+                &run,
+                "elsewhere:1:1",
+                Duration::from_secs(2),
+                Some(lease.owner.clone()),
+                clock.now_ms(),
+            )
+            .await
+            .unwrap();
+        clock.0.store(2_300, Ordering::SeqCst);
+        let refused = lease.fence("s").await.unwrap_err();
+        assert!(
+            refused.to_string().contains("no request was sent") && refused.to_string().contains("elsewhere:1:1"),
+            "{refused}"
+        );
+        assert_eq!(lease.refused_step().as_deref(), Some("s"));
+    }
+
+    #[tokio::test]
+    async fn past_the_deadline_nothing_is_sent_whatever_the_store_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let (clock, store, run, lease) = leased(dir.path()).await;
+        // Frozen for 1.5 s: the deadline (2 s - 500 ms) has passed, though the store's lease
+        // (2 s) has not expired yet.
+        clock.0.store(1_500, Ordering::SeqCst);
+        let refused = lease.fence("s").await.unwrap_err();
+        assert_eq!(refused.code(), "LeaseExpired");
+        let expires = store.load_run(&run).await.unwrap().run.lease_expires_at.unwrap();
+        assert_eq!(expires, clock.now_ms() + 500, "the store was not asked to renew");
+    }
 
     #[test]
     fn the_margin_defaults_to_a_quarter_and_is_at_most_half_the_lease() {

@@ -654,6 +654,7 @@ async fn heartbeat(engine: Engine, run_id: String, token: CancellationToken, bea
             }
             Err(StateError::LeaseLost { owner, .. }) => {
                 tracing::error!(%owner, "lost the lease; stopping");
+                lease.lost();
                 beat.lose(owner);
                 token.cancel();
                 return;
@@ -662,6 +663,7 @@ async fn heartbeat(engine: Engine, run_id: String, token: CancellationToken, bea
                 tracing::warn!(error = %e, "could not renew the lease");
                 if lease.remaining() <= every {
                     tracing::error!("the lease could not be renewed before it expires; stopping");
+                    lease.lost();
                     beat.lose("nobody (the lease expired before it could be renewed)".to_owned());
                     token.cancel();
                     return;

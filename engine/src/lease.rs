@@ -69,6 +69,12 @@ impl LeaseClock {
         *d = (*d).max(deadline(sent, self.ttl, self.margin));
     }
 
+    /// The heartbeat learned that the lease is lost (taken over, or not renewed in time):
+    /// from now on nothing is sent.
+    pub(crate) fn lost(&self) {
+        *self.deadline.lock().unwrap_or_else(PoisonError::into_inner) = Duration::ZERO;
+    }
+
     /// The time left before the local deadline (zero once it has passed).
     pub(crate) fn remaining(&self) -> Duration {
         let d = *self.deadline.lock().unwrap_or_else(PoisonError::into_inner);
@@ -84,7 +90,10 @@ impl LeaseClock {
     /// than the margin remains, the store has just renewed it.
     pub(crate) async fn fence(&self, step_id: &str) -> Result<(), ActivityError> {
         if self.remaining().is_zero() {
-            return Err(self.refuse(step_id, "its lease deadline passed"));
+            return Err(self.refuse(
+                step_id,
+                "its lease deadline passed, or its heartbeat found the lease lost",
+            ));
         }
         if self.remaining() >= self.margin {
             return Ok(());
@@ -104,7 +113,10 @@ impl LeaseClock {
             Err(e) => tracing::warn!(error = %e, "could not confirm the lease with the store"),
         }
         if self.remaining().is_zero() {
-            return Err(self.refuse(step_id, "its lease deadline passed"));
+            return Err(self.refuse(
+                step_id,
+                "its lease deadline passed, or its heartbeat found the lease lost",
+            ));
         }
         Ok(())
     }

@@ -169,3 +169,68 @@ fn a_driver_frozen_past_its_lease_sends_nothing_when_thawed() {
     assert_eq!(sb.run_status(&run), "succeeded");
     assert_audit_ok(&sb);
 }
+
+#[test]
+fn a_thawed_driver_leaves_the_run_resumable_without_sending() {
+    let sb = Sandbox::new();
+    let sim = start_sim(&root().join("examples/estate.yaml"), None);
+    sim.set_faults(&json!({ "seed": 1, "rules": [
+        { "operation": GROUP_DELETE, "error_rate": 1.0, "error_status": 429, "max_hits": 2 }
+    ] }));
+    let mut a = spawn(&sb, &sim, &run_args(), "a");
+    let pid_a = Pid::from_raw(a.id() as i32);
+    wait_until("A's group DELETE throttled", Duration::from_secs(60), || {
+        group_deletes(&sim).1 >= 1 || a.try_wait().unwrap().is_some()
+    });
+    kill(pid_a, Signal::SIGSTOP).unwrap();
+    assert!(
+        a.try_wait().unwrap().is_none(),
+        "A ended before the DELETE was throttled"
+    );
+    let run = sb.last_run_id();
+
+    // Nobody takes over; A stays frozen until its stored lease has expired by more than the
+    // margin (500 ms of the 2 s lease), so its own deadline has certainly passed.
+    let expiry = || -> i64 {
+        sb.sql()
+            .query_row("SELECT lease_expires_at FROM runs WHERE id = ?1", [&run], |r| r.get(0))
+            .unwrap()
+    };
+    let now_ms = || {
+        i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap()
+    };
+    wait_until("A's lease expired past the margin", Duration::from_secs(30), || {
+        now_ms() > expiry() + 500
+    });
+    let deletes_before_thaw = group_deletes(&sim).0;
+    kill(pid_a, Signal::SIGCONT).unwrap();
+    let status = a.wait().unwrap();
+    let a_err = std::fs::read_to_string(sb.path("a.err")).unwrap();
+    assert_eq!(
+        group_deletes(&sim).0,
+        deletes_before_thaw,
+        "A sent no DELETE after it was thawed: {a_err}"
+    );
+    assert_eq!(status.code(), Some(4), "{a_err}");
+    assert!(a_err.contains("no request was sent"), "{a_err}");
+    assert!(applied_group_deletes(&sim).is_empty());
+
+    // The run is resumable at once (A gave its lease up) and ends as it should.
+    let mut c = sb.cmd();
+    c.args(["resume", &run]);
+    for (k, v) in engine_env(&sim) {
+        c.env(k, v);
+    }
+    let b = c.output().unwrap();
+    assert_eq!(code(&b), 0, "{}", stderr(&b));
+    assert_eq!(sb.run_status(&run), "succeeded");
+    assert_eq!(applied_group_deletes(&sim).len(), 1, "the group was deleted once");
+    assert!(state(&sim.url)["world"]["failover_groups"].get("fog-demo").is_some());
+    assert_audit_ok(&sb);
+}

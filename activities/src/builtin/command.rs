@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::process::Stdio;
 
 use schemars::JsonSchema;
@@ -12,6 +13,10 @@ use crate::{ActivityCtx, ActivityError};
 /// Captured output beyond this many bytes per stream is cut (the tail is kept).
 const MAX_CAPTURE: usize = 64 * 1024;
 
+/// The variables a program inherits from fogbook's environment (and every `LC_*`). All
+/// others are withheld, fogbook's credentials above all; a runbook adds its own in `env:`.
+const INHERITED: &[&str] = &["PATH", "HOME", "LANG", "TZ", "USER", "LOGNAME", "TMPDIR", "TERM"];
+
 /// `command`: runs a local program and captures its exit code, stdout and stderr.
 ///
 /// Before the program starts, the step records that it is about to run it. If the process
@@ -19,6 +24,9 @@ const MAX_CAPTURE: usize = 64 * 1024;
 /// the program may or may not have done its work. `on_ambiguous` decides: `fail` (the
 /// default) stops the run for an operator; `rerun` runs the program again (for idempotent
 /// programs only).
+///
+/// The program runs with a scrubbed environment: `PATH`, `HOME`, `LANG`, `LC_*`, `TZ`,
+/// `USER`, `LOGNAME`, `TMPDIR`, `TERM`, plus the step's `env:`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Command {
@@ -27,8 +35,14 @@ pub(crate) struct Command {
     /// Arguments, passed as they are (no shell).
     #[serde(default)]
     args: Vec<String>,
-    /// Extra environment variables.
+    /// Variables set for the program, on top of the few it inherits (`PATH`, `HOME`,
+    /// `LANG`, `LC_*`, `TZ`, `USER`, `LOGNAME`, `TMPDIR`, `TERM`). fogbook's credential
+    /// variables may not be named.
     #[serde(default)]
+    #[schemars(extend("propertyNames" = {
+        "not": { "enum": crate::secrets::CREDENTIAL_VARIABLES },
+        "description": "fogbook's Azure credential variables never reach a command",
+    }))]
     env: BTreeMap<String, String>,
     /// Working directory.
     #[serde(default)]
@@ -57,6 +71,18 @@ enum OnAmbiguous {
 
 impl Command {
     pub(crate) async fn run(self, ctx: &ActivityCtx) -> Result<serde_json::Value, ActivityError> {
+        // Validation refuses these already; a stored input from before that check is refused
+        // here, before anything runs.
+        if let Some(name) = self
+            .env
+            .keys()
+            .find(|k| crate::secrets::CREDENTIAL_VARIABLES.contains(&k.as_str()))
+        {
+            return Err(ActivityError::invalid(format!(
+                "`env` names `{name}`, one of fogbook's credential variables, which never reach a command; \
+                 remove it from the step (give the program its own credential another way)"
+            )));
+        }
         // Ambiguous only when this very attempt started the program and was interrupted: a
         // retry after a clean failure, or a step an operator re-opened, is a new attempt.
         if let Some(p) = ctx.progress()
@@ -81,8 +107,10 @@ impl Command {
             .await?;
 
         let mut cmd = tokio::process::Command::new(&self.program);
-        cmd.args(&self.args)
+        cmd.env_clear()
+            .envs(std::env::vars_os().filter(|(name, _)| inherited(name)))
             .envs(&self.env)
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -145,7 +173,35 @@ impl Command {
     }
 }
 
+fn inherited(name: &OsStr) -> bool {
+    name.to_str()
+        .is_some_and(|n| INHERITED.contains(&n) || n.starts_with("LC_"))
+}
+
 fn tail(bytes: &[u8]) -> String {
     let start = bytes.len().saturating_sub(MAX_CAPTURE);
     String::from_utf8_lossy(&bytes[start..]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_allow_list_is_inherited() {
+        for name in [
+            "PATH", "HOME", "LANG", "LC_ALL", "LC_TIME", "TZ", "USER", "LOGNAME", "TMPDIR", "TERM",
+        ] {
+            assert!(inherited(OsStr::new(name)), "{name}");
+        }
+        for name in crate::secrets::CREDENTIAL_VARIABLES.iter().chain(&[
+            "FOGBOOK_DB",
+            "SSH_AUTH_SOCK",
+            "AWS_SECRET_ACCESS_KEY",
+            "PATHX",
+            "LC",
+        ]) {
+            assert!(!inherited(OsStr::new(name)), "{name}");
+        }
+    }
 }

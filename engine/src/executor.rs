@@ -209,6 +209,7 @@ impl Engine {
         let new = self.prepare_run(req)?;
         let id = new.id.clone();
         self.store.create_run(new).await?;
+        failpoint::after_create();
         Ok(id)
     }
 

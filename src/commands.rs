@@ -286,6 +286,11 @@ async fn run(cli: &Cli, args: &RunArgs) -> Exit {
     };
     let progress = Progress::new(cli.quiet);
     let engine = engine(cli, store, &args.drive, progress.clone(), env);
+    // Signals are caught from before the run exists: one that arrives while it is created,
+    // or in the first moments after, stops it at its first safe point (its id printed, the
+    // run resumable) instead of killing the process with the run half-held.
+    let stop = CancellationToken::new();
+    spawn_signal_handler(stop.clone(), cli.quiet);
     let source_path = std::fs::canonicalize(&args.file).unwrap_or_else(|_| args.file.clone());
     let created = engine
         .create_run(CreateRun {
@@ -324,7 +329,7 @@ async fn run(cli: &Cli, args: &RunArgs) -> Exit {
             "approval steps will be auto-approved (recorded as such in the audit trail)",
         );
     }
-    let exit = drive(cli, &engine, &run_id, progress).await;
+    let exit = drive(cli, &engine, &run_id, progress, stop).await;
     engine.store().close().await;
     if let Some(sim) = sim {
         sim.shutdown().await;
@@ -332,9 +337,7 @@ async fn run(cli: &Cli, args: &RunArgs) -> Exit {
     exit
 }
 
-async fn drive(cli: &Cli, engine: &Engine, run_id: &str, progress: Arc<Progress>) -> Exit {
-    let stop = CancellationToken::new();
-    spawn_signal_handler(stop.clone(), cli.quiet);
+async fn drive(cli: &Cli, engine: &Engine, run_id: &str, progress: Arc<Progress>, stop: CancellationToken) -> Exit {
     let ticker = CancellationToken::new();
     progress.spawn_ticker(ticker.clone());
     let result = engine.drive(run_id, stop).await;
@@ -556,7 +559,9 @@ async fn resume_runs(cli: &Cli, args: &ResumeArgs, store: Store) -> Exit {
             continue;
         }
         output::always(&format!("run {id}"));
-        let exit = drive(cli, &engine, &id, progress.clone()).await;
+        let stop = CancellationToken::new();
+        spawn_signal_handler(stop.clone(), cli.quiet);
+        let exit = drive(cli, &engine, &id, progress.clone(), stop).await;
         if exit != Exit::Success && worst == Exit::Success {
             worst = exit;
         }

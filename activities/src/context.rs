@@ -180,6 +180,11 @@ impl ActivityCtx {
         self.cancel.is_cancelled()
     }
 
+    /// Completes when the engine is asked to stop.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await;
+    }
+
     /// Sleeps until `at` (wall clock) or until shutdown, which yields
     /// [`ActivityError::Interrupted`].
     pub async fn sleep_until(&self, at: OffsetDateTime) -> Result<(), ActivityError> {

@@ -16,7 +16,8 @@
 //! [`Env::with_arm`]; without one they fail with `ArmNotConfigured`.
 //!
 //! Invariant: no activity touches SQLite or the engine; they see the store through the
-//! [`StepHost`] trait the engine implements.
+//! [`StepHost`] trait the engine implements. Every secret value the process knows is in
+//! [`secrets`], which the engine applies to what it saves.
 
 pub mod arm;
 mod azure;
@@ -25,6 +26,7 @@ mod catalog;
 mod context;
 pub mod duration;
 mod error;
+pub mod secrets;
 
 pub use azure::Estimate;
 pub use catalog::{KINDS, estimate, execute, input_schema, is_read_only, post_event};

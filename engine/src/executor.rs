@@ -216,6 +216,7 @@ impl Engine {
         let new = self.prepare_run(req)?;
         let id = new.id.clone();
         self.store.create_run(new).await?;
+        failpoint::after_create();
         Ok(id)
     }
 
@@ -1087,7 +1088,12 @@ impl Driver<'_> {
             self.stop.clone(),
         )
         .with_approval_mode(self.auto_approve, self.engine.config.wait_for_approval);
-        let run = fogbook_activities::execute(&step.uses, input, &ctx, &self.engine.env);
+        // What the store saves from here on (output, error) holds no secret the process knows.
+        let run = async {
+            fogbook_activities::secrets::redact_result(
+                fogbook_activities::execute(&step.uses, input, &ctx, &self.engine.env).await,
+            )
+        };
         match deadline {
             None => run.await.map_err(StepError::Activity),
             // Already past the deadline (re-entered late): the activity is not even polled

@@ -4,6 +4,10 @@
 //! itself when it reaches that point for that step, exactly as `kill -9` would: no
 //! destructor, no flush, no lease release. Unset (the normal case), a failpoint is one
 //! environment lookup at startup.
+//!
+//! `signal-after-create:SIGINT` (or `SIGTERM`) instead sends that signal right after a run
+//! is created (committed, before its id is printed), as a Ctrl-C in the first milliseconds
+//! would: to the process group when this process leads it, else to this process alone.
 
 use std::sync::OnceLock;
 
@@ -54,4 +58,23 @@ pub(crate) fn hit(point: Point, step: &str) {
         // SIGKILL cannot be caught; this line is never reached.
         std::process::abort();
     }
+}
+
+/// Sends the configured `signal-after-create` signal (see the module docs), if any.
+pub(crate) fn after_create() {
+    use nix::sys::signal::{Signal, kill, killpg};
+    use nix::unistd::{Pid, getpgrp};
+    let Some(signal) = configured()
+        .iter()
+        .filter(|(p, _)| p == "signal-after-create")
+        .find_map(|(_, s)| s.parse::<Signal>().ok())
+    else {
+        return;
+    };
+    tracing::warn!(%signal, "failpoint: signalling this process right after the run's creation");
+    let _ = if getpgrp() == Pid::this() {
+        killpg(getpgrp(), signal)
+    } else {
+        kill(Pid::this(), signal)
+    };
 }

@@ -38,7 +38,8 @@ impl StepHost for Host {
                     &self.owner,
                     &self.step_id,
                     self.attempt,
-                    progress,
+                    // Saved progress holds no secret the process knows.
+                    fogbook_activities::secrets::redact_json(progress),
                     self.clock.now_ms(),
                 )
                 .await

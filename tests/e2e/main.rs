@@ -14,6 +14,7 @@ mod kill_matrix;
 mod lease_lock;
 mod notify;
 mod plan;
+mod secrets;
 mod seed_runbooks;
 mod signals;
 mod sim_serve;

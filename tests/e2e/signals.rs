@@ -1,9 +1,12 @@
-//! Stopping: SIGTERM and Ctrl-C stop at a safe point; `cancel` stops a driven run; an
-//! approval timeout is durable; auto-approval is audited as such.
+//! Stopping: SIGTERM and Ctrl-C stop at a safe point, also when sent to the whole process
+//! group during a `command` step or right after the run is created; `cancel` stops a driven
+//! run; an approval timeout is durable; auto-approval is audited as such.
 
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 use crate::common::{Sandbox, assert_audit_ok, code, fixture, stderr, stdout};
@@ -208,4 +211,141 @@ fn a_cancel_request_stops_the_run_before_its_next_step() {
     );
     assert!(sb.lines_of("out.txt").is_empty());
     assert_audit_ok(&sb);
+}
+
+/// Spawns fogbook as the leader of its own process group, as a shell does for a job, so
+/// that `killpg` reaches it and everything in its group (as Ctrl-C or a service stop do).
+fn spawn_group_leader(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Child {
+    let mut c = sb.cmd();
+    c.args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.spawn().expect("spawn fogbook")
+}
+
+fn current_step(sb: &Sandbox, run: &str) -> serde_json::Value {
+    let out = sb.run(&["--format", "json", "status", run]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    v["current_step"].clone()
+}
+
+#[test]
+fn issue_20_a_signal_to_the_process_group_during_a_command_stops_safely() {
+    for (signal, policy) in [
+        (Signal::SIGINT, "rerun"),
+        (Signal::SIGTERM, "fail"),
+        (Signal::SIGINT, "fail"),
+        (Signal::SIGTERM, "rerun"),
+    ] {
+        let what = format!("{signal} with on_ambiguous: {policy}");
+        let sb = Sandbox::new();
+        let dir = sb.dir.path().display().to_string();
+        let child = spawn_group_leader(
+            &sb,
+            &[
+                "run",
+                &fixture("slow-command.yaml").display().to_string(),
+                "--set",
+                &format!("dir={dir}"),
+                "--set",
+                &format!("on_ambiguous={policy}"),
+            ],
+            &[],
+        );
+        sb.wait_for("the command to start", Duration::from_secs(10), |sb| {
+            sb.lines_of("invocations") == ["started"]
+        });
+        let group = Pid::from_raw(i32::try_from(child.id()).unwrap());
+        killpg(group, signal).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(code(&out), 130, "{what}: {}", stderr(&out));
+        assert!(stderr(&out).contains("fogbook resume"), "{what}: {}", stderr(&out));
+        let run = sb.last_run_id();
+        assert_eq!(sb.run_status(&run), "pending", "{what}: resumable by anyone");
+        assert_eq!(sb.step_status(&run, "slow"), "running", "{what}");
+        assert_eq!(current_step(&sb, &run), "slow", "{what}: status names the step");
+        assert_eq!(
+            sb.lines_of("invocations"),
+            ["started"],
+            "{what}: fogbook stopped the command, which did not finish"
+        );
+        assert_eq!(
+            sb.lines_of("signals"),
+            ["TERM"],
+            "{what}: the group's signal did not reach the command; fogbook stopped it, once"
+        );
+
+        sb.write("release", "");
+        let resumed = sb.run(&["resume", &run]);
+        if policy == "fail" {
+            // The command may or may not have done its work: an operator decides.
+            assert_eq!(code(&resumed), 1, "{what}: {}", stderr(&resumed));
+            assert!(
+                stderr(&resumed).contains("on_ambiguous"),
+                "{what}: {}",
+                stderr(&resumed)
+            );
+            assert_eq!(sb.lines_of("invocations"), ["started"], "{what}: not run again");
+            let retried = sb.run(&["resume", &run, "--retry-failed"]);
+            assert_eq!(code(&retried), 0, "{what}: {}", stderr(&retried));
+        } else {
+            assert_eq!(code(&resumed), 0, "{what}: {}", stderr(&resumed));
+        }
+        assert_eq!(
+            sb.lines_of("invocations"),
+            ["started", "started", "finished", "after"],
+            "{what}: run once more, to its end, then the next step"
+        );
+        assert_eq!(sb.run_status(&run), "succeeded", "{what}");
+        assert_audit_ok(&sb);
+    }
+}
+
+#[test]
+fn issue_20_a_signal_right_after_creation_leaves_a_resumable_run_and_prints_its_id() {
+    for signal in ["SIGINT", "SIGTERM"] {
+        let sb = Sandbox::new();
+        let dir = sb.dir.path().display().to_string();
+        // Released from the start: whether the stop is seen before the first step starts or
+        // while it runs, `resume` finishes the run.
+        sb.write("release", "");
+        let failpoint = format!("signal-after-create:{signal}");
+        let child = spawn_group_leader(
+            &sb,
+            &[
+                "run",
+                &fixture("slow-command.yaml").display().to_string(),
+                "--set",
+                &format!("dir={dir}"),
+                "--set",
+                "on_ambiguous=rerun",
+            ],
+            &[("FOGBOOK_FAILPOINTS", &failpoint)],
+        );
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(code(&out), 130, "{signal}: {}", stderr(&out));
+        let run = sb.last_run_id();
+        assert!(
+            stderr(&out).contains(&format!("run {run}")),
+            "{signal}: the id is printed: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains(&format!("fogbook resume {run}")),
+            "{signal}: {}",
+            stderr(&out)
+        );
+        assert_eq!(sb.run_status(&run), "pending", "{signal}: lease released, resumable");
+        let resumed = sb.run(&["resume", &run]);
+        assert_eq!(code(&resumed), 0, "{signal}: {}", stderr(&resumed));
+        assert_eq!(sb.run_status(&run), "succeeded");
+        let log = sb.lines_of("invocations");
+        assert_eq!(log.iter().filter(|l| *l == "after").count(), 1, "{signal}: {log:?}");
+        assert_audit_ok(&sb);
+    }
 }

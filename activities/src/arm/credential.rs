@@ -38,10 +38,22 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn need(auth: AuthChoice, variable: &'static str) -> Result<String, ArmSetupError> {
-    env(variable).ok_or(ArmSetupError::MissingVariable {
+    let value = env(variable).ok_or(ArmSetupError::MissingVariable {
         auth: auth.name(),
         variable,
-    })
+    })?;
+    if crate::secrets::SECRET_VARIABLES.contains(&variable) {
+        crate::secrets::register(&value);
+    }
+    Ok(value)
+}
+
+/// Registers the federated token file's current content (the file is rotated while the
+/// process runs; the credential reads it again for each new token).
+fn register_federated_token() {
+    if let Some(content) = crate::secrets::federated_token_file_content() {
+        crate::secrets::register(&content);
+    }
 }
 
 impl TokenSource {
@@ -70,11 +82,11 @@ impl TokenSource {
             ..Default::default()
         };
         match choice {
-            AuthChoice::Token | AuthChoice::Auto => cfg
-                .static_token
-                .clone()
-                .map(TokenSource::Static)
-                .ok_or(ArmSetupError::MissingToken),
+            AuthChoice::Token | AuthChoice::Auto => {
+                let token = cfg.static_token.clone().ok_or(ArmSetupError::MissingToken)?;
+                crate::secrets::register(token.expose());
+                Ok(TokenSource::Static(token))
+            }
             AuthChoice::DeveloperTools => Ok(wrap(DeveloperToolsCredential::new(None).map_err(fail)?)),
             AuthChoice::ManagedIdentity => {
                 let id = cfg
@@ -91,6 +103,7 @@ impl TokenSource {
                 need(choice, "AZURE_TENANT_ID")?;
                 need(choice, "AZURE_CLIENT_ID")?;
                 need(choice, "AZURE_FEDERATED_TOKEN_FILE")?;
+                register_federated_token();
                 let options = WorkloadIdentityCredentialOptions {
                     credential_options: ClientAssertionCredentialOptions {
                         client_options: client_options(),
@@ -141,6 +154,11 @@ impl TokenSource {
                         format!("the {} credential gave no token: {e}", kind.name()),
                     )
                 })?;
+                if *kind == AuthChoice::WorkloadIdentity {
+                    register_federated_token();
+                }
+                // Every token handed out is masked in whatever is saved from now on.
+                crate::secrets::register(token.token.secret());
                 Ok(Secret::new(token.token.secret()))
             }
         }
@@ -161,5 +179,22 @@ fn resolve_auto(cfg: &ArmConfig) -> AuthChoice {
         AuthChoice::ManagedIdentity
     } else {
         AuthChoice::DeveloperTools
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_static_token_is_registered_as_a_secret() {
+        let endpoint = url::Url::parse("http://127.0.0.1:1").unwrap();
+        let cfg = ArmConfig::with_token(endpoint, Secret::new("static-token-7d1e0c93"));
+        assert_eq!(
+            crate::secrets::redact_str("x static-token-7d1e0c93"),
+            "x static-token-7d1e0c93"
+        );
+        TokenSource::from_config(&cfg).unwrap();
+        assert_eq!(crate::secrets::redact_str("x static-token-7d1e0c93"), "x ***");
     }
 }

@@ -123,12 +123,14 @@ impl InstanceCreateLike {
                     "the environment variable `{var}` (admin_password_env) is not set"
                 ))
             })?;
+            crate::secrets::register(&value);
             return Ok(crate::arm::Secret::new(value));
         }
         if let Some(path) = &self.admin_password_file {
             let value = std::fs::read_to_string(path).map_err(|e| {
                 ActivityError::invalid(format!("cannot read admin_password_file `{path}`: {}", e.kind()))
             })?;
+            crate::secrets::register(&value);
             return Ok(crate::arm::Secret::new(value.trim_end_matches(['\r', '\n'])));
         }
         Err(ActivityError::invalid(

@@ -1,6 +1,11 @@
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
+use std::time::Duration;
 
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
@@ -12,6 +17,19 @@ use crate::{ActivityCtx, ActivityError};
 /// Captured output beyond this many bytes per stream is cut (the tail is kept).
 const MAX_CAPTURE: usize = 64 * 1024;
 
+/// The variables a program inherits from fogbook's environment (and every `LC_*`). All
+/// others are withheld, fogbook's credentials above all; a runbook adds its own in `env:`.
+const INHERITED: &[&str] = &["PATH", "HOME", "LANG", "TZ", "USER", "LOGNAME", "TMPDIR", "TERM"];
+
+/// How long a program has to exit after SIGTERM when fogbook stops, before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// How long fogbook waits for its own stop request after a program died of SIGINT, SIGTERM
+/// or SIGHUP: a stop sent to a whole cgroup (systemd's default `KillMode=control-group`)
+/// reaches both at once, and the program's death is then part of the stop (the step is
+/// interrupted, `on_ambiguous` decides on resume), not a failure.
+const STOP_NOTICE: Duration = Duration::from_secs(1);
+
 /// `command`: runs a local program and captures its exit code, stdout and stderr.
 ///
 /// Before the program starts, the step records that it is about to run it. If the process
@@ -19,6 +37,12 @@ const MAX_CAPTURE: usize = 64 * 1024;
 /// the program may or may not have done its work. `on_ambiguous` decides: `fail` (the
 /// default) stops the run for an operator; `rerun` runs the program again (for idempotent
 /// programs only).
+///
+/// The program runs in its own process group with a scrubbed environment: `PATH`, `HOME`,
+/// `LANG`, `LC_*`, `TZ`, `USER`, `LOGNAME`, `TMPDIR`, `TERM`, plus the step's `env:`. A
+/// signal to fogbook's process group (Ctrl-C, a service stop) therefore reaches fogbook
+/// alone; fogbook then stops the program itself (SIGTERM to its group, SIGKILL after 5 s)
+/// and leaves the step to `on_ambiguous` on resume.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Command {
@@ -27,8 +51,14 @@ pub(crate) struct Command {
     /// Arguments, passed as they are (no shell).
     #[serde(default)]
     args: Vec<String>,
-    /// Extra environment variables.
+    /// Variables set for the program, on top of the few it inherits (`PATH`, `HOME`,
+    /// `LANG`, `LC_*`, `TZ`, `USER`, `LOGNAME`, `TMPDIR`, `TERM`). fogbook's credential
+    /// variables may not be named.
     #[serde(default)]
+    #[schemars(extend("propertyNames" = {
+        "not": { "enum": crate::secrets::CREDENTIAL_VARIABLES },
+        "description": "fogbook's Azure credential variables never reach a command",
+    }))]
     env: BTreeMap<String, String>,
     /// Working directory.
     #[serde(default)]
@@ -57,6 +87,18 @@ enum OnAmbiguous {
 
 impl Command {
     pub(crate) async fn run(self, ctx: &ActivityCtx) -> Result<serde_json::Value, ActivityError> {
+        // Validation refuses these already; a stored input from before that check is refused
+        // here, before anything runs.
+        if let Some(name) = self
+            .env
+            .keys()
+            .find(|k| crate::secrets::CREDENTIAL_VARIABLES.contains(&k.as_str()))
+        {
+            return Err(ActivityError::invalid(format!(
+                "`env` names `{name}`, one of fogbook's credential variables, which never reach a command; \
+                 remove it from the step (give the program its own credential another way)"
+            )));
+        }
         // Ambiguous only when this very attempt started the program and was interrupted: a
         // retry after a clean failure, or a step an operator re-opened, is a new attempt.
         if let Some(p) = ctx.progress()
@@ -81,8 +123,11 @@ impl Command {
             .await?;
 
         let mut cmd = tokio::process::Command::new(&self.program);
-        cmd.args(&self.args)
+        cmd.env_clear()
+            .envs(std::env::vars_os().filter(|(name, _)| inherited(name)))
             .envs(&self.env)
+            .process_group(0)
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -109,16 +154,29 @@ impl Command {
             }
             buf
         };
-        // The program is allowed to finish even when the engine is asked to stop: killing
-        // it half-way would leave exactly the ambiguity this activity tries to avoid. Only
-        // a step timeout (which drops this future) kills it.
-        let (status, out, err) = tokio::join!(child.wait(), read_out, read_err);
+        // The program has its own process group, so a signal to fogbook's group does not
+        // reach it; when fogbook is asked to stop, it stops the program itself. The step
+        // stays running with its "started" record, and `on_ambiguous` decides on resume.
+        let group = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
+        let done = async { tokio::join!(child.wait(), read_out, read_err) };
+        tokio::pin!(done);
+        let (status, out, err) = tokio::select! {
+            biased;
+            r = &mut done => r,
+            () = ctx.cancelled() => {
+                stop_group(&self.program, group, done).await;
+                return Err(ActivityError::Interrupted);
+            }
+        };
         let status = status.map_err(|e| {
             ActivityError::failed(
                 "CommandWaitFailed",
                 format!("waiting for `{}` failed: {e}", self.program),
             )
         })?;
+        if killed_by_a_stop_signal(status) && tokio::time::timeout(STOP_NOTICE, ctx.cancelled()).await.is_ok() {
+            return Err(ActivityError::Interrupted);
+        }
         let code = status.code();
         let output = json!({
             "exit_code": code,
@@ -145,7 +203,61 @@ impl Command {
     }
 }
 
+fn killed_by_a_stop_signal(status: std::process::ExitStatus) -> bool {
+    status
+        .signal()
+        .and_then(|s| Signal::try_from(s).ok())
+        .is_some_and(|s| matches!(s, Signal::SIGINT | Signal::SIGTERM | Signal::SIGHUP))
+}
+
+fn inherited(name: &OsStr) -> bool {
+    name.to_str()
+        .is_some_and(|n| INHERITED.contains(&n) || n.starts_with("LC_"))
+}
+
+/// Stops the program's process group: SIGTERM, then SIGKILL when it has not exited after
+/// [`STOP_GRACE`]. `done` is the program's wait (with its output readers).
+async fn stop_group<F: std::future::Future>(program: &str, group: Option<Pid>, done: std::pin::Pin<&mut F>) {
+    let mut done = done;
+    let Some(group) = group else { return };
+    tracing::warn!(
+        "stopping `{program}`: SIGTERM to its process group (SIGKILL after {STOP_GRACE:?}); \
+         on resume, the step's on_ambiguous decides whether it runs again"
+    );
+    let _ = killpg(group, Signal::SIGTERM);
+    if tokio::time::timeout(STOP_GRACE, done.as_mut()).await.is_ok() {
+        return;
+    }
+    tracing::warn!("`{program}` outlived SIGTERM by {STOP_GRACE:?}: SIGKILL to its process group");
+    let _ = killpg(group, Signal::SIGKILL);
+    // A process that left the group may still hold the output pipes; it is not waited for.
+    let _ = tokio::time::timeout(STOP_GRACE, done).await;
+}
+
 fn tail(bytes: &[u8]) -> String {
     let start = bytes.len().saturating_sub(MAX_CAPTURE);
     String::from_utf8_lossy(&bytes[start..]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_allow_list_is_inherited() {
+        for name in [
+            "PATH", "HOME", "LANG", "LC_ALL", "LC_TIME", "TZ", "USER", "LOGNAME", "TMPDIR", "TERM",
+        ] {
+            assert!(inherited(OsStr::new(name)), "{name}");
+        }
+        for name in crate::secrets::CREDENTIAL_VARIABLES.iter().chain(&[
+            "FOGBOOK_DB",
+            "SSH_AUTH_SOCK",
+            "AWS_SECRET_ACCESS_KEY",
+            "PATHX",
+            "LC",
+        ]) {
+            assert!(!inherited(OsStr::new(name)), "{name}");
+        }
+    }
 }

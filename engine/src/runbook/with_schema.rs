@@ -4,8 +4,9 @@
 //! Supported schema keywords: `type`, `properties`, `required`, `additionalProperties`,
 //! `items`, `enum`, `const`, `oneOf`/`anyOf`/`allOf`, `$ref` into `$defs`, `minimum`,
 //! `maximum`, `exclusiveMinimum`, `exclusiveMaximum`, `minItems`, `maxItems`,
-//! `minLength`, `maxLength`, and `format` (`duration`, and the integer formats schemars
-//! emits such as `uint32`). A value written as a `${{ }}` expression has a type only known
+//! `minLength`, `maxLength`, `propertyNames` (only as `not: { enum: [...] }`, names refused
+//! for the reason in its `description`), and `format` (`duration`, and the integer formats
+//! schemars emits such as `uint32`). A value written as a `${{ }}` expression has a type only known
 //! when the step runs, so it is accepted wherever the expression's static type fits.
 
 use serde_json::Value as Json;
@@ -253,9 +254,21 @@ fn check_node(node: &Node, schema: &Json, cx: &Ctx<'_>, path: &str, out: &mut Pr
         Value::Map(entries) => {
             let props = schema.get("properties").and_then(Json::as_object);
             let additional = schema.get("additionalProperties");
+            // `propertyNames: { not: { enum: [...] } }`: names refused, for the schema's reason.
+            let refused = schema.get("propertyNames").map(|p| resolve(p, root));
             for (k, v) in entries {
                 let Some(key) = k.key_text() else { continue };
                 let child = join(path, &key);
+                if let Some(names) = refused
+                    && let Some(list) = names.pointer("/not/enum").and_then(Json::as_array)
+                    && list.iter().any(|n| n.as_str() == Some(key.as_str()))
+                {
+                    let why = names
+                        .get("description")
+                        .and_then(Json::as_str)
+                        .unwrap_or("it is reserved");
+                    out.push((k.pos, child.clone(), format!("`{key}` may not be set here: {why}")));
+                }
                 if let Some(s) = props.and_then(|p| p.get(&key)) {
                     check_node(v, s, cx, &child, out, depth + 1);
                 } else {

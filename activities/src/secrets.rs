@@ -160,6 +160,7 @@ pub fn redact_result(
             E::Interrupted => E::Interrupted,
             E::AwaitingApproval { message } => E::AwaitingApproval { message: text(message) },
             E::Store(message) => E::Store(text(message)),
+            E::LeaseExpired { message } => E::LeaseExpired { message: text(message) },
         }),
     }
 }

@@ -338,3 +338,87 @@ pub(crate) fn window_invariants(
         }
     }
 }
+
+/// "No effect started twice", counted from the requests themselves: an applied Microsoft.Sql
+/// mutation identical to an earlier applied one (method, path with query, SHA-256 of the
+/// body) is a second start of the same effect, unless the answer to the earlier one was
+/// lost: the emulator dropped it (`connection_dropped`), or an engine kill, pause, group
+/// signal or emulator stop (`disruptions`, ms since the epoch) came between the two. A
+/// client that re-sends after a lost answer re-attaches (or finds the state reached); one
+/// that re-sends an answered request, or a frozen driver that wakes up and sends its retry
+/// after another driver went on, starts the effect again.
+pub(crate) fn repeated_requests(journal: &[Value], disruptions: &[i128], v: &mut Vec<String>) {
+    let mut last: BTreeMap<(String, String, String), &Value> = BTreeMap::new();
+    for e in journal.iter().filter(|e| applied(e) && is_sql(e)) {
+        let k = (
+            e["method"].as_str().unwrap_or_default().to_owned(),
+            e["path"].as_str().unwrap_or_default().to_owned(),
+            e["body_sha256"].as_str().unwrap_or_default().to_owned(),
+        );
+        if let Some(prev) = last.get(&k) {
+            let lost = prev["connection_dropped"] == true
+                || match (ms(&prev["real_time"]), ms(&e["real_time"])) {
+                    (Some(a), Some(b)) => disruptions.iter().any(|d| *d + 50 >= a && *d <= b + 50),
+                    _ => true,
+                };
+            if !lost {
+                v.push(format!(
+                    "`{}` started twice: journal #{} is identical to #{} ({} {}), whose answer was not lost",
+                    key(e),
+                    e["seq"],
+                    prev["seq"],
+                    prev["status"],
+                    prev["real_time"].as_str().unwrap_or_default()
+                ));
+            }
+        }
+        last.insert(k, e);
+    }
+}
+
+/// The pid in a lease owner id (`host:pid:start[:tag]`).
+fn pid_of(owner: &Value) -> Option<u32> {
+    owner.as_str()?.split(':').nth(1)?.parse().ok()
+}
+
+/// One driver per run, from the audit trail (`fogbook history RUN`): every lease event names
+/// a driver the runner started (never a competing process), and every takeover is from a
+/// process the runner killed or froze (a live, unfrozen holder is never displaced).
+pub(crate) fn lease_invariants(
+    history: &Value,
+    drivers: &BTreeSet<u32>,
+    competitors: &BTreeSet<u32>,
+    killed_or_frozen: &BTreeSet<u32>,
+    v: &mut Vec<String>,
+) {
+    let mut held = 0;
+    for e in arr(&history["events"]) {
+        let kind = e["kind"].as_str().unwrap_or_default();
+        if !kind.starts_with("lease.") {
+            continue;
+        }
+        let owner = &e["data"]["owner"];
+        match pid_of(owner) {
+            Some(pid) if competitors.contains(&pid) => {
+                v.push(format!("a competing process took the lease: event #{} {kind} {owner}", e["seq"]));
+            }
+            Some(pid) if drivers.contains(&pid) => {}
+            _ => v.push(format!("event #{} {kind}: {owner} is no process the runner started", e["seq"])),
+        }
+        if kind == "lease.acquired" || kind == "lease.taken_over" {
+            held += 1;
+        }
+        if kind == "lease.taken_over" {
+            let previous = &e["data"]["previous_owner"];
+            if !pid_of(previous).is_some_and(|p| killed_or_frozen.contains(&p)) {
+                v.push(format!(
+                    "event #{}: the lease was taken over from {previous}, which the runner neither killed nor froze",
+                    e["seq"]
+                ));
+            }
+        }
+    }
+    if held == 0 {
+        v.push("no lease event in the audit trail: nobody drove the run?".to_owned());
+    }
+}

@@ -339,17 +339,17 @@ pub(crate) fn window_invariants(
     }
 }
 
-/// "No effect started twice", counted from the requests themselves: an applied Microsoft.Sql
+/// "No effect started twice", counted from the requests themselves: a Microsoft.Sql
 /// mutation identical to an earlier applied one (method, path with query, SHA-256 of the
-/// body) is a second start of the same effect, unless the answer to the earlier one was
-/// lost: the emulator dropped it (`connection_dropped`), or an engine kill, pause, group
+/// body) is a second start of the same effect (or, refused, an attempt at one), unless the
+/// answer to the earlier one was lost: the emulator dropped it (`connection_dropped`), or an engine kill, pause, group
 /// signal or emulator stop (`disruptions`, ms since the epoch) came between the two. A
 /// client that re-sends after a lost answer re-attaches (or finds the state reached); one
 /// that re-sends an answered request, or a frozen driver that wakes up and sends its retry
 /// after another driver went on, starts the effect again.
 pub(crate) fn repeated_requests(journal: &[Value], disruptions: &[i128], v: &mut Vec<String>) {
     let mut last: BTreeMap<(String, String, String), &Value> = BTreeMap::new();
-    for e in journal.iter().filter(|e| applied(e) && is_sql(e)) {
+    for e in journal.iter().filter(|e| is_sql(e)) {
         let k = (
             e["method"].as_str().unwrap_or_default().to_owned(),
             e["path"].as_str().unwrap_or_default().to_owned(),
@@ -363,16 +363,20 @@ pub(crate) fn repeated_requests(journal: &[Value], disruptions: &[i128], v: &mut
                 };
             if !lost {
                 v.push(format!(
-                    "`{}` started twice: journal #{} is identical to #{} ({} {}), whose answer was not lost",
+                    "`{}` sent again: journal #{} ({} applied={}) is identical to #{} (applied, {} at {}), whose answer was not lost",
                     key(e),
                     e["seq"],
+                    e["status"],
+                    e["applied"],
                     prev["seq"],
                     prev["status"],
                     prev["real_time"].as_str().unwrap_or_default()
                 ));
             }
         }
-        last.insert(k, e);
+        if applied(e) {
+            last.insert(k, e);
+        }
     }
 }
 

@@ -45,6 +45,10 @@ usage: fogbook-chaos [--trials N] [--seed S] [--fogbook PATH] [--jobs J] [--keep
   --root DIR          the repository (default: the one this runner was built from)
   --quiet             no line per trial, only failures and the figure line
   --list-plans        print the plan of every trial and exit (to pick one to replay)
+  --pause-on-fault OP every trial also answers the first request of operation OP
+                      (e.g. InstanceFailoverGroups_Delete) with 429 and freezes the
+                      driver while it waits to retry, past its lease, while another
+                      process resumes (explores one scenario; not for the figures)
 
 Exit: 0 no invariant violation; 3 invariant violations (each printed as
 `violation: ...` under its trial); 2 usage or setup error (bad arguments, a
@@ -70,6 +74,7 @@ struct Args {
     root: PathBuf,
     quiet: bool,
     list_plans: bool,
+    pause_on_fault: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -90,6 +95,7 @@ fn parse_args() -> Result<Args, String> {
             .map_or_else(|| PathBuf::from("."), PathBuf::from),
         quiet: false,
         list_plans: false,
+        pause_on_fault: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -122,6 +128,7 @@ fn parse_args() -> Result<Args, String> {
             "--root" => a.root = PathBuf::from(value("--root")?),
             "--quiet" => a.quiet = true,
             "--list-plans" => a.list_plans = true,
+            "--pause-on-fault" => a.pause_on_fault = Some(value("--pause-on-fault")?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -213,7 +220,20 @@ fn run(args: &Args) -> Result<bool, String> {
         Some(k) => vec![k],
         None => (1..=args.trials).collect(),
     };
-    let plans: Vec<Plan> = indices.iter().map(|&k| Plan::draw(args.seed, k, &runbooks)).collect();
+    let focus: Option<&'static str> = match &args.pause_on_fault {
+        None => None,
+        Some(op) => Some(trial::operation(op).ok_or_else(|| format!("--pause-on-fault: unknown operation {op:?}"))?),
+    };
+    let plans: Vec<Plan> = indices
+        .iter()
+        .map(|&k| {
+            let mut plan = Plan::draw(args.seed, k, &runbooks);
+            if let Some(op) = focus {
+                plan.focus_pause_on_fault(op);
+            }
+            plan
+        })
+        .collect();
     let limits = Limits {
         trial_timeout: args.trial_timeout,
         // Room for the refused resumes (exit 4) while a frozen driver's lease runs out.

@@ -115,6 +115,12 @@ pub(crate) fn discover(root: &Path, only: &[String]) -> Result<Vec<Runbook>, Str
             steps: steps_of(&text),
         });
     }
+    if let Some(unknown) = only.iter().find(|o| !found.iter().any(|r: &Runbook| &r.name == *o)) {
+        return Err(format!(
+            "--runbooks: no runbook `{unknown}` with example parameters under {} (runbooks/{unknown}.yaml and examples/{unknown}.yaml)",
+            dir.display()
+        ));
+    }
     found.sort_by(|a, b| a.name.cmp(&b.name));
     if found.is_empty() {
         return Err(format!("no runbook with example parameters under {}", dir.display()));

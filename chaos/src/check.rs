@@ -404,10 +404,16 @@ pub(crate) fn lease_invariants(
         let owner = &e["data"]["owner"];
         match pid_of(owner) {
             Some(pid) if competitors.contains(&pid) => {
-                v.push(format!("a competing process took the lease: event #{} {kind} {owner}", e["seq"]));
+                v.push(format!(
+                    "a competing process took the lease: event #{} {kind} {owner}",
+                    e["seq"]
+                ));
             }
             Some(pid) if drivers.contains(&pid) => {}
-            _ => v.push(format!("event #{} {kind}: {owner} is no process the runner started", e["seq"])),
+            _ => v.push(format!(
+                "event #{} {kind}: {owner} is no process the runner started",
+                e["seq"]
+            )),
         }
         if kind == "lease.acquired" || kind == "lease.taken_over" {
             held += 1;

@@ -175,7 +175,10 @@ fn run(args: &Args) -> Result<bool, String> {
     if args.list_plans {
         let runbooks = runbooks::discover(&root, &args.runbooks)?;
         for k in 1..=args.trials {
-            println!("trial {k:>4}: {}", Plan::draw(args.seed, k, &runbooks).describe(&runbooks));
+            println!(
+                "trial {k:>4}: {}",
+                Plan::draw(args.seed, k, &runbooks).describe(&runbooks)
+            );
         }
         return Ok(true);
     }

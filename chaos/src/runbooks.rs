@@ -29,11 +29,14 @@ impl Runbook {
     /// The emulator's operationId of the POST a (forced) failover step sends, if `step` is
     /// one.
     pub(crate) fn failover_operation(&self, step: &str) -> Option<&'static str> {
-        self.steps.iter().find(|(id, _)| id == step).and_then(|(_, uses)| match uses.as_str() {
-            "fog.failover" => Some("InstanceFailoverGroups_Failover"),
-            "fog.force_failover" => Some("InstanceFailoverGroups_ForceFailoverAllowDataLoss"),
-            _ => None,
-        })
+        self.steps
+            .iter()
+            .find(|(id, _)| id == step)
+            .and_then(|(_, uses)| match uses.as_str() {
+                "fog.failover" => Some("InstanceFailoverGroups_Failover"),
+                "fog.force_failover" => Some("InstanceFailoverGroups_ForceFailoverAllowDataLoss"),
+                _ => None,
+            })
     }
 
     /// Whether `step` is a (forced) failover: a POST that must never be sent twice.

@@ -509,7 +509,9 @@ fn drive(
             // new database would test concurrent first use, not what the trial planned.
             let due = |at: u64| t0.elapsed() >= scale(at) && p0.elapsed() >= Duration::from_millis(200);
             if run.is_none()
-                && (pause.as_ref().is_some_and(|p| due(p.at_permille) || (p.on_fault && p0.elapsed() >= Duration::from_millis(200)))
+                && (pause
+                    .as_ref()
+                    .is_some_and(|p| due(p.at_permille) || (p.on_fault && p0.elapsed() >= Duration::from_millis(200)))
                     || competitor.as_ref().is_some_and(|c| due(c.at_permille)))
             {
                 run = run_ids(env, &db).ok().and_then(|ids| ids.into_iter().next());
@@ -587,6 +589,15 @@ fn drive(
         }
         if paused_now {
             frozen = Some((child, plan.pause.as_ref().map_or(0, |p| p.thaw_permille)));
+            // Frozen after the run's last commit, on its way out: nothing to resume.
+            if let Some(id) = &run {
+                let st = query_json(env, &db, &["status", id])?;
+                match st["run"]["status"].as_str() {
+                    Some("succeeded") => break End::Exited(0),
+                    Some("failed") => break End::Exited(1),
+                    _ => {}
+                }
+            }
             continue;
         }
         let Some(status) = status else {
@@ -814,9 +825,15 @@ fn failover_failure_evidence(
     }
     let about_post = error.contains("POST ") || error.contains("answer was lost") || error.contains("/failover");
     let dropped = error.contains("ConnectionDropped");
-    let server_error = ["\"http_status\":5", "ServiceUnavailable", "InternalServerError", "BadGateway", "GatewayTimeout"]
-        .iter()
-        .any(|m| error.contains(m));
+    let server_error = [
+        "\"http_status\":5",
+        "ServiceUnavailable",
+        "InternalServerError",
+        "BadGateway",
+        "GatewayTimeout",
+    ]
+    .iter()
+    .any(|m| error.contains(m));
     let posts = failover_posts(journal, step);
     if dropped && about_post {
         if plan.has_rule(&["apply_then_drop"], op) && posts.iter().any(|e| e["connection_dropped"] == true) {

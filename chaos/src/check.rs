@@ -387,7 +387,7 @@ fn pid_of(owner: &Value) -> Option<u32> {
 
 /// One driver per run, from the audit trail (`fogbook history RUN`): every lease event names
 /// a driver the runner started (never a competing process), and every takeover is from a
-/// process the runner killed or froze (a live, unfrozen holder is never displaced).
+/// process the runner killed, froze or signalled (a live, unfrozen holder is never displaced).
 pub(crate) fn lease_invariants(
     history: &Value,
     drivers: &BTreeSet<u32>,
@@ -422,7 +422,7 @@ pub(crate) fn lease_invariants(
             let previous = &e["data"]["previous_owner"];
             if !pid_of(previous).is_some_and(|p| killed_or_frozen.contains(&p)) {
                 v.push(format!(
-                    "event #{}: the lease was taken over from {previous}, which the runner neither killed nor froze",
+                    "event #{}: the lease was taken over from {previous}, which the runner neither killed, froze nor signalled",
                     e["seq"]
                 ));
             }

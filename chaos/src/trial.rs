@@ -351,15 +351,14 @@ enum End {
 struct Record {
     /// Engine processes that may drive the run (not competitors), by pid.
     drivers: BTreeSet<u32>,
-    /// Processes the runner SIGKILLed or froze (a lease may be taken over from them).
+    /// Processes the runner SIGKILLed, froze or signalled (a lease may be taken over from
+    /// them: a process that dies of the signal it was sent leaves its lease behind).
     killed_or_frozen: BTreeSet<u32>,
     /// Competing processes (must never hold the lease).
     competitors: BTreeSet<u32>,
     /// Moments an answer may have been lost: engine kills, pauses, group signals and
     /// emulator stops.
     disruptions: Vec<i128>,
-    /// Emulator stops (a subset of `disruptions`).
-    sim_stops: Vec<i128>,
     /// Requests counted by the emulator's earlier lives, per (operationId, status).
     requests: BTreeMap<(String, u16), u64>,
 }
@@ -500,6 +499,7 @@ fn drive(
             {
                 proc::signal(&child, g.signal, true);
                 sent.push(g.signal);
+                rec.killed_or_frozen.insert(child.id());
                 rec.disrupted();
                 out.group_signals += 1;
                 group_signal = None;
@@ -556,8 +556,7 @@ fn drive(
             }
             if let Some(r) = restart.as_ref().filter(|r| t0.elapsed() >= scale(r.at_permille)) {
                 rec.add_requests(&sim);
-                rec.disruptions.push(now_ms());
-                rec.sim_stops.push(now_ms());
+                rec.disrupted();
                 sim.stop(r.signal);
                 std::thread::sleep(Duration::from_millis(r.down_ms));
                 sim.start_again(env)?;
@@ -624,6 +623,19 @@ fn drive(
                 }
             }
             continue;
+        }
+        // A thawed driver that was not taken over may have finished the run itself: a resume
+        // then finds it busy (4) or over (2).
+        if matches!(code, Some(2 | 4))
+            && (frozen.is_some() || !thawed.is_empty())
+            && let Some(id) = &run
+        {
+            let st = query_json(env, &db, &["status", id])?;
+            match st["run"]["status"].as_str() {
+                Some("succeeded") => break End::Exited(0),
+                Some("failed") => break End::Exited(1),
+                _ => {}
+            }
         }
         match code {
             Some(4) => std::thread::sleep(Duration::from_millis(300)), // busy: lease not yet free
@@ -740,7 +752,10 @@ fn compete(
     // Refused while the driver lives: exit 4, no new run. Once the driver has ended, the run
     // is over (resume: exit 2) and the group is free (run: it may start and fail at the
     // closed port, which the count of runs then allows for).
-    let driver_alive = driver.try_wait().map_err(|e| e.to_string())?.is_none();
+    // A driver on its way out after the run's last commit counts as gone: the run is over.
+    let over = query_json(env, db, &["status", run])
+        .is_ok_and(|st| matches!(st["run"]["status"].as_str(), Some("succeeded" | "failed" | "cancelled")));
+    let driver_alive = !over && driver.try_wait().map_err(|e| e.to_string())?.is_none();
     let runs_after = run_ids(env, db)?.len();
     let refused = status.is_some_and(|st| st.code() == Some(4)) && runs_after == runs_before;
     if !refused && driver_alive {

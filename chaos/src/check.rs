@@ -432,3 +432,110 @@ pub(crate) fn lease_invariants(
         v.push("no lease event in the audit trail: nobody drove the run?".to_owned());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::{Value, json};
+
+    use super::{lease_invariants, repeated_requests};
+
+    const GROUP: &str = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Sql/locations/westus/instanceFailoverGroups/fog?api-version=1";
+
+    fn entry(seq: u64, method: &str, at_ms: u32, status: u16, dropped: bool) -> Value {
+        json!({
+            "seq": seq, "method": method, "path": GROUP, "body_sha256": "e3b0",
+            "real_time": format!("2026-12-01T10:00:{:02}.{:03}Z", at_ms / 1000, at_ms % 1000),
+            "status": status, "applied": (200..300).contains(&status), "connection_dropped": dropped,
+        })
+    }
+
+    fn at(ms: u32) -> i128 {
+        let t = time::OffsetDateTime::parse("2026-12-01T10:00:00Z", &time::format_description::well_known::Rfc3339)
+            .unwrap();
+        t.unix_timestamp_nanos() / 1_000_000 + i128::from(ms)
+    }
+
+    #[test]
+    fn an_answered_request_sent_again_is_a_violation_whether_or_not_it_is_applied() {
+        for second in [202, 400] {
+            let journal = [
+                entry(1, "DELETE", 1000, 202, false),
+                entry(2, "DELETE", 3000, second, false),
+            ];
+            let mut v = Vec::new();
+            repeated_requests(&journal, &[], &mut v);
+            assert_eq!(v.len(), 1, "{v:?}");
+            assert!(v[0].contains("sent again: journal #2"), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_sent_again_after_a_lost_answer_is_allowed() {
+        // Dropped by the emulator after it applied the first.
+        let journal = [
+            entry(1, "DELETE", 1000, 202, true),
+            entry(2, "DELETE", 3000, 202, false),
+        ];
+        let mut v = Vec::new();
+        repeated_requests(&journal, &[], &mut v);
+        assert!(v.is_empty(), "{v:?}");
+        // A kill between the two; a kill before the first does not explain the second.
+        let journal = [
+            entry(1, "DELETE", 1000, 202, false),
+            entry(2, "DELETE", 3000, 202, false),
+        ];
+        repeated_requests(&journal, &[at(2000)], &mut v);
+        assert!(v.is_empty(), "{v:?}");
+        repeated_requests(&journal, &[at(500)], &mut v);
+        assert_eq!(v.len(), 1, "{v:?}");
+        // Another method on the same path is another request.
+        let journal = [entry(1, "DELETE", 1000, 202, false), entry(2, "PUT", 3000, 202, false)];
+        let mut v = Vec::new();
+        repeated_requests(&journal, &[], &mut v);
+        assert!(v.is_empty(), "{v:?}");
+    }
+
+    fn event(seq: u64, kind: &str, owner: u32, previous: Option<u32>) -> Value {
+        let mut data = json!({ "owner": format!("vm:{owner}:1") });
+        if let Some(p) = previous {
+            data["previous_owner"] = json!(format!("vm:{p}:1"));
+        }
+        json!({ "seq": seq, "kind": kind, "data": data })
+    }
+
+    #[test]
+    fn the_lease_goes_only_to_drivers_and_is_taken_only_from_killed_or_frozen_ones() {
+        let drivers: BTreeSet<u32> = [10, 11].into();
+        let competitors: BTreeSet<u32> = [20].into();
+        let killed: BTreeSet<u32> = [10].into();
+        let judge = |events: Vec<Value>| {
+            let mut v = Vec::new();
+            lease_invariants(&json!({ "events": events }), &drivers, &competitors, &killed, &mut v);
+            v
+        };
+        let ok = judge(vec![
+            event(2, "lease.acquired", 10, None),
+            event(5, "lease.taken_over", 11, Some(10)),
+            event(9, "lease.released", 11, None),
+        ]);
+        assert!(ok.is_empty(), "{ok:?}");
+        let competitor = judge(vec![
+            event(2, "lease.acquired", 10, None),
+            event(5, "lease.taken_over", 20, Some(10)),
+        ]);
+        assert!(
+            competitor
+                .iter()
+                .any(|m| m.contains("competing process took the lease")),
+            "{competitor:?}"
+        );
+        let displaced = judge(vec![
+            event(2, "lease.acquired", 11, None),
+            event(5, "lease.taken_over", 10, Some(11)),
+        ]);
+        assert!(displaced.iter().any(|m| m.contains("neither killed")), "{displaced:?}");
+        assert!(!judge(vec![]).is_empty(), "no lease event at all");
+    }
+}

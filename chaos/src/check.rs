@@ -338,3 +338,204 @@ pub(crate) fn window_invariants(
         }
     }
 }
+
+/// "No effect started twice", counted from the requests themselves: a Microsoft.Sql
+/// mutation identical to an earlier applied one (method, path with query, SHA-256 of the
+/// body) is a second start of the same effect (or, refused, an attempt at one), unless the
+/// answer to the earlier one was lost: the emulator dropped it (`connection_dropped`), or an engine kill, pause, group
+/// signal or emulator stop (`disruptions`, ms since the epoch) came between the two. A
+/// client that re-sends after a lost answer re-attaches (or finds the state reached); one
+/// that re-sends an answered request, or a frozen driver that wakes up and sends its retry
+/// after another driver went on, starts the effect again.
+pub(crate) fn repeated_requests(journal: &[Value], disruptions: &[i128], v: &mut Vec<String>) {
+    let mut last: BTreeMap<(String, String, String), &Value> = BTreeMap::new();
+    for e in journal.iter().filter(|e| is_sql(e)) {
+        let k = (
+            e["method"].as_str().unwrap_or_default().to_owned(),
+            e["path"].as_str().unwrap_or_default().to_owned(),
+            e["body_sha256"].as_str().unwrap_or_default().to_owned(),
+        );
+        if let Some(prev) = last.get(&k) {
+            let lost = prev["connection_dropped"] == true
+                || match (ms(&prev["real_time"]), ms(&e["real_time"])) {
+                    (Some(a), Some(b)) => disruptions.iter().any(|d| *d + 50 >= a && *d <= b + 50),
+                    _ => true,
+                };
+            if !lost {
+                v.push(format!(
+                    "`{}` sent again: journal #{} ({} applied={}) is identical to #{} (applied, {} at {}), whose answer was not lost",
+                    key(e),
+                    e["seq"],
+                    e["status"],
+                    e["applied"],
+                    prev["seq"],
+                    prev["status"],
+                    prev["real_time"].as_str().unwrap_or_default()
+                ));
+            }
+        }
+        if applied(e) {
+            last.insert(k, e);
+        }
+    }
+}
+
+/// The pid in a lease owner id (`host:pid:start[:tag]`).
+fn pid_of(owner: &Value) -> Option<u32> {
+    owner.as_str()?.split(':').nth(1)?.parse().ok()
+}
+
+/// One driver per run, from the audit trail (`fogbook history RUN`): every lease event names
+/// a driver the runner started (never a competing process), and every takeover is from a
+/// process the runner killed, froze or signalled (a live, unfrozen holder is never displaced).
+pub(crate) fn lease_invariants(
+    history: &Value,
+    drivers: &BTreeSet<u32>,
+    competitors: &BTreeSet<u32>,
+    killed_or_frozen: &BTreeSet<u32>,
+    v: &mut Vec<String>,
+) {
+    let mut held = 0;
+    for e in arr(&history["events"]) {
+        let kind = e["kind"].as_str().unwrap_or_default();
+        if !kind.starts_with("lease.") {
+            continue;
+        }
+        let owner = &e["data"]["owner"];
+        match pid_of(owner) {
+            Some(pid) if competitors.contains(&pid) => {
+                v.push(format!(
+                    "a competing process took the lease: event #{} {kind} {owner}",
+                    e["seq"]
+                ));
+            }
+            Some(pid) if drivers.contains(&pid) => {}
+            _ => v.push(format!(
+                "event #{} {kind}: {owner} is no process the runner started",
+                e["seq"]
+            )),
+        }
+        if kind == "lease.acquired" || kind == "lease.taken_over" {
+            held += 1;
+        }
+        if kind == "lease.taken_over" {
+            let previous = &e["data"]["previous_owner"];
+            if !pid_of(previous).is_some_and(|p| killed_or_frozen.contains(&p)) {
+                v.push(format!(
+                    "event #{}: the lease was taken over from {previous}, which the runner neither killed, froze nor signalled",
+                    e["seq"]
+                ));
+            }
+        }
+    }
+    if held == 0 {
+        v.push("no lease event in the audit trail: nobody drove the run?".to_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::{Value, json};
+
+    use super::{lease_invariants, repeated_requests};
+
+    const GROUP: &str = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Sql/locations/westus/instanceFailoverGroups/fog?api-version=1";
+
+    fn entry(seq: u64, method: &str, at_ms: u32, status: u16, dropped: bool) -> Value {
+        json!({
+            "seq": seq, "method": method, "path": GROUP, "body_sha256": "e3b0",
+            "real_time": format!("2026-12-01T10:00:{:02}.{:03}Z", at_ms / 1000, at_ms % 1000),
+            "status": status, "applied": (200..300).contains(&status), "connection_dropped": dropped,
+        })
+    }
+
+    fn at(ms: u32) -> i128 {
+        let t = time::OffsetDateTime::parse("2026-12-01T10:00:00Z", &time::format_description::well_known::Rfc3339)
+            .unwrap();
+        t.unix_timestamp_nanos() / 1_000_000 + i128::from(ms)
+    }
+
+    #[test]
+    fn an_answered_request_sent_again_is_a_violation_whether_or_not_it_is_applied() {
+        for second in [202, 400] {
+            let journal = [
+                entry(1, "DELETE", 1000, 202, false),
+                entry(2, "DELETE", 3000, second, false),
+            ];
+            let mut v = Vec::new();
+            repeated_requests(&journal, &[], &mut v);
+            assert_eq!(v.len(), 1, "{v:?}");
+            assert!(v[0].contains("sent again: journal #2"), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_sent_again_after_a_lost_answer_is_allowed() {
+        // Dropped by the emulator after it applied the first.
+        let journal = [
+            entry(1, "DELETE", 1000, 202, true),
+            entry(2, "DELETE", 3000, 202, false),
+        ];
+        let mut v = Vec::new();
+        repeated_requests(&journal, &[], &mut v);
+        assert!(v.is_empty(), "{v:?}");
+        // A kill between the two; a kill before the first does not explain the second.
+        let journal = [
+            entry(1, "DELETE", 1000, 202, false),
+            entry(2, "DELETE", 3000, 202, false),
+        ];
+        repeated_requests(&journal, &[at(2000)], &mut v);
+        assert!(v.is_empty(), "{v:?}");
+        repeated_requests(&journal, &[at(500)], &mut v);
+        assert_eq!(v.len(), 1, "{v:?}");
+        // Another method on the same path is another request.
+        let journal = [entry(1, "DELETE", 1000, 202, false), entry(2, "PUT", 3000, 202, false)];
+        let mut v = Vec::new();
+        repeated_requests(&journal, &[], &mut v);
+        assert!(v.is_empty(), "{v:?}");
+    }
+
+    fn event(seq: u64, kind: &str, owner: u32, previous: Option<u32>) -> Value {
+        let mut data = json!({ "owner": format!("vm:{owner}:1") });
+        if let Some(p) = previous {
+            data["previous_owner"] = json!(format!("vm:{p}:1"));
+        }
+        json!({ "seq": seq, "kind": kind, "data": data })
+    }
+
+    #[test]
+    fn the_lease_goes_only_to_drivers_and_is_taken_only_from_killed_or_frozen_ones() {
+        let drivers: BTreeSet<u32> = [10, 11].into();
+        let competitors: BTreeSet<u32> = [20].into();
+        let killed: BTreeSet<u32> = [10].into();
+        let judge = |events: Vec<Value>| {
+            let mut v = Vec::new();
+            lease_invariants(&json!({ "events": events }), &drivers, &competitors, &killed, &mut v);
+            v
+        };
+        let ok = judge(vec![
+            event(2, "lease.acquired", 10, None),
+            event(5, "lease.taken_over", 11, Some(10)),
+            event(9, "lease.released", 11, None),
+        ]);
+        assert!(ok.is_empty(), "{ok:?}");
+        let competitor = judge(vec![
+            event(2, "lease.acquired", 10, None),
+            event(5, "lease.taken_over", 20, Some(10)),
+        ]);
+        assert!(
+            competitor
+                .iter()
+                .any(|m| m.contains("competing process took the lease")),
+            "{competitor:?}"
+        );
+        let displaced = judge(vec![
+            event(2, "lease.acquired", 11, None),
+            event(5, "lease.taken_over", 10, Some(11)),
+        ]);
+        assert!(displaced.iter().any(|m| m.contains("neither killed")), "{displaced:?}");
+        assert!(!judge(vec![]).is_empty(), "no lease event at all");
+    }
+}

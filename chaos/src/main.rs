@@ -1,7 +1,9 @@
 //! fogbook-chaos: the chaos runner. N seeded trials, each a shipped runbook on a fresh
 //! emulator (`fogbook sim serve`, a separate process with a state file); during the trial it
-//! SIGKILLs the engine at random moments, sometimes kills and restarts the emulator, injects
-//! emulator faults at low rates, and resumes the run until it ends. After each trial it
+//! SIGKILLs the engine at random moments, sometimes kills and restarts the emulator, freezes
+//! the driver past its lease while another process takes over, signals the engine's whole
+//! process group, starts competing `resume`/`run` processes, injects emulator faults at low
+//! rates, and resumes the run until it ends. After each trial it
 //! checks global invariants from outside, with the emulator's journal as the independent
 //! effect counter (see docs/RELIABILITY.md). It depends on no fogbook crate: it drives the
 //! binary through processes and HTTP only.
@@ -42,8 +44,21 @@ usage: fogbook-chaos [--trials N] [--seed S] [--fogbook PATH] [--jobs J] [--keep
                       broken build, to prove the harness fails: expect violations)
   --root DIR          the repository (default: the one this runner was built from)
   --quiet             no line per trial, only failures and the figure line
+  --list-plans        print the plan of every trial and exit (to pick one to replay)
+  --pause-on-fault OP every trial also answers the first request of operation OP
+                      (e.g. InstanceFailoverGroups_Delete) with 429 and freezes the
+                      driver while it waits to retry, past its lease, while another
+                      process resumes (explores one scenario; not for the figures)
 
-Exit: 0 no invariant violation, 1 violations, 2 usage or setup error.";
+Exit: 0 no invariant violation; 3 invariant violations (each printed as
+`violation: ...` under its trial); 2 usage or setup error (bad arguments, a
+baseline that failed, an emulator that did not start); anything else: the
+runner itself failed.";
+
+/// Exit status when the trials ran and found invariant violations: distinct from a usage
+/// or setup error (2) and from the 1 of a generic failure, so that a script can tell "the
+/// harness caught something" from "the harness did not run".
+const EXIT_VIOLATIONS: u8 = 3;
 
 #[derive(Debug)]
 struct Args {
@@ -58,6 +73,8 @@ struct Args {
     break_mode: Option<String>,
     root: PathBuf,
     quiet: bool,
+    list_plans: bool,
+    pause_on_fault: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -77,6 +94,8 @@ fn parse_args() -> Result<Args, String> {
             .parent()
             .map_or_else(|| PathBuf::from("."), PathBuf::from),
         quiet: false,
+        list_plans: false,
+        pause_on_fault: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -108,6 +127,8 @@ fn parse_args() -> Result<Args, String> {
             "--break" => a.break_mode = Some(value("--break")?),
             "--root" => a.root = PathBuf::from(value("--root")?),
             "--quiet" => a.quiet = true,
+            "--list-plans" => a.list_plans = true,
+            "--pause-on-fault" => a.pause_on_fault = Some(value("--pause-on-fault")?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -138,7 +159,7 @@ fn main() -> ExitCode {
     };
     match run(&args) {
         Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
+        Ok(false) => ExitCode::from(EXIT_VIOLATIONS),
         Err(e) => {
             eprintln!("fogbook-chaos: {e}");
             ExitCode::from(2)
@@ -151,6 +172,16 @@ fn run(args: &Args) -> Result<bool, String> {
     let fogbook = args.fogbook.clone().unwrap_or_else(default_fogbook);
     let fogbook = std::fs::canonicalize(&fogbook).map_err(|e| format!("{}: {e}", fogbook.display()))?;
     let root = std::fs::canonicalize(&args.root).map_err(|e| format!("{}: {e}", args.root.display()))?;
+    if args.list_plans {
+        let runbooks = runbooks::discover(&root, &args.runbooks)?;
+        for k in 1..=args.trials {
+            println!(
+                "trial {k:>4}: {}",
+                Plan::draw(args.seed, k, &runbooks).describe(&runbooks)
+            );
+        }
+        return Ok(true);
+    }
     let env = Env {
         fogbook,
         root: root.clone(),
@@ -192,10 +223,24 @@ fn run(args: &Args) -> Result<bool, String> {
         Some(k) => vec![k],
         None => (1..=args.trials).collect(),
     };
-    let plans: Vec<Plan> = indices.iter().map(|&k| Plan::draw(args.seed, k, &runbooks)).collect();
+    let focus: Option<&'static str> = match &args.pause_on_fault {
+        None => None,
+        Some(op) => Some(trial::operation(op).ok_or_else(|| format!("--pause-on-fault: unknown operation {op:?}"))?),
+    };
+    let plans: Vec<Plan> = indices
+        .iter()
+        .map(|&k| {
+            let mut plan = Plan::draw(args.seed, k, &runbooks);
+            if let Some(op) = focus {
+                plan.focus_pause_on_fault(op);
+            }
+            plan
+        })
+        .collect();
     let limits = Limits {
         trial_timeout: args.trial_timeout,
-        max_processes: 12,
+        // Room for the refused resumes (exit 4) while a frozen driver's lease runs out.
+        max_processes: 24,
     };
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Outcome>> = Mutex::new(Vec::new());
@@ -261,6 +306,7 @@ fn run(args: &Args) -> Result<bool, String> {
     let mut endings: BTreeMap<String, usize> = BTreeMap::new();
     let mut faults: BTreeMap<String, u32> = FAULT_KINDS.iter().map(|k| ((*k).to_owned(), 0)).collect();
     let (mut kills, mut restarts, mut retries, mut dropped, mut violations) = (0, 0, 0, 0, 0);
+    let (mut pauses, mut group_signals, mut competitors) = (0, 0, 0);
     let mut by_runbook: BTreeMap<String, usize> = BTreeMap::new();
     for o in &results {
         *endings.entry(o.ending.clone()).or_default() += 1;
@@ -272,6 +318,9 @@ fn run(args: &Args) -> Result<bool, String> {
         restarts += o.sim_restarts;
         retries += o.operator_retries;
         dropped += o.applied_but_dropped;
+        pauses += o.pauses;
+        group_signals += o.group_signals;
+        competitors += o.competitors;
         violations += o.violations.len();
     }
     let failing: Vec<usize> = results
@@ -283,7 +332,7 @@ fn run(args: &Args) -> Result<bool, String> {
     eprintln!("chaos: trials by runbook: {}", join(&by_runbook));
     eprintln!("chaos: endings: {}", join(&endings));
     println!(
-        "chaos: trials={} succeeded={} expected_failures={} engine_kills={} emulator_restarts={} faults{{{}}} applied_but_dropped_seen={} operator_retries={} violations={} failing_trials={} seed={} elapsed={:.0}s",
+        "chaos: trials={} succeeded={} expected_failures={} engine_kills={} emulator_restarts={} pauses={} group_signals={} competitors={} faults{{{}}} applied_but_dropped_seen={} operator_retries={} violations={} failing_trials={} seed={} elapsed={:.0}s",
         results.len(),
         endings.get("succeeded").copied().unwrap_or(0),
         results
@@ -292,6 +341,9 @@ fn run(args: &Args) -> Result<bool, String> {
             .count(),
         kills,
         restarts,
+        pauses,
+        group_signals,
+        competitors,
         faults
             .iter()
             .map(|(k, v)| format!("{k}={v}"))

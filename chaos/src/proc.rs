@@ -5,6 +5,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::time::Duration;
@@ -15,6 +16,10 @@ use serde_json::Value;
 
 /// Simulated time runs this many times faster than real time: a 4-hour create takes 0.4 s.
 pub(crate) const TIME_SCALE: u32 = 36_000;
+
+/// The lease every engine process gets (`FOGBOOK_LEASE_TTL`): short, so that takeovers
+/// after a kill or a pause happen within a trial.
+pub(crate) const LEASE_TTL: Duration = Duration::from_secs(2);
 
 /// Where the binary and the repository are, and what every engine process gets.
 #[derive(Clone, Debug)]
@@ -152,6 +157,25 @@ impl Sim {
             .ok_or_else(|| format!("journal without entries: {j}"))
     }
 
+    /// The ARM requests this emulator process received, counted per (operationId, status;
+    /// 0 when an injected fault closed the connection). The counts live in the process: read
+    /// them before stopping it.
+    pub(crate) fn requests(&self) -> Result<Vec<(String, u16, u64)>, String> {
+        let r = self.get("/_sim/requests")?;
+        Ok(r["counts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                (
+                    c["operation"].as_str().unwrap_or_default().to_owned(),
+                    u16::try_from(c["status"].as_u64().unwrap_or(0)).unwrap_or(0),
+                    c["count"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect())
+    }
+
     /// Replaces the fault configuration.
     pub(crate) fn set_faults(&self, faults: &Value) -> Result<(), String> {
         match http(&self.url, "PUT", "/_sim/faults", Some(faults))? {
@@ -197,7 +221,7 @@ pub(crate) fn fogbook(env: &Env, db: &Path, sim_url: Option<&str>) -> Command {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("NO_COLOR", "1")
         .env("USER", "chaos")
-        .env("FOGBOOK_LEASE_TTL", "2s")
+        .env("FOGBOOK_LEASE_TTL", format!("{}s", LEASE_TTL.as_secs()))
         .current_dir(&env.root)
         .stdin(Stdio::null())
         .arg("--db")
@@ -236,6 +260,8 @@ pub(crate) fn query_json(env: &Env, db: &Path, args: &[&str]) -> Result<Value, S
 }
 
 /// Starts an engine process (`run ...` or `resume RUN`), output appended to `dir/engine.log`.
+/// Each engine process leads its own process group, so that the runner can signal the whole
+/// group (as a terminal's Ctrl-C or a service manager's stop does) and nothing else.
 pub(crate) fn spawn_engine(env: &Env, dir: &Path, db: &Path, sim_url: &str, args: &[String]) -> Result<Child, String> {
     let log = OpenOptions::new()
         .create(true)
@@ -245,10 +271,23 @@ pub(crate) fn spawn_engine(env: &Env, dir: &Path, db: &Path, sim_url: &str, args
     let mut header = log.try_clone().map_err(|e| e.to_string())?;
     let _ = writeln!(header, "==== fogbook {}", args.join(" "));
     let err: File = log.try_clone().map_err(|e| e.to_string())?;
-    fogbook(env, db, Some(sim_url))
+    let child = fogbook(env, db, Some(sim_url))
         .args(args)
         .stdout(log)
         .stderr(err)
+        .process_group(0)
         .spawn()
-        .map_err(|e| format!("spawn fogbook: {e}"))
+        .map_err(|e| format!("spawn fogbook: {e}"))?;
+    let _ = writeln!(header, "==== pid {}", child.id());
+    Ok(child)
+}
+
+/// Sends `signal` to `child` alone (`group: false`) or to its whole process group.
+pub(crate) fn signal(child: &Child, signal: Signal, group: bool) {
+    let Ok(pid) = i32::try_from(child.id()) else { return };
+    let _ = if group {
+        nix::sys::signal::killpg(Pid::from_raw(pid), signal)
+    } else {
+        kill(Pid::from_raw(pid), signal)
+    };
 }

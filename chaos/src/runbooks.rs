@@ -26,6 +26,19 @@ impl Runbook {
         ]
     }
 
+    /// The emulator's operationId of the POST a (forced) failover step sends, if `step` is
+    /// one.
+    pub(crate) fn failover_operation(&self, step: &str) -> Option<&'static str> {
+        self.steps
+            .iter()
+            .find(|(id, _)| id == step)
+            .and_then(|(_, uses)| match uses.as_str() {
+                "fog.failover" => Some("InstanceFailoverGroups_Failover"),
+                "fog.force_failover" => Some("InstanceFailoverGroups_ForceFailoverAllowDataLoss"),
+                _ => None,
+            })
+    }
+
     /// Whether `step` is a (forced) failover: a POST that must never be sent twice.
     pub(crate) fn is_failover_step(&self, step: &str) -> bool {
         self.steps
@@ -104,6 +117,12 @@ pub(crate) fn discover(root: &Path, only: &[String]) -> Result<Vec<Runbook>, Str
             estate,
             steps: steps_of(&text),
         });
+    }
+    if let Some(unknown) = only.iter().find(|o| !found.iter().any(|r: &Runbook| &r.name == *o)) {
+        return Err(format!(
+            "--runbooks: no runbook `{unknown}` with example parameters under {} (runbooks/{unknown}.yaml and examples/{unknown}.yaml)",
+            dir.display()
+        ));
     }
     found.sort_by(|a, b| a.name.cmp(&b.name));
     if found.is_empty() {

@@ -1,6 +1,15 @@
-//! Kill -9 at every step boundary and at random moments, then resume: every effect happens
-//! exactly once, an ambiguous `command` stops the run instead of running twice, and the
-//! audit trail verifies.
+//! Kill -9 at every step boundary and at random moments, then resume, counting the calls of
+//! the `command` steps from outside (an append-only log: one line per call, never
+//! deduplicated). The guarantees, asserted exactly:
+//!
+//! - a completed step runs exactly once;
+//! - an `on_ambiguous: fail` command (`fragile`) runs at most once: interrupted while it ran,
+//!   the run stops for an operator instead of running it again;
+//! - an `on_ambiguous: rerun` command runs once more for each kill that hit it after it was
+//!   called and before its end was committed: a kill at its `before-finish`, or at the
+//!   `before-start` of the next step (the end of a step is committed with the next start),
+//!   and for no other kill point;
+//! - the audit trail verifies.
 
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
@@ -19,20 +28,78 @@ const POINTS: &[&str] = &[
     "before-finish",
     "after-finish",
 ];
-const EXPECTED: &[&str] = &["first", "second", "third", "fragile"];
+/// The `command` steps, in order: each call appends `STEP ENGINE-PID` to the log.
+const COMMANDS: &[&str] = &["first", "second", "third", "fragile"];
+/// The commands with `on_ambiguous: rerun` (`fragile` has the default, `fail`).
+const RERUN: &[&str] = &["first", "second", "third"];
+const LOG: &str = "effects.txt";
 
 fn start_args(sb: &Sandbox) -> Vec<String> {
     vec![
         "run".into(),
         fixture("kill-matrix.yaml").display().to_string(),
         "--set".into(),
-        format!("out={}", sb.path("effects.txt").display()),
+        format!("out={}", sb.path(LOG).display()),
         "--auto-approve".into(),
     ]
 }
 
+/// The call log: (step, pid of the engine process that ran it), in the order written.
+fn calls(sb: &Sandbox) -> Vec<(String, u32)> {
+    sb.lines_of(LOG)
+        .iter()
+        .map(|line| {
+            let (step, pid) = line
+                .split_once(' ')
+                .unwrap_or_else(|| panic!("unreadable call log line {line:?}"));
+            assert!(COMMANDS.contains(&step), "unknown call {line:?}");
+            (
+                step.to_owned(),
+                pid.parse().unwrap_or_else(|_| panic!("bad pid in {line:?}")),
+            )
+        })
+        .collect()
+}
+
+fn steps_called(calls: &[(String, u32)]) -> Vec<&str> {
+    calls.iter().map(|(s, _)| s.as_str()).collect()
+}
+
+/// The step before `step` in the runbook.
+fn previous(step: &str) -> Option<&'static str> {
+    let i = STEPS.iter().position(|s| *s == step)?;
+    i.checked_sub(1).map(|i| STEPS[i])
+}
+
+/// The calls a run killed once at `point:step` and resumed makes, in order: every command
+/// once, and a `rerun` command twice when the kill came after its call and before its end
+/// was committed (its own `before-finish`, or the next step's `before-start`).
+fn expected_calls(step: &str, point: &str) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for &c in COMMANDS {
+        out.push(c);
+        let hit = (point == "before-finish" && step == c) || (point == "before-start" && previous(step) == Some(c));
+        if hit && RERUN.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// No engine process calls a step twice: a re-run is always the next process's.
+fn assert_no_process_repeats(failpoint: &str, calls: &[(String, u32)]) {
+    for (i, call) in calls.iter().enumerate() {
+        assert!(
+            !calls[..i].contains(call),
+            "{failpoint}: process {} called `{}` twice: {calls:?}",
+            call.1,
+            call.0
+        );
+    }
+}
+
 /// Runs the kill-matrix runbook with a failpoint, checks the process died by SIGKILL,
-/// resumes, and checks the effects and the trail.
+/// resumes, and checks the calls and the trail.
 fn trial(step: &str, point: &str) {
     let sb = Sandbox::new();
     let args = start_args(&sb);
@@ -57,15 +124,25 @@ fn trial(step: &str, point: &str) {
         let err = stderr(&resumed);
         assert!(err.contains("may or may not"), "{failpoint}: unclear message: {err}");
         assert!(err.contains("on_ambiguous: fail"), "{failpoint}: {err}");
-        let fragile = sb.lines_of("effects.txt").iter().filter(|l| *l == "fragile").count();
-        let expected = usize::from(point != "after-progress");
-        assert_eq!(fragile, expected, "{failpoint}: the fragile command must not run twice");
+        // At most once: called before the kill (its progress is saved before the call, so
+        // not at `after-progress`), never again by the resume.
+        let mut expected = vec!["first", "second", "third"];
+        if point != "after-progress" {
+            expected.push("fragile");
+        }
+        let got = calls(&sb);
+        assert_eq!(
+            steps_called(&got),
+            expected,
+            "{failpoint}: the fragile command must not run twice"
+        );
+        assert_no_process_repeats(&failpoint, &got);
         assert_eq!(sb.run_status(&run), "failed");
         if point == "after-progress" {
             // The operator checked that nothing happened and asks for a fresh attempt.
             let retried = sb.run(&["resume", &run, "--retry-failed"]);
             assert_eq!(code(&retried), 0, "{failpoint}: {}", stderr(&retried));
-            assert_eq!(sb.lines_of("effects.txt"), EXPECTED, "{failpoint}");
+            assert_eq!(steps_called(&calls(&sb)), COMMANDS, "{failpoint}: each call once");
         }
     } else if step == "check" && point == "after-finish" {
         // The last step's end and the run's are one transition: the run was over when it died.
@@ -77,18 +154,20 @@ fn trial(step: &str, point: &str) {
         );
         assert_eq!(sb.run_status(&run), "succeeded");
         assert_eq!(
-            sb.lines_of("effects.txt"),
-            EXPECTED,
-            "{failpoint}: each effect exactly once"
+            steps_called(&calls(&sb)),
+            COMMANDS,
+            "{failpoint}: each command exactly once"
         );
     } else {
         assert_eq!(code(&resumed), 0, "{failpoint}: resume failed: {}", stderr(&resumed));
         assert_eq!(sb.run_status(&run), "succeeded");
+        let got = calls(&sb);
         assert_eq!(
-            sb.lines_of("effects.txt"),
-            EXPECTED,
-            "{failpoint}: each effect exactly once"
+            steps_called(&got),
+            expected_calls(step, point),
+            "{failpoint}: each command exactly once, plus one re-run of a `rerun` command the kill interrupted"
         );
+        assert_no_process_repeats(&failpoint, &got);
         // The window opened by `second` and closed by `third` survived the crash.
         let (open, closed): (i64, i64) = sb
             .sql()
@@ -101,6 +180,30 @@ fn trial(step: &str, point: &str) {
         assert_eq!((open, closed), (1, 1), "{failpoint}: one window, closed");
     }
     assert_audit_ok(&sb);
+}
+
+#[test]
+fn the_expected_calls_name_exactly_the_interrupted_rerun_command() {
+    assert_eq!(expected_calls("first", "after-finish"), COMMANDS);
+    assert_eq!(expected_calls("first", "after-start"), COMMANDS);
+    assert_eq!(expected_calls("first", "before-start"), COMMANDS);
+    assert_eq!(
+        expected_calls("first", "before-finish"),
+        ["first", "first", "second", "third", "fragile"]
+    );
+    assert_eq!(
+        expected_calls("pause", "before-start"),
+        ["first", "first", "second", "third", "fragile"]
+    );
+    assert_eq!(
+        expected_calls("settle", "before-start"),
+        ["first", "second", "second", "third", "fragile"]
+    );
+    assert_eq!(
+        expected_calls("fragile", "before-start"),
+        ["first", "second", "third", "third", "fragile"]
+    );
+    assert_eq!(expected_calls("gate", "before-start"), COMMANDS);
 }
 
 /// The five kill points of every step, less `after-progress` for `assert` (no progress).
@@ -148,6 +251,46 @@ fn kill_points_of_check() {
     all_points_of("check");
 }
 
+/// Checks the call log of a run driven by `processes` (pids in spawn order, and whether the
+/// test killed each): every process calls consecutive commands in order, none twice; a
+/// command is called again only by a later process, when the process that called it last
+/// was killed (one re-run per kill at most), and never for `fragile` (`on_ambiguous: fail`).
+/// Returns the number of re-runs.
+fn check_random_calls(trial: usize, calls: &[(String, u32)], processes: &[(u32, bool)]) -> usize {
+    let index = |step: &str| COMMANDS.iter().position(|c| *c == step).unwrap();
+    for (_, pid) in calls {
+        assert!(
+            processes.iter().any(|(p, _)| p == pid),
+            "trial {trial}: a call by {pid}, which the test did not start: {calls:?}"
+        );
+    }
+    let mut last: Option<(usize, bool)> = None; // (command, whether its caller was killed)
+    let mut reruns = 0;
+    for (pid, killed) in processes {
+        let mine: Vec<usize> = calls.iter().filter(|(_, p)| p == pid).map(|(s, _)| index(s)).collect();
+        for (k, &c) in mine.iter().enumerate() {
+            let allowed = match (k, last) {
+                (0, None) => c == 0,
+                (0, Some((prev, prev_killed))) => {
+                    let again = c == prev && prev_killed && RERUN.contains(&COMMANDS[c]);
+                    reruns += usize::from(again);
+                    c == prev + 1 || again
+                }
+                _ => c == mine[k - 1] + 1,
+            };
+            assert!(
+                allowed,
+                "trial {trial}: process {pid} called `{}` out of turn (processes {processes:?}): {calls:?}",
+                COMMANDS[c]
+            );
+        }
+        if let Some(&c) = mine.last() {
+            last = Some((c, *killed));
+        }
+    }
+    reruns
+}
+
 /// SIGKILL from outside at seeded random moments, possibly several times per run.
 #[test]
 fn random_kills_from_outside() {
@@ -156,16 +299,19 @@ fn random_kills_from_outside() {
         let sb = Sandbox::new();
         let mut args = start_args(&sb);
         let mut run: Option<String> = None;
+        let mut processes: Vec<(u32, bool)> = Vec::new();
         let mut kills = 0;
         let out = loop {
             let argv: Vec<&str> = args.iter().map(String::as_str).collect();
             let mut child = sb.spawn(&argv, &[]);
+            // Places the fault; the assertions below wait on nothing.
             std::thread::sleep(Duration::from_millis(rng.random_range(0..700)));
             let killed = kills < 3 && child.try_wait().unwrap().is_none();
             if killed {
                 child.kill().unwrap();
                 kills += 1;
             }
+            processes.push((child.id(), killed));
             let out = child.wait_with_output().unwrap();
             if run.is_none() && sb.db().exists() {
                 run = sb
@@ -183,11 +329,14 @@ fn random_kills_from_outside() {
             }
         };
         let id = run.expect("run created");
-        let lines = sb.lines_of("effects.txt");
-        for effect in EXPECTED {
-            let n = lines.iter().filter(|l| l == effect).count();
-            assert!(n <= 1, "trial {trial}: {effect} happened {n} times");
-        }
+        let got = calls(&sb);
+        let reruns = check_random_calls(trial, &got, &processes);
+        assert!(reruns <= kills, "trial {trial}: {reruns} re-runs from {kills} kills");
+        let called = steps_called(&got);
+        assert!(
+            called.iter().filter(|s| **s == "fragile").count() <= 1,
+            "trial {trial}: fragile (on_ambiguous: fail) ran twice: {got:?}"
+        );
         match sb.run_status(&id).as_str() {
             "failed" => {
                 // Killed while the non-idempotent command ran: the run stops for a human.
@@ -202,9 +351,60 @@ fn random_kills_from_outside() {
                 assert!(error.contains("may or may not"), "trial {trial}: {error}");
                 assert_ne!(code(&out), 0, "trial {trial}");
             }
-            "succeeded" => assert_eq!(lines, EXPECTED, "trial {trial}: {}", stderr(&out)),
+            "succeeded" => {
+                // Every command called, exactly once plus the re-runs the kills explain.
+                assert_eq!(
+                    called.len(),
+                    COMMANDS.len() + reruns,
+                    "trial {trial}: {got:?}: {}",
+                    stderr(&out)
+                );
+                assert_eq!(called.last(), Some(&"fragile"), "trial {trial}: {got:?}");
+            }
             other => panic!("trial {trial}: the run ended {other}: {}", stderr(&out)),
         }
         assert_audit_ok(&sb);
+    }
+}
+
+#[test]
+fn the_random_kill_judge_refuses_a_re_run_no_kill_explains() {
+    let c = |s: &str, p: u32| (s.to_owned(), p);
+    let ok = [
+        c("first", 1),
+        c("second", 1),
+        c("second", 2),
+        c("third", 2),
+        c("fragile", 2),
+    ];
+    assert_eq!(check_random_calls(0, &ok, &[(1, true), (2, false)]), 1);
+    for (bad, processes) in [
+        // The second process re-ran `second`, but the first was not killed.
+        (ok.to_vec(), vec![(1, false), (2, false)]),
+        // One process called a step twice.
+        (
+            vec![
+                c("first", 1),
+                c("first", 1),
+                c("second", 1),
+                c("third", 1),
+                c("fragile", 1),
+            ],
+            vec![(1, false)],
+        ),
+        // `fragile` re-run after a kill.
+        (
+            vec![
+                c("first", 1),
+                c("second", 1),
+                c("third", 1),
+                c("fragile", 1),
+                c("fragile", 2),
+            ],
+            vec![(1, true), (2, false)],
+        ),
+    ] {
+        let judged = std::panic::catch_unwind(|| check_random_calls(0, &bad, &processes));
+        assert!(judged.is_err(), "accepted {bad:?} from {processes:?}");
     }
 }

@@ -11,15 +11,20 @@ use crate::cli::{Cli, SimArgs};
 use crate::{Exit, output};
 
 /// The token the in-process emulator accepts (it is a local rehearsal: no secret).
-const SIM_TOKEN: &str = "fogbook-sim";
+pub(crate) const SIM_TOKEN: &str = "fogbook-sim";
 
 /// Whether the runbook calls Azure (every activity outside the built-ins has a dotted name).
 pub(crate) fn uses_azure(rb: &Runbook) -> bool {
     rb.steps.iter().any(|s| s.uses.contains('.'))
 }
 
-/// Starts the emulator for `--sim`.
-pub(crate) async fn start_sim(args: &SimArgs, quiet: bool) -> Result<Option<SimHandle>, Exit> {
+/// Starts the emulator for `--sim`, saving its state to `state_file` after every mutation
+/// (so the rehearsal can be restored by a later command).
+pub(crate) async fn start_sim(
+    args: &SimArgs,
+    state_file: Option<std::path::PathBuf>,
+    quiet: bool,
+) -> Result<Option<SimHandle>, Exit> {
     if !args.sim {
         return Ok(None);
     }
@@ -38,6 +43,7 @@ pub(crate) async fn start_sim(args: &SimArgs, quiet: bool) -> Result<Option<SimH
     let mut config = SimConfig::new(estate);
     config.time_scale = args.sim_time_scale;
     config.token = Some(SIM_TOKEN.to_owned());
+    config.state_file = state_file;
     let sim = fogbook_sim::start(config).await.map_err(|e| {
         output::error_chain(&e, None);
         Exit::BadInput

@@ -270,6 +270,11 @@ pub(crate) struct ResumeArgs {
     /// Who asks for `--retry-failed` (for the audit trail).
     #[arg(long, default_value_t = default_user())]
     pub(crate) by: String,
+    /// Expect a rehearsal (a run started with --sim) and refuse any other run. Not needed to
+    /// continue a rehearsal: its emulator is restored from the state the run recorded, with
+    /// the simulated time that passed meanwhile.
+    #[arg(long)]
+    pub(crate) sim: bool,
     #[command(flatten)]
     pub(crate) drive: DriveArgs,
 }

@@ -268,10 +268,32 @@ async fn run(cli: &Cli, args: &RunArgs) -> Exit {
         Err(code) => return code,
     };
     let needs_arm = crate::arm::uses_azure(&rb);
-    let sim = match crate::arm::start_sim(&args.sim, cli.quiet).await {
+    // A rehearsal's emulator saves its state beside the database, and the run records where,
+    // so any later command can restore it (src/rehearsal.rs).
+    let state_file = if args.sim.sim {
+        match crate::rehearsal::new_state_file(&cli.db) {
+            Ok(p) => Some(p),
+            Err(code) => return code,
+        }
+    } else {
+        None
+    };
+    let sim = match crate::arm::start_sim(&args.sim, state_file.clone(), cli.quiet).await {
         Ok(s) => s,
         Err(code) => return code,
     };
+    let target = match (&sim, &state_file) {
+        (Some(sim), Some(file)) => json!({ "rehearsal": crate::rehearsal::Rehearsal {
+            state_file: file.clone(),
+            addr: sim.addr(),
+            time_scale: args.sim.sim_time_scale,
+        }.record() }),
+        _ => json!({ "arm_endpoint": crate::rehearsal::endpoint_record(cli.arm_endpoint.as_deref()) }),
+    };
+    let mut created_by = json!({ "user": std::env::var("USER").ok(), "command": "run" });
+    if let (Some(by), Some(extra)) = (created_by.as_object_mut(), target.as_object()) {
+        by.extend(extra.clone());
+    }
     let env = match crate::arm::env(cli, sim.as_ref(), needs_arm).await {
         Ok(e) => e,
         Err(code) => return code,
@@ -294,7 +316,7 @@ async fn run(cli: &Cli, args: &RunArgs) -> Exit {
             params,
             auto_approve: args.auto_approve,
             take_lease: !args.detach,
-            created_by: json!({ "user": std::env::var("USER").ok(), "command": "run" }),
+            created_by,
             schedule: None,
             window: None,
         })
@@ -303,6 +325,13 @@ async fn run(cli: &Cli, args: &RunArgs) -> Exit {
         Ok(id) => id,
         Err(e) => {
             engine.store().close().await;
+            if let Some(sim) = sim {
+                sim.shutdown().await;
+            }
+            if let Some(file) = &state_file {
+                // No run records it: nothing can restore it.
+                let _ = std::fs::remove_file(file);
+            }
             return engine_error(&e);
         }
     };
@@ -315,6 +344,9 @@ async fn run(cli: &Cli, args: &RunArgs) -> Exit {
         }
         output::note(cli.quiet, "detached: `fogbook worker` will drive it");
         engine.store().close().await;
+        if let Some(sim) = sim {
+            sim.shutdown().await;
+        }
         return Exit::Success;
     }
     if args.auto_approve {
@@ -494,12 +526,6 @@ pub(crate) fn open_existing(cli: &Cli) -> Option<Store> {
 
 async fn resume_runs(cli: &Cli, args: &ResumeArgs, store: Store) -> Exit {
     let progress = Progress::new(cli.quiet);
-    let env = match crate::arm::env(cli, None, false).await {
-        Ok(e) => e,
-        Err(code) => return code,
-    };
-    let engine = engine(cli, store.clone(), &args.drive, progress.clone(), env);
-    tracing::debug!("engine.ready");
     let ids = if let Some(id) = &args.run_id {
         vec![id.clone()]
     } else {
@@ -521,28 +547,32 @@ async fn resume_runs(cli: &Cli, args: &ResumeArgs, store: Store) -> Exit {
     }
     let mut worst = Exit::Success;
     for id in ids {
-        if args.retry_failed {
-            match store.retry_failed(&id, &args.by, engine.now_ms()).await {
-                Ok(step) => output::note(cli.quiet, &format!("step `{step}` of run {id} gets a fresh attempt")),
-                Err(e) => {
-                    output::error_chain(&e, None);
-                    return Exit::BadInput;
-                }
-            }
-        } else if let Ok(snap) = store.load_run(&id).await
-            && snap.run.status == RunStatus::Failed
-        {
-            output::error(
-                &format!("run {id} has failed; resuming it would retry its failed step"),
-                Some(&format!(
-                    "if that is what you want: fogbook resume {id} --retry-failed; otherwise fogbook cancel {id}"
-                )),
-            );
-            worst = Exit::BadInput;
-            continue;
+        // Where the run was created decides where it continues: a rehearsal on its restored
+        // emulator, a real run against its endpoint (src/rehearsal.rs).
+        let target = match crate::rehearsal::target_of(&store, &id).await {
+            Ok(t) => t,
+            Err(e) => return engine_error(&EngineError::from(e)),
+        };
+        if let Err(code) = crate::rehearsal::check_target(&id, &target, cli.arm_endpoint.as_deref(), args.sim) {
+            return code;
         }
-        output::always(&format!("run {id}"));
-        let exit = drive(cli, &engine, &id, progress.clone()).await;
+        let sim = match &target {
+            crate::rehearsal::Target::Rehearsal(r) => match crate::rehearsal::restore(&id, r, cli.quiet).await {
+                Ok(sim) => Some(sim),
+                Err(code) => return code,
+            },
+            _ => None,
+        };
+        let env = match crate::arm::env(cli, sim.as_ref(), sim.is_some()).await {
+            Ok(e) => e,
+            Err(code) => return code,
+        };
+        let engine = engine(cli, store.clone(), &args.drive, progress.clone(), env);
+        tracing::debug!("engine.ready");
+        let exit = resume_one(cli, args, &store, &engine, &id, progress.clone()).await;
+        if let Some(sim) = sim {
+            sim.shutdown().await;
+        }
         if exit != Exit::Success && worst == Exit::Success {
             worst = exit;
         }
@@ -551,6 +581,38 @@ async fn resume_runs(cli: &Cli, args: &ResumeArgs, store: Store) -> Exit {
         }
     }
     worst
+}
+
+/// Resumes one run (with `--retry-failed`, gives its failed step a fresh attempt first).
+async fn resume_one(
+    cli: &Cli,
+    args: &ResumeArgs,
+    store: &Store,
+    engine: &Engine,
+    id: &str,
+    progress: Arc<Progress>,
+) -> Exit {
+    if args.retry_failed {
+        match store.retry_failed(id, &args.by, engine.now_ms()).await {
+            Ok(step) => output::note(cli.quiet, &format!("step `{step}` of run {id} gets a fresh attempt")),
+            Err(e) => {
+                output::error_chain(&e, None);
+                return Exit::BadInput;
+            }
+        }
+    } else if let Ok(snap) = store.load_run(id).await
+        && snap.run.status == RunStatus::Failed
+    {
+        output::error(
+            &format!("run {id} has failed; resuming it would retry its failed step"),
+            Some(&format!(
+                "if that is what you want: fogbook resume {id} --retry-failed; otherwise fogbook cancel {id}"
+            )),
+        );
+        return Exit::BadInput;
+    }
+    output::always(&format!("run {id}"));
+    drive(cli, engine, id, progress).await
 }
 
 async fn approve(cli: &Cli, store: Store, run_id: String, step: String, by: String, comment: Option<String>) -> Exit {

@@ -17,7 +17,7 @@ pub(crate) async fn plan(cli: &Cli, args: &PlanArgs) -> Exit {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let sim = match crate::arm::start_sim(&args.sim, cli.quiet).await {
+    let sim = match crate::arm::start_sim(&args.sim, None, cli.quiet).await {
         Ok(s) => s,
         Err(code) => return code,
     };

@@ -13,6 +13,7 @@ mod kill_matrix;
 mod lease_lock;
 mod notify;
 mod plan;
+mod rehearsal;
 mod seed_runbooks;
 mod signals;
 mod sim_serve;

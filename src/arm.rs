@@ -96,3 +96,86 @@ pub(crate) async fn env(cli: &Cli, sim: Option<&SimHandle>, required: bool) -> R
         }
     }
 }
+
+/// Before a run with Azure steps is created: the credential must give a token for the
+/// endpoint now, so a bad login creates no run and takes no lock. Under `--auth auto` the
+/// error names each source in the order they are tried and why each gave nothing.
+pub(crate) async fn check_credential(cli: &Cli, env: &Env) -> Result<(), Exit> {
+    let Some(client) = &env.arm else {
+        return Ok(());
+    };
+    let limit = std::time::Duration::from_secs(60);
+    let reason = match tokio::time::timeout(limit, client.check_credential()).await {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e)) => match e {
+            fogbook_activities::ActivityError::Failed { message, .. } => match message.split_once("gave no token: ") {
+                Some((_, why)) => why.to_owned(),
+                None => message,
+            },
+            other => other.to_string(),
+        },
+        Err(_) => format!(
+            "the {} credential gave no token within {}s",
+            client.credential_kind(),
+            limit.as_secs()
+        ),
+    };
+    let mut text = format!("no ARM token for {}; nothing was created", client.endpoint());
+    let auto = cli.auth.as_deref().is_none_or(|a| a.eq_ignore_ascii_case("auto"));
+    if auto {
+        text.push_str("\n--auth auto tried, in order:");
+        for (source, outcome) in auto_sources(&reason) {
+            text.push_str(&format!("\n  {source}: {outcome}"));
+        }
+    } else {
+        text.push_str(&format!("\n  {}", indent(&reason)));
+    }
+    output::error(
+        &text,
+        Some(
+            "log in (`az login`), set FOGBOOK_ARM_TOKEN, or pick a source with --auth (see `fogbook --help`); add --sim to rehearse on the emulator",
+        ),
+    );
+    Err(Exit::BadInput)
+}
+
+fn set(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| !v.is_empty())
+}
+
+fn indent(text: &str) -> String {
+    text.trim().replace('\n', "\n    ")
+}
+
+/// The sources `--auth auto` tries (the order of `activities::arm::credential`), each with
+/// why it gave nothing: not configured, or the error of the one that was asked.
+fn auto_sources(reason: &str) -> Vec<(&'static str, String)> {
+    let checks: [(&'static str, bool, &'static str); 5] = [
+        ("FOGBOOK_ARM_TOKEN", set("FOGBOOK_ARM_TOKEN"), "not set"),
+        (
+            "workload identity",
+            set("AZURE_FEDERATED_TOKEN_FILE") && set("AZURE_CLIENT_ID"),
+            "not configured (AZURE_FEDERATED_TOKEN_FILE and AZURE_CLIENT_ID are not both set)",
+        ),
+        (
+            "client secret",
+            set("AZURE_CLIENT_SECRET") && set("AZURE_CLIENT_ID") && set("AZURE_TENANT_ID"),
+            "not configured (AZURE_CLIENT_SECRET, AZURE_CLIENT_ID and AZURE_TENANT_ID are not all set)",
+        ),
+        (
+            "managed identity",
+            set("IDENTITY_ENDPOINT") || set("MSI_ENDPOINT"),
+            "not configured (neither IDENTITY_ENDPOINT nor MSI_ENDPOINT is set)",
+        ),
+        ("developer tools (az login, azd auth login)", true, ""),
+    ];
+    let mut out = Vec::new();
+    for (source, configured, why_not) in checks {
+        if configured {
+            out.push((source, format!("gave no token: {}", indent(reason))));
+            break;
+        }
+        out.push((source, why_not.to_owned()));
+    }
+    out
+}

@@ -298,6 +298,13 @@ async fn run(cli: &Cli, args: &RunArgs) -> Exit {
         Ok(e) => e,
         Err(code) => return code,
     };
+    // No run without a credential: a bad login must leave the database as it was.
+    if needs_arm
+        && sim.is_none()
+        && let Err(code) = crate::arm::check_credential(cli, &env).await
+    {
+        return code;
+    }
     let store = match Store::open(&cli.db) {
         Ok(s) => s,
         Err(e) => {

@@ -8,6 +8,7 @@ mod bad_input;
 mod bench_cloud;
 mod cli;
 mod common;
+mod credential;
 mod durability;
 mod kill_matrix;
 mod lease_lock;

@@ -331,6 +331,12 @@ async fn run(cli: &Cli, args: &RunArgs) -> Exit {
     let run_id = match created {
         Ok(id) => id,
         Err(e) => {
+            let exit = match &e {
+                EngineError::Locked { key, holder, .. } if lock_refusal(engine.store(), key, holder).await => {
+                    Exit::Busy
+                }
+                other => engine_error(other),
+            };
             engine.store().close().await;
             if let Some(sim) = sim {
                 sim.shutdown().await;
@@ -339,7 +345,7 @@ async fn run(cli: &Cli, args: &RunArgs) -> Exit {
                 // No run records it: nothing can restore it.
                 let _ = std::fs::remove_file(file);
             }
-            return engine_error(&e);
+            return exit;
         }
     };
     output::always(&format!("run {run_id}"));
@@ -382,7 +388,11 @@ async fn drive(cli: &Cli, engine: &Engine, run_id: &str, progress: Arc<Progress>
             let exit = match &outcome {
                 RunOutcome::Succeeded => Exit::Success,
                 RunOutcome::Failed { step, code, message } => {
-                    output::always(&format!("run {run_id} failed at step `{step}`: {code}: {message}"));
+                    output::always(&format!(
+                        "run {run_id} failed at step `{step}`: {code}: {}",
+                        message.trim().replace('\n', "\n    ")
+                    ));
+                    release_locks_if_untouched(cli, engine, run_id).await;
                     Exit::RunFailed
                 }
                 RunOutcome::Waiting { step, message } => {
@@ -417,6 +427,127 @@ async fn drive(cli: &Cli, engine: &Engine, run_id: &str, progress: Arc<Progress>
         }
         Err(e) => engine_error(&e),
     }
+}
+
+/// The refusal of a run whose resource another run holds: the holder, its status and
+/// where it stopped, its open windows and the ways out.
+async fn lock_refusal(store: &Store, key: &str, holder: &str) -> bool {
+    let Ok(snap) = store.load_run(holder).await else {
+        return false;
+    };
+    let run = &snap.run;
+    let mut text = format!(
+        "`{key}` is locked by run {holder} (runbook `{}`, created {}, status {}); one run at a time may touch it",
+        run.runbook_name,
+        fogbook_state::format_ms(run.created_at),
+        run.status.as_str()
+    );
+    if let Some(failed) = snap
+        .steps
+        .iter()
+        .find(|s| s.status == fogbook_state::StepStatus::Failed)
+    {
+        let code = failed
+            .error
+            .as_ref()
+            .and_then(|e| e["code"].as_str())
+            .unwrap_or("failed");
+        text.push_str(&format!("\n  it failed at step `{}`: {code}", failed.step_id));
+    }
+    let open: Vec<String> = snap
+        .windows
+        .iter()
+        .filter(|w| w.closed_at.is_none())
+        .map(|w| {
+            let whose = w
+                .subject
+                .as_deref()
+                .map(|s| format!(" (the databases of {s})"))
+                .unwrap_or_default();
+            format!(
+                "{} window open since {}{whose}, opened by `{}`",
+                w.kind.as_str(),
+                fogbook_state::format_ms(w.opened_at),
+                w.opened_step
+            )
+        })
+        .collect();
+    if open.is_empty() {
+        text.push_str("\n  no window is open");
+    }
+    for w in &open {
+        text.push_str(&format!("\n  OPEN {w}"));
+    }
+    let ways = match run.status {
+        RunStatus::Failed => format!(
+            "continue it: `fogbook resume {holder} --retry-failed`; or give it up (its locks are released): `fogbook cancel {holder}`"
+        ),
+        _ => format!(
+            "let it finish (`fogbook status {holder}`; `fogbook resume {holder}` if nobody drives it), or `fogbook cancel {holder}`"
+        ),
+    };
+    output::error(&text, Some(&ways));
+    true
+}
+
+/// Whether a step of activity `uses` may change something outside fogbook.
+fn mutates(uses: &str) -> bool {
+    !(fogbook_activities::is_read_only(uses) || matches!(uses, "approval" | "wait" | "notify"))
+}
+
+/// A failed run that never started a step that changes something releases its locks: it left
+/// the resources as they were, so it must not block the next run. A run that started one
+/// keeps them (it may be half-way through a procedure) until `resume --retry-failed` or
+/// `cancel`.
+async fn release_locks_if_untouched(cli: &Cli, engine: &Engine, run_id: &str) {
+    let store = engine.store();
+    let Ok(snap) = store.load_run(run_id).await else {
+        return;
+    };
+    let Ok(rb) = runbook::parse(&snap.run.runbook_text, "pinned runbook") else {
+        return;
+    };
+    let touched: Vec<&str> = snap
+        .steps
+        .iter()
+        .filter(|s| s.first_started_at.is_some())
+        .filter(|s| rb.step(&s.step_id).is_some_and(|st| mutates(&st.uses)))
+        .map(|s| s.step_id.as_str())
+        .collect();
+    if !touched.is_empty() {
+        return;
+    }
+    let why = "failed before any step that changes something started".to_owned();
+    match store.release_failed_run_locks(run_id, why, engine.now_ms()).await {
+        Ok(keys) if !keys.is_empty() => output::note(
+            cli.quiet,
+            &format!(
+                "run {run_id} failed before changing anything; its locks are released ({})",
+                keys.join(", ")
+            ),
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "locks.release_failed"),
+    }
+}
+
+/// Before `--retry-failed`: a run whose locks were released when it failed takes them again,
+/// or is refused when another run holds one now.
+async fn retake_released_locks(store: &Store, run_id: &str, now: fogbook_state::Millis) -> Result<(), EngineError> {
+    let events = store.events(run_id).await?;
+    let last = events
+        .iter()
+        .rev()
+        .find(|e| e.kind == "locks.released" || e.kind == "locks.retaken");
+    let Some(released) = last.filter(|e| e.kind == "locks.released") else {
+        return Ok(());
+    };
+    let keys: Vec<String> = released.data["keys"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|k| k.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    store.retake_locks(run_id, keys, now).await?;
+    Ok(())
 }
 
 /// Cancels `stop` on SIGTERM or SIGINT (Ctrl-C). The handlers are installed before this
@@ -600,6 +731,9 @@ async fn resume_one(
     progress: Arc<Progress>,
 ) -> Exit {
     if args.retry_failed {
+        if let Err(e) = retake_released_locks(store, id, engine.now_ms()).await {
+            return engine_error(&e);
+        }
         match store.retry_failed(id, &args.by, engine.now_ms()).await {
             Ok(step) => output::note(cli.quiet, &format!("step `{step}` of run {id} gets a fresh attempt")),
             Err(e) => {

@@ -140,17 +140,13 @@ pub(crate) async fn report(cli: &Cli, store: Store, run_id: String) -> Exit {
         } else {
             String::new()
         };
+        // Only the code in the table, so a long or multi-line message cannot break it; the
+        // message follows the table, once.
         let err = s
             .error
             .as_ref()
             .filter(|_| s.status == fogbook_state::StepStatus::Failed)
-            .map(|e| {
-                format!(
-                    "  {}: {}",
-                    e["code"].as_str().unwrap_or(""),
-                    e["message"].as_str().unwrap_or("")
-                )
-            })
+            .map(|e| format!("  {}", e["code"].as_str().unwrap_or("failed")))
             .unwrap_or_default();
         out.push_str(&format!(
             "  {:<28} {:<10} {:>10}{attempts}{err}\n",
@@ -158,6 +154,20 @@ pub(crate) async fn report(cli: &Cli, store: Store, run_id: String) -> Exit {
             s.status.as_str(),
             dur
         ));
+    }
+    for s in snap
+        .steps
+        .iter()
+        .filter(|s| s.status == fogbook_state::StepStatus::Failed)
+    {
+        if let Some(e) = &s.error {
+            let message = e["message"].as_str().unwrap_or("").trim().replace('\n', "\n    ");
+            out.push_str(&format!(
+                "\nstep `{}` failed: {}\n    {message}\n",
+                s.step_id,
+                e["code"].as_str().unwrap_or("failed")
+            ));
+        }
     }
     let reported: Vec<(String, serde_json::Value)> = snap
         .steps

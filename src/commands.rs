@@ -48,11 +48,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Exit {
                     }
                 }
             }
-            let filter = RunFilter {
-                statuses,
-                limit: Some(a.limit),
-            };
-            with_store(&cli, |store| report::runs(&cli, store, filter)).await
+            with_store(&cli, |store| report::runs(&cli, store, statuses, a.limit)).await
         }
         Command::History(a) => with_store(&cli, |store| report::history(&cli, store, a.run_id.clone())).await,
         Command::Report(a) => with_store(&cli, |store| report::report(&cli, store, a.run_id.clone())).await,

@@ -18,4 +18,5 @@ mod rehearsal;
 mod seed_runbooks;
 mod signals;
 mod sim_serve;
+mod status;
 mod worker;

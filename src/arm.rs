@@ -179,3 +179,12 @@ fn auto_sources(reason: &str) -> Vec<(&'static str, String)> {
     }
     out
 }
+
+/// The activities' environment of a run on the emulator `sim` (a restored rehearsal).
+pub(crate) async fn sim_env(sim: &SimHandle) -> Result<Env, String> {
+    let url = url::Url::parse(&sim.base_url()).map_err(|e| format!("the emulator's URL does not parse: {e}"))?;
+    let client = ArmClient::new(ArmConfig::with_token(url, Secret::new(SIM_TOKEN.to_owned())))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Env::with_arm(client))
+}

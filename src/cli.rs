@@ -226,8 +226,9 @@ pub(crate) struct RunArgs {
     /// Approve every approval step without asking (recorded as auto-approved in the audit trail).
     #[arg(long)]
     pub(crate) auto_approve: bool,
-    /// Create the run and return at once; `fogbook worker` drives it.
-    #[arg(long, conflicts_with_all = ["wait", "sim"])]
+    /// Create the run and return at once; `fogbook worker` (or `fogbook resume RUN`) drives
+    /// it. With --sim, on the emulator restored from the state the run records.
+    #[arg(long, conflicts_with = "wait")]
     pub(crate) detach: bool,
     #[command(flatten)]
     pub(crate) sim: SimArgs,

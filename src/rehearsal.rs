@@ -208,3 +208,50 @@ pub(crate) fn endpoint_record(arm_endpoint: Option<&str>) -> String {
         None => arm_endpoint.unwrap_or_default().to_owned(),
     }
 }
+
+/// The worker's per-run environments: a rehearsal is driven on its restored emulator, a run
+/// started against another endpoint than the worker's is left alone (logged).
+pub(crate) struct WorkerRunEnv {
+    pub(crate) store: Store,
+    pub(crate) arm_endpoint: Option<String>,
+    pub(crate) quiet: bool,
+}
+
+impl fogbook_engine::RunEnv for WorkerRunEnv {
+    fn prepare<'a>(
+        &'a self,
+        run_id: &'a str,
+    ) -> fogbook_activities::BoxFuture<'a, Result<Option<fogbook_engine::PreparedEnv>, String>> {
+        Box::pin(async move {
+            match target_of(&self.store, run_id).await.map_err(|e| e.to_string())? {
+                Target::Rehearsal(r) => {
+                    let sim = restore(run_id, &r, self.quiet)
+                        .await
+                        .map_err(|_| format!("cannot restore the emulator of rehearsal {run_id}"))?;
+                    let env = match crate::arm::sim_env(&sim).await {
+                        Ok(env) => env,
+                        Err(e) => {
+                            sim.shutdown().await;
+                            return Err(e);
+                        }
+                    };
+                    Ok(Some(fogbook_engine::PreparedEnv {
+                        env,
+                        finish: Box::pin(async move { sim.shutdown().await }),
+                    }))
+                }
+                Target::Endpoint(recorded) => {
+                    let current = endpoint_record(self.arm_endpoint.as_deref());
+                    if endpoint_record(Some(&recorded)) == current {
+                        Ok(None)
+                    } else {
+                        Err(format!(
+                            "run {run_id} was started against {recorded}; this worker talks to {current}"
+                        ))
+                    }
+                }
+                Target::Unrecorded => Ok(None),
+            }
+        })
+    }
+}

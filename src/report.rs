@@ -89,12 +89,40 @@ fn step_duration(s: &fogbook_state::StepRow, now: Millis) -> Option<Millis> {
     Some(s.finished_at.unwrap_or(now) - start)
 }
 
+/// The rehearsal record of a run, if it is one.
+async fn rehearsal_of(store: &Store, run_id: &str) -> Option<crate::rehearsal::Rehearsal> {
+    match crate::rehearsal::target_of(store, run_id).await {
+        Ok(crate::rehearsal::Target::Rehearsal(r)) => Some(r),
+        _ => None,
+    }
+}
+
+fn rehearsal_json(r: Option<&crate::rehearsal::Rehearsal>) -> serde_json::Value {
+    r.map_or(serde_json::Value::Null, crate::rehearsal::Rehearsal::record)
+}
+
+fn rehearsal_line(r: &crate::rehearsal::Rehearsal) -> String {
+    format!(
+        "rehearsal: on the ARM emulator (--sim) at {}x time, nothing touched Azure; its state: {}\n",
+        r.time_scale,
+        r.state_file.display()
+    )
+}
+
+/// Real milliseconds as simulated time at `scale`.
+fn simulated(ms: Millis, scale: f64) -> String {
+    let sim = (ms as f64 * scale).round();
+    let sim = if sim.is_finite() { sim as i64 } else { 0 };
+    human(sim)
+}
+
 pub(crate) async fn report(cli: &Cli, store: Store, run_id: String) -> Exit {
     let snap = match load(&store, &run_id).await {
         Ok(s) => s,
         Err(e) => return e,
     };
     let now = now_ms();
+    let rehearsal = rehearsal_of(&store, &run_id).await;
     if cli.format == Format::Json {
         let steps: Vec<_> = snap
             .steps
@@ -115,6 +143,7 @@ pub(crate) async fn report(cli: &Cli, store: Store, run_id: String) -> Exit {
                 "created_at": format_ms(snap.run.created_at), "finished_at": snap.run.finished_at.map(format_ms),
                 "duration_ms": snap.run.finished_at.unwrap_or(now) - snap.run.created_at,
                 "steps": steps, "windows": windows, "error": snap.run.error,
+                "rehearsal": rehearsal_json(rehearsal.as_ref()),
                 "results": snap.steps.iter().filter_map(|s| s.output.as_ref()?.get("report").cloned()).collect::<Vec<_>>(),
             }),
         );
@@ -125,14 +154,23 @@ pub(crate) async fn report(cli: &Cli, store: Store, run_id: String) -> Exit {
         "run {}  {} v{}  {}\n",
         snap.run.id, snap.run.runbook_name, snap.run.runbook_version, snap.run.status
     ));
+    let took = snap.run.finished_at.unwrap_or(now) - snap.run.created_at;
+    let took_sim = rehearsal
+        .as_ref()
+        .map(|r| format!(" ({} simulated)", simulated(took, r.time_scale)))
+        .unwrap_or_default();
     out.push_str(&format!(
-        "started {}  {}\n\nsteps:\n",
+        "started {}  {}{took_sim}\n",
         format_ms(snap.run.created_at),
         match snap.run.finished_at {
-            Some(f) => format!("finished {}  took {}", format_ms(f), human(f - snap.run.created_at)),
-            None => format!("running for {}", human(now - snap.run.created_at)),
+            Some(f) => format!("finished {}  took {}", format_ms(f), human(took)),
+            None => format!("running for {}", human(took)),
         }
     ));
+    if let Some(r) = &rehearsal {
+        out.push_str(&rehearsal_line(r));
+    }
+    out.push_str("\nsteps:\n");
     for s in &snap.steps {
         let dur = step_duration(s, now).map(human).unwrap_or_else(|| "-".to_owned());
         let attempts = if s.attempt > 1 {
@@ -189,6 +227,15 @@ pub(crate) async fn report(cli: &Cli, store: Store, run_id: String) -> Exit {
     for w in &snap.windows {
         out.push_str(&window_text(w, now));
         out.push('\n');
+        if let Some(r) = &rehearsal {
+            let lasted = w.closed_at.unwrap_or(now) - w.opened_at;
+            out.push_str(&format!(
+                "      {} simulated ({} real at {}x)\n",
+                simulated(lasted, r.time_scale),
+                human(lasted),
+                r.time_scale
+            ));
+        }
     }
     output::data(&out);
     Exit::Success
@@ -316,6 +363,7 @@ pub(crate) async fn status(cli: &Cli, store: Store, run_id: String) -> Exit {
     };
     let now = now_ms();
     let current = snap.steps.iter().find(|s| !s.status.is_done());
+    let rehearsal = rehearsal_of(&store, &run_id).await;
     let waiting_approval = (snap.run.status == fogbook_state::RunStatus::Waiting)
         .then(|| current.map(|s| s.step_id.clone()))
         .flatten();
@@ -335,6 +383,7 @@ pub(crate) async fn status(cli: &Cli, store: Store, run_id: String) -> Exit {
                 "steps": snap.steps,
                 "windows": snap.windows.iter().map(|w| window_json(w, now)).collect::<Vec<_>>(),
                 "approvals": snap.approvals,
+                "rehearsal": rehearsal_json(rehearsal.as_ref()),
             }),
         );
         return Exit::Success;
@@ -368,6 +417,9 @@ pub(crate) async fn status(cli: &Cli, store: Store, run_id: String) -> Exit {
         ));
     }
     out.push_str(&format!("created: {}\n", format_ms(r.created_at)));
+    if let Some(reh) = &rehearsal {
+        out.push_str(&rehearsal_line(reh));
+    }
     if let Some(step) = current {
         out.push_str(&format!(
             "current step: {} ({}, attempt {})\n",

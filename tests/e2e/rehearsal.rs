@@ -381,3 +381,47 @@ fn rehearsal_and_real_run_keep_their_targets() {
         "no failover was sent"
     );
 }
+
+/// A detached rehearsal is driven by `fogbook worker` on its restored emulator, and the
+/// status and report of a rehearsal say it is one.
+#[test]
+fn a_detached_rehearsal_is_driven_by_the_worker() {
+    let sb = Sandbox::new();
+    let rb = root().join("runbooks/failover.yaml");
+    let params = root().join("examples/failover.yaml");
+    let mut c = sb.cmd();
+    c.current_dir(root()).args([
+        "run",
+        rb.to_str().unwrap(),
+        "--params",
+        params.to_str().unwrap(),
+        "--sim",
+        "--auto-approve",
+        "--detach",
+    ]);
+    let out = c.output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let run = sb.last_run_id();
+    assert_eq!(sb.run_status(&run), "pending");
+    assert!(mutations(&only_state(&sb)).is_empty());
+
+    let out = sb.run(&["worker", "--exit-when-idle"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(sb.run_status(&run), "succeeded", "{}", stderr(&out));
+    let state = only_state(&sb);
+    let failovers: Vec<String> = mutations(&state)
+        .into_iter()
+        .filter(|m| m.ends_with("/failover"))
+        .collect();
+    assert_eq!(failovers.len(), 1, "{failovers:?}");
+    assert_eq!(estate(&state)["groups"]["fog-demo"]["primary"], "mi-fog-b");
+
+    for cmd in ["status", "report"] {
+        let out = sb.run(&[cmd, &run]);
+        assert!(
+            stdout(&out).contains("rehearsal"),
+            "`{cmd}` says it is a rehearsal: {}",
+            stdout(&out)
+        );
+    }
+}

@@ -91,7 +91,7 @@ pub(crate) enum Command {
     /// Continue an interrupted, waiting or failed run where it stopped.
     Resume(ResumeArgs),
     /// Show one run: status, steps, open windows, lease, pending approval.
-    Status(RunIdArg),
+    Status(StatusArgs),
     /// List runs, newest first.
     Runs(RunsArgs),
     /// The audit trail of a run (use `--format table|json|csv`).
@@ -278,6 +278,16 @@ pub(crate) struct ResumeArgs {
     pub(crate) sim: bool,
     #[command(flatten)]
     pub(crate) drive: DriveArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// The run id (as printed by `fogbook run` and `fogbook runs`).
+    pub(crate) run_id: String,
+    /// Refresh every second until the run is over (in place on a terminal; otherwise a new
+    /// document each time it changes). Ctrl-C stops watching, not the run.
+    #[arg(long)]
+    pub(crate) watch: bool,
 }
 
 #[derive(Debug, Args)]

@@ -33,7 +33,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Exit {
         Command::Plan(args) => crate::plan_cmd::plan(&cli, args).await,
         Command::Bench(args) => crate::plan_cmd::bench(&cli, args).await,
         Command::Resume(args) => resume(&cli, args).await,
-        Command::Status(a) => with_store(&cli, |store| report::status(&cli, store, a.run_id.clone())).await,
+        Command::Status(a) => with_store(&cli, |store| report::status(&cli, store, a.run_id.clone(), a.watch)).await,
         Command::Runs(a) => {
             let mut statuses = Vec::new();
             for s in &a.status {

@@ -32,6 +32,14 @@ pub(crate) fn data(text: &str) {
 
 /// Writes `value` as pretty JSON, with `schema_version` first, to stdout.
 pub(crate) fn json<T: Serialize>(kind: &str, value: &T) {
+    let text = json_text(kind, value);
+    if !text.is_empty() {
+        data(&text);
+    }
+}
+
+/// The document [`json`] writes (empty, with the error printed, when it cannot be encoded).
+pub(crate) fn json_text<T: Serialize>(kind: &str, value: &T) -> String {
     let mut doc = serde_json::Map::new();
     doc.insert("schema_version".to_owned(), SCHEMA_VERSION.into());
     doc.insert("kind".to_owned(), kind.into());
@@ -42,11 +50,10 @@ pub(crate) fn json<T: Serialize>(kind: &str, value: &T) {
         }
         Err(e) => {
             error(&format!("cannot encode JSON output: {e}"), None);
-            return;
+            return String::new();
         }
     }
-    let text = serde_json::to_string_pretty(&serde_json::Value::Object(doc)).unwrap_or_default();
-    data(&text);
+    serde_json::to_string_pretty(&serde_json::Value::Object(doc)).unwrap_or_default()
 }
 
 /// `error: …`, then the causes, then a blank line and `hint: …`.

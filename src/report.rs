@@ -356,19 +356,18 @@ pub(crate) fn waits_for_approval(snap: &RunSnapshot, now: Millis) -> bool {
     waits_for(snap, now).1 == "approval"
 }
 
-pub(crate) async fn status(cli: &Cli, store: Store, run_id: String) -> Exit {
-    let snap = match load(&store, &run_id).await {
-        Ok(s) => s,
-        Err(e) => return e,
-    };
+/// The status document of a run (text or JSON) and whether the run is over.
+async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Result<(String, bool), Exit> {
+    let snap = load(store, run_id).await?;
+    let over = snap.run.status.is_terminal();
     let now = now_ms();
     let current = snap.steps.iter().find(|s| !s.status.is_done());
-    let rehearsal = rehearsal_of(&store, &run_id).await;
+    let rehearsal = rehearsal_of(store, run_id).await;
     let waiting_approval = (snap.run.status == fogbook_state::RunStatus::Waiting)
         .then(|| current.map(|s| s.step_id.clone()))
         .flatten();
     if cli.format == Format::Json {
-        output::json(
+        let doc = output::json_text(
             "status",
             &json!({
                 "run": snap.run,
@@ -386,7 +385,7 @@ pub(crate) async fn status(cli: &Cli, store: Store, run_id: String) -> Exit {
                 "rehearsal": rehearsal_json(rehearsal.as_ref()),
             }),
         );
-        return Exit::Success;
+        return Ok((doc, over));
     }
     let r = &snap.run;
     let drive = drive_of(r, now, cli.lease_ttl);
@@ -467,8 +466,46 @@ pub(crate) async fn status(cli: &Cli, store: Store, run_id: String) -> Exit {
             s.attempt
         ));
     }
-    output::data(&out);
-    Exit::Success
+    Ok((out, over))
+}
+
+/// `status RUN`, or with `watch`, refreshed every second until the run is over or Ctrl-C:
+/// in place on a terminal, otherwise each time it changes.
+pub(crate) async fn status(cli: &Cli, store: Store, run_id: String, watch: bool) -> Exit {
+    use std::io::IsTerminal;
+    if !watch {
+        return match render_status(cli, &store, &run_id).await {
+            Ok((doc, _)) => {
+                output::data(&doc);
+                Exit::Success
+            }
+            Err(e) => e,
+        };
+    }
+    let tty = std::io::stdout().is_terminal();
+    let stop = tokio_util::sync::CancellationToken::new();
+    crate::commands::spawn_signal_handler(stop.clone(), true);
+    let mut last = String::new();
+    loop {
+        let (doc, over) = match render_status(cli, &store, &run_id).await {
+            Ok(x) => x,
+            Err(e) => return e,
+        };
+        if tty {
+            // Home and clear, then the document: refreshed in place.
+            output::data(&format!("\x1b[H\x1b[2J{doc}"));
+        } else if doc != last {
+            output::data(&doc);
+        }
+        last = doc;
+        if over {
+            return Exit::Success;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = stop.cancelled() => return Exit::Success,
+        }
+    }
 }
 
 pub(crate) async fn runs(cli: &Cli, store: Store, statuses: Vec<fogbook_state::RunStatus>, limit: usize) -> Exit {

@@ -161,3 +161,28 @@ fn runs_lists_every_approval_wait_and_says_when_it_truncates() {
     fg.kill().unwrap();
     fg.wait().unwrap();
 }
+
+/// `status --watch` follows a run until it is over: (not a terminal) a new document each
+/// time it changes, the last one with the final status, then exit 0.
+#[test]
+fn status_watch_follows_a_run_to_its_end() {
+    let sb = Sandbox::new();
+    let long_wait = fixture("long-wait.yaml").display().to_string();
+    let driver = sb.spawn(&["run", &long_wait, "--set", "duration=2s"], &[]);
+    sb.wait_for("the wait step to run", Duration::from_secs(20), |sb| {
+        sb.sql()
+            .query_row("SELECT status FROM steps WHERE step_id = 'nap'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .is_ok_and(|s| s == "running")
+    });
+    let run = sb.last_run_id();
+    let watch = sb.spawn(&["status", "--watch", &run], &[]).wait_with_output().unwrap();
+    assert_eq!(code(&watch), 0, "{}", stderr(&watch));
+    let text = stdout(&watch);
+    assert!(text.matches(&format!("run {run}")).count() >= 2, "refreshed: {text}");
+    let last = text.rsplit(&format!("run {run}")).next().unwrap();
+    assert!(last.contains("status: succeeded"), "{text}");
+    assert!(text.contains("status: running"), "{text}");
+    driver.wait_with_output().unwrap();
+}

@@ -16,6 +16,7 @@ use crate::progress::Progress;
 use crate::{Exit, report};
 
 pub(crate) async fn dispatch(cli: Cli) -> Exit {
+    output::json_errors(cli.format == Format::Json);
     if cli.format == Format::Csv && !matches!(cli.command, Command::History(_)) {
         output::error(
             "--format csv is only available for `history`",

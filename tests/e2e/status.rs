@@ -186,3 +186,40 @@ fn status_watch_follows_a_run_to_its_end() {
     assert!(text.contains("status: running"), "{text}");
     driver.wait_with_output().unwrap();
 }
+
+/// Every `--format json` document gives times as RFC 3339 (the milliseconds beside them),
+/// and an error under `--format json` is a JSON document on stdout, exit code unchanged.
+#[test]
+fn json_output_uses_rfc3339_times_and_json_errors() {
+    let sb = Sandbox::new();
+    let long_wait = fixture("long-wait.yaml").display().to_string();
+    let out = sb.run(&["run", &long_wait, "--set", "duration=10ms"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let run = sb.last_run_id();
+    let rfc3339 = |v: &serde_json::Value| {
+        v.as_str()
+            .is_some_and(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).is_ok())
+    };
+    let doc = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["--format", "json"];
+        all.extend_from_slice(args);
+        let out = sb.run(&all);
+        assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let runs = doc(&["runs"]);
+    let r = &runs["runs"][0];
+    assert!(rfc3339(&r["created_at"]) && r["created_at_ms"].is_i64(), "{r}");
+    assert!(rfc3339(&r["finished_at"]), "{r}");
+    let status = doc(&["status", &run]);
+    assert!(rfc3339(&status["run"]["updated_at"]), "{status}");
+    assert!(rfc3339(&status["steps"][0]["started_at"]), "{status}");
+    let history = doc(&["history", &run]);
+    assert!(rfc3339(&history["events"][0]["at"]), "{history}");
+
+    let out = sb.run(&["--format", "json", "status", "no-such-run"]);
+    assert_eq!(code(&out), 2);
+    let err: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON error on stdout");
+    assert_eq!(err["kind"], "error", "{err}");
+    assert!(err["error"].as_str().unwrap().contains("no-such-run"), "{err}");
+}

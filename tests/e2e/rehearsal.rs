@@ -425,3 +425,43 @@ fn a_detached_rehearsal_is_driven_by_the_worker() {
         );
     }
 }
+
+/// `plan` gives the run's total expected duration and checks `limits.max_unprotected`
+/// against the predicted unprotected window.
+#[test]
+fn plan_totals_the_duration_and_checks_the_unprotected_limit() {
+    let sb = Sandbox::new();
+    let text = std::fs::read_to_string(root().join("runbooks/change-primary-region.yaml")).unwrap();
+    assert!(text.contains("max_unprotected: 8h"));
+    let tight = sb.write(
+        "tight.yaml",
+        &text.replace("max_unprotected: 8h", "max_unprotected: 1h"),
+    );
+    let plan = |rb: &Path| -> Value {
+        let mut c = sb.cmd();
+        c.current_dir(root()).args([
+            "--format",
+            "json",
+            "plan",
+            rb.to_str().unwrap(),
+            "--params",
+            "examples/change-primary-region.yaml",
+            "--sim",
+        ]);
+        let out = c.output().unwrap();
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let loose = plan(&root().join("runbooks/change-primary-region.yaml"));
+    let seeding = loose["windows"][0]["estimated_hours"].as_f64().unwrap();
+    let total = loose["expected_hours"].as_f64().unwrap();
+    assert!(
+        total > seeding,
+        "the total ({total}h) includes seeding ({seeding}h) and the instance"
+    );
+    assert_eq!(loose["limit_exceeded"], json!([]), "{loose}");
+    let tight = plan(&tight);
+    let over = tight["limit_exceeded"].as_array().unwrap();
+    assert_eq!(over.len(), 1, "{tight}");
+    assert!(over[0].as_str().unwrap().contains("delete-group"), "{over:?}");
+}

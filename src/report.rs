@@ -109,6 +109,12 @@ fn rehearsal_line(r: &crate::rehearsal::Rehearsal) -> String {
     )
 }
 
+/// For a rehearsal, the user databases of each instance of its estate (by instance name).
+fn databases_of(r: Option<&crate::rehearsal::Rehearsal>) -> std::collections::BTreeMap<String, Vec<String>> {
+    r.and_then(|r| fogbook_sim::saved_databases(&r.state_file).ok())
+        .unwrap_or_default()
+}
+
 /// Real milliseconds as simulated time at `scale`.
 fn simulated(ms: Millis, scale: f64) -> String {
     let sim = (ms as f64 * scale).round();
@@ -123,6 +129,7 @@ pub(crate) async fn report(cli: &Cli, store: Store, run_id: String) -> Exit {
     };
     let now = now_ms();
     let rehearsal = rehearsal_of(&store, &run_id).await;
+    let databases = databases_of(rehearsal.as_ref());
     if cli.format == Format::Json {
         let steps: Vec<_> = snap
             .steps
@@ -135,7 +142,17 @@ pub(crate) async fn report(cli: &Cli, store: Store, run_id: String) -> Exit {
                 })
             })
             .collect();
-        let windows: Vec<_> = snap.windows.iter().map(|w| window_json(w, now)).collect();
+        let windows: Vec<_> = snap
+            .windows
+            .iter()
+            .map(|w| {
+                let mut v = window_json(w, now);
+                if let Some(names) = w.subject.as_ref().and_then(|s| databases.get(s)) {
+                    v["databases"] = json!(names);
+                }
+                v
+            })
+            .collect();
         output::json(
             "report",
             &json!({
@@ -227,6 +244,11 @@ pub(crate) async fn report(cli: &Cli, store: Store, run_id: String) -> Exit {
     for w in &snap.windows {
         out.push_str(&window_text(w, now));
         out.push('\n');
+        if let Some(names) = w.subject.as_ref().and_then(|s| databases.get(s))
+            && w.kind == fogbook_state::WindowKind::Unprotected
+        {
+            out.push_str(&format!("      databases: {}\n", names.join(", ")));
+        }
         if let Some(r) = &rehearsal {
             let lasted = w.closed_at.unwrap_or(now) - w.opened_at;
             out.push_str(&format!(

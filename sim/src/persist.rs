@@ -123,3 +123,18 @@ pub(crate) fn load(path: &Path) -> Result<Option<Snapshot>, SimError> {
     }
     Ok(Some(snapshot))
 }
+
+/// The user databases of each instance of the estate a state file started from (instance
+/// name → database names, in order): what a rehearsal's report names when a window leaves
+/// an instance's databases without a geo-replica.
+pub fn saved_databases(path: &Path) -> Result<std::collections::BTreeMap<String, Vec<String>>, SimError> {
+    let Some(snapshot) = load(path)? else {
+        return Ok(std::collections::BTreeMap::new());
+    };
+    Ok(snapshot
+        .initial
+        .instances
+        .values()
+        .map(|i| (i.name.clone(), i.databases.iter().map(|d| d.name.clone()).collect()))
+        .collect())
+}

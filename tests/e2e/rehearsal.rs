@@ -247,6 +247,13 @@ fn readme_rehearsal_killed_everywhere_is_finished_by_resume_alone() {
     for line in &block {
         let out = output_of(readme_command(&sb, line, Some(&run)), None);
         assert_eq!(code(&out), 0, "`{line}`: {}{}", stdout(&out), stderr(&out));
+        if line.contains(" report ") {
+            // The report speaks in the rehearsed time and names the databases of the window.
+            let text = stdout(&out);
+            assert!(text.contains("rehearsal: on the ARM emulator"), "{text}");
+            assert!(text.contains("databases: sales, inventory, hr, audit"), "{text}");
+            assert!(text.contains(" simulated ("), "{text}");
+        }
     }
     assert_eq!(sb.run_status(&run), "succeeded");
 

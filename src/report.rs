@@ -467,7 +467,20 @@ async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Result<(String
             e["window"].as_str().unwrap_or("?"),
             e["step"].as_str().unwrap_or("?")
         )),
-        Some(e) => out.push_str(&format!("error: {e}\n")),
+        Some(e) => {
+            // `{"step", "error": {"code", "message"}}`: one readable block, whatever its length.
+            let inner = e.get("error").unwrap_or(e);
+            let code = inner["code"].as_str().unwrap_or("failed");
+            let message = inner["message"]
+                .as_str()
+                .unwrap_or_default()
+                .trim()
+                .replace('\n', "\n    ");
+            match e["step"].as_str() {
+                Some(step) => out.push_str(&format!("error: step `{step}` failed: {code}\n    {message}\n")),
+                None => out.push_str(&format!("error: {code}\n    {message}\n")),
+            }
+        }
         None => {}
     }
     for w in snap.windows.iter().filter(|w| w.closed_at.is_none()) {

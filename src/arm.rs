@@ -97,10 +97,10 @@ pub(crate) async fn env(cli: &Cli, sim: Option<&SimHandle>, required: bool) -> R
     }
 }
 
-/// Before a run with Azure steps is created: the credential must give a token for the
-/// endpoint now, so a bad login creates no run and takes no lock. Under `--auth auto` the
+/// Before a run with Azure steps is created or continued: the credential must give a token
+/// for the endpoint now, so a bad login creates no run, takes no lock and fails no step. Under `--auth auto` the
 /// error names each source in the order they are tried and why each gave nothing.
-pub(crate) async fn check_credential(cli: &Cli, env: &Env) -> Result<(), Exit> {
+pub(crate) async fn check_credential(cli: &Cli, env: &Env, consequence: &str) -> Result<(), Exit> {
     let Some(client) = &env.arm else {
         return Ok(());
     };
@@ -120,7 +120,7 @@ pub(crate) async fn check_credential(cli: &Cli, env: &Env) -> Result<(), Exit> {
             limit.as_secs()
         ),
     };
-    let mut text = format!("no ARM token for {}; nothing was created", client.endpoint());
+    let mut text = format!("no ARM token for {}; {consequence}", client.endpoint());
     let auto = cli.auth.as_deref().is_none_or(|a| a.eq_ignore_ascii_case("auto"));
     if auto {
         text.push_str("\n--auth auto tried, in order:");

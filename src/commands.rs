@@ -298,7 +298,7 @@ async fn run(cli: &Cli, args: &RunArgs) -> Exit {
     // No run without a credential: a bad login must leave the database as it was.
     if needs_arm
         && sim.is_none()
-        && let Err(code) = crate::arm::check_credential(cli, &env).await
+        && let Err(code) = crate::arm::check_credential(cli, &env, "nothing was created").await
     {
         return code;
     }
@@ -691,6 +691,19 @@ async fn resume_runs(cli: &Cli, args: &ResumeArgs, store: Store) -> Exit {
         if let Err(code) = crate::rehearsal::check_target(&id, &target, cli.arm_endpoint.as_deref(), args.sim) {
             return code;
         }
+        let snap = match store.load_run(&id).await {
+            Ok(s) => s,
+            Err(e) => return engine_error(&EngineError::from(e)),
+        };
+        // A live driver keeps the run (and a rehearsal's emulator address): say so before
+        // trying to restore anything.
+        if let report::Drive::Running { owner, until } = report::drive_of(&snap.run, engine_now(), cli.lease_ttl) {
+            return engine_error(&EngineError::Busy {
+                run_id: id.clone(),
+                owner,
+                expires_at: fogbook_state::format_ms(until),
+            });
+        }
         let sim = match &target {
             crate::rehearsal::Target::Rehearsal(r) => match crate::rehearsal::restore(&id, r, cli.quiet).await {
                 Ok(sim) => Some(sim),
@@ -702,6 +715,17 @@ async fn resume_runs(cli: &Cli, args: &ResumeArgs, store: Store) -> Exit {
             Ok(e) => e,
             Err(code) => return code,
         };
+        // A real run with Azure steps continues only with a credential that gives a token, so
+        // a bad login does not fail the run at its next Azure step.
+        let needs_arm =
+            runbook::parse(&snap.run.runbook_text, "pinned runbook").is_ok_and(|rb| crate::arm::uses_azure(&rb));
+        if sim.is_none()
+            && needs_arm
+            && !matches!(snap.run.status, RunStatus::Succeeded | RunStatus::Cancelled)
+            && let Err(code) = crate::arm::check_credential(cli, &env, &format!("run {id} was not continued")).await
+        {
+            return code;
+        }
         let engine = engine(cli, store.clone(), &args.drive, progress.clone(), env);
         tracing::debug!("engine.ready");
         let exit = resume_one(cli, args, &store, &engine, &id, progress.clone()).await;
@@ -716,6 +740,10 @@ async fn resume_runs(cli: &Cli, args: &ResumeArgs, store: Store) -> Exit {
         }
     }
     worst
+}
+
+fn engine_now() -> fogbook_state::Millis {
+    fogbook_engine::Clock::now_ms(&fogbook_engine::SystemClock)
 }
 
 /// Resumes one run (with `--retry-failed`, gives its failed step a fresh attempt first).

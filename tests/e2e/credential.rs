@@ -67,6 +67,16 @@ fn a_missing_credential_creates_no_run_and_takes_no_lock() {
         "waits for its approval, not for a lock: {}",
         stderr(&out)
     );
+
+    // Nor is a run continued without one: approved, resumed without a token, it stays as it
+    // was and nothing is sent.
+    let run = sb.last_run_id();
+    sb.run(&["approve", &run, "approve", "--by", "tester"]);
+    let out = sb.run(&["--arm-endpoint", &azure.url, "resume", &run]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("was not continued"), "{}", stderr(&out));
+    assert_eq!(sb.run_status(&run), "waiting");
+    assert!(crate::seed_runbooks::journal(&azure.url).is_empty(), "nothing sent");
 }
 
 const LOCKED: &str = r#"runbook: locked

@@ -190,6 +190,11 @@ pub(crate) async fn report(cli: &Cli, store: Store, run_id: String) -> Exit {
     out.push_str("\nsteps:\n");
     for s in &snap.steps {
         let dur = step_duration(s, now).map(human).unwrap_or_else(|| "-".to_owned());
+        // A rehearsal's steps also in the time they rehearse, after the table's columns.
+        let sim = match (&rehearsal, step_duration(s, now)) {
+            (Some(r), Some(ms)) => format!("  = {} simulated", simulated(ms, r.time_scale)),
+            _ => String::new(),
+        };
         let attempts = if s.attempt > 1 {
             format!("  ({} attempts)", s.attempt)
         } else {
@@ -204,7 +209,7 @@ pub(crate) async fn report(cli: &Cli, store: Store, run_id: String) -> Exit {
             .map(|e| format!("  {}", e["code"].as_str().unwrap_or("failed")))
             .unwrap_or_default();
         out.push_str(&format!(
-            "  {:<28} {:<10} {:>10}{attempts}{err}\n",
+            "  {:<28} {:<10} {:>10}{attempts}{err}{sim}\n",
             s.step_id,
             s.status.as_str(),
             dur

@@ -467,6 +467,22 @@ fn plan_totals_the_duration_and_checks_the_unprotected_limit() {
         "the total ({total}h) includes seeding ({seeding}h) and the instance"
     );
     assert_eq!(loose["limit_exceeded"], json!([]), "{loose}");
+    // Seeding is estimated from the data of B's databases (203.5 GB in the demo estate), not
+    // from its 512 GB of reserved storage.
+    let seeding_text = loose["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "create-group")
+        .unwrap()["estimate"]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        seeding_text.contains("204 GB used by the databases of mi-fog-b"),
+        "{seeding_text}"
+    );
+    assert!(seeding < 2.5, "{seeding}h: from 204 GB at 100 GB/h, not 512 GB");
     let tight = plan(&tight);
     let over = tight["limit_exceeded"].as_array().unwrap();
     assert_eq!(over.len(), 1, "{tight}");

@@ -96,7 +96,7 @@ pub(crate) enum Command {
     /// Continue an interrupted, waiting or failed run where it stopped.
     Resume(ResumeArgs),
     /// Show one run: status, steps, open windows, lease, pending approval.
-    Status(RunIdArg),
+    Status(StatusArgs),
     /// List runs, newest first.
     Runs(RunsArgs),
     /// The audit trail of a run (use `--format table|json|csv`).
@@ -231,8 +231,9 @@ pub(crate) struct RunArgs {
     /// Approve every approval step without asking (recorded as auto-approved in the audit trail).
     #[arg(long)]
     pub(crate) auto_approve: bool,
-    /// Create the run and return at once; `fogbook worker` drives it.
-    #[arg(long, conflicts_with_all = ["wait", "sim"])]
+    /// Create the run and return at once; `fogbook worker` (or `fogbook resume RUN`) drives
+    /// it. With --sim, on the emulator restored from the state the run records.
+    #[arg(long, conflicts_with = "wait")]
     pub(crate) detach: bool,
     #[command(flatten)]
     pub(crate) sim: SimArgs,
@@ -275,8 +276,23 @@ pub(crate) struct ResumeArgs {
     /// Who asks for `--retry-failed` (for the audit trail).
     #[arg(long, default_value_t = default_user())]
     pub(crate) by: String,
+    /// Expect a rehearsal (a run started with --sim) and refuse any other run. Not needed to
+    /// continue a rehearsal: its emulator is restored from the state the run recorded, with
+    /// the simulated time that passed meanwhile.
+    #[arg(long)]
+    pub(crate) sim: bool,
     #[command(flatten)]
     pub(crate) drive: DriveArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// The run id (as printed by `fogbook run` and `fogbook runs`).
+    pub(crate) run_id: String,
+    /// Refresh every second until the run is over (in place on a terminal; otherwise a new
+    /// document each time it changes). Ctrl-C stops watching, not the run.
+    #[arg(long)]
+    pub(crate) watch: bool,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,7 @@ use crate::progress::Progress;
 use crate::{Exit, report};
 
 pub(crate) async fn dispatch(cli: Cli) -> Exit {
+    output::json_errors(cli.format == Format::Json);
     if cli.format == Format::Csv && !matches!(cli.command, Command::History(_)) {
         output::error(
             "--format csv is only available for `history`",
@@ -33,7 +34,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Exit {
         Command::Plan(args) => crate::plan_cmd::plan(&cli, args).await,
         Command::Bench(args) => crate::plan_cmd::bench(&cli, args).await,
         Command::Resume(args) => resume(&cli, args).await,
-        Command::Status(a) => with_store(&cli, |store| report::status(&cli, store, a.run_id.clone())).await,
+        Command::Status(a) => with_store(&cli, |store| report::status(&cli, store, a.run_id.clone(), a.watch)).await,
         Command::Runs(a) => {
             let mut statuses = Vec::new();
             for s in &a.status {
@@ -48,11 +49,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Exit {
                     }
                 }
             }
-            let filter = RunFilter {
-                statuses,
-                limit: Some(a.limit),
-            };
-            with_store(&cli, |store| report::runs(&cli, store, filter)).await
+            with_store(&cli, |store| report::runs(&cli, store, statuses, a.limit)).await
         }
         Command::History(a) => with_store(&cli, |store| report::history(&cli, store, a.run_id.clone())).await,
         Command::Report(a) => with_store(&cli, |store| report::report(&cli, store, a.run_id.clone())).await,
@@ -269,14 +266,43 @@ async fn run(cli: &Cli, args: &RunArgs) -> Exit {
         Err(code) => return code,
     };
     let needs_arm = crate::arm::uses_azure(&rb);
-    let sim = match crate::arm::start_sim(&args.sim, cli.quiet).await {
+    // A rehearsal's emulator saves its state beside the database, and the run records where,
+    // so any later command can restore it (src/rehearsal.rs).
+    let state_file = if args.sim.sim {
+        match crate::rehearsal::new_state_file(&cli.db) {
+            Ok(p) => Some(p),
+            Err(code) => return code,
+        }
+    } else {
+        None
+    };
+    let sim = match crate::arm::start_sim(&args.sim, state_file.clone(), cli.quiet).await {
         Ok(s) => s,
         Err(code) => return code,
     };
+    let target = match (&sim, &state_file) {
+        (Some(sim), Some(file)) => json!({ "rehearsal": crate::rehearsal::Rehearsal {
+            state_file: file.clone(),
+            addr: sim.addr(),
+            time_scale: args.sim.sim_time_scale,
+        }.record() }),
+        _ => json!({ "arm_endpoint": crate::rehearsal::endpoint_record(cli.arm_endpoint.as_deref()) }),
+    };
+    let mut created_by = json!({ "user": std::env::var("USER").ok(), "command": "run" });
+    if let (Some(by), Some(extra)) = (created_by.as_object_mut(), target.as_object()) {
+        by.extend(extra.clone());
+    }
     let env = match crate::arm::env(cli, sim.as_ref(), needs_arm).await {
         Ok(e) => e,
         Err(code) => return code,
     };
+    // No run without a credential: a bad login must leave the database as it was.
+    if needs_arm
+        && sim.is_none()
+        && let Err(code) = crate::arm::check_credential(cli, &env, "nothing was created").await
+    {
+        return code;
+    }
     let store = match Store::open(&cli.db) {
         Ok(s) => s,
         Err(e) => {
@@ -300,7 +326,7 @@ async fn run(cli: &Cli, args: &RunArgs) -> Exit {
             params,
             auto_approve: args.auto_approve,
             take_lease: !args.detach,
-            created_by: json!({ "user": std::env::var("USER").ok(), "command": "run" }),
+            created_by,
             schedule: None,
             window: None,
         })
@@ -308,8 +334,21 @@ async fn run(cli: &Cli, args: &RunArgs) -> Exit {
     let run_id = match created {
         Ok(id) => id,
         Err(e) => {
+            let exit = match &e {
+                EngineError::Locked { key, holder, .. } if lock_refusal(engine.store(), key, holder).await => {
+                    Exit::Busy
+                }
+                other => engine_error(other),
+            };
             engine.store().close().await;
-            return engine_error(&e);
+            if let Some(sim) = sim {
+                sim.shutdown().await;
+            }
+            if let Some(file) = &state_file {
+                // No run records it: nothing can restore it.
+                let _ = std::fs::remove_file(file);
+            }
+            return exit;
         }
     };
     output::always(&format!("run {run_id}"));
@@ -321,6 +360,9 @@ async fn run(cli: &Cli, args: &RunArgs) -> Exit {
         }
         output::note(cli.quiet, "detached: `fogbook worker` will drive it");
         engine.store().close().await;
+        if let Some(sim) = sim {
+            sim.shutdown().await;
+        }
         return Exit::Success;
     }
     if args.auto_approve {
@@ -347,7 +389,11 @@ async fn drive(cli: &Cli, engine: &Engine, run_id: &str, progress: Arc<Progress>
             let exit = match &outcome {
                 RunOutcome::Succeeded => Exit::Success,
                 RunOutcome::Failed { step, code, message } => {
-                    output::always(&format!("run {run_id} failed at step `{step}`: {code}: {message}"));
+                    output::always(&format!(
+                        "run {run_id} failed at step `{step}`: {code}: {}",
+                        message.trim().replace('\n', "\n    ")
+                    ));
+                    release_locks_if_untouched(cli, engine, run_id).await;
                     Exit::RunFailed
                 }
                 RunOutcome::Waiting { step, message } => {
@@ -382,6 +428,127 @@ async fn drive(cli: &Cli, engine: &Engine, run_id: &str, progress: Arc<Progress>
         }
         Err(e) => engine_error(&e),
     }
+}
+
+/// The refusal of a run whose resource another run holds: the holder, its status and
+/// where it stopped, its open windows and the ways out.
+async fn lock_refusal(store: &Store, key: &str, holder: &str) -> bool {
+    let Ok(snap) = store.load_run(holder).await else {
+        return false;
+    };
+    let run = &snap.run;
+    let mut text = format!(
+        "`{key}` is locked by run {holder} (runbook `{}`, created {}, status {}); one run at a time may touch it",
+        run.runbook_name,
+        fogbook_state::format_ms(run.created_at),
+        run.status.as_str()
+    );
+    if let Some(failed) = snap
+        .steps
+        .iter()
+        .find(|s| s.status == fogbook_state::StepStatus::Failed)
+    {
+        let code = failed
+            .error
+            .as_ref()
+            .and_then(|e| e["code"].as_str())
+            .unwrap_or("failed");
+        text.push_str(&format!("\n  it failed at step `{}`: {code}", failed.step_id));
+    }
+    let open: Vec<String> = snap
+        .windows
+        .iter()
+        .filter(|w| w.closed_at.is_none())
+        .map(|w| {
+            let whose = w
+                .subject
+                .as_deref()
+                .map(|s| format!(" (the databases of {s})"))
+                .unwrap_or_default();
+            format!(
+                "{} window open since {}{whose}, opened by `{}`",
+                w.kind.as_str(),
+                fogbook_state::format_ms(w.opened_at),
+                w.opened_step
+            )
+        })
+        .collect();
+    if open.is_empty() {
+        text.push_str("\n  no window is open");
+    }
+    for w in &open {
+        text.push_str(&format!("\n  OPEN {w}"));
+    }
+    let ways = match run.status {
+        RunStatus::Failed => format!(
+            "continue it: `fogbook resume {holder} --retry-failed`; or give it up (its locks are released): `fogbook cancel {holder}`"
+        ),
+        _ => format!(
+            "let it finish (`fogbook status {holder}`; `fogbook resume {holder}` if nobody drives it), or `fogbook cancel {holder}`"
+        ),
+    };
+    output::error(&text, Some(&ways));
+    true
+}
+
+/// Whether a step of activity `uses` may change something outside fogbook.
+fn mutates(uses: &str) -> bool {
+    !(fogbook_activities::is_read_only(uses) || matches!(uses, "approval" | "wait" | "notify"))
+}
+
+/// A failed run that never started a step that changes something releases its locks: it left
+/// the resources as they were, so it must not block the next run. A run that started one
+/// keeps them (it may be half-way through a procedure) until `resume --retry-failed` or
+/// `cancel`.
+async fn release_locks_if_untouched(cli: &Cli, engine: &Engine, run_id: &str) {
+    let store = engine.store();
+    let Ok(snap) = store.load_run(run_id).await else {
+        return;
+    };
+    let Ok(rb) = runbook::parse(&snap.run.runbook_text, "pinned runbook") else {
+        return;
+    };
+    let touched: Vec<&str> = snap
+        .steps
+        .iter()
+        .filter(|s| s.first_started_at.is_some())
+        .filter(|s| rb.step(&s.step_id).is_some_and(|st| mutates(&st.uses)))
+        .map(|s| s.step_id.as_str())
+        .collect();
+    if !touched.is_empty() {
+        return;
+    }
+    let why = "failed before any step that changes something started".to_owned();
+    match store.release_failed_run_locks(run_id, why, engine.now_ms()).await {
+        Ok(keys) if !keys.is_empty() => output::note(
+            cli.quiet,
+            &format!(
+                "run {run_id} failed before changing anything; its locks are released ({})",
+                keys.join(", ")
+            ),
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "locks.release_failed"),
+    }
+}
+
+/// Before `--retry-failed`: a run whose locks were released when it failed takes them again,
+/// or is refused when another run holds one now.
+async fn retake_released_locks(store: &Store, run_id: &str, now: fogbook_state::Millis) -> Result<(), EngineError> {
+    let events = store.events(run_id).await?;
+    let last = events
+        .iter()
+        .rev()
+        .find(|e| e.kind == "locks.released" || e.kind == "locks.retaken");
+    let Some(released) = last.filter(|e| e.kind == "locks.released") else {
+        return Ok(());
+    };
+    let keys: Vec<String> = released.data["keys"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|k| k.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    store.retake_locks(run_id, keys, now).await?;
+    Ok(())
 }
 
 /// Cancels `stop` on SIGTERM or SIGINT (Ctrl-C). The handlers are installed before this
@@ -511,12 +678,6 @@ pub(crate) fn open_existing(cli: &Cli) -> Option<Store> {
 
 async fn resume_runs(cli: &Cli, args: &ResumeArgs, store: Store) -> Exit {
     let progress = Progress::new(cli.quiet);
-    let env = match crate::arm::env(cli, None, false).await {
-        Ok(e) => e,
-        Err(code) => return code,
-    };
-    let engine = engine(cli, store.clone(), &args.drive, progress.clone(), env);
-    tracing::debug!("engine.ready");
     let ids = if let Some(id) = &args.run_id {
         vec![id.clone()]
     } else {
@@ -538,30 +699,56 @@ async fn resume_runs(cli: &Cli, args: &ResumeArgs, store: Store) -> Exit {
     }
     let mut worst = Exit::Success;
     for id in ids {
-        if args.retry_failed {
-            match store.retry_failed(&id, &args.by, engine.now_ms()).await {
-                Ok(step) => output::note(cli.quiet, &format!("step `{step}` of run {id} gets a fresh attempt")),
-                Err(e) => {
-                    output::error_chain(&e, None);
-                    return Exit::BadInput;
-                }
-            }
-        } else if let Ok(snap) = store.load_run(&id).await
-            && snap.run.status == RunStatus::Failed
-        {
-            output::error(
-                &format!("run {id} has failed; resuming it would retry its failed step"),
-                Some(&format!(
-                    "if that is what you want: fogbook resume {id} --retry-failed; otherwise fogbook cancel {id}"
-                )),
-            );
-            worst = Exit::BadInput;
-            continue;
+        // Where the run was created decides where it continues: a rehearsal on its restored
+        // emulator, a real run against its endpoint (src/rehearsal.rs).
+        let target = match crate::rehearsal::target_of(&store, &id).await {
+            Ok(t) => t,
+            Err(e) => return engine_error(&EngineError::from(e)),
+        };
+        if let Err(code) = crate::rehearsal::check_target(&id, &target, cli.arm_endpoint.as_deref(), args.sim) {
+            return code;
         }
-        output::always(&format!("run {id}"));
-        let stop = CancellationToken::new();
-        spawn_signal_handler(stop.clone(), cli.quiet);
-        let exit = drive(cli, &engine, &id, progress.clone(), stop).await;
+        let snap = match store.load_run(&id).await {
+            Ok(s) => s,
+            Err(e) => return engine_error(&EngineError::from(e)),
+        };
+        // A live driver keeps the run (and a rehearsal's emulator address): say so before
+        // trying to restore anything.
+        if let report::Drive::Running { owner, until } = report::drive_of(&snap.run, engine_now(), cli.lease_ttl) {
+            return engine_error(&EngineError::Busy {
+                run_id: id.clone(),
+                owner,
+                expires_at: fogbook_state::format_ms(until),
+            });
+        }
+        let sim = match &target {
+            crate::rehearsal::Target::Rehearsal(r) => match crate::rehearsal::restore(&id, r, cli.quiet).await {
+                Ok(sim) => Some(sim),
+                Err(code) => return code,
+            },
+            _ => None,
+        };
+        let env = match crate::arm::env(cli, sim.as_ref(), sim.is_some()).await {
+            Ok(e) => e,
+            Err(code) => return code,
+        };
+        // A real run with Azure steps continues only with a credential that gives a token, so
+        // a bad login does not fail the run at its next Azure step.
+        let needs_arm =
+            runbook::parse(&snap.run.runbook_text, "pinned runbook").is_ok_and(|rb| crate::arm::uses_azure(&rb));
+        if sim.is_none()
+            && needs_arm
+            && !matches!(snap.run.status, RunStatus::Succeeded | RunStatus::Cancelled)
+            && let Err(code) = crate::arm::check_credential(cli, &env, &format!("run {id} was not continued")).await
+        {
+            return code;
+        }
+        let engine = engine(cli, store.clone(), &args.drive, progress.clone(), env);
+        tracing::debug!("engine.ready");
+        let exit = resume_one(cli, args, &store, &engine, &id, progress.clone()).await;
+        if let Some(sim) = sim {
+            sim.shutdown().await;
+        }
         if exit != Exit::Success && worst == Exit::Success {
             worst = exit;
         }
@@ -570,6 +757,47 @@ async fn resume_runs(cli: &Cli, args: &ResumeArgs, store: Store) -> Exit {
         }
     }
     worst
+}
+
+fn engine_now() -> fogbook_state::Millis {
+    fogbook_engine::Clock::now_ms(&fogbook_engine::SystemClock)
+}
+
+/// Resumes one run (with `--retry-failed`, gives its failed step a fresh attempt first).
+async fn resume_one(
+    cli: &Cli,
+    args: &ResumeArgs,
+    store: &Store,
+    engine: &Engine,
+    id: &str,
+    progress: Arc<Progress>,
+) -> Exit {
+    if args.retry_failed {
+        if let Err(e) = retake_released_locks(store, id, engine.now_ms()).await {
+            return engine_error(&e);
+        }
+        match store.retry_failed(id, &args.by, engine.now_ms()).await {
+            Ok(step) => output::note(cli.quiet, &format!("step `{step}` of run {id} gets a fresh attempt")),
+            Err(e) => {
+                output::error_chain(&e, None);
+                return Exit::BadInput;
+            }
+        }
+    } else if let Ok(snap) = store.load_run(id).await
+        && snap.run.status == RunStatus::Failed
+    {
+        output::error(
+            &format!("run {id} has failed; resuming it would retry its failed step"),
+            Some(&format!(
+                "if that is what you want: fogbook resume {id} --retry-failed; otherwise fogbook cancel {id}"
+            )),
+        );
+        return Exit::BadInput;
+    }
+    output::always(&format!("run {id}"));
+    let stop = CancellationToken::new();
+    spawn_signal_handler(stop.clone(), cli.quiet);
+    drive(cli, engine, id, progress, stop).await
 }
 
 async fn approve(cli: &Cli, store: Store, run_id: String, step: String, by: String, comment: Option<String>) -> Exit {

@@ -9,6 +9,7 @@ mod commands;
 mod output;
 mod plan_cmd;
 mod progress;
+mod rehearsal;
 mod report;
 mod schedule_cmd;
 mod sim_cmd;

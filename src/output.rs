@@ -32,6 +32,14 @@ pub(crate) fn data(text: &str) {
 
 /// Writes `value` as pretty JSON, with `schema_version` first, to stdout.
 pub(crate) fn json<T: Serialize>(kind: &str, value: &T) {
+    let text = json_text(kind, value);
+    if !text.is_empty() {
+        data(&text);
+    }
+}
+
+/// The document [`json`] writes (empty, with the error printed, when it cannot be encoded).
+pub(crate) fn json_text<T: Serialize>(kind: &str, value: &T) -> String {
     let mut doc = serde_json::Map::new();
     doc.insert("schema_version".to_owned(), SCHEMA_VERSION.into());
     doc.insert("kind".to_owned(), kind.into());
@@ -42,15 +50,68 @@ pub(crate) fn json<T: Serialize>(kind: &str, value: &T) {
         }
         Err(e) => {
             error(&format!("cannot encode JSON output: {e}"), None);
-            return;
+            return String::new();
         }
     }
-    let text = serde_json::to_string_pretty(&serde_json::Value::Object(doc)).unwrap_or_default();
-    data(&text);
+    let mut doc = serde_json::Value::Object(doc);
+    rfc3339_times(&mut doc);
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
 }
 
-/// `error: …`, then the causes, then a blank line and `hint: …`.
+/// Subtrees that carry a runbook's or an activity's own data, left exactly as stored.
+const OPAQUE: &[&str] = &[
+    "data", "params", "input", "output", "progress", "error", "results", "by",
+];
+
+/// Every time of fogbook's own rows (`at`, `*_at`) stored as epoch milliseconds becomes RFC
+/// 3339 text, with the milliseconds beside it as `*_ms`, so tools read one time format.
+fn rfc3339_times(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            let keys: Vec<String> = map.keys().cloned().collect();
+            for key in keys {
+                if OPAQUE.contains(&key.as_str()) {
+                    continue;
+                }
+                let Some(v) = map.get_mut(&key) else { continue };
+                if (key == "at" || key.ends_with("_at"))
+                    && let Some(ms) = v.as_i64()
+                {
+                    *v = fogbook_state::format_ms(ms).into();
+                    map.insert(format!("{key}_ms"), ms.into());
+                    continue;
+                }
+                rfc3339_times(v);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(rfc3339_times),
+        _ => {}
+    }
+}
+
+/// Whether errors go to stdout as JSON (`--format json`), set once by the command dispatch.
+static JSON_ERRORS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Errors become JSON documents on stdout (`--format json`).
+pub(crate) fn json_errors(on: bool) {
+    JSON_ERRORS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `error: …`, then the causes, then a blank line and `hint: …`. Under `--format json`, a
+/// JSON document of kind `error` on stdout instead (the exit code is unchanged).
 pub(crate) fn error(message: &str, hint: Option<&str>) {
+    if JSON_ERRORS.load(std::sync::atomic::Ordering::Relaxed) {
+        let lines: Vec<&str> = message.lines().collect();
+        json(
+            "error",
+            &serde_json::json!({
+                "error": lines.first().copied().unwrap_or_default(),
+                "details": lines.get(1..).unwrap_or_default().iter().map(|l| l.trim()).collect::<Vec<_>>(),
+                "hint": hint,
+            }),
+        );
+        return;
+    }
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "error: {message}");
     if let Some(h) = hint {

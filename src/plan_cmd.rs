@@ -17,7 +17,7 @@ pub(crate) async fn plan(cli: &Cli, args: &PlanArgs) -> Exit {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let sim = match crate::arm::start_sim(&args.sim, cli.quiet).await {
+    let sim = match crate::arm::start_sim(&args.sim, None, cli.quiet).await {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -29,12 +29,68 @@ pub(crate) async fn plan(cli: &Cli, args: &PlanArgs) -> Exit {
     if let Some(sim) = sim {
         sim.shutdown().await;
     }
+    let totals = Totals::of(&plan, rb.limits.max_unprotected);
     if cli.format == Format::Json {
-        output::json("plan", &plan);
+        let mut doc = serde_json::to_value(&plan).unwrap_or_default();
+        doc["expected_hours"] = totals.hours.into();
+        doc["unestimated_steps"] = totals.unestimated.into();
+        doc["max_unprotected_hours"] = totals.limit_hours.into();
+        doc["limit_exceeded"] = totals.exceeded.clone().into();
+        output::json("plan", &doc);
     } else {
-        output::data(&render(&plan));
+        output::data(&render(&plan, &totals));
     }
     Exit::Success
+}
+
+/// The whole run's expected duration and the check of `limits.max_unprotected` against the
+/// predicted unprotected windows.
+struct Totals {
+    /// Sum of the estimates of the steps that will run.
+    hours: f64,
+    /// Steps that will run and have no estimate (quick, or unknown until run time).
+    unestimated: usize,
+    /// `limits.max_unprotected`, in hours.
+    limit_hours: Option<f64>,
+    /// One line per predicted unprotected window longer than the limit.
+    exceeded: Vec<String>,
+}
+
+impl Totals {
+    fn of(plan: &Plan, limit: Option<std::time::Duration>) -> Totals {
+        let running = plan.steps.iter().filter(|s| s.decision != "skip");
+        let (mut hours, mut unestimated) = (0.0, 0);
+        for s in running {
+            match &s.estimate {
+                Some(e) => hours += e.hours,
+                None => unestimated += 1,
+            }
+        }
+        let limit_hours = limit.map(|d| d.as_secs_f64() / 3600.0);
+        let exceeded = match limit_hours {
+            Some(max) => plan
+                .windows
+                .iter()
+                .filter(|w| w.kind == "unprotected" && (w.closed_by.is_none() || w.estimated_hours > max))
+                .map(|w| {
+                    format!(
+                        "the unprotected window from {} to {} is predicted to last up to {:.1}h, over limits.max_unprotected ({:.1}h)",
+                        w.opened_by,
+                        w.closed_by.as_deref().unwrap_or("the end (it stays open)"),
+                        w.estimated_hours,
+                        max
+                    )
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        Totals {
+            hours,
+            unestimated,
+            limit_hours,
+            exceeded,
+        }
+    }
 }
 
 fn summary(s: &PlannedStep) -> String {
@@ -75,7 +131,7 @@ fn indent(text: &str, n: usize) -> String {
     text.lines().map(|l| format!("{pad}{l}")).collect::<Vec<_>>().join("\n")
 }
 
-fn render(plan: &Plan) -> String {
+fn render(plan: &Plan, totals: &Totals) -> String {
     let mut out = format!(
         "plan of {} ({} steps); nothing was changed: only reads ran\n\n",
         plan.runbook,
@@ -113,6 +169,29 @@ fn render(plan: &Plan) -> String {
             w.closed_by.as_deref().unwrap_or("nothing: it stays open"),
             w.estimated_hours
         ));
+    }
+    out.push_str(&format!(
+        "\nexpected duration: about {:.1}h in all{}\n",
+        totals.hours,
+        if totals.unestimated > 0 {
+            format!(
+                ", plus {} quick or run-time-dependent steps (approvals wait for people)",
+                totals.unestimated
+            )
+        } else {
+            String::new()
+        }
+    ));
+    match (totals.limit_hours, totals.exceeded.is_empty()) {
+        (Some(max), true) => out.push_str(&format!(
+            "limits.max_unprotected ({max:.1}h): every predicted unprotected window is within it\n"
+        )),
+        (Some(_), false) => {
+            for e in &totals.exceeded {
+                out.push_str(&format!("OVER THE LIMIT: {e}\n"));
+            }
+        }
+        (None, _) => {}
     }
     if !plan.warnings.is_empty() {
         out.push_str("\nwarnings:\n");

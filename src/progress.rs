@@ -118,7 +118,9 @@ impl Observer for Progress {
 
     fn step_failed(&self, step: &str, error: &str) {
         self.live.lock().unwrap_or_else(PoisonError::into_inner).step = None;
-        self.line(&format!("✗ {step} failed: {error}"));
+        // The code only: the message is printed once, in the run's final line.
+        let code = error.split_once(':').map_or(error, |(code, _)| code);
+        self.line(&format!("✗ {step} failed ({code})"));
     }
 
     fn window(&self, kind: &str, opened: bool, step: &str) {

@@ -89,12 +89,47 @@ fn step_duration(s: &fogbook_state::StepRow, now: Millis) -> Option<Millis> {
     Some(s.finished_at.unwrap_or(now) - start)
 }
 
+/// The rehearsal record of a run, if it is one.
+async fn rehearsal_of(store: &Store, run_id: &str) -> Option<crate::rehearsal::Rehearsal> {
+    match crate::rehearsal::target_of(store, run_id).await {
+        Ok(crate::rehearsal::Target::Rehearsal(r)) => Some(r),
+        _ => None,
+    }
+}
+
+fn rehearsal_json(r: Option<&crate::rehearsal::Rehearsal>) -> serde_json::Value {
+    r.map_or(serde_json::Value::Null, crate::rehearsal::Rehearsal::record)
+}
+
+fn rehearsal_line(r: &crate::rehearsal::Rehearsal) -> String {
+    format!(
+        "rehearsal: on the ARM emulator (--sim) at {}x time, nothing touched Azure; its state: {}\n",
+        r.time_scale,
+        r.state_file.display()
+    )
+}
+
+/// For a rehearsal, the user databases of each instance of its estate (by instance name).
+fn databases_of(r: Option<&crate::rehearsal::Rehearsal>) -> std::collections::BTreeMap<String, Vec<String>> {
+    r.and_then(|r| fogbook_sim::saved_databases(&r.state_file).ok())
+        .unwrap_or_default()
+}
+
+/// Real milliseconds as simulated time at `scale`.
+fn simulated(ms: Millis, scale: f64) -> String {
+    let sim = (ms as f64 * scale).round();
+    let sim = if sim.is_finite() { sim as i64 } else { 0 };
+    human(sim)
+}
+
 pub(crate) async fn report(cli: &Cli, store: Store, run_id: String) -> Exit {
     let snap = match load(&store, &run_id).await {
         Ok(s) => s,
         Err(e) => return e,
     };
     let now = now_ms();
+    let rehearsal = rehearsal_of(&store, &run_id).await;
+    let databases = databases_of(rehearsal.as_ref());
     if cli.format == Format::Json {
         let steps: Vec<_> = snap
             .steps
@@ -107,7 +142,17 @@ pub(crate) async fn report(cli: &Cli, store: Store, run_id: String) -> Exit {
                 })
             })
             .collect();
-        let windows: Vec<_> = snap.windows.iter().map(|w| window_json(w, now)).collect();
+        let windows: Vec<_> = snap
+            .windows
+            .iter()
+            .map(|w| {
+                let mut v = window_json(w, now);
+                if let Some(names) = w.subject.as_ref().and_then(|s| databases.get(s)) {
+                    v["databases"] = json!(names);
+                }
+                v
+            })
+            .collect();
         output::json(
             "report",
             &json!({
@@ -115,6 +160,7 @@ pub(crate) async fn report(cli: &Cli, store: Store, run_id: String) -> Exit {
                 "created_at": format_ms(snap.run.created_at), "finished_at": snap.run.finished_at.map(format_ms),
                 "duration_ms": snap.run.finished_at.unwrap_or(now) - snap.run.created_at,
                 "steps": steps, "windows": windows, "error": snap.run.error,
+                "rehearsal": rehearsal_json(rehearsal.as_ref()),
                 "results": snap.steps.iter().filter_map(|s| s.output.as_ref()?.get("report").cloned()).collect::<Vec<_>>(),
             }),
         );
@@ -125,39 +171,63 @@ pub(crate) async fn report(cli: &Cli, store: Store, run_id: String) -> Exit {
         "run {}  {} v{}  {}\n",
         snap.run.id, snap.run.runbook_name, snap.run.runbook_version, snap.run.status
     ));
+    let took = snap.run.finished_at.unwrap_or(now) - snap.run.created_at;
+    let took_sim = rehearsal
+        .as_ref()
+        .map(|r| format!(" ({} simulated)", simulated(took, r.time_scale)))
+        .unwrap_or_default();
     out.push_str(&format!(
-        "started {}  {}\n\nsteps:\n",
+        "started {}  {}{took_sim}\n",
         format_ms(snap.run.created_at),
         match snap.run.finished_at {
-            Some(f) => format!("finished {}  took {}", format_ms(f), human(f - snap.run.created_at)),
-            None => format!("running for {}", human(now - snap.run.created_at)),
+            Some(f) => format!("finished {}  took {}", format_ms(f), human(took)),
+            None => format!("running for {}", human(took)),
         }
     ));
+    if let Some(r) = &rehearsal {
+        out.push_str(&rehearsal_line(r));
+    }
+    out.push_str("\nsteps:\n");
     for s in &snap.steps {
         let dur = step_duration(s, now).map(human).unwrap_or_else(|| "-".to_owned());
+        // A rehearsal's steps also in the time they rehearse, after the table's columns.
+        let sim = match (&rehearsal, step_duration(s, now)) {
+            (Some(r), Some(ms)) => format!("  = {} simulated", simulated(ms, r.time_scale)),
+            _ => String::new(),
+        };
         let attempts = if s.attempt > 1 {
             format!("  ({} attempts)", s.attempt)
         } else {
             String::new()
         };
+        // Only the code in the table, so a long or multi-line message cannot break it; the
+        // message follows the table, once.
         let err = s
             .error
             .as_ref()
             .filter(|_| s.status == fogbook_state::StepStatus::Failed)
-            .map(|e| {
-                format!(
-                    "  {}: {}",
-                    e["code"].as_str().unwrap_or(""),
-                    e["message"].as_str().unwrap_or("")
-                )
-            })
+            .map(|e| format!("  {}", e["code"].as_str().unwrap_or("failed")))
             .unwrap_or_default();
         out.push_str(&format!(
-            "  {:<28} {:<10} {:>10}{attempts}{err}\n",
+            "  {:<28} {:<10} {:>10}{attempts}{err}{sim}\n",
             s.step_id,
             s.status.as_str(),
             dur
         ));
+    }
+    for s in snap
+        .steps
+        .iter()
+        .filter(|s| s.status == fogbook_state::StepStatus::Failed)
+    {
+        if let Some(e) = &s.error {
+            let message = e["message"].as_str().unwrap_or("").trim().replace('\n', "\n    ");
+            out.push_str(&format!(
+                "\nstep `{}` failed: {}\n    {message}\n",
+                s.step_id,
+                e["code"].as_str().unwrap_or("failed")
+            ));
+        }
     }
     let reported: Vec<(String, serde_json::Value)> = snap
         .steps
@@ -179,41 +249,203 @@ pub(crate) async fn report(cli: &Cli, store: Store, run_id: String) -> Exit {
     for w in &snap.windows {
         out.push_str(&window_text(w, now));
         out.push('\n');
+        if let Some(names) = w.subject.as_ref().and_then(|s| databases.get(s))
+            && w.kind == fogbook_state::WindowKind::Unprotected
+        {
+            out.push_str(&format!("      databases: {}\n", names.join(", ")));
+        }
+        if let Some(r) = &rehearsal {
+            let lasted = w.closed_at.unwrap_or(now) - w.opened_at;
+            out.push_str(&format!(
+                "      {} simulated ({} real at {}x)\n",
+                simulated(lasted, r.time_scale),
+                human(lasted),
+                r.time_scale
+            ));
+        }
     }
     output::data(&out);
     Exit::Success
 }
 
-pub(crate) async fn status(cli: &Cli, store: Store, run_id: String) -> Exit {
-    let snap = match load(&store, &run_id).await {
-        Ok(s) => s,
-        Err(e) => return e,
+/// Whether anybody drives a run: a live driver renewing its lease, or nobody.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Drive {
+    /// A driver holds an unexpired lease and its process is not known to be gone.
+    Running { owner: String, until: Millis },
+    /// The run is `running`, but its lease expired or its holder's process is gone.
+    Stalled { since: Millis, why: String },
+    /// Not meant to be driven now (pending for a worker, waiting, finished).
+    Idle,
+}
+
+impl Drive {
+    /// `running`, `stalled`, or the stored status.
+    pub(crate) fn label(&self, status: fogbook_state::RunStatus) -> &'static str {
+        match self {
+            Drive::Stalled { .. } => "stalled",
+            _ => status.as_str(),
+        }
+    }
+}
+
+/// Decides [`Drive`] from the run row: `lease_ttl` estimates when an expired or orphaned
+/// lease was last renewed (the time since which nobody drives the run).
+pub(crate) fn drive_of(r: &fogbook_state::RunRow, now: Millis, lease_ttl: Duration) -> Drive {
+    if r.status != fogbook_state::RunStatus::Running {
+        return Drive::Idle;
+    }
+    let ttl = i64::try_from(lease_ttl.as_millis()).unwrap_or(i64::MAX);
+    match (&r.lease_owner, r.lease_expires_at) {
+        (Some(owner), Some(until)) if fogbook_engine::owner::is_dead(owner) => Drive::Stalled {
+            since: until.saturating_sub(ttl).max(r.updated_at).min(now),
+            why: format!("its driver {owner} has exited"),
+        },
+        (Some(owner), Some(until)) if until > now => Drive::Running {
+            owner: owner.clone(),
+            until,
+        },
+        (Some(owner), Some(until)) => Drive::Stalled {
+            since: until.saturating_sub(ttl).max(r.updated_at).min(until),
+            why: format!("the lease of {owner} expired at {}", format_ms(until)),
+        },
+        _ => Drive::Stalled {
+            since: r.updated_at,
+            why: "no process holds its lease".to_owned(),
+        },
+    }
+}
+
+/// The open unprotected windows of a run, as text naming whose databases.
+fn open_unprotected(snap: &RunSnapshot, now: Millis) -> Vec<String> {
+    snap.windows
+        .iter()
+        .filter(|w| w.closed_at.is_none() && w.kind == fogbook_state::WindowKind::Unprotected)
+        .map(|w| {
+            let whose = w.subject.as_deref().unwrap_or("the instance");
+            format!(
+                "the databases of {whose} have no geo-replica since {} ({})",
+                format_ms(w.opened_at),
+                human(now - w.opened_at)
+            )
+        })
+        .collect()
+}
+
+/// The current step and what the run waits for (approval, maintenance window, an operation,
+/// a back-off), from its snapshot.
+pub(crate) fn waits_for(snap: &RunSnapshot, now: Millis) -> (Option<String>, String) {
+    use fogbook_state::{RunStatus, StepStatus};
+    let current = snap.steps.iter().find(|s| !s.status.is_done());
+    let step = current.map(|s| s.step_id.clone());
+    let uses = |id: &str| -> Option<String> {
+        fogbook_engine::runbook::parse(&snap.run.runbook_text, "pinned runbook")
+            .ok()
+            .and_then(|rb| rb.step(id).map(|s| s.uses.clone()))
     };
+    if snap.run.status.is_terminal() {
+        return (None, "-".to_owned());
+    }
+    if let Some(e) = &snap.run.error
+        && e.get("waiting_for").is_some()
+    {
+        return (
+            step,
+            format!("maintenance window {}", e["window"].as_str().unwrap_or("")),
+        );
+    }
+    let Some(cur) = current else {
+        return (step, "-".to_owned());
+    };
+    if let Some(next) = cur.next_attempt_at
+        && next > now
+    {
+        return (step, format!("back-off until {}", format_ms(next)));
+    }
+    if cur.status == StepStatus::Running {
+        let approved = snap.approvals.iter().any(|a| a.step_id == cur.step_id);
+        match uses(&cur.step_id).as_deref() {
+            Some("approval") if !approved => return (step, "approval".to_owned()),
+            Some("wait") => return (step, "a timer".to_owned()),
+            Some(u) if u.contains('.') && cur.progress.is_some() => return (step, "an ARM operation".to_owned()),
+            _ => {}
+        }
+    }
+    if snap.run.status == RunStatus::Waiting {
+        return (step, "approval".to_owned());
+    }
+    (step, "-".to_owned())
+}
+
+/// Whether a run waits for an approval, however it is driven (status `waiting`, or a
+/// foreground `--wait` driver at an approval step).
+pub(crate) fn waits_for_approval(snap: &RunSnapshot, now: Millis) -> bool {
+    waits_for(snap, now).1 == "approval"
+}
+
+/// The status document of a run (text or JSON) and whether the run is over.
+async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Result<(String, bool), Exit> {
+    let snap = load(store, run_id).await?;
+    let over = snap.run.status.is_terminal();
     let now = now_ms();
     let current = snap.steps.iter().find(|s| !s.status.is_done());
+    let rehearsal = rehearsal_of(store, run_id).await;
     let waiting_approval = (snap.run.status == fogbook_state::RunStatus::Waiting)
         .then(|| current.map(|s| s.step_id.clone()))
         .flatten();
     if cli.format == Format::Json {
-        output::json(
+        let doc = output::json_text(
             "status",
             &json!({
                 "run": snap.run,
+                "state": drive_of(&snap.run, now, cli.lease_ttl).label(snap.run.status),
+                "stalled": match drive_of(&snap.run, now, cli.lease_ttl) {
+                    Drive::Stalled { since, why } => json!({ "since": format_ms(since), "since_ms": since, "why": why }),
+                    _ => serde_json::Value::Null,
+                },
+                "waits_for": waits_for(&snap, now).1,
                 "current_step": current.map(|s| &s.step_id),
                 "waiting_for_approval": waiting_approval,
                 "steps": snap.steps,
                 "windows": snap.windows.iter().map(|w| window_json(w, now)).collect::<Vec<_>>(),
                 "approvals": snap.approvals,
+                "rehearsal": rehearsal_json(rehearsal.as_ref()),
             }),
         );
-        return Exit::Success;
+        return Ok((doc, over));
     }
     let r = &snap.run;
-    let mut out = format!(
+    let drive = drive_of(r, now, cli.lease_ttl);
+    let mut out = String::new();
+    if let Drive::Stalled { since, .. } = &drive {
+        let unprotected = open_unprotected(&snap, now);
+        if !unprotected.is_empty() {
+            out.push_str(&format!(
+                "!!! STALLED WITH AN UNPROTECTED WINDOW OPEN: {}; nobody drives this run since {}: `fogbook resume {}`\n",
+                unprotected.join("; "),
+                format_ms(*since),
+                r.id
+            ));
+        }
+    }
+    out.push_str(&format!(
         "run {}  {} v{}\nstatus: {}\n",
-        r.id, r.runbook_name, r.runbook_version, r.status
-    );
+        r.id,
+        r.runbook_name,
+        r.runbook_version,
+        drive.label(r.status)
+    ));
+    if let Drive::Stalled { since, why } = &drive {
+        out.push_str(&format!(
+            "stalled: nobody drives this run since {} ({why}); continue it: `fogbook resume {}`\n",
+            format_ms(*since),
+            r.id
+        ));
+    }
     out.push_str(&format!("created: {}\n", format_ms(r.created_at)));
+    if let Some(reh) = &rehearsal {
+        out.push_str(&rehearsal_line(reh));
+    }
     if let Some(step) = current {
         out.push_str(&format!(
             "current step: {} ({}, attempt {})\n",
@@ -226,11 +458,11 @@ pub(crate) async fn status(cli: &Cli, store: Store, run_id: String) -> Exit {
             r.id
         ));
     }
-    match (&r.lease_owner, r.lease_expires_at) {
-        (Some(o), Some(exp)) if exp > now => {
-            out.push_str(&format!("driven by: {o} (lease until {})\n", format_ms(exp)))
+    match (&drive, &r.lease_owner) {
+        (Drive::Running { owner, until }, _) => {
+            out.push_str(&format!("driven by: {owner} (lease until {})\n", format_ms(*until)))
         }
-        (Some(o), _) => out.push_str(&format!("last driver: {o} (lease expired; resumable)\n")),
+        (_, Some(o)) => out.push_str(&format!("last driver: {o}\n")),
         _ => {}
     }
     match &r.error {
@@ -240,7 +472,20 @@ pub(crate) async fn status(cli: &Cli, store: Store, run_id: String) -> Exit {
             e["window"].as_str().unwrap_or("?"),
             e["step"].as_str().unwrap_or("?")
         )),
-        Some(e) => out.push_str(&format!("error: {e}\n")),
+        Some(e) => {
+            // `{"step", "error": {"code", "message"}}`: one readable block, whatever its length.
+            let inner = e.get("error").unwrap_or(e);
+            let code = inner["code"].as_str().unwrap_or("failed");
+            let message = inner["message"]
+                .as_str()
+                .unwrap_or_default()
+                .trim()
+                .replace('\n', "\n    ");
+            match e["step"].as_str() {
+                Some(step) => out.push_str(&format!("error: step `{step}` failed: {code}\n    {message}\n")),
+                None => out.push_str(&format!("error: {code}\n    {message}\n")),
+            }
+        }
         None => {}
     }
     for w in snap.windows.iter().filter(|w| w.closed_at.is_none()) {
@@ -261,34 +506,170 @@ pub(crate) async fn status(cli: &Cli, store: Store, run_id: String) -> Exit {
             s.attempt
         ));
     }
-    output::data(&out);
-    Exit::Success
+    Ok((out, over))
 }
 
-pub(crate) async fn runs(cli: &Cli, store: Store, filter: RunFilter) -> Exit {
-    let runs = match store.list_runs(filter).await {
+/// `status RUN`, or with `watch`, refreshed every second until the run is over or Ctrl-C:
+/// in place on a terminal, otherwise each time it changes.
+pub(crate) async fn status(cli: &Cli, store: Store, run_id: String, watch: bool) -> Exit {
+    use std::io::IsTerminal;
+    if !watch {
+        return match render_status(cli, &store, &run_id).await {
+            Ok((doc, _)) => {
+                output::data(&doc);
+                Exit::Success
+            }
+            Err(e) => e,
+        };
+    }
+    let tty = std::io::stdout().is_terminal();
+    let stop = tokio_util::sync::CancellationToken::new();
+    crate::commands::spawn_signal_handler(stop.clone(), true);
+    let mut last = String::new();
+    loop {
+        let (doc, over) = match render_status(cli, &store, &run_id).await {
+            Ok(x) => x,
+            Err(e) => return e,
+        };
+        if tty {
+            // Home and clear, then the document: refreshed in place.
+            output::data(&format!("\x1b[H\x1b[2J{doc}"));
+        } else if doc != last {
+            output::data(&doc);
+        }
+        last = doc;
+        if over {
+            return Exit::Success;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = stop.cancelled() => return Exit::Success,
+        }
+    }
+}
+
+pub(crate) async fn runs(cli: &Cli, store: Store, statuses: Vec<fogbook_state::RunStatus>, limit: usize) -> Exit {
+    use fogbook_state::RunStatus;
+    // A run waits for an approval whether it exited with code 3 (`waiting`) or a foreground
+    // `--wait` driver holds it at the approval step (`running`): `--status waiting` lists both.
+    let foreground_waits = statuses.contains(&RunStatus::Waiting) && !statuses.contains(&RunStatus::Running);
+    let mut query = statuses.clone();
+    if foreground_waits {
+        query.push(RunStatus::Running);
+    }
+    let filter = RunFilter {
+        statuses: query,
+        limit: (!foreground_waits).then_some(limit.saturating_add(1)),
+    };
+    let rows = match store.list_runs(filter).await {
         Ok(r) => r,
         Err(e) => {
             output::error_chain(&e, None);
             return Exit::BadInput;
         }
     };
-    if cli.format == Format::Json {
-        output::json("runs", &json!({ "runs": runs }));
-        return Exit::Success;
+    let now = now_ms();
+    let mut shown = Vec::new();
+    let mut truncated = false;
+    for row in rows {
+        let snap = match store.load_run(&row.id).await {
+            Ok(s) => s,
+            Err(e) => {
+                output::error_chain(&e, None);
+                return Exit::BadInput;
+            }
+        };
+        if foreground_waits && row.status == RunStatus::Running && !waits_for_approval(&snap, now) {
+            continue;
+        }
+        if shown.len() == limit {
+            truncated = true;
+            break;
+        }
+        shown.push(snap);
     }
-    let mut out = format!("{:<36}  {:<28} {:<10} {}\n", "RUN", "RUNBOOK", "STATUS", "CREATED");
-    for r in &runs {
-        out.push_str(&format!(
-            "{:<36}  {:<28} {:<10} {}\n",
-            r.id,
-            r.runbook_name,
-            r.status.as_str(),
-            format_ms(r.created_at)
+    let lines: Vec<RunLine> = shown.iter().map(|snap| run_line(snap, now, cli.lease_ttl)).collect();
+    if cli.format == Format::Json {
+        let runs: Vec<serde_json::Value> = shown
+            .iter()
+            .zip(&lines)
+            .map(|(snap, l)| {
+                let mut v = serde_json::to_value(&snap.run).unwrap_or_default();
+                v["state"] = l.state.into();
+                v["current_step"] = json!(l.step);
+                v["waits_for"] = json!(l.waits);
+                v["age_ms"] = json!(now - snap.run.created_at);
+                v["open_windows"] = snap
+                    .windows
+                    .iter()
+                    .filter(|w| w.closed_at.is_none())
+                    .map(|w| window_json(w, now))
+                    .collect();
+                v
+            })
+            .collect();
+        output::json("runs", &json!({ "runs": runs, "truncated": truncated, "limit": limit }));
+    } else {
+        let mut out = format!(
+            "{:<36}  {:<22} {:<9} {:<28} {:>7}  {:<20} {}\n",
+            "RUN", "RUNBOOK", "STATUS", "STEP", "AGE", "WAITS FOR", "OPEN WINDOWS"
+        );
+        for (snap, l) in shown.iter().zip(&lines) {
+            out.push_str(&format!(
+                "{:<36}  {:<22} {:<9} {:<28} {:>7}  {:<20} {}\n",
+                snap.run.id,
+                snap.run.runbook_name,
+                l.state,
+                l.step.as_deref().unwrap_or("-"),
+                human(now - snap.run.created_at),
+                l.waits,
+                l.windows
+            ));
+        }
+        output::data(&out);
+    }
+    if truncated {
+        output::always(&format!(
+            "showing the newest {limit} runs; more match: `fogbook runs --limit {}` shows more",
+            limit.saturating_mul(2).max(1)
         ));
     }
-    output::data(&out);
     Exit::Success
+}
+
+/// One row of `runs`.
+struct RunLine {
+    state: &'static str,
+    step: Option<String>,
+    waits: String,
+    windows: String,
+}
+
+fn run_line(snap: &RunSnapshot, now: Millis, lease_ttl: Duration) -> RunLine {
+    let drive = drive_of(&snap.run, now, lease_ttl);
+    let (step, mut waits) = waits_for(snap, now);
+    if let Drive::Stalled { since, .. } = &drive {
+        waits = format!("a driver ({})", human(now - since));
+    }
+    let open: Vec<String> = snap
+        .windows
+        .iter()
+        .filter(|w| w.closed_at.is_none())
+        .map(|w| {
+            let whose = w.subject.as_deref().map(|s| format!(" ({s})")).unwrap_or_default();
+            format!("{} {}{whose}", w.kind.as_str(), human(now - w.opened_at))
+        })
+        .collect();
+    RunLine {
+        state: drive.label(snap.run.status),
+        step,
+        waits,
+        windows: if open.is_empty() {
+            "-".to_owned()
+        } else {
+            open.join(", ")
+        },
+    }
 }
 
 pub(crate) async fn history(cli: &Cli, store: Store, run_id: String) -> Exit {

@@ -371,6 +371,14 @@ pub(crate) async fn worker(cli: &Cli, args: &WorkerArgs) -> Exit {
         concurrency: args.concurrency,
         poll: args.poll,
         exit_when_idle: args.exit_when_idle,
+        // Rehearsals are driven on their restored emulators (src/rehearsal.rs).
+        run_env: Some(fogbook_engine::RunEnvHook(std::sync::Arc::new(
+            crate::rehearsal::WorkerRunEnv {
+                store: store.clone(),
+                arm_endpoint: cli.arm_endpoint.clone(),
+                quiet: cli.quiet,
+            },
+        ))),
     };
     let result = run_worker(engine, cfg, stop.clone()).await;
     store.close().await;

@@ -37,6 +37,7 @@ pub(crate) async fn serve(args: &SimServeArgs) -> Exit {
         listen: args.listen,
         time_scale: args.time_scale,
         state_file: args.state.clone(),
+        clock_runs_while_stopped: false,
         faults,
         token: args.token.clone(),
         tls,

@@ -1139,7 +1139,8 @@ impl Driver<'_> {
         )
         .await?;
         self.engine.observer.step_failed(sid, &format!("{code}: {message}"));
-        tracing::warn!(code, message, "step.failed");
+        // Info, not warn: the CLI prints the failure once (its observer and final line).
+        tracing::info!(code, message, "step.failed");
         if continues {
             Ok(StepEnd::FailedContinue(error))
         } else {

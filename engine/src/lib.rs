@@ -30,4 +30,4 @@ pub use error::EngineError;
 pub use executor::{CreateRun, Engine, EngineConfig, RunOutcome, sha256_hex};
 pub use observer::{Observer, Silent};
 pub use owner::Owner;
-pub use worker::{WorkerConfig, WorkerReport, run_worker};
+pub use worker::{PreparedEnv, RunEnv, RunEnvHook, WorkerConfig, WorkerReport, run_worker};

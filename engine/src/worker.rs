@@ -5,8 +5,10 @@
 //! fire happens twice and no run is driven twice.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
+use fogbook_activities::{BoxFuture, Env};
 use fogbook_state::{FireDecision, FireOutcome, RunFilter, RunRow, RunStatus, ScheduleRow};
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -14,6 +16,31 @@ use tokio_util::sync::CancellationToken;
 
 use crate::schedule::{CronSchedule, Plan, TickInput, Window};
 use crate::{CreateRun, Engine, EngineError, RunOutcome, owner, runbook};
+
+/// Gives a run its own environment before a worker drives it (the CLI restores a rehearsal's
+/// emulator), or refuses to drive it here (`Err`: why, logged; the run is left as it is).
+pub trait RunEnv: Send + Sync + 'static {
+    /// `Ok(None)`: the worker's own environment serves.
+    fn prepare<'a>(&'a self, run_id: &'a str) -> BoxFuture<'a, Result<Option<PreparedEnv>, String>>;
+}
+
+/// A run's own environment, and what to do once the worker stops driving it.
+pub struct PreparedEnv {
+    /// The activities' environment for this run.
+    pub env: Env,
+    /// Awaited after the drive ends (whatever its outcome): e.g. saves and stops an emulator.
+    pub finish: BoxFuture<'static, ()>,
+}
+
+/// The hook of [`WorkerConfig::run_env`].
+#[derive(Clone)]
+pub struct RunEnvHook(pub Arc<dyn RunEnv>);
+
+impl std::fmt::Debug for RunEnvHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RunEnvHook")
+    }
+}
 
 /// Settings of a worker.
 #[derive(Clone, Debug)]
@@ -24,6 +51,8 @@ pub struct WorkerConfig {
     pub poll: Duration,
     /// Stop once there is nothing to drive and nothing running (tests, batch jobs).
     pub exit_when_idle: bool,
+    /// Per-run environments (rehearsals), when the worker's own does not serve every run.
+    pub run_env: Option<RunEnvHook>,
 }
 
 /// What a worker did.
@@ -44,7 +73,7 @@ pub async fn run_worker(
     stop: CancellationToken,
 ) -> Result<WorkerReport, EngineError> {
     let mut report = WorkerReport::default();
-    let mut tasks: JoinSet<(String, Result<RunOutcome, EngineError>)> = JoinSet::new();
+    let mut tasks: JoinSet<(String, Option<Result<RunOutcome, EngineError>>)> = JoinSet::new();
     let mut active: BTreeSet<String> = BTreeSet::new();
     loop {
         if stop.is_cancelled() {
@@ -65,10 +94,28 @@ pub async fn run_worker(
                 break;
             }
             active.insert(run.clone());
-            let (engine, token) = (engine.clone(), stop.child_token());
+            let (mut engine, token) = (engine.clone(), stop.child_token());
+            let hook = config.run_env.clone();
             tasks.spawn(async move {
+                let mut finish = None;
+                if let Some(hook) = hook {
+                    match hook.0.prepare(&run).await {
+                        Ok(Some(prepared)) => {
+                            engine = engine.with_env(prepared.env);
+                            finish = Some(prepared.finish);
+                        }
+                        Ok(None) => {}
+                        Err(why) => {
+                            tracing::error!(run_id = %run, why, "worker: not driving this run here");
+                            return (run, None);
+                        }
+                    }
+                }
                 let outcome = engine.drive(&run, token).await;
-                (run, outcome)
+                if let Some(finish) = finish {
+                    finish.await;
+                }
+                (run, Some(outcome))
             });
         }
         if config.exit_when_idle && active.is_empty() {
@@ -87,12 +134,15 @@ pub async fn run_worker(
 }
 
 fn finished(
-    done: Result<(String, Result<RunOutcome, EngineError>), tokio::task::JoinError>,
+    done: Result<(String, Option<Result<RunOutcome, EngineError>>), tokio::task::JoinError>,
     active: &mut BTreeSet<String>,
     report: &mut WorkerReport,
 ) {
     match done {
-        Ok((run, outcome)) => {
+        Ok((run, None)) => {
+            active.remove(&run);
+        }
+        Ok((run, Some(outcome))) => {
             active.remove(&run);
             report.driven += 1;
             match outcome {

@@ -20,6 +20,11 @@ pub struct SimConfig {
     /// When set, every accepted mutation is saved here atomically, and a saved state is
     /// loaded from here at start, continuing operations in flight.
     pub state_file: Option<PathBuf>,
+    /// With a saved state: simulated time went on while no emulator ran, at the saved time
+    /// scale (Azure keeps seeding while the orchestrator is down), so the restored clock reads
+    /// the saved time plus the real time since the save times that scale. Without it the clock
+    /// resumes at the saved time.
+    pub clock_runs_while_stopped: bool,
     /// Faults to inject from the start.
     pub faults: Option<FaultConfig>,
     /// When set, the only bearer token accepted; otherwise any bearer token is.
@@ -40,6 +45,7 @@ impl SimConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             time_scale: 1.0,
             state_file: None,
+            clock_runs_while_stopped: false,
             faults: None,
             token: None,
             tls: None,

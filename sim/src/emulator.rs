@@ -75,7 +75,14 @@ impl Emulator {
     /// Saves the state when a state file is configured.
     pub(crate) fn persist(&self, core: &Core) -> Result<(), SimError> {
         match &self.settings.state_file {
-            Some(path) => persist::save(path, core.now(), &core.world, &core.initial, &core.journal),
+            Some(path) => persist::save(
+                path,
+                core.now(),
+                core.clock.scale(),
+                &core.world,
+                &core.initial,
+                &core.journal,
+            ),
             None => Ok(()),
         }
     }

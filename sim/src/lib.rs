@@ -45,5 +45,6 @@ pub use config::{SimConfig, TlsFiles};
 pub use error::SimError;
 pub use estate::Estate;
 pub use faults::{FaultConfig, FaultRule};
+pub use persist::saved_databases;
 pub use requests::{RequestObserver, SeenRequest};
 pub use server::{SimHandle, start};

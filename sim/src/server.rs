@@ -75,7 +75,10 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
         None => None,
     };
     let (world, initial, journal, sim_now) = match saved {
-        Some(s) => (s.world, s.initial, s.journal, s.sim_now),
+        Some(s) => {
+            let now = s.resume_at(config.clock_runs_while_stopped, config.time_scale);
+            (s.world, s.initial, s.journal, now)
+        }
         None => (initial.clone(), initial, Journal::default(), SimTime(0)),
     };
     let faults = config.faults.unwrap_or_default();

@@ -359,6 +359,93 @@ impl Store {
         .await
     }
 
+    // --- Locks of a run that failed before it changed anything (task `operator`). ---
+
+    /// Releases the locks of a failed run (an operator path decided it changed nothing: no
+    /// mutating step started), with a `locks.released` event carrying the keys and `why`.
+    /// Returns the keys released (none when the run is not failed or holds no lock).
+    pub async fn release_failed_run_locks(
+        &self,
+        run_id: &str,
+        why: String,
+        now: Millis,
+    ) -> Result<Vec<String>, StateError> {
+        let run_id = run_id.to_owned();
+        self.write(move |tx| {
+            let status: String = tx
+                .cached_query_row("SELECT status FROM runs WHERE id = ?1", [&run_id], |r| r.get(0))
+                .optional()
+                .during("reading the run status")?
+                .ok_or_else(|| StateError::UnknownRun { run_id: run_id.clone() })?;
+            if status != RunStatus::Failed.as_str() {
+                return Ok(Vec::new());
+            }
+            let mut stmt = tx
+                .prepare_cached("SELECT key FROM locks WHERE run_id = ?1 ORDER BY key")
+                .during("reading resource locks")?;
+            let keys = stmt
+                .query_map([&run_id], |r| r.get::<_, String>(0))
+                .and_then(Iterator::collect::<Result<Vec<String>, _>>)
+                .during("reading resource locks")?;
+            drop(stmt);
+            if keys.is_empty() {
+                return Ok(keys);
+            }
+            tx.cached_execute("DELETE FROM locks WHERE run_id = ?1", [&run_id])
+                .during("releasing resource locks")?;
+            audit::append(
+                tx,
+                &run_id,
+                now,
+                NewEvent::run("locks.released", json!({ "keys": keys, "why": why })),
+            )?;
+            Ok(keys)
+        })
+        .await
+    }
+
+    /// Takes `keys` again for a run whose locks were released (before `--retry-failed`), with
+    /// a `locks.retaken` event; `LockHeld` when another run took one meanwhile.
+    pub async fn retake_locks(&self, run_id: &str, keys: Vec<String>, now: Millis) -> Result<(), StateError> {
+        let run_id = run_id.to_owned();
+        self.write(move |tx| {
+            for key in &keys {
+                let holder: Option<(String, String)> = tx
+                    .cached_query_row(
+                        "SELECT l.run_id, r.status FROM locks l JOIN runs r ON r.id = l.run_id WHERE l.key = ?1",
+                        [key],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()
+                    .during("checking resource locks")?;
+                match holder {
+                    Some((holder, _)) if holder == run_id => {}
+                    Some((holder, holder_status)) => {
+                        return Err(StateError::LockHeld {
+                            key: key.clone(),
+                            holder,
+                            holder_status,
+                        });
+                    }
+                    None => {
+                        tx.cached_execute(
+                            "INSERT INTO locks (key, run_id, acquired_at) VALUES (?1, ?2, ?3)",
+                            params![key, run_id, now],
+                        )
+                        .during("taking resource locks")?;
+                    }
+                }
+            }
+            audit::append(
+                tx,
+                &run_id,
+                now,
+                NewEvent::run("locks.retaken", json!({ "keys": keys })),
+            )
+        })
+        .await
+    }
+
     /// Marks that `max_unprotected` was reported for this window, with its audit event.
     pub async fn mark_window_limit_exceeded(
         &self,

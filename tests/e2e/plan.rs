@@ -95,7 +95,10 @@ fn plan_shows_the_windows_and_the_seeding_estimate() {
         .find(|s| s["id"] == "create-group")
         .unwrap();
     let text = create["estimate"]["text"].as_str().unwrap();
-    assert!(text.contains("seeding") && text.contains("512 GB"), "{text}");
+    assert!(
+        text.contains("seeding") && text.contains("204 GB used by the databases"),
+        "{text}"
+    );
     let first = &plan["steps"][0];
     assert!(first["output"].is_object(), "the read-only first step ran: {first}");
 }

@@ -178,6 +178,12 @@ impl ArmClient {
         self.inner.tokens.kind().name()
     }
 
+    /// Asks the credential for a token now (sending nothing to ARM), so a command can refuse
+    /// to start a run that could not authenticate. `CredentialUnavailable` says why not.
+    pub async fn check_credential(&self) -> Result<(), ActivityError> {
+        self.inner.tokens.token().await.map(drop)
+    }
+
     /// The ARM endpoint.
     pub fn endpoint(&self) -> &Url {
         &self.inner.endpoint

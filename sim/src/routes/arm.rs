@@ -93,6 +93,9 @@ fn api_version(uri: &Uri) -> Option<String> {
     })
 }
 
+/// The Azure Monitor metrics api-versions served.
+const INSIGHTS_API_VERSIONS: &[&str] = &["2018-01-01", "2023-10-01", "2024-02-01"];
+
 fn check_api_version(provider: Provider, version: Option<&str>) -> Result<String, ArmError> {
     let Some(version) = version else {
         if provider == Provider::Polling {
@@ -114,6 +117,7 @@ fn check_api_version(provider: Provider, version: Option<&str>) -> Result<String
                     .is_some_and(|y| y >= 2023)
         }
         Provider::Polling => true,
+        Provider::Insights => INSIGHTS_API_VERSIONS.contains(&version),
     };
     if ok {
         Ok(version.to_owned())
@@ -317,6 +321,7 @@ fn dispatch(ctx: &mut Ctx<'_>, method: &Method, path: &ArmPath, body: &[u8]) -> 
         (P::Instance { sub, rg, name }, "PATCH") => sql::patch_instance(ctx, sub, rg, name, body),
         (P::Instance { sub, rg, name }, _) => sql::delete_instance(ctx, sub, rg, name),
         (P::DatabaseList { sub, rg, instance }, _) => sql::list_databases(ctx, sub, rg, instance),
+        (P::InstanceMetrics { sub, rg, instance }, _) => sql::instance_metrics(ctx, sub, rg, instance),
         (
             P::Database {
                 sub,

@@ -9,6 +9,8 @@ pub(crate) enum Provider {
     Network,
     /// Polling URLs accept whatever api-version the operation was started with.
     Polling,
+    /// Azure Monitor metrics (`Microsoft.Insights/metrics` under a resource).
+    Insights,
 }
 
 /// A recognised ARM path. Names keep the URL's casing; comparisons are case-insensitive.
@@ -27,6 +29,12 @@ pub(crate) enum ArmPath {
         name: String,
     },
     DatabaseList {
+        sub: String,
+        rg: String,
+        instance: String,
+    },
+    /// Azure Monitor metrics of an instance (`…/managedInstances/NAME/providers/Microsoft.Insights/metrics`).
+    InstanceMetrics {
         sub: String,
         rg: String,
         instance: String,
@@ -188,6 +196,18 @@ impl ArmPath {
         Some(match rest {
             [mis] if eq(mis, "managedInstances") => ArmPath::InstanceList { sub, rg },
             [mis, name] if eq(mis, "managedInstances") => ArmPath::Instance { sub, rg, name: o(name) },
+            [mis, mi, providers, insights, metrics]
+                if eq(mis, "managedInstances")
+                    && eq(providers, "providers")
+                    && eq(insights, "Microsoft.Insights")
+                    && eq(metrics, "metrics") =>
+            {
+                ArmPath::InstanceMetrics {
+                    sub,
+                    rg,
+                    instance: o(mi),
+                }
+            }
             [mis, mi, dbs] if eq(mis, "managedInstances") && eq(dbs, "databases") => ArmPath::DatabaseList {
                 sub,
                 rg,
@@ -271,6 +291,7 @@ impl ArmPath {
             | ArmPath::InstanceList { sub, .. }
             | ArmPath::Instance { sub, .. }
             | ArmPath::DatabaseList { sub, .. }
+            | ArmPath::InstanceMetrics { sub, .. }
             | ArmPath::Database { sub, .. }
             | ArmPath::GroupList { sub, .. }
             | ArmPath::Group { sub, .. }
@@ -299,6 +320,7 @@ impl ArmPath {
             | ArmPath::Group { .. }
             | ArmPath::GroupFailover { .. } => Provider::Sql,
             ArmPath::OperationStatus { .. } | ArmPath::OperationResult { .. } => Provider::Polling,
+            ArmPath::InstanceMetrics { .. } => Provider::Insights,
             _ => Provider::Network,
         }
     }
@@ -315,6 +337,7 @@ impl ArmPath {
             (ArmPath::Instance { .. }, "DELETE") => "ManagedInstances_Delete",
             (ArmPath::DatabaseList { .. }, "GET") => "ManagedDatabases_ListByInstance",
             (ArmPath::Database { .. }, "GET") => "ManagedDatabases_Get",
+            (ArmPath::InstanceMetrics { .. }, "GET") => "Metrics_List",
             (ArmPath::GroupList { .. }, "GET") => "InstanceFailoverGroups_ListByLocation",
             (ArmPath::Group { .. }, "GET") => "InstanceFailoverGroups_Get",
             (ArmPath::Group { .. }, "PUT") => "InstanceFailoverGroups_CreateOrUpdate",

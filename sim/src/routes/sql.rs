@@ -426,6 +426,35 @@ pub(crate) fn list_databases(ctx: &Ctx<'_>, sub: &str, rg: &str, instance: &str)
     ArmResponse::json(StatusCode::OK, &List { value })
 }
 
+/// `Metrics_List` of an instance: `storage_space_used_mb` (Azure Monitor's "Storage space
+/// used"), the sum of its databases' sizes, as one hourly average at the current time. Other
+/// metric names are not served (the series is the same whatever `metricnames` asks).
+pub(crate) fn instance_metrics(ctx: &Ctx<'_>, sub: &str, rg: &str, instance: &str) -> Result<ArmResponse, ArmError> {
+    let inst = ctx
+        .world()
+        .instances
+        .get(&instance_key(sub, rg, instance))
+        .ok_or_else(|| ArmError::not_found(INSTANCE_TYPE, instance, rg))?;
+    let used_mb: f64 = inst.databases.iter().map(|d| d.size_gb * 1024.0).sum();
+    let now = ctx.now.rfc3339(ctx.world().epoch);
+    let body = serde_json::json!({
+        "cost": 0,
+        "timespan": format!("{now}/{now}"),
+        "interval": "PT1H",
+        "namespace": "Microsoft.Sql/managedInstances",
+        "resourceregion": inst.location,
+        "value": [{
+            "id": format!("{}/providers/Microsoft.Insights/metrics/storage_space_used_mb", inst.id),
+            "type": "Microsoft.Insights/metrics",
+            "name": { "value": "storage_space_used_mb", "localizedValue": "Storage space used" },
+            "unit": "Count",
+            "timeseries": [{ "metadatavalues": [], "data": [{ "timeStamp": now, "average": used_mb }] }],
+            "errorCode": "Success",
+        }],
+    });
+    ArmResponse::json(StatusCode::OK, &body)
+}
+
 pub(crate) fn get_database(
     ctx: &Ctx<'_>,
     sub: &str,

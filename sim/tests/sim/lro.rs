@@ -152,3 +152,44 @@ async fn deleting_a_creating_instance_cancels_the_create() {
     sim.advance("1h").await;
     sim.get(&c).await.assert_error(404, "ResourceNotFound");
 }
+
+/// With `clock_runs_while_stopped`, the time the emulator was down passes at the saved scale
+/// (seeding goes on while the orchestrator is down); without it the clock resumes where it
+/// was saved. The downtime is made by moving the save's wall-clock time back in the file.
+#[tokio::test]
+async fn simulated_time_runs_while_the_emulator_is_stopped_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_file = temp_path(&dir, "sim-state.json");
+    let mut cfg = config(RULES_ESTATE);
+    cfg.state_file = Some(state_file.clone());
+    cfg.time_scale = 60.0;
+    let sim = Sim::start(cfg.clone()).await;
+    let accepted = sim.put(&group(), group_body(&p1(), &s_ok(), "westus")).await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED);
+    let status_path = accepted.header("azure-asyncoperation").unwrap().replace(&sim.base, "");
+    sim.handle.shutdown().await;
+
+    // Ten real minutes of downtime: ten simulated hours at 60x.
+    let mut saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    let at = saved["saved_at_unix_ms"]
+        .as_i64()
+        .expect("the save records its wall-clock time");
+    saved["saved_at_unix_ms"] = (at - 600_000).into();
+    std::fs::write(&state_file, serde_json::to_vec(&saved).unwrap()).unwrap();
+
+    let frozen = Sim::start(cfg.clone()).await;
+    let clock = frozen.admin(reqwest::Method::GET, "/_sim/clock", None).await;
+    assert!(clock["elapsed_seconds"].as_f64().unwrap() < 36_000.0, "{clock}");
+    frozen.handle.shutdown().await;
+    std::fs::write(&state_file, serde_json::to_vec(&saved).unwrap()).unwrap();
+
+    cfg.clock_runs_while_stopped = true;
+    let sim = Sim::start(cfg).await;
+    let clock = sim.admin(reqwest::Method::GET, "/_sim/clock", None).await;
+    assert!(clock["elapsed_seconds"].as_f64().unwrap() >= 36_000.0, "{clock}");
+    assert_eq!(
+        sim.get(&status_path).await.body["status"],
+        "Succeeded",
+        "seeding finished while the emulator was down"
+    );
+}

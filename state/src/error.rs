@@ -25,6 +25,16 @@ pub enum StateError {
         /// Newest version this build knows.
         known: i64,
     },
+    /// The schema version in the file is one no fogbook ever writes.
+    #[error(
+        "state database {path} has schema version {found}, which no fogbook writes: the file was changed outside fogbook or is not a fogbook database; restore it from a backup, or pass another --db"
+    )]
+    UnknownSchema {
+        /// The file.
+        path: PathBuf,
+        /// Version in the file.
+        found: i64,
+    },
     /// Applying a schema migration failed.
     #[error("cannot apply schema migration {version}")]
     ApplyMigrations {
@@ -123,7 +133,19 @@ pub(crate) trait SqlContext<T> {
 
 impl<T> SqlContext<T> for Result<T, rusqlite::Error> {
     fn during(self, operation: &'static str) -> Result<T, StateError> {
-        self.map_err(|source| StateError::Sqlite { operation, source })
+        self.map_err(|source| StateError::Sqlite {
+            operation,
+            source: without_sql(source),
+        })
+    }
+}
+
+/// The error without the statement it came from: an error names what the store was doing,
+/// never prints the SQL (a migration's text is a hundred lines).
+pub(crate) fn without_sql(e: rusqlite::Error) -> rusqlite::Error {
+    match e {
+        rusqlite::Error::SqlInputError { error, msg, .. } => rusqlite::Error::SqliteFailure(error, Some(msg)),
+        other => other,
     }
 }
 

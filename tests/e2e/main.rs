@@ -9,6 +9,7 @@ mod bench_cloud;
 mod cli;
 mod common;
 mod durability;
+mod first_use;
 mod kill_matrix;
 mod lease_lock;
 mod notify;

@@ -113,6 +113,23 @@ pub(crate) fn stream_exists(conn: &rusqlite::Connection, stream: &str) -> Result
     Ok(())
 }
 
+/// The kind of the event (`step.completed` or `step.skipped`) that records `step_id` of
+/// `run_id` as done, if the trail holds one.
+pub(crate) fn done_in_trail(
+    conn: &rusqlite::Connection,
+    run_id: &str,
+    step_id: &str,
+) -> Result<Option<String>, StateError> {
+    conn.cached_query_row(
+        "SELECT kind FROM events WHERE run_id = ?1 AND step_id = ?2 AND kind IN ('step.completed', 'step.skipped')
+         ORDER BY seq LIMIT 1",
+        [run_id, step_id],
+        |r| r.get(0),
+    )
+    .optional()
+    .during("reading the audit trail")
+}
+
 /// Appends an event to a stream (a run's, or a schedule's `schedule:<name>`) and to the
 /// global chain, inside the caller's transaction.
 pub(crate) fn append(tx: &Transaction<'_>, run_id: &str, at: Millis, ev: NewEvent<'_>) -> Result<(), StateError> {
@@ -244,17 +261,17 @@ pub struct AuditFailure {
     pub reason: String,
 }
 
-struct Stored {
-    gseq: i64,
-    run_id: String,
-    seq: i64,
-    at: Millis,
-    kind: String,
-    step_id: Option<String>,
-    attempt: Option<u32>,
-    data: String,
-    prev_hash: String,
-    hash: String,
+pub(crate) struct Stored {
+    pub(crate) gseq: i64,
+    pub(crate) run_id: String,
+    pub(crate) seq: i64,
+    pub(crate) at: Millis,
+    pub(crate) kind: String,
+    pub(crate) step_id: Option<String>,
+    pub(crate) attempt: Option<u32>,
+    pub(crate) data: String,
+    pub(crate) prev_hash: String,
+    pub(crate) hash: String,
 }
 
 /// Recomputes the whole chain (every run's trail is part of it) and each stream's count and
@@ -315,6 +332,10 @@ pub(crate) fn verify(
         failure: None,
     };
     report.failure = first_failure(&events, &streams, &chain_head, chain_count, since_head);
+    if report.failure.is_none() {
+        // The chain is whole: the rows must also say what it records.
+        report.failure = crate::agree::first_disagreement(conn, &events, run)?;
+    }
     Ok(report)
 }
 

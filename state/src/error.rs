@@ -98,6 +98,21 @@ pub enum StateError {
         /// What was refused and why.
         message: String,
     },
+    /// A step's row says it may run, but the audit trail records it as done: the database
+    /// was changed outside fogbook. The step is not run again.
+    #[error(
+        "step `{step_id}` of run {run_id} is `{row}` in its row, but the audit trail records it as done ({recorded}): it is not run again; the state database was changed outside fogbook: run `fogbook audit verify` to see what disagrees, and restore the database from a backup"
+    )]
+    TrailDisagrees {
+        /// The run.
+        run_id: String,
+        /// The step.
+        step_id: String,
+        /// The status in the step's row.
+        row: String,
+        /// The event that records the step as done.
+        recorded: String,
+    },
     /// A SQLite statement failed.
     #[error("state database error during {operation}")]
     Sqlite {

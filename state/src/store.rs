@@ -258,17 +258,28 @@ impl Store {
             for finish in &finished {
                 status_set = apply_finish(tx, &run_id, finish, &mut events)?;
             }
-            let start = match &start {
-                Some(start) if !cancel => start,
-                // Only the ends: there is no start, or a cancellation refuses it.
-                refused => {
+            let refusal = match &start {
+                None => None,
+                Some(_) if cancel => Some(StateError::CancelRequested { run_id: run_id.clone() }),
+                // A step whose completion is in the trail never runs again, whatever its
+                // row says (a row edited outside fogbook).
+                Some(start) => match audit::done_in_trail(tx, &run_id, &start.step_id)? {
+                    Some(recorded) => disagreement(tx, &run_id, &start.step_id, &recorded)?,
+                    None => None,
+                },
+            };
+            let start = match (&start, refusal) {
+                (Some(start), None) => start,
+                // Only the ends: there is no start, or it is refused. The ends are still
+                // committed: they record effects that already happened.
+                (_, refusal) => {
                     if status_set {
                         audit::append_all(tx, &run_id, events)?;
                     } else {
                         audit::append_and_touch(tx, &run_id, events, None, now)?;
                     }
-                    return Ok(match refused {
-                        Some(_) => Err(StateError::CancelRequested { run_id: run_id.clone() }),
+                    return Ok(match refusal {
+                        Some(e) => Err(e),
                         None => Ok(()),
                     });
                 }
@@ -348,6 +359,14 @@ impl Store {
     ) -> Result<(), StateError> {
         let run_id = run_id.to_owned();
         self.write(move |tx| {
+            // Re-entering a step is a start: a step the trail records as done is refused.
+            if kind == "step.reentered"
+                && let Some(sid) = step_id.as_deref()
+                && let Some(recorded) = audit::done_in_trail(tx, &run_id, sid)?
+                && let Some(refusal) = disagreement(tx, &run_id, sid, &recorded)?
+            {
+                return Err(refusal);
+            }
             let ev = NewEvent {
                 kind,
                 step_id: step_id.as_deref(),
@@ -1127,6 +1146,33 @@ fn refuse_done(tx: &Transaction<'_>, run_id: &str, step_id: &str, tail: &str) ->
     })
 }
 
+/// The refusal of a step whose row says it may run while the trail records it as done
+/// (`None` when the row agrees that the step is done: the usual refusal applies).
+fn disagreement(
+    tx: &Transaction<'_>,
+    run_id: &str,
+    step_id: &str,
+    recorded: &str,
+) -> Result<Option<StateError>, StateError> {
+    let row: Option<String> = tx
+        .cached_query_row(
+            "SELECT status FROM steps WHERE run_id = ?1 AND step_id = ?2",
+            [run_id, step_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .during("reading a step")?;
+    if matches!(row.as_deref(), Some("completed" | "skipped" | "failed")) {
+        return Ok(None);
+    }
+    Ok(Some(StateError::TrailDisagrees {
+        run_id: run_id.to_owned(),
+        step_id: step_id.to_owned(),
+        row: row.unwrap_or_else(|| "missing".to_owned()),
+        recorded: recorded.to_owned(),
+    }))
+}
+
 fn open_window<'a>(
     tx: &Transaction<'_>,
     run_id: &str,
@@ -1185,18 +1231,29 @@ fn close_window<'a>(
     let Some((id, opened_at)) = open else {
         return Ok(());
     };
+    // A window never closes before it opened: a clock stepped back between the two reads
+    // an earlier time, and a stored negative duration would be a lie about the outage.
+    let closed_at = now.max(opened_at);
+    if closed_at != now {
+        tracing::warn!(
+            window = id,
+            opened_at,
+            now,
+            "the clock reads a time before the window opened; its close is recorded at its open"
+        );
+    }
     tx.cached_execute(
         "UPDATE windows SET closed_step = ?2, closed_at = ?3 WHERE id = ?1",
-        params![id, step, now],
+        params![id, step, closed_at],
     )
     .during("closing a window")?;
     events.push((
-        now,
+        closed_at,
         NewEvent::step(
             "window.closed",
             step,
             None,
-            json!({ "kind": kind, "window": id, "duration_ms": now - opened_at }),
+            json!({ "kind": kind, "window": id, "duration_ms": closed_at - opened_at }),
         ),
     ));
     Ok(())

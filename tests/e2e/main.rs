@@ -17,4 +17,5 @@ mod plan;
 mod seed_runbooks;
 mod signals;
 mod sim_serve;
+mod store_trail;
 mod worker;

@@ -137,9 +137,36 @@ pub enum StateError {
         /// What SQLite said.
         message: String,
     },
+    /// A transition of a run could not be committed (the disk is full, the file cannot be
+    /// written); nothing of it is saved and nothing of it was reported as done.
+    #[error(
+        "could not commit {what} of run {run_id}: {message}; nothing of it is saved; once the cause is fixed (free disk space, file permissions, a lock held by another program), run `fogbook resume {run_id}`"
+    )]
+    NotCommitted {
+        /// The run.
+        run_id: String,
+        /// What the transition was (`the end of step `a` and the start of step `b``).
+        what: String,
+        /// What SQLite said.
+        message: String,
+    },
     /// The store thread is gone (it panicked or the store was closed).
     #[error("the state store thread has stopped")]
     StoreClosed,
+}
+
+impl StateError {
+    /// Names the run and the transition a failed commit was for.
+    pub(crate) fn naming(self, run_id: &str, what: impl FnOnce() -> String) -> Self {
+        match self {
+            Self::Commit { message } => Self::NotCommitted {
+                run_id: run_id.to_owned(),
+                what: what(),
+                message,
+            },
+            other => other,
+        }
+    }
 }
 
 pub(crate) trait SqlContext<T> {

@@ -201,6 +201,7 @@ impl Store {
         now: Millis,
     ) -> Result<(), StateError> {
         let (run_id, owner, step_id) = (run_id.to_owned(), owner.to_owned(), step_id.to_owned());
+        let (named, named_step) = (run_id.clone(), step_id.clone());
         self.write(move |tx| {
             check_lease(tx, &run_id, &owner, now)?;
             let changed = tx
@@ -222,6 +223,7 @@ impl Store {
             )
         })
         .await
+        .map_err(|e| e.naming(&named, || format!("the progress of step `{named_step}`")))
     }
 
     /// Commits the end of an attempt: the step's new status and output, the windows it
@@ -245,7 +247,9 @@ impl Store {
         finished: Vec<StepFinish>,
         start: Option<StepStart>,
     ) -> Result<(), StateError> {
+        let what = transition(&finished, start.as_ref());
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
+        let named = run_id.clone();
         self.write(move |tx| {
             let now = start
                 .as_ref()
@@ -327,7 +331,8 @@ impl Store {
             audit::append_and_touch(tx, &run_id, events, Some(RunStatus::Running.as_str()), start.now)?;
             Ok(Ok(()))
         })
-        .await?
+        .await
+        .map_err(|e| e.naming(&named, || what))?
     }
 
     /// Changes the run's status (succeeded, waiting, failed) as its driver.
@@ -340,11 +345,13 @@ impl Store {
         now: Millis,
     ) -> Result<(), StateError> {
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
+        let named = run_id.clone();
         self.write(move |tx| {
             check_lease(tx, &run_id, &owner, now)?;
             set_status(tx, &run_id, status, error, now)
         })
         .await
+        .map_err(|e| e.naming(&named, || format!("the change of its status to {status}")))
     }
 
     /// Appends an event that changes no other state (credential used, runbook file changed,
@@ -1144,6 +1151,22 @@ fn refuse_done(tx: &Transaction<'_>, run_id: &str, step_id: &str, tail: &str) ->
             message: format!("step `{step_id}` is already {status}{tail}"),
         },
     })
+}
+
+/// Names a transition for an error: "the end of step `a` and the start of step `b`".
+fn transition(finished: &[StepFinish], start: Option<&StepStart>) -> String {
+    let ends: Vec<String> = finished.iter().map(|f| format!("`{}`", f.step_id)).collect();
+    let ends = match ends.as_slice() {
+        [] => None,
+        [one] => Some(format!("the end of step {one}")),
+        many => Some(format!("the ends of steps {}", many.join(", "))),
+    };
+    let start = start.map(|s| format!("the start of step `{}`", s.step_id));
+    match (ends, start) {
+        (Some(e), Some(s)) => format!("{e} and {s}"),
+        (Some(one), None) | (None, Some(one)) => one,
+        (None, None) => "a transition".to_owned(),
+    }
 }
 
 /// The refusal of a step whose row says it may run while the trail records it as done

@@ -150,6 +150,15 @@ pub enum StateError {
         /// What SQLite said.
         message: String,
     },
+    /// A row's bytes cannot be read (text that is not valid UTF-8): the file was changed
+    /// outside fogbook.
+    #[error(
+        "cannot read {what} in the state database: it is not valid UTF-8, so the file was changed outside fogbook; run `fogbook audit verify` to find what was altered, and restore the database from a backup"
+    )]
+    Unreadable {
+        /// The row and column (`event #5 (step.completed) of run …, column data`).
+        what: String,
+    },
     /// The store thread is gone (it panicked or the store was closed).
     #[error("the state store thread has stopped")]
     StoreClosed,
@@ -175,11 +184,67 @@ pub(crate) trait SqlContext<T> {
 
 impl<T> SqlContext<T> for Result<T, rusqlite::Error> {
     fn during(self, operation: &'static str) -> Result<T, StateError> {
-        self.map_err(|source| StateError::Sqlite {
-            operation,
-            source: without_sql(source),
+        self.map_err(|source| {
+            if let rusqlite::Error::FromSqlConversionFailure(_, _, cause) = &source
+                && let Some(cell) = cause.downcast_ref::<UnreadableCell>()
+            {
+                return StateError::Unreadable { what: cell.0.clone() };
+            }
+            StateError::Sqlite {
+                operation,
+                source: without_sql(source),
+            }
         })
     }
+}
+
+/// A cell whose text is not valid UTF-8, named by its row and column.
+#[derive(Debug)]
+pub(crate) struct UnreadableCell(pub(crate) String);
+
+impl std::fmt::Display for UnreadableCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is not valid UTF-8", self.0)
+    }
+}
+
+impl std::error::Error for UnreadableCell {}
+
+/// Reads a text column (NULL as `None`); text that is not valid UTF-8 fails with the row
+/// named by `row` and the column, which [`SqlContext::during`] turns into
+/// [`StateError::Unreadable`].
+pub(crate) fn opt_text(
+    r: &rusqlite::Row<'_>,
+    idx: usize,
+    row: &dyn Fn() -> String,
+) -> rusqlite::Result<Option<String>> {
+    use rusqlite::types::ValueRef;
+    let bytes = match r.get_ref(idx)? {
+        ValueRef::Null => return Ok(None),
+        ValueRef::Text(b) | ValueRef::Blob(b) => b,
+        // Numbers are read as text by SQLite's rules, as `get::<String>` would refuse them.
+        _ => return r.get(idx),
+    };
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Ok(Some(s.to_owned())),
+        Err(_) => {
+            let column = r.as_ref().column_name(idx).unwrap_or("?").to_owned();
+            Err(rusqlite::Error::FromSqlConversionFailure(
+                idx,
+                rusqlite::types::Type::Text,
+                Box::new(UnreadableCell(format!("{}, column {column}", row()))),
+            ))
+        }
+    }
+}
+
+/// As [`opt_text`], for a column that is never NULL.
+pub(crate) fn text(r: &rusqlite::Row<'_>, idx: usize, row: &dyn Fn() -> String) -> rusqlite::Result<String> {
+    opt_text(r, idx, row)?.ok_or(rusqlite::Error::InvalidColumnType(
+        idx,
+        r.as_ref().column_name(idx).unwrap_or("?").to_owned(),
+        rusqlite::types::Type::Null,
+    ))
 }
 
 /// The error without the statement it came from: an error names what the store was doing,

@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::json;
 
 use crate::audit::{self, GENESIS, NewEvent};
-use crate::error::{CachedExt, SqlContext};
+use crate::error::{CachedExt, SqlContext, opt_text, text};
 use crate::thread::ConnThread;
 use crate::{
     ApprovalRow, AuditReport, EventRow, LeaseGrant, Millis, NewRun, RunFilter, RunRow, RunSnapshot, RunStatus,
@@ -710,16 +710,20 @@ impl Store {
                 .during("reading the audit trail")?;
             let rows = stmt
                 .query_map([&run_id], |r| {
+                    let (run, seq): (String, i64) = (r.get(0)?, r.get(1)?);
+                    let event = || format!("event #{seq} of run {run}");
+                    let kind = text(r, 3, &event)?;
+                    let event = || format!("event #{seq} ({kind}) of run {run}");
                     Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)?,
+                        run.clone(),
+                        seq,
                         r.get::<_, i64>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, Option<String>>(4)?,
+                        kind.clone(),
+                        opt_text(r, 4, &event)?,
                         r.get::<_, Option<u32>>(5)?,
-                        r.get::<_, String>(6)?,
-                        r.get::<_, String>(7)?,
-                        r.get::<_, String>(8)?,
+                        text(r, 6, &event)?,
+                        text(r, 7, &event)?,
+                        text(r, 8, &event)?,
                     ))
                 })
                 .during("reading the audit trail")?
@@ -1316,14 +1320,15 @@ impl RawRun {
 }
 
 fn run_row_raw(r: &Row<'_>) -> rusqlite::Result<RawRun> {
+    let id = text(r, 0, &|| "the id of a run's row".to_owned())?;
+    let row = || format!("run {id}");
     Ok(RawRun {
         row: RunRow {
-            id: r.get(0)?,
-            runbook_name: r.get(1)?,
+            runbook_name: text(r, 1, &row)?,
             runbook_version: r.get(2)?,
-            runbook_text: r.get(3)?,
-            runbook_sha256: r.get(4)?,
-            source_path: r.get(5)?,
+            runbook_text: text(r, 3, &row)?,
+            runbook_sha256: text(r, 4, &row)?,
+            source_path: opt_text(r, 5, &row)?,
             params: serde_json::Value::Null,
             status: RunStatus::Pending,
             auto_approve: r.get(8)?,
@@ -1331,17 +1336,18 @@ fn run_row_raw(r: &Row<'_>) -> rusqlite::Result<RawRun> {
             updated_at: r.get(10)?,
             finished_at: r.get(11)?,
             error: None,
-            lease_owner: r.get(13)?,
+            lease_owner: opt_text(r, 13, &row)?,
             lease_expires_at: r.get(14)?,
             cancel_requested: r.get(15)?,
             window: None,
-            audit_head: r.get(16)?,
+            audit_head: text(r, 16, &row)?,
             audit_count: r.get(17)?,
+            id: id.clone(),
         },
-        params: r.get(6)?,
-        status: r.get(7)?,
-        error: r.get(12)?,
-        window: r.get(18)?,
+        params: text(r, 6, &row)?,
+        status: text(r, 7, &row)?,
+        error: opt_text(r, 12, &row)?,
+        window: opt_text(r, 18, &row)?,
     })
 }
 
@@ -1388,9 +1394,10 @@ impl RawStep {
 }
 
 fn step_row(r: &Row<'_>) -> rusqlite::Result<RawStep> {
+    let id = text(r, 0, &|| "the id of a step's row".to_owned())?;
+    let row = || format!("step `{id}`");
     Ok(RawStep {
         row: StepRow {
-            step_id: r.get(0)?,
             position: r.get(1)?,
             status: StepStatus::Pending,
             attempt: r.get(3)?,
@@ -1403,12 +1410,13 @@ fn step_row(r: &Row<'_>) -> rusqlite::Result<RawStep> {
             finished_at: r.get(10)?,
             deadline_at: r.get(11)?,
             next_attempt_at: r.get(12)?,
+            step_id: id.clone(),
         },
-        status: r.get(2)?,
-        input: r.get(4)?,
-        output: r.get(5)?,
-        progress: r.get(6)?,
-        error: r.get(7)?,
+        status: text(r, 2, &row)?,
+        input: opt_text(r, 4, &row)?,
+        output: opt_text(r, 5, &row)?,
+        progress: opt_text(r, 6, &row)?,
+        error: opt_text(r, 7, &row)?,
     })
 }
 

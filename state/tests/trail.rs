@@ -180,3 +180,37 @@ async fn a_window_never_closes_before_it_opened() {
         .await
         .unwrap();
 }
+
+/// Text that is not valid UTF-8 (written outside fogbook) is named: which event, run or
+/// step, which column; `verify_audit` reports the event as altered.
+#[tokio::test]
+async fn an_unreadable_event_or_row_is_named() {
+    let (_d, store) = half_run().await;
+    edit(
+        &store,
+        "DROP TRIGGER events_no_update;
+         UPDATE events SET data = CAST(X'7B22FF227D' AS TEXT) WHERE run_id = 'r1' AND seq = 3;",
+    );
+    let err = store.events("r1").await.unwrap_err();
+    assert!(matches!(err, StateError::Unreadable { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("event #3 (step.started) of run r1, column data") && text.contains("audit verify"),
+        "{text}"
+    );
+    let reason = failure(&store).await;
+    assert!(
+        reason.contains("event #3 (step.started)") && reason.contains("`data` is not valid UTF-8"),
+        "{reason}"
+    );
+
+    edit(
+        &store,
+        "UPDATE steps SET output = CAST(X'FF' AS TEXT) WHERE run_id = 'r1' AND step_id = 'a'",
+    );
+    let err = store.load_run("r1").await.unwrap_err().to_string();
+    assert!(err.contains("step `a`, column output"), "{err}");
+    edit(&store, "UPDATE runs SET params = CAST(X'FF' AS TEXT) WHERE id = 'r1'");
+    let err = store.list_runs(Default::default()).await.unwrap_err().to_string();
+    assert!(err.contains("run r1, column params"), "{err}");
+}

@@ -210,13 +210,19 @@ pub(crate) fn apply(conn: &mut Connection, path: &Path) -> Result<(), StateError
     Ok(())
 }
 
+/// Whether the schema is older than this build's (and must be migrated before it is
+/// read); a version this build cannot work with is refused.
+pub(crate) fn needs_upgrade(conn: &Connection, path: &Path) -> Result<bool, StateError> {
+    Ok(user_version(conn, path)? < SCHEMA_VERSION)
+}
+
 /// The schema version in the file, refused when this build cannot work with it.
 fn user_version(conn: &Connection, path: &Path) -> Result<i64, StateError> {
     let found: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|source| StateError::ApplyMigrations {
-            version: 0,
-            source: without_sql(source),
+        .map_err(|source| StateError::OpenDatabase {
+            path: path.to_owned(),
+            source: Box::new(without_sql(source)),
         })?;
     if found > SCHEMA_VERSION {
         return Err(StateError::NewerSchema {

@@ -60,6 +60,53 @@ impl Store {
         })
     }
 
+    /// Opens an existing database for a command that only reads it (`status`, `runs`,
+    /// `history`, `report`, `audit verify`). When this process may write the file it is
+    /// opened as by [`Store::open`] (so closing it still checkpoints and removes the WAL);
+    /// otherwise it is opened read-only, and nothing is created or written, so a read-only
+    /// file (or folder, or medium) works. A database whose schema is older than this
+    /// build's must be opened with write access once, to bring it up to date.
+    pub fn open_read_only(path: &Path) -> Result<Self, StateError> {
+        use rusqlite::OpenFlags;
+        let writable = std::fs::OpenOptions::new().read(true).write(true).open(path).is_ok();
+        if writable && let Ok(store) = Self::open(path) {
+            return Ok(store);
+        }
+        let open_err = |e: Box<dyn std::error::Error + Send + Sync>| StateError::OpenDatabase {
+            path: path.to_owned(),
+            source: e,
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let open = |target: &str, flags: OpenFlags| -> Result<(Connection, bool), StateError> {
+            let conn = Connection::open_with_flags(target, flags).map_err(|e| open_err(Box::new(e)))?;
+            conn.set_prepared_statement_cache_capacity(128);
+            conn.busy_timeout(Duration::from_secs(10))
+                .map_err(|e| open_err(Box::new(e)))?;
+            let upgrade = crate::migrations::needs_upgrade(&conn, path)?;
+            Ok((conn, upgrade))
+        };
+        let (conn, upgrade) = match open(&path.to_string_lossy(), flags) {
+            Ok(opened) => opened,
+            // WAL needs its `-shm` index, which a read-only folder cannot hold. With no
+            // `-wal` file no process has the database open for writing (a writer keeps
+            // one), so the main file is the whole database: read it as immutable.
+            Err(StateError::OpenDatabase { source, .. })
+                if is_cannot_init(source.as_ref()) && !wal_file(path, "-wal").exists() =>
+            {
+                open(&immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)?
+            }
+            Err(e) => return Err(e),
+        };
+        if upgrade {
+            drop(conn);
+            return Self::open(path);
+        }
+        Ok(Self {
+            conn: ConnThread::spawn(conn),
+            path: path.to_owned(),
+        })
+    }
+
     /// Closes the database cleanly: the WAL is checkpointed into the main file and
     /// removed. A process should call this before it exits; a crash instead leaves the WAL,
     /// which SQLite replays on the next open, so nothing committed is lost either way.
@@ -913,6 +960,41 @@ fn create_private(path: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Whether SQLite could not set up the WAL index of a read-only database (its `-shm`, in a
+/// folder this process cannot write).
+fn is_cannot_init(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    matches!(
+        e.downcast_ref::<rusqlite::Error>(),
+        Some(rusqlite::Error::SqliteFailure(f, _))
+            if matches!(
+                f.extended_code,
+                rusqlite::ffi::SQLITE_READONLY_CANTINIT | rusqlite::ffi::SQLITE_READONLY_DIRECTORY
+            ) || f.code == rusqlite::ErrorCode::CannotOpen
+    )
+}
+
+/// `X.db-wal` or `X.db-shm` beside `X.db`.
+fn wal_file(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// A `file:` URI that opens `path` as immutable (no locks, no `-shm`).
+fn immutable_uri(path: &Path) -> String {
+    let mut uri = String::from("file:");
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3f"),
+            '#' => uri.push_str("%23"),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
 }
 
 fn millis(d: Duration) -> Millis {

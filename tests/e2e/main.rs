@@ -17,5 +17,6 @@ mod plan;
 mod seed_runbooks;
 mod signals;
 mod sim_serve;
+mod store_messages;
 mod store_trail;
 mod worker;

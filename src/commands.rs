@@ -34,7 +34,9 @@ pub(crate) async fn dispatch(cli: Cli) -> Exit {
         Command::Plan(args) => crate::plan_cmd::plan(&cli, args).await,
         Command::Bench(args) => crate::plan_cmd::bench(&cli, args).await,
         Command::Resume(args) => resume(&cli, args).await,
-        Command::Status(a) => with_store(&cli, |store| report::status(&cli, store, a.run_id.clone(), a.watch)).await,
+        Command::Status(a) => {
+            with_read_store(&cli, |store| report::status(&cli, store, a.run_id.clone(), a.watch)).await
+        }
         Command::Runs(a) => {
             let mut statuses = Vec::new();
             for s in &a.status {
@@ -49,10 +51,10 @@ pub(crate) async fn dispatch(cli: Cli) -> Exit {
                     }
                 }
             }
-            with_store(&cli, |store| report::runs(&cli, store, statuses, a.limit)).await
+            with_read_store(&cli, |store| report::runs(&cli, store, statuses, a.limit)).await
         }
-        Command::History(a) => with_store(&cli, |store| report::history(&cli, store, a.run_id.clone())).await,
-        Command::Report(a) => with_store(&cli, |store| report::report(&cli, store, a.run_id.clone())).await,
+        Command::History(a) => with_read_store(&cli, |store| report::history(&cli, store, a.run_id.clone())).await,
+        Command::Report(a) => with_read_store(&cli, |store| report::report(&cli, store, a.run_id.clone())).await,
         Command::Approve(a) => {
             let (run_id, step, by, comment) = (a.run_id.clone(), a.step.clone(), a.by.clone(), a.comment.clone());
             with_store(&cli, |store| approve(&cli, store, run_id, step, by, comment)).await
@@ -66,7 +68,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Exit {
         Command::Worker(args) => crate::schedule_cmd::worker(&cli, args).await,
         Command::Audit(crate::cli::AuditCommand::Verify { run_id, since_head }) => {
             let (run_id, since) = (run_id.clone(), since_head.clone());
-            with_store(&cli, |store| report::verify(&cli, store, run_id, since)).await
+            with_read_store(&cli, |store| report::verify(&cli, store, run_id, since)).await
         }
     }
 }
@@ -79,6 +81,21 @@ where
     Fut: std::future::Future<Output = Exit>,
 {
     let Some(store) = open_existing(cli) else {
+        return Exit::BadInput;
+    };
+    let exit = f(store.clone()).await;
+    store.close().await;
+    exit
+}
+
+/// As [`with_store`], for a command that only reads: the database is opened read-only, so
+/// a read-only file or folder works.
+async fn with_read_store<F, Fut>(cli: &Cli, f: F) -> Exit
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: std::future::Future<Output = Exit>,
+{
+    let Some(store) = open_existing_with(cli, Store::open_read_only) else {
         return Exit::BadInput;
     };
     let exit = f(store.clone()).await;
@@ -657,14 +674,31 @@ async fn resume(cli: &Cli, args: &ResumeArgs) -> Exit {
 }
 
 pub(crate) fn open_existing(cli: &Cli) -> Option<Store> {
-    if !cli.db.exists() {
-        output::error(
-            &format!("no state database at {}", cli.db.display()),
-            Some("pass --db (or set FOGBOOK_DB)"),
-        );
-        return None;
+    open_existing_with(cli, Store::open)
+}
+
+fn open_existing_with(cli: &Cli, open: fn(&Path) -> Result<Store, StateError>) -> Option<Store> {
+    match std::fs::metadata(&cli.db) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            output::error(
+                &format!("no state database at {}", cli.db.display()),
+                Some("pass --db (or set FOGBOOK_DB)"),
+            );
+            return None;
+        }
+        // A folder on the way that this user cannot enter: the file may well exist.
+        Err(e) => {
+            output::error(
+                &format!("cannot reach the state database {}: {e}", cli.db.display()),
+                Some(
+                    "check the permissions of the file and of every folder above it (each folder must be searchable by this user)",
+                ),
+            );
+            return None;
+        }
     }
-    match Store::open(&cli.db) {
+    match open(&cli.db) {
         Ok(s) => {
             tracing::debug!(db = %cli.db.display(), "store.opened");
             Some(s)

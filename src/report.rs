@@ -733,7 +733,7 @@ pub(crate) async fn verify(cli: &Cli, store: Store, run_id: Option<String>, sinc
     let report = match store.verify_audit_since(run_id.as_deref(), since.as_deref()).await {
         Ok(r) => r,
         Err(e) => {
-            output::error(&e.to_string(), None);
+            output::error_chain(&e, None);
             return Exit::BadInput;
         }
     };
@@ -741,10 +741,16 @@ pub(crate) async fn verify(cli: &Cli, store: Store, run_id: Option<String>, sinc
     if cli.format == Format::Json {
         output::json("audit_verification", &json!({ "ok": ok, "report": report }));
     } else if let Some(f) = &report.failure {
-        output::data(&format!("FAILED: run {} event #{}: {}", f.run_id, f.seq, f.reason));
+        // A row that disagrees with the trail may have no event of its own (seq 0).
+        let at = if f.seq > 0 {
+            format!(" event #{}", f.seq)
+        } else {
+            String::new()
+        };
+        output::data(&format!("FAILED: run {}{at}: {}", f.run_id, f.reason));
     } else {
         output::data(&format!(
-            "ok: {} events in {} runs and schedules verify\nhead: {} (keep it elsewhere; `audit verify --since-head {}` proves the trail was not cut since)",
+            "ok: {} events in {} runs and schedules verify, and the runs, steps and windows agree with them\nhead: {} (keep it elsewhere; `audit verify --since-head {}` proves the trail was not cut since)",
             report.events, report.runs, report.head, report.head
         ));
     }

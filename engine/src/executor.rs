@@ -428,6 +428,7 @@ impl Engine {
             stop,
             lease: Some(lease.clone()),
             carry: std::sync::Mutex::default(),
+            shown: std::sync::Mutex::default(),
         };
         let walked = self.walk(&driver, &runbook, &snap, &params, &run_info).await;
         if walked.is_err() {
@@ -710,6 +711,7 @@ async fn check_window_limits(engine: &Engine, run_id: &str) {
                     stop: &CancellationToken::new(),
                     lease: None,
                     carry: std::sync::Mutex::default(),
+                    shown: std::sync::Mutex::default(),
                 };
                 driver
                     .notify(
@@ -744,6 +746,19 @@ struct Driver<'a> {
     /// commit), and before anything else is written or sent. Between an end and its commit
     /// the driver only evaluates the next step's condition and inputs, in memory.
     carry: std::sync::Mutex<Vec<StepFinish>>,
+    /// What the carried ends will show once committed: nothing is reported as done before
+    /// its commit.
+    shown: std::sync::Mutex<Vec<Shown>>,
+}
+
+/// A step end to show once it is committed.
+enum Shown {
+    Completed {
+        step: String,
+        elapsed: Millis,
+        closes: Vec<WindowKind>,
+    },
+    Skipped(String),
 }
 
 impl Driver<'_> {
@@ -756,6 +771,30 @@ impl Driver<'_> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(finish);
+    }
+
+    /// Shows `end` once the carried ends are committed.
+    fn show_after_commit(&self, end: Shown) {
+        self.shown
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(end);
+    }
+
+    /// Shows the ends that were just committed.
+    fn show_committed(&self) {
+        let shown = std::mem::take(&mut *self.shown.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        for end in shown {
+            match end {
+                Shown::Completed { step, elapsed, closes } => {
+                    self.engine.observer.step_completed(&step, elapsed);
+                    for kind in closes {
+                        self.engine.observer.window(kind.as_str(), false, &step);
+                    }
+                }
+                Shown::Skipped(step) => self.engine.observer.step_skipped(&step),
+            }
+        }
     }
 
     /// Commits the carried ends together with `finish` (if any) and `start` (if any).
@@ -771,7 +810,11 @@ impl Driver<'_> {
             .store
             .advance(self.run_id, self.owner(), finished, start)
             .await;
-        if matches!(result, Ok(()) | Err(StateError::CancelRequested { .. })) {
+        if matches!(
+            result,
+            Ok(()) | Err(StateError::CancelRequested { .. } | StateError::TrailDisagrees { .. })
+        ) {
+            self.show_committed();
             for sid in &ended {
                 failpoint::hit(Point::AfterFinish, sid);
             }
@@ -818,7 +861,7 @@ impl Driver<'_> {
                                     run_status: None,
                                     now: self.now(),
                                 });
-                                self.engine.observer.step_skipped(sid);
+                                self.show_after_commit(Shown::Skipped(sid.to_owned()));
                                 return Ok(StepEnd::Skipped);
                             }
                             Err(e) => {
@@ -912,9 +955,12 @@ impl Driver<'_> {
                         now: self.now(),
                     });
                     let elapsed = self.now() - first_started;
-                    self.engine.observer.step_completed(sid, elapsed);
+                    self.show_after_commit(Shown::Completed {
+                        step: sid.to_owned(),
+                        elapsed,
+                        closes: closes.clone(),
+                    });
                     for kind in closes {
-                        self.engine.observer.window(kind.as_str(), false, sid);
                         self.notify(NotifyEvent::WindowClosed, json!({ "kind": kind, "step": sid }))
                             .await;
                     }

@@ -12,6 +12,9 @@
 //!   waits for the window, as long as it stays within the catch-up window.
 //! - When the schedule's previous run is still going: `skip` records the fire as skipped,
 //!   `queue` keeps it and starts its run when the previous one ends.
+//! - Fire times that fall due together (the clock jumped forward, or no worker ran for a
+//!   while within the catch-up window) coalesce: the newest one fires (or queues), the
+//!   others are recorded as skipped, so a backlog never runs back to back.
 //! - A paused schedule records the fire times that pass as skipped.
 
 use std::str::FromStr;
@@ -207,8 +210,14 @@ pub fn plan_tick(schedule: &CronSchedule, input: &TickInput) -> (Vec<Plan>, Mill
         active = true;
     }
     let catch_up = i64::try_from(input.catch_up.as_millis()).unwrap_or(i64::MAX);
-    for fire_at in schedule.fire_times(input.cursor, input.now, MAX_FIRES_PER_TICK) {
+    // One more than a tick handles, to know whether a later fire time is also due.
+    let mut due = schedule.fire_times(input.cursor, input.now, MAX_FIRES_PER_TICK + 1);
+    let beyond = (due.len() > MAX_FIRES_PER_TICK).then(|| due.pop()).flatten();
+    for (i, &fire_at) in due.iter().enumerate() {
         let late = input.now - fire_at;
+        // The fire times due at once (a forward clock jump, a worker that did not run)
+        // coalesce into the newest one: one run for all of them, not one after another.
+        let later = due.get(i + 1).copied().or(beyond);
         if input.paused {
             plans.push(Plan::Skip {
                 fire_at,
@@ -227,6 +236,14 @@ pub fn plan_tick(schedule: &CronSchedule, input: &TickInput) -> (Vec<Plan>, Mill
             // Due, but outside the maintenance window: leave it due; it starts when the
             // window opens if that is still within the catch-up window.
             break;
+        } else if let Some(later) = later {
+            plans.push(Plan::Skip {
+                fire_at,
+                reason: format!(
+                    "coalesced into the later fire time {} that is also due (the clock jumped forward or no worker ran): one run starts for both",
+                    fogbook_state::format_ms(later)
+                ),
+            });
         } else if active {
             plans.push(match input.overlap {
                 Overlap::Skip => Plan::Skip {
@@ -396,6 +413,58 @@ mod tests {
         ] {
             assert!(Window::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    fn counts(plans: &[Plan]) -> (usize, usize, usize) {
+        let fire = plans.iter().filter(|p| matches!(p, Plan::Fire { .. })).count();
+        let queue = plans.iter().filter(|p| matches!(p, Plan::Queue { .. })).count();
+        let coalesced = plans
+            .iter()
+            .filter(|p| matches!(p, Plan::Skip { reason, .. } if reason.contains("coalesced")))
+            .count();
+        (fire, queue, coalesced)
+    }
+
+    /// A 600 s forward jump on a 5-second schedule with `overlap: queue` while a run is
+    /// going: the 120 fire times due at once queue one run, not 120 back to back.
+    #[test]
+    fn fires_due_at_once_after_a_forward_jump_queue_one_run() {
+        let s = CronSchedule::parse("*/5 * * * * *", "UTC").unwrap();
+        let mut i = input("2026-11-26T01:00:00Z", "2026-11-26T01:10:00Z");
+        i.overlap = Overlap::Queue;
+        i.active_run = true;
+        let (first, cursor) = plan_tick(&s, &i);
+        assert_eq!(counts(&first), (0, 0, 100), "a later fire time is beyond this tick");
+        i.cursor = cursor;
+        let (second, cursor) = plan_tick(&s, &i);
+        assert_eq!(counts(&second), (0, 1, 19));
+        assert_eq!(
+            second.last(),
+            Some(&Plan::Queue {
+                fire_at: ms("2026-11-26T01:10:00Z")
+            }),
+            "the newest fire time is the one kept"
+        );
+        assert_eq!(cursor, i.now);
+        i.cursor = cursor;
+        assert!(plan_tick(&s, &i).0.is_empty(), "nothing is left due");
+    }
+
+    /// The same jump with no run going starts one run, for the newest fire time.
+    #[test]
+    fn fires_due_at_once_after_a_forward_jump_start_one_run() {
+        let s = CronSchedule::parse("*/5 * * * * *", "UTC").unwrap();
+        let i = input("2026-11-26T01:00:00Z", "2026-11-26T01:01:00Z");
+        let (plans, cursor) = plan_tick(&s, &i);
+        assert_eq!(counts(&plans), (1, 0, 11));
+        assert_eq!(
+            plans.last(),
+            Some(&Plan::Fire {
+                fire_at: ms("2026-11-26T01:01:00Z"),
+                from_queue: false
+            })
+        );
+        assert_eq!(cursor, i.now);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! tail: against that, `audit verify` prints the head hash for the operator to keep
 //! elsewhere, and `--since-head HASH` proves the chain still contains it.
 
+use rusqlite::types::ValueRef;
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -111,6 +112,23 @@ pub(crate) fn stream_exists(conn: &rusqlite::Connection, stream: &str) -> Result
         });
     }
     Ok(())
+}
+
+/// The kind of the event (`step.completed` or `step.skipped`) that records `step_id` of
+/// `run_id` as done, if the trail holds one.
+pub(crate) fn done_in_trail(
+    conn: &rusqlite::Connection,
+    run_id: &str,
+    step_id: &str,
+) -> Result<Option<String>, StateError> {
+    conn.cached_query_row(
+        "SELECT kind FROM events WHERE run_id = ?1 AND step_id = ?2 AND kind IN ('step.completed', 'step.skipped')
+         ORDER BY seq LIMIT 1",
+        [run_id, step_id],
+        |r| r.get(0),
+    )
+    .optional()
+    .during("reading the audit trail")
 }
 
 /// Appends an event to a stream (a run's, or a schedule's `schedule:<name>`) and to the
@@ -244,17 +262,19 @@ pub struct AuditFailure {
     pub reason: String,
 }
 
-struct Stored {
-    gseq: i64,
-    run_id: String,
-    seq: i64,
-    at: Millis,
-    kind: String,
-    step_id: Option<String>,
-    attempt: Option<u32>,
-    data: String,
-    prev_hash: String,
-    hash: String,
+pub(crate) struct Stored {
+    pub(crate) gseq: i64,
+    pub(crate) run_id: String,
+    pub(crate) seq: i64,
+    pub(crate) at: Millis,
+    pub(crate) kind: String,
+    pub(crate) step_id: Option<String>,
+    pub(crate) attempt: Option<u32>,
+    pub(crate) data: String,
+    pub(crate) prev_hash: String,
+    pub(crate) hash: String,
+    /// The first column whose text is not valid UTF-8 (fogbook writes only UTF-8).
+    pub(crate) unreadable: Option<String>,
 }
 
 /// Recomputes the whole chain (every run's trail is part of it) and each stream's count and
@@ -292,17 +312,40 @@ pub(crate) fn verify(
         .during("reading the audit trail")?;
     let events: Vec<Stored> = stmt
         .query_map([], |r| {
+            // Text that is not valid UTF-8 is read anyway (lossily) and named: the event is
+            // reported as altered instead of the whole check failing on it.
+            let mut unreadable = None;
+            let mut lossy = |idx: usize| -> rusqlite::Result<Option<String>> {
+                match r.get_ref(idx)? {
+                    ValueRef::Null => Ok(None),
+                    ValueRef::Text(b) | ValueRef::Blob(b) => Ok(Some(match std::str::from_utf8(b) {
+                        Ok(s) => s.to_owned(),
+                        Err(_) => {
+                            unreadable.get_or_insert_with(|| r.as_ref().column_name(idx).unwrap_or("?").to_owned());
+                            String::from_utf8_lossy(b).into_owned()
+                        }
+                    })),
+                    _ => r.get(idx),
+                }
+            };
+            let run_id = lossy(1)?.unwrap_or_default();
+            let kind = lossy(4)?.unwrap_or_default();
+            let step_id = lossy(5)?;
+            let data = lossy(7)?.unwrap_or_default();
+            let prev_hash = lossy(8)?.unwrap_or_default();
+            let hash = lossy(9)?.unwrap_or_default();
             Ok(Stored {
                 gseq: r.get(0)?,
-                run_id: r.get(1)?,
+                run_id,
                 seq: r.get(2)?,
                 at: r.get(3)?,
-                kind: r.get(4)?,
-                step_id: r.get(5)?,
+                kind,
+                step_id,
                 attempt: r.get(6)?,
-                data: r.get(7)?,
-                prev_hash: r.get(8)?,
-                hash: r.get(9)?,
+                data,
+                prev_hash,
+                hash,
+                unreadable,
             })
         })
         .during("reading the audit trail")?
@@ -315,6 +358,10 @@ pub(crate) fn verify(
         failure: None,
     };
     report.failure = first_failure(&events, &streams, &chain_head, chain_count, since_head);
+    if report.failure.is_none() {
+        // The chain is whole: the rows must also say what it records.
+        report.failure = crate::agree::first_disagreement(conn, &events, run)?;
+    }
     Ok(report)
 }
 
@@ -355,6 +402,16 @@ fn first_failure(
                     e.gseq - expected_gseq,
                     e.seq,
                     e.kind
+                ),
+            );
+        }
+        if let Some(column) = &e.unreadable {
+            return fail(
+                &e.run_id,
+                e.seq,
+                format!(
+                    "event #{} ({}) was altered: its column `{column}` is not valid UTF-8 (fogbook writes only UTF-8)",
+                    e.seq, e.kind
                 ),
             );
         }

@@ -25,6 +25,16 @@ pub enum StateError {
         /// Newest version this build knows.
         known: i64,
     },
+    /// The schema version in the file is one no fogbook ever writes.
+    #[error(
+        "state database {path} has schema version {found}, which no fogbook writes: the file was changed outside fogbook or is not a fogbook database; restore it from a backup, or pass another --db"
+    )]
+    UnknownSchema {
+        /// The file.
+        path: PathBuf,
+        /// Version in the file.
+        found: i64,
+    },
     /// Applying a schema migration failed.
     #[error("cannot apply schema migration {version}")]
     ApplyMigrations {
@@ -88,6 +98,21 @@ pub enum StateError {
         /// What was refused and why.
         message: String,
     },
+    /// A step's row says it may run, but the audit trail records it as done: the database
+    /// was changed outside fogbook. The step is not run again.
+    #[error(
+        "step `{step_id}` of run {run_id} is `{row}` in its row, but the audit trail records it as done ({recorded}): it is not run again; the state database was changed outside fogbook: run `fogbook audit verify` to see what disagrees, and restore the database from a backup"
+    )]
+    TrailDisagrees {
+        /// The run.
+        run_id: String,
+        /// The step.
+        step_id: String,
+        /// The status in the step's row.
+        row: String,
+        /// The event that records the step as done.
+        recorded: String,
+    },
     /// A SQLite statement failed.
     #[error("state database error during {operation}")]
     Sqlite {
@@ -112,9 +137,45 @@ pub enum StateError {
         /// What SQLite said.
         message: String,
     },
+    /// A transition of a run could not be committed (the disk is full, the file cannot be
+    /// written); nothing of it is saved and nothing of it was reported as done.
+    #[error(
+        "could not commit {what} of run {run_id}: {message}; nothing of it is saved; once the cause is fixed (free disk space, file permissions, a lock held by another program), run `fogbook resume {run_id}`"
+    )]
+    NotCommitted {
+        /// The run.
+        run_id: String,
+        /// What the transition was (`the end of step `a` and the start of step `b``).
+        what: String,
+        /// What SQLite said.
+        message: String,
+    },
+    /// A row's bytes cannot be read (text that is not valid UTF-8): the file was changed
+    /// outside fogbook.
+    #[error(
+        "cannot read {what} in the state database: it is not valid UTF-8, so the file was changed outside fogbook; run `fogbook audit verify` to find what was altered, and restore the database from a backup"
+    )]
+    Unreadable {
+        /// The row and column (`event #5 (step.completed) of run …, column data`).
+        what: String,
+    },
     /// The store thread is gone (it panicked or the store was closed).
     #[error("the state store thread has stopped")]
     StoreClosed,
+}
+
+impl StateError {
+    /// Names the run and the transition a failed commit was for.
+    pub(crate) fn naming(self, run_id: &str, what: impl FnOnce() -> String) -> Self {
+        match self {
+            Self::Commit { message } => Self::NotCommitted {
+                run_id: run_id.to_owned(),
+                what: what(),
+                message,
+            },
+            other => other,
+        }
+    }
 }
 
 pub(crate) trait SqlContext<T> {
@@ -123,7 +184,75 @@ pub(crate) trait SqlContext<T> {
 
 impl<T> SqlContext<T> for Result<T, rusqlite::Error> {
     fn during(self, operation: &'static str) -> Result<T, StateError> {
-        self.map_err(|source| StateError::Sqlite { operation, source })
+        self.map_err(|source| {
+            if let rusqlite::Error::FromSqlConversionFailure(_, _, cause) = &source
+                && let Some(cell) = cause.downcast_ref::<UnreadableCell>()
+            {
+                return StateError::Unreadable { what: cell.0.clone() };
+            }
+            StateError::Sqlite {
+                operation,
+                source: without_sql(source),
+            }
+        })
+    }
+}
+
+/// A cell whose text is not valid UTF-8, named by its row and column.
+#[derive(Debug)]
+pub(crate) struct UnreadableCell(pub(crate) String);
+
+impl std::fmt::Display for UnreadableCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is not valid UTF-8", self.0)
+    }
+}
+
+impl std::error::Error for UnreadableCell {}
+
+/// Reads a text column (NULL as `None`); text that is not valid UTF-8 fails with the row
+/// named by `row` and the column, which [`SqlContext::during`] turns into
+/// [`StateError::Unreadable`].
+pub(crate) fn opt_text(
+    r: &rusqlite::Row<'_>,
+    idx: usize,
+    row: &dyn Fn() -> String,
+) -> rusqlite::Result<Option<String>> {
+    use rusqlite::types::ValueRef;
+    let bytes = match r.get_ref(idx)? {
+        ValueRef::Null => return Ok(None),
+        ValueRef::Text(b) | ValueRef::Blob(b) => b,
+        // Numbers are read as text by SQLite's rules, as `get::<String>` would refuse them.
+        _ => return r.get(idx),
+    };
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Ok(Some(s.to_owned())),
+        Err(_) => {
+            let column = r.as_ref().column_name(idx).unwrap_or("?").to_owned();
+            Err(rusqlite::Error::FromSqlConversionFailure(
+                idx,
+                rusqlite::types::Type::Text,
+                Box::new(UnreadableCell(format!("{}, column {column}", row()))),
+            ))
+        }
+    }
+}
+
+/// As [`opt_text`], for a column that is never NULL.
+pub(crate) fn text(r: &rusqlite::Row<'_>, idx: usize, row: &dyn Fn() -> String) -> rusqlite::Result<String> {
+    opt_text(r, idx, row)?.ok_or(rusqlite::Error::InvalidColumnType(
+        idx,
+        r.as_ref().column_name(idx).unwrap_or("?").to_owned(),
+        rusqlite::types::Type::Null,
+    ))
+}
+
+/// The error without the statement it came from: an error names what the store was doing,
+/// never prints the SQL (a migration's text is a hundred lines).
+pub(crate) fn without_sql(e: rusqlite::Error) -> rusqlite::Error {
+    match e {
+        rusqlite::Error::SqlInputError { error, msg, .. } => rusqlite::Error::SqliteFailure(error, Some(msg)),
+        other => other,
     }
 }
 

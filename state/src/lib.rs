@@ -17,6 +17,7 @@
 //!
 //! Only this crate touches rusqlite.
 
+mod agree;
 mod audit;
 mod error;
 mod floor;

@@ -5,6 +5,7 @@ use std::path::Path;
 use rusqlite::Connection;
 
 use crate::StateError;
+use crate::error::without_sql;
 
 /// Each entry moves the schema from version `i` to `i + 1`. Never edit a shipped entry;
 /// append a new one.
@@ -174,33 +175,69 @@ CREATE TRIGGER events_no_delete BEFORE DELETE ON events
 /// The schema version this build writes.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-/// Brings the schema up to [`SCHEMA_VERSION`], one transaction per migration.
+/// Brings the schema up to [`SCHEMA_VERSION`].
+///
+/// Any number of processes may open a new database at once: the migrations run in one
+/// exclusive transaction that reads `user_version` again once it holds the lock, so the
+/// first process migrates and the others, waiting on the lock (the busy timeout), find the
+/// schema already current and apply nothing.
 pub(crate) fn apply(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
-    let current: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|source| StateError::ApplyMigrations { version: 0, source })?;
-    if current > SCHEMA_VERSION {
-        return Err(StateError::NewerSchema {
-            path: path.to_owned(),
-            found: current,
-            known: SCHEMA_VERSION,
-        });
+    let current = user_version(conn, path)?;
+    if current == SCHEMA_VERSION {
+        return Ok(());
     }
+    let err = |version: i64| {
+        move |source| StateError::ApplyMigrations {
+            version: usize::try_from(version).unwrap_or(0),
+            source: without_sql(source),
+        }
+    };
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+        .map_err(err(current + 1))?;
+    // Another process may have migrated between the first read and the lock.
+    let current = user_version(&tx, path)?;
     for (i, sql) in MIGRATIONS
         .iter()
         .enumerate()
         .skip(usize::try_from(current).unwrap_or(0))
     {
-        let version = i + 1;
-        let err = |source| StateError::ApplyMigrations { version, source };
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err)?;
-        tx.execute_batch(sql).map_err(err)?;
-        tx.pragma_update(None, "user_version", version as i64).map_err(err)?;
-        tx.commit().map_err(err)?;
+        let version = i as i64 + 1;
+        tx.execute_batch(sql).map_err(err(version))?;
+        tx.pragma_update(None, "user_version", version).map_err(err(version))?;
     }
+    tx.commit().map_err(err(SCHEMA_VERSION))?;
     Ok(())
+}
+
+/// Whether the schema is older than this build's (and must be migrated before it is
+/// read); a version this build cannot work with is refused.
+pub(crate) fn needs_upgrade(conn: &Connection, path: &Path) -> Result<bool, StateError> {
+    Ok(user_version(conn, path)? < SCHEMA_VERSION)
+}
+
+/// The schema version in the file, refused when this build cannot work with it.
+fn user_version(conn: &Connection, path: &Path) -> Result<i64, StateError> {
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|source| StateError::OpenDatabase {
+            path: path.to_owned(),
+            source: Box::new(without_sql(source)),
+        })?;
+    if found > SCHEMA_VERSION {
+        return Err(StateError::NewerSchema {
+            path: path.to_owned(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    if found < 0 {
+        return Err(StateError::UnknownSchema {
+            path: path.to_owned(),
+            found,
+        });
+    }
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::json;
 
 use crate::audit::{self, GENESIS, NewEvent};
-use crate::error::{CachedExt, SqlContext};
+use crate::error::{CachedExt, SqlContext, opt_text, text};
 use crate::thread::ConnThread;
 use crate::{
     ApprovalRow, AuditReport, EventRow, LeaseGrant, Millis, NewRun, RunFilter, RunRow, RunSnapshot, RunStatus,
@@ -54,6 +54,53 @@ impl Store {
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
             .map_err(|e| open_err(Box::new(e)))?;
         crate::migrations::apply(&mut conn, path)?;
+        Ok(Self {
+            conn: ConnThread::spawn(conn),
+            path: path.to_owned(),
+        })
+    }
+
+    /// Opens an existing database for a command that only reads it (`status`, `runs`,
+    /// `history`, `report`, `audit verify`). When this process may write the file it is
+    /// opened as by [`Store::open`] (so closing it still checkpoints and removes the WAL);
+    /// otherwise it is opened read-only, and nothing is created or written, so a read-only
+    /// file (or folder, or medium) works. A database whose schema is older than this
+    /// build's must be opened with write access once, to bring it up to date.
+    pub fn open_read_only(path: &Path) -> Result<Self, StateError> {
+        use rusqlite::OpenFlags;
+        let writable = std::fs::OpenOptions::new().read(true).write(true).open(path).is_ok();
+        if writable && let Ok(store) = Self::open(path) {
+            return Ok(store);
+        }
+        let open_err = |e: Box<dyn std::error::Error + Send + Sync>| StateError::OpenDatabase {
+            path: path.to_owned(),
+            source: e,
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let open = |target: &str, flags: OpenFlags| -> Result<(Connection, bool), StateError> {
+            let conn = Connection::open_with_flags(target, flags).map_err(|e| open_err(Box::new(e)))?;
+            conn.set_prepared_statement_cache_capacity(128);
+            conn.busy_timeout(Duration::from_secs(10))
+                .map_err(|e| open_err(Box::new(e)))?;
+            let upgrade = crate::migrations::needs_upgrade(&conn, path)?;
+            Ok((conn, upgrade))
+        };
+        let (conn, upgrade) = match open(&path.to_string_lossy(), flags) {
+            Ok(opened) => opened,
+            // WAL needs its `-shm` index, which a read-only folder cannot hold. With no
+            // `-wal` file no process has the database open for writing (a writer keeps
+            // one), so the main file is the whole database: read it as immutable.
+            Err(StateError::OpenDatabase { source, .. })
+                if is_cannot_init(source.as_ref()) && !wal_file(path, "-wal").exists() =>
+            {
+                open(&immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)?
+            }
+            Err(e) => return Err(e),
+        };
+        if upgrade {
+            drop(conn);
+            return Self::open(path);
+        }
         Ok(Self {
             conn: ConnThread::spawn(conn),
             path: path.to_owned(),
@@ -201,6 +248,7 @@ impl Store {
         now: Millis,
     ) -> Result<(), StateError> {
         let (run_id, owner, step_id) = (run_id.to_owned(), owner.to_owned(), step_id.to_owned());
+        let (named, named_step) = (run_id.clone(), step_id.clone());
         self.write(move |tx| {
             check_lease(tx, &run_id, &owner, now)?;
             let changed = tx
@@ -222,6 +270,7 @@ impl Store {
             )
         })
         .await
+        .map_err(|e| e.naming(&named, || format!("the progress of step `{named_step}`")))
     }
 
     /// Commits the end of an attempt: the step's new status and output, the windows it
@@ -245,7 +294,9 @@ impl Store {
         finished: Vec<StepFinish>,
         start: Option<StepStart>,
     ) -> Result<(), StateError> {
+        let what = transition(&finished, start.as_ref());
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
+        let named = run_id.clone();
         self.write(move |tx| {
             let now = start
                 .as_ref()
@@ -258,17 +309,28 @@ impl Store {
             for finish in &finished {
                 status_set = apply_finish(tx, &run_id, finish, &mut events)?;
             }
-            let start = match &start {
-                Some(start) if !cancel => start,
-                // Only the ends: there is no start, or a cancellation refuses it.
-                refused => {
+            let refusal = match &start {
+                None => None,
+                Some(_) if cancel => Some(StateError::CancelRequested { run_id: run_id.clone() }),
+                // A step whose completion is in the trail never runs again, whatever its
+                // row says (a row edited outside fogbook).
+                Some(start) => match audit::done_in_trail(tx, &run_id, &start.step_id)? {
+                    Some(recorded) => disagreement(tx, &run_id, &start.step_id, &recorded)?,
+                    None => None,
+                },
+            };
+            let start = match (&start, refusal) {
+                (Some(start), None) => start,
+                // Only the ends: there is no start, or it is refused. The ends are still
+                // committed: they record effects that already happened.
+                (_, refusal) => {
                     if status_set {
                         audit::append_all(tx, &run_id, events)?;
                     } else {
                         audit::append_and_touch(tx, &run_id, events, None, now)?;
                     }
-                    return Ok(match refused {
-                        Some(_) => Err(StateError::CancelRequested { run_id: run_id.clone() }),
+                    return Ok(match refusal {
+                        Some(e) => Err(e),
                         None => Ok(()),
                     });
                 }
@@ -316,7 +378,8 @@ impl Store {
             audit::append_and_touch(tx, &run_id, events, Some(RunStatus::Running.as_str()), start.now)?;
             Ok(Ok(()))
         })
-        .await?
+        .await
+        .map_err(|e| e.naming(&named, || what))?
     }
 
     /// Changes the run's status (succeeded, waiting, failed) as its driver.
@@ -329,11 +392,13 @@ impl Store {
         now: Millis,
     ) -> Result<(), StateError> {
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
+        let named = run_id.clone();
         self.write(move |tx| {
             check_lease(tx, &run_id, &owner, now)?;
             set_status(tx, &run_id, status, error, now)
         })
         .await
+        .map_err(|e| e.naming(&named, || format!("the change of its status to {status}")))
     }
 
     /// Appends an event that changes no other state (credential used, runbook file changed,
@@ -348,6 +413,14 @@ impl Store {
     ) -> Result<(), StateError> {
         let run_id = run_id.to_owned();
         self.write(move |tx| {
+            // Re-entering a step is a start: a step the trail records as done is refused.
+            if kind == "step.reentered"
+                && let Some(sid) = step_id.as_deref()
+                && let Some(recorded) = audit::done_in_trail(tx, &run_id, sid)?
+                && let Some(refusal) = disagreement(tx, &run_id, sid, &recorded)?
+            {
+                return Err(refusal);
+            }
             let ev = NewEvent {
                 kind,
                 step_id: step_id.as_deref(),
@@ -771,16 +844,20 @@ impl Store {
                 .during("reading the audit trail")?;
             let rows = stmt
                 .query_map([&run_id], |r| {
+                    let (run, seq): (String, i64) = (r.get(0)?, r.get(1)?);
+                    let event = || format!("event #{seq} of run {run}");
+                    let kind = text(r, 3, &event)?;
+                    let event = || format!("event #{seq} ({kind}) of run {run}");
                     Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)?,
+                        run.clone(),
+                        seq,
                         r.get::<_, i64>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, Option<String>>(4)?,
+                        kind.clone(),
+                        opt_text(r, 4, &event)?,
                         r.get::<_, Option<u32>>(5)?,
-                        r.get::<_, String>(6)?,
-                        r.get::<_, String>(7)?,
-                        r.get::<_, String>(8)?,
+                        text(r, 6, &event)?,
+                        text(r, 7, &event)?,
+                        text(r, 8, &event)?,
                     ))
                 })
                 .during("reading the audit trail")?
@@ -970,6 +1047,41 @@ fn create_private(path: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Whether SQLite could not set up the WAL index of a read-only database (its `-shm`, in a
+/// folder this process cannot write).
+fn is_cannot_init(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    matches!(
+        e.downcast_ref::<rusqlite::Error>(),
+        Some(rusqlite::Error::SqliteFailure(f, _))
+            if matches!(
+                f.extended_code,
+                rusqlite::ffi::SQLITE_READONLY_CANTINIT | rusqlite::ffi::SQLITE_READONLY_DIRECTORY
+            ) || f.code == rusqlite::ErrorCode::CannotOpen
+    )
+}
+
+/// `X.db-wal` or `X.db-shm` beside `X.db`.
+fn wal_file(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// A `file:` URI that opens `path` as immutable (no locks, no `-shm`).
+fn immutable_uri(path: &Path) -> String {
+    let mut uri = String::from("file:");
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3f"),
+            '#' => uri.push_str("%23"),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
 }
 
 fn millis(d: Duration) -> Millis {
@@ -1214,6 +1326,49 @@ fn refuse_done(tx: &Transaction<'_>, run_id: &str, step_id: &str, tail: &str) ->
     })
 }
 
+/// Names a transition for an error: "the end of step `a` and the start of step `b`".
+fn transition(finished: &[StepFinish], start: Option<&StepStart>) -> String {
+    let ends: Vec<String> = finished.iter().map(|f| format!("`{}`", f.step_id)).collect();
+    let ends = match ends.as_slice() {
+        [] => None,
+        [one] => Some(format!("the end of step {one}")),
+        many => Some(format!("the ends of steps {}", many.join(", "))),
+    };
+    let start = start.map(|s| format!("the start of step `{}`", s.step_id));
+    match (ends, start) {
+        (Some(e), Some(s)) => format!("{e} and {s}"),
+        (Some(one), None) | (None, Some(one)) => one,
+        (None, None) => "a transition".to_owned(),
+    }
+}
+
+/// The refusal of a step whose row says it may run while the trail records it as done
+/// (`None` when the row agrees that the step is done: the usual refusal applies).
+fn disagreement(
+    tx: &Transaction<'_>,
+    run_id: &str,
+    step_id: &str,
+    recorded: &str,
+) -> Result<Option<StateError>, StateError> {
+    let row: Option<String> = tx
+        .cached_query_row(
+            "SELECT status FROM steps WHERE run_id = ?1 AND step_id = ?2",
+            [run_id, step_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .during("reading a step")?;
+    if matches!(row.as_deref(), Some("completed" | "skipped" | "failed")) {
+        return Ok(None);
+    }
+    Ok(Some(StateError::TrailDisagrees {
+        run_id: run_id.to_owned(),
+        step_id: step_id.to_owned(),
+        row: row.unwrap_or_else(|| "missing".to_owned()),
+        recorded: recorded.to_owned(),
+    }))
+}
+
 fn open_window<'a>(
     tx: &Transaction<'_>,
     run_id: &str,
@@ -1272,15 +1427,24 @@ fn close_window<'a>(
     let Some((id, opened_at)) = open else {
         return Ok(());
     };
-    // A window never closes before it opened, whatever clock the closing process reads.
+    // A window never closes before it opened: a clock stepped back between the two reads
+    // an earlier time, and a stored negative duration would be a lie about the outage.
     let closed_at = now.max(opened_at);
+    if closed_at != now {
+        tracing::warn!(
+            window = id,
+            opened_at,
+            now,
+            "the clock reads a time before the window opened; its close is recorded at its open"
+        );
+    }
     tx.cached_execute(
         "UPDATE windows SET closed_step = ?2, closed_at = ?3 WHERE id = ?1",
         params![id, step, closed_at],
     )
     .during("closing a window")?;
     events.push((
-        now,
+        closed_at,
         NewEvent::step(
             "window.closed",
             step,
@@ -1325,14 +1489,15 @@ impl RawRun {
 }
 
 fn run_row_raw(r: &Row<'_>) -> rusqlite::Result<RawRun> {
+    let id = text(r, 0, &|| "the id of a run's row".to_owned())?;
+    let row = || format!("run {id}");
     Ok(RawRun {
         row: RunRow {
-            id: r.get(0)?,
-            runbook_name: r.get(1)?,
+            runbook_name: text(r, 1, &row)?,
             runbook_version: r.get(2)?,
-            runbook_text: r.get(3)?,
-            runbook_sha256: r.get(4)?,
-            source_path: r.get(5)?,
+            runbook_text: text(r, 3, &row)?,
+            runbook_sha256: text(r, 4, &row)?,
+            source_path: opt_text(r, 5, &row)?,
             params: serde_json::Value::Null,
             status: RunStatus::Pending,
             auto_approve: r.get(8)?,
@@ -1340,17 +1505,18 @@ fn run_row_raw(r: &Row<'_>) -> rusqlite::Result<RawRun> {
             updated_at: r.get(10)?,
             finished_at: r.get(11)?,
             error: None,
-            lease_owner: r.get(13)?,
+            lease_owner: opt_text(r, 13, &row)?,
             lease_expires_at: r.get(14)?,
             cancel_requested: r.get(15)?,
             window: None,
-            audit_head: r.get(16)?,
+            audit_head: text(r, 16, &row)?,
             audit_count: r.get(17)?,
+            id: id.clone(),
         },
-        params: r.get(6)?,
-        status: r.get(7)?,
-        error: r.get(12)?,
-        window: r.get(18)?,
+        params: text(r, 6, &row)?,
+        status: text(r, 7, &row)?,
+        error: opt_text(r, 12, &row)?,
+        window: opt_text(r, 18, &row)?,
     })
 }
 
@@ -1397,9 +1563,10 @@ impl RawStep {
 }
 
 fn step_row(r: &Row<'_>) -> rusqlite::Result<RawStep> {
+    let id = text(r, 0, &|| "the id of a step's row".to_owned())?;
+    let row = || format!("step `{id}`");
     Ok(RawStep {
         row: StepRow {
-            step_id: r.get(0)?,
             position: r.get(1)?,
             status: StepStatus::Pending,
             attempt: r.get(3)?,
@@ -1412,12 +1579,13 @@ fn step_row(r: &Row<'_>) -> rusqlite::Result<RawStep> {
             finished_at: r.get(10)?,
             deadline_at: r.get(11)?,
             next_attempt_at: r.get(12)?,
+            step_id: id.clone(),
         },
-        status: r.get(2)?,
-        input: r.get(4)?,
-        output: r.get(5)?,
-        progress: r.get(6)?,
-        error: r.get(7)?,
+        status: text(r, 2, &row)?,
+        input: opt_text(r, 4, &row)?,
+        output: opt_text(r, 5, &row)?,
+        progress: opt_text(r, 6, &row)?,
+        error: opt_text(r, 7, &row)?,
     })
 }
 

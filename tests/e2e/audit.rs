@@ -79,17 +79,20 @@ fn deleting_a_whole_run_is_noticed() {
 #[test]
 fn a_cut_and_rewritten_tail_is_caught_by_the_kept_head() {
     let sb = Sandbox::new();
+    let _kept = finished_run(&sb);
     let run = finished_run(&sb);
     let ok = sb.run(&["audit", "verify", "--format", "json"]);
     let doc: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
     let head = doc["report"]["head"].as_str().unwrap().to_owned();
     assert_eq!(head.len(), 64);
-    // Cut the newest events and rewrite every count and head so the rest looks whole.
+    // Cut the newest run (its events and its rows, which must agree with them) and rewrite
+    // the chain's count and head so the rest looks whole.
     tamper(
         &sb,
         &format!(
-            "DELETE FROM events WHERE run_id = '{run}' AND seq > 5;
-             UPDATE runs SET audit_count = 5, audit_head = (SELECT hash FROM events WHERE run_id = '{run}' AND seq = 5);
+            "DELETE FROM events WHERE run_id = '{run}'; DELETE FROM steps WHERE run_id = '{run}';
+             DELETE FROM windows WHERE run_id = '{run}'; DELETE FROM locks WHERE run_id = '{run}';
+             DELETE FROM runs WHERE id = '{run}';
              UPDATE chain SET count = (SELECT count(*) FROM events), head = (SELECT hash FROM events ORDER BY gseq DESC LIMIT 1);"
         ),
     );

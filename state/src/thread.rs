@@ -124,9 +124,7 @@ impl ConnThread {
                                     Err(_) => break,
                                 }
                             }
-                            if commit_group(&mut conn, group) {
-                                counter.fetch_add(1, Ordering::Relaxed);
-                            }
+                            commit_group(&mut conn, group, &counter);
                         }
                         Job::Close(done) => {
                             drop(conn);
@@ -251,7 +249,9 @@ fn next_job(rx: &mpsc::Receiver<Job>) -> Result<Job, mpsc::RecvError> {
 
 /// Runs a group of writes in one transaction and answers each after the commit. Returns
 /// whether a commit happened.
-fn commit_group(conn: &mut Connection, mut group: Vec<WriteFn>) -> bool {
+/// Commits `group` in one transaction. A commit is counted in `commits` before any writer
+/// is answered, so a caller that reads the count after its answer sees its own commit.
+fn commit_group(conn: &mut Connection, mut group: Vec<WriteFn>, commits: &AtomicU64) {
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
@@ -259,7 +259,7 @@ fn commit_group(conn: &mut Connection, mut group: Vec<WriteFn>) -> bool {
             for w in group {
                 w(None).finish(Err(&message));
             }
-            return false;
+            return;
         }
     };
     if group.len() == 1
@@ -273,18 +273,16 @@ fn commit_group(conn: &mut Connection, mut group: Vec<WriteFn>) -> bool {
                 tracing::error!(error = %e, "could not roll back a failed write");
             }
             p.finish(Ok(()));
-            return false;
+            return;
         }
-        return match tx.commit() {
+        match tx.commit() {
             Ok(()) => {
+                commits.fetch_add(1, Ordering::Relaxed);
                 p.finish(Ok(()));
-                true
             }
-            Err(e) => {
-                p.finish(Err(&format!("commit failed: {e}")));
-                false
-            }
-        };
+            Err(e) => p.finish(Err(&format!("commit failed: {e}"))),
+        }
+        return;
     }
     let mut pending = Vec::with_capacity(group.len());
     for w in group {
@@ -308,17 +306,16 @@ fn commit_group(conn: &mut Connection, mut group: Vec<WriteFn>) -> bool {
     }
     match tx.commit() {
         Ok(()) => {
+            commits.fetch_add(1, Ordering::Relaxed);
             for p in pending {
                 p.finish(Ok(()));
             }
-            true
         }
         Err(e) => {
             let message = format!("commit failed: {e}");
             for p in pending {
                 p.finish(Err(&message));
             }
-            false
         }
     }
 }

@@ -195,14 +195,14 @@ pub(crate) struct FailoverGroupOut {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct FailoverGroupPropertiesOut {
     pub(crate) read_write_endpoint: ReadWriteEndpoint,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) read_only_endpoint: Option<ReadOnlyEndpoint>,
+    /// Always present, as in every spec example (`Disabled` unless set).
+    pub(crate) read_only_endpoint: ReadOnlyEndpoint,
     pub(crate) replication_role: &'static str,
     pub(crate) replication_state: String,
     pub(crate) partner_regions: Vec<PartnerRegion>,
     pub(crate) managed_instance_pairs: Vec<InstancePair>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) secondary_type: Option<String>,
+    /// Always present, as in every spec example (`Geo` unless set).
+    pub(crate) secondary_type: String,
 }
 
 // ----- operations ------------------------------------------------------------------------

@@ -20,8 +20,27 @@ use crate::journal::{JournalEntry, sha256_hex};
 use crate::requests::SeenRequest;
 use crate::throttle::OpClass;
 
-/// Api-versions accepted for Microsoft.Sql.
-const SQL_API_VERSIONS: &[&str] = &["2023-08-01", "2025-01-01", "2025-08-01-preview"];
+/// Api-versions accepted for Microsoft.Sql: those of the spec (Azure/azure-rest-api-specs,
+/// `specification/sql/resource-manager/Microsoft.Sql/{stable,preview}`) whose folder has both
+/// `ManagedInstances.json` and `InstanceFailoverGroups.json`. The first is the default for
+/// polling URLs without one.
+const SQL_API_VERSIONS: &[&str] = &[
+    "2025-01-01",
+    "2021-11-01",
+    "2023-08-01",
+    "2021-11-01-preview",
+    "2022-02-01-preview",
+    "2022-05-01-preview",
+    "2022-08-01-preview",
+    "2022-11-01-preview",
+    "2023-02-01-preview",
+    "2023-05-01-preview",
+    "2023-08-01-preview",
+    "2024-05-01-preview",
+    "2024-11-01-preview",
+    "2025-02-01-preview",
+    "2025-08-01-preview",
+];
 
 /// Turns an error into its response.
 pub(crate) fn error_response(error: &ArmError) -> Response {
@@ -96,7 +115,7 @@ fn api_version(uri: &Uri) -> Option<String> {
 fn check_api_version(provider: Provider, version: Option<&str>) -> Result<String, ArmError> {
     let Some(version) = version else {
         if provider == Provider::Polling {
-            return Ok(SQL_API_VERSIONS[1].to_owned());
+            return Ok(SQL_API_VERSIONS[0].to_owned());
         }
         return Err(ArmError::bad_request(
             "MissingApiVersionParameter",
@@ -227,9 +246,9 @@ async fn pipeline(
             Err(throttled) => {
                 let mut response = error_response(&ArmError::new(
                     StatusCode::TOO_MANY_REQUESTS,
-                    "SubscriptionTooManyRequests",
+                    "SubscriptionRequestsThrottled",
                     format!(
-                        "The subscription '{}' exceeded its {class:?} limit; retry after {} seconds.",
+                        "Number of {class:?} requests for subscription '{}' exceeded the limit; retry after {} seconds.",
                         path.subscription(),
                         throttled.retry_after
                     ),

@@ -96,6 +96,29 @@ fn subnet_from(spec: SubnetIn, space: &[String], vnet_name: &str) -> Result<Subn
     })
 }
 
+/// Subnets of one network must not overlap (Azure: 400 `NetcfgSubnetRangesOverlap`).
+fn check_subnets_disjoint(subnets: &[Subnet], vnet_name: &str) -> Result<(), ArmError> {
+    for (i, a) in subnets.iter().enumerate() {
+        for b in &subnets[i + 1..] {
+            if rules::overlapping(
+                std::slice::from_ref(&a.address_prefix),
+                std::slice::from_ref(&b.address_prefix),
+            )
+            .is_some()
+            {
+                return Err(ArmError::bad_request(
+                    "NetcfgSubnetRangesOverlap",
+                    format!(
+                        "Subnet '{}' ({}) overlaps subnet '{}' ({}) in virtual network '{vnet_name}'. Give each subnet its own range.",
+                        a.name, a.address_prefix, b.name, b.address_prefix
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn peering_from(name: String, props: PeeringPropertiesIn) -> Result<Peering, ArmError> {
     let remote = props
         .remote_virtual_network
@@ -145,6 +168,7 @@ pub(crate) fn put_vnet(
         .into_iter()
         .map(|s| subnet_from(s, &space, name))
         .collect::<Result<Vec<_>, _>>()?;
+    check_subnets_disjoint(&subnets, name)?;
     let id = ids::vnet(sub, rg, name);
     for inst in ctx.world().instances.values() {
         if let Some((vnet_id, subnet)) = ids::split_subnet(&inst.subnet_id)

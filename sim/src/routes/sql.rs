@@ -32,23 +32,32 @@ fn require_rg(ctx: &Ctx<'_>, sub: &str, rg: &str) -> Result<(), ArmError> {
     }
 }
 
+/// An invalid vCores value: the spec's `ManagedInstances_CreateOrUpdate` and `_Update` list
+/// `InvalidVcoreValue` with status 405.
 fn check_vcores(v: u32) -> Result<(), ArmError> {
     if VCORES.contains(&v) {
         Ok(())
     } else {
-        Err(ArmError::invalid_parameter(format!(
-            "vCores value {v} is not one of {VCORES:?}."
-        )))
+        Err(ArmError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "InvalidVcoreValue",
+            format!("vCore value {v} is not valid. Please specify a valid vCore value: one of {VCORES:?}."),
+        ))
     }
 }
 
+/// An invalid storage size: the spec lists `InvalidStorageSizeValue` with status 405.
 fn check_storage(gb: u32) -> Result<(), ArmError> {
     if (32..=32768).contains(&gb) && gb.is_multiple_of(32) {
         Ok(())
     } else {
-        Err(ArmError::invalid_parameter(format!(
-            "storageSizeInGB value {gb} must be between 32 and 32768 in steps of 32."
-        )))
+        Err(ArmError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "InvalidStorageSizeValue",
+            format!(
+                "Invalid storage size: {gb} GB. Storage size must be specified between 32 and 32768 gigabytes, in increments of 32 GB."
+            ),
+        ))
     }
 }
 
@@ -175,10 +184,13 @@ fn create_instance(
         ));
     }
     if vnet.location != location {
-        return Err(ArmError::invalid_parameter(format!(
-            "The subnet '{}' is in region '{}', not '{location}'.",
-            subnet.name, vnet.location
-        )));
+        return Err(ArmError::bad_request(
+            "VnetInWrongRegion",
+            format!(
+                "The virtual network '{}' of subnet '{}' is in region '{}', not in the instance's region '{location}'. Use a subnet in '{location}'.",
+                vnet.name, subnet.name, vnet.location
+            ),
+        ));
     }
     if let Some(other) = ctx
         .world()
@@ -186,9 +198,12 @@ fn create_instance(
         .values()
         .find(|i| i.name.eq_ignore_ascii_case(name))
     {
-        return Err(ArmError::conflict(
+        return Err(ArmError::bad_request(
             "NameAlreadyExists",
-            format!("The name '{name}' is already in use by '{}'.", other.id),
+            format!(
+                "The name '{name}' is already in use by '{}'; managed instance names are global. Choose another name.",
+                other.id
+            ),
         ));
     }
     let id = ids::instance(sub, rg, name);
@@ -686,8 +701,11 @@ fn update_group(
         Some(Role::Secondary) => return Err(on_secondary(&group.name)),
         None => {
             return Err(ArmError::conflict(
-                "InstanceFailoverGroupAlreadyExists",
-                format!("A failover group named '{}' already exists elsewhere.", group.name),
+                "InstanceFailoverGroupDnsRecordInUse",
+                format!(
+                    "A failover group named '{}' already exists elsewhere, and its listener DNS records use the name. Choose another group name.",
+                    group.name
+                ),
             ));
         }
     }

@@ -623,7 +623,7 @@ fn add_group(world: &mut World, sub: &str, spec: &FailoverGroupSpec) -> Result<(
     );
     // An existing group is already seeded: apply the same effect a finished seeding has.
     let op = crate::lro::OpKind::GroupCreate { group: key };
-    crate::lro::apply_success(world, &op);
+    crate::lro::apply_success(world, &op, crate::clock::SimTime(0));
     Ok(())
 }
 

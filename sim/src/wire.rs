@@ -416,7 +416,35 @@ pub(crate) struct SecurityGroupPropertiesOut {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct SecurityRuleIn {
+    pub(crate) name: Option<String>,
     pub(crate) properties: Option<SecurityRuleProperties>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SecurityGroupIn {
+    pub(crate) location: Option<String>,
+    pub(crate) tags: Option<BTreeMap<String, String>>,
+    pub(crate) properties: Option<SecurityGroupPropertiesIn>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SecurityGroupPropertiesIn {
+    pub(crate) security_rules: Option<Vec<SecurityRuleIn>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ManagedDatabaseIn {
+    pub(crate) location: Option<String>,
+    pub(crate) properties: Option<ManagedDatabasePropertiesIn>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ManagedDatabasePropertiesIn {
+    pub(crate) collation: Option<String>,
 }
 
 /// A rule's properties, in both directions (the read-only `provisioningState` is ignored on input).

@@ -2,6 +2,7 @@
 
 mod admin;
 mod arm;
+mod capabilities;
 mod context;
 mod network;
 mod operations;

@@ -103,8 +103,19 @@ fn final_body(ctx: &Ctx<'_>, op: &Operation) -> Result<ArmResponse, ArmError> {
                 None => Ok(ArmResponse::empty(StatusCode::NO_CONTENT)),
             }
         }
-        OpKind::InstanceDelete { .. } | OpKind::GroupDelete { .. } | OpKind::Network => {
-            Ok(ArmResponse::empty(StatusCode::OK))
+        OpKind::DatabaseCreate { instance, database, .. } => {
+            let found = world.instances.get(instance).and_then(|inst| {
+                let db = inst.databases.iter().find(|d| d.name.eq_ignore_ascii_case(database))?;
+                Some((inst, db))
+            });
+            match found {
+                Some((inst, db)) => ArmResponse::json(StatusCode::OK, &render::database(world, inst, db)),
+                None => Ok(ArmResponse::empty(StatusCode::NO_CONTENT)),
+            }
         }
+        OpKind::InstanceDelete { .. }
+        | OpKind::GroupDelete { .. }
+        | OpKind::Network
+        | OpKind::DatabaseDelete { .. } => Ok(ArmResponse::empty(StatusCode::OK)),
     }
 }

@@ -17,6 +17,30 @@ pub(crate) enum ArmPath {
     InstanceListAll {
         sub: String,
     },
+    /// `GET /subscriptions/{s}/providers/Microsoft.Sql/locations/{loc}/capabilities`.
+    Capabilities {
+        sub: String,
+        location: String,
+    },
+    VnetListAll {
+        sub: String,
+    },
+    VnetList {
+        sub: String,
+        rg: String,
+    },
+    SubnetList {
+        sub: String,
+        rg: String,
+        vnet: String,
+    },
+    NsgListAll {
+        sub: String,
+    },
+    NsgList {
+        sub: String,
+        rg: String,
+    },
     InstanceList {
         sub: String,
         rg: String,
@@ -142,6 +166,29 @@ impl ArmPath {
             {
                 Some(ArmPath::InstanceListAll { sub: owned(sub) })
             }
+            [subs, sub, providers, ns, kind]
+                if eq(subs, "subscriptions") && eq(providers, "providers") && eq(ns, "Microsoft.Network") =>
+            {
+                if eq(kind, "virtualNetworks") {
+                    Some(ArmPath::VnetListAll { sub: owned(sub) })
+                } else if eq(kind, "networkSecurityGroups") {
+                    Some(ArmPath::NsgListAll { sub: owned(sub) })
+                } else {
+                    None
+                }
+            }
+            [subs, sub, providers, ns, locations, location, capabilities]
+                if eq(subs, "subscriptions")
+                    && eq(providers, "providers")
+                    && eq(ns, "Microsoft.Sql")
+                    && eq(locations, "locations")
+                    && eq(capabilities, "capabilities") =>
+            {
+                Some(ArmPath::Capabilities {
+                    sub: owned(sub),
+                    location: owned(location),
+                })
+            }
             [subs, sub, providers, ns, locations, _location, kind, id]
                 if eq(subs, "subscriptions") && eq(providers, "providers") && eq(locations, "locations") =>
             {
@@ -230,7 +277,11 @@ impl ArmPath {
     fn network(sub: String, rg: String, rest: &[&str]) -> Option<ArmPath> {
         let o = |x: &str| x.to_owned();
         Some(match rest {
+            [vnets] if eq(vnets, "virtualNetworks") => ArmPath::VnetList { sub, rg },
             [vnets, name] if eq(vnets, "virtualNetworks") => ArmPath::Vnet { sub, rg, name: o(name) },
+            [vnets, vnet, subnets] if eq(vnets, "virtualNetworks") && eq(subnets, "subnets") => {
+                ArmPath::SubnetList { sub, rg, vnet: o(vnet) }
+            }
             [vnets, vnet, subnets, name] if eq(vnets, "virtualNetworks") && eq(subnets, "subnets") => ArmPath::Subnet {
                 sub,
                 rg,
@@ -248,6 +299,7 @@ impl ArmPath {
                     name: o(name),
                 }
             }
+            [nsgs] if eq(nsgs, "networkSecurityGroups") => ArmPath::NsgList { sub, rg },
             [nsgs, name] if eq(nsgs, "networkSecurityGroups") => ArmPath::Nsg { sub, rg, name: o(name) },
             [nsgs, nsg, rules] if eq(nsgs, "networkSecurityGroups") && eq(rules, "securityRules") => {
                 ArmPath::RuleList { sub, rg, nsg: o(nsg) }
@@ -268,6 +320,12 @@ impl ArmPath {
     pub(crate) fn subscription(&self) -> &str {
         match self {
             ArmPath::InstanceListAll { sub }
+            | ArmPath::Capabilities { sub, .. }
+            | ArmPath::VnetListAll { sub }
+            | ArmPath::VnetList { sub, .. }
+            | ArmPath::SubnetList { sub, .. }
+            | ArmPath::NsgListAll { sub }
+            | ArmPath::NsgList { sub, .. }
             | ArmPath::InstanceList { sub, .. }
             | ArmPath::Instance { sub, .. }
             | ArmPath::DatabaseList { sub, .. }
@@ -291,6 +349,7 @@ impl ArmPath {
     pub(crate) fn provider(&self) -> Provider {
         match self {
             ArmPath::InstanceListAll { .. }
+            | ArmPath::Capabilities { .. }
             | ArmPath::InstanceList { .. }
             | ArmPath::Instance { .. }
             | ArmPath::DatabaseList { .. }
@@ -308,6 +367,7 @@ impl ArmPath {
         let m = method.as_str();
         Some(match (self, m) {
             (ArmPath::InstanceListAll { .. }, "GET") => "ManagedInstances_List",
+            (ArmPath::Capabilities { .. }, "GET") => "Capabilities_ListByLocation",
             (ArmPath::InstanceList { .. }, "GET") => "ManagedInstances_ListByResourceGroup",
             (ArmPath::Instance { .. }, "GET") => "ManagedInstances_Get",
             (ArmPath::Instance { .. }, "PUT") => "ManagedInstances_CreateOrUpdate",
@@ -315,6 +375,8 @@ impl ArmPath {
             (ArmPath::Instance { .. }, "DELETE") => "ManagedInstances_Delete",
             (ArmPath::DatabaseList { .. }, "GET") => "ManagedDatabases_ListByInstance",
             (ArmPath::Database { .. }, "GET") => "ManagedDatabases_Get",
+            (ArmPath::Database { .. }, "PUT") => "ManagedDatabases_CreateOrUpdate",
+            (ArmPath::Database { .. }, "DELETE") => "ManagedDatabases_Delete",
             (ArmPath::GroupList { .. }, "GET") => "InstanceFailoverGroups_ListByLocation",
             (ArmPath::Group { .. }, "GET") => "InstanceFailoverGroups_Get",
             (ArmPath::Group { .. }, "PUT") => "InstanceFailoverGroups_CreateOrUpdate",
@@ -327,12 +389,22 @@ impl ArmPath {
             (ArmPath::OperationResult { .. }, "GET") => "OperationResults_Get",
             (ArmPath::Vnet { .. }, "GET") => "VirtualNetworks_Get",
             (ArmPath::Vnet { .. }, "PUT") => "VirtualNetworks_CreateOrUpdate",
+            (ArmPath::Vnet { .. }, "DELETE") => "VirtualNetworks_Delete",
+            (ArmPath::VnetListAll { .. }, "GET") => "VirtualNetworks_ListAll",
+            (ArmPath::VnetList { .. }, "GET") => "VirtualNetworks_List",
+            (ArmPath::SubnetList { .. }, "GET") => "Subnets_List",
             (ArmPath::Subnet { .. }, "GET") => "Subnets_Get",
+            (ArmPath::Subnet { .. }, "PUT") => "Subnets_CreateOrUpdate",
+            (ArmPath::Subnet { .. }, "DELETE") => "Subnets_Delete",
             (ArmPath::PeeringList { .. }, "GET") => "VirtualNetworkPeerings_List",
             (ArmPath::Peering { .. }, "GET") => "VirtualNetworkPeerings_Get",
             (ArmPath::Peering { .. }, "PUT") => "VirtualNetworkPeerings_CreateOrUpdate",
             (ArmPath::Peering { .. }, "DELETE") => "VirtualNetworkPeerings_Delete",
             (ArmPath::Nsg { .. }, "GET") => "NetworkSecurityGroups_Get",
+            (ArmPath::Nsg { .. }, "PUT") => "NetworkSecurityGroups_CreateOrUpdate",
+            (ArmPath::Nsg { .. }, "DELETE") => "NetworkSecurityGroups_Delete",
+            (ArmPath::NsgListAll { .. }, "GET") => "NetworkSecurityGroups_ListAll",
+            (ArmPath::NsgList { .. }, "GET") => "NetworkSecurityGroups_List",
             (ArmPath::RuleList { .. }, "GET") => "SecurityRules_List",
             (ArmPath::Rule { .. }, "GET") => "SecurityRules_Get",
             (ArmPath::Rule { .. }, "PUT") => "SecurityRules_CreateOrUpdate",

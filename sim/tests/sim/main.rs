@@ -7,4 +7,5 @@ mod faults;
 mod lro;
 mod region_move;
 mod rules;
+mod served;
 mod tls;

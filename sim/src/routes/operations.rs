@@ -18,7 +18,7 @@ fn find<'c>(ctx: &'c Ctx<'_>, sub: &str, id: &str) -> Result<&'c Operation, ArmE
         .ok_or_else(|| {
             ArmError::new(
                 StatusCode::NOT_FOUND,
-                "OperationNotFound",
+                "OperationIdNotFound",
                 format!("Operation '{id}' was not found."),
             )
         })

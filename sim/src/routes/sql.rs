@@ -518,7 +518,7 @@ pub(crate) fn put_database(
     refuse_on_secondary(ctx, &inst)?;
     if ctx.world().running_operation_on(&lock).is_some() {
         return Err(ArmError::conflict(
-            "ConflictingDatabaseOperation",
+            "ConflictingManagedInstanceOperation",
             format!("An operation is in progress on database '{name}'."),
         ));
     }
@@ -571,7 +571,7 @@ pub(crate) fn delete_database(
     refuse_on_secondary(ctx, &inst)?;
     if ctx.world().running_operation_on(&lock).is_some() {
         return Err(ArmError::conflict(
-            "ConflictingDatabaseOperation",
+            "ConflictingManagedInstanceOperation",
             format!("An operation is in progress on database '{name}'."),
         ));
     }

@@ -3,6 +3,7 @@
 
 mod common;
 mod conformance;
+mod contract;
 mod faults;
 mod lro;
 mod region_move;

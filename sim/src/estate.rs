@@ -171,6 +171,14 @@ struct InstanceSpec {
     instance_pool: Option<String>,
     #[serde(default)]
     administrator_login: Option<String>,
+    /// Default `SQL_Latin1_General_CP1_CI_AS`.
+    #[serde(default)]
+    collation: Option<String>,
+    /// `LicenseIncluded` (default) or `BasePrice`.
+    #[serde(default)]
+    license_type: Option<String>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
     #[serde(default)]
     databases: Vec<DatabaseSpec>,
 }
@@ -550,9 +558,12 @@ fn add_instance(world: &mut World, sub: &str, rg: &ResourceGroupSpec, spec: &Ins
         provisioning_state: "Succeeded".into(),
         state: "Ready".into(),
         administrator_login: spec.administrator_login.clone(),
-        collation: "SQL_Latin1_General_CP1_CI_AS".into(),
-        license_type: Some("LicenseIncluded".into()),
-        tags: BTreeMap::new(),
+        collation: spec
+            .collation
+            .clone()
+            .unwrap_or_else(|| "SQL_Latin1_General_CP1_CI_AS".into()),
+        license_type: Some(spec.license_type.clone().unwrap_or_else(|| "LicenseIncluded".into())),
+        tags: spec.tags.clone(),
         created: SimTime(0),
         databases: spec
             .databases

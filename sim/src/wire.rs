@@ -104,6 +104,7 @@ pub(crate) struct ManagedInstancePropertiesOut {
     pub(crate) zone_redundant: bool,
     pub(crate) database_format: String,
     pub(crate) create_time: String,
+    pub(crate) maintenance_configuration_id: String,
 }
 
 #[derive(Debug, Serialize)]

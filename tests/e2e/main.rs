@@ -8,6 +8,7 @@ mod bad_input;
 mod bench_cloud;
 mod cli;
 mod common;
+mod drift_check;
 mod durability;
 mod frozen_driver;
 mod kill_matrix;

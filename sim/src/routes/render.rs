@@ -54,6 +54,11 @@ pub(crate) fn instance(world: &World, inst: &Instance) -> ManagedInstanceOut {
             zone_redundant: false,
             database_format: inst.database_format.clone(),
             create_time: inst.created.rfc3339(world.epoch),
+            // Azure's default maintenance window; the emulator does not model others.
+            maintenance_configuration_id: format!(
+                "/subscriptions/{}/providers/Microsoft.Maintenance/publicMaintenanceConfigurations/SQL_Default",
+                inst.subscription
+            ),
         },
     }
 }

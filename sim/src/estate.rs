@@ -30,7 +30,30 @@ pub struct Estate {
     /// Token bucket limits; Azure's defaults when absent.
     #[serde(default)]
     throttling: Option<ThrottlingSpec>,
+    /// Role assignments per principal; when absent every caller may do everything.
+    #[serde(default)]
+    principals: Option<Vec<PrincipalSpec>>,
     subscriptions: Vec<SubscriptionSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrincipalSpec {
+    /// The bearer token that identifies the caller; `*` for any other token.
+    token: String,
+    #[serde(default)]
+    name: Option<String>,
+    assignments: Vec<AssignmentSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssignmentSpec {
+    /// A resource id prefix: `/subscriptions/{s}`, `.../resourceGroups/{rg}` or a resource.
+    scope: String,
+    actions: Vec<String>,
+    #[serde(default)]
+    not_actions: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -264,6 +287,23 @@ impl Estate {
             security_groups: BTreeMap::new(),
             operations: BTreeMap::new(),
             throttling: self.throttling.map(ThrottlingSpec::limits).unwrap_or_default(),
+            principals: self.principals.as_ref().map(|list| {
+                list.iter()
+                    .map(|p| crate::world::Principal {
+                        token: p.token.clone(),
+                        name: p.name.clone().unwrap_or_else(|| p.token.clone()),
+                        assignments: p
+                            .assignments
+                            .iter()
+                            .map(|a| crate::world::Assignment {
+                                scope: a.scope.trim_end_matches('/').to_owned(),
+                                actions: a.actions.clone(),
+                                not_actions: a.not_actions.clone(),
+                            })
+                            .collect(),
+                    })
+                    .collect()
+            }),
         };
         for sub in &self.subscriptions {
             for rg in &sub.resource_groups {

@@ -77,7 +77,8 @@ fn into_response(arm: ArmResponse) -> Response {
     response
 }
 
-fn authenticate(settings: &Settings, headers: &HeaderMap) -> Result<(), ArmError> {
+/// Checks the bearer token; returns it (it names the principal).
+fn authenticate(settings: &Settings, headers: &HeaderMap) -> Result<String, ArmError> {
     let unauthorized = |code: &str, message: &str| ArmError::new(StatusCode::UNAUTHORIZED, code, message);
     let Some(value) = headers.get("authorization") else {
         return Err(unauthorized(
@@ -100,7 +101,7 @@ fn authenticate(settings: &Settings, headers: &HeaderMap) -> Result<(), ArmError
             "InvalidAuthenticationToken",
             "The access token is invalid.",
         )),
-        _ => Ok(()),
+        _ => Ok(token.to_owned()),
     }
 }
 
@@ -124,13 +125,14 @@ fn check_api_version(provider: Provider, version: Option<&str>) -> Result<String
     };
     let ok = match provider {
         Provider::Sql => SQL_API_VERSIONS.contains(&version),
-        Provider::Network => {
+        Provider::Network | Provider::Authorization => {
+            let since = if provider == Provider::Network { 2023 } else { 2015 };
             let date = version.strip_suffix("-preview").unwrap_or(version);
             date.len() == 10
                 && date
                     .get(..4)
                     .and_then(|y| y.parse::<u32>().ok())
-                    .is_some_and(|y| y >= 2023)
+                    .is_some_and(|y| y >= since)
         }
         Provider::Polling => true,
     };
@@ -220,7 +222,7 @@ async fn pipeline(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, ArmError> {
-    authenticate(&emu.settings, headers)?;
+    let token = authenticate(&emu.settings, headers)?;
     let path = ArmPath::parse(uri.path()).ok_or_else(|| {
         ArmError::new(
             StatusCode::NOT_FOUND,
@@ -237,8 +239,12 @@ async fn pipeline(
     })?;
     let api_version = check_api_version(path.provider(), api_version(uri).as_deref())?;
     let class = OpClass::of(method);
+    let action = super::authz::required_action(&path, method);
     let (remaining, decision) = {
         let mut core = emu.lock();
+        if let Some(action) = &action {
+            super::authz::authorize(&core.world, &token, uri.path(), action)?;
+        }
         let limits = core.world.throttling;
         let remaining = core.throttle.take(path.subscription(), class, &limits, Instant::now());
         match remaining {
@@ -284,7 +290,11 @@ async fn pipeline(
             fingerprint: fingerprint(method, uri.path(), body),
             fail_operation: decision.fail_operation,
         };
-        let arm = dispatch(&mut ctx, method, &path, body).unwrap_or_else(|error| ArmResponse {
+        let result = match &path {
+            ArmPath::Permissions { scope, .. } => super::authz::permissions(ctx.world(), &token, scope),
+            _ => dispatch(&mut ctx, method, &path, body),
+        };
+        let arm = result.unwrap_or_else(|error| ArmResponse {
             status: error.status,
             headers: Vec::new(),
             body: serde_json::to_vec(&error.body()).ok(),
@@ -330,6 +340,11 @@ fn dispatch(ctx: &mut Ctx<'_>, method: &Method, path: &ArmPath, body: &[u8]) -> 
     use ArmPath as P;
     match (path, method.as_str()) {
         (P::InstanceListAll { sub }, _) => sql::list_all_instances(ctx, sub),
+        (P::Permissions { .. }, _) => Err(ArmError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            "Permissions are answered before dispatch.",
+        )),
         (P::Capabilities { sub, location }, _) => super::capabilities::location(ctx, sub, location),
         (P::VnetListAll { sub }, _) => network::list_vnets(ctx, sub, None),
         (P::VnetList { sub, rg }, _) => network::list_vnets(ctx, sub, Some(rg)),

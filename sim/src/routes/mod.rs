@@ -2,6 +2,7 @@
 
 mod admin;
 mod arm;
+mod authz;
 mod capabilities;
 mod context;
 mod network;

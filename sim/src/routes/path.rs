@@ -7,6 +7,8 @@ use axum::http::Method;
 pub(crate) enum Provider {
     Sql,
     Network,
+    /// Microsoft.Authorization: any `YYYY-MM-DD[-preview]`.
+    Authorization,
     /// Polling URLs accept whatever api-version the operation was started with.
     Polling,
 }
@@ -16,6 +18,11 @@ pub(crate) enum Provider {
 pub(crate) enum ArmPath {
     InstanceListAll {
         sub: String,
+    },
+    /// `GET {scope}/providers/Microsoft.Authorization/permissions`.
+    Permissions {
+        sub: String,
+        scope: String,
     },
     /// `GET /subscriptions/{s}/providers/Microsoft.Sql/locations/{loc}/capabilities`.
     Capabilities {
@@ -154,6 +161,19 @@ pub(crate) fn percent_decode(text: &str) -> String {
 impl ArmPath {
     /// Parses a request path (without the query).
     pub(crate) fn parse(path: &str) -> Option<ArmPath> {
+        const PERMISSIONS: &str = "/providers/microsoft.authorization/permissions";
+        let trimmed = path.trim_end_matches('/');
+        if trimmed.to_ascii_lowercase().ends_with(PERMISSIONS) {
+            let scope = percent_decode(&trimmed[..trimmed.len() - PERMISSIONS.len()]);
+            let mut parts = scope.trim_start_matches('/').split('/');
+            return match (parts.next(), parts.next()) {
+                (Some(subs), Some(sub)) if eq(subs, "subscriptions") && !sub.is_empty() => Some(ArmPath::Permissions {
+                    sub: sub.to_owned(),
+                    scope: scope.clone(),
+                }),
+                _ => None,
+            };
+        }
         let segments: Vec<String> = path.trim_matches('/').split('/').map(percent_decode).collect();
         let s: Vec<&str> = segments.iter().map(String::as_str).collect();
         let owned = |x: &str| x.to_owned();
@@ -320,6 +340,7 @@ impl ArmPath {
     pub(crate) fn subscription(&self) -> &str {
         match self {
             ArmPath::InstanceListAll { sub }
+            | ArmPath::Permissions { sub, .. }
             | ArmPath::Capabilities { sub, .. }
             | ArmPath::VnetListAll { sub }
             | ArmPath::VnetList { sub, .. }
@@ -358,6 +379,7 @@ impl ArmPath {
             | ArmPath::Group { .. }
             | ArmPath::GroupFailover { .. } => Provider::Sql,
             ArmPath::OperationStatus { .. } | ArmPath::OperationResult { .. } => Provider::Polling,
+            ArmPath::Permissions { .. } => Provider::Authorization,
             _ => Provider::Network,
         }
     }
@@ -368,6 +390,13 @@ impl ArmPath {
         Some(match (self, m) {
             (ArmPath::InstanceListAll { .. }, "GET") => "ManagedInstances_List",
             (ArmPath::Capabilities { .. }, "GET") => "Capabilities_ListByLocation",
+            (ArmPath::Permissions { scope, .. }, "GET") => {
+                if scope.to_ascii_lowercase().contains("/providers/") {
+                    "Permissions_ListForResource"
+                } else {
+                    "Permissions_ListForResourceGroup"
+                }
+            }
             (ArmPath::InstanceList { .. }, "GET") => "ManagedInstances_ListByResourceGroup",
             (ArmPath::Instance { .. }, "GET") => "ManagedInstances_Get",
             (ArmPath::Instance { .. }, "PUT") => "ManagedInstances_CreateOrUpdate",

@@ -15,6 +15,7 @@ mod kill_matrix;
 mod lease_lock;
 mod notify;
 mod plan;
+mod preflight_permissions;
 mod seed_runbooks;
 mod signals;
 mod sim_serve;

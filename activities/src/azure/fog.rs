@@ -543,3 +543,39 @@ async fn failover(
         ),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A group view shaped as the spec's `InstanceFailoverGroupGet` example answers it: the
+    /// location's display name in the id and in `partnerRegions`, every endpoint present.
+    #[test]
+    fn a_spec_shaped_group_view_parses() {
+        let body = json!({
+            "id": "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/Default/providers/Microsoft.Sql/locations/Japan East/instanceFailoverGroups/failover-group-test-3",
+            "name": "failover-group-test-3",
+            "type": "Microsoft.Sql/locations/instanceFailoverGroups",
+            "properties": {
+                "readWriteEndpoint": {"failoverPolicy": "Automatic", "failoverWithDataLossGracePeriodMinutes": 480},
+                "readOnlyEndpoint": {"failoverPolicy": "Disabled"},
+                "replicationRole": "Secondary",
+                "replicationState": "CATCH_UP",
+                "partnerRegions": [{"location": "Japan West", "replicationRole": "Primary"}],
+                "managedInstancePairs": [{
+                    "primaryManagedInstanceId": "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/Default/providers/Microsoft.Sql/managedInstances/failover-group-primary-mngdInstance",
+                    "partnerManagedInstanceId": "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/Default/providers/Microsoft.Sql/managedInstances/failover-group-secondary-mngdInstance"
+                }],
+                "secondaryType": "Geo"
+            }
+        });
+        let view = GroupView::from_body(body);
+        assert!(!view.is_primary());
+        assert_eq!(view.replication_state, "CATCH_UP");
+        assert_eq!(view.partner_location, "Japan West");
+        assert!(view.pairs(
+            "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/default/providers/Microsoft.Sql/managedInstances/failover-group-secondary-mngdInstance",
+            "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/Default/providers/Microsoft.Sql/managedInstances/failover-group-primary-mngdInstance",
+        ));
+    }
+}

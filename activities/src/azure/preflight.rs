@@ -841,6 +841,32 @@ fn last_segment(id: &str) -> String {
 mod tests {
     use super::*;
 
+    /// `Permissions_ListForResourceGroup` answers as the spec's example does: entries of
+    /// `actions` and `notActions`; a grant needs one entry that covers and does not exclude.
+    #[test]
+    fn permissions_entries_grant_by_pattern() {
+        let entries = vec![
+            json!({"actions": ["*/read", "Microsoft.Network/*"], "notActions": ["Microsoft.Network/networkSecurityGroups/securityRules/write"], "dataActions": [], "notDataActions": []}),
+            json!({"actions": ["Microsoft.Sql/locations/instanceFailoverGroups/*"], "notActions": []}),
+        ];
+        assert!(granted(
+            &entries,
+            "Microsoft.Network/virtualNetworks/virtualNetworkPeerings/write"
+        ));
+        assert!(!granted(
+            &entries,
+            "Microsoft.Network/networkSecurityGroups/securityRules/write"
+        ));
+        assert!(granted(
+            &entries,
+            "Microsoft.Sql/locations/instanceFailoverGroups/failover/action"
+        ));
+        assert!(!granted(&entries, "Microsoft.Sql/managedInstances/delete"));
+        assert!(granted(&entries, "microsoft.sql/managedinstances/read"));
+        assert!(!granted(&[], "Microsoft.Sql/managedInstances/read"));
+        assert!(needs_of("fog.failover").is_some() && needs_of("wait").is_none());
+    }
+
     #[test]
     fn overlaps_are_found() {
         let a = vec!["10.10.0.0/16".to_owned()];

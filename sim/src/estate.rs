@@ -464,6 +464,19 @@ fn add_resource_group(world: &mut World, sub: &str, rg: &ResourceGroupSpec) -> R
                     s.name, s.address_prefix, spec.name
                 )));
             }
+            // Azure refuses overlapping subnets in one network (`NetcfgSubnetRangesOverlap`).
+            if let Some(other) = spec.subnets.iter().take_while(|o| !std::ptr::eq(*o, s)).find(|o| {
+                rules::overlapping(
+                    std::slice::from_ref(&o.address_prefix),
+                    std::slice::from_ref(&s.address_prefix),
+                )
+                .is_some()
+            }) {
+                return Err(SimError::InvalidEstate(format!(
+                    "subnets '{}' ({}) and '{}' ({}) of '{}' overlap",
+                    other.name, other.address_prefix, s.name, s.address_prefix, spec.name
+                )));
+            }
             let nsg_id = s.network_security_group.as_deref().map(|n| {
                 if n.starts_with('/') {
                     n.to_owned()
@@ -767,6 +780,15 @@ subscriptions:
         assert!(matches!(
             Estate::from_yaml_str(&outside),
             Err(SimError::InvalidEstate(_))
+        ));
+        let overlapping = MINIMAL.replace(
+            "                network_security_group: nsg-east\n",
+            "                network_security_group: nsg-east\n              - name: app\n                address_prefix: 10.1.0.128/25\n",
+        );
+        assert_ne!(overlapping, MINIMAL);
+        assert!(matches!(
+            Estate::from_yaml_str(&overlapping),
+            Err(SimError::InvalidEstate(m)) if m.contains("overlap")
         ));
     }
 }

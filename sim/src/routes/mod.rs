@@ -2,6 +2,8 @@
 
 mod admin;
 mod arm;
+mod authz;
+mod capabilities;
 mod context;
 mod network;
 mod operations;

@@ -3,8 +3,10 @@
 
 mod common;
 mod conformance;
+mod contract;
 mod faults;
 mod lro;
 mod region_move;
 mod rules;
+mod served;
 mod tls;

@@ -55,7 +55,16 @@ pub(crate) async fn dispatch(cli: Cli) -> Exit {
             with_store(&cli, |store| report::runs(&cli, store, filter)).await
         }
         Command::History(a) => with_store(&cli, |store| report::history(&cli, store, a.run_id.clone())).await,
-        Command::Report(a) => with_store(&cli, |store| report::report(&cli, store, a.run_id.clone())).await,
+        Command::Report(a) => match &a.html {
+            Some(path) => {
+                with_store(&cli, |store| async move {
+                    crate::html::write_report(&store, &a.run_id, path).await
+                })
+                .await
+            }
+            None => with_store(&cli, |store| report::report(&cli, store, a.run_id.clone())).await,
+        },
+        Command::Serve(args) => crate::serve::serve(&cli, args).await,
         Command::Approve(a) => {
             let (run_id, step, by, comment) = (a.run_id.clone(), a.step.clone(), a.by.clone(), a.comment.clone());
             with_store(&cli, |store| approve(&cli, store, run_id, step, by, comment)).await

@@ -6,6 +6,7 @@
 mod audit;
 mod bad_input;
 mod bench_cloud;
+mod browser;
 mod cli;
 mod common;
 mod durability;
@@ -14,6 +15,7 @@ mod kill_matrix;
 mod lease_lock;
 mod notify;
 mod plan;
+mod report_html;
 mod secrets;
 mod seed_runbooks;
 mod signals;

@@ -149,7 +149,7 @@ async fn guard(State(app): State<Shared>, req: axum::extract::Request, next: axu
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
 }
@@ -539,7 +539,8 @@ async fn decide(
             "approve with `fogbook approve RUN STEP --by NAME`, or restart `fogbook serve` with --allow-actions and FOGBOOK_SERVE_TOKEN",
         );
     };
-    // A browser names the page a form came from; it must be this server.
+    // A browser names the page a form came from; it must be this server. (The pages send
+    // `Referrer-Policy: same-origin`: under `no-referrer` a browser sends `Origin: null`.)
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
     if let Some(origin) = headers.get(header::ORIGIN) {
         if origin.to_str().ok() != Some(format!("http://{host}").as_str()) {

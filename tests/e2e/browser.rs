@@ -239,9 +239,9 @@ impl Browser {
 
     fn element(&self, css: &str) -> String {
         let v = self.call("POST", "/element", json!({ "using": "css selector", "value": css }));
-        v["element-6066-11e4-a52e-4a6ef8d5e1ae"]
+        v["element-6066-11e4-a52e-4f735466cecf"]
             .as_str()
-            .expect("element id")
+            .unwrap_or_else(|| panic!("no element `{css}`: {v}"))
             .to_owned()
     }
 
@@ -451,6 +451,21 @@ fn browser_serve_shows_runs_live_timeline_and_takes_an_approval_issue_16() {
     browser.type_into("form.approval input[name=name]", "Ada Lovelace");
     browser.type_into("form.approval input[name=token]", TOKEN);
     browser.click("form.approval button.approve");
+    let approved_in_db = |sb: &Sandbox| -> bool {
+        sb.sql()
+            .query_row(
+                "SELECT count(*) FROM approvals WHERE run_id = ?1 AND step_id = 'confirm'",
+                [&live],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
+            == 1
+    };
+    browser.wait_until("the approval to be recorded", |b| {
+        let problem = b.js("var p = document.getElementById('problem'); return p ? document.body.innerText : null");
+        assert!(problem.is_null(), "the page refused the approval: {problem}");
+        approved_in_db(&sb)
+    });
     sb.wait_for("the run to move past confirm", Duration::from_secs(120), |sb| {
         waits_for(sb, &live, "approve-failover-to-new-primary")
     });

@@ -444,3 +444,59 @@ fn the_html_checker_rejects_what_a_browser_would_repair() {
         assert!(check_html(&bad).is_err(), "accepted: {why}");
     }
 }
+
+#[test]
+fn history_text_is_a_readable_table_issue_16() {
+    let sb = Sandbox::new();
+    let run = finished_rehearsal(&sb);
+    let events: i64 = sb
+        .sql()
+        .query_row("SELECT count(*) FROM events WHERE run_id = ?1", [&run], |r| r.get(0))
+        .unwrap();
+    let out = sb.run(&["history", &run]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], format!("run {run}"));
+    for col in ["#", "TIME", "EVENT", "STEP", "WHO", "DETAIL"] {
+        assert!(
+            lines[1].split_whitespace().any(|c| c == col),
+            "header `{}` lacks {col}",
+            lines[1]
+        );
+    }
+    assert_eq!(lines.len() as i64, events + 2, "one line per event:\n{text}");
+    let widest = lines.iter().map(|l| l.chars().count()).max().unwrap();
+    assert!(widest <= 160, "a line of {widest} characters:\n{text}");
+    // The columns line up: every event line has its event name where the header says.
+    let at = lines[1].find("EVENT").unwrap();
+    for l in &lines[2..] {
+        let kind = l.chars().skip(at).take(22).collect::<String>();
+        assert!(kind.trim().contains('.'), "misaligned line: {l}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("window.opened") && l.contains("unprotected window, databases of mi-fog-b")),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("step.approved") && l.contains("auto-approve")),
+        "{text}"
+    );
+
+    // -v adds each event's whole JSON data below its line.
+    let request: String = sb
+        .sql()
+        .query_row(
+            "SELECT json_extract(output, '$.arm_requests[0].request_id') FROM steps WHERE run_id = ?1 AND step_id = 'create-new-instance'",
+            [&run],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(!text.contains(&request), "the table shows the short detail only");
+    let verbose = stdout(&sb.run(&["history", &run, "-v"]));
+    assert!(verbose.contains(&format!("\"request_id\": \"{request}\"")), "{verbose}");
+}

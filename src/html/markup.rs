@@ -84,5 +84,7 @@ button { padding: 3px 10px; cursor: pointer; }
   h2 { break-after: avoid; }
   tr, .timeline { break-inside: avoid; }
   pre { max-height: none; overflow: visible; }
+  th, td { padding: 2px 4px; }
+  #audit td, #steps td { font-size: 9px; }
 }
 "#;

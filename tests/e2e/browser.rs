@@ -20,7 +20,13 @@ const TOKEN: &str = "s3cret-token-for-the-test";
 
 fn find_program(env: &str, names: &[&str]) -> PathBuf {
     if let Some(p) = std::env::var_os(env) {
-        return PathBuf::from(p);
+        let p = PathBuf::from(p);
+        assert!(
+            p.exists(),
+            "{env}={} does not exist: run the tests with scripts/test, which installs chromium and chromium-driver",
+            p.display()
+        );
+        return p;
     }
     for name in names {
         for dir in ["/usr/bin", "/usr/local/bin", "/usr/lib/chromium"] {

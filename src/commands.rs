@@ -266,6 +266,16 @@ fn engine(cli: &Cli, store: Store, drive: &DriveArgs, progress: Arc<Progress>, e
     Engine::new(store, config).with_observer(progress).with_env(env)
 }
 
+/// Who created a run, and for a rehearsal on the emulator its time scale (the HTML views show
+/// simulated time beside real time).
+fn created_by(args: &RunArgs) -> serde_json::Value {
+    let mut by = json!({ "user": std::env::var("USER").ok(), "command": "run" });
+    if args.sim.sim {
+        by["sim_time_scale"] = json!(args.sim.sim_time_scale);
+    }
+    by
+}
+
 async fn run(cli: &Cli, args: &RunArgs) -> Exit {
     // Everything that can be wrong with the input is checked before the database is
     // opened, so bad input leaves it exactly as it was.
@@ -309,7 +319,7 @@ async fn run(cli: &Cli, args: &RunArgs) -> Exit {
             params,
             auto_approve: args.auto_approve,
             take_lease: !args.detach,
-            created_by: json!({ "user": std::env::var("USER").ok(), "command": "run" }),
+            created_by: created_by(args),
             schedule: None,
             window: None,
         })

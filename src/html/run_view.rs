@@ -33,6 +33,8 @@ pub(crate) struct RunView {
     /// The audit chain of this run verified at `now`, or why it could not be.
     pub(crate) audit: Result<AuditReport, String>,
     pub(crate) now: Millis,
+    /// Simulated seconds per real second, for a rehearsal on the emulator (`run --sim`).
+    pub(crate) sim_scale: Option<f64>,
 }
 
 impl RunView {
@@ -51,7 +53,13 @@ impl RunView {
             ),
             Err(_) => (BTreeMap::new(), None),
         };
+        let sim_scale = events
+            .iter()
+            .find(|e| e.kind == "run.created")
+            .and_then(|e| e.data.get("by")?.get("sim_time_scale")?.as_f64())
+            .filter(|s| s.is_finite() && *s > 0.0);
         Ok(Self {
+            sim_scale,
             snap,
             events,
             uses,
@@ -64,6 +72,29 @@ impl RunView {
     /// The activity a step uses (`?` when the pinned runbook no longer parses).
     pub(crate) fn uses(&self, step: &str) -> &str {
         self.uses.get(step).map_or("?", String::as_str)
+    }
+
+    /// A real duration followed by its simulated length in a rehearsal: `2.3s (2h 18m simulated)`.
+    pub(crate) fn dur(&self, ms: Millis) -> String {
+        match self.sim_simulated(ms) {
+            Some(sim) => format!("{} ({sim} simulated)", human(ms)),
+            None => human(ms),
+        }
+    }
+
+    /// How long `ms` of real time is in the rehearsal's simulated time.
+    pub(crate) fn sim_simulated(&self, ms: Millis) -> Option<String> {
+        let scale = self.sim_scale?;
+        Some(human((ms as f64 * scale).min(Millis::MAX as f64) as Millis))
+    }
+
+    /// The real time in which a rehearsal's simulated clock covers `ms` (`ms` itself
+    /// outside rehearsals): where a limit stated in simulated time falls on the chart.
+    pub(crate) fn real_of_simulated(&self, ms: Millis) -> Millis {
+        match self.sim_scale {
+            Some(scale) => (ms as f64 / scale) as Millis,
+            None => ms,
+        }
     }
 
     /// The right end of the time axis: the run's end, or now.
@@ -124,10 +155,17 @@ pub(crate) fn run_sections(view: &RunView) -> String {
         run.runbook_version,
         format_ms(run.created_at),
         match run.finished_at {
-            Some(f) => format!("finished {} · took {}", format_ms(f), human(f - run.created_at)),
-            None => format!("running for {}", human(now - run.created_at)),
+            Some(f) => format!("finished {} · took {}", format_ms(f), view.dur(f - run.created_at)),
+            None => format!("running for {}", view.dur(now - run.created_at)),
         }
     );
+    if let Some(scale) = view.sim_scale {
+        let _ = write!(
+            s,
+            "<p class=\"meta\" id=\"rehearsal\">a rehearsal on the ARM emulator at {scale}× simulated time: \
+             times are real; durations in simulated time are given beside them</p>"
+        );
+    }
     if let Some(current) = view.snap.steps.iter().find(|s| !s.status.is_done()) {
         let _ = write!(
             s,
@@ -187,14 +225,14 @@ fn windows_table(s: &mut String, view: &RunView) {
     );
     for w in &view.snap.windows {
         let duration = match w.closed_at {
-            Some(c) => human(c - w.opened_at),
-            None => format!("open, age {}", human(view.now - w.opened_at)),
+            Some(c) => view.dur(c - w.opened_at),
+            None => format!("open, age {}", view.dur(view.now - w.opened_at)),
         };
         let over = view
             .max_unprotected
             .filter(|_| w.kind.as_str() == "unprotected")
             .and_then(|l| Millis::try_from(l.as_millis()).ok())
-            .filter(|l| w.closed_at.unwrap_or(view.now) - w.opened_at > *l)
+            .filter(|l| w.closed_at.unwrap_or(view.now) - w.opened_at > view.real_of_simulated(*l))
             .map(|l| format!(" <span class=\"bad\">over max_unprotected ({})</span>", human(l)))
             .unwrap_or_default();
         let _ = write!(

@@ -158,7 +158,9 @@ pub(super) fn svg(view: &RunView) -> String {
     };
     let windows = &view.snap.windows;
     let limit_line = view.max_unprotected.is_some() && windows.iter().any(|w| w.kind == WindowKind::Unprotected);
-    let header = 20.0 + (windows.len() + usize::from(limit_line)) as f64 * LINE_H;
+    // Rehearsals get a second axis line with simulated time.
+    let axis_h = if view.sim_scale.is_some() { 28.0 } else { 16.0 };
+    let header = axis_h + 4.0 + (windows.len() + usize::from(limit_line)) as f64 * LINE_H;
     let ops_y = header;
     let rows_y = ops_y + ROW_H;
     let height = rows_y + view.snap.steps.len() as f64 * ROW_H + 8.0;
@@ -176,9 +178,15 @@ pub(super) fn svg(view: &RunView) -> String {
         let x = scale.x(t0 + t);
         let _ = write!(
             s,
-            "<line class=\"grid\" x1=\"{x:.1}\" y1=\"16\" x2=\"{x:.1}\" y2=\"{height}\"></line><text x=\"{x:.1}\" y=\"12\" text-anchor=\"middle\">+{}</text>",
+            "<line class=\"grid\" x1=\"{x:.1}\" y1=\"{axis_h}\" x2=\"{x:.1}\" y2=\"{height}\"></line><text x=\"{x:.1}\" y=\"12\" text-anchor=\"middle\">+{}</text>",
             human(t)
         );
+        if let Some(sim) = view.sim_simulated(t) {
+            let _ = write!(
+                s,
+                "<text class=\"sim-tick\" x=\"{x:.1}\" y=\"24\" text-anchor=\"middle\">sim +{sim}</text>"
+            );
+        }
         t += step;
     }
     s.push_str("</g>");
@@ -187,8 +195,8 @@ pub(super) fn svg(view: &RunView) -> String {
         let kind = w.kind.as_str();
         let to = w.closed_at.unwrap_or(end);
         let (xa, xb) = (scale.x(w.opened_at), scale.x(to));
-        let dur = human(to - w.opened_at);
-        let label_y = 16.0 + (i as f64 + 1.0) * LINE_H - 4.0;
+        let dur = view.dur(to - w.opened_at);
+        let label_y = axis_h + (i as f64 + 1.0) * LINE_H - 4.0;
         let state = if w.closed_at.is_some() { "" } else { " (still open)" };
         let dbs = w
             .subject
@@ -214,7 +222,9 @@ pub(super) fn svg(view: &RunView) -> String {
         );
         if let (WindowKind::Unprotected, Some(limit)) = (w.kind, view.max_unprotected) {
             let limit_ms = Millis::try_from(limit.as_millis()).unwrap_or(Millis::MAX);
-            let at = w.opened_at.saturating_add(limit_ms);
+            // In a rehearsal the limit is simulated time: it falls where the simulated clock
+            // reaches it.
+            let at = w.opened_at.saturating_add(view.real_of_simulated(limit_ms));
             let label = format!("max_unprotected {}", human(limit_ms));
             if at <= end {
                 let x = scale.x(at);

@@ -359,6 +359,17 @@ fn report_html_is_well_formed_self_contained_and_complete_issue_16() {
         label.contains(&format!("databases of {subject}")),
         "band label `{label}` lacks the databases"
     );
+    // A rehearsal: simulated time (3600x by default) beside real time.
+    assert!(
+        doc.contains("a rehearsal on the ARM emulator at 3600× simulated time"),
+        "the rehearsal is not named"
+    );
+    let simulated = (closed - opened) * 3600 / 1000;
+    let sim_text = fogbook_activities::duration::format(std::time::Duration::from_secs(simulated as u64));
+    assert!(
+        label.contains(&sim_text) && label.contains("simulated)"),
+        "band `{label}` lacks the simulated `{sim_text}`"
+    );
     // The runbook sets max_unprotected: 8h, which a rehearsal does not reach.
     assert!(doc.contains("max_unprotected 8h"), "the limit is drawn");
 

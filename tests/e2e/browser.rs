@@ -348,6 +348,16 @@ impl Drop for Server {
     }
 }
 
+/// A child process we started, killed and reaped when the test ends (also when it fails).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn run_count(sb: &Sandbox) -> i64 {
     sb.sql()
         .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
@@ -391,13 +401,14 @@ fn browser_serve_shows_runs_live_timeline_and_takes_an_approval_issue_16() {
         1
     );
     let args = rehearsal_args(&["--wait"]);
-    let mut running = sb
-        .cmd()
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let _running = KillOnDrop(
+        sb.cmd()
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     sb.wait_for("the second run", Duration::from_secs(60), |sb| run_count(sb) == 2);
     let live = newest_run(&sb);
     browser.wait_until("both runs listed", |b| {
@@ -531,9 +542,6 @@ fn browser_serve_shows_runs_live_timeline_and_takes_an_approval_issue_16() {
         14
     );
     browser.screenshot("html-report.png");
-
-    let _ = running.kill();
-    let _ = running.wait();
 }
 
 #[test]
@@ -672,20 +680,21 @@ fn serve_lists_a_stalled_run_filters_and_schedules_issue_16() {
     // A rehearsal killed mid-step with a short lease: still `running` in the database, but
     // nobody drives it once the lease has expired.
     let args = rehearsal_args(&["--auto-approve"]);
-    let mut victim = sb
-        .cmd()
-        .args(&args)
-        .env("FOGBOOK_LEASE_TTL", "1s")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut victim = KillOnDrop(
+        sb.cmd()
+            .args(&args)
+            .env("FOGBOOK_LEASE_TTL", "1s")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     sb.wait_for("the second run to create its instance", Duration::from_secs(60), |sb| {
         run_count(sb) == 2 && sb.step_status(&newest_run(sb), "create-new-instance") == "running"
     });
     let stalled = newest_run(&sb);
-    victim.kill().unwrap();
-    victim.wait().unwrap();
+    victim.0.kill().unwrap();
+    victim.0.wait().unwrap();
     sb.wait_for("the lease to expire", Duration::from_secs(30), |sb| {
         sb.sql()
             .query_row("SELECT lease_expires_at FROM runs WHERE id = ?1", [&stalled], |r| {

@@ -511,3 +511,62 @@ fn history_text_is_a_readable_table_issue_16() {
     let verbose = stdout(&sb.run(&["history", &run, "-v"]));
     assert!(verbose.contains(&format!("\"request_id\": \"{request}\"")), "{verbose}");
 }
+
+#[test]
+fn report_html_timeline_shows_a_failed_attempt_the_retry_wait_and_a_wait_issue_16() {
+    let sb = Sandbox::new();
+    let marker = sb.path("marker");
+    let out_file = sb.path("out.log");
+    let out = sb.run(&[
+        "run",
+        crate::common::fixture("retry-then-step.yaml").to_str().unwrap(),
+        "--set",
+        &format!("marker={}", marker.display()),
+        "--set",
+        &format!("out={}", out_file.display()),
+        "--set",
+        "pause=300ms",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let run = sb.last_run_id();
+    let file = sb.path("report.html");
+    let out = sb.run(&["report", &run, "--html", file.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let doc = std::fs::read_to_string(&file).unwrap();
+    let elements = check_html(&doc).unwrap_or_else(|e| panic!("not well formed: {e}"));
+    assert_self_contained(&elements);
+    let rects = |class: &str| {
+        elements
+            .iter()
+            .filter(|e| e.name == "rect" && e.has_class(class))
+            .map(|e| e.text.clone())
+            .collect::<Vec<_>>()
+    };
+    // `flaky` failed its first attempt, waited 200ms, and succeeded on the second.
+    let failed = rects("failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].starts_with("flaky: failed attempt 1"), "{failed:?}");
+    let retry = rects("retry-wait");
+    assert_eq!(retry.len(), 1, "{retry:?}");
+    assert!(
+        retry[0].starts_with("flaky: waiting to retry after attempt 1"),
+        "{retry:?}"
+    );
+    let attempts: Vec<String> = rects("attempt")
+        .into_iter()
+        .filter(|t| t.starts_with("flaky: attempt 2"))
+        .collect();
+    assert_eq!(attempts.len(), 1, "the second attempt");
+    // `pause` is a durable wait, drawn as waiting.
+    let waiting = rects("waiting");
+    assert!(waiting.iter().any(|t| t.starts_with("pause: waiting 1")), "{waiting:?}");
+    assert_eq!(
+        elements
+            .iter()
+            .filter(|e| e.name == "rect" && e.has_class("bar"))
+            .count(),
+        3
+    );
+    // Not a rehearsal: no simulated time.
+    assert!(!doc.contains("simulated"), "a local run shown as a rehearsal");
+}

@@ -344,7 +344,7 @@ async fn runs_page(State(app): State<Shared>, Query(q): Query<ListQuery>) -> Res
         let view = if r.status.is_terminal() {
             None
         } else {
-            RunView::load(&app.store, &r.id, now).await.ok()
+            RunView::load_summary(&app.store, &r.id, now).await.ok()
         };
         let current = view
             .as_ref()

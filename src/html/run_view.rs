@@ -40,9 +40,25 @@ pub(crate) struct RunView {
 impl RunView {
     /// Reads a run, its events and the verification of its chain (reads only).
     pub(crate) async fn load(store: &Store, run_id: &str, now: Millis) -> Result<Self, StateError> {
+        Self::read(store, run_id, now, true).await
+    }
+
+    /// Reads a run without its events or chain verification (the runs list, every second).
+    pub(crate) async fn load_summary(store: &Store, run_id: &str, now: Millis) -> Result<Self, StateError> {
+        Self::read(store, run_id, now, false).await
+    }
+
+    async fn read(store: &Store, run_id: &str, now: Millis, whole: bool) -> Result<Self, StateError> {
         let snap = store.load_run(run_id).await?;
-        let events = store.events(run_id).await?;
-        let audit = store.verify_audit(Some(run_id)).await.map_err(|e| e.to_string());
+        let (events, audit) = if whole {
+            let events = store.events(run_id).await?;
+            (
+                events,
+                store.verify_audit(Some(run_id)).await.map_err(|e| e.to_string()),
+            )
+        } else {
+            (Vec::new(), Err("not read".to_owned()))
+        };
         let (uses, max_unprotected) = match fogbook_engine::runbook::parse(&snap.run.runbook_text, "pinned runbook") {
             Ok(rb) => (
                 rb.steps

@@ -8,7 +8,7 @@ use super::run_view::{RunView, report_document};
 use crate::{Exit, output};
 
 /// Writes the self-contained HTML report of a run to `path` (`-` for stdout).
-pub(crate) async fn write_report(store: &Store, run_id: &str, path: &Path) -> Exit {
+pub(crate) async fn write_report(store: &Store, run_id: &str, path: &Path, quiet: bool) -> Exit {
     let now = fogbook_engine::Clock::now_ms(&fogbook_engine::SystemClock);
     let view = match RunView::load(store, run_id, now).await {
         Ok(v) => v,
@@ -29,7 +29,7 @@ pub(crate) async fn write_report(store: &Store, run_id: &str, path: &Path) -> Ex
     match std::fs::write(path, doc) {
         Ok(()) => {
             output::note(
-                false,
+                quiet,
                 &format!("wrote the HTML report of run {run_id} to {}", path.display()),
             );
             Exit::Success

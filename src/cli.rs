@@ -101,8 +101,9 @@ pub(crate) enum Command {
     Runs(RunsArgs),
     /// The audit trail of a run (use `--format table|json|csv`).
     History(RunIdArg),
-    /// Steps with durations and every unprotected window of a run.
-    Report(RunIdArg),
+    /// Steps with durations and every unprotected window of a run (`--html FILE`: a
+    /// self-contained HTML report with the timeline, steps and the verified audit trail).
+    Report(ReportArgs),
     /// Approve an approval step of a waiting run.
     Approve(ApproveArgs),
     /// Cancel a run (at its next safe point when another process drives it).
@@ -121,6 +122,32 @@ pub(crate) enum Command {
     /// The ARM emulator (a local Azure Resource Manager for rehearsals and tests).
     #[command(subcommand)]
     Sim(SimCommand),
+    /// A web status page over the state database: runs, a live timeline of each run,
+    /// schedules, pending approvals. Read-only unless started with --allow-actions.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReportArgs {
+    /// The run id (as printed by `fogbook run` and `fogbook runs`).
+    pub(crate) run_id: String,
+    /// Write a self-contained HTML report (timeline, steps, windows, verified audit trail)
+    /// to this file (`-` for stdout) instead of printing the text report.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) html: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on. Loopback by default; port 0 picks a free port. The URL is
+    /// printed on stdout.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub(crate) listen: std::net::SocketAddr,
+    /// Allow approving and rejecting approval steps from the page. Needs an access token
+    /// in the environment variable FOGBOOK_SERVE_TOKEN, which the page asks for (it is
+    /// never shown); each action is audited with the name typed in the page, as via the web.
+    #[arg(long)]
+    pub(crate) allow_actions: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -54,7 +54,16 @@ pub(crate) async fn dispatch(cli: Cli) -> Exit {
             with_read_store(&cli, |store| report::runs(&cli, store, statuses, a.limit)).await
         }
         Command::History(a) => with_read_store(&cli, |store| report::history(&cli, store, a.run_id.clone())).await,
-        Command::Report(a) => with_read_store(&cli, |store| report::report(&cli, store, a.run_id.clone())).await,
+        Command::Report(a) => match &a.html {
+            Some(path) => {
+                with_read_store(&cli, |store| async move {
+                    crate::html::write_report(&store, &a.run_id, path, cli.quiet).await
+                })
+                .await
+            }
+            None => with_read_store(&cli, |store| report::report(&cli, store, a.run_id.clone())).await,
+        },
+        Command::Serve(args) => crate::serve::serve(&cli, args).await,
         Command::Approve(a) => {
             let (run_id, step, by, comment) = (a.run_id.clone(), a.step.clone(), a.by.clone(), a.comment.clone());
             with_store(&cli, |store| approve(&cli, store, run_id, step, by, comment)).await
@@ -271,6 +280,8 @@ fn engine(cli: &Cli, store: Store, drive: &DriveArgs, progress: Arc<Progress>, e
     Engine::new(store, config).with_observer(progress).with_env(env)
 }
 
+/// Who created a run, and for a rehearsal on the emulator its time scale (the HTML views show
+/// simulated time beside real time).
 async fn run(cli: &Cli, args: &RunArgs) -> Exit {
     // Everything that can be wrong with the input is checked before the database is
     // opened, so bad input leaves it exactly as it was.

@@ -6,12 +6,14 @@ mod arm;
 mod bench_cloud;
 mod cli;
 mod commands;
+mod html;
 mod output;
 mod plan_cmd;
 mod progress;
 mod rehearsal;
 mod report;
 mod schedule_cmd;
+mod serve;
 mod sim_cmd;
 
 use std::process::ExitCode;

@@ -6,6 +6,7 @@
 mod audit;
 mod bad_input;
 mod bench_cloud;
+mod browser;
 mod cli;
 mod common;
 mod credential;
@@ -19,6 +20,7 @@ mod notify;
 mod plan;
 mod preflight_permissions;
 mod rehearsal;
+mod report_html;
 mod secrets;
 mod seed_runbooks;
 mod signals;

@@ -329,6 +329,15 @@ fn dispatch(ctx: &mut Ctx<'_>, method: &Method, path: &ArmPath, body: &[u8]) -> 
                 instance,
                 name,
             },
+            "DELETE",
+        ) => super::database::delete_database(ctx, sub, rg, instance, name),
+        (
+            P::Database {
+                sub,
+                rg,
+                instance,
+                name,
+            },
             _,
         ) => sql::get_database(ctx, sub, rg, instance, name),
         (P::GroupList { sub, rg, location }, _) => sql::list_groups(ctx, sub, rg, location),

@@ -3,6 +3,7 @@
 mod admin;
 mod arm;
 mod context;
+mod database;
 mod network;
 mod operations;
 mod path;

@@ -337,6 +337,7 @@ impl ArmPath {
             (ArmPath::Instance { .. }, "DELETE") => "ManagedInstances_Delete",
             (ArmPath::DatabaseList { .. }, "GET") => "ManagedDatabases_ListByInstance",
             (ArmPath::Database { .. }, "GET") => "ManagedDatabases_Get",
+            (ArmPath::Database { .. }, "DELETE") => "ManagedDatabases_Delete",
             (ArmPath::InstanceMetrics { .. }, "GET") => "Metrics_List",
             (ArmPath::GroupList { .. }, "GET") => "InstanceFailoverGroups_ListByLocation",
             (ArmPath::Group { .. }, "GET") => "InstanceFailoverGroups_Get",

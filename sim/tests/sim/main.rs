@@ -3,6 +3,7 @@
 
 mod common;
 mod conformance;
+mod databases;
 mod faults;
 mod lro;
 mod region_move;

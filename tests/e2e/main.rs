@@ -16,6 +16,7 @@ mod kill_matrix;
 mod lease_lock;
 mod notify;
 mod plan;
+mod procedures;
 mod rehearsal;
 mod secrets;
 mod seed_runbooks;

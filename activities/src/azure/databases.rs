@@ -21,6 +21,7 @@ use crate::{ActivityCtx, ActivityError, Env};
 /// is saved before each DELETE; re-entry lists the databases again and deletes only those
 /// still there (a saved operation is polled, not re-sent).
 /// Output: `deleted` (names, in order), `kept_on` (the `copies_of` instance's name),
+/// `originals` (every user database of `copies_of`: the ones a re-created group seeds again),
 /// `arm_requests`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -108,7 +109,7 @@ impl DatabasesDeleteCopies {
         }
         Ok(with_receipts(
             &s,
-            json!({ "deleted": deleted, "kept_on": self.copies_of.name }),
+            json!({ "deleted": deleted, "kept_on": self.copies_of.name, "originals": originals }),
         ))
     }
 

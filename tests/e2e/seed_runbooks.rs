@@ -673,6 +673,28 @@ impl Procedure for Rb {
     fn listeners_of(self) -> Option<(&'static str, &'static str)> {
         (self == Self::Configure).then_some(("create-group", "fog-demo"))
     }
+    fn check_run(self, sb: &Sandbox, run: &str) {
+        // A run that creates a group reports the follow-up checklist for its new secondary.
+        let secondary = match self {
+            Self::Configure | Self::ChangePrimary => "mi-fog-b",
+            Self::ChangeSecondary => "mi-fog-c",
+            _ => return,
+        };
+        assert_follow_up(sb, run, secondary);
+    }
+}
+
+/// The run's report lists the follow-up checklist (logins with their SIDs, Agent jobs, the
+/// Service Master Key) naming the new secondary.
+pub(crate) fn assert_follow_up(sb: &Sandbox, run: &str, secondary: &str) {
+    let text = stdout(&sb.run(&["report", run]));
+    for item in [
+        format!("follow_up_1_logins: create the logins on {secondary} with the same SIDs"),
+        format!("follow_up_2_agent_jobs: create the SQL Agent jobs on {secondary}"),
+        format!("follow_up_3_service_master_key: the Service Master Key was copied to {secondary}"),
+    ] {
+        assert!(text.contains(&item), "no `{item}` in the report: {text}");
+    }
 }
 
 /// The steps of `runbooks/<file>.yaml` that run, in order, read from the file, and whether

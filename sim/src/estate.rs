@@ -164,6 +164,9 @@ struct InstanceSpec {
     storage_gb: u32,
     #[serde(default = "default_format")]
     database_format: String,
+    /// Next-gen General Purpose (`isGeneralPurposeV2`).
+    #[serde(default)]
+    next_gen: bool,
     #[serde(default)]
     dns_zone: Option<String>,
     subnet: String,
@@ -544,6 +547,7 @@ fn add_instance(world: &mut World, sub: &str, rg: &ResourceGroupSpec, spec: &Ins
         v_cores: spec.v_cores,
         storage_gb: spec.storage_gb,
         database_format: database_format.to_owned(),
+        next_gen: spec.next_gen,
         dns_zone: spec.dns_zone.clone().unwrap_or_else(|| derived_dns_zone(&id)),
         subnet_id,
         instance_pool_id: spec.instance_pool.clone(),

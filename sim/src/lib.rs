@@ -38,6 +38,7 @@ mod routes;
 mod rules;
 mod server;
 mod throttle;
+mod tier;
 mod wire;
 mod world;
 

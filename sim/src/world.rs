@@ -55,6 +55,9 @@ pub(crate) struct Instance {
     pub(crate) v_cores: u32,
     pub(crate) storage_gb: u32,
     pub(crate) database_format: String,
+    /// Next-gen General Purpose (`isGeneralPurposeV2`).
+    #[serde(default)]
+    pub(crate) next_gen: bool,
     pub(crate) dns_zone: String,
     pub(crate) subnet_id: String,
     pub(crate) instance_pool_id: Option<String>,

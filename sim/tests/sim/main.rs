@@ -6,6 +6,7 @@ mod conformance;
 mod databases;
 mod faults;
 mod lro;
+mod next_gen;
 mod region_move;
 mod rules;
 mod tls;

@@ -19,18 +19,25 @@ use crate::seed_runbooks::{
 enum Proc {
     /// fog-demo (A primary, B secondary) renamed fog-sales.
     RenameGroup,
+    /// A and B (fog-demo) moved to Next-gen General Purpose.
+    NextGen,
 }
 
 impl Proc {
     fn file(self) -> &'static str {
         match self {
             Self::RenameGroup => "rename-failover-group",
+            Self::NextGen => "change-next-gen",
         }
     }
 }
 
 fn fog(rg: &str, loc: &str, name: &str) -> String {
     format!("{rg}/Microsoft.Sql/locations/{loc}/instanceFailoverGroups/{name}")
+}
+
+fn mi(rg: &str, name: &str) -> String {
+    format!("{rg}/Microsoft.Sql/managedInstances/{name}")
 }
 
 fn db(rg: &str, mi: &str, name: &str) -> String {
@@ -75,6 +82,17 @@ impl Procedure for Proc {
                 }
                 v.push(format!("PUT {}", fog("rg-sql-eastus", "eastus", "fog-sales")));
             }
+            Self::NextGen => {
+                // The group first, then the replicas, the secondary's tier, the primary's,
+                // and the group again.
+                v.push(format!("DELETE {}", fog("rg-sql-eastus", "eastus", "fog-demo")));
+                for d in LISTED_DBS {
+                    v.push(format!("DELETE {}", db("rg-sql-westus", "mi-fog-b", d)));
+                }
+                v.push(format!("PATCH {}", mi("rg-sql-westus", "mi-fog-b")));
+                v.push(format!("PATCH {}", mi("rg-sql-eastus", "mi-fog-a")));
+                v.push(format!("PUT {}", fog("rg-sql-eastus", "eastus", "fog-demo")));
+            }
         }
         v
     }
@@ -88,12 +106,13 @@ impl Procedure for Proc {
         };
         match self {
             Self::RenameGroup => w("delete-old-group", "create-new-group"),
+            Self::NextGen => w("delete-group", "create-group"),
         }
     }
 
     fn unprotected_databases_of(self) -> Option<&'static str> {
         match self {
-            Self::RenameGroup => Some("mi-fog-a"),
+            Self::RenameGroup | Self::NextGen => Some("mi-fog-a"),
         }
     }
 
@@ -109,6 +128,15 @@ impl Procedure for Proc {
                     assert_eq!(d[3], true, "B's replicas are read-only: {d}");
                 }
             }
+            Self::NextGen => {
+                assert_eq!(group(s, "fog-demo"), pair("mi-fog-a", "mi-fog-b"));
+                for name in ["mi-fog-a", "mi-fog-b"] {
+                    let i = &s["instances"][name];
+                    assert_eq!(i["next_gen"], true, "{name} is Next-gen: {i}");
+                    assert_eq!(i["sku_name"], "GP_Gen5", "{name} stays General Purpose: {i}");
+                }
+                assert_eq!(db_names(s, "mi-fog-b"), DEMO_DBS, "B re-seeded");
+            }
         }
         for (name, i) in s["instances"].as_object().unwrap() {
             assert_eq!(i["provisioning_state"], "Succeeded", "{name}");
@@ -118,6 +146,7 @@ impl Procedure for Proc {
     fn listeners_of(self) -> Option<(&'static str, &'static str)> {
         match self {
             Self::RenameGroup => Some(("create-new-group", "fog-sales")),
+            Self::NextGen => Some(("create-group", "fog-demo")),
         }
     }
 
@@ -172,6 +201,47 @@ fn rename_failover_group_refused_sends_no_mutation() {
         let out = engine(&sb, &sim, &args, None);
         assert_eq!(code(&out), 1, "{set}: {}", stderr(&out));
         assert!(stderr(&out).contains(why), "{set}: {}", stderr(&out));
+        assert_audit_ok(&sb);
+    }
+    assert_eq!(sim.journal(), Vec::<Value>::new(), "no mutating request");
+    assert_eq!(summary(&sim.state()), before);
+}
+
+#[test]
+fn change_next_gen_end_to_end() {
+    end_to_end(Proc::NextGen);
+}
+
+#[test]
+fn change_next_gen_killed_everywhere() {
+    killed_everywhere(Proc::NextGen, ALL, &[]);
+}
+
+/// `scale` refuses a Next-gen change inside a group and points to `change-next-gen`, and
+/// `change-next-gen` refuses when both instances already have the target: no mutation.
+#[test]
+fn next_gen_refusals_point_to_the_procedure_and_send_no_mutation() {
+    let sim = start_sim(&demo_estate(), None);
+    let before = summary(&sim.state());
+    let scale = vec![
+        "run".to_owned(),
+        root().join("runbooks/scale.yaml").display().to_string(),
+        "--params".to_owned(),
+        root().join("examples/scale.yaml").display().to_string(),
+        "--auto-approve".to_owned(),
+        "--set".to_owned(),
+        "next_gen=true".to_owned(),
+    ];
+    let mut already = Proc::NextGen.run_args();
+    already.extend(["--set".to_owned(), "next_gen=false".to_owned()]);
+    for (args, why) in [
+        (scale, "runbooks/change-next-gen.yaml"),
+        (already, "already have the target tier"),
+    ] {
+        let sb = Sandbox::new();
+        let out = engine(&sb, &sim, &args, None);
+        assert_eq!(code(&out), 1, "{}", stderr(&out));
+        assert!(stderr(&out).contains(why), "{}", stderr(&out));
         assert_audit_ok(&sb);
     }
     assert_eq!(sim.journal(), Vec::<Value>::new(), "no mutating request");

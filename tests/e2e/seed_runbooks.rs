@@ -268,6 +268,7 @@ pub(crate) fn summary(state: &Value) -> Value {
                 "location": i["location"], "sku_name": i["sku_name"], "tier": i["tier"],
                 "v_cores": i["v_cores"], "storage_gb": i["storage_gb"],
                 "database_format": i["database_format"], "dns_zone": i["dns_zone"],
+                "next_gen": i["next_gen"],
                 "provisioning_state": i["provisioning_state"], "state": i["state"],
                 "subnet": i["subnet_id"], "databases": dbs,
             }),

@@ -55,6 +55,9 @@ struct BucketSpec {
 #[serde(deny_unknown_fields)]
 struct SubscriptionSpec {
     id: String,
+    /// Its Microsoft Entra tenant (default: one tenant for every subscription).
+    #[serde(default)]
+    tenant: Option<String>,
     #[serde(default)]
     resource_groups: Vec<ResourceGroupSpec>,
     #[serde(default)]
@@ -259,6 +262,14 @@ impl Estate {
             security_groups: BTreeMap::new(),
             operations: BTreeMap::new(),
             throttling: self.throttling.map(ThrottlingSpec::limits).unwrap_or_default(),
+            tenants: self
+                .subscriptions
+                .iter()
+                .map(|s| {
+                    let tenant = s.tenant.as_deref().unwrap_or(crate::tenants::DEFAULT_TENANT);
+                    (s.id.clone(), tenant.to_owned())
+                })
+                .collect(),
         };
         for sub in &self.subscriptions {
             for rg in &sub.resource_groups {

@@ -37,6 +37,7 @@ mod requests;
 mod routes;
 mod rules;
 mod server;
+mod tenants;
 mod throttle;
 mod tier;
 mod wire;

@@ -31,6 +31,9 @@ pub(crate) struct World {
     pub(crate) security_groups: BTreeMap<String, SecurityGroup>,
     pub(crate) operations: BTreeMap<String, Operation>,
     pub(crate) throttling: ThrottleLimits,
+    /// The Microsoft Entra tenant of each subscription (by subscription id).
+    #[serde(default)]
+    pub(crate) tenants: BTreeMap<String, String>,
 }
 
 /// A resource group.

@@ -10,6 +10,7 @@ mod path;
 mod render;
 mod response;
 mod sql;
+mod subscription;
 
 use std::sync::Arc;
 

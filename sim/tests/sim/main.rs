@@ -9,4 +9,5 @@ mod lro;
 mod next_gen;
 mod region_move;
 mod rules;
+mod tenants;
 mod tls;

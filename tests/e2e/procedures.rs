@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use crate::common::{Sandbox, assert_audit_ok, code, stderr, stdout};
 use crate::seed_runbooks::{
-    ALL, DEMO_DBS, Procedure, assert_follow_up, db_names, demo_estate, end_to_end, engine, group, killed_everywhere,
-    pair, report, root, runbook_steps, start_sim, summary,
+    ALL, DEMO_DBS, Procedure, assert_follow_up, assert_networked, db_names, demo_estate, end_to_end, engine, group,
+    killed_everywhere, pair, report, root, runbook_steps, start_sim, summary,
 };
 
 /// The procedures, with the parameters of `examples/<runbook>.yaml`.
@@ -21,6 +21,15 @@ enum Proc {
     RenameGroup,
     /// A and B (fog-demo) moved to Next-gen General Purpose.
     NextGen,
+    /// `configure-failover-group` with B in another subscription of A's tenant.
+    AcrossSubscriptions,
+}
+
+/// The second subscription of `estate-subscriptions.yaml` (A's tenant).
+const SUB_B: &str = "9a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b5f4e";
+
+fn fixture(name: &str) -> PathBuf {
+    root().join("tests/e2e/fixtures/procedures").join(name)
 }
 
 impl Proc {
@@ -28,6 +37,14 @@ impl Proc {
         match self {
             Self::RenameGroup => "rename-failover-group",
             Self::NextGen => "change-next-gen",
+            Self::AcrossSubscriptions => "configure-failover-group",
+        }
+    }
+
+    fn params(self) -> PathBuf {
+        match self {
+            Self::AcrossSubscriptions => fixture("configure-across-subscriptions.yaml"),
+            _ => root().join(format!("examples/{}.yaml", self.file())),
         }
     }
 }
@@ -56,16 +73,16 @@ impl Procedure for Proc {
                 .display()
                 .to_string(),
             "--params".to_owned(),
-            root()
-                .join(format!("examples/{}.yaml", self.file()))
-                .display()
-                .to_string(),
+            self.params().display().to_string(),
             "--auto-approve".to_owned(),
         ]
     }
 
     fn estate(self) -> PathBuf {
-        demo_estate()
+        match self {
+            Self::AcrossSubscriptions => fixture("estate-subscriptions.yaml"),
+            _ => demo_estate(),
+        }
     }
 
     fn steps(self) -> Vec<(String, bool)> {
@@ -93,6 +110,38 @@ impl Procedure for Proc {
                 v.push(format!("PATCH {}", mi("rg-sql-eastus", "mi-fog-a")));
                 v.push(format!("PUT {}", fog("rg-sql-eastus", "eastus", "fog-demo")));
             }
+            Self::AcrossSubscriptions => {
+                // B's side is in the other subscription, whose paths keep their prefix.
+                let b = |p: String| format!("/subscriptions/{SUB_B}/resourceGroups/{p}");
+                let peering = |rg: &str, v: &str, to: &str| {
+                    format!("{rg}/Microsoft.Network/virtualNetworks/{v}/virtualNetworkPeerings/{v}-to-{to}")
+                };
+                let rules = |rg: &str, region: &str| {
+                    [
+                        "allow_redirect_inbound",
+                        "allow_geodr_inbound",
+                        "allow_redirect_outbound",
+                        "allow_geodr_outbound",
+                    ]
+                    .map(|r| format!("{rg}/Microsoft.Network/networkSecurityGroups/nsg-mi-{region}/securityRules/{r}"))
+                };
+                v.push(format!(
+                    "PUT {}",
+                    peering("rg-sql-eastus", "vnet-sql-eastus", "vnet-sql-westus")
+                ));
+                v.push(format!(
+                    "PUT {}",
+                    b(peering("rg-sql-westus", "vnet-sql-westus", "vnet-sql-eastus"))
+                ));
+                v.extend(rules("rg-sql-eastus", "eastus").map(|r| format!("PUT {r}")));
+                v.extend(rules("rg-sql-westus", "westus").map(|r| format!("PUT {}", b(r))));
+                v.push(format!("PUT {}", fog("rg-sql-eastus", "eastus", "fog-demo")));
+                v.push(format!(
+                    "POST {}/failover",
+                    b(fog("rg-sql-westus", "westus", "fog-demo"))
+                ));
+                v.push(format!("POST {}/failover", fog("rg-sql-eastus", "eastus", "fog-demo")));
+            }
         }
         v
     }
@@ -107,12 +156,14 @@ impl Procedure for Proc {
         match self {
             Self::RenameGroup => w("delete-old-group", "create-new-group"),
             Self::NextGen => w("delete-group", "create-group"),
+            Self::AcrossSubscriptions => Vec::new(),
         }
     }
 
     fn unprotected_databases_of(self) -> Option<&'static str> {
         match self {
             Self::RenameGroup | Self::NextGen => Some("mi-fog-a"),
+            Self::AcrossSubscriptions => None,
         }
     }
 
@@ -137,6 +188,15 @@ impl Procedure for Proc {
                 }
                 assert_eq!(db_names(s, "mi-fog-b"), DEMO_DBS, "B re-seeded");
             }
+            Self::AcrossSubscriptions => {
+                assert_eq!(group(s, "fog-demo"), pair("mi-fog-a", "mi-fog-b"), "failed back to A");
+                assert_networked(s, "eastus", "westus");
+                assert_eq!(db_names(s, "mi-fog-b"), DEMO_DBS, "B holds the replicas");
+                assert!(
+                    s["instances"]["mi-fog-x"]["databases"].as_array().unwrap().is_empty(),
+                    "X untouched"
+                );
+            }
         }
         for (name, i) in s["instances"].as_object().unwrap() {
             assert_eq!(i["provisioning_state"], "Succeeded", "{name}");
@@ -146,11 +206,29 @@ impl Procedure for Proc {
     fn listeners_of(self) -> Option<(&'static str, &'static str)> {
         match self {
             Self::RenameGroup => Some(("create-new-group", "fog-sales")),
-            Self::NextGen => Some(("create-group", "fog-demo")),
+            Self::NextGen | Self::AcrossSubscriptions => Some(("create-group", "fog-demo")),
         }
     }
 
     fn check_run(self, sb: &Sandbox, run: &str) {
+        if self == Self::AcrossSubscriptions {
+            assert_follow_up(sb, run, "mi-fog-b");
+            // Preflight compared the tenants of the two subscriptions (read from
+            // Subscriptions_Get) and passed.
+            let output: String = sb
+                .sql()
+                .query_row(
+                    "SELECT output FROM steps WHERE run_id = ?1 AND step_id = 'preflight'",
+                    [run],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert!(
+                output.contains("both in tenant 72f9a1b0-3c4d-4e5f-8a6b-7c8d9e0f1a2b"),
+                "{output}"
+            );
+            return;
+        }
         let text = stdout(&sb.run(&["report", run]));
         // The report names every database of the unprotected window.
         let listed: Vec<String> = LISTED_DBS.iter().map(|d| format!("{d:?}")).collect();
@@ -244,6 +322,52 @@ fn next_gen_refusals_point_to_the_procedure_and_send_no_mutation() {
         assert!(stderr(&out).contains(why), "{}", stderr(&out));
         assert_audit_ok(&sb);
     }
+    assert_eq!(sim.journal(), Vec::<Value>::new(), "no mutating request");
+    assert_eq!(summary(&sim.state()), before);
+}
+
+#[test]
+fn configure_across_subscriptions_end_to_end() {
+    end_to_end(Proc::AcrossSubscriptions);
+}
+
+/// As `configure_failover_group_killed_everywhere` (the same two network boundaries left out).
+#[test]
+fn configure_across_subscriptions_killed_everywhere() {
+    killed_everywhere(
+        Proc::AcrossSubscriptions,
+        ALL,
+        &["before-finish:peer-networks", "before-finish:open-ports"],
+    );
+}
+
+/// A secondary in a subscription of another tenant: preflight's `same_tenant` row fails (the
+/// tenants are read from `Subscriptions_Get`) before any mutating request.
+#[test]
+fn same_tenant_preflight_refuses_a_pair_across_tenants() {
+    let rb = Proc::AcrossSubscriptions;
+    let sim = start_sim(&rb.estate(), None);
+    let before = summary(&sim.state());
+    let sb = Sandbox::new();
+    let params = std::fs::read_to_string(rb.params())
+        .unwrap()
+        .replace(SUB_B, "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d7a8b")
+        .replace("rg-sql-westus", "rg-sql-centralus")
+        .replace("mi-fog-b", "mi-fog-x");
+    let file = sb.path("across-tenants.yaml");
+    std::fs::write(&file, params).unwrap();
+    let mut args = rb.run_args();
+    args[3] = file.display().to_string();
+    let out = engine(&sb, &sim, &args, None);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "same_tenant: tenants differ: 72f9a1b0-3c4d-4e5f-8a6b-7c8d9e0f1a2b vs 0d1e2f3a-4b5c-4d6e-8f7a-8b9c0d1e9c0d"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert_audit_ok(&sb);
     assert_eq!(sim.journal(), Vec::<Value>::new(), "no mutating request");
     assert_eq!(summary(&sim.state()), before);
 }

@@ -31,7 +31,7 @@ pub(crate) fn delete_database(
     };
     if let Some(group) = &db.failover_group {
         return Err(ArmError::bad_request(
-            "DatabaseInFailoverGroup",
+            "OperationNotAllowedInCurrentGeodrConfiguration",
             format!(
                 "Database '{}' on managed instance '{}' is part of failover group '{group}'; delete the failover group first.",
                 db.name, inst.name

@@ -15,7 +15,7 @@ async fn a_database_in_a_group_is_not_deleted_and_one_outside_is() {
     // fog-demo pairs A (primary) and B; after seeding both hold `sales`.
     for (rg, mi) in [(EAST, "mi-fog-a"), (WEST, "mi-fog-b")] {
         let refused = sim.delete(&db_path(rg, mi, "sales")).await;
-        refused.assert_error(400, "DatabaseInFailoverGroup");
+        refused.assert_error(400, "OperationNotAllowedInCurrentGeodrConfiguration");
         assert_eq!(sim.get(&db_path(rg, mi, "sales")).await.status, StatusCode::OK);
     }
     let delete = sim.delete(&sql(&fog_path(EAST, "eastus", "fog-demo"))).await;

@@ -371,3 +371,44 @@ fn same_tenant_preflight_refuses_a_pair_across_tenants() {
     assert_eq!(sim.journal(), Vec::<Value>::new(), "no mutating request");
     assert_eq!(summary(&sim.state()), before);
 }
+
+/// `plan` predicts each procedure's windows (opened by the delete, closed by the re-create)
+/// with an estimate: the Next-gen window also spans both tier changes, so it is longer than
+/// the rename's (seeding only). Nothing is mutated.
+#[test]
+fn plan_predicts_the_windows() {
+    let sim = start_sim(&demo_estate(), None);
+    let mut hours = Vec::new();
+    for rb in [Proc::RenameGroup, Proc::NextGen] {
+        let sb = Sandbox::new();
+        let args: Vec<String> = ["--format", "json", "plan"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain(rb.run_args()[1..4].iter().cloned())
+            .collect();
+        let out = engine(&sb, &sim, &args, None);
+        assert_eq!(code(&out), 0, "{rb:?}: {}", stderr(&out));
+        let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let windows: Vec<(String, String, String)> = plan["windows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                (
+                    w["kind"].as_str().unwrap().to_owned(),
+                    w["opened_by"].as_str().unwrap().to_owned(),
+                    w["closed_by"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(windows, rb.expected_windows(), "{rb:?}");
+        let h = plan["windows"][0]["estimated_hours"].as_f64().unwrap();
+        assert!(h > 0.5, "{rb:?}: the seeding alone takes about an hour: {h}");
+        hours.push(h);
+    }
+    assert!(
+        hours[1] > hours[0] + 1.0,
+        "the Next-gen window includes both tier changes: {hours:?}"
+    );
+    assert_eq!(sim.journal(), Vec::<Value>::new(), "plan mutates nothing");
+}

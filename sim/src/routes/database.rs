@@ -2,8 +2,9 @@
 //!
 //! A database that is part of a failover group (on either member) cannot be deleted: the
 //! group must be deleted first. Deleting a database that does not exist answers 204, as
-//! Azure does. The delete is applied when accepted (200): the runbooks that re-create a
-//! group empty the former secondary this way, and the journal counts each DELETE.
+//! Azure does. The delete is applied when accepted (202 with an operation that is already
+//! over): the runbooks that re-create a group empty the former secondary this way, and the
+//! journal counts each DELETE as one operation.
 
 use axum::http::StatusCode;
 
@@ -38,8 +39,21 @@ pub(crate) fn delete_database(
             ),
         ));
     }
+    let (location, id) = (inst.location.clone(), format!("{}/databases/{}", inst.id, db.name));
     if let Some(inst) = ctx.world_mut().instances.get_mut(&key) {
         inst.databases.retain(|d| !d.name.eq_ignore_ascii_case(name));
     }
-    Ok(ArmResponse::empty(StatusCode::OK))
+    // Azure answers 202 with an operation to follow; the emulator's is over at once (like its
+    // network writes), so the client's first poll finds it Succeeded, and the journal counts
+    // the delete as one operation.
+    let url = ctx.network_done(sub, &location, &id);
+    let mut response = ArmResponse::empty(StatusCode::ACCEPTED)
+        .with_header("retry-after", "1".to_owned())
+        .with_header("retry-after-ms", "50".to_owned());
+    response.operation_id = url
+        .split('?')
+        .next()
+        .and_then(|u| u.rsplit('/').next())
+        .map(str::to_owned);
+    Ok(response.with_header("azure-asyncoperation", url))
 }

@@ -22,7 +22,9 @@ async fn a_database_in_a_group_is_not_deleted_and_one_outside_is() {
     sim.finish(&delete).await;
     // Outside a group: deleted at once, and a second delete finds nothing (204).
     let deleted = sim.delete(&db_path(WEST, "mi-fog-b", "sales")).await;
-    assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.body);
+    assert_eq!(deleted.status, StatusCode::ACCEPTED, "{}", deleted.body);
+    let status = sim.get(&deleted.header("azure-asyncoperation").unwrap()).await;
+    assert_eq!(status.body["status"], "Succeeded", "{}", status.body);
     assert_eq!(
         sim.get(&db_path(WEST, "mi-fog-b", "sales")).await.status,
         StatusCode::NOT_FOUND
@@ -42,5 +44,5 @@ async fn a_database_in_a_group_is_not_deleted_and_one_outside_is() {
         .filter(|e| e["method"] == "DELETE" && e["path"].as_str().unwrap().contains("/databases/"))
         .map(|e| (e["status"].as_u64().unwrap(), e["applied"].as_bool().unwrap()))
         .collect();
-    assert_eq!(deletes, [(400, false), (400, false), (200, true), (204, true)]);
+    assert_eq!(deletes, [(400, false), (400, false), (202, true), (204, true)]);
 }

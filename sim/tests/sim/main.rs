@@ -8,6 +8,7 @@ mod faults;
 mod lro;
 mod next_gen;
 mod region_move;
+mod rename;
 mod rules;
 mod tenants;
 mod tls;

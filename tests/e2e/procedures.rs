@@ -23,6 +23,8 @@ enum Proc {
     NextGen,
     /// `configure-failover-group` with B in another subscription of A's tenant.
     AcrossSubscriptions,
+    /// `sales` on A (fog-demo) renamed `sales-eu`, through the test's sqlcmd stand-in.
+    RenameDatabase,
 }
 
 /// The second subscription of `estate-subscriptions.yaml` (A's tenant).
@@ -38,6 +40,7 @@ impl Proc {
             Self::RenameGroup => "rename-failover-group",
             Self::NextGen => "change-next-gen",
             Self::AcrossSubscriptions => "configure-failover-group",
+            Self::RenameDatabase => "rename-database",
         }
     }
 
@@ -66,7 +69,7 @@ const LISTED_DBS: &[&str] = &["sales", "inventory", "hr", "audit"];
 
 impl Procedure for Proc {
     fn run_args(self) -> Vec<String> {
-        vec![
+        let mut args = vec![
             "run".to_owned(),
             root()
                 .join(format!("runbooks/{}.yaml", self.file()))
@@ -75,7 +78,13 @@ impl Procedure for Proc {
             "--params".to_owned(),
             self.params().display().to_string(),
             "--auto-approve".to_owned(),
-        ]
+        ];
+        if self == Self::RenameDatabase {
+            // The engine runs in the sandbox: the stand-in by its absolute path.
+            args.push("--set".to_owned());
+            args.push(format!("sqlcmd={}", fixture("fake-sqlcmd").display()));
+        }
+        args
     }
 
     fn estate(self) -> PathBuf {
@@ -108,6 +117,14 @@ impl Procedure for Proc {
                 }
                 v.push(format!("PATCH {}", mi("rg-sql-westus", "mi-fog-b")));
                 v.push(format!("PATCH {}", mi("rg-sql-eastus", "mi-fog-a")));
+                v.push(format!("PUT {}", fog("rg-sql-eastus", "eastus", "fog-demo")));
+            }
+            Self::RenameDatabase => {
+                // The rename itself is T-SQL (the stand-in's log), not an ARM request.
+                v.push(format!("DELETE {}", fog("rg-sql-eastus", "eastus", "fog-demo")));
+                for d in LISTED_DBS {
+                    v.push(format!("DELETE {}", db("rg-sql-westus", "mi-fog-b", d)));
+                }
                 v.push(format!("PUT {}", fog("rg-sql-eastus", "eastus", "fog-demo")));
             }
             Self::AcrossSubscriptions => {
@@ -155,14 +172,14 @@ impl Procedure for Proc {
         };
         match self {
             Self::RenameGroup => w("delete-old-group", "create-new-group"),
-            Self::NextGen => w("delete-group", "create-group"),
+            Self::NextGen | Self::RenameDatabase => w("delete-group", "create-group"),
             Self::AcrossSubscriptions => Vec::new(),
         }
     }
 
     fn unprotected_databases_of(self) -> Option<&'static str> {
         match self {
-            Self::RenameGroup | Self::NextGen => Some("mi-fog-a"),
+            Self::RenameGroup | Self::NextGen | Self::RenameDatabase => Some("mi-fog-a"),
             Self::AcrossSubscriptions => None,
         }
     }
@@ -188,6 +205,12 @@ impl Procedure for Proc {
                 }
                 assert_eq!(db_names(s, "mi-fog-b"), DEMO_DBS, "B re-seeded");
             }
+            Self::RenameDatabase => {
+                assert_eq!(group(s, "fog-demo"), pair("mi-fog-a", "mi-fog-b"));
+                let renamed = ["audit", "hr", "inventory", "sales-eu"];
+                assert_eq!(db_names(s, "mi-fog-a"), renamed, "renamed on the primary");
+                assert_eq!(db_names(s, "mi-fog-b"), renamed, "re-seeded under the new name");
+            }
             Self::AcrossSubscriptions => {
                 assert_eq!(group(s, "fog-demo"), pair("mi-fog-a", "mi-fog-b"), "failed back to A");
                 assert_networked(s, "eastus", "westus");
@@ -206,7 +229,7 @@ impl Procedure for Proc {
     fn listeners_of(self) -> Option<(&'static str, &'static str)> {
         match self {
             Self::RenameGroup => Some(("create-new-group", "fog-sales")),
-            Self::NextGen | Self::AcrossSubscriptions => Some(("create-group", "fog-demo")),
+            Self::NextGen | Self::AcrossSubscriptions | Self::RenameDatabase => Some(("create-group", "fog-demo")),
         }
     }
 
@@ -230,6 +253,17 @@ impl Procedure for Proc {
             return;
         }
         let text = stdout(&sb.run(&["report", run]));
+        if self == Self::RenameDatabase {
+            assert!(text.contains("renamed: sales -> sales-eu"), "{text}");
+            // One T-SQL rename, against the primary, named in the stand-in's log.
+            let log = std::fs::read_to_string(sb.path("sqlcmd.log")).unwrap();
+            assert_eq!(log.lines().count(), 1, "{log}");
+            assert!(
+                log.contains("-S mi-fog-a.9f4e1c2b7a3d5.database.windows.net")
+                    && log.contains("ALTER DATABASE [sales] MODIFY NAME = [sales-eu]"),
+                "{log}"
+            );
+        }
         // The report names every database of the unprotected window.
         let listed: Vec<String> = LISTED_DBS.iter().map(|d| format!("{d:?}")).collect();
         assert!(
@@ -411,4 +445,49 @@ fn plan_predicts_the_windows() {
         "the Next-gen window includes both tier changes: {hours:?}"
     );
     assert_eq!(sim.journal(), Vec::<Value>::new(), "plan mutates nothing");
+}
+
+#[test]
+fn rename_database_end_to_end() {
+    end_to_end(Proc::RenameDatabase);
+}
+
+/// Killed everywhere, `after-start:rename-database` included: the re-entered statement finds
+/// the rename done and only prints `already renamed` (`on_ambiguous: rerun`).
+#[test]
+fn rename_database_killed_everywhere() {
+    killed_everywhere(Proc::RenameDatabase, ALL, &[]);
+}
+
+/// The stand-in answers like SQL Server: renaming a database while its group exists is
+/// refused, the step fails, and the group is untouched (the rename is never tried before the
+/// group is deleted by the runbook; here the stand-in is called directly through a one-step
+/// runbook against the demo estate, where `sales` is in fog-demo).
+#[test]
+fn rename_database_inside_a_group_is_refused() {
+    let sim = start_sim(&demo_estate(), None);
+    let sb = Sandbox::new();
+    let runbook = sb.path("rename-in-group.yaml");
+    std::fs::write(
+        &runbook,
+        format!(
+            "runbook: rename-in-group\nversion: 1\nsteps:\n  - id: rename\n    uses: command\n    with:\n      program: {}\n      args: [\"-S\", \"mi-fog-a.9f4e1c2b7a3d5.database.windows.net\", \"-Q\", \"ALTER DATABASE [sales] MODIFY NAME = [sales-eu]\"]\n",
+            fixture("fake-sqlcmd").display()
+        ),
+    )
+    .unwrap();
+    let before = summary(&sim.state());
+    let out = engine(&sb, &sim, &["run".to_owned(), runbook.display().to_string()], None);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let output: String = sb
+        .sql()
+        .query_row(
+            "SELECT coalesce(output, '') || coalesce(error, '') FROM steps WHERE step_id = 'rename'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let all = format!("{}{output}", stderr(&out));
+    assert!(all.contains("DatabaseRenameInFailoverGroupNotSupported"), "{all}");
+    assert_eq!(summary(&sim.state()), before, "nothing renamed");
 }

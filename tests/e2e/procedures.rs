@@ -407,13 +407,14 @@ fn same_tenant_preflight_refuses_a_pair_across_tenants() {
 }
 
 /// `plan` predicts each procedure's windows (opened by the delete, closed by the re-create)
+/// before anything runs (the rename's T-SQL step is only described)
 /// with an estimate: the Next-gen window also spans both tier changes, so it is longer than
 /// the rename's (seeding only). Nothing is mutated.
 #[test]
 fn plan_predicts_the_windows() {
     let sim = start_sim(&demo_estate(), None);
     let mut hours = Vec::new();
-    for rb in [Proc::RenameGroup, Proc::NextGen] {
+    for rb in [Proc::RenameGroup, Proc::NextGen, Proc::RenameDatabase] {
         let sb = Sandbox::new();
         let args: Vec<String> = ["--format", "json", "plan"]
             .iter()

@@ -6,8 +6,9 @@
 //!
 //! As SQL Server: a database of a failover group cannot be renamed ("Database rename isn't
 //! supported for databases in failover group"); the new name must be free (Msg 1801); the
-//! old one must exist (Msg 911) unless the rename already happened (the runbook's statement
-//! is guarded so that running it again is a no-op).
+//! old one must exist (Msg 911). `guarded` stands for the runbook's
+//! `IF DB_ID(new) IS NOT NULL AND DB_ID(old) IS NULL PRINT ... ELSE ALTER ...`: when the
+//! rename already happened, the guarded statement does nothing instead of failing with 911.
 
 use std::sync::Arc;
 
@@ -30,6 +31,9 @@ pub(crate) struct Rename {
     server: String,
     from: String,
     to: String,
+    /// The statement skips the rename when it already happened.
+    #[serde(default)]
+    guarded: bool,
 }
 
 fn error(status: StatusCode, code: &str, message: String) -> Response {
@@ -40,8 +44,8 @@ fn error(status: StatusCode, code: &str, message: String) -> Response {
         .into_response()
 }
 
-/// `POST /_sim/sql/rename-database`: `{"renamed": true}`, `{"renamed": false}` when the
-/// rename had already happened, or an error.
+/// `POST /_sim/sql/rename-database`: `{"renamed": true}`, `{"renamed": false}` when a
+/// guarded statement found the rename done, or an error.
 pub(crate) async fn rename_database(State(emu): State<Arc<Emulator>>, body: axum::body::Bytes) -> Response {
     let request: Rename = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -69,8 +73,8 @@ pub(crate) async fn rename_database(State(emu): State<Arc<Emulator>>, body: axum
     let has = |n: &str| inst.databases.iter().any(|d| d.name.eq_ignore_ascii_case(n));
     let (from, to) = (request.from.as_str(), request.to.as_str());
     let renamed = match (has(from), has(to)) {
-        (false, true) => false,
-        (false, false) => {
+        (false, true) if request.guarded => false,
+        (false, _) => {
             return error(
                 StatusCode::NOT_FOUND,
                 "911",

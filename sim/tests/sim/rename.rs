@@ -6,13 +6,17 @@ use serde_json::json;
 
 use crate::common::*;
 
-async fn rename(sim: &Sim, server: &str, from: &str, to: &str) -> Reply {
+async fn rename_with(sim: &Sim, server: &str, from: &str, to: &str, guarded: bool) -> Reply {
     sim.send(
         Method::POST,
         "/_sim/sql/rename-database",
-        Some(json!({ "server": server, "from": from, "to": to })),
+        Some(json!({ "server": server, "from": from, "to": to, "guarded": guarded })),
     )
     .await
+}
+
+async fn rename(sim: &Sim, server: &str, from: &str, to: &str) -> Reply {
+    rename_with(sim, server, from, to, false).await
 }
 
 #[tokio::test]
@@ -31,8 +35,10 @@ async fn a_database_in_a_group_is_not_renamed_and_one_outside_is() {
     assert_eq!(done.body["renamed"], true);
     assert_eq!(sim.get(&db("sales")).await.status, StatusCode::NOT_FOUND);
     assert_eq!(sim.get(&db("sales2024")).await.status, StatusCode::OK);
-    // Again: already done, nothing changes.
-    let again = rename(&sim, fqdn, "sales", "sales2024").await;
+    // Again: the plain statement fails (the old name is gone, 911); the guarded one finds
+    // the rename done and changes nothing.
+    rename(&sim, fqdn, "sales", "sales2024").await.assert_error(404, "911");
+    let again = rename_with(&sim, fqdn, "sales", "sales2024", true).await;
     assert_eq!(
         (again.status, again.body["renamed"].clone()),
         (StatusCode::OK, json!(false))

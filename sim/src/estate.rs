@@ -30,7 +30,30 @@ pub struct Estate {
     /// Token bucket limits; Azure's defaults when absent.
     #[serde(default)]
     throttling: Option<ThrottlingSpec>,
+    /// Role assignments per principal; when absent every caller may do everything.
+    #[serde(default)]
+    principals: Option<Vec<PrincipalSpec>>,
     subscriptions: Vec<SubscriptionSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrincipalSpec {
+    /// The bearer token that identifies the caller; `*` for any other token.
+    token: String,
+    #[serde(default)]
+    name: Option<String>,
+    assignments: Vec<AssignmentSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssignmentSpec {
+    /// A resource id prefix: `/subscriptions/{s}`, `.../resourceGroups/{rg}` or a resource.
+    scope: String,
+    actions: Vec<String>,
+    #[serde(default)]
+    not_actions: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -177,6 +200,14 @@ struct InstanceSpec {
     instance_pool: Option<String>,
     #[serde(default)]
     administrator_login: Option<String>,
+    /// Default `SQL_Latin1_General_CP1_CI_AS`.
+    #[serde(default)]
+    collation: Option<String>,
+    /// `LicenseIncluded` (default) or `BasePrice`.
+    #[serde(default)]
+    license_type: Option<String>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
     #[serde(default)]
     databases: Vec<DatabaseSpec>,
 }
@@ -270,6 +301,23 @@ impl Estate {
                     (s.id.clone(), tenant.to_owned())
                 })
                 .collect(),
+            principals: self.principals.as_ref().map(|list| {
+                list.iter()
+                    .map(|p| crate::world::Principal {
+                        token: p.token.clone(),
+                        name: p.name.clone().unwrap_or_else(|| p.token.clone()),
+                        assignments: p
+                            .assignments
+                            .iter()
+                            .map(|a| crate::world::Assignment {
+                                scope: a.scope.trim_end_matches('/').to_owned(),
+                                actions: a.actions.clone(),
+                                not_actions: a.not_actions.clone(),
+                            })
+                            .collect(),
+                    })
+                    .collect()
+            }),
         };
         for sub in &self.subscriptions {
             for rg in &sub.resource_groups {
@@ -430,6 +478,19 @@ fn add_resource_group(world: &mut World, sub: &str, rg: &ResourceGroupSpec) -> R
                     s.name, s.address_prefix, spec.name
                 )));
             }
+            // Azure refuses overlapping subnets in one network (`NetcfgSubnetRangesOverlap`).
+            if let Some(other) = spec.subnets.iter().take_while(|o| !std::ptr::eq(*o, s)).find(|o| {
+                rules::overlapping(
+                    std::slice::from_ref(&o.address_prefix),
+                    std::slice::from_ref(&s.address_prefix),
+                )
+                .is_some()
+            }) {
+                return Err(SimError::InvalidEstate(format!(
+                    "subnets '{}' ({}) and '{}' ({}) of '{}' overlap",
+                    other.name, other.address_prefix, s.name, s.address_prefix, spec.name
+                )));
+            }
             let nsg_id = s.network_security_group.as_deref().map(|n| {
                 if n.starts_with('/') {
                     n.to_owned()
@@ -565,9 +626,12 @@ fn add_instance(world: &mut World, sub: &str, rg: &ResourceGroupSpec, spec: &Ins
         provisioning_state: "Succeeded".into(),
         state: "Ready".into(),
         administrator_login: spec.administrator_login.clone(),
-        collation: "SQL_Latin1_General_CP1_CI_AS".into(),
-        license_type: Some("LicenseIncluded".into()),
-        tags: BTreeMap::new(),
+        collation: spec
+            .collation
+            .clone()
+            .unwrap_or_else(|| "SQL_Latin1_General_CP1_CI_AS".into()),
+        license_type: Some(spec.license_type.clone().unwrap_or_else(|| "LicenseIncluded".into())),
+        tags: spec.tags.clone(),
         created: SimTime(0),
         databases: spec
             .databases
@@ -638,7 +702,7 @@ fn add_group(world: &mut World, sub: &str, spec: &FailoverGroupSpec) -> Result<(
     );
     // An existing group is already seeded: apply the same effect a finished seeding has.
     let op = crate::lro::OpKind::GroupCreate { group: key };
-    crate::lro::apply_success(world, &op);
+    crate::lro::apply_success(world, &op, crate::clock::SimTime(0));
     Ok(())
 }
 
@@ -731,6 +795,15 @@ subscriptions:
         assert!(matches!(
             Estate::from_yaml_str(&outside),
             Err(SimError::InvalidEstate(_))
+        ));
+        let overlapping = MINIMAL.replace(
+            "                network_security_group: nsg-east\n",
+            "                network_security_group: nsg-east\n              - name: app\n                address_prefix: 10.1.0.128/25\n",
+        );
+        assert_ne!(overlapping, MINIMAL);
+        assert!(matches!(
+            Estate::from_yaml_str(&overlapping),
+            Err(SimError::InvalidEstate(m)) if m.contains("overlap")
         ));
     }
 }

@@ -101,6 +101,17 @@ pub(crate) enum OpKind {
     },
     /// A network write, complete when accepted.
     Network,
+    /// A new user database on `instance` (and its replica on a group's secondary).
+    DatabaseCreate {
+        instance: String,
+        database: String,
+        collation: String,
+    },
+    /// A database dropped from `instance` (and its replica from a group's secondary).
+    DatabaseDelete {
+        instance: String,
+        database: String,
+    },
 }
 
 /// One long-running operation.
@@ -228,7 +239,8 @@ fn finish(world: &mut World, op_id: &str) {
         fail_effect(world, &kind);
     } else {
         op.status = OpStatus::Succeeded;
-        apply_success(world, &kind);
+        let ends = op.ends;
+        apply_success(world, &kind, ends);
     }
 }
 
@@ -251,12 +263,17 @@ fn fail_effect(world: &mut World, kind: &OpKind) {
         OpKind::GroupCreate { group } => {
             world.failover_groups.remove(group);
         }
-        OpKind::GroupUpdate { .. } | OpKind::GroupDelete { .. } | OpKind::GroupFailover { .. } | OpKind::Network => {}
+        OpKind::GroupUpdate { .. }
+        | OpKind::GroupDelete { .. }
+        | OpKind::GroupFailover { .. }
+        | OpKind::Network
+        | OpKind::DatabaseCreate { .. }
+        | OpKind::DatabaseDelete { .. } => {}
     }
 }
 
 /// Applies what a successful operation of `kind` does.
-pub(crate) fn apply_success(world: &mut World, kind: &OpKind) {
+pub(crate) fn apply_success(world: &mut World, kind: &OpKind, now: SimTime) {
     match kind {
         OpKind::InstanceCreate { instance } => {
             if let Some(inst) = world.instances.get_mut(instance) {
@@ -316,6 +333,54 @@ pub(crate) fn apply_success(world: &mut World, kind: &OpKind) {
             }
         }
         OpKind::Network => {}
+        OpKind::DatabaseCreate {
+            instance,
+            database,
+            collation,
+        } => create_database(world, instance, database, collation, now),
+        OpKind::DatabaseDelete { instance, database } => {
+            let group = world.instances.get(instance).and_then(|i| {
+                world
+                    .group_of(&i.id)
+                    .filter(|g| ids::key(&g.primary.instance_id) == *instance)
+                    .map(|g| ids::key(&g.secondary.instance_id))
+            });
+            for key in std::iter::once(instance.clone()).chain(group) {
+                if let Some(inst) = world.instances.get_mut(&key) {
+                    inst.databases.retain(|d| !d.name.eq_ignore_ascii_case(database));
+                }
+            }
+        }
+    }
+}
+
+/// A new database on `instance`; on a group's primary whose seeding is done, it joins the
+/// group at once and the secondary gets its read-only replica.
+fn create_database(world: &mut World, instance: &str, database: &str, collation: &str, now: SimTime) {
+    let Some(inst) = world.instances.get(instance) else {
+        return;
+    };
+    let group = world
+        .group_of(&inst.id)
+        .filter(|g| ids::key(&g.primary.instance_id) == instance && g.replication_state == "CATCH_UP")
+        .map(|g| (g.name.clone(), ids::key(&g.secondary.instance_id)));
+    let db = crate::world::Database {
+        name: database.to_owned(),
+        size_gb: 0.0,
+        collation: collation.to_owned(),
+        created: now,
+        failover_group: group.as_ref().map(|(name, _)| name.clone()),
+        read_only: false,
+    };
+    if let Some((_, secondary)) = &group
+        && let Some(sec) = world.instances.get_mut(secondary)
+    {
+        let mut replica = db.clone();
+        replica.read_only = true;
+        sec.databases.push(replica);
+    }
+    if let Some(inst) = world.instances.get_mut(instance) {
+        inst.databases.push(db);
     }
 }
 

@@ -12,6 +12,64 @@ pub(crate) fn normalize(location: &str) -> String {
         .collect()
 }
 
+/// Azure's display names of the regions the emulator knows (`az account list-locations`).
+const DISPLAY: &[(&str, &str)] = &[
+    ("eastus", "East US"),
+    ("eastus2", "East US 2"),
+    ("westus", "West US"),
+    ("westus2", "West US 2"),
+    ("westus3", "West US 3"),
+    ("centralus", "Central US"),
+    ("northcentralus", "North Central US"),
+    ("southcentralus", "South Central US"),
+    ("westcentralus", "West Central US"),
+    ("canadacentral", "Canada Central"),
+    ("canadaeast", "Canada East"),
+    ("brazilsouth", "Brazil South"),
+    ("brazilsoutheast", "Brazil Southeast"),
+    ("northeurope", "North Europe"),
+    ("westeurope", "West Europe"),
+    ("uksouth", "UK South"),
+    ("ukwest", "UK West"),
+    ("francecentral", "France Central"),
+    ("francesouth", "France South"),
+    ("germanywestcentral", "Germany West Central"),
+    ("germanynorth", "Germany North"),
+    ("norwayeast", "Norway East"),
+    ("norwaywest", "Norway West"),
+    ("switzerlandnorth", "Switzerland North"),
+    ("switzerlandwest", "Switzerland West"),
+    ("swedencentral", "Sweden Central"),
+    ("swedensouth", "Sweden South"),
+    ("uaenorth", "UAE North"),
+    ("uaecentral", "UAE Central"),
+    ("southafricanorth", "South Africa North"),
+    ("southafricawest", "South Africa West"),
+    ("centralindia", "Central India"),
+    ("southindia", "South India"),
+    ("westindia", "West India"),
+    ("eastasia", "East Asia"),
+    ("southeastasia", "Southeast Asia"),
+    ("japaneast", "Japan East"),
+    ("japanwest", "Japan West"),
+    ("koreacentral", "Korea Central"),
+    ("koreasouth", "Korea South"),
+    ("australiaeast", "Australia East"),
+    ("australiasoutheast", "Australia Southeast"),
+    ("australiacentral", "Australia Central"),
+    ("australiacentral2", "Australia Central 2"),
+];
+
+/// The display name of a programmatic region name (`"japaneast"` → `"Japan East"`); an
+/// unknown region keeps the name given.
+pub(crate) fn display(region: &str) -> &str {
+    let key = normalize(region);
+    DISPLAY
+        .iter()
+        .find(|(name, _)| *name == key)
+        .map_or(region, |(_, display)| display)
+}
+
 /// `(region, its pair)`; asymmetric pairs appear with their own direction only.
 const PAIRS: &[(&str, &str)] = &[
     ("eastus", "westus"),

@@ -114,10 +114,10 @@ pub(crate) fn check_group_create(
             ));
         }
         if let Some(group) = world.group_of(&inst.id) {
-            return Err(ArmError::bad_request(
-                "ManagedInstanceHasGeoReplica",
+            return Err(ArmError::conflict(
+                "InstanceFailoverGroupAlreadyExists",
                 format!(
-                    "Managed instance '{}' is already in failover group '{}'.",
+                    "Managed instance '{}' is already in failover group '{}'; an instance can be in one group only. Delete that group first, or use it.",
                     inst.name, group.name
                 ),
             ));
@@ -142,12 +142,21 @@ pub(crate) fn check_group_create(
             ),
         ));
     }
-    if !primary.tier.eq_ignore_ascii_case(&partner.tier) || primary.storage_gb != partner.storage_gb {
+    if !primary.tier.eq_ignore_ascii_case(&partner.tier) {
+        return Err(ArmError::bad_request(
+            "ServerEditionMismatch",
+            format!(
+                "The service tier of the partner '{}' ({}) must be the same as the primary's '{}' ({}).",
+                partner.name, partner.tier, primary.name, primary.tier
+            ),
+        ));
+    }
+    if primary.storage_gb != partner.storage_gb {
         return Err(ArmError::bad_request(
             "GeoDrInstanceSizeMismatch",
             format!(
-                "The instances differ in service tier or storage size: '{}' is {} with {} GB, '{}' is {} with {} GB.",
-                primary.name, primary.tier, primary.storage_gb, partner.name, partner.tier, partner.storage_gb
+                "The instances differ in storage size: '{}' has {} GB, '{}' has {} GB.",
+                primary.name, primary.storage_gb, partner.name, partner.storage_gb
             ),
         ));
     }
@@ -160,24 +169,13 @@ pub(crate) fn check_group_create(
             ),
         ));
     }
-    let (old_p, old_s) = (
-        format_rank(&primary.database_format),
-        format_rank(&partner.database_format),
-    );
-    if old_p > old_s {
+    // A primary with an older update policy than its secondary is allowed (the secondary can
+    // read the older format); only the reverse is refused. Failover then needs equal policies.
+    if format_rank(&primary.database_format) > format_rank(&partner.database_format) {
         return Err(ArmError::bad_request(
             "ManagedInstanceEstablishingFailoverGroupGeoPrimaryWithNewerVersionEditionThanSecondary",
             format!(
-                "The primary '{}' has a newer update policy ('{}') than the secondary '{}' ('{}').",
-                primary.name, primary.database_format, partner.name, partner.database_format
-            ),
-        ));
-    }
-    if old_p < old_s {
-        return Err(ArmError::bad_request(
-            "InstanceFailoverGroupCreateOrUpdateRequestInvalid",
-            format!(
-                "The instances must have the same update policy: '{}' has '{}', '{}' has '{}'.",
+                "The primary '{}' has a newer update policy ('{}') than the secondary '{}' ('{}'). Upgrade the secondary first.",
                 primary.name, primary.database_format, partner.name, partner.database_format
             ),
         ));

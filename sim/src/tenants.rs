@@ -9,10 +9,6 @@ use crate::world::{Instance, World};
 /// The tenant of a subscription whose estate names none.
 pub(crate) const DEFAULT_TENANT: &str = "72f9a1b0-3c4d-4e5f-8a6b-7c8d9e0f1a2b";
 
-/// The error code of a group whose instances' subscriptions are in different tenants. The
-/// REST specs list no code for this case, so the emulator names it after the rule.
-pub(crate) const CROSS_TENANT: &str = "InstanceFailoverGroupCrossTenantNotSupported";
-
 /// The tenant of subscription `sub` (case-insensitive), if the estate has it.
 pub(crate) fn tenant_of<'w>(world: &'w World, sub: &str) -> Option<&'w str> {
     world
@@ -31,8 +27,10 @@ pub(crate) fn check_same_tenant(world: &World, primary: &Instance, partner: &Ins
     if a.eq_ignore_ascii_case(b) {
         return Ok(());
     }
+    // The REST specs list no code for this case (contract/error-codes.txt, `emulator`): the
+    // emulator names it after the rule.
     Err(ArmError::bad_request(
-        CROSS_TENANT,
+        "InstanceFailoverGroupCrossTenantNotSupported",
         format!(
             "Managed instances '{}' (subscription '{}', tenant '{a}') and '{}' (subscription '{}', tenant '{b}') are in subscriptions of different Microsoft Entra tenants; a failover group across subscriptions needs both in the same tenant.",
             primary.name, primary.subscription, partner.name, partner.subscription

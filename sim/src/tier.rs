@@ -7,11 +7,6 @@
 use crate::arm_error::ArmError;
 use crate::world::{Instance, World};
 
-/// The error code of a Next-gen change refused inside a failover group. The REST specs
-/// (ManagedInstances.json, 2023-08-01 and later) list no code for this case, so the
-/// emulator names it after the limitation; the message is the documented one.
-pub(crate) const REFUSED_IN_GROUP: &str = "ManagedInstanceInFailoverGroupNextGenChangeNotSupported";
-
 /// Checks a change of `inst` to `next_gen`: only a General Purpose instance can be Next-gen,
 /// and no member of a failover group may change it.
 pub(crate) fn check_next_gen_change(world: &World, inst: &Instance, next_gen: bool) -> Result<(), ArmError> {
@@ -25,8 +20,10 @@ pub(crate) fn check_next_gen_change(world: &World, inst: &Instance, next_gen: bo
         ));
     }
     if let Some(group) = world.group_of(&inst.id) {
+        // The REST specs list no code for this case (contract/error-codes.txt, `emulator`):
+        // the emulator names it after the limitation; the message is the documented one.
         return Err(ArmError::bad_request(
-            REFUSED_IN_GROUP,
+            "ManagedInstanceInFailoverGroupNextGenChangeNotSupported",
             format!(
                 "Changing the service tier to, or from, the Next-gen General Purpose tier isn't supported for managed instance '{}' in failover group '{}'. Delete the failover group before modifying either replica, and re-create it after the change takes effect.",
                 inst.name, group.name

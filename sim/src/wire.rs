@@ -106,6 +106,7 @@ pub(crate) struct ManagedInstancePropertiesOut {
     pub(crate) database_format: String,
     pub(crate) is_general_purpose_v2: bool,
     pub(crate) create_time: String,
+    pub(crate) maintenance_configuration_id: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -197,14 +198,14 @@ pub(crate) struct FailoverGroupOut {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct FailoverGroupPropertiesOut {
     pub(crate) read_write_endpoint: ReadWriteEndpoint,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) read_only_endpoint: Option<ReadOnlyEndpoint>,
+    /// Always present, as in every spec example (`Disabled` unless set).
+    pub(crate) read_only_endpoint: ReadOnlyEndpoint,
     pub(crate) replication_role: &'static str,
     pub(crate) replication_state: String,
     pub(crate) partner_regions: Vec<PartnerRegion>,
     pub(crate) managed_instance_pairs: Vec<InstancePair>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) secondary_type: Option<String>,
+    /// Always present, as in every spec example (`Geo` unless set).
+    pub(crate) secondary_type: String,
 }
 
 // ----- operations ------------------------------------------------------------------------
@@ -418,7 +419,35 @@ pub(crate) struct SecurityGroupPropertiesOut {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct SecurityRuleIn {
+    pub(crate) name: Option<String>,
     pub(crate) properties: Option<SecurityRuleProperties>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SecurityGroupIn {
+    pub(crate) location: Option<String>,
+    pub(crate) tags: Option<BTreeMap<String, String>>,
+    pub(crate) properties: Option<SecurityGroupPropertiesIn>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SecurityGroupPropertiesIn {
+    pub(crate) security_rules: Option<Vec<SecurityRuleIn>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ManagedDatabaseIn {
+    pub(crate) location: Option<String>,
+    pub(crate) properties: Option<ManagedDatabasePropertiesIn>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ManagedDatabasePropertiesIn {
+    pub(crate) collation: Option<String>,
 }
 
 /// A rule's properties, in both directions (the read-only `provisioningState` is ignored on input).

@@ -34,6 +34,27 @@ pub(crate) struct World {
     /// The Microsoft Entra tenant of each subscription (by subscription id).
     #[serde(default)]
     pub(crate) tenants: BTreeMap<String, String>,
+    /// Role assignments per principal; `None`: every caller may do everything.
+    #[serde(default)]
+    pub(crate) principals: Option<Vec<Principal>>,
+}
+
+/// A caller, known by its bearer token, and what it may do where.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Principal {
+    /// The bearer token that identifies it; `*` matches any token no other principal has.
+    pub(crate) token: String,
+    pub(crate) name: String,
+    pub(crate) assignments: Vec<Assignment>,
+}
+
+/// A role assignment: `actions` minus `not_actions`, at `scope` and below.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Assignment {
+    pub(crate) scope: String,
+    pub(crate) actions: Vec<String>,
+    #[serde(default)]
+    pub(crate) not_actions: Vec<String>,
 }
 
 /// A resource group.

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use crate::common::{Sandbox, code, fixture, stderr};
 
 /// A loopback HTTP server that answers 204 to every POST and keeps the JSON bodies.
-fn webhook() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+pub(crate) fn webhook() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let got = Arc::new(Mutex::new(Vec::new()));

@@ -357,10 +357,11 @@ impl FogDelete {
 /// primary the step is a no-op (`changed: false`).
 ///
 /// Never twice: the intent is saved before the POST. Re-entered with an intent and no saved
-/// operation (the answer was lost), the activity reads the role instead of posting again,
-/// and waits up to `reconcile_timeout` (default 15m) for the role to change; if it does not,
-/// the step stops as ambiguous for an operator. A POST the server refused (4xx) is recorded
-/// as rejected and may be sent again by a later attempt.
+/// operation (the answer was lost), the activity reads the role at once instead of posting
+/// again, and watches it only until `reconcile_timeout` (default 15m) after the intent was
+/// saved; if the role has not changed by then, the step stops as ambiguous for an operator.
+/// A POST the server refused (4xx) is recorded as rejected and may be sent again by a later
+/// attempt, so a `retry:` policy on the step is safe.
 /// Output: `changed`, `resolved_by` (`operation`, `read-back` or `no-op`), group view fields,
 /// `arm_requests`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -458,19 +459,40 @@ async fn failover(
         match intent_state.as_deref() {
             Some("sending") => {
                 // The POST may have been applied: find out from the roles, never post again.
-                let polls = reconcile.map_or(Duration::from_secs(900), |d| d.0).as_secs() / GROUP_POLL.as_secs();
+                // The roles are read at once; if the target is not primary yet, they are
+                // watched only for what remains of `reconcile_timeout` counted from when the
+                // intent was saved (a durable deadline), so a re-entry long after the POST
+                // decides at once instead of waiting the whole timeout again.
+                let reconcile = reconcile.map_or(Duration::from_secs(900), |d| d.0);
+                let sent_at = progress
+                    .get("intent")
+                    .and_then(|i| i.get("at"))
+                    .and_then(|v| v.as_str())
+                    .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok());
+                let remaining = match sent_at {
+                    Some(at) => {
+                        let elapsed = (ctx.now() - at).max(time::Duration::ZERO);
+                        reconcile.saturating_sub(Duration::try_from(elapsed).unwrap_or(Duration::MAX))
+                    }
+                    None => reconcile,
+                };
+                let polls = remaining.as_secs() / GROUP_POLL.as_secs();
                 let mut view = view;
-                for _ in 0..=polls {
+                for poll in 0..=polls {
                     if view.is_primary() {
                         return Ok(finish(&view, true, "read-back"));
+                    }
+                    if poll == polls {
+                        break;
                     }
                     s.pause(GROUP_POLL).await?;
                     view = read_view(&s, target, &location, name).await?.ok_or_else(missing)?;
                 }
                 return Err(ActivityError::Ambiguous {
                     message: format!(
-                        "a {action} of failover group `{name}` was sent but its answer was lost, and `{}` is still secondary; check the group's activity log before retrying (fogbook will not send a second failover)",
-                        target.name
+                        "a {action} of failover group `{name}` may have been sent but its answer was lost, and `{}` is still secondary {}s after the intent was saved (reconcile_timeout); check the group's activity log before retrying (fogbook will not send a second failover)",
+                        target.name,
+                        reconcile.as_secs()
                     ),
                 });
             }
@@ -520,4 +542,40 @@ async fn failover(
             target.name
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A group view shaped as the spec's `InstanceFailoverGroupGet` example answers it: the
+    /// location's display name in the id and in `partnerRegions`, every endpoint present.
+    #[test]
+    fn a_spec_shaped_group_view_parses() {
+        let body = json!({
+            "id": "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/Default/providers/Microsoft.Sql/locations/Japan East/instanceFailoverGroups/failover-group-test-3",
+            "name": "failover-group-test-3",
+            "type": "Microsoft.Sql/locations/instanceFailoverGroups",
+            "properties": {
+                "readWriteEndpoint": {"failoverPolicy": "Automatic", "failoverWithDataLossGracePeriodMinutes": 480},
+                "readOnlyEndpoint": {"failoverPolicy": "Disabled"},
+                "replicationRole": "Secondary",
+                "replicationState": "CATCH_UP",
+                "partnerRegions": [{"location": "Japan West", "replicationRole": "Primary"}],
+                "managedInstancePairs": [{
+                    "primaryManagedInstanceId": "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/Default/providers/Microsoft.Sql/managedInstances/failover-group-primary-mngdInstance",
+                    "partnerManagedInstanceId": "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/Default/providers/Microsoft.Sql/managedInstances/failover-group-secondary-mngdInstance"
+                }],
+                "secondaryType": "Geo"
+            }
+        });
+        let view = GroupView::from_body(body);
+        assert!(!view.is_primary());
+        assert_eq!(view.replication_state, "CATCH_UP");
+        assert_eq!(view.partner_location, "Japan West");
+        assert!(view.pairs(
+            "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/default/providers/Microsoft.Sql/managedInstances/failover-group-secondary-mngdInstance",
+            "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/Default/providers/Microsoft.Sql/managedInstances/failover-group-primary-mngdInstance",
+        ));
+    }
 }

@@ -167,8 +167,11 @@ async fn tenant_of(s: &Session<'_>, subscription: &str) -> Option<String> {
 /// `same_update_policy`, `address_spaces_disjoint` (peered networks included),
 /// `vnet_peering`, `nsg_ports`, `one_group_per_instance`, `no_instance_pool`, `same_tenant`.
 /// `vnet_peering` and `nsg_ports` only warn unless `require_network: true` (the configure
-/// runbook checks before it peers and opens ports). Output: `checks`, `passed`,
-/// `warnings`, `failed` (names), `table` (text). Read-only.
+/// runbook checks before it peers and opens ports). With `needs` (the activities of the
+/// steps that follow), a `permission` row per action those steps need and scope they touch
+/// (both instances, both resource groups, both VNets and NSGs), read through
+/// `Microsoft.Authorization/permissions`; a missing one fails, naming the action and the
+/// scope. Output: `checks`, `passed`, `warnings`, `failed` (names), `table` (text). Read-only.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FogPreflight {
@@ -187,6 +190,99 @@ pub(crate) struct FogPreflight {
     /// creates the new one: membership in it does not count against `one_group_per_instance`.
     #[serde(default)]
     replacing: bool,
+    /// The activities (`uses`) of the steps that follow, whose Azure permissions the caller
+    /// must hold: `fog.create`, `fog.delete`, `fog.failover`, `fog.force_failover`,
+    /// `instance.scale`, `instance.set_update_policy`, `instance.create_like`,
+    /// `instance.delete`, `network.peer`, `network.open_fog_ports`.
+    #[serde(default)]
+    needs: Vec<String>,
+}
+
+/// The api-version of `Microsoft.Authorization/permissions`.
+const AUTHORIZATION_API_VERSION: &str = "2022-04-01";
+
+/// Where an action is needed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// The primary's resource group (group create and delete are sent there).
+    PrimaryGroup,
+    /// Both resource groups (a failover is sent to the secondary's; a fail-back to the other).
+    BothGroups,
+    Instances,
+    Vnets,
+    Nsgs,
+}
+
+/// The Azure actions an activity needs, and where.
+fn needs_of(uses: &str) -> Option<&'static [(&'static str, Scope)]> {
+    Some(match uses {
+        "fog.create" => &[(
+            "Microsoft.Sql/locations/instanceFailoverGroups/write",
+            Scope::PrimaryGroup,
+        )],
+        "fog.delete" => &[(
+            "Microsoft.Sql/locations/instanceFailoverGroups/delete",
+            Scope::PrimaryGroup,
+        )],
+        "fog.failover" => &[(
+            "Microsoft.Sql/locations/instanceFailoverGroups/failover/action",
+            Scope::BothGroups,
+        )],
+        "fog.force_failover" => &[(
+            "Microsoft.Sql/locations/instanceFailoverGroups/forceFailoverAllowDataLoss/action",
+            Scope::BothGroups,
+        )],
+        "instance.scale" | "instance.set_update_policy" | "instance.create_like" => {
+            &[("Microsoft.Sql/managedInstances/write", Scope::Instances)]
+        }
+        "instance.delete" => &[("Microsoft.Sql/managedInstances/delete", Scope::Instances)],
+        "network.peer" => &[(
+            "Microsoft.Network/virtualNetworks/virtualNetworkPeerings/write",
+            Scope::Vnets,
+        )],
+        "network.open_fog_ports" => &[(
+            "Microsoft.Network/networkSecurityGroups/securityRules/write",
+            Scope::Nsgs,
+        )],
+        _ => return None,
+    })
+}
+
+/// Whether an action pattern (`*` wildcards, case-insensitive) covers `action`. Deliberately
+/// not shared with the emulator, which enforces the same rule.
+fn covers(pattern: &str, action: &str) -> bool {
+    let (p, a) = (pattern.to_ascii_lowercase(), action.to_ascii_lowercase());
+    let parts: Vec<&str> = p.split('*').collect();
+    let [first, middle @ .., last] = parts.as_slice() else {
+        return p == a;
+    };
+    if parts.len() == 1 {
+        return p == a;
+    }
+    let Some(mut rest) = a.strip_prefix(first) else {
+        return false;
+    };
+    for m in middle {
+        match rest.find(m) {
+            Some(i) => rest = &rest[i + m.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// Whether the permissions listed at a scope grant `action`: one entry whose `actions` cover
+/// it and whose `notActions` do not.
+fn granted(entries: &[serde_json::Value], action: &str) -> bool {
+    let list = |e: &serde_json::Value, key: &str| -> Vec<String> {
+        e.get(key)
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    };
+    entries.iter().any(|e| {
+        list(e, "actions").iter().any(|p| covers(p, action)) && !list(e, "notActions").iter().any(|p| covers(p, action))
+    })
 }
 
 impl FogPreflight {
@@ -215,7 +311,89 @@ impl FogPreflight {
         self.instance_checks(&s, &mut r, &a, &b).await?;
         self.network_checks(&s, &mut r, &a, &b).await?;
         self.group_checks(&s, &mut r, &a, &b).await?;
+        self.permission_checks(&s, &mut r, &a, &b).await?;
         finish(&s, r)
+    }
+
+    /// One `permission` row per action the following steps need, on each scope they touch.
+    async fn permission_checks(
+        &self,
+        s: &Session<'_>,
+        r: &mut Report,
+        a: &Instance,
+        b: &Instance,
+    ) -> Result<(), ActivityError> {
+        let mut wanted: Vec<(&'static str, Scope)> = Vec::new();
+        for uses in &self.needs {
+            let needs = needs_of(uses).ok_or_else(|| {
+                ActivityError::invalid(format!(
+                    "`needs` names `{uses}`, which is not an Azure activity that changes anything; use fog.create, fog.delete, fog.failover, fog.force_failover, instance.scale, instance.set_update_policy, instance.create_like, instance.delete, network.peer or network.open_fog_ports"
+                ))
+            })?;
+            for need in needs {
+                if !wanted.contains(need) {
+                    wanted.push(*need);
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let group = |i: &InstanceRef| -> Result<(String, String), ActivityError> {
+            Ok((
+                i.subscription.clone(),
+                PathBuilder::resource_group(&i.subscription, &i.resource_group)?.build(),
+            ))
+        };
+        let instance =
+            |i: &InstanceRef| -> Result<(String, String), ActivityError> { Ok((i.subscription.clone(), i.path()?)) };
+        let vnet = |x: &Instance| -> Result<(String, String), ActivityError> {
+            let id = x.vnet()?;
+            Ok((id.subscription.clone(), id.path()?))
+        };
+        // Each scope's permissions are read once.
+        let mut cache: Vec<(String, Vec<serde_json::Value>)> = Vec::new();
+        for (action, kind) in wanted {
+            let scopes: Vec<(String, String)> = match kind {
+                Scope::PrimaryGroup => vec![group(&self.primary)?],
+                Scope::BothGroups => vec![group(&self.primary)?, group(&self.secondary)?],
+                Scope::Instances => vec![instance(&self.primary)?, instance(&self.secondary)?],
+                Scope::Vnets => vec![vnet(a)?, vnet(b)?],
+                Scope::Nsgs => {
+                    let mut out = Vec::new();
+                    for i in [&self.primary, &self.secondary] {
+                        if let Some(nsg) = nsg_of(s, i).await? {
+                            out.push((nsg.subscription.clone(), nsg.path()?));
+                        }
+                    }
+                    out
+                }
+            };
+            let mut seen = Vec::new();
+            for (sub, scope) in scopes {
+                if seen.iter().any(|x: &String| x.eq_ignore_ascii_case(&scope)) {
+                    continue;
+                }
+                seen.push(scope.clone());
+                let entries = match cache.iter().find(|(k, _)| k.eq_ignore_ascii_case(&scope)) {
+                    Some((_, e)) => e.clone(),
+                    None => {
+                        let path = format!("{scope}/providers/Microsoft.Authorization/permissions");
+                        let e = s.list(&sub, &path, AUTHORIZATION_API_VERSION).await?;
+                        cache.push((scope.clone(), e.clone()));
+                        e
+                    }
+                };
+                r.check(
+                    "permission",
+                    granted(&entries, action),
+                    Verdict::Fail,
+                    format!("{action} on {scope}"),
+                    format!("the caller lacks {action} on {scope}"),
+                );
+            }
+        }
+        Ok(())
     }
 
     async fn instance_checks(
@@ -548,10 +726,12 @@ fn finish(s: &Session<'_>, r: Report) -> Result<serde_json::Value, ActivityError
 }
 
 /// `fog.drift`: compares the settings that are not replicated and must be kept equal on
-/// both instances of a group — update policy, tier, SKU, vCores, storage, backup storage
-/// redundancy, licence — and reports the differences. Fails (`DriftDetected`) only with
-/// `fail_on_drift: true`. Output: `in_sync`, `differences` (`setting`, `primary`,
-/// `secondary`), `settings` (all compared). Read-only.
+/// both instances of a group — update policy, service tier, hardware, SKU, vCores, storage,
+/// backup storage redundancy, timezone, collation, licence, maintenance configuration and the
+/// tags named in `tags` (`tag:NAME`) — and reports the differences with both values. Fails
+/// (`DriftDetected`) only with `fail_on_drift: true`. Output: `in_sync`, `differences`
+/// (`setting`, `primary`, `secondary`), `settings` (all compared), `summary` (one line per
+/// difference). Read-only.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FogDrift {
@@ -562,6 +742,9 @@ pub(crate) struct FogDrift {
     /// Fail the step when any setting differs (default false: report only).
     #[serde(default)]
     fail_on_drift: bool,
+    /// Names of the tags that must be equal on both instances (default none).
+    #[serde(default)]
+    tags: Vec<String>,
 }
 
 impl FogDrift {
@@ -572,9 +755,11 @@ impl FogDrift {
         let a = self.primary.read_existing(&s).await?;
         let b = self.secondary.read_existing(&s).await?;
         let num = |v: Option<u64>| v.map(|n| n.to_string());
-        let rows: Vec<(&str, Option<String>, Option<String>)> = vec![
+        let prop = |i: &Instance, p: &str| text(&i.body, p).map(str::to_owned);
+        let mut rows: Vec<(String, Option<String>, Option<String>)> = vec![
             ("update_policy", a.database_format.clone(), b.database_format.clone()),
             ("tier", tier_of(&a), tier_of(&b)),
+            ("hardware", a.family.clone(), b.family.clone()),
             ("sku_name", a.sku_name.clone(), b.sku_name.clone()),
             ("v_cores", num(a.v_cores), num(b.v_cores)),
             ("storage_gb", num(a.storage_gb), num(b.storage_gb)),
@@ -584,7 +769,25 @@ impl FogDrift {
                 b.backup_storage_redundancy.clone(),
             ),
             ("license_type", a.license_type.clone(), b.license_type.clone()),
-        ];
+            (
+                "timezone",
+                prop(&a, "/properties/timezoneId"),
+                prop(&b, "/properties/timezoneId"),
+            ),
+            ("collation", a.collation.clone(), b.collation.clone()),
+            (
+                "maintenance_configuration",
+                prop(&a, "/properties/maintenanceConfigurationId").map(|id| last_segment(&id)),
+                prop(&b, "/properties/maintenanceConfigurationId").map(|id| last_segment(&id)),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, x, y)| (k.to_owned(), x, y))
+        .collect();
+        for tag in &self.tags {
+            let pointer = format!("/tags/{}", tag.replace('~', "~0").replace('/', "~1"));
+            rows.push((format!("tag:{tag}"), prop(&a, &pointer), prop(&b, &pointer)));
+        }
         let settings: Vec<serde_json::Value> = rows
             .iter()
             .map(|(k, x, y)| json!({ "setting": k, "primary": x, "secondary": y }))
@@ -594,9 +797,27 @@ impl FogDrift {
             .filter(|(_, x, y)| !same(x.as_deref(), y.as_deref()))
             .map(|(k, x, y)| json!({ "setting": k, "primary": x, "secondary": y }))
             .collect();
+        let summary: Vec<String> = rows
+            .iter()
+            .filter(|(_, x, y)| !same(x.as_deref(), y.as_deref()))
+            .map(|(k, x, y)| {
+                format!(
+                    "{k}: {} has {}, {} has {}",
+                    a.name,
+                    x.as_deref().unwrap_or("(unset)"),
+                    b.name,
+                    y.as_deref().unwrap_or("(unset)")
+                )
+            })
+            .collect();
         let out = with_receipts(
             &s,
-            json!({ "in_sync": differences.is_empty(), "differences": differences, "settings": settings }),
+            json!({
+                "in_sync": differences.is_empty(),
+                "differences": differences,
+                "settings": settings,
+                "summary": summary.join("; "),
+            }),
         );
         if self.fail_on_drift && !differences.is_empty() {
             let names: Vec<&str> = differences.iter().filter_map(|d| d["setting"].as_str()).collect();
@@ -610,9 +831,41 @@ impl FogDrift {
     }
 }
 
+/// The last segment of a resource id (`…/publicMaintenanceConfigurations/SQL_Default` →
+/// `SQL_Default`).
+fn last_segment(id: &str) -> String {
+    id.rsplit('/').next().unwrap_or(id).to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `Permissions_ListForResourceGroup` answers as the spec's example does: entries of
+    /// `actions` and `notActions`; a grant needs one entry that covers and does not exclude.
+    #[test]
+    fn permissions_entries_grant_by_pattern() {
+        let entries = vec![
+            json!({"actions": ["*/read", "Microsoft.Network/*"], "notActions": ["Microsoft.Network/networkSecurityGroups/securityRules/write"], "dataActions": [], "notDataActions": []}),
+            json!({"actions": ["Microsoft.Sql/locations/instanceFailoverGroups/*"], "notActions": []}),
+        ];
+        assert!(granted(
+            &entries,
+            "Microsoft.Network/virtualNetworks/virtualNetworkPeerings/write"
+        ));
+        assert!(!granted(
+            &entries,
+            "Microsoft.Network/networkSecurityGroups/securityRules/write"
+        ));
+        assert!(granted(
+            &entries,
+            "Microsoft.Sql/locations/instanceFailoverGroups/failover/action"
+        ));
+        assert!(!granted(&entries, "Microsoft.Sql/managedInstances/delete"));
+        assert!(granted(&entries, "microsoft.sql/managedinstances/read"));
+        assert!(!granted(&[], "Microsoft.Sql/managedInstances/read"));
+        assert!(needs_of("fog.failover").is_some() && needs_of("wait").is_none());
+    }
 
     #[test]
     fn overlaps_are_found() {

@@ -185,3 +185,51 @@ pub(crate) fn vnet_of_subnet(subnet_id: &str) -> Result<ArmId, ActivityError> {
     id.parent("virtualNetworks")
         .ok_or_else(|| ActivityError::invalid(format!("subnet id `{subnet_id}` names no virtual network")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A managed instance shaped as the spec's `ManagedInstanceGet` example answers it.
+    #[test]
+    fn a_spec_shaped_instance_parses() {
+        let body = serde_json::json!({
+            "id": "/subscriptions/20d7082a-0fc7-4468-82bd-542694d5042b/resourceGroups/testrg/providers/Microsoft.Sql/managedInstances/testinstance",
+            "name": "testinstance",
+            "type": "Microsoft.Sql/managedInstances",
+            "location": "japaneast",
+            "tags": {"tagKey1": "TagValue1"},
+            "sku": {"name": "GP_Gen5", "tier": "GeneralPurpose", "family": "Gen5", "capacity": 8},
+            "properties": {
+                "provisioningState": "Succeeded",
+                "fullyQualifiedDomainName": "testinstance.1b4e2caff2530.database.windows.net",
+                "administratorLogin": "dummylogin",
+                "subnetId": "/subscriptions/20d7082a-0fc7-4468-82bd-542694d5042b/resourceGroups/testrg/providers/Microsoft.Network/virtualNetworks/vnet1/subnets/subnet1",
+                "state": "Ready",
+                "licenseType": "LicenseIncluded",
+                "vCores": 8,
+                "storageSizeInGB": 128,
+                "collation": "SQL_Latin1_General_CP1_CI_AS",
+                "dnsZone": "1b4e2caff2530",
+                "publicDataEndpointEnabled": false,
+                "proxyOverride": "Redirect",
+                "timezoneId": "UTC",
+                "maintenanceConfigurationId": "/subscriptions/20d7082a-0fc7-4468-82bd-542694d5042b/providers/Microsoft.Maintenance/publicMaintenanceConfigurations/SQL_JapanEast_MI_1",
+                "currentBackupStorageRedundancy": "Geo",
+                "requestedBackupStorageRedundancy": "Geo",
+                "zoneRedundant": true,
+                "databaseFormat": "AlwaysUpToDate",
+                "createTime": "2025-01-01T00:00:00Z"
+            }
+        });
+        let i = Instance::from_body(body);
+        assert_eq!(i.name, "testinstance");
+        assert_eq!(i.tier.as_deref(), Some("GeneralPurpose"));
+        assert_eq!(i.family.as_deref(), Some("Gen5"));
+        assert_eq!((i.v_cores, i.storage_gb), (Some(8), Some(128)));
+        assert_eq!(i.database_format.as_deref(), Some("AlwaysUpToDate"));
+        assert_eq!(i.dns_zone.as_deref(), Some("1b4e2caff2530"));
+        assert_eq!(i.backup_storage_redundancy.as_deref(), Some("Geo"));
+        assert_eq!(i.vnet().expect("vnet").name(), "vnet1");
+    }
+}

@@ -324,3 +324,30 @@ async fn a_burst_of_5xx_on_a_write_is_retried_and_applied_once() {
         "Retry-After honoured: {retries:?}"
     );
 }
+
+#[tokio::test]
+async fn failover_re_entered_after_its_reconcile_timeout_decides_from_the_roles_at_once() {
+    let sim = Sim::start(DEMO).await;
+    let input = json!({ "name": "fog-demo", "secondary": mi(WEST, "mi-fog-b"), "reconcile_timeout": "15m" });
+    // The intent is committed, then the process dies before the POST.
+    let host = TestHost::crashing_at(1);
+    let first = fogbook_activities::execute("fog.failover", input.clone(), &ctx(host.clone(), None), &sim.env).await;
+    assert!(matches!(first, Err(ActivityError::Store(_))), "{first:?}");
+    let mut progress = host.last().expect("the intent was saved");
+    assert_eq!(progress["intent"]["state"], "sending");
+    // The run is resumed an hour later: the reconcile window counted from the intent is over.
+    progress["intent"]["at"] = json!("2000-01-01T00:00:00Z");
+    let before = sim.sim_seconds().await;
+    let second = fogbook_activities::execute(
+        "fog.failover",
+        input,
+        &ctx(Arc::new(TestHost::default()), Some(progress)),
+        &sim.env,
+    )
+    .await;
+    assert!(matches!(second, Err(ActivityError::Ambiguous { .. })), "{second:?}");
+    // It read the roles and stopped: no polling pauses (each would advance the emulator's
+    // clock), and no POST.
+    assert!(sim.sim_seconds().await - before < 1.0, "it waited for the roles");
+    assert!(sim.journal("POST", "/failover").await.is_empty());
+}

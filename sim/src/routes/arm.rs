@@ -20,8 +20,27 @@ use crate::journal::{JournalEntry, sha256_hex};
 use crate::requests::SeenRequest;
 use crate::throttle::OpClass;
 
-/// Api-versions accepted for Microsoft.Sql.
-const SQL_API_VERSIONS: &[&str] = &["2023-08-01", "2025-01-01", "2025-08-01-preview"];
+/// Api-versions accepted for Microsoft.Sql: those of the spec (Azure/azure-rest-api-specs,
+/// `specification/sql/resource-manager/Microsoft.Sql/{stable,preview}`) whose folder has both
+/// `ManagedInstances.json` and `InstanceFailoverGroups.json`. The first is the default for
+/// polling URLs without one.
+const SQL_API_VERSIONS: &[&str] = &[
+    "2025-01-01",
+    "2021-11-01",
+    "2023-08-01",
+    "2021-11-01-preview",
+    "2022-02-01-preview",
+    "2022-05-01-preview",
+    "2022-08-01-preview",
+    "2022-11-01-preview",
+    "2023-02-01-preview",
+    "2023-05-01-preview",
+    "2023-08-01-preview",
+    "2024-05-01-preview",
+    "2024-11-01-preview",
+    "2025-02-01-preview",
+    "2025-08-01-preview",
+];
 
 /// Turns an error into its response.
 pub(crate) fn error_response(error: &ArmError) -> Response {
@@ -58,7 +77,8 @@ fn into_response(arm: ArmResponse) -> Response {
     response
 }
 
-fn authenticate(settings: &Settings, headers: &HeaderMap) -> Result<(), ArmError> {
+/// Checks the bearer token; returns it (it names the principal).
+fn authenticate(settings: &Settings, headers: &HeaderMap) -> Result<String, ArmError> {
     let unauthorized = |code: &str, message: &str| ArmError::new(StatusCode::UNAUTHORIZED, code, message);
     let Some(value) = headers.get("authorization") else {
         return Err(unauthorized(
@@ -81,7 +101,7 @@ fn authenticate(settings: &Settings, headers: &HeaderMap) -> Result<(), ArmError
             "InvalidAuthenticationToken",
             "The access token is invalid.",
         )),
-        _ => Ok(()),
+        _ => Ok(token.to_owned()),
     }
 }
 
@@ -102,7 +122,7 @@ const INSIGHTS_API_VERSIONS: &[&str] = &["2018-01-01", "2023-10-01", "2024-02-01
 fn check_api_version(provider: Provider, version: Option<&str>) -> Result<String, ArmError> {
     let Some(version) = version else {
         if provider == Provider::Polling {
-            return Ok(SQL_API_VERSIONS[1].to_owned());
+            return Ok(SQL_API_VERSIONS[0].to_owned());
         }
         return Err(ArmError::bad_request(
             "MissingApiVersionParameter",
@@ -111,13 +131,14 @@ fn check_api_version(provider: Provider, version: Option<&str>) -> Result<String
     };
     let ok = match provider {
         Provider::Sql => SQL_API_VERSIONS.contains(&version),
-        Provider::Network => {
+        Provider::Network | Provider::Authorization => {
+            let since = if provider == Provider::Network { 2023 } else { 2015 };
             let date = version.strip_suffix("-preview").unwrap_or(version);
             date.len() == 10
                 && date
                     .get(..4)
                     .and_then(|y| y.parse::<u32>().ok())
-                    .is_some_and(|y| y >= 2023)
+                    .is_some_and(|y| y >= since)
         }
         Provider::Polling => true,
         Provider::Insights => INSIGHTS_API_VERSIONS.contains(&version),
@@ -209,7 +230,7 @@ async fn pipeline(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, ArmError> {
-    authenticate(&emu.settings, headers)?;
+    let token = authenticate(&emu.settings, headers)?;
     let path = ArmPath::parse(uri.path()).ok_or_else(|| {
         ArmError::new(
             StatusCode::NOT_FOUND,
@@ -226,8 +247,12 @@ async fn pipeline(
     })?;
     let api_version = check_api_version(path.provider(), api_version(uri).as_deref())?;
     let class = OpClass::of(method);
+    let action = super::authz::required_action(&path, method);
     let (remaining, decision) = {
         let mut core = emu.lock();
+        if let Some(action) = &action {
+            super::authz::authorize(&core.world, &token, uri.path(), action)?;
+        }
         let limits = core.world.throttling;
         let remaining = core.throttle.take(path.subscription(), class, &limits, Instant::now());
         match remaining {
@@ -235,9 +260,9 @@ async fn pipeline(
             Err(throttled) => {
                 let mut response = error_response(&ArmError::new(
                     StatusCode::TOO_MANY_REQUESTS,
-                    "SubscriptionTooManyRequests",
+                    "SubscriptionRequestsThrottled",
                     format!(
-                        "The subscription '{}' exceeded its {class:?} limit; retry after {} seconds.",
+                        "Number of {class:?} requests for subscription '{}' exceeded the limit; retry after {} seconds.",
                         path.subscription(),
                         throttled.retry_after
                     ),
@@ -273,7 +298,11 @@ async fn pipeline(
             fingerprint: fingerprint(method, uri.path(), body),
             fail_operation: decision.fail_operation,
         };
-        let arm = dispatch(&mut ctx, method, &path, body).unwrap_or_else(|error| ArmResponse {
+        let result = match &path {
+            ArmPath::Permissions { scope, .. } => super::authz::permissions(ctx.world(), &token, scope),
+            _ => dispatch(&mut ctx, method, &path, body),
+        };
+        let arm = result.unwrap_or_else(|error| ArmResponse {
             status: error.status,
             headers: Vec::new(),
             body: serde_json::to_vec(&error.body()).ok(),
@@ -320,6 +349,17 @@ fn dispatch(ctx: &mut Ctx<'_>, method: &Method, path: &ArmPath, body: &[u8]) -> 
     match (path, method.as_str()) {
         (P::Subscription { sub }, _) => super::subscription::get_subscription(ctx, sub),
         (P::InstanceListAll { sub }, _) => sql::list_all_instances(ctx, sub),
+        (P::Permissions { .. }, _) => Err(ArmError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            "Permissions are answered before dispatch.",
+        )),
+        (P::Capabilities { sub, location }, _) => super::capabilities::location(ctx, sub, location),
+        (P::VnetListAll { sub }, _) => network::list_vnets(ctx, sub, None),
+        (P::VnetList { sub, rg }, _) => network::list_vnets(ctx, sub, Some(rg)),
+        (P::SubnetList { sub, rg, vnet }, _) => network::list_subnets(ctx, sub, rg, vnet),
+        (P::NsgListAll { sub }, _) => network::list_nsgs(ctx, sub, None),
+        (P::NsgList { sub, rg }, _) => network::list_nsgs(ctx, sub, Some(rg)),
         (P::InstanceList { sub, rg }, _) => sql::list_instances(ctx, sub, rg),
         (P::Instance { sub, rg, name }, "GET") => sql::get_instance(ctx, sub, rg, name),
         (P::Instance { sub, rg, name }, "PUT") => sql::put_instance(ctx, sub, rg, name, body),
@@ -334,8 +374,17 @@ fn dispatch(ctx: &mut Ctx<'_>, method: &Method, path: &ArmPath, body: &[u8]) -> 
                 instance,
                 name,
             },
-            "DELETE",
-        ) => super::database::delete_database(ctx, sub, rg, instance, name),
+            "GET",
+        ) => sql::get_database(ctx, sub, rg, instance, name),
+        (
+            P::Database {
+                sub,
+                rg,
+                instance,
+                name,
+            },
+            "PUT",
+        ) => sql::put_database(ctx, sub, rg, instance, name, body),
         (
             P::Database {
                 sub,
@@ -344,7 +393,7 @@ fn dispatch(ctx: &mut Ctx<'_>, method: &Method, path: &ArmPath, body: &[u8]) -> 
                 name,
             },
             _,
-        ) => sql::get_database(ctx, sub, rg, instance, name),
+        ) => sql::delete_database(ctx, sub, rg, instance, name),
         (P::GroupList { sub, rg, location }, _) => sql::list_groups(ctx, sub, rg, location),
         (
             P::Group {
@@ -386,13 +435,18 @@ fn dispatch(ctx: &mut Ctx<'_>, method: &Method, path: &ArmPath, body: &[u8]) -> 
         (P::OperationStatus { sub, id }, _) => operations::status(ctx, sub, id),
         (P::OperationResult { sub, id }, _) => operations::result(ctx, sub, id),
         (P::Vnet { sub, rg, name }, "GET") => network::get_vnet(ctx, sub, rg, name),
-        (P::Vnet { sub, rg, name }, _) => network::put_vnet(ctx, sub, rg, name, body),
-        (P::Subnet { sub, rg, vnet, name }, _) => network::get_subnet(ctx, sub, rg, vnet, name),
+        (P::Vnet { sub, rg, name }, "PUT") => network::put_vnet(ctx, sub, rg, name, body),
+        (P::Vnet { sub, rg, name }, _) => network::delete_vnet(ctx, sub, rg, name),
+        (P::Subnet { sub, rg, vnet, name }, "GET") => network::get_subnet(ctx, sub, rg, vnet, name),
+        (P::Subnet { sub, rg, vnet, name }, "PUT") => network::put_subnet(ctx, sub, rg, vnet, name, body),
+        (P::Subnet { sub, rg, vnet, name }, _) => network::delete_subnet(ctx, sub, rg, vnet, name),
         (P::PeeringList { sub, rg, vnet }, _) => network::list_peerings(ctx, sub, rg, vnet),
         (P::Peering { sub, rg, vnet, name }, "GET") => network::get_peering(ctx, sub, rg, vnet, name),
         (P::Peering { sub, rg, vnet, name }, "PUT") => network::put_peering(ctx, sub, rg, vnet, name, body),
         (P::Peering { sub, rg, vnet, name }, _) => network::delete_peering(ctx, sub, rg, vnet, name),
-        (P::Nsg { sub, rg, name }, _) => network::get_nsg(ctx, sub, rg, name),
+        (P::Nsg { sub, rg, name }, "GET") => network::get_nsg(ctx, sub, rg, name),
+        (P::Nsg { sub, rg, name }, "PUT") => network::put_nsg(ctx, sub, rg, name, body),
+        (P::Nsg { sub, rg, name }, _) => network::delete_nsg(ctx, sub, rg, name),
         (P::RuleList { sub, rg, nsg }, _) => network::list_rules(ctx, sub, rg, nsg),
         (P::Rule { sub, rg, nsg, name }, "GET") => network::get_rule(ctx, sub, rg, nsg, name),
         (P::Rule { sub, rg, nsg, name }, "PUT") => network::put_rule(ctx, sub, rg, nsg, name, body),

@@ -2,8 +2,9 @@
 
 mod admin;
 mod arm;
+mod authz;
+mod capabilities;
 mod context;
-mod database;
 mod network;
 mod operations;
 mod path;

@@ -15,8 +15,11 @@ use crate::estate::derived_guid;
 use crate::ids;
 use crate::regions;
 use crate::rules;
-use crate::wire::{List, PeeringIn, PeeringPropertiesIn, SecurityRuleIn, SubnetIn, VirtualNetworkIn};
-use crate::world::{Delegation, Peering, SecurityRule, Subnet, VirtualNetwork};
+use crate::wire::{
+    List, PeeringIn, PeeringPropertiesIn, SecurityGroupIn, SecurityRuleIn, SecurityRuleProperties, SubnetIn,
+    VirtualNetworkIn,
+};
+use crate::world::{Delegation, Peering, SecurityGroup, SecurityRule, Subnet, VirtualNetwork};
 
 const VNET_TYPE: &str = "Microsoft.Network/virtualNetworks";
 const NSG_TYPE: &str = "Microsoft.Network/networkSecurityGroups";
@@ -96,6 +99,29 @@ fn subnet_from(spec: SubnetIn, space: &[String], vnet_name: &str) -> Result<Subn
     })
 }
 
+/// Subnets of one network must not overlap (Azure: 400 `NetcfgSubnetRangesOverlap`).
+fn check_subnets_disjoint(subnets: &[Subnet], vnet_name: &str) -> Result<(), ArmError> {
+    for (i, a) in subnets.iter().enumerate() {
+        for b in &subnets[i + 1..] {
+            if rules::overlapping(
+                std::slice::from_ref(&a.address_prefix),
+                std::slice::from_ref(&b.address_prefix),
+            )
+            .is_some()
+            {
+                return Err(ArmError::bad_request(
+                    "NetcfgSubnetRangesOverlap",
+                    format!(
+                        "Subnet '{}' ({}) overlaps subnet '{}' ({}) in virtual network '{vnet_name}'. Give each subnet its own range.",
+                        a.name, a.address_prefix, b.name, b.address_prefix
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn peering_from(name: String, props: PeeringPropertiesIn) -> Result<Peering, ArmError> {
     let remote = props
         .remote_virtual_network
@@ -145,6 +171,7 @@ pub(crate) fn put_vnet(
         .into_iter()
         .map(|s| subnet_from(s, &space, name))
         .collect::<Result<Vec<_>, _>>()?;
+    check_subnets_disjoint(&subnets, name)?;
     let id = ids::vnet(sub, rg, name);
     for inst in ctx.world().instances.values() {
         if let Some((vnet_id, subnet)) = ids::split_subnet(&inst.subnet_id)
@@ -207,6 +234,144 @@ pub(crate) fn get_subnet(ctx: &Ctx<'_>, sub: &str, rg: &str, vnet: &str, name: &
         .subnet(name)
         .ok_or_else(|| ArmError::not_found("Microsoft.Network/virtualNetworks/subnets", name, rg))?;
     ArmResponse::json(StatusCode::OK, &render::subnet(v, s))
+}
+
+pub(crate) fn list_vnets(ctx: &Ctx<'_>, sub: &str, rg: Option<&str>) -> Result<ArmResponse, ArmError> {
+    if let Some(rg) = rg
+        && !ctx.world().has_resource_group(sub, rg)
+    {
+        return Err(ArmError::resource_group_not_found(rg));
+    }
+    let world = ctx.world();
+    let value = world
+        .virtual_networks
+        .values()
+        .filter(|v| v.subscription.eq_ignore_ascii_case(sub))
+        .filter(|v| rg.is_none_or(|rg| v.resource_group.eq_ignore_ascii_case(rg)))
+        .map(|v| render::vnet(world, v))
+        .collect();
+    ArmResponse::json(StatusCode::OK, &List { value })
+}
+
+/// The managed instance using a subnet of `vnet_key` (named `subnet`, or any when `None`).
+fn instance_in_subnet(ctx: &Ctx<'_>, vnet_key: &str, subnet: Option<&str>) -> Option<(String, String)> {
+    ctx.world().instances.values().find_map(|inst| {
+        let (vnet_id, name) = ids::split_subnet(&inst.subnet_id)?;
+        (ids::key(&vnet_id) == vnet_key && subnet.is_none_or(|s| s.eq_ignore_ascii_case(&name)))
+            .then(|| (inst.name.clone(), name))
+    })
+}
+
+fn in_use_subnet(instance: &str, subnet: &str) -> ArmError {
+    ArmError::bad_request(
+        "InUseSubnetCannotBeDeleted",
+        format!(
+            "Subnet '{subnet}' is in use by managed instance '{instance}' and cannot be deleted. Delete the instance first."
+        ),
+    )
+}
+
+pub(crate) fn delete_vnet(ctx: &mut Ctx<'_>, sub: &str, rg: &str, name: &str) -> Result<ArmResponse, ArmError> {
+    let key = vnet_key(sub, rg, name);
+    if !ctx.world().virtual_networks.contains_key(&key) {
+        return Ok(ArmResponse::empty(StatusCode::NO_CONTENT));
+    }
+    if let Some((instance, subnet)) = instance_in_subnet(ctx, &key, None) {
+        return Err(in_use_subnet(&instance, &subnet));
+    }
+    ctx.world_mut().virtual_networks.remove(&key);
+    Ok(ArmResponse::empty(StatusCode::OK))
+}
+
+pub(crate) fn list_subnets(ctx: &Ctx<'_>, sub: &str, rg: &str, vnet: &str) -> Result<ArmResponse, ArmError> {
+    let v = ctx
+        .world()
+        .virtual_networks
+        .get(&vnet_key(sub, rg, vnet))
+        .ok_or_else(|| ArmError::not_found(VNET_TYPE, vnet, rg))?;
+    let value = v.subnets.iter().map(|s| render::subnet(v, s)).collect();
+    ArmResponse::json(StatusCode::OK, &List { value })
+}
+
+pub(crate) fn put_subnet(
+    ctx: &mut Ctx<'_>,
+    sub: &str,
+    rg: &str,
+    vnet: &str,
+    name: &str,
+    body: &[u8],
+) -> Result<ArmResponse, ArmError> {
+    let key = vnet_key(sub, rg, vnet);
+    let v = ctx
+        .world()
+        .virtual_networks
+        .get(&key)
+        .cloned()
+        .ok_or_else(|| ArmError::not_found(VNET_TYPE, vnet, rg))?;
+    let mut request: SubnetIn = parse_body(body)?;
+    request.name = Some(name.to_owned());
+    let subnet = subnet_from(request, &v.address_prefixes, vnet)?;
+    let existing = v.subnet(name).cloned();
+    if let Some(old) = &existing
+        && old.address_prefix != subnet.address_prefix
+        && let Some((instance, _)) = instance_in_subnet(ctx, &key, Some(name))
+    {
+        return Err(ArmError::bad_request(
+            "InUseSubnetCannotBeUpdated",
+            format!("Subnet '{name}' is in use by managed instance '{instance}'; its address prefix cannot change."),
+        ));
+    }
+    let mut subnets: Vec<Subnet> = v
+        .subnets
+        .iter()
+        .filter(|s| !s.name.eq_ignore_ascii_case(name))
+        .cloned()
+        .collect();
+    subnets.push(subnet.clone());
+    check_subnets_disjoint(&subnets, vnet)?;
+    if let Some(target) = ctx.world_mut().virtual_networks.get_mut(&key) {
+        match target.subnets.iter_mut().find(|s| s.name.eq_ignore_ascii_case(name)) {
+            Some(slot) => *slot = subnet,
+            None => target.subnets.push(subnet),
+        }
+    }
+    let world = ctx.world();
+    let target = world
+        .virtual_networks
+        .get(&key)
+        .ok_or_else(|| ArmError::not_found(VNET_TYPE, vnet, rg))?;
+    let s = target
+        .subnet(name)
+        .ok_or_else(|| ArmError::not_found("Microsoft.Network/virtualNetworks/subnets", name, rg))?;
+    let out = render::subnet(target, s);
+    let id = out.id.clone();
+    let response = ArmResponse::json(StatusCode::OK, &out)?;
+    Ok(written(ctx, existing.is_none(), sub, &v.location, &id, response))
+}
+
+pub(crate) fn delete_subnet(
+    ctx: &mut Ctx<'_>,
+    sub: &str,
+    rg: &str,
+    vnet: &str,
+    name: &str,
+) -> Result<ArmResponse, ArmError> {
+    let key = vnet_key(sub, rg, vnet);
+    let exists = ctx
+        .world()
+        .virtual_networks
+        .get(&key)
+        .is_some_and(|v| v.subnet(name).is_some());
+    if !exists {
+        return Ok(ArmResponse::empty(StatusCode::NO_CONTENT));
+    }
+    if let Some((instance, subnet)) = instance_in_subnet(ctx, &key, Some(name)) {
+        return Err(in_use_subnet(&instance, &subnet));
+    }
+    if let Some(target) = ctx.world_mut().virtual_networks.get_mut(&key) {
+        target.subnets.retain(|s| !s.name.eq_ignore_ascii_case(name));
+    }
+    Ok(ArmResponse::empty(StatusCode::OK))
 }
 
 // ----- peerings --------------------------------------------------------------------------
@@ -313,6 +478,105 @@ pub(crate) fn get_nsg(ctx: &Ctx<'_>, sub: &str, rg: &str, name: &str) -> Result<
     ArmResponse::json(StatusCode::OK, &render::nsg(ctx.world(), nsg))
 }
 
+pub(crate) fn list_nsgs(ctx: &Ctx<'_>, sub: &str, rg: Option<&str>) -> Result<ArmResponse, ArmError> {
+    if let Some(rg) = rg
+        && !ctx.world().has_resource_group(sub, rg)
+    {
+        return Err(ArmError::resource_group_not_found(rg));
+    }
+    let world = ctx.world();
+    let value = world
+        .security_groups
+        .values()
+        .filter(|g| g.subscription.eq_ignore_ascii_case(sub))
+        .filter(|g| rg.is_none_or(|rg| g.resource_group.eq_ignore_ascii_case(rg)))
+        .map(|g| render::nsg(world, g))
+        .collect();
+    ArmResponse::json(StatusCode::OK, &List { value })
+}
+
+/// A create or a full update. `securityRules`, when given, replace the group's rules (each
+/// checked as a rule PUT checks it); when absent, an existing group keeps its rules.
+pub(crate) fn put_nsg(
+    ctx: &mut Ctx<'_>,
+    sub: &str,
+    rg: &str,
+    name: &str,
+    body: &[u8],
+) -> Result<ArmResponse, ArmError> {
+    if !ctx.world().has_resource_group(sub, rg) {
+        return Err(ArmError::resource_group_not_found(rg));
+    }
+    let request: SecurityGroupIn = parse_body(body)?;
+    let key = nsg_key(sub, rg, name);
+    let existing = ctx.world().security_groups.get(&key).cloned();
+    let location = match (&request.location, &existing) {
+        (Some(l), _) => regions::normalize(l),
+        (None, Some(g)) => g.location.clone(),
+        (None, None) => return Err(ArmError::invalid_parameter("The 'location' property is required.")),
+    };
+    let id = ids::nsg(sub, rg, name);
+    let mut group = SecurityGroup {
+        id: id.clone(),
+        subscription: sub.to_owned(),
+        resource_group: rg.to_owned(),
+        name: name.to_owned(),
+        location: location.clone(),
+        rules: Vec::new(),
+        tags: request
+            .tags
+            .or_else(|| existing.as_ref().map(|g| g.tags.clone()))
+            .unwrap_or_default(),
+        resource_guid: existing
+            .as_ref()
+            .map_or_else(|| derived_guid(&id), |g| g.resource_guid.clone()),
+    };
+    match request.properties.and_then(|p| p.security_rules) {
+        Some(rules) => {
+            for r in rules {
+                let rule_name = r.name.ok_or_else(|| bad_format("Every security rule needs a name."))?;
+                let props = r
+                    .properties
+                    .ok_or_else(|| bad_format(format!("Security rule '{rule_name}' needs properties.")))?;
+                let rule = rule_from(&group, &rule_name, props)?;
+                group.rules.push(rule);
+            }
+        }
+        None => group.rules = existing.as_ref().map(|g| g.rules.clone()).unwrap_or_default(),
+    }
+    ctx.world_mut().security_groups.insert(key.clone(), group);
+    let world = ctx.world();
+    let stored = world
+        .security_groups
+        .get(&key)
+        .ok_or_else(|| ArmError::not_found(NSG_TYPE, name, rg))?;
+    let response = ArmResponse::json(StatusCode::OK, &render::nsg(world, stored))?;
+    Ok(written(ctx, existing.is_none(), sub, &location, &id, response))
+}
+
+pub(crate) fn delete_nsg(ctx: &mut Ctx<'_>, sub: &str, rg: &str, name: &str) -> Result<ArmResponse, ArmError> {
+    let key = nsg_key(sub, rg, name);
+    if !ctx.world().security_groups.contains_key(&key) {
+        return Ok(ArmResponse::empty(StatusCode::NO_CONTENT));
+    }
+    let user = ctx.world().virtual_networks.values().find_map(|v| {
+        v.subnets
+            .iter()
+            .find(|s| s.security_group_id.as_deref().is_some_and(|id| ids::key(id) == key))
+            .map(|s| format!("{}/subnets/{}", v.name, s.name))
+    });
+    if let Some(subnet) = user {
+        return Err(ArmError::bad_request(
+            "InUseNetworkSecurityGroupCannotBeDeleted",
+            format!(
+                "Network security group '{name}' is in use by subnet '{subnet}' and cannot be deleted. Dissociate it first."
+            ),
+        ));
+    }
+    ctx.world_mut().security_groups.remove(&key);
+    Ok(ArmResponse::empty(StatusCode::OK))
+}
+
 pub(crate) fn list_rules(ctx: &Ctx<'_>, sub: &str, rg: &str, nsg: &str) -> Result<ArmResponse, ArmError> {
     let group = ctx
         .world()
@@ -351,25 +615,8 @@ fn one_of(value: Option<String>, field: &str, allowed: &[&str]) -> Result<String
         })
 }
 
-pub(crate) fn put_rule(
-    ctx: &mut Ctx<'_>,
-    sub: &str,
-    rg: &str,
-    nsg: &str,
-    name: &str,
-    body: &[u8],
-) -> Result<ArmResponse, ArmError> {
-    let key = nsg_key(sub, rg, nsg);
-    let group = ctx
-        .world()
-        .security_groups
-        .get(&key)
-        .cloned()
-        .ok_or_else(|| ArmError::not_found(NSG_TYPE, nsg, rg))?;
-    let request: SecurityRuleIn = parse_body(body)?;
-    let p = request
-        .properties
-        .ok_or_else(|| bad_format("The 'properties' object is required."))?;
+/// A rule of `group` from its properties, checked as Azure checks them.
+fn rule_from(group: &SecurityGroup, name: &str, p: SecurityRuleProperties) -> Result<SecurityRule, ArmError> {
     let protocol = one_of(p.protocol, "protocol", &["Tcp", "Udp", "Icmp", "Esp", "*", "Ah"])?;
     let access = one_of(p.access, "access", &["Allow", "Deny"])?;
     let direction = one_of(p.direction, "direction", &["Inbound", "Outbound"])?;
@@ -393,7 +640,7 @@ pub(crate) fn put_rule(
             ),
         ));
     }
-    let rule = SecurityRule {
+    Ok(SecurityRule {
         name: name.to_owned(),
         protocol,
         access,
@@ -408,7 +655,29 @@ pub(crate) fn put_rule(
         destination_address_prefix: p.destination_address_prefix,
         destination_address_prefixes: p.destination_address_prefixes,
         description: p.description,
-    };
+    })
+}
+
+pub(crate) fn put_rule(
+    ctx: &mut Ctx<'_>,
+    sub: &str,
+    rg: &str,
+    nsg: &str,
+    name: &str,
+    body: &[u8],
+) -> Result<ArmResponse, ArmError> {
+    let key = nsg_key(sub, rg, nsg);
+    let group = ctx
+        .world()
+        .security_groups
+        .get(&key)
+        .cloned()
+        .ok_or_else(|| ArmError::not_found(NSG_TYPE, nsg, rg))?;
+    let request: SecurityRuleIn = parse_body(body)?;
+    let p = request
+        .properties
+        .ok_or_else(|| bad_format("The 'properties' object is required."))?;
+    let rule = rule_from(&group, name, p)?;
     let created = !group.rules.iter().any(|r| r.name.eq_ignore_ascii_case(name));
     let out = render::rule(&group, &rule);
     if let Some(target) = ctx.world_mut().security_groups.get_mut(&key) {

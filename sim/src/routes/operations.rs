@@ -18,7 +18,7 @@ fn find<'c>(ctx: &'c Ctx<'_>, sub: &str, id: &str) -> Result<&'c Operation, ArmE
         .ok_or_else(|| {
             ArmError::new(
                 StatusCode::NOT_FOUND,
-                "OperationNotFound",
+                "OperationIdNotFound",
                 format!("Operation '{id}' was not found."),
             )
         })
@@ -103,8 +103,19 @@ fn final_body(ctx: &Ctx<'_>, op: &Operation) -> Result<ArmResponse, ArmError> {
                 None => Ok(ArmResponse::empty(StatusCode::NO_CONTENT)),
             }
         }
-        OpKind::InstanceDelete { .. } | OpKind::GroupDelete { .. } | OpKind::Network => {
-            Ok(ArmResponse::empty(StatusCode::OK))
+        OpKind::DatabaseCreate { instance, database, .. } => {
+            let found = world.instances.get(instance).and_then(|inst| {
+                let db = inst.databases.iter().find(|d| d.name.eq_ignore_ascii_case(database))?;
+                Some((inst, db))
+            });
+            match found {
+                Some((inst, db)) => ArmResponse::json(StatusCode::OK, &render::database(world, inst, db)),
+                None => Ok(ArmResponse::empty(StatusCode::NO_CONTENT)),
+            }
         }
+        OpKind::InstanceDelete { .. }
+        | OpKind::GroupDelete { .. }
+        | OpKind::Network
+        | OpKind::DatabaseDelete { .. } => Ok(ArmResponse::empty(StatusCode::OK)),
     }
 }

@@ -7,6 +7,8 @@ use axum::http::Method;
 pub(crate) enum Provider {
     Sql,
     Network,
+    /// Microsoft.Authorization: any `YYYY-MM-DD[-preview]`.
+    Authorization,
     /// Polling URLs accept whatever api-version the operation was started with.
     Polling,
     /// Azure Monitor metrics (`Microsoft.Insights/metrics` under a resource).
@@ -24,6 +26,35 @@ pub(crate) enum ArmPath {
     },
     InstanceListAll {
         sub: String,
+    },
+    /// `GET {scope}/providers/Microsoft.Authorization/permissions`.
+    Permissions {
+        sub: String,
+        scope: String,
+    },
+    /// `GET /subscriptions/{s}/providers/Microsoft.Sql/locations/{loc}/capabilities`.
+    Capabilities {
+        sub: String,
+        location: String,
+    },
+    VnetListAll {
+        sub: String,
+    },
+    VnetList {
+        sub: String,
+        rg: String,
+    },
+    SubnetList {
+        sub: String,
+        rg: String,
+        vnet: String,
+    },
+    NsgListAll {
+        sub: String,
+    },
+    NsgList {
+        sub: String,
+        rg: String,
     },
     InstanceList {
         sub: String,
@@ -144,6 +175,19 @@ pub(crate) fn percent_decode(text: &str) -> String {
 impl ArmPath {
     /// Parses a request path (without the query).
     pub(crate) fn parse(path: &str) -> Option<ArmPath> {
+        const PERMISSIONS: &str = "/providers/microsoft.authorization/permissions";
+        let trimmed = path.trim_end_matches('/');
+        if trimmed.to_ascii_lowercase().ends_with(PERMISSIONS) {
+            let scope = percent_decode(&trimmed[..trimmed.len() - PERMISSIONS.len()]);
+            let mut parts = scope.trim_start_matches('/').split('/');
+            return match (parts.next(), parts.next()) {
+                (Some(subs), Some(sub)) if eq(subs, "subscriptions") && !sub.is_empty() => Some(ArmPath::Permissions {
+                    sub: sub.to_owned(),
+                    scope: scope.clone(),
+                }),
+                _ => None,
+            };
+        }
         let segments: Vec<String> = path.trim_matches('/').split('/').map(percent_decode).collect();
         let s: Vec<&str> = segments.iter().map(String::as_str).collect();
         let owned = |x: &str| x.to_owned();
@@ -156,6 +200,29 @@ impl ArmPath {
                     && eq(mis, "managedInstances") =>
             {
                 Some(ArmPath::InstanceListAll { sub: owned(sub) })
+            }
+            [subs, sub, providers, ns, kind]
+                if eq(subs, "subscriptions") && eq(providers, "providers") && eq(ns, "Microsoft.Network") =>
+            {
+                if eq(kind, "virtualNetworks") {
+                    Some(ArmPath::VnetListAll { sub: owned(sub) })
+                } else if eq(kind, "networkSecurityGroups") {
+                    Some(ArmPath::NsgListAll { sub: owned(sub) })
+                } else {
+                    None
+                }
+            }
+            [subs, sub, providers, ns, locations, location, capabilities]
+                if eq(subs, "subscriptions")
+                    && eq(providers, "providers")
+                    && eq(ns, "Microsoft.Sql")
+                    && eq(locations, "locations")
+                    && eq(capabilities, "capabilities") =>
+            {
+                Some(ArmPath::Capabilities {
+                    sub: owned(sub),
+                    location: owned(location),
+                })
             }
             [subs, sub, providers, ns, locations, _location, kind, id]
                 if eq(subs, "subscriptions") && eq(providers, "providers") && eq(locations, "locations") =>
@@ -257,7 +324,11 @@ impl ArmPath {
     fn network(sub: String, rg: String, rest: &[&str]) -> Option<ArmPath> {
         let o = |x: &str| x.to_owned();
         Some(match rest {
+            [vnets] if eq(vnets, "virtualNetworks") => ArmPath::VnetList { sub, rg },
             [vnets, name] if eq(vnets, "virtualNetworks") => ArmPath::Vnet { sub, rg, name: o(name) },
+            [vnets, vnet, subnets] if eq(vnets, "virtualNetworks") && eq(subnets, "subnets") => {
+                ArmPath::SubnetList { sub, rg, vnet: o(vnet) }
+            }
             [vnets, vnet, subnets, name] if eq(vnets, "virtualNetworks") && eq(subnets, "subnets") => ArmPath::Subnet {
                 sub,
                 rg,
@@ -275,6 +346,7 @@ impl ArmPath {
                     name: o(name),
                 }
             }
+            [nsgs] if eq(nsgs, "networkSecurityGroups") => ArmPath::NsgList { sub, rg },
             [nsgs, name] if eq(nsgs, "networkSecurityGroups") => ArmPath::Nsg { sub, rg, name: o(name) },
             [nsgs, nsg, rules] if eq(nsgs, "networkSecurityGroups") && eq(rules, "securityRules") => {
                 ArmPath::RuleList { sub, rg, nsg: o(nsg) }
@@ -296,6 +368,13 @@ impl ArmPath {
         match self {
             ArmPath::Subscription { sub }
             | ArmPath::InstanceListAll { sub }
+            | ArmPath::Permissions { sub, .. }
+            | ArmPath::Capabilities { sub, .. }
+            | ArmPath::VnetListAll { sub }
+            | ArmPath::VnetList { sub, .. }
+            | ArmPath::SubnetList { sub, .. }
+            | ArmPath::NsgListAll { sub }
+            | ArmPath::NsgList { sub, .. }
             | ArmPath::InstanceList { sub, .. }
             | ArmPath::Instance { sub, .. }
             | ArmPath::DatabaseList { sub, .. }
@@ -320,6 +399,7 @@ impl ArmPath {
     pub(crate) fn provider(&self) -> Provider {
         match self {
             ArmPath::InstanceListAll { .. }
+            | ArmPath::Capabilities { .. }
             | ArmPath::InstanceList { .. }
             | ArmPath::Instance { .. }
             | ArmPath::DatabaseList { .. }
@@ -330,6 +410,7 @@ impl ArmPath {
             ArmPath::OperationStatus { .. } | ArmPath::OperationResult { .. } => Provider::Polling,
             ArmPath::InstanceMetrics { .. } => Provider::Insights,
             ArmPath::Subscription { .. } => Provider::Resources,
+            ArmPath::Permissions { .. } => Provider::Authorization,
             _ => Provider::Network,
         }
     }
@@ -340,6 +421,14 @@ impl ArmPath {
         Some(match (self, m) {
             (ArmPath::Subscription { .. }, "GET") => "Subscriptions_Get",
             (ArmPath::InstanceListAll { .. }, "GET") => "ManagedInstances_List",
+            (ArmPath::Capabilities { .. }, "GET") => "Capabilities_ListByLocation",
+            (ArmPath::Permissions { scope, .. }, "GET") => {
+                if scope.to_ascii_lowercase().contains("/providers/") {
+                    "Permissions_ListForResource"
+                } else {
+                    "Permissions_ListForResourceGroup"
+                }
+            }
             (ArmPath::InstanceList { .. }, "GET") => "ManagedInstances_ListByResourceGroup",
             (ArmPath::Instance { .. }, "GET") => "ManagedInstances_Get",
             (ArmPath::Instance { .. }, "PUT") => "ManagedInstances_CreateOrUpdate",
@@ -347,8 +436,9 @@ impl ArmPath {
             (ArmPath::Instance { .. }, "DELETE") => "ManagedInstances_Delete",
             (ArmPath::DatabaseList { .. }, "GET") => "ManagedDatabases_ListByInstance",
             (ArmPath::Database { .. }, "GET") => "ManagedDatabases_Get",
-            (ArmPath::Database { .. }, "DELETE") => "ManagedDatabases_Delete",
             (ArmPath::InstanceMetrics { .. }, "GET") => "Metrics_List",
+            (ArmPath::Database { .. }, "PUT") => "ManagedDatabases_CreateOrUpdate",
+            (ArmPath::Database { .. }, "DELETE") => "ManagedDatabases_Delete",
             (ArmPath::GroupList { .. }, "GET") => "InstanceFailoverGroups_ListByLocation",
             (ArmPath::Group { .. }, "GET") => "InstanceFailoverGroups_Get",
             (ArmPath::Group { .. }, "PUT") => "InstanceFailoverGroups_CreateOrUpdate",
@@ -361,12 +451,22 @@ impl ArmPath {
             (ArmPath::OperationResult { .. }, "GET") => "OperationResults_Get",
             (ArmPath::Vnet { .. }, "GET") => "VirtualNetworks_Get",
             (ArmPath::Vnet { .. }, "PUT") => "VirtualNetworks_CreateOrUpdate",
+            (ArmPath::Vnet { .. }, "DELETE") => "VirtualNetworks_Delete",
+            (ArmPath::VnetListAll { .. }, "GET") => "VirtualNetworks_ListAll",
+            (ArmPath::VnetList { .. }, "GET") => "VirtualNetworks_List",
+            (ArmPath::SubnetList { .. }, "GET") => "Subnets_List",
             (ArmPath::Subnet { .. }, "GET") => "Subnets_Get",
+            (ArmPath::Subnet { .. }, "PUT") => "Subnets_CreateOrUpdate",
+            (ArmPath::Subnet { .. }, "DELETE") => "Subnets_Delete",
             (ArmPath::PeeringList { .. }, "GET") => "VirtualNetworkPeerings_List",
             (ArmPath::Peering { .. }, "GET") => "VirtualNetworkPeerings_Get",
             (ArmPath::Peering { .. }, "PUT") => "VirtualNetworkPeerings_CreateOrUpdate",
             (ArmPath::Peering { .. }, "DELETE") => "VirtualNetworkPeerings_Delete",
             (ArmPath::Nsg { .. }, "GET") => "NetworkSecurityGroups_Get",
+            (ArmPath::Nsg { .. }, "PUT") => "NetworkSecurityGroups_CreateOrUpdate",
+            (ArmPath::Nsg { .. }, "DELETE") => "NetworkSecurityGroups_Delete",
+            (ArmPath::NsgListAll { .. }, "GET") => "NetworkSecurityGroups_ListAll",
+            (ArmPath::NsgList { .. }, "GET") => "NetworkSecurityGroups_List",
             (ArmPath::RuleList { .. }, "GET") => "SecurityRules_List",
             (ArmPath::Rule { .. }, "GET") => "SecurityRules_Get",
             (ArmPath::Rule { .. }, "PUT") => "SecurityRules_CreateOrUpdate",

@@ -55,6 +55,11 @@ pub(crate) fn instance(world: &World, inst: &Instance) -> ManagedInstanceOut {
             database_format: inst.database_format.clone(),
             is_general_purpose_v2: inst.next_gen,
             create_time: inst.created.rfc3339(world.epoch),
+            // Azure's default maintenance window; the emulator does not model others.
+            maintenance_configuration_id: format!(
+                "/subscriptions/{}/providers/Microsoft.Maintenance/publicMaintenanceConfigurations/SQL_Default",
+                inst.subscription
+            ),
         },
     }
 }
@@ -88,8 +93,15 @@ pub(crate) fn group_view(group: &FailoverGroup, role: Role) -> FailoverGroupOut 
         Role::Secondary => Role::Primary,
     };
     let partner = group.member(partner_role);
+    // Azure answers with the display name of the location, in the id as in `partnerRegions`
+    // (`.../locations/Japan East/...`, `"location": "Japan West"`), whatever the request used.
     FailoverGroupOut {
-        id: ids::fog_view(&local.subscription, &local.resource_group, &local.location, &group.name),
+        id: ids::fog_view(
+            &local.subscription,
+            &local.resource_group,
+            regions::display(&local.location),
+            &group.name,
+        ),
         name: group.name.clone(),
         kind: "Microsoft.Sql/locations/instanceFailoverGroups",
         properties: FailoverGroupPropertiesOut {
@@ -97,20 +109,20 @@ pub(crate) fn group_view(group: &FailoverGroup, role: Role) -> FailoverGroupOut 
                 failover_policy: Some(group.read_write_policy.clone()),
                 failover_with_data_loss_grace_period_minutes: group.grace_minutes,
             },
-            read_only_endpoint: group.read_only_policy.as_ref().map(|p| ReadOnlyEndpoint {
-                failover_policy: Some(p.clone()),
-            }),
+            read_only_endpoint: ReadOnlyEndpoint {
+                failover_policy: Some(group.read_only_policy.clone().unwrap_or_else(|| "Disabled".into())),
+            },
             replication_role: role.as_str(),
             replication_state: group.replication_state.clone(),
             partner_regions: vec![PartnerRegion {
-                location: Some(partner.location.clone()),
+                location: Some(regions::display(&partner.location).to_owned()),
                 replication_role: Some(partner_role.as_str().to_owned()),
             }],
             managed_instance_pairs: vec![InstancePair {
                 primary_managed_instance_id: Some(group.primary.instance_id.clone()),
                 partner_managed_instance_id: Some(group.secondary.instance_id.clone()),
             }],
-            secondary_type: group.secondary_type.clone(),
+            secondary_type: group.secondary_type.clone().unwrap_or_else(|| "Geo".into()),
         },
     }
 }
@@ -260,10 +272,100 @@ pub(crate) fn nsg(world: &World, nsg: &SecurityGroup) -> SecurityGroupOut {
             provisioning_state: "Succeeded",
             resource_guid: nsg.resource_guid.clone(),
             security_rules: nsg.rules.iter().map(|r| rule(nsg, r)).collect(),
-            default_security_rules: Vec::new(),
+            default_security_rules: default_rules(nsg),
             subnets,
         },
     }
+}
+
+/// Azure's six platform rules of every network security group (priority 65000 and above):
+/// inbound from the virtual network and the load balancer, outbound to the virtual network and
+/// the internet, each followed by a deny-all. Read-only; the emulator does not evaluate them
+/// (docs ask for explicit rules for the geo-replication ports).
+pub(crate) fn default_rules(nsg: &SecurityGroup) -> Vec<SecurityRuleOut> {
+    const DEFAULTS: &[(&str, &str, &str, &str, i32, &str, &str)] = &[
+        (
+            "AllowVnetInBound",
+            "Allow inbound traffic from all VMs in VNET",
+            "VirtualNetwork",
+            "VirtualNetwork",
+            65000,
+            "Allow",
+            "Inbound",
+        ),
+        (
+            "AllowAzureLoadBalancerInBound",
+            "Allow inbound traffic from azure load balancer",
+            "AzureLoadBalancer",
+            "*",
+            65001,
+            "Allow",
+            "Inbound",
+        ),
+        (
+            "DenyAllInBound",
+            "Deny all inbound traffic",
+            "*",
+            "*",
+            65500,
+            "Deny",
+            "Inbound",
+        ),
+        (
+            "AllowVnetOutBound",
+            "Allow outbound traffic from all VMs to all VMs in VNET",
+            "VirtualNetwork",
+            "VirtualNetwork",
+            65000,
+            "Allow",
+            "Outbound",
+        ),
+        (
+            "AllowInternetOutBound",
+            "Allow outbound traffic from all VMs to Internet",
+            "*",
+            "Internet",
+            65001,
+            "Allow",
+            "Outbound",
+        ),
+        (
+            "DenyAllOutBound",
+            "Deny all outbound traffic",
+            "*",
+            "*",
+            65500,
+            "Deny",
+            "Outbound",
+        ),
+    ];
+    DEFAULTS
+        .iter()
+        .map(
+            |&(name, description, source, destination, priority, access, direction)| {
+                let id = format!("{}/defaultSecurityRules/{name}", nsg.id);
+                SecurityRuleOut {
+                    etag: etag(&id),
+                    id,
+                    name: name.to_owned(),
+                    kind: "Microsoft.Network/networkSecurityGroups/defaultSecurityRules",
+                    properties: SecurityRuleProperties {
+                        description: Some(description.to_owned()),
+                        protocol: Some("*".to_owned()),
+                        source_port_range: Some("*".to_owned()),
+                        destination_port_range: Some("*".to_owned()),
+                        source_address_prefix: Some(source.to_owned()),
+                        destination_address_prefix: Some(destination.to_owned()),
+                        access: Some(access.to_owned()),
+                        priority: Some(priority),
+                        direction: Some(direction.to_owned()),
+                        provisioning_state: Some("Succeeded"),
+                        ..SecurityRuleProperties::default()
+                    },
+                }
+            },
+        )
+        .collect()
 }
 
 /// RFC 3339 of a simulated time.

@@ -12,13 +12,13 @@ use crate::ids;
 use crate::lro::{self, GroupChange, InstanceChange, OpKind, PollKind};
 use crate::regions;
 use crate::rules;
-use crate::wire::{FailoverGroupIn, List, ManagedInstanceIn};
+use crate::wire::{FailoverGroupIn, List, ManagedDatabaseIn, ManagedInstanceIn};
 use crate::world::{FailoverGroup, Instance, Member, Role};
 
 const INSTANCE_TYPE: &str = "Microsoft.Sql/managedInstances";
 const GROUP_TYPE: &str = "Microsoft.Sql/locations/instanceFailoverGroups";
 const SKUS: &[&str] = &["GP_Gen5", "GP_G8IM", "GP_G8IH", "BC_Gen5", "BC_G8IM", "BC_G8IH"];
-const VCORES: &[u32] = &[4, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 56, 64, 80, 96, 128];
+pub(crate) const VCORES: &[u32] = &[4, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 56, 64, 80, 96, 128];
 
 fn instance_key(sub: &str, rg: &str, name: &str) -> String {
     ids::key(&ids::instance(sub, rg, name))
@@ -32,23 +32,32 @@ fn require_rg(ctx: &Ctx<'_>, sub: &str, rg: &str) -> Result<(), ArmError> {
     }
 }
 
+/// An invalid vCores value: the spec's `ManagedInstances_CreateOrUpdate` and `_Update` list
+/// `InvalidVcoreValue` with status 405.
 fn check_vcores(v: u32) -> Result<(), ArmError> {
     if VCORES.contains(&v) {
         Ok(())
     } else {
-        Err(ArmError::invalid_parameter(format!(
-            "vCores value {v} is not one of {VCORES:?}."
-        )))
+        Err(ArmError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "InvalidVcoreValue",
+            format!("vCore value {v} is not valid. Please specify a valid vCore value: one of {VCORES:?}."),
+        ))
     }
 }
 
+/// An invalid storage size: the spec lists `InvalidStorageSizeValue` with status 405.
 fn check_storage(gb: u32) -> Result<(), ArmError> {
     if (32..=32768).contains(&gb) && gb.is_multiple_of(32) {
         Ok(())
     } else {
-        Err(ArmError::invalid_parameter(format!(
-            "storageSizeInGB value {gb} must be between 32 and 32768 in steps of 32."
-        )))
+        Err(ArmError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "InvalidStorageSizeValue",
+            format!(
+                "Invalid storage size: {gb} GB. Storage size must be specified between 32 and 32768 gigabytes, in increments of 32 GB."
+            ),
+        ))
     }
 }
 
@@ -175,10 +184,13 @@ fn create_instance(
         ));
     }
     if vnet.location != location {
-        return Err(ArmError::invalid_parameter(format!(
-            "The subnet '{}' is in region '{}', not '{location}'.",
-            subnet.name, vnet.location
-        )));
+        return Err(ArmError::bad_request(
+            "VnetInWrongRegion",
+            format!(
+                "The virtual network '{}' of subnet '{}' is in region '{}', not in the instance's region '{location}'. Use a subnet in '{location}'.",
+                vnet.name, subnet.name, vnet.location
+            ),
+        ));
     }
     if let Some(other) = ctx
         .world()
@@ -186,9 +198,12 @@ fn create_instance(
         .values()
         .find(|i| i.name.eq_ignore_ascii_case(name))
     {
-        return Err(ArmError::conflict(
+        return Err(ArmError::bad_request(
             "NameAlreadyExists",
-            format!("The name '{name}' is already in use by '{}'.", other.id),
+            format!(
+                "The name '{name}' is already in use by '{}'; managed instance names are global. Choose another name.",
+                other.id
+            ),
         ));
     }
     let id = ids::instance(sub, rg, name);
@@ -483,6 +498,134 @@ pub(crate) fn get_database(
     ArmResponse::json(StatusCode::OK, &render::database(ctx.world(), inst, db))
 }
 
+/// Simulated time a database create or drop takes.
+const DATABASE_CREATE_SECS: f64 = 120.0;
+const DATABASE_DELETE_SECS: f64 = 60.0;
+
+fn database_lock(instance_key: &str, name: &str) -> String {
+    format!("{instance_key}/databases/{}", name.to_ascii_lowercase())
+}
+
+/// Databases are written on the primary only; the geo-secondary's replicas follow.
+fn refuse_on_secondary(ctx: &Ctx<'_>, inst: &Instance) -> Result<(), ArmError> {
+    if let Some(group) = ctx.world().group_of(&inst.id)
+        && ids::key(&group.secondary.instance_id) == ids::key(&inst.id)
+    {
+        return Err(ArmError::bad_request(
+            "OperationNotAllowedInCurrentGeodrConfiguration",
+            format!(
+                "Managed instance '{}' is the geo-secondary of failover group '{}'; create or drop databases on the primary.",
+                inst.name, group.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn put_database(
+    ctx: &mut Ctx<'_>,
+    sub: &str,
+    rg: &str,
+    instance: &str,
+    name: &str,
+    body: &[u8],
+) -> Result<ArmResponse, ArmError> {
+    let key = instance_key(sub, rg, instance);
+    let lock = database_lock(&key, name);
+    if let Some(response) = ctx.reattach(&lock) {
+        return Ok(response);
+    }
+    let request: ManagedDatabaseIn = parse_body(body)?;
+    let inst = ctx
+        .world()
+        .instances
+        .get(&key)
+        .cloned()
+        .ok_or_else(|| ArmError::not_found(INSTANCE_TYPE, instance, rg))?;
+    if let Some(db) = inst.databases.iter().find(|d| d.name.eq_ignore_ascii_case(name)) {
+        // Nothing the emulator models can change on an existing database.
+        return ArmResponse::json(StatusCode::OK, &render::database(ctx.world(), &inst, db));
+    }
+    if request.location.is_none() {
+        return Err(ArmError::bad_request(
+            "InvalidDatabaseCreateOrUpdateRequest",
+            "The 'location' property is required to create a database.",
+        ));
+    }
+    refuse_on_secondary(ctx, &inst)?;
+    if ctx.world().running_operation_on(&lock).is_some() {
+        return Err(ArmError::conflict(
+            "ConflictingManagedInstanceOperation",
+            format!("An operation is in progress on database '{name}'."),
+        ));
+    }
+    if inst.state != "Ready" {
+        return Err(ArmError::conflict(
+            "ConflictingManagedInstanceOperation",
+            format!(
+                "Managed instance '{}' is not ready (state '{}').",
+                inst.name, inst.state
+            ),
+        ));
+    }
+    let collation = request
+        .properties
+        .and_then(|p| p.collation)
+        .unwrap_or_else(|| "SQL_Latin1_General_CP1_CI_AS".into());
+    Ok(ctx.start(NewOp {
+        kind: OpKind::DatabaseCreate {
+            instance: key.clone(),
+            database: name.to_owned(),
+            collation,
+        },
+        poll: PollKind::ManagedInstance,
+        subscription: inst.subscription.clone(),
+        location: inst.location.clone(),
+        resource_id: format!("{}/databases/{name}", inst.id),
+        locks: vec![lock],
+        duration: DATABASE_CREATE_SECS,
+    }))
+}
+
+pub(crate) fn delete_database(
+    ctx: &mut Ctx<'_>,
+    sub: &str,
+    rg: &str,
+    instance: &str,
+    name: &str,
+) -> Result<ArmResponse, ArmError> {
+    let key = instance_key(sub, rg, instance);
+    let lock = database_lock(&key, name);
+    if let Some(response) = ctx.reattach(&lock) {
+        return Ok(response);
+    }
+    let Some(inst) = ctx.world().instances.get(&key).cloned() else {
+        return Ok(ArmResponse::empty(StatusCode::NO_CONTENT));
+    };
+    if !inst.databases.iter().any(|d| d.name.eq_ignore_ascii_case(name)) {
+        return Ok(ArmResponse::empty(StatusCode::NO_CONTENT));
+    }
+    refuse_on_secondary(ctx, &inst)?;
+    if ctx.world().running_operation_on(&lock).is_some() {
+        return Err(ArmError::conflict(
+            "ConflictingManagedInstanceOperation",
+            format!("An operation is in progress on database '{name}'."),
+        ));
+    }
+    Ok(ctx.start(NewOp {
+        kind: OpKind::DatabaseDelete {
+            instance: key.clone(),
+            database: name.to_owned(),
+        },
+        poll: PollKind::ManagedInstance,
+        subscription: inst.subscription.clone(),
+        location: inst.location.clone(),
+        resource_id: format!("{}/databases/{name}", inst.id),
+        locks: vec![lock],
+        duration: DATABASE_DELETE_SECS,
+    }))
+}
+
 // ----- instance failover groups ----------------------------------------------------------
 
 fn group_at<'w>(
@@ -723,8 +866,11 @@ fn update_group(
         Some(Role::Secondary) => return Err(on_secondary(&group.name)),
         None => {
             return Err(ArmError::conflict(
-                "InstanceFailoverGroupAlreadyExists",
-                format!("A failover group named '{}' already exists elsewhere.", group.name),
+                "InstanceFailoverGroupDnsRecordInUse",
+                format!(
+                    "A failover group named '{}' already exists elsewhere, and its listener DNS records use the name. Choose another group name.",
+                    group.name
+                ),
             ));
         }
     }

@@ -20,10 +20,6 @@ use serde::Deserialize;
 
 use crate::emulator::Emulator;
 
-/// The error code of a rename refused inside a failover group (the documented limitation;
-/// SQL Server's message number for it is not published, so the emulator names it).
-pub(crate) const RENAME_IN_GROUP: &str = "DatabaseRenameInFailoverGroupNotSupported";
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Rename {
@@ -99,7 +95,9 @@ pub(crate) async fn rename_database(State(emu): State<Arc<Emulator>>, body: axum
             if let Some(group) = &db.failover_group {
                 return error(
                     StatusCode::BAD_REQUEST,
-                    RENAME_IN_GROUP,
+                    // The documented limitation; SQL Server's message number for it is not
+                    // published, so the emulator names it.
+                    "DatabaseRenameInFailoverGroupNotSupported",
                     format!(
                         "Database rename isn't supported for databases in failover group '{group}': delete the failover group, rename the database, then re-create the group."
                     ),

@@ -106,7 +106,8 @@ async fn failover_group_has_two_views_with_local_roles() {
     assert_eq!(
         east.body,
         json!({
-            "id": fog_path(EAST, "eastus", "fog-demo"),
+            // Azure answers with the display names of locations, whatever the request used.
+            "id": fog_path(EAST, "East US", "fog-demo"),
             "name": "fog-demo",
             "type": "Microsoft.Sql/locations/instanceFailoverGroups",
             "properties": {
@@ -114,7 +115,7 @@ async fn failover_group_has_two_views_with_local_roles() {
                 "readOnlyEndpoint": {"failoverPolicy": "Disabled"},
                 "replicationRole": "Primary",
                 "replicationState": "CATCH_UP",
-                "partnerRegions": [{"location": "westus", "replicationRole": "Secondary"}],
+                "partnerRegions": [{"location": "West US", "replicationRole": "Secondary"}],
                 "managedInstancePairs": [{
                     "primaryManagedInstanceId": mi_id(EAST, "mi-fog-a"),
                     "partnerManagedInstanceId": mi_id(WEST, "mi-fog-b")
@@ -130,7 +131,7 @@ async fn failover_group_has_two_views_with_local_roles() {
         west.body["properties"]["partnerRegions"][0]["replicationRole"],
         "Primary"
     );
-    assert_eq!(west.body["id"], fog_path(WEST, "westus", "fog-demo"));
+    assert_eq!(west.body["id"], fog_path(WEST, "West US", "fog-demo"));
 
     // The view exists only in each member's resource group and location.
     sim.get(&sql(&fog_path(EAST, "westus", "fog-demo")))
@@ -344,6 +345,45 @@ async fn networking_resources_round_trip() {
     let g = sim.get(&net(&nsg)).await;
     assert_eq!(g.body["type"], "Microsoft.Network/networkSecurityGroups");
     assert_eq!(g.body["properties"]["securityRules"], json!([]));
+    // Azure's six platform rules, read-only, under `defaultSecurityRules`.
+    let defaults = g.body["properties"]["defaultSecurityRules"].as_array().unwrap();
+    let names: Vec<_> = defaults.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "AllowVnetInBound",
+            "AllowAzureLoadBalancerInBound",
+            "DenyAllInBound",
+            "AllowVnetOutBound",
+            "AllowInternetOutBound",
+            "DenyAllOutBound"
+        ]
+    );
+    assert_eq!(
+        defaults[2],
+        json!({
+            "id": format!("{nsg}/defaultSecurityRules/DenyAllInBound"),
+            "name": "DenyAllInBound",
+            "type": "Microsoft.Network/networkSecurityGroups/defaultSecurityRules",
+            "etag": defaults[2]["etag"],
+            "properties": {
+                "description": "Deny all inbound traffic",
+                "protocol": "*",
+                "sourcePortRange": "*",
+                "sourcePortRanges": [],
+                "destinationPortRange": "*",
+                "destinationPortRanges": [],
+                "sourceAddressPrefix": "*",
+                "sourceAddressPrefixes": [],
+                "destinationAddressPrefix": "*",
+                "destinationAddressPrefixes": [],
+                "access": "Deny",
+                "priority": 65500,
+                "direction": "Inbound",
+                "provisioningState": "Succeeded"
+            }
+        })
+    );
     assert_eq!(
         g.body["properties"]["subnets"][0]["id"],
         format!("{}/subnets/snet-mi", vnet_id(NORTH, "vnet-sql-northeurope"))
@@ -445,7 +485,14 @@ async fn requests_need_a_bearer_token_and_an_api_version() {
     sim.get(&format!("{}?api-version=2019-06-01-preview", mi_id(EAST, "mi-fog-a")))
         .await
         .assert_error(400, "NoRegisteredProviderFound");
-    for version in ["2023-08-01", "2025-01-01", "2025-08-01-preview"] {
+    for version in [
+        "2021-11-01",
+        "2023-08-01",
+        "2025-01-01",
+        "2022-05-01-preview",
+        "2024-05-01-preview",
+        "2025-08-01-preview",
+    ] {
         assert_eq!(
             sim.get(&format!("{}?api-version={version}", mi_id(EAST, "mi-fog-a")))
                 .await
@@ -604,11 +651,11 @@ async fn forced_failover_swaps_roles_and_moves_group_writes() {
     sim.advance("31s").await;
     let done = sim.get(&location).await;
     assert_eq!(done.status, StatusCode::OK);
-    assert_eq!(done.body["id"], west);
+    assert_eq!(done.body["id"], fog_path(WEST, "West US", "fog-demo"));
     assert_eq!(done.body["properties"]["replicationRole"], "Primary");
     assert_eq!(
         done.body["properties"]["partnerRegions"],
-        json!([{"location": "eastus", "replicationRole": "Secondary"}])
+        json!([{"location": "East US", "replicationRole": "Secondary"}])
     );
     // Writes now go to westus; eastus is the secondary view.
     let body = group_body(&mi_id(WEST, "mi-fog-b"), &mi_id(EAST, "mi-fog-a"), "eastus");

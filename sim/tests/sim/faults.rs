@@ -242,7 +242,7 @@ async fn throttling_answers_429_with_retry_after() {
         Some("0")
     );
     let third = sim.put(&net(&format!("{nsg}/securityRules/r3")), body(3002)).await;
-    third.assert_error(429, "SubscriptionTooManyRequests");
+    third.assert_error(429, "SubscriptionRequestsThrottled");
     let retry: u64 = third.header("retry-after").unwrap().parse().unwrap();
     assert!((90..=100).contains(&retry), "{retry}");
     assert_eq!(sim.journal().await.len(), 2, "the throttled write was not processed");

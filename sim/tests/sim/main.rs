@@ -3,6 +3,7 @@
 
 mod common;
 mod conformance;
+mod contract;
 mod databases;
 mod faults;
 mod lro;
@@ -10,5 +11,6 @@ mod next_gen;
 mod region_move;
 mod rename;
 mod rules;
+mod served;
 mod tenants;
 mod tls;

@@ -104,7 +104,7 @@ async fn change_primary_region_ends_with_c_primary_b_secondary_and_a_gone() {
     assert_eq!(north.body["properties"]["replicationRole"], "Primary");
     assert_eq!(
         north.body["properties"]["partnerRegions"],
-        json!([{"location": "westus", "replicationRole": "Secondary"}])
+        json!([{"location": "West US", "replicationRole": "Secondary"}])
     );
     assert_eq!(
         north.body["properties"]["managedInstancePairs"],

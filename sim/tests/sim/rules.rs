@@ -140,7 +140,7 @@ async fn group_creation_requirements_have_their_codes() {
     let cases = [
         ("rg-w", "s-full", "westus", 400, "GeoDrSecondaryInstanceNotEmpty"),
         ("rg-w", "s-size", "westus", 400, "GeoDrInstanceSizeMismatch"),
-        ("rg-w", "s-tier", "westus", 400, "GeoDrInstanceSizeMismatch"),
+        ("rg-w", "s-tier", "westus", 400, "ServerEditionMismatch"),
         ("rg-w", "s-zone", "westus", 400, "DnsZoneMismatch"),
         ("rg-e", "s-east", "eastus", 400, "InvalidFailoverGroupRegion"),
         ("rg-w", "s-ok", "northeurope", 400, "FailoverGroupRegionMismatch"),
@@ -150,13 +150,6 @@ async fn group_creation_requirements_have_their_codes() {
             "westus",
             400,
             "ManagedInstanceGeoDRNotAllowedForInstancePool",
-        ),
-        (
-            "rg-w",
-            "s-new",
-            "westus",
-            400,
-            "InstanceFailoverGroupCreateOrUpdateRequestInvalid",
         ),
         (
             "rg-n",
@@ -226,7 +219,7 @@ async fn group_creation_requirements_have_their_codes() {
             group_body(&id("rg-e", "p1"), &id("rg-w", "s-size"), "westus"),
         )
         .await;
-    second.assert_error(400, "ManagedInstanceHasGeoReplica");
+    second.assert_error(409, "InstanceFailoverGroupAlreadyExists");
     // The name is global: another pair under the same name elsewhere conflicts.
     let same_name = sim
         .put(
@@ -234,7 +227,7 @@ async fn group_creation_requirements_have_their_codes() {
             group_body(&id("rg-n", "s-unpeered"), &id("rg-w", "s-size"), "westus"),
         )
         .await;
-    same_name.assert_error(409, "InstanceFailoverGroupAlreadyExists");
+    same_name.assert_error(409, "InstanceFailoverGroupDnsRecordInUse");
     // A second, different request while the group is seeding.
     let mut body = group_body(&id("rg-e", "p1"), &id("rg-w", "s-ok"), "westus");
     body["properties"]["readOnlyEndpoint"]["failoverPolicy"] = json!("Enabled");
@@ -397,9 +390,13 @@ async fn instance_rules_have_their_codes() {
     )
     .await
     .assert_error(400, "SubnetIdCantBeUpdated");
+    // The spec lists these two with status 405.
     sim.patch(&a, json!({"properties": {"vCores": 7}}))
         .await
-        .assert_error(400, "InvalidParameterValue");
+        .assert_error(405, "InvalidVcoreValue");
+    sim.patch(&a, json!({"properties": {"storageSizeInGB": 1000}}))
+        .await
+        .assert_error(405, "InvalidStorageSizeValue");
     sim.patch(&sql(&mi_id(EAST, "nope")), json!({}))
         .await
         .assert_error(404, "ResourceNotFound");
@@ -415,10 +412,26 @@ async fn instance_rules_have_their_codes() {
         .assert_error(400, "InvalidManagedServerDnsZonePartner");
     sim.put(&sql(&mi_id(NORTH, "mi-fog-a")), instance_c_body(None))
         .await
-        .assert_error(409, "NameAlreadyExists");
+        .assert_error(400, "NameAlreadyExists");
     sim.put(&sql(&mi_id("rg-nope", "mi-c")), instance_c_body(None))
         .await
         .assert_error(404, "ResourceGroupNotFound");
+    let mut elsewhere = instance_c_body(None);
+    elsewhere["location"] = json!("westus");
+    sim.put(&sql(&mi_id(WEST, "mi-c")), elsewhere)
+        .await
+        .assert_error(400, "VnetInWrongRegion");
+    let mut tiny = instance_c_body(None);
+    tiny["properties"]["vCores"] = json!(3);
+    tiny["sku"]["capacity"] = json!(3);
+    sim.put(&sql(&mi_id(NORTH, "mi-c")), tiny)
+        .await
+        .assert_error(405, "InvalidVcoreValue");
+    let mut odd = instance_c_body(None);
+    odd["properties"]["storageSizeInGB"] = json!(100);
+    sim.put(&sql(&mi_id(NORTH, "mi-c")), odd)
+        .await
+        .assert_error(405, "InvalidStorageSizeValue");
 
     // A scale in progress blocks a second change and a failover involving the instance.
     let scale = sim.patch(&a, json!({"properties": {"vCores": 16}})).await;
@@ -510,6 +523,15 @@ async fn network_rules_have_their_codes() {
     .assert_error(400, "NetcfgSubnetRangeOutsideVnet");
     sim.put(
         &net(&overlapping),
+        json!({"location": "northeurope", "properties": {"addressSpace": {"addressPrefixes": ["10.10.0.0/20"]},
+            "subnets": [{"name": "a", "properties": {"addressPrefix": "10.10.0.0/24"}},
+                        {"name": "b", "properties": {"addressPrefix": "10.10.1.0/24"}},
+                        {"name": "c", "properties": {"addressPrefix": "10.10.0.128/25"}}]}}),
+    )
+    .await
+    .assert_error(400, "NetcfgSubnetRangesOverlap");
+    sim.put(
+        &net(&overlapping),
         json!({"location": "northeurope", "properties": {"addressSpace": {"addressPrefixes": ["10.10.0.0/33"]}}}),
     )
     .await
@@ -552,4 +574,22 @@ async fn a_group_needs_a_ready_secondary() {
     sim.advance("4h").await;
     let ok = create_group(&sim, "rg-e", "p1", "eastus", "rg-w", "s-late", "westus").await;
     assert_eq!(ok.status, StatusCode::ACCEPTED, "{}", ok.body);
+}
+
+#[tokio::test]
+async fn a_primary_older_than_its_secondary_forms_a_group_that_cannot_fail_over() {
+    let sim = Sim::start(config(RULES_ESTATE)).await;
+    // p1 keeps SQLServer2022, s-new is AlwaysUpToDate: the group is created ...
+    let create = create_group(&sim, "rg-e", "p1", "eastus", "rg-w", "s-new", "westus").await;
+    assert_eq!(create.status, StatusCode::ACCEPTED, "{}", create.body);
+    sim.finish(&create).await;
+    let view = sim.get(&sql(&fog_path("rg-w", "westus", "fog-rules"))).await;
+    assert_eq!(view.body["properties"]["replicationState"], "CATCH_UP", "{}", view.body);
+    // ... but a failover needs equal update policies.
+    sim.post(&sql(&format!("{}/failover", fog_path("rg-w", "westus", "fog-rules"))))
+        .await
+        .assert_error(
+            400,
+            "ManagedInstanceFailoverInFailoverGroupInstancesWithDifferentVersionEditions",
+        );
 }

@@ -4,9 +4,9 @@ use schemars::{JsonSchema, Schema};
 use serde::de::DeserializeOwned;
 
 use crate::azure::{
-    DatabasesAssertEmpty, FogCreate, FogDelete, FogDrift, FogFailover, FogForceFailover, FogGet, FogPreflight,
-    InstanceCreateLike, InstanceDelete, InstanceGet, InstanceScale, InstanceSetUpdatePolicy, NetworkOpenFogPorts,
-    NetworkPeer,
+    DatabasesAssertEmpty, DatabasesDeleteCopies, FogCreate, FogDelete, FogDrift, FogFailover, FogForceFailover, FogGet,
+    FogPreflight, InstanceCreateLike, InstanceDelete, InstanceGet, InstanceScale, InstanceSetUpdatePolicy,
+    NetworkOpenFogPorts, NetworkPeer,
 };
 use crate::builtin::{Approval, Assert, Command, Notify, Report, Wait};
 use crate::{ActivityCtx, ActivityError, Env};
@@ -25,6 +25,7 @@ pub const KINDS: &[&str] = &[
     "instance.set_update_policy",
     "instance.delete",
     "databases.assert_empty",
+    "databases.delete_copies",
     "network.peer",
     "network.open_fog_ports",
     "fog.get",
@@ -72,6 +73,7 @@ pub fn input_schema(uses: &str) -> Option<Schema> {
         "instance.set_update_policy" => schemars::schema_for!(InstanceSetUpdatePolicy),
         "instance.delete" => schemars::schema_for!(InstanceDelete),
         "databases.assert_empty" => schemars::schema_for!(DatabasesAssertEmpty),
+        "databases.delete_copies" => schemars::schema_for!(DatabasesDeleteCopies),
         "network.peer" => schemars::schema_for!(NetworkPeer),
         "network.open_fog_ports" => schemars::schema_for!(NetworkOpenFogPorts),
         "fog.get" => schemars::schema_for!(FogGet),
@@ -109,6 +111,7 @@ pub async fn execute(
         "instance.set_update_policy" => spec::<InstanceSetUpdatePolicy>(input)?.run(ctx, env).await,
         "instance.delete" => spec::<InstanceDelete>(input)?.run(ctx, env).await,
         "databases.assert_empty" => spec::<DatabasesAssertEmpty>(input)?.run(ctx, env).await,
+        "databases.delete_copies" => spec::<DatabasesDeleteCopies>(input)?.run(ctx, env).await,
         "network.peer" => spec::<NetworkPeer>(input)?.run(ctx, env).await,
         "network.open_fog_ports" => spec::<NetworkOpenFogPorts>(input)?.run(ctx, env).await,
         "fog.get" => spec::<FogGet>(input)?.run(ctx, env).await,

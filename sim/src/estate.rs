@@ -78,6 +78,9 @@ struct BucketSpec {
 #[serde(deny_unknown_fields)]
 struct SubscriptionSpec {
     id: String,
+    /// Its Microsoft Entra tenant (default: one tenant for every subscription).
+    #[serde(default)]
+    tenant: Option<String>,
     #[serde(default)]
     resource_groups: Vec<ResourceGroupSpec>,
     #[serde(default)]
@@ -187,6 +190,9 @@ struct InstanceSpec {
     storage_gb: u32,
     #[serde(default = "default_format")]
     database_format: String,
+    /// Next-gen General Purpose (`isGeneralPurposeV2`).
+    #[serde(default)]
+    next_gen: bool,
     #[serde(default)]
     dns_zone: Option<String>,
     subnet: String,
@@ -287,6 +293,14 @@ impl Estate {
             security_groups: BTreeMap::new(),
             operations: BTreeMap::new(),
             throttling: self.throttling.map(ThrottlingSpec::limits).unwrap_or_default(),
+            tenants: self
+                .subscriptions
+                .iter()
+                .map(|s| {
+                    let tenant = s.tenant.as_deref().unwrap_or(crate::tenants::DEFAULT_TENANT);
+                    (s.id.clone(), tenant.to_owned())
+                })
+                .collect(),
             principals: self.principals.as_ref().map(|list| {
                 list.iter()
                     .map(|p| crate::world::Principal {
@@ -605,6 +619,7 @@ fn add_instance(world: &mut World, sub: &str, rg: &ResourceGroupSpec, spec: &Ins
         v_cores: spec.v_cores,
         storage_gb: spec.storage_gb,
         database_format: database_format.to_owned(),
+        next_gen: spec.next_gen,
         dns_zone: spec.dns_zone.clone().unwrap_or_else(|| derived_dns_zone(&id)),
         subnet_id,
         instance_pool_id: spec.instance_pool.clone(),

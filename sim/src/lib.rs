@@ -37,7 +37,9 @@ mod requests;
 mod routes;
 mod rules;
 mod server;
+mod tenants;
 mod throttle;
+mod tier;
 mod wire;
 mod world;
 

@@ -56,6 +56,8 @@ pub(crate) struct InstanceChange {
     pub(crate) tier: Option<String>,
     pub(crate) family: Option<String>,
     pub(crate) database_format: Option<String>,
+    #[serde(default)]
+    pub(crate) next_gen: Option<bool>,
 }
 
 /// A change of a failover group's endpoints.
@@ -298,6 +300,9 @@ pub(crate) fn apply_success(world: &mut World, kind: &OpKind, now: SimTime) {
                 }
                 if let Some(f) = &change.database_format {
                     inst.database_format = f.clone();
+                }
+                if let Some(g) = change.next_gen {
+                    inst.next_gen = g;
                 }
                 inst.provisioning_state = "Succeeded".into();
                 inst.state = "Ready".into();

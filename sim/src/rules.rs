@@ -131,6 +131,7 @@ pub(crate) fn check_group_create(
             });
         }
     }
+    crate::tenants::check_same_tenant(world, primary, partner)?;
     if !partner.databases.is_empty() {
         return Err(ArmError::bad_request(
             "GeoDrSecondaryInstanceNotEmpty",

@@ -53,6 +53,7 @@ pub(crate) struct ManagedInstancePropertiesIn {
     pub(crate) dns_zone_partner: Option<String>,
     pub(crate) instance_pool_id: Option<String>,
     pub(crate) database_format: Option<String>,
+    pub(crate) is_general_purpose_v2: Option<bool>,
 }
 
 #[derive(Debug, Serialize)]
@@ -103,6 +104,7 @@ pub(crate) struct ManagedInstancePropertiesOut {
     pub(crate) requested_backup_storage_redundancy: &'static str,
     pub(crate) zone_redundant: bool,
     pub(crate) database_format: String,
+    pub(crate) is_general_purpose_v2: bool,
     pub(crate) create_time: String,
     pub(crate) maintenance_configuration_id: String,
 }

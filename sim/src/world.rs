@@ -31,6 +31,9 @@ pub(crate) struct World {
     pub(crate) security_groups: BTreeMap<String, SecurityGroup>,
     pub(crate) operations: BTreeMap<String, Operation>,
     pub(crate) throttling: ThrottleLimits,
+    /// The Microsoft Entra tenant of each subscription (by subscription id).
+    #[serde(default)]
+    pub(crate) tenants: BTreeMap<String, String>,
     /// Role assignments per principal; `None`: every caller may do everything.
     #[serde(default)]
     pub(crate) principals: Option<Vec<Principal>>,
@@ -76,6 +79,9 @@ pub(crate) struct Instance {
     pub(crate) v_cores: u32,
     pub(crate) storage_gb: u32,
     pub(crate) database_format: String,
+    /// Next-gen General Purpose (`isGeneralPurposeV2`).
+    #[serde(default)]
+    pub(crate) next_gen: bool,
     pub(crate) dns_zone: String,
     pub(crate) subnet_id: String,
     pub(crate) instance_pool_id: Option<String>,

@@ -19,6 +19,7 @@ mod lease_lock;
 mod notify;
 mod plan;
 mod preflight_permissions;
+mod procedures;
 mod rehearsal;
 mod report_html;
 mod secrets;

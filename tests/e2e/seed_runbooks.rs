@@ -19,15 +19,15 @@ use serde_json::{Value, json};
 
 use crate::common::{Sandbox, assert_audit_ok, code, stderr, stdout};
 
-const SUB: &str = "6f1c2b3a-4d5e-4f60-8a71-92b3c4d5e6f7";
+pub(crate) const SUB: &str = "6f1c2b3a-4d5e-4f60-8a71-92b3c4d5e6f7";
 /// 36000×: a 4-hour instance create takes 0.4 s.
 const FAST: u32 = 36_000;
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn demo_estate() -> PathBuf {
+pub(crate) fn demo_estate() -> PathBuf {
     root().join("examples/estate.yaml")
 }
 
@@ -134,11 +134,11 @@ impl Sim {
         self._stdout = out;
     }
 
-    fn journal(&self) -> Vec<Value> {
+    pub(crate) fn journal(&self) -> Vec<Value> {
         journal(&self.url)
     }
 
-    fn state(&self) -> Value {
+    pub(crate) fn state(&self) -> Value {
         state(&self.url)
     }
 
@@ -217,12 +217,12 @@ fn short(entry: &Value) -> String {
     format!("{} {path}", entry["method"].as_str().unwrap())
 }
 
-fn mutations(journal: &[Value]) -> Vec<String> {
+pub(crate) fn mutations(journal: &[Value]) -> Vec<String> {
     journal.iter().map(short).collect()
 }
 
 /// The Microsoft.Sql mutations: instance creates, scales, deletes, group writes, failovers.
-fn sql_mutations(journal: &[Value]) -> Vec<String> {
+pub(crate) fn sql_mutations(journal: &[Value]) -> Vec<String> {
     mutations(journal)
         .into_iter()
         .filter(|m| m.contains("/Microsoft.Sql/"))
@@ -252,7 +252,7 @@ fn name_of(id: &Value) -> String {
         .to_owned()
 }
 
-fn summary(state: &Value) -> Value {
+pub(crate) fn summary(state: &Value) -> Value {
     let world = &state["world"];
     let mut instances = serde_json::Map::new();
     for i in world["instances"].as_object().unwrap().values() {
@@ -268,6 +268,7 @@ fn summary(state: &Value) -> Value {
                 "location": i["location"], "sku_name": i["sku_name"], "tier": i["tier"],
                 "v_cores": i["v_cores"], "storage_gb": i["storage_gb"],
                 "database_format": i["database_format"], "dns_zone": i["dns_zone"],
+                "next_gen": i["next_gen"],
                 "provisioning_state": i["provisioning_state"], "state": i["state"],
                 "subnet": i["subnet_id"], "databases": dbs,
             }),
@@ -321,7 +322,7 @@ fn summary(state: &Value) -> Value {
 }
 
 /// (primary, secondary, replication state) of a group, or None when it does not exist.
-fn group(s: &Value, name: &str) -> Option<(String, String, String)> {
+pub(crate) fn group(s: &Value, name: &str) -> Option<(String, String, String)> {
     let g = s["groups"].get(name)?;
     Some((
         g["primary"].as_str().unwrap().to_owned(),
@@ -330,15 +331,15 @@ fn group(s: &Value, name: &str) -> Option<(String, String, String)> {
     ))
 }
 
-fn pair(primary: &str, secondary: &str) -> Option<(String, String, String)> {
+pub(crate) fn pair(primary: &str, secondary: &str) -> Option<(String, String, String)> {
     Some((primary.to_owned(), secondary.to_owned(), "CATCH_UP".to_owned()))
 }
 
-fn instance<'a>(s: &'a Value, name: &str) -> &'a Value {
+pub(crate) fn instance<'a>(s: &'a Value, name: &str) -> &'a Value {
     &s["instances"][name]
 }
 
-fn db_names(s: &Value, name: &str) -> Vec<String> {
+pub(crate) fn db_names(s: &Value, name: &str) -> Vec<String> {
     let mut v: Vec<String> = instance(s, name)["databases"]
         .as_array()
         .unwrap()
@@ -349,10 +350,10 @@ fn db_names(s: &Value, name: &str) -> Vec<String> {
     v
 }
 
-const DEMO_DBS: &[&str] = &["audit", "hr", "inventory", "sales"];
+pub(crate) const DEMO_DBS: &[&str] = &["audit", "hr", "inventory", "sales"];
 
 /// Both NSGs carry the four geo-replication rules, and the two VNets peer each other.
-fn assert_networked(s: &Value, a: &str, b: &str) {
+pub(crate) fn assert_networked(s: &Value, a: &str, b: &str) {
     for region in [a, b] {
         let rules = s["nsgs"][format!("nsg-mi-{region}")].as_array().unwrap();
         for dir in ["Inbound", "Outbound"] {
@@ -460,32 +461,9 @@ impl Rb {
         }
     }
 
-    /// The steps that run, in order, read from the shipped runbook, and whether each saves
-    /// progress inside a long operation (an `after-progress` kill point). Failovers are left
-    /// out of `after-progress`: that point is the intent saved before the POST, and a
-    /// failover re-entered with an intent and no operation is ambiguous by design (see
-    /// `killed_inside_failover` for a kill inside the failover operation itself).
+    /// The steps that run, in order (see [`runbook_steps`]).
     fn steps(self) -> Vec<(String, bool)> {
-        const LONG: &[&str] = &[
-            "instance.create_like",
-            "instance.scale",
-            "instance.set_update_policy",
-            "instance.delete",
-            "fog.create",
-            "fog.delete",
-        ];
-        let text = std::fs::read_to_string(root().join(format!("runbooks/{}.yaml", self.file()))).unwrap();
-        let mut steps: Vec<(String, bool)> = Vec::new();
-        for line in text.lines() {
-            let t = line.trim();
-            if let Some(id) = t.strip_prefix("- id:") {
-                steps.push((id.trim().to_owned(), false));
-            } else if let (Some(uses), Some(last)) = (t.strip_prefix("uses:"), steps.last_mut()) {
-                last.1 = LONG.contains(&uses.trim());
-            }
-        }
-        steps.retain(|(id, _)| !self.skipped().contains(&id.as_str()));
-        steps
+        runbook_steps(self.file(), self.skipped())
     }
 
     /// The mutating calls the procedure makes, in order.
@@ -645,10 +623,114 @@ impl Rb {
     }
 }
 
+/// What the end-to-end and kill tests need to know of a procedure: the shipped runbook, its
+/// parameters and estate, and what it must yield. Implemented by [`Rb`] here and by the
+/// procedures of `procedures.rs`.
+pub(crate) trait Procedure: Copy + std::fmt::Debug + Send + 'static {
+    /// `fogbook run` arguments (runbook, parameters, `--auto-approve`).
+    fn run_args(self) -> Vec<String>;
+    /// The estate the emulator starts from.
+    fn estate(self) -> PathBuf;
+    /// The steps that run, in order, and whether each has an `after-progress` kill point.
+    fn steps(self) -> Vec<(String, bool)>;
+    /// The mutating calls, in order.
+    fn expected_journal(self) -> Vec<String>;
+    /// The windows, as (kind, opened by, closed by).
+    fn expected_windows(self) -> Vec<(String, String, String)>;
+    /// Whose databases the unprotected window concerns.
+    fn unprotected_databases_of(self) -> Option<&'static str>;
+    /// What the procedure yields, checked on the estate summary.
+    fn check_final(self, s: &Value);
+    /// The step that creates a group and the group's name, whose listeners the run reports.
+    fn listeners_of(self) -> Option<(&'static str, &'static str)> {
+        None
+    }
+    /// Further checks of a finished uninterrupted run (its report, its outputs).
+    fn check_run(self, _sb: &Sandbox, _run: &str) {}
+}
+
+impl Procedure for Rb {
+    fn run_args(self) -> Vec<String> {
+        Rb::run_args(self)
+    }
+    fn estate(self) -> PathBuf {
+        Rb::estate(self)
+    }
+    fn steps(self) -> Vec<(String, bool)> {
+        Rb::steps(self)
+    }
+    fn expected_journal(self) -> Vec<String> {
+        Rb::expected_journal(self)
+    }
+    fn expected_windows(self) -> Vec<(String, String, String)> {
+        Rb::expected_windows(self)
+    }
+    fn unprotected_databases_of(self) -> Option<&'static str> {
+        Rb::unprotected_databases_of(self)
+    }
+    fn check_final(self, s: &Value) {
+        Rb::check_final(self, s)
+    }
+    fn listeners_of(self) -> Option<(&'static str, &'static str)> {
+        (self == Self::Configure).then_some(("create-group", "fog-demo"))
+    }
+    fn check_run(self, sb: &Sandbox, run: &str) {
+        // A run that creates a group reports the follow-up checklist for its new secondary.
+        let secondary = match self {
+            Self::Configure | Self::ChangePrimary => "mi-fog-b",
+            Self::ChangeSecondary => "mi-fog-c",
+            _ => return,
+        };
+        assert_follow_up(sb, run, secondary);
+    }
+}
+
+/// The run's report lists the follow-up checklist (logins with their SIDs, Agent jobs, the
+/// Service Master Key) naming the new secondary.
+pub(crate) fn assert_follow_up(sb: &Sandbox, run: &str, secondary: &str) {
+    let text = stdout(&sb.run(&["report", run]));
+    for item in [
+        format!("follow_up_1_logins: create the logins on {secondary} with the same SIDs"),
+        format!("follow_up_2_agent_jobs: create the SQL Agent jobs on {secondary}"),
+        format!("follow_up_3_service_master_key: the Service Master Key was copied to {secondary}"),
+    ] {
+        assert!(text.contains(&item), "no `{item}` in the report: {text}");
+    }
+}
+
+/// The steps of `runbooks/<file>.yaml` that run, in order, read from the file, and whether
+/// each saves progress inside a long operation (an `after-progress` kill point). Failovers
+/// are left out of `after-progress`: that point is the intent saved before the POST, and a
+/// failover re-entered with an intent and no operation is ambiguous by design (see
+/// `killed_inside_failover` for a kill inside the failover operation itself).
+pub(crate) fn runbook_steps(file: &str, skipped: &[&str]) -> Vec<(String, bool)> {
+    const LONG: &[&str] = &[
+        "instance.create_like",
+        "instance.scale",
+        "instance.set_update_policy",
+        "instance.delete",
+        "fog.create",
+        "fog.delete",
+        "databases.delete_copies",
+    ];
+    let text = std::fs::read_to_string(root().join(format!("runbooks/{file}.yaml"))).unwrap();
+    let mut steps: Vec<(String, bool)> = Vec::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(id) = t.strip_prefix("- id:") {
+            steps.push((id.trim().to_owned(), false));
+        } else if let (Some(uses), Some(last)) = (t.strip_prefix("uses:"), steps.last_mut()) {
+            last.1 = LONG.contains(&uses.trim());
+        }
+    }
+    steps.retain(|(id, _)| !skipped.contains(&id.as_str()));
+    steps
+}
+
 // ------------------------------------------------------------------------------------------
 // Driving the engine.
 
-fn engine(sb: &Sandbox, sim: &Sim, args: &[String], failpoint: Option<&str>) -> Output {
+pub(crate) fn engine(sb: &Sandbox, sim: &Sim, args: &[String], failpoint: Option<&str>) -> Output {
     let mut c = sb.cmd();
     c.args(args);
     for (k, v) in sim.env() {
@@ -672,17 +754,17 @@ fn engine_bg(sb: &Sandbox, sim: &Sim, args: &[String], tag: &str) -> Child {
     c.spawn().expect("spawn fogbook")
 }
 
-fn resume_args(run: &str) -> Vec<String> {
+pub(crate) fn resume_args(run: &str) -> Vec<String> {
     vec!["resume".to_owned(), run.to_owned()]
 }
 
-fn report(sb: &Sandbox, run: &str) -> Value {
+pub(crate) fn report(sb: &Sandbox, run: &str) -> Value {
     let out = sb.run(&["report", run, "--format", "json"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn windows(sb: &Sandbox, run: &str) -> Vec<(String, String, String)> {
+pub(crate) fn windows(sb: &Sandbox, run: &str) -> Vec<(String, String, String)> {
     report(sb, run)["windows"]
         .as_array()
         .unwrap()
@@ -698,7 +780,7 @@ fn windows(sb: &Sandbox, run: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
-fn assert_windows(rb: Rb, sb: &Sandbox, run: &str) {
+pub(crate) fn assert_windows<P: Procedure>(rb: P, sb: &Sandbox, run: &str) {
     assert_eq!(windows(sb, run), rb.expected_windows(), "{rb:?}: windows");
     let subjects: Vec<Value> = report(sb, run)["windows"]
         .as_array()
@@ -756,7 +838,7 @@ fn wait_until(what: &str, limit: Duration, mut pred: impl FnMut() -> bool) {
 }
 
 /// An uninterrupted run on its own emulator: the final estate summary and the journal.
-fn baseline(rb: Rb) -> (Value, Vec<String>) {
+pub(crate) fn baseline<P: Procedure>(rb: P) -> (Value, Vec<String>) {
     let sb = Sandbox::new();
     let sim = start_sim(&rb.estate(), None);
     let out = engine(&sb, &sim, &rb.run_args(), None);
@@ -765,7 +847,7 @@ fn baseline(rb: Rb) -> (Value, Vec<String>) {
 }
 
 /// The end-to-end test of one runbook.
-fn end_to_end(rb: Rb) {
+pub(crate) fn end_to_end<P: Procedure>(rb: P) {
     let sb = Sandbox::new();
     let sim = start_sim(&rb.estate(), None);
     let before = summary(&sim.state());
@@ -805,48 +887,49 @@ fn end_to_end(rb: Rb) {
         .collect();
     let listed: Vec<String> = rb.steps().into_iter().map(|(s, _)| s).collect();
     assert_eq!(ran, listed, "{rb:?}: executed steps");
-    if rb == Rb::Configure {
+    if let Some((step, name)) = rb.listeners_of() {
         // The listener endpoints: read-write <group>.<dnsZone>.database.windows.net and
         // read-only <group>.secondary.<dnsZone>.database.windows.net.
         let output: String = sb
             .sql()
             .query_row(
-                "SELECT output FROM steps WHERE run_id = ?1 AND step_id = 'create-group'",
-                [&run],
+                "SELECT output FROM steps WHERE run_id = ?1 AND step_id = ?2",
+                [&run, step],
                 |r| r.get(0),
             )
             .unwrap();
         let output: Value = serde_json::from_str(&output).unwrap();
-        assert_eq!(
-            output["read_write_listener"],
-            "fog-demo.9f4e1c2b7a3d5.database.windows.net"
-        );
-        assert_eq!(
-            output["read_only_listener"],
-            "fog-demo.secondary.9f4e1c2b7a3d5.database.windows.net"
-        );
+        let rw = format!("{name}.9f4e1c2b7a3d5.database.windows.net");
+        let ro = format!("{name}.secondary.9f4e1c2b7a3d5.database.windows.net");
+        assert_eq!(output["read_write_listener"], rw.as_str());
+        assert_eq!(output["read_only_listener"], ro.as_str());
         // ... and the run's report ends with them.
         let report = sb.run(&["report", &run]);
         let text = crate::common::stdout(&report);
         assert!(
-            text.contains("read_write_listener: fog-demo.9f4e1c2b7a3d5.database.windows.net")
-                && text.contains("read_only_listener: fog-demo.secondary.9f4e1c2b7a3d5.database.windows.net"),
+            text.contains(&format!("read_write_listener: {rw}")) && text.contains(&format!("read_only_listener: {ro}")),
             "{text}"
         );
     }
+    rb.check_run(&sb, &run);
     assert_audit_ok(&sb);
 }
 
 /// A kill the test made: how long the engine was down and whether the unprotected window
 /// was open meanwhile.
-struct Down {
+pub(crate) struct Down {
     ms: u128,
     in_window: bool,
 }
 
 /// Runs `rb` killing the engine at each failpoint in turn (one per process: the first
 /// `run`, then `resume`s), then resumes to the end. Returns the run id and the downtimes.
-fn run_with_kills(sb: &Sandbox, sim: &Sim, rb: Rb, failpoints: &[String]) -> (String, Vec<Down>) {
+pub(crate) fn run_with_kills<P: Procedure>(
+    sb: &Sandbox,
+    sim: &Sim,
+    rb: P,
+    failpoints: &[String],
+) -> (String, Vec<Down>) {
     let mut run: Option<String> = None;
     let mut downs = Vec::new();
     let mut died: Option<Instant> = None;
@@ -904,7 +987,14 @@ fn run_with_kills(sb: &Sandbox, sim: &Sim, rb: Rb, failpoints: &[String]) -> (St
 }
 
 /// Checks a run that was interrupted against the uninterrupted one.
-fn assert_same_outcome(rb: Rb, sb: &Sandbox, sim: &Sim, run: &str, downs: &[Down], base: &(Value, Vec<String>)) {
+pub(crate) fn assert_same_outcome<P: Procedure>(
+    rb: P,
+    sb: &Sandbox,
+    sim: &Sim,
+    run: &str,
+    downs: &[Down],
+    base: &(Value, Vec<String>),
+) {
     let after = summary(&sim.state());
     rb.check_final(&after);
     assert_eq!(after, base.0, "{rb:?}: the final estate equals the uninterrupted one");
@@ -946,7 +1036,7 @@ fn assert_same_outcome(rb: Rb, sb: &Sandbox, sim: &Sim, run: &str, downs: &[Down
     assert_audit_ok(sb);
 }
 
-fn points(rb: Rb, kinds: &[&str]) -> Vec<String> {
+pub(crate) fn points<P: Procedure>(rb: P, kinds: &[&str]) -> Vec<String> {
     let mut v = Vec::new();
     for (step, long) in rb.steps() {
         for k in kinds {
@@ -961,7 +1051,7 @@ fn points(rb: Rb, kinds: &[&str]) -> Vec<String> {
 
 /// SIGKILL at every step boundary (after-start, before-finish, after-finish) and right
 /// after each long operation was saved (after-progress), one kill per process, in order.
-fn killed_everywhere(rb: Rb, kinds: &[&str], except: &[&str]) {
+pub(crate) fn killed_everywhere<P: Procedure>(rb: P, kinds: &[&str], except: &[&str]) {
     let base = std::thread::spawn(move || baseline(rb));
     let sb = Sandbox::new();
     let sim = start_sim(&rb.estate(), None);
@@ -972,7 +1062,7 @@ fn killed_everywhere(rb: Rb, kinds: &[&str], except: &[&str]) {
     assert_same_outcome(rb, &sb, &sim, &run, &downs, &base);
 }
 
-const ALL: &[&str] = &["after-start", "after-progress", "before-finish", "after-finish"];
+pub(crate) const ALL: &[&str] = &["after-start", "after-progress", "before-finish", "after-finish"];
 
 // ------------------------------------------------------------------------------------------
 // 1. One end-to-end test per runbook.

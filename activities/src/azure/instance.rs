@@ -244,7 +244,8 @@ impl InstanceCreateLike {
     }
 }
 
-/// `instance.scale`: sets vCores, storage and/or the SKU (tier) with one convergent PATCH,
+/// `instance.scale`: sets vCores, storage, the SKU (tier) and/or Next-gen General Purpose
+/// (`next_gen`) with one convergent PATCH,
 /// and waits until it has taken effect. A target equal to the current size is a no-op.
 /// Output: `changed`, `before` and `after` (as `instance.get`), `arm_requests`.
 /// Re-entry: a saved operation is polled, never re-sent.
@@ -262,14 +263,18 @@ pub(crate) struct InstanceScale {
     /// Target SKU name (`GP_Gen5`, `BC_Gen5`, ...) for a tier change.
     #[serde(default)]
     sku_name: Option<String>,
+    /// Target Next-gen General Purpose (`isGeneralPurposeV2`) on or off. Azure refuses the
+    /// change inside a failover group: delete the group first (`change-next-gen`).
+    #[serde(default)]
+    next_gen: Option<bool>,
 }
 
 impl InstanceScale {
     pub(crate) async fn run(self, ctx: &ActivityCtx, env: &Env) -> Result<serde_json::Value, ActivityError> {
         self.instance.validate()?;
-        if self.v_cores.is_none() && self.storage_gb.is_none() && self.sku_name.is_none() {
+        if self.v_cores.is_none() && self.storage_gb.is_none() && self.sku_name.is_none() && self.next_gen.is_none() {
             return Err(ActivityError::invalid(
-                "give at least one of v_cores, storage_gb, sku_name",
+                "give at least one of v_cores, storage_gb, sku_name, next_gen",
             ));
         }
         let s = Session::new(arm(env)?, ctx);
@@ -304,6 +309,9 @@ impl InstanceScale {
         if let Some(gb) = self.storage_gb {
             properties.insert("storageSizeInGB".into(), json!(gb));
         }
+        if let Some(next_gen) = self.next_gen {
+            properties.insert("isGeneralPurposeV2".into(), json!(next_gen));
+        }
         let mut body = json!({ "properties": properties });
         if !sku.is_empty() {
             body["sku"] = serde_json::Value::Object(sku);
@@ -333,6 +341,7 @@ impl InstanceScale {
                 .sku_name
                 .as_deref()
                 .is_none_or(|n| same(i.sku_name.as_deref(), Some(n)))
+            && self.next_gen.is_none_or(|g| i.next_gen.unwrap_or(false) == g)
     }
 }
 

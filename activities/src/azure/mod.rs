@@ -10,6 +10,7 @@
 //! record their intent before the request and, when re-entered with an intent and no saved
 //! operation, read the cloud state (existence, roles) to learn whether it happened.
 
+mod databases;
 mod estimate;
 mod fog;
 mod instance;
@@ -18,6 +19,7 @@ mod preflight;
 mod refs;
 mod regions;
 
+pub(crate) use databases::DatabasesDeleteCopies;
 pub use estimate::Estimate;
 pub(crate) use estimate::estimate;
 pub(crate) use fog::{FogCreate, FogDelete, FogFailover, FogForceFailover, FogGet};

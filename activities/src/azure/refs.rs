@@ -126,6 +126,8 @@ pub(crate) struct Instance {
     pub(crate) administrator_login: Option<String>,
     pub(crate) collation: Option<String>,
     pub(crate) tenant_id: Option<String>,
+    /// Next-gen General Purpose (`properties.isGeneralPurposeV2`).
+    pub(crate) next_gen: Option<bool>,
     #[serde(skip)]
     pub(crate) body: serde_json::Value,
 }
@@ -155,6 +157,9 @@ impl Instance {
             administrator_login: t("/properties/administratorLogin"),
             collation: t("/properties/collation"),
             tenant_id: t("/identity/tenantId"),
+            next_gen: body
+                .pointer("/properties/isGeneralPurposeV2")
+                .and_then(serde_json::Value::as_bool),
             body,
         }
     }

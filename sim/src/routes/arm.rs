@@ -113,6 +113,9 @@ fn api_version(uri: &Uri) -> Option<String> {
     })
 }
 
+/// The Resource Manager (subscriptions) api-versions served.
+const RESOURCES_API_VERSIONS: &[&str] = &["2020-01-01", "2021-01-01", "2022-12-01"];
+
 /// The Azure Monitor metrics api-versions served.
 const INSIGHTS_API_VERSIONS: &[&str] = &["2018-01-01", "2023-10-01", "2024-02-01"];
 
@@ -139,6 +142,7 @@ fn check_api_version(provider: Provider, version: Option<&str>) -> Result<String
         }
         Provider::Polling => true,
         Provider::Insights => INSIGHTS_API_VERSIONS.contains(&version),
+        Provider::Resources => RESOURCES_API_VERSIONS.contains(&version),
     };
     if ok {
         Ok(version.to_owned())
@@ -343,6 +347,7 @@ async fn pipeline(
 fn dispatch(ctx: &mut Ctx<'_>, method: &Method, path: &ArmPath, body: &[u8]) -> Result<ArmResponse, ArmError> {
     use ArmPath as P;
     match (path, method.as_str()) {
+        (P::Subscription { sub }, _) => super::subscription::get_subscription(ctx, sub),
         (P::InstanceListAll { sub }, _) => sql::list_all_instances(ctx, sub),
         (P::Permissions { .. }, _) => Err(ArmError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

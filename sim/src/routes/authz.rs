@@ -42,6 +42,7 @@ pub(crate) fn required_action(path: &ArmPath, method: &Method) -> Option<String>
         P::NsgListAll { .. } | P::NsgList { .. } | P::Nsg { .. } => "Microsoft.Network/networkSecurityGroups",
         P::RuleList { .. } | P::Rule { .. } => "Microsoft.Network/networkSecurityGroups/securityRules",
         P::InstanceMetrics { .. } => "Microsoft.Insights/metrics",
+        P::Subscription { .. } => "Microsoft.Resources/subscriptions",
         P::OperationStatus { .. } | P::OperationResult { .. } | P::Permissions { .. } => return None,
     };
     Some(format!("{kind}/{verb}"))

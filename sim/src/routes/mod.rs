@@ -11,6 +11,8 @@ mod path;
 mod render;
 mod response;
 mod sql;
+mod subscription;
+mod tsql;
 
 use std::sync::Arc;
 
@@ -46,6 +48,7 @@ pub(crate) fn router(emu: Arc<Emulator>) -> Router {
         .route("/_sim/throttling", get(admin::throttling).put(admin::put_throttling))
         .route("/_sim/reset", post(admin::reset))
         .route("/_sim/requests", get(admin::requests))
+        .route("/_sim/sql/rename-database", post(tsql::rename_database))
         .fallback(arm::handle)
         .layer(middleware::from_fn(correlation))
         .with_state(emu)

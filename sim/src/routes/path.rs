@@ -13,11 +13,17 @@ pub(crate) enum Provider {
     Polling,
     /// Azure Monitor metrics (`Microsoft.Insights/metrics` under a resource).
     Insights,
+    /// Azure Resource Manager itself (`Subscriptions_Get`).
+    Resources,
 }
 
 /// A recognised ARM path. Names keep the URL's casing; comparisons are case-insensitive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ArmPath {
+    /// `Subscriptions_Get`.
+    Subscription {
+        sub: String,
+    },
     InstanceListAll {
         sub: String,
     },
@@ -186,6 +192,7 @@ impl ArmPath {
         let s: Vec<&str> = segments.iter().map(String::as_str).collect();
         let owned = |x: &str| x.to_owned();
         match s.as_slice() {
+            [subs, sub] if eq(subs, "subscriptions") => Some(ArmPath::Subscription { sub: owned(sub) }),
             [subs, sub, providers, ns, mis]
                 if eq(subs, "subscriptions")
                     && eq(providers, "providers")
@@ -359,7 +366,8 @@ impl ArmPath {
     /// The subscription the request is charged to.
     pub(crate) fn subscription(&self) -> &str {
         match self {
-            ArmPath::InstanceListAll { sub }
+            ArmPath::Subscription { sub }
+            | ArmPath::InstanceListAll { sub }
             | ArmPath::Permissions { sub, .. }
             | ArmPath::Capabilities { sub, .. }
             | ArmPath::VnetListAll { sub }
@@ -401,6 +409,7 @@ impl ArmPath {
             | ArmPath::GroupFailover { .. } => Provider::Sql,
             ArmPath::OperationStatus { .. } | ArmPath::OperationResult { .. } => Provider::Polling,
             ArmPath::InstanceMetrics { .. } => Provider::Insights,
+            ArmPath::Subscription { .. } => Provider::Resources,
             ArmPath::Permissions { .. } => Provider::Authorization,
             _ => Provider::Network,
         }
@@ -410,6 +419,7 @@ impl ArmPath {
     pub(crate) fn operation_id(&self, method: &Method) -> Option<&'static str> {
         let m = method.as_str();
         Some(match (self, m) {
+            (ArmPath::Subscription { .. }, "GET") => "Subscriptions_Get",
             (ArmPath::InstanceListAll { .. }, "GET") => "ManagedInstances_List",
             (ArmPath::Capabilities { .. }, "GET") => "Capabilities_ListByLocation",
             (ArmPath::Permissions { scope, .. }, "GET") => {

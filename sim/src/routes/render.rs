@@ -53,6 +53,7 @@ pub(crate) fn instance(world: &World, inst: &Instance) -> ManagedInstanceOut {
             requested_backup_storage_redundancy: "Geo",
             zone_redundant: false,
             database_format: inst.database_format.clone(),
+            is_general_purpose_v2: inst.next_gen,
             create_time: inst.created.rfc3339(world.epoch),
             // Azure's default maintenance window; the emulator does not model others.
             maintenance_configuration_id: format!(

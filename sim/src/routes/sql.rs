@@ -237,6 +237,7 @@ fn create_instance(
         v_cores,
         storage_gb,
         database_format: database_format.to_owned(),
+        next_gen: props.is_general_purpose_v2.unwrap_or(false),
         dns_zone,
         subnet_id,
         instance_pool_id: props.instance_pool_id,
@@ -333,6 +334,10 @@ fn update_instance(ctx: &mut Ctx<'_>, key: &str, request: ManagedInstanceIn) -> 
             change.database_format = Some(format.to_owned());
         }
     }
+    if let Some(next_gen) = props.is_general_purpose_v2.filter(|g| *g != inst.next_gen) {
+        crate::tier::check_next_gen_change(ctx.world(), &inst, next_gen)?;
+        change.next_gen = Some(next_gen);
+    }
     // Tags and the license type change at once, as ARM does for such properties.
     if let Some(target) = ctx.world_mut().instances.get_mut(key) {
         if let Some(tags) = request.tags {
@@ -350,7 +355,10 @@ fn update_instance(ctx: &mut Ctx<'_>, key: &str, request: ManagedInstanceIn) -> 
             .ok_or_else(|| ArmError::invalid_parameter("The managed instance disappeared."))?;
         return ArmResponse::json(StatusCode::OK, &render::instance(ctx.world(), inst));
     }
-    let scale = change.v_cores.is_some() || change.storage_gb.is_some() || change.sku_name.is_some();
+    let scale = change.v_cores.is_some()
+        || change.storage_gb.is_some()
+        || change.sku_name.is_some()
+        || change.next_gen.is_some();
     let mut duration: f64 = 0.0;
     if scale {
         duration = duration.max(if change.tier.is_some() {

@@ -4,9 +4,13 @@
 mod common;
 mod conformance;
 mod contract;
+mod databases;
 mod faults;
 mod lro;
+mod next_gen;
 mod region_move;
+mod rename;
 mod rules;
 mod served;
+mod tenants;
 mod tls;

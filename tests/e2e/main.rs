@@ -11,6 +11,7 @@ mod common;
 mod credential;
 mod durability;
 mod first_use;
+mod fleet;
 mod frozen_driver;
 mod kill_matrix;
 mod lease_lock;

@@ -27,7 +27,9 @@ pub(crate) async fn dispatch(cli: &Cli, cmd: &FleetCommand) -> Exit {
             let fleet = a.fleet.clone();
             with_read_store(cli, |store| report(cli, store, fleet)).await
         }
-        FleetCommand::Resume(a) => resume(cli, &a.fleet, a.approve.then(|| a.by.clone().unwrap_or_default()), None).await,
+        FleetCommand::Resume(a) => {
+            resume(cli, &a.fleet, a.approve.then(|| a.by.clone().unwrap_or_default()), None).await
+        }
         FleetCommand::Cancel(a) => resume(cli, &a.fleet, None, Some(a.by.clone())).await,
     }
 }
@@ -51,7 +53,10 @@ fn load_file(path: &Path) -> Result<Loaded, Exit> {
     })?;
     let file = fleet::parse(&text, &origin).map_err(|d| {
         output::always(&d.to_string());
-        output::error(&format!("{} error(s) in the fleet file; nothing was started", d.len()), None);
+        output::error(
+            &format!("{} error(s) in the fleet file; nothing was started", d.len()),
+            None,
+        );
         Exit::BadInput
     })?;
     let runbook_path = path.parent().unwrap_or(Path::new(".")).join(&file.runbook);
@@ -108,7 +113,12 @@ async fn run(cli: &Cli, path: &Path) -> Exit {
     let engine = engine(cli, store, env);
     let stop = CancellationToken::new();
     spawn_signal_handler(stop.clone(), cli.quiet);
-    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned()).display().to_string();
+    let canon = |p: &Path| {
+        std::fs::canonicalize(p)
+            .unwrap_or_else(|_| p.to_owned())
+            .display()
+            .to_string()
+    };
     let created = fleet::create_fleet(
         &engine,
         CreateFleet {
@@ -165,14 +175,20 @@ async fn drive(cli: &Cli, engine: &Engine, id: &str, stop: CancellationToken) ->
         Err(fogbook_engine::EngineError::State(StateError::FleetLeaseHeld { owner, expires_at, .. })) => {
             output::error(
                 &format!("fleet {id} is driven by {owner} (lease valid until {expires_at})"),
-                Some(&format!("let it finish (`fogbook fleet status {id}`), or resume it once that process is gone")),
+                Some(&format!(
+                    "let it finish (`fogbook fleet status {id}`), or resume it once that process is gone"
+                )),
             );
             return Exit::Busy;
         }
         Err(e) => return engine_error(&e),
     };
     let report_exit = report(cli, engine.store().clone(), id.to_owned()).await;
-    if report_exit == Exit::Success { exit } else { report_exit }
+    if report_exit == Exit::Success {
+        exit
+    } else {
+        report_exit
+    }
 }
 
 /// The fleet's id from an id or a name (the newest fleet with that name).
@@ -225,12 +241,18 @@ async fn resume_in(cli: &Cli, store: &Store, arg: &str, approve_by: Option<Strin
             output::error(&e.to_string(), None);
             return Exit::BadInput;
         }
-        output::note(cli.quiet, &format!("fleet {id}: cancellation requested; no new target starts"));
-        if snap
-            .fleet
-            .lease_expires_at
-            .is_some_and(|exp| exp > now && !snap.fleet.lease_owner.as_deref().is_some_and(fogbook_engine::owner::is_dead))
-        {
+        output::note(
+            cli.quiet,
+            &format!("fleet {id}: cancellation requested; no new target starts"),
+        );
+        if snap.fleet.lease_expires_at.is_some_and(|exp| {
+            exp > now
+                && !snap
+                    .fleet
+                    .lease_owner
+                    .as_deref()
+                    .is_some_and(fogbook_engine::owner::is_dead)
+        }) {
             // Its driver is alive: it stops starting targets and asks the running ones to stop.
             return Exit::Success;
         }
@@ -531,7 +553,11 @@ async fn plan(cli: &Cli, path: &Path) -> Exit {
         }
         let span = slots.iter().copied().fold(0.0, f64::max);
         total += span;
-        let label = if wave == 0 { "canary wave".to_owned() } else { format!("wave {wave}") };
+        let label = if wave == 0 {
+            "canary wave".to_owned()
+        } else {
+            format!("wave {wave}")
+        };
         text.push_str(&format!(
             "\n{label}: {} target(s), about {span:.1}h{}\n",
             members.len(),
@@ -546,7 +572,11 @@ async fn plan(cli: &Cli, path: &Path) -> Exit {
             let (name, hours, unprotected, errors) = &planned[i];
             text.push_str(&format!(
                 "  {name}: about {hours:.1}h, unprotected about {unprotected:.1}h{}\n",
-                if errors.is_empty() { String::new() } else { format!(" — WOULD FAIL: {}", errors.join("; ")) }
+                if errors.is_empty() {
+                    String::new()
+                } else {
+                    format!(" — WOULD FAIL: {}", errors.join("; "))
+                }
             ));
             targets.push(json!({ "name": name, "hours": hours, "unprotected_hours": unprotected, "errors": errors }));
         }
@@ -554,7 +584,10 @@ async fn plan(cli: &Cli, path: &Path) -> Exit {
     }
     text.push_str(&format!("\ntotal: about {total:.1}h"));
     if cli.format == Format::Json {
-        output::json("fleet_plan", &json!({ "fleet": l.file.name, "waves": doc_waves, "total_hours": total }));
+        output::json(
+            "fleet_plan",
+            &json!({ "fleet": l.file.name, "waves": doc_waves, "total_hours": total }),
+        );
     } else {
         output::data(&text);
     }

@@ -140,7 +140,10 @@ fn setup(broken: &[usize]) -> (Sandbox, Sim, PathBuf) {
 }
 
 fn env(sim: &Sim) -> [(&'static str, &str); 2] {
-    [("FOGBOOK_ARM_ENDPOINT", sim.url.as_str()), ("FOGBOOK_ARM_TOKEN", "anything")]
+    [
+        ("FOGBOOK_ARM_ENDPOINT", sim.url.as_str()),
+        ("FOGBOOK_ARM_TOKEN", "anything"),
+    ]
 }
 
 /// The target (`tNN`) a journal entry touches: a path segment naming one of its resources.
@@ -172,8 +175,8 @@ fn max_in_flight(spans: &BTreeMap<usize, (usize, usize)>, len: usize) -> usize {
         .unwrap_or(0)
 }
 
-fn fleet_json(sb: &Sandbox, cmd: &str) -> Value {
-    let out = sb.run(&["fleet", cmd, "move-secondaries", "--format", "json"]);
+fn fleet_json(sb: &Sandbox, cmd: &str, fleet: &str) -> Value {
+    let out = sb.run(&["fleet", cmd, fleet, "--format", "json"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     serde_json::from_str(&stdout(&out)).unwrap()
 }
@@ -218,7 +221,7 @@ fn max_errors_stops_new_targets_and_lets_the_running_ones_finish() {
         "{text}"
     );
 
-    let doc = fleet_json(&sb, "report");
+    let doc = fleet_json(&sb, "report", "move-secondaries");
     assert_eq!(doc["status"], "failed");
     let statuses = target_statuses(&doc);
     assert_eq!(statuses[2], "failed", "{statuses:?}");
@@ -226,13 +229,19 @@ fn max_errors_stops_new_targets_and_lets_the_running_ones_finish() {
     let started: Vec<usize> = (0..TARGETS).filter(|&i| statuses[i] != "pending").collect();
     for &i in &started {
         if i != 2 && i != 3 {
-            assert_eq!(statuses[i], "succeeded", "target {i} was running and finishes: {statuses:?}");
+            assert_eq!(
+                statuses[i], "succeeded",
+                "target {i} was running and finishes: {statuses:?}"
+            );
         }
     }
     let reason = doc["reason"].as_str().unwrap();
     let not_started = TARGETS - started.len();
     assert!(not_started > 0, "{statuses:?}");
-    assert!(reason.contains(&format!("{not_started} target(s) not started")), "{reason}");
+    assert!(
+        reason.contains(&format!("{not_started} target(s) not started")),
+        "{reason}"
+    );
 
     // From outside: the targets whose resources were touched are exactly the started ones.
     // The canary (t00) and the first five (t01-t05) start; each failure frees a slot, but
@@ -240,8 +249,14 @@ fn max_errors_stops_new_targets_and_lets_the_running_ones_finish() {
     let journal = journal(&sim.url);
     let spans = spans(&journal);
     let touched: Vec<usize> = spans.keys().copied().collect();
-    assert_eq!(touched, started, "targets touched in the journal vs started by the fleet");
-    assert!(touched.iter().all(|&t| t <= 6), "a target started after the second failure: {touched:?}");
+    assert_eq!(
+        touched, started,
+        "targets touched in the journal vs started by the fleet"
+    );
+    assert!(
+        touched.iter().all(|&t| t <= 6),
+        "a target started after the second failure: {touched:?}"
+    );
     assert!(max_in_flight(&spans, journal.len()) <= 5);
     // The running ones finished: each started target that did not fail was moved.
     let s = state(&sim.url);
@@ -287,6 +302,13 @@ fn fleet_exists(sb: &Sandbox) -> bool {
             .is_ok_and(|n| n > 0)
 }
 
+fn fleet_status(sb: &Sandbox) -> Option<String> {
+    if !fleet_exists(sb) {
+        return None;
+    }
+    sb.sql().query_row("SELECT status FROM fleets", [], |r| r.get(0)).ok()
+}
+
 fn args_for(sb: &Sandbox, fleet: &Path) -> Vec<String> {
     if fleet_exists(sb) {
         vec!["fleet".into(), "resume".into(), "move-secondaries".into()]
@@ -300,30 +322,39 @@ fn killed_at_twenty_three_moments_the_fleet_starts_no_target_twice_and_never_run
     let (sb, sim, fleet) = setup(&[]);
     let started = Instant::now();
     let mut kills = 0;
-    // Three kills at chosen points of the driver: right after a target's run was created
-    // and linked (before anything drives it), just before a start, and right after an
-    // outcome was recorded.
+    // Three kills at chosen points of the driver: right after the canary's outcome was
+    // recorded, right after a target's run was created and linked (before anything drives
+    // it), and just before a start.
     for fp in [
+        "fleet-after-finish:fog-t00",
         "fleet-after-start:fog-t01",
         "fleet-before-start:fog-t06",
-        "fleet-after-finish:fog-t00",
     ] {
         let args = args_for(&sb, &fleet);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut child = spawn(&sb, &sim, &args, Some(fp), &format!("fp{kills}"));
         let status = child.wait().unwrap();
         use std::os::unix::process::ExitStatusExt;
-        assert_eq!(status.signal(), Some(9), "{fp}: {}", sb.lines_of(&format!("fp{kills}.err")).join("\n"));
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "{fp}: {}",
+            sb.lines_of(&format!("fp{kills}.err")).join("\n")
+        );
         kills += 1;
     }
-    // Twenty kills from outside at seeded random moments.
+    // Twenty kills from outside at seeded random moments (a process that ends before its
+    // moment is not counted).
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x0f1e_e7);
-    for k in 0..20 {
+    for k in 0..60 {
+        if kills >= 23 || fleet_status(&sb).as_deref() == Some("succeeded") {
+            break;
+        }
         let args = args_for(&sb, &fleet);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut child = spawn(&sb, &sim, &args, None, &format!("k{k}"));
         // The sleep only places the fault; nothing is asserted on time.
-        std::thread::sleep(Duration::from_millis(rng.random_range(200..1800)));
+        std::thread::sleep(Duration::from_millis(rng.random_range(100..700)));
         if child.try_wait().unwrap().is_none() {
             nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(child.id() as i32),
@@ -334,7 +365,7 @@ fn killed_at_twenty_three_moments_the_fleet_starts_no_target_twice_and_never_run
         }
         child.wait().unwrap();
     }
-    assert!(kills >= 20, "only {kills} kills landed");
+    assert!(kills >= 23, "only {kills} kills landed before the fleet ended");
     // Then resumed to the end.
     let mut done = false;
     for _ in 0..5 {
@@ -350,7 +381,7 @@ fn killed_at_twenty_three_moments_the_fleet_starts_no_target_twice_and_never_run
     assert!(done, "the fleet did not finish");
     eprintln!("{kills} kills, {:?}", started.elapsed());
 
-    let doc = fleet_json(&sb, "report");
+    let doc = fleet_json(&sb, "report", "move-secondaries");
     assert_eq!(doc["status"], "succeeded");
     assert!(target_statuses(&doc).iter().all(|s| s == "succeeded"));
 
@@ -387,7 +418,133 @@ fn killed_at_twenty_three_moments_the_fleet_starts_no_target_twice_and_never_run
         );
     }
     // One run per target: twenty runs in all, each linked to its target.
-    let runs: i64 = sb.sql().query_row("SELECT count(*) FROM runs", [], |r| r.get(0)).unwrap();
+    let runs: i64 = sb
+        .sql()
+        .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(runs, TARGETS as i64);
     assert_audit_ok(&sb);
+}
+
+/// A fleet of `job` runs (no cloud): each target's run appends `RUN before` and `RUN after`
+/// to `out.log`.
+fn job_fleet(sb: &Sandbox, extra: &str) -> PathBuf {
+    let out = sb.path("out.log");
+    sb.write(
+        "jobs.yaml",
+        &format!(
+            "fleet: jobs
+runbook: {runbook}
+params: {{out: {out}, pause: 10ms}}
+targets:
+  over: [a, b, c, d, e]
+  name: \"job-${{{{ item }}}}\"
+  params: {{group: \"g-${{{{ item }}}}\"}}
+rate: {{max_concurrency: 2, max_errors: 1}}
+{extra}",
+            runbook = crate::common::fixture("job.yaml").display(),
+            out = out.display(),
+        ),
+    )
+}
+
+/// The targets whose runs wrote to the log, from the log itself (not the fleet's records).
+fn targets_in_log(sb: &Sandbox) -> Vec<String> {
+    let mut names: Vec<String> = sb
+        .lines_of("out.log")
+        .iter()
+        .filter(|l| l.ends_with(" after"))
+        .map(|l| {
+            let run = l.split_whitespace().next().unwrap();
+            let by: String = sb
+                .sql()
+                .query_row("SELECT name FROM fleet_targets WHERE run_id = ?1", [run], |r| r.get(0))
+                .unwrap();
+            by
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn waves_wait_for_an_approval_and_a_cancelled_fleet_starts_nothing_more() {
+    let sb = Sandbox::new();
+    let file = job_fleet(&sb, "waves: {canary: 1, size: 2, approval: true}\n");
+    // The canary runs, then the fleet waits for the approval of wave 1.
+    let out = sb.run(&["fleet", "run", file.to_str().unwrap()]);
+    assert_eq!(code(&out), 3, "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stderr(&out).contains("wave 1 waits for approval: fogbook fleet resume"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(targets_in_log(&sb), ["job-a"]);
+    // Approved, wave 1 (two targets) runs; the fleet waits again before wave 2.
+    let out = sb.run(&["fleet", "resume", "jobs", "--approve", "--by", "alice"]);
+    assert_eq!(code(&out), 3, "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(targets_in_log(&sb), ["job-a", "job-b", "job-c"]);
+    // Resumed without an approval, it still waits and starts nothing.
+    let out = sb.run(&["fleet", "resume", "jobs"]);
+    assert_eq!(code(&out), 3, "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(targets_in_log(&sb), ["job-a", "job-b", "job-c"]);
+    // Cancelled: nothing more starts, and the fleet says so.
+    let out = sb.run(&["fleet", "cancel", "jobs", "--by", "bob"]);
+    assert_eq!(code(&out), 5, "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(targets_in_log(&sb), ["job-a", "job-b", "job-c"]);
+    let doc = fleet_json(&sb, "status", "jobs");
+    assert_eq!(doc["status"], "cancelled");
+    assert_eq!(
+        target_statuses(&doc),
+        ["succeeded", "succeeded", "succeeded", "pending", "pending"]
+    );
+    let history: Vec<String> = sb
+        .sql()
+        .prepare("SELECT kind FROM events WHERE run_id LIKE 'fleet:%' ORDER BY gseq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for kind in [
+        "fleet.waiting_for_approval",
+        "fleet.wave_approved",
+        "fleet.cancel_requested",
+        "fleet.finished",
+    ] {
+        assert!(history.iter().any(|k| k == kind), "{kind} not in {history:?}");
+    }
+    assert_audit_ok(&sb);
+}
+
+#[test]
+fn a_bad_fleet_file_names_every_problem_and_creates_nothing() {
+    let sb = Sandbox::new();
+    let file = job_fleet(&sb, "waves: {canary: 9, sise: 2}\n");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("pause: 10ms", "pause: 10");
+    let file = sb.write("bad.yaml", &text);
+    let out = sb.run(&["fleet", "run", file.to_str().unwrap()]);
+    assert_eq!(code(&out), 2, "{}{}", stdout(&out), stderr(&out));
+    let err = stderr(&out);
+    let origin = file.display().to_string();
+    assert!(
+        err.contains(&format!(
+            "{origin}:9:20: waves: unknown field `sise` in `waves` (did you mean `size`?)"
+        )),
+        "{err}"
+    );
+    assert!(!sb.db().exists(), "nothing was created");
+    // Fixed, the targets' parameters are checked against the runbook, each at its place.
+    let file = sb.write(
+        "bad.yaml",
+        &text.replace("sise", "size").replace("canary: 9", "canary: 1"),
+    );
+    let out = sb.run(&["fleet", "run", file.to_str().unwrap()]);
+    assert_eq!(code(&out), 2, "{}{}", stdout(&out), stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{origin}:5:10 (target `job-a`)")), "{err}");
+    assert!(err.contains("pause"), "{err}");
+    assert!(!sb.db().exists(), "nothing was created");
 }

@@ -345,7 +345,7 @@ fn killed_at_twenty_three_moments_the_fleet_starts_no_target_twice_and_never_run
     }
     // Twenty kills from outside at seeded random moments (a process that ends before its
     // moment is not counted).
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0x0f1e_e7);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x000f_1ee7);
     for k in 0..60 {
         if kills >= 23 || fleet_status(&sb).as_deref() == Some("succeeded") {
             break;
@@ -547,4 +547,29 @@ fn a_bad_fleet_file_names_every_problem_and_creates_nothing() {
     assert!(err.contains(&format!("{origin}:5:10 (target `job-a`)")), "{err}");
     assert!(err.contains("pause"), "{err}");
     assert!(!sb.db().exists(), "nothing was created");
+}
+
+#[test]
+fn fleet_plan_predicts_each_wave_and_changes_nothing() {
+    let (sb, sim, fleet) = setup(&[2]);
+    let out = sb.run_env(&["fleet", "plan", fleet.to_str().unwrap()], &env(&sim));
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("canary wave: 1 target(s)"), "{text}");
+    assert!(text.contains("wave 1: 19 target(s)"), "{text}");
+    assert!(text.contains("total: about"), "{text}");
+    let doc = sb.run_env(
+        &["fleet", "plan", fleet.to_str().unwrap(), "--format", "json"],
+        &env(&sim),
+    );
+    let doc: Value = serde_json::from_str(&stdout(&doc)).unwrap();
+    let waves = doc["waves"].as_array().unwrap();
+    assert_eq!(waves.len(), 2);
+    // Each target of the second wave takes as long as the canary: five at a time, four rounds.
+    let one = waves[0]["hours"].as_f64().unwrap();
+    let second = waves[1]["hours"].as_f64().unwrap();
+    assert!(one > 0.0, "{doc}");
+    assert!((second - 4.0 * one).abs() < 0.01 * one, "{doc}");
+    assert!(journal(&sim.url).is_empty(), "plan sent mutating requests");
+    assert!(!sb.db().exists(), "plan creates no database");
 }

@@ -573,3 +573,33 @@ fn fleet_plan_predicts_each_wave_and_changes_nothing() {
     assert!(journal(&sim.url).is_empty(), "plan sent mutating requests");
     assert!(!sb.db().exists(), "plan creates no database");
 }
+
+#[test]
+fn a_fleet_cancelled_while_driven_stops_its_running_target_and_starts_no_other() {
+    let sb = Sandbox::new();
+    let file = job_fleet(&sb, "");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("pause: 10ms", "pause: 3s")
+        .replace("max_concurrency: 2", "max_concurrency: 1");
+    let file = sb.write("jobs.yaml", &text);
+    let mut driver = sb.spawn(&["fleet", "run", file.to_str().unwrap()], &[]);
+    // The first target's run has written its first line: it is in its pause.
+    sb.wait_for("the first target to start", Duration::from_secs(20), |sb| {
+        sb.lines_of("out.log").len() == 1
+    });
+    let out = sb.run(&["fleet", "cancel", "jobs", "--by", "carol"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let out = driver.wait_with_output().unwrap();
+    assert_eq!(code(&out), 5, "{}{}", stdout(&out), stderr(&out));
+    // From the log: the running target stopped before its second step, nothing else ran.
+    let lines = sb.lines_of("out.log");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let doc = fleet_json(&sb, "status", "jobs");
+    assert_eq!(doc["status"], "cancelled");
+    assert_eq!(
+        target_statuses(&doc),
+        ["cancelled", "pending", "pending", "pending", "pending"]
+    );
+    assert_audit_ok(&sb);
+}

@@ -60,6 +60,9 @@ pub struct CreateFleet<'a> {
     pub lease_ttl: Duration,
 }
 
+/// How often a driver waiting for its targets reads the fleet again (for a cancellation).
+const RECHECK: Duration = Duration::from_millis(500);
+
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -335,6 +338,9 @@ impl Driver<'_> {
                         reason: "stopped at a safe point".to_owned(),
                     });
                 }
+                // An operator's request (a cancellation) is read from the store, not
+                // signalled: look again now and then even while no target ends.
+                () = tokio::time::sleep(RECHECK) => {}
             }
         }
     }

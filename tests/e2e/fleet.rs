@@ -583,7 +583,7 @@ fn a_fleet_cancelled_while_driven_stops_its_running_target_and_starts_no_other()
         .replace("pause: 10ms", "pause: 3s")
         .replace("max_concurrency: 2", "max_concurrency: 1");
     let file = sb.write("jobs.yaml", &text);
-    let mut driver = sb.spawn(&["fleet", "run", file.to_str().unwrap()], &[]);
+    let driver = sb.spawn(&["fleet", "run", file.to_str().unwrap()], &[]);
     // The first target's run has written its first line: it is in its pause.
     sb.wait_for("the first target to start", Duration::from_secs(20), |sb| {
         sb.lines_of("out.log").len() == 1

@@ -351,13 +351,41 @@ fn header(snap: &FleetSnapshot) -> String {
         count("waiting"),
         count("cancelled"),
         count("pending"),
-        f.spec["rate"],
+        describe_rate(&f.spec["rate"], snap.targets.len()),
     );
     if let Some(owner) = &f.lease_owner {
         text.push_str(&format!(
             "\ndriven by {owner} (lease until {})",
             f.lease_expires_at.map(format_ms).unwrap_or_default()
         ));
+    }
+    text
+}
+
+/// Rate control in words, from the stored spec.
+fn describe_rate(rate: &serde_json::Value, targets: usize) -> String {
+    let Ok(rate) = serde_json::from_value::<fogbook_engine::fleet::RateControl>(rate.clone()) else {
+        return rate.to_string();
+    };
+    let errors = match rate.max_errors {
+        fogbook_engine::fleet::MaxErrors::Count(n) => format!("{n}"),
+        fogbook_engine::fleet::MaxErrors::Percent(p) => {
+            format!("{p}% ({})", rate.max_errors.threshold(targets))
+        }
+    };
+    let mut text = format!(
+        "at most {} at once; no new start after {errors} failed",
+        rate.max_concurrency
+    );
+    if rate.canary > 0 {
+        text.push_str(&format!("; a canary wave of {}", rate.canary));
+    }
+    match rate.wave_size {
+        Some(n) => text.push_str(&format!("; waves of {n}")),
+        None => text.push_str("; the rest in one wave"),
+    }
+    if rate.approval {
+        text.push_str("; an approval before each wave");
     }
     text
 }
@@ -530,12 +558,11 @@ async fn plan(cli: &Cli, path: &Path) -> Exit {
     }
     let mut doc_waves = Vec::new();
     let mut text = format!(
-        "fleet {}: runbook `{}`, {} targets, at most {} at once, stop after {:?} failures\n",
+        "fleet {}: runbook `{}`, {} target(s); {}\n",
         l.file.name,
         l.runbook.name,
         l.file.targets.len(),
-        conc,
-        l.file.rate.max_errors.threshold(l.file.targets.len())
+        describe_rate(&json!(l.file.rate), l.file.targets.len()),
     );
     let mut total = 0.0;
     let last_wave = waves.iter().copied().max().unwrap_or(0);

@@ -343,18 +343,28 @@ fn killed_at_twenty_three_moments_the_fleet_starts_no_target_twice_and_never_run
         );
         kills += 1;
     }
-    // Twenty kills from outside at seeded random moments (a process that ends before its
-    // moment is not counted).
+    // Twenty kills from outside at seeded random moments: each process is killed a random
+    // 0-150 ms after the emulator journaled a new mutation (so each one makes progress, and
+    // the fleet, about 200 mutations long, is still going at the twentieth kill).
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x000f_1ee7);
     for k in 0..60 {
         if kills >= 23 || fleet_status(&sb).as_deref() == Some("succeeded") {
             break;
         }
+        let want = journal(&sim.url).len() + 1;
         let args = args_for(&sb, &fleet);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut child = spawn(&sb, &sim, &args, None, &format!("k{k}"));
+        let waited = Instant::now();
+        while journal(&sim.url).len() < want && child.try_wait().unwrap().is_none() {
+            assert!(
+                waited.elapsed() < Duration::from_secs(60),
+                "no progress after kill {kills}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         // The sleep only places the fault; nothing is asserted on time.
-        std::thread::sleep(Duration::from_millis(rng.random_range(100..700)));
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..150)));
         if child.try_wait().unwrap().is_none() {
             nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(child.id() as i32),
@@ -379,7 +389,11 @@ fn killed_at_twenty_three_moments_the_fleet_starts_no_target_twice_and_never_run
         assert_ne!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
     }
     assert!(done, "the fleet did not finish");
-    eprintln!("{kills} kills, {:?}", started.elapsed());
+    eprintln!(
+        "{kills} kills, {:?}, {} mutations",
+        started.elapsed(),
+        journal(&sim.url).len()
+    );
 
     let doc = fleet_json(&sb, "report", "move-secondaries");
     assert_eq!(doc["status"], "succeeded");

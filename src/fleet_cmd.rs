@@ -532,7 +532,7 @@ async fn plan(cli: &Cli, path: &Path) -> Exit {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let env = match crate::arm::env(cli, None, crate::arm::uses_azure(&l.runbook)).await {
+    let env = match crate::arm::env_read_only(cli, None, crate::arm::uses_azure(&l.runbook)).await {
         Ok(e) => e,
         Err(code) => return code,
     };

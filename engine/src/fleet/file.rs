@@ -509,6 +509,19 @@ mod tests {
     }
 
     #[test]
+    fn a_list_of_targets_overlays_the_common_parameters() {
+        let text = "fleet: move\nrunbook: rb.yaml\nparams: {x: 1, y: 2}\ntargets:\n  - name: a\n    params: {y: 3}\n  - name: b\nrate: {max_concurrency: 1, max_errors: 1}\n";
+        let f = parse(text, "f.yaml").unwrap();
+        assert_eq!(f.targets[0].params["y"], 3, "a target's own value wins");
+        assert_eq!(f.targets[0].params["x"], 1);
+        assert_eq!(f.targets[1].params["y"], 2);
+        assert_eq!(f.waves(), [1, 1], "no canary: one wave");
+        let dup = text.replace("name: b", "name: a");
+        let err = parse(&dup, "f.yaml").unwrap_err().to_string();
+        assert!(err.contains("two targets are named `a`"), "{err}");
+    }
+
+    #[test]
     fn every_problem_is_reported_with_its_place() {
         let text = "fleet: move\nrunbook: rb.yaml\ntargets:\n  - name: a\n  - nme: b\nrate: {max_concurrency: 0, max_errors: \"x%\"}\nwaves: {canary: 1, sise: 2}\n";
         let err = parse(text, "f.yaml").unwrap_err().to_string();

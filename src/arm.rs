@@ -63,6 +63,24 @@ pub(crate) async fn start_sim(
 /// runbook calls Azure, so a client that cannot be built is an error (exit 2); otherwise the
 /// run goes on without one (a later Azure step fails with `ArmNotConfigured`).
 pub(crate) async fn env(cli: &Cli, sim: Option<&SimHandle>, required: bool) -> Result<Env, Exit> {
+    env_with(cli, sim, required, true).await
+}
+
+/// As [`env`], for a command that must leave no file behind (`plan`): its few reads are
+/// paced by this process alone.
+pub(crate) async fn env_read_only(cli: &Cli, sim: Option<&SimHandle>, required: bool) -> Result<Env, Exit> {
+    env_with(cli, sim, required, false).await
+}
+
+/// The file beside the state database in which every process using it shares one ARM
+/// request schedule per subscription and principal (README "The database files").
+pub(crate) fn schedule_file(db: &std::path::Path) -> std::path::PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-arm-schedule");
+    std::path::PathBuf::from(name)
+}
+
+async fn env_with(cli: &Cli, sim: Option<&SimHandle>, required: bool, shared: bool) -> Result<Env, Exit> {
     let config = match sim {
         Some(sim) => match url::Url::parse(&sim.base_url()) {
             Ok(url) => Ok(ArmConfig::with_token(url, Secret::new(SIM_TOKEN.to_owned()))),
@@ -78,7 +96,12 @@ pub(crate) async fn env(cli: &Cli, sim: Option<&SimHandle>, required: bool) -> R
         ),
     };
     let client = match config {
-        Ok(cfg) => ArmClient::new(cfg).await,
+        Ok(mut cfg) => {
+            if shared {
+                cfg.shared_schedule = Some(schedule_file(&cli.db));
+            }
+            ArmClient::new(cfg).await
+        }
         Err(e) => Err(e),
     };
     match client {

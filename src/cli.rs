@@ -116,6 +116,10 @@ pub(crate) enum Command {
     Schedule(ScheduleCommand),
     /// Fire due schedules and drive runs nobody drives (detached, pending, or left by a dead process).
     Worker(WorkerArgs),
+    /// Fleets: one runbook over many targets with rate control (max concurrency, max
+    /// errors, a canary wave, waves), driven durably (README "Fleets").
+    #[command(subcommand)]
+    Fleet(FleetCommand),
     /// Measure the step overhead beside the durable-commit floor of the disk, resume latency and
     /// memory per waiting run (see docs/PERFORMANCE.md).
     Bench(BenchArgs),
@@ -486,4 +490,61 @@ pub(crate) struct WorkerArgs {
     /// A name for this worker in lease owner ids and the audit trail.
     #[arg(long)]
     pub(crate) name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum FleetCommand {
+    /// Create a fleet from a fleet file and drive it: targets start under its rate control,
+    /// each as an ordinary run linked to the fleet.
+    Run(FleetFileArgs),
+    /// Predict, per wave, the targets, their unprotected windows and the durations, changing
+    /// nothing (read-only steps are run against ARM, as `fogbook plan` does).
+    Plan(FleetFileArgs),
+    /// Show a fleet (by id, or the newest with that name) and its targets; no FLEET: every fleet.
+    Status(FleetOptArg),
+    /// The table of a fleet's targets: status, run, start, end, unprotected windows.
+    Report(FleetArg),
+    /// Continue a fleet where it stopped (after a crash, an approval, waiting runs).
+    Resume(FleetResumeArgs),
+    /// Cancel a fleet: no new target starts, running targets stop at their next safe point.
+    Cancel(FleetCancelArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FleetFileArgs {
+    /// The fleet file (YAML; README "Fleets").
+    pub(crate) file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FleetArg {
+    /// The fleet's id (or its name: the newest fleet with that name).
+    pub(crate) fleet: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FleetOptArg {
+    /// The fleet's id (or its name: the newest fleet with that name).
+    pub(crate) fleet: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FleetResumeArgs {
+    /// The fleet's id (or its name: the newest fleet with that name).
+    pub(crate) fleet: String,
+    /// Approve the next wave that waits for an approval (recorded with --by).
+    #[arg(long, requires = "by")]
+    pub(crate) approve: bool,
+    /// Who approves.
+    #[arg(long)]
+    pub(crate) by: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FleetCancelArgs {
+    /// The fleet's id (or its name: the newest fleet with that name).
+    pub(crate) fleet: String,
+    /// Who cancels (recorded in the audit trail).
+    #[arg(long, default_value = "cli")]
+    pub(crate) by: String,
 }

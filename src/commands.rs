@@ -75,6 +75,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Exit {
         Command::Sim(crate::cli::SimCommand::Serve(args)) => crate::sim_cmd::serve(args).await,
         Command::Schedule(cmd) => crate::schedule_cmd::dispatch(&cli, cmd).await,
         Command::Worker(args) => crate::schedule_cmd::worker(&cli, args).await,
+        Command::Fleet(cmd) => crate::fleet_cmd::dispatch(&cli, cmd).await,
         Command::Audit(crate::cli::AuditCommand::Verify { run_id, since_head }) => {
             let (run_id, since) = (run_id.clone(), since_head.clone());
             with_read_store(&cli, |store| report::verify(&cli, store, run_id, since)).await
@@ -84,7 +85,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Exit {
 
 /// Opens the store for a command that needs an existing database: a missing file is an
 /// error (and is not created), so a typo in `--db` does not silently show nothing.
-async fn with_store<F, Fut>(cli: &Cli, f: F) -> Exit
+pub(crate) async fn with_store<F, Fut>(cli: &Cli, f: F) -> Exit
 where
     F: FnOnce(Store) -> Fut,
     Fut: std::future::Future<Output = Exit>,
@@ -99,7 +100,7 @@ where
 
 /// As [`with_store`], for a command that only reads: the database is opened read-only, so
 /// a read-only file or folder works.
-async fn with_read_store<F, Fut>(cli: &Cli, f: F) -> Exit
+pub(crate) async fn with_read_store<F, Fut>(cli: &Cli, f: F) -> Exit
 where
     F: FnOnce(Store) -> Fut,
     Fut: std::future::Future<Output = Exit>,

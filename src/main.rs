@@ -6,6 +6,7 @@ mod arm;
 mod bench_cloud;
 mod cli;
 mod commands;
+mod fleet_cmd;
 mod html;
 mod output;
 mod plan_cmd;

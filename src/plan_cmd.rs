@@ -21,7 +21,7 @@ pub(crate) async fn plan(cli: &Cli, args: &PlanArgs) -> Exit {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let env = match crate::arm::env(cli, sim.as_ref(), crate::arm::uses_azure(&rb)).await {
+    let env = match crate::arm::env_read_only(cli, sim.as_ref(), crate::arm::uses_azure(&rb)).await {
         Ok(e) => e,
         Err(code) => return code,
     };

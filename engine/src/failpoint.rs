@@ -78,3 +78,13 @@ pub(crate) fn after_create() {
         kill(Pid::this(), signal)
     };
 }
+
+/// Kills this process with SIGKILL when `name:at` is configured (the fleet driver's points:
+/// `fleet-before-start`, `fleet-after-start`, `fleet-after-finish`, each with a target name).
+pub(crate) fn hit_named(name: &str, at: &str) {
+    if configured().iter().any(|(p, s)| p == name && s == at) {
+        tracing::warn!(point = name, at, "failpoint: killing this process");
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
+        std::process::abort();
+    }
+}

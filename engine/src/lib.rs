@@ -15,6 +15,7 @@ mod error;
 mod executor;
 pub mod expr;
 mod failpoint;
+pub mod fleet;
 mod host;
 mod lease;
 mod observer;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::Connection;
 
-use crate::audit::{AuditFailure, SCHEDULE_STREAM, Stored};
+use crate::audit::{AuditFailure, FLEET_STREAM, SCHEDULE_STREAM, Stored};
 use crate::error::SqlContext;
 use crate::{Millis, StateError};
 
@@ -147,7 +147,12 @@ pub(crate) fn first_disagreement(
 ) -> Result<Option<AuditFailure>, StateError> {
     let mut derived: BTreeMap<&str, DerivedRun> = BTreeMap::new();
     for e in events {
-        if e.run_id.starts_with(SCHEDULE_STREAM) || run.is_some_and(|r| r != e.run_id) {
+        // Schedule and fleet streams are not runs: their rows are not derived from the
+        // trail here (a fleet's target rows link runs that are checked as runs).
+        if e.run_id.starts_with(SCHEDULE_STREAM)
+            || e.run_id.starts_with(FLEET_STREAM)
+            || run.is_some_and(|r| r != e.run_id)
+        {
             continue;
         }
         if let Err(reason) = derived.entry(e.run_id.as_str()).or_default().apply(e) {

@@ -87,9 +87,14 @@ impl Hashed<'_> {
 /// The prefix of the audit stream of a schedule (`schedule:<name>`); any other stream id
 /// is a run id.
 pub(crate) const SCHEDULE_STREAM: &str = "schedule:";
+/// The prefix of the audit stream of a fleet (`fleet:<id>`).
+pub(crate) const FLEET_STREAM: &str = "fleet:";
 
 /// Where the head of a stream's chain is kept: (table, key column, key).
 fn head_of(stream: &str) -> (&'static str, &'static str, &str) {
+    if let Some(id) = stream.strip_prefix(FLEET_STREAM) {
+        return ("fleets", "id", id);
+    }
     match stream.strip_prefix(SCHEDULE_STREAM) {
         Some(name) => ("schedules", "name", name),
         None => ("runs", "id", stream),
@@ -292,7 +297,8 @@ pub(crate) fn verify(
         let mut stmt = conn
             .prepare(
                 "SELECT id, audit_head, audit_count FROM runs
-                 UNION ALL SELECT 'schedule:' || name, audit_head, audit_count FROM schedules",
+                 UNION ALL SELECT 'schedule:' || name, audit_head, audit_count FROM schedules
+                 UNION ALL SELECT 'fleet:' || id, audit_head, audit_count FROM fleets",
             )
             .during("listing runs to verify")?;
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))

@@ -50,6 +50,22 @@ pub enum StateError {
         /// The id asked for.
         run_id: String,
     },
+    /// No fleet with this id.
+    #[error("no fleet `{fleet_id}` in this database")]
+    UnknownFleet {
+        /// The id asked for.
+        fleet_id: String,
+    },
+    /// Another process drives the fleet.
+    #[error("fleet {fleet_id} is driven by {owner} (lease valid until {expires_at})")]
+    FleetLeaseHeld {
+        /// The fleet.
+        fleet_id: String,
+        /// The current lease owner.
+        owner: String,
+        /// Lease expiry, RFC 3339.
+        expires_at: String,
+    },
     /// No step with this id in the run.
     #[error("run `{run_id}` has no step `{step_id}`")]
     UnknownStep {

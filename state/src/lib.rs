@@ -20,6 +20,7 @@
 mod agree;
 mod audit;
 mod error;
+mod fleets;
 mod floor;
 mod migrations;
 mod records;
@@ -30,6 +31,7 @@ mod time_ms;
 
 pub use audit::{AuditFailure, AuditReport};
 pub use error::StateError;
+pub use fleets::{FleetRow, FleetSnapshot, FleetTargetRow, NewFleet, NewFleetTarget};
 pub use floor::durable_commit_floor;
 pub use records::{
     ApprovalRow, EventRow, FireDecision, FireOutcome, LeaseGrant, NewRun, NewSchedule, Overlap, Repin, RunFilter,

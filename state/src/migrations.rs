@@ -170,6 +170,46 @@ CREATE TRIGGER events_no_update BEFORE UPDATE ON events
 CREATE TRIGGER events_no_delete BEFORE DELETE ON events
     BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 "#,
+    // Fleets (issue 18): one runbook over many targets with rate control. The fleet is a
+    // durable driver of its own: its decisions are rows here and events of its audit stream
+    // (`fleet:<id>`); each target is an ordinary run, linked by `fleet_targets.run_id`, and
+    // created in the same transaction as that link.
+    r#"
+CREATE TABLE fleets (
+    id               TEXT PRIMARY KEY,
+    name             TEXT NOT NULL,
+    source_path      TEXT,
+    fleet_text       TEXT NOT NULL,
+    spec             TEXT NOT NULL,
+    runbook_name     TEXT NOT NULL,
+    runbook_text     TEXT NOT NULL,
+    runbook_source   TEXT,
+    status           TEXT NOT NULL,
+    reason           TEXT,
+    approved_wave    INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    lease_owner      TEXT,
+    lease_expires_at INTEGER,
+    created_by       TEXT NOT NULL,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    audit_head       TEXT NOT NULL,
+    audit_count      INTEGER NOT NULL
+);
+CREATE TABLE fleet_targets (
+    fleet_id   TEXT NOT NULL REFERENCES fleets(id),
+    idx        INTEGER NOT NULL,
+    name       TEXT NOT NULL,
+    wave       INTEGER NOT NULL,
+    params     TEXT NOT NULL,
+    run_id     TEXT REFERENCES runs(id),
+    status     TEXT NOT NULL,
+    started_at INTEGER,
+    ended_at   INTEGER,
+    PRIMARY KEY (fleet_id, idx)
+);
+CREATE INDEX fleet_targets_by_run ON fleet_targets(run_id);
+"#,
 ];
 
 /// The schema version this build writes.

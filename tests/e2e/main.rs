@@ -13,6 +13,7 @@ mod credential;
 mod drift_check;
 mod durability;
 mod first_use;
+mod fleet;
 mod frozen_driver;
 mod kill_matrix;
 mod lease_lock;

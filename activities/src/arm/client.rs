@@ -160,12 +160,23 @@ impl ArmClient {
             .build()
             .map_err(ArmSetupError::Http)?;
         tracing::info!(endpoint = %endpoint, credential = tokens.kind().name(), "arm.client_ready");
+        let limiter = Arc::new(match &cfg.shared_schedule {
+            // One budget per subscription and principal (endpoint and credential).
+            Some(path) => Limiter::shared(
+                cfg.rates,
+                super::shared_schedule::SharedSchedule::new(
+                    path.clone(),
+                    &format!("{}|{}", cfg.endpoint, tokens.kind().name()),
+                ),
+            ),
+            None => Limiter::new(cfg.rates),
+        });
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
                 endpoint,
                 tokens,
-                limiter: Arc::new(Limiter::new(cfg.rates)),
+                limiter,
                 pacer: Arc::new(TokioPacer),
                 max_retries: cfg.max_retries,
             }),

@@ -142,6 +142,9 @@ pub struct ArmConfig {
     pub max_retries: usize,
     /// The client's own request schedule per subscription (below ARM's limits by default).
     pub rates: super::limiter::Rates,
+    /// A file in which that schedule is shared with every process that names the same file
+    /// (the CLI: `<db>-arm-schedule`, beside the state database); `None`: this client alone.
+    pub shared_schedule: Option<std::path::PathBuf>,
 }
 
 impl ArmConfig {
@@ -156,6 +159,7 @@ impl ArmConfig {
             request_timeout: std::time::Duration::from_secs(60),
             max_retries: 8,
             rates: super::limiter::Rates::default(),
+            shared_schedule: None,
         }
     }
 

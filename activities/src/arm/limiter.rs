@@ -104,6 +104,8 @@ pub(crate) struct Limiter {
     rates: Rates,
     seen: Mutex<HashMap<(String, OpClass), Seen>>,
     buckets: Mutex<HashMap<(String, OpClass), Bucket>>,
+    /// The schedule shared with every process of the same state database, when configured.
+    shared: Option<super::shared_schedule::SharedSchedule>,
 }
 
 impl Limiter {
@@ -114,12 +116,29 @@ impl Limiter {
         }
     }
 
+    /// A limiter whose schedule (the turns) lives in `shared`, so that every process using
+    /// it draws from one budget per subscription and principal (`principal`: who calls).
+    pub(crate) fn shared(rates: Rates, shared: super::shared_schedule::SharedSchedule) -> Self {
+        Self {
+            rates,
+            shared: Some(shared),
+            ..Self::default()
+        }
+    }
+
     /// Reserves the next turn of a request of `class` in `subscription`: how long to wait
     /// for it. Every call takes a turn, so concurrent requests are spread at the rate.
     pub(crate) fn reserve(&self, subscription: &str, class: OpClass) -> Option<Duration> {
         let (rate, burst) = class.schedule(&self.rates);
         if !(rate.is_finite() && rate > 0.0) {
             return None;
+        }
+        if let Some(shared) = &self.shared {
+            match shared.reserve(&format!("{}|{class:?}", subscription.to_ascii_lowercase()), rate, burst) {
+                Ok(wait) => return wait,
+                // The file cannot be used (a read-only folder): this process paces alone.
+                Err(e) => tracing::debug!(error = %e, "shared ARM schedule unavailable; pacing in this process only"),
+            }
         }
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
@@ -180,6 +199,40 @@ mod tests {
         assert!(ordered, "later requests never get an earlier turn");
         assert_eq!(limiter.reserve("other", OpClass::Reads), None, "per subscription");
         assert_eq!(limiter.reserve("s", OpClass::Writes), None, "per kind");
+    }
+
+    #[test]
+    fn two_limiters_over_one_schedule_file_share_one_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("db-arm-schedule");
+        let rates = Rates {
+            reads_per_s: 10.0,
+            reads_burst: 5.0,
+            ..Rates::default()
+        };
+        // Two limiters that share nothing but the file, as two processes would.
+        let a = Limiter::shared(
+            rates,
+            super::super::shared_schedule::SharedSchedule::new(file.clone(), "p"),
+        );
+        let b = Limiter::shared(
+            rates,
+            super::super::shared_schedule::SharedSchedule::new(file.clone(), "p"),
+        );
+        for _ in 0..5 {
+            assert_eq!(a.reserve("s", OpClass::Reads), None, "the burst goes at once");
+        }
+        // The burst is spent for `b` too: its first request waits a turn (0.1 s at 10/s).
+        let wait = b.reserve("s", OpClass::Reads).unwrap().as_secs_f64();
+        assert!((0.05..=0.15).contains(&wait), "{wait}");
+        let next = a.reserve("s", OpClass::Reads).unwrap().as_secs_f64();
+        assert!(
+            next > wait,
+            "turns are handed out in order across both: {next} > {wait}"
+        );
+        // Another principal has its own budget.
+        let other = Limiter::shared(rates, super::super::shared_schedule::SharedSchedule::new(file, "q"));
+        assert_eq!(other.reserve("s", OpClass::Reads), None);
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub(crate) mod lro;
 mod pacer;
 mod secret;
 mod session;
+mod shared_schedule;
 
 pub use client::ArmClient;
 pub use config::{ArmConfig, ArmSetupError, AuthChoice, Cloud};

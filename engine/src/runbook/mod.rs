@@ -12,12 +12,12 @@ mod diagnostics;
 pub mod model;
 mod params;
 mod parse;
-mod reader;
+pub(crate) mod reader;
 mod refs;
 mod schema;
 pub(crate) mod suggest;
 mod with_schema;
-mod yaml;
+pub(crate) mod yaml;
 
 pub use diagnostics::{Diagnostic, Diagnostics};
 pub use model::*;

@@ -1,0 +1,74 @@
+//! The limiter's schedule shared by every process of one state database: the token
+//! buckets live in a small file beside the database (`<db>-arm-schedule`), read and written
+//! under an exclusive file lock for each request. So ten `fogbook` processes driving runs
+//! in the same subscription, as the same principal, are paced as one client instead of ten.
+//!
+//! The file holds no state that matters for durability: losing it refills the buckets. It
+//! is written without fsync (a turn is a promise for the next seconds, not a record).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// One bucket: tokens left (negative: turns already promised) at `at_ms` (Unix ms).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+struct Stored {
+    tokens: f64,
+    at_ms: f64,
+}
+
+/// The shared schedule of one principal, in one file.
+#[derive(Clone, Debug)]
+pub(crate) struct SharedSchedule {
+    path: PathBuf,
+    principal: String,
+}
+
+impl SharedSchedule {
+    /// The schedule in `path` for `principal` (who calls ARM: the credential's identity).
+    pub(crate) fn new(path: PathBuf, principal: &str) -> Self {
+        Self {
+            path,
+            principal: principal.to_owned(),
+        }
+    }
+
+    /// Takes the next turn of bucket `key` (refilling at `rate` per second up to `burst`):
+    /// how long to wait for it.
+    pub(crate) fn reserve(&self, key: &str, rate: f64, burst: f64) -> std::io::Result<Option<Duration>> {
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.path)?;
+        file.lock()?;
+        let mut text = String::new();
+        file.read_to_string(&mut text)?;
+        // An unreadable file (a crash in the middle of a write) starts the buckets afresh.
+        let mut buckets: BTreeMap<String, Stored> = serde_json::from_str(&text).unwrap_or_default();
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64()
+            * 1000.0;
+        let b = buckets.entry(format!("{}|{key}", self.principal)).or_insert(Stored {
+            tokens: burst,
+            at_ms: now_ms,
+        });
+        // A wall clock that stepped back refills nothing (and never removes tokens).
+        let elapsed_s = ((now_ms - b.at_ms) / 1000.0).max(0.0);
+        b.tokens = (b.tokens + elapsed_s * rate).min(burst) - 1.0;
+        b.at_ms = b.at_ms.max(now_ms);
+        let wait = (b.tokens < 0.0).then(|| Duration::from_secs_f64((-b.tokens / rate).min(86_400.0)));
+        let out = serde_json::to_string(&buckets).map_err(std::io::Error::other)?;
+        file.set_len(0)?;
+        file.seek(SeekFrom::Start(0))?;
+        file.write_all(out.as_bytes())?;
+        // Closing the file releases the lock.
+        Ok(wait)
+    }
+}

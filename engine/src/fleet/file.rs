@@ -1,0 +1,537 @@
+//! The fleet file: one runbook, many targets, rate control. Read with the runbook reader's
+//! machinery, so every problem is reported at once with its file:line:column.
+//!
+//! ```yaml
+//! fleet: move-eastus-secondaries
+//! runbook: ../runbooks/change-secondary-region.yaml   # relative to this file
+//! params: { delete_old_secondary: true }              # common to every target
+//! targets:                                            # a list of parameter sets ...
+//!   - name: fog-01
+//!     params: { failover_group: fog-01 }
+//! # ... or a template over a list: `${{ item }}` (or `${{ item.field }}`) in any string
+//! # targets: { over: [fog-01, fog-02], name: "${{ item }}", params: { failover_group: "${{ item }}" } }
+//! rate:
+//!   max_concurrency: 5
+//!   max_errors: 2            # or "10%": no new target starts once this many failed
+//! waves:
+//!   canary: 1                # the first target(s), which must all succeed first
+//!   size: 5                  # then waves of 5 (default: the rest in one wave)
+//!   approval: false          # pause for `fogbook fleet resume FLEET --approve` between waves
+//! auto_approve: true         # approval steps of the targets' runs
+//! ```
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+
+use crate::runbook::reader::{Cx, join};
+use crate::runbook::yaml::{self, Node, Pos, Value};
+use crate::runbook::{Diagnostic, Diagnostics, Runbook, resolve_params};
+
+/// The largest fleet file read.
+const MAX_FLEET_BYTES: usize = 1024 * 1024;
+
+/// After how many failed targets no new target starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaxErrors {
+    /// This many.
+    Count(u32),
+    /// This percentage of the targets (rounded up, at least one).
+    Percent(u32),
+}
+
+impl MaxErrors {
+    /// The number of failures that stops the fleet, for `targets` targets.
+    pub fn threshold(self, targets: usize) -> usize {
+        match self {
+            Self::Count(n) => n as usize,
+            Self::Percent(p) => (targets * p as usize).div_ceil(100).max(1),
+        }
+    }
+}
+
+/// How the fleet paces itself (stored with the fleet; the driver reads it back).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateControl {
+    /// At most this many targets' runs at once.
+    pub max_concurrency: u32,
+    /// No new target starts once this many failed.
+    pub max_errors: MaxErrors,
+    /// The canary wave's size (0: no canary).
+    pub canary: u32,
+    /// The size of each later wave (`None`: the rest in one wave).
+    pub wave_size: Option<u32>,
+    /// Wait for an operator's approval before each wave after the first.
+    pub approval: bool,
+    /// Approve the targets' approval steps automatically (recorded as such).
+    pub auto_approve: bool,
+}
+
+/// A target as written (its parameters not yet checked against the runbook).
+#[derive(Clone, Debug)]
+pub struct FleetTarget {
+    /// Its name, unique in the fleet.
+    pub name: String,
+    /// The common parameters overlaid with its own.
+    pub params: Map<String, Json>,
+    /// Where it is written (`file:line:column`), for messages.
+    pub at: String,
+}
+
+/// A validated fleet file.
+#[derive(Clone, Debug)]
+pub struct FleetFile {
+    /// `fleet:`.
+    pub name: String,
+    /// `runbook:` as written (relative to the fleet file).
+    pub runbook: String,
+    /// The targets, in order.
+    pub targets: Vec<FleetTarget>,
+    /// Rate control and waves.
+    pub rate: RateControl,
+}
+
+impl FleetFile {
+    /// The wave of each target: the canary wave is 0, the later waves 1, 2, ...
+    pub fn waves(&self) -> Vec<u32> {
+        let canary = self.rate.canary as usize;
+        (0..self.targets.len())
+            .map(|i| {
+                if i < canary {
+                    0
+                } else {
+                    let rest = i - canary;
+                    let n = self.rate.wave_size.map_or(usize::MAX, |s| s.max(1) as usize);
+                    u32::try_from(rest / n).unwrap_or(u32::MAX).saturating_add(1)
+                }
+            })
+            .collect()
+    }
+
+    /// Each target's parameters resolved against `rb`: every problem of every target, each
+    /// named by the target's place in the fleet file.
+    pub fn resolve(&self, rb: &Runbook) -> Result<Vec<Json>, Diagnostics> {
+        let mut out = Vec::new();
+        let mut all = Vec::new();
+        for t in &self.targets {
+            let origin = format!("{} (target `{}`)", t.at, t.name);
+            match resolve_params(rb, t.params.clone(), &origin) {
+                Ok(p) => out.push(p),
+                Err(d) => all.extend(d.0),
+            }
+        }
+        if all.is_empty() { Ok(out) } else { Err(Diagnostics(all)) }
+    }
+}
+
+/// Reads and validates a fleet file: the fleet, or every problem found.
+pub fn parse(text: &str, origin: &str) -> Result<FleetFile, Diagnostics> {
+    let mut cx = Cx::new(origin, text);
+    if text.len() > MAX_FLEET_BYTES {
+        cx.error(
+            None,
+            "",
+            format!("the file is larger than {} KiB", MAX_FLEET_BYTES / 1024),
+        );
+        return Err(cx.finish().err().unwrap_or_default());
+    }
+    let root = match yaml::parse(text) {
+        Ok(root) => root,
+        Err(e) => {
+            cx.syntax(e);
+            return Err(cx.finish().err().unwrap_or_default());
+        }
+    };
+    cx.check_duplicates(&root, "");
+    let fleet = read_fleet(&mut cx, &root);
+    match (cx.finish(), fleet) {
+        (Ok(_), Some(f)) => Ok(f),
+        (Err(d), _) => Err(d),
+        (Ok(_), None) => Err(Diagnostics(vec![Diagnostic {
+            origin: origin.to_owned(),
+            line: None,
+            column: None,
+            path: String::new(),
+            message: "not a fleet file".to_owned(),
+        }])),
+    }
+}
+
+fn at(cx: &Cx<'_>, pos: Option<Pos>) -> String {
+    match pos {
+        Some(p) => format!("{}:{}:{}", cx.origin, p.line, p.column),
+        None => cx.origin.to_owned(),
+    }
+}
+
+fn positive(cx: &mut Cx<'_>, node: &Node, path: &str, what: &str, min: i64) -> Option<u32> {
+    let n = cx.integer(node, path, what)?;
+    if n < min || n > 100_000 {
+        cx.error(
+            node.pos,
+            path,
+            format!("{what} must be between {min} and 100000, found {n}"),
+        );
+        return None;
+    }
+    u32::try_from(n).ok()
+}
+
+fn read_fleet(cx: &mut Cx<'_>, root: &Node) -> Option<FleetFile> {
+    let f = cx.mapping(
+        root,
+        "",
+        "the fleet file",
+        &[
+            "fleet",
+            "description",
+            "runbook",
+            "params",
+            "targets",
+            "rate",
+            "waves",
+            "auto_approve",
+        ],
+        &["fleet", "runbook", "targets", "rate"],
+    )?;
+    let name = f.get("fleet").and_then(|n| {
+        let s = cx.string(n, "fleet", "`fleet`")?;
+        if s.trim().is_empty() || s.chars().any(|c| c.is_control() || c == '/') {
+            cx.error(
+                n.pos,
+                "fleet",
+                format!(
+                    "the fleet name `{}` must be non-empty, without `/` or control characters",
+                    s.escape_debug()
+                ),
+            );
+            return None;
+        }
+        Some(s.to_owned())
+    });
+    if let Some(d) = f.get("description") {
+        cx.string(d, "description", "`description`");
+    }
+    let runbook = f
+        .get("runbook")
+        .and_then(|n| cx.string(n, "runbook", "`runbook` (the path of the runbook file)"))
+        .map(str::to_owned);
+    let common = match f.get("params") {
+        None => Some(Map::new()),
+        Some(n) => params_map(cx, n, "params"),
+    };
+    let auto_approve = match f.get("auto_approve") {
+        None => Some(false),
+        Some(n) => cx.boolean(n, "auto_approve", "`auto_approve`"),
+    };
+    let rate = f.get("rate").and_then(|n| read_rate(cx, n));
+    let waves = match f.get("waves") {
+        None => Some((0, None, false)),
+        Some(n) => read_waves(cx, n),
+    };
+    let targets = f
+        .get("targets")
+        .and_then(|n| read_targets(cx, n, common.as_ref().unwrap_or(&Map::new())));
+    let (max_concurrency, max_errors) = rate?;
+    let (canary, wave_size, approval) = waves?;
+    let targets = targets?;
+    if targets.is_empty() {
+        cx.error(
+            f.get("targets").and_then(|n| n.pos),
+            "targets",
+            "a fleet needs at least one target",
+        );
+        return None;
+    }
+    if canary as usize >= targets.len() && canary > 0 {
+        cx.error(
+            f.get("waves").and_then(|n| n.pos),
+            "waves.canary",
+            format!(
+                "the canary wave ({canary}) must be smaller than the fleet ({} targets)",
+                targets.len()
+            ),
+        );
+    }
+    Some(FleetFile {
+        name: name?,
+        runbook: runbook?,
+        targets,
+        rate: RateControl {
+            max_concurrency,
+            max_errors,
+            canary,
+            wave_size,
+            approval,
+            auto_approve: auto_approve?,
+        },
+    })
+}
+
+fn params_map(cx: &mut Cx<'_>, node: &Node, path: &str) -> Option<Map<String, Json>> {
+    match &node.value {
+        Value::Null => Some(Map::new()),
+        Value::Map(_) => match node.to_json() {
+            Json::Object(m) => Some(m),
+            _ => None,
+        },
+        other => {
+            cx.error(
+                node.pos,
+                path,
+                format!("parameters must be a mapping of name: value, found {}", other.kind()),
+            );
+            None
+        }
+    }
+}
+
+fn read_rate(cx: &mut Cx<'_>, node: &Node) -> Option<(u32, MaxErrors)> {
+    let f = cx.mapping(
+        node,
+        "rate",
+        "`rate`",
+        &["max_concurrency", "max_errors"],
+        &["max_concurrency", "max_errors"],
+    )?;
+    let conc = f
+        .get("max_concurrency")
+        .and_then(|n| positive(cx, n, "rate.max_concurrency", "`max_concurrency`", 1));
+    let errors = f.get("max_errors").and_then(|n| match &n.value {
+        Value::String(s) => {
+            let parsed = s
+                .trim()
+                .strip_suffix('%')
+                .and_then(|p| p.trim().parse::<u32>().ok())
+                .filter(|p| (1..=100).contains(p));
+            if parsed.is_none() {
+                cx.error(
+                    n.pos,
+                    "rate.max_errors",
+                    format!("`max_errors` must be a count such as 2 or a percentage such as \"10%\" (1% to 100%), found `{s}`"),
+                );
+            }
+            parsed.map(MaxErrors::Percent)
+        }
+        _ => positive(cx, n, "rate.max_errors", "`max_errors`", 1).map(MaxErrors::Count),
+    });
+    Some((conc?, errors?))
+}
+
+fn read_waves(cx: &mut Cx<'_>, node: &Node) -> Option<(u32, Option<u32>, bool)> {
+    let f = cx.mapping(node, "waves", "`waves`", &["canary", "size", "approval"], &[])?;
+    let canary = match f.get("canary") {
+        None => Some(0),
+        Some(n) => positive(cx, n, "waves.canary", "`canary`", 0),
+    };
+    let size = match f.get("size") {
+        None => Some(None),
+        Some(n) => positive(cx, n, "waves.size", "`size`", 1).map(Some),
+    };
+    let approval = match f.get("approval") {
+        None => Some(false),
+        Some(n) => cx.boolean(n, "waves.approval", "`approval`"),
+    };
+    Some((canary?, size?, approval?))
+}
+
+fn read_targets(cx: &mut Cx<'_>, node: &Node, common: &Map<String, Json>) -> Option<Vec<FleetTarget>> {
+    let mut out = Vec::new();
+    match &node.value {
+        Value::Seq(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let path = format!("targets[{i}]");
+                let Some(f) = cx.mapping(item, &path, "a target", &["name", "params"], &["name"]) else {
+                    continue;
+                };
+                let name = f
+                    .get("name")
+                    .and_then(|n| cx.string(n, &join(&path, "name"), "a target's `name`"));
+                let own = match f.get("params") {
+                    None => Some(Map::new()),
+                    Some(n) => params_map(cx, n, &join(&path, "params")),
+                };
+                if let (Some(name), Some(own)) = (name, own) {
+                    let mut params = common.clone();
+                    params.extend(own);
+                    out.push(FleetTarget {
+                        name: name.to_owned(),
+                        params,
+                        at: at(cx, item.pos),
+                    });
+                }
+            }
+        }
+        Value::Map(_) => {
+            let f = cx.mapping(
+                node,
+                "targets",
+                "`targets` (a template)",
+                &["over", "name", "params"],
+                &["over", "name", "params"],
+            )?;
+            let items = f.get("over").and_then(|n| cx.seq(n, "targets.over", "`over`"));
+            let name_node = f.get("name")?;
+            let template_name = cx
+                .string(name_node, "targets.name", "the template's `name`")?
+                .to_owned();
+            let params_node = f.get("params")?;
+            let template = params_map(cx, params_node, "targets.params")?;
+            for (i, item) in items?.iter().enumerate() {
+                let value = item.to_json();
+                let path = format!("targets.over[{i}]");
+                let name = match substitute(&Json::String(template_name.clone()), &value) {
+                    Ok(Json::String(s)) => s,
+                    Ok(other) => other.to_string(),
+                    Err(e) => {
+                        cx.error(item.pos, &path, e);
+                        continue;
+                    }
+                };
+                match substitute(&Json::Object(template.clone()), &value) {
+                    Ok(Json::Object(own)) => {
+                        let mut params = common.clone();
+                        params.extend(own);
+                        out.push(FleetTarget {
+                            name,
+                            params,
+                            at: at(cx, item.pos),
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(e) => cx.error(item.pos, &path, e),
+                }
+            }
+        }
+        other => {
+            cx.error(
+                node.pos,
+                "targets",
+                format!(
+                    "`targets` must be a list of targets or a template (`over`, `name`, `params`), found {}",
+                    other.kind()
+                ),
+            );
+            return None;
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for t in &out {
+        if !seen.insert(t.name.clone()) {
+            cx.error(
+                None,
+                "targets",
+                format!("two targets are named `{}` ({})", t.name, t.at),
+            );
+        }
+    }
+    Some(out)
+}
+
+/// Replaces `${{ item }}` and `${{ item.field }}` in every string of `template`. A string
+/// that is exactly one such reference becomes the value itself (a mapping stays a mapping).
+fn substitute(template: &Json, item: &Json) -> Result<Json, String> {
+    match template {
+        Json::String(s) => substitute_str(s, item),
+        Json::Array(a) => a
+            .iter()
+            .map(|v| substitute(v, item))
+            .collect::<Result<_, _>>()
+            .map(Json::Array),
+        Json::Object(m) => m
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), substitute(v, item)?)))
+            .collect::<Result<_, String>>()
+            .map(Json::Object),
+        other => Ok(other.clone()),
+    }
+}
+
+fn lookup<'a>(item: &'a Json, reference: &str) -> Result<&'a Json, String> {
+    let mut parts = reference.split('.');
+    if parts.next() != Some("item") {
+        return Err(format!(
+            "a target template can only refer to `item` (the list entry), found `{reference}`"
+        ));
+    }
+    let mut v = item;
+    for p in parts {
+        v = v
+            .get(p)
+            .ok_or_else(|| format!("this entry has no field `{p}` (the template reads `{reference}`)"))?;
+    }
+    Ok(v)
+}
+
+fn substitute_str(s: &str, item: &Json) -> Result<Json, String> {
+    let trimmed = s.trim();
+    if let Some(inner) = trimmed.strip_prefix("${{").and_then(|r| r.strip_suffix("}}"))
+        && !inner.contains("${{")
+    {
+        return lookup(item, inner.trim()).cloned();
+    }
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(start) = rest.find("${{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 3..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| format!("`${{{{` without its closing `}}}}` in `{s}`"))?;
+        match lookup(item, after[..end].trim())? {
+            Json::String(v) => out.push_str(v),
+            other => out.push_str(&other.to_string()),
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(Json::String(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "fleet: move\nrunbook: rb.yaml\nparams: {x: 1}\ntargets:\n  over: [a, b, c, d]\n  name: \"fog-${{ item }}\"\n  params: {group: \"${{ item }}\"}\nrate: {max_concurrency: 2, max_errors: \"50%\"}\nwaves: {canary: 1, size: 2}\n";
+
+    #[test]
+    fn a_template_expands_into_targets_and_waves() {
+        let f = parse(GOOD, "f.yaml").unwrap();
+        let names: Vec<_> = f.targets.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["fog-a", "fog-b", "fog-c", "fog-d"]);
+        assert_eq!(f.targets[2].params["group"], "c");
+        assert_eq!(f.targets[2].params["x"], 1);
+        assert_eq!(f.targets[2].at, "f.yaml:5:16");
+        assert_eq!(f.waves(), [0, 1, 1, 2]);
+        assert_eq!(f.rate.max_errors.threshold(4), 2);
+        assert_eq!(MaxErrors::Percent(10).threshold(20), 2);
+        assert_eq!(MaxErrors::Percent(1).threshold(20), 1);
+    }
+
+    #[test]
+    fn a_list_of_targets_overlays_the_common_parameters() {
+        let text = "fleet: move\nrunbook: rb.yaml\nparams: {x: 1, y: 2}\ntargets:\n  - name: a\n    params: {y: 3}\n  - name: b\nrate: {max_concurrency: 1, max_errors: 1}\n";
+        let f = parse(text, "f.yaml").unwrap();
+        assert_eq!(f.targets[0].params["y"], 3, "a target's own value wins");
+        assert_eq!(f.targets[0].params["x"], 1);
+        assert_eq!(f.targets[1].params["y"], 2);
+        assert_eq!(f.waves(), [1, 1], "no canary: one wave");
+        let dup = text.replace("name: b", "name: a");
+        let err = parse(&dup, "f.yaml").unwrap_err().to_string();
+        assert!(err.contains("two targets are named `a`"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_place() {
+        let text = "fleet: move\nrunbook: rb.yaml\ntargets:\n  - name: a\n  - nme: b\nrate: {max_concurrency: 0, max_errors: \"x%\"}\nwaves: {canary: 1, sise: 2}\n";
+        let err = parse(text, "f.yaml").unwrap_err().to_string();
+        for expected in [
+            "f.yaml:5:5: targets[1]: unknown field `nme` in a target",
+            "f.yaml:6:25: rate.max_concurrency: `max_concurrency` must be between 1 and 100000, found 0",
+            "f.yaml:6:40: rate.max_errors: `max_errors` must be a count",
+            "f.yaml:7:20: waves: unknown field `sise` in `waves`",
+        ] {
+            assert!(err.contains(expected), "{expected}\nnot in:\n{err}");
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! Fleets: one runbook over many targets with rate control (issue 18).
+//!
+//! [`file::parse`] reads a fleet file; [`create_fleet`] pins it with its runbook and
+//! resolved targets; [`drive_fleet`] is the fleet's durable driver. The driver holds the
+//! fleet's lease, decides from the store alone (no memory survives a restart) which target
+//! starts next, and starts it by creating its run and linking it in one transaction
+//! (`Store::start_fleet_target`); each target's run is then driven by the ordinary
+//! [`Engine::drive`](crate::Engine::drive). A driver killed at any moment is resumed by
+//! another call of [`drive_fleet`]: started targets are re-driven (the runs resume), none
+//! is started twice, and the running count never exceeds `max_concurrency` because it is
+//! counted from the stored targets before each start.
+
+mod driver;
+pub mod file;
+
+pub use driver::{CreateFleet, FleetOutcome, create_fleet, drive_fleet};
+pub use file::{FleetFile, MaxErrors, RateControl, parse};

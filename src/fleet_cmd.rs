@@ -1,0 +1,622 @@
+//! `fogbook fleet run|plan|status|report|resume|cancel`: one runbook over many targets.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fogbook_activities::Env;
+use fogbook_engine::fleet::{self, CreateFleet, FleetFile, FleetOutcome};
+use fogbook_engine::runbook::{self, Runbook};
+use fogbook_engine::{Clock, Engine, EngineConfig, SystemClock};
+use fogbook_state::{FleetSnapshot, Millis, StateError, Store, WindowKind, format_ms};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, FleetCommand, Format};
+use crate::commands::{engine_error, read_runbook, spawn_signal_handler, with_read_store};
+use crate::{Exit, output};
+
+pub(crate) async fn dispatch(cli: &Cli, cmd: &FleetCommand) -> Exit {
+    match cmd {
+        FleetCommand::Run(a) => run(cli, &a.file).await,
+        FleetCommand::Plan(a) => plan(cli, &a.file).await,
+        FleetCommand::Status(a) => {
+            let fleet = a.fleet.clone();
+            with_read_store(cli, |store| status(cli, store, fleet)).await
+        }
+        FleetCommand::Report(a) => {
+            let fleet = a.fleet.clone();
+            with_read_store(cli, |store| report(cli, store, fleet)).await
+        }
+        FleetCommand::Resume(a) => {
+            resume(cli, &a.fleet, a.approve.then(|| a.by.clone().unwrap_or_default()), None).await
+        }
+        FleetCommand::Cancel(a) => resume(cli, &a.fleet, None, Some(a.by.clone())).await,
+    }
+}
+
+struct Loaded {
+    text: String,
+    file: FleetFile,
+    runbook_text: String,
+    runbook: Runbook,
+    runbook_path: PathBuf,
+    params: Vec<serde_json::Value>,
+}
+
+/// Reads the fleet file and its runbook and resolves every target's parameters: every
+/// problem is reported (file:line:column) before anything is created.
+fn load_file(path: &Path) -> Result<Loaded, Exit> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        output::error(&format!("cannot read fleet file {origin}: {e}"), None);
+        Exit::BadInput
+    })?;
+    let file = fleet::parse(&text, &origin).map_err(|d| {
+        output::always(&d.to_string());
+        output::error(
+            &format!("{} error(s) in the fleet file; nothing was started", d.len()),
+            None,
+        );
+        Exit::BadInput
+    })?;
+    let runbook_path = path.parent().unwrap_or(Path::new(".")).join(&file.runbook);
+    let (runbook_text, runbook) = read_runbook(&runbook_path)?;
+    // Relative paths inside parameters (a password file) are meant from where the command
+    // runs, as with `fogbook run`.
+    let params = file.resolve(&runbook).map_err(|d| {
+        output::always(&d.to_string());
+        output::error(
+            &format!("{} error(s) in the targets' parameters; nothing was started", d.len()),
+            Some("each target's parameters (the fleet's `params` overlaid with its own) must suit the runbook"),
+        );
+        Exit::BadInput
+    })?;
+    Ok(Loaded {
+        text,
+        file,
+        runbook_text,
+        runbook,
+        runbook_path,
+        params,
+    })
+}
+
+fn engine(cli: &Cli, store: Store, env: Env) -> Engine {
+    let config = EngineConfig {
+        lease_ttl: cli.lease_ttl,
+        lease_margin: cli.lease_margin,
+        ..EngineConfig::default()
+    };
+    Engine::new(store, config).with_env(env)
+}
+
+async fn run(cli: &Cli, path: &Path) -> Exit {
+    let l = match load_file(path) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let needs_arm = crate::arm::uses_azure(&l.runbook);
+    let env = match crate::arm::env(cli, None, needs_arm).await {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    if needs_arm && let Err(code) = crate::arm::check_credential(cli, &env, "nothing was created").await {
+        return code;
+    }
+    let store = match Store::open(&cli.db) {
+        Ok(s) => s,
+        Err(e) => {
+            output::error_chain(&e, None);
+            return Exit::BadInput;
+        }
+    };
+    let engine = engine(cli, store, env);
+    let stop = CancellationToken::new();
+    spawn_signal_handler(stop.clone(), cli.quiet);
+    let canon = |p: &Path| {
+        std::fs::canonicalize(p)
+            .unwrap_or_else(|_| p.to_owned())
+            .display()
+            .to_string()
+    };
+    let created = fleet::create_fleet(
+        &engine,
+        CreateFleet {
+            file: &l.file,
+            fleet_text: &l.text,
+            source_path: Some(canon(path)),
+            runbook: &l.runbook,
+            runbook_text: &l.runbook_text,
+            runbook_source: Some(canon(&l.runbook_path)),
+            params: l.params,
+            created_by: json!({ "user": std::env::var("USER").ok(), "command": "fleet run" }),
+            lease_ttl: cli.lease_ttl,
+        },
+    )
+    .await;
+    let id = match created {
+        Ok(id) => id,
+        Err(e) => {
+            engine.store().close().await;
+            return engine_error(&e);
+        }
+    };
+    output::always(&format!("fleet {id}"));
+    let exit = drive(cli, &engine, &id, stop).await;
+    engine.store().close().await;
+    exit
+}
+
+async fn drive(cli: &Cli, engine: &Engine, id: &str, stop: CancellationToken) -> Exit {
+    let result = fleet::drive_fleet(engine, id, cli.lease_ttl, stop).await;
+    let exit = match result {
+        Ok(FleetOutcome::Succeeded) => {
+            output::always(&format!("fleet {id} succeeded: every target's run succeeded"));
+            Exit::Success
+        }
+        Ok(FleetOutcome::Failed { reason }) => {
+            output::always(&format!("fleet {id} failed: {reason}"));
+            Exit::RunFailed
+        }
+        Ok(FleetOutcome::Waiting { reason }) => {
+            output::always(&format!("fleet {id} waits: {reason}"));
+            Exit::Waiting
+        }
+        Ok(FleetOutcome::Cancelled) => {
+            output::always(&format!("fleet {id} was cancelled"));
+            Exit::Cancelled
+        }
+        Ok(FleetOutcome::Interrupted { reason }) => {
+            output::always(&format!(
+                "fleet {id} stopped: {reason}; continue with: fogbook fleet resume {id}"
+            ));
+            Exit::Interrupted
+        }
+        Err(fogbook_engine::EngineError::State(StateError::FleetLeaseHeld { owner, expires_at, .. })) => {
+            output::error(
+                &format!("fleet {id} is driven by {owner} (lease valid until {expires_at})"),
+                Some(&format!(
+                    "let it finish (`fogbook fleet status {id}`), or resume it once that process is gone"
+                )),
+            );
+            return Exit::Busy;
+        }
+        Err(e) => return engine_error(&e),
+    };
+    let report_exit = report(cli, engine.store().clone(), id.to_owned()).await;
+    if report_exit == Exit::Success {
+        exit
+    } else {
+        report_exit
+    }
+}
+
+/// The fleet's id from an id or a name (the newest fleet with that name).
+async fn resolve(store: &Store, arg: &str) -> Result<String, Exit> {
+    let fleets = store.list_fleets().await.map_err(|e| {
+        output::error_chain(&e, None);
+        Exit::BadInput
+    })?;
+    fleets
+        .iter()
+        .find(|f| f.id == arg)
+        .or_else(|| fleets.iter().find(|f| f.name == arg))
+        .map(|f| f.id.clone())
+        .ok_or_else(|| {
+            output::error(
+                &format!("no fleet `{arg}` in this database"),
+                Some("`fogbook fleet status` lists the fleets"),
+            );
+            Exit::BadInput
+        })
+}
+
+/// `fleet resume` (with an approval of the next wave when `approve_by` is given) and
+/// `fleet cancel` (`cancel_by`): the request is recorded, then the fleet is driven until it
+/// ends or waits.
+async fn resume(cli: &Cli, arg: &str, approve_by: Option<String>, cancel_by: Option<String>) -> Exit {
+    let Some(store) = crate::commands::open_existing(cli) else {
+        return Exit::BadInput;
+    };
+    let exit = resume_in(cli, &store, arg, approve_by, cancel_by).await;
+    store.close().await;
+    exit
+}
+
+async fn resume_in(cli: &Cli, store: &Store, arg: &str, approve_by: Option<String>, cancel_by: Option<String>) -> Exit {
+    let id = match resolve(store, arg).await {
+        Ok(id) => id,
+        Err(code) => return code,
+    };
+    let snap = match store.load_fleet(&id).await {
+        Ok(s) => s,
+        Err(e) => {
+            output::error_chain(&e, None);
+            return Exit::BadInput;
+        }
+    };
+    let now = SystemClock.now_ms();
+    if let Some(by) = &cancel_by {
+        if let Err(e) = store.request_fleet_cancel(&id, by, now).await {
+            output::error(&e.to_string(), None);
+            return Exit::BadInput;
+        }
+        output::note(
+            cli.quiet,
+            &format!("fleet {id}: cancellation requested; no new target starts"),
+        );
+        if snap.fleet.lease_expires_at.is_some_and(|exp| {
+            exp > now
+                && !snap
+                    .fleet
+                    .lease_owner
+                    .as_deref()
+                    .is_some_and(fogbook_engine::owner::is_dead)
+        }) {
+            // Its driver is alive: it stops starting targets and asks the running ones to stop.
+            return Exit::Success;
+        }
+    }
+    if let Some(by) = &approve_by {
+        let next = snap
+            .targets
+            .iter()
+            .filter(|t| t.status == "pending")
+            .map(|t| t.wave)
+            .min();
+        match next {
+            Some(wave) => {
+                if let Err(e) = store.approve_fleet_wave(&id, wave, by, now).await {
+                    output::error(&e.to_string(), None);
+                    return Exit::BadInput;
+                }
+                output::note(cli.quiet, &format!("fleet {id}: wave {wave} approved by {by}"));
+            }
+            None => {
+                output::error(&format!("fleet {id} has no wave left to approve"), None);
+                return Exit::BadInput;
+            }
+        }
+    }
+    let rb = match runbook::parse(&snap.fleet.runbook_text, "the fleet's pinned runbook") {
+        Ok(rb) => rb,
+        Err(d) => {
+            output::always(&d.to_string());
+            return Exit::BadInput;
+        }
+    };
+    let env = match crate::arm::env(cli, None, crate::arm::uses_azure(&rb)).await {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let engine = engine(cli, store.clone(), env);
+    let stop = CancellationToken::new();
+    spawn_signal_handler(stop.clone(), cli.quiet);
+    drive(cli, &engine, &id, stop).await
+}
+
+struct TargetLine {
+    name: String,
+    wave: u32,
+    status: String,
+    run: Option<String>,
+    started: Option<Millis>,
+    ended: Option<Millis>,
+    unprotected_ms: Millis,
+    open_windows: usize,
+}
+
+async fn lines(store: &Store, snap: &FleetSnapshot) -> Result<Vec<TargetLine>, StateError> {
+    let mut out = Vec::new();
+    for t in &snap.targets {
+        let (mut unprotected_ms, mut open_windows) = (0, 0);
+        if let Some(run) = &t.run_id {
+            let run = store.load_run(run).await?;
+            for w in run.windows.iter().filter(|w| w.kind == WindowKind::Unprotected) {
+                match w.closed_at {
+                    Some(c) => unprotected_ms += c - w.opened_at,
+                    None => open_windows += 1,
+                }
+            }
+        }
+        out.push(TargetLine {
+            name: t.name.clone(),
+            wave: t.wave,
+            status: t.status.clone(),
+            run: t.run_id.clone(),
+            started: t.started_at,
+            ended: t.ended_at,
+            unprotected_ms,
+            open_windows,
+        });
+    }
+    Ok(out)
+}
+
+fn header(snap: &FleetSnapshot) -> String {
+    let f = &snap.fleet;
+    let count = |s: &str| snap.targets.iter().filter(|t| t.status == s).count();
+    let mut text = format!(
+        "fleet {} ({}), runbook `{}`, created {}\nstatus: {}{}\ntargets: {} — {} succeeded, {} failed, {} running, {} waiting, {} cancelled, {} not started\nrate: {}",
+        f.id,
+        f.name,
+        f.runbook_name,
+        format_ms(f.created_at),
+        f.status,
+        f.reason.as_deref().map(|r| format!(" — {r}")).unwrap_or_default(),
+        snap.targets.len(),
+        count("succeeded"),
+        count("failed"),
+        count("running"),
+        count("waiting"),
+        count("cancelled"),
+        count("pending"),
+        describe_rate(&f.spec["rate"], snap.targets.len()),
+    );
+    if let Some(owner) = &f.lease_owner {
+        text.push_str(&format!(
+            "\ndriven by {owner} (lease until {})",
+            f.lease_expires_at.map(format_ms).unwrap_or_default()
+        ));
+    }
+    text
+}
+
+/// Rate control in words, from the stored spec.
+fn describe_rate(rate: &serde_json::Value, targets: usize) -> String {
+    let Ok(rate) = serde_json::from_value::<fogbook_engine::fleet::RateControl>(rate.clone()) else {
+        return rate.to_string();
+    };
+    let errors = match rate.max_errors {
+        fogbook_engine::fleet::MaxErrors::Count(n) => format!("{n}"),
+        fogbook_engine::fleet::MaxErrors::Percent(p) => {
+            format!("{p}% ({})", rate.max_errors.threshold(targets))
+        }
+    };
+    let mut text = format!(
+        "at most {} at once; no new start after {errors} failed",
+        rate.max_concurrency
+    );
+    if rate.canary > 0 {
+        text.push_str(&format!("; a canary wave of {}", rate.canary));
+    }
+    match rate.wave_size {
+        Some(n) => text.push_str(&format!("; waves of {n}")),
+        None => text.push_str("; the rest in one wave"),
+    }
+    if rate.approval {
+        text.push_str("; an approval before each wave");
+    }
+    text
+}
+
+fn table(lines: &[TargetLine]) -> String {
+    let mut rows = vec![[
+        "TARGET".to_owned(),
+        "WAVE".to_owned(),
+        "STATUS".to_owned(),
+        "RUN".to_owned(),
+        "STARTED".to_owned(),
+        "ENDED".to_owned(),
+        "UNPROTECTED".to_owned(),
+    ]];
+    for l in lines {
+        let unprotected = match (l.unprotected_ms, l.open_windows) {
+            (0, 0) => "-".to_owned(),
+            (ms, 0) => fogbook_activities::duration::format(Duration::from_millis(ms.max(0).unsigned_abs())),
+            (ms, n) => format!(
+                "{} + {n} OPEN",
+                fogbook_activities::duration::format(Duration::from_millis(ms.max(0).unsigned_abs()))
+            ),
+        };
+        rows.push([
+            l.name.clone(),
+            l.wave.to_string(),
+            l.status.clone(),
+            l.run.clone().unwrap_or_else(|| "-".to_owned()),
+            l.started.map(format_ms).unwrap_or_else(|| "-".to_owned()),
+            l.ended.map(format_ms).unwrap_or_else(|| "-".to_owned()),
+            unprotected,
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn json_doc(snap: &FleetSnapshot, lines: &[TargetLine]) -> serde_json::Value {
+    let f = &snap.fleet;
+    json!({
+        "fleet_id": f.id,
+        "name": f.name,
+        "runbook": f.runbook_name,
+        "status": f.status,
+        "reason": f.reason,
+        "rate": f.spec["rate"],
+        "created_at": format_ms(f.created_at),
+        "lease_owner": f.lease_owner,
+        "targets": lines.iter().map(|l| json!({
+            "name": l.name,
+            "wave": l.wave,
+            "status": l.status,
+            "run_id": l.run,
+            "started_at": l.started.map(format_ms),
+            "ended_at": l.ended.map(format_ms),
+            "unprotected_ms": l.unprotected_ms,
+            "open_unprotected_windows": l.open_windows,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+async fn show(cli: &Cli, store: Store, arg: String, kind: &str) -> Exit {
+    let id = match resolve(&store, &arg).await {
+        Ok(id) => id,
+        Err(code) => return code,
+    };
+    let loaded = async {
+        let snap = store.load_fleet(&id).await?;
+        let lines = lines(&store, &snap).await?;
+        Ok::<_, StateError>((snap, lines))
+    }
+    .await;
+    let (snap, lines) = match loaded {
+        Ok(x) => x,
+        Err(e) => {
+            output::error_chain(&e, None);
+            return Exit::BadInput;
+        }
+    };
+    if cli.format == Format::Json {
+        output::json(kind, &json_doc(&snap, &lines));
+    } else {
+        output::data(&format!("{}\n\n{}", header(&snap), table(&lines)));
+    }
+    Exit::Success
+}
+
+async fn report(cli: &Cli, store: Store, arg: String) -> Exit {
+    show(cli, store, arg, "fleet_report").await
+}
+
+async fn status(cli: &Cli, store: Store, arg: Option<String>) -> Exit {
+    if let Some(arg) = arg {
+        return show(cli, store, arg, "fleet_status").await;
+    }
+    let fleets = match store.list_fleets().await {
+        Ok(f) => f,
+        Err(e) => {
+            output::error_chain(&e, None);
+            return Exit::BadInput;
+        }
+    };
+    if cli.format == Format::Json {
+        let list: Vec<_> = fleets
+            .iter()
+            .map(|f| json!({ "fleet_id": f.id, "name": f.name, "status": f.status, "reason": f.reason, "created_at": format_ms(f.created_at) }))
+            .collect();
+        output::json("fleets", &json!({ "fleets": list }));
+    } else if fleets.is_empty() {
+        output::data("no fleets");
+    } else {
+        for f in &fleets {
+            output::data(&format!(
+                "{}  {}  {}  {}",
+                f.id,
+                format_ms(f.created_at),
+                f.status,
+                f.name
+            ));
+        }
+    }
+    Exit::Success
+}
+
+/// `fleet plan`: per wave, the targets, each one's expected duration and unprotected
+/// window (from `fogbook plan`'s estimates, read-only steps run against ARM), and the
+/// fleet's total under its concurrency (a target starts when a slot frees, waves one after
+/// the other).
+async fn plan(cli: &Cli, path: &Path) -> Exit {
+    let l = match load_file(path) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let env = match crate::arm::env_read_only(cli, None, crate::arm::uses_azure(&l.runbook)).await {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let waves = l.file.waves();
+    let conc = l.file.rate.max_concurrency.max(1) as usize;
+    let mut planned = Vec::new();
+    for (t, params) in l.file.targets.iter().zip(&l.params) {
+        let p = fogbook_engine::plan::plan(&l.runbook, params, &env).await;
+        let hours: f64 = p
+            .steps
+            .iter()
+            .filter(|s| s.decision != "skip")
+            .filter_map(|s| s.estimate.as_ref().map(|e| e.hours))
+            .sum();
+        let unprotected: f64 = p
+            .windows
+            .iter()
+            .filter(|w| w.kind == "unprotected")
+            .map(|w| w.estimated_hours)
+            .sum();
+        let errors: Vec<String> = p.steps.iter().filter_map(|s| s.error.clone()).collect();
+        planned.push((t.name.clone(), hours, unprotected, errors));
+    }
+    let mut doc_waves = Vec::new();
+    let mut text = format!(
+        "fleet {}: runbook `{}`, {} target(s); {}\n",
+        l.file.name,
+        l.runbook.name,
+        l.file.targets.len(),
+        describe_rate(&json!(l.file.rate), l.file.targets.len()),
+    );
+    let mut total = 0.0;
+    let last_wave = waves.iter().copied().max().unwrap_or(0);
+    for wave in 0..=last_wave {
+        let members: Vec<usize> = (0..waves.len()).filter(|&i| waves[i] == wave).collect();
+        if members.is_empty() {
+            continue;
+        }
+        // List scheduling: each target takes the slot that frees first.
+        let mut slots = vec![0.0_f64; conc.min(members.len())];
+        for &i in &members {
+            if let Some(slot) = slots.iter_mut().min_by(|a, b| a.total_cmp(b)) {
+                *slot += planned[i].1;
+            }
+        }
+        let span = slots.iter().copied().fold(0.0, f64::max);
+        total += span;
+        let label = if wave == 0 {
+            "canary wave".to_owned()
+        } else {
+            format!("wave {wave}")
+        };
+        text.push_str(&format!(
+            "\n{label}: {} target(s), about {span:.1}h{}\n",
+            members.len(),
+            if l.file.rate.approval && wave > waves.iter().copied().min().unwrap_or(0) {
+                " (after an approval)"
+            } else {
+                ""
+            }
+        ));
+        let mut targets = Vec::new();
+        for &i in &members {
+            let (name, hours, unprotected, errors) = &planned[i];
+            text.push_str(&format!(
+                "  {name}: about {hours:.1}h, unprotected about {unprotected:.1}h{}\n",
+                if errors.is_empty() {
+                    String::new()
+                } else {
+                    format!(" — WOULD FAIL: {}", errors.join("; "))
+                }
+            ));
+            targets.push(json!({ "name": name, "hours": hours, "unprotected_hours": unprotected, "errors": errors }));
+        }
+        doc_waves.push(json!({ "wave": wave, "hours": span, "targets": targets }));
+    }
+    text.push_str(&format!("\ntotal: about {total:.1}h"));
+    if cli.format == Format::Json {
+        output::json(
+            "fleet_plan",
+            &json!({ "fleet": l.file.name, "waves": doc_waves, "total_hours": total }),
+        );
+    } else {
+        output::data(&text);
+    }
+    Exit::Success
+}

@@ -1,0 +1,121 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The store's side of fleets: a target starts once, under the fleet's lease, and every
+//! decision is in the hash chain.
+
+use fogbook_state::{NewFleet, NewFleetTarget, NewRun, StateError, Store};
+use serde_json::json;
+
+fn new_run(id: &str, group: &str, now: i64) -> NewRun {
+    NewRun {
+        id: id.to_owned(),
+        runbook_name: "rb".to_owned(),
+        runbook_version: 1,
+        runbook_text: "runbook: rb".to_owned(),
+        runbook_sha256: "abc".to_owned(),
+        source_path: None,
+        params: json!({ "group": group }),
+        steps: vec!["a".to_owned()],
+        locks: vec![format!("fog/{group}")],
+        auto_approve: false,
+        lease: Some(("driver-1".to_owned(), now + 30_000)),
+        created_by: json!({ "fleet": "f1" }),
+        window: None,
+        schedule: None,
+        now,
+    }
+}
+
+fn new_fleet(owner: &str) -> NewFleet {
+    NewFleet {
+        id: "f1".to_owned(),
+        name: "move".to_owned(),
+        source_path: None,
+        fleet_text: "fleet: move".to_owned(),
+        spec: json!({ "rate": { "max_concurrency": 1 } }),
+        runbook_name: "rb".to_owned(),
+        runbook_text: "runbook: rb".to_owned(),
+        runbook_source: None,
+        targets: ["g1", "g2"]
+            .iter()
+            .enumerate()
+            .map(|(i, g)| NewFleetTarget {
+                name: (*g).to_owned(),
+                wave: u32::try_from(i).unwrap(),
+                params: json!({ "group": g }),
+            })
+            .collect(),
+        created_by: json!("test"),
+        lease: Some((owner.to_owned(), 10_000)),
+        now: 1_000,
+    }
+}
+
+fn runs(store_path: &std::path::Path) -> i64 {
+    let conn = rusqlite::Connection::open(store_path).unwrap();
+    conn.query_row("SELECT count(*) FROM runs", [], |r| r.get(0)).unwrap()
+}
+
+#[tokio::test]
+async fn a_target_starts_once_with_its_run_in_the_same_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let store = Store::open(&path).unwrap();
+    store.create_fleet(new_fleet("driver-1")).await.unwrap();
+    store
+        .start_fleet_target("f1", 0, "driver-1", new_run("r1", "g1", 2_000), 1)
+        .await
+        .unwrap();
+    let snap = store.load_fleet("f1").await.unwrap();
+    assert_eq!(snap.targets[0].status, "running");
+    assert_eq!(snap.targets[0].run_id.as_deref(), Some("r1"));
+    // A second start of the same target (a driver that believed it pending) is refused and
+    // creates no run.
+    let again = store
+        .start_fleet_target("f1", 0, "driver-1", new_run("r2", "g1-other", 2_100), 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(again, StateError::InvalidTransition { .. }), "{again}");
+    assert!(again.to_string().contains("has already started"), "{again}");
+    assert_eq!(runs(&path), 1);
+    store
+        .finish_fleet_target("f1", 0, "driver-1", "succeeded", json!({}), 3_000)
+        .await
+        .unwrap();
+    let report = store.verify_audit(None).await.unwrap();
+    assert!(report.failure.is_none(), "{:?}", report.failure);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_driver_that_lost_the_fleets_lease_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let store = Store::open(&path).unwrap();
+    store.create_fleet(new_fleet("driver-1")).await.unwrap();
+    // driver-1's lease (until 10 000) is live: driver-2 is refused.
+    let held = store
+        .acquire_fleet_lease("f1", "driver-2", 40_000, None, 5_000)
+        .await
+        .unwrap_err();
+    assert!(matches!(held, StateError::FleetLeaseHeld { .. }), "{held}");
+    // Expired, it is taken over; driver-1, late, can start nothing.
+    let previous = store
+        .acquire_fleet_lease("f1", "driver-2", 40_000, None, 11_000)
+        .await
+        .unwrap();
+    assert_eq!(previous.as_deref(), Some("driver-1"));
+    let fenced = store
+        .start_fleet_target("f1", 1, "driver-1", new_run("r9", "g2", 11_500), 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(fenced, StateError::LeaseLost { .. }), "{fenced}");
+    assert_eq!(runs(&path), 0);
+    store
+        .start_fleet_target("f1", 1, "driver-2", new_run("r2", "g2", 12_000), 1)
+        .await
+        .unwrap();
+    assert_eq!(runs(&path), 1);
+    let report = store.verify_audit(None).await.unwrap();
+    assert!(report.failure.is_none(), "{:?}", report.failure);
+    store.close().await;
+}

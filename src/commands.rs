@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{Cli, Command, DriveArgs, Format, ResumeArgs, RunArgs, ValidateArgs};
 use crate::output;
 use crate::progress::Progress;
-use crate::{Exit, report};
+use crate::{Exit, operator_cmd, report};
 
 pub(crate) async fn dispatch(cli: Cli) -> Exit {
     output::json_errors(cli.format == Format::Json);
@@ -55,13 +55,14 @@ pub(crate) async fn dispatch(cli: Cli) -> Exit {
         }
         Command::History(a) => with_read_store(&cli, |store| report::history(&cli, store, a.run_id.clone())).await,
         Command::Report(a) => with_read_store(&cli, |store| report::report(&cli, store, a.run_id.clone())).await,
-        Command::Approve(a) => {
-            let (run_id, step, by, comment) = (a.run_id.clone(), a.step.clone(), a.by.clone(), a.comment.clone());
-            with_store(&cli, |store| approve(&cli, store, run_id, step, by, comment)).await
-        }
-        Command::Cancel(a) => {
-            let (run_id, by) = (a.run_id.clone(), a.by.clone());
-            with_store(&cli, |store| cancel(&cli, store, run_id, by)).await
+        Command::Approvals => with_read_store(&cli, |store| operator_cmd::approvals(&cli, store)).await,
+        Command::Approve(a) => with_store(&cli, |store| operator_cmd::approve(&cli, store, a)).await,
+        Command::Reject(a) => with_store(&cli, |store| operator_cmd::reject(&cli, store, a)).await,
+        Command::Cancel(a) => with_store(&cli, |store| operator_cmd::cancel(&cli, store, a)).await,
+        Command::Skip(a) => with_store(&cli, |store| operator_cmd::skip(&cli, store, a)).await,
+        Command::Complete(a) => with_store(&cli, |store| operator_cmd::complete(&cli, store, a)).await,
+        Command::Window(crate::cli::WindowCommand::Close(a)) => {
+            with_store(&cli, |store| operator_cmd::window_close(&cli, store, a)).await
         }
         Command::Sim(crate::cli::SimCommand::Serve(args)) => crate::sim_cmd::serve(args).await,
         Command::Schedule(cmd) => crate::schedule_cmd::dispatch(&cli, cmd).await,
@@ -305,7 +306,8 @@ async fn run(cli: &Cli, args: &RunArgs) -> Exit {
         }.record() }),
         _ => json!({ "arm_endpoint": crate::rehearsal::endpoint_record(cli.arm_endpoint.as_deref()) }),
     };
-    let mut created_by = json!({ "user": std::env::var("USER").ok(), "command": "run" });
+    let (user, user_source) = crate::cli::identity(args.by.as_deref());
+    let mut created_by = json!({ "user": user, "user_source": user_source, "command": "run" });
     if let (Some(by), Some(extra)) = (created_by.as_object_mut(), target.as_object()) {
         by.extend(extra.clone());
     }
@@ -551,7 +553,11 @@ async fn release_locks_if_untouched(cli: &Cli, engine: &Engine, run_id: &str) {
 
 /// Before `--retry-failed`: a run whose locks were released when it failed takes them again,
 /// or is refused when another run holds one now.
-async fn retake_released_locks(store: &Store, run_id: &str, now: fogbook_state::Millis) -> Result<(), EngineError> {
+pub(crate) async fn retake_released_locks(
+    store: &Store,
+    run_id: &str,
+    now: fogbook_state::Millis,
+) -> Result<(), EngineError> {
     let events = store.events(run_id).await?;
     let last = events
         .iter()
@@ -810,7 +816,8 @@ async fn resume_one(
         if let Err(e) = retake_released_locks(store, id, engine.now_ms()).await {
             return engine_error(&e);
         }
-        match store.retry_failed(id, &args.by, engine.now_ms()).await {
+        let actor = args.who.actor();
+        match store.retry_failed(id, &actor, engine.now_ms()).await {
             Ok(step) => output::note(cli.quiet, &format!("step `{step}` of run {id} gets a fresh attempt")),
             Err(e) => {
                 output::error_chain(&e, None);
@@ -832,91 +839,4 @@ async fn resume_one(
     let stop = CancellationToken::new();
     spawn_signal_handler(stop.clone(), cli.quiet);
     drive(cli, engine, id, progress, stop).await
-}
-
-async fn approve(cli: &Cli, store: Store, run_id: String, step: String, by: String, comment: Option<String>) -> Exit {
-    let snap = match store.load_run(&run_id).await {
-        Ok(s) => s,
-        Err(e) => return engine_error(&EngineError::from(e)),
-    };
-    let origin = format!("runbook pinned to run {run_id}");
-    match runbook::parse(&snap.run.runbook_text, &origin) {
-        Ok(rb) => match rb.step(&step) {
-            Some(s) if s.uses == "approval" => {}
-            Some(s) => {
-                output::error(&format!("step `{step}` is a `{}` step, not an approval", s.uses), None);
-                return Exit::BadInput;
-            }
-            None => {
-                let approvals: Vec<&str> = rb
-                    .steps
-                    .iter()
-                    .filter(|s| s.uses == "approval")
-                    .map(|s| s.id.as_str())
-                    .collect();
-                output::error(
-                    &format!("run {run_id} has no step `{step}`"),
-                    Some(&format!("its approval steps: {}", approvals.join(", "))),
-                );
-                return Exit::BadInput;
-            }
-        },
-        Err(d) => {
-            print_diagnostics(&d);
-            return Exit::BadInput;
-        }
-    }
-    let now = fogbook_engine::Clock::now_ms(&fogbook_engine::SystemClock);
-    match store.approve(&run_id, &step, &by, comment, false, now).await {
-        Ok(row) => {
-            if cli.format == Format::Json {
-                output::json(
-                    "approval",
-                    &json!({ "run_id": run_id, "step": step, "by": row.by, "at": fogbook_state::format_ms(row.at) }),
-                );
-            } else {
-                output::data(&format!("approved step `{step}` of run {run_id} as {by}"));
-                output::note(cli.quiet, &format!("continue the run with: fogbook resume {run_id}"));
-            }
-            Exit::Success
-        }
-        Err(e) => engine_error(&EngineError::from(e)),
-    }
-}
-
-async fn cancel(cli: &Cli, store: Store, run_id: String, by: String) -> Exit {
-    let snap = match store.load_run(&run_id).await {
-        Ok(s) => s,
-        Err(e) => return engine_error(&EngineError::from(e)),
-    };
-    let dead = snap
-        .run
-        .lease_owner
-        .clone()
-        .filter(|o| fogbook_engine::owner::is_dead(o));
-    let now = fogbook_engine::Clock::now_ms(&fogbook_engine::SystemClock);
-    match store.cancel(&run_id, &by, dead, now).await {
-        Ok(true) => {
-            if cli.format == Format::Json {
-                output::json("cancel", &json!({ "run_id": run_id, "cancelled": true }));
-            } else {
-                output::data(&format!("run {run_id} cancelled; its locks are released"));
-            }
-            Exit::Success
-        }
-        Ok(false) => {
-            if cli.format == Format::Json {
-                output::json(
-                    "cancel",
-                    &json!({ "run_id": run_id, "cancelled": false, "requested": true }),
-                );
-            } else {
-                output::data(&format!(
-                    "run {run_id} is being driven; it will stop at its next safe point and be cancelled"
-                ));
-            }
-            Exit::Success
-        }
-        Err(e) => engine_error(&EngineError::from(e)),
-    }
 }

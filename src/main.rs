@@ -6,6 +6,7 @@ mod arm;
 mod bench_cloud;
 mod cli;
 mod commands;
+mod operator_cmd;
 mod output;
 mod plan_cmd;
 mod progress;

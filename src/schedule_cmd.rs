@@ -18,7 +18,7 @@ fn now() -> i64 {
 }
 
 fn by() -> String {
-    std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned())
+    crate::cli::default_user()
 }
 
 pub(crate) async fn dispatch(cli: &Cli, cmd: &ScheduleCommand) -> Exit {

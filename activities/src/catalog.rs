@@ -56,6 +56,22 @@ pub async fn estimate(
     crate::azure::estimate(uses, input, ctx, env).await
 }
 
+/// The top-level fields of the output of activity `uses`, where they are fixed: `validate`
+/// refuses a reference to any other field, and `fogbook complete` requires them. `None` for
+/// an unknown activity or one whose output has no fixed fields.
+pub fn output_fields(uses: &str) -> Option<&'static [&'static str]> {
+    let fields: &'static [&'static str] = match uses {
+        "wait" => &["woke_at", "wake_at"],
+        "approval" => &["step_id", "by", "comment", "at", "auto"],
+        "assert" => &["passed"],
+        "notify" => &["status"],
+        "command" => &["exit_code", "stdout", "stderr"],
+        "report" => &["report"],
+        _ => return None,
+    };
+    Some(fields)
+}
+
 /// The JSON Schema of the inputs (`with:`) of activity `uses`, or `None` when no such
 /// activity exists.
 pub fn input_schema(uses: &str) -> Option<Schema> {

@@ -613,18 +613,13 @@ impl Store {
                 tx,
                 &run_id,
                 now,
-                NewEvent::step(
-                    "step.approved",
-                    &step_id,
-                    None,
-                    {
-                        let mut data = json!({ "by": by, "comment": comment, "auto": auto });
-                        if let (Some(d), Some(x)) = (data.as_object_mut(), extra.as_object()) {
-                            d.extend(x.clone());
-                        }
-                        data
-                    },
-                ),
+                NewEvent::step("step.approved", &step_id, None, {
+                    let mut data = json!({ "by": by, "comment": comment, "auto": auto });
+                    if let (Some(d), Some(x)) = (data.as_object_mut(), extra.as_object()) {
+                        d.extend(x.clone());
+                    }
+                    data
+                }),
             )?;
             Ok(ApprovalRow {
                 step_id,
@@ -747,8 +742,8 @@ impl Store {
     }
 
     /// Re-opens a failed run: its failed step gets a fresh attempt (progress cleared).
-    pub async fn retry_failed(&self, run_id: &str, by: &str, now: Millis) -> Result<String, StateError> {
-        let (run_id, by) = (run_id.to_owned(), by.to_owned());
+    pub async fn retry_failed(&self, run_id: &str, by: &crate::Actor, now: Millis) -> Result<String, StateError> {
+        let (run_id, by) = (run_id.to_owned(), by.record());
         self.write(move |tx| {
             let run = load_run_row(tx, &run_id)?;
             if run.status != RunStatus::Failed {
@@ -784,7 +779,7 @@ impl Store {
                 tx,
                 &run_id,
                 now,
-                NewEvent::step("step.retry_requested", &step, None, json!({ "by": by })),
+                NewEvent::step("step.retry_requested", &step, None, by),
             )?;
             Ok(step)
         })

@@ -3,9 +3,11 @@
 //! SIGKILL at chosen points, and checks made from outside (the effect file, the database,
 //! the audit trail).
 
+mod approvals;
 mod audit;
 mod bad_input;
 mod bench_cloud;
+mod cancel;
 mod cli;
 mod common;
 mod credential;
@@ -17,6 +19,7 @@ mod lease_lock;
 mod notify;
 mod plan;
 mod rehearsal;
+mod repair;
 mod secrets;
 mod seed_runbooks;
 mod signals;

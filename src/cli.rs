@@ -117,6 +117,12 @@ pub(crate) enum Command {
     /// Mark a step of a stopped run as done with an output you supply (checked against the
     /// step's output fields), so `resume` continues after it.
     Complete(CompleteArgs),
+    /// Re-run a stopped run from a step: that step and every later one that ran run again
+    /// (a completed step that changes something needs --force and reads back its effect).
+    RetryFrom(RetryFromArgs),
+    /// Continue a stopped run with an edited runbook: steps that started keep their ids,
+    /// activities and inputs; refused naming the step that blocks.
+    Repin(RepinArgs),
     /// Unprotected windows of a run.
     #[command(subcommand)]
     Window(WindowCommand),
@@ -456,6 +462,36 @@ pub(crate) struct CompleteArgs {
     /// Complete even a step whose cloud operation may be in flight.
     #[arg(long)]
     pub(crate) force: bool,
+}
+
+/// Refused while a process drives the run or a step in the range is running, for a
+/// finished (succeeded, cancelled) run, and, without --force, when a completed step in the
+/// range changes something outside fogbook.
+#[derive(Debug, Args)]
+pub(crate) struct RetryFromArgs {
+    /// The run.
+    pub(crate) run_id: String,
+    /// The first step to run again.
+    pub(crate) step: String,
+    #[command(flatten)]
+    pub(crate) who: Who,
+    /// Also re-run completed steps that change something (each reads back what it did
+    /// through its saved intent or operation before acting).
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+/// Refused while a process drives the run, for a finished run, for a runbook that does not
+/// validate, when a step that started is missing or changed its activity or inputs, and when
+/// a remaining step refers to an output field a completed step did not record.
+#[derive(Debug, Args)]
+pub(crate) struct RepinArgs {
+    /// The run.
+    pub(crate) run_id: String,
+    /// The edited runbook file.
+    pub(crate) runbook: PathBuf,
+    #[command(flatten)]
+    pub(crate) who: Who,
 }
 
 #[derive(Debug, Subcommand)]

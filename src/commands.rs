@@ -61,6 +61,8 @@ pub(crate) async fn dispatch(cli: Cli) -> Exit {
         Command::Cancel(a) => with_store(&cli, |store| operator_cmd::cancel(&cli, store, a)).await,
         Command::Skip(a) => with_store(&cli, |store| operator_cmd::skip(&cli, store, a)).await,
         Command::Complete(a) => with_store(&cli, |store| operator_cmd::complete(&cli, store, a)).await,
+        Command::RetryFrom(a) => with_store(&cli, |store| operator_cmd::retry_from(&cli, store, a)).await,
+        Command::Repin(a) => with_store(&cli, |store| operator_cmd::repin(&cli, store, a)).await,
         Command::Window(crate::cli::WindowCommand::Close(a)) => {
             with_store(&cli, |store| operator_cmd::window_close(&cli, store, a)).await
         }

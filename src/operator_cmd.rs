@@ -7,7 +7,9 @@ use fogbook_engine::runbook::{self, Runbook, Step, WithValue};
 use fogbook_state::{Actor, CancelKind, Millis, RunSnapshot, RunStatus, StepStatus, Store, WindowKind, format_ms};
 use serde_json::json;
 
-use crate::cli::{ApproveArgs, CancelArgs, Cli, CompleteArgs, Format, RejectArgs, SkipArgs, WindowCloseArgs};
+use crate::cli::{
+    ApproveArgs, CancelArgs, Cli, CompleteArgs, Format, RejectArgs, RepinArgs, RetryFromArgs, SkipArgs, WindowCloseArgs,
+};
 use crate::commands::engine_error;
 use crate::report::{Drive, drive_of};
 use crate::{Exit, output};
@@ -601,6 +603,221 @@ pub(crate) async fn window_close(cli: &Cli, store: Store, args: &WindowCloseArgs
                     "window {id} ({kind}) of run {} closed by {}",
                     args.run_id, actor.name
                 ));
+            }
+            Exit::Success
+        }
+        Err(e) => engine_error(&EngineError::from(e)),
+    }
+}
+
+/// Whether a step of activity `uses` may change something outside fogbook.
+fn mutates(uses: &str) -> bool {
+    !(fogbook_activities::is_read_only(uses) || matches!(uses, "approval" | "wait" | "notify"))
+}
+
+pub(crate) async fn retry_from(cli: &Cli, store: Store, args: &RetryFromArgs) -> Exit {
+    let (snap, rb) = match load(&store, &args.run_id).await {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    if let Err(code) = step_of(&rb, &args.run_id, &args.step, false) {
+        return code;
+    }
+    let Some(from) = rb.steps.iter().position(|s| s.id.as_str() == args.step) else {
+        return Exit::BadInput;
+    };
+    let range: Vec<&Step> = rb.steps[from..].iter().collect();
+    let repeats: Vec<String> = range
+        .iter()
+        .filter(|s| mutates(&s.uses))
+        .filter(|s| {
+            snap.step(s.id.as_str())
+                .is_some_and(|r| r.status == StepStatus::Completed)
+        })
+        .map(|s| format!("`{}` ({})", s.id.as_str(), s.uses))
+        .collect();
+    if !repeats.is_empty() && !args.force {
+        output::error(
+            &format!(
+                "re-running run {} from `{}` would run completed steps that change something again: {}",
+                args.run_id,
+                args.step,
+                repeats.join(", ")
+            ),
+            Some(&format!(
+                "start later, or confirm with --force: each then reads back what it already did (its saved intent or operation) before acting: fogbook retry-from {} {} --force --reason TEXT",
+                args.run_id, args.step
+            )),
+        );
+        return Exit::BadInput;
+    }
+    if let Err(e) = crate::commands::retake_released_locks(&store, &args.run_id, now()).await {
+        return engine_error(&e);
+    }
+    let ids: Vec<String> = range.iter().map(|s| s.id.as_str().to_owned()).collect();
+    let actor = args.who.actor();
+    match store.operator_retry_from(&args.run_id, ids, &actor, now()).await {
+        Ok(()) => {
+            if cli.format == Format::Json {
+                output::json(
+                    "retry_from",
+                    &json!({ "run_id": args.run_id, "from": args.step, "by": actor.name, "forced": repeats }),
+                );
+            } else {
+                output::data(&format!(
+                    "run {} re-runs from step `{}` (asked by {})",
+                    args.run_id, args.step, actor.name
+                ));
+                output::note(cli.quiet, &format!("continue the run: fogbook resume {}", args.run_id));
+            }
+            Exit::Success
+        }
+        Err(e) => engine_error(&EngineError::from(e)),
+    }
+}
+
+/// `steps.ID.outputs.FIELD` references in a text (a template's source).
+fn output_refs(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("steps.") {
+        rest = &rest[i + "steps.".len()..];
+        let ident = |s: &str| -> usize {
+            s.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'))
+                .unwrap_or(s.len())
+        };
+        let n = ident(rest);
+        let step = &rest[..n];
+        let Some(after) = rest[n..].strip_prefix(".outputs.") else {
+            continue;
+        };
+        let m = ident(after);
+        out.push((step.to_owned(), after[..m].to_owned()));
+    }
+    out
+}
+
+fn with_sources(v: &WithValue, out: &mut String) {
+    match v {
+        WithValue::Template(t) => {
+            out.push_str(t.source());
+            out.push('\n');
+        }
+        WithValue::List(items) => items.iter().for_each(|i| with_sources(i, out)),
+        WithValue::Map(m) => m.values().for_each(|i| with_sources(i, out)),
+        WithValue::Literal(_) => {}
+    }
+}
+
+pub(crate) async fn repin(cli: &Cli, store: Store, args: &RepinArgs) -> Exit {
+    let (snap, old) = match load(&store, &args.run_id).await {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let (text, new) = match crate::commands::read_runbook(&args.runbook) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let run_id = &args.run_id;
+    let refuse = |why: String| {
+        output::error(
+            &format!("refusing to re-pin run {run_id} to {}: {why}", args.runbook.display()),
+            Some(
+                "a step that started must keep its id, activity and inputs; edit only the steps that did not start (and the failed one)",
+            ),
+        );
+        Exit::BadInput
+    };
+    // The parameters the run was created with must still satisfy the new runbook.
+    let given = snap.run.params.as_object().cloned().unwrap_or_default();
+    if let Err(d) = runbook::resolve_params(&new, given, "the run's parameters") {
+        output::always(&d.to_string());
+        return refuse("the run's parameters do not fit the new runbook".to_owned());
+    }
+    for row in snap.steps.iter().filter(|r| r.status != StepStatus::Pending) {
+        // A failed step is what an operator re-pins to fix: it may change.
+        if row.status == StepStatus::Failed {
+            continue;
+        }
+        let Some(before) = old.step(&row.step_id) else {
+            continue;
+        };
+        let Some(after) = new.step(&row.step_id) else {
+            return refuse(format!(
+                "step `{}` is {} and the new runbook has no such step",
+                row.step_id, row.status
+            ));
+        };
+        if before.uses != after.uses {
+            return refuse(format!(
+                "step `{}` is {} with activity `{}`; the new runbook gives it `{}`",
+                row.step_id, row.status, before.uses, after.uses
+            ));
+        }
+        if format!("{:?}", before.with) != format!("{:?}", after.with) {
+            return refuse(format!(
+                "step `{}` is {} and the new runbook changes its inputs (`with`)",
+                row.step_id, row.status
+            ));
+        }
+    }
+    // The steps still to run may refer only to outputs the completed steps recorded.
+    for step in new.steps.iter().filter(|s| {
+        snap.step(s.id.as_str())
+            .is_none_or(|r| !r.status.is_done() || r.status == StepStatus::Failed)
+    }) {
+        let mut src = String::new();
+        step.with.values().for_each(|v| with_sources(v, &mut src));
+        if let Some(w) = &step.when {
+            src.push_str(w.source());
+        }
+        for (id, field) in output_refs(&src) {
+            let Some(output) = snap
+                .step(&id)
+                .filter(|r| r.status == StepStatus::Completed)
+                .and_then(|r| r.output.as_ref())
+            else {
+                continue;
+            };
+            if output.get(&field).is_none() {
+                let fields: Vec<&String> = output.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+                return refuse(format!(
+                    "step `{}` refers to steps.{id}.outputs.{field}, but `{id}` recorded no `{field}` (its output fields: {})",
+                    step.id.as_str(),
+                    fields.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+    }
+    let pin = fogbook_state::NewPin {
+        sha256: fogbook_engine::sha256_hex(&text),
+        text,
+        name: new.name.clone(),
+        version: new.version,
+        steps: new.steps.iter().map(|s| s.id.as_str().to_owned()).collect(),
+    };
+    let actor = args.who.actor();
+    match store.operator_repin(run_id, pin, &actor, now()).await {
+        Ok(()) => {
+            if cli.format == Format::Json {
+                output::json(
+                    "repin",
+                    &json!({ "run_id": run_id, "runbook": new.name, "version": new.version, "by": actor.name }),
+                );
+            } else {
+                output::data(&format!(
+                    "run {run_id} is re-pinned to {} ({} v{}) by {}",
+                    args.runbook.display(),
+                    new.name,
+                    new.version,
+                    actor.name
+                ));
+                let hint = if snap.run.status == RunStatus::Failed {
+                    format!("continue the run, retrying its failed step: fogbook resume {run_id} --retry-failed")
+                } else {
+                    format!("continue the run: fogbook resume {run_id}")
+                };
+                output::note(cli.quiet, &hint);
             }
             Exit::Success
         }

@@ -866,6 +866,7 @@ async fn operator_actions(store: &Store, run_id: &str) -> Vec<serde_json::Value>
             "run.cancel_requested" => "cancel requested",
             "run.cancelled" => "cancelled",
             "step.retry_requested" => "retry requested",
+            "run.repinned" => "re-pinned",
             "step.skipped" if operator => "skipped",
             "step.completed" if operator => "completed by hand",
             "window.closed" if operator => "closed window",

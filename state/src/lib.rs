@@ -32,7 +32,7 @@ mod time_ms;
 pub use audit::{AuditFailure, AuditReport};
 pub use error::StateError;
 pub use floor::durable_commit_floor;
-pub use operator::{Actor, CancelKind, OPERATOR_STEP};
+pub use operator::{Actor, CancelKind, NewPin, OPERATOR_STEP};
 pub use records::{
     ApprovalRow, EventRow, FireDecision, FireOutcome, LeaseGrant, NewRun, NewSchedule, Overlap, Repin, RunFilter,
     RunRow, RunSnapshot, RunStatus, ScheduleRow, StepFinish, StepOutcome, StepRow, StepStart, StepStatus, WindowKind,

@@ -253,5 +253,188 @@ impl Store {
     }
 }
 
+/// A new runbook text for a run (`fogbook repin`): the command checked that every step that
+/// started keeps its id, activity and inputs.
+#[derive(Clone, Debug)]
+pub struct NewPin {
+    /// The new text.
+    pub text: String,
+    /// Its sha256.
+    pub sha256: String,
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: u32,
+    /// Its step ids, in order.
+    pub steps: Vec<String>,
+}
+
+impl Store {
+    /// Re-pins a stopped run to a new runbook text. Steps that never started and are not in
+    /// the new text are dropped; new ones are added as pending; a step that started must be
+    /// in the new text (refused otherwise, naming it). Refused while a process drives it.
+    pub async fn operator_repin(
+        &self,
+        run_id: &str,
+        pin: NewPin,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<(), StateError> {
+        let run_id = run_id.to_owned();
+        let mut data = actor.record();
+        self.write(move |tx| {
+            let run = load_run_row(tx, &run_id)?;
+            if matches!(run.status, RunStatus::Succeeded | RunStatus::Cancelled) {
+                return Err(refuse(format!("run {run_id} has already {}", finished_word(run.status))));
+            }
+            if let (Some(owner), Some(exp)) = (&run.lease_owner, run.lease_expires_at)
+                && exp > now
+            {
+                return Err(refuse(format!(
+                    "run {run_id} is being driven by {owner}; stop it first (Ctrl-C, or wait until it fails or waits)"
+                )));
+            }
+            let rows: Vec<(String, String)> = {
+                let mut stmt = tx
+                    .prepare("SELECT step_id, status FROM steps WHERE run_id = ?1 ORDER BY position")
+                    .during("reading steps")?;
+                stmt.query_map([&run_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .during("reading steps")?
+                    .collect::<Result<_, _>>()
+                    .during("reading steps")?
+            };
+            if let Some((id, status)) = rows
+                .iter()
+                .find(|(id, status)| status != "pending" && !pin.steps.contains(id))
+            {
+                return Err(refuse(format!(
+                    "step `{id}` of run {run_id} is {status} and the new runbook has no such step; a step that started must stay"
+                )));
+            }
+            let removed: Vec<&String> = rows
+                .iter()
+                .filter(|(id, _)| !pin.steps.contains(id))
+                .map(|(id, _)| id)
+                .collect();
+            for id in &removed {
+                tx.cached_execute("DELETE FROM steps WHERE run_id = ?1 AND step_id = ?2", params![run_id, id])
+                    .during("dropping a step that never started")?;
+            }
+            let mut added = Vec::new();
+            // Positions past the existing ones first, so renumbering never collides.
+            let offset = i64::try_from(rows.len() + pin.steps.len()).unwrap_or(i64::MAX / 2);
+            for (position, id) in pin.steps.iter().enumerate() {
+                let position = i64::try_from(position).unwrap_or(0);
+                if rows.iter().any(|(r, _)| r == id) {
+                    tx.cached_execute(
+                        "UPDATE steps SET position = ?3 WHERE run_id = ?1 AND step_id = ?2",
+                        params![run_id, id, offset + position],
+                    )
+                    .during("ordering the steps")?;
+                } else {
+                    tx.cached_execute(
+                        "INSERT INTO steps (run_id, step_id, position, status) VALUES (?1, ?2, ?3, 'pending')",
+                        params![run_id, id, offset + position],
+                    )
+                    .during("adding a step")?;
+                    added.push(id.clone());
+                }
+            }
+            tx.cached_execute(
+                "UPDATE steps SET position = position - ?2 WHERE run_id = ?1",
+                params![run_id, offset],
+            )
+            .during("ordering the steps")?;
+            tx.cached_execute(
+                "INSERT OR IGNORE INTO runbook_texts (sha256, text) VALUES (?1, ?2)",
+                params![pin.sha256, pin.text],
+            )
+            .during("pinning the runbook text")?;
+            tx.cached_execute(
+                "UPDATE runs SET runbook_sha256 = ?2, runbook_name = ?3, runbook_version = ?4, updated_at = ?5 WHERE id = ?1",
+                params![run_id, pin.sha256, pin.name, pin.version, now],
+            )
+            .during("re-pinning the runbook")?;
+            data["from_sha256"] = json!(run.runbook_sha256);
+            data["to_sha256"] = json!(pin.sha256);
+            data["runbook"] = json!(pin.name);
+            data["version"] = json!(pin.version);
+            data["added_steps"] = json!(added);
+            data["removed_steps"] = json!(removed);
+            audit::append(tx, &run_id, now, NewEvent::run("run.repinned", data))?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+impl Store {
+    /// Re-opens `steps` (in runbook order, from the step the operator named) so the run
+    /// re-runs from there. Each keeps its attempts and saved progress, so an activity that
+    /// saved an intent or an operation reads back what happened instead of repeating it.
+    /// Refused while a process drives the run or a step in the range is running.
+    pub async fn operator_retry_from(
+        &self,
+        run_id: &str,
+        steps: Vec<String>,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<(), StateError> {
+        let run_id = run_id.to_owned();
+        let mut record = actor.record();
+        record["from"] = json!(steps.first());
+        self.write(move |tx| {
+            let run = load_run_row(tx, &run_id)?;
+            if matches!(run.status, RunStatus::Succeeded | RunStatus::Cancelled) {
+                return Err(refuse(format!(
+                    "run {run_id} has already {}",
+                    finished_word(run.status)
+                )));
+            }
+            if let (Some(owner), Some(exp)) = (&run.lease_owner, run.lease_expires_at)
+                && exp > now
+            {
+                return Err(refuse(format!(
+                    "run {run_id} is being driven by {owner}; stop it first (Ctrl-C, or wait until it fails or waits)"
+                )));
+            }
+            for id in &steps {
+                let row = load_step_row(tx, &run_id, id)?;
+                if matches!(row.status, crate::StepStatus::Running | crate::StepStatus::RetryWait) {
+                    return Err(refuse(format!(
+                        "step `{id}` of run {run_id} is {}: resume the run to finish it first",
+                        row.status
+                    )));
+                }
+            }
+            for id in &steps {
+                let row = load_step_row(tx, &run_id, id)?;
+                if row.status == crate::StepStatus::Pending {
+                    continue;
+                }
+                tx.cached_execute(
+                    "UPDATE steps SET status = 'pending', next_attempt_at = NULL, finished_at = NULL
+                     WHERE run_id = ?1 AND step_id = ?2",
+                    params![run_id, id],
+                )
+                .during("re-opening a step")?;
+                let mut d = record.clone();
+                d["was"] = json!(row.status.as_str());
+                audit::append(tx, &run_id, now, NewEvent::step("step.retry_requested", id, None, d))?;
+            }
+            tx.cached_execute(
+                "UPDATE runs SET status = 'pending', error = NULL, finished_at = NULL, updated_at = ?2 WHERE id = ?1",
+                params![run_id, now],
+            )
+            .during("re-opening the run")?;
+            if run.status != RunStatus::Pending {
+                audit::append(tx, &run_id, now, NewEvent::run("run.pending", record))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
 /// The `closed_step` of a window an operator closed.
 pub const OPERATOR_STEP: &str = "(operator)";

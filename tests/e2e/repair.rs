@@ -80,3 +80,114 @@ fn complete_a_failed_step_with_an_output_checked_against_its_fields() {
     assert!(report.contains("completed by hand"), "{report}");
     assert_audit_ok(&sb);
 }
+
+#[test]
+fn retry_from_refuses_to_repeat_a_completed_step_that_changes_something_unless_forced() {
+    let sb = Sandbox::new();
+    let run = failed_inside_window(&sb);
+    let refused = sb.run(&["retry-from", &run, "delete-group", "--by", "erin"]);
+    assert_eq!(code(&refused), 2, "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("`delete-group` (command)"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(stderr(&refused).contains("--force"), "{}", stderr(&refused));
+    assert_eq!(sb.run_status(&run), "failed");
+
+    // The cause is fixed outside; the run re-runs from the failed step on.
+    sb.write("effects.txt.ok", "");
+    let from = sb.run(&["retry-from", &run, "reseed", "--by", "erin", "--reason", "disk freed"]);
+    assert_eq!(code(&from), 0, "{}", stderr(&from));
+    assert_eq!(sb.step_status(&run, "reseed"), "pending");
+    assert_eq!(sb.step_status(&run, "delete-group"), "completed");
+    let resume = sb.run(&["resume", &run]);
+    assert_eq!(code(&resume), 0, "{}", stderr(&resume));
+    assert_eq!(
+        sb.lines_of("effects.txt"),
+        vec!["delete-group", "reseed", "reseed", "create-group"],
+        "delete-group did not run again"
+    );
+    let report = stdout(&sb.run(&["report", &run]));
+    assert!(
+        report.contains("retry requested") && report.contains("disk freed"),
+        "{report}"
+    );
+    assert_audit_ok(&sb);
+}
+
+fn run_buggy(sb: &Sandbox) -> String {
+    let rb = sb.write(
+        "buggy.yaml",
+        &std::fs::read_to_string(crate::common::fixture("buggy.yaml")).unwrap(),
+    );
+    let out_file = sb.path("effects.txt").display().to_string();
+    let out = sb.run(&["run", &rb.display().to_string(), "--set", &format!("out={out_file}")]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(sb.lines_of("effects.txt"), vec!["a", "b"]);
+    sb.last_run_id()
+}
+
+#[test]
+fn repin_continues_a_failed_run_with_the_fixed_runbook() {
+    let sb = Sandbox::new();
+    let run = run_buggy(&sb);
+    let text = std::fs::read_to_string(sb.path("buggy.yaml")).unwrap();
+    let fixed = sb.write("fixed.yaml", &text.replace("exit 3", "exit 0"));
+    let repin = sb.run(&[
+        "repin",
+        &run,
+        &fixed.display().to_string(),
+        "--by",
+        "erin",
+        "--reason",
+        "typo in b",
+    ]);
+    assert_eq!(code(&repin), 0, "{}", stderr(&repin));
+    assert!(stderr(&repin).contains("--retry-failed"), "{}", stderr(&repin));
+    let resume = sb.run(&["resume", &run, "--retry-failed", "--by", "erin"]);
+    assert_eq!(code(&resume), 0, "{}", stderr(&resume));
+    assert_eq!(
+        sb.lines_of("effects.txt"),
+        vec!["a", "b", "b", "c hello"],
+        "a ran once; the fixed b ran; c used a's recorded output"
+    );
+    let report = stdout(&sb.run(&["report", &run]));
+    assert!(report.contains("re-pinned") && report.contains("typo in b"), "{report}");
+    assert_audit_ok(&sb);
+}
+
+#[test]
+fn repin_is_refused_naming_the_step_that_blocks() {
+    let sb = Sandbox::new();
+    let run = run_buggy(&sb);
+    let text = std::fs::read_to_string(sb.path("buggy.yaml")).unwrap();
+    let changed_a = sb.write("changed-a.yaml", &text.replace("printf hello", "printf bonjour"));
+    let out = sb.run(&["repin", &run, &changed_a.display().to_string(), "--by", "erin"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("step `a`"), "{}", stderr(&out));
+    let no_field = sb.write(
+        "no-field.yaml",
+        &text.replace("exit 3", "exit 0").replace(
+            "echo \\\"c ${{ steps.a.outputs.stdout }}",
+            "echo \\\"c ${{ steps.a.outputs.stdot }}",
+        ),
+    );
+    let out = sb.run(&["repin", &run, &no_field.display().to_string(), "--by", "erin"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("stdot"), "{}", stderr(&out));
+    let pinned: String = sb
+        .sql()
+        .query_row("SELECT runbook_sha256 FROM runs WHERE id = ?1", [&run], |r| r.get(0))
+        .unwrap();
+    let resume = sb.run(&["resume", &run, "--retry-failed"]);
+    assert_eq!(
+        code(&resume),
+        1,
+        "still the old text: b fails again: {}",
+        stderr(&resume)
+    );
+    assert_eq!(sb.lines_of("effects.txt"), vec!["a", "b", "b"]);
+    assert!(!pinned.is_empty());
+    assert_audit_ok(&sb);
+}

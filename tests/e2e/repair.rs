@@ -191,3 +191,38 @@ fn repin_is_refused_naming_the_step_that_blocks() {
     assert!(!pinned.is_empty());
     assert_audit_ok(&sb);
 }
+
+#[test]
+fn validate_refuses_an_output_field_that_does_not_exist() {
+    let sb = Sandbox::new();
+    let rb = sb.write(
+        "typo.yaml",
+        r#"runbook: typo
+version: 1
+steps:
+  - id: a
+    uses: command
+    with: { program: "true" }
+  - id: read
+    uses: instance.get
+    with: { instance: { subscription: s, resource_group: r, name: n } }
+  - id: b
+    uses: command
+    with: { program: echo, args: ["${{ steps.a.outputs.stdot }}", "${{ steps.read.outputs.vcores }}"] }
+"#,
+    );
+    let out = sb.run(&["validate", &rb.display().to_string()]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(
+        text.contains("step `a` (command) has no output `stdot` (did you mean `stdout`?); its outputs are exit_code, stdout, stderr"),
+        "{text}"
+    );
+    assert!(
+        text.contains("step `read` (instance.get) has no output `vcores` (did you mean `v_cores`?)"),
+        "{text}"
+    );
+    let run = sb.run(&["run", &rb.display().to_string()]);
+    assert_eq!(code(&run), 2, "{}", stderr(&run));
+    assert!(!sb.db().exists(), "nothing was created");
+}

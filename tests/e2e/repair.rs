@@ -226,3 +226,86 @@ steps:
     assert_eq!(code(&run), 2, "{}", stderr(&run));
     assert!(!sb.db().exists(), "nothing was created");
 }
+
+/// The commands of the ```sh block of README's "When a run goes wrong", continuation lines
+/// joined, each as its words after `cargo run --locked --`.
+fn readme_drill() -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let after = &text[text.find("## When a run goes wrong").expect("README section")..];
+    let block = after.split("```sh\n").nth(1).unwrap().split("```").next().unwrap();
+    let joined = block.replace("\\\n", " ");
+    joined
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim().starts_with('#'))
+        .map(|l| {
+            let words = shell_words(l);
+            assert_eq!(words[..4], ["cargo", "run", "--locked", "--"], "README command: {l}");
+            words[4..].to_vec()
+        })
+        .collect()
+}
+
+/// Words of a command line, with "double quoted" words kept whole.
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    words
+}
+
+#[test]
+fn readme_drill_runs_as_written() {
+    let sb = Sandbox::new();
+    let db = sb.db().display().to_string();
+    let journal = sb.path("journal.txt").display().to_string();
+    let mut run = String::new();
+    for (i, words) in readme_drill().iter().enumerate() {
+        let args: Vec<String> = words
+            .iter()
+            .map(|w| {
+                w.replace("/tmp/fogbook-demo.db", &db)
+                    .replace("/tmp/fogbook-demo-journal.txt", &journal)
+                    .replace("<RUN_ID>", &run)
+            })
+            .collect();
+        let mut c = sb.cmd();
+        c.current_dir(env!("CARGO_MANIFEST_DIR")).args(&args);
+        let out = c.output().unwrap();
+        let expected = if i == 0 { 3 } else { 0 };
+        assert_eq!(code(&out), expected, "{args:?}: {}{}", stdout(&out), stderr(&out));
+        if i == 0 {
+            run = sb.last_run_id();
+        }
+        if args.first().is_some_and(|a| a == "approvals") {
+            assert!(stdout(&out).contains(&run), "{}", stdout(&out));
+        }
+        if args.first().is_some_and(|a| a == "report") {
+            assert!(
+                stdout(&out).contains("approved") && stdout(&out).contains("change 4711"),
+                "{}",
+                stdout(&out)
+            );
+            assert!(
+                stdout(&out).contains("by carol (--by)"),
+                "the starter: {}",
+                stdout(&out)
+            );
+        }
+    }
+    assert_eq!(sb.run_status(&run), "succeeded");
+    assert_eq!(sb.lines_of("journal.txt"), vec!["deleted demo-fog", "created demo-fog"]);
+}

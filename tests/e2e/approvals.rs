@@ -203,3 +203,53 @@ fn approve_under_wait_says_the_driver_continues() {
     assert_eq!(sb.lines_of("out.txt"), vec!["version-one"]);
     assert_audit_ok(&sb);
 }
+
+/// A foreground `run --wait` at the approval step, and its run id.
+fn driven_at_approval(sb: &Sandbox) -> (std::process::Child, String) {
+    let out_file = sb.path("out.txt").display().to_string();
+    let gated = fixture("gated.yaml").display().to_string();
+    let child = sb.spawn(&["run", &gated, "--set", &format!("out={out_file}"), "--wait"], &[]);
+    sb.wait_for("the approval step to start", Duration::from_secs(20), |sb| {
+        sb.sql()
+            .query_row(
+                "SELECT count(*) FROM steps WHERE step_id = 'confirm' AND status = 'running'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap_or(0)
+            == 1
+    });
+    let run = sb.last_run_id();
+    (child, run)
+}
+
+#[test]
+fn reject_and_cancel_of_a_driven_run_end_it_with_who_and_why() {
+    let sb = Sandbox::new();
+    let (child, run) = driven_at_approval(&sb);
+    let reject = sb.run(&["reject", &run, "confirm", "--by", "bob", "--reason", "freeze"]);
+    assert_eq!(code(&reject), 0, "{}", stderr(&reject));
+    assert!(stdout(&reject).contains("its driver stops it"), "{}", stdout(&reject));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let status = stdout(&sb.run(&["status", &run]));
+    assert!(
+        status.contains("rejected: approval step confirm rejected by bob (--by)"),
+        "{status}"
+    );
+    assert!(status.contains("freeze"), "{status}");
+    assert!(sb.lines_of("out.txt").is_empty());
+
+    let sb = Sandbox::new();
+    let (child, run) = driven_at_approval(&sb);
+    let cancel = sb.run(&["cancel", &run, "--by", "dave", "--reason", "wrong night"]);
+    assert_eq!(code(&cancel), 0, "{}", stderr(&cancel));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let status = stdout(&sb.run(&["status", &run]));
+    assert!(status.contains("cancelled: by dave (--by)"), "{status}");
+    assert!(status.contains("wrong night"), "{status}");
+    assert!(!status.contains("operator request"), "{status}");
+    assert!(sb.lines_of("out.txt").is_empty());
+    assert_audit_ok(&sb);
+}

@@ -106,22 +106,48 @@ pub(crate) enum Command {
     /// Pending approvals across runs: run, step, message, since when, who may approve.
     Approvals,
     /// Approve an approval step of a waiting run (refused for a name the step does not allow).
+    ///
+    /// Approving is refused when the step names who may approve and the name is not among them,
+    /// when it requires someone other than the starter (`distinct_from_starter`) and the name is
+    /// the starter's, and when the step was already approved or rejected.
     Approve(ApproveArgs),
     /// Reject an approval step: the run ends cancelled as rejected (refused once approved).
+    ///
+    /// Rejecting is refused when the step is not a pending approval (already approved, done,
+    /// or the run is over).
     Reject(RejectArgs),
     /// Cancel a run (refused while a cloud operation is in flight or an unprotected window
     /// is open, unless --force).
+    ///
+    /// Cancelling is refused while a cloud operation of the run is in flight or an unprotected
+    /// window is open: `--force` cancels anyway, records the operation it abandons, and leaves
+    /// the window `abandoned open` until `fogbook window close`.
     Cancel(CancelArgs),
     /// Mark a step of a stopped run as skipped, so `resume` continues after it.
+    ///
+    /// Refused while a process drives the run, for a step that is already done, and (without
+    /// --force) for a step with a cloud operation in flight.
     Skip(SkipArgs),
     /// Mark a step of a stopped run as done with an output you supply (checked against the
     /// step's output fields), so `resume` continues after it.
+    ///
+    /// Refused while a process drives the run, for a step that is already done, for an output
+    /// that lacks a field the step produces, and (without --force) for a step with a cloud
+    /// operation in flight.
     Complete(CompleteArgs),
     /// Re-run a stopped run from a step: that step and every later one that ran run again
     /// (a completed step that changes something needs --force and reads back its effect).
+    ///
+    /// Refused while a process drives the run or a step in the range is running, for a
+    /// finished (succeeded, cancelled) run, and, without --force, when a completed step in the
+    /// range changes something outside fogbook.
     RetryFrom(RetryFromArgs),
     /// Continue a stopped run with an edited runbook: steps that started keep their ids,
     /// activities and inputs; refused naming the step that blocks.
+    ///
+    /// Refused while a process drives the run, for a finished run, for a runbook that does not
+    /// validate, when a step that started is missing or changed its activity or inputs, and when
+    /// a remaining step refers to an output field a completed step did not record.
     Repin(RepinArgs),
     /// Unprotected windows of a run.
     #[command(subcommand)]
@@ -391,9 +417,6 @@ fn os_user() -> String {
     }
 }
 
-/// Approving is refused when the step names who may approve and the name is not among them,
-/// when it requires someone other than the starter (`distinct_from_starter`) and the name is
-/// the starter's, and when the step was already approved or rejected.
 #[derive(Debug, Args)]
 pub(crate) struct ApproveArgs {
     /// The run.
@@ -404,8 +427,6 @@ pub(crate) struct ApproveArgs {
     pub(crate) who: Who,
 }
 
-/// Rejecting is refused when the step is not a pending approval (already approved, done,
-/// or the run is over).
 #[derive(Debug, Args)]
 pub(crate) struct RejectArgs {
     /// The run.
@@ -416,9 +437,6 @@ pub(crate) struct RejectArgs {
     pub(crate) who: Who,
 }
 
-/// Cancelling is refused while a cloud operation of the run is in flight or an unprotected
-/// window is open: `--force` cancels anyway, records the operation it abandons, and leaves
-/// the window `abandoned open` until `fogbook window close`.
 #[derive(Debug, Args)]
 pub(crate) struct CancelArgs {
     /// The run.
@@ -430,8 +448,6 @@ pub(crate) struct CancelArgs {
     pub(crate) force: bool,
 }
 
-/// Refused while a process drives the run, for a step that is already done, and (without
-/// --force) for a step with a cloud operation in flight.
 #[derive(Debug, Args)]
 pub(crate) struct SkipArgs {
     /// The run.
@@ -445,9 +461,6 @@ pub(crate) struct SkipArgs {
     pub(crate) force: bool,
 }
 
-/// Refused while a process drives the run, for a step that is already done, for an output
-/// that lacks a field the step produces, and (without --force) for a step with a cloud
-/// operation in flight.
 #[derive(Debug, Args)]
 pub(crate) struct CompleteArgs {
     /// The run.
@@ -464,9 +477,6 @@ pub(crate) struct CompleteArgs {
     pub(crate) force: bool,
 }
 
-/// Refused while a process drives the run or a step in the range is running, for a
-/// finished (succeeded, cancelled) run, and, without --force, when a completed step in the
-/// range changes something outside fogbook.
 #[derive(Debug, Args)]
 pub(crate) struct RetryFromArgs {
     /// The run.
@@ -481,9 +491,6 @@ pub(crate) struct RetryFromArgs {
     pub(crate) force: bool,
 }
 
-/// Refused while a process drives the run, for a finished run, for a runbook that does not
-/// validate, when a step that started is missing or changed its activity or inputs, and when
-/// a remaining step refers to an output field a completed step did not record.
 #[derive(Debug, Args)]
 pub(crate) struct RepinArgs {
     /// The run.
@@ -496,8 +503,10 @@ pub(crate) struct RepinArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum WindowCommand {
-    /// Close a window you know has closed (refused while a process drives the run, or for
-    /// a window already closed). Needs --reason.
+    /// Close a window you know has closed (it is shown `abandoned open` on a finished run).
+    ///
+    /// Refused without --reason, while a process drives the run (its driver closes its
+    /// windows), and for a window already closed.
     Close(WindowCloseArgs),
 }
 

@@ -157,3 +157,27 @@ fn cancel_with_a_cloud_operation_in_flight_is_refused_and_sends_nothing() {
     assert_eq!(journal(&sim.url).len(), before, "cancel sends nothing to Azure");
     assert_audit_ok(&sb);
 }
+
+#[test]
+fn help_of_each_operator_command_names_its_refusals() {
+    let sb = Sandbox::new();
+    for (cmd, words) in [
+        (vec!["approve"], vec!["refused", "distinct_from_starter"]),
+        (vec!["reject"], vec!["refused", "already approved"]),
+        (vec!["cancel"], vec!["refused", "--force", "abandoned open"]),
+        (vec!["skip"], vec!["Refused", "in flight"]),
+        (vec!["complete"], vec!["Refused", "lacks a field"]),
+        (vec!["retry-from"], vec!["Refused", "--force"]),
+        (vec!["repin"], vec!["Refused", "inputs"]),
+        (vec!["window", "close"], vec!["Refused", "already closed"]),
+    ] {
+        let mut args = cmd.clone();
+        args.push("--help");
+        let out = sb.run(&args);
+        assert_eq!(code(&out), 0, "{cmd:?}");
+        let text = stdout(&out).replace('\n', " ").replace("  ", " ");
+        for w in words {
+            assert!(text.contains(w), "`{}` --help lacks `{w}`: {text}", cmd.join(" "));
+        }
+    }
+}

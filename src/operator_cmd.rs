@@ -158,12 +158,12 @@ pub(crate) async fn approvals(cli: &Cli, store: Store) -> Exit {
         return Exit::Success;
     }
     let mut out = format!(
-        "{:<28} {:<20} {:<21} {:<24} MESSAGE\n",
+        "{:<36}  {:<20} {:<24} {:<24} MESSAGE\n",
         "RUN", "STEP", "SINCE", "MAY APPROVE"
     );
     for p in &pending {
         out.push_str(&format!(
-            "{:<28} {:<20} {:<21} {:<24} {}\n",
+            "{:<36}  {:<20} {:<24} {:<24} {}\n",
             p["run_id"].as_str().unwrap_or(""),
             p["step"].as_str().unwrap_or(""),
             p["since"].as_str().unwrap_or("-"),

@@ -309,3 +309,139 @@ fn readme_drill_runs_as_written() {
     assert_eq!(sb.run_status(&run), "succeeded");
     assert_eq!(sb.lines_of("journal.txt"), vec!["deleted demo-fog", "created demo-fog"]);
 }
+
+/// The applied mutations of the emulator's journal, as `METHOD path`.
+fn applied_mutations(url: &str) -> Vec<String> {
+    crate::seed_runbooks::journal(url)
+        .iter()
+        .filter(|e| e["applied"] == serde_json::json!(true))
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["method"].as_str().unwrap(),
+                e["path"].as_str().unwrap().split('?').next().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// A drill: one change-primary-region run through a failed step, a repair, approvals by a
+/// second person; a rejected approval on another run; a refused and a forced cancel; then
+/// the audit chain and the report. Effects are counted from the emulator's journal.
+#[test]
+fn drill_a_region_move_through_trouble() {
+    let sb = Sandbox::new();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sim = crate::seed_runbooks::start_sim(&root.join("examples/estate.yaml"), None);
+    let env = [
+        ("FOGBOOK_ARM_ENDPOINT", sim.url.as_str()),
+        ("FOGBOOK_ARM_TOKEN", "anything"),
+    ];
+    let arm = |args: &[&str]| sb.run_env(args, &env);
+    // The new instance's database listing fails (HTTP 500) until the fault is lifted.
+    sim.set_faults(&serde_json::json!({ "seed": 1, "rules": [
+        { "operation": "ManagedDatabases_ListByInstance", "error_rate": 1.0, "error_status": 500 }
+    ] }));
+    let rb = root.join("runbooks/change-primary-region.yaml").display().to_string();
+    let params = root.join("examples/change-primary-region.yaml").display().to_string();
+    let password = format!(
+        "admin_password_file={}",
+        root.join("examples/sim-admin-password.txt").display()
+    );
+    let out = arm(&["run", &rb, "--params", &params, "--set", &password, "--by", "carol"]);
+    assert_eq!(code(&out), 1, "fails at the database listing: {}", stderr(&out));
+    let run = sb.last_run_id();
+    assert_eq!(sb.step_status(&run, "new-instance-is-empty"), "failed");
+    let created = applied_mutations(&sim.url);
+    assert!(created.iter().any(|m| m.starts_with("PUT ")), "{created:?}");
+
+    // Repair: re-running the completed create is refused; the failed read is re-run.
+    let refused = arm(&["retry-from", &run, "create-new-instance", "--by", "ann"]);
+    assert_eq!(code(&refused), 2, "{}", stderr(&refused));
+    sim.set_faults(&serde_json::json!({ "rules": [] }));
+    let repair = arm(&[
+        "retry-from",
+        &run,
+        "new-instance-is-empty",
+        "--by",
+        "ann",
+        "--reason",
+        "listing fixed",
+    ]);
+    assert_eq!(code(&repair), 0, "{}", stderr(&repair));
+    assert_eq!(applied_mutations(&sim.url), created, "the repair itself sends nothing");
+
+    // Every approval by a second person, then the run goes on to the end.
+    let mut exit = code(&arm(&["resume", &run]));
+    let mut approvals = 0;
+    while exit == 3 {
+        let list: Value = serde_json::from_slice(&sb.run(&["approvals", "--format", "json"]).stdout).unwrap();
+        let step = list["approvals"][0]["step"].as_str().unwrap().to_owned();
+        let ok = sb.run(&["approve", &run, &step, "--by", "ann", "--reason", "drill"]);
+        assert_eq!(code(&ok), 0, "{}", stderr(&ok));
+        approvals += 1;
+        let out = arm(&["resume", &run]);
+        exit = code(&out);
+        assert!(exit == 0 || exit == 3, "{}", stderr(&out));
+    }
+    assert_eq!(approvals, 3);
+    assert_eq!(sb.run_status(&run), "succeeded");
+    let mutations = applied_mutations(&sim.url);
+    let mut unique = mutations.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), mutations.len(), "no mutation sent twice: {mutations:?}");
+
+    // Another run: its approval is rejected.
+    let demo = root.join("runbooks/demo-rehearsal.yaml").display().to_string();
+    let journal = format!("journal={}", sb.path("journal.txt").display());
+    let out = sb.run(&["run", &demo, "--set", &journal, "--by", "carol"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let rejected = sb.last_run_id();
+    let reject = sb.run(&["reject", &rejected, "confirm", "--by", "bob", "--reason", "not tonight"]);
+    assert_eq!(code(&reject), 0, "{}", stderr(&reject));
+    assert_eq!(sb.run_status(&rejected), "cancelled");
+
+    // A third, killed inside its unprotected window: the cancel is refused, then forced.
+    let mut c = sb.cmd();
+    c.args(["run", &demo, "--set", &journal, "--auto-approve"])
+        .env("FOGBOOK_FAILPOINTS", "after-finish:delete-old-group");
+    let killed = c.output().unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&killed.status), Some(9));
+    let third = sb.last_run_id();
+    let refused = sb.run(&["cancel", &third, "--by", "dave"]);
+    assert_eq!(code(&refused), 2, "{}", stderr(&refused));
+    let forced = sb.run(&[
+        "cancel",
+        &third,
+        "--by",
+        "dave",
+        "--force",
+        "--reason",
+        "drill ends here",
+    ]);
+    assert_eq!(code(&forced), 0, "{}", stderr(&forced));
+    assert!(stdout(&sb.run(&["status", &third])).contains("ABANDONED OPEN"));
+    assert_eq!(
+        sb.lines_of("journal.txt"),
+        vec!["deleted demo-fog"],
+        "the rejected run changed nothing"
+    );
+
+    // The trail verifies, and the report tells who did what.
+    crate::common::assert_audit_ok(&sb);
+    let report = stdout(&sb.run(&["report", &run]));
+    for what in [
+        "started                by carol (--by)",
+        "retry requested",
+        "listing fixed",
+        "approved",
+    ] {
+        assert!(report.contains(what), "report lacks `{what}`: {report}");
+    }
+    let report = stdout(&sb.run(&["report", &rejected]));
+    assert!(
+        report.contains("rejected") && report.contains("not tonight"),
+        "{report}"
+    );
+}

@@ -178,9 +178,24 @@ pub(crate) fn read_params(rb: &Runbook, file: Option<&Path>, sets: &[String]) ->
         }
     }
     runbook::resolve_params(rb, given, &origin).map_err(|d| {
-        print_diagnostics(&d);
+        print_diagnostics(&blame_sets(d, sets));
         Exit::BadInput
     })
+}
+
+/// A problem with a parameter that `--set` gave is the `--set`'s, not the parameter file's.
+fn blame_sets(mut diags: Diagnostics, sets: &[String]) -> Diagnostics {
+    for d in &mut diags.0 {
+        let top = d.path.split(['.', '[', ':']).next().unwrap_or_default();
+        // The value itself is not repeated: the message quotes it already (shortened).
+        if sets.iter().any(|s| {
+            let key = s.split_once('=').map_or(s.as_str(), |(k, _)| k);
+            !top.is_empty() && key.split('.').next() == Some(top)
+        }) {
+            "--set".clone_into(&mut d.origin);
+        }
+    }
+    diags
 }
 
 fn set_dotted(map: &mut serde_json::Map<String, serde_json::Value>, key: &str, value: serde_json::Value) {
@@ -261,7 +276,7 @@ fn read_params_quiet(rb: &Runbook, file: Option<&Path>, sets: &[String]) -> Resu
     }
     runbook::resolve_params(rb, given, &origin)
         .map(|_| ())
-        .map_err(|d| d.to_string())
+        .map_err(|d| blame_sets(d, sets).to_string())
 }
 
 fn engine(cli: &Cli, store: Store, drive: &DriveArgs, progress: Arc<Progress>, env: Env) -> Engine {

@@ -445,3 +445,34 @@ fn drill_a_region_move_through_trouble() {
         "{report}"
     );
 }
+
+#[test]
+fn errors_at_three_in_the_morning_name_the_real_cause() {
+    let sb = Sandbox::new();
+    let out = sb.run(&["schedule", "next", "0 25 * * *"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("field 2 (hour) is `25`: 25 is outside 0-23"),
+        "{}",
+        stderr(&out)
+    );
+    let out = sb.run(&["schedule", "next", "0 2 * * *", "--tz", "Mars/Base"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("--tz takes an IANA zone name"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("five fields"), "{}", stderr(&out));
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rb = root.join("runbooks/scale.yaml").display().to_string();
+    let params = root.join("examples/scale.yaml").display().to_string();
+    let out = sb.run(&["validate", &rb, "--params", &params, "--set", "v_cores=abc"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("--set: v_cores: expected an integer"),
+        "blamed on --set, not on the file: {}",
+        stderr(&out)
+    );
+}

@@ -355,14 +355,17 @@ fn drill_a_region_move_through_trouble() {
     let created = applied_mutations(&sim.url);
     assert!(created.iter().any(|m| m.starts_with("PUT ")), "{created:?}");
 
-    // Repair: re-running the completed create is refused; the failed read is re-run.
+    // Repair: re-running the completed create is refused without --force; forced, the
+    // create goes through its saved operation (read back, not sent again) and the failed
+    // read runs again.
     let refused = arm(&["retry-from", &run, "create-new-instance", "--by", "ann"]);
     assert_eq!(code(&refused), 2, "{}", stderr(&refused));
     sim.set_faults(&serde_json::json!({ "rules": [] }));
     let repair = arm(&[
         "retry-from",
         &run,
-        "new-instance-is-empty",
+        "create-new-instance",
+        "--force",
         "--by",
         "ann",
         "--reason",
@@ -372,7 +375,9 @@ fn drill_a_region_move_through_trouble() {
     assert_eq!(applied_mutations(&sim.url), created, "the repair itself sends nothing");
 
     // Every approval by a second person, then the run goes on to the end.
-    let mut exit = code(&arm(&["resume", &run]));
+    let first = arm(&["resume", &run]);
+    let mut exit = code(&first);
+    assert_eq!(exit, 3, "on to the first approval: {}", stderr(&first));
     let mut approvals = 0;
     while exit == 3 {
         let list: Value = serde_json::from_slice(&sb.run(&["approvals", "--format", "json"]).stdout).unwrap();

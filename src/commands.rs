@@ -407,6 +407,9 @@ async fn run(cli: &Cli, args: &RunArgs) -> Exit {
             "approval steps will be auto-approved (recorded as such in the audit trail)",
         );
     }
+    if args.drive.wait {
+        progress.wait_at_approvals(&run_id);
+    }
     let exit = drive(cli, &engine, &run_id, progress, stop).await;
     engine.store().close().await;
     if let Some(sim) = sim {
@@ -853,6 +856,9 @@ async fn resume_one(
         return Exit::BadInput;
     }
     output::always(&format!("run {id}"));
+    if args.drive.wait {
+        progress.wait_at_approvals(id);
+    }
     let stop = CancellationToken::new();
     spawn_signal_handler(stop.clone(), cli.quiet);
     drive(cli, engine, id, progress, stop).await

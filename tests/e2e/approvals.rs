@@ -200,6 +200,13 @@ fn approve_under_wait_says_the_driver_continues() {
     );
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "waiting here for a decision: fogbook approve {run} confirm --by NAME"
+        )),
+        "the driver says how to decide: {}",
+        stderr(&out)
+    );
     assert_eq!(sb.lines_of("out.txt"), vec!["version-one"]);
     assert_audit_ok(&sb);
 }

@@ -125,8 +125,9 @@ pub(crate) enum Command {
     Cancel(CancelArgs),
     /// Mark a step of a stopped run as skipped, so `resume` continues after it.
     ///
-    /// Refused while a process drives the run, for a step that is already done, and (without
-    /// --force) for a step with a cloud operation in flight.
+    /// Refused while a process drives the run, for a step that is already done, for an
+    /// approval step (use approve or reject), and (without --force) for a step with a cloud
+    /// operation in flight.
     Skip(SkipArgs),
     /// Mark a step of a stopped run as done with an output you supply (checked against the
     /// step's output fields), so `resume` continues after it.

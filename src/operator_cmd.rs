@@ -454,7 +454,17 @@ pub(crate) async fn cancel(cli: &Cli, store: Store, args: &CancelArgs) -> Exit {
 /// operation in flight unless forced.
 async fn repairable(store: &Store, run_id: &str, step_id: &str, force: bool) -> Result<(RunSnapshot, Runbook), Exit> {
     let (snap, rb) = load(store, run_id).await?;
-    step_of(&rb, run_id, step_id, false)?;
+    let step = step_of(&rb, run_id, step_id, false)?;
+    // An approval is decided by `approve` or `reject`, with their checks of who may decide.
+    if step.uses == "approval" {
+        output::error(
+            &format!("step `{step_id}` of run {run_id} is an approval: it is not skipped or completed by hand"),
+            Some(&format!(
+                "fogbook approve {run_id} {step_id} --by NAME, or fogbook reject {run_id} {step_id} --by NAME --reason TEXT"
+            )),
+        );
+        return Err(Exit::BadInput);
+    }
     let ops = in_flight(&snap, &rb);
     if !force && ops.iter().any(|o| o["step"] == json!(step_id)) {
         output::error(

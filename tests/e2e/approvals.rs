@@ -156,6 +156,9 @@ fn an_approval_may_need_someone_other_than_the_starter_from_a_list() {
         stdout(&list)
     );
 
+    let around = sb.run(&["skip", &run, "confirm", "--by", "ann"]);
+    assert_eq!(code(&around), 2, "an approval is not skipped: {}", stderr(&around));
+    assert!(stderr(&around).contains("is an approval"), "{}", stderr(&around));
     let stranger = sb.run(&["approve", &run, "confirm", "--by", "mallory"]);
     assert_eq!(code(&stranger), 2, "{}", stderr(&stranger));
     assert!(stderr(&stranger).contains("may not approve"), "{}", stderr(&stranger));

@@ -148,6 +148,7 @@ fn print_diagnostics(diags: &Diagnostics) {
 pub(crate) fn read_params(rb: &Runbook, file: Option<&Path>, sets: &[String]) -> Result<serde_json::Value, Exit> {
     let mut given = serde_json::Map::new();
     let mut origin = "command line".to_owned();
+    let mut file_text = String::new();
     if let Some(path) = file {
         origin = path.display().to_string();
         let text = match std::fs::read_to_string(path) {
@@ -157,6 +158,7 @@ pub(crate) fn read_params(rb: &Runbook, file: Option<&Path>, sets: &[String]) ->
                 return Err(Exit::BadInput);
             }
         };
+        file_text.clone_from(&text);
         given = match runbook::parse_params(&text, &origin) {
             Ok(m) => m,
             Err(d) => {
@@ -178,7 +180,7 @@ pub(crate) fn read_params(rb: &Runbook, file: Option<&Path>, sets: &[String]) ->
         }
     }
     runbook::resolve_params(rb, given, &origin).map_err(|d| {
-        print_diagnostics(&blame_sets(d, sets));
+        print_diagnostics(&runbook::place_params(blame_sets(d, sets), &file_text, &origin));
         Exit::BadInput
     })
 }
@@ -265,10 +267,12 @@ fn validate(cli: &Cli, args: &ValidateArgs) -> Exit {
 fn read_params_quiet(rb: &Runbook, file: Option<&Path>, sets: &[String]) -> Result<(), String> {
     let mut given = serde_json::Map::new();
     let mut origin = "command line".to_owned();
+    let mut file_text = String::new();
     if let Some(path) = file {
         origin = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| format!("{origin}: cannot read: {e}"))?;
         given = runbook::parse_params(&text, &origin).map_err(|d| d.to_string())?;
+        file_text = text;
     }
     for s in sets {
         let (k, v) = runbook::parse_set(s).map_err(|e| format!("--set {s}: {e}"))?;
@@ -276,7 +280,7 @@ fn read_params_quiet(rb: &Runbook, file: Option<&Path>, sets: &[String]) -> Resu
     }
     runbook::resolve_params(rb, given, &origin)
         .map(|_| ())
-        .map_err(|d| blame_sets(d, sets).to_string())
+        .map_err(|d| runbook::place_params(blame_sets(d, sets), &file_text, &origin).to_string())
 }
 
 fn engine(cli: &Cli, store: Store, drive: &DriveArgs, progress: Arc<Progress>, env: Env) -> Engine {

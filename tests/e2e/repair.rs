@@ -480,4 +480,14 @@ fn errors_at_three_in_the_morning_name_the_real_cause() {
         "blamed on --set, not on the file: {}",
         stderr(&out)
     );
+    let text = std::fs::read_to_string(&params).unwrap();
+    let line = text.lines().position(|l| l.starts_with("v_cores:")).unwrap() + 1;
+    let bad = sb.write("bad-params.yaml", &text.replace("v_cores: 16", "v_cores: lots"));
+    let out = sb.run(&["validate", &rb, "--params", &bad.display().to_string()]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains(&format!("bad-params.yaml:{line}:1: v_cores: expected an integer")),
+        "the parameter's line and column: {}",
+        stderr(&out)
+    );
 }

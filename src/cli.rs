@@ -9,7 +9,7 @@ Exit codes:
   0    success (the run succeeded, the command did what was asked)
   1    the run failed (a step failed for good); `fogbook report RUN` says why
   2    bad input or usage: invalid runbook, parameters or arguments, unreadable state
-  3    the run is waiting for an approval: `fogbook approve RUN STEP --by NAME`, then resume
+  3    the run is waiting for an approval: `fogbook approve` (or `reject`) RUN STEP, then resume
   4    busy: another process drives the run, or another run holds a resource it needs
   5    the run was cancelled
   130  interrupted (Ctrl-C, SIGTERM): the run stopped at a safe point; `fogbook resume RUN`";

@@ -9,7 +9,7 @@ Exit codes:
   0    success (the run succeeded, the command did what was asked)
   1    the run failed (a step failed for good); `fogbook report RUN` says why
   2    bad input or usage: invalid runbook, parameters or arguments, unreadable state
-  3    the run is waiting for an approval: `fogbook approve RUN STEP --by NAME`, then resume
+  3    the run is waiting for an approval: `fogbook approve` (or `reject`) RUN STEP, then resume
   4    busy: another process drives the run, or another run holds a resource it needs
   5    the run was cancelled
   130  interrupted (Ctrl-C, SIGTERM): the run stopped at a safe point; `fogbook resume RUN`";
@@ -104,10 +104,56 @@ pub(crate) enum Command {
     /// Steps with durations and every unprotected window of a run (`--html FILE`: a
     /// self-contained HTML report with the timeline, steps and the verified audit trail).
     Report(ReportArgs),
-    /// Approve an approval step of a waiting run.
+    /// Pending approvals across runs: run, step, message, since when, who may approve.
+    Approvals,
+    /// Approve an approval step of a waiting run (refused for a name the step does not allow).
+    ///
+    /// Approving is refused when the step names who may approve and the name is not among them,
+    /// when it requires someone other than the starter (`distinct_from_starter`) and the name is
+    /// the starter's, and when the step was already approved or rejected.
     Approve(ApproveArgs),
-    /// Cancel a run (at its next safe point when another process drives it).
+    /// Reject an approval step: the run ends cancelled as rejected (refused once approved).
+    ///
+    /// Rejecting is refused when the step is not a pending approval (already approved, done,
+    /// or the run is over).
+    Reject(RejectArgs),
+    /// Cancel a run (refused while a cloud operation is in flight or an unprotected window
+    /// is open, unless --force).
+    ///
+    /// Cancelling is refused while a cloud operation of the run is in flight or an unprotected
+    /// window is open: `--force` cancels anyway, records the operation it abandons, and leaves
+    /// the window `abandoned open` until `fogbook window close`.
     Cancel(CancelArgs),
+    /// Mark a step of a stopped run as skipped, so `resume` continues after it.
+    ///
+    /// Refused while a process drives the run, for a step that is already done, for an
+    /// approval step (use approve or reject), and (without --force) for a step with a cloud
+    /// operation in flight.
+    Skip(SkipArgs),
+    /// Mark a step of a stopped run as done with an output you supply (checked against the
+    /// step's output fields), so `resume` continues after it.
+    ///
+    /// Refused while a process drives the run, for a step that is already done, for an output
+    /// that lacks a field the step produces, and (without --force) for a step with a cloud
+    /// operation in flight.
+    Complete(CompleteArgs),
+    /// Re-run a stopped run from a step: that step and every later one that ran run again
+    /// (a completed step that changes something needs --force and reads back its effect).
+    ///
+    /// Refused while a process drives the run or a step in the range is running, for a
+    /// finished (succeeded, cancelled) run, and, without --force, when a completed step in the
+    /// range changes something outside fogbook.
+    RetryFrom(RetryFromArgs),
+    /// Continue a stopped run with an edited runbook: steps that started keep their ids,
+    /// activities and inputs; refused naming the step that blocks.
+    ///
+    /// Refused while a process drives the run, for a finished run, for a runbook that does not
+    /// validate, when a step that started is missing or changed its activity or inputs, and when
+    /// a remaining step refers to an output field a completed step did not record.
+    Repin(RepinArgs),
+    /// Unprotected windows of a run.
+    #[command(subcommand)]
+    Window(WindowCommand),
     /// Audit trail commands.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -262,6 +308,9 @@ pub(crate) struct RunArgs {
     /// Approve every approval step without asking (recorded as auto-approved in the audit trail).
     #[arg(long)]
     pub(crate) auto_approve: bool,
+    /// Who starts the run (recorded as its starter; default: FOGBOOK_USER, else the OS user).
+    #[arg(long)]
+    pub(crate) by: Option<String>,
     /// Create the run and return at once; `fogbook worker` (or `fogbook resume RUN`) drives
     /// it. With --sim, on the emulator restored from the state the run records.
     #[arg(long, conflicts_with = "wait")]
@@ -304,9 +353,8 @@ pub(crate) struct ResumeArgs {
     /// For a failed run: give its failed step a fresh attempt (audited).
     #[arg(long)]
     pub(crate) retry_failed: bool,
-    /// Who asks for `--retry-failed` (for the audit trail).
-    #[arg(long, default_value_t = default_user())]
-    pub(crate) by: String,
+    #[command(flatten)]
+    pub(crate) who: Who,
     /// Expect a rehearsal (a run started with --sim) and refuse any other run. Not needed to
     /// continue a rehearsal: its emulator is restored from the state the run recorded, with
     /// the simulated time that passed meanwhile.
@@ -342,27 +390,166 @@ pub(crate) struct RunsArgs {
     pub(crate) limit: usize,
 }
 
+/// Who asks for a change of a run, and why (both recorded in the audit trail).
+#[derive(Debug, Args)]
+pub(crate) struct Who {
+    /// Who asks (recorded in the audit trail). Default: FOGBOOK_USER, else the OS user
+    /// (recorded as such).
+    #[arg(long)]
+    pub(crate) by: Option<String>,
+    /// Why (recorded in the audit trail).
+    #[arg(long, alias = "comment")]
+    pub(crate) reason: Option<String>,
+}
+
+impl Who {
+    /// The actor for the store: the name and where it came from.
+    pub(crate) fn actor(&self) -> fogbook_state::Actor {
+        let (name, source) = identity(self.by.as_deref());
+        fogbook_state::Actor {
+            name,
+            source: source.to_owned(),
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+/// The operator's name and where it came from: `--by`, then `FOGBOOK_USER`, then the OS
+/// user (the account of this process).
+pub(crate) fn identity(by: Option<&str>) -> (String, &'static str) {
+    if let Some(b) = by.map(str::trim).filter(|b| !b.is_empty()) {
+        return (b.to_owned(), "--by");
+    }
+    if let Some(u) = std::env::var("FOGBOOK_USER").ok().filter(|u| !u.trim().is_empty()) {
+        return (u.trim().to_owned(), "FOGBOOK_USER");
+    }
+    (os_user(), "os user")
+}
+
+/// The account this process runs as: its name from the password database, else `$USER`,
+/// else `uid N`.
+fn os_user() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    if let (Some(uid), Ok(passwd)) = (uid, std::fs::read_to_string("/etc/passwd")) {
+        let name = passwd.lines().find_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let id = f.nth(1)?;
+            (id.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+        });
+        if let Some(n) = name {
+            return n;
+        }
+    }
+    match (std::env::var("USER"), uid) {
+        (Ok(u), _) if !u.is_empty() => u,
+        (_, Some(uid)) => format!("uid {uid}"),
+        _ => "uid unknown".to_owned(),
+    }
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct ApproveArgs {
     /// The run.
     pub(crate) run_id: String,
     /// The approval step.
     pub(crate) step: String,
-    /// Who approves (recorded in the audit trail).
-    #[arg(long)]
-    pub(crate) by: String,
-    /// Optional comment.
-    #[arg(long)]
-    pub(crate) comment: Option<String>,
+    #[command(flatten)]
+    pub(crate) who: Who,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RejectArgs {
+    /// The run.
+    pub(crate) run_id: String,
+    /// The approval step.
+    pub(crate) step: String,
+    #[command(flatten)]
+    pub(crate) who: Who,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct CancelArgs {
     /// The run.
     pub(crate) run_id: String,
-    /// Who cancels (recorded in the audit trail).
-    #[arg(long, default_value_t = default_user())]
-    pub(crate) by: String,
+    #[command(flatten)]
+    pub(crate) who: Who,
+    /// Cancel even with a cloud operation in flight or an unprotected window open.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SkipArgs {
+    /// The run.
+    pub(crate) run_id: String,
+    /// The step.
+    pub(crate) step: String,
+    #[command(flatten)]
+    pub(crate) who: Who,
+    /// Skip even a step whose cloud operation may be in flight.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompleteArgs {
+    /// The run.
+    pub(crate) run_id: String,
+    /// The step.
+    pub(crate) step: String,
+    /// The step's output: a JSON or YAML file with an object.
+    #[arg(long)]
+    pub(crate) output: PathBuf,
+    #[command(flatten)]
+    pub(crate) who: Who,
+    /// Complete even a step whose cloud operation may be in flight.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RetryFromArgs {
+    /// The run.
+    pub(crate) run_id: String,
+    /// The first step to run again.
+    pub(crate) step: String,
+    #[command(flatten)]
+    pub(crate) who: Who,
+    /// Also re-run completed steps that change something (each reads back what it did
+    /// through its saved intent or operation before acting).
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RepinArgs {
+    /// The run.
+    pub(crate) run_id: String,
+    /// The edited runbook file.
+    pub(crate) runbook: PathBuf,
+    #[command(flatten)]
+    pub(crate) who: Who,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum WindowCommand {
+    /// Close a window you know has closed (it is shown `abandoned open` on a finished run).
+    ///
+    /// Refused without --reason, while a process drives the run (its driver closes its
+    /// windows), and for a window already closed.
+    Close(WindowCloseArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WindowCloseArgs {
+    /// The run.
+    pub(crate) run_id: String,
+    /// The window: its number (as `status` shows it) or its kind (e.g. unprotected).
+    pub(crate) window: String,
+    #[command(flatten)]
+    pub(crate) who: Who,
 }
 
 #[derive(Debug, Subcommand)]
@@ -378,8 +565,8 @@ pub(crate) enum AuditCommand {
     },
 }
 
-fn default_user() -> String {
-    std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned())
+pub(crate) fn default_user() -> String {
+    identity(None).0
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

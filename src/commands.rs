@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{Cli, Command, DriveArgs, Format, ResumeArgs, RunArgs, ValidateArgs};
 use crate::output;
 use crate::progress::Progress;
-use crate::{Exit, report};
+use crate::{Exit, operator_cmd, report};
 
 pub(crate) async fn dispatch(cli: Cli) -> Exit {
     output::json_errors(cli.format == Format::Json);
@@ -64,13 +64,16 @@ pub(crate) async fn dispatch(cli: Cli) -> Exit {
             None => with_read_store(&cli, |store| report::report(&cli, store, a.run_id.clone())).await,
         },
         Command::Serve(args) => crate::serve::serve(&cli, args).await,
-        Command::Approve(a) => {
-            let (run_id, step, by, comment) = (a.run_id.clone(), a.step.clone(), a.by.clone(), a.comment.clone());
-            with_store(&cli, |store| approve(&cli, store, run_id, step, by, comment)).await
-        }
-        Command::Cancel(a) => {
-            let (run_id, by) = (a.run_id.clone(), a.by.clone());
-            with_store(&cli, |store| cancel(&cli, store, run_id, by)).await
+        Command::Approvals => with_read_store(&cli, |store| operator_cmd::approvals(&cli, store)).await,
+        Command::Approve(a) => with_store(&cli, |store| operator_cmd::approve(&cli, store, a)).await,
+        Command::Reject(a) => with_store(&cli, |store| operator_cmd::reject(&cli, store, a)).await,
+        Command::Cancel(a) => with_store(&cli, |store| operator_cmd::cancel(&cli, store, a)).await,
+        Command::Skip(a) => with_store(&cli, |store| operator_cmd::skip(&cli, store, a)).await,
+        Command::Complete(a) => with_store(&cli, |store| operator_cmd::complete(&cli, store, a)).await,
+        Command::RetryFrom(a) => with_store(&cli, |store| operator_cmd::retry_from(&cli, store, a)).await,
+        Command::Repin(a) => with_store(&cli, |store| operator_cmd::repin(&cli, store, a)).await,
+        Command::Window(crate::cli::WindowCommand::Close(a)) => {
+            with_store(&cli, |store| operator_cmd::window_close(&cli, store, a)).await
         }
         Command::Sim(crate::cli::SimCommand::Serve(args)) => crate::sim_cmd::serve(args).await,
         Command::Schedule(cmd) => crate::schedule_cmd::dispatch(&cli, cmd).await,
@@ -155,6 +158,7 @@ fn print_diagnostics(diags: &Diagnostics) {
 pub(crate) fn read_params(rb: &Runbook, file: Option<&Path>, sets: &[String]) -> Result<serde_json::Value, Exit> {
     let mut given = serde_json::Map::new();
     let mut origin = "command line".to_owned();
+    let mut file_text = String::new();
     if let Some(path) = file {
         origin = path.display().to_string();
         let text = match std::fs::read_to_string(path) {
@@ -164,6 +168,7 @@ pub(crate) fn read_params(rb: &Runbook, file: Option<&Path>, sets: &[String]) ->
                 return Err(Exit::BadInput);
             }
         };
+        file_text.clone_from(&text);
         given = match runbook::parse_params(&text, &origin) {
             Ok(m) => m,
             Err(d) => {
@@ -185,9 +190,24 @@ pub(crate) fn read_params(rb: &Runbook, file: Option<&Path>, sets: &[String]) ->
         }
     }
     runbook::resolve_params(rb, given, &origin).map_err(|d| {
-        print_diagnostics(&d);
+        print_diagnostics(&runbook::place_params(blame_sets(d, sets), &file_text, &origin));
         Exit::BadInput
     })
+}
+
+/// A problem with a parameter that `--set` gave is the `--set`'s, not the parameter file's.
+fn blame_sets(mut diags: Diagnostics, sets: &[String]) -> Diagnostics {
+    for d in &mut diags.0 {
+        let top = d.path.split(['.', '[', ':']).next().unwrap_or_default();
+        // The value itself is not repeated: the message quotes it already (shortened).
+        if sets.iter().any(|s| {
+            let key = s.split_once('=').map_or(s.as_str(), |(k, _)| k);
+            !top.is_empty() && key.split('.').next() == Some(top)
+        }) {
+            "--set".clone_into(&mut d.origin);
+        }
+    }
+    diags
 }
 
 fn set_dotted(map: &mut serde_json::Map<String, serde_json::Value>, key: &str, value: serde_json::Value) {
@@ -257,10 +277,12 @@ fn validate(cli: &Cli, args: &ValidateArgs) -> Exit {
 fn read_params_quiet(rb: &Runbook, file: Option<&Path>, sets: &[String]) -> Result<(), String> {
     let mut given = serde_json::Map::new();
     let mut origin = "command line".to_owned();
+    let mut file_text = String::new();
     if let Some(path) = file {
         origin = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| format!("{origin}: cannot read: {e}"))?;
         given = runbook::parse_params(&text, &origin).map_err(|d| d.to_string())?;
+        file_text = text;
     }
     for s in sets {
         let (k, v) = runbook::parse_set(s).map_err(|e| format!("--set {s}: {e}"))?;
@@ -268,7 +290,7 @@ fn read_params_quiet(rb: &Runbook, file: Option<&Path>, sets: &[String]) -> Resu
     }
     runbook::resolve_params(rb, given, &origin)
         .map(|_| ())
-        .map_err(|d| d.to_string())
+        .map_err(|d| runbook::place_params(blame_sets(d, sets), &file_text, &origin).to_string())
 }
 
 fn engine(cli: &Cli, store: Store, drive: &DriveArgs, progress: Arc<Progress>, env: Env) -> Engine {
@@ -317,7 +339,8 @@ async fn run(cli: &Cli, args: &RunArgs) -> Exit {
         }.record() }),
         _ => json!({ "arm_endpoint": crate::rehearsal::endpoint_record(cli.arm_endpoint.as_deref()) }),
     };
-    let mut created_by = json!({ "user": std::env::var("USER").ok(), "command": "run" });
+    let (user, user_source) = crate::cli::identity(args.by.as_deref());
+    let mut created_by = json!({ "user": user, "user_source": user_source, "command": "run" });
     if let (Some(by), Some(extra)) = (created_by.as_object_mut(), target.as_object()) {
         by.extend(extra.clone());
     }
@@ -399,6 +422,9 @@ async fn run(cli: &Cli, args: &RunArgs) -> Exit {
             cli.quiet,
             "approval steps will be auto-approved (recorded as such in the audit trail)",
         );
+    }
+    if args.drive.wait {
+        progress.wait_at_approvals(&run_id);
     }
     let exit = drive(cli, &engine, &run_id, progress, stop).await;
     engine.store().close().await;
@@ -563,7 +589,11 @@ async fn release_locks_if_untouched(cli: &Cli, engine: &Engine, run_id: &str) {
 
 /// Before `--retry-failed`: a run whose locks were released when it failed takes them again,
 /// or is refused when another run holds one now.
-async fn retake_released_locks(store: &Store, run_id: &str, now: fogbook_state::Millis) -> Result<(), EngineError> {
+pub(crate) async fn retake_released_locks(
+    store: &Store,
+    run_id: &str,
+    now: fogbook_state::Millis,
+) -> Result<(), EngineError> {
     let events = store.events(run_id).await?;
     let last = events
         .iter()
@@ -822,7 +852,8 @@ async fn resume_one(
         if let Err(e) = retake_released_locks(store, id, engine.now_ms()).await {
             return engine_error(&e);
         }
-        match store.retry_failed(id, &args.by, engine.now_ms()).await {
+        let actor = args.who.actor();
+        match store.retry_failed(id, &actor, engine.now_ms()).await {
             Ok(step) => output::note(cli.quiet, &format!("step `{step}` of run {id} gets a fresh attempt")),
             Err(e) => {
                 output::error_chain(&e, None);
@@ -841,94 +872,10 @@ async fn resume_one(
         return Exit::BadInput;
     }
     output::always(&format!("run {id}"));
+    if args.drive.wait {
+        progress.wait_at_approvals(id);
+    }
     let stop = CancellationToken::new();
     spawn_signal_handler(stop.clone(), cli.quiet);
     drive(cli, engine, id, progress, stop).await
-}
-
-async fn approve(cli: &Cli, store: Store, run_id: String, step: String, by: String, comment: Option<String>) -> Exit {
-    let snap = match store.load_run(&run_id).await {
-        Ok(s) => s,
-        Err(e) => return engine_error(&EngineError::from(e)),
-    };
-    let origin = format!("runbook pinned to run {run_id}");
-    match runbook::parse(&snap.run.runbook_text, &origin) {
-        Ok(rb) => match rb.step(&step) {
-            Some(s) if s.uses == "approval" => {}
-            Some(s) => {
-                output::error(&format!("step `{step}` is a `{}` step, not an approval", s.uses), None);
-                return Exit::BadInput;
-            }
-            None => {
-                let approvals: Vec<&str> = rb
-                    .steps
-                    .iter()
-                    .filter(|s| s.uses == "approval")
-                    .map(|s| s.id.as_str())
-                    .collect();
-                output::error(
-                    &format!("run {run_id} has no step `{step}`"),
-                    Some(&format!("its approval steps: {}", approvals.join(", "))),
-                );
-                return Exit::BadInput;
-            }
-        },
-        Err(d) => {
-            print_diagnostics(&d);
-            return Exit::BadInput;
-        }
-    }
-    let now = fogbook_engine::Clock::now_ms(&fogbook_engine::SystemClock);
-    match store.approve(&run_id, &step, &by, comment, false, now).await {
-        Ok(row) => {
-            if cli.format == Format::Json {
-                output::json(
-                    "approval",
-                    &json!({ "run_id": run_id, "step": step, "by": row.by, "at": fogbook_state::format_ms(row.at) }),
-                );
-            } else {
-                output::data(&format!("approved step `{step}` of run {run_id} as {by}"));
-                output::note(cli.quiet, &format!("continue the run with: fogbook resume {run_id}"));
-            }
-            Exit::Success
-        }
-        Err(e) => engine_error(&EngineError::from(e)),
-    }
-}
-
-async fn cancel(cli: &Cli, store: Store, run_id: String, by: String) -> Exit {
-    let snap = match store.load_run(&run_id).await {
-        Ok(s) => s,
-        Err(e) => return engine_error(&EngineError::from(e)),
-    };
-    let dead = snap
-        .run
-        .lease_owner
-        .clone()
-        .filter(|o| fogbook_engine::owner::is_dead(o));
-    let now = fogbook_engine::Clock::now_ms(&fogbook_engine::SystemClock);
-    match store.cancel(&run_id, &by, dead, now).await {
-        Ok(true) => {
-            if cli.format == Format::Json {
-                output::json("cancel", &json!({ "run_id": run_id, "cancelled": true }));
-            } else {
-                output::data(&format!("run {run_id} cancelled; its locks are released"));
-            }
-            Exit::Success
-        }
-        Ok(false) => {
-            if cli.format == Format::Json {
-                output::json(
-                    "cancel",
-                    &json!({ "run_id": run_id, "cancelled": false, "requested": true }),
-                );
-            } else {
-                output::data(&format!(
-                    "run {run_id} is being driven; it will stop at its next safe point and be cancelled"
-                ));
-            }
-            Exit::Success
-        }
-        Err(e) => engine_error(&EngineError::from(e)),
-    }
 }

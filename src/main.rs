@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod fleet_cmd;
 mod html;
+mod operator_cmd;
 mod output;
 mod plan_cmd;
 mod progress;

@@ -32,6 +32,8 @@ pub(crate) struct Progress {
     quiet: bool,
     tty: bool,
     live: Mutex<Live>,
+    /// The run a `--wait` driver holds at its approval steps: they print how to decide.
+    waits_for_approval_of: Mutex<Option<String>>,
 }
 
 impl Progress {
@@ -40,7 +42,16 @@ impl Progress {
             quiet,
             tty: std::io::stderr().is_terminal(),
             live: Mutex::new(Live::default()),
+            waits_for_approval_of: Mutex::new(None),
         })
+    }
+
+    /// This process waits at the approval steps of `run_id` (`--wait`): say so when one starts.
+    pub(crate) fn wait_at_approvals(&self, run_id: &str) {
+        *self
+            .waits_for_approval_of
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(run_id.to_owned());
     }
 
     fn line(&self, text: &str) {
@@ -97,6 +108,16 @@ impl Observer for Progress {
             String::new()
         };
         self.line(&format!("▶ {step} [{uses}]{how}"));
+        let waiting = self
+            .waits_for_approval_of
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let (Some(run), "approval") = (waiting, uses) {
+            self.line(&format!(
+                "  waiting here for a decision: fogbook approve {run} {step} --by NAME, or fogbook reject {run} {step} --by NAME --reason TEXT"
+            ));
+        }
         self.live.lock().unwrap_or_else(PoisonError::into_inner).step = Some((step.to_owned(), Instant::now()));
     }
 

@@ -38,8 +38,15 @@ async fn load(store: &Store, run_id: &str) -> Result<RunSnapshot, Exit> {
     })
 }
 
-fn window_json(w: &WindowRow, now: Millis) -> serde_json::Value {
+fn window_json(w: &WindowRow, now: Millis, ended: Option<Millis>) -> serde_json::Value {
     json!({
+        "id": w.id,
+        "state": match (w.closed_at, ended) {
+            (Some(_), _) => "closed",
+            (None, Some(_)) => "abandoned open",
+            (None, None) => "open",
+        },
+        "abandoned_at": w.closed_at.is_none().then_some(ended).flatten().map(format_ms),
         "kind": w.kind,
         "opened_by": w.opened_step,
         "databases_of": w.subject,
@@ -52,8 +59,8 @@ fn window_json(w: &WindowRow, now: Millis) -> serde_json::Value {
     })
 }
 
-fn window_text(w: &WindowRow, now: Millis) -> String {
-    let text = window_line(w, now);
+fn window_text(w: &WindowRow, now: Millis, ended: Option<Millis>) -> String {
+    let text = window_line(w, now, ended);
     match (&w.subject, w.kind) {
         (Some(s), fogbook_state::WindowKind::Unprotected) => {
             let verb = if w.closed_at.is_some() { "had" } else { "have" };
@@ -63,7 +70,20 @@ fn window_text(w: &WindowRow, now: Millis) -> String {
     }
 }
 
-fn window_line(w: &WindowRow, now: Millis) -> String {
+/// A window in the report. On a finished run an open window is `ABANDONED OPEN`: nothing
+/// of fogbook will close it; the operator does, once they know it closed.
+fn window_line(w: &WindowRow, now: Millis, ended: Option<Millis>) -> String {
+    if let (None, Some(end)) = (w.closed_at, ended) {
+        return format!(
+            "  {:<22} opened by {:<24} at {}  ABANDONED OPEN since the run ended at {} (window {}: `fogbook window close RUN {}` once it closed)",
+            w.kind.as_str(),
+            w.opened_step,
+            format_ms(w.opened_at),
+            format_ms(end),
+            w.id,
+            w.id
+        );
+    }
     match w.closed_at {
         Some(closed) => format!(
             "  {:<22} opened by {:<24} at {}  closed by {:<24} at {}  duration {}",
@@ -130,6 +150,7 @@ pub(crate) async fn report(cli: &Cli, store: Store, run_id: String) -> Exit {
     let now = now_ms();
     let rehearsal = rehearsal_of(&store, &run_id).await;
     let databases = databases_of(rehearsal.as_ref());
+    let actions = operator_actions(&store, &run_id).await;
     if cli.format == Format::Json {
         let steps: Vec<_> = snap
             .steps
@@ -146,7 +167,7 @@ pub(crate) async fn report(cli: &Cli, store: Store, run_id: String) -> Exit {
             .windows
             .iter()
             .map(|w| {
-                let mut v = window_json(w, now);
+                let mut v = window_json(w, now, snap.run.finished_at);
                 if let Some(names) = w.subject.as_ref().and_then(|s| databases.get(s)) {
                     v["databases"] = json!(names);
                 }
@@ -161,6 +182,7 @@ pub(crate) async fn report(cli: &Cli, store: Store, run_id: String) -> Exit {
                 "duration_ms": snap.run.finished_at.unwrap_or(now) - snap.run.created_at,
                 "steps": steps, "windows": windows, "error": snap.run.error,
                 "rehearsal": rehearsal_json(rehearsal.as_ref()),
+                "operator_actions": actions,
                 "results": snap.steps.iter().filter_map(|s| s.output.as_ref()?.get("report").cloned()).collect::<Vec<_>>(),
             }),
         );
@@ -242,12 +264,23 @@ pub(crate) async fn report(cli: &Cli, store: Store, run_id: String) -> Exit {
             out.push_str(&format!("  {k}: {v}\n"));
         }
     }
+    if !actions.is_empty() {
+        out.push_str("\noperator actions:\n");
+        for a in &actions {
+            out.push_str(&format!(
+                "  {}  {:<22} {}\n",
+                a["at"].as_str().unwrap_or(""),
+                a["action"].as_str().unwrap_or(""),
+                a["text"].as_str().unwrap_or("")
+            ));
+        }
+    }
     out.push_str("\nwindows:\n");
     if snap.windows.is_empty() {
         out.push_str("  none: the databases kept their geo-replica throughout\n");
     }
     for w in &snap.windows {
-        out.push_str(&window_text(w, now));
+        out.push_str(&window_text(w, now, snap.run.finished_at));
         out.push('\n');
         if let Some(names) = w.subject.as_ref().and_then(|s| databases.get(s))
             && w.kind == fogbook_state::WindowKind::Unprotected
@@ -390,8 +423,12 @@ async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Result<(String
     let now = now_ms();
     let current = snap.steps.iter().find(|s| !s.status.is_done());
     let rehearsal = rehearsal_of(store, run_id).await;
-    let waiting_approval = (snap.run.status == fogbook_state::RunStatus::Waiting)
+    let waiting_approval = (waits_for_approval(&snap, now) && !snap.run.status.is_terminal())
         .then(|| current.map(|s| s.step_id.clone()))
+        .flatten()
+        .filter(|step| !snap.approvals.iter().any(|a| &a.step_id == step));
+    let approved_waiting = (snap.run.status == fogbook_state::RunStatus::Waiting)
+        .then(|| current.and_then(|s| snap.approvals.iter().find(|a| a.step_id == s.step_id)))
         .flatten();
     if cli.format == Format::Json {
         let doc = output::json_text(
@@ -407,7 +444,7 @@ async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Result<(String
                 "current_step": current.map(|s| &s.step_id),
                 "waiting_for_approval": waiting_approval,
                 "steps": snap.steps,
-                "windows": snap.windows.iter().map(|w| window_json(w, now)).collect::<Vec<_>>(),
+                "windows": snap.windows.iter().map(|w| window_json(w, now, snap.run.finished_at)).collect::<Vec<_>>(),
                 "approvals": snap.approvals,
                 "rehearsal": rehearsal_json(rehearsal.as_ref()),
             }),
@@ -446,15 +483,29 @@ async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Result<(String
     if let Some(reh) = &rehearsal {
         out.push_str(&rehearsal_line(reh));
     }
-    if let Some(step) = current {
-        out.push_str(&format!(
+    match current {
+        Some(step) if !over => out.push_str(&format!(
             "current step: {} ({}, attempt {})\n",
             step.step_id, step.status, step.attempt
-        ));
+        )),
+        Some(step) if step.status == fogbook_state::StepStatus::Running => out.push_str(&format!(
+            "left unfinished: step {} (attempt {}) when the run ended\n",
+            step.step_id, step.attempt
+        )),
+        _ => {}
     }
     if let Some(step) = &waiting_approval {
         out.push_str(&format!(
-            "waiting for approval: fogbook approve {} {step} --by NAME\n",
+            "waiting for approval: fogbook approve {} {step} --by NAME (or: fogbook reject {} {step} --by NAME --reason TEXT)\n",
+            r.id, r.id
+        ));
+    }
+    if let Some(a) = approved_waiting {
+        out.push_str(&format!(
+            "approved: step {} by {} at {}; continue the run: fogbook resume {} (or a running `fogbook worker` picks it up)\n",
+            a.step_id,
+            a.by,
+            format_ms(a.at),
             r.id
         ));
     }
@@ -472,6 +523,7 @@ async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Result<(String
             e["window"].as_str().unwrap_or("?"),
             e["step"].as_str().unwrap_or("?")
         )),
+        Some(e) if e.get("cancelled_by").is_some() => out.push_str(&cancel_text(e, r.finished_at)),
         Some(e) => {
             // `{"step", "error": {"code", "message"}}`: one readable block, whatever its length.
             let inner = e.get("error").unwrap_or(e);
@@ -488,7 +540,19 @@ async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Result<(String
         }
         None => {}
     }
-    for w in snap.windows.iter().filter(|w| w.closed_at.is_none()) {
+    for w in snap.windows.iter().filter(|w| w.closed_at.is_none() && over) {
+        out.push_str(&format!(
+            "ABANDONED OPEN {} window {} since {} (opened by {}), left open when the run ended at {}; once you know it closed: fogbook window close {} {} --reason TEXT\n",
+            w.kind,
+            w.id,
+            format_ms(w.opened_at),
+            w.opened_step,
+            r.finished_at.map(format_ms).unwrap_or_default(),
+            r.id,
+            w.id
+        ));
+    }
+    for w in snap.windows.iter().filter(|w| w.closed_at.is_none() && !over) {
         out.push_str(&format!(
             "OPEN {} window since {} (opened by {}), age {}\n",
             w.kind,
@@ -603,7 +667,7 @@ pub(crate) async fn runs(cli: &Cli, store: Store, statuses: Vec<fogbook_state::R
                     .windows
                     .iter()
                     .filter(|w| w.closed_at.is_none())
-                    .map(|w| window_json(w, now))
+                    .map(|w| window_json(w, now, snap.run.finished_at))
                     .collect();
                 v
             })
@@ -657,7 +721,11 @@ fn run_line(snap: &RunSnapshot, now: Millis, lease_ttl: Duration) -> RunLine {
         .filter(|w| w.closed_at.is_none())
         .map(|w| {
             let whose = w.subject.as_deref().map(|s| format!(" ({s})")).unwrap_or_default();
-            format!("{} {}{whose}", w.kind.as_str(), human(now - w.opened_at))
+            if snap.run.status.is_terminal() {
+                format!("{} ABANDONED OPEN{whose}", w.kind.as_str())
+            } else {
+                format!("{} {}{whose}", w.kind.as_str(), human(now - w.opened_at))
+            }
         })
         .collect();
     RunLine {
@@ -864,4 +932,79 @@ pub(crate) async fn verify(cli: &Cli, store: Store, run_id: Option<String>, sinc
         ));
     }
     if ok { Exit::Success } else { Exit::RunFailed }
+}
+
+/// Who cancelled (or rejected) a run, why, and what the cancel abandoned, as text.
+fn cancel_text(e: &serde_json::Value, at: Option<Millis>) -> String {
+    let by = e["cancelled_by"].as_str().unwrap_or("?");
+    let source = e["by_source"].as_str().map(|s| format!(" ({s})")).unwrap_or_default();
+    let when = at.map(|t| format!(" at {}", format_ms(t))).unwrap_or_default();
+    let reason = e["reason"]
+        .as_str()
+        .map_or_else(|| "no reason given".to_owned(), |r| format!("reason: {r}"));
+    let mut out = match e["rejected_step"].as_str() {
+        Some(step) => format!("rejected: approval step {step} rejected by {by}{source}{when}; {reason}\n"),
+        None => format!("cancelled: by {by}{source}{when}; {reason}\n"),
+    };
+    for o in e["abandoned"]["operations"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "abandoned operation: step {} ({}) was in flight since {}; its outcome is Azure's, check it there\n",
+            o["step"].as_str().unwrap_or("?"),
+            o["uses"].as_str().unwrap_or("?"),
+            o["since"].as_str().unwrap_or("?")
+        ));
+    }
+    out
+}
+
+/// The operator actions of a run, oldest first: who did what, and why (from the trail).
+async fn operator_actions(store: &Store, run_id: &str) -> Vec<serde_json::Value> {
+    let Ok(events) = store.events(run_id).await else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in &events {
+        let d = &e.data;
+        let step = e.step_id.clone().unwrap_or_default();
+        let operator = d.get("by_source").is_some() || d.get("operator").is_some();
+        let action = match e.kind.as_str() {
+            "run.created" => "started",
+            "step.approved" if d["auto"] == json!(true) => "auto-approved",
+            "step.approved" => "approved",
+            "step.rejected" => "rejected",
+            "run.cancel_requested" => "cancel requested",
+            "run.cancelled" => "cancelled",
+            "step.retry_requested" => "retry requested",
+            "run.repinned" => "re-pinned",
+            "step.skipped" if operator => "skipped",
+            "step.completed" if operator => "completed by hand",
+            "window.closed" if operator => "closed window",
+            _ => continue,
+        };
+        let by = match e.kind.as_str() {
+            "run.created" => d["by"]["user"].as_str().unwrap_or("?").to_owned(),
+            "run.cancelled" => d["cancelled_by"].as_str().unwrap_or("?").to_owned(),
+            _ => d["by"].as_str().unwrap_or("?").to_owned(),
+        };
+        let mut text = format!("by {by}");
+        if let Some(src) = d["by_source"].as_str().or(d["by"]["user_source"].as_str()) {
+            text.push_str(&format!(" ({src})"));
+        }
+        if !step.is_empty() && step != fogbook_state::OPERATOR_STEP {
+            text.push_str(&format!(", step {step}"));
+        }
+        if let Some(w) = d["window"].as_i64().filter(|_| e.kind == "window.closed") {
+            text.push_str(&format!(", window {w} ({})", d["kind"].as_str().unwrap_or("?")));
+        }
+        if !d["abandoned"].is_null() && e.kind != "run.created" {
+            text.push_str(", abandoning what was in flight");
+        }
+        if let Some(r) = d["reason"].as_str().or(d["comment"].as_str()) {
+            text.push_str(&format!(": {r}"));
+        }
+        out.push(
+            json!({ "at": format_ms(e.at), "action": action, "step": e.step_id, "by": by, "text": text, "data": d }),
+        );
+    }
+    out
 }

@@ -17,8 +17,17 @@ fn now() -> i64 {
     SystemClock.now_ms()
 }
 
+/// The hint for a schedule's cron or zone error: a bad zone is not a cron problem.
+fn cron_hint(error: &str) -> &'static str {
+    if error.starts_with("unknown time zone") {
+        "--tz takes an IANA zone name, e.g. Europe/Amsterdam, America/New_York or UTC"
+    } else {
+        "five fields: minute hour day-of-month month day-of-week, e.g. \"0 2 * * 6\" (or a schedule name, with --db)"
+    }
+}
+
 fn by() -> String {
-    std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned())
+    crate::cli::default_user()
 }
 
 pub(crate) async fn dispatch(cli: &Cli, cmd: &ScheduleCommand) -> Exit {
@@ -81,10 +90,7 @@ async fn add(cli: &Cli, args: &ScheduleAddArgs) -> Exit {
     let cron = match CronSchedule::parse(&args.cron, &args.tz) {
         Ok(c) => c,
         Err(e) => {
-            output::error(
-                &e,
-                Some("five fields: minute hour day-of-month month day-of-week, e.g. \"0 2 * * 6\""),
-            );
+            output::error(&e, Some(cron_hint(&e)));
             return Exit::BadInput;
         }
     };
@@ -323,7 +329,7 @@ fn next_of_expression(cli: &Cli, a: &ScheduleNextArgs) -> Exit {
     match CronSchedule::parse(&a.name_or_cron, &a.tz) {
         Ok(c) => print_next(cli, &a.name_or_cron, &c.next(now(), a.count)),
         Err(e) => {
-            output::error(&e, Some("give a schedule name (with --db) or a cron expression"));
+            output::error(&e, Some(cron_hint(&e)));
             Exit::BadInput
         }
     }

@@ -275,7 +275,7 @@ fn approval_form(app: &App, p: &Pending) -> String {
          <label>your name <input type=\"text\" name=\"name\" required maxlength=\"100\" autocomplete=\"name\"></label>\
          <label>access token <input type=\"password\" name=\"token\" required autocomplete=\"off\"></label>\
          <button type=\"submit\" name=\"decision\" value=\"approve\" class=\"approve\">Approve</button>\
-         <button type=\"submit\" name=\"decision\" value=\"reject\" class=\"reject\">Reject (cancels the run)</button></form>",
+         <button type=\"submit\" name=\"decision\" value=\"reject\" class=\"reject\">Reject (ends the run as rejected)</button></form>",
         esc(&p.run_id),
         esc(&p.step)
     )
@@ -626,13 +626,22 @@ async fn decide(
                 .lease_owner
                 .clone()
                 .filter(|o| fogbook_engine::owner::is_dead(o));
+            // The same transition as `fogbook reject`: the run ends cancelled as rejected,
+            // with the name typed in the page, and open windows are left `abandoned open`.
+            let abandoned = crate::operator_cmd::open_windows(&view.snap);
+            let abandoned = if abandoned.is_empty() {
+                serde_json::Value::Null
+            } else {
+                serde_json::json!({ "windows": abandoned })
+            };
+            let actor = fogbook_state::Actor {
+                name: name.to_owned(),
+                source: "web page (fogbook serve)".to_owned(),
+                reason: Some("rejected via the web (fogbook serve)".to_owned()),
+            };
+            let kind = fogbook_state::CancelKind::Reject { step: d.step.clone() };
             app.store
-                .cancel(
-                    &id,
-                    &format!("{name} (via the web: rejected step {})", d.step),
-                    dead,
-                    now,
-                )
+                .operator_cancel(&id, &actor, kind, abandoned, dead, now)
                 .await
                 .map(|_| ())
         }

@@ -57,6 +57,129 @@ pub async fn estimate(
     crate::azure::estimate(uses, input, ctx, env).await
 }
 
+/// `instance.get`'s output (see `azure::refs::Instance::output`).
+const INSTANCE: &[&str] = &[
+    "exists",
+    "id",
+    "name",
+    "location",
+    "sku_name",
+    "tier",
+    "family",
+    "v_cores",
+    "storage_gb",
+    "database_format",
+    "dns_zone",
+    "subnet_id",
+    "state",
+    "provisioning_state",
+    "license_type",
+    "backup_storage_redundancy",
+    "instance_pool_id",
+    "fully_qualified_domain_name",
+    "administrator_login",
+    "collation",
+    "tenant_id",
+];
+const INSTANCE_CREATED: &[&str] = &[
+    "exists",
+    "id",
+    "name",
+    "location",
+    "sku_name",
+    "tier",
+    "family",
+    "v_cores",
+    "storage_gb",
+    "database_format",
+    "dns_zone",
+    "subnet_id",
+    "state",
+    "provisioning_state",
+    "license_type",
+    "backup_storage_redundancy",
+    "instance_pool_id",
+    "fully_qualified_domain_name",
+    "administrator_login",
+    "collation",
+    "tenant_id",
+    "created",
+    "arm_requests",
+];
+/// `fog.get`'s output (see `azure::fog::view_output`).
+const GROUP: &[&str] = &[
+    "exists",
+    "name",
+    "id",
+    "role",
+    "replication_state",
+    "partner_location",
+    "primary_instance_id",
+    "partner_instance_id",
+    "read_write_failover_policy",
+    "read_write_listener",
+    "read_only_listener",
+];
+const GROUP_CREATED: &[&str] = &[
+    "exists",
+    "name",
+    "id",
+    "role",
+    "replication_state",
+    "partner_location",
+    "primary_instance_id",
+    "partner_instance_id",
+    "read_write_failover_policy",
+    "read_write_listener",
+    "read_only_listener",
+    "created",
+    "arm_requests",
+];
+const GROUP_FAILED_OVER: &[&str] = &[
+    "exists",
+    "name",
+    "id",
+    "role",
+    "replication_state",
+    "partner_location",
+    "primary_instance_id",
+    "partner_instance_id",
+    "read_write_failover_policy",
+    "read_write_listener",
+    "read_only_listener",
+    "changed",
+    "resolved_by",
+    "arm_requests",
+];
+
+/// The top-level fields of the output of activity `uses`, where they are fixed: `validate`
+/// refuses a reference to any other field, and `fogbook complete` requires them. `None` for
+/// an unknown activity or one whose output has no fixed fields.
+pub fn output_fields(uses: &str) -> Option<&'static [&'static str]> {
+    let fields: &'static [&'static str] = match uses {
+        "wait" => &["woke_at", "wake_at"],
+        "approval" => &["step_id", "by", "comment", "at", "auto"],
+        "assert" => &["passed"],
+        "notify" => &["status"],
+        "command" => &["exit_code", "stdout", "stderr"],
+        "report" => &["report"],
+        "instance.get" => INSTANCE,
+        "instance.create_like" => INSTANCE_CREATED,
+        "instance.scale" => &["changed", "before", "after", "arm_requests"],
+        "instance.set_update_policy" => &["changed", "before", "policy", "instance", "arm_requests"],
+        "instance.delete" => &["deleted", "already_absent", "id", "arm_requests"],
+        "databases.assert_empty" => &["databases"],
+        "network.peer" => &["peerings", "note", "arm_requests"],
+        "network.open_fog_ports" => &["nsgs", "arm_requests"],
+        "fog.get" => GROUP,
+        "fog.create" => GROUP_CREATED,
+        "fog.delete" => &["deleted", "already_absent", "name", "arm_requests"],
+        "fog.failover" | "fog.force_failover" => GROUP_FAILED_OVER,
+        _ => return None,
+    };
+    Some(fields)
+}
+
 /// The JSON Schema of the inputs (`with:`) of activity `uses`, or `None` when no such
 /// activity exists.
 pub fn input_schema(uses: &str) -> Option<Schema> {

@@ -29,6 +29,6 @@ mod error;
 pub mod secrets;
 
 pub use azure::Estimate;
-pub use catalog::{KINDS, estimate, execute, input_schema, is_read_only, post_event};
+pub use catalog::{KINDS, estimate, execute, input_schema, is_read_only, output_fields, post_event};
 pub use context::{ActivityCtx, ApprovalRecord, BoxFuture, Env, StepHost};
 pub use error::ActivityError;

@@ -935,7 +935,12 @@ impl Driver<'_> {
                     }));
                 }
             };
-            self.engine.observer.step_started(sid, &step.uses, attempt, reentered);
+            // An approval step re-entered after its run waited is not a restart: it goes on
+            // with the approval (or asks again), and says nothing about re-entering.
+            let shown_reentered = reentered && step.uses != "approval";
+            self.engine
+                .observer
+                .step_started(sid, &step.uses, attempt, shown_reentered);
             tracing::info!(attempt, reentered, "step.started");
             failpoint::hit(Point::AfterStart, sid);
 

@@ -29,6 +29,43 @@ use fogbook_state::{Millis, Overlap};
 /// one skip per tick until it is gone.
 const MAX_FIRES_PER_TICK: usize = 100;
 
+/// The field of a cron expression that holds a number out of its range, named with the
+/// range (the parser only says "Number out of bounds").
+fn cron_field_error(expr: &str) -> Option<String> {
+    const FIELDS: [(&str, u32, u32); 6] = [
+        ("second", 0, 59),
+        ("minute", 0, 59),
+        ("hour", 0, 23),
+        ("day of month", 1, 31),
+        ("month", 1, 12),
+        ("day of week", 0, 7),
+    ];
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    let named = match fields.len() {
+        5 => &FIELDS[1..],
+        6 => &FIELDS[..],
+        n => {
+            return Some(format!(
+                "it has {n} fields; write 5 (minute hour day-of-month month day-of-week) or 6 (seconds first)"
+            ));
+        }
+    };
+    for (i, (field, (name, lo, hi))) in fields.iter().zip(named).enumerate() {
+        let numbers = field.split([',', '-', '/']).filter_map(|n| n.parse::<u32>().ok());
+        for (j, n) in numbers.enumerate() {
+            // A step (`*/90`) is not a value of the field.
+            let is_step = field.contains('/') && field.split('/').nth(1).is_some_and(|s| s == n.to_string()) && j > 0;
+            if !is_step && (n < *lo || n > *hi) {
+                return Some(format!(
+                    "field {} ({name}) is `{field}`: {n} is outside {lo}-{hi}",
+                    i + 1
+                ));
+            }
+        }
+    }
+    None
+}
+
 /// A parsed cron expression with its zone.
 #[derive(Clone, Debug)]
 pub struct CronSchedule {
@@ -39,7 +76,10 @@ pub struct CronSchedule {
 impl CronSchedule {
     /// Parses `expr` (5 fields, or 6 with seconds first) read in zone `tz` (IANA name).
     pub fn parse(expr: &str, tz: &str) -> Result<Self, String> {
-        let cron = Cron::from_str(expr).map_err(|e| format!("invalid cron expression `{expr}`: {e}"))?;
+        let cron = Cron::from_str(expr).map_err(|e| match cron_field_error(expr) {
+            Some(field) => format!("invalid cron expression `{expr}`: {field}"),
+            None => format!("invalid cron expression `{expr}`: {e}"),
+        })?;
         let tz = parse_tz(tz)?;
         Ok(Self { cron, tz })
     }

@@ -120,20 +120,24 @@ pub(crate) fn stream_exists(conn: &rusqlite::Connection, stream: &str) -> Result
 }
 
 /// The kind of the event (`step.completed` or `step.skipped`) that records `step_id` of
-/// `run_id` as done, if the trail holds one.
+/// `run_id` as done, if the trail holds one that no later operator re-opening
+/// (`step.retry_requested`, written by `retry-from`) undid.
 pub(crate) fn done_in_trail(
     conn: &rusqlite::Connection,
     run_id: &str,
     step_id: &str,
 ) -> Result<Option<String>, StateError> {
-    conn.cached_query_row(
-        "SELECT kind FROM events WHERE run_id = ?1 AND step_id = ?2 AND kind IN ('step.completed', 'step.skipped')
-         ORDER BY seq LIMIT 1",
-        [run_id, step_id],
-        |r| r.get(0),
-    )
-    .optional()
-    .during("reading the audit trail")
+    let last: Option<String> = conn
+        .cached_query_row(
+            "SELECT kind FROM events WHERE run_id = ?1 AND step_id = ?2
+                 AND kind IN ('step.completed', 'step.skipped', 'step.retry_requested')
+             ORDER BY seq DESC LIMIT 1",
+            [run_id, step_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .during("reading the audit trail")?;
+    Ok(last.filter(|k| k != "step.retry_requested"))
 }
 
 /// Appends an event to a stream (a run's, or a schedule's `schedule:<name>`) and to the

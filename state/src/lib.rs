@@ -23,6 +23,7 @@ mod error;
 mod fleets;
 mod floor;
 mod migrations;
+mod operator;
 mod records;
 mod schedules;
 mod store;
@@ -33,6 +34,7 @@ pub use audit::{AuditFailure, AuditReport};
 pub use error::StateError;
 pub use fleets::{FleetRow, FleetSnapshot, FleetTargetRow, NewFleet, NewFleetTarget};
 pub use floor::durable_commit_floor;
+pub use operator::{Actor, CancelKind, NewPin, OPERATOR_STEP};
 pub use records::{
     ApprovalRow, EventRow, FireDecision, FireOutcome, LeaseGrant, NewRun, NewSchedule, Overlap, Repin, RunFilter,
     RunRow, RunSnapshot, RunStatus, ScheduleRow, StepFinish, StepOutcome, StepRow, StepStart, StepStatus, WindowKind,

@@ -558,6 +558,22 @@ impl Store {
         auto: bool,
         now: Millis,
     ) -> Result<ApprovalRow, StateError> {
+        self.approve_with(run_id, step_id, by, comment, auto, serde_json::Value::Null, now)
+            .await
+    }
+
+    /// As [`Store::approve`], with more fields for the audit event (`by_source`, `reason`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn approve_with(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        by: &str,
+        comment: Option<String>,
+        auto: bool,
+        extra: serde_json::Value,
+        now: Millis,
+    ) -> Result<ApprovalRow, StateError> {
         let (run_id, step_id, by) = (run_id.to_owned(), step_id.to_owned(), by.to_owned());
         self.write(move |tx| {
             let run = load_run_row(tx, &run_id)?;
@@ -597,12 +613,13 @@ impl Store {
                 tx,
                 &run_id,
                 now,
-                NewEvent::step(
-                    "step.approved",
-                    &step_id,
-                    None,
-                    json!({ "by": by, "comment": comment, "auto": auto }),
-                ),
+                NewEvent::step("step.approved", &step_id, None, {
+                    let mut data = json!({ "by": by, "comment": comment, "auto": auto });
+                    if let (Some(d), Some(x)) = (data.as_object_mut(), extra.as_object()) {
+                        d.extend(x.clone());
+                    }
+                    data
+                }),
             )?;
             Ok(ApprovalRow {
                 step_id,
@@ -700,20 +717,33 @@ impl Store {
                 [&run_id],
             )
             .during("cancelling")?;
-            set_status(
-                tx,
-                &run_id,
-                RunStatus::Cancelled,
-                Some(json!({ "cancelled_by": "operator request" })),
-                now,
-            )
+            // The run ends with the record of the request (who, why, what it abandons).
+            let requested: Option<String> = tx
+                .cached_query_row(
+                    "SELECT data FROM events WHERE run_id = ?1 AND kind = 'run.cancel_requested' ORDER BY seq DESC LIMIT 1",
+                    [&run_id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .during("reading the cancel request")?;
+            let record = requested
+                .and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())
+                .filter(serde_json::Value::is_object)
+                .map(|mut d| {
+                    if d.get("cancelled_by").is_none() {
+                        d["cancelled_by"] = d["by"].clone();
+                    }
+                    d
+                })
+                .unwrap_or_else(|| json!({ "cancelled_by": "operator request" }));
+            set_status(tx, &run_id, RunStatus::Cancelled, Some(record), now)
         })
         .await
     }
 
     /// Re-opens a failed run: its failed step gets a fresh attempt (progress cleared).
-    pub async fn retry_failed(&self, run_id: &str, by: &str, now: Millis) -> Result<String, StateError> {
-        let (run_id, by) = (run_id.to_owned(), by.to_owned());
+    pub async fn retry_failed(&self, run_id: &str, by: &crate::Actor, now: Millis) -> Result<String, StateError> {
+        let (run_id, by) = (run_id.to_owned(), by.record());
         self.write(move |tx| {
             let run = load_run_row(tx, &run_id)?;
             if run.status != RunStatus::Failed {
@@ -749,7 +779,7 @@ impl Store {
                 tx,
                 &run_id,
                 now,
-                NewEvent::step("step.retry_requested", &step, None, json!({ "by": by })),
+                NewEvent::step("step.retry_requested", &step, None, by),
             )?;
             Ok(step)
         })
@@ -1088,7 +1118,7 @@ fn millis(d: Duration) -> Millis {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn finished_word(status: RunStatus) -> &'static str {
+pub(crate) fn finished_word(status: RunStatus) -> &'static str {
     match status {
         RunStatus::Succeeded => "succeeded",
         RunStatus::Failed => "failed (use `resume --retry-failed` or `cancel`)",
@@ -1156,7 +1186,7 @@ fn check_lease(conn: &Connection, run_id: &str, owner: &str, now: Millis) -> Res
     }
 }
 
-fn set_status(
+pub(crate) fn set_status(
     tx: &Transaction<'_>,
     run_id: &str,
     status: RunStatus,
@@ -1520,7 +1550,7 @@ fn run_row_raw(r: &Row<'_>) -> rusqlite::Result<RawRun> {
     })
 }
 
-fn load_run_row(conn: &Connection, run_id: &str) -> Result<RunRow, StateError> {
+pub(crate) fn load_run_row(conn: &Connection, run_id: &str) -> Result<RunRow, StateError> {
     conn.cached_query_row(
         &format!("SELECT {RUN_COLUMNS} FROM {RUN_FROM} WHERE r.id = ?1"),
         [run_id],
@@ -1589,7 +1619,7 @@ fn step_row(r: &Row<'_>) -> rusqlite::Result<RawStep> {
     })
 }
 
-fn load_step_row(conn: &Connection, run_id: &str, step_id: &str) -> Result<StepRow, StateError> {
+pub(crate) fn load_step_row(conn: &Connection, run_id: &str, step_id: &str) -> Result<StepRow, StateError> {
     conn.cached_query_row(
         &format!("SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ?1 AND step_id = ?2"),
         [run_id, step_id],

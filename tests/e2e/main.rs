@@ -3,10 +3,12 @@
 //! SIGKILL at chosen points, and checks made from outside (the effect file, the database,
 //! the audit trail).
 
+mod approvals;
 mod audit;
 mod bad_input;
 mod bench_cloud;
 mod browser;
+mod cancel;
 mod cli;
 mod common;
 mod credential;
@@ -22,6 +24,7 @@ mod plan;
 mod preflight_permissions;
 mod procedures;
 mod rehearsal;
+mod repair;
 mod report_html;
 mod secrets;
 mod seed_runbooks;

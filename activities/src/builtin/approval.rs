@@ -21,6 +21,14 @@ pub(crate) struct Approval {
     /// Fail the step when nobody approved within this time.
     #[serde(default)]
     timeout: Option<DurationText>,
+    /// Only these names may approve (`fogbook approve` refuses any other).
+    #[serde(default)]
+    #[allow(dead_code)] // Checked by `fogbook approve` against the pinned runbook.
+    approvers: Vec<String>,
+    /// The person who started the run may not approve it.
+    #[serde(default)]
+    #[allow(dead_code)] // Checked by `fogbook approve` against the run's starter.
+    distinct_from_starter: bool,
 }
 
 impl Approval {

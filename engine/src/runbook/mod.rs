@@ -21,6 +21,6 @@ pub(crate) mod yaml;
 
 pub use diagnostics::{Diagnostic, Diagnostics};
 pub use model::*;
-pub use params::{parse_params, parse_set, resolve_params};
+pub use params::{parse_params, parse_set, place_params, resolve_params};
 pub use parse::parse;
 pub use schema::json_schema;

@@ -223,6 +223,33 @@ fn subnet_problem(s: &str) -> Option<String> {
     None
 }
 
+/// Gives the problems of a parameter file that [`resolve_params`] found (they carry no
+/// place: it sees values, not text) the line and column of the parameter they concern,
+/// found in `text`, the file's text. Problems of other origins are left as they are.
+pub fn place_params(mut diags: Diagnostics, text: &str, origin: &str) -> Diagnostics {
+    let Ok(root) = yaml::parse(text) else { return diags };
+    let Yaml::Map(entries) = &root.value else { return diags };
+    for d in diags.0.iter_mut().filter(|d| d.origin == origin && d.line.is_none()) {
+        let top = d.path.split(['.', '[']).next().unwrap_or_default();
+        // A nested field (`mi.name`) points at its own line when it has one.
+        let mut node = entries.iter().find(|(k, _)| k.key_text().as_deref() == Some(top));
+        let mut pos = node.and_then(|(k, _)| k.pos);
+        for part in d.path.split('.').skip(1) {
+            let Some((_, v)) = node else { break };
+            let Yaml::Map(inner) = &v.value else { break };
+            node = inner.iter().find(|(k, _)| k.key_text().as_deref() == Some(part));
+            if let Some(p) = node.and_then(|(k, _)| k.pos) {
+                pos = Some(p);
+            }
+        }
+        if let Some(p) = pos {
+            d.line = Some(p.line);
+            d.column = Some(p.column);
+        }
+    }
+    diags
+}
+
 /// Reads a parameter file (YAML, or JSON, which is YAML): a mapping of parameter names to
 /// values. Types are checked later, against the runbook, by [`resolve_params`].
 pub fn parse_params(text: &str, origin: &str) -> Result<Map<String, Value>, Diagnostics> {

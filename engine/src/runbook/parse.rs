@@ -170,15 +170,20 @@ fn read_runbook(cx: &mut Cx<'_>, root: &Node) -> Option<Runbook> {
         None => &[],
     };
     let mut step_index: BTreeMap<String, usize> = BTreeMap::new();
+    let mut step_uses: BTreeMap<String, String> = BTreeMap::new();
     for (i, n) in step_nodes.iter().enumerate() {
         if let Some(id) = peek_id(n) {
             step_index.entry(id.to_owned()).or_insert(i);
+            if let Some(uses) = peek_field(n, "uses") {
+                step_uses.entry(id.to_owned()).or_insert_with(|| uses.to_owned());
+            }
         }
     }
 
     let lock_scope = RefScope {
         params: &param_types,
         steps: &step_index,
+        uses: &step_uses,
         current: None,
         run: false,
         place: "a lock key",
@@ -191,6 +196,7 @@ fn read_runbook(cx: &mut Cx<'_>, root: &Node) -> Option<Runbook> {
     let notify_scope = RefScope {
         params: &param_types,
         steps: &step_index,
+        uses: &step_uses,
         current: None,
         run: true,
         place: "`notify.url`",
@@ -211,6 +217,7 @@ fn read_runbook(cx: &mut Cx<'_>, root: &Node) -> Option<Runbook> {
         let scope = RefScope {
             params: &param_types,
             steps: &step_index,
+            uses: &step_uses,
             current: Some(i),
             run: true,
             place: "a step",
@@ -294,6 +301,15 @@ fn is_param_name(s: &str) -> bool {
 }
 
 /// The `id:` of a step node, when it is a valid id (used to name the step in paths).
+/// A string field of a step's mapping, read before the step itself is.
+fn peek_field<'a>(n: &'a Node, field: &str) -> Option<&'a str> {
+    let Value::Map(entries) = &n.value else { return None };
+    entries.iter().find_map(|(k, v)| match (&k.value, &v.value) {
+        (Value::String(k), Value::String(value)) if k == field => Some(value.as_str()),
+        _ => None,
+    })
+}
+
 fn peek_id(n: &Node) -> Option<&str> {
     let Value::Map(entries) = &n.value else { return None };
     entries.iter().find_map(|(k, v)| match (&k.value, &v.value) {

@@ -50,6 +50,8 @@ pub(crate) struct RefScope<'a> {
     pub(crate) params: &'a BTreeMap<String, ParamType>,
     /// Every step id with its index.
     pub(crate) steps: &'a BTreeMap<String, usize>,
+    /// Every step id with its activity (`uses`), to check output fields.
+    pub(crate) uses: &'a BTreeMap<String, String>,
     /// The index of the step the expression belongs to; `None` where steps are not
     /// visible at all (locks, notify).
     pub(crate) current: Option<usize>,
@@ -136,7 +138,7 @@ fn check_one(scope: &RefScope<'_>, p: &Path, src: &str) -> Option<String> {
                     "`{text}`: step `{id}` runs later (step {} of the list); a step can only use earlier steps",
                     i + 1
                 )),
-                Some(_) => None,
+                Some(_) => check_output_field(scope, id, &p.segments[1..], text),
             }
         }
     }
@@ -179,4 +181,25 @@ fn check_param_fields(ty: ParamType, name: &str, rest: &[Segment], text: &str) -
             other.name()
         )),
     }
+}
+
+/// `steps.ID.outputs.FIELD` names a field the activity of step ID outputs (when its output
+/// fields are known: see `fogbook_activities::output_fields`).
+fn check_output_field(scope: &RefScope<'_>, id: &str, rest: &[Segment], text: &str) -> Option<String> {
+    let (Some(Segment::Key(outputs)), Some(Segment::Key(field))) = (rest.first(), rest.get(1)) else {
+        return None;
+    };
+    if outputs != "outputs" {
+        return None;
+    }
+    let uses = scope.uses.get(id)?;
+    let fields = fogbook_activities::output_fields(uses)?;
+    if fields.contains(&field.as_str()) {
+        return None;
+    }
+    let hint = suggest::hint(field, fields.iter().copied());
+    Some(format!(
+        "`{text}`: step `{id}` ({uses}) has no output `{field}`{hint}; its outputs are {}",
+        fields.join(", ")
+    ))
 }

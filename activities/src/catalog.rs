@@ -80,6 +80,7 @@ const INSTANCE: &[&str] = &[
     "administrator_login",
     "collation",
     "tenant_id",
+    "next_gen",
 ];
 const INSTANCE_CREATED: &[&str] = &[
     "exists",
@@ -103,6 +104,7 @@ const INSTANCE_CREATED: &[&str] = &[
     "administrator_login",
     "collation",
     "tenant_id",
+    "next_gen",
     "created",
     "arm_requests",
 ];

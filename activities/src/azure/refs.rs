@@ -190,6 +190,29 @@ pub(crate) fn vnet_of_subnet(subnet_id: &str) -> Result<ArmId, ActivityError> {
 mod tests {
     use super::*;
 
+    /// `validate` checks references against `catalog::output_fields`; a field added to
+    /// `Instance` must be listed there too, or a runbook that reads it is refused.
+    #[test]
+    fn the_catalog_lists_every_field_of_an_instance_output() {
+        let output = Instance::from_body(serde_json::json!({})).output();
+        let listed = crate::catalog::output_fields("instance.get").unwrap_or_default();
+        let created = crate::catalog::output_fields("instance.create_like").unwrap_or_default();
+        for key in output
+            .as_object()
+            .map(|m| m.keys().collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
+            assert!(
+                listed.contains(&key.as_str()),
+                "instance.get's `{key}` is not in the catalog"
+            );
+            assert!(
+                created.contains(&key.as_str()),
+                "instance.create_like's `{key}` is not in the catalog"
+            );
+        }
+    }
+
     /// A managed instance shaped as the spec's `ManagedInstanceGet` example answers it.
     #[test]
     fn a_spec_shaped_instance_parses() {

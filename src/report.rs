@@ -231,10 +231,11 @@ pub(crate) async fn report(cli: &Cli, store: Store, run_id: String) -> Exit {
             .map(|e| format!("  {}", e["code"].as_str().unwrap_or("failed")))
             .unwrap_or_default();
         out.push_str(&format!(
-            "  {:<28} {:<10} {:>10}{attempts}{err}{sim}\n",
+            "  {:<w$} {:<10} {:>10}{attempts}{err}{sim}\n",
             s.step_id,
             s.status.as_str(),
-            dur
+            dur,
+            w = step_column(&snap.steps)
         ));
     }
     for s in snap
@@ -564,10 +565,11 @@ async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Result<(String
     out.push_str("steps:\n");
     for s in &snap.steps {
         out.push_str(&format!(
-            "  {:<28} {:<10} attempt {}\n",
+            "  {:<w$} {:<10} attempt {}\n",
             s.step_id,
             s.status.as_str(),
-            s.attempt
+            s.attempt,
+            w = step_column(&snap.steps)
         ));
     }
     Ok((out, over))
@@ -771,6 +773,17 @@ pub(crate) async fn history(cli: &Cli, store: Store, run_id: String) -> Exit {
     Exit::Success
 }
 
+/// The width of a steps table's id column: the longest step id, at least 28 characters, so
+/// a long id never pushes its row's status out of line.
+fn step_column(steps: &[fogbook_state::StepRow]) -> usize {
+    steps
+        .iter()
+        .map(|s| s.step_id.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(28)
+}
+
 /// `s` cut to `width` characters (ending in `…` when cut) and padded to `width`.
 fn fit(s: &str, width: usize) -> String {
     if s.chars().count() <= width {
@@ -926,9 +939,17 @@ pub(crate) async fn verify(cli: &Cli, store: Store, run_id: Option<String>, sinc
         };
         output::data(&format!("FAILED: run {}{at}: {}", f.run_id, f.reason));
     } else {
+        let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         output::data(&format!(
-            "ok: {} events in {} runs and schedules verify, and the runs, steps and windows agree with them\nhead: {} (keep it elsewhere; `audit verify --since-head {}` proves the trail was not cut since)",
-            report.events, report.runs, report.head, report.head
+            "ok: {} in {} verify, and the runs, steps and windows agree with them\nhead: {} (keep it elsewhere; `audit verify --since-head {}` proves the trail was not cut since)",
+            plural(report.events, "event", "events"),
+            plural(
+                report.runs,
+                "stream (runs, schedules, fleets)",
+                "streams (runs, schedules, fleets)"
+            ),
+            report.head,
+            report.head
         ));
     }
     if ok { Exit::Success } else { Exit::RunFailed }

@@ -223,3 +223,34 @@ fn json_output_uses_rfc3339_times_and_json_errors() {
     assert_eq!(err["kind"], "error", "{err}");
     assert!(err["error"].as_str().unwrap().contains("no-such-run"), "{err}");
 }
+
+/// A step id longer than the steps table's usual column does not push its status out of
+/// line: in `status` and in the final report, every step's status starts in one column.
+#[test]
+fn long_step_ids_keep_the_steps_table_aligned() {
+    let sb = Sandbox::new();
+    let file = fixture("long-ids.yaml").display().to_string();
+    let out = sb.run(&["run", &file]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let run = sb.last_run_id();
+    let ids = ["a", "approve-failover-to-the-new-primary-region-now", "b"];
+    for (what, text) in [
+        ("status", status_of(&sb, &run)),
+        ("report", stdout(&sb.run(&["report", &run]))),
+    ] {
+        let columns: Vec<usize> = ids
+            .iter()
+            .map(|id| {
+                let line = text
+                    .lines()
+                    .find(|l| l.trim_start().starts_with(&format!("{id} ")))
+                    .unwrap_or_else(|| panic!("{what}: no row for `{id}`:\n{text}"));
+                line.find("completed").unwrap_or_else(|| panic!("{what}: `{line}`"))
+            })
+            .collect();
+        assert!(
+            columns.windows(2).all(|w| w[0] == w[1]),
+            "{what}: the status column moves ({columns:?}):\n{text}"
+        );
+    }
+}

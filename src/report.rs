@@ -480,6 +480,23 @@ async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Result<(String
             r.id
         ));
     }
+    if r.status == fogbook_state::RunStatus::Pending && r.lease_owner.is_none() {
+        // Stopped at a safe point (Ctrl-C, SIGTERM, a lost lease) or created with `--detach`:
+        // nothing is wrong, but nothing moves it until someone resumes it.
+        let started = snap
+            .steps
+            .iter()
+            .any(|s| s.status != fogbook_state::StepStatus::Pending);
+        out.push_str(&format!(
+            "not driven: {}; continue it: `fogbook resume {}` (or a running `fogbook worker` picks it up)\n",
+            if started {
+                "it stopped at a safe point"
+            } else {
+                "it has not started"
+            },
+            r.id
+        ));
+    }
     out.push_str(&format!("created: {}\n", format_ms(r.created_at)));
     if let Some(reh) = &rehearsal {
         out.push_str(&rehearsal_line(reh));

@@ -254,3 +254,42 @@ fn long_step_ids_keep_the_steps_table_aligned() {
         );
     }
 }
+
+/// A run nobody drives that is not stalled (created with `--detach`, or stopped at a safe
+/// point by Ctrl-C) says so, and says how to continue it.
+#[test]
+fn a_run_nobody_drives_says_how_to_continue_it() {
+    let sb = Sandbox::new();
+    let file = fixture("long-ids.yaml").display().to_string();
+    let out = sb.run(&["run", &file, "--detach"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let detached = sb.last_run_id();
+    let st = status_of(&sb, &detached);
+    assert!(
+        st.contains(&format!(
+            "not driven: it has not started; continue it: `fogbook resume {detached}`"
+        )),
+        "{st}"
+    );
+
+    let long_wait = fixture("long-wait.yaml").display().to_string();
+    let child = sb.spawn(&["run", &long_wait, "--set", "duration=120s"], &[]);
+    sb.wait_for("the wait step to run", Duration::from_secs(20), |sb| {
+        sb.sql()
+            .query_row("SELECT status FROM steps WHERE step_id = 'nap'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .is_ok_and(|s| s == "running")
+    });
+    signal(child.id(), "-INT");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 130, "{}", stderr(&out));
+    let interrupted = sb.last_run_id();
+    let st = status_of(&sb, &interrupted);
+    assert!(
+        st.contains(&format!(
+            "not driven: it stopped at a safe point; continue it: `fogbook resume {interrupted}`"
+        )),
+        "{st}"
+    );
+}

@@ -41,10 +41,12 @@ struct Loaded {
     runbook: Runbook,
     runbook_path: PathBuf,
     params: Vec<serde_json::Value>,
+    /// The groups the target query found (empty without a query).
+    found: Vec<serde_json::Value>,
 }
 
-/// Reads the fleet file and its runbook and resolves every target's parameters: every
-/// problem is reported (file:line:column) before anything is created.
+/// Reads and validates the fleet file and its runbook (the targets are resolved by
+/// [`resolve_targets`]).
 fn load_file(path: &Path) -> Result<Loaded, Exit> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -61,9 +63,37 @@ fn load_file(path: &Path) -> Result<Loaded, Exit> {
     })?;
     let runbook_path = path.parent().unwrap_or(Path::new(".")).join(&file.runbook);
     let (runbook_text, runbook) = read_runbook(&runbook_path)?;
+    Ok(Loaded {
+        text,
+        file,
+        runbook_text,
+        runbook,
+        runbook_path,
+        params: Vec::new(),
+        found: Vec::new(),
+    })
+}
+
+/// Whether loading the fleet needs ARM: its runbook calls Azure, or its targets are a query.
+fn needs_arm(l: &Loaded) -> bool {
+    crate::arm::uses_azure(&l.runbook) || l.file.query.is_some()
+}
+
+/// Runs the fleet's target query, if any (once: what it finds is stored with the fleet),
+/// then resolves every target's parameters: every problem is reported (file:line:column)
+/// before anything is created.
+async fn resolve_targets(l: &mut Loaded, env: &Env) -> Result<(), Exit> {
+    l.found = fleet::resolve_query(&mut l.file, env).await.map_err(|e| {
+        output::always(&e);
+        output::error(
+            "the fleet's targets could not be found; nothing was started",
+            Some("check the query's region, subscriptions and resource groups (and the credential's access to them)"),
+        );
+        Exit::BadInput
+    })?;
     // Relative paths inside parameters (a password file) are meant from where the command
     // runs, as with `fogbook run`.
-    let params = file.resolve(&runbook).map_err(|d| {
+    l.params = l.file.resolve(&l.runbook).map_err(|d| {
         output::always(&d.to_string());
         output::error(
             &format!("{} error(s) in the targets' parameters; nothing was started", d.len()),
@@ -71,14 +101,7 @@ fn load_file(path: &Path) -> Result<Loaded, Exit> {
         );
         Exit::BadInput
     })?;
-    Ok(Loaded {
-        text,
-        file,
-        runbook_text,
-        runbook,
-        runbook_path,
-        params,
-    })
+    Ok(())
 }
 
 fn engine(cli: &Cli, store: Store, env: Env) -> Engine {
@@ -91,16 +114,19 @@ fn engine(cli: &Cli, store: Store, env: Env) -> Engine {
 }
 
 async fn run(cli: &Cli, path: &Path) -> Exit {
-    let l = match load_file(path) {
+    let mut l = match load_file(path) {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let needs_arm = crate::arm::uses_azure(&l.runbook);
+    let needs_arm = needs_arm(&l);
     let env = match crate::arm::env(cli, None, needs_arm).await {
         Ok(e) => e,
         Err(code) => return code,
     };
     if needs_arm && let Err(code) = crate::arm::check_credential(cli, &env, "nothing was created").await {
+        return code;
+    }
+    if let Err(code) = resolve_targets(&mut l, &env).await {
         return code;
     }
     let store = match Store::open(&cli.db) {
@@ -528,14 +554,17 @@ async fn status(cli: &Cli, store: Store, arg: Option<String>) -> Exit {
 /// fleet's total under its concurrency (a target starts when a slot frees, waves one after
 /// the other).
 async fn plan(cli: &Cli, path: &Path) -> Exit {
-    let l = match load_file(path) {
+    let mut l = match load_file(path) {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let env = match crate::arm::env_read_only(cli, None, crate::arm::uses_azure(&l.runbook)).await {
+    let env = match crate::arm::env_read_only(cli, None, needs_arm(&l)).await {
         Ok(e) => e,
         Err(code) => return code,
     };
+    if let Err(code) = resolve_targets(&mut l, &env).await {
+        return code;
+    }
     let waves = l.file.waves();
     let conc = l.file.rate.max_concurrency.max(1) as usize;
     let mut planned = Vec::new();
@@ -564,6 +593,22 @@ async fn plan(cli: &Cli, path: &Path) -> Exit {
         l.file.targets.len(),
         describe_rate(&json!(l.file.rate), l.file.targets.len()),
     );
+    let query = l.file.query.as_ref().map(|q| {
+        let groups: Vec<String> = l
+            .found
+            .iter()
+            .map(|g| {
+                let t = |k: &str| g.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_owned();
+                format!("{} ({}/{})", t("name"), t("subscription"), t("resource_group"))
+            })
+            .collect();
+        text.push_str(&format!(
+            "targets found by the query ({}), frozen into the fleet when it is created: {}\n",
+            q.describe(),
+            groups.join(", ")
+        ));
+        json!({ "description": q.describe(), "found": l.found })
+    });
     let mut total = 0.0;
     let last_wave = waves.iter().copied().max().unwrap_or(0);
     for wave in 0..=last_wave {
@@ -613,7 +658,7 @@ async fn plan(cli: &Cli, path: &Path) -> Exit {
     if cli.format == Format::Json {
         output::json(
             "fleet_plan",
-            &json!({ "fleet": l.file.name, "waves": doc_waves, "total_hours": total }),
+            &json!({ "fleet": l.file.name, "query": query, "waves": doc_waves, "total_hours": total }),
         );
     } else {
         output::data(&text);

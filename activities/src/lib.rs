@@ -28,7 +28,7 @@ pub mod duration;
 mod error;
 pub mod secrets;
 
-pub use azure::Estimate;
+pub use azure::{Estimate, find_failover_groups};
 pub use catalog::{KINDS, estimate, execute, input_schema, is_read_only, output_fields, post_event};
 pub use context::{ActivityCtx, ApprovalRecord, BoxFuture, Env, StepHost};
 pub use error::ActivityError;

@@ -617,3 +617,115 @@ fn a_fleet_cancelled_while_driven_stops_its_running_target_and_starts_no_other()
     );
     assert_audit_ok(&sb);
 }
+
+/// A fleet whose targets are an estate query: the failover groups whose primary is in
+/// eastus. Of six groups, t00-t03 have their primary in eastus (rg-e) and t04, t05 in westus
+/// (their eastus member is the secondary): the query, run through the emulator when the
+/// fleet is created, finds the first four, and `fleet plan` shows them. What it found is
+/// frozen into the fleet: with the emulator gone, the fleet resumes after its approval and
+/// finishes exactly those four.
+#[test]
+fn targets_from_an_estate_query_are_found_once_and_frozen_into_the_fleet() {
+    let sb = Sandbox::new();
+    let mut text = estate(6, &[]);
+    for t in ["t04", "t05"] {
+        text = text.replace(
+            &format!("primary: rg-e/mi-a-{t}, secondary: rg-w/mi-b-{t}"),
+            &format!("primary: rg-w/mi-b-{t}, secondary: rg-e/mi-a-{t}"),
+        );
+        // Databases are listed on the primary only.
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("name: mi-a-{t},")))
+            .unwrap()
+            .to_owned();
+        text = text.replace(&line, &line.replace(", databases: [{name: sales, size_gb: 4}]", ""));
+    }
+    let estate = sb.write("estate.yaml", &text);
+    let sim = start_sim(&estate, None);
+    let out = sb.path("out.log");
+    let file = sb.write(
+        "query.yaml",
+        &format!(
+            "fleet: eastus-groups
+runbook: {runbook}
+params: {{out: {out}, pause: 10ms}}
+targets:
+  query: {{groups: {{primary_location: eastus, subscriptions: [{SUB}]}}}}
+  name: \"job-${{{{ item.name }}}}\"
+  params: {{group: \"${{{{ item.resource_group }}}}/${{{{ item.name }}}}\"}}
+rate: {{max_concurrency: 2, max_errors: 1}}
+waves: {{canary: 1, approval: true}}
+",
+            runbook = crate::common::fixture("job.yaml").display(),
+            out = out.display(),
+        ),
+    );
+    let expected = ["job-fog-t00", "job-fog-t01", "job-fog-t02", "job-fog-t03"];
+
+    let plan = sb.run_env(&["fleet", "plan", file.to_str().unwrap()], &env(&sim));
+    assert_eq!(code(&plan), 0, "{}{}", stdout(&plan), stderr(&plan));
+    let text = stdout(&plan);
+    assert!(text.contains("4 target(s)"), "{text}");
+    assert!(
+        text.contains("fog-t00 (6f1c2b3a-4d5e-4f60-8a71-92b3c4d5e6f7/rg-e), fog-t01"),
+        "{text}"
+    );
+    assert!(!text.contains("fog-t04") && !text.contains("fog-t05"), "{text}");
+    assert!(!sb.db().exists(), "plan creates no database");
+
+    // Created: the canary runs, then the fleet waits for the approval of wave 1.
+    let run = sb.run_env(&["fleet", "run", file.to_str().unwrap()], &env(&sim));
+    assert_eq!(code(&run), 3, "{}{}", stdout(&run), stderr(&run));
+    assert_eq!(targets_in_log(&sb), ["job-fog-t00"]);
+    let stored: Vec<String> = sb
+        .sql()
+        .prepare("SELECT name FROM fleet_targets ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(stored, expected);
+
+    // The emulator is gone: a resume that queried again would fail; it finishes the four.
+    drop(sim);
+    let resumed = sb.run(&["fleet", "resume", "eastus-groups", "--approve", "--by", "alice"]);
+    assert_eq!(code(&resumed), 0, "{}{}", stdout(&resumed), stderr(&resumed));
+    assert_eq!(targets_in_log(&sb), expected);
+    assert_audit_ok(&sb);
+}
+
+/// A query that finds nothing (no group's primary is in that region) creates nothing and
+/// says what it looked for.
+#[test]
+fn an_estate_query_that_finds_nothing_creates_nothing() {
+    let sb = Sandbox::new();
+    let estate = sb.write("estate.yaml", &estate(2, &[]));
+    let sim = start_sim(&estate, None);
+    let file = sb.write(
+        "query.yaml",
+        &format!(
+            "fleet: none
+runbook: {runbook}
+params: {{out: {out}}}
+targets:
+  query: {{groups: {{primary_location: westus, subscriptions: [{SUB}], resource_groups: [rg-w]}}}}
+  name: \"${{{{ item.name }}}}\"
+  params: {{group: \"${{{{ item.name }}}}\"}}
+rate: {{max_concurrency: 1, max_errors: 1}}
+",
+            runbook = crate::common::fixture("job.yaml").display(),
+            out = sb.path("out.log").display(),
+        ),
+    );
+    let out = sb.run_env(&["fleet", "run", file.to_str().unwrap()], &env(&sim));
+    assert_eq!(code(&out), 2, "{}{}", stdout(&out), stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("the query found no target: no failover groups whose primary is in westus"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was started"), "{err}");
+    assert!(!sb.db().exists(), "nothing was created");
+}

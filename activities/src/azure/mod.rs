@@ -11,6 +11,7 @@
 //! operation, read the cloud state (existence, roles) to learn whether it happened.
 
 mod databases;
+mod estate;
 mod estimate;
 mod fog;
 mod instance;
@@ -20,6 +21,7 @@ mod refs;
 mod regions;
 
 pub(crate) use databases::DatabasesDeleteCopies;
+pub use estate::find_failover_groups;
 pub use estimate::Estimate;
 pub(crate) use estimate::estimate;
 pub(crate) use fog::{FogCreate, FogDelete, FogFailover, FogForceFailover, FogGet};

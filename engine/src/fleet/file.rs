@@ -10,6 +10,12 @@
 //!     params: { failover_group: fog-01 }
 //! # ... or a template over a list: `${{ item }}` (or `${{ item.field }}`) in any string
 //! # targets: { over: [fog-01, fog-02], name: "${{ item }}", params: { failover_group: "${{ item }}" } }
+//! # ... or a template over an estate query, run once when the fleet is created (the targets
+//! # found are frozen into the fleet; a resume never queries again):
+//! # targets:
+//! #   query: { groups: { primary_location: eastus, subscriptions: [SUB], resource_groups: [rg] } }
+//! #   name: "${{ item.name }}"
+//! #   params: { failover_group: "${{ item.name }}", resource_group: "${{ item.resource_group }}" }
 //! rate:
 //!   max_concurrency: 5
 //!   max_errors: 2            # or "10%": no new target starts once this many failed
@@ -89,6 +95,44 @@ pub struct FleetFile {
     pub targets: Vec<FleetTarget>,
     /// Rate control and waves.
     pub rate: RateControl,
+    /// The estate query the targets come from (`targets: { query: ... }`): until
+    /// [`FleetFile::expand`] is given its result, `targets` is empty.
+    pub query: Option<TargetQuery>,
+}
+
+/// `targets: { query: { groups: {...} }, name, params }`: the failover groups whose primary
+/// is in `primary_location`, each an `item` of the template.
+#[derive(Clone, Debug)]
+pub struct TargetQuery {
+    /// `groups.primary_location`.
+    pub primary_location: String,
+    /// `groups.subscriptions` (at least one).
+    pub subscriptions: Vec<String>,
+    /// `groups.resource_groups` (empty: every resource group with a managed instance in
+    /// the region).
+    pub resource_groups: Vec<String>,
+    name: String,
+    params: Map<String, Json>,
+    common: Map<String, Json>,
+    origin: String,
+    at: String,
+    pos: Option<Pos>,
+}
+
+impl TargetQuery {
+    /// The query in words, for messages and `fleet plan`.
+    pub fn describe(&self) -> String {
+        format!(
+            "failover groups whose primary is in {} (subscription(s) {}; resource group(s) {})",
+            self.primary_location,
+            self.subscriptions.join(", "),
+            if self.resource_groups.is_empty() {
+                "every one with a managed instance there".to_owned()
+            } else {
+                self.resource_groups.join(", ")
+            }
+        )
+    }
 }
 
 impl FleetFile {
@@ -106,6 +150,59 @@ impl FleetFile {
                 }
             })
             .collect()
+    }
+
+    /// Fills `targets` from the query's result (`items`, one per group found): each is an
+    /// `item` of the template. Errors name the query's place in the fleet file.
+    pub fn expand(&mut self, items: &[Json]) -> Result<(), Diagnostics> {
+        let Some(q) = &self.query else {
+            return Ok(());
+        };
+        let mut cx_errors = Vec::new();
+        let diag = |message: String, path: &str| Diagnostic {
+            origin: q.origin.clone(),
+            line: q.pos.map(|p| p.line),
+            column: q.pos.map(|p| p.column),
+            path: path.to_owned(),
+            message,
+        };
+        let mut targets = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match instantiate(&q.name, &q.params, &q.common, item, q.at.clone()) {
+                Ok(t) => targets.push(t),
+                Err(e) => cx_errors.push(diag(format!("group {i} found by the query: {e}"), "targets")),
+            }
+        }
+        if targets.is_empty() && cx_errors.is_empty() {
+            cx_errors.push(diag(
+                format!("the query found no target: no {}", q.describe()),
+                "targets.query",
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for t in &targets {
+            if !seen.insert(t.name.clone()) {
+                cx_errors.push(diag(
+                    format!("two targets found by the query are named `{}`: make `name` unique (for example \"${{{{ item.resource_group }}}}-${{{{ item.name }}}}\")", t.name),
+                    "targets.name",
+                ));
+            }
+        }
+        let canary = self.rate.canary as usize;
+        if canary > 0 && canary >= targets.len() && !targets.is_empty() {
+            cx_errors.push(diag(
+                format!(
+                    "the canary wave ({canary}) must be smaller than the fleet ({} target(s) found by the query)",
+                    targets.len()
+                ),
+                "waves.canary",
+            ));
+        }
+        if !cx_errors.is_empty() {
+            return Err(Diagnostics(cx_errors));
+        }
+        self.targets = targets;
+        Ok(())
     }
 
     /// Each target's parameters resolved against `rb`: every problem of every target, each
@@ -234,8 +331,8 @@ fn read_fleet(cx: &mut Cx<'_>, root: &Node) -> Option<FleetFile> {
         .and_then(|n| read_targets(cx, n, common.as_ref().unwrap_or(&Map::new())));
     let (max_concurrency, max_errors) = rate?;
     let (canary, wave_size, approval) = waves?;
-    let targets = targets?;
-    if targets.is_empty() {
+    let (targets, query) = targets?;
+    if targets.is_empty() && query.is_none() {
         cx.error(
             f.get("targets").and_then(|n| n.pos),
             "targets",
@@ -243,7 +340,7 @@ fn read_fleet(cx: &mut Cx<'_>, root: &Node) -> Option<FleetFile> {
         );
         return None;
     }
-    if canary as usize >= targets.len() && canary > 0 {
+    if query.is_none() && canary as usize >= targets.len() && canary > 0 {
         cx.error(
             f.get("waves").and_then(|n| n.pos),
             "waves.canary",
@@ -265,6 +362,7 @@ fn read_fleet(cx: &mut Cx<'_>, root: &Node) -> Option<FleetFile> {
             approval,
             auto_approve: auto_approve?,
         },
+        query,
     })
 }
 
@@ -335,7 +433,13 @@ fn read_waves(cx: &mut Cx<'_>, node: &Node) -> Option<(u32, Option<u32>, bool)> 
     Some((canary?, size?, approval?))
 }
 
-fn read_targets(cx: &mut Cx<'_>, node: &Node, common: &Map<String, Json>) -> Option<Vec<FleetTarget>> {
+/// The fleet's targets: written out, or a template over a query (its targets come later,
+/// from [`FleetFile::expand`]).
+fn read_targets(
+    cx: &mut Cx<'_>,
+    node: &Node,
+    common: &Map<String, Json>,
+) -> Option<(Vec<FleetTarget>, Option<TargetQuery>)> {
     let mut out = Vec::new();
     match &node.value {
         Value::Seq(items) => {
@@ -362,6 +466,38 @@ fn read_targets(cx: &mut Cx<'_>, node: &Node, common: &Map<String, Json>) -> Opt
                 }
             }
         }
+        Value::Map(m)
+            if m.iter()
+                .any(|(k, _)| matches!(&k.value, Value::String(s) if s == "query")) =>
+        {
+            let f = cx.mapping(
+                node,
+                "targets",
+                "`targets` (a template over a query)",
+                &["query", "name", "params"],
+                &["query", "name", "params"],
+            )?;
+            let query = f.get("query").and_then(|n| read_query(cx, n));
+            let name = cx
+                .string(f.get("name")?, "targets.name", "the template's `name`")?
+                .to_owned();
+            let params = params_map(cx, f.get("params")?, "targets.params")?;
+            let (primary_location, subscriptions, resource_groups) = query?;
+            return Some((
+                out,
+                Some(TargetQuery {
+                    primary_location,
+                    subscriptions,
+                    resource_groups,
+                    name,
+                    params,
+                    common: common.clone(),
+                    origin: cx.origin.to_owned(),
+                    at: at(cx, node.pos),
+                    pos: node.pos,
+                }),
+            ));
+        }
         Value::Map(_) => {
             let f = cx.mapping(
                 node,
@@ -378,27 +514,9 @@ fn read_targets(cx: &mut Cx<'_>, node: &Node, common: &Map<String, Json>) -> Opt
             let params_node = f.get("params")?;
             let template = params_map(cx, params_node, "targets.params")?;
             for (i, item) in items?.iter().enumerate() {
-                let value = item.to_json();
                 let path = format!("targets.over[{i}]");
-                let name = match substitute(&Json::String(template_name.clone()), &value) {
-                    Ok(Json::String(s)) => s,
-                    Ok(other) => other.to_string(),
-                    Err(e) => {
-                        cx.error(item.pos, &path, e);
-                        continue;
-                    }
-                };
-                match substitute(&Json::Object(template.clone()), &value) {
-                    Ok(Json::Object(own)) => {
-                        let mut params = common.clone();
-                        params.extend(own);
-                        out.push(FleetTarget {
-                            name,
-                            params,
-                            at: at(cx, item.pos),
-                        });
-                    }
-                    Ok(_) => {}
+                match instantiate(&template_name, &template, common, &item.to_json(), at(cx, item.pos)) {
+                    Ok(t) => out.push(t),
                     Err(e) => cx.error(item.pos, &path, e),
                 }
             }
@@ -425,7 +543,71 @@ fn read_targets(cx: &mut Cx<'_>, node: &Node, common: &Map<String, Json>) -> Opt
             );
         }
     }
-    Some(out)
+    Some((out, None))
+}
+
+/// `targets.query`: `{ groups: { primary_location, subscriptions, resource_groups } }`.
+fn read_query(cx: &mut Cx<'_>, node: &Node) -> Option<(String, Vec<String>, Vec<String>)> {
+    let q = cx.mapping(node, "targets.query", "`query`", &["groups"], &["groups"])?;
+    let g = cx.mapping(
+        q.get("groups")?,
+        "targets.query.groups",
+        "`groups` (failover groups)",
+        &["primary_location", "subscriptions", "resource_groups"],
+        &["primary_location", "subscriptions"],
+    )?;
+    let location = g.get("primary_location").and_then(|n| {
+        cx.string(
+            n,
+            "targets.query.groups.primary_location",
+            "`primary_location` (a region such as eastus)",
+        )
+        .map(str::to_owned)
+    });
+    let names = |cx: &mut Cx<'_>, key: &str, what: &str| -> Option<Vec<String>> {
+        let Some(n) = g.get(key) else {
+            return Some(Vec::new());
+        };
+        let path = format!("targets.query.groups.{key}");
+        let items = cx.seq(n, &path, what)?;
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            out.push(cx.string(item, &format!("{path}[{i}]"), what)?.to_owned());
+        }
+        Some(out)
+    };
+    let subscriptions = names(cx, "subscriptions", "`subscriptions` (a list of subscription ids)");
+    let resource_groups = names(cx, "resource_groups", "`resource_groups` (a list of names)");
+    let subscriptions = subscriptions?;
+    if subscriptions.is_empty() {
+        cx.error(
+            g.get("subscriptions").and_then(|n| n.pos),
+            "targets.query.groups.subscriptions",
+            "a query needs at least one subscription",
+        );
+        return None;
+    }
+    Some((location?, subscriptions, resource_groups?))
+}
+
+/// One target of a template: `name` and `params` with `${{ item... }}` replaced by `item`,
+/// over the common parameters.
+fn instantiate(
+    name: &str,
+    template: &Map<String, Json>,
+    common: &Map<String, Json>,
+    item: &Json,
+    at: String,
+) -> Result<FleetTarget, String> {
+    let name = match substitute(&Json::String(name.to_owned()), item)? {
+        Json::String(s) => s,
+        other => other.to_string(),
+    };
+    let mut params = common.clone();
+    if let Json::Object(own) = substitute(&Json::Object(template.clone()), item)? {
+        params.extend(own);
+    }
+    Ok(FleetTarget { name, params, at })
 }
 
 /// Replaces `${{ item }}` and `${{ item.field }}` in every string of `template`. A string
@@ -533,5 +715,33 @@ mod tests {
         ] {
             assert!(err.contains(expected), "{expected}\nnot in:\n{err}");
         }
+    }
+
+    #[test]
+    fn a_query_template_waits_for_the_groups_found_then_expands() {
+        let text = "fleet: q\nrunbook: rb.yaml\nparams: {x: 1}\ntargets:\n  query: {groups: {primary_location: eastus, subscriptions: [s1]}}\n  name: \"${{ item.name }}\"\n  params: {group: \"${{ item.resource_group }}/${{ item.name }}\"}\nrate: {max_concurrency: 1, max_errors: 1}\nwaves: {canary: 2}\n";
+        let mut f = parse(text, "f.yaml").unwrap();
+        assert!(f.targets.is_empty(), "no target before the query ran");
+        let q = f.query.clone().unwrap();
+        assert_eq!(
+            (q.primary_location.as_str(), q.subscriptions.as_slice()),
+            ("eastus", &["s1".to_owned()][..])
+        );
+        let g = |n: &str| serde_json::json!({"name": n, "resource_group": "rg"});
+        let err = f.expand(&[g("a"), g("b")]).unwrap_err().to_string();
+        assert!(err.contains("f.yaml:5:3: waves.canary: the canary wave (2) must be smaller than the fleet (2 target(s) found by the query)"), "{err}");
+        let err = f.expand(&[]).unwrap_err().to_string();
+        assert!(
+            err.contains("the query found no target: no failover groups whose primary is in eastus"),
+            "{err}"
+        );
+        f.expand(&[g("a"), g("b"), g("c")]).unwrap();
+        assert_eq!(f.targets[1].name, "b");
+        assert_eq!(f.targets[1].params["group"], "rg/b");
+        assert_eq!(f.targets[1].params["x"], 1);
+        assert_eq!(f.waves(), [0, 0, 1]);
+        let bad = text.replace("subscriptions: [s1]", "subscriptions: []");
+        let err = parse(&bad, "f.yaml").unwrap_err().to_string();
+        assert!(err.contains("a query needs at least one subscription"), "{err}");
     }
 }

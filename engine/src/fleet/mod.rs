@@ -1,6 +1,7 @@
 //! Fleets: one runbook over many targets with rate control (issue 18).
 //!
-//! [`file::parse`] reads a fleet file; [`create_fleet`] pins it with its runbook and
+//! [`file::parse`] reads a fleet file; [`resolve_query`] runs its estate query, if any,
+//! once (the targets found are then stored with the fleet, so a resume never queries again); [`create_fleet`] pins it with its runbook and
 //! resolved targets; [`drive_fleet`] is the fleet's durable driver. The driver holds the
 //! fleet's lease, decides from the store alone (no memory survives a restart) which target
 //! starts next, and starts it by creating its run and linking it in one transaction
@@ -12,6 +13,8 @@
 
 mod driver;
 pub mod file;
+mod query;
 
 pub use driver::{CreateFleet, FleetOutcome, create_fleet, drive_fleet};
-pub use file::{FleetFile, MaxErrors, RateControl, parse};
+pub use file::{FleetFile, MaxErrors, RateControl, TargetQuery, parse};
+pub use query::resolve_query;

@@ -121,3 +121,46 @@ fn two_resumes_of_a_rehearsal_at_once_exactly_one_drives() {
     );
     assert_audit_ok(&sb);
 }
+
+/// `status` of a rehearsal gives the run's age and its open windows in the time it
+/// rehearses, the real time beside it, as `report` does; `--format json` has both ages.
+#[test]
+fn status_of_a_rehearsal_speaks_in_simulated_time() {
+    let sb = Sandbox::new();
+    // Killed inside seeding: the unprotected window of B's databases is open.
+    let out = quick_start(&sb, Some("after-progress:create-group"));
+    assert_eq!(out.status.signal(), Some(9), "{}", stderr(&out));
+    let run = sb.last_run_id();
+    let out = sb.run(&["status", &run]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = crate::common::stdout(&out);
+    let age = text
+        .lines()
+        .find(|l| l.starts_with("age: "))
+        .unwrap_or_else(|| panic!("an age line: {text}"));
+    assert!(age.contains(" simulated (") && age.ends_with(')'), "{age}");
+    let open = text
+        .lines()
+        .find(|l| l.starts_with("OPEN unprotected window"))
+        .unwrap_or_else(|| panic!("the open window: {text}"));
+    assert!(open.contains(" simulated ("), "{open}");
+    let stalled = text
+        .lines()
+        .find(|l| l.starts_with("!!! STALLED"))
+        .unwrap_or_else(|| panic!("the stalled banner: {text}"));
+    assert!(stalled.contains(" simulated ("), "{stalled}");
+
+    let out = sb.run(&["--format", "json", "status", &run]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let real = doc["age_ms"].as_i64().expect("age_ms");
+    let sim = doc["simulated_age_ms"]
+        .as_i64()
+        .expect("simulated_age_ms of a rehearsal");
+    let scale = doc["rehearsal"]["time_scale"].as_f64().unwrap();
+    assert!(scale > 1.0, "{scale}");
+    assert!(
+        sim >= real && (sim as f64 - real as f64 * scale).abs() <= scale,
+        "{sim} ms simulated is {real} ms real at {scale}x"
+    );
+}

@@ -797,16 +797,35 @@ async fn resume_runs(cli: &Cli, args: &ResumeArgs, store: Store) -> Exit {
                 expires_at: fogbook_state::format_ms(until),
             });
         }
+        // A rehearsal's emulator listens on the run's recorded address, which only one
+        // process can hold: the lease is taken first, so that of two resumes started at once
+        // the loser is refused naming the driver (exit 4) instead of failing to bind, and
+        // only the lease holder ever restores the emulator.
+        let owner = fogbook_engine::Owner::this_process(None);
         let sim = match &target {
-            crate::rehearsal::Target::Rehearsal(r) => match crate::rehearsal::restore(&id, r, cli.quiet).await {
-                Ok(sim) => Some(sim),
-                Err(code) => return code,
-            },
+            crate::rehearsal::Target::Rehearsal(r) => {
+                if let Err(code) = claim_lease(cli, &store, &id, &owner).await {
+                    return code;
+                }
+                match crate::rehearsal::restore(&id, r, cli.quiet).await {
+                    Ok(sim) => Some(sim),
+                    Err(code) => {
+                        release_claim(&store, &id, &owner).await;
+                        return code;
+                    }
+                }
+            }
             _ => None,
         };
         let env = match crate::arm::env(cli, sim.as_ref(), sim.is_some()).await {
             Ok(e) => e,
-            Err(code) => return code,
+            Err(code) => {
+                if let Some(sim) = sim {
+                    sim.shutdown().await;
+                    release_claim(&store, &id, &owner).await;
+                }
+                return code;
+            }
         };
         // A real run with Azure steps continues only with a credential that gives a token, so
         // a bad login does not fail the run at its next Azure step.
@@ -819,11 +838,14 @@ async fn resume_runs(cli: &Cli, args: &ResumeArgs, store: Store) -> Exit {
         {
             return code;
         }
-        let engine = engine(cli, store.clone(), &args.drive, progress.clone(), env);
+        let engine = engine(cli, store.clone(), &args.drive, progress.clone(), env).with_owner(owner.clone());
         tracing::debug!("engine.ready");
         let exit = resume_one(cli, args, &store, &engine, &id, progress.clone()).await;
         if let Some(sim) = sim {
             sim.shutdown().await;
+            // Driving releases the lease; a refusal before driving (a failed run without
+            // --retry-failed) leaves the claim, given back here.
+            release_claim(&store, &id, &owner).await;
         }
         if exit != Exit::Success && worst == Exit::Success {
             worst = exit;
@@ -833,6 +855,57 @@ async fn resume_runs(cli: &Cli, args: &ResumeArgs, store: Store) -> Exit {
         }
     }
     worst
+}
+
+/// Takes the lease of `run_id` for `owner` before anything of the run is restored, as
+/// [`Engine::drive`] would: at once from a process proven gone, only a safety margin after
+/// the expiry of one that may live, never from a live holder (refused naming it, exit 4).
+async fn claim_lease(cli: &Cli, store: &Store, run_id: &str, owner: &fogbook_engine::Owner) -> Result<(), Exit> {
+    let holder = store
+        .lease_owner(run_id)
+        .await
+        .map_err(|e| engine_error(&EngineError::from(e)))?;
+    let dead = holder.clone().filter(|o| fogbook_engine::owner::is_dead(o));
+    if holder.as_deref().is_some_and(|h| h != owner.as_str())
+        && dead.is_none()
+        && let Ok(snap) = store.load_run(run_id).await
+        && let Some(expires_at) = snap.run.lease_expires_at
+    {
+        let margin = cli.lease_margin.unwrap_or(cli.lease_ttl / 4).min(cli.lease_ttl / 2);
+        let until = expires_at.saturating_add(i64::try_from(margin.as_millis()).unwrap_or(i64::MAX));
+        let now = engine_now();
+        if now >= expires_at && now < until {
+            let wait = std::time::Duration::from_millis((until - now).unsigned_abs());
+            tracing::info!(
+                wait_ms = wait.as_millis(),
+                "the run's lease expired just now; waiting out the safety margin before taking it over"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = tokio::signal::ctrl_c() => return Err(Exit::Interrupted),
+            }
+        }
+    }
+    match store
+        .acquire_lease(run_id, owner.as_str(), cli.lease_ttl, dead, engine_now())
+        .await
+    {
+        Ok(grant) => {
+            if let Some(from) = grant.taken_over_from {
+                tracing::warn!(from = %from, "took over the run's lease");
+            }
+            Ok(())
+        }
+        Err(e) => Err(engine_error(&EngineError::from(e))),
+    }
+}
+
+/// Gives back a lease [`claim_lease`] took, when this process does not drive the run (a
+/// no-op when driving already released it or another process holds it).
+async fn release_claim(store: &Store, run_id: &str, owner: &fogbook_engine::Owner) {
+    if let Err(e) = store.release_lease(run_id, owner.as_str(), engine_now()).await {
+        tracing::warn!(error = %e, "lease.release_failed");
+    }
 }
 
 fn engine_now() -> fogbook_state::Millis {

@@ -135,6 +135,15 @@ fn databases_of(r: Option<&crate::rehearsal::Rehearsal>) -> std::collections::BT
         .unwrap_or_default()
 }
 
+/// A duration of a run: for a rehearsal in the time it rehearses with the real time beside
+/// it ("2.3h simulated (2.3s)"), otherwise the real time.
+fn lasted(ms: Millis, rehearsal: Option<&crate::rehearsal::Rehearsal>) -> String {
+    match rehearsal {
+        Some(r) => format!("{} simulated ({})", simulated(ms, r.time_scale), human(ms)),
+        None => human(ms),
+    }
+}
+
 /// Real milliseconds as simulated time at `scale`.
 fn simulated(ms: Millis, scale: f64) -> String {
     let sim = (ms as f64 * scale).round();
@@ -351,7 +360,7 @@ pub(crate) fn drive_of(r: &fogbook_state::RunRow, now: Millis, lease_ttl: Durati
 }
 
 /// The open unprotected windows of a run, as text naming whose databases.
-fn open_unprotected(snap: &RunSnapshot, now: Millis) -> Vec<String> {
+fn open_unprotected(snap: &RunSnapshot, now: Millis, rehearsal: Option<&crate::rehearsal::Rehearsal>) -> Vec<String> {
     snap.windows
         .iter()
         .filter(|w| w.closed_at.is_none() && w.kind == fogbook_state::WindowKind::Unprotected)
@@ -360,7 +369,7 @@ fn open_unprotected(snap: &RunSnapshot, now: Millis) -> Vec<String> {
             format!(
                 "the databases of {whose} have no geo-replica since {} ({})",
                 format_ms(w.opened_at),
-                human(now - w.opened_at)
+                lasted(now - w.opened_at, rehearsal)
             )
         })
         .collect()
@@ -448,6 +457,12 @@ async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Result<(String
                 "windows": snap.windows.iter().map(|w| window_json(w, now, snap.run.finished_at)).collect::<Vec<_>>(),
                 "approvals": snap.approvals,
                 "rehearsal": rehearsal_json(rehearsal.as_ref()),
+                "age_ms": snap.run.finished_at.unwrap_or(now) - snap.run.created_at,
+                // The run's age in the time it rehearses (null for a real run).
+                "simulated_age_ms": rehearsal.as_ref().map(|reh| {
+                    let sim = ((snap.run.finished_at.unwrap_or(now) - snap.run.created_at) as f64 * reh.time_scale).round();
+                    if sim.is_finite() { sim as i64 } else { 0 }
+                }),
             }),
         );
         return Ok((doc, over));
@@ -456,7 +471,7 @@ async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Result<(String
     let drive = drive_of(r, now, cli.lease_ttl);
     let mut out = String::new();
     if let Drive::Stalled { since, .. } = &drive {
-        let unprotected = open_unprotected(&snap, now);
+        let unprotected = open_unprotected(&snap, now, rehearsal.as_ref());
         if !unprotected.is_empty() {
             out.push_str(&format!(
                 "!!! STALLED WITH AN UNPROTECTED WINDOW OPEN: {}; nobody drives this run since {}: `fogbook resume {}`\n",
@@ -500,6 +515,13 @@ async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Result<(String
     out.push_str(&format!("created: {}\n", format_ms(r.created_at)));
     if let Some(reh) = &rehearsal {
         out.push_str(&rehearsal_line(reh));
+        // A rehearsal's age in the time it rehearses (the emulator's clock runs on at the
+        // run's scale while no process drives it), the real time beside it.
+        let (word, end) = match r.finished_at {
+            Some(f) => ("took", f),
+            None => ("age", now),
+        };
+        out.push_str(&format!("{word}: {}\n", lasted(end - r.created_at, rehearsal.as_ref())));
     }
     match current {
         Some(step) if !over => out.push_str(&format!(
@@ -576,7 +598,7 @@ async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Result<(String
             w.kind,
             format_ms(w.opened_at),
             w.opened_step,
-            human(now - w.opened_at)
+            lasted(now - w.opened_at, rehearsal.as_ref())
         ));
     }
     out.push_str("steps:\n");

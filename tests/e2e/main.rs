@@ -24,6 +24,7 @@ mod plan;
 mod preflight_permissions;
 mod procedures;
 mod rehearsal;
+mod rehearsal_race;
 mod repair;
 mod report_html;
 mod secrets;

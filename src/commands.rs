@@ -871,7 +871,7 @@ async fn claim_lease(cli: &Cli, store: &Store, run_id: &str, owner: &fogbook_eng
         && let Ok(snap) = store.load_run(run_id).await
         && let Some(expires_at) = snap.run.lease_expires_at
     {
-        let margin = cli.lease_margin.unwrap_or(cli.lease_ttl / 4).min(cli.lease_ttl / 2);
+        let margin = fogbook_engine::lease_margin(cli.lease_ttl, cli.lease_margin);
         let until = expires_at.saturating_add(i64::try_from(margin.as_millis()).unwrap_or(i64::MAX));
         let now = engine_now();
         if now >= expires_at && now < until {

@@ -360,7 +360,7 @@ impl Engine {
 
     /// The safety margin of this engine's leases.
     fn lease_margin(&self) -> Duration {
-        lease::margin(self.config.lease_ttl, self.config.lease_margin)
+        lease::lease_margin(self.config.lease_ttl, self.config.lease_margin)
     }
 
     /// When the run's lease has expired less than a margin ago, waits until the margin has

@@ -134,9 +134,10 @@ fn deadline(sent: Duration, ttl: Duration, margin: Duration) -> Duration {
     (sent + ttl).saturating_sub(margin)
 }
 
-/// The safety margin of a lease of `ttl`: `configured`, or a quarter of the lease, at most
+/// The safety margin of a lease of `ttl` (the fence's, and the wait before taking over an
+/// expired lease): `configured`, or a quarter of the lease, at most
 /// half of it (so that a heartbeat every third of the lease keeps the deadline ahead).
-pub(crate) fn margin(ttl: Duration, configured: Option<Duration>) -> Duration {
+pub fn lease_margin(ttl: Duration, configured: Option<Duration>) -> Duration {
     configured.unwrap_or(ttl / 4).min(ttl / 2)
 }
 
@@ -256,12 +257,12 @@ mod tests {
     #[test]
     fn the_margin_defaults_to_a_quarter_and_is_at_most_half_the_lease() {
         let ttl = Duration::from_secs(2);
-        assert_eq!(margin(ttl, None), Duration::from_millis(500));
+        assert_eq!(lease_margin(ttl, None), Duration::from_millis(500));
         assert_eq!(
-            margin(ttl, Some(Duration::from_millis(200))),
+            lease_margin(ttl, Some(Duration::from_millis(200))),
             Duration::from_millis(200)
         );
-        assert_eq!(margin(ttl, Some(Duration::from_secs(5))), Duration::from_secs(1));
+        assert_eq!(lease_margin(ttl, Some(Duration::from_secs(5))), Duration::from_secs(1));
         assert_eq!(
             deadline(Duration::from_secs(10), ttl, Duration::from_millis(500)),
             Duration::from_millis(11_500)

@@ -29,6 +29,7 @@ mod worker;
 pub use clock::{Clock, MachineTime, SteadyClock, SystemClock, TimeSource};
 pub use error::EngineError;
 pub use executor::{CreateRun, Engine, EngineConfig, RunOutcome, sha256_hex};
+pub use lease::lease_margin;
 pub use observer::{Observer, Silent};
 pub use owner::Owner;
 pub use worker::{PreparedEnv, RunEnv, RunEnvHook, WorkerConfig, WorkerReport, run_worker};

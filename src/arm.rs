@@ -66,7 +66,7 @@ pub(crate) async fn env(cli: &Cli, sim: Option<&SimHandle>, required: bool) -> R
     env_with(cli, sim, required, true).await
 }
 
-/// As [`env`], for a command that must leave no file behind (`plan`): its few reads are
+/// As [`env()`], for a command that must leave no file behind (`plan`): its few reads are
 /// paced by this process alone.
 pub(crate) async fn env_read_only(cli: &Cli, sim: Option<&SimHandle>, required: bool) -> Result<Env, Exit> {
     env_with(cli, sim, required, false).await

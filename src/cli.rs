@@ -580,7 +580,7 @@ pub(crate) enum ScheduleCommand {
     /// List schedules with their next fire time.
     List,
     /// One schedule: settings, next fire times, its active run, its recent history.
-    Show(ScheduleNameArg),
+    Show(ScheduleShowArgs),
     /// Stop firing (fire times that pass while paused are recorded as skipped).
     Pause(ScheduleNameArg),
     /// Fire again.
@@ -637,6 +637,15 @@ pub(crate) struct ScheduleNameArg {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct ScheduleShowArgs {
+    /// The schedule name.
+    pub(crate) name: String,
+    /// Show times in the schedule's own zone (RFC 3339 with its offset) instead of UTC.
+    #[arg(long)]
+    pub(crate) local: bool,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct ScheduleUpdateArgs {
     /// The schedule name.
     pub(crate) name: String,
@@ -661,6 +670,9 @@ pub(crate) struct ScheduleNextArgs {
     /// Zone for a cron expression.
     #[arg(long, default_value = "UTC")]
     pub(crate) tz: String,
+    /// Show times in the schedule's own zone (or --tz's) with its offset, instead of UTC.
+    #[arg(long)]
+    pub(crate) local: bool,
 }
 
 #[derive(Debug, Args)]

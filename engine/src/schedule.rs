@@ -22,7 +22,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Timelike, Utc};
-use chrono_tz::Tz;
+pub use chrono_tz::Tz;
 use croner::Cron;
 use fogbook_state::{Millis, Overlap};
 
@@ -115,6 +115,16 @@ impl CronSchedule {
 /// Parses an IANA zone name (`Europe/Amsterdam`, `UTC`).
 pub fn parse_tz(tz: &str) -> Result<Tz, String> {
     Tz::from_str(tz).map_err(|_| format!("unknown time zone `{tz}` (use an IANA name such as Europe/Amsterdam or UTC)"))
+}
+
+/// `ms` as RFC 3339 in zone `tz`, with its offset (`2026-11-28T02:00:00.000+01:00`).
+pub fn format_in(tz: Tz, ms: Millis) -> String {
+    match to_utc(ms) {
+        Some(t) => t
+            .with_timezone(&tz)
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
+        None => ms.to_string(),
+    }
 }
 
 fn to_utc(ms: Millis) -> Option<DateTime<Utc>> {

@@ -26,6 +26,7 @@ mod procedures;
 mod rehearsal;
 mod repair;
 mod report_html;
+mod schedules;
 mod secrets;
 mod seed_runbooks;
 mod signals;

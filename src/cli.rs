@@ -615,7 +615,7 @@ pub(crate) struct ScheduleAddArgs {
     /// When the previous run is still going: skip the fire, or queue it until that run ends.
     #[arg(long, default_value = "skip", value_parser = ["skip", "queue"])]
     pub(crate) overlap: String,
-    /// Fire times missed (no worker running) by at most this much still fire; older ones are skipped.
+    /// Fire times missed (no worker running, or waiting for a closed --window) by at most this much still fire; older ones are skipped.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub(crate) catch_up: std::time::Duration,
     /// Maintenance window, e.g. "01:00-05:00 Europe/Amsterdam": runs start only inside it.

@@ -103,10 +103,10 @@ fn worker_lines_name_the_run_its_runbook_and_its_schedule() {
             |r| r.get(0),
         )
         .unwrap();
-    let fired = format!("schedule every-second: fired ");
+    let fired = "schedule every-second: fired ";
     assert!(
         err.lines()
-            .any(|l| l.contains(&fired) && l.contains(&format!("as run {run} (runbook job)"))),
+            .any(|l| l.contains(fired) && l.contains(&format!("as run {run} (runbook job)"))),
         "{err}"
     );
     assert!(

@@ -200,4 +200,10 @@ impl Observer for Progress {
         let from = schedule.map(|s| format!(", schedule {s}")).unwrap_or_default();
         self.line(&format!("→ driving run {run_id} (runbook {runbook}{from})"));
     }
+
+    fn run_left_to(&self, run_id: &str, owner: &str) {
+        self.line(&format!(
+            "  run {run_id} is driven by {owner}, who took its lease first"
+        ));
+    }
 }

@@ -30,6 +30,8 @@ pub trait Observer: Send + Sync + 'static {
     fn schedule_queued(&self, _schedule: &str, _fire_at: Millis) {}
     /// A worker starts driving run `run_id` of `runbook` (created by `schedule`, if any).
     fn run_picked_up(&self, _run_id: &str, _runbook: &str, _schedule: Option<&str>) {}
+    /// A worker about to drive `run_id` found that `owner` got its lease first.
+    fn run_left_to(&self, _run_id: &str, _owner: &str) {}
 }
 
 /// An observer that ignores everything.

@@ -114,6 +114,9 @@ pub async fn run_worker(
                     }
                 }
                 let outcome = engine.drive(&run, token).await;
+                if let Err(EngineError::Busy { owner, .. }) = &outcome {
+                    engine.observer().run_left_to(&run, owner);
+                }
                 if let Some(finish) = finish {
                     finish.await;
                 }

@@ -580,7 +580,7 @@ pub(crate) enum ScheduleCommand {
     /// List schedules with their next fire time.
     List,
     /// One schedule: settings, next fire times, its active run, its recent history.
-    Show(ScheduleNameArg),
+    Show(ScheduleShowArgs),
     /// Stop firing (fire times that pass while paused are recorded as skipped).
     Pause(ScheduleNameArg),
     /// Fire again.
@@ -615,7 +615,7 @@ pub(crate) struct ScheduleAddArgs {
     /// When the previous run is still going: skip the fire, or queue it until that run ends.
     #[arg(long, default_value = "skip", value_parser = ["skip", "queue"])]
     pub(crate) overlap: String,
-    /// Fire times missed (no worker running) by at most this much still fire; older ones are skipped.
+    /// Fire times missed (no worker running, or waiting for a closed --window) by at most this much still fire; older ones are skipped.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub(crate) catch_up: std::time::Duration,
     /// Maintenance window, e.g. "01:00-05:00 Europe/Amsterdam": runs start only inside it.
@@ -634,6 +634,15 @@ pub(crate) struct ScheduleAddArgs {
 pub(crate) struct ScheduleNameArg {
     /// The schedule name.
     pub(crate) name: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScheduleShowArgs {
+    /// The schedule name.
+    pub(crate) name: String,
+    /// Show times in the schedule's own zone (RFC 3339 with its offset) instead of UTC.
+    #[arg(long)]
+    pub(crate) local: bool,
 }
 
 #[derive(Debug, Args)]
@@ -661,6 +670,9 @@ pub(crate) struct ScheduleNextArgs {
     /// Zone for a cron expression.
     #[arg(long, default_value = "UTC")]
     pub(crate) tz: String,
+    /// Show times in the schedule's own zone (or --tz's) with its offset, instead of UTC.
+    #[arg(long)]
+    pub(crate) local: bool,
 }
 
 #[derive(Debug, Args)]

@@ -174,4 +174,36 @@ impl Observer for Progress {
             "warning: {path} changed since this run started; the run continues with the runbook text it started with"
         );
     }
+
+    fn schedule_fired(&self, schedule: &str, fire_at: Millis, run_id: &str, runbook: &str) {
+        self.line(&format!(
+            "⏰ schedule {schedule}: fired {} as run {run_id} (runbook {runbook})",
+            fogbook_state::format_ms(fire_at)
+        ));
+    }
+
+    fn schedule_skipped(&self, schedule: &str, fire_at: Millis, reason: &str) {
+        self.line(&format!(
+            "⏰ schedule {schedule}: skipped fire time {}: {reason}",
+            fogbook_state::format_ms(fire_at)
+        ));
+    }
+
+    fn schedule_queued(&self, schedule: &str, fire_at: Millis) {
+        self.line(&format!(
+            "⏰ schedule {schedule}: queued fire time {} behind its unfinished run",
+            fogbook_state::format_ms(fire_at)
+        ));
+    }
+
+    fn run_picked_up(&self, run_id: &str, runbook: &str, schedule: Option<&str>) {
+        let from = schedule.map(|s| format!(", schedule {s}")).unwrap_or_default();
+        self.line(&format!("→ driving run {run_id} (runbook {runbook}{from})"));
+    }
+
+    fn run_left_to(&self, run_id: &str, owner: &str) {
+        self.line(&format!(
+            "  run {run_id} is driven by {owner}, who took its lease first"
+        ));
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use fogbook_engine::schedule::{CronSchedule, Window};
+use fogbook_engine::schedule::{CronSchedule, OutsideWindow, Window, format_in, outside_window};
 use fogbook_engine::{Clock, Engine, EngineConfig, Owner, SystemClock, WorkerConfig, run_worker, sha256_hex};
 use fogbook_state::{NewSchedule, Overlap, ScheduleRow, Store, format_ms};
 use serde_json::json;
@@ -45,7 +45,7 @@ pub(crate) async fn dispatch(cli: &Cli, cmd: &ScheduleCommand) -> Exit {
     let exit = match cmd {
         ScheduleCommand::Add(_) => Exit::BadInput,
         ScheduleCommand::List => list(cli, &store).await,
-        ScheduleCommand::Show(a) => show(cli, &store, &a.name).await,
+        ScheduleCommand::Show(a) => show(cli, &store, &a.name, a.local).await,
         ScheduleCommand::Pause(a) => done(
             cli,
             store.set_schedule_paused(&a.name, true, by(), now()).await,
@@ -225,18 +225,86 @@ async fn list(cli: &Cli, store: &Store) -> Exit {
     Exit::Success
 }
 
-async fn show(cli: &Cli, store: &Store, name: &str) -> Exit {
+/// How a schedule's times are written: UTC (`…Z`), or with `--local` in the schedule's own
+/// zone with its offset.
+#[derive(Clone, Copy)]
+struct TimeFmt(Option<fogbook_engine::schedule::Tz>);
+
+impl TimeFmt {
+    fn new(local: bool, tz: &str) -> Self {
+        Self(local.then(|| fogbook_engine::schedule::parse_tz(tz).ok()).flatten())
+    }
+
+    fn at(self, ms: i64) -> String {
+        match self.0 {
+            Some(tz) => format_in(tz, ms),
+            None => format_ms(ms),
+        }
+    }
+
+    /// A stored UTC timestamp, rewritten in the zone.
+    fn text(self, stored: &str) -> String {
+        match (self.0, parse_rfc3339(stored)) {
+            (Some(_), Some(ms)) => self.at(ms),
+            _ => stored.to_owned(),
+        }
+    }
+}
+
+fn parse_rfc3339(text: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// What the schedule's maintenance window does to `fire_at`: `None` inside it (or without
+/// a window), else "outside window …: waits until …" or "… : will be skipped".
+fn window_mark(s: &ScheduleRow, fire_at: i64, fmt: TimeFmt) -> Option<String> {
+    let w = Window::from_json(s.window.as_ref()?)?;
+    let catch_up = std::time::Duration::from_millis(s.catch_up_ms.max(0).unsigned_abs());
+    Some(match outside_window(&w, catch_up, fire_at)? {
+        OutsideWindow::Waits { until } => format!(
+            "outside window {}: waits until it opens at {}",
+            w.describe(),
+            fmt.at(until)
+        ),
+        OutsideWindow::Skipped => format!(
+            "outside window {}: will be skipped (the window does not open within the catch-up window of {})",
+            w.describe(),
+            fogbook_activities::duration::format(catch_up)
+        ),
+    })
+}
+
+/// One line of a schedule's history, in words.
+fn history_line(e: &fogbook_state::EventRow, fmt: TimeFmt) -> String {
+    let field = |k: &str| e.data.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_owned();
+    let what = match e.kind.as_str() {
+        "schedule.skipped" => format!("skipped fire time {}: {}", fmt.text(&field("fire_at")), field("reason")),
+        "schedule.fired" => format!("fired {} as run {}", fmt.text(&field("fire_at")), field("run_id")),
+        "schedule.queued" => format!("queued fire time {}: {}", fmt.text(&field("fire_at")), field("reason")),
+        _ => format!("{} {}", e.kind, e.data),
+    };
+    format!("  {}  {what}\n", fmt.at(e.at))
+}
+
+async fn show(cli: &Cli, store: &Store, name: &str, local: bool) -> Exit {
     let s = match store.schedule(name).await {
         Ok(s) => s,
         Err(e) => return engine_error(&e.into()),
     };
     let events = store.events(&format!("schedule:{name}")).await.unwrap_or_default();
     let now = now();
-    let next: Vec<String> = CronSchedule::parse(&s.cron, &s.tz)
-        .map(|c| c.next(now, 5).into_iter().map(format_ms).collect())
+    let fmt = TimeFmt::new(local, &s.tz);
+    let next_ms: Vec<i64> = CronSchedule::parse(&s.cron, &s.tz)
+        .map(|c| c.next(now, 5))
         .unwrap_or_default();
+    let next: Vec<String> = next_ms.iter().map(|t| fmt.at(*t)).collect();
     if cli.format == Format::Json {
-        output::json("schedule", &json!({ "schedule": s, "next": next, "events": events }));
+        let marks: Vec<_> = next_ms.iter().map(|t| window_mark(&s, *t, fmt)).collect();
+        output::json(
+            "schedule",
+            &json!({ "schedule": s, "next": next, "next_outside_window": marks, "events": events }),
+        );
         return Exit::Success;
     }
     let mut out = format!(
@@ -260,9 +328,16 @@ async fn show(cli: &Cli, store: &Store, name: &str) -> Exit {
     if s.queued > 0 {
         out.push_str(&format!("queued fires: {}\n", s.queued));
     }
-    out.push_str(&format!("next: {}\nhistory:\n", next.join(", ")));
+    out.push_str("next:\n");
+    for (t, text) in next_ms.iter().zip(&next) {
+        match window_mark(&s, *t, fmt) {
+            Some(mark) => out.push_str(&format!("  {text}  ({mark})\n")),
+            None => out.push_str(&format!("  {text}\n")),
+        }
+    }
+    out.push_str("history:\n");
     for e in events.iter().rev().take(20).rev() {
-        out.push_str(&format!("  {}  {}  {}\n", format_ms(e.at), e.kind, e.data));
+        out.push_str(&history_line(e, fmt));
     }
     output::data(&out);
     Exit::Success
@@ -315,19 +390,40 @@ async fn update(cli: &Cli, store: &Store, a: &ScheduleUpdateArgs) -> Exit {
     done(cli, result, "re-pinned", &a.name)
 }
 
-fn print_next(cli: &Cli, label: &str, times: &[i64]) -> Exit {
-    let times: Vec<String> = times.iter().map(|t| format_ms(*t)).collect();
+fn print_next(cli: &Cli, label: &str, times: &[i64], fmt: TimeFmt, schedule: Option<&ScheduleRow>) -> Exit {
+    let marks: Vec<Option<String>> = times
+        .iter()
+        .map(|t| schedule.and_then(|s| window_mark(s, *t, fmt)))
+        .collect();
+    let times: Vec<String> = times.iter().map(|t| fmt.at(*t)).collect();
     if cli.format == Format::Json {
-        output::json("next_fire_times", &json!({ "of": label, "next": times }));
+        output::json(
+            "next_fire_times",
+            &json!({ "of": label, "next": times, "outside_window": marks }),
+        );
     } else {
-        output::data(&times.join("\n"));
+        let lines: Vec<String> = times
+            .iter()
+            .zip(&marks)
+            .map(|(t, m)| match m {
+                Some(m) => format!("{t}  ({m})"),
+                None => t.clone(),
+            })
+            .collect();
+        output::data(&lines.join("\n"));
     }
     Exit::Success
 }
 
 fn next_of_expression(cli: &Cli, a: &ScheduleNextArgs) -> Exit {
     match CronSchedule::parse(&a.name_or_cron, &a.tz) {
-        Ok(c) => print_next(cli, &a.name_or_cron, &c.next(now(), a.count)),
+        Ok(c) => print_next(
+            cli,
+            &a.name_or_cron,
+            &c.next(now(), a.count),
+            TimeFmt::new(a.local, &a.tz),
+            None,
+        ),
         Err(e) => {
             output::error(&e, Some(cron_hint(&e)));
             Exit::BadInput
@@ -338,7 +434,13 @@ fn next_of_expression(cli: &Cli, a: &ScheduleNextArgs) -> Exit {
 async fn next(cli: &Cli, store: &Store, a: &ScheduleNextArgs) -> Exit {
     match store.schedule(&a.name_or_cron).await {
         Ok(s) => match CronSchedule::parse(&s.cron, &s.tz) {
-            Ok(c) => print_next(cli, &s.name, &c.next(now(), a.count)),
+            Ok(c) => print_next(
+                cli,
+                &s.name,
+                &c.next(now(), a.count),
+                TimeFmt::new(a.local, &s.tz),
+                Some(&s),
+            ),
             Err(e) => {
                 output::error(&e, None);
                 Exit::BadInput

@@ -183,6 +183,11 @@ impl Engine {
         self
     }
 
+    /// The observer that shows progress.
+    pub(crate) fn observer(&self) -> &dyn Observer {
+        self.observer.as_ref()
+    }
+
     /// Replaces the observer that shows progress.
     pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
         self.observer = observer;

@@ -22,6 +22,16 @@ pub trait Observer: Send + Sync + 'static {
     fn took_over(&self, _from: &str) {}
     /// The pinned runbook differs from the file on disk.
     fn runbook_file_changed(&self, _path: &str) {}
+    /// A worker fired schedule `schedule` for `fire_at`, creating run `run_id` of `runbook`.
+    fn schedule_fired(&self, _schedule: &str, _fire_at: Millis, _run_id: &str, _runbook: &str) {}
+    /// A worker recorded fire time `fire_at` of `schedule` as skipped, for `reason`.
+    fn schedule_skipped(&self, _schedule: &str, _fire_at: Millis, _reason: &str) {}
+    /// A worker queued fire time `fire_at` of `schedule` behind its unfinished run.
+    fn schedule_queued(&self, _schedule: &str, _fire_at: Millis) {}
+    /// A worker starts driving run `run_id` of `runbook` (created by `schedule`, if any).
+    fn run_picked_up(&self, _run_id: &str, _runbook: &str, _schedule: Option<&str>) {}
+    /// A worker about to drive `run_id` found that `owner` got its lease first.
+    fn run_left_to(&self, _run_id: &str, _owner: &str) {}
 }
 
 /// An observer that ignores everything.

@@ -9,7 +9,8 @@
 //! - A fire time missed by more than the catch-up window (no worker ran) is skipped and
 //!   recorded as skipped; one within it fires late.
 //! - With a maintenance window, a due fire starts only inside the window; outside it, it
-//!   waits for the window, as long as it stays within the catch-up window.
+//!   waits for the window, as long as it stays within the catch-up window; past that it is
+//!   skipped with the closed window as the reason (not a missing worker).
 //! - When the schedule's previous run is still going: `skip` records the fire as skipped,
 //!   `queue` keeps it and starts its run when the previous one ends.
 //! - Fire times that fall due together (the clock jumped forward, or no worker ran for a
@@ -21,7 +22,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Timelike, Utc};
-use chrono_tz::Tz;
+pub use chrono_tz::Tz;
 use croner::Cron;
 use fogbook_state::{Millis, Overlap};
 
@@ -116,6 +117,16 @@ pub fn parse_tz(tz: &str) -> Result<Tz, String> {
     Tz::from_str(tz).map_err(|_| format!("unknown time zone `{tz}` (use an IANA name such as Europe/Amsterdam or UTC)"))
 }
 
+/// `ms` as RFC 3339 in zone `tz`, with its offset (`2026-11-28T02:00:00.000+01:00`).
+pub fn format_in(tz: Tz, ms: Millis) -> String {
+    match to_utc(ms) {
+        Some(t) => t
+            .with_timezone(&tz)
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
+        None => ms.to_string(),
+    }
+}
+
 fn to_utc(ms: Millis) -> Option<DateTime<Utc>> {
     Utc.timestamp_millis_opt(ms).single()
 }
@@ -170,6 +181,15 @@ impl Window {
         }
     }
 
+    /// The first instant at or after `at` (to the minute) that falls inside the window.
+    pub fn next_open(&self, at: Millis) -> Option<Millis> {
+        // A daily window opens within a day; a day of minutes also covers a DST change.
+        let first = at - at.rem_euclid(60_000);
+        (0..=(26 * 60))
+            .map(|i| first + i * 60_000)
+            .find(|&t| t >= at && self.contains(t))
+    }
+
     /// The stored form.
     pub fn to_json(&self, text: &str) -> serde_json::Value {
         serde_json::json!({ "text": text, "start_min": self.start_min, "end_min": self.end_min, "tz": self.tz.name() })
@@ -189,6 +209,46 @@ fn minutes(hhmm: &str) -> Option<u32> {
     let (h, m) = hhmm.split_once(':')?;
     let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
     (h < 24 && m < 60 && hhmm.len() <= 5).then_some(h * 60 + m)
+}
+
+impl Window {
+    /// `HH:MM-HH:MM ZONE`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{:02}:{:02}-{:02}:{:02} {}",
+            self.start_min / 60,
+            self.start_min % 60,
+            self.end_min / 60,
+            self.end_min % 60,
+            self.tz.name()
+        )
+    }
+}
+
+/// What happens to a fire time `fire_at` that falls outside `window` (`None` when it is
+/// inside): it waits for the window to open, or, when the window does not open within the
+/// catch-up window, it is skipped. Mirrors [`plan_tick`].
+pub fn outside_window(window: &Window, catch_up: Duration, fire_at: Millis) -> Option<OutsideWindow> {
+    if window.contains(fire_at) {
+        return None;
+    }
+    let catch_up = i64::try_from(catch_up.as_millis()).unwrap_or(i64::MAX);
+    Some(match window.next_open(fire_at) {
+        Some(open) if open - fire_at <= catch_up => OutsideWindow::Waits { until: open },
+        _ => OutsideWindow::Skipped,
+    })
+}
+
+/// The fate of a fire time outside the maintenance window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutsideWindow {
+    /// It starts when the window opens, at `until`.
+    Waits {
+        /// When the window opens.
+        until: Millis,
+    },
+    /// The window does not open within the catch-up window: it is recorded as skipped.
+    Skipped,
 }
 
 /// What a tick knows about one schedule.
@@ -264,14 +324,20 @@ pub fn plan_tick(schedule: &CronSchedule, input: &TickInput) -> (Vec<Plan>, Mill
                 reason: "the schedule is paused".to_owned(),
             });
         } else if late > catch_up {
-            plans.push(Plan::Skip {
-                fire_at,
-                reason: format!(
-                    "missed by {} while no worker ran, more than the catch-up window of {}",
-                    fogbook_activities::duration::format(Duration::from_millis(late.unsigned_abs())),
-                    fogbook_activities::duration::format(input.catch_up)
+            let late_text = fogbook_activities::duration::format(Duration::from_millis(late.unsigned_abs()));
+            let catch_up_text = fogbook_activities::duration::format(input.catch_up);
+            let reason = match &input.window {
+                // It waited for a window that did not open within the catch-up window: a worker
+                // may well have been running all along.
+                Some(w) if !w.contains(fire_at) => format!(
+                    "the maintenance window ({}) was closed at the fire time and did not open within the catch-up window of {catch_up_text}",
+                    w.describe()
                 ),
-            });
+                _ => format!(
+                    "missed by {late_text} while no worker ran, more than the catch-up window of {catch_up_text}"
+                ),
+            };
+            plans.push(Plan::Skip { fire_at, reason });
         } else if !in_window {
             // Due, but outside the maintenance window: leave it due; it starts when the
             // window opens if that is still within the catch-up window.
@@ -434,6 +500,56 @@ mod tests {
             }]
         );
         assert_eq!(cursor, ms("2026-11-26T00:50:00Z"));
+    }
+
+    #[test]
+    fn a_fire_skipped_for_a_closed_window_says_so_not_that_no_worker_ran() {
+        // 12:00 is due; the window opens at 01:00 next day, beyond the 1h catch-up window.
+        let s = CronSchedule::parse("0 12 * * *", "UTC").unwrap();
+        let mut i = input("2026-11-26T11:00:00Z", "2026-11-26T12:00:30Z");
+        i.window = Some(Window::parse("01:00-05:00 UTC").unwrap());
+        let (plans, _) = plan_tick(&s, &i);
+        assert!(plans.is_empty(), "it waits while within the catch-up window");
+        i.now = ms("2026-11-26T13:00:30Z");
+        let (plans, _) = plan_tick(&s, &i);
+        let [Plan::Skip { reason, .. }] = &plans[..] else {
+            panic!("{plans:?}")
+        };
+        assert!(
+            reason.contains("maintenance window (01:00-05:00 UTC) was closed"),
+            "{reason}"
+        );
+        assert!(!reason.contains("no worker"), "{reason}");
+        // A fire inside the window that nobody fired is still blamed on the missing worker.
+        let s = CronSchedule::parse("0 2 * * *", "UTC").unwrap();
+        let mut i = input("2026-11-26T01:00:00Z", "2026-11-26T04:00:00Z");
+        i.window = Some(Window::parse("01:00-05:00 UTC").unwrap());
+        let (plans, _) = plan_tick(&s, &i);
+        assert!(
+            matches!(&plans[..], [Plan::Skip { reason, .. }] if reason.contains("no worker ran")),
+            "{plans:?}"
+        );
+    }
+
+    #[test]
+    fn a_fire_outside_the_window_waits_or_is_skipped_per_catch_up() {
+        let w = Window::parse("01:00-05:00 UTC").unwrap();
+        let hour = Duration::from_secs(3600);
+        assert_eq!(outside_window(&w, hour, ms("2026-11-26T02:00:00Z")), None);
+        assert_eq!(
+            outside_window(&w, hour, ms("2026-11-26T00:30:00Z")),
+            Some(OutsideWindow::Waits {
+                until: ms("2026-11-26T01:00:00Z")
+            })
+        );
+        assert_eq!(
+            outside_window(&w, hour, ms("2026-11-26T12:00:00Z")),
+            Some(OutsideWindow::Skipped)
+        );
+        assert_eq!(
+            w.next_open(ms("2026-11-26T05:00:00Z")),
+            Some(ms("2026-11-27T01:00:00Z"))
+        );
     }
 
     #[test]

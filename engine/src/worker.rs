@@ -89,10 +89,12 @@ pub async fn run_worker(
             tracing::error!(error = %e, "worker: cannot list runs to drive");
             Vec::new()
         });
-        for run in candidates {
+        for (run, runbook) in candidates {
             if active.len() >= config.concurrency.max(1) {
                 break;
             }
+            let schedule = created_by_schedule(&engine, &run).await;
+            engine.observer().run_picked_up(&run, &runbook, schedule.as_deref());
             active.insert(run.clone());
             let (mut engine, token) = (engine.clone(), stop.child_token());
             let hook = config.run_env.clone();
@@ -112,6 +114,9 @@ pub async fn run_worker(
                     }
                 }
                 let outcome = engine.drive(&run, token).await;
+                if let Err(EngineError::Busy { owner, .. }) = &outcome {
+                    engine.observer().run_left_to(&run, owner);
+                }
                 if let Some(finish) = finish {
                     finish.await;
                 }
@@ -156,8 +161,15 @@ fn finished(
     }
 }
 
-/// Runs that nobody live drives and that can make progress.
-async fn drivable(engine: &Engine, active: &BTreeSet<String>) -> Result<Vec<String>, EngineError> {
+/// The schedule that created run `run_id`, if one did (from its `run.created` event).
+async fn created_by_schedule(engine: &Engine, run_id: &str) -> Option<String> {
+    let events = engine.store().events(run_id).await.ok()?;
+    let created = events.iter().find(|e| e.kind == "run.created")?;
+    created.data.get("schedule")?.as_str().map(str::to_owned)
+}
+
+/// Runs that nobody live drives and that can make progress, with their runbook's name.
+async fn drivable(engine: &Engine, active: &BTreeSet<String>) -> Result<Vec<(String, String)>, EngineError> {
     let now = engine.now_ms();
     let filter = RunFilter {
         statuses: vec![RunStatus::Pending, RunStatus::Running, RunStatus::Waiting],
@@ -181,7 +193,7 @@ async fn drivable(engine: &Engine, active: &BTreeSet<String>) -> Result<Vec<Stri
         if run.status == RunStatus::Waiting && !window_open(&run, now) && !approval_arrived(engine, &run.id).await? {
             continue;
         }
-        out.push(run.id);
+        out.push((run.id, run.runbook_name));
     }
     Ok(out)
 }
@@ -257,6 +269,12 @@ async fn tick_one(engine: &Engine, s: &ScheduleRow) -> Result<usize, EngineError
     };
     let params = runbook::resolve_params(&rb, params, &origin).map_err(EngineError::Invalid)?;
     let mut decisions = Vec::new();
+    let fire_times: Vec<fogbook_state::Millis> = plans
+        .iter()
+        .map(|p| match p {
+            Plan::Skip { fire_at, .. } | Plan::Queue { fire_at } | Plan::Fire { fire_at, .. } => *fire_at,
+        })
+        .collect();
     for plan in plans {
         decisions.push(match plan {
             Plan::Skip { fire_at, reason } => FireDecision::Skip { fire_at, reason },
@@ -282,8 +300,16 @@ async fn tick_one(engine: &Engine, s: &ScheduleRow) -> Result<usize, EngineError
         .store()
         .apply_schedule_tick(&s.name, s.version, cursor, decisions, now)
         .await?;
+    let outcomes = outcomes.unwrap_or_default();
+    let observer = engine.observer();
+    for (outcome, fire_at) in outcomes.iter().zip(fire_times) {
+        match outcome {
+            FireOutcome::Fired { run_id } => observer.schedule_fired(&s.name, fire_at, run_id, &rb.name),
+            FireOutcome::Skipped { reason } => observer.schedule_skipped(&s.name, fire_at, reason),
+            FireOutcome::Queued => observer.schedule_queued(&s.name, fire_at),
+        }
+    }
     let fired = outcomes
-        .unwrap_or_default()
         .iter()
         .filter(|o| matches!(o, FireOutcome::Fired { .. }))
         .count();

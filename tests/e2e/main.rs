@@ -27,6 +27,7 @@ mod rehearsal;
 mod rehearsal_race;
 mod repair;
 mod report_html;
+mod schedules;
 mod secrets;
 mod seed_runbooks;
 mod signals;

@@ -45,9 +45,7 @@ impl Store {
             .map_err(|e| open_err(Box::new(e)))?;
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(|e| open_err(Box::new(e)))?;
-        let mode: String = conn
-            .cached_query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(|e| open_err(Box::new(e)))?;
+        let mode = wal_mode(&conn).map_err(|e| open_err(Box::new(e)))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(open_err(format!("journal_mode is {mode}, WAL is required").into()));
         }
@@ -1397,6 +1395,31 @@ fn disagreement(
         row: row.unwrap_or_else(|| "missing".to_owned()),
         recorded: recorded.to_owned(),
     }))
+}
+
+/// Switches the connection to WAL and returns the journal mode SQLite reports. Setting the
+/// mode needs a lock that SQLite does not wait for through the busy handler when another
+/// process is opening (or migrating) the same new database at that instant, so `SQLITE_BUSY`
+/// is retried here for as long as the busy timeout would have waited.
+fn wal_mode(conn: &Connection) -> rusqlite::Result<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && std::time::Instant::now() < deadline =>
+            {
+                // A lock wait, not a timing assumption: the other opener holds the lock for
+                // the few milliseconds its own switch or migration takes.
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn open_window<'a>(

@@ -934,9 +934,10 @@ fn verify(
         }
         (End::Stuck(why), _) => {
             // By design a failover re-entered with its intent saved and no POST in the
-            // journal watches the roles for `reconcile_timeout` (15 min) before stopping as
-            // ambiguous: the engine cannot know the POST was never sent. Accepted only with
-            // an empty journal for that POST and a crash after the intent was saved.
+            // journal watches the roles until `reconcile_timeout` after the intent (3 min in
+            // the shipped runbooks) before stopping as ambiguous: the engine cannot know the
+            // POST was never processed. Accepted only with an empty journal for that POST and
+            // either a crash after the step started or an injected fault counted on that POST.
             let current = status["current_step"].as_str().unwrap_or_default();
             let step = status["steps"]
                 .as_array()
@@ -950,7 +951,15 @@ fn verify(
             let crash_after_intent = step
                 .and_then(|s| s["started_at"].as_i64())
                 .is_some_and(|from| rec.disruptions.iter().any(|d| *d + 50 >= i128::from(from)));
-            if rb.is_failover_step(current) && intent_only && no_post && crash_after_intent {
+            // The other way to an intent without a POST in the journal: the POST was answered
+            // by an injected fault that kept it from the resource logic (a dropped connection
+            // or a 5xx, counted for that operation in the request log), and the step's
+            // `retry:` re-entered it with the intent, so it reconciles from the roles.
+            let fault_on_post = rb.failover_operation(current).is_some_and(|op| {
+                (plan.has_rule(&["drop"], op) && rec.count(op, |s| s == 0) > 0)
+                    || (plan.has_rule(&["5xx"], op) && rec.count(op, |s| (500..600).contains(&s)) > 0)
+            });
+            if rb.is_failover_step(current) && intent_only && no_post && (crash_after_intent || fault_on_post) {
                 out.ending = "stopped:failover-intent-without-post (reconciling, by design)".to_owned();
             } else {
                 v.push(format!(

@@ -57,102 +57,37 @@ pub async fn estimate(
     crate::azure::estimate(uses, input, ctx, env).await
 }
 
-/// `instance.get`'s output (see `azure::refs::Instance::output`).
-const INSTANCE: &[&str] = &[
-    "exists",
-    "id",
-    "name",
-    "location",
-    "sku_name",
-    "tier",
-    "family",
-    "v_cores",
-    "storage_gb",
-    "database_format",
-    "dns_zone",
-    "subnet_id",
-    "state",
-    "provisioning_state",
-    "license_type",
-    "backup_storage_redundancy",
-    "instance_pool_id",
-    "fully_qualified_domain_name",
-    "administrator_login",
-    "collation",
-    "tenant_id",
-    "next_gen",
-];
-const INSTANCE_CREATED: &[&str] = &[
-    "exists",
-    "id",
-    "name",
-    "location",
-    "sku_name",
-    "tier",
-    "family",
-    "v_cores",
-    "storage_gb",
-    "database_format",
-    "dns_zone",
-    "subnet_id",
-    "state",
-    "provisioning_state",
-    "license_type",
-    "backup_storage_redundancy",
-    "instance_pool_id",
-    "fully_qualified_domain_name",
-    "administrator_login",
-    "collation",
-    "tenant_id",
-    "next_gen",
-    "created",
-    "arm_requests",
-];
-/// `fog.get`'s output (see `azure::fog::view_output`).
-const GROUP: &[&str] = &[
-    "exists",
-    "name",
-    "id",
-    "role",
-    "replication_state",
-    "partner_location",
-    "primary_instance_id",
-    "partner_instance_id",
-    "read_write_failover_policy",
-    "read_write_listener",
-    "read_only_listener",
-];
-const GROUP_CREATED: &[&str] = &[
-    "exists",
-    "name",
-    "id",
-    "role",
-    "replication_state",
-    "partner_location",
-    "primary_instance_id",
-    "partner_instance_id",
-    "read_write_failover_policy",
-    "read_write_listener",
-    "read_only_listener",
-    "created",
-    "arm_requests",
-];
-const GROUP_FAILED_OVER: &[&str] = &[
-    "exists",
-    "name",
-    "id",
-    "role",
-    "replication_state",
-    "partner_location",
-    "primary_instance_id",
-    "partner_instance_id",
-    "read_write_failover_policy",
-    "read_write_listener",
-    "read_only_listener",
-    "changed",
-    "resolved_by",
-    "arm_requests",
-];
+/// The fields of an instance's view (see `azure::refs::Instance::output`), then `extra`.
+macro_rules! instance_fields {
+    ($($extra:literal),*) => {
+        &[
+            "exists", "id", "name", "location", "sku_name", "tier", "family", "v_cores",
+            "storage_gb", "database_format", "dns_zone", "subnet_id", "state",
+            "provisioning_state", "license_type", "backup_storage_redundancy", "instance_pool_id",
+            "fully_qualified_domain_name", "administrator_login", "collation", "tenant_id",
+            "next_gen", $($extra),*
+        ]
+    };
+}
+
+/// The fields of a failover group's view (see `azure::fog::view_output`), then `extra`.
+macro_rules! group_fields {
+    ($($extra:literal),*) => {
+        &[
+            "exists", "name", "id", "role", "replication_state", "partner_location",
+            "primary_instance_id", "partner_instance_id", "read_write_failover_policy",
+            "read_write_listener", "read_only_listener", $($extra),*
+        ]
+    };
+}
+
+/// `instance.get`'s output.
+const INSTANCE: &[&str] = instance_fields!();
+const INSTANCE_CREATED: &[&str] = instance_fields!("created", "arm_requests");
+/// `fog.get`'s output.
+const GROUP: &[&str] = group_fields!();
+const GROUP_CREATED: &[&str] = group_fields!("created", "arm_requests");
+const GROUP_FAILED_OVER: &[&str] = group_fields!("changed", "resolved_by", "arm_requests");
 
 /// The top-level fields of the output of activity `uses`, where they are fixed: `validate`
 /// refuses a reference to any other field, and `fogbook complete` requires them. `None` for

@@ -43,7 +43,7 @@ const RESUME_TIME_SCALE: f64 = 1.0;
 /// `min(remaining, 60 s) / scale` = 10 s (the shortest interval ARM's RPC guidance allows),
 /// and a one-hour scale operation stays in flight for ten real minutes.
 const WAITING_TIME_SCALE: f64 = 6.0;
-/// ARM's subscription read bucket (arm-api.md §5), restored once every run is waiting.
+/// ARM's subscription read bucket (docs/ARM.md §5), restored once every run is waiting.
 const READ_BURST: f64 = 250.0;
 const READ_REFILL_PER_S: f64 = 25.0;
 const SUBSCRIPTION: &str = "6f1c2b3a-4d5e-4f60-8a71-92b3c4d5e6f7";

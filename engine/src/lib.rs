@@ -4,7 +4,7 @@
 //! Entry points: [`runbook::parse`] (text to a validated [`runbook::Runbook`]),
 //! [`Engine::create_run`] (pin and lock), [`Engine::drive`] (run or resume under a lease).
 //!
-//! Invariants (DESIGN.md §3): a step's start is committed before its activity runs, and its
+//! Invariants (docs/DESIGN.md §3): a step's start is committed before its activity runs, and its
 //! outcome with its window changes in one transaction after; a completed step never runs
 //! again; a run is driven only under its lease; durable deadlines (retries, waits,
 //! approvals, timeouts) are stored and continue after a restart for the time that remains.

@@ -1,6 +1,6 @@
 //! Azure region names: normalisation of display names and the region pair table.
 //!
-//! Source: the region pair list of `reference/arm-api.md` §8. Pairing is a recommendation for
+//! Source: the region pair list of `docs/ARM.md` §8. Pairing is a recommendation for
 //! failover groups, not a requirement; the emulator uses it only to seed faster between pairs.
 
 /// Turns a display name such as `"Japan East"` into the programmatic name `"japaneast"`.

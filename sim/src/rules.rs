@@ -1,5 +1,5 @@
 //! The rules Azure enforces on failover groups, update policies and networking, with Azure's
-//! error codes (`reference/arm-api.md` §1.4, §1.5, §3.3, §3.4).
+//! error codes (the codes the REST API specification lists, in `sim/tests/sim/contract/error-codes.txt`).
 //!
 //! Deliberately absent: NSG address prefixes are not evaluated (a rule's ports, protocol,
 //! direction and access decide), and Azure's default security rules are not modelled, so the

@@ -1,4 +1,4 @@
-//! Azure's wire shapes, with Azure's field names (`reference/arm-api.md` §1–§6).
+//! Azure's wire shapes, with Azure's field names (those of the Azure REST API specifications; `sim/README.md` lists every operation, and the contract tests check the shapes).
 //!
 //! These structs belong to the emulator alone: the client has its own, so a field-name mismatch
 //! on either side fails a test instead of being hidden by a shared type. Request structs ignore

@@ -1,7 +1,7 @@
 //! A client-side limiter per subscription, in two parts:
 //!
 //! - a **schedule**: each request reserves a turn in a token bucket of its kind (reads,
-//!   writes, deletes) that refills a little slower than ARM's own (arm-api.md §5: 25 reads or
+//!   writes, deletes) that refills a little slower than ARM's own (docs/ARM.md §5: 25 reads or
 //!   10 writes/deletes per second, buckets of 250 and 200). Many runs polling at once are
 //!   spread out instead of all being sent together: 1,000 operations are polled about every
 //!   50 s at 20 reads/s, with no 429;

@@ -1,4 +1,4 @@
-//! Long-running operations (arm-api.md §4) and the step progress that lets a resumed step
+//! Long-running operations (docs/ARM.md §4) and the step progress that lets a resumed step
 //! re-attach to them.
 //!
 //! A 201/202 answer (or 200 with `Azure-AsyncOperation`) is followed by its

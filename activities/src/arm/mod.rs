@@ -32,7 +32,7 @@ pub use secret::Secret;
 pub(crate) use session::Session;
 
 /// The api-version of every `Microsoft.Sql` request (managed instances, databases, failover
-/// groups), DESIGN.md §4 and arm-api.md §0.
+/// groups), docs/DESIGN.md §4 and docs/ARM.md §0.
 pub const SQL_API_VERSION: &str = "2025-01-01";
 /// The api-version of every `Microsoft.Network` request (virtual networks, peerings, NSGs).
 pub const NETWORK_API_VERSION: &str = "2025-07-01";

@@ -3,7 +3,7 @@
 //!
 //! A group is a proxy resource under a location, with one view per member region; the
 //! `replicationRole` of a view is the role of the instance in that region. Writes (PUT,
-//! DELETE) go to the primary's view, failovers to the secondary's (arm-api.md §3.1).
+//! DELETE) go to the primary's view, failovers to the secondary's (docs/ARM.md §3.1).
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! `arm_requests`: the method, path, status and ARM `x-ms-request-id` /
 //! `x-ms-correlation-request-id` of each mutating request, for support cases.
 //!
-//! Durability (DESIGN.md §3): creates and updates are convergent PUT/PATCH of a known state,
+//! Durability (docs/DESIGN.md §3): creates and updates are convergent PUT/PATCH of a known state,
 //! re-entered through the operation saved in progress (never re-sent); deletes and failovers
 //! record their intent before the request and, when re-entered with an intent and no saved
 //! operation, read the cloud state (existence, roles) to learn whether it happened.

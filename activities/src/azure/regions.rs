@@ -1,4 +1,4 @@
-//! Azure region names and pairs (arm-api.md §8).
+//! Azure region names and pairs (docs/ARM.md §8).
 
 /// Lower-case, no spaces: `Japan East` → `japaneast`.
 pub(crate) fn normalize(location: &str) -> String {

@@ -1,0 +1,484 @@
+//! Running one step: its start, its activity under the deadline, retries and its end.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fogbook_activities::{ActivityCtx, ActivityError};
+use fogbook_state::{
+    Millis, RunStatus, StateError, StepFinish, StepOutcome, StepRow, StepStart, StepStatus, WindowKind,
+};
+use serde_json::json;
+
+use super::carry::Shown;
+use super::driver::{Driver, StepEnd};
+use super::engine::RunOutcome;
+use crate::clock::{ms, to_datetime};
+use crate::expr::{Scope, StepScope};
+use crate::failpoint::{self, Point};
+use crate::host::Host;
+use crate::runbook::{ErrorClass, NotifyEvent, OnFailure, Step, WindowEdge};
+use crate::{EngineError, retry};
+
+impl Driver<'_> {
+    #[tracing::instrument(name = "step", skip_all, fields(step_id = %step.id, uses = %step.uses))]
+    pub(super) async fn run_step(
+        &self,
+        step: &Step,
+        mut row: StepRow,
+        scope: &Scope<'_>,
+    ) -> Result<StepEnd, EngineError> {
+        let store = &self.engine.store;
+        let sid = step.id.as_str();
+        let first_started = row.first_started_at.unwrap_or_else(|| self.now());
+        loop {
+            let (attempt, input, progress, deadline, reentered) = match row.status {
+                StepStatus::Pending => {
+                    if let Some(outside) = self.outside_window(step).await? {
+                        return Ok(StepEnd::Stop(outside));
+                    }
+                    if let Some(when) = &step.when {
+                        match when.eval_bool(scope) {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                // Committed with the next transition, like a completion.
+                                self.defer(StepFinish {
+                                    step_id: sid.to_owned(),
+                                    attempt: 0,
+                                    outcome: StepOutcome::Skipped {
+                                        reason: when.source().to_owned(),
+                                    },
+                                    closes: vec![],
+                                    run_status: None,
+                                    now: self.now(),
+                                });
+                                self.show_after_commit(Shown::Skipped(sid.to_owned()));
+                                return Ok(StepEnd::Skipped);
+                            }
+                            Err(e) => {
+                                return self
+                                    .fail_for_good(
+                                        step,
+                                        0,
+                                        "ExpressionError",
+                                        &format!("`when` could not be evaluated: {e}"),
+                                        None,
+                                    )
+                                    .await;
+                            }
+                        }
+                    }
+                    let input = match crate::expr::resolve_with(&step.with, scope) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            return self
+                                .fail_for_good(
+                                    step,
+                                    0,
+                                    "ExpressionError",
+                                    &format!("inputs could not be resolved: {e}"),
+                                    None,
+                                )
+                                .await;
+                        }
+                    };
+                    let attempt = row.attempt + 1;
+                    // A step an operator re-opened (`resume --retry-failed`) keeps what its
+                    // earlier attempts saved: an intent or a polling URL must not be forgotten.
+                    let reopened = row.attempt > 0;
+                    let deadline = self.start(step, attempt, &input, reopened).await?;
+                    let progress = if reopened { row.progress.clone() } else { None };
+                    (attempt, input, progress, deadline, false)
+                }
+                StepStatus::Running => {
+                    // Re-entered after a restart: same attempt, its stored input, deadline and
+                    // progress. The activity decides from its progress how to continue.
+                    let input = row.input.clone().unwrap_or_default();
+                    self.flush().await?;
+                    store
+                        .record_event(
+                            self.run_id,
+                            "step.reentered",
+                            Some(sid.to_owned()),
+                            json!({ "attempt": row.attempt, "progress": row.progress }),
+                            self.now(),
+                        )
+                        .await?;
+                    (row.attempt, input, row.progress.clone(), row.deadline_at, true)
+                }
+                StepStatus::RetryWait => {
+                    let at = row.next_attempt_at.unwrap_or_else(|| self.now());
+                    let remaining = at - self.now();
+                    if remaining > 0 {
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_millis(remaining.unsigned_abs())) => {}
+                            () = self.stop.cancelled() => return Ok(StepEnd::Stop(RunOutcome::Interrupted)),
+                        }
+                    }
+                    let input = row.input.clone().unwrap_or_default();
+                    let attempt = row.attempt + 1;
+                    let deadline = self.start(step, attempt, &input, true).await?;
+                    (attempt, input, row.progress.clone(), deadline, false)
+                }
+                StepStatus::Completed | StepStatus::Skipped | StepStatus::Failed => {
+                    return Err(EngineError::State(StateError::InvalidTransition {
+                        message: format!("step `{sid}` is already {}", row.status),
+                    }));
+                }
+            };
+            // An approval step re-entered after its run waited is not a restart: it goes on
+            // with the approval (or asks again), and says nothing about re-entering.
+            let shown_reentered = reentered && step.uses != "approval";
+            self.engine
+                .observer
+                .step_started(sid, &step.uses, attempt, shown_reentered);
+            tracing::info!(attempt, reentered, "step.started");
+            failpoint::hit(Point::AfterStart, sid);
+
+            let result = self.execute(step, attempt, input, progress, deadline).await;
+            failpoint::hit(Point::BeforeFinish, sid);
+            let error = match result {
+                Ok(output) => {
+                    let closes = edges(step, WindowEdge::Closes);
+                    // Committed with the next transition (the next step's start, the run's
+                    // end, or before anything else is written or sent).
+                    self.defer(StepFinish {
+                        step_id: sid.to_owned(),
+                        attempt,
+                        outcome: StepOutcome::Completed { output: output.clone() },
+                        closes: closes.clone(),
+                        run_status: None,
+                        now: self.now(),
+                    });
+                    let elapsed = self.now() - first_started;
+                    self.show_after_commit(Shown::Completed {
+                        step: sid.to_owned(),
+                        elapsed,
+                        closes: closes.clone(),
+                    });
+                    for kind in closes {
+                        self.notify(NotifyEvent::WindowClosed, json!({ "kind": kind, "step": sid }))
+                            .await;
+                    }
+                    tracing::info!("step.completed");
+                    return Ok(StepEnd::Completed(output));
+                }
+                Err(StepError::Activity(ActivityError::Interrupted)) => {
+                    return Ok(StepEnd::Stop(RunOutcome::Interrupted));
+                }
+                Err(StepError::Activity(ActivityError::LeaseExpired { message })) => {
+                    // Nothing was sent and nothing more is written: the run belongs to
+                    // whoever holds the lease now.
+                    return Err(EngineError::Fenced {
+                        run_id: self.run_id.to_owned(),
+                        step_id: sid.to_owned(),
+                        message,
+                    });
+                }
+                Err(StepError::Activity(ActivityError::AwaitingApproval { message })) => {
+                    self.flush().await?;
+                    store
+                        .set_run_status(self.run_id, self.owner(), RunStatus::Waiting, None, self.now())
+                        .await?;
+                    return Ok(StepEnd::Stop(RunOutcome::Waiting {
+                        step: sid.to_owned(),
+                        message,
+                    }));
+                }
+                Err(StepError::Activity(ActivityError::Store(message))) => {
+                    // Progress could not be committed (lost lease, database error): stop
+                    // without recording anything else; resume re-enters the step.
+                    return Err(EngineError::State(StateError::InvalidTransition { message }));
+                }
+                Err(e) => e,
+            };
+            let (class, code, message, retry_after, output) = error.describe();
+            let retryable = class.is_some_and(|c| step.retry.on.contains(&c));
+            if retryable && attempt < step.retry.max_attempts {
+                let unit = rand::random::<f64>() * 2.0 - 1.0;
+                let delay = retry::delay(&step.retry, attempt, retry_after, unit);
+                let next = self.now() + ms(delay);
+                self.advance(
+                    Some(StepFinish {
+                        step_id: sid.to_owned(),
+                        attempt,
+                        outcome: StepOutcome::RetryScheduled {
+                            error: json!({ "code": code, "message": message }),
+                            next_attempt_at: next,
+                        },
+                        closes: vec![],
+                        run_status: None,
+                        now: self.now(),
+                    }),
+                    None,
+                )
+                .await?;
+                self.engine
+                    .observer
+                    .retry_scheduled(sid, attempt, &format!("{code}: {message}"), ms(delay));
+                tracing::info!(delay_ms = ms(delay), code = %code, "step.retry_scheduled");
+                // Continue from the row as committed (input, attempt, deadline of the retry,
+                // the progress the failed attempt saved), not from what this loop remembers.
+                row = store
+                    .load_run(self.run_id)
+                    .await?
+                    .step(sid)
+                    .cloned()
+                    .ok_or_else(|| StateError::UnknownStep {
+                        run_id: self.run_id.to_owned(),
+                        step_id: sid.to_owned(),
+                    })?;
+                continue;
+            }
+            return self.fail_for_good(step, attempt, &code, &message, output).await;
+        }
+    }
+
+    /// A disruptive step of a run with a pausing maintenance window does not start while
+    /// the window is closed: the run waits (status `waiting`) and a worker resumes it when
+    /// the window opens.
+    async fn outside_window(&self, step: &Step) -> Result<Option<RunOutcome>, EngineError> {
+        let Some(json) = self.window.filter(|_| step.disruptive) else {
+            return Ok(None);
+        };
+        let Some(window) = crate::schedule::Window::from_json(json) else {
+            return Ok(None);
+        };
+        if window.contains(self.now()) {
+            return Ok(None);
+        }
+        let text = json.get("text").and_then(|t| t.as_str()).unwrap_or("?").to_owned();
+        self.flush().await?;
+        self.engine
+            .store
+            .set_run_status(
+                self.run_id,
+                self.owner(),
+                RunStatus::Waiting,
+                Some(json!({ "waiting_for": "maintenance window", "window": text, "step": step.id.as_str() })),
+                self.now(),
+            )
+            .await?;
+        Ok(Some(RunOutcome::OutsideWindow {
+            step: step.id.0.clone(),
+            window: text,
+        }))
+    }
+
+    /// Commits the start of `attempt` (and the windows the step opens) and returns its
+    /// deadline.
+    async fn start(
+        &self,
+        step: &Step,
+        attempt: u32,
+        input: &serde_json::Value,
+        keep_progress: bool,
+    ) -> Result<Option<Millis>, EngineError> {
+        let sid = step.id.as_str();
+        failpoint::hit(Point::BeforeStart, sid);
+        let now = self.now();
+        let deadline = step.timeout.map(|t| now + ms(t));
+        let opens = edges(step, WindowEdge::Opens);
+        let subject = (!opens.is_empty()).then(|| window_subject(input)).flatten();
+        // The ends of the steps before are committed in the same transaction: one durable
+        // commit takes the run from one step to the next.
+        self.advance(
+            None,
+            Some(StepStart {
+                step_id: sid.to_owned(),
+                attempt,
+                input: input.clone(),
+                deadline_at: deadline,
+                opens: opens.clone(),
+                subject,
+                keep_progress,
+                now,
+            }),
+        )
+        .await?;
+        for kind in opens {
+            self.engine.observer.window(kind.as_str(), true, sid);
+            self.notify(NotifyEvent::WindowOpened, json!({ "kind": kind, "step": sid }))
+                .await;
+        }
+        Ok(deadline)
+    }
+
+    async fn execute(
+        &self,
+        step: &Step,
+        attempt: u32,
+        input: serde_json::Value,
+        progress: Option<serde_json::Value>,
+        deadline: Option<Millis>,
+    ) -> Result<serde_json::Value, StepError> {
+        let host = Arc::new(Host {
+            store: self.engine.store.clone(),
+            clock: self.engine.clock.clone(),
+            run_id: self.run_id.to_owned(),
+            step_id: step.id.0.clone(),
+            attempt,
+            owner: self.owner().to_owned(),
+            lease: self.lease.clone(),
+        });
+        let ctx = ActivityCtx::new(
+            self.run_id,
+            step.id.as_str(),
+            attempt,
+            progress,
+            host,
+            self.stop.clone(),
+        )
+        .with_approval_mode(self.auto_approve, self.engine.config.wait_for_approval);
+        // What the store saves from here on (output, error) holds no secret the process knows.
+        let run = async {
+            fogbook_activities::secrets::redact_result(
+                fogbook_activities::execute(&step.uses, input, &ctx, &self.engine.env).await,
+            )
+        };
+        match deadline {
+            None => run.await.map_err(StepError::Activity),
+            // Already past the deadline (re-entered late): the activity is not even polled
+            // once, so it cannot send a first request.
+            Some(at) if at <= self.now() => Err(StepError::Timeout(at)),
+            Some(at) => {
+                let remaining = Duration::from_millis(u64::try_from(at - self.now()).unwrap_or(0));
+                match tokio::time::timeout(remaining, run).await {
+                    Ok(r) => r.map_err(StepError::Activity),
+                    Err(_) => Err(StepError::Timeout(at)),
+                }
+            }
+        }
+    }
+
+    async fn fail_for_good(
+        &self,
+        step: &Step,
+        attempt: u32,
+        code: &str,
+        message: &str,
+        output: Option<serde_json::Value>,
+    ) -> Result<StepEnd, EngineError> {
+        let sid = step.id.as_str();
+        let continues = step.on_failure == OnFailure::Continue;
+        let mut error = json!({ "code": code, "message": message });
+        if let Some(out) = output {
+            error["output"] = out;
+        }
+        self.advance(
+            Some(StepFinish {
+                step_id: sid.to_owned(),
+                attempt,
+                outcome: StepOutcome::Failed {
+                    error: error.clone(),
+                    run_continues: continues,
+                },
+                closes: vec![],
+                run_status: (!continues).then_some(RunStatus::Failed),
+                now: self.now(),
+            }),
+            None,
+        )
+        .await?;
+        self.engine.observer.step_failed(sid, &format!("{code}: {message}"));
+        // Info, not warn: the CLI prints the failure once (its observer and final line).
+        tracing::info!(code, message, "step.failed");
+        if continues {
+            Ok(StepEnd::FailedContinue(error))
+        } else {
+            Ok(StepEnd::Stop(RunOutcome::Failed {
+                step: sid.to_owned(),
+                code: code.to_owned(),
+                message: message.to_owned(),
+            }))
+        }
+    }
+}
+
+pub(super) enum StepError {
+    Activity(ActivityError),
+    Timeout(Millis),
+}
+
+impl StepError {
+    /// (retry class, code, message, server-requested delay, partial output)
+    fn describe(
+        self,
+    ) -> (
+        Option<ErrorClass>,
+        String,
+        String,
+        Option<Duration>,
+        Option<serde_json::Value>,
+    ) {
+        match self {
+            Self::Timeout(at) => (
+                Some(ErrorClass::Timeout),
+                "Timeout".to_owned(),
+                format!("the step's timeout expired at {}", to_datetime(at)),
+                None,
+                None,
+            ),
+            Self::Activity(e) => {
+                let code = e.code().to_owned();
+                let retry_after = e.retry_after();
+                match e {
+                    ActivityError::Transient { message, .. } => {
+                        (Some(ErrorClass::Transient), code, message, retry_after, None)
+                    }
+                    ActivityError::Failed { message, output, .. } => {
+                        (Some(ErrorClass::Failed), code, message, None, output)
+                    }
+                    // Invalid inputs and ambiguous interruptions are never retried: the first
+                    // cannot get better, the second needs a human.
+                    other => (None, code, other.to_string(), None, None),
+                }
+            }
+        }
+    }
+}
+
+/// Whose databases a window concerns: the instance the opening step acts on (`instance`,
+/// else `primary`), which for a group's deletion is the primary of that moment.
+pub(super) fn window_subject(input: &serde_json::Value) -> Option<String> {
+    ["instance", "primary"]
+        .iter()
+        .find_map(|k| input.get(k).and_then(|i| i.get("name")).and_then(|n| n.as_str()))
+        .map(str::to_owned)
+}
+
+pub(super) fn edges(step: &Step, edge: WindowEdge) -> Vec<WindowKind> {
+    let mut out = Vec::new();
+    if step.unprotected == Some(edge) {
+        out.push(WindowKind::Unprotected);
+    }
+    if step.listener == Some(edge) {
+        out.push(WindowKind::ListenerUnavailable);
+    }
+    out
+}
+
+pub(super) fn scope_completed(output: serde_json::Value) -> StepScope {
+    StepScope {
+        status: "completed".to_owned(),
+        outputs: output,
+    }
+}
+
+pub(super) fn scope_skipped() -> StepScope {
+    StepScope {
+        status: "skipped".to_owned(),
+        outputs: serde_json::Value::Null,
+    }
+}
+
+pub(super) fn scope_failed(error: &Option<serde_json::Value>) -> StepScope {
+    let outputs = error
+        .as_ref()
+        .and_then(|e| e.get("output"))
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    StepScope {
+        status: "failed".to_owned(),
+        outputs,
+    }
+}

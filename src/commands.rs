@@ -387,7 +387,9 @@ async fn run(cli: &Cli, args: &RunArgs) -> Exit {
         Ok(id) => id,
         Err(e) => {
             let exit = match &e {
-                EngineError::Locked { key, holder, .. } if lock_refusal(engine.store(), key, holder).await => {
+                EngineError::State(StateError::LockHeld { key, holder, .. })
+                    if lock_refusal(engine.store(), key, holder).await =>
+                {
                     Exit::Busy
                 }
                 other => engine_error(other),
@@ -640,11 +642,11 @@ pub(crate) fn engine_error(e: &EngineError) -> Exit {
             print_diagnostics(d);
             Exit::BadInput
         }
-        EngineError::Locked {
+        EngineError::State(StateError::LockHeld {
             key,
             holder,
             holder_status,
-        } => {
+        }) => {
             output::error(
                 &format!("`{key}` is locked by run {holder} ({holder_status}); one run at a time may touch it"),
                 Some(&format!(
@@ -653,11 +655,11 @@ pub(crate) fn engine_error(e: &EngineError) -> Exit {
             );
             Exit::Busy
         }
-        EngineError::Busy {
+        EngineError::State(StateError::LeaseHeld {
             run_id,
             owner,
             expires_at,
-        } => {
+        }) => {
             output::error(
                 &format!("run {run_id} is being driven by {owner} (lease valid until {expires_at})"),
                 Some(
@@ -666,7 +668,7 @@ pub(crate) fn engine_error(e: &EngineError) -> Exit {
             );
             Exit::Busy
         }
-        EngineError::LeaseLost { run_id, owner } => {
+        EngineError::State(StateError::LeaseLost { run_id, owner }) => {
             output::error(
                 &format!("stopped driving run {run_id}: its lease is now held by {owner}"),
                 Some(
@@ -791,11 +793,11 @@ async fn resume_runs(cli: &Cli, args: &ResumeArgs, store: Store) -> Exit {
         // A live driver keeps the run (and a rehearsal's emulator address): say so before
         // trying to restore anything.
         if let report::Drive::Running { owner, until } = report::drive_of(&snap.run, engine_now(), cli.lease_ttl) {
-            return engine_error(&EngineError::Busy {
+            return engine_error(&EngineError::State(StateError::LeaseHeld {
                 run_id: id.clone(),
                 owner,
                 expires_at: fogbook_state::format_ms(until),
-            });
+            }));
         }
         // A rehearsal's emulator listens on the run's recorded address, which only one
         // process can hold: the lease is taken first, so that of two resumes started at once

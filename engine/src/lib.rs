@@ -27,7 +27,7 @@ pub mod schedule;
 mod worker;
 
 pub use clock::{Clock, MachineTime, SteadyClock, SystemClock, TimeSource};
-pub use error::EngineError;
+pub use error::{EngineError, ErrorKind};
 pub use executor::{CreateRun, Engine, EngineConfig, RunOutcome, sha256_hex};
 pub use lease::lease_margin;
 pub use observer::{Observer, Silent};

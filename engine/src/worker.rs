@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fogbook_activities::{BoxFuture, Env};
-use fogbook_state::{FireDecision, FireOutcome, RunFilter, RunRow, RunStatus, ScheduleRow};
+use fogbook_state::{FireDecision, FireOutcome, RunFilter, RunRow, RunStatus, ScheduleRow, StateError};
 use serde_json::json;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -114,7 +114,7 @@ pub async fn run_worker(
                     }
                 }
                 let outcome = engine.drive(&run, token).await;
-                if let Err(EngineError::Busy { owner, .. }) = &outcome {
+                if let Err(EngineError::State(StateError::LeaseHeld { owner, .. })) = &outcome {
                     engine.observer().run_left_to(&run, owner);
                 }
                 if let Some(finish) = finish {
@@ -153,7 +153,9 @@ fn finished(
             match outcome {
                 Ok(o) => tracing::info!(run_id = %run, outcome = ?o, "worker: run stopped"),
                 // Another worker won the lease: not an error.
-                Err(EngineError::Busy { owner, .. }) => tracing::debug!(run_id = %run, %owner, "worker: run taken"),
+                Err(EngineError::State(StateError::LeaseHeld { owner, .. })) => {
+                    tracing::debug!(run_id = %run, %owner, "worker: run taken")
+                }
                 Err(e) => tracing::error!(run_id = %run, error = %e, "worker: driving failed"),
             }
         }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use fogbook_engine::{CreateRun, Engine, EngineConfig, EngineError, Owner, RunOutcome, runbook};
-use fogbook_state::Store;
+use fogbook_state::{StateError, Store};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -52,7 +52,9 @@ async fn an_expired_lease_is_taken_over_only_after_the_margin() {
     // B tries until the store lets it in (refused while A's lease is valid).
     let outcome = loop {
         match b.drive(&run, CancellationToken::new()).await {
-            Err(EngineError::Busy { .. }) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(EngineError::State(StateError::LeaseHeld { .. })) => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
             other => break other.unwrap(),
         }
     };

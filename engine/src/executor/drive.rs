@@ -23,7 +23,7 @@ use crate::runbook::{NotifyEvent, Runbook};
 
 impl Engine {
     /// Drives a run until it ends, suspends at an approval, or `stop` is cancelled. Takes
-    /// the run's lease first (refused with [`EngineError::Busy`] while a live process
+    /// the run's lease first (refused with [`StateError::LeaseHeld`] while a live process
     /// holds it) and keeps it renewed.
     #[tracing::instrument(name = "run", skip_all, fields(run_id = %run_id))]
     pub async fn drive(&self, run_id: &str, stop: CancellationToken) -> Result<RunOutcome, EngineError> {
@@ -94,15 +94,12 @@ impl Engine {
             });
         }
         if let Some(owner) = beat.lost_to() {
-            return Err(EngineError::LeaseLost {
+            return Err(EngineError::State(StateError::LeaseLost {
                 run_id: run_id.to_owned(),
                 owner,
-            });
+            }));
         }
         let outcome = match result {
-            Err(EngineError::State(StateError::LeaseLost { run_id, owner })) => {
-                return Err(EngineError::LeaseLost { run_id, owner });
-            }
             // The store refused to start a step because an operator asked to cancel.
             Err(EngineError::State(StateError::CancelRequested { .. })) => RunOutcome::Interrupted,
             other => other?,

@@ -15,7 +15,7 @@ use super::engine::RunOutcome;
 use crate::clock::{ms, to_datetime};
 use crate::expr::{Scope, StepScope};
 use crate::failpoint::{self, Point};
-use crate::host::Host;
+use crate::host::{Host, StoreFailure};
 use crate::runbook::{ErrorClass, NotifyEvent, OnFailure, Step, WindowEdge};
 use crate::{EngineError, retry};
 
@@ -120,9 +120,8 @@ impl Driver<'_> {
                     (attempt, input, row.progress.clone(), deadline, false)
                 }
                 StepStatus::Completed | StepStatus::Skipped | StepStatus::Failed => {
-                    return Err(EngineError::State(StateError::InvalidTransition {
-                        message: format!("step `{sid}` is already {}", row.status),
-                    }));
+                    // The walk passes only steps that may run.
+                    return Err(EngineError::internal(format!("step `{sid}` is already {}", row.status)));
                 }
             };
             // An approval step re-entered after its run waited is not a restart: it goes on
@@ -184,10 +183,16 @@ impl Driver<'_> {
                         message,
                     }));
                 }
-                Err(StepError::Activity(ActivityError::Store(message))) => {
+                Err(StepError::Store(e)) => {
                     // Progress could not be committed (lost lease, database error): stop
                     // without recording anything else; resume re-enters the step.
-                    return Err(EngineError::State(StateError::InvalidTransition { message }));
+                    return Err(EngineError::State(e));
+                }
+                Err(StepError::Activity(ActivityError::Store(message))) => {
+                    // Only the host reports store errors, and it keeps each one for the driver.
+                    return Err(EngineError::internal(format!(
+                        "an activity reported a store error the engine did not see: {message}"
+                    )));
                 }
                 Err(e) => e,
             };
@@ -311,6 +316,7 @@ impl Driver<'_> {
         progress: Option<serde_json::Value>,
         deadline: Option<Millis>,
     ) -> Result<serde_json::Value, StepError> {
+        let store_failure = Arc::new(StoreFailure::default());
         let host = Arc::new(Host {
             store: self.engine.store.clone(),
             clock: self.engine.clock.clone(),
@@ -319,6 +325,7 @@ impl Driver<'_> {
             attempt,
             owner: self.owner().to_owned(),
             lease: self.lease.clone(),
+            store_failure: store_failure.clone(),
         });
         let ctx = ActivityCtx::new(
             self.run_id,
@@ -335,15 +342,20 @@ impl Driver<'_> {
                 fogbook_activities::execute(&step.uses, input, &ctx, &self.engine.env).await,
             )
         };
+        // A store error the activity reports is taken back with its type.
+        let failed = |e: ActivityError| match (&e, store_failure.take()) {
+            (ActivityError::Store(_), Some(kept)) => StepError::Store(kept),
+            _ => StepError::Activity(e),
+        };
         match deadline {
-            None => run.await.map_err(StepError::Activity),
+            None => run.await.map_err(failed),
             // Already past the deadline (re-entered late): the activity is not even polled
             // once, so it cannot send a first request.
             Some(at) if at <= self.now() => Err(StepError::Timeout(at)),
             Some(at) => {
                 let remaining = Duration::from_millis(u64::try_from(at - self.now()).unwrap_or(0));
                 match tokio::time::timeout(remaining, run).await {
-                    Ok(r) => r.map_err(StepError::Activity),
+                    Ok(r) => r.map_err(failed),
                     Err(_) => Err(StepError::Timeout(at)),
                 }
             }
@@ -396,6 +408,8 @@ impl Driver<'_> {
 
 pub(super) enum StepError {
     Activity(ActivityError),
+    /// The store refused or failed while the activity ran (saving its progress, an approval).
+    Store(StateError),
     Timeout(Millis),
 }
 
@@ -418,6 +432,8 @@ impl StepError {
                 None,
                 None,
             ),
+            // Not reached: a store error stops the driver before it is described.
+            Self::Store(e) => (None, "StateStoreError".to_owned(), e.to_string(), None, None),
             Self::Activity(e) => {
                 let code = e.code().to_owned();
                 let retry_after = e.retry_after();

@@ -327,9 +327,7 @@ impl Driver<'_> {
             tokio::select! {
                 joined = self.set.join_next() => {
                     let Some(joined) = joined else { continue };
-                    let (idx, result) = joined.map_err(|e| EngineError::State(StateError::InvalidTransition {
-                        message: format!("a target's driver task ended abnormally: {e}"),
-                    }))?;
+                    let (idx, result) = joined.map_err(|e| EngineError::internal(format!("a target's driver task ended abnormally: {e}")))?;
                     self.driving.remove(&idx);
                     self.outcome(&snap, idx, result).await?;
                 }
@@ -364,18 +362,7 @@ impl Driver<'_> {
             .store()
             .start_fleet_target(&self.id, t.idx, &self.owner, new, running_after)
             .await
-            .map_err(|e| match e {
-                StateError::LockHeld {
-                    key,
-                    holder,
-                    holder_status,
-                } => EngineError::Locked {
-                    key,
-                    holder,
-                    holder_status,
-                },
-                other => EngineError::State(other),
-            })?;
+            .map_err(EngineError::State)?;
         failpoint::hit_named("fleet-after-start", &t.name);
         tracing::info!(target_name = %t.name, run_id = %run_id, "fleet: target started");
         self.spawn_drive(t.idx, run_id);

@@ -170,6 +170,11 @@ pub(crate) struct Milestone {
 
 /// Measures resume latency over `trials` resumes of one run interrupted during seeding.
 pub(crate) async fn resume_latency(dir: &Path, trials: u32) -> Result<ResumeLatency, BenchError> {
+    if !fogbook_engine::TEST_HOOKS {
+        return Err(fail(
+            "the resume-latency phase stops a run inside its seeding with a failpoint, which this build leaves out: build with `cargo build --release --locked --features test-hooks`, or pass --resume-trials 0",
+        ));
+    }
     let scratch = Scratch::new(dir, "resume")?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let estate = Estate::from_yaml_str(RESUME_ESTATE).context("the bench estate does not load")?;

@@ -17,18 +17,20 @@ pub(super) enum Shown {
 }
 
 impl Driver<'_> {
-    pub(super) fn carried(&self) -> Vec<StepFinish> {
+    /// Takes the carry out, to commit it.
+    pub(super) fn take_carry(&self) -> Vec<StepFinish> {
         std::mem::take(&mut *self.carry.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
-    pub(super) fn defer(&self, finish: StepFinish) {
+    /// Adds the end of an attempt whose effects are over to the carry.
+    pub(super) fn carry_end(&self, finish: StepFinish) {
         self.carry
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(finish);
     }
 
-    /// Shows `end` once the carried ends are committed.
+    /// Shows `end` once the carry is committed.
     pub(super) fn show_after_commit(&self, end: Shown) {
         self.shown
             .lock()
@@ -52,13 +54,13 @@ impl Driver<'_> {
         }
     }
 
-    /// Commits the carried ends together with `finish` (if any) and `start` (if any).
+    /// Commits the carry together with `finish` (if any) and `start` (if any).
     pub(super) async fn advance(
         &self,
         finish: Option<StepFinish>,
         start: Option<StepStart>,
     ) -> Result<(), EngineError> {
-        let mut finished = self.carried();
+        let mut finished = self.take_carry();
         finished.extend(finish);
         if finished.is_empty() && start.is_none() {
             return Ok(());
@@ -81,7 +83,7 @@ impl Driver<'_> {
         Ok(result?)
     }
 
-    /// Commits the carried ends, if any, on their own.
+    /// Commits the carry, if any, on its own.
     pub(super) async fn flush(&self) -> Result<(), EngineError> {
         self.advance(None, None).await
     }

@@ -279,13 +279,13 @@ impl Engine {
             }
         }
         // The run's success is committed with the end of its last step when that is pending.
-        let mut last = driver.carried();
+        let mut last = driver.take_carry();
         match last.last_mut() {
             Some(finish) => {
                 finish.run_status = Some(RunStatus::Succeeded);
                 let tail = last.pop();
                 for f in last {
-                    driver.defer(f);
+                    driver.carry_end(f);
                 }
                 driver.advance(tail, None).await?;
             }

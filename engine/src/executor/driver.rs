@@ -32,7 +32,7 @@ pub(super) struct Driver<'a> {
     /// commit), and before anything else is written or sent. Between an end and its commit
     /// the driver only evaluates the next step's condition and inputs, in memory.
     pub(super) carry: std::sync::Mutex<Vec<StepFinish>>,
-    /// What the carried ends will show once committed: nothing is reported as done before
+    /// What the ends in the carry will show once committed: nothing is reported as done before
     /// its commit.
     pub(super) shown: std::sync::Mutex<Vec<Shown>>,
 }

@@ -20,6 +20,8 @@ use crate::runbook::{ErrorClass, NotifyEvent, OnFailure, Step, WindowEdge};
 use crate::{EngineError, retry};
 
 impl Driver<'_> {
+    /// Runs `step` from its stored `row` until it ends or the run stops: starts (or
+    /// re-enters) an attempt, runs its activity, and retries while the retry policy allows.
     #[tracing::instrument(name = "step", skip_all, fields(step_id = %step.id, uses = %step.uses))]
     pub(super) async fn run_step(
         &self,
@@ -27,215 +29,273 @@ impl Driver<'_> {
         mut row: StepRow,
         scope: &Scope<'_>,
     ) -> Result<StepEnd, EngineError> {
-        let store = &self.engine.store;
-        let sid = step.id.as_str();
         let first_started = row.first_started_at.unwrap_or_else(|| self.now());
         loop {
-            let (attempt, input, progress, deadline, reentered) = match row.status {
-                StepStatus::Pending => {
-                    if let Some(outside) = self.outside_window(step).await? {
-                        return Ok(StepEnd::Stop(outside));
-                    }
-                    if let Some(when) = &step.when {
-                        match when.eval_bool(scope) {
-                            Ok(true) => {}
-                            Ok(false) => {
-                                // Committed with the next transition, like a completion.
-                                self.defer(StepFinish {
-                                    step_id: sid.to_owned(),
-                                    attempt: 0,
-                                    outcome: StepOutcome::Skipped {
-                                        reason: when.source().to_owned(),
-                                    },
-                                    closes: vec![],
-                                    run_status: None,
-                                    now: self.now(),
-                                });
-                                self.show_after_commit(Shown::Skipped(sid.to_owned()));
-                                return Ok(StepEnd::Skipped);
-                            }
-                            Err(e) => {
-                                return self
-                                    .fail_for_good(
-                                        step,
-                                        0,
-                                        "ExpressionError",
-                                        &format!("`when` could not be evaluated: {e}"),
-                                        None,
-                                    )
-                                    .await;
-                            }
-                        }
-                    }
-                    let input = match crate::expr::resolve_with(&step.with, scope) {
-                        Ok(v) => v,
-                        Err(e) => {
-                            return self
-                                .fail_for_good(
-                                    step,
-                                    0,
-                                    "ExpressionError",
-                                    &format!("inputs could not be resolved: {e}"),
-                                    None,
-                                )
-                                .await;
-                        }
-                    };
-                    let attempt = row.attempt + 1;
-                    // A step an operator re-opened (`resume --retry-failed`) keeps what its
-                    // earlier attempts saved: an intent or a polling URL must not be forgotten.
-                    let reopened = row.attempt > 0;
-                    let deadline = self.start(step, attempt, &input, reopened).await?;
-                    let progress = if reopened { row.progress.clone() } else { None };
-                    (attempt, input, progress, deadline, false)
-                }
-                StepStatus::Running => {
-                    // Re-entered after a restart: same attempt, its stored input, deadline and
-                    // progress. The activity decides from its progress how to continue.
-                    let input = row.input.clone().unwrap_or_default();
-                    self.flush().await?;
-                    store
-                        .record_event(
-                            self.run_id,
-                            "step.reentered",
-                            Some(sid.to_owned()),
-                            json!({ "attempt": row.attempt, "progress": row.progress }),
-                            self.now(),
-                        )
-                        .await?;
-                    (row.attempt, input, row.progress.clone(), row.deadline_at, true)
-                }
-                StepStatus::RetryWait => {
-                    let at = row.next_attempt_at.unwrap_or_else(|| self.now());
-                    let remaining = at - self.now();
-                    if remaining > 0 {
-                        tokio::select! {
-                            () = tokio::time::sleep(Duration::from_millis(remaining.unsigned_abs())) => {}
-                            () = self.stop.cancelled() => return Ok(StepEnd::Stop(RunOutcome::Interrupted)),
-                        }
-                    }
-                    let input = row.input.clone().unwrap_or_default();
-                    let attempt = row.attempt + 1;
-                    let deadline = self.start(step, attempt, &input, true).await?;
-                    (attempt, input, row.progress.clone(), deadline, false)
-                }
+            let attempt = match row.status {
+                StepStatus::Pending => match self.begin(step, &row, scope).await? {
+                    Begun::Attempt(a) => a,
+                    Begun::Ended(end) => return Ok(end),
+                },
+                StepStatus::Running => self.reenter(step, &row).await?,
+                StepStatus::RetryWait => match self.retry_when_due(step, &row).await? {
+                    Some(a) => a,
+                    None => return Ok(StepEnd::Stop(RunOutcome::Interrupted)),
+                },
                 StepStatus::Completed | StepStatus::Skipped | StepStatus::Failed => {
                     // The walk passes only steps that may run.
-                    return Err(EngineError::internal(format!("step `{sid}` is already {}", row.status)));
-                }
-            };
-            // An approval step re-entered after its run waited is not a restart: it goes on
-            // with the approval (or asks again), and says nothing about re-entering.
-            let shown_reentered = reentered && step.uses != "approval";
-            self.engine
-                .observer
-                .step_started(sid, &step.uses, attempt, shown_reentered);
-            tracing::info!(attempt, reentered, "step.started");
-            failpoint::hit(Point::AfterStart, sid);
-
-            let result = self.execute(step, attempt, input, progress, deadline).await;
-            failpoint::hit(Point::BeforeFinish, sid);
-            let error = match result {
-                Ok(output) => {
-                    let closes = edges(step, WindowEdge::Closes);
-                    // Committed with the next transition (the next step's start, the run's
-                    // end, or before anything else is written or sent).
-                    self.defer(StepFinish {
-                        step_id: sid.to_owned(),
-                        attempt,
-                        outcome: StepOutcome::Completed { output: output.clone() },
-                        closes: closes.clone(),
-                        run_status: None,
-                        now: self.now(),
-                    });
-                    let elapsed = self.now() - first_started;
-                    self.show_after_commit(Shown::Completed {
-                        step: sid.to_owned(),
-                        elapsed,
-                        closes: closes.clone(),
-                    });
-                    for kind in closes {
-                        self.notify(NotifyEvent::WindowClosed, json!({ "kind": kind, "step": sid }))
-                            .await;
-                    }
-                    tracing::info!("step.completed");
-                    return Ok(StepEnd::Completed(output));
-                }
-                Err(StepError::Activity(ActivityError::Interrupted)) => {
-                    return Ok(StepEnd::Stop(RunOutcome::Interrupted));
-                }
-                Err(StepError::Activity(ActivityError::LeaseExpired { message })) => {
-                    // Nothing was sent and nothing more is written: the run belongs to
-                    // whoever holds the lease now.
-                    return Err(EngineError::Fenced {
-                        run_id: self.run_id.to_owned(),
-                        step_id: sid.to_owned(),
-                        message,
-                    });
-                }
-                Err(StepError::Activity(ActivityError::AwaitingApproval { message })) => {
-                    self.flush().await?;
-                    store
-                        .set_run_status(self.run_id, self.owner(), RunStatus::Waiting, None, self.now())
-                        .await?;
-                    return Ok(StepEnd::Stop(RunOutcome::Waiting {
-                        step: sid.to_owned(),
-                        message,
-                    }));
-                }
-                Err(StepError::Store(e)) => {
-                    // Progress could not be committed (lost lease, database error): stop
-                    // without recording anything else; resume re-enters the step.
-                    return Err(EngineError::State(e));
-                }
-                Err(StepError::Activity(ActivityError::Store(message))) => {
-                    // Only the host reports store errors, and it keeps each one for the driver.
                     return Err(EngineError::internal(format!(
-                        "an activity reported a store error the engine did not see: {message}"
+                        "step `{}` is already {}",
+                        step.id, row.status
                     )));
                 }
-                Err(e) => e,
+            };
+            let number = attempt.number;
+            let error = match self.attempt(step, attempt).await {
+                Ok(output) => return Ok(self.completed(step, number, output, first_started).await),
+                Err(e) => match self.stopped_by(step, e).await? {
+                    Stopped::Yes(end) => return Ok(end),
+                    Stopped::No(e) => e,
+                },
             };
             let (class, code, message, retry_after, output) = error.describe();
             let retryable = class.is_some_and(|c| step.retry.on.contains(&c));
-            if retryable && attempt < step.retry.max_attempts {
-                let unit = rand::random::<f64>() * 2.0 - 1.0;
-                let delay = retry::delay(&step.retry, attempt, retry_after, unit);
-                let next = self.now() + ms(delay);
-                self.advance(
-                    Some(StepFinish {
+            if retryable && number < step.retry.max_attempts {
+                row = self.schedule_retry(step, number, &code, &message, retry_after).await?;
+                continue;
+            }
+            return self.fail_for_good(step, number, &code, &message, output).await;
+        }
+    }
+
+    /// A pending step: waits for its maintenance window, evaluates its `when`, resolves its
+    /// inputs and commits the start of its next attempt.
+    async fn begin(&self, step: &Step, row: &StepRow, scope: &Scope<'_>) -> Result<Begun, EngineError> {
+        let sid = step.id.as_str();
+        if let Some(outside) = self.outside_window(step).await? {
+            return Ok(Begun::Ended(StepEnd::Stop(outside)));
+        }
+        if let Some(when) = &step.when {
+            match when.eval_bool(scope) {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Committed with the next transition, like a completion.
+                    self.carry_end(StepFinish {
                         step_id: sid.to_owned(),
-                        attempt,
-                        outcome: StepOutcome::RetryScheduled {
-                            error: json!({ "code": code, "message": message }),
-                            next_attempt_at: next,
+                        attempt: 0,
+                        outcome: StepOutcome::Skipped {
+                            reason: when.source().to_owned(),
                         },
                         closes: vec![],
                         run_status: None,
                         now: self.now(),
-                    }),
-                    None,
-                )
-                .await?;
-                self.engine
-                    .observer
-                    .retry_scheduled(sid, attempt, &format!("{code}: {message}"), ms(delay));
-                tracing::info!(delay_ms = ms(delay), code = %code, "step.retry_scheduled");
-                // Continue from the row as committed (input, attempt, deadline of the retry,
-                // the progress the failed attempt saved), not from what this loop remembers.
-                row = store
-                    .load_run(self.run_id)
-                    .await?
-                    .step(sid)
-                    .cloned()
-                    .ok_or_else(|| StateError::UnknownStep {
-                        run_id: self.run_id.to_owned(),
-                        step_id: sid.to_owned(),
-                    })?;
-                continue;
+                    });
+                    self.show_after_commit(Shown::Skipped(sid.to_owned()));
+                    return Ok(Begun::Ended(StepEnd::Skipped));
+                }
+                Err(e) => {
+                    let message = format!("`when` could not be evaluated: {e}");
+                    let end = self.fail_for_good(step, 0, "ExpressionError", &message, None).await?;
+                    return Ok(Begun::Ended(end));
+                }
             }
-            return self.fail_for_good(step, attempt, &code, &message, output).await;
         }
+        let input = match crate::expr::resolve_with(&step.with, scope) {
+            Ok(v) => v,
+            Err(e) => {
+                let message = format!("inputs could not be resolved: {e}");
+                let end = self.fail_for_good(step, 0, "ExpressionError", &message, None).await?;
+                return Ok(Begun::Ended(end));
+            }
+        };
+        let number = row.attempt + 1;
+        // A step an operator re-opened (`resume --retry-failed`) keeps what its earlier
+        // attempts saved: an intent or a polling URL must not be forgotten.
+        let reopened = row.attempt > 0;
+        let deadline = self.start(step, number, &input, reopened).await?;
+        let progress = if reopened { row.progress.clone() } else { None };
+        Ok(Begun::Attempt(Attempt {
+            number,
+            input,
+            progress,
+            deadline,
+            reentered: false,
+        }))
+    }
+
+    /// A step that was running when its driver stopped, re-entered after a restart: the same
+    /// attempt with its stored input, deadline and progress. The activity decides from its
+    /// progress how to continue.
+    async fn reenter(&self, step: &Step, row: &StepRow) -> Result<Attempt, EngineError> {
+        self.flush().await?;
+        self.engine
+            .store
+            .record_event(
+                self.run_id,
+                "step.reentered",
+                Some(step.id.0.clone()),
+                json!({ "attempt": row.attempt, "progress": row.progress }),
+                self.now(),
+            )
+            .await?;
+        Ok(Attempt {
+            number: row.attempt,
+            input: row.input.clone().unwrap_or_default(),
+            progress: row.progress.clone(),
+            deadline: row.deadline_at,
+            reentered: true,
+        })
+    }
+
+    /// A step waiting to retry: waits until its next attempt is due and commits its start.
+    /// `None` when the run was stopped meanwhile.
+    async fn retry_when_due(&self, step: &Step, row: &StepRow) -> Result<Option<Attempt>, EngineError> {
+        let at = row.next_attempt_at.unwrap_or_else(|| self.now());
+        let remaining = at - self.now();
+        if remaining > 0 {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(remaining.unsigned_abs())) => {}
+                () = self.stop.cancelled() => return Ok(None),
+            }
+        }
+        let input = row.input.clone().unwrap_or_default();
+        let number = row.attempt + 1;
+        let deadline = self.start(step, number, &input, true).await?;
+        Ok(Some(Attempt {
+            number,
+            input,
+            progress: row.progress.clone(),
+            deadline,
+            reentered: false,
+        }))
+    }
+
+    /// Runs an attempt whose start is committed.
+    async fn attempt(&self, step: &Step, attempt: Attempt) -> Result<serde_json::Value, StepError> {
+        let sid = step.id.as_str();
+        // An approval step re-entered after its run waited is not a restart: it goes on
+        // with the approval (or asks again), and says nothing about re-entering.
+        let shown_reentered = attempt.reentered && step.uses != "approval";
+        self.engine
+            .observer
+            .step_started(sid, &step.uses, attempt.number, shown_reentered);
+        tracing::info!(attempt = attempt.number, reentered = attempt.reentered, "step.started");
+        failpoint::hit(Point::AfterStart, sid);
+        let result = self
+            .execute(step, attempt.number, attempt.input, attempt.progress, attempt.deadline)
+            .await;
+        failpoint::hit(Point::BeforeFinish, sid);
+        result
+    }
+
+    /// The attempt completed: its end joins the carry, committed with the next transition
+    /// (the next step's start, the run's end, or before anything else is written or sent).
+    async fn completed(&self, step: &Step, attempt: u32, output: serde_json::Value, first_started: Millis) -> StepEnd {
+        let sid = step.id.as_str();
+        let closes = edges(step, WindowEdge::Closes);
+        self.carry_end(StepFinish {
+            step_id: sid.to_owned(),
+            attempt,
+            outcome: StepOutcome::Completed { output: output.clone() },
+            closes: closes.clone(),
+            run_status: None,
+            now: self.now(),
+        });
+        self.show_after_commit(Shown::Completed {
+            step: sid.to_owned(),
+            elapsed: self.now() - first_started,
+            closes: closes.clone(),
+        });
+        for kind in closes {
+            self.notify(NotifyEvent::WindowClosed, json!({ "kind": kind, "step": sid }))
+                .await;
+        }
+        tracing::info!("step.completed");
+        StepEnd::Completed(output)
+    }
+
+    /// Whether an attempt's error stops the run here (interrupted, awaiting an approval) or
+    /// stops the driver (fenced, the store failed), rather than going to the retry policy.
+    async fn stopped_by(&self, step: &Step, error: StepError) -> Result<Stopped, EngineError> {
+        let sid = step.id.as_str();
+        match error {
+            StepError::Activity(ActivityError::Interrupted) => Ok(Stopped::Yes(StepEnd::Stop(RunOutcome::Interrupted))),
+            StepError::Activity(ActivityError::LeaseExpired { message }) => {
+                // Nothing was sent and nothing more is written: the run belongs to whoever
+                // holds the lease now.
+                Err(EngineError::Fenced {
+                    run_id: self.run_id.to_owned(),
+                    step_id: sid.to_owned(),
+                    message,
+                })
+            }
+            StepError::Activity(ActivityError::AwaitingApproval { message }) => {
+                self.flush().await?;
+                self.engine
+                    .store
+                    .set_run_status(self.run_id, self.owner(), RunStatus::Waiting, None, self.now())
+                    .await?;
+                Ok(Stopped::Yes(StepEnd::Stop(RunOutcome::Waiting {
+                    step: sid.to_owned(),
+                    message,
+                })))
+            }
+            // Progress could not be committed (lost lease, database error): stop without
+            // recording anything else; resume re-enters the step.
+            StepError::Store(e) => Err(EngineError::State(e)),
+            // Only the host reports store errors, and it keeps each one for the driver.
+            StepError::Activity(ActivityError::Store(message)) => Err(EngineError::internal(format!(
+                "an activity reported a store error the engine did not see: {message}"
+            ))),
+            other => Ok(Stopped::No(other)),
+        }
+    }
+
+    /// Commits the failed attempt's end with the time of the next one, and returns the step's
+    /// row as committed (input, attempt, deadline, the progress the failed attempt saved):
+    /// the next attempt continues from it, not from what the driver remembers.
+    async fn schedule_retry(
+        &self,
+        step: &Step,
+        attempt: u32,
+        code: &str,
+        message: &str,
+        retry_after: Option<Duration>,
+    ) -> Result<StepRow, EngineError> {
+        let sid = step.id.as_str();
+        let unit = rand::random::<f64>() * 2.0 - 1.0;
+        let delay = retry::delay(&step.retry, attempt, retry_after, unit);
+        let next = self.now() + ms(delay);
+        self.advance(
+            Some(StepFinish {
+                step_id: sid.to_owned(),
+                attempt,
+                outcome: StepOutcome::RetryScheduled {
+                    error: json!({ "code": code, "message": message }),
+                    next_attempt_at: next,
+                },
+                closes: vec![],
+                run_status: None,
+                now: self.now(),
+            }),
+            None,
+        )
+        .await?;
+        self.engine
+            .observer
+            .retry_scheduled(sid, attempt, &format!("{code}: {message}"), ms(delay));
+        tracing::info!(delay_ms = ms(delay), code = %code, "step.retry_scheduled");
+        let row = self
+            .engine
+            .store
+            .load_run(self.run_id)
+            .await?
+            .step(sid)
+            .cloned()
+            .ok_or_else(|| StateError::UnknownStep {
+                run_id: self.run_id.to_owned(),
+                step_id: sid.to_owned(),
+            })?;
+        Ok(row)
     }
 
     /// A disruptive step of a run with a pausing maintenance window does not start while
@@ -406,6 +466,30 @@ impl Driver<'_> {
     }
 }
 
+/// An attempt that is about to run: its start is committed (or it was re-entered).
+struct Attempt {
+    number: u32,
+    input: serde_json::Value,
+    progress: Option<serde_json::Value>,
+    deadline: Option<Millis>,
+    /// Re-entered after a restart rather than started.
+    reentered: bool,
+}
+
+/// What beginning a pending step led to.
+enum Begun {
+    Attempt(Attempt),
+    /// It ended without an attempt (skipped, failed evaluating its inputs, outside its window).
+    Ended(StepEnd),
+}
+
+/// Whether an attempt's error ended the step's run here.
+enum Stopped {
+    Yes(StepEnd),
+    No(StepError),
+}
+
+/// Why an attempt failed.
 pub(super) enum StepError {
     Activity(ActivityError),
     /// The store refused or failed while the activity ran (saving its progress, an approval).

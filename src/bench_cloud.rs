@@ -587,15 +587,9 @@ async fn drive_waiting(store: &Store, url: &str, runs: u32, window: Duration) ->
         }});
         let id = engine
             .create_run(CreateRun {
-                runbook: &rb,
-                text: WAITING_RUNBOOK,
-                source_path: None,
                 params,
-                auto_approve: false,
-                take_lease: false,
                 created_by: json!("bench"),
-                schedule: None,
-                window: None,
+                ..CreateRun::new(&rb, WAITING_RUNBOOK)
             })
             .await
             .context("cannot create a bench run")?;

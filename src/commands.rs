@@ -372,15 +372,12 @@ async fn run(cli: &Cli, args: &RunArgs) -> Exit {
     let source_path = std::fs::canonicalize(&args.file).unwrap_or_else(|_| args.file.clone());
     let created = engine
         .create_run(CreateRun {
-            runbook: &rb,
-            text: &text,
             source_path: Some(source_path.display().to_string()),
             params,
             auto_approve: args.auto_approve,
             take_lease: !args.detach,
             created_by,
-            schedule: None,
-            window: None,
+            ..CreateRun::new(&rb, &text)
         })
         .await;
     let run_id = match created {

@@ -156,14 +156,9 @@ async fn floor(dir: &Path, commits: u32) -> Result<f64, EngineError> {
 
 fn request<'a>(rb: &'a runbook::Runbook, text: &'a str, params: &serde_json::Value) -> CreateRun<'a> {
     CreateRun {
-        runbook: rb,
-        text,
-        source_path: None,
         params: params.clone(),
-        auto_approve: false,
         take_lease: true,
         created_by: json!("bench"),
-        schedule: None,
-        window: None,
+        ..CreateRun::new(rb, text)
     }
 }

@@ -285,15 +285,13 @@ async fn tick_one(engine: &Engine, s: &ScheduleRow) -> Result<usize, EngineError
                 fire_at,
                 from_queue,
                 run: Box::new(engine.prepare_run(CreateRun {
-                    runbook: &rb,
-                    text: &s.runbook_text,
                     source_path: s.source_path.clone(),
                     params: params.clone(),
                     auto_approve: s.auto_approve,
-                    take_lease: false,
                     created_by: json!({ "schedule": s.name, "fire_at": fogbook_state::format_ms(fire_at), "worker": engine.owner().as_str() }),
                     schedule: Some(s.name.clone()),
                     window: s.window.clone().filter(|w| w.get("pause") == Some(&serde_json::Value::Bool(true))),
+                    ..CreateRun::new(&rb, &s.runbook_text)
                 })?),
             },
         });

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use fogbook_engine::{CreateRun, Engine, EngineConfig, EngineError, Owner, RunOutcome, runbook};
 use fogbook_state::{StateError, Store};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 const RUNBOOK: &str = r#"
@@ -35,15 +34,8 @@ async fn an_expired_lease_is_taken_over_only_after_the_margin() {
     let rb = runbook::parse(RUNBOOK, "one-step.yaml").unwrap();
     let run = a
         .create_run(CreateRun {
-            runbook: &rb,
-            text: RUNBOOK,
-            source_path: None,
-            params: json!({}),
-            auto_approve: false,
             take_lease: true,
-            created_by: json!("test"),
-            schedule: None,
-            window: None,
+            ..CreateRun::new(&rb, RUNBOOK)
         })
         .await
         .unwrap();

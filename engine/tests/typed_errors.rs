@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use fogbook_engine::{CreateRun, Engine, EngineConfig, EngineError, ErrorKind, Observer, runbook};
 use fogbook_state::{StateError, Store, StoreFault};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 const THIEF: &str = "another-process";
@@ -43,20 +42,7 @@ impl Observer for StealOnStart {
 
 async fn create(engine: &Engine, text: &str) -> String {
     let rb = runbook::parse(text, "typed.yaml").unwrap();
-    engine
-        .create_run(CreateRun {
-            runbook: &rb,
-            text,
-            source_path: None,
-            params: json!({}),
-            auto_approve: false,
-            take_lease: false,
-            created_by: json!("test"),
-            schedule: None,
-            window: None,
-        })
-        .await
-        .unwrap()
+    engine.create_run(CreateRun::new(&rb, text)).await.unwrap()
 }
 
 #[tokio::test]

@@ -36,6 +36,26 @@ pub struct CreateRun<'a> {
     pub window: Option<serde_json::Value>,
 }
 
+impl<'a> CreateRun<'a> {
+    /// A request for a run of `runbook` (parsed from `text`) with the defaults: no
+    /// parameters, no source file, approvals asked, the lease left to whoever drives the run,
+    /// no creator recorded, no schedule, no window. Set what differs with struct update
+    /// syntax: `CreateRun { take_lease: true, ..CreateRun::new(&rb, &text) }`.
+    pub fn new(runbook: &'a Runbook, text: &'a str) -> Self {
+        Self {
+            runbook,
+            text,
+            source_path: None,
+            params: json!({}),
+            auto_approve: false,
+            take_lease: false,
+            created_by: serde_json::Value::Null,
+            schedule: None,
+            window: None,
+        }
+    }
+}
+
 impl Engine {
     /// Creates a run: pins the runbook text and parameters, locks the run's resource keys
     /// (refusing, with the holder's id, when another run has one), and returns its id.

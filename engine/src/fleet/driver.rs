@@ -347,15 +347,11 @@ impl Driver<'_> {
     async fn start(&mut self, t: &FleetTargetRow, running_after: usize) -> Result<(), EngineError> {
         failpoint::hit_named("fleet-before-start", &t.name);
         let new = self.engine.prepare_run(CreateRun {
-            runbook: &self.runbook,
-            text: &self.runbook_text,
-            source_path: None,
             params: t.params.clone(),
             auto_approve: self.rate.auto_approve,
             take_lease: true,
             created_by: json!({ "fleet": self.id, "target": t.name, "command": "fleet" }),
-            schedule: None,
-            window: None,
+            ..CreateRun::new(&self.runbook, &self.runbook_text)
         })?;
         let run_id = new.id.clone();
         self.engine

@@ -145,7 +145,6 @@ pub fn lease_margin(ttl: Duration, configured: Option<Duration>) -> Duration {
 mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
-
     use super::*;
     use crate::{CreateRun, Engine, EngineConfig, Owner, runbook};
 

@@ -298,7 +298,6 @@ fn engine(cli: &Cli, store: Store, drive: &DriveArgs, progress: Arc<Progress>, e
         lease_ttl: cli.lease_ttl,
         lease_margin: cli.lease_margin,
         wait_for_approval: drive.wait,
-        ..EngineConfig::default()
     };
     Engine::new(store, config).with_observer(progress).with_env(env)
 }

@@ -23,8 +23,6 @@ pub struct EngineConfig {
     pub lease_margin: Option<Duration>,
     /// Block in approval steps until approved instead of suspending the run.
     pub wait_for_approval: bool,
-    /// How long in-flight activities may take to reach a safe point after a stop request.
-    pub shutdown_grace: Duration,
 }
 
 impl Default for EngineConfig {
@@ -33,7 +31,6 @@ impl Default for EngineConfig {
             lease_ttl: Duration::from_secs(30),
             lease_margin: None,
             wait_for_approval: false,
-            shutdown_grace: Duration::from_secs(30),
         }
     }
 }

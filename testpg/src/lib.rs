@@ -19,6 +19,7 @@
 mod binaries;
 mod error;
 mod server;
+mod tls;
 
 pub use error::TestPgError;
 pub use server::TestPostgres;

@@ -11,6 +11,7 @@ use tempfile::TempDir;
 
 use crate::TestPgError;
 use crate::binaries::bin_dir;
+use crate::tls::{Certificates, make_certificates};
 
 /// The superuser of every test cluster.
 const SUPERUSER: &str = "postgres";
@@ -52,6 +53,8 @@ pub struct TestPostgres {
     run_as: Option<String>,
     port: u16,
     password: String,
+    /// The server's certificates, when it accepts TLS.
+    tls: Option<Certificates>,
 }
 
 impl TestPostgres {
@@ -61,7 +64,18 @@ impl TestPostgres {
     }
 
     /// Starts a new server: `initdb`, `pg_ctl start` on a free loopback port, `createdb fogbook`.
+    /// It accepts no TLS (its URLs say `sslmode=disable`).
     pub fn try_start() -> Result<Self, TestPgError> {
+        Self::launch(false)
+    }
+
+    /// Starts a new server that also accepts TLS, with a certificate for 127.0.0.1 signed by
+    /// a throwaway CA ([`Self::ca_cert`]); made with the `openssl` command.
+    pub fn start_with_tls() -> Self {
+        Self::launch(true).unwrap_or_else(|e| panic!("cannot start a throwaway PostgreSQL server with TLS: {e}"))
+    }
+
+    fn launch(tls: bool) -> Result<Self, TestPgError> {
         let bin = bin_dir()?;
         let dir = tempfile::Builder::new()
             .prefix(DIR_PREFIX)
@@ -94,12 +108,28 @@ impl TestPostgres {
             std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid))
                 .map_err(|source| io("giving the password file to the `postgres` user", source))?;
         }
+        let tls = if tls {
+            let certs = make_certificates(dir.path())?;
+            if let Some((uid, gid)) = run_as.as_deref().and_then(system_user) {
+                for file in [&certs.cert, &certs.key] {
+                    std::os::unix::fs::chown(file, Some(uid), Some(gid))
+                        .map_err(|source| io("giving the server's certificate to the `postgres` user", source))?;
+                }
+            }
+            // The server refuses a key others can read.
+            std::fs::set_permissions(&certs.key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .map_err(|source| io("restricting the server key's permissions", source))?;
+            Some(certs)
+        } else {
+            None
+        };
         let mut server = Self {
             dir,
             bin,
             run_as,
             port: 0,
             password,
+            tls,
         };
         let mut initdb = server.program("initdb");
         initdb
@@ -142,6 +172,12 @@ impl TestPostgres {
             .arg(self.dir.path())
             .args(["-p", &self.port.to_string(), "-U", SUPERUSER, name]);
         self.run(&format!("createdb {name}"), createdb)
+    }
+
+    /// The PEM file of the CA that signed the server's certificate (servers started with
+    /// [`Self::start_with_tls`] only).
+    pub fn ca_cert(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|certs| certs.ca.as_path())
     }
 
     /// The TCP port the server listens on (127.0.0.1 only).
@@ -188,6 +224,18 @@ impl TestPostgres {
         for _ in 0..PORT_TRIES {
             self.port = free_port()?;
             let log_before = self.log().len();
+            let mut options = format!(
+                "-p {} -k '{}' -c listen_addresses=127.0.0.1 -c shared_buffers=16MB -c max_connections=100",
+                self.port,
+                self.dir.path().display()
+            );
+            if let Some(certs) = &self.tls {
+                options.push_str(&format!(
+                    " -c ssl=on -c ssl_cert_file='{}' -c ssl_key_file='{}'",
+                    certs.cert.display(),
+                    certs.key.display()
+                ));
+            }
             let mut start = self.program("pg_ctl");
             start
                 .args(["start", "-w", "-t", "120", "-D"])
@@ -195,11 +243,7 @@ impl TestPostgres {
                 .arg("-l")
                 .arg(self.log_file())
                 .arg("-o")
-                .arg(format!(
-                    "-p {} -k '{}' -c listen_addresses=127.0.0.1 -c shared_buffers=16MB -c max_connections=100",
-                    self.port,
-                    self.dir.path().display()
-                ));
+                .arg(options);
             match self.run("pg_ctl start", start) {
                 Ok(()) => return Ok(()),
                 Err(e) => {

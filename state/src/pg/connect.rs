@@ -37,8 +37,8 @@ pub fn connect(url: &PgUrl) -> Result<postgres::Client, PgError> {
         TlsMode::Prefer | TlsMode::Require => config.connect(tls_connector(url.root_cert())?),
     };
     connected.map_err(|source| {
-        // The client reports this case only in its message.
-        if url.tls() == TlsMode::Require && source.to_string().contains("server does not support TLS") {
+        // The client reports this case only in the message of its error's cause.
+        if url.tls() == TlsMode::Require && mentions(&source, "server does not support TLS") {
             PgError::TlsRefused {
                 target: url.to_string(),
             }
@@ -46,6 +46,11 @@ pub fn connect(url: &PgUrl) -> Result<postgres::Client, PgError> {
             connect_error(source)
         }
     })
+}
+
+/// Whether `err` or one of its causes says `text`.
+fn mentions(err: &(dyn std::error::Error + 'static), text: &str) -> bool {
+    std::iter::successors(Some(err), |e| e.source()).any(|e| e.to_string().contains(text))
 }
 
 /// A TLS connector trusting the system's roots and `root_cert`.

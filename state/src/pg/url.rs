@@ -166,6 +166,11 @@ impl PgUrl {
         };
         let sslmode = format!("sslmode={mode}");
         passed.push(&sslmode);
+        // Schemes are case-insensitive; the client's parser knows the lowercase ones only.
+        let base = match base.split_once("://") {
+            Some((scheme, rest)) => format!("{}://{rest}", scheme.to_ascii_lowercase()),
+            None => base.to_owned(),
+        };
         let client = format!("{base}?{}", passed.join("&"));
         let config: postgres::Config = client.parse().map_err(|e: postgres::Error| invalid(e.to_string()))?;
         if config.get_hosts().is_empty() {

@@ -428,4 +428,23 @@ mod tests {
         assert!(!dir.exists(), "the temp dir is removed");
         assert!(!running(pid), "the postmaster has exited");
     }
+
+    /// A test process killed before its drop leaves its server running; the next start in
+    /// any test process stops that server and removes its temp dir.
+    #[test]
+    fn the_server_of_a_dead_test_process_is_swept_by_the_next_start() {
+        let orphan = TestPostgres::start();
+        let mut gone = Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        std::fs::write(orphan.dir.path().join(OWNER_FILE), gone.id().to_string()).unwrap();
+        let postmaster = std::fs::read_to_string(orphan.data_dir().join("postmaster.pid")).unwrap();
+        let pid: u32 = postmaster.lines().next().unwrap().trim().parse().unwrap();
+        assert!(running(pid));
+        let dir = orphan.dir.path().to_owned();
+        // As if the test process were killed: no drop.
+        std::mem::forget(orphan);
+        let _next = TestPostgres::start();
+        assert!(!running(pid), "the orphan's postmaster was stopped");
+        assert!(!dir.exists(), "the orphan's temp dir was removed");
+    }
 }

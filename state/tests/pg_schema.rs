@@ -271,3 +271,86 @@ fn a_newer_schema_is_refused() {
     );
     assert!(err.to_string().contains("newer than this build knows"), "{err}");
 }
+
+/// The store's kind of SQL, written once for SQLite (`?N`, `"window"` quoted, `ON CONFLICT
+/// DO NOTHING`, `RETURNING`), runs unchanged on PostgreSQL once its placeholders are
+/// renumbered, with the same integers, texts and NULLs bound and read back.
+#[test]
+fn the_same_sql_runs_on_both_backends() {
+    const TEXT: &str = "INSERT INTO runbook_texts (sha256, text) VALUES (?1, ?2) ON CONFLICT DO NOTHING";
+    const RUN: &str = "INSERT INTO runs (id, runbook_name, runbook_version, runbook_sha256, params, status,
+                                         auto_approve, created_at, updated_at, audit_head, audit_count, \"window\")
+                       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+    const WINDOW: &str = "INSERT INTO windows (run_id, kind, opened_step, opened_at, subject)
+                          VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id";
+    const STATUS: &str = "UPDATE runs SET status = ?2, updated_at = ?3 WHERE id = ?1 AND lease_owner IS NULL";
+    const READ: &str = "SELECT runbook_version, auto_approve, \"window\", lease_owner, status, updated_at
+                        FROM runs WHERE id = ?1";
+    type Read = (i64, i64, Option<String>, Option<String>, String, i64);
+    let window = Some(r#"{"start_min":60}"#.to_owned());
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    drop(Store::open(&path).unwrap());
+    let lite = rusqlite::Connection::open(&path).unwrap();
+    for _ in 0..2 {
+        lite.execute(TEXT, rusqlite::params!["h1", "runbook: one"]).unwrap();
+    }
+    lite.execute(
+        RUN,
+        rusqlite::params![
+            "r1", "rb", 3_i64, "h1", "{}", "running", 1_i64, 10_i64, 10_i64, "head", 0_i64, window
+        ],
+    )
+    .unwrap();
+    let lite_window: i64 = lite
+        .query_row(
+            WINDOW,
+            rusqlite::params!["r1", "unprotected", "s1", 11_i64, None::<String>],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let lite_updated = lite
+        .execute(STATUS, rusqlite::params!["r1", "succeeded", 12_i64])
+        .unwrap();
+    let lite_read: Read = lite
+        .query_row(READ, ["r1"], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+        })
+        .unwrap();
+
+    let server = TestPostgres::start();
+    let mut db = client(&server.url());
+    pg::migrate(&mut db).unwrap();
+    for _ in 0..2 {
+        db.execute(&*pg::postgres_placeholders(TEXT), &[&"h1", &"runbook: one"])
+            .unwrap();
+    }
+    db.execute(
+        &*pg::postgres_placeholders(RUN),
+        &[
+            &"r1", &"rb", &3_i64, &"h1", &"{}", &"running", &1_i64, &10_i64, &10_i64, &"head", &0_i64, &window,
+        ],
+    )
+    .unwrap();
+    let pg_window: i64 = db
+        .query_one(
+            &*pg::postgres_placeholders(WINDOW),
+            &[&"r1", &"unprotected", &"s1", &11_i64, &None::<String>],
+        )
+        .unwrap()
+        .get(0);
+    let pg_updated = db
+        .execute(&*pg::postgres_placeholders(STATUS), &[&"r1", &"succeeded", &12_i64])
+        .unwrap();
+    let row = db.query_one(&*pg::postgres_placeholders(READ), &[&"r1"]).unwrap();
+    let pg_read: Read = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
+
+    assert_eq!(
+        (pg_window, pg_updated, &pg_read),
+        (lite_window, lite_updated as u64, &lite_read)
+    );
+    assert_eq!(lite_read, (3, 1, window, None, "succeeded".to_owned(), 12));
+    let texts: i64 = db.query_one("SELECT count(*) FROM runbook_texts", &[]).unwrap().get(0);
+    assert_eq!(texts, 1, "ON CONFLICT DO NOTHING kept one text");
+}

@@ -60,7 +60,7 @@ pub struct TestPostgres {
 impl TestPostgres {
     /// Starts a new server, panicking with a message that says what to install when it cannot.
     pub fn start() -> Self {
-        Self::try_start().unwrap_or_else(|e| panic!("cannot start a throwaway PostgreSQL server: {e}"))
+        Self::try_start().unwrap_or_else(|e| panic!("cannot start a throwaway PostgreSQL server: {}", chain(&e)))
     }
 
     /// Starts a new server: `initdb`, `pg_ctl start` on a free loopback port, `createdb fogbook`.
@@ -72,7 +72,8 @@ impl TestPostgres {
     /// Starts a new server that also accepts TLS, with a certificate for 127.0.0.1 signed by
     /// a throwaway CA ([`Self::ca_cert`]); made with the `openssl` command.
     pub fn start_with_tls() -> Self {
-        Self::launch(true).unwrap_or_else(|e| panic!("cannot start a throwaway PostgreSQL server with TLS: {e}"))
+        Self::launch(true)
+            .unwrap_or_else(|e| panic!("cannot start a throwaway PostgreSQL server with TLS: {}", chain(&e)))
     }
 
     fn launch(tls: bool) -> Result<Self, TestPgError> {
@@ -160,7 +161,7 @@ impl TestPostgres {
     /// Creates another empty database and returns its URL.
     pub fn create_database(&self, name: &str) -> String {
         self.try_create_database(name)
-            .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot create database {name}: {}", chain(&e)));
         self.url_for(name)
     }
 
@@ -376,6 +377,17 @@ fn sweep_orphans(bin: &Path, run_as: Option<&str>) {
         let _ = stop.stdout(Stdio::null()).stderr(Stdio::null()).status();
         let _ = std::fs::remove_dir_all(&path);
     }
+}
+
+/// `err` and its causes, for a panic message.
+fn chain(err: &TestPgError) -> String {
+    let mut text = err.to_string();
+    let mut cause = std::error::Error::source(err);
+    while let Some(e) = cause {
+        text.push_str(&format!(": {e}"));
+        cause = e.source();
+    }
+    text
 }
 
 fn io(what: &str, source: std::io::Error) -> TestPgError {

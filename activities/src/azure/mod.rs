@@ -23,7 +23,7 @@ mod regions;
 pub(crate) use databases::DatabasesDeleteCopies;
 pub use estate::find_failover_groups;
 pub use estimate::Estimate;
-pub(crate) use estimate::estimate;
+pub(crate) use estimate::seeding;
 pub(crate) use fog::{FogCreate, FogDelete, FogFailover, FogForceFailover, FogGet};
 pub(crate) use instance::{
     DatabasesAssertEmpty, InstanceCreateLike, InstanceDelete, InstanceGet, InstanceScale, InstanceSetUpdatePolicy,

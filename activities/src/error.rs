@@ -1,3 +1,5 @@
+//! [`ActivityError`]: why an activity produced no output, and whether the engine may retry.
+
 use std::time::Duration;
 
 /// Why an activity did not produce an output.
@@ -50,9 +52,16 @@ pub enum ActivityError {
         /// The approval message shown to the operator.
         message: String,
     },
-    /// The state store refused to save progress; nothing further was done.
-    #[error("could not save step progress: {0}")]
-    Store(String),
+    /// The state store failed (saving progress, reading or giving an approval); nothing
+    /// further was done. The store's own error is the source, so the engine can tell a lost
+    /// lease from a database failure (`source.downcast_ref`); this crate does not know the
+    /// store's types.
+    #[error("the state store failed")]
+    Store {
+        /// What the store reported.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// The driver no longer holds the run's lease (its deadline on the monotonic clock
     /// passed, or the store says another process holds it), so a cloud request was not
     /// sent. The run stays resumable by whoever holds the lease.
@@ -85,7 +94,7 @@ impl ActivityError {
             Self::Ambiguous { .. } => "AmbiguousInterruption",
             Self::Interrupted => "Interrupted",
             Self::AwaitingApproval { .. } => "AwaitingApproval",
-            Self::Store(_) => "StateStoreError",
+            Self::Store { .. } => "StateStoreError",
             Self::LeaseExpired { .. } => "LeaseExpired",
         }
     }
@@ -96,6 +105,13 @@ impl ActivityError {
             code: code.into(),
             message: message.into(),
             output: None,
+        }
+    }
+
+    /// Shorthand for [`ActivityError::Store`].
+    pub fn store(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Store {
+            source: Box::new(source),
         }
     }
 

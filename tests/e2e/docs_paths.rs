@@ -320,3 +320,58 @@ fn architecture_code_map_matches_the_files() {
         missing.join("\n")
     );
 }
+
+/// A quote of code in a document stays what the code says: every ```` ```rust ```` block of a
+/// Markdown file whose paragraph names a source file (`` `path/to/file.rs` ``) is found in that
+/// file, line by line in order (indentation aside).
+#[test]
+fn quoted_code_is_in_the_file() {
+    let mut docs = Vec::new();
+    files(&repo(), ".md", &mut docs);
+    let mut checked = 0;
+    let mut drifted = Vec::new();
+    for doc in docs {
+        let text = std::fs::read_to_string(&doc).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut i = 0;
+        while i < lines.len() {
+            if lines[i].trim() != "```rust" {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            let end = (start + 1..lines.len())
+                .find(|&j| lines[j].trim() == "```")
+                .unwrap_or(lines.len());
+            i = end + 1;
+            // The source file the paragraph before the block names, if any.
+            let paragraph = lines[..start]
+                .iter()
+                .rev()
+                .skip_while(|l| l.trim().is_empty())
+                .take_while(|l| !l.trim().is_empty());
+            let source = paragraph
+                .flat_map(|l| l.split('`').skip(1).step_by(2))
+                .find(|t| t.ends_with(".rs") && t.chars().all(path_char) && repo().join(t).is_file());
+            let Some(source) = source else { continue };
+            checked += 1;
+            let code = std::fs::read_to_string(repo().join(source)).unwrap();
+            let mut code_lines = code.lines().map(str::trim);
+            for quoted in lines[start + 1..end].iter().map(|l| l.trim()).filter(|l| !l.is_empty()) {
+                if !code_lines.any(|l| l == quoted) {
+                    drifted.push(format!(
+                        "{}:{} quotes `{quoted}` from {source}, which no longer has it (in this order)",
+                        rel(&doc),
+                        start + 1
+                    ));
+                    break;
+                }
+            }
+        }
+    }
+    assert!(
+        checked > 0,
+        "no quoted code found: did docs/RELIABILITY.md's quote of fog.rs move?"
+    );
+    assert!(drifted.is_empty(), "quoted code has drifted:\n{}", drifted.join("\n"));
+}

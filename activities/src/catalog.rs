@@ -198,6 +198,54 @@ impl ActivityKind {
         !(self.is_read_only() || matches!(self, Self::Approval | Self::Wait | Self::Notify))
     }
 
+    /// The Azure RBAC actions a step of this activity needs, and where (what `fog.preflight`
+    /// checks for the activities named in its `needs`); empty for an activity whose actions
+    /// it does not check.
+    pub(crate) const fn azure_actions(self) -> &'static [(&'static str, ActionScope)] {
+        match self {
+            Self::FogCreate => &[(
+                "Microsoft.Sql/locations/instanceFailoverGroups/write",
+                ActionScope::PrimaryGroup,
+            )],
+            Self::FogDelete => &[(
+                "Microsoft.Sql/locations/instanceFailoverGroups/delete",
+                ActionScope::PrimaryGroup,
+            )],
+            Self::FogFailover => &[(
+                "Microsoft.Sql/locations/instanceFailoverGroups/failover/action",
+                ActionScope::BothGroups,
+            )],
+            Self::FogForceFailover => &[(
+                "Microsoft.Sql/locations/instanceFailoverGroups/forceFailoverAllowDataLoss/action",
+                ActionScope::BothGroups,
+            )],
+            Self::InstanceScale | Self::InstanceSetUpdatePolicy | Self::InstanceCreateLike => {
+                &[("Microsoft.Sql/managedInstances/write", ActionScope::Instances)]
+            }
+            Self::InstanceDelete => &[("Microsoft.Sql/managedInstances/delete", ActionScope::Instances)],
+            Self::NetworkPeer => &[(
+                "Microsoft.Network/virtualNetworks/virtualNetworkPeerings/write",
+                ActionScope::Vnets,
+            )],
+            Self::NetworkOpenFogPorts => &[(
+                "Microsoft.Network/networkSecurityGroups/securityRules/write",
+                ActionScope::Nsgs,
+            )],
+            Self::Wait
+            | Self::Approval
+            | Self::Assert
+            | Self::Notify
+            | Self::Command
+            | Self::Report
+            | Self::InstanceGet
+            | Self::DatabasesAssertEmpty
+            | Self::DatabasesDeleteCopies
+            | Self::FogGet
+            | Self::FogPreflight
+            | Self::FogDrift => &[],
+        }
+    }
+
     /// The top-level fields of the activity's output, where they are fixed: `validate`
     /// refuses a reference to any other field, and `fogbook complete` requires them. `None`
     /// for an activity whose output has no fixed fields.
@@ -324,6 +372,22 @@ impl ActivityKind {
             Self::FogDrift => spec::<azure::FogDrift>(input)?.run(ctx, env).await,
         }
     }
+}
+
+/// Where an Azure action an activity needs must be granted (see
+/// [`ActivityKind::azure_actions`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ActionScope {
+    /// The primary's resource group (group create and delete are sent there).
+    PrimaryGroup,
+    /// Both resource groups (a failover is sent to the secondary's; a fail-back to the other).
+    BothGroups,
+    /// Both instances.
+    Instances,
+    /// Both instances' virtual networks.
+    Vnets,
+    /// Both instances' subnet NSGs.
+    Nsgs,
 }
 
 impl std::fmt::Display for ActivityKind {

@@ -7,55 +7,27 @@ use crate::arm::Session;
 use crate::arm::ids::PathBuilder;
 use crate::azure::network::nsg_of;
 use crate::azure::refs::{Instance, InstanceRef};
+use crate::catalog::{ActionScope as Scope, ActivityKind};
 
 /// The api-version of `Microsoft.Authorization/permissions`.
 const AUTHORIZATION_API_VERSION: &str = "2022-04-01";
 
-/// Where an action is needed.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Scope {
-    /// The primary's resource group (group create and delete are sent there).
-    PrimaryGroup,
-    /// Both resource groups (a failover is sent to the secondary's; a fail-back to the other).
-    BothGroups,
-    Instances,
-    Vnets,
-    Nsgs,
+/// The Azure actions activity `uses` needs, and where; `None` when `fog.preflight` checks
+/// none for it.
+fn needs_of(uses: &str) -> Option<&'static [(&'static str, Scope)]> {
+    ActivityKind::from_name(uses)
+        .map(ActivityKind::azure_actions)
+        .filter(|actions| !actions.is_empty())
 }
 
-/// The Azure actions an activity needs, and where.
-fn needs_of(uses: &str) -> Option<&'static [(&'static str, Scope)]> {
-    Some(match uses {
-        "fog.create" => &[(
-            "Microsoft.Sql/locations/instanceFailoverGroups/write",
-            Scope::PrimaryGroup,
-        )],
-        "fog.delete" => &[(
-            "Microsoft.Sql/locations/instanceFailoverGroups/delete",
-            Scope::PrimaryGroup,
-        )],
-        "fog.failover" => &[(
-            "Microsoft.Sql/locations/instanceFailoverGroups/failover/action",
-            Scope::BothGroups,
-        )],
-        "fog.force_failover" => &[(
-            "Microsoft.Sql/locations/instanceFailoverGroups/forceFailoverAllowDataLoss/action",
-            Scope::BothGroups,
-        )],
-        "instance.scale" | "instance.set_update_policy" | "instance.create_like" => {
-            &[("Microsoft.Sql/managedInstances/write", Scope::Instances)]
-        }
-        "instance.delete" => &[("Microsoft.Sql/managedInstances/delete", Scope::Instances)],
-        "network.peer" => &[(
-            "Microsoft.Network/virtualNetworks/virtualNetworkPeerings/write",
-            Scope::Vnets,
-        )],
-        "network.open_fog_ports" => &[(
-            "Microsoft.Network/networkSecurityGroups/securityRules/write",
-            Scope::Nsgs,
-        )],
-        _ => return None,
-    })
+/// The activities whose actions `needs` can check, for the error that names another.
+fn checked_activities() -> String {
+    let names: Vec<&str> = ActivityKind::ALL
+        .iter()
+        .filter(|k| !k.azure_actions().is_empty())
+        .map(|k| k.name())
+        .collect();
+    names.join(", ")
 }
 
 /// Whether an action pattern (`*` wildcards, case-insensitive) covers `action`. Deliberately
@@ -96,19 +68,14 @@ fn granted(entries: &[serde_json::Value], action: &str) -> bool {
 }
 
 impl FogPreflight {
-    /// One `permission` row per action the following steps need, on each scope they touch.
-    pub(super) async fn permission_checks(
-        &self,
-        s: &Session<'_>,
-        r: &mut Report,
-        a: &Instance,
-        b: &Instance,
-    ) -> Result<(), ActivityError> {
+    /// The actions the activities in `needs` require, each once, in the order first needed.
+    fn wanted_actions(&self) -> Result<Vec<(&'static str, Scope)>, ActivityError> {
         let mut wanted: Vec<(&'static str, Scope)> = Vec::new();
         for uses in &self.needs {
             let needs = needs_of(uses).ok_or_else(|| {
                 ActivityError::invalid(format!(
-                    "`needs` names `{uses}`, which is not an Azure activity that changes anything; use fog.create, fog.delete, fog.failover, fog.force_failover, instance.scale, instance.set_update_policy, instance.create_like, instance.delete, network.peer or network.open_fog_ports"
+                    "`needs` names `{uses}`, which is not an Azure activity whose permissions preflight checks; use one of {}",
+                    checked_activities()
                 ))
             })?;
             for need in needs {
@@ -117,9 +84,17 @@ impl FogPreflight {
                 }
             }
         }
-        if wanted.is_empty() {
-            return Ok(());
-        }
+        Ok(wanted)
+    }
+
+    /// The (subscription, path) of each resource a `kind` of scope means for this pair.
+    async fn scopes(
+        &self,
+        s: &Session<'_>,
+        kind: Scope,
+        a: &Instance,
+        b: &Instance,
+    ) -> Result<Vec<(String, String)>, ActivityError> {
         let group = |i: &InstanceRef| -> Result<(String, String), ActivityError> {
             Ok((
                 i.subscription.clone(),
@@ -132,24 +107,36 @@ impl FogPreflight {
             let id = x.vnet()?;
             Ok((id.subscription.clone(), id.path()?))
         };
+        Ok(match kind {
+            Scope::PrimaryGroup => vec![group(&self.primary)?],
+            Scope::BothGroups => vec![group(&self.primary)?, group(&self.secondary)?],
+            Scope::Instances => vec![instance(&self.primary)?, instance(&self.secondary)?],
+            Scope::Vnets => vec![vnet(a)?, vnet(b)?],
+            Scope::Nsgs => {
+                let mut out = Vec::new();
+                for i in [&self.primary, &self.secondary] {
+                    if let Some(nsg) = nsg_of(s, i).await? {
+                        out.push((nsg.subscription.clone(), nsg.path()?));
+                    }
+                }
+                out
+            }
+        })
+    }
+
+    /// One `permission` row per action the following steps need, on each scope they touch.
+    pub(super) async fn permission_checks(
+        &self,
+        s: &Session<'_>,
+        r: &mut Report,
+        a: &Instance,
+        b: &Instance,
+    ) -> Result<(), ActivityError> {
+        let wanted = self.wanted_actions()?;
         // Each scope's permissions are read once.
         let mut cache: Vec<(String, Vec<serde_json::Value>)> = Vec::new();
         for (action, kind) in wanted {
-            let scopes: Vec<(String, String)> = match kind {
-                Scope::PrimaryGroup => vec![group(&self.primary)?],
-                Scope::BothGroups => vec![group(&self.primary)?, group(&self.secondary)?],
-                Scope::Instances => vec![instance(&self.primary)?, instance(&self.secondary)?],
-                Scope::Vnets => vec![vnet(a)?, vnet(b)?],
-                Scope::Nsgs => {
-                    let mut out = Vec::new();
-                    for i in [&self.primary, &self.secondary] {
-                        if let Some(nsg) = nsg_of(s, i).await? {
-                            out.push((nsg.subscription.clone(), nsg.path()?));
-                        }
-                    }
-                    out
-                }
-            };
+            let scopes = self.scopes(s, kind, a, b).await?;
             let mut seen = Vec::new();
             for (sub, scope) in scopes {
                 if seen.iter().any(|x: &String| x.eq_ignore_ascii_case(&scope)) {

@@ -79,6 +79,15 @@ fn cited_paths(line: &str) -> Vec<String> {
     out
 }
 
+/// The bare document names cited in `line` (`DESIGN.md`, `ARM.md`): a token of path characters
+/// without a folder that ends with `.md`.
+fn cited_documents(line: &str) -> Vec<String> {
+    line.split(|c: char| !path_char(c))
+        .filter(|t| t.ends_with(".md") && t.len() > 3 && !t.contains('/'))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The relative targets of Markdown links in `line` (`[text](target)`), URLs and anchors
 /// excluded.
 fn link_targets(line: &str) -> Vec<String> {
@@ -150,7 +159,8 @@ fn cited_text() -> Vec<(PathBuf, usize, String)> {
 }
 
 /// Every repository path cited in README.md, ARCHITECTURE.md, docs/*.md (every Markdown file
-/// of the repository) and in code comments exists.
+/// of the repository) and in code comments exists, and every bare document name a code
+/// comment cites (`DESIGN.md`) is at the root, in `docs/` or beside the citing file.
 #[test]
 fn every_cited_path_exists() {
     let mut missing = Vec::new();
@@ -160,6 +170,16 @@ fn every_cited_path_exists() {
         let mut cited = cited_paths(&line);
         if is_doc {
             cited.extend(link_targets(&line));
+        }
+        // Documents may cite documents of other repositories by name; code comments may not.
+        let documents = if is_doc { Vec::new() } else { cited_documents(&line) };
+        for name in documents {
+            if !exists(&name, &bases) && !exists(&format!("docs/{name}"), &bases) {
+                missing.push(format!(
+                    "{}:{n} cites `{name}`, which is in no folder it could mean",
+                    rel(&file)
+                ));
+            }
         }
         for path in cited {
             if !exists(&path, &bases) {
@@ -186,22 +206,21 @@ fn section_numbers(doc: &str) -> Vec<String> {
         .collect()
 }
 
-/// Every `docs/<name>.md §N` citation (in documents and code comments) names a section `N`
-/// that the document has.
+/// Every `docs/<name>.md §N` citation (in documents and code comments; a bare `<name>.md §N`
+/// means the one in `docs/`) names a section `N` that the document has.
 #[test]
 fn every_cited_section_exists() {
     let mut missing = Vec::new();
     for (file, n, line) in cited_text() {
-        let mut from = 0;
-        while let Some(i) = line[from..].find("docs/") {
-            let start = from + i;
-            from = start + 5;
-            let name: String = line[start..].chars().take_while(|c| path_char(*c)).collect();
+        for (at, _) in line.match_indices('§') {
+            // The document is the path token just before the `§` (quotes and spaces aside).
+            let before = line[..at].trim_end_matches([' ', '`']);
+            let start = before.rfind(|c: char| !path_char(c)).map_or(0, |i| i + 1);
+            let name = &before[start..];
             if !name.ends_with(".md") {
                 continue;
             }
-            let rest = line[start + name.len()..].trim_start_matches('`').trim_start();
-            let Some(after) = rest.strip_prefix('§') else { continue };
+            let after = &line[at + '§'.len_utf8()..];
             let section: String = after
                 .trim_start()
                 .chars()
@@ -211,9 +230,14 @@ fn every_cited_section_exists() {
             if section.is_empty() {
                 continue;
             }
-            let Ok(doc) = std::fs::read_to_string(repo().join(&name)) else {
+            let path = if name.contains('/') {
+                name.to_owned()
+            } else {
+                format!("docs/{name}")
+            };
+            let Ok(doc) = std::fs::read_to_string(repo().join(&path)) else {
                 missing.push(format!(
-                    "{}:{n} cites {name} §{section}, and {name} does not exist",
+                    "{}:{n} cites {name} §{section}, and {path} does not exist",
                     rel(&file)
                 ));
                 continue;

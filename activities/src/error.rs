@@ -122,3 +122,25 @@ impl ActivityError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("lease lost")]
+    struct LeaseLost;
+
+    /// A store failure keeps its type: the caller finds the store's own error as the source
+    /// (and can downcast it), and the message does not repeat it.
+    #[test]
+    fn a_store_error_is_the_source_not_a_string() {
+        let err = ActivityError::store(LeaseLost);
+        assert_eq!(err.to_string(), "the state store failed");
+        assert_eq!(err.code(), "StateStoreError");
+        let source = std::error::Error::source(&err).expect("the store's error is the source");
+        assert!(source.downcast_ref::<LeaseLost>().is_some());
+        let ActivityError::Store { source } = err else { panic!("not a store error") };
+        assert!(source.downcast::<LeaseLost>().is_ok());
+    }
+}

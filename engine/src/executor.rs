@@ -408,7 +408,7 @@ impl Engine {
                 })?;
         self.check_pinned_file(&snap).await?;
         if let Some(arm) = &self.env.arm
-            && runbook.steps.iter().any(|s| s.uses.contains('.'))
+            && runbook.steps.iter().any(|s| fogbook_activities::needs_arm(&s.uses))
         {
             // Which credential drove the cloud calls, never the token itself.
             self.store
@@ -999,10 +999,15 @@ impl Driver<'_> {
                         message,
                     }));
                 }
-                Err(StepError::Activity(ActivityError::Store(message))) => {
+                Err(StepError::Activity(ActivityError::Store { source })) => {
                     // Progress could not be committed (lost lease, database error): stop
                     // without recording anything else; resume re-enters the step.
-                    return Err(EngineError::State(StateError::InvalidTransition { message }));
+                    return Err(EngineError::State(match source.downcast::<StateError>() {
+                        Ok(state) => *state,
+                        Err(other) => StateError::InvalidTransition {
+                            message: other.to_string(),
+                        },
+                    }));
                 }
                 Err(e) => e,
             };

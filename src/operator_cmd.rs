@@ -334,7 +334,7 @@ fn in_flight(snap: &RunSnapshot, rb: &Runbook) -> Vec<serde_json::Value> {
         .filter(|s| matches!(s.status, StepStatus::Running | StepStatus::RetryWait))
         .filter_map(|s| {
             let step = rb.step(&s.step_id)?;
-            let azure = step.uses.contains('.') && !fogbook_activities::is_read_only(&step.uses);
+            let azure = fogbook_activities::needs_arm(&step.uses) && !fogbook_activities::is_read_only(&step.uses);
             azure.then(|| {
                 json!({
                     "step": s.step_id, "uses": step.uses, "attempt": s.attempt,

@@ -410,7 +410,9 @@ pub(crate) fn waits_for(snap: &RunSnapshot, now: Millis) -> (Option<String>, Str
         match uses(&cur.step_id).as_deref() {
             Some("approval") if !approved => return (step, "approval".to_owned()),
             Some("wait") => return (step, "a timer".to_owned()),
-            Some(u) if u.contains('.') && cur.progress.is_some() => return (step, "an ARM operation".to_owned()),
+            Some(u) if fogbook_activities::needs_arm(u) && cur.progress.is_some() => {
+                return (step, "an ARM operation".to_owned());
+            }
             _ => {}
         }
     }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use fogbook_activities::{ActivityError, ApprovalRecord, BoxFuture, StepHost};
-use fogbook_state::{ApprovalRow, StateError, Store, format_ms};
+use fogbook_state::{ApprovalRow, Store, format_ms};
 
 use crate::clock::{Clock, to_datetime};
 use crate::failpoint::{self, Point};
@@ -18,28 +18,6 @@ pub(crate) struct Host {
     pub(crate) owner: String,
     /// The driver's lease deadline, checked before every cloud request.
     pub(crate) lease: Option<Arc<LeaseClock>>,
-    /// The store error behind an [`ActivityError::Store`] this host returned.
-    pub(crate) store_failure: Arc<StoreFailure>,
-}
-
-/// The store error behind the last [`ActivityError::Store`] a [`Host`] returned. Activities do
-/// not know the state crate, so they see only its message; the driver takes the error back
-/// here with its type (a lost lease stays a lost lease, a failed write a store failure).
-#[derive(Default)]
-pub(crate) struct StoreFailure(std::sync::Mutex<Option<StateError>>);
-
-impl StoreFailure {
-    /// Keeps `e` for the driver and returns what the activity sees.
-    fn keep(&self, e: StateError) -> ActivityError {
-        let seen = ActivityError::Store(e.to_string());
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
-        seen
-    }
-
-    /// The kept error, if any.
-    pub(crate) fn take(&self) -> Option<StateError> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
-    }
 }
 
 fn record(row: ApprovalRow) -> ApprovalRecord {
@@ -65,7 +43,7 @@ impl StepHost for Host {
                     self.clock.now_ms(),
                 )
                 .await
-                .map_err(|e| self.store_failure.keep(e))?;
+                .map_err(ActivityError::store)?;
             failpoint::hit(Point::AfterProgress, &self.step_id);
             Ok(())
         })
@@ -77,7 +55,7 @@ impl StepHost for Host {
                 .approval(&self.run_id, &self.step_id)
                 .await
                 .map(|r| r.map(record))
-                .map_err(|e| self.store_failure.keep(e))
+                .map_err(ActivityError::store)
         })
     }
 
@@ -94,7 +72,7 @@ impl StepHost for Host {
                 )
                 .await
                 .map(record)
-                .map_err(|e| self.store_failure.keep(e))
+                .map_err(ActivityError::store)
         })
     }
 

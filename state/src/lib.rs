@@ -24,6 +24,7 @@ mod fleets;
 mod floor;
 mod migrations;
 mod operator;
+pub mod pg;
 mod records;
 mod schedules;
 mod store;

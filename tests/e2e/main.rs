@@ -12,6 +12,7 @@ mod cancel;
 mod cli;
 mod common;
 mod credential;
+mod docs_paths;
 mod drift_check;
 mod durability;
 mod first_use;

@@ -175,7 +175,7 @@ impl Engine {
                 })?;
         self.check_pinned_file(&snap).await?;
         if let Some(arm) = &self.env.arm
-            && runbook.steps.iter().any(|s| s.uses.contains('.'))
+            && runbook.steps.iter().any(|s| fogbook_activities::needs_arm(&s.uses))
         {
             // Which credential drove the cloud calls, never the token itself.
             self.store

@@ -15,7 +15,7 @@ use super::engine::RunOutcome;
 use crate::clock::{ms, to_datetime};
 use crate::expr::{Scope, StepScope};
 use crate::failpoint::{self, Point};
-use crate::host::{Host, StoreFailure};
+use crate::host::Host;
 use crate::runbook::{ErrorClass, NotifyEvent, OnFailure, Step, WindowEdge};
 use crate::{EngineError, retry};
 
@@ -240,12 +240,14 @@ impl Driver<'_> {
                 })))
             }
             // Progress could not be committed (lost lease, database error): stop without
-            // recording anything else; resume re-enters the step.
-            StepError::Store(e) => Err(EngineError::State(e)),
-            // Only the host reports store errors, and it keeps each one for the driver.
-            StepError::Activity(ActivityError::Store(message)) => Err(EngineError::internal(format!(
-                "an activity reported a store error the engine did not see: {message}"
-            ))),
+            // recording anything else; resume re-enters the step. The store's error keeps its
+            // type (only the host reports store errors, and it passes the `StateError` on).
+            StepError::Activity(ActivityError::Store { source }) => match source.downcast::<StateError>() {
+                Ok(state) => Err(EngineError::State(*state)),
+                Err(other) => Err(EngineError::internal(format!(
+                    "an activity reported a store error that is not the store's: {other}"
+                ))),
+            },
             other => Ok(Stopped::No(other)),
         }
     }
@@ -376,7 +378,6 @@ impl Driver<'_> {
         progress: Option<serde_json::Value>,
         deadline: Option<Millis>,
     ) -> Result<serde_json::Value, StepError> {
-        let store_failure = Arc::new(StoreFailure::default());
         let host = Arc::new(Host {
             store: self.engine.store.clone(),
             clock: self.engine.clock.clone(),
@@ -385,7 +386,6 @@ impl Driver<'_> {
             attempt,
             owner: self.owner().to_owned(),
             lease: self.lease.clone(),
-            store_failure: store_failure.clone(),
         });
         let ctx = ActivityCtx::new(
             self.run_id,
@@ -402,20 +402,15 @@ impl Driver<'_> {
                 fogbook_activities::execute(&step.uses, input, &ctx, &self.engine.env).await,
             )
         };
-        // A store error the activity reports is taken back with its type.
-        let failed = |e: ActivityError| match (&e, store_failure.take()) {
-            (ActivityError::Store(_), Some(kept)) => StepError::Store(kept),
-            _ => StepError::Activity(e),
-        };
         match deadline {
-            None => run.await.map_err(failed),
+            None => run.await.map_err(StepError::Activity),
             // Already past the deadline (re-entered late): the activity is not even polled
             // once, so it cannot send a first request.
             Some(at) if at <= self.now() => Err(StepError::Timeout(at)),
             Some(at) => {
                 let remaining = Duration::from_millis(u64::try_from(at - self.now()).unwrap_or(0));
                 match tokio::time::timeout(remaining, run).await {
-                    Ok(r) => r.map_err(failed),
+                    Ok(r) => r.map_err(StepError::Activity),
                     Err(_) => Err(StepError::Timeout(at)),
                 }
             }
@@ -492,8 +487,6 @@ enum Stopped {
 /// Why an attempt failed.
 pub(super) enum StepError {
     Activity(ActivityError),
-    /// The store refused or failed while the activity ran (saving its progress, an approval).
-    Store(StateError),
     Timeout(Millis),
 }
 
@@ -516,8 +509,6 @@ impl StepError {
                 None,
                 None,
             ),
-            // Not reached: a store error stops the driver before it is described.
-            Self::Store(e) => (None, "StateStoreError".to_owned(), e.to_string(), None, None),
             Self::Activity(e) => {
                 let code = e.code().to_owned();
                 let retry_after = e.retry_after();

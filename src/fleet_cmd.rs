@@ -12,8 +12,12 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, FleetCommand, Format};
-use crate::commands::{engine_error, read_runbook, spawn_signal_handler, with_read_store};
-use crate::{Exit, output};
+use crate::database::with_read_store;
+use crate::error::engine_error;
+use crate::exit::Exit;
+use crate::input::read_runbook;
+use crate::output;
+use crate::signals::spawn_signal_handler;
 
 pub(crate) async fn dispatch(cli: &Cli, cmd: &FleetCommand) -> Exit {
     match cmd {
@@ -241,7 +245,7 @@ async fn resolve(store: &Store, arg: &str) -> Result<String, Exit> {
 /// `fleet cancel` (`cancel_by`): the request is recorded, then the fleet is driven until it
 /// ends or waits.
 async fn resume(cli: &Cli, arg: &str, approve_by: Option<String>, cancel_by: Option<String>) -> Exit {
-    let Some(store) = crate::commands::open_existing(cli) else {
+    let Some(store) = crate::database::open_existing(cli) else {
         return Exit::BadInput;
     };
     let exit = resume_in(cli, &store, arg, approve_by, cancel_by).await;

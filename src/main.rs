@@ -5,36 +5,33 @@
 mod arm;
 mod bench_cloud;
 mod cli;
-mod commands;
+mod database;
+mod dispatch;
+mod error;
+mod exit;
 mod fleet_cmd;
 mod html;
+mod input;
 mod operator_cmd;
 mod output;
 mod plan_cmd;
 mod progress;
 mod rehearsal;
 mod report;
+mod resume_cmd;
+mod run_cmd;
 mod schedule_cmd;
 mod serve;
+mod signals;
 mod sim_cmd;
+mod validate_cmd;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 use crate::cli::{Cli, ColorChoice};
-
-/// What a command asks the process to exit with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Exit {
-    Success = 0,
-    RunFailed = 1,
-    BadInput = 2,
-    Waiting = 3,
-    Busy = 4,
-    Cancelled = 5,
-    Interrupted = 130,
-}
+use crate::exit::Exit;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -48,7 +45,7 @@ fn main() -> ExitCode {
             return ExitCode::from(Exit::BadInput as u8);
         }
     };
-    let exit = runtime.block_on(commands::dispatch(cli));
+    let exit = runtime.block_on(dispatch::dispatch(cli));
     ExitCode::from(exit as u8)
 }
 

@@ -10,9 +10,10 @@ use serde_json::json;
 use crate::cli::{
     ApproveArgs, CancelArgs, Cli, CompleteArgs, Format, RejectArgs, RepinArgs, RetryFromArgs, SkipArgs, WindowCloseArgs,
 };
-use crate::commands::engine_error;
+use crate::error::engine_error;
+use crate::exit::Exit;
+use crate::output;
 use crate::report::{Drive, drive_of};
-use crate::{Exit, output};
 
 fn now() -> Millis {
     fogbook_engine::Clock::now_ms(&fogbook_engine::SystemClock)
@@ -486,7 +487,7 @@ async fn finish_step(
     actor: &Actor,
 ) -> Exit {
     // A failed run whose locks were released takes them again before it can go on.
-    if let Err(e) = crate::commands::retake_released_locks(store, run_id, now()).await {
+    if let Err(e) = crate::run_cmd::retake_released_locks(store, run_id, now()).await {
         return engine_error(&e);
     }
     let what = if output.is_some() { "completed" } else { "skipped" };
@@ -650,7 +651,7 @@ pub(crate) async fn retry_from(cli: &Cli, store: Store, args: &RetryFromArgs) ->
         );
         return Exit::BadInput;
     }
-    if let Err(e) = crate::commands::retake_released_locks(&store, &args.run_id, now()).await {
+    if let Err(e) = crate::run_cmd::retake_released_locks(&store, &args.run_id, now()).await {
         return engine_error(&e);
     }
     let ids: Vec<String> = range.iter().map(|s| s.id.as_str().to_owned()).collect();
@@ -713,7 +714,7 @@ pub(crate) async fn repin(cli: &Cli, store: Store, args: &RepinArgs) -> Exit {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let (text, new) = match crate::commands::read_runbook(&args.runbook) {
+    let (text, new) = match crate::input::read_runbook(&args.runbook) {
         Ok(x) => x,
         Err(code) => return code,
     };

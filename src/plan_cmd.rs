@@ -5,8 +5,9 @@ use fogbook_engine::plan::{Plan, PlannedStep};
 
 use crate::bench_cloud::{MemoryReport, ResumeLatency};
 use crate::cli::{BenchArgs, Cli, Format, PlanArgs};
-use crate::commands::{read_params, read_runbook};
-use crate::{Exit, output};
+use crate::exit::Exit;
+use crate::input::{read_params, read_runbook};
+use crate::output;
 
 pub(crate) async fn plan(cli: &Cli, args: &PlanArgs) -> Exit {
     let (_, rb) = match read_runbook(&args.file) {

@@ -9,7 +9,8 @@ use fogbook_state::{EventRow, Millis, RunFilter, RunSnapshot, Store, WindowRow, 
 use serde_json::json;
 
 use crate::cli::{Cli, Format};
-use crate::{Exit, output};
+use crate::exit::Exit;
+use crate::output;
 
 fn now_ms() -> Millis {
     fogbook_engine::Clock::now_ms(&fogbook_engine::SystemClock)
@@ -629,7 +630,7 @@ pub(crate) async fn status(cli: &Cli, store: Store, run_id: String, watch: bool)
     }
     let tty = std::io::stdout().is_terminal();
     let stop = tokio_util::sync::CancellationToken::new();
-    crate::commands::spawn_signal_handler(stop.clone(), true);
+    crate::signals::spawn_signal_handler(stop.clone(), true);
     let mut last = String::new();
     loop {
         let (doc, over) = match render_status(cli, &store, &run_id).await {

@@ -9,9 +9,13 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Format, ScheduleAddArgs, ScheduleCommand, ScheduleNextArgs, ScheduleUpdateArgs, WorkerArgs};
-use crate::commands::{engine_error, open_existing, read_params, read_runbook, spawn_signal_handler};
+use crate::database::open_existing;
+use crate::error::engine_error;
+use crate::exit::Exit;
+use crate::input::{read_params, read_runbook};
+use crate::output;
 use crate::progress::Progress;
-use crate::{Exit, output};
+use crate::signals::spawn_signal_handler;
 
 fn now() -> i64 {
     SystemClock.now_ms()

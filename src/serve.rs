@@ -24,8 +24,9 @@ use fogbook_state::{Millis, RunFilter, RunRow, RunStatus, Store, format_ms};
 use serde::Deserialize;
 
 use crate::cli::{Cli, ServeArgs};
+use crate::exit::Exit;
 use crate::html::{CSS, RunView, compact, esc, human, run_sections, short, shown_status, waiting_reason};
-use crate::{Exit, output};
+use crate::output;
 
 /// The environment variable holding the access token of `--allow-actions`.
 const TOKEN_ENV: &str = "FOGBOOK_SERVE_TOKEN";
@@ -61,11 +62,11 @@ pub(crate) async fn serve(cli: &Cli, args: &ServeArgs) -> Exit {
     } else {
         None
     };
-    let Some(store) = crate::commands::open_existing(cli) else {
+    let Some(store) = crate::database::open_existing(cli) else {
         return Exit::BadInput;
     };
     let stop = tokio_util::sync::CancellationToken::new();
-    crate::commands::spawn_signal_handler(stop.clone(), true);
+    crate::signals::spawn_signal_handler(stop.clone(), true);
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {

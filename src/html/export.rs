@@ -5,7 +5,8 @@ use std::path::Path;
 use fogbook_state::Store;
 
 use super::run_view::{RunView, report_document};
-use crate::{Exit, output};
+use crate::exit::Exit;
+use crate::output;
 
 /// Writes the self-contained HTML report of a run to `path` (`-` for stdout).
 pub(crate) async fn write_report(store: &Store, run_id: &str, path: &Path, quiet: bool) -> Exit {

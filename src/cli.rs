@@ -4,22 +4,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-const EXIT_CODES: &str = "\
-Exit codes:
-  0    success (the run succeeded, the command did what was asked)
-  1    the run failed (a step failed for good); `fogbook report RUN` says why
-  2    bad input or usage: invalid runbook, parameters or arguments, unreadable state
-  3    the run is waiting for an approval: `fogbook approve` (or `reject`) RUN STEP, then resume
-  4    busy: another process drives the run, or another run holds a resource it needs
-  5    the run was cancelled
-  130  interrupted (Ctrl-C, SIGTERM): the run stopped at a safe point; `fogbook resume RUN`";
-
 /// fogbook: durable runbooks for Azure SQL Managed Instance failover groups.
 ///
 /// Every step of a run is checkpointed in a SQLite file, so a crash loses nothing and
 /// `fogbook resume` continues where the run stopped.
 #[derive(Debug, Parser)]
-#[command(name = "fogbook", version, after_help = EXIT_CODES, max_term_width = 100)]
+#[command(name = "fogbook", version, after_help = crate::exit::help_text(), max_term_width = 100)]
 pub(crate) struct Cli {
     /// The state database (created with mode 0600 if missing).
     #[arg(long, global = true, env = "FOGBOOK_DB", default_value = "fogbook.db")]

@@ -6,6 +6,7 @@ use std::path::Path;
 use fogbook_state::{StateError, Store};
 
 use crate::cli::Cli;
+use crate::error::fail;
 use crate::exit::Exit;
 use crate::output;
 
@@ -16,8 +17,9 @@ where
     F: FnOnce(Store) -> Fut,
     Fut: std::future::Future<Output = Exit>,
 {
-    let Some(store) = open_existing(cli) else {
-        return Exit::BadInput;
+    let store = match open_existing(cli) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     let exit = f(store.clone()).await;
     store.close().await;
@@ -31,19 +33,22 @@ where
     F: FnOnce(Store) -> Fut,
     Fut: std::future::Future<Output = Exit>,
 {
-    let Some(store) = open_existing_with(cli, Store::open_read_only) else {
-        return Exit::BadInput;
+    let store = match open_existing_with(cli, Store::open_read_only) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     let exit = f(store.clone()).await;
     store.close().await;
     exit
 }
 
-pub(crate) fn open_existing(cli: &Cli) -> Option<Store> {
+/// Opens the existing database for writing: a missing one is bad input (exit 2), one that
+/// cannot be reached, opened or migrated is the database failing (exit 6).
+pub(crate) fn open_existing(cli: &Cli) -> Result<Store, Exit> {
     open_existing_with(cli, Store::open)
 }
 
-pub(crate) fn open_existing_with(cli: &Cli, open: fn(&Path) -> Result<Store, StateError>) -> Option<Store> {
+pub(crate) fn open_existing_with(cli: &Cli, open: fn(&Path) -> Result<Store, StateError>) -> Result<Store, Exit> {
     match std::fs::metadata(&cli.db) {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -51,7 +56,7 @@ pub(crate) fn open_existing_with(cli: &Cli, open: fn(&Path) -> Result<Store, Sta
                 &format!("no state database at {}", cli.db.display()),
                 Some("pass --db (or set FOGBOOK_DB)"),
             );
-            return None;
+            return Err(Exit::BadInput);
         }
         // A folder on the way that this user cannot enter: the file may well exist.
         Err(e) => {
@@ -61,17 +66,14 @@ pub(crate) fn open_existing_with(cli: &Cli, open: fn(&Path) -> Result<Store, Sta
                     "check the permissions of the file and of every folder above it (each folder must be searchable by this user)",
                 ),
             );
-            return None;
+            return Err(Exit::StoreFailed);
         }
     }
     match open(&cli.db) {
         Ok(s) => {
             tracing::debug!(db = %cli.db.display(), "store.opened");
-            Some(s)
+            Ok(s)
         }
-        Err(e) => {
-            output::error_chain(&e, None);
-            None
-        }
+        Err(e) => Err(fail(e)),
     }
 }

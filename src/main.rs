@@ -31,7 +31,6 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::cli::{Cli, ColorChoice};
-use crate::exit::Exit;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -40,13 +39,10 @@ fn main() -> ExitCode {
     tracing::debug!("cli.started");
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
-        Err(e) => {
-            output::error(&format!("cannot start the async runtime: {e}"), None);
-            return ExitCode::from(Exit::BadInput as u8);
-        }
+        Err(source) => return ExitCode::from(error::CliError::Runtime { source }.report().code()),
     };
     let exit = runtime.block_on(dispatch::dispatch(cli));
-    ExitCode::from(exit as u8)
+    ExitCode::from(exit.code())
 }
 
 fn init_tracing(cli: &Cli) {

@@ -2,7 +2,6 @@
 //! complete, window close. Each is one store transition with one audited event (who, why,
 //! what changed), refused where it could repeat an effect or hide an open window.
 
-use fogbook_engine::EngineError;
 use fogbook_engine::runbook::{self, Runbook, Step, WithValue};
 use fogbook_state::{Actor, CancelKind, Millis, RunSnapshot, RunStatus, StepStatus, Store, WindowKind, format_ms};
 use serde_json::json;
@@ -10,7 +9,7 @@ use serde_json::json;
 use crate::cli::{
     ApproveArgs, CancelArgs, Cli, CompleteArgs, Format, RejectArgs, RepinArgs, RetryFromArgs, SkipArgs, WindowCloseArgs,
 };
-use crate::error::engine_error;
+use crate::error::fail;
 use crate::exit::Exit;
 use crate::output;
 use crate::report::{Drive, drive_of};
@@ -20,10 +19,7 @@ fn now() -> Millis {
 }
 
 async fn load(store: &Store, run_id: &str) -> Result<(RunSnapshot, Runbook), Exit> {
-    let snap = store
-        .load_run(run_id)
-        .await
-        .map_err(|e| engine_error(&EngineError::from(e)))?;
+    let snap = store.load_run(run_id).await.map_err(fail)?;
     let origin = format!("runbook pinned to run {run_id}");
     let rb = runbook::parse(&snap.run.runbook_text, &origin).map_err(|d| {
         output::always(&d.to_string());
@@ -119,7 +115,7 @@ pub(crate) async fn approvals(cli: &Cli, store: Store) -> Exit {
     };
     let runs = match store.list_runs(filter).await {
         Ok(r) => r,
-        Err(e) => return engine_error(&EngineError::from(e)),
+        Err(e) => return fail(e),
     };
     let mut pending = Vec::new();
     for r in runs {
@@ -247,7 +243,7 @@ pub(crate) async fn approve(cli: &Cli, store: Store, args: &ApproveArgs) -> Exit
             }
             Exit::Success
         }
-        Err(e) => engine_error(&EngineError::from(e)),
+        Err(e) => fail(e),
     }
 }
 
@@ -306,7 +302,7 @@ pub(crate) async fn reject(cli: &Cli, store: Store, args: &RejectArgs) -> Exit {
             warn_windows(cli, &args.run_id, &abandoned);
             Exit::Success
         }
-        Err(e) => engine_error(&EngineError::from(e)),
+        Err(e) => fail(e),
     }
 }
 
@@ -448,7 +444,7 @@ pub(crate) async fn cancel(cli: &Cli, store: Store, args: &CancelArgs) -> Exit {
             warn_windows(cli, run_id, &abandoned);
             Exit::Success
         }
-        Err(e) => engine_error(&EngineError::from(e)),
+        Err(e) => fail(e),
     }
 }
 
@@ -488,7 +484,7 @@ async fn finish_step(
 ) -> Exit {
     // A failed run whose locks were released takes them again before it can go on.
     if let Err(e) = crate::run_cmd::retake_released_locks(store, run_id, now()).await {
-        return engine_error(&e);
+        return fail(e);
     }
     let what = if output.is_some() { "completed" } else { "skipped" };
     match store.operator_finish_step(run_id, step_id, output, actor, now()).await {
@@ -504,7 +500,7 @@ async fn finish_step(
             }
             Exit::Success
         }
-        Err(e) => engine_error(&EngineError::from(e)),
+        Err(e) => fail(e),
     }
 }
 
@@ -558,7 +554,7 @@ pub(crate) async fn complete(cli: &Cli, store: Store, args: &CompleteArgs) -> Ex
 pub(crate) async fn window_close(cli: &Cli, store: Store, args: &WindowCloseArgs) -> Exit {
     let snap = match store.load_run(&args.run_id).await {
         Ok(s) => s,
-        Err(e) => return engine_error(&EngineError::from(e)),
+        Err(e) => return fail(e),
     };
     let actor = args.who.actor();
     if actor.reason.is_none() {
@@ -606,7 +602,7 @@ pub(crate) async fn window_close(cli: &Cli, store: Store, args: &WindowCloseArgs
             }
             Exit::Success
         }
-        Err(e) => engine_error(&EngineError::from(e)),
+        Err(e) => fail(e),
     }
 }
 
@@ -652,7 +648,7 @@ pub(crate) async fn retry_from(cli: &Cli, store: Store, args: &RetryFromArgs) ->
         return Exit::BadInput;
     }
     if let Err(e) = crate::run_cmd::retake_released_locks(&store, &args.run_id, now()).await {
-        return engine_error(&e);
+        return fail(e);
     }
     let ids: Vec<String> = range.iter().map(|s| s.id.as_str().to_owned()).collect();
     let actor = args.who.actor();
@@ -672,7 +668,7 @@ pub(crate) async fn retry_from(cli: &Cli, store: Store, args: &RetryFromArgs) ->
             }
             Exit::Success
         }
-        Err(e) => engine_error(&EngineError::from(e)),
+        Err(e) => fail(e),
     }
 }
 
@@ -821,6 +817,6 @@ pub(crate) async fn repin(cli: &Cli, store: Store, args: &RepinArgs) -> Exit {
             }
             Exit::Success
         }
-        Err(e) => engine_error(&EngineError::from(e)),
+        Err(e) => fail(e),
     }
 }

@@ -9,6 +9,7 @@ use fogbook_state::{EventRow, Millis, RunFilter, RunSnapshot, Store, WindowRow, 
 use serde_json::json;
 
 use crate::cli::{Cli, Format};
+use crate::error::fail;
 use crate::exit::Exit;
 use crate::output;
 
@@ -28,15 +29,7 @@ fn human(ms: Millis) -> String {
 }
 
 async fn load(store: &Store, run_id: &str) -> Result<RunSnapshot, Exit> {
-    store.load_run(run_id).await.map_err(|e| {
-        match e {
-            fogbook_state::StateError::UnknownRun { .. } => {
-                output::error(&e.to_string(), Some("`fogbook runs` lists the runs in this database"));
-            }
-            other => output::error_chain(&other, None),
-        }
-        Exit::BadInput
-    })
+    store.load_run(run_id).await.map_err(fail)
 }
 
 fn window_json(w: &WindowRow, now: Millis, ended: Option<Millis>) -> serde_json::Value {
@@ -669,10 +662,7 @@ pub(crate) async fn runs(cli: &Cli, store: Store, statuses: Vec<fogbook_state::R
     };
     let rows = match store.list_runs(filter).await {
         Ok(r) => r,
-        Err(e) => {
-            output::error_chain(&e, None);
-            return Exit::BadInput;
-        }
+        Err(e) => return fail(e),
     };
     let now = now_ms();
     let mut shown = Vec::new();
@@ -680,10 +670,7 @@ pub(crate) async fn runs(cli: &Cli, store: Store, statuses: Vec<fogbook_state::R
     for row in rows {
         let snap = match store.load_run(&row.id).await {
             Ok(s) => s,
-            Err(e) => {
-                output::error_chain(&e, None);
-                return Exit::BadInput;
-            }
+            Err(e) => return fail(e),
         };
         if foreground_waits && row.status == RunStatus::Running && !waits_for_approval(&snap, now) {
             continue;
@@ -785,10 +772,7 @@ fn run_line(snap: &RunSnapshot, now: Millis, lease_ttl: Duration) -> RunLine {
 pub(crate) async fn history(cli: &Cli, store: Store, run_id: String) -> Exit {
     let events: Vec<EventRow> = match store.events(&run_id).await {
         Ok(e) => e,
-        Err(e) => {
-            output::error(&e.to_string(), Some("`fogbook runs` lists the runs in this database"));
-            return Exit::BadInput;
-        }
+        Err(e) => return fail(e),
     };
     match cli.format {
         Format::Json => output::json("history", &json!({ "run_id": run_id, "events": events })),
@@ -962,10 +946,7 @@ fn csv(s: &str) -> String {
 pub(crate) async fn verify(cli: &Cli, store: Store, run_id: Option<String>, since: Option<String>) -> Exit {
     let report = match store.verify_audit_since(run_id.as_deref(), since.as_deref()).await {
         Ok(r) => r,
-        Err(e) => {
-            output::error_chain(&e, None);
-            return Exit::BadInput;
-        }
+        Err(e) => return fail(e),
     };
     let ok = report.failure.is_none();
     if cli.format == Format::Json {

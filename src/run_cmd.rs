@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, DriveArgs, Format, RunArgs};
-use crate::error::engine_error;
+use crate::error::fail;
 use crate::exit::Exit;
 use crate::input::{read_params, read_runbook};
 use crate::output;
@@ -81,10 +81,7 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> Exit {
     }
     let store = match Store::open(&cli.db) {
         Ok(s) => s,
-        Err(e) => {
-            output::error_chain(&e, None);
-            return Exit::BadInput;
-        }
+        Err(e) => return fail(e),
     };
     let progress = Progress::new(cli.quiet);
     let engine = engine(cli, store, &args.drive, progress.clone(), env);
@@ -110,12 +107,11 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> Exit {
     let run_id = match created {
         Ok(id) => id,
         Err(e) => {
-            let exit = match &e {
-                EngineError::Locked { key, holder, .. } if lock_refusal(engine.store(), key, holder).await => {
-                    Exit::Busy
-                }
-                other => engine_error(other),
+            let refused = match &e {
+                EngineError::Locked { key, holder, .. } => lock_refusal(engine.store(), key, holder).await,
+                _ => false,
             };
+            let exit = if refused { Exit::Busy } else { fail(e) };
             engine.store().close().await;
             if let Some(sim) = sim {
                 sim.shutdown().await;
@@ -211,7 +207,7 @@ pub(crate) async fn drive(
                 exit
             }
         }
-        Err(e) => engine_error(&e),
+        Err(e) => fail(e),
     }
 }
 

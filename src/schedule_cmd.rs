@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Format, ScheduleAddArgs, ScheduleCommand, ScheduleNextArgs, ScheduleUpdateArgs, WorkerArgs};
 use crate::database::open_existing;
-use crate::error::engine_error;
+use crate::error::fail;
 use crate::exit::Exit;
 use crate::input::{read_params, read_runbook};
 use crate::output;
@@ -43,8 +43,9 @@ pub(crate) async fn dispatch(cli: &Cli, cmd: &ScheduleCommand) -> Exit {
     if let ScheduleCommand::Add(args) = cmd {
         return add(cli, args).await;
     }
-    let Some(store) = open_existing(cli) else {
-        return Exit::BadInput;
+    let store = match open_existing(cli) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     let exit = match cmd {
         ScheduleCommand::Add(_) => Exit::BadInput,
@@ -85,7 +86,7 @@ fn done(cli: &Cli, result: Result<(), fogbook_state::StateError>, what: &str, na
             }
             Exit::Success
         }
-        Err(e) => engine_error(&e.into()),
+        Err(e) => fail(e),
     }
 }
 
@@ -129,10 +130,7 @@ async fn add(cli: &Cli, args: &ScheduleAddArgs) -> Exit {
     };
     let store = match Store::open(&cli.db) {
         Ok(s) => s,
-        Err(e) => {
-            output::error_chain(&e, None);
-            return Exit::BadInput;
-        }
+        Err(e) => return fail(e),
     };
     let now = now();
     let source = std::fs::canonicalize(&args.runbook).unwrap_or_else(|_| args.runbook.clone());
@@ -180,7 +178,7 @@ async fn add(cli: &Cli, args: &ScheduleAddArgs) -> Exit {
             }
             Exit::Success
         }
-        Err(e) => engine_error(&e.into()),
+        Err(e) => fail(e),
     }
 }
 
@@ -198,7 +196,7 @@ fn next_line(s: &ScheduleRow, now: i64) -> String {
 async fn list(cli: &Cli, store: &Store) -> Exit {
     let schedules = match store.schedules().await {
         Ok(s) => s,
-        Err(e) => return engine_error(&e.into()),
+        Err(e) => return fail(e),
     };
     let now = now();
     if cli.format == Format::Json {
@@ -294,7 +292,7 @@ fn history_line(e: &fogbook_state::EventRow, fmt: TimeFmt) -> String {
 async fn show(cli: &Cli, store: &Store, name: &str, local: bool) -> Exit {
     let s = match store.schedule(name).await {
         Ok(s) => s,
-        Err(e) => return engine_error(&e.into()),
+        Err(e) => return fail(e),
     };
     let events = store.events(&format!("schedule:{name}")).await.unwrap_or_default();
     let now = now();
@@ -350,7 +348,7 @@ async fn show(cli: &Cli, store: &Store, name: &str, local: bool) -> Exit {
 async fn update(cli: &Cli, store: &Store, a: &ScheduleUpdateArgs) -> Exit {
     let s = match store.schedule(&a.name).await {
         Ok(s) => s,
-        Err(e) => return engine_error(&e.into()),
+        Err(e) => return fail(e),
     };
     let path = match (&a.runbook, &s.source_path) {
         (Some(p), _) => p.clone(),
@@ -457,10 +455,7 @@ async fn next(cli: &Cli, store: &Store, a: &ScheduleNextArgs) -> Exit {
 pub(crate) async fn worker(cli: &Cli, args: &WorkerArgs) -> Exit {
     let store = match Store::open(&cli.db) {
         Ok(s) => s,
-        Err(e) => {
-            output::error_chain(&e, None);
-            return Exit::BadInput;
-        }
+        Err(e) => return fail(e),
     };
     let config = EngineConfig {
         lease_ttl: cli.lease_ttl,
@@ -510,6 +505,6 @@ pub(crate) async fn worker(cli: &Cli, args: &WorkerArgs) -> Exit {
                 Exit::Success
             }
         }
-        Err(e) => engine_error(&e),
+        Err(e) => fail(e),
     }
 }

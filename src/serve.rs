@@ -62,8 +62,9 @@ pub(crate) async fn serve(cli: &Cli, args: &ServeArgs) -> Exit {
     } else {
         None
     };
-    let Some(store) = crate::database::open_existing(cli) else {
-        return Exit::BadInput;
+    let store = match crate::database::open_existing(cli) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     let stop = tokio_util::sync::CancellationToken::new();
     crate::signals::spawn_signal_handler(stop.clone(), true);

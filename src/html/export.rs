@@ -5,6 +5,7 @@ use std::path::Path;
 use fogbook_state::Store;
 
 use super::run_view::{RunView, report_document};
+use crate::error::fail;
 use crate::exit::Exit;
 use crate::output;
 
@@ -13,14 +14,7 @@ pub(crate) async fn write_report(store: &Store, run_id: &str, path: &Path, quiet
     let now = fogbook_engine::Clock::now_ms(&fogbook_engine::SystemClock);
     let view = match RunView::load(store, run_id, now).await {
         Ok(v) => v,
-        Err(e @ fogbook_state::StateError::UnknownRun { .. }) => {
-            output::error(&e.to_string(), Some("`fogbook runs` lists the runs in this database"));
-            return Exit::BadInput;
-        }
-        Err(e) => {
-            output::error_chain(&e, None);
-            return Exit::BadInput;
-        }
+        Err(e) => return fail(e),
     };
     let doc = report_document(&view);
     if path == Path::new("-") {

@@ -14,6 +14,7 @@ mod common;
 mod credential;
 mod drift_check;
 mod durability;
+mod exit_codes;
 mod first_use;
 mod fleet;
 mod frozen_driver;

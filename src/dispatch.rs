@@ -25,7 +25,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Exit {
         }
         Command::Run(args) => crate::run_cmd::run(&cli, args).await,
         Command::Plan(args) => crate::plan_cmd::plan(&cli, args).await,
-        Command::Bench(args) => crate::plan_cmd::bench(&cli, args).await,
+        Command::Bench(args) => crate::bench::bench(&cli, args).await,
         Command::Resume(args) => crate::resume_cmd::resume(&cli, args).await,
         Command::Status(a) => {
             with_read_store(&cli, |store| report::status(&cli, store, a.run_id.clone(), a.watch)).await

@@ -3,7 +3,7 @@
 //! progress and errors go to stderr.
 
 mod arm;
-mod bench_cloud;
+mod bench;
 mod cli;
 mod database;
 mod dispatch;

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 /// they go with (two instances not yet in a group).
 const RESUME_RUNBOOK: &str = include_str!("../../runbooks/configure-failover-group.yaml");
 const RESUME_PARAMS: &str = include_str!("../../examples/configure-failover-group.yaml");
-const RESUME_ESTATE: &str = include_str!("../../tests/e2e/fixtures/seed/estate-unpaired.yaml");
+const RESUME_ESTATE: &str = include_str!("../../examples/estate-unpaired.yaml");
 /// The step that creates the group and waits for its seeding.
 const SEEDING_STEP: &str = "create-group";
 /// Real time: the seeding (about 70 simulated minutes) is still in flight after every trial.

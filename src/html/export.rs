@@ -4,7 +4,8 @@ use std::path::Path;
 
 use fogbook_state::Store;
 
-use super::run_view::{RunView, report_document};
+use super::run_view::report_document;
+use super::view::RunView;
 use crate::error::fail;
 use crate::exit::Exit;
 use crate::output;

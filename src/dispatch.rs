@@ -72,6 +72,8 @@ pub(crate) async fn dispatch(cli: Cli) -> Exit {
         Command::Schedule(cmd) => crate::schedule_cmd::dispatch(&cli, cmd).await,
         Command::Worker(args) => crate::schedule_cmd::worker(&cli, args).await,
         Command::Fleet(cmd) => crate::fleet_cmd::dispatch(&cli, cmd).await,
+        Command::Completions(args) => crate::help::completions(args),
+        Command::Man => crate::help::man(),
         Command::Audit(crate::cli::AuditCommand::Verify { run_id, since_head }) => {
             let (run_id, since) = (run_id.clone(), since_head.clone());
             with_read_store(&cli, |store| report::verify(&cli, store, run_id, since)).await

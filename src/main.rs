@@ -10,6 +10,7 @@ mod dispatch;
 mod error;
 mod exit;
 mod fleet_cmd;
+mod help;
 mod html;
 mod input;
 mod operator_cmd;
@@ -28,12 +29,10 @@ mod validate_cmd;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use crate::cli::{Cli, ColorChoice};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = help::parse();
     init_tracing(&cli);
     // The first event of the process (debug level): `fogbook bench` times resume from it.
     tracing::debug!("cli.started");

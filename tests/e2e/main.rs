@@ -18,6 +18,7 @@ mod exit_codes;
 mod first_use;
 mod fleet;
 mod frozen_driver;
+mod help;
 mod kill_matrix;
 mod lease_lock;
 mod notify;

@@ -26,7 +26,8 @@ pub(crate) struct Cli {
     /// Only errors on stderr; no progress.
     #[arg(short, long, global = true, help_heading = GLOBAL)]
     pub(crate) quiet: bool,
-    /// Colour on stderr. NO_COLOR in the environment means never.
+    /// Colour on stderr. With auto, NO_COLOR in the environment means never and CLICOLOR_FORCE
+    /// means always.
     #[arg(long, global = true, help_heading = GLOBAL, value_enum, default_value_t = ColorChoice::Auto)]
     pub(crate) color: ColorChoice,
     /// How long a driver's lease on a run lasts without renewal; another process may take
@@ -68,7 +69,7 @@ pub(crate) enum Format {
 /// Colour choices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum ColorChoice {
-    /// Colour when stderr is a terminal and NO_COLOR is unset.
+    /// Colour when stderr is a terminal and NO_COLOR is unset (or CLICOLOR_FORCE is set).
     Auto,
     /// Always.
     Always,

@@ -29,7 +29,7 @@ mod validate_cmd;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, ColorChoice};
+use crate::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = help::parse();
@@ -54,20 +54,11 @@ fn init_tracing(cli: &Cli) {
         (false, _) => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let ansi = use_color(cli.color);
+    let ansi = output::set_color(cli.color);
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .with_target(false)
         .try_init();
-}
-
-pub(crate) fn use_color(choice: ColorChoice) -> bool {
-    use std::io::IsTerminal;
-    match choice {
-        ColorChoice::Always => true,
-        ColorChoice::Never => false,
-        ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal(),
-    }
 }

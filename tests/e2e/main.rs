@@ -10,6 +10,7 @@ mod bench_cloud;
 mod browser;
 mod cancel;
 mod cli;
+mod colour;
 mod common;
 mod credential;
 mod drift_check;

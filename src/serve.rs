@@ -10,6 +10,9 @@
 //! Pages refresh their `<main>` every second from `?fragment=1` (a small script served at
 //! `/app.js`, the only script; the Content-Security-Policy allows no other). The refresh
 //! pauses while the operator is typing into a form inside it.
+//!
+//! Over 600 lines: the router, its pages and the one action route share the app state and the
+//! page frame; the HTML of the sections is in `src/html/`.
 
 use std::fmt::Write as _;
 use std::sync::Arc;

@@ -11,6 +11,9 @@
 //!   emulator's request counts give how often the waiting runs poll against ARM's read refill.
 //!
 //! Scratch files live in a directory under `--dir`, removed afterwards.
+//!
+//! Over 600 lines: the two measurements share the emulator harness (scratch files, the admin
+//! client, percentiles); each is one section below.
 
 use std::fmt;
 use std::os::unix::process::ExitStatusExt;

@@ -77,7 +77,7 @@ pub(crate) const EXIT_CODES: &[(Exit, &str)] = &[
     ),
     (
         Exit::Internal,
-        "fogbook itself could not work (its async runtime did not start); report it",
+        "fogbook itself could not start (the OS refused its threads: a process limit, too little memory); nothing was done",
     ),
     (
         Exit::Interrupted,

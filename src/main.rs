@@ -36,12 +36,33 @@ fn main() -> ExitCode {
     init_tracing(&cli);
     // The first event of the process (debug level): `fogbook bench` times resume from it.
     tracing::debug!("cli.started");
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(source) => return ExitCode::from(error::CliError::Runtime { source }.report().code()),
+        Err(e) => return ExitCode::from(e.report().code()),
     };
     let exit = runtime.block_on(dispatch::dispatch(cli));
     ExitCode::from(exit.code())
+}
+
+/// The async runtime. tokio panics, rather than returning an error, when the OS refuses its
+/// worker threads: both end as [`error::CliError::Runtime`] (exit 70), without a panic message.
+fn runtime() -> Result<tokio::runtime::Runtime, error::CliError> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let built = std::panic::catch_unwind(|| tokio::runtime::Builder::new_multi_thread().enable_all().build());
+    std::panic::set_hook(hook);
+    let source = match built {
+        Ok(Ok(rt)) => return Ok(rt),
+        Ok(Err(e)) => e,
+        Err(panic) => std::io::Error::other(
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "the runtime could not start its threads".to_owned()),
+        ),
+    };
+    Err(error::CliError::Runtime { source })
 }
 
 fn init_tracing(cli: &Cli) {

@@ -254,3 +254,26 @@ fn exit_130_interrupted() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
 }
+
+#[test]
+fn exit_70_fogbook_cannot_start_its_threads() {
+    // A process limit of one: the process exists, none of its threads can be started
+    // (root is exempt from the limit, so the command runs as `nobody` then).
+    let sb = Sandbox::new();
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.arg("--nproc=1").arg(env!("CARGO_BIN_EXE_fogbook")).args(["runs"]);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("NO_COLOR", "1")
+        .env("FOGBOOK_DB", sb.db())
+        .current_dir("/");
+    if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0 {
+        use std::os::unix::process::CommandExt;
+        cmd.uid(65534).gid(65534);
+    }
+    let out = cmd.output().expect("prlimit (util-linux)");
+    let err = stderr(&out);
+    assert_eq!(code(&out), 70, "{err}");
+    assert!(err.contains("cannot start the async runtime"), "{err}");
+    assert!(!err.contains("panicked"), "an error, not a panic: {err}");
+}

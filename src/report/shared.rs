@@ -1,7 +1,4 @@
 //! What the read-only views share: durations, windows, rehearsal times, operator actions.
-
-use std::time::Duration;
-
 use fogbook_state::{Millis, RunSnapshot, Store, WindowRow, format_ms};
 use serde_json::json;
 
@@ -12,16 +9,8 @@ pub(super) fn now_ms() -> Millis {
     fogbook_engine::Clock::now_ms(&fogbook_engine::SystemClock)
 }
 
-pub(super) fn human(ms: Millis) -> String {
-    let d = Duration::from_millis(ms.max(0).unsigned_abs());
-    if d < Duration::from_secs(1) {
-        return format!("{}ms", d.as_millis());
-    }
-    if d < Duration::from_secs(60) {
-        return format!("{:.1}s", d.as_secs_f64());
-    }
-    fogbook_activities::duration::format(Duration::from_secs(d.as_secs()))
-}
+/// Durations read as on the HTML pages.
+pub(super) use crate::html::human;
 
 pub(super) async fn load(store: &Store, run_id: &str) -> Result<RunSnapshot, Exit> {
     store.load_run(run_id).await.map_err(fail)

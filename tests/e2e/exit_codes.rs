@@ -9,6 +9,20 @@ use nix::unistd::Pid;
 
 use crate::common::{Sandbox, code, fixture, stderr, stdout};
 
+/// Waits until step `step` of the sandbox's run is running (the condition, not a time).
+fn running(sb: &Sandbox, step: &str) {
+    sb.wait_for(&format!("step {step} to run"), Duration::from_secs(30), |sb| {
+        sb.sql()
+            .query_row(
+                "SELECT count(*) FROM steps WHERE step_id = ?1 AND status = 'running'",
+                [step],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap_or(0)
+            == 1
+    });
+}
+
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -132,16 +146,7 @@ fn exit_4_a_driver_whose_lease_was_taken_over() {
     let sb = Sandbox::new();
     let rb = fixture("long-wait.yaml").display().to_string();
     let child = sb.spawn(&["--lease-ttl", "2s", "run", &rb, "--set", "duration=60s"], &[]);
-    sb.wait_for("the wait step to run", Duration::from_secs(30), |sb| {
-        sb.sql()
-            .query_row(
-                "SELECT count(*) FROM steps WHERE step_id = 'nap' AND status = 'running'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap_or(0)
-            == 1
-    });
+    running(&sb, "nap");
     let run = sb.last_run_id();
     // Another process takes the run over: its lease now names someone else.
     let far = i64::MAX / 2;
@@ -176,16 +181,7 @@ fn exit_5_cancelled() {
         ],
         &[],
     );
-    sb.wait_for("the approval step", Duration::from_secs(30), |sb| {
-        sb.sql()
-            .query_row(
-                "SELECT count(*) FROM steps WHERE step_id = 'confirm' AND status = 'running'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap_or(0)
-            == 1
-    });
+    running(&sb, "confirm");
     let run = sb.last_run_id();
     let cancel = sb.run(&["cancel", &run, "--by", "dave", "--reason", "not tonight"]);
     assert_eq!(code(&cancel), 0, "{}", stderr(&cancel));
@@ -240,16 +236,7 @@ fn exit_130_interrupted() {
     let sb = Sandbox::new();
     let rb = fixture("long-wait.yaml").display().to_string();
     let child = sb.spawn(&["run", &rb, "--set", "duration=60s"], &[]);
-    sb.wait_for("the wait step to run", Duration::from_secs(30), |sb| {
-        sb.sql()
-            .query_row(
-                "SELECT count(*) FROM steps WHERE step_id = 'nap' AND status = 'running'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap_or(0)
-            == 1
-    });
+    running(&sb, "nap");
     kill(Pid::from_raw(i32::try_from(child.id()).unwrap()), Signal::SIGINT).unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));

@@ -204,10 +204,7 @@ async fn resume_one(
         let actor = args.who.actor();
         match store.retry_failed(id, &actor, engine.now_ms()).await {
             Ok(step) => output::note(cli.quiet, &format!("step `{step}` of run {id} gets a fresh attempt")),
-            Err(e) => {
-                output::error_chain(&e, None);
-                return Exit::BadInput;
-            }
+            Err(e) => return fail(e),
         }
     } else if let Ok(snap) = store.load_run(id).await
         && snap.run.status == RunStatus::Failed

@@ -34,19 +34,19 @@ impl CliError {
     /// The exit code of this error: the one mapping from errors to [`Exit`] (README "Exit
     /// codes", `src/exit.rs`).
     pub(crate) fn exit_code(&self) -> Exit {
-        let state = match self {
-            Self::Runtime { .. } => return Exit::Internal,
-            Self::Engine(e) => match e {
-                EngineError::Invalid(_) => return Exit::BadInput,
-                EngineError::Locked { .. }
-                | EngineError::Busy { .. }
-                | EngineError::LeaseLost { .. }
-                | EngineError::Fenced { .. } => return Exit::Busy,
-                EngineError::StoredRunbook { .. } => return Exit::StoreFailed,
-                EngineError::State(s) => Some(s),
-                // A variant this build does not name: the store's error in its chain decides.
-                other => state_in_chain(other),
-            },
+        let Self::Engine(e) = self else {
+            return Exit::Internal;
+        };
+        let state = match e {
+            EngineError::Invalid(_) => return Exit::BadInput,
+            EngineError::Locked { .. }
+            | EngineError::Busy { .. }
+            | EngineError::LeaseLost { .. }
+            | EngineError::Fenced { .. } => return Exit::Busy,
+            EngineError::StoredRunbook { .. } => return Exit::StoreFailed,
+            EngineError::State(s) => Some(s),
+            // A variant this build does not name: the store's error in its chain decides.
+            other => state_in_chain(other),
         };
         match state {
             Some(
@@ -59,13 +59,13 @@ impl CliError {
                 StateError::LockHeld { .. }
                 | StateError::LeaseHeld { .. }
                 | StateError::FleetLeaseHeld { .. }
-                | StateError::LeaseLost { .. },
+                | StateError::LeaseLost { .. }
+                | StateError::CancelRequested { .. },
             ) => Exit::Busy,
-            Some(StateError::CancelRequested { .. }) => Exit::Cancelled,
             // Everything else the store says is the database failing (it cannot be opened,
             // read, written or committed, or it holds what no fogbook writes).
             Some(_) => Exit::StoreFailed,
-            None => Exit::BadInput,
+            None => Exit::Internal,
         }
     }
 
@@ -73,21 +73,35 @@ impl CliError {
     pub(crate) fn report(&self) -> Exit {
         match self {
             Self::Engine(EngineError::Invalid(d)) => crate::input::print_diagnostics(d),
-            Self::Engine(EngineError::Locked {
-                key,
-                holder,
-                holder_status,
-            }) => output::error(
+            Self::Engine(
+                EngineError::Locked {
+                    key,
+                    holder,
+                    holder_status,
+                }
+                | EngineError::State(StateError::LockHeld {
+                    key,
+                    holder,
+                    holder_status,
+                }),
+            ) => output::error(
                 &format!("`{key}` is locked by run {holder} ({holder_status}); one run at a time may touch it"),
                 Some(&format!(
                     "see `fogbook status {holder}`; a failed run keeps its locks until `fogbook resume {holder} --retry-failed` or `fogbook cancel {holder}`"
                 )),
             ),
-            Self::Engine(EngineError::Busy {
-                run_id,
-                owner,
-                expires_at,
-            }) => output::error(
+            Self::Engine(
+                EngineError::Busy {
+                    run_id,
+                    owner,
+                    expires_at,
+                }
+                | EngineError::State(StateError::LeaseHeld {
+                    run_id,
+                    owner,
+                    expires_at,
+                }),
+            ) => output::error(
                 &format!("run {run_id} is being driven by {owner} (lease valid until {expires_at})"),
                 Some(
                     "only one process drives a run; another may take over once that lease expires or its process is gone",
@@ -139,6 +153,16 @@ fn state_in_chain<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a 
         next = e.source();
     }
     None
+}
+
+/// The resource key and the run holding it, when `err` is a refusal over a held lock.
+pub(crate) fn held_lock(err: &EngineError) -> Option<(&str, &str)> {
+    match err {
+        EngineError::Locked { key, holder, .. } | EngineError::State(StateError::LockHeld { key, holder, .. }) => {
+            Some((key, holder))
+        }
+        _ => None,
+    }
 }
 
 /// Reports `err` and returns its exit code: what every failing command site calls.

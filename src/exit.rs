@@ -68,7 +68,7 @@ pub(crate) const EXIT_CODES: &[(Exit, &str)] = &[
     ),
     (
         Exit::Busy,
-        "busy: another live process drives the run, another run holds a resource it needs, or this process lost the run's lease while driving it and stopped without sending anything more",
+        "busy: another live process drives the run, another run holds a resource it needs, the run is being cancelled, or this process lost the run's lease while driving it and stopped without sending anything more",
     ),
     (Exit::Cancelled, "the run was cancelled"),
     (

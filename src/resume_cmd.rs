@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
+use fogbook_engine::Engine;
 use fogbook_engine::runbook;
-use fogbook_engine::{Engine, EngineError};
 use fogbook_state::{RunFilter, RunStatus, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -77,7 +77,7 @@ async fn resume_id(cli: &Cli, args: &ResumeArgs, store: &Store, id: &str, progre
     // A live driver keeps the run (and a rehearsal's emulator address): say so before
     // trying to restore anything.
     if let report::Drive::Running { owner, until } = report::drive_of(&snap.run, engine_now(), cli.lease_ttl) {
-        return fail(EngineError::Busy {
+        return fail(fogbook_state::StateError::LeaseHeld {
             run_id: id.clone(),
             owner,
             expires_at: fogbook_state::format_ms(until),

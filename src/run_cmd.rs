@@ -107,9 +107,9 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> Exit {
     let run_id = match created {
         Ok(id) => id,
         Err(e) => {
-            let refused = match &e {
-                EngineError::Locked { key, holder, .. } => lock_refusal(engine.store(), key, holder).await,
-                _ => false,
+            let refused = match crate::error::held_lock(&e) {
+                Some((key, holder)) => lock_refusal(engine.store(), key, holder).await,
+                None => false,
             };
             let exit = if refused { Exit::Busy } else { fail(e) };
             engine.store().close().await;

@@ -1,3 +1,4 @@
+// Over 600 lines on purpose: each fleet transition sits beside the audit event it writes, one transaction each.
 //! Fleets: one runbook over many targets with rate control. The store keeps the fleet's
 //! pinned file, its targets and its decisions, and applies each decision atomically with the
 //! audit event that records it (stream `fleet:<id>`); the decisions themselves (which target

@@ -1,7 +1,5 @@
 //! [`Store`]: the SQLite-backed state of all runs.
 
-use std::path::PathBuf;
-
 use rusqlite::{Connection, Transaction};
 
 use crate::thread::ConnThread;
@@ -25,7 +23,6 @@ pub(crate) use steps::{finished_word, set_status};
 #[derive(Clone, Debug)]
 pub struct Store {
     conn: ConnThread,
-    path: PathBuf,
 }
 
 impl Store {

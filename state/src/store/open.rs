@@ -41,7 +41,6 @@ impl Store {
         crate::migrations::apply(&mut conn, path)?;
         Ok(Self {
             conn: ConnThread::spawn(conn),
-            path: path.to_owned(),
         })
     }
 
@@ -88,7 +87,6 @@ impl Store {
         }
         Ok(Self {
             conn: ConnThread::spawn(conn),
-            path: path.to_owned(),
         })
     }
 
@@ -97,11 +95,6 @@ impl Store {
     /// which SQLite replays on the next open, so nothing committed is lost either way.
     pub async fn close(&self) {
         self.conn.close().await;
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

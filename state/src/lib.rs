@@ -20,6 +20,8 @@
 mod agree;
 mod audit;
 mod error;
+#[cfg(feature = "test-hooks")]
+mod fault;
 mod fleets;
 mod floor;
 mod migrations;
@@ -32,6 +34,8 @@ mod time_ms;
 
 pub use audit::{AuditFailure, AuditReport};
 pub use error::StateError;
+#[cfg(feature = "test-hooks")]
+pub use fault::StoreFault;
 pub use fleets::{FleetRow, FleetSnapshot, FleetTargetRow, NewFleet, NewFleetTarget};
 pub use floor::durable_commit_floor;
 pub use operator::{Actor, CancelKind, NewPin, OPERATOR_STEP};
@@ -41,5 +45,4 @@ pub use records::{
     WindowRow,
 };
 pub use store::Store;
-pub use thread::StoreFault;
 pub use time_ms::{Millis, format_ms};

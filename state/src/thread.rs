@@ -61,34 +61,14 @@ enum Job {
     Close(oneshot::Sender<()>),
 }
 
-/// A fault to inject into the write path (feature `test-util`): the reliability tests use
-/// it to prove that no side effect happens whose start was not durably committed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StoreFault {
-    /// The write fails before anything is committed (as on SQLITE_IOERR).
-    FailBeforeCommit,
-    /// The database is locked past the busy timeout (SQLITE_BUSY): nothing is committed.
-    Busy,
-    /// The disk is full (SQLITE_FULL): nothing is committed.
-    DiskFull,
-    /// The write is committed, but the caller sees an error (a lost acknowledgement).
-    CommitThenFail,
-}
-
-#[derive(Debug, Default)]
-struct FaultPlan {
-    /// Writes to let through before the fault.
-    skip: u64,
-    fault: Option<StoreFault>,
-}
-
 /// A handle to the connection thread. Cloning shares the thread; the thread ends when the
 /// last handle is dropped.
 #[derive(Clone, Debug)]
 pub(crate) struct ConnThread {
     tx: mpsc::Sender<Job>,
     commits: Arc<AtomicU64>,
-    faults: Arc<std::sync::Mutex<FaultPlan>>,
+    #[cfg(feature = "test-hooks")]
+    faults: Arc<std::sync::Mutex<crate::fault::FaultPlan>>,
 }
 
 impl ConnThread {
@@ -139,29 +119,15 @@ impl ConnThread {
         Self {
             tx,
             commits,
+            #[cfg(feature = "test-hooks")]
             faults: Arc::default(),
         }
     }
 
     /// Makes the write after the next `skip` ones fail with `fault` (once).
-    #[cfg(feature = "test-util")]
-    pub(crate) fn inject(&self, skip: u64, fault: StoreFault) {
-        let mut plan = self.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *plan = FaultPlan {
-            skip,
-            fault: Some(fault),
-        };
-    }
-
-    /// The fault this write must suffer, if one is due.
-    fn due_fault(&self) -> Option<StoreFault> {
-        let mut plan = self.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        plan.fault?;
-        if plan.skip > 0 {
-            plan.skip -= 1;
-            return None;
-        }
-        plan.fault.take()
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn inject(&self, skip: u64, fault: crate::StoreFault) {
+        crate::fault::plan(&self.faults, skip, fault);
     }
 
     /// Closes the connection cleanly (the WAL is checkpointed and removed) and ends the
@@ -200,16 +166,8 @@ impl ConnThread {
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T, StateError> + Send + 'static,
     {
-        let fault = self.due_fault();
-        let injected = |what: &str| StateError::Commit {
-            message: format!("injected fault: {what}"),
-        };
-        match fault {
-            Some(StoreFault::FailBeforeCommit) => return Err(injected("I/O error before the commit")),
-            Some(StoreFault::Busy) => return Err(injected("database is locked (SQLITE_BUSY)")),
-            Some(StoreFault::DiskFull) => return Err(injected("database or disk is full (SQLITE_FULL)")),
-            Some(StoreFault::CommitThenFail) | None => {}
-        }
+        #[cfg(feature = "test-hooks")]
+        let fault = crate::fault::before_write(&self.faults)?;
         let (reply, rx) = oneshot::channel();
         let job = Job::Write(Box::new(move |tx| -> Box<dyn Pending> {
             let result = match tx {
@@ -222,9 +180,8 @@ impl ConnThread {
         }));
         self.tx.send(job).map_err(|_| StateError::StoreClosed)?;
         let result = rx.await.map_err(|_| StateError::StoreClosed)?;
-        if fault == Some(StoreFault::CommitThenFail) && result.is_ok() {
-            return Err(injected("the commit succeeded but its acknowledgement was lost"));
-        }
+        #[cfg(feature = "test-hooks")]
+        crate::fault::after_write(fault, &result)?;
         result
     }
 }

@@ -36,7 +36,7 @@ impl Store {
 
     /// Makes the write after the next `skip` ones fail with `fault`, once (reliability
     /// tests: no side effect may follow a start that was not durably committed).
-    #[cfg(feature = "test-util")]
+    #[cfg(feature = "test-hooks")]
     pub fn inject_fault(&self, skip: u64, fault: crate::StoreFault) {
         self.conn.inject(skip, fault);
     }

@@ -71,7 +71,5 @@ fn due(plan: &Mutex<FaultPlan>) -> Option<StoreFault> {
 }
 
 fn injected(what: &str) -> StateError {
-    StateError::Commit {
-        message: format!("injected fault: {what}"),
-    }
+    StateError::commit_failed(format!("injected fault: {what}"))
 }

@@ -223,7 +223,10 @@ fn load_targets(conn: &rusqlite::Connection, id: &str) -> Result<Vec<FleetTarget
             t.run_status = run_status
                 .map(|s| s.parse())
                 .transpose()
-                .map_err(|message| StateError::InvalidTransition { message })?;
+                .map_err(|message| StateError::CorruptValue {
+                    what: "fleet target run status",
+                    message,
+                })?;
             Ok(t)
         })
         .collect()

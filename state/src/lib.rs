@@ -33,7 +33,7 @@ mod thread;
 mod time_ms;
 
 pub use audit::{AuditFailure, AuditReport};
-pub use error::StateError;
+pub use error::{BackendError, ErrorKind, StateError};
 #[cfg(feature = "test-hooks")]
 pub use fault::StoreFault;
 pub use fleets::{FleetRow, FleetSnapshot, FleetTargetRow, NewFleet, NewFleetTarget};

@@ -63,9 +63,10 @@ fn finish(raw: (ScheduleRow, String, Option<String>, String)) -> Result<Schedule
             what: "schedule window",
             source,
         })?;
-    s.overlap = overlap
-        .parse()
-        .map_err(|message| StateError::InvalidTransition { message })?;
+    s.overlap = overlap.parse().map_err(|message| StateError::CorruptValue {
+        what: "schedule overlap",
+        message,
+    })?;
     Ok(s)
 }
 

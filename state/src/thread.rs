@@ -18,6 +18,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use crate::StateError;
+use crate::error::{BackendError, without_sql};
 
 /// At most this many writes share one commit.
 const MAX_GROUP: usize = 256;
@@ -27,7 +28,7 @@ trait Pending: Send {
     /// Whether the write itself failed (its savepoint is then rolled back).
     fn failed(&self) -> bool;
     /// Answers the caller once the commit is known (`Err`: the group did not commit).
-    fn finish(self: Box<Self>, commit: Result<(), &str>);
+    fn finish(self: Box<Self>, commit: Result<(), &BackendError>);
 }
 
 struct Reply<T> {
@@ -40,12 +41,10 @@ impl<T: Send> Pending for Reply<T> {
         self.result.is_err()
     }
 
-    fn finish(self: Box<Self>, commit: Result<(), &str>) {
+    fn finish(self: Box<Self>, commit: Result<(), &BackendError>) {
         let answer = match commit {
             Ok(()) => self.result,
-            Err(message) => Err(StateError::Commit {
-                message: message.to_owned(),
-            }),
+            Err(source) => Err(StateError::Commit { source: source.clone() }),
         };
         let _ = self.tx.send(answer);
     }
@@ -172,9 +171,7 @@ impl ConnThread {
         let job = Job::Write(Box::new(move |tx| -> Box<dyn Pending> {
             let result = match tx {
                 Some(tx) => f(tx),
-                None => Err(StateError::Commit {
-                    message: "could not begin a transaction".to_owned(),
-                }),
+                None => Err(StateError::commit_failed("could not begin a transaction")),
             };
             Box::new(Reply { tx: reply, result })
         }));
@@ -212,9 +209,9 @@ fn commit_group(conn: &mut Connection, mut group: Vec<WriteFn>, commits: &Atomic
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
-            let message = format!("could not begin a transaction: {e}");
+            let source = failure("beginning a transaction", e);
             for w in group {
-                w(None).finish(Err(&message));
+                w(None).finish(Err(&source));
             }
             return;
         }
@@ -237,16 +234,15 @@ fn commit_group(conn: &mut Connection, mut group: Vec<WriteFn>, commits: &Atomic
                 commits.fetch_add(1, Ordering::Relaxed);
                 p.finish(Ok(()));
             }
-            Err(e) => p.finish(Err(&format!("commit failed: {e}"))),
+            Err(e) => p.finish(Err(&failure("committing", e))),
         }
         return;
     }
     let mut pending = Vec::with_capacity(group.len());
     for w in group {
         if let Err(e) = tx.prepare_cached("SAVEPOINT write").and_then(|mut s| s.execute([])) {
-            let message = format!("could not open a savepoint: {e}");
             let p = w(None);
-            p.finish(Err(&message));
+            p.finish(Err(&failure("opening a savepoint", e)));
             continue;
         }
         let p = w(Some(&tx));
@@ -269,10 +265,18 @@ fn commit_group(conn: &mut Connection, mut group: Vec<WriteFn>, commits: &Atomic
             }
         }
         Err(e) => {
-            let message = format!("commit failed: {e}");
+            let source = failure("committing", e);
             for p in pending {
-                p.finish(Err(&message));
+                p.finish(Err(&source));
             }
         }
     }
+}
+
+/// A failure of the group's transaction, shared by every write in the group.
+fn failure(operation: &'static str, e: rusqlite::Error) -> BackendError {
+    Arc::new(StateError::Database {
+        operation,
+        source: Arc::new(without_sql(e)),
+    })
 }

@@ -142,9 +142,10 @@ pub(super) fn lease_of(conn: &Connection, run_id: &str) -> Result<Lease, StateEr
         .ok_or_else(|| StateError::UnknownRun {
             run_id: run_id.to_owned(),
         })?;
-    let status = status
-        .parse()
-        .map_err(|e: String| StateError::InvalidTransition { message: e })?;
+    let status = status.parse().map_err(|message| StateError::CorruptValue {
+        what: "run status",
+        message,
+    })?;
     Ok(Lease {
         status,
         owner,

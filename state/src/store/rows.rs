@@ -24,10 +24,10 @@ impl RawRun {
     pub(super) fn into_row(self) -> Result<RunRow, StateError> {
         let mut row = self.row;
         row.params = parse_json(&self.params, "run parameters")?;
-        row.status = self
-            .status
-            .parse()
-            .map_err(|e: String| StateError::InvalidTransition { message: e })?;
+        row.status = self.status.parse().map_err(|message| StateError::CorruptValue {
+            what: "run status",
+            message,
+        })?;
         row.error = self.error.as_deref().map(|e| parse_json(e, "run error")).transpose()?;
         row.window = self
             .window
@@ -101,10 +101,10 @@ impl RawStep {
     pub(super) fn and_then_json(self) -> Result<StepRow, StateError> {
         let mut row = self.row;
         let j = |v: Option<String>, what| v.as_deref().map(|s| parse_json(s, what)).transpose();
-        row.status = self
-            .status
-            .parse()
-            .map_err(|e: String| StateError::InvalidTransition { message: e })?;
+        row.status = self.status.parse().map_err(|message| StateError::CorruptValue {
+            what: "step status",
+            message,
+        })?;
         row.input = j(self.input, "step input")?;
         row.output = j(self.output, "step output")?;
         row.progress = j(self.progress, "step progress")?;

@@ -287,21 +287,29 @@ impl std::fmt::Display for Reason {
 impl std::error::Error for Reason {}
 
 pub(crate) trait SqlContext<T> {
+    /// The error as a [`StateError`] naming what the store was doing.
     fn during(self, operation: &'static str) -> Result<T, StateError>;
+}
+
+impl<T> SqlContext<T> for crate::sql::Result<T> {
+    fn during(self, operation: &'static str) -> Result<T, StateError> {
+        use crate::sql::Error;
+        self.map_err(|e| match e {
+            Error::Unreadable(cell) => StateError::Unreadable { what: cell.0 },
+            Error::Backend(source) => StateError::Database { operation, source },
+            other => StateError::Database {
+                operation,
+                source: Arc::new(other),
+            },
+        })
+    }
 }
 
 impl<T> SqlContext<T> for Result<T, rusqlite::Error> {
     fn during(self, operation: &'static str) -> Result<T, StateError> {
-        self.map_err(|source| {
-            if let rusqlite::Error::FromSqlConversionFailure(_, _, cause) = &source
-                && let Some(cell) = cause.downcast_ref::<UnreadableCell>()
-            {
-                return StateError::Unreadable { what: cell.0.clone() };
-            }
-            StateError::Database {
-                operation,
-                source: Arc::new(without_sql(source)),
-            }
+        self.map_err(|source| StateError::Database {
+            operation,
+            source: Arc::new(without_sql(source)),
         })
     }
 }
@@ -318,72 +326,11 @@ impl std::fmt::Display for UnreadableCell {
 
 impl std::error::Error for UnreadableCell {}
 
-/// Reads a text column (NULL as `None`); text that is not valid UTF-8 fails with the row
-/// named by `row` and the column, which [`SqlContext::during`] turns into
-/// [`StateError::Unreadable`].
-pub(crate) fn opt_text(
-    r: &rusqlite::Row<'_>,
-    idx: usize,
-    row: &dyn Fn() -> String,
-) -> rusqlite::Result<Option<String>> {
-    use rusqlite::types::ValueRef;
-    let bytes = match r.get_ref(idx)? {
-        ValueRef::Null => return Ok(None),
-        ValueRef::Text(b) | ValueRef::Blob(b) => b,
-        // Numbers are read as text by SQLite's rules, as `get::<String>` would refuse them.
-        _ => return r.get(idx),
-    };
-    match std::str::from_utf8(bytes) {
-        Ok(s) => Ok(Some(s.to_owned())),
-        Err(_) => {
-            let column = r.as_ref().column_name(idx).unwrap_or("?").to_owned();
-            Err(rusqlite::Error::FromSqlConversionFailure(
-                idx,
-                rusqlite::types::Type::Text,
-                Box::new(UnreadableCell(format!("{}, column {column}", row()))),
-            ))
-        }
-    }
-}
-
-/// As [`opt_text`], for a column that is never NULL.
-pub(crate) fn text(r: &rusqlite::Row<'_>, idx: usize, row: &dyn Fn() -> String) -> rusqlite::Result<String> {
-    opt_text(r, idx, row)?.ok_or(rusqlite::Error::InvalidColumnType(
-        idx,
-        r.as_ref().column_name(idx).unwrap_or("?").to_owned(),
-        rusqlite::types::Type::Null,
-    ))
-}
-
 /// The error without the statement it came from: an error names what the store was doing,
 /// never prints the SQL (a migration's text is a hundred lines).
 pub(crate) fn without_sql(e: rusqlite::Error) -> rusqlite::Error {
     match e {
         rusqlite::Error::SqlInputError { error, msg, .. } => rusqlite::Error::SqliteFailure(error, Some(msg)),
         other => other,
-    }
-}
-
-/// Statements run through SQLite's prepared-statement cache: the store runs the same few
-/// statements for every step, and preparing them once saves most of a transaction's CPU.
-pub(crate) trait CachedExt {
-    fn cached_execute<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
-    fn cached_query_row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
-    where
-        P: rusqlite::Params,
-        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>;
-}
-
-impl CachedExt for rusqlite::Connection {
-    fn cached_execute<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
-        self.prepare_cached(sql)?.execute(params)
-    }
-
-    fn cached_query_row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
-    where
-        P: rusqlite::Params,
-        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-    {
-        self.prepare_cached(sql)?.query_row(params, f)
     }
 }

@@ -28,6 +28,7 @@ mod migrations;
 mod operator;
 mod records;
 mod schedules;
+mod sql;
 mod store;
 mod thread;
 mod time_ms;

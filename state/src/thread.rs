@@ -19,6 +19,8 @@ use tokio::sync::oneshot;
 
 use crate::StateError;
 use crate::error::{BackendError, without_sql};
+use crate::sql::Tx;
+use crate::sql::sqlite::SqliteTx;
 
 /// At most this many writes share one commit.
 const MAX_GROUP: usize = 256;
@@ -148,11 +150,11 @@ impl ConnThread {
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StateError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StateError> + Send + 'static,
+        F: FnOnce(&dyn Tx) -> Result<T, StateError> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
         let job = Job::Read(Box::new(move |conn| {
-            let _ = reply.send(f(conn));
+            let _ = reply.send(f(&SqliteTx(conn)));
         }));
         self.tx.send(job).map_err(|_| StateError::StoreClosed)?;
         rx.await.map_err(|_| StateError::StoreClosed)?
@@ -163,14 +165,14 @@ impl ConnThread {
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StateError>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> Result<T, StateError> + Send + 'static,
+        F: FnOnce(&dyn Tx) -> Result<T, StateError> + Send + 'static,
     {
         #[cfg(feature = "test-hooks")]
         let fault = crate::fault::before_write(&self.faults)?;
         let (reply, rx) = oneshot::channel();
         let job = Job::Write(Box::new(move |tx| -> Box<dyn Pending> {
             let result = match tx {
-                Some(tx) => f(tx),
+                Some(tx) => f(&SqliteTx(tx)),
                 None => Err(StateError::commit_failed("could not begin a transaction")),
             };
             Box::new(Reply { tx: reply, result })

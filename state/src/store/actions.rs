@@ -1,13 +1,13 @@
 //! Operator actions on a run: approvals, cancel, retry of a failed run.
 
-use rusqlite::{OptionalExtension, params};
 use serde_json::json;
 
 use super::Store;
 use super::rows::{approval_row, load_run_row, load_step_row};
 use super::steps::{finished_word, set_status};
 use crate::audit::{self, NewEvent};
-use crate::error::{CachedExt, SqlContext};
+use crate::error::SqlContext;
+use crate::sql::{OptionalExt, params};
 use crate::{ApprovalRow, Millis, RunStatus, StateError};
 
 impl Store {
@@ -55,7 +55,7 @@ impl Store {
                 });
             }
             let existing: Option<String> = tx
-                .cached_query_row(
+                .query_row(
                     "SELECT by FROM approvals WHERE run_id = ?1 AND step_id = ?2",
                     params![run_id, step_id],
                     |r| r.get(0),
@@ -67,7 +67,7 @@ impl Store {
                     message: format!("step `{step_id}` was already approved by {who}"),
                 });
             }
-            tx.cached_execute(
+            tx.execute(
                 "INSERT INTO approvals (run_id, step_id, by, comment, at, auto) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![run_id, step_id, by, comment, now, auto],
             )
@@ -99,7 +99,7 @@ impl Store {
     pub async fn approval(&self, run_id: &str, step_id: &str) -> Result<Option<ApprovalRow>, StateError> {
         let (run_id, step_id) = (run_id.to_owned(), step_id.to_owned());
         self.read(move |conn| {
-            conn.cached_query_row(
+            conn.query_row(
                 "SELECT step_id, by, comment, at, auto FROM approvals WHERE run_id = ?1 AND step_id = ?2",
                 params![run_id, step_id],
                 approval_row,
@@ -133,7 +133,7 @@ impl Store {
                 _ => false,
             };
             if driven {
-                tx.cached_execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?1", [&run_id])
+                tx.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?1", params![&run_id])
                     .during("requesting cancellation")?;
                 audit::append(
                     tx,
@@ -143,9 +143,9 @@ impl Store {
                 )?;
                 return Ok(false);
             }
-            tx.cached_execute(
+            tx.execute(
                 "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ?1",
-                [&run_id],
+                params![&run_id],
             )
             .during("cancelling")?;
             set_status(
@@ -167,7 +167,7 @@ impl Store {
             // Completing a requested cancellation needs the owner, not an unexpired lease:
             // stopping is always allowed.
             let held: Option<String> = tx
-                .cached_query_row("SELECT lease_owner FROM runs WHERE id = ?1", [&run_id], |r| r.get(0))
+                .query_row("SELECT lease_owner FROM runs WHERE id = ?1", params![&run_id], |r| r.get(0))
                 .during("cancelling")?;
             if held.as_deref() != Some(owner.as_str()) {
                 return Err(StateError::LeaseLost {
@@ -175,16 +175,16 @@ impl Store {
                     owner: held.unwrap_or_else(|| "nobody".to_owned()),
                 });
             }
-            tx.cached_execute(
+            tx.execute(
                 "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ?1",
-                [&run_id],
+                params![&run_id],
             )
             .during("cancelling")?;
             // The run ends with the record of the request (who, why, what it abandons).
             let requested: Option<String> = tx
-                .cached_query_row(
+                .query_row(
                     "SELECT data FROM events WHERE run_id = ?1 AND kind = 'run.cancel_requested' ORDER BY seq DESC LIMIT 1",
-                    [&run_id],
+                    params![&run_id],
                     |r| r.get(0),
                 )
                 .optional()
@@ -215,9 +215,9 @@ impl Store {
                 });
             }
             let step: Option<String> = tx
-                .cached_query_row(
+                .query_row(
                     "SELECT step_id FROM steps WHERE run_id = ?1 AND status = 'failed' ORDER BY position DESC LIMIT 1",
-                    [&run_id],
+                    params![&run_id],
                     |r| r.get(0),
                 )
                 .optional()
@@ -227,13 +227,13 @@ impl Store {
                     message: format!("run {run_id} has no failed step to retry"),
                 });
             };
-            tx.cached_execute(
+            tx.execute(
                 "UPDATE steps SET status = 'pending', next_attempt_at = NULL, finished_at = NULL
                  WHERE run_id = ?1 AND step_id = ?2",
                 params![run_id, step],
             )
             .during("re-opening the failed step")?;
-            tx.cached_execute(
+            tx.execute(
                 "UPDATE runs SET status = 'pending', error = NULL, finished_at = NULL, updated_at = ?2 WHERE id = ?1",
                 params![run_id, now],
             )

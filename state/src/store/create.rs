@@ -1,11 +1,11 @@
 //! Creating runs with their steps, resource locks and first lease; releasing and retaking locks.
 
-use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::json;
 
 use super::Store;
 use crate::audit::{self, GENESIS, NewEvent};
-use crate::error::{CachedExt, SqlContext};
+use crate::error::SqlContext;
+use crate::sql::{OptionalExt, Tx, params};
 use crate::{Millis, NewRun, RunStatus, StateError};
 
 impl Store {
@@ -30,25 +30,24 @@ impl Store {
         let run_id = run_id.to_owned();
         self.write(move |tx| {
             let status: String = tx
-                .cached_query_row("SELECT status FROM runs WHERE id = ?1", [&run_id], |r| r.get(0))
+                .query_row("SELECT status FROM runs WHERE id = ?1", params![&run_id], |r| r.get(0))
                 .optional()
                 .during("reading the run status")?
                 .ok_or_else(|| StateError::UnknownRun { run_id: run_id.clone() })?;
             if status != RunStatus::Failed.as_str() {
                 return Ok(Vec::new());
             }
-            let mut stmt = tx
-                .prepare_cached("SELECT key FROM locks WHERE run_id = ?1 ORDER BY key")
+            let keys: Vec<String> = tx
+                .query_map(
+                    "SELECT key FROM locks WHERE run_id = ?1 ORDER BY key",
+                    params![run_id],
+                    |r| r.get(0),
+                )
                 .during("reading resource locks")?;
-            let keys = stmt
-                .query_map([&run_id], |r| r.get::<_, String>(0))
-                .and_then(Iterator::collect::<Result<Vec<String>, _>>)
-                .during("reading resource locks")?;
-            drop(stmt);
             if keys.is_empty() {
                 return Ok(keys);
             }
-            tx.cached_execute("DELETE FROM locks WHERE run_id = ?1", [&run_id])
+            tx.execute("DELETE FROM locks WHERE run_id = ?1", params![&run_id])
                 .during("releasing resource locks")?;
             audit::append(
                 tx,
@@ -68,9 +67,9 @@ impl Store {
         self.write(move |tx| {
             for key in &keys {
                 let holder: Option<(String, String)> = tx
-                    .cached_query_row(
+                    .query_row(
                         "SELECT l.run_id, r.status FROM locks l JOIN runs r ON r.id = l.run_id WHERE l.key = ?1",
-                        [key],
+                        params![key],
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .optional()
@@ -85,7 +84,7 @@ impl Store {
                         });
                     }
                     None => {
-                        tx.cached_execute(
+                        tx.execute(
                             "INSERT INTO locks (key, run_id, acquired_at) VALUES (?1, ?2, ?3)",
                             params![key, run_id, now],
                         )
@@ -105,12 +104,12 @@ impl Store {
 }
 
 /// Creates a run inside the caller's transaction (see [`Store::create_run`]).
-pub(crate) fn insert_run(tx: &Transaction<'_>, run: &NewRun) -> Result<(), StateError> {
+pub(crate) fn insert_run(tx: &dyn Tx, run: &NewRun) -> Result<(), StateError> {
     for key in &run.locks {
         let holder: Option<(String, String)> = tx
-            .cached_query_row(
+            .query_row(
                 "SELECT l.run_id, r.status FROM locks l JOIN runs r ON r.id = l.run_id WHERE l.key = ?1",
-                [key],
+                params![key],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
@@ -129,12 +128,12 @@ pub(crate) fn insert_run(tx: &Transaction<'_>, run: &NewRun) -> Result<(), State
     } else {
         RunStatus::Pending
     };
-    tx.cached_execute(
-        "INSERT OR IGNORE INTO runbook_texts (sha256, text) VALUES (?1, ?2)",
+    tx.execute(
+        "INSERT INTO runbook_texts (sha256, text) VALUES (?1, ?2) ON CONFLICT (sha256) DO NOTHING",
         params![run.runbook_sha256, run.runbook_text],
     )
     .during("pinning the runbook text")?;
-    tx.cached_execute(
+    tx.execute(
         "INSERT INTO runs (id, runbook_name, runbook_version, runbook_sha256, source_path,
                            params, status, auto_approve, created_at, updated_at, lease_owner,
                            lease_expires_at, audit_head, audit_count, schedule_name, window)
@@ -158,14 +157,14 @@ pub(crate) fn insert_run(tx: &Transaction<'_>, run: &NewRun) -> Result<(), State
     )
     .during("creating the run")?;
     for (position, step) in run.steps.iter().enumerate() {
-        tx.cached_execute(
+        tx.execute(
             "INSERT INTO steps (run_id, step_id, position, status) VALUES (?1, ?2, ?3, 'pending')",
             params![run.id, step, position as i64],
         )
         .during("creating the run's steps")?;
     }
     for key in &run.locks {
-        tx.cached_execute(
+        tx.execute(
             "INSERT INTO locks (key, run_id, acquired_at) VALUES (?1, ?2, ?3)",
             params![key, run.id, run.now],
         )

@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 
 use super::Store;
 use super::steps::finished_word;
 use crate::audit::{self, NewEvent};
-use crate::error::{CachedExt, SqlContext};
+use crate::error::SqlContext;
+use crate::sql::{OptionalExt, Tx, params};
 use crate::{LeaseGrant, Millis, RunStatus, StateError, format_ms};
 
 impl Store {
@@ -53,7 +53,7 @@ impl Store {
                 }
                 _ => None,
             };
-            tx.cached_execute(
+            tx.execute(
                 "UPDATE runs SET lease_owner = ?2, lease_expires_at = ?3, updated_at = ?4,
                         status = CASE WHEN status IN ('pending', 'waiting') THEN 'running' ELSE status END
                  WHERE id = ?1",
@@ -77,15 +77,17 @@ impl Store {
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
         self.write(move |tx| {
             check_lease(tx, &run_id, &owner, now)?;
-            tx.cached_execute(
+            tx.execute(
                 "UPDATE runs SET lease_expires_at = ?3 WHERE id = ?1 AND lease_owner = ?2",
                 params![run_id, owner, now + millis(ttl)],
             )
             .during("renewing the lease")?;
             let cancel: bool = tx
-                .cached_query_row("SELECT cancel_requested FROM runs WHERE id = ?1", [&run_id], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    "SELECT cancel_requested FROM runs WHERE id = ?1",
+                    params![&run_id],
+                    |r| r.get(0),
+                )
                 .during("renewing the lease")?;
             Ok(cancel)
         })
@@ -98,7 +100,7 @@ impl Store {
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
         self.write(move |tx| {
             let changed = tx
-                .cached_execute(
+                .execute(
                     "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, updated_at = ?3,
                             status = CASE WHEN status = 'running' THEN 'pending' ELSE status END
                      WHERE id = ?1 AND lease_owner = ?2",
@@ -130,11 +132,11 @@ pub(super) struct Lease {
     pub(super) expires_at: Option<Millis>,
 }
 
-pub(super) fn lease_of(conn: &Connection, run_id: &str) -> Result<Lease, StateError> {
+pub(super) fn lease_of(conn: &dyn Tx, run_id: &str) -> Result<Lease, StateError> {
     let (status, owner, expires_at): (String, Option<String>, Option<Millis>) = conn
-        .cached_query_row(
+        .query_row(
             "SELECT status, lease_owner, lease_expires_at FROM runs WHERE id = ?1",
-            [run_id],
+            params![run_id],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()
@@ -158,11 +160,11 @@ pub(super) fn lease_of(conn: &Connection, run_id: &str) -> Result<Lease, StateEr
 /// from that moment another process may have read the run's state and acted on it.
 ///
 /// Returns whether an operator asked to cancel the run (read in the same statement).
-pub(super) fn check_lease(conn: &Connection, run_id: &str, owner: &str, now: Millis) -> Result<bool, StateError> {
+pub(super) fn check_lease(conn: &dyn Tx, run_id: &str, owner: &str, now: Millis) -> Result<bool, StateError> {
     let current: Option<(Option<String>, Option<Millis>, bool)> = conn
-        .cached_query_row(
+        .query_row(
             "SELECT lease_owner, lease_expires_at, cancel_requested FROM runs WHERE id = ?1",
-            [run_id],
+            params![run_id],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()

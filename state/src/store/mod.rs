@@ -1,7 +1,6 @@
 //! [`Store`]: the SQLite-backed state of all runs.
 
-use rusqlite::{Connection, Transaction};
-
+use crate::sql::Tx;
 use crate::thread::ConnThread;
 
 mod actions;
@@ -29,7 +28,7 @@ impl Store {
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StateError>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> Result<T, StateError> + Send + 'static,
+        F: FnOnce(&dyn Tx) -> Result<T, StateError> + Send + 'static,
     {
         self.conn.write(f).await
     }
@@ -50,8 +49,8 @@ impl Store {
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StateError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StateError> + Send + 'static,
+        F: FnOnce(&dyn Tx) -> Result<T, StateError> + Send + 'static,
     {
-        self.conn.read(move |conn| f(conn)).await
+        self.conn.read(f).await
     }
 }

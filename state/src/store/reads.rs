@@ -5,7 +5,8 @@ use super::rows::{
     RUN_COLUMNS, RUN_FROM, STEP_COLUMNS, approval_row, load_run_row, parse_json, run_row_raw, step_row, window_row,
 };
 use crate::audit::{self};
-use crate::error::{SqlContext, opt_text, text};
+use crate::error::SqlContext;
+use crate::sql::params;
 use crate::{AuditReport, EventRow, RunFilter, RunRow, RunSnapshot, StateError};
 
 impl Store {
@@ -15,36 +16,29 @@ impl Store {
         self.read(move |conn| {
             let run = load_run_row(conn, &run_id)?;
             let steps = {
-                let mut stmt = conn
-                    .prepare(&format!(
-                        "SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ?1 ORDER BY position"
-                    ))
-                    .during("reading steps")?;
-                stmt.query_map([&run_id], step_row)
-                    .during("reading steps")?
-                    .collect::<Result<Vec<_>, _>>()
-                    .during("reading steps")?
+                conn.query_map(
+                    &format!("SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ?1 ORDER BY position"),
+                    params![&run_id],
+                    step_row,
+                )
+                .during("reading steps")?
             };
             let windows = {
-                let mut stmt = conn
-                    .prepare(
-                        "SELECT id, kind, opened_step, opened_at, closed_step, closed_at, limit_notified, subject
+                conn.query_map(
+                    "SELECT id, kind, opened_step, opened_at, closed_step, closed_at, limit_notified, subject
                          FROM windows WHERE run_id = ?1 ORDER BY id",
-                    )
-                    .during("reading windows")?;
-                stmt.query_map([&run_id], window_row)
-                    .during("reading windows")?
-                    .collect::<Result<Vec<_>, _>>()
-                    .during("reading windows")?
+                    params![&run_id],
+                    window_row,
+                )
+                .during("reading windows")?
             };
             let approvals = {
-                let mut stmt = conn
-                    .prepare("SELECT step_id, by, comment, at, auto FROM approvals WHERE run_id = ?1 ORDER BY at")
-                    .during("reading approvals")?;
-                stmt.query_map([&run_id], approval_row)
-                    .during("reading approvals")?
-                    .collect::<Result<Vec<_>, _>>()
-                    .during("reading approvals")?
+                conn.query_map(
+                    "SELECT step_id, by, comment, at, auto FROM approvals WHERE run_id = ?1 ORDER BY at",
+                    params![&run_id],
+                    approval_row,
+                )
+                .during("reading approvals")?
             };
             Ok(RunSnapshot {
                 run,
@@ -59,15 +53,12 @@ impl Store {
     /// Runs matching `filter`, newest first.
     pub async fn list_runs(&self, filter: RunFilter) -> Result<Vec<RunRow>, StateError> {
         self.read(move |conn| {
-            let mut stmt = conn
-                .prepare(&format!(
-                    "SELECT {RUN_COLUMNS} FROM {RUN_FROM} ORDER BY r.created_at DESC, r.id DESC"
-                ))
-                .during("listing runs")?;
-            let rows = stmt
-                .query_map([], run_row_raw)
-                .during("listing runs")?
-                .collect::<Result<Vec<_>, _>>()
+            let rows = conn
+                .query_map(
+                    &format!("SELECT {RUN_COLUMNS} FROM {RUN_FROM} ORDER BY r.created_at DESC, r.id DESC"),
+                    params![],
+                    run_row_raw,
+                )
                 .during("listing runs")?;
             let mut out = Vec::new();
             for raw in rows {
@@ -89,32 +80,29 @@ impl Store {
         let run_id = run_id.to_owned();
         self.read(move |conn| {
             audit::stream_exists(conn, &run_id)?;
-            let mut stmt = conn
-                .prepare(
+            let rows = conn
+                .query_map(
                     "SELECT run_id, seq, at, kind, step_id, attempt, data, prev_hash, hash
                      FROM events WHERE run_id = ?1 ORDER BY seq",
+                    params![&run_id],
+                    |r| {
+                        let (run, seq): (String, i64) = (r.get(0)?, r.get(1)?);
+                        let event = || format!("event #{seq} of run {run}");
+                        let kind = r.text(3, &event)?;
+                        let event = || format!("event #{seq} ({kind}) of run {run}");
+                        Ok((
+                            run.clone(),
+                            seq,
+                            r.get::<i64>(2)?,
+                            kind.clone(),
+                            r.opt_text(4, &event)?,
+                            r.get::<Option<u32>>(5)?,
+                            r.text(6, &event)?,
+                            r.text(7, &event)?,
+                            r.text(8, &event)?,
+                        ))
+                    },
                 )
-                .during("reading the audit trail")?;
-            let rows = stmt
-                .query_map([&run_id], |r| {
-                    let (run, seq): (String, i64) = (r.get(0)?, r.get(1)?);
-                    let event = || format!("event #{seq} of run {run}");
-                    let kind = text(r, 3, &event)?;
-                    let event = || format!("event #{seq} ({kind}) of run {run}");
-                    Ok((
-                        run.clone(),
-                        seq,
-                        r.get::<_, i64>(2)?,
-                        kind.clone(),
-                        opt_text(r, 4, &event)?,
-                        r.get::<_, Option<u32>>(5)?,
-                        text(r, 6, &event)?,
-                        text(r, 7, &event)?,
-                        text(r, 8, &event)?,
-                    ))
-                })
-                .during("reading the audit trail")?
-                .collect::<Result<Vec<_>, _>>()
                 .during("reading the audit trail")?;
             rows.into_iter()
                 .map(|(run_id, seq, at, kind, step_id, attempt, data, prev_hash, hash)| {

@@ -1,8 +1,7 @@
 //! Mapping database rows to the row types of `records.rs`.
 
-use rusqlite::{Connection, OptionalExtension, Row};
-
-use crate::error::{CachedExt, SqlContext, opt_text, text};
+use crate::error::SqlContext;
+use crate::sql::{self, OptionalExt, Row, Tx, params};
 use crate::{ApprovalRow, RunRow, RunStatus, StateError, StepRow, StepStatus, WindowKind, WindowRow};
 
 /// The run's columns with its pinned text (`RUN_FROM` joins the two tables).
@@ -38,16 +37,16 @@ impl RawRun {
     }
 }
 
-pub(super) fn run_row_raw(r: &Row<'_>) -> rusqlite::Result<RawRun> {
-    let id = text(r, 0, &|| "the id of a run's row".to_owned())?;
+pub(super) fn run_row_raw(r: &Row) -> sql::Result<RawRun> {
+    let id = r.text(0, &|| "the id of a run's row".to_owned())?;
     let row = || format!("run {id}");
     Ok(RawRun {
         row: RunRow {
-            runbook_name: text(r, 1, &row)?,
+            runbook_name: r.text(1, &row)?,
             runbook_version: r.get(2)?,
-            runbook_text: text(r, 3, &row)?,
-            runbook_sha256: text(r, 4, &row)?,
-            source_path: opt_text(r, 5, &row)?,
+            runbook_text: r.text(3, &row)?,
+            runbook_sha256: r.text(4, &row)?,
+            source_path: r.opt_text(5, &row)?,
             params: serde_json::Value::Null,
             status: RunStatus::Pending,
             auto_approve: r.get(8)?,
@@ -55,25 +54,25 @@ pub(super) fn run_row_raw(r: &Row<'_>) -> rusqlite::Result<RawRun> {
             updated_at: r.get(10)?,
             finished_at: r.get(11)?,
             error: None,
-            lease_owner: opt_text(r, 13, &row)?,
+            lease_owner: r.opt_text(13, &row)?,
             lease_expires_at: r.get(14)?,
             cancel_requested: r.get(15)?,
             window: None,
-            audit_head: text(r, 16, &row)?,
+            audit_head: r.text(16, &row)?,
             audit_count: r.get(17)?,
             id: id.clone(),
         },
-        params: text(r, 6, &row)?,
-        status: text(r, 7, &row)?,
-        error: opt_text(r, 12, &row)?,
-        window: opt_text(r, 18, &row)?,
+        params: r.text(6, &row)?,
+        status: r.text(7, &row)?,
+        error: r.opt_text(12, &row)?,
+        window: r.opt_text(18, &row)?,
     })
 }
 
-pub(crate) fn load_run_row(conn: &Connection, run_id: &str) -> Result<RunRow, StateError> {
-    conn.cached_query_row(
+pub(crate) fn load_run_row(conn: &dyn Tx, run_id: &str) -> Result<RunRow, StateError> {
+    conn.query_row(
         &format!("SELECT {RUN_COLUMNS} FROM {RUN_FROM} WHERE r.id = ?1"),
-        [run_id],
+        params![run_id],
         run_row_raw,
     )
     .optional()
@@ -113,8 +112,8 @@ impl RawStep {
     }
 }
 
-pub(super) fn step_row(r: &Row<'_>) -> rusqlite::Result<RawStep> {
-    let id = text(r, 0, &|| "the id of a step's row".to_owned())?;
+pub(super) fn step_row(r: &Row) -> sql::Result<RawStep> {
+    let id = r.text(0, &|| "the id of a step's row".to_owned())?;
     let row = || format!("step `{id}`");
     Ok(RawStep {
         row: StepRow {
@@ -132,18 +131,18 @@ pub(super) fn step_row(r: &Row<'_>) -> rusqlite::Result<RawStep> {
             next_attempt_at: r.get(12)?,
             step_id: id.clone(),
         },
-        status: text(r, 2, &row)?,
-        input: opt_text(r, 4, &row)?,
-        output: opt_text(r, 5, &row)?,
-        progress: opt_text(r, 6, &row)?,
-        error: opt_text(r, 7, &row)?,
+        status: r.text(2, &row)?,
+        input: r.opt_text(4, &row)?,
+        output: r.opt_text(5, &row)?,
+        progress: r.opt_text(6, &row)?,
+        error: r.opt_text(7, &row)?,
     })
 }
 
-pub(crate) fn load_step_row(conn: &Connection, run_id: &str, step_id: &str) -> Result<StepRow, StateError> {
-    conn.cached_query_row(
+pub(crate) fn load_step_row(conn: &dyn Tx, run_id: &str, step_id: &str) -> Result<StepRow, StateError> {
+    conn.query_row(
         &format!("SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ?1 AND step_id = ?2"),
-        [run_id, step_id],
+        params![run_id, step_id],
         step_row,
     )
     .optional()
@@ -155,7 +154,7 @@ pub(crate) fn load_step_row(conn: &Connection, run_id: &str, step_id: &str) -> R
     .and_then_json()
 }
 
-pub(super) fn window_row(r: &Row<'_>) -> rusqlite::Result<WindowRow> {
+pub(super) fn window_row(r: &Row) -> sql::Result<WindowRow> {
     let kind: String = r.get(1)?;
     Ok(WindowRow {
         id: r.get(0)?,
@@ -169,7 +168,7 @@ pub(super) fn window_row(r: &Row<'_>) -> rusqlite::Result<WindowRow> {
     })
 }
 
-pub(super) fn approval_row(r: &Row<'_>) -> rusqlite::Result<ApprovalRow> {
+pub(super) fn approval_row(r: &Row) -> sql::Result<ApprovalRow> {
     Ok(ApprovalRow {
         step_id: r.get(0)?,
         by: r.get(1)?,

@@ -1,13 +1,13 @@
 //! Step transitions: starts, progress, ends and the run status they lead to.
 
-use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::json;
 
 use super::Store;
 use super::lease::check_lease;
 use super::windows::{close_window, open_window};
 use crate::audit::{self, NewEvent};
-use crate::error::{CachedExt, SqlContext};
+use crate::error::SqlContext;
+use crate::sql::{OptionalExt, Tx, params};
 use crate::{Millis, RunStatus, StateError, StepFinish, StepOutcome, StepStart, format_ms};
 
 impl Store {
@@ -31,7 +31,7 @@ impl Store {
         self.write(move |tx| {
             check_lease(tx, &run_id, &owner, now)?;
             let changed = tx
-                .cached_execute(
+                .execute(
                     "UPDATE steps SET progress = ?3 WHERE run_id = ?1 AND step_id = ?2 AND status = 'running'",
                     params![run_id, step_id, progress.to_string()],
                 )
@@ -115,7 +115,7 @@ impl Store {
                 }
             };
             let changed = tx
-                .cached_execute(
+                .execute(
                     "UPDATE steps SET status = 'running', attempt = ?3, input = ?4, started_at = ?5,
                             first_started_at = COALESCE(first_started_at, ?5), deadline_at = ?6,
                             next_attempt_at = NULL, progress = CASE WHEN ?7 THEN progress ELSE NULL END
@@ -222,14 +222,14 @@ pub(crate) fn finished_word(status: RunStatus) -> &'static str {
 }
 
 pub(crate) fn set_status(
-    tx: &Transaction<'_>,
+    tx: &dyn Tx,
     run_id: &str,
     status: RunStatus,
     error: Option<serde_json::Value>,
     now: Millis,
 ) -> Result<(), StateError> {
     let finished = status.is_terminal().then_some(now);
-    tx.cached_execute(
+    tx.execute(
         "UPDATE runs SET status = ?2, error = ?3, updated_at = ?4, finished_at = ?5,
                 cancel_requested = CASE WHEN ?6 THEN 0 ELSE cancel_requested END
          WHERE id = ?1",
@@ -246,7 +246,7 @@ pub(crate) fn set_status(
     // A failed run keeps its locks: the resources are half-way through a procedure and no
     // other run should touch them until an operator retries or cancels this one.
     if matches!(status, RunStatus::Succeeded | RunStatus::Cancelled) {
-        tx.cached_execute("DELETE FROM locks WHERE run_id = ?1", [run_id])
+        tx.execute("DELETE FROM locks WHERE run_id = ?1", params![run_id])
             .during("releasing resource locks")?;
     }
     let kind = match status {
@@ -270,7 +270,7 @@ pub(super) type Events<'a> = Vec<(Millis, NewEvent<'a>)>;
 
 /// Applies the end of an attempt; returns whether it set the run's status.
 pub(super) fn apply_finish<'a>(
-    tx: &Transaction<'_>,
+    tx: &dyn Tx,
     run_id: &str,
     finish: &'a StepFinish,
     events: &mut Events<'a>,
@@ -281,7 +281,7 @@ pub(super) fn apply_finish<'a>(
     let changed = match &finish.outcome {
         StepOutcome::Completed { output } => {
             let changed = tx
-                .cached_execute(
+                .execute(
                     "UPDATE steps SET status = 'completed', output = ?3, error = NULL, finished_at = ?4,
                             next_attempt_at = NULL
                      WHERE run_id = ?1 AND step_id = ?2 AND status NOT IN ('completed', 'skipped', 'failed')",
@@ -301,7 +301,7 @@ pub(super) fn apply_finish<'a>(
         }
         StepOutcome::Skipped { reason } => {
             let changed = tx
-                .cached_execute(
+                .execute(
                     "UPDATE steps SET status = 'skipped', finished_at = ?3
                      WHERE run_id = ?1 AND step_id = ?2 AND status NOT IN ('completed', 'skipped', 'failed')",
                     params![run_id, sid, now],
@@ -315,7 +315,7 @@ pub(super) fn apply_finish<'a>(
         }
         StepOutcome::RetryScheduled { error, next_attempt_at } => {
             let changed = tx
-                .cached_execute(
+                .execute(
                     "UPDATE steps SET status = 'retry_wait', error = ?3, next_attempt_at = ?4
                      WHERE run_id = ?1 AND step_id = ?2 AND status NOT IN ('completed', 'skipped', 'failed')",
                     params![run_id, sid, error.to_string(), next_attempt_at],
@@ -334,7 +334,7 @@ pub(super) fn apply_finish<'a>(
         }
         StepOutcome::Failed { error, run_continues } => {
             let changed = tx
-                .cached_execute(
+                .execute(
                     "UPDATE steps SET status = 'failed', error = ?3, finished_at = ?4
                      WHERE run_id = ?1 AND step_id = ?2 AND status NOT IN ('completed', 'skipped', 'failed')",
                     params![run_id, sid, error.to_string(), now],
@@ -371,16 +371,11 @@ pub(super) fn apply_finish<'a>(
 }
 
 /// The error for a transition of a step that is already done (or does not exist).
-pub(super) fn refuse_done(
-    tx: &Transaction<'_>,
-    run_id: &str,
-    step_id: &str,
-    tail: &str,
-) -> Result<StateError, StateError> {
+pub(super) fn refuse_done(tx: &dyn Tx, run_id: &str, step_id: &str, tail: &str) -> Result<StateError, StateError> {
     let status: Option<String> = tx
-        .cached_query_row(
+        .query_row(
             "SELECT status FROM steps WHERE run_id = ?1 AND step_id = ?2",
-            [run_id, step_id],
+            params![run_id, step_id],
             |r| r.get(0),
         )
         .optional()
@@ -415,15 +410,15 @@ pub(super) fn transition(finished: &[StepFinish], start: Option<&StepStart>) -> 
 /// The refusal of a step whose row says it may run while the trail records it as done
 /// (`None` when the row agrees that the step is done: the usual refusal applies).
 pub(super) fn disagreement(
-    tx: &Transaction<'_>,
+    tx: &dyn Tx,
     run_id: &str,
     step_id: &str,
     recorded: &str,
 ) -> Result<Option<StateError>, StateError> {
     let row: Option<String> = tx
-        .cached_query_row(
+        .query_row(
             "SELECT status FROM steps WHERE run_id = ?1 AND step_id = ?2",
-            [run_id, step_id],
+            params![run_id, step_id],
             |r| r.get(0),
         )
         .optional()

@@ -1,12 +1,12 @@
 //! Unprotected windows: opening, closing and the limit-exceeded mark.
 
-use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::json;
 
 use super::Store;
 use super::steps::Events;
 use crate::audit::{self, NewEvent};
-use crate::error::{CachedExt, SqlContext};
+use crate::error::SqlContext;
+use crate::sql::{OptionalExt, Tx, params};
 use crate::{Millis, StateError, WindowKind};
 
 impl Store {
@@ -21,7 +21,7 @@ impl Store {
         let run_id = run_id.to_owned();
         self.write(move |tx| {
             let changed = tx
-                .cached_execute(
+                .execute(
                     "UPDATE windows SET limit_notified = 1 WHERE id = ?1 AND run_id = ?2 AND limit_notified = 0",
                     params![window_id, run_id],
                 )
@@ -41,7 +41,7 @@ impl Store {
 }
 
 pub(super) fn open_window<'a>(
-    tx: &Transaction<'_>,
+    tx: &dyn Tx,
     run_id: &str,
     kind: WindowKind,
     step: &'a str,
@@ -50,7 +50,7 @@ pub(super) fn open_window<'a>(
     events: &mut Events<'a>,
 ) -> Result<(), StateError> {
     let already: Option<i64> = tx
-        .cached_query_row(
+        .query_row(
             "SELECT id FROM windows WHERE run_id = ?1 AND kind = ?2 AND closed_at IS NULL",
             params![run_id, kind.as_str()],
             |r| r.get(0),
@@ -61,12 +61,14 @@ pub(super) fn open_window<'a>(
         // A retried attempt of the opening step: the window has been open since the first.
         return Ok(());
     }
-    tx.cached_execute(
-        "INSERT INTO windows (run_id, kind, opened_step, opened_at, subject) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![run_id, kind.as_str(), step, now, subject],
-    )
-    .during("opening a window")?;
-    let id = tx.last_insert_rowid();
+    let id: i64 = tx
+        .query_row(
+            "INSERT INTO windows (run_id, kind, opened_step, opened_at, subject) VALUES (?1, ?2, ?3, ?4, ?5)
+             RETURNING id",
+            params![run_id, kind.as_str(), step, now, subject],
+            |r| r.get(0),
+        )
+        .during("opening a window")?;
     events.push((
         now,
         NewEvent::step(
@@ -80,7 +82,7 @@ pub(super) fn open_window<'a>(
 }
 
 pub(super) fn close_window<'a>(
-    tx: &Transaction<'_>,
+    tx: &dyn Tx,
     run_id: &str,
     kind: WindowKind,
     step: &'a str,
@@ -88,7 +90,7 @@ pub(super) fn close_window<'a>(
     events: &mut Events<'a>,
 ) -> Result<(), StateError> {
     let open: Option<(i64, i64)> = tx
-        .cached_query_row(
+        .query_row(
             "SELECT id, opened_at FROM windows WHERE run_id = ?1 AND kind = ?2 AND closed_at IS NULL",
             params![run_id, kind.as_str()],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -109,7 +111,7 @@ pub(super) fn close_window<'a>(
             "the clock reads a time before the window opened; its close is recorded at its open"
         );
     }
-    tx.cached_execute(
+    tx.execute(
         "UPDATE windows SET closed_step = ?2, closed_at = ?3 WHERE id = ?1",
         params![id, step, closed_at],
     )

@@ -1,0 +1,76 @@
+//! [`Tx`] over a rusqlite connection (inside a transaction for writes).
+
+use std::sync::Arc;
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, ToSql};
+
+use super::{Dialect, Error, Result, Row, Tx, Value};
+use crate::error::without_sql;
+
+/// The store's closures see a SQLite connection (or the transaction deref'd to one) as this.
+pub(crate) struct SqliteTx<'a>(pub(crate) &'a Connection);
+
+impl Tx for SqliteTx<'_> {
+    fn execute(&self, sql: &str, params: &[Value]) -> Result<usize> {
+        // Every statement goes through SQLite's prepared-statement cache: the store runs the
+        // same few statements for every step, and preparing them once saves most of a
+        // transaction's CPU.
+        let mut stmt = self.0.prepare_cached(sql).map_err(sqlite)?;
+        stmt.execute(rusqlite::params_from_iter(params.iter().map(Bind)))
+            .map_err(sqlite)
+    }
+
+    fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
+        let mut stmt = self.0.prepare_cached(sql).map_err(sqlite)?;
+        let columns: Arc<[String]> = stmt.column_names().map(str::to_owned).collect();
+        let width = columns.len();
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(params.iter().map(Bind)))
+            .map_err(sqlite)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(sqlite)? {
+            let mut values = Vec::with_capacity(width);
+            for i in 0..width {
+                values.push(match r.get_ref(i).map_err(sqlite)? {
+                    ValueRef::Null => Value::Null,
+                    ValueRef::Integer(i) => Value::Int(i),
+                    ValueRef::Real(f) => Value::Real(f),
+                    // Text that is not valid UTF-8 (the file was changed outside fogbook)
+                    // is kept as bytes, for `Row::opt_text` to name.
+                    ValueRef::Text(b) => match std::str::from_utf8(b) {
+                        Ok(s) => Value::Text(s.to_owned()),
+                        Err(_) => Value::Blob(b.to_vec()),
+                    },
+                    ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+                });
+            }
+            out.push(Row::new(columns.clone(), values));
+        }
+        Ok(out)
+    }
+
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+}
+
+/// A [`Value`] bound to a SQLite statement.
+struct Bind<'a>(&'a Value);
+
+impl ToSql for Bind<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::ToSqlOutput::Borrowed;
+        Ok(Borrowed(match self.0 {
+            Value::Null => ValueRef::Null,
+            Value::Int(i) => ValueRef::Integer(*i),
+            Value::Real(f) => ValueRef::Real(*f),
+            Value::Text(s) => ValueRef::Text(s.as_bytes()),
+            Value::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
+}
+
+fn sqlite(e: rusqlite::Error) -> Error {
+    Error::backend(without_sql(e))
+}

@@ -4,7 +4,7 @@
 //! chain intact, so only this comparison finds it.
 //!
 //! The derivation follows the store's transitions: every change of a run's status, a step's
-//! status or a window is written with the event that describes it (see `store.rs`).
+//! status or a window is written with the event that describes it (see `store/steps.rs`).
 
 use std::collections::BTreeMap;
 

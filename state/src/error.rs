@@ -305,15 +305,6 @@ impl<T> SqlContext<T> for crate::sql::Result<T> {
     }
 }
 
-impl<T> SqlContext<T> for Result<T, rusqlite::Error> {
-    fn during(self, operation: &'static str) -> Result<T, StateError> {
-        self.map_err(|source| StateError::Database {
-            operation,
-            source: Arc::new(without_sql(source)),
-        })
-    }
-}
-
 /// A cell whose text is not valid UTF-8, named by its row and column.
 #[derive(Debug)]
 pub(crate) struct UnreadableCell(pub(crate) String);
@@ -325,12 +316,3 @@ impl std::fmt::Display for UnreadableCell {
 }
 
 impl std::error::Error for UnreadableCell {}
-
-/// The error without the statement it came from: an error names what the store was doing,
-/// never prints the SQL (a migration's text is a hundred lines).
-pub(crate) fn without_sql(e: rusqlite::Error) -> rusqlite::Error {
-    match e {
-        rusqlite::Error::SqlInputError { error, msg, .. } => rusqlite::Error::SqliteFailure(error, Some(msg)),
-        other => other,
-    }
-}

@@ -18,9 +18,10 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use crate::StateError;
-use crate::error::{BackendError, without_sql};
+use crate::error::BackendError;
 use crate::sql::Tx;
 use crate::sql::sqlite::SqliteTx;
+use crate::sql::sqlite::without_sql;
 
 /// At most this many writes share one commit.
 const MAX_GROUP: usize = 256;

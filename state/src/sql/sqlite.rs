@@ -6,7 +6,8 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ToSql};
 
 use super::{Dialect, Error, Result, Row, Tx, Value};
-use crate::error::without_sql;
+use crate::StateError;
+use crate::error::SqlContext;
 
 /// The store's closures see a SQLite connection (or the transaction deref'd to one) as this.
 pub(crate) struct SqliteTx<'a>(pub(crate) &'a Connection);
@@ -73,4 +74,24 @@ impl ToSql for Bind<'_> {
 
 fn sqlite(e: rusqlite::Error) -> Error {
     Error::backend(without_sql(e))
+}
+
+/// The SQLite work outside the seam (opening, migrations, the commit floor) names what it
+/// was doing the same way.
+impl<T> SqlContext<T> for rusqlite::Result<T> {
+    fn during(self, operation: &'static str) -> std::result::Result<T, StateError> {
+        self.map_err(|source| StateError::Database {
+            operation,
+            source: Arc::new(without_sql(source)),
+        })
+    }
+}
+
+/// The error without the statement it came from: an error names what the store was doing,
+/// never prints the SQL (a migration's text is a hundred lines).
+pub(crate) fn without_sql(e: rusqlite::Error) -> rusqlite::Error {
+    match e {
+        rusqlite::Error::SqlInputError { error, msg, .. } => rusqlite::Error::SqliteFailure(error, Some(msg)),
+        other => other,
+    }
 }

@@ -95,3 +95,95 @@ pub(crate) fn without_sql(e: rusqlite::Error) -> rusqlite::Error {
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::sql::{OptionalExt, params};
+
+    fn db() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, i INTEGER, r REAL, s TEXT, b BLOB)")
+            .unwrap();
+        conn
+    }
+
+    #[test]
+    fn values_go_in_and_come_back_as_they_were() {
+        let conn = db();
+        let tx: &dyn Tx = &SqliteTx(&conn);
+        let none: Option<&str> = None;
+        let id: i64 = tx
+            .query_row(
+                "INSERT INTO t (i, r, s, b) VALUES (?1, ?2, ?3, ?4) RETURNING id",
+                params![-7i64, 1.5f64, "é", vec![0u8, 255]],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(id, 1, "RETURNING gives the new key");
+        assert_eq!(
+            tx.execute("INSERT INTO t (i, s) VALUES (?1, ?2)", params![true, none])
+                .unwrap(),
+            1
+        );
+        let rows = tx
+            .query_map("SELECT i, r, s, b FROM t ORDER BY id", params![], |r| {
+                Ok((
+                    r.get::<i64>(0)?,
+                    r.get::<Option<f64>>(1)?,
+                    r.get::<Option<String>>(2)?,
+                    r.get::<Option<Vec<u8>>>(3)?,
+                ))
+            })
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                (-7, Some(1.5), Some("é".to_owned()), Some(vec![0, 255])),
+                (1, None, None, None)
+            ]
+        );
+        let wrong = tx.query_row("SELECT s FROM t WHERE id = 1", params![], |r| r.get::<i64>(0));
+        assert!(
+            matches!(wrong, Err(Error::Conversion { ref column, .. }) if column == "s"),
+            "{wrong:?}"
+        );
+    }
+
+    #[test]
+    fn no_row_is_an_error_that_optional_turns_into_none() {
+        let conn = db();
+        let tx: &dyn Tx = &SqliteTx(&conn);
+        let q = || tx.query_row("SELECT i FROM t WHERE id = ?1", params![42i64], |r| r.get::<i64>(0));
+        assert!(matches!(q(), Err(Error::NoRows)));
+        assert_eq!(q().optional().unwrap(), None);
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_named_by_row_and_column() {
+        let conn = db();
+        conn.execute_batch("INSERT INTO t (s) VALUES (CAST(X'FF' AS TEXT))")
+            .unwrap();
+        let tx: &dyn Tx = &SqliteTx(&conn);
+        let err = tx
+            .query_row("SELECT s FROM t", params![], |r| r.text(0, &|| "row 1".to_owned()))
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Unreadable(ref cell) if cell.0 == "row 1, column s"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_failed_statement_keeps_sqlites_error_without_the_sql() {
+        let conn = db();
+        let tx: &dyn Tx = &SqliteTx(&conn);
+        let err = tx.execute("INSERT INTO nowhere VALUES (1)", params![]).unwrap_err();
+        let Error::Backend(source) = err else { panic!("{err:?}") };
+        let text = source.to_string();
+        assert!(text.contains("no such table"), "{text}");
+        assert!(!text.contains("INSERT"), "the SQL is left out: {text}");
+    }
+}

@@ -15,7 +15,8 @@
 //! - events are append-only (triggers refuse UPDATE and DELETE) and each carries the hash
 //!   of the one before it, so [`Store::verify_audit`] detects edits and deletions.
 //!
-//! Only this crate touches rusqlite.
+//! Only this crate touches rusqlite, and within it only the SQLite side of the seam: the
+//! store's logic is written against `sql::Tx`, so another backend runs the same closures.
 
 mod agree;
 mod audit;

@@ -8,7 +8,8 @@ use fogbook_engine::runbook::Runbook;
 use fogbook_sim::{Estate, SimConfig, SimHandle};
 
 use crate::cli::{Cli, SimArgs};
-use crate::{Exit, output};
+use crate::exit::Exit;
+use crate::output;
 
 /// The token the in-process emulator accepts (it is a local rehearsal: no secret).
 pub(crate) const SIM_TOKEN: &str = "fogbook-sim";

@@ -1,3 +1,4 @@
+// Over 600 lines on purpose: plain data types only (one per row or request), the store API's whole vocabulary in one place.
 //! The rows and requests the store reads and writes.
 
 use std::fmt;

@@ -11,6 +11,9 @@
 //!   emulator's request counts give how often the waiting runs poll against ARM's read refill.
 //!
 //! Scratch files live in a directory under `--dir`, removed afterwards.
+//!
+//! Over 600 lines: the two measurements share the emulator harness (scratch files, the admin
+//! client, percentiles); each is one section below.
 
 use std::fmt;
 use std::os::unix::process::ExitStatusExt;
@@ -32,9 +35,9 @@ use tokio_util::sync::CancellationToken;
 
 /// The shipped runbook whose seeding is interrupted, its example parameters, and the estate
 /// they go with (two instances not yet in a group).
-const RESUME_RUNBOOK: &str = include_str!("../runbooks/configure-failover-group.yaml");
-const RESUME_PARAMS: &str = include_str!("../examples/configure-failover-group.yaml");
-const RESUME_ESTATE: &str = include_str!("../tests/e2e/fixtures/seed/estate-unpaired.yaml");
+const RESUME_RUNBOOK: &str = include_str!("../../runbooks/configure-failover-group.yaml");
+const RESUME_PARAMS: &str = include_str!("../../examples/configure-failover-group.yaml");
+const RESUME_ESTATE: &str = include_str!("../../examples/estate-unpaired.yaml");
 /// The step that creates the group and waits for its seeding.
 const SEEDING_STEP: &str = "create-group";
 /// Real time: the seeding (about 70 simulated minutes) is still in flight after every trial.

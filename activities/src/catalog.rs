@@ -8,86 +8,90 @@ use crate::azure::{self, Estimate};
 use crate::builtin;
 use crate::{ActivityCtx, ActivityError, Env};
 
-/// One activity a runbook may name in `uses:`. Every question about an activity (its name,
-/// whether it only reads, whether it needs ARM, its input schema, its output fields, its
-/// duration estimate, how to run it) is an exhaustive `match` on this enum, so a new variant
-/// does not compile until each has an answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ActivityKind {
-    /// `wait`: a durable sleep.
-    Wait,
-    /// `approval`: waits for `fogbook approve`.
-    Approval,
-    /// `assert`: fails the step unless a condition holds.
-    Assert,
-    /// `notify`: POSTs a message to a webhook.
-    Notify,
-    /// `command`: runs a local program (no shell).
-    Command,
-    /// `report`: puts named values in the run's report.
-    Report,
-    /// `instance.get`: reads a managed instance.
-    InstanceGet,
-    /// `instance.create_like`: creates an instance shaped like another.
-    InstanceCreateLike,
-    /// `instance.scale`: changes vCores, storage or tier.
-    InstanceScale,
-    /// `instance.set_update_policy`: sets the update policy (`databaseFormat`).
-    InstanceSetUpdatePolicy,
-    /// `instance.delete`: deletes an instance.
-    InstanceDelete,
-    /// `databases.assert_empty`: fails unless an instance has no user databases.
-    DatabasesAssertEmpty,
-    /// `databases.delete_copies`: drops the databases a secondary holds outside a group.
-    DatabasesDeleteCopies,
-    /// `network.peer`: peers two virtual networks.
-    NetworkPeer,
-    /// `network.open_fog_ports`: opens the failover-group ports in the NSGs.
-    NetworkOpenFogPorts,
-    /// `fog.get`: reads a failover group.
-    FogGet,
-    /// `fog.create`: creates a failover group.
-    FogCreate,
-    /// `fog.delete`: deletes a failover group.
-    FogDelete,
-    /// `fog.failover`: a planned failover.
-    FogFailover,
-    /// `fog.force_failover`: a failover allowing data loss.
-    FogForceFailover,
-    /// `fog.preflight`: checks a pair of instances before a group is created.
-    FogPreflight,
-    /// `fog.drift`: compares the settings a group does not replicate on its two instances.
-    FogDrift,
+/// Declares [`ActivityKind`] from one table: a row per activity with its doc, its variant,
+/// the name runbooks use, whether it talks to ARM and whether it only reads. Every other
+/// question about an activity is an exhaustive `match` below.
+macro_rules! activities {
+    ($( #[doc = $doc:literal] $variant:ident = $name:literal, arm: $arm:literal, reads: $reads:literal; )*) => {
+        /// One activity a runbook may name in `uses:`. Every question about an activity (its
+        /// name, whether it only reads, whether it needs ARM, its input schema, its output
+        /// fields, its duration estimate, how to run it) is answered from this enum, so a new
+        /// variant does not compile until each has an answer.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum ActivityKind {
+            $( #[doc = $doc] $variant, )*
+        }
+
+        /// Every activity, in the order they are documented.
+        const ALL: [ActivityKind; [$($name),*].len()] = [$(ActivityKind::$variant),*];
+
+        impl ActivityKind {
+            /// The name runbooks use (`uses:`).
+            pub const fn name(self) -> &'static str {
+                match self { $(Self::$variant => $name,)* }
+            }
+
+            /// Whether the activity talks to Azure Resource Manager (and so needs the
+            /// process's ARM client, see [`Env::with_arm`]).
+            pub const fn needs_arm(self) -> bool {
+                match self { $(Self::$variant => $arm,)* }
+            }
+
+            /// Whether the activity only reads: `fogbook plan` runs it for real (against
+            /// Azure or the emulator) and only describes the others.
+            pub const fn is_read_only(self) -> bool {
+                match self { $(Self::$variant => $reads,)* }
+            }
+        }
+    };
 }
 
-/// Every activity, in the order they are documented.
-const ALL: [ActivityKind; 22] = {
-    use ActivityKind::*;
-    [
-        Wait,
-        Approval,
-        Assert,
-        Notify,
-        Command,
-        Report,
-        InstanceGet,
-        InstanceCreateLike,
-        InstanceScale,
-        InstanceSetUpdatePolicy,
-        InstanceDelete,
-        DatabasesAssertEmpty,
-        DatabasesDeleteCopies,
-        NetworkPeer,
-        NetworkOpenFogPorts,
-        FogGet,
-        FogCreate,
-        FogDelete,
-        FogFailover,
-        FogForceFailover,
-        FogPreflight,
-        FogDrift,
-    ]
-};
+activities! {
+    /// `wait`: a durable sleep.
+    Wait = "wait", arm: false, reads: false;
+    /// `approval`: waits for `fogbook approve`.
+    Approval = "approval", arm: false, reads: false;
+    /// `assert`: fails the step unless a condition holds.
+    Assert = "assert", arm: false, reads: true;
+    /// `notify`: POSTs a message to a webhook.
+    Notify = "notify", arm: false, reads: false;
+    /// `command`: runs a local program (no shell).
+    Command = "command", arm: false, reads: false;
+    /// `report`: puts named values in the run's report.
+    Report = "report", arm: false, reads: true;
+    /// `instance.get`: reads a managed instance.
+    InstanceGet = "instance.get", arm: true, reads: true;
+    /// `instance.create_like`: creates an instance shaped like another.
+    InstanceCreateLike = "instance.create_like", arm: true, reads: false;
+    /// `instance.scale`: changes vCores, storage or tier.
+    InstanceScale = "instance.scale", arm: true, reads: false;
+    /// `instance.set_update_policy`: sets the update policy (`databaseFormat`).
+    InstanceSetUpdatePolicy = "instance.set_update_policy", arm: true, reads: false;
+    /// `instance.delete`: deletes an instance.
+    InstanceDelete = "instance.delete", arm: true, reads: false;
+    /// `databases.assert_empty`: fails unless an instance has no user databases.
+    DatabasesAssertEmpty = "databases.assert_empty", arm: true, reads: true;
+    /// `databases.delete_copies`: drops the databases a secondary holds outside a group.
+    DatabasesDeleteCopies = "databases.delete_copies", arm: true, reads: false;
+    /// `network.peer`: peers two virtual networks.
+    NetworkPeer = "network.peer", arm: true, reads: false;
+    /// `network.open_fog_ports`: opens the failover-group ports in the NSGs.
+    NetworkOpenFogPorts = "network.open_fog_ports", arm: true, reads: false;
+    /// `fog.get`: reads a failover group.
+    FogGet = "fog.get", arm: true, reads: true;
+    /// `fog.create`: creates a failover group.
+    FogCreate = "fog.create", arm: true, reads: false;
+    /// `fog.delete`: deletes a failover group.
+    FogDelete = "fog.delete", arm: true, reads: false;
+    /// `fog.failover`: a planned failover.
+    FogFailover = "fog.failover", arm: true, reads: false;
+    /// `fog.force_failover`: a failover allowing data loss.
+    FogForceFailover = "fog.force_failover", arm: true, reads: false;
+    /// `fog.preflight`: checks a pair of instances before a group is created.
+    FogPreflight = "fog.preflight", arm: true, reads: true;
+    /// `fog.drift`: compares the settings a group does not replicate on its two instances.
+    FogDrift = "fog.drift", arm: true, reads: true;
+}
 
 const NAMES: [&str; ALL.len()] = {
     let mut names = [""; ALL.len()];
@@ -109,87 +113,6 @@ impl ActivityKind {
     /// The activity named `uses`, or `None` when there is none.
     pub fn from_name(uses: &str) -> Option<Self> {
         ALL.into_iter().find(|k| k.name() == uses)
-    }
-
-    /// The name runbooks use (`uses:`).
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Wait => "wait",
-            Self::Approval => "approval",
-            Self::Assert => "assert",
-            Self::Notify => "notify",
-            Self::Command => "command",
-            Self::Report => "report",
-            Self::InstanceGet => "instance.get",
-            Self::InstanceCreateLike => "instance.create_like",
-            Self::InstanceScale => "instance.scale",
-            Self::InstanceSetUpdatePolicy => "instance.set_update_policy",
-            Self::InstanceDelete => "instance.delete",
-            Self::DatabasesAssertEmpty => "databases.assert_empty",
-            Self::DatabasesDeleteCopies => "databases.delete_copies",
-            Self::NetworkPeer => "network.peer",
-            Self::NetworkOpenFogPorts => "network.open_fog_ports",
-            Self::FogGet => "fog.get",
-            Self::FogCreate => "fog.create",
-            Self::FogDelete => "fog.delete",
-            Self::FogFailover => "fog.failover",
-            Self::FogForceFailover => "fog.force_failover",
-            Self::FogPreflight => "fog.preflight",
-            Self::FogDrift => "fog.drift",
-        }
-    }
-
-    /// Whether the activity talks to Azure Resource Manager (and so needs the process's ARM
-    /// client, see [`Env::with_arm`]).
-    pub const fn needs_arm(self) -> bool {
-        match self {
-            Self::Wait | Self::Approval | Self::Assert | Self::Notify | Self::Command | Self::Report => false,
-            Self::InstanceGet
-            | Self::InstanceCreateLike
-            | Self::InstanceScale
-            | Self::InstanceSetUpdatePolicy
-            | Self::InstanceDelete
-            | Self::DatabasesAssertEmpty
-            | Self::DatabasesDeleteCopies
-            | Self::NetworkPeer
-            | Self::NetworkOpenFogPorts
-            | Self::FogGet
-            | Self::FogCreate
-            | Self::FogDelete
-            | Self::FogFailover
-            | Self::FogForceFailover
-            | Self::FogPreflight
-            | Self::FogDrift => true,
-        }
-    }
-
-    /// Whether the activity only reads: `fogbook plan` runs it for real (against Azure or the
-    /// emulator) and only describes the others.
-    pub const fn is_read_only(self) -> bool {
-        match self {
-            Self::Assert
-            | Self::Report
-            | Self::InstanceGet
-            | Self::DatabasesAssertEmpty
-            | Self::FogGet
-            | Self::FogPreflight
-            | Self::FogDrift => true,
-            Self::Wait
-            | Self::Approval
-            | Self::Notify
-            | Self::Command
-            | Self::InstanceCreateLike
-            | Self::InstanceScale
-            | Self::InstanceSetUpdatePolicy
-            | Self::InstanceDelete
-            | Self::DatabasesDeleteCopies
-            | Self::NetworkPeer
-            | Self::NetworkOpenFogPorts
-            | Self::FogCreate
-            | Self::FogDelete
-            | Self::FogFailover
-            | Self::FogForceFailover => false,
-        }
     }
 
     /// Whether a step of this activity may change something outside fogbook: neither a read

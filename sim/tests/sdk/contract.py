@@ -115,6 +115,18 @@ def _hints(cls, models):
     return typing.get_type_hints(cls, {**vars(module), "_models": models})
 
 
+def is_model(member):
+    return isinstance(member, type) and hasattr(member, "_calculated")
+
+
+def rest_fields(cls):
+    """The model's own fields by attribute name. The SDK computes them when the class is first
+    instantiated (before that a subclass shows its parent's), so make sure it has."""
+    if f"{cls.__module__}.{cls.__qualname__}" not in cls._calculated:
+        cls.__new__(cls)
+    return cls._attr_to_rest_field
+
+
 def check_model(data, cls, models, where):
     """Checks raw JSON `data` against a TypeSpec-generated (azure-mgmt-sql 4, -network 33)
     model class."""
@@ -125,7 +137,7 @@ def check_model(data, cls, models, where):
     if not isinstance(data, dict):
         fail(f"{where}: expected an object for {cls.__name__}, got {data!r:.200}")
         return
-    fields = {f._rest_name: (attr, f) for attr, f in cls._attr_to_rest_field.items()}
+    fields = {f._rest_name: (attr, f) for attr, f in rest_fields(cls).items()}
     hints = _hints(cls, models)
     for key in data:
         if key not in fields:
@@ -157,7 +169,7 @@ def check_value(value, members, models, where):
             for i, element in enumerate(value):
                 check_value(element, _unwrap(item)[1], models, f"{where}[{i}]")
             return
-        if isinstance(member, type) and hasattr(member, "_attr_to_rest_field"):
+        if is_model(member):
             check_model(value, member, models, where)
             return
 
@@ -227,6 +239,36 @@ def error(label, operation, status, code, fn):
         if e.status_code != status or got != code:
             fail(f"{label}: got {e.status_code} {got}; expected {status} {code}")
 
+
+# --- The checks catch what they are for ------------------------------------------------------
+
+def selftest():
+    """The model checks find an unknown field, a missing required field and a value outside an
+    enum (else every pass below would prove nothing)."""
+    global checked
+    before = list(failures)
+    bad = {
+        "location": "eastus",
+        "sku": {"name": "GP_Gen5"},
+        "properties": {"licenseType": "Free", "notAField": 1},
+    }
+    check_model(bad, sql_models.ManagedInstance, sql_models, "selftest")
+    check_model({"properties": {}}, sql_models.ManagedInstance, sql_models, "selftest-missing")
+    found = failures[len(before):]
+    del failures[len(before):]
+    checked = 0
+    expected = [
+        "field 'notAField' is not in the SDK model",
+        "is not a value of the SDK enum ManagedInstanceLicenseType",
+        "ManagedInstance requires 'location'",
+    ]
+    for text in expected:
+        if not any(text in f for f in found):
+            fail(f"selftest: the model check missed: {text} (found {found})")
+    print(f"selftest: {len(found)} planted problems found", flush=True)
+
+
+selftest()
 
 # --- Subscription, permissions, capabilities ------------------------------------------------
 

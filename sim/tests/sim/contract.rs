@@ -1,9 +1,11 @@
 //! Contract tests against the Azure REST API specifications: every error code the emulator can
-//! answer is one a spec lists (or is accounted for as ARM's own or as observed), and every
-//! response of the operations served has the spec's required fields and enum values.
+//! answer is in the per-operation error map (`contract/error-codes.txt`) with a citation (a spec
+//! file and operationId, ARM's own, or a public page where Azure answers it), and every response
+//! of the operations served has the spec's required fields and enum values.
 //!
-//! The spec facts are transcribed by hand (`contract/error-codes.txt` and [`SCHEMAS`] below);
-//! `scripts/refresh-spec` compares the error lists with a newer spec commit.
+//! The schema facts here are transcribed by hand; `sdk.rs` checks the same responses against
+//! Azure's own client models. `scripts/refresh-spec` checks the map's spec citations against a
+//! local spec clone.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -4,6 +4,7 @@ Run by the Rust test `sdk::azure_clients_accept_every_answer` (sim/tests/sim/sdk
 venv that `scripts/test` makes from sim/tests/sdk/requirements.txt:
 
     python -B contract.py BASE_URL
+    python -B contract.py --bodies RECORD   (request bodies recorded by proxy.py)
 
 Every operation the seed's procedures and the `az sql mi`, `az sql instance-failover-group`,
 `az network vnet` and `az network nsg` commands use is called through the SDK's own operation
@@ -46,17 +47,20 @@ from azure.mgmt.resource import SubscriptionClient
 from azure.mgmt.sql import SqlManagementClient
 from azure.mgmt.sql import models as sql_models
 
-BASE = sys.argv[1].rstrip("/")
+BODIES = sys.argv[2] if sys.argv[1] == "--bodies" else None
+BASE = "http://127.0.0.1:9" if BODIES else sys.argv[1].rstrip("/")
 SUB = "6f1c2b3a-4d5e-4f60-8a71-92b3c4d5e6f7"
 EAST, WEST, NORTH = "rg-sql-eastus", "rg-sql-westus", "rg-sql-northeurope"
 
 failures = []
 checked = 0
+quiet = False
 
 
 def fail(what):
     failures.append(what)
-    print(f"FAIL {what}", flush=True)
+    if not quiet:
+        print(f"FAIL {what}", flush=True)
 
 
 class StaticBearer(SansIOHTTPPolicy):
@@ -127,7 +131,7 @@ def rest_fields(cls):
     return cls._attr_to_rest_field
 
 
-def check_model(data, cls, models, where):
+def check_model(data, cls, models, where, request=False):
     """Checks raw JSON `data` against a TypeSpec-generated (azure-mgmt-sql 4, -network 33)
     model class."""
     global checked
@@ -142,16 +146,18 @@ def check_model(data, cls, models, where):
     for key in data:
         if key not in fields:
             fail(f"{where}: field '{key}' is not in the SDK model {cls.__name__}")
+        elif request and list(fields[key][1]._visibility or []) == ["read"]:
+            fail(f"{where}: field '{key}' of {cls.__name__} is read-only; a request must not send it")
     for rest_name, (attr, _field) in fields.items():
         optional, members = _unwrap(hints.get(attr, typing.Any))
         if rest_name not in data:
             if not optional:
                 fail(f"{where}: {cls.__name__} requires '{rest_name}'")
             continue
-        check_value(data[rest_name], members, models, f"{where}.{rest_name}")
+        check_value(data[rest_name], members, models, f"{where}.{rest_name}", request)
 
 
-def check_value(value, members, models, where):
+def check_value(value, members, models, where, request=False):
     if value is None:
         return
     for member in members:
@@ -167,10 +173,10 @@ def check_value(value, members, models, where):
                 fail(f"{where}: expected a list, got {value!r}")
                 return
             for i, element in enumerate(value):
-                check_value(element, _unwrap(item)[1], models, f"{where}[{i}]")
+                check_value(element, _unwrap(item)[1], models, f"{where}[{i}]", request)
             return
         if is_model(member):
-            check_model(value, member, models, where)
+            check_model(value, member, models, where, request)
             return
 
 
@@ -240,13 +246,62 @@ def error(label, operation, status, code, fn):
             fail(f"{label}: got {e.status_code} {got}; expected {status} {code}")
 
 
+
+# --- Request bodies fogbook's client sent (recorded by proxy.py) ----------------------------
+
+# The SDK model of each request body, by the last segments of the path and the method.
+REQUEST_MODELS = [
+    ("PUT", "/managedInstances/", sql_models.ManagedInstance, sql_models),
+    ("PATCH", "/managedInstances/", sql_models.ManagedInstanceUpdate, sql_models),
+    ("PUT", "/databases/", sql_models.ManagedDatabase, sql_models),
+    ("PATCH", "/databases/", sql_models.ManagedDatabaseUpdate, sql_models),
+    ("PUT", "/instanceFailoverGroups/", sql_models.InstanceFailoverGroup, sql_models),
+    ("PUT", "/subnets/", net_models.Subnet, net_models),
+    ("PUT", "/virtualNetworkPeerings/", net_models.VirtualNetworkPeering, net_models),
+    ("PUT", "/securityRules/", net_models.SecurityRule, net_models),
+    ("PUT", "/virtualNetworks/", net_models.VirtualNetwork, net_models),
+    ("PUT", "/networkSecurityGroups/", net_models.NetworkSecurityGroup, net_models),
+]
+
+
+def request_model(method, path):
+    path = path.split("?")[0]
+    best = None
+    for want, segment, cls, models in REQUEST_MODELS:
+        at = path.rfind(segment)
+        # The resource is the last collection in the path with one name after it.
+        if method == want and at >= 0 and "/" not in path[at + len(segment):]:
+            if best is None or at > best[0]:
+                best = (at, cls, models)
+    return best and best[1:]
+
+
+def check_bodies(record):
+    """Every body fogbook's client sent: the SDK's model for that request defines every field
+    (nothing its serialisation would drop or reject) and none of them is read-only."""
+    kinds = {}
+    with open(record, encoding="utf-8") as lines:
+        for n, line in enumerate(lines, 1):
+            entry = json.loads(line)
+            method, path, body = entry["method"], entry["path"], entry["body"]
+            found = request_model(method, path)
+            if found is None:
+                fail(f"body {n}: no SDK model for {method} {path}")
+                continue
+            cls, models = found
+            kinds[f"{method} {cls.__name__}"] = kinds.get(f"{method} {cls.__name__}", 0) + 1
+            check_model(body, cls, models, f"body {n} ({method} {path.split('?')[0]})", request=True)
+    for kind, count in sorted(kinds.items()):
+        print(f"BODY {kind} {count}", flush=True)
+
 # --- The checks catch what they are for ------------------------------------------------------
 
 def selftest():
-    """The model checks find an unknown field, a missing required field and a value outside an
-    enum (else every pass below would prove nothing)."""
-    global checked
+    """The model checks find an unknown field, a missing required field, a value outside an enum
+    and a read-only field in a request (else every pass below would prove nothing)."""
+    global checked, quiet
     before = list(failures)
+    quiet = True
     bad = {
         "location": "eastus",
         "sku": {"name": "GP_Gen5"},
@@ -254,13 +309,17 @@ def selftest():
     }
     check_model(bad, sql_models.ManagedInstance, sql_models, "selftest")
     check_model({"properties": {}}, sql_models.ManagedInstance, sql_models, "selftest-missing")
+    sent = {"location": "eastus", "properties": {"dnsZone": "1a2b3c"}}
+    check_model(sent, sql_models.ManagedInstance, sql_models, "selftest-request", request=True)
     found = failures[len(before):]
     del failures[len(before):]
     checked = 0
+    quiet = False
     expected = [
         "field 'notAField' is not in the SDK model",
         "is not a value of the SDK enum ManagedInstanceLicenseType",
         "ManagedInstance requires 'location'",
+        "field 'dnsZone' of ManagedInstanceProperties is read-only",
     ]
     for text in expected:
         if not any(text in f for f in found):
@@ -269,6 +328,13 @@ def selftest():
 
 
 selftest()
+if BODIES:
+    check_bodies(BODIES)
+    if failures:
+        print(f"{len(failures)} request body failure(s)", flush=True)
+        sys.exit(1)
+    print(f"OK {checked}", flush=True)
+    sys.exit(0)
 
 # --- Subscription, permissions, capabilities ------------------------------------------------
 

@@ -354,6 +354,15 @@ ok("ManagedDatabases_Get", lambda: sql.managed_databases.get(EAST, "mi-fog-a", "
 ok("ManagedInstances_Update", lambda: sql.managed_instances.begin_update(
     EAST, "mi-fog-a", sql_models.ManagedInstanceUpdate(tags={"environment": "prod", "owner": "sdk"})))
 
+if mi_a is not None:
+    # What `az sql mi update` does: get, change, put the whole instance back.
+    mi_a.tags = {"environment": "prod", "owner": "az"}
+    ok("ManagedInstances_CreateOrUpdate (update of an existing instance)",
+       lambda: sql.managed_instances.begin_create_or_update(EAST, "mi-fog-a", mi_a))
+    again = ok("ManagedInstances_Get (after the update)", lambda: sql.managed_instances.get(EAST, "mi-fog-a"))
+    if again is not None and (again.tags or {}).get("owner") != "az":
+        fail(f"the whole-instance PUT did not apply its tags: {again.tags}")
+
 north_subnet = f"/subscriptions/{SUB}/resourceGroups/{NORTH}/providers/Microsoft.Network/virtualNetworks/vnet-sql-northeurope/subnets/snet-mi"
 new_instance = sql_models.ManagedInstance(
     location="northeurope",
@@ -431,7 +440,15 @@ ok("ManagedInstances_Delete", lambda: sql.managed_instances.begin_delete(NORTH, 
 
 ok("VirtualNetworks_ListAll", lambda: net.virtual_networks.list_all())
 ok("VirtualNetworks_List", lambda: net.virtual_networks.list(EAST))
-ok("VirtualNetworks_Get", lambda: net.virtual_networks.get(EAST, "vnet-sql-eastus"))
+east_vnet = ok("VirtualNetworks_Get", lambda: net.virtual_networks.get(EAST, "vnet-sql-eastus"))
+if east_vnet is not None:
+    # What `az network vnet update` does: get, change, put the whole network back.
+    east_vnet.tags = {"owner": "az"}
+    ok("VirtualNetworks_CreateOrUpdate (update)",
+       lambda: net.virtual_networks.begin_create_or_update(EAST, "vnet-sql-eastus", east_vnet))
+    again = ok("VirtualNetworks_Get (after the update)", lambda: net.virtual_networks.get(EAST, "vnet-sql-eastus"))
+    if again is not None and ((again.tags or {}).get("owner") != "az" or len(again.properties.subnets) != 2):
+        fail(f"the whole-network PUT lost something: tags {again.tags}, subnets {again.properties.subnets}")
 ok("Subnets_List", lambda: net.subnets.list(EAST, "vnet-sql-eastus"))
 subnet = ok("Subnets_Get", lambda: net.subnets.get(EAST, "vnet-sql-eastus", "snet-mi"))
 ok("VirtualNetworkPeerings_List", lambda: net.virtual_network_peerings.list(EAST, "vnet-sql-eastus"))
@@ -478,7 +495,15 @@ error("Subnets_Delete (used by an instance)", "Subnets_Delete", 400, "InUseSubne
 
 ok("NetworkSecurityGroups_ListAll", lambda: net.network_security_groups.list_all())
 ok("NetworkSecurityGroups_List", lambda: net.network_security_groups.list(EAST))
-ok("NetworkSecurityGroups_Get", lambda: net.network_security_groups.get(EAST, "nsg-mi-eastus"))
+east_nsg = ok("NetworkSecurityGroups_Get", lambda: net.network_security_groups.get(EAST, "nsg-mi-eastus"))
+if east_nsg is not None:
+    # What `az network nsg update` does: get, change, put the whole group back.
+    east_nsg.tags = {"owner": "az"}
+    ok("NetworkSecurityGroups_CreateOrUpdate (update)",
+       lambda: net.network_security_groups.begin_create_or_update(EAST, "nsg-mi-eastus", east_nsg))
+    again = ok("NetworkSecurityGroups_Get (after the update)", lambda: net.network_security_groups.get(EAST, "nsg-mi-eastus"))
+    if again is not None and ((again.tags or {}).get("owner") != "az" or len(again.properties.security_rules) != 4):
+        fail(f"the whole-NSG PUT lost something: tags {again.tags}, rules {again.properties.security_rules}")
 ok("SecurityRules_List", lambda: net.security_rules.list(EAST, "nsg-mi-eastus"))
 ok("SecurityRules_Get", lambda: net.security_rules.get(EAST, "nsg-mi-eastus", "allow_geodr_inbound"))
 ok("NetworkSecurityGroups_CreateOrUpdate", lambda: net.network_security_groups.begin_create_or_update(

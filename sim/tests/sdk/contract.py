@@ -18,7 +18,8 @@ the SDK returns is then checked against the SDK model's own facts:
 
 Error paths: each expected failure must raise `HttpResponseError` with the expected status and
 `error.code`; every (operationId, status, code) seen is printed as an `ERROR` line, which the
-Rust test looks up in the emulator's error map (sim/tests/sim/contract/error-codes.txt).
+Rust test looks up in the emulator's error map (sim/tests/sim/contract/error-codes.txt); a
+long-running operation that ends Failed is printed with status `lro` (its code, any status).
 
 The clients talk plain HTTP to 127.0.0.1. azure-core's bearer token policy refuses to send a
 token over http, so the clients get a fixed-token authentication policy instead
@@ -78,15 +79,24 @@ class FakeCredential:
         return AccessToken("sdk-contract-token", int(time.time()) + 3600)
 
 
-def advance_clock(_self, _delay):
-    """The SDK poller's sleep: one simulated hour passes instead of real time."""
-    body = json.dumps({"duration": "1h"}).encode()
+def admin(method, path, body):
+    """The emulator's admin API (not ARM: no SDK has it)."""
     request = urllib.request.Request(
-        f"{BASE}/_sim/clock/advance", data=body, method="POST",
+        f"{BASE}{path}", data=json.dumps(body).encode(), method=method,
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request) as response:
         response.read()
+
+
+def advance_clock(_self, _delay):
+    """The SDK poller's sleep: one simulated hour passes instead of real time."""
+    admin("POST", "/_sim/clock/advance", {"duration": "1h"})
+
+
+def fault(rule):
+    """One fault rule (sim/README.md, Faults), or none."""
+    admin("PUT", "/_sim/faults", {"seed": 1, "rules": [rule] if rule else []})
 
 
 base_polling.LROBasePolling._sleep = advance_clock
@@ -231,7 +241,9 @@ def ok(label, fn, check=check_sdk_result):
 
 
 def error(label, operation, status, code, fn):
-    """An SDK call that must fail with HttpResponseError(status, code)."""
+    """An SDK call that must fail with HttpResponseError(status, code). `status` "lro": a
+    long-running operation that ends Failed; the poller raises with the status of the poll
+    (200) and the operation's error code."""
     try:
         result = fn()
         if hasattr(result, "result") and hasattr(result, "status"):
@@ -241,10 +253,10 @@ def error(label, operation, status, code, fn):
         fail(f"{label}: succeeded; expected {status} {code}")
     except HttpResponseError as e:
         got = e.error.code if e.error else None
-        print(f"ERROR {operation} {e.status_code} {got}", flush=True)
-        if e.status_code != status or got != code:
+        seen = "lro" if status == "lro" and e.status_code == 200 else e.status_code
+        print(f"ERROR {operation} {seen} {got}", flush=True)
+        if seen != status or got != code:
             fail(f"{label}: got {e.status_code} {got}; expected {status} {code}")
-
 
 
 # --- Request bodies fogbook's client sent (recorded by proxy.py) ----------------------------
@@ -411,6 +423,17 @@ error("InstanceFailoverGroups_Failover (at the primary)", "InstanceFailoverGroup
 error("InstanceFailoverGroups_ForceFailoverAllowDataLoss (at the primary)",
       "InstanceFailoverGroups_ForceFailoverAllowDataLoss", 400, "InstanceFailoverGroupFailoverRequestOnPrimary",
       lambda: sql.instance_failover_groups.begin_force_failover_allow_data_loss(EAST, "eastus", "fog-demo"))
+# A planned failover that Azure rolls back: the SDK's poller raises the operation's error.
+fault({"operation": "InstanceFailoverGroups_Failover", "fail_rate": 1.0, "max_hits": 1})
+error("InstanceFailoverGroups_Failover (rolled back)", "InstanceFailoverGroups_Failover", "lro",
+      "PlannedFailoverTimedOut",
+      lambda: sql.instance_failover_groups.begin_failover(WEST, "westus", "fog-demo"))
+# Throttled by ARM (the SDK's retries are off here, so the 429 reaches the caller).
+fault({"operation": "InstanceFailoverGroups_Get", "error_rate": 1.0, "error_status": 429, "max_hits": 1})
+error("InstanceFailoverGroups_Get (throttled)", "InstanceFailoverGroups_Get", 429,
+      "SubscriptionRequestsThrottled",
+      lambda: sql.instance_failover_groups.get(WEST, "westus", "fog-demo"))
+fault(None)
 ok("InstanceFailoverGroups_Failover", lambda: sql.instance_failover_groups.begin_failover(WEST, "westus", "fog-demo"))
 after = ok("InstanceFailoverGroups_Get (after failover)", lambda: sql.instance_failover_groups.get(WEST, "westus", "fog-demo"))
 if after is not None and after.properties.replication_role != "Primary":

@@ -3,7 +3,7 @@
 Run by the Rust test `sdk::azure_clients_accept_every_answer` (sim/tests/sim/sdk.rs) with the
 venv that `scripts/test` makes from sim/tests/sdk/requirements.txt:
 
-    python -B contract.py BASE_URL
+    python -B contract.py BASE_URL RESTRICTED_URL
     python -B contract.py --bodies RECORD   (request bodies recorded by proxy.py)
 
 Every operation the seed's procedures and the `az sql mi`, `az sql instance-failover-group`,
@@ -50,6 +50,8 @@ from azure.mgmt.sql import models as sql_models
 
 BODIES = sys.argv[2] if sys.argv[1] == "--bodies" else None
 BASE = "http://127.0.0.1:9" if BODIES else sys.argv[1].rstrip("/")
+# An emulator whose estate lets this caller's token only read (`*/read` on the subscription).
+RESTRICTED = sys.argv[2].rstrip("/") if len(sys.argv) > 2 and not BODIES else None
 SUB = "6f1c2b3a-4d5e-4f60-8a71-92b3c4d5e6f7"
 EAST, WEST, NORTH = "rg-sql-eastus", "rg-sql-westus", "rg-sql-northeurope"
 
@@ -545,6 +547,26 @@ error("NetworkSecurityGroups_Delete (used by a subnet)", "NetworkSecurityGroups_
       lambda: net.network_security_groups.begin_delete(EAST, "nsg-mi-eastus"))
 error("Subscriptions_Get (unknown)", "Subscriptions_Get", 404, "SubscriptionNotFound",
       lambda: subs.subscriptions.get("00000000-0000-4000-8000-000000000000"))
+
+# --- Role assignments (an estate with principals) -------------------------------------------
+
+if RESTRICTED is None:
+    fail("no RESTRICTED_URL: the permission paths were not driven")
+else:
+    sql_r = SqlManagementClient(credential, SUB, **{**client_args, "base_url": RESTRICTED})
+    auth_r = AuthorizationManagementClient(
+        credential, SUB, api_version="2022-04-01", **{**client_args, "base_url": RESTRICTED})
+    granted = ok("Permissions_ListForResourceGroup (reader)",
+                 lambda: auth_r.permissions.list_for_resource_group(EAST), check_msrest)
+    if granted is not None and [p.actions for p in granted] != [["*/read"]]:
+        fail(f"a reader's permissions: {[p.actions for p in granted]}")
+    ok("ManagedInstances_Get (reader)", lambda: sql_r.managed_instances.get(EAST, "mi-fog-a"))
+    error("ManagedInstances_Update (reader)", "ManagedInstances_Update", 403, "AuthorizationFailed",
+          lambda: sql_r.managed_instances.begin_update(
+              EAST, "mi-fog-a", sql_models.ManagedInstanceUpdate(tags={"owner": "reader"})))
+    error("InstanceFailoverGroups_Failover (reader)", "InstanceFailoverGroups_Failover", 403,
+          "AuthorizationFailed",
+          lambda: sql_r.instance_failover_groups.begin_failover(WEST, "westus", "fog-demo"))
 
 if failures:
     print(f"{len(failures)} contract failure(s)", flush=True)

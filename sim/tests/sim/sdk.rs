@@ -31,11 +31,18 @@ fn sdk_python() -> PathBuf {
 async fn azure_clients_accept_every_answer() {
     let python = sdk_python();
     let sim = Sim::demo().await;
+    // The same estate where this caller may only read: the permission paths.
+    let reader = format!(
+        "{DEMO}\nprincipals:\n  - token: sdk-contract-token\n    name: sdk-reader\n    \
+         assignments:\n      - scope: /subscriptions/{SUB}\n        actions: [\"*/read\"]\n"
+    );
+    let restricted = Sim::start(config(&reader)).await;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/contract.py");
     let output = tokio::process::Command::new(&python)
         .arg("-B")
         .arg(&script)
         .arg(&sim.base)
+        .arg(&restricted.base)
         .stdin(Stdio::null())
         .output()
         .await
@@ -71,7 +78,7 @@ async fn azure_clients_accept_every_answer() {
         })
         .collect();
     assert!(
-        errors.len() >= 16,
+        errors.len() >= 18,
         "the script drove {} error paths:\n{stdout}",
         errors.len()
     );
@@ -89,4 +96,5 @@ async fn azure_clients_accept_every_answer() {
         "(operation, status, code) answered but not in contract/error-codes.txt: {unlisted:?}"
     );
     sim.handle.shutdown().await;
+    restricted.handle.shutdown().await;
 }

@@ -32,6 +32,7 @@ mod rehearsal_race;
 mod repair;
 mod report_html;
 mod schedules;
+mod sdk_bodies;
 mod secrets;
 mod seed_runbooks;
 mod signals;

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// The help heading of the options every command takes.
 pub(crate) const GLOBAL: &str = "Global options";
 
-/// fogbook: durable runbooks for Azure SQL Managed Instance failover groups.
+/// Durable runbooks for Azure SQL Managed Instance failover groups.
 ///
 /// Every step of a run is checkpointed in a SQLite file, so a crash loses nothing and
 /// `fogbook resume` continues where the run stopped.
@@ -34,12 +34,13 @@ pub(crate) struct Cli {
     #[arg(long, global = true, help_heading = GLOBAL, value_enum, default_value_t = ColorChoice::Auto)]
     pub(crate) color: ColorChoice,
     /// How long a driver's lease on a run lasts without renewal; another process may take
-    /// the run over after that (at once if the holder's process is gone).
-    #[arg(long, global = true, help_heading = GLOBAL, env = "FOGBOOK_LEASE_TTL", default_value = "30s", value_parser = parse_duration)]
+    /// the run over after that (at once if the holder's process is gone). At least 500ms.
+    #[arg(long, global = true, help_heading = GLOBAL, env = "FOGBOOK_LEASE_TTL", default_value = "30s", value_parser = parse_lease_ttl)]
     pub(crate) lease_ttl: std::time::Duration,
     /// Safety margin of the lease: a driver sends no cloud request later than the lease
     /// minus this after its last renewal, and takes over an expired lease only this long
-    /// after it expired. Default: a quarter of the lease (at most half of it).
+    /// after it expired. Default: a quarter of the lease (at most half of it). Must be
+    /// shorter than --lease-ttl.
     #[arg(long, global = true, help_heading = GLOBAL, env = "FOGBOOK_LEASE_MARGIN", value_parser = parse_duration)]
     pub(crate) lease_margin: Option<std::time::Duration>,
     /// Azure Resource Manager endpoint: a URL (the emulator's, a private endpoint) or a cloud
@@ -394,7 +395,8 @@ pub(crate) struct RunIdArg {
 
 #[derive(Debug, Args)]
 pub(crate) struct RunsArgs {
-    /// Only runs with this status (repeatable): pending, running, waiting, succeeded, failed, cancelled.
+    /// Only runs with this status (repeatable): pending, running, stalled (running, but nobody
+    /// drives it), waiting, succeeded, failed, cancelled.
     #[arg(long)]
     pub(crate) status: Vec<String>,
     /// At most this many runs.
@@ -583,6 +585,21 @@ pub(crate) fn default_user() -> String {
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     fogbook_activities::duration::parse(s)
+}
+
+/// The shortest lease accepted: a shorter one expires between two heartbeats of a busy
+/// machine, and every driver stops as fenced.
+pub(crate) const MIN_LEASE_TTL: std::time::Duration = std::time::Duration::from_millis(500);
+
+fn parse_lease_ttl(s: &str) -> Result<std::time::Duration, String> {
+    let ttl = parse_duration(s)?;
+    if ttl < MIN_LEASE_TTL {
+        return Err(format!(
+            "a lease shorter than {}ms expires between heartbeats; pass at least 500ms (default 30s)",
+            MIN_LEASE_TTL.as_millis()
+        ));
+    }
+    Ok(ttl)
 }
 
 #[derive(Debug, Subcommand)]

@@ -32,19 +32,24 @@ pub(crate) async fn dispatch(cli: Cli) -> Exit {
         }
         Command::Runs(a) => {
             let mut statuses = Vec::new();
+            let mut stalled = false;
             for s in &a.status {
+                if s.trim().eq_ignore_ascii_case("stalled") {
+                    stalled = true;
+                    continue;
+                }
                 match s.parse::<RunStatus>() {
                     Ok(st) => statuses.push(st),
                     Err(e) => {
                         output::error(
                             &e,
-                            Some("statuses: pending, running, waiting, succeeded, failed, cancelled"),
+                            Some("statuses: pending, running, stalled, waiting, succeeded, failed, cancelled"),
                         );
                         return Exit::BadInput;
                     }
                 }
             }
-            with_read_store(&cli, |store| report::runs(&cli, store, statuses, a.limit)).await
+            with_read_store(&cli, |store| report::runs(&cli, store, statuses, stalled, a.limit)).await
         }
         Command::History(a) => with_read_store(&cli, |store| report::history(&cli, store, a.run_id.clone())).await,
         Command::Report(a) => match &a.html {

@@ -71,11 +71,23 @@ impl CliError {
                     "only one process drives a run; another may take over once that lease expires or its process is gone",
                 ),
             ),
+            Self::Engine(EngineError::State(StateError::LeaseLost { run_id, owner }))
+                if owner.starts_with("nobody") =>
+            {
+                output::error(
+                    &format!(
+                        "stopped driving run {run_id}: its lease expired while this process was stopped or stalled"
+                    ),
+                    Some(&format!(
+                        "no other process took the run over, and nothing more was sent or written by this one; `fogbook resume {run_id}` continues it"
+                    )),
+                );
+            }
             Self::Engine(EngineError::State(StateError::LeaseLost { run_id, owner })) => output::error(
                 &format!("stopped driving run {run_id}: its lease is now held by {owner}"),
-                Some(
-                    "another process took the run over (this one stalled past its lease); nothing more was written by this process",
-                ),
+                Some(&format!(
+                    "another process took the run over (this one stalled past its lease); nothing more was written by this process; `fogbook status {run_id}` shows who drives it"
+                )),
             ),
             Self::Engine(EngineError::Fenced {
                 run_id,

@@ -79,8 +79,23 @@ fn hide_in(cmd: clap::Command, path: &[&str], hidden: &[clap::Arg]) -> clap::Com
 
 /// Parses the process's arguments (exits with clap's message and code 2 on a usage error).
 pub(crate) fn parse() -> Cli {
-    let mut matches = command().get_matches();
-    Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.exit())
+    let mut cmd = command();
+    let mut matches = cmd.get_matches_mut();
+    let cli = Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.exit());
+    if let Some(margin) = cli.lease_margin
+        && margin >= cli.lease_ttl
+    {
+        cmd.error(
+            clap::error::ErrorKind::ArgumentConflict,
+            format!(
+                "--lease-margin ({}ms) must be shorter than --lease-ttl ({}ms): the margin is the part of the lease kept free of cloud requests; omit it for a quarter of the lease",
+                margin.as_millis(),
+                cli.lease_ttl.as_millis()
+            ),
+        )
+        .exit();
+    }
+    cli
 }
 
 /// `fogbook completions SHELL`.

@@ -88,6 +88,18 @@ async fn resume_id(cli: &Cli, args: &ResumeArgs, store: &Store, id: &str, progre
     // the loser is refused naming the driver (exit 4) instead of failing to bind, and
     // only the lease holder ever restores the emulator.
     let owner = fogbook_engine::Owner::this_process(None);
+    // The lease of a finished run is not granted: a failed rehearsal's step is reopened
+    // (`--retry-failed`) before its lease is claimed, as driving a real run does it first.
+    let mut reopened = false;
+    if args.retry_failed
+        && snap.run.status == RunStatus::Failed
+        && matches!(target, crate::rehearsal::Target::Rehearsal(_))
+    {
+        if let Err(code) = reopen_failed(cli, args, store, &id, engine_now()).await {
+            return code;
+        }
+        reopened = true;
+    }
     let sim = match &target {
         crate::rehearsal::Target::Rehearsal(r) => {
             if let Err(code) = claim_lease(cli, store, &id, &owner).await {
@@ -126,7 +138,7 @@ async fn resume_id(cli: &Cli, args: &ResumeArgs, store: &Store, id: &str, progre
     }
     let engine = engine(cli, store.clone(), &args.drive, progress.clone(), env).with_owner(owner.clone());
     tracing::debug!("engine.ready");
-    let exit = resume_one(cli, args, store, &engine, &id, progress.clone()).await;
+    let exit = resume_one(cli, args, store, &engine, &id, reopened, progress.clone()).await;
     if let Some(sim) = sim {
         sim.shutdown().await;
         // Driving releases the lease; a refusal before driving (a failed run without
@@ -188,23 +200,42 @@ fn engine_now() -> fogbook_state::Millis {
     fogbook_engine::Clock::now_ms(&fogbook_engine::SystemClock)
 }
 
-/// Resumes one run (with `--retry-failed`, gives its failed step a fresh attempt first).
+/// Gives the failed step of run `id` a fresh attempt (`--retry-failed`), retaking the locks
+/// the failure released.
+async fn reopen_failed(
+    cli: &Cli,
+    args: &ResumeArgs,
+    store: &Store,
+    id: &str,
+    now: fogbook_state::Millis,
+) -> Result<(), Exit> {
+    if let Err(e) = retake_released_locks(store, id, now).await {
+        return Err(fail(e));
+    }
+    let actor = args.who.actor();
+    match store.retry_failed(id, &actor, now).await {
+        Ok(step) => {
+            output::note(cli.quiet, &format!("step `{step}` of run {id} gets a fresh attempt"));
+            Ok(())
+        }
+        Err(e) => Err(fail(e)),
+    }
+}
+
+/// Resumes one run (with `--retry-failed`, gives its failed step a fresh attempt first,
+/// unless `reopened` says that was done already).
 async fn resume_one(
     cli: &Cli,
     args: &ResumeArgs,
     store: &Store,
     engine: &Engine,
     id: &str,
+    reopened: bool,
     progress: Arc<Progress>,
 ) -> Exit {
     if args.retry_failed {
-        if let Err(e) = retake_released_locks(store, id, engine.now_ms()).await {
-            return fail(e);
-        }
-        let actor = args.who.actor();
-        match store.retry_failed(id, &actor, engine.now_ms()).await {
-            Ok(step) => output::note(cli.quiet, &format!("step `{step}` of run {id} gets a fresh attempt")),
-            Err(e) => return fail(e),
+        if !reopened && let Err(code) = reopen_failed(cli, args, store, id, engine.now_ms()).await {
+            return code;
         }
     } else if let Ok(snap) = store.load_run(id).await
         && snap.run.status == RunStatus::Failed

@@ -22,7 +22,7 @@ pub(crate) async fn write_report(store: &Store, run_id: &str, path: &Path, quiet
         output::data(&doc);
         return Exit::Success;
     }
-    match std::fs::write(path, doc) {
+    match write_private(path, doc.as_bytes()) {
         Ok(()) => {
             output::note(
                 quiet,
@@ -38,4 +38,17 @@ pub(crate) async fn write_report(store: &Store, run_id: &str, path: &Path, quiet
             Exit::BadInput
         }
     }
+}
+
+/// Writes `bytes` to `path`, creating the file with mode 0600 (owner only, as the state
+/// database): the report holds the run's data.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.flush()
 }

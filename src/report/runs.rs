@@ -13,18 +13,28 @@ use crate::output;
 use super::drive::{Drive, drive_of, waits_for, waits_for_approval};
 use super::shared::{human, now_ms, window_json};
 
-pub(crate) async fn runs(cli: &Cli, store: Store, statuses: Vec<fogbook_state::RunStatus>, limit: usize) -> Exit {
+/// `statuses` are stored statuses; `stalled` adds the `running` runs nobody drives (the
+/// `stalled` state `runs` shows).
+pub(crate) async fn runs(
+    cli: &Cli,
+    store: Store,
+    statuses: Vec<fogbook_state::RunStatus>,
+    stalled: bool,
+    limit: usize,
+) -> Exit {
     use fogbook_state::RunStatus;
     // A run waits for an approval whether it exited with code 3 (`waiting`) or a foreground
     // `--wait` driver holds it at the approval step (`running`): `--status waiting` lists both.
     let foreground_waits = statuses.contains(&RunStatus::Waiting) && !statuses.contains(&RunStatus::Running);
+    // `stalled` is a `running` run whose lease lapsed: picked from the running ones.
+    let stalled_only = stalled && !statuses.contains(&RunStatus::Running);
     let mut query = statuses.clone();
-    if foreground_waits {
+    if foreground_waits || stalled_only {
         query.push(RunStatus::Running);
     }
     let filter = RunFilter {
         statuses: query,
-        limit: (!foreground_waits).then_some(limit.saturating_add(1)),
+        limit: (!foreground_waits && !stalled_only).then_some(limit.saturating_add(1)),
     };
     let rows = match store.list_runs(filter).await {
         Ok(r) => r,
@@ -38,8 +48,14 @@ pub(crate) async fn runs(cli: &Cli, store: Store, statuses: Vec<fogbook_state::R
             Ok(s) => s,
             Err(e) => return fail(e),
         };
-        if foreground_waits && row.status == RunStatus::Running && !waits_for_approval(&snap, now) {
-            continue;
+        // The running rows added to the query above are shown only for what they were added for.
+        if (foreground_waits || stalled_only) && row.status == RunStatus::Running {
+            let is_stalled = matches!(drive_of(&snap.run, now, cli.lease_ttl), Drive::Stalled { .. });
+            let shown_as_waiting = foreground_waits && waits_for_approval(&snap, now);
+            let wanted = shown_as_waiting || (stalled && is_stalled);
+            if !wanted {
+                continue;
+            }
         }
         if shown.len() == limit {
             truncated = true;
@@ -55,6 +71,7 @@ pub(crate) async fn runs(cli: &Cli, store: Store, statuses: Vec<fogbook_state::R
             .map(|(snap, l)| {
                 let mut v = serde_json::to_value(&snap.run).unwrap_or_default();
                 v["state"] = l.state.into();
+                v["stalled"] = json!(matches!(drive_of(&snap.run, now, cli.lease_ttl), Drive::Stalled { .. }));
                 v["current_step"] = json!(l.step);
                 v["waits_for"] = json!(l.waits);
                 v["age_ms"] = json!(now - snap.run.created_at);

@@ -18,6 +18,7 @@ mod drift_check;
 mod durability;
 mod exit_codes;
 mod first_use;
+mod first_user;
 mod fleet;
 mod frozen_driver;
 mod help;

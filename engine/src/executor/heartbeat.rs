@@ -74,7 +74,7 @@ pub(super) async fn heartbeat(
                 }
             }
             Err(StateError::LeaseLost { owner, .. }) => {
-                tracing::error!(%owner, "lost the lease; stopping");
+                tracing::error!(new_owner = %owner, "lost the lease; stopping");
                 lease.lost();
                 beat.lose(owner);
                 token.cancel();

@@ -1,0 +1,210 @@
+//! Problems a new user found trying the README (task `opfix`): each test runs the binary
+//! as that user did and checks what they saw.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::common::{Sandbox, code, fixture, stderr, stdout};
+use crate::report_html::{finished_rehearsal, root};
+
+/// `resume RUN --retry-failed` gives a failed `--sim` rehearsal a fresh attempt (it was
+/// refused as "already failed": the rehearsal's lease was claimed before the step reopened).
+#[test]
+fn retry_failed_continues_a_failed_rehearsal() {
+    let sb = Sandbox::new();
+    let password = sb.path("admin-password.txt");
+    let args = [
+        "run".to_owned(),
+        root().join("runbooks/change-primary-region.yaml").display().to_string(),
+        "--params".to_owned(),
+        root().join("examples/change-primary-region.yaml").display().to_string(),
+        "--set".to_owned(),
+        format!("admin_password_file={}", password.display()),
+        "--sim".to_owned(),
+        "--auto-approve".to_owned(),
+    ];
+    let out = sb.cmd().args(&args).output().unwrap();
+    assert_eq!(
+        code(&out),
+        1,
+        "the run fails without its password file: {}",
+        stderr(&out)
+    );
+    let run = sb.last_run_id();
+    assert_eq!(sb.run_status(&run), "failed");
+
+    std::fs::copy(root().join("examples/sim-admin-password.txt"), &password).unwrap();
+    let out = sb.run(&["resume", &run, "--retry-failed"]);
+    let err = stderr(&out);
+    assert!(!err.contains("has already failed"), "{err}");
+    assert!(err.contains("gets a fresh attempt"), "{err}");
+    assert_eq!(code(&out), 0, "{err}");
+    assert_eq!(sb.run_status(&run), "succeeded");
+}
+
+/// A lease too short to renew, or a margin as long as the lease, is a usage error (exit 2)
+/// before anything is created.
+#[test]
+fn a_lease_too_short_or_a_margin_too_long_is_refused_at_parsing() {
+    let sb = Sandbox::new();
+    let rb = fixture("long-wait.yaml").display().to_string();
+    let run = ["run", rb.as_str(), "--set", "duration=1ms"];
+    for lease in [
+        vec!["--lease-ttl", "0s"],
+        vec!["--lease-ttl", "1ms"],
+        vec!["--lease-ttl", "2s", "--lease-margin", "2s"],
+        vec!["--lease-ttl", "2s", "--lease-margin", "3s"],
+    ] {
+        let args: Vec<&str> = lease.iter().chain(&run).copied().collect();
+        let out = sb.run(&args);
+        assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--lease"), "{args:?}: {}", stderr(&out));
+        assert!(!sb.db().exists(), "{args:?} created the database");
+    }
+    let out = sb.run(&[
+        "--lease-ttl",
+        "2s",
+        "--lease-margin",
+        "1s",
+        run[0],
+        run[1],
+        run[2],
+        run[3],
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let help = stdout(&sb.run(&["run", "--help"]));
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(help.contains("At least 500ms"), "{help}");
+    assert!(help.contains("shorter than --lease-ttl"), "{help}");
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+/// A driver stopped past its lease with nobody taking over says so when it continues
+/// (exit 4), not that another process took the run over, and names `fogbook resume RUN`.
+#[test]
+fn a_driver_stopped_past_its_lease_with_no_competitor_says_so() {
+    let sb = Sandbox::new();
+    let long_wait = fixture("long-wait.yaml").display().to_string();
+    let child = sb.spawn(
+        &["run", &long_wait, "--set", "duration=120s"],
+        &[("FOGBOOK_LEASE_TTL", "2s")],
+    );
+    sb.wait_for("the wait step to run", Duration::from_secs(20), |sb| {
+        sb.sql()
+            .query_row("SELECT status FROM steps WHERE step_id = 'nap'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .is_ok_and(|s| s == "running")
+    });
+    let run = sb.last_run_id();
+    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let expiry = || -> i64 {
+        sb.sql()
+            .query_row("SELECT lease_expires_at FROM runs WHERE id = ?1", [&run], |r| r.get(0))
+            .unwrap()
+    };
+    let start = Instant::now();
+    while now_ms() <= expiry() + 500 {
+        assert!(start.elapsed() < Duration::from_secs(30), "the lease never expired");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kill(pid, Signal::SIGCONT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 4, "{err}");
+    assert!(!err.contains("another process took the run over"), "{err}");
+    assert!(err.contains("expired while this process was stopped"), "{err}");
+    assert!(err.contains(&format!("`fogbook resume {run}` continues it")), "{err}");
+}
+
+/// `runs --status stalled` lists the runs `runs` shows as stalled (and only those), and
+/// `runs --format json` says `stalled` of each run.
+#[test]
+fn runs_filters_and_reports_stalled_runs() {
+    let sb = Sandbox::new();
+    let done = sb.run(&[
+        "run",
+        &fixture("long-wait.yaml").display().to_string(),
+        "--set",
+        "duration=1ms",
+    ]);
+    assert_eq!(code(&done), 0, "{}", stderr(&done));
+    let finished = sb.last_run_id();
+    let long_wait = fixture("long-wait.yaml").display().to_string();
+    let mut child = sb.spawn(&["run", &long_wait, "--set", "duration=120s"], &[]);
+    sb.wait_for("the wait step to run", Duration::from_secs(20), |sb| {
+        sb.sql()
+            .query_row(
+                "SELECT COUNT(*) FROM steps WHERE step_id = 'nap' AND status = 'running'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .is_ok_and(|n| n == 1)
+    });
+    let run = sb.last_run_id();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let out = sb.run(&["runs", "--status", "stalled"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains(&run) && text.contains("stalled"), "{text}");
+    assert!(!text.contains(&finished), "{text}");
+
+    let out = sb.run(&["--format", "json", "runs"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let doc: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let runs = doc["runs"].as_array().unwrap();
+    let stalled_of = |id: &str| {
+        runs.iter()
+            .find(|r| r["id"] == id)
+            .map(|r| r["stalled"].clone())
+            .unwrap()
+    };
+    assert_eq!(stalled_of(&run), Value::Bool(true), "{doc}");
+    assert_eq!(stalled_of(&finished), Value::Bool(false), "{doc}");
+}
+
+/// `report --html FILE` creates the file readable by its owner only (mode 0600), as the
+/// state database is.
+#[test]
+fn the_html_report_is_written_owner_only() {
+    let sb = Sandbox::new();
+    let run = finished_rehearsal(&sb);
+    let file = sb.path("report.html");
+    let out = sb.run(&["report", &run, "--html", file.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "mode {mode:o}");
+}
+
+/// The manual page's NAME line names the program once.
+#[test]
+fn the_man_page_name_line_reads_once() {
+    let sb = Sandbox::new();
+    let out = sb.run(&["man"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let page = stdout(&out);
+    let name = page
+        .lines()
+        .skip_while(|l| !l.starts_with(".SH NAME"))
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    assert!(name.starts_with("fogbook \\- Durable runbooks"), "{name}");
+    assert!(!name.contains("fogbook:"), "{name}");
+}

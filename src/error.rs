@@ -58,7 +58,8 @@ impl CliError {
             })) => output::error(
                 &format!("`{key}` is locked by run {holder} ({holder_status}); one run at a time may touch it"),
                 Some(&format!(
-                    "see `fogbook status {holder}`; a failed run keeps its locks until `fogbook resume {holder} --retry-failed` or `fogbook cancel {holder}`"
+                    "see `{fb} status {holder}`; a failed run keeps its locks until `{fb} resume {holder} --retry-failed` or `{fb} cancel {holder}`",
+                    fb = crate::output::fogbook()
                 )),
             ),
             Self::Engine(EngineError::State(StateError::LeaseHeld {
@@ -79,14 +80,16 @@ impl CliError {
                         "stopped driving run {run_id}: its lease expired while this process was stopped or stalled"
                     ),
                     Some(&format!(
-                        "no other process took the run over, and nothing more was sent or written by this one; `fogbook resume {run_id}` continues it"
+                        "no other process took the run over, and nothing more was sent or written by this one; `{fb} resume {run_id}` continues it",
+                        fb = crate::output::fogbook()
                     )),
                 );
             }
             Self::Engine(EngineError::State(StateError::LeaseLost { run_id, owner })) => output::error(
                 &format!("stopped driving run {run_id}: its lease is now held by {owner}"),
                 Some(&format!(
-                    "another process took the run over (this one stalled past its lease); nothing more was written by this process; `fogbook status {run_id}` shows who drives it"
+                    "another process took the run over (this one stalled past its lease); nothing more was written by this process; `{fb} status {run_id}` shows who drives it",
+                    fb = crate::output::fogbook()
                 )),
             ),
             Self::Engine(EngineError::Fenced {
@@ -96,12 +99,16 @@ impl CliError {
             }) => output::error(
                 &format!("stopped driving run {run_id} at step `{step_id}`: {message}"),
                 Some(&format!(
-                    "nothing was sent to Azure by this process after its lease ran out; `fogbook status {run_id}` shows who drives the run, and `fogbook resume {run_id}` continues it if nobody does"
+                    "nothing was sent to Azure by this process after its lease ran out; `{fb} status {run_id}` shows who drives the run, and `{fb} resume {run_id}` continues it if nobody does",
+                    fb = crate::output::fogbook()
                 )),
             ),
             Self::Engine(EngineError::State(StateError::UnknownRun { run_id })) => output::error(
                 &format!("no run `{run_id}` in this database"),
-                Some("`fogbook runs` lists the runs in this database"),
+                Some(&format!(
+                    "`{fb} runs` lists the runs in this database",
+                    fb = crate::output::fogbook()
+                )),
             ),
             Self::Engine(EngineError::State(StateError::InvalidTransition { message })) => {
                 output::error(message, None);

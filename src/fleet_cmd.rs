@@ -198,7 +198,8 @@ async fn drive(cli: &Cli, engine: &Engine, id: &str, stop: CancellationToken) ->
         }
         Ok(FleetOutcome::Interrupted { reason }) => {
             output::always(&format!(
-                "fleet {id} stopped: {reason}; continue with: fogbook fleet resume {id}"
+                "fleet {id} stopped: {reason}; continue with: {fb} fleet resume {id}",
+                fb = crate::output::fogbook()
             ));
             Exit::Interrupted
         }
@@ -206,7 +207,8 @@ async fn drive(cli: &Cli, engine: &Engine, id: &str, stop: CancellationToken) ->
             output::error(
                 &format!("fleet {id} is driven by {owner} (lease valid until {expires_at})"),
                 Some(&format!(
-                    "let it finish (`fogbook fleet status {id}`), or resume it once that process is gone"
+                    "let it finish (`{fb} fleet status {id}`), or resume it once that process is gone",
+                    fb = crate::output::fogbook()
                 )),
             );
             return Exit::Busy;
@@ -235,7 +237,10 @@ async fn resolve(store: &Store, arg: &str) -> Result<String, Exit> {
         .ok_or_else(|| {
             output::error(
                 &format!("no fleet `{arg}` in this database"),
-                Some("`fogbook fleet status` lists the fleets"),
+                Some(&format!(
+                    "`{fb} fleet status` lists the fleets",
+                    fb = crate::output::fogbook()
+                )),
             );
             Exit::BadInput
         })

@@ -81,7 +81,9 @@ fn hide_in(cmd: clap::Command, path: &[&str], hidden: &[clap::Arg]) -> clap::Com
 pub(crate) fn parse() -> Cli {
     let mut cmd = command();
     let mut matches = cmd.get_matches_mut();
+    let db_given = matches.value_source("db") == Some(clap::parser::ValueSource::CommandLine);
     let cli = Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.exit());
+    output::set_invocation(db_given.then_some(cli.db.as_path()));
     if let Some(margin) = cli.lease_margin
         && margin >= cli.lease_ttl
     {

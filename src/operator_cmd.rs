@@ -106,9 +106,15 @@ fn next_after_decision(snap: &RunSnapshot, cli: &Cli) -> String {
     match drive_of(&snap.run, now(), cli.lease_ttl) {
         Drive::Running { owner, .. } => format!("run {id} is driven by {owner}; it continues by itself"),
         _ if snap.run.status == RunStatus::Running => {
-            format!("nobody drives run {id} now; continue it: fogbook resume {id}")
+            format!(
+                "nobody drives run {id} now; continue it: {fb} resume {id}",
+                fb = crate::output::fogbook()
+            )
         }
-        _ => format!("continue the run: fogbook resume {id} (or a running `fogbook worker` picks it up)"),
+        _ => format!(
+            "continue the run: {fb} resume {id} (or a running `{fb} worker` picks it up)",
+            fb = crate::output::fogbook()
+        ),
     }
 }
 
@@ -172,9 +178,10 @@ pub(crate) async fn approvals(cli: &Cli, store: Store) -> Exit {
             p["message"].as_str().unwrap_or("")
         ));
     }
-    out.push_str(
-        "approve: fogbook approve RUN STEP --by NAME; reject: fogbook reject RUN STEP --by NAME --reason TEXT",
-    );
+    out.push_str(&format!(
+        "approve: {fb} approve RUN STEP --by NAME; reject: {fb} reject RUN STEP --by NAME --reason TEXT",
+        fb = crate::output::fogbook()
+    ));
     output::data(&out);
     Exit::Success
 }
@@ -264,8 +271,10 @@ pub(crate) async fn reject(cli: &Cli, store: Store, args: &RejectArgs) -> Exit {
         output::error(
             "a rejection needs a reason",
             Some(&format!(
-                "fogbook reject {} {} --reason TEXT (it is recorded in the audit trail)",
-                args.run_id, args.step
+                "{fb} reject {} {} --reason TEXT (it is recorded in the audit trail)",
+                args.run_id,
+                args.step,
+                fb = crate::output::fogbook()
             )),
         );
         return Exit::BadInput;
@@ -353,12 +362,13 @@ fn warn_windows(cli: &Cli, run_id: &str, abandoned: &serde_json::Value) {
         output::note(
             cli.quiet,
             &format!(
-                "window {} ({}) opened by `{}` at {} is left ABANDONED OPEN; once you know it closed: fogbook window close {run_id} {} --reason TEXT",
+                "window {} ({}) opened by `{}` at {} is left ABANDONED OPEN; once you know it closed: {fb} window close {run_id} {} --reason TEXT",
                 w["window"],
                 w["kind"].as_str().unwrap_or("?"),
                 w["opened_by"].as_str().unwrap_or("?"),
                 w["opened_at"].as_str().unwrap_or("?"),
-                w["window"]
+                w["window"],
+                fb = crate::output::fogbook()
             ),
         );
     }
@@ -396,7 +406,8 @@ pub(crate) async fn cancel(cli: &Cli, store: Store, args: &CancelArgs) -> Exit {
         output::error(
             &format!("refusing to cancel run {run_id}:\n  - {}", why.join("\n  - ")),
             Some(&format!(
-                "let the run go on (`fogbook resume {run_id}` if nobody drives it) until its window closes; or cancel anyway, recording what is abandoned: fogbook cancel {run_id} --force --reason TEXT"
+                "let the run go on (`{fb} resume {run_id}` if nobody drives it) until its window closes; or cancel anyway, recording what is abandoned: {fb} cancel {run_id} --force --reason TEXT",
+                fb = crate::output::fogbook()
             )),
         );
         return Exit::BadInput;
@@ -462,7 +473,8 @@ async fn repairable(store: &Store, run_id: &str, step_id: &str, force: bool) -> 
         output::error(
             &format!("step `{step_id}` of run {run_id} is an approval: it is not skipped or completed by hand"),
             Some(&format!(
-                "fogbook approve {run_id} {step_id} --by NAME, or fogbook reject {run_id} {step_id} --by NAME --reason TEXT"
+                "{fb} approve {run_id} {step_id} --by NAME, or {fb} reject {run_id} {step_id} --by NAME --reason TEXT",
+                fb = crate::output::fogbook()
             )),
         );
         return Err(Exit::BadInput);
@@ -500,7 +512,10 @@ async fn finish_step(
                     "step `{step_id}` of run {run_id} marked {what} by {}",
                     actor.name
                 ));
-                output::note(cli.quiet, &format!("continue the run: fogbook resume {run_id}"));
+                output::note(
+                    cli.quiet,
+                    &format!("continue the run: {fb} resume {run_id}", fb = crate::output::fogbook()),
+                );
             }
             Exit::Success
         }
@@ -565,8 +580,10 @@ pub(crate) async fn window_close(cli: &Cli, store: Store, args: &WindowCloseArgs
         output::error(
             "closing a window needs a reason (how you know it closed)",
             Some(&format!(
-                "fogbook window close {} {} --reason TEXT",
-                args.run_id, args.window
+                "{fb} window close {} {} --reason TEXT",
+                args.run_id,
+                args.window,
+                fb = crate::output::fogbook()
             )),
         );
         return Exit::BadInput;
@@ -645,8 +662,10 @@ pub(crate) async fn retry_from(cli: &Cli, store: Store, args: &RetryFromArgs) ->
                 repeats.join(", ")
             ),
             Some(&format!(
-                "start later, or confirm with --force: each then reads back what it already did (its saved intent or operation) before acting: fogbook retry-from {} {} --force --reason TEXT",
-                args.run_id, args.step
+                "start later, or confirm with --force: each then reads back what it already did (its saved intent or operation) before acting: {fb} retry-from {} {} --force --reason TEXT",
+                args.run_id,
+                args.step,
+                fb = crate::output::fogbook()
             )),
         );
         return Exit::BadInput;
@@ -668,7 +687,14 @@ pub(crate) async fn retry_from(cli: &Cli, store: Store, args: &RetryFromArgs) ->
                     "run {} re-runs from step `{}` (asked by {})",
                     args.run_id, args.step, actor.name
                 ));
-                output::note(cli.quiet, &format!("continue the run: fogbook resume {}", args.run_id));
+                output::note(
+                    cli.quiet,
+                    &format!(
+                        "continue the run: {fb} resume {}",
+                        args.run_id,
+                        fb = crate::output::fogbook()
+                    ),
+                );
             }
             Exit::Success
         }
@@ -813,9 +839,12 @@ pub(crate) async fn repin(cli: &Cli, store: Store, args: &RepinArgs) -> Exit {
                     actor.name
                 ));
                 let hint = if snap.run.status == RunStatus::Failed {
-                    format!("continue the run, retrying its failed step: fogbook resume {run_id} --retry-failed")
+                    format!(
+                        "continue the run, retrying its failed step: {fb} resume {run_id} --retry-failed",
+                        fb = crate::output::fogbook()
+                    )
                 } else {
-                    format!("continue the run: fogbook resume {run_id}")
+                    format!("continue the run: {fb} resume {run_id}", fb = crate::output::fogbook())
                 };
                 output::note(cli.quiet, &hint);
             }

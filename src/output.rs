@@ -10,6 +10,38 @@ use std::io::Write;
 
 use serde::Serialize;
 
+/// How this invocation names fogbook in the commands its hints print: `fogbook`, with
+/// `--db PATH` when that was given on the command line ([`set_invocation`]).
+static INVOCATION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Records the state database given on the command line (`None`: from `FOGBOOK_DB` or the
+/// default, which a pasted hint finds again without saying it).
+pub(crate) fn set_invocation(db_on_command_line: Option<&std::path::Path>) {
+    let mut prefix = "fogbook".to_owned();
+    if let Some(db) = db_on_command_line.filter(|db| *db != std::path::Path::new("fogbook.db")) {
+        prefix.push_str(" --db ");
+        prefix.push_str(&shell_word(&db.display().to_string()));
+    }
+    let _ = INVOCATION.set(prefix);
+}
+
+/// The `fogbook …` prefix of a command a hint prints, for this invocation: `fogbook`, or
+/// `fogbook --db PATH` when `--db` was given on the command line, so that the pasted
+/// command reads the same state database.
+pub(crate) fn fogbook() -> &'static str {
+    INVOCATION.get().map_or("fogbook", String::as_str)
+}
+
+/// `word` as one shell word: as is when it has only safe characters, else single-quoted.
+fn shell_word(word: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+:=@,%".contains(c);
+    if !word.is_empty() && word.chars().all(safe) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
 /// The version of every JSON document fogbook prints.
 pub(crate) const SCHEMA_VERSION: u32 = 1;
 

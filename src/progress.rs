@@ -170,7 +170,7 @@ impl Observer for Progress {
             .clone();
         if let (Some(run), "approval") = (waiting, uses) {
             self.line(&format!(
-                "  waiting here for a decision: fogbook approve {run} {step} --by NAME, or fogbook reject {run} {step} --by NAME --reason TEXT"
+                "  waiting here for a decision: {fb} approve {run} {step} --by NAME, or {fb} reject {run} {step} --by NAME --reason TEXT", fb = crate::output::fogbook()
             ));
         }
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);

@@ -109,7 +109,8 @@ pub(crate) async fn restore(run_id: &str, r: &Rehearsal, quiet: bool) -> Result<
                 r.state_file.display()
             ),
             Some(&format!(
-                "without it the rehearsed estate cannot be restored; `fogbook cancel {run_id}` ends the run"
+                "without it the rehearsed estate cannot be restored; `{fb} cancel {run_id}` ends the run",
+                fb = crate::output::fogbook()
             )),
         );
         return Err(Exit::BadInput);
@@ -163,8 +164,9 @@ pub(crate) fn check_target(
                         "run {run_id} is a rehearsal on the ARM emulator (--sim); it is not continued against {endpoint}"
                     ),
                     Some(&format!(
-                        "drop --arm-endpoint (and unset FOGBOOK_ARM_ENDPOINT): `fogbook resume {run_id}` restores its emulator from {}; to do it for real, start a new run without --sim",
-                        r.state_file.display()
+                        "drop --arm-endpoint (and unset FOGBOOK_ARM_ENDPOINT): `{fb} resume {run_id}` restores its emulator from {}; to do it for real, start a new run without --sim",
+                        r.state_file.display(),
+                        fb = crate::output::fogbook()
                     )),
                 );
                 return Err(Exit::BadInput);
@@ -174,7 +176,8 @@ pub(crate) fn check_target(
             output::error(
                 &format!("run {run_id} is not a rehearsal; it is not continued on the ARM emulator (--sim)"),
                 Some(&format!(
-                    "drop --sim to continue it against Azure, or rehearse with a new `fogbook run … --sim`; `fogbook status {run_id}` shows where it stands"
+                    "drop --sim to continue it against Azure, or rehearse with a new `fogbook run … --sim`; `{fb} status {run_id}` shows where it stands",
+                    fb = crate::output::fogbook()
                 )),
             );
             return Err(Exit::BadInput);

@@ -243,7 +243,8 @@ async fn resume_one(
         output::error(
             &format!("run {id} has failed; resuming it would retry its failed step"),
             Some(&format!(
-                "if that is what you want: fogbook resume {id} --retry-failed; otherwise fogbook cancel {id}"
+                "if that is what you want: {fb} resume {id} --retry-failed; otherwise {fb} cancel {id}",
+                fb = crate::output::fogbook()
             )),
         );
         return Exit::BadInput;

@@ -126,7 +126,10 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> Exit {
         } else {
             output::data(&run_id);
         }
-        output::note(cli.quiet, "detached: `fogbook worker` will drive it");
+        output::note(
+            cli.quiet,
+            &format!("detached: `{fb} worker` will drive it", fb = crate::output::fogbook()),
+        );
         engine.store().close().await;
         if let Some(sim) = sim {
             sim.shutdown().await;
@@ -175,7 +178,8 @@ pub(crate) async fn drive(
                 }
                 RunOutcome::Waiting { step, message } => {
                     output::always(&format!(
-                        "run {run_id} waits for approval of step `{step}`: {message}\n  approve: fogbook approve {run_id} {step} --by NAME\n  then:    fogbook resume {run_id}"
+                        "run {run_id} waits for approval of step `{step}`: {message}\n  approve: {fb} approve {run_id} {step} --by NAME\n  then:    {fb} resume {run_id}",
+                        fb = crate::output::fogbook()
                     ));
                     Exit::Waiting
                 }
@@ -187,7 +191,8 @@ pub(crate) async fn drive(
                 }
                 RunOutcome::Interrupted => {
                     output::always(&format!(
-                        "run {run_id} stopped at a safe point; continue with: fogbook resume {run_id}"
+                        "run {run_id} stopped at a safe point; continue with: {fb} resume {run_id}",
+                        fb = crate::output::fogbook()
                     ));
                     Exit::Interrupted
                 }
@@ -258,10 +263,12 @@ async fn lock_refusal(store: &Store, key: &str, holder: &str) -> bool {
     }
     let ways = match run.status {
         RunStatus::Failed => format!(
-            "continue it: `fogbook resume {holder} --retry-failed`; or give it up (its locks are released): `fogbook cancel {holder}`"
+            "continue it: `{fb} resume {holder} --retry-failed`; or give it up (its locks are released): `{fb} cancel {holder}`",
+            fb = crate::output::fogbook()
         ),
         _ => format!(
-            "let it finish (`fogbook status {holder}`; `fogbook resume {holder}` if nobody drives it), or `fogbook cancel {holder}`"
+            "let it finish (`{fb} status {holder}`; `{fb} resume {holder}` if nobody drives it), or `{fb} cancel {holder}`",
+            fb = crate::output::fogbook()
         ),
     };
     output::error(&text, Some(&ways));

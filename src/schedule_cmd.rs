@@ -173,7 +173,10 @@ async fn add(cli: &Cli, args: &ScheduleAddArgs) -> Exit {
                 ));
                 output::note(
                     cli.quiet,
-                    "schedules fire only while a `fogbook worker` runs on this database",
+                    &format!(
+                        "schedules fire only while a `{fb} worker` runs on this database",
+                        fb = crate::output::fogbook()
+                    ),
                 );
             }
             Exit::Success

@@ -106,8 +106,9 @@ pub(crate) async fn runs(
     }
     if truncated {
         output::always(&format!(
-            "showing the newest {limit} runs; more match: `fogbook runs --limit {}` shows more",
-            limit.saturating_mul(2).max(1)
+            "showing the newest {limit} runs; more match: `{fb} runs --limit {}` shows more",
+            limit.saturating_mul(2).max(1),
+            fb = crate::output::fogbook()
         ));
     }
     Exit::Success

@@ -53,13 +53,14 @@ pub(super) fn window_text(w: &WindowRow, now: Millis, ended: Option<Millis>) -> 
 pub(super) fn window_line(w: &WindowRow, now: Millis, ended: Option<Millis>) -> String {
     if let (None, Some(end)) = (w.closed_at, ended) {
         return format!(
-            "  {:<22} opened by {:<24} at {}  ABANDONED OPEN since the run ended at {} (window {}: `fogbook window close RUN {}` once it closed)",
+            "  {:<22} opened by {:<24} at {}  ABANDONED OPEN since the run ended at {} (window {}: `{fb} window close RUN {}` once it closed)",
             w.kind.as_str(),
             w.opened_step,
             format_ms(w.opened_at),
             format_ms(end),
             w.id,
-            w.id
+            w.id,
+            fb = crate::output::fogbook()
         );
     }
     match w.closed_at {

@@ -62,10 +62,11 @@ pub(super) async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Res
         let unprotected = open_unprotected(&snap, now, rehearsal.as_ref());
         if !unprotected.is_empty() {
             out.push_str(&format!(
-                "!!! STALLED WITH AN UNPROTECTED WINDOW OPEN: {}; nobody drives this run since {}: `fogbook resume {}`\n",
+                "!!! STALLED WITH AN UNPROTECTED WINDOW OPEN: {}; nobody drives this run since {}: `{fb} resume {}`\n",
                 unprotected.join("; "),
                 format_ms(*since),
-                r.id
+                r.id,
+                fb = crate::output::fogbook()
             ));
         }
     }
@@ -78,9 +79,10 @@ pub(super) async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Res
     ));
     if let Drive::Stalled { since, why } = &drive {
         out.push_str(&format!(
-            "stalled: nobody drives this run since {} ({why}); continue it: `fogbook resume {}`\n",
+            "stalled: nobody drives this run since {} ({why}); continue it: `{fb} resume {}`\n",
             format_ms(*since),
-            r.id
+            r.id,
+            fb = crate::output::fogbook()
         ));
     }
     if r.status == fogbook_state::RunStatus::Pending && r.lease_owner.is_none() {
@@ -91,13 +93,14 @@ pub(super) async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Res
             .iter()
             .any(|s| s.status != fogbook_state::StepStatus::Pending);
         out.push_str(&format!(
-            "not driven: {}; continue it: `fogbook resume {}` (or a running `fogbook worker` picks it up)\n",
+            "not driven: {}; continue it: `{fb} resume {}` (or a running `{fb} worker` picks it up)\n",
             if started {
                 "it stopped at a safe point"
             } else {
                 "it has not started"
             },
-            r.id
+            r.id,
+            fb = crate::output::fogbook()
         ));
     }
     out.push_str(&format!("created: {}\n", format_ms(r.created_at)));
@@ -124,17 +127,17 @@ pub(super) async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Res
     }
     if let Some(step) = &waiting_approval {
         out.push_str(&format!(
-            "waiting for approval: fogbook approve {} {step} --by NAME (or: fogbook reject {} {step} --by NAME --reason TEXT)\n",
-            r.id, r.id
+            "waiting for approval: {fb} approve {} {step} --by NAME (or: {fb} reject {} {step} --by NAME --reason TEXT)\n",
+            r.id, r.id, fb = crate::output::fogbook()
         ));
     }
     if let Some(a) = approved_waiting {
         out.push_str(&format!(
-            "approved: step {} by {} at {}; continue the run: fogbook resume {} (or a running `fogbook worker` picks it up)\n",
+            "approved: step {} by {} at {}; continue the run: {fb} resume {} (or a running `{fb} worker` picks it up)\n",
             a.step_id,
             a.by,
             format_ms(a.at),
-            r.id
+            r.id, fb = crate::output::fogbook()
         ));
     }
     match (&drive, &r.lease_owner) {
@@ -170,14 +173,14 @@ pub(super) async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Res
     }
     for w in snap.windows.iter().filter(|w| w.closed_at.is_none() && over) {
         out.push_str(&format!(
-            "ABANDONED OPEN {} window {} since {} (opened by {}), left open when the run ended at {}; once you know it closed: fogbook window close {} {} --reason TEXT\n",
+            "ABANDONED OPEN {} window {} since {} (opened by {}), left open when the run ended at {}; once you know it closed: {fb} window close {} {} --reason TEXT\n",
             w.kind,
             w.id,
             format_ms(w.opened_at),
             w.opened_step,
             r.finished_at.map(format_ms).unwrap_or_default(),
             r.id,
-            w.id
+            w.id, fb = crate::output::fogbook()
         ));
     }
     for w in snap.windows.iter().filter(|w| w.closed_at.is_none() && !over) {

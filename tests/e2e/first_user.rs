@@ -208,3 +208,63 @@ fn the_man_page_name_line_reads_once() {
     assert!(name.starts_with("fogbook \\- Durable runbooks"), "{name}");
     assert!(!name.contains("fogbook:"), "{name}");
 }
+
+/// Runs a hint's command as a shell would (quoting included), with this build's binary for
+/// its leading `fogbook`; the sandbox's `FOGBOOK_DB` names another database, so only a
+/// `--db` in the hint finds the run.
+fn paste(sb: &Sandbox, hint: &str) -> std::process::Output {
+    let line = hint
+        .trim()
+        .strip_prefix("fogbook ")
+        .unwrap_or_else(|| panic!("not a command: {hint}"));
+    std::process::Command::new("sh")
+        .args(["-c", &format!("\"$FOGBOOK_BIN\" {line}")])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("FOGBOOK_BIN", env!("CARGO_BIN_EXE_fogbook"))
+        .env("FOGBOOK_DB", sb.db())
+        .env("NO_COLOR", "1")
+        .env("USER", "tester")
+        .current_dir(sb.dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A run started with `--db PATH` that waits at an approval prints `approve` and `resume`
+/// hints that carry `--db PATH`, and those exact commands approve it and finish it.
+#[test]
+fn hints_carry_the_db_given_on_the_command_line() {
+    let sb = Sandbox::new();
+    let db = sb.path("my state.db");
+    let out_file = sb.path("out.txt");
+    let out = sb.run(&[
+        "--db",
+        db.to_str().unwrap(),
+        "run",
+        &fixture("gated.yaml").display().to_string(),
+        "--set",
+        &format!("out={}", out_file.display()),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 3, "{err}");
+    assert!(!sb.db().exists(), "the run went to --db, not FOGBOOK_DB");
+    let hint = |label: &str| {
+        err.lines()
+            .find_map(|l| l.trim().strip_prefix(label))
+            .unwrap_or_else(|| panic!("no `{label}` hint: {err}"))
+            .trim()
+            .to_owned()
+    };
+    let approve = hint("approve:");
+    let resume = hint("then:");
+    assert!(approve.starts_with("fogbook --db '"), "{approve}");
+    assert!(approve.contains(db.to_str().unwrap()), "{approve}");
+
+    let sh = paste(&sb, &approve.replace("NAME", "alice"));
+    assert_eq!(code(&sh), 0, "{approve}: {}", stderr(&sh));
+    let sh = paste(&sb, &resume);
+    assert_eq!(code(&sh), 0, "{resume}: {}", stderr(&sh));
+    assert_eq!(std::fs::read_to_string(&out_file).unwrap().trim(), "version-one");
+    assert!(!sb.db().exists());
+}

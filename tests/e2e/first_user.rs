@@ -268,3 +268,60 @@ fn hints_carry_the_db_given_on_the_command_line() {
     assert_eq!(std::fs::read_to_string(&out_file).unwrap().trim(), "version-one");
     assert!(!sb.db().exists());
 }
+
+/// The README a new user reads: every command `--help` lists has a row in its Commands
+/// table, every shipped runbook a row in its runbooks table, no stale "being added", and
+/// how to put `fogbook` on the PATH comes before the first block that calls it directly.
+#[test]
+fn the_readme_lists_every_command_and_runbook_and_says_how_to_install() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let section = |title: &str| {
+        let start = readme.find(title).unwrap_or_else(|| panic!("README has no {title}"));
+        let rest = &readme[start + title.len()..];
+        rest[..rest.find("\n## ").unwrap_or(rest.len())].to_owned()
+    };
+    let commands = section("## Commands\n");
+    let sb = Sandbox::new();
+    let help = stdout(&sb.run(&["--help"]));
+    let listed: Vec<&str> = help
+        .split("Commands:\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.strip_prefix("  ").filter(|l| !l.starts_with(' ')))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(listed.contains(&"plan") && listed.contains(&"bench"), "{help}");
+    for command in listed {
+        assert!(
+            commands.lines().any(|l| l.starts_with(&format!("| `{command}"))
+                || (l.starts_with("| `skip`") && l.contains(&format!("`{command}")))),
+            "the Commands table has no row for `{command}`"
+        );
+    }
+    let runbooks = section("## The shipped runbooks\n");
+    for entry in std::fs::read_dir(root().join("runbooks")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+            assert!(
+                runbooks.contains(&format!("| `{name}` |")),
+                "the runbooks table has no row for `{name}`"
+            );
+        }
+    }
+    assert!(
+        !readme.contains("being added"),
+        "README still says something is being added"
+    );
+    let install = readme
+        .find("cargo install --locked --path .")
+        .expect("README says how to install fogbook");
+    let first_direct = readme.find("\nfogbook ").expect("a block calls fogbook directly");
+    assert!(
+        install < first_direct,
+        "the install step comes after the first direct call"
+    );
+}

@@ -69,7 +69,12 @@ pub(crate) fn save(
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
-    let mut file = std::fs::File::create(&tmp).map_err(write_error)?;
+    // Owner only (0600), as the state database: the estate and journal of a rehearsal.
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp).map_err(write_error)?;
     file.write_all(&bytes).map_err(write_error)?;
     file.sync_all().map_err(write_error)?;
     drop(file);

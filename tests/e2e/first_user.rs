@@ -190,6 +190,16 @@ fn the_html_report_is_written_owner_only() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "mode {mode:o}");
+    // The rehearsal's emulator state beside the database holds the estate and its journal.
+    let sim_dir = sb.path("state.db.sim");
+    let mut saved = 0;
+    for entry in std::fs::read_dir(&sim_dir).unwrap() {
+        let path = entry.unwrap().path();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}: mode {mode:o}", path.display());
+        saved += 1;
+    }
+    assert!(saved > 0, "no emulator state in {}", sim_dir.display());
 }
 
 /// The manual page's NAME line names the program once.

@@ -335,3 +335,54 @@ fn the_readme_lists_every_command_and_runbook_and_says_how_to_install() {
         "the install step comes after the first direct call"
     );
 }
+
+/// A driver stopped past its lease while another process took the run over names the new
+/// holder as such in its log line (`new_owner=`), and says another process took it over.
+#[test]
+fn a_driver_whose_run_was_taken_over_names_the_new_owner() {
+    let sb = Sandbox::new();
+    let long_wait = fixture("long-wait.yaml").display().to_string();
+    let ttl = [("FOGBOOK_LEASE_TTL", "2s")];
+    let a = sb.spawn(&["run", &long_wait, "--set", "duration=120s"], &ttl);
+    sb.wait_for("the wait step to run", Duration::from_secs(20), |sb| {
+        sb.sql()
+            .query_row("SELECT status FROM steps WHERE step_id = 'nap'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .is_ok_and(|s| s == "running")
+    });
+    let run = sb.last_run_id();
+    let owner = || -> Option<String> {
+        sb.sql()
+            .query_row("SELECT lease_owner FROM runs WHERE id = ?1", [&run], |r| r.get(0))
+            .unwrap()
+    };
+    let first = owner().expect("A holds the lease");
+    let pid = Pid::from_raw(i32::try_from(a.id()).unwrap());
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let expiry = || -> i64 {
+        sb.sql()
+            .query_row("SELECT lease_expires_at FROM runs WHERE id = ?1", [&run], |r| r.get(0))
+            .unwrap()
+    };
+    let start = Instant::now();
+    while now_ms() <= expiry() + 500 {
+        assert!(start.elapsed() < Duration::from_secs(30), "the lease never expired");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut b = sb.spawn(&["resume", &run], &ttl);
+    sb.wait_for("B to take the run over", Duration::from_secs(30), |_| {
+        owner().is_some_and(|o| o != first)
+    });
+    let second = owner().unwrap();
+    kill(pid, Signal::SIGCONT).unwrap();
+    let out = a.wait_with_output().unwrap();
+    b.kill().unwrap();
+    b.wait().unwrap();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 4, "{err}");
+    assert!(err.contains("another process took the run over"), "{err}");
+    assert!(err.contains(&second), "{err}");
+    assert!(err.contains("lost the lease; stopping"), "{err}");
+    assert!(err.contains(&format!("new_owner={second}")), "{err}");
+}

@@ -61,6 +61,15 @@ pub enum StateError {
         /// Version in the file.
         found: i64,
     },
+    /// The file is an SQLite database of another program (it has tables but no fogbook
+    /// schema): fogbook never adds its tables to it.
+    #[error(
+        "{path} is an SQLite database, but not a fogbook one (it has tables of its own and no fogbook schema); fogbook leaves it untouched: pass another --db"
+    )]
+    NotFogbook {
+        /// The file.
+        path: PathBuf,
+    },
     /// Applying a schema migration failed.
     #[error("cannot apply schema migration {version}")]
     ApplyMigrations {
@@ -231,6 +240,7 @@ impl StateError {
             Self::OpenDatabase { .. }
             | Self::NewerSchema { .. }
             | Self::UnknownSchema { .. }
+            | Self::NotFogbook { .. }
             | Self::ApplyMigrations { .. }
             | Self::TrailDisagrees { .. }
             | Self::Database { .. }

@@ -32,6 +32,7 @@ impl Store {
             .map_err(|e| open_err(Box::new(e)))?;
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(|e| open_err(Box::new(e)))?;
+        crate::migrations::check(&conn, path)?;
         let mode = wal_mode(&conn).map_err(|e| open_err(Box::new(e)))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(open_err(format!("journal_mode is {mode}, WAL is required").into()));

@@ -604,7 +604,7 @@ pub(crate) struct ScheduleAddArgs {
     /// IANA time zone the expression is read in.
     #[arg(long, default_value = "UTC")]
     pub(crate) tz: String,
-    /// The runbook file (its text is pinned).
+    /// The runbook file, or a fleet file (the schedule then fires a fleet); its text is pinned.
     pub(crate) runbook: PathBuf,
     /// Parameter file (pinned).
     #[arg(long)]

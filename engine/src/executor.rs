@@ -210,6 +210,11 @@ impl Engine {
         &self.owner
     }
 
+    /// How long a lease of this engine lasts without renewal.
+    pub(crate) fn lease_ttl(&self) -> Duration {
+        self.config.lease_ttl
+    }
+
     /// Now, from the engine's clock.
     pub fn now_ms(&self) -> Millis {
         self.clock.now_ms()

@@ -9,7 +9,8 @@ use crate::audit::{self, GENESIS, NewEvent, SCHEDULE_STREAM};
 use crate::error::{CachedExt, SqlContext};
 use crate::store::insert_run;
 use crate::{
-    FireDecision, FireOutcome, Millis, NewSchedule, Overlap, Repin, ScheduleRow, StateError, Store, format_ms,
+    FireDecision, FireOutcome, Millis, NewSchedule, Overlap, Repin, ScheduleFleet, ScheduleRow, StateError, Store,
+    format_ms,
 };
 
 fn stream(name: &str) -> String {
@@ -18,8 +19,12 @@ fn stream(name: &str) -> String {
 
 const COLUMNS: &str = "name, cron, tz, runbook_name, runbook_text, runbook_sha256, source_path, params, overlap,
      catch_up_ms, window, auto_approve, paused, created_at, updated_at, cursor_at, queued, version,
-     (SELECT id FROM runs r WHERE r.schedule_name = s.name AND r.status IN ('pending', 'running', 'waiting')
-      ORDER BY created_at DESC LIMIT 1)";
+     coalesce((SELECT id FROM runs r WHERE r.schedule_name = s.name AND r.status IN ('pending', 'running', 'waiting')
+      ORDER BY created_at DESC LIMIT 1),
+      (SELECT 'fleet ' || id FROM fleets f WHERE json_extract(f.created_by, '$.schedule') = s.name
+       AND f.status IN ('running', 'waiting') ORDER BY created_at DESC LIMIT 1)),
+     (SELECT fleet_text FROM schedule_fleets sf WHERE sf.schedule_name = s.name),
+     (SELECT fleet_source FROM schedule_fleets sf WHERE sf.schedule_name = s.name)";
 
 fn row(r: &Row<'_>) -> rusqlite::Result<(ScheduleRow, String, Option<String>, String)> {
     Ok((
@@ -43,6 +48,15 @@ fn row(r: &Row<'_>) -> rusqlite::Result<(ScheduleRow, String, Option<String>, St
             queued: r.get(16)?,
             version: r.get(17)?,
             active_run: r.get(18)?,
+            fleet: r
+                .get::<_, Option<String>>(19)?
+                .map(|text| {
+                    Ok::<_, rusqlite::Error>(ScheduleFleet {
+                        text,
+                        source_path: r.get(20)?,
+                    })
+                })
+                .transpose()?,
         },
         r.get(7)?,
         r.get(10)?,
@@ -123,6 +137,13 @@ impl Store {
                 ],
             )
             .during("creating a schedule")?;
+            if let Some(f) = &s.fleet {
+                tx.cached_execute(
+                    "INSERT INTO schedule_fleets (schedule_name, fleet_text, fleet_source) VALUES (?1, ?2, ?3)",
+                    params![s.name, f.text, f.source_path],
+                )
+                .during("pinning a schedule's fleet")?;
+            }
             audit::append(
                 tx,
                 &stream(&s.name),
@@ -133,6 +154,7 @@ impl Store {
                         "cron": s.cron, "tz": s.tz, "runbook": s.runbook_name, "sha256": s.runbook_sha256,
                         "params": s.params, "overlap": s.overlap, "catch_up_ms": s.catch_up_ms,
                         "window": s.window, "auto_approve": s.auto_approve, "by": s.created_by,
+                        "fleet": s.fleet.as_ref().map(|f| json!({ "source": f.source_path, "sha256": crate::fleets::sha256_of(&f.text) })),
                     }),
                 ),
             )
@@ -304,6 +326,30 @@ fn apply(tx: &Transaction<'_>, name: &str, decision: FireDecision, now: Millis) 
                 ),
             )?;
             Ok(FireOutcome::Queued)
+        }
+        FireDecision::FireFleet {
+            fire_at,
+            fleet,
+            from_queue,
+        } => {
+            crate::fleets::insert_fleet(tx, &fleet)?;
+            if from_queue {
+                tx.cached_execute(
+                    "UPDATE schedules SET queued = max(queued - 1, 0) WHERE name = ?1",
+                    [name],
+                )
+                .during("draining the queue")?;
+            }
+            audit::append(
+                tx,
+                &s,
+                now,
+                NewEvent::run(
+                    "schedule.fired",
+                    json!({ "fire_at": format_ms(fire_at), "fleet_id": fleet.id, "from_queue": from_queue }),
+                ),
+            )?;
+            Ok(FireOutcome::FiredFleet { fleet_id: fleet.id })
         }
         FireDecision::Fire {
             fire_at,

@@ -16,6 +16,7 @@ mod drift_check;
 mod durability;
 mod first_use;
 mod fleet;
+mod fleet_window;
 mod frozen_driver;
 mod kill_matrix;
 mod lease_lock;

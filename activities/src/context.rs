@@ -91,6 +91,7 @@ pub struct ActivityCtx {
     cancel: CancellationToken,
     auto_approve: bool,
     wait_for_approval: bool,
+    priority: crate::arm::Priority,
 }
 
 impl std::fmt::Debug for ActivityCtx {
@@ -122,7 +123,19 @@ impl ActivityCtx {
             cancel,
             auto_approve: false,
             wait_for_approval: false,
+            priority: crate::arm::Priority::default(),
         }
+    }
+
+    /// Sets the class of this attempt's ARM requests in the subscription's budget.
+    pub fn with_priority(mut self, priority: crate::arm::Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// The class of this attempt's ARM requests in the subscription's budget.
+    pub fn priority(&self) -> crate::arm::Priority {
+        self.priority
     }
 
     /// Sets the approval behaviour.

@@ -12,7 +12,7 @@ use url::Url;
 
 use super::config::{ArmConfig, ArmSetupError};
 use super::credential::TokenSource;
-use super::limiter::{Limiter, OpClass};
+use super::limiter::{Limiter, OpClass, Priority, Turn};
 use super::pacer::{Pacer, PauseReason, TokioPacer};
 use crate::{ActivityCtx, ActivityError};
 
@@ -53,6 +53,8 @@ pub(crate) struct ArmRequest {
     pub(crate) replay: Replay,
     /// Sent as `x-ms-correlation-request-id`, so ARM ties all requests of a step together.
     pub(crate) correlation_id: Option<String>,
+    /// Its class in the subscription's budget.
+    pub(crate) priority: Priority,
 }
 
 /// The correlation ids of one answered request, kept in step outputs for support cases.
@@ -294,11 +296,33 @@ impl ArmClient {
 
     async fn attempt(&self, req: &ArmRequest, ctx: &ActivityCtx) -> Result<ArmResponse, AttemptError> {
         let class = OpClass::of(&req.method);
-        let turn = self.inner.limiter.reserve(&req.subscription, class);
-        let seen = self.inner.limiter.delay(&req.subscription, class);
-        if let Some(delay) = turn.max(seen) {
-            tracing::debug!(delay_ms = delay.as_millis() as u64, "arm.limiter_pause");
-            self.inner.pacer.pause(PauseReason::Limiter, delay).await;
+        // A lower class asks again while the budget is short; it takes no turn meanwhile,
+        // so the requests above it keep theirs. After `MAX_DEFERRALS` waits it takes a turn
+        // like the most urgent class (a starved class still moves, and a pacer that does not
+        // sleep, such as a test's simulated clock, cannot make it spin).
+        const MAX_DEFERRALS: u32 = 8;
+        let mut deferrals = 0;
+        loop {
+            let limiter = &self.inner.limiter;
+            let priority = if deferrals < MAX_DEFERRALS {
+                req.priority
+            } else {
+                Priority::Poll
+            };
+            deferrals += 1;
+            let turn = limiter.reserve(&req.subscription, class, priority);
+            let seen = limiter.delay(&req.subscription, class, req.priority);
+            let (wait, go) = match turn {
+                Turn::Go(wait) => (wait.max(seen), true),
+                Turn::Later(wait) => (Some(wait).max(seen), false),
+            };
+            if let Some(delay) = wait {
+                tracing::debug!(delay_ms = delay.as_millis() as u64, priority = ?req.priority, "arm.limiter_pause");
+                self.inner.pacer.pause(PauseReason::Limiter, delay).await;
+            }
+            if go {
+                break;
+            }
         }
         let token = self.inner.tokens.token().await.map_err(|error| AttemptError {
             retry: false,
@@ -407,6 +431,12 @@ impl ArmClient {
             "arm.http"
         );
         let retry_after = retry_after(&headers);
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            // Every request of this bucket waits, not only this one's retry.
+            self.inner
+                .limiter
+                .throttled(&req.subscription, class, retry_after.unwrap_or(Duration::from_secs(1)));
+        }
         let transient = status == StatusCode::TOO_MANY_REQUESTS
             || status == StatusCode::REQUEST_TIMEOUT
             || status.is_server_error()

@@ -26,7 +26,7 @@ mod shared_schedule;
 
 pub use client::ArmClient;
 pub use config::{ArmConfig, ArmSetupError, AuthChoice, Cloud};
-pub use limiter::Rates;
+pub use limiter::{Priority, Rates};
 pub use pacer::{Pacer, PauseReason, TokioPacer};
 pub use secret::Secret;
 pub(crate) use session::Session;

@@ -15,11 +15,13 @@
 //! outside it no target starts, the running ones finish, and the fleet waits, saying until
 //! when; a worker drives it again once the window is open ([`drivable_fleets`]).
 
+mod budget;
 mod driver;
 pub mod file;
 mod query;
 mod scheduled;
 
+pub(crate) use budget::request_priority;
 pub use driver::{CreateFleet, FleetOutcome, WINDOW_WAIT, create_fleet, drive_fleet};
 pub use file::{FleetFile, MaxErrors, RateControl, TargetQuery, parse};
 pub use query::resolve_query;

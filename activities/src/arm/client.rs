@@ -24,7 +24,8 @@ pub struct ArmClient {
 
 #[derive(Debug)]
 struct Inner {
-    http: reqwest::Client,
+    /// Each request's time limit (the process's one HTTP client serves every limit).
+    request_timeout: Duration,
     endpoint: Url,
     tokens: TokenSource,
     limiter: Arc<Limiter>,
@@ -132,8 +133,8 @@ struct AttemptError {
 }
 
 impl ArmClient {
-    /// Builds the client: the HTTP client (rustls) and the credential named by `cfg.auth`.
-    /// No request is sent; a credential that cannot give a token fails the first step that
+    /// Builds the client: the credential named by `cfg.auth` (the HTTP client is the
+    /// process's one, built at the first request). No request is sent; a credential that cannot give a token fails the first step that
     /// needs one, with code `CredentialUnavailable`.
     pub async fn new(cfg: ArmConfig) -> Result<Self, ArmSetupError> {
         let endpoint = cfg.endpoint.clone();
@@ -150,17 +151,6 @@ impl ArmClient {
             });
         }
         let tokens = TokenSource::from_config(&cfg)?;
-        let http = reqwest::Client::builder()
-            .timeout(cfg.request_timeout)
-            .connect_timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            // A run waiting on an operation sends one poll per interval; keeping every
-            // connection open between polls cost ~25 KiB per waiting run. A few idle ones
-            // per host are enough to reuse.
-            .pool_max_idle_per_host(8)
-            .user_agent(concat!("fogbook/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(ArmSetupError::Http)?;
         tracing::info!(endpoint = %endpoint, credential = tokens.kind().name(), "arm.client_ready");
         let limiter = Arc::new(match &cfg.shared_schedule {
             // One budget per subscription and principal (endpoint and credential).
@@ -175,7 +165,7 @@ impl ArmClient {
         });
         Ok(Self {
             inner: Arc::new(Inner {
-                http,
+                request_timeout: cfg.request_timeout,
                 endpoint,
                 tokens,
                 limiter,
@@ -207,7 +197,7 @@ impl ArmClient {
         let i = &self.inner;
         Self {
             inner: Arc::new(Inner {
-                http: i.http.clone(),
+                request_timeout: i.request_timeout,
                 endpoint: i.endpoint.clone(),
                 tokens: i.tokens.clone(),
                 limiter: i.limiter.clone(),
@@ -338,10 +328,9 @@ impl ArmClient {
         })?;
         auth.set_sensitive(true);
         let client_request_id = uuid::Uuid::now_v7().to_string();
-        let mut builder = self
-            .inner
-            .http
+        let mut builder = super::http::arm()
             .request(req.method.clone(), req.url.clone())
+            .timeout(self.inner.request_timeout)
             .header(AUTHORIZATION, auth)
             .header("x-ms-client-request-id", &client_request_id)
             .header("x-ms-return-client-request-id", "true");

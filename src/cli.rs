@@ -276,6 +276,12 @@ pub(crate) struct BenchArgs {
     /// Seconds during which the waiting runs' polls are counted at the emulator (0: not counted).
     #[arg(long, default_value_t = 30)]
     pub(crate) waiting_secs: u64,
+    /// Failover groups moved by the fleet figure (0: skip).
+    #[arg(long, default_value_t = 200)]
+    pub(crate) fleet_groups: u32,
+    /// Targets of the fleet figure run at once.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) fleet_concurrency: u32,
     /// Only the memory per waiting run, as JSON: how `bench` measures it in a fresh process.
     #[arg(long, hide = true)]
     pub(crate) waiting_only: bool,

@@ -4,6 +4,7 @@
 
 mod arm;
 mod bench_cloud;
+mod bench_fleet;
 mod cli;
 mod commands;
 mod fleet_cmd;

@@ -271,6 +271,10 @@ pub(crate) async fn bench(cli: &Cli, args: &BenchArgs) -> Exit {
     } else {
         None
     };
+    let fleet = match crate::bench_fleet::run_phase(cli, args).await {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
     if cli.format == Format::Json {
         output::json(
             "bench",
@@ -278,10 +282,14 @@ pub(crate) async fn bench(cli: &Cli, args: &BenchArgs) -> Exit {
                 engine: &engine,
                 resume_latency_ms: resume.as_ref(),
                 memory: memory.as_ref(),
+                fleet: fleet.as_ref(),
             },
         );
     } else {
         output::data(&render_bench(&engine, &config, resume.as_ref(), memory.as_ref()));
+        if let Some(f) = &fleet {
+            output::data(&crate::bench_fleet::render(f));
+        }
     }
     Exit::Success
 }
@@ -293,6 +301,7 @@ struct BenchOut<'a> {
     engine: &'a fogbook_engine::bench::BenchReport,
     resume_latency_ms: Option<&'a ResumeLatency>,
     memory: Option<&'a MemoryReport>,
+    fleet: Option<&'a crate::bench_fleet::FleetFigure>,
 }
 
 fn render_bench(

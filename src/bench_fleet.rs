@@ -290,21 +290,6 @@ pub(crate) fn render(f: &FleetFigure) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_fleet_estate_loads_and_the_oracle_polls_once_per_interval() {
-        Estate::from_yaml_str(&estate(3)).expect("estate");
-        // The interval is 30 simulated minutes at this scale (the 50 ms floor).
-        assert_eq!(oracle_polls(0.0), 1);
-        assert_eq!(oracle_polls(1800.0), 1);
-        assert_eq!(oracle_polls(1801.0), 2);
-        assert_eq!(oracle_polls(4.0 * 3600.0), 8);
-    }
-}
-
 /// The fleet phase of `fogbook bench` (skipped with `--fleet-groups 0`).
 pub(crate) async fn run_phase(
     cli: &crate::cli::Cli,
@@ -326,5 +311,20 @@ pub(crate) async fn run_phase(
             crate::output::error_chain(&e, None);
             Err(crate::Exit::BadInput)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fleet_estate_loads_and_the_oracle_polls_once_per_interval() {
+        Estate::from_yaml_str(&estate(3)).expect("estate");
+        // The interval is 30 simulated minutes at this scale (the 50 ms floor).
+        assert_eq!(oracle_polls(0.0), 1);
+        assert_eq!(oracle_polls(1800.0), 1);
+        assert_eq!(oracle_polls(1801.0), 2);
+        assert_eq!(oracle_polls(4.0 * 3600.0), 8);
     }
 }

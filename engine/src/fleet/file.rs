@@ -744,6 +744,24 @@ mod tests {
     }
 
     #[test]
+    fn a_maintenance_window_is_kept_with_the_rate_and_a_bad_one_is_placed() {
+        let base = "fleet: move\nrunbook: rb.yaml\ntargets:\n  - name: a\nrate: {max_concurrency: 1, max_errors: 1}\n";
+        let f = parse(&format!("{base}window: \"01:00-05:00 Europe/Amsterdam\"\n"), "f.yaml").unwrap();
+        assert_eq!(f.rate.window.as_deref(), Some("01:00-05:00 Europe/Amsterdam"));
+        let stored = serde_json::to_value(&f.rate).unwrap();
+        let back: RateControl = serde_json::from_value(stored).unwrap();
+        assert_eq!(back, f.rate, "the driver reads the window back from the stored spec");
+        assert_eq!(parse(base, "f.yaml").unwrap().rate.window, None);
+        let err = parse(&format!("{base}window: \"25:00-05:00 UTC\"\n"), "f.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("f.yaml:6:") && err.contains("window") && err.contains("25:00"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_query_template_waits_for_the_groups_found_then_expands() {
         let text = "fleet: q\nrunbook: rb.yaml\nparams: {x: 1}\ntargets:\n  query: {groups: {primary_location: eastus, subscriptions: [s1]}}\n  name: \"${{ item.name }}\"\n  params: {group: \"${{ item.resource_group }}/${{ item.name }}\"}\nrate: {max_concurrency: 1, max_errors: 1}\nwaves: {canary: 2}\n";
         let mut f = parse(text, "f.yaml").unwrap();

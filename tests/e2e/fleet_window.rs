@@ -194,7 +194,7 @@ rate:
     for t in &rest {
         std::fs::write(format!("{gate}{t}"), "").unwrap();
     }
-    let polls_before: i64 = sb
+    let pickups_before: i64 = sb
         .sql()
         .query_row(
             "SELECT count(*) FROM events WHERE kind = 'fleet.lease_acquired'",
@@ -215,7 +215,7 @@ rate:
         first_rest, 4,
         "no target started before the window opened again: {all:?}"
     );
-    let polls_after: i64 = sb
+    let pickups_after: i64 = sb
         .sql()
         .query_row(
             "SELECT count(*) FROM events WHERE kind = 'fleet.lease_acquired'",
@@ -224,8 +224,8 @@ rate:
         )
         .unwrap();
     assert_eq!(
-        polls_after,
-        polls_before + 1,
+        pickups_after,
+        pickups_before + 1,
         "one pick-up, once the window was open: {err}"
     );
     // Every target's run was created inside a window (on the stepped clock).

@@ -8,14 +8,15 @@ use fogbook_engine::runbook::Runbook;
 use fogbook_sim::{Estate, SimConfig, SimHandle};
 
 use crate::cli::{Cli, SimArgs};
-use crate::{Exit, output};
+use crate::exit::Exit;
+use crate::output;
 
 /// The token the in-process emulator accepts (it is a local rehearsal: no secret).
 pub(crate) const SIM_TOKEN: &str = "fogbook-sim";
 
-/// Whether the runbook calls Azure (every activity outside the built-ins has a dotted name).
+/// Whether the runbook calls Azure (an activity that needs ARM).
 pub(crate) fn uses_azure(rb: &Runbook) -> bool {
-    rb.steps.iter().any(|s| s.uses.contains('.'))
+    rb.steps.iter().any(|s| fogbook_activities::needs_arm(&s.uses))
 }
 
 /// Starts the emulator for `--sim`, saving its state to `state_file` after every mutation

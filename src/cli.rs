@@ -1,58 +1,55 @@
 //! The command line, as clap types.
+//!
+//! Over 600 lines on purpose: every argument of every command with its help text, in one place
+//! a reader scans to see the whole surface (behaviour lives in the command modules).
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-const EXIT_CODES: &str = "\
-Exit codes:
-  0    success (the run succeeded, the command did what was asked)
-  1    the run failed (a step failed for good); `fogbook report RUN` says why
-  2    bad input or usage: invalid runbook, parameters or arguments, unreadable state
-  3    the run is waiting for an approval: `fogbook approve` (or `reject`) RUN STEP, then resume
-  4    busy: another process drives the run, or another run holds a resource it needs
-  5    the run was cancelled
-  130  interrupted (Ctrl-C, SIGTERM): the run stopped at a safe point; `fogbook resume RUN`";
+/// The help heading of the options every command takes.
+pub(crate) const GLOBAL: &str = "Global options";
 
 /// fogbook: durable runbooks for Azure SQL Managed Instance failover groups.
 ///
 /// Every step of a run is checkpointed in a SQLite file, so a crash loses nothing and
 /// `fogbook resume` continues where the run stopped.
 #[derive(Debug, Parser)]
-#[command(name = "fogbook", version, after_help = EXIT_CODES, max_term_width = 100)]
+#[command(name = "fogbook", version, after_help = crate::exit::help_text(), max_term_width = 100)]
 pub(crate) struct Cli {
     /// The state database (created with mode 0600 if missing).
-    #[arg(long, global = true, env = "FOGBOOK_DB", default_value = "fogbook.db")]
+    #[arg(long, global = true, help_heading = GLOBAL, env = "FOGBOOK_DB", default_value = "fogbook.db")]
     pub(crate) db: PathBuf,
     /// Output format on stdout. Logs and progress always go to stderr.
-    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    #[arg(long, global = true, help_heading = GLOBAL, value_enum, default_value_t = Format::Text)]
     pub(crate) format: Format,
     /// More logging on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, help_heading = GLOBAL, action = clap::ArgAction::Count)]
     pub(crate) verbose: u8,
     /// Only errors on stderr; no progress.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     pub(crate) quiet: bool,
-    /// Colour on stderr. NO_COLOR in the environment means never.
-    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    /// Colour on stderr. With auto, NO_COLOR in the environment means never and CLICOLOR_FORCE
+    /// means always.
+    #[arg(long, global = true, help_heading = GLOBAL, value_enum, default_value_t = ColorChoice::Auto)]
     pub(crate) color: ColorChoice,
     /// How long a driver's lease on a run lasts without renewal; another process may take
     /// the run over after that (at once if the holder's process is gone).
-    #[arg(long, global = true, env = "FOGBOOK_LEASE_TTL", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, global = true, help_heading = GLOBAL, env = "FOGBOOK_LEASE_TTL", default_value = "30s", value_parser = parse_duration)]
     pub(crate) lease_ttl: std::time::Duration,
     /// Safety margin of the lease: a driver sends no cloud request later than the lease
     /// minus this after its last renewal, and takes over an expired lease only this long
     /// after it expired. Default: a quarter of the lease (at most half of it).
-    #[arg(long, global = true, env = "FOGBOOK_LEASE_MARGIN", value_parser = parse_duration)]
+    #[arg(long, global = true, help_heading = GLOBAL, env = "FOGBOOK_LEASE_MARGIN", value_parser = parse_duration)]
     pub(crate) lease_margin: Option<std::time::Duration>,
     /// Azure Resource Manager endpoint: a URL (the emulator's, a private endpoint) or a cloud
     /// name: public (default), china, usgov.
-    #[arg(long, global = true, env = "FOGBOOK_ARM_ENDPOINT")]
+    #[arg(long, global = true, help_heading = GLOBAL, env = "FOGBOOK_ARM_ENDPOINT")]
     pub(crate) arm_endpoint: Option<String>,
     /// How to get ARM tokens: auto (default: FOGBOOK_ARM_TOKEN, then workload identity, a
     /// client secret, managed identity, then the Azure CLI), token, developer-tools,
     /// managed-identity, workload-identity, client-secret.
-    #[arg(long, global = true, env = "FOGBOOK_AUTH")]
+    #[arg(long, global = true, help_heading = GLOBAL, env = "FOGBOOK_AUTH")]
     pub(crate) auth: Option<String>,
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -67,14 +64,15 @@ pub(crate) enum Format {
     Json,
     /// Same as text (for `history`).
     Table,
-    /// Comma-separated values (only `history`).
+    /// Comma-separated values (only `history`, whose help lists it).
+    #[value(hide = true)]
     Csv,
 }
 
 /// Colour choices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum ColorChoice {
-    /// Colour when stderr is a terminal and NO_COLOR is unset.
+    /// Colour when stderr is a terminal and NO_COLOR is unset (or CLICOLOR_FORCE is set).
     Auto,
     /// Always.
     Always,
@@ -99,7 +97,7 @@ pub(crate) enum Command {
     Status(StatusArgs),
     /// List runs, newest first.
     Runs(RunsArgs),
-    /// The audit trail of a run (use `--format table|json|csv`).
+    /// The audit trail of a run (`--format text|table|json|csv`; csv only here).
     History(RunIdArg),
     /// Steps with durations and every unprotected window of a run (`--html FILE`: a
     /// self-contained HTML report with the timeline, steps and the verified audit trail).
@@ -175,6 +173,18 @@ pub(crate) enum Command {
     /// A web status page over the state database: runs, a live timeline of each run,
     /// schedules, pending approvals. Read-only unless started with --allow-actions.
     Serve(ServeArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout, e.g.
+    /// `fogbook completions bash > /etc/bash_completion.d/fogbook`.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff) to stdout, e.g. `fogbook man | man -l -`.
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -221,6 +231,8 @@ pub(crate) struct SimServeArgs {
     #[arg(long)]
     pub(crate) state: Option<PathBuf>,
     /// Simulated seconds per real second (3600 = an hour per second; 0 = frozen clock).
+    /// Real time by default, unlike `run --sim` (3600): a served emulator is polled by tools
+    /// and scripts at their own pace, where a rehearsal wants an hour to pass in a second.
     #[arg(long, default_value_t = 1.0)]
     pub(crate) time_scale: f64,
     /// Faults to inject (YAML or JSON; see sim/README.md).

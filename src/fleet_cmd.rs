@@ -12,8 +12,12 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, FleetCommand, Format};
-use crate::commands::{engine_error, read_runbook, spawn_signal_handler, with_read_store};
-use crate::{Exit, output};
+use crate::database::with_read_store;
+use crate::error::fail;
+use crate::exit::Exit;
+use crate::input::read_runbook;
+use crate::output;
+use crate::signals::spawn_signal_handler;
 
 pub(crate) async fn dispatch(cli: &Cli, cmd: &FleetCommand) -> Exit {
     match cmd {
@@ -210,7 +214,7 @@ async fn run(cli: &Cli, path: &Path) -> Exit {
         Ok(id) => id,
         Err(e) => {
             engine.store().close().await;
-            return engine_error(&e);
+            return fail(e);
         }
     };
     output::always(&format!("fleet {id}"));
@@ -253,7 +257,7 @@ async fn drive(cli: &Cli, engine: &Engine, id: &str, stop: CancellationToken) ->
             );
             return Exit::Busy;
         }
-        Err(e) => return engine_error(&e),
+        Err(e) => return fail(e),
     };
     let report_exit = report(cli, engine.store().clone(), id.to_owned()).await;
     if report_exit == Exit::Success {
@@ -287,8 +291,9 @@ async fn resolve(store: &Store, arg: &str) -> Result<String, Exit> {
 /// `fleet cancel` (`cancel_by`): the request is recorded, then the fleet is driven until it
 /// ends or waits.
 async fn resume(cli: &Cli, arg: &str, approve_by: Option<String>, cancel_by: Option<String>) -> Exit {
-    let Some(store) = crate::commands::open_existing(cli) else {
-        return Exit::BadInput;
+    let store = match crate::database::open_existing(cli) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     let exit = resume_in(cli, &store, arg, approve_by, cancel_by).await;
     store.close().await;

@@ -1,7 +1,8 @@
 //! The only module that writes to stdout (data) and prints errors to stderr.
 //!
 //! stdout carries data only: a report, a table, or JSON with a `schema_version`. A closed
-//! pipe (`fogbook runs | head -1`) ends the process quietly with success.
+//! pipe (`fogbook runs | head -1`) ends the process quietly with success. stderr goes through
+//! anstream, which drops colour codes when colour is off ([`set_color`]).
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -92,6 +93,19 @@ fn rfc3339_times(value: &mut serde_json::Value) {
 /// Whether errors go to stdout as JSON (`--format json`), set once by the command dispatch.
 static JSON_ERRORS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Sets whether stderr is coloured: `--color always|never`, or with `auto` when stderr is a
+/// terminal and `NO_COLOR` is unset (`CLICOLOR_FORCE` forces it). Returns whether it is.
+pub(crate) fn set_color(choice: crate::cli::ColorChoice) -> bool {
+    use anstream::ColorChoice as C;
+    let resolved = match choice {
+        crate::cli::ColorChoice::Always => C::AlwaysAnsi,
+        crate::cli::ColorChoice::Never => C::Never,
+        crate::cli::ColorChoice::Auto => anstream::AutoStream::choice(&std::io::stderr()),
+    };
+    resolved.write_global();
+    resolved != C::Never
+}
+
 /// Errors become JSON documents on stdout (`--format json`).
 pub(crate) fn json_errors(on: bool) {
     JSON_ERRORS.store(on, std::sync::atomic::Ordering::Relaxed);
@@ -112,8 +126,9 @@ pub(crate) fn error(message: &str, hint: Option<&str>) {
         );
         return;
     }
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "error: {message}");
+    let mut err = anstream::stderr().lock();
+    let red = anstyle::AnsiColor::Red.on_default().bold();
+    let _ = writeln!(err, "{red}error:{red:#} {message}");
     if let Some(h) = hint {
         let _ = writeln!(err, "\nhint: {h}");
     }
@@ -133,11 +148,11 @@ pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static), hint: Option<
 /// A line on stderr (progress, notes), unless quiet.
 pub(crate) fn note(quiet: bool, text: &str) {
     if !quiet {
-        eprintln!("{text}");
+        anstream::eprintln!("{text}");
     }
 }
 
 /// A line on stderr even when quiet (the run id, warnings that change what happens).
 pub(crate) fn always(text: &str) {
-    eprintln!("{text}");
+    anstream::eprintln!("{text}");
 }

@@ -4,12 +4,14 @@
 
 #![allow(clippy::print_stderr)]
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use anstyle::{AnsiColor, Style};
 use fogbook_engine::Observer;
 use fogbook_state::Millis;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 fn human(ms: Millis) -> String {
@@ -20,18 +22,49 @@ fn human(ms: Millis) -> String {
     fogbook_activities::duration::format(Duration::from_secs(d.as_secs()))
 }
 
+/// `text` in `style` (the codes are stripped on the way out when colour is off: `--color`,
+/// `NO_COLOR`, not a terminal).
+fn paint(style: Style, text: &str) -> String {
+    format!("{style}{text}{style:#}")
+}
+
+const DONE: Style = AnsiColor::Green.on_default();
+const FAILED: Style = AnsiColor::Red.on_default().bold();
+const WARN: Style = AnsiColor::Yellow.on_default();
+const STARTED: Style = Style::new().bold();
+const QUIET: Style = Style::new().dimmed();
+
 #[derive(Default)]
 struct Live {
     step: Option<(String, Instant)>,
     windows: Vec<(String, Instant)>,
+    /// The ticking line of the step that runs (indicatif draws it only on a terminal).
+    bar: Option<ProgressBar>,
+    /// Whether a driver asked for the ticking line ([`Progress::spawn_ticker`]).
     ticking: bool,
 }
 
-/// Prints progress to stderr.
+impl Live {
+    /// The ticking line's text: step, elapsed time, the age of each open window.
+    fn text(&self) -> String {
+        let Some((step, since)) = &self.step else {
+            return String::new();
+        };
+        let mut text = format!("{step}: {} elapsed", human(ms(since.elapsed())));
+        for (kind, opened) in &self.windows {
+            text.push_str(&format!(" · {kind} window open {}", human(ms(opened.elapsed()))));
+        }
+        text
+    }
+}
+
+/// Prints progress to stderr: every lifecycle event as a line (kept in pipes and logs), and
+/// on a terminal a ticking line under them while a step runs, drawn by indicatif. indicatif
+/// draws only the live line; the lines themselves are the checkpoints an operator reads
+/// back, so they are written whether or not a terminal is there.
 pub(crate) struct Progress {
     quiet: bool,
-    tty: bool,
-    live: Mutex<Live>,
+    live: Arc<Mutex<Live>>,
     /// The run a `--wait` driver holds at its approval steps: they print how to decide.
     waits_for_approval_of: Mutex<Option<String>>,
 }
@@ -40,8 +73,7 @@ impl Progress {
     pub(crate) fn new(quiet: bool) -> Arc<Self> {
         Arc::new(Self {
             quiet,
-            tty: std::io::stderr().is_terminal(),
-            live: Mutex::new(Live::default()),
+            live: Arc::new(Mutex::new(Live::default())),
             waits_for_approval_of: Mutex::new(None),
         })
     }
@@ -58,39 +90,62 @@ impl Progress {
         if self.quiet {
             return;
         }
-        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut err = std::io::stderr().lock();
-        if live.ticking {
-            let _ = write!(err, "\r\x1b[2K");
-            live.ticking = false;
+        let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        let write = || {
+            let _ = writeln!(anstream::stderr().lock(), "{text}");
+        };
+        match &live.bar {
+            Some(bar) => bar.suspend(write),
+            None => write(),
         }
-        let _ = writeln!(err, "{text}");
     }
 
-    /// Redraws the ticking line every second on a terminal until `stop`.
+    /// Shows the ticking line while a step runs (on a terminal, not with `-q`) until `stop`.
     pub(crate) fn spawn_ticker(self: &Arc<Self>, stop: CancellationToken) {
-        if self.quiet || !self.tty {
+        if self.quiet {
             return;
         }
+        self.live.lock().unwrap_or_else(PoisonError::into_inner).ticking = true;
         let me = self.clone();
         tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    () = stop.cancelled() => return,
-                }
-                let mut live = me.live.lock().unwrap_or_else(PoisonError::into_inner);
-                let Some((step, since)) = live.step.clone() else {
-                    continue;
-                };
-                let mut text = format!("  … {step}: {} elapsed", human(ms(since.elapsed())));
-                for (kind, opened) in &live.windows {
-                    text.push_str(&format!(" · {kind} window open {}", human(ms(opened.elapsed()))));
-                }
-                let _ = write!(std::io::stderr().lock(), "\r\x1b[2K{text}");
-                live.ticking = true;
+            stop.cancelled().await;
+            let mut live = me.live.lock().unwrap_or_else(PoisonError::into_inner);
+            live.ticking = false;
+            if let Some(bar) = live.bar.take() {
+                bar.finish_and_clear();
             }
         });
+    }
+
+    /// Starts the ticking line of the step that just started.
+    fn start_bar(&self, live: &mut Live) {
+        if let Some(old) = live.bar.take() {
+            old.finish_and_clear();
+        }
+        if !live.ticking {
+            return;
+        }
+        let shared = self.live.clone();
+        let style = ProgressStyle::with_template("  {spinner} {live}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner())
+            .with_key("live", move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+                // The line is drawn from indicatif's own thread: never while `line` holds the
+                // lock (try_lock), so drawing cannot wait on printing.
+                if let Ok(live) = shared.try_lock() {
+                    let _ = w.write_str(&live.text());
+                }
+            });
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(style);
+        bar.enable_steady_tick(Duration::from_secs(1));
+        live.bar = Some(bar);
+    }
+
+    /// Ends the ticking line of the step that ended.
+    fn stop_bar(live: &mut Live) {
+        live.step = None;
+        if let Some(bar) = live.bar.take() {
+            bar.finish_and_clear();
+        }
     }
 }
 
@@ -107,7 +162,7 @@ impl Observer for Progress {
         } else {
             String::new()
         };
-        self.line(&format!("▶ {step} [{uses}]{how}"));
+        self.line(&format!("{} {step} [{uses}]{how}", paint(STARTED, "▶")));
         let waiting = self
             .waits_for_approval_of
             .lock()
@@ -118,30 +173,35 @@ impl Observer for Progress {
                 "  waiting here for a decision: fogbook approve {run} {step} --by NAME, or fogbook reject {run} {step} --by NAME --reason TEXT"
             ));
         }
-        self.live.lock().unwrap_or_else(PoisonError::into_inner).step = Some((step.to_owned(), Instant::now()));
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        live.step = Some((step.to_owned(), Instant::now()));
+        self.start_bar(&mut live);
     }
 
     fn step_completed(&self, step: &str, elapsed_ms: Millis) {
-        self.live.lock().unwrap_or_else(PoisonError::into_inner).step = None;
-        self.line(&format!("✓ {step} completed ({})", human(elapsed_ms)));
+        Self::stop_bar(&mut self.live.lock().unwrap_or_else(PoisonError::into_inner));
+        self.line(&paint(DONE, &format!("✓ {step} completed ({})", human(elapsed_ms))));
     }
 
     fn step_skipped(&self, step: &str) {
-        self.line(&format!("↷ {step} skipped (its `when` is false)"));
+        self.line(&paint(QUIET, &format!("↷ {step} skipped (its `when` is false)")));
     }
 
     fn retry_scheduled(&self, step: &str, attempt: u32, error: &str, delay_ms: Millis) {
-        self.line(&format!(
-            "↻ {step} attempt {attempt} failed: {error}; retrying in {}",
-            human(delay_ms)
+        self.line(&paint(
+            WARN,
+            &format!(
+                "↻ {step} attempt {attempt} failed: {error}; retrying in {}",
+                human(delay_ms)
+            ),
         ));
     }
 
     fn step_failed(&self, step: &str, error: &str) {
-        self.live.lock().unwrap_or_else(PoisonError::into_inner).step = None;
+        Self::stop_bar(&mut self.live.lock().unwrap_or_else(PoisonError::into_inner));
         // The code only: the message is printed once, in the run's final line.
         let code = error.split_once(':').map_or(error, |(code, _)| code);
-        self.line(&format!("✗ {step} failed ({code})"));
+        self.line(&paint(FAILED, &format!("✗ {step} failed ({code})")));
     }
 
     fn window(&self, kind: &str, opened: bool, step: &str) {
@@ -154,13 +214,13 @@ impl Observer for Progress {
             }
         }
         let verb = if opened { "opened by" } else { "closed by" };
-        self.line(&format!("! {kind} window {verb} {step}"));
+        self.line(&paint(WARN, &format!("! {kind} window {verb} {step}")));
     }
 
     fn window_limit_exceeded(&self, kind: &str, age_ms: Millis, limit: &str) {
-        self.line(&format!(
-            "! {kind} window has been open {} (limit {limit})",
-            human(age_ms)
+        self.line(&paint(
+            FAILED,
+            &format!("! {kind} window has been open {} (limit {limit})", human(age_ms)),
         ));
     }
 

@@ -17,7 +17,8 @@ use fogbook_sim::{Estate, SimConfig, SimHandle};
 use fogbook_state::Store;
 use serde_json::{Value, json};
 
-use crate::{Exit, output};
+use crate::exit::Exit;
+use crate::output;
 
 /// What a rehearsal run recorded about its emulator.
 #[derive(Clone, Debug, PartialEq)]

@@ -9,9 +9,13 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Format, ScheduleAddArgs, ScheduleCommand, ScheduleNextArgs, ScheduleUpdateArgs, WorkerArgs};
-use crate::commands::{engine_error, open_existing, read_params, read_runbook, spawn_signal_handler};
+use crate::database::open_existing;
+use crate::error::fail;
+use crate::exit::Exit;
+use crate::input::{read_params, read_runbook};
+use crate::output;
 use crate::progress::Progress;
-use crate::{Exit, output};
+use crate::signals::spawn_signal_handler;
 
 fn now() -> i64 {
     clock().now_ms()
@@ -66,8 +70,9 @@ pub(crate) async fn dispatch(cli: &Cli, cmd: &ScheduleCommand) -> Exit {
     if let ScheduleCommand::Add(args) = cmd {
         return add(cli, args).await;
     }
-    let Some(store) = open_existing(cli) else {
-        return Exit::BadInput;
+    let store = match open_existing(cli) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     let exit = match cmd {
         ScheduleCommand::Add(_) => Exit::BadInput,
@@ -108,7 +113,7 @@ fn done(cli: &Cli, result: Result<(), fogbook_state::StateError>, what: &str, na
             }
             Exit::Success
         }
-        Err(e) => engine_error(&e.into()),
+        Err(e) => fail(e),
     }
 }
 
@@ -173,10 +178,7 @@ async fn add(cli: &Cli, args: &ScheduleAddArgs) -> Exit {
     };
     let store = match Store::open(&cli.db) {
         Ok(s) => s,
-        Err(e) => {
-            output::error_chain(&e, None);
-            return Exit::BadInput;
-        }
+        Err(e) => return fail(e),
     };
     let now = now();
     let source = match &fleet {
@@ -236,7 +238,7 @@ async fn add(cli: &Cli, args: &ScheduleAddArgs) -> Exit {
             }
             Exit::Success
         }
-        Err(e) => engine_error(&e.into()),
+        Err(e) => fail(e),
     }
 }
 
@@ -254,7 +256,7 @@ fn next_line(s: &ScheduleRow, now: i64) -> String {
 async fn list(cli: &Cli, store: &Store) -> Exit {
     let schedules = match store.schedules().await {
         Ok(s) => s,
-        Err(e) => return engine_error(&e.into()),
+        Err(e) => return fail(e),
     };
     let now = now();
     if cli.format == Format::Json {
@@ -350,7 +352,7 @@ fn history_line(e: &fogbook_state::EventRow, fmt: TimeFmt) -> String {
 async fn show(cli: &Cli, store: &Store, name: &str, local: bool) -> Exit {
     let s = match store.schedule(name).await {
         Ok(s) => s,
-        Err(e) => return engine_error(&e.into()),
+        Err(e) => return fail(e),
     };
     let events = store.events(&format!("schedule:{name}")).await.unwrap_or_default();
     let now = now();
@@ -406,7 +408,7 @@ async fn show(cli: &Cli, store: &Store, name: &str, local: bool) -> Exit {
 async fn update(cli: &Cli, store: &Store, a: &ScheduleUpdateArgs) -> Exit {
     let s = match store.schedule(&a.name).await {
         Ok(s) => s,
-        Err(e) => return engine_error(&e.into()),
+        Err(e) => return fail(e),
     };
     let path = match (&a.runbook, &s.source_path) {
         (Some(p), _) => p.clone(),
@@ -513,10 +515,7 @@ async fn next(cli: &Cli, store: &Store, a: &ScheduleNextArgs) -> Exit {
 pub(crate) async fn worker(cli: &Cli, args: &WorkerArgs) -> Exit {
     let store = match Store::open(&cli.db) {
         Ok(s) => s,
-        Err(e) => {
-            output::error_chain(&e, None);
-            return Exit::BadInput;
-        }
+        Err(e) => return fail(e),
     };
     let config = EngineConfig {
         lease_ttl: cli.lease_ttl,
@@ -567,6 +566,6 @@ pub(crate) async fn worker(cli: &Cli, args: &WorkerArgs) -> Exit {
                 Exit::Success
             }
         }
-        Err(e) => engine_error(&e),
+        Err(e) => fail(e),
     }
 }

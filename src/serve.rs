@@ -10,6 +10,9 @@
 //! Pages refresh their `<main>` every second from `?fragment=1` (a small script served at
 //! `/app.js`, the only script; the Content-Security-Policy allows no other). The refresh
 //! pauses while the operator is typing into a form inside it.
+//!
+//! Over 600 lines: the router, its pages and the one action route share the app state and the
+//! page frame; the HTML of the sections is in `src/html/`.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -24,8 +27,9 @@ use fogbook_state::{Millis, RunFilter, RunRow, RunStatus, Store, format_ms};
 use serde::Deserialize;
 
 use crate::cli::{Cli, ServeArgs};
+use crate::exit::Exit;
 use crate::html::{CSS, RunView, compact, esc, human, run_sections, short, shown_status, waiting_reason};
-use crate::{Exit, output};
+use crate::output;
 
 /// The environment variable holding the access token of `--allow-actions`.
 const TOKEN_ENV: &str = "FOGBOOK_SERVE_TOKEN";
@@ -61,11 +65,12 @@ pub(crate) async fn serve(cli: &Cli, args: &ServeArgs) -> Exit {
     } else {
         None
     };
-    let Some(store) = crate::commands::open_existing(cli) else {
-        return Exit::BadInput;
+    let store = match crate::database::open_existing(cli) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     let stop = tokio_util::sync::CancellationToken::new();
-    crate::commands::spawn_signal_handler(stop.clone(), true);
+    crate::signals::spawn_signal_handler(stop.clone(), true);
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {

@@ -4,7 +4,8 @@
 use fogbook_sim::{Estate, FaultConfig, SimConfig, TlsFiles};
 
 use crate::cli::SimServeArgs;
-use crate::{Exit, output};
+use crate::exit::Exit;
+use crate::output;
 
 pub(crate) async fn serve(args: &SimServeArgs) -> Exit {
     let estate = match Estate::load(&args.estate) {
@@ -72,6 +73,6 @@ pub(crate) async fn serve(args: &SimServeArgs) -> Exit {
 /// A token cancelled on Ctrl-C or SIGTERM; the handlers are installed before it returns.
 fn stop_signal() -> tokio_util::sync::CancellationToken {
     let token = tokio_util::sync::CancellationToken::new();
-    crate::commands::spawn_signal_handler(token.clone(), true);
+    crate::signals::spawn_signal_handler(token.clone(), true);
     token
 }

@@ -1,60 +1,353 @@
-//! The closed set of activities: names, input schemas, and the one dispatching `match`.
+//! The closed set of activities: [`ActivityKind`], from which every activity's name,
+//! read-only-ness, need of ARM, input schema, output fields, estimate and dispatch come.
 
 use schemars::{JsonSchema, Schema};
 use serde::de::DeserializeOwned;
 
-use crate::azure::{
-    DatabasesAssertEmpty, DatabasesDeleteCopies, FogCreate, FogDelete, FogDrift, FogFailover, FogForceFailover, FogGet,
-    FogPreflight, InstanceCreateLike, InstanceDelete, InstanceGet, InstanceScale, InstanceSetUpdatePolicy,
-    NetworkOpenFogPorts, NetworkPeer,
-};
-use crate::builtin::{Approval, Assert, Command, Notify, Report, Wait};
+use crate::azure::{self, Estimate};
+use crate::builtin;
 use crate::{ActivityCtx, ActivityError, Env};
 
-/// Every activity name a runbook may use, in the order they are documented.
-pub const KINDS: &[&str] = &[
-    "wait",
-    "approval",
-    "assert",
-    "notify",
-    "command",
-    "report",
-    "instance.get",
-    "instance.create_like",
-    "instance.scale",
-    "instance.set_update_policy",
-    "instance.delete",
-    "databases.assert_empty",
-    "databases.delete_copies",
-    "network.peer",
-    "network.open_fog_ports",
-    "fog.get",
-    "fog.create",
-    "fog.delete",
-    "fog.failover",
-    "fog.force_failover",
-    "fog.preflight",
-    "fog.drift",
-];
+/// Declares [`ActivityKind`] from one table: a row per activity with its doc, its variant,
+/// the name runbooks use, whether it talks to ARM and whether it only reads. Every other
+/// question about an activity is an exhaustive `match` below.
+macro_rules! activities {
+    ($( #[doc = $doc:literal] $variant:ident = $name:literal, arm: $arm:literal, reads: $reads:literal; )*) => {
+        /// One activity a runbook may name in `uses:`. Every question about an activity (its
+        /// name, whether it only reads, whether it needs ARM, its input schema, its output
+        /// fields, its duration estimate, how to run it) is answered from this enum, so a new
+        /// variant does not compile until each has an answer.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum ActivityKind {
+            $( #[doc = $doc] $variant, )*
+        }
 
-/// Activities that only read: `fogbook plan` runs them for real (against Azure or the
-/// emulator) and only describes the others.
+        /// Every activity, in the order they are documented.
+        const ALL: [ActivityKind; [$($name),*].len()] = [$(ActivityKind::$variant),*];
+
+        impl ActivityKind {
+            /// The name runbooks use (`uses:`).
+            pub const fn name(self) -> &'static str {
+                match self { $(Self::$variant => $name,)* }
+            }
+
+            /// Whether the activity talks to Azure Resource Manager (and so needs the
+            /// process's ARM client, see [`Env::with_arm`]).
+            pub const fn needs_arm(self) -> bool {
+                match self { $(Self::$variant => $arm,)* }
+            }
+
+            /// Whether the activity only reads: `fogbook plan` runs it for real (against
+            /// Azure or the emulator) and only describes the others.
+            pub const fn is_read_only(self) -> bool {
+                match self { $(Self::$variant => $reads,)* }
+            }
+        }
+    };
+}
+
+activities! {
+    /// `wait`: a durable sleep.
+    Wait = "wait", arm: false, reads: false;
+    /// `approval`: waits for `fogbook approve`.
+    Approval = "approval", arm: false, reads: false;
+    /// `assert`: fails the step unless a condition holds.
+    Assert = "assert", arm: false, reads: true;
+    /// `notify`: POSTs a message to a webhook.
+    Notify = "notify", arm: false, reads: false;
+    /// `command`: runs a local program (no shell).
+    Command = "command", arm: false, reads: false;
+    /// `report`: puts named values in the run's report.
+    Report = "report", arm: false, reads: true;
+    /// `instance.get`: reads a managed instance.
+    InstanceGet = "instance.get", arm: true, reads: true;
+    /// `instance.create_like`: creates an instance shaped like another.
+    InstanceCreateLike = "instance.create_like", arm: true, reads: false;
+    /// `instance.scale`: changes vCores, storage or tier.
+    InstanceScale = "instance.scale", arm: true, reads: false;
+    /// `instance.set_update_policy`: sets the update policy (`databaseFormat`).
+    InstanceSetUpdatePolicy = "instance.set_update_policy", arm: true, reads: false;
+    /// `instance.delete`: deletes an instance.
+    InstanceDelete = "instance.delete", arm: true, reads: false;
+    /// `databases.assert_empty`: fails unless an instance has no user databases.
+    DatabasesAssertEmpty = "databases.assert_empty", arm: true, reads: true;
+    /// `databases.delete_copies`: drops the databases a secondary holds outside a group.
+    DatabasesDeleteCopies = "databases.delete_copies", arm: true, reads: false;
+    /// `network.peer`: peers two virtual networks.
+    NetworkPeer = "network.peer", arm: true, reads: false;
+    /// `network.open_fog_ports`: opens the failover-group ports in the NSGs.
+    NetworkOpenFogPorts = "network.open_fog_ports", arm: true, reads: false;
+    /// `fog.get`: reads a failover group.
+    FogGet = "fog.get", arm: true, reads: true;
+    /// `fog.create`: creates a failover group.
+    FogCreate = "fog.create", arm: true, reads: false;
+    /// `fog.delete`: deletes a failover group.
+    FogDelete = "fog.delete", arm: true, reads: false;
+    /// `fog.failover`: a planned failover.
+    FogFailover = "fog.failover", arm: true, reads: false;
+    /// `fog.force_failover`: a failover allowing data loss.
+    FogForceFailover = "fog.force_failover", arm: true, reads: false;
+    /// `fog.preflight`: checks a pair of instances before a group is created.
+    FogPreflight = "fog.preflight", arm: true, reads: true;
+    /// `fog.drift`: compares the settings a group does not replicate on its two instances.
+    FogDrift = "fog.drift", arm: true, reads: true;
+}
+
+const NAMES: [&str; ALL.len()] = {
+    let mut names = [""; ALL.len()];
+    let mut i = 0;
+    while i < ALL.len() {
+        names[i] = ALL[i].name();
+        i += 1;
+    }
+    names
+};
+
+/// Every activity name a runbook may use, in the order they are documented.
+pub const KINDS: &[&str] = &NAMES;
+
+impl ActivityKind {
+    /// Every activity, in the order they are documented.
+    pub const ALL: &'static [ActivityKind] = &ALL;
+
+    /// The activity named `uses`, or `None` when there is none.
+    pub fn from_name(uses: &str) -> Option<Self> {
+        ALL.into_iter().find(|k| k.name() == uses)
+    }
+
+    /// Whether a step of this activity may change something outside fogbook: neither a read
+    /// nor one of the steps that only wait or tell (`approval`, `wait`, `notify`).
+    pub const fn mutates(self) -> bool {
+        !(self.is_read_only() || matches!(self, Self::Approval | Self::Wait | Self::Notify))
+    }
+
+    /// The Azure RBAC actions a step of this activity needs, and where (what `fog.preflight`
+    /// checks for the activities named in its `needs`); empty for an activity whose actions
+    /// it does not check.
+    pub(crate) const fn azure_actions(self) -> &'static [(&'static str, ActionScope)] {
+        match self {
+            Self::FogCreate => &[(
+                "Microsoft.Sql/locations/instanceFailoverGroups/write",
+                ActionScope::PrimaryGroup,
+            )],
+            Self::FogDelete => &[(
+                "Microsoft.Sql/locations/instanceFailoverGroups/delete",
+                ActionScope::PrimaryGroup,
+            )],
+            Self::FogFailover => &[(
+                "Microsoft.Sql/locations/instanceFailoverGroups/failover/action",
+                ActionScope::BothGroups,
+            )],
+            Self::FogForceFailover => &[(
+                "Microsoft.Sql/locations/instanceFailoverGroups/forceFailoverAllowDataLoss/action",
+                ActionScope::BothGroups,
+            )],
+            Self::InstanceScale | Self::InstanceSetUpdatePolicy | Self::InstanceCreateLike => {
+                &[("Microsoft.Sql/managedInstances/write", ActionScope::Instances)]
+            }
+            Self::InstanceDelete => &[("Microsoft.Sql/managedInstances/delete", ActionScope::Instances)],
+            Self::NetworkPeer => &[(
+                "Microsoft.Network/virtualNetworks/virtualNetworkPeerings/write",
+                ActionScope::Vnets,
+            )],
+            Self::NetworkOpenFogPorts => &[(
+                "Microsoft.Network/networkSecurityGroups/securityRules/write",
+                ActionScope::Nsgs,
+            )],
+            Self::Wait
+            | Self::Approval
+            | Self::Assert
+            | Self::Notify
+            | Self::Command
+            | Self::Report
+            | Self::InstanceGet
+            | Self::DatabasesAssertEmpty
+            | Self::DatabasesDeleteCopies
+            | Self::FogGet
+            | Self::FogPreflight
+            | Self::FogDrift => &[],
+        }
+    }
+
+    /// The top-level fields of the activity's output, where they are fixed: `validate`
+    /// refuses a reference to any other field, and `fogbook complete` requires them. `None`
+    /// for an activity whose output has no fixed fields.
+    pub const fn output_fields(self) -> Option<&'static [&'static str]> {
+        let fields: &'static [&'static str] = match self {
+            Self::Wait => &["woke_at", "wake_at"],
+            Self::Approval => &["step_id", "by", "comment", "at", "auto"],
+            Self::Assert => &["passed"],
+            Self::Notify => &["status"],
+            Self::Command => &["exit_code", "stdout", "stderr"],
+            Self::Report => &["report"],
+            Self::InstanceGet => INSTANCE,
+            Self::InstanceCreateLike => INSTANCE_CREATED,
+            Self::InstanceScale => &["changed", "before", "after", "arm_requests"],
+            Self::InstanceSetUpdatePolicy => &["changed", "before", "policy", "instance", "arm_requests"],
+            Self::InstanceDelete => &["deleted", "already_absent", "id", "arm_requests"],
+            Self::DatabasesAssertEmpty => &["databases"],
+            Self::NetworkPeer => &["peerings", "note", "arm_requests"],
+            Self::NetworkOpenFogPorts => &["nsgs", "arm_requests"],
+            Self::FogGet => GROUP,
+            Self::FogCreate => GROUP_CREATED,
+            Self::FogDelete => &["deleted", "already_absent", "name", "arm_requests"],
+            Self::FogFailover | Self::FogForceFailover => GROUP_FAILED_OVER,
+            Self::DatabasesDeleteCopies | Self::FogPreflight | Self::FogDrift => return None,
+        };
+        Some(fields)
+    }
+
+    /// The JSON Schema of the activity's inputs (`with:`).
+    pub fn input_schema(self) -> Schema {
+        match self {
+            Self::Wait => schemars::schema_for!(builtin::Wait),
+            Self::Approval => schemars::schema_for!(builtin::Approval),
+            Self::Assert => schemars::schema_for!(builtin::Assert),
+            Self::Notify => schemars::schema_for!(builtin::Notify),
+            Self::Command => schemars::schema_for!(builtin::Command),
+            Self::Report => schemars::schema_for!(builtin::Report),
+            Self::InstanceGet => schemars::schema_for!(azure::InstanceGet),
+            Self::InstanceCreateLike => schemars::schema_for!(azure::InstanceCreateLike),
+            Self::InstanceScale => schemars::schema_for!(azure::InstanceScale),
+            Self::InstanceSetUpdatePolicy => schemars::schema_for!(azure::InstanceSetUpdatePolicy),
+            Self::InstanceDelete => schemars::schema_for!(azure::InstanceDelete),
+            Self::DatabasesAssertEmpty => schemars::schema_for!(azure::DatabasesAssertEmpty),
+            Self::DatabasesDeleteCopies => schemars::schema_for!(azure::DatabasesDeleteCopies),
+            Self::NetworkPeer => schemars::schema_for!(azure::NetworkPeer),
+            Self::NetworkOpenFogPorts => schemars::schema_for!(azure::NetworkOpenFogPorts),
+            Self::FogGet => schemars::schema_for!(azure::FogGet),
+            Self::FogCreate => schemars::schema_for!(azure::FogCreate),
+            Self::FogDelete => schemars::schema_for!(azure::FogDelete),
+            Self::FogFailover => schemars::schema_for!(azure::FogFailover),
+            Self::FogForceFailover => schemars::schema_for!(azure::FogForceFailover),
+            Self::FogPreflight => schemars::schema_for!(azure::FogPreflight),
+            Self::FogDrift => schemars::schema_for!(azure::FogDrift),
+        }
+    }
+
+    /// How long the activity with resolved `input` is likely to take (reads only), or `None`
+    /// for a quick step.
+    pub async fn estimate(
+        self,
+        input: serde_json::Value,
+        ctx: &ActivityCtx,
+        env: &Env,
+    ) -> Result<Option<Estimate>, ActivityError> {
+        let fixed = |text: &str, hours| Ok(Some(Estimate::fixed(text, hours)));
+        match self {
+            Self::InstanceCreateLike => fixed("about 4h (a first instance in an empty subnet can take up to 6h)", 6.0),
+            Self::InstanceScale => fixed("1-2h per instance (a tier or storage change takes longer)", 2.0),
+            Self::InstanceSetUpdatePolicy => fixed("under 1h per instance", 1.0),
+            Self::InstanceDelete => fixed("about 30 minutes", 0.5),
+            Self::FogFailover | Self::FogForceFailover => fixed("about a minute", 0.02),
+            Self::FogCreate => Ok(Some(azure::seeding(spec(input)?, ctx, env).await?)),
+            Self::Wait
+            | Self::Approval
+            | Self::Assert
+            | Self::Notify
+            | Self::Command
+            | Self::Report
+            | Self::InstanceGet
+            | Self::DatabasesAssertEmpty
+            | Self::DatabasesDeleteCopies
+            | Self::NetworkPeer
+            | Self::NetworkOpenFogPorts
+            | Self::FogGet
+            | Self::FogDelete
+            | Self::FogPreflight
+            | Self::FogDrift => Ok(None),
+        }
+    }
+
+    /// Runs the activity with resolved inputs and returns its output.
+    ///
+    /// The caller (the engine) has committed the step's start before calling this, and
+    /// commits the returned output, so the activity only performs the effect and saves
+    /// progress.
+    pub async fn execute(
+        self,
+        input: serde_json::Value,
+        ctx: &ActivityCtx,
+        env: &Env,
+    ) -> Result<serde_json::Value, ActivityError> {
+        match self {
+            Self::Wait => spec::<builtin::Wait>(input)?.run(ctx).await,
+            Self::Approval => spec::<builtin::Approval>(input)?.run(ctx).await,
+            Self::Assert => spec::<builtin::Assert>(input)?.run(),
+            Self::Notify => spec::<builtin::Notify>(input)?.run(ctx, env).await,
+            Self::Command => spec::<builtin::Command>(input)?.run(ctx).await,
+            Self::Report => spec::<builtin::Report>(input)?.run(),
+            Self::InstanceGet => spec::<azure::InstanceGet>(input)?.run(ctx, env).await,
+            Self::InstanceCreateLike => spec::<azure::InstanceCreateLike>(input)?.run(ctx, env).await,
+            Self::InstanceScale => spec::<azure::InstanceScale>(input)?.run(ctx, env).await,
+            Self::InstanceSetUpdatePolicy => spec::<azure::InstanceSetUpdatePolicy>(input)?.run(ctx, env).await,
+            Self::InstanceDelete => spec::<azure::InstanceDelete>(input)?.run(ctx, env).await,
+            Self::DatabasesAssertEmpty => spec::<azure::DatabasesAssertEmpty>(input)?.run(ctx, env).await,
+            Self::DatabasesDeleteCopies => spec::<azure::DatabasesDeleteCopies>(input)?.run(ctx, env).await,
+            Self::NetworkPeer => spec::<azure::NetworkPeer>(input)?.run(ctx, env).await,
+            Self::NetworkOpenFogPorts => spec::<azure::NetworkOpenFogPorts>(input)?.run(ctx, env).await,
+            Self::FogGet => spec::<azure::FogGet>(input)?.run(ctx, env).await,
+            Self::FogCreate => spec::<azure::FogCreate>(input)?.run(ctx, env).await,
+            Self::FogDelete => spec::<azure::FogDelete>(input)?.run(ctx, env).await,
+            Self::FogFailover => spec::<azure::FogFailover>(input)?.run(ctx, env).await,
+            Self::FogForceFailover => spec::<azure::FogForceFailover>(input)?.run(ctx, env).await,
+            Self::FogPreflight => spec::<azure::FogPreflight>(input)?.run(ctx, env).await,
+            Self::FogDrift => spec::<azure::FogDrift>(input)?.run(ctx, env).await,
+        }
+    }
+}
+
+/// Where an Azure action an activity needs must be granted (see
+/// [`ActivityKind::azure_actions`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ActionScope {
+    /// The primary's resource group (group create and delete are sent there).
+    PrimaryGroup,
+    /// Both resource groups (a failover is sent to the secondary's; a fail-back to the other).
+    BothGroups,
+    /// Both instances.
+    Instances,
+    /// Both instances' virtual networks.
+    Vnets,
+    /// Both instances' subnet NSGs.
+    Nsgs,
+}
+
+impl std::fmt::Display for ActivityKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Activities that only read (see [`ActivityKind::is_read_only`]); false for an unknown name.
 pub fn is_read_only(uses: &str) -> bool {
-    matches!(
-        uses,
-        "assert" | "report" | "instance.get" | "databases.assert_empty" | "fog.get" | "fog.preflight" | "fog.drift"
-    )
+    ActivityKind::from_name(uses).is_some_and(ActivityKind::is_read_only)
+}
+
+/// Whether activity `uses` talks to ARM (see [`ActivityKind::needs_arm`]); false for an
+/// unknown name.
+pub fn needs_arm(uses: &str) -> bool {
+    ActivityKind::from_name(uses).is_some_and(ActivityKind::needs_arm)
+}
+
+/// Whether a step of activity `uses` may change something outside fogbook (see
+/// [`ActivityKind::mutates`]); true for an unknown name, the cautious answer.
+pub fn mutates(uses: &str) -> bool {
+    ActivityKind::from_name(uses).is_none_or(ActivityKind::mutates)
 }
 
 /// How long activity `uses` with resolved `input` is likely to take (reads only), or
-/// `None` for a quick step.
+/// `None` for a quick step or an unknown name.
 pub async fn estimate(
     uses: &str,
     input: serde_json::Value,
     ctx: &ActivityCtx,
     env: &Env,
-) -> Result<Option<crate::azure::Estimate>, ActivityError> {
-    crate::azure::estimate(uses, input, ctx, env).await
+) -> Result<Option<Estimate>, ActivityError> {
+    match ActivityKind::from_name(uses) {
+        Some(kind) => kind.estimate(input, ctx, env).await,
+        None => Ok(None),
+    }
 }
 
 /// The fields of an instance's view (see `azure::refs::Instance::output`), then `extra`.
@@ -89,99 +382,30 @@ const GROUP: &[&str] = group_fields!();
 const GROUP_CREATED: &[&str] = group_fields!("created", "arm_requests");
 const GROUP_FAILED_OVER: &[&str] = group_fields!("changed", "resolved_by", "arm_requests");
 
-/// The top-level fields of the output of activity `uses`, where they are fixed: `validate`
-/// refuses a reference to any other field, and `fogbook complete` requires them. `None` for
-/// an unknown activity or one whose output has no fixed fields.
+/// The top-level fields of the output of activity `uses`, where they are fixed (see
+/// [`ActivityKind::output_fields`]). `None` for an unknown activity or one whose output has
+/// no fixed fields.
 pub fn output_fields(uses: &str) -> Option<&'static [&'static str]> {
-    let fields: &'static [&'static str] = match uses {
-        "wait" => &["woke_at", "wake_at"],
-        "approval" => &["step_id", "by", "comment", "at", "auto"],
-        "assert" => &["passed"],
-        "notify" => &["status"],
-        "command" => &["exit_code", "stdout", "stderr"],
-        "report" => &["report"],
-        "instance.get" => INSTANCE,
-        "instance.create_like" => INSTANCE_CREATED,
-        "instance.scale" => &["changed", "before", "after", "arm_requests"],
-        "instance.set_update_policy" => &["changed", "before", "policy", "instance", "arm_requests"],
-        "instance.delete" => &["deleted", "already_absent", "id", "arm_requests"],
-        "databases.assert_empty" => &["databases"],
-        "network.peer" => &["peerings", "note", "arm_requests"],
-        "network.open_fog_ports" => &["nsgs", "arm_requests"],
-        "fog.get" => GROUP,
-        "fog.create" => GROUP_CREATED,
-        "fog.delete" => &["deleted", "already_absent", "name", "arm_requests"],
-        "fog.failover" | "fog.force_failover" => GROUP_FAILED_OVER,
-        _ => return None,
-    };
-    Some(fields)
+    ActivityKind::from_name(uses)?.output_fields()
 }
 
 /// The JSON Schema of the inputs (`with:`) of activity `uses`, or `None` when no such
 /// activity exists.
 pub fn input_schema(uses: &str) -> Option<Schema> {
-    let schema = match uses {
-        "wait" => schemars::schema_for!(Wait),
-        "approval" => schemars::schema_for!(Approval),
-        "assert" => schemars::schema_for!(Assert),
-        "notify" => schemars::schema_for!(Notify),
-        "command" => schemars::schema_for!(Command),
-        "report" => schemars::schema_for!(Report),
-        "instance.get" => schemars::schema_for!(InstanceGet),
-        "instance.create_like" => schemars::schema_for!(InstanceCreateLike),
-        "instance.scale" => schemars::schema_for!(InstanceScale),
-        "instance.set_update_policy" => schemars::schema_for!(InstanceSetUpdatePolicy),
-        "instance.delete" => schemars::schema_for!(InstanceDelete),
-        "databases.assert_empty" => schemars::schema_for!(DatabasesAssertEmpty),
-        "databases.delete_copies" => schemars::schema_for!(DatabasesDeleteCopies),
-        "network.peer" => schemars::schema_for!(NetworkPeer),
-        "network.open_fog_ports" => schemars::schema_for!(NetworkOpenFogPorts),
-        "fog.get" => schemars::schema_for!(FogGet),
-        "fog.create" => schemars::schema_for!(FogCreate),
-        "fog.delete" => schemars::schema_for!(FogDelete),
-        "fog.failover" => schemars::schema_for!(FogFailover),
-        "fog.force_failover" => schemars::schema_for!(FogForceFailover),
-        "fog.preflight" => schemars::schema_for!(FogPreflight),
-        "fog.drift" => schemars::schema_for!(FogDrift),
-        _ => return None,
-    };
-    Some(schema)
+    ActivityKind::from_name(uses).map(ActivityKind::input_schema)
 }
 
-/// Runs activity `uses` with resolved inputs and returns its output.
-///
-/// The caller (the engine) has committed the step's start before calling this, and commits
-/// the returned output, so the activity only performs the effect and saves progress.
+/// Runs activity `uses` with resolved inputs and returns its output (see
+/// [`ActivityKind::execute`]); an unknown name is invalid input.
 pub async fn execute(
     uses: &str,
     input: serde_json::Value,
     ctx: &ActivityCtx,
     env: &Env,
 ) -> Result<serde_json::Value, ActivityError> {
-    match uses {
-        "wait" => spec::<Wait>(input)?.run(ctx).await,
-        "approval" => spec::<Approval>(input)?.run(ctx).await,
-        "assert" => spec::<Assert>(input)?.run(),
-        "notify" => spec::<Notify>(input)?.run(ctx, env).await,
-        "command" => spec::<Command>(input)?.run(ctx).await,
-        "report" => spec::<Report>(input)?.run(),
-        "instance.get" => spec::<InstanceGet>(input)?.run(ctx, env).await,
-        "instance.create_like" => spec::<InstanceCreateLike>(input)?.run(ctx, env).await,
-        "instance.scale" => spec::<InstanceScale>(input)?.run(ctx, env).await,
-        "instance.set_update_policy" => spec::<InstanceSetUpdatePolicy>(input)?.run(ctx, env).await,
-        "instance.delete" => spec::<InstanceDelete>(input)?.run(ctx, env).await,
-        "databases.assert_empty" => spec::<DatabasesAssertEmpty>(input)?.run(ctx, env).await,
-        "databases.delete_copies" => spec::<DatabasesDeleteCopies>(input)?.run(ctx, env).await,
-        "network.peer" => spec::<NetworkPeer>(input)?.run(ctx, env).await,
-        "network.open_fog_ports" => spec::<NetworkOpenFogPorts>(input)?.run(ctx, env).await,
-        "fog.get" => spec::<FogGet>(input)?.run(ctx, env).await,
-        "fog.create" => spec::<FogCreate>(input)?.run(ctx, env).await,
-        "fog.delete" => spec::<FogDelete>(input)?.run(ctx, env).await,
-        "fog.failover" => spec::<FogFailover>(input)?.run(ctx, env).await,
-        "fog.force_failover" => spec::<FogForceFailover>(input)?.run(ctx, env).await,
-        "fog.preflight" => spec::<FogPreflight>(input)?.run(ctx, env).await,
-        "fog.drift" => spec::<FogDrift>(input)?.run(ctx, env).await,
-        other => Err(ActivityError::invalid(format!("unknown activity `{other}`"))),
+    match ActivityKind::from_name(uses) {
+        Some(kind) => kind.execute(input, ctx, env).await,
+        None => Err(ActivityError::invalid(format!("unknown activity `{uses}`"))),
     }
 }
 
@@ -240,5 +464,52 @@ mod tests {
             );
         }
         assert!(input_schema("nope").is_none());
+    }
+
+    /// Every name maps back to its kind, and no two kinds share a name.
+    #[test]
+    fn names_round_trip() {
+        assert_eq!(KINDS.len(), ActivityKind::ALL.len());
+        for (kind, name) in ActivityKind::ALL.iter().zip(KINDS) {
+            assert_eq!(kind.name(), *name);
+            assert_eq!(ActivityKind::from_name(name), Some(*kind));
+        }
+        assert_eq!(ActivityKind::from_name("nope"), None);
+    }
+
+    /// "Needs ARM" is a property of each kind, not of the spelling of its name: the built-ins
+    /// do not, every Azure activity does, and an unknown name does not.
+    #[test]
+    fn needs_arm_is_the_azure_activities() {
+        let arm: Vec<&str> = ActivityKind::ALL
+            .iter()
+            .filter(|k| k.needs_arm())
+            .map(|k| k.name())
+            .collect();
+        let builtin: Vec<&str> = ActivityKind::ALL
+            .iter()
+            .filter(|k| !k.needs_arm())
+            .map(|k| k.name())
+            .collect();
+        assert_eq!(builtin, ["wait", "approval", "assert", "notify", "command", "report"]);
+        assert!(arm.iter().all(|n| {
+            ["instance.", "databases.", "network.", "fog."]
+                .iter()
+                .any(|p| n.starts_with(p))
+        }));
+        assert!(needs_arm("fog.failover"));
+        assert!(!needs_arm("command"));
+        assert!(!needs_arm("no.such.activity"));
+    }
+
+    /// The read-only set and the mutating set do not overlap, and an unknown name is treated
+    /// as mutating.
+    #[test]
+    fn read_only_activities_do_not_mutate() {
+        for kind in ActivityKind::ALL {
+            assert!(!(kind.is_read_only() && kind.mutates()), "{kind}");
+        }
+        assert!(!mutates("approval") && !mutates("fog.get") && mutates("fog.failover") && mutates("nope"));
+        assert!(is_read_only("fog.drift") && !is_read_only("nope"));
     }
 }

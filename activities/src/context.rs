@@ -1,3 +1,8 @@
+//! What an activity sees while it runs: [`ActivityCtx`] (run, step, attempt, saved progress,
+//! cancellation), [`Env`] (the process's shared clients, such as the ARM client), and the
+//! [`StepHost`] trait through which the engine gives durable progress and approvals without
+//! the activity touching the store.
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -150,12 +155,6 @@ impl ActivityCtx {
     /// The attempt number, from 1.
     pub fn attempt(&self) -> u32 {
         self.attempt
-    }
-
-    /// A key that is the same for every attempt of this step in this run, for servers that
-    /// deduplicate requests.
-    pub fn idempotency_key(&self) -> String {
-        format!("{}/{}", self.run_id, self.step_id)
     }
 
     /// The progress saved by this or an earlier attempt of the step, if any.

@@ -1,3 +1,5 @@
+//! [`ActivityError`]: why an activity produced no output, and whether the engine may retry.
+
 use std::time::Duration;
 
 /// Why an activity did not produce an output.
@@ -50,9 +52,16 @@ pub enum ActivityError {
         /// The approval message shown to the operator.
         message: String,
     },
-    /// The state store refused to save progress; nothing further was done.
-    #[error("could not save step progress: {0}")]
-    Store(String),
+    /// The state store failed (saving progress, reading or giving an approval); nothing
+    /// further was done. The store's own error is the source, so the engine can tell a lost
+    /// lease from a database failure (`source.downcast_ref`); this crate does not know the
+    /// store's types.
+    #[error("the state store failed")]
+    Store {
+        /// What the store reported.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// The driver no longer holds the run's lease (its deadline on the monotonic clock
     /// passed, or the store says another process holds it), so a cloud request was not
     /// sent. The run stays resumable by whoever holds the lease.
@@ -85,7 +94,7 @@ impl ActivityError {
             Self::Ambiguous { .. } => "AmbiguousInterruption",
             Self::Interrupted => "Interrupted",
             Self::AwaitingApproval { .. } => "AwaitingApproval",
-            Self::Store(_) => "StateStoreError",
+            Self::Store { .. } => "StateStoreError",
             Self::LeaseExpired { .. } => "LeaseExpired",
         }
     }
@@ -99,10 +108,41 @@ impl ActivityError {
         }
     }
 
+    /// Shorthand for [`ActivityError::Store`].
+    pub fn store(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Store {
+            source: Box::new(source),
+        }
+    }
+
     /// Shorthand for [`ActivityError::InvalidInput`].
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::InvalidInput {
             message: message.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("lease lost")]
+    struct LeaseLost;
+
+    /// A store failure keeps its type: the caller finds the store's own error as the source
+    /// (and can downcast it), and the message does not repeat it.
+    #[test]
+    fn a_store_error_is_the_source_not_a_string() {
+        let err = ActivityError::store(LeaseLost);
+        assert_eq!(err.to_string(), "the state store failed");
+        assert_eq!(err.code(), "StateStoreError");
+        let source = std::error::Error::source(&err).expect("the store's error is the source");
+        assert!(source.downcast_ref::<LeaseLost>().is_some());
+        let ActivityError::Store { source } = err else {
+            panic!("not a store error")
+        };
+        assert!(source.downcast::<LeaseLost>().is_ok());
     }
 }

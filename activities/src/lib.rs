@@ -1,9 +1,12 @@
 //! What a fogbook step does.
 //!
 //! Every step of a runbook names an activity (`uses:`) and gives it inputs (`with:`). The set
-//! of activities is closed: [`execute`] holds the one `match` from name to implementation,
-//! and [`input_schema`] gives the JSON Schema of each activity's inputs, which the runbook
-//! validator uses to reject unknown fields and wrong types before a run is created.
+//! of activities is closed: [`ActivityKind`] names each one, and every question about an
+//! activity is an exhaustive `match` on it — its dispatch ([`ActivityKind::execute`]), the JSON
+//! Schema of its inputs ([`ActivityKind::input_schema`], which the runbook validator uses to
+//! reject unknown fields and wrong types before a run is created), its output fields, whether
+//! it only reads, whether it needs ARM, and its duration estimate. The free functions
+//! ([`execute`], [`input_schema`], …) take the name a runbook wrote.
 //!
 //! Activities talk to the durable state only through [`ActivityCtx`]: the progress saved by
 //! an earlier attempt of the same step ([`ActivityCtx::progress`]), and
@@ -29,6 +32,8 @@ mod error;
 pub mod secrets;
 
 pub use azure::{Estimate, find_failover_groups};
-pub use catalog::{KINDS, estimate, execute, input_schema, is_read_only, output_fields, post_event};
+pub use catalog::{
+    ActivityKind, KINDS, estimate, execute, input_schema, is_read_only, mutates, needs_arm, output_fields, post_event,
+};
 pub use context::{ActivityCtx, ApprovalRecord, BoxFuture, Env, StepHost};
 pub use error::ActivityError;

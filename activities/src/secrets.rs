@@ -159,7 +159,8 @@ pub fn redact_result(
             E::Ambiguous { message } => E::Ambiguous { message: text(message) },
             E::Interrupted => E::Interrupted,
             E::AwaitingApproval { message } => E::AwaitingApproval { message: text(message) },
-            E::Store(message) => E::Store(text(message)),
+            // The store's error is kept typed; it describes the database, never step data.
+            E::Store { source } => E::Store { source },
             E::LeaseExpired { message } => E::LeaseExpired { message: text(message) },
         }),
     }

@@ -33,15 +33,17 @@ usage: fogbook-chaos [--trials N] [--seed S] [--fogbook PATH] [--jobs J] [--keep
 
   --trials N          number of trials (default 20)
   --seed S            seed of the whole run (default: from the clock; printed)
-  --fogbook PATH      the fogbook binary under test (default: target/release/fogbook
-                      next to this binary)
+  --fogbook PATH      the fogbook binary under test, built with the feature
+                      test-hooks (`cargo build --release -p fogbook --features
+                      test-hooks`; default: target/release/fogbook next to this binary)
   --jobs J            trials run in parallel (default 2)
   --keep              keep every trial's directory (failing trials are always kept)
   --only-trial K      replay trial K (1-based) of --seed S alone
   --runbooks a,b      only these runbooks (names of examples/<name>.yaml)
   --trial-timeout S   a run that has not ended after S seconds is stuck (default 90)
   --break MODE        set FOGBOOK_CHAOS_BREAK=MODE for the engine (a deliberately
-                      broken build, to prove the harness fails: expect violations)
+                      broken build, to prove the harness fails: expect violations;
+                      a fogbook built without test-hooks ignores it)
   --root DIR          the repository (default: the one this runner was built from)
   --quiet             no line per trial, only failures and the figure line
   --list-plans        print the plan of every trial and exit (to pick one to replay)

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use fogbook_state::{StateError, Store};
+use fogbook_state::Store;
 use serde::Serialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -62,7 +62,7 @@ fn noop_runbook(steps: u32) -> String {
 }
 
 fn err(message: String) -> EngineError {
-    EngineError::State(StateError::InvalidTransition { message })
+    EngineError::internal(message)
 }
 
 /// Runs the benchmark in `dir` (a scratch database there, removed afterwards).
@@ -156,14 +156,9 @@ async fn floor(dir: &Path, commits: u32) -> Result<f64, EngineError> {
 
 fn request<'a>(rb: &'a runbook::Runbook, text: &'a str, params: &serde_json::Value) -> CreateRun<'a> {
     CreateRun {
-        runbook: rb,
-        text,
-        source_path: None,
         params: params.clone(),
-        auto_approve: false,
         take_lease: true,
         created_by: json!("bench"),
-        schedule: None,
-        window: None,
+        ..CreateRun::new(rb, text)
     }
 }

@@ -1,3 +1,9 @@
+//! The engine's error type and how its callers classify it.
+//!
+//! A store error keeps its type: [`EngineError::State`] holds the [`StateError`] itself (never
+//! its message, never under another name), so a lost lease, a held lock and a failed commit
+//! stay distinguishable up to the CLI, which maps [`EngineError::kind`] to an exit code.
+
 use fogbook_state::StateError;
 
 use crate::runbook::Diagnostics;
@@ -9,35 +15,6 @@ pub enum EngineError {
     /// The runbook or its parameters are invalid; nothing was created.
     #[error("invalid runbook or parameters")]
     Invalid(#[source] Diagnostics),
-    /// Another run holds a resource this run needs.
-    #[error("`{key}` is locked by run {holder} ({holder_status})")]
-    Locked {
-        /// The contested resource key.
-        key: String,
-        /// The run holding it.
-        holder: String,
-        /// That run's status.
-        holder_status: String,
-    },
-    /// Another live process drives the run.
-    #[error("run {run_id} is being driven by {owner} (lease valid until {expires_at})")]
-    Busy {
-        /// The run.
-        run_id: String,
-        /// Who drives it.
-        owner: String,
-        /// Lease expiry, RFC 3339.
-        expires_at: String,
-    },
-    /// This process lost the run's lease while driving it (another process took it over,
-    /// or it could not be renewed in time); it stopped without writing anything further.
-    #[error("lost the lease on run {run_id}: it is now held by {owner}")]
-    LeaseLost {
-        /// The run.
-        run_id: String,
-        /// Who holds it now.
-        owner: String,
-    },
     /// This process found, immediately before a cloud request, that it no longer holds the
     /// run's lease (it was frozen or starved past it, or the store names another holder); it
     /// sent nothing and stopped. The run stays resumable by whoever holds the lease.
@@ -59,33 +36,118 @@ pub enum EngineError {
         #[source]
         source: Diagnostics,
     },
-    /// The state store failed.
+    /// The state store refused the operation (a lock or lease another run or process holds,
+    /// a lost lease, an unknown run, a transition that does not fit) or failed (the database
+    /// could not be read or written). [`EngineError::kind`] tells which, and
+    /// [`EngineError::state`] gives the store's error itself.
+    ///
+    /// Transparent: a plain wrapper that adds nothing to say, so the store's message (and its
+    /// own causes) are what prints, once.
     #[error(transparent)]
     State(StateError),
+    /// The engine itself failed (a task it spawned panicked, a benchmark's sanity check did
+    /// not hold): a bug to report, not a problem of the input or the store.
+    #[error("internal error: {message}")]
+    Internal {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// What kind of failure an [`EngineError`] is, for callers that map errors to exit codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The input is wrong: an invalid runbook or parameters, an unknown run, fleet or step,
+    /// a change that does not fit the run's state.
+    BadInput,
+    /// Someone else has what is needed: another live process holds the run's (or fleet's)
+    /// lease, another run holds a resource key, this process lost the lease while driving
+    /// (or fenced itself before a cloud request), or the run is being cancelled.
+    Busy,
+    /// The state database failed: it cannot be opened, read, written or committed, or what it
+    /// holds cannot be used (a newer schema, corrupt or altered rows, an unparsable runbook).
+    Store,
+    /// A bug in fogbook.
+    Internal,
+}
+
+impl EngineError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Invalid(_) => ErrorKind::BadInput,
+            Self::Fenced { .. } => ErrorKind::Busy,
+            Self::StoredRunbook { .. } => ErrorKind::Store,
+            Self::State(e) => state_kind(e),
+            Self::Internal { .. } => ErrorKind::Internal,
+        }
+    }
+
+    /// The store's error, when the store refused or failed.
+    pub fn state(&self) -> Option<&StateError> {
+        match self {
+            Self::State(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// An internal error (see [`EngineError::Internal`]).
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
+        Self::Internal {
+            message: message.into(),
+        }
+    }
+}
+
+/// What kind of failure a store error is.
+fn state_kind(e: &StateError) -> ErrorKind {
+    match e {
+        StateError::UnknownRun { .. }
+        | StateError::UnknownFleet { .. }
+        | StateError::UnknownStep { .. }
+        | StateError::InvalidTransition { .. } => ErrorKind::BadInput,
+        StateError::LockHeld { .. }
+        | StateError::LeaseHeld { .. }
+        | StateError::LeaseLost { .. }
+        | StateError::FleetLeaseHeld { .. }
+        | StateError::CancelRequested { .. } => ErrorKind::Busy,
+        // Everything else is the database failing or holding what cannot be used; a variant
+        // the state crate adds later is the same until it is sorted here.
+        _ => ErrorKind::Store,
+    }
 }
 
 impl From<StateError> for EngineError {
     fn from(e: StateError) -> Self {
-        match e {
-            StateError::LockHeld {
-                key,
-                holder,
-                holder_status,
-            } => Self::Locked {
-                key,
-                holder,
-                holder_status,
-            },
-            StateError::LeaseHeld {
-                run_id,
-                owner,
-                expires_at,
-            } => Self::Busy {
-                run_id,
-                owner,
-                expires_at,
-            },
-            other => Self::State(other),
-        }
+        Self::State(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_keep_their_kind_and_source() {
+        let lost = EngineError::from(StateError::LeaseLost {
+            run_id: "r".into(),
+            owner: "other".into(),
+        });
+        assert_eq!(lost.kind(), ErrorKind::Busy);
+        assert_eq!(lost.to_string(), "lost the lease on run r: it is now held by other");
+        assert!(matches!(lost.state(), Some(StateError::LeaseLost { .. })));
+
+        let held = EngineError::from(StateError::LockHeld {
+            key: "k".into(),
+            holder: "h".into(),
+            holder_status: "running".into(),
+        });
+        assert_eq!(held.kind(), ErrorKind::Busy);
+        assert_eq!(EngineError::from(StateError::StoreClosed).kind(), ErrorKind::Store);
+        assert_eq!(
+            EngineError::from(StateError::UnknownRun { run_id: "x".into() }).kind(),
+            ErrorKind::BadInput
+        );
     }
 }

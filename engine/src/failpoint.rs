@@ -8,8 +8,9 @@
 //! `signal-after-create:SIGINT` (or `SIGTERM`) instead sends that signal right after a run
 //! is created (committed, before its id is printed), as a Ctrl-C in the first milliseconds
 //! would: to the process group when this process leads it, else to this process alone.
-
-use std::sync::OnceLock;
+//!
+//! Only a build with the feature `test-hooks` reads the variable (the tests, the chaos runner
+//! and `fogbook bench` build with it); in a release build every point is a no-op.
 
 /// Where a step can be interrupted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,8 +39,10 @@ impl Point {
     }
 }
 
-fn configured() -> &'static Vec<(String, String)> {
-    static POINTS: OnceLock<Vec<(String, String)>> = OnceLock::new();
+/// The configured points, as `(point, step or target)`.
+#[cfg(feature = "test-hooks")]
+fn configured() -> &'static [(String, String)] {
+    static POINTS: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
     POINTS.get_or_init(|| {
         std::env::var("FOGBOOK_FAILPOINTS")
             .unwrap_or_default()
@@ -48,6 +51,12 @@ fn configured() -> &'static Vec<(String, String)> {
             .map(|(a, b)| (a.trim().to_owned(), b.trim().to_owned()))
             .collect()
     })
+}
+
+/// Without the feature `test-hooks` nothing is configured, whatever the environment says.
+#[cfg(not(feature = "test-hooks"))]
+fn configured() -> &'static [(String, String)] {
+    &[]
 }
 
 /// Kills this process with SIGKILL when `point` is configured for `step`.
@@ -86,5 +95,48 @@ pub(crate) fn hit_named(name: &str, at: &str) {
         tracing::warn!(point = name, at, "failpoint: killing this process");
         let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
         std::process::abort();
+    }
+}
+
+/// Run by `.ci/run` as `cargo nextest run -p fogbook-engine` (the engine alone, built without
+/// the feature `test-hooks`; the workspace's test run builds it with the feature).
+#[cfg(all(test, not(feature = "test-hooks")))]
+mod tests {
+    use super::*;
+
+    /// The child: nothing is configured, and a point configured in the environment does not
+    /// kill this process.
+    #[test]
+    fn without_test_hooks_no_failpoint_is_configured() {
+        assert!(configured().is_empty(), "{:?}", configured());
+        hit(Point::BeforeStart, "probe");
+        hit_named("fleet-before-start", "probe");
+        after_create();
+    }
+
+    /// Runs the child in a process of its own with every kind of failpoint set: a build that
+    /// read the variable would kill or signal it.
+    #[test]
+    fn without_test_hooks_the_failpoint_variable_is_ignored() {
+        let exe = std::env::current_exe().expect("the test binary");
+        let out = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "failpoint::tests::without_test_hooks_no_failpoint_is_configured",
+                "--nocapture",
+            ])
+            .env(
+                "FOGBOOK_FAILPOINTS",
+                "before-start:probe,fleet-before-start:probe,signal-after-create:SIGTERM",
+            )
+            .output()
+            .expect("the child test runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "the child was stopped or failed ({}): {stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -43,7 +43,7 @@ impl StepHost for Host {
                     self.clock.now_ms(),
                 )
                 .await
-                .map_err(|e| ActivityError::Store(e.to_string()))?;
+                .map_err(ActivityError::store)?;
             failpoint::hit(Point::AfterProgress, &self.step_id);
             Ok(())
         })
@@ -55,7 +55,7 @@ impl StepHost for Host {
                 .approval(&self.run_id, &self.step_id)
                 .await
                 .map(|r| r.map(record))
-                .map_err(|e| ActivityError::Store(e.to_string()))
+                .map_err(ActivityError::store)
         })
     }
 
@@ -72,7 +72,7 @@ impl StepHost for Host {
                 )
                 .await
                 .map(record)
-                .map_err(|e| ActivityError::Store(e.to_string()))
+                .map_err(ActivityError::store)
         })
     }
 

@@ -145,8 +145,6 @@ pub fn lease_margin(ttl: Duration, configured: Option<Duration>) -> Duration {
 mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    use serde_json::json;
-
     use super::*;
     use crate::{CreateRun, Engine, EngineConfig, Owner, runbook};
 
@@ -182,15 +180,8 @@ mod tests {
         let rb = runbook::parse(RUNBOOK, "r.yaml").unwrap();
         let run = engine
             .create_run(CreateRun {
-                runbook: &rb,
-                text: RUNBOOK,
-                source_path: None,
-                params: json!({}),
-                auto_approve: false,
                 take_lease: true,
-                created_by: json!("test"),
-                schedule: None,
-                window: None,
+                ..CreateRun::new(&rb, RUNBOOK)
             })
             .await
             .unwrap();

@@ -27,9 +27,12 @@ pub mod schedule;
 mod worker;
 
 pub use clock::{Clock, MachineTime, SteadyClock, SystemClock, TimeSource};
-pub use error::EngineError;
+pub use error::{EngineError, ErrorKind};
 pub use executor::{CreateRun, Engine, EngineConfig, RunOutcome, sha256_hex};
 pub use lease::lease_margin;
 pub use observer::{Observer, Silent};
 pub use owner::Owner;
+/// Whether this build reads the test switches (`FOGBOOK_FAILPOINTS`): built with the feature
+/// `test-hooks`, as the tests, the chaos runner and `fogbook bench` are; a release build is not.
+pub const TEST_HOOKS: bool = cfg!(feature = "test-hooks");
 pub use worker::{PreparedEnv, RunEnv, RunEnvHook, WorkerConfig, WorkerReport, run_worker};

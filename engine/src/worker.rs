@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fogbook_activities::{BoxFuture, Env};
-use fogbook_state::{FireDecision, FireOutcome, RunFilter, RunRow, RunStatus, ScheduleRow};
+use fogbook_state::{FireDecision, FireOutcome, RunFilter, RunRow, RunStatus, ScheduleRow, StateError};
 use serde_json::json;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -114,7 +114,7 @@ pub async fn run_worker(
                     }
                 }
                 let outcome = engine.drive(&run, token).await;
-                if let Err(EngineError::Busy { owner, .. }) = &outcome {
+                if let Err(EngineError::State(StateError::LeaseHeld { owner, .. })) = &outcome {
                     engine.observer().run_left_to(&run, owner);
                 }
                 if let Some(finish) = finish {
@@ -172,7 +172,9 @@ fn finished(
             match outcome {
                 Ok(o) => tracing::info!(run_id = %run, outcome = ?o, "worker: run stopped"),
                 // Another worker won the lease: not an error.
-                Err(EngineError::Busy { owner, .. }) => tracing::debug!(run_id = %run, %owner, "worker: run taken"),
+                Err(EngineError::State(StateError::LeaseHeld { owner, .. })) => {
+                    tracing::debug!(run_id = %run, %owner, "worker: run taken")
+                }
                 Err(e) => tracing::error!(run_id = %run, error = %e, "worker: driving failed"),
             }
         }
@@ -272,7 +274,8 @@ async fn tick_one(engine: &Engine, s: &ScheduleRow) -> Result<usize, EngineError
         catch_up: Duration::from_millis(u64::try_from(s.catch_up_ms).unwrap_or(0)),
         paused: s.paused,
         window: s.window.as_ref().and_then(Window::from_json),
-        active_run: s.active_run.is_some(),
+        active_run: s.active_run.is_some()
+            || (s.fleet.is_some() && crate::fleet::active_fleet_of(engine, &s.name).await?.is_some()),
         overlap: s.overlap,
         queued: s.queued,
     };
@@ -310,15 +313,13 @@ async fn tick_one(engine: &Engine, s: &ScheduleRow) -> Result<usize, EngineError
                 fire_at,
                 from_queue,
                 run: Box::new(engine.prepare_run(CreateRun {
-                    runbook: &rb,
-                    text: &s.runbook_text,
                     source_path: s.source_path.clone(),
                     params: params.clone(),
                     auto_approve: s.auto_approve,
-                    take_lease: false,
                     created_by: json!({ "schedule": s.name, "fire_at": fogbook_state::format_ms(fire_at), "worker": engine.owner().as_str() }),
                     schedule: Some(s.name.clone()),
                     window: s.window.clone().filter(|w| w.get("pause") == Some(&serde_json::Value::Bool(true))),
+                    ..CreateRun::new(&rb, &s.runbook_text)
                 })?),
             },
         });

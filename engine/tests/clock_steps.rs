@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use fogbook_engine::{CreateRun, Engine, EngineConfig, MachineTime, RunOutcome, SteadyClock, TimeSource, runbook};
 use fogbook_state::{StepStatus, Store};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 /// The machine's clocks, plus steps the test makes: `wall` moves only the wall clock, `mono`
@@ -80,20 +79,7 @@ async fn case(lease_ttl: Duration) -> Case {
     };
     let engine = Engine::new(store.clone(), config).with_clock(clock);
     let rb = runbook::parse(RUNBOOK, "stepped.yaml").unwrap();
-    let run = engine
-        .create_run(CreateRun {
-            runbook: &rb,
-            text: RUNBOOK,
-            source_path: None,
-            params: json!({}),
-            auto_approve: false,
-            take_lease: false,
-            created_by: json!("test"),
-            schedule: None,
-            window: None,
-        })
-        .await
-        .unwrap();
+    let run = engine.create_run(CreateRun::new(&rb, RUNBOOK)).await.unwrap();
     Case {
         _dir: dir,
         store,

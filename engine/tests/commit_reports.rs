@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 
 use fogbook_engine::{CreateRun, Engine, EngineConfig, Observer, RunOutcome, runbook};
 use fogbook_state::{Millis, Store, StoreFault};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 const RUNBOOK: &str = r#"
@@ -55,20 +54,7 @@ async fn a_disk_full_commit_reports_nothing_done_and_names_the_run_the_step_and_
     let seen = Arc::new(Seen::default());
     let engine = Engine::new(store.clone(), EngineConfig::default()).with_observer(seen.clone());
     let rb = runbook::parse(RUNBOOK, "commits.yaml").unwrap();
-    let run = engine
-        .create_run(CreateRun {
-            runbook: &rb,
-            text: RUNBOOK,
-            source_path: None,
-            params: json!({}),
-            auto_approve: false,
-            take_lease: false,
-            created_by: json!("test"),
-            schedule: None,
-            window: None,
-        })
-        .await
-        .unwrap();
+    let run = engine.create_run(CreateRun::new(&rb, RUNBOOK)).await.unwrap();
     store.inject_fault(END_OF_S2, StoreFault::DiskFull);
     let err = engine.drive(&run, CancellationToken::new()).await.unwrap_err();
     assert_eq!(

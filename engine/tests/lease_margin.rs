@@ -6,8 +6,7 @@
 use std::time::Duration;
 
 use fogbook_engine::{CreateRun, Engine, EngineConfig, EngineError, Owner, RunOutcome, runbook};
-use fogbook_state::Store;
-use serde_json::json;
+use fogbook_state::{StateError, Store};
 use tokio_util::sync::CancellationToken;
 
 const RUNBOOK: &str = r#"
@@ -35,15 +34,8 @@ async fn an_expired_lease_is_taken_over_only_after_the_margin() {
     let rb = runbook::parse(RUNBOOK, "one-step.yaml").unwrap();
     let run = a
         .create_run(CreateRun {
-            runbook: &rb,
-            text: RUNBOOK,
-            source_path: None,
-            params: json!({}),
-            auto_approve: false,
             take_lease: true,
-            created_by: json!("test"),
-            schedule: None,
-            window: None,
+            ..CreateRun::new(&rb, RUNBOOK)
         })
         .await
         .unwrap();
@@ -52,7 +44,9 @@ async fn an_expired_lease_is_taken_over_only_after_the_margin() {
     // B tries until the store lets it in (refused while A's lease is valid).
     let outcome = loop {
         match b.drive(&run, CancellationToken::new()).await {
-            Err(EngineError::Busy { .. }) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(EngineError::State(StateError::LeaseHeld { .. })) => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
             other => break other.unwrap(),
         }
     };

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use fogbook_engine::{CreateRun, Engine, EngineConfig, RunOutcome, runbook};
 use fogbook_state::{RunStatus, StepStatus, Store, StoreFault};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 fn runbook_text(out: &Path) -> String {
@@ -42,20 +41,7 @@ async fn case() -> Case {
     let engine = Engine::new(store.clone(), EngineConfig::default());
     let text = runbook_text(&out);
     let rb = runbook::parse(&text, "faults.yaml").unwrap();
-    let run = engine
-        .create_run(CreateRun {
-            runbook: &rb,
-            text: &text,
-            source_path: None,
-            params: json!({}),
-            auto_approve: false,
-            take_lease: false,
-            created_by: json!("test"),
-            schedule: None,
-            window: None,
-        })
-        .await
-        .unwrap();
+    let run = engine.create_run(CreateRun::new(&rb, &text)).await.unwrap();
     Case {
         _dir: dir,
         out,

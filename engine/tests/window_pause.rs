@@ -49,15 +49,8 @@ async fn a_disruptive_step_waits_for_the_window() {
     window["pause"] = json!(true);
     let id = engine
         .create_run(CreateRun {
-            runbook: &rb,
-            text: RUNBOOK,
-            source_path: None,
-            params: json!({}),
-            auto_approve: false,
-            take_lease: false,
-            created_by: json!("test"),
-            schedule: None,
             window: Some(window),
+            ..CreateRun::new(&rb, RUNBOOK)
         })
         .await
         .unwrap();

@@ -4,22 +4,18 @@ use std::path::Path;
 
 use fogbook_state::Store;
 
-use super::run_view::{RunView, report_document};
-use crate::{Exit, output};
+use super::run_view::report_document;
+use super::view::RunView;
+use crate::error::fail;
+use crate::exit::Exit;
+use crate::output;
 
 /// Writes the self-contained HTML report of a run to `path` (`-` for stdout).
 pub(crate) async fn write_report(store: &Store, run_id: &str, path: &Path, quiet: bool) -> Exit {
     let now = fogbook_engine::Clock::now_ms(&fogbook_engine::SystemClock);
     let view = match RunView::load(store, run_id, now).await {
         Ok(v) => v,
-        Err(e @ fogbook_state::StateError::UnknownRun { .. }) => {
-            output::error(&e.to_string(), Some("`fogbook runs` lists the runs in this database"));
-            return Exit::BadInput;
-        }
-        Err(e) => {
-            output::error_chain(&e, None);
-            return Exit::BadInput;
-        }
+        Err(e) => return fail(e),
     };
     let doc = report_document(&view);
     if path == Path::new("-") {

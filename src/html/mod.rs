@@ -9,7 +9,9 @@ mod export;
 mod markup;
 mod run_view;
 mod timeline;
+mod view;
 
 pub(crate) use export::write_report;
 pub(crate) use markup::{CSS, esc, short};
-pub(crate) use run_view::{RunView, compact, human, run_sections, shown_status, waiting_reason};
+pub(crate) use run_view::{compact, run_sections};
+pub(crate) use view::{RunView, human, shown_status, waiting_reason};

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use fogbook_state::{EventRow, Millis, WindowKind, format_ms};
 
 use super::markup::esc;
-use super::run_view::{RunView, human};
+use super::view::{RunView, human};
 
 const WIDTH: f64 = 1200.0;
 const X0: f64 = 240.0;

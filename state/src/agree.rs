@@ -4,14 +4,13 @@
 //! chain intact, so only this comparison finds it.
 //!
 //! The derivation follows the store's transitions: every change of a run's status, a step's
-//! status or a window is written with the event that describes it (see `store.rs`).
+//! status or a window is written with the event that describes it (see `store/steps.rs`).
 
 use std::collections::BTreeMap;
 
-use rusqlite::Connection;
-
 use crate::audit::{AuditFailure, FLEET_STREAM, SCHEDULE_STREAM, Stored};
 use crate::error::SqlContext;
+use crate::sql::{self, Row, Tx, params};
 use crate::{Millis, StateError};
 
 #[derive(Debug, Default)]
@@ -141,7 +140,7 @@ fn fmt_opt<T: std::fmt::Display>(v: Option<T>) -> String {
 /// The first run, step or window whose row disagrees with what the trail records (all runs,
 /// or only `run`). `events` is the whole verified chain.
 pub(crate) fn first_disagreement(
-    conn: &Connection,
+    conn: &dyn Tx,
     events: &[Stored],
     run: Option<&str>,
 ) -> Result<Option<AuditFailure>, StateError> {
@@ -301,14 +300,11 @@ pub(crate) fn first_disagreement(
 }
 
 fn rows<T>(
-    conn: &Connection,
+    conn: &dyn Tx,
     sql: &str,
     run: Option<&str>,
-    f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    f: impl FnMut(&Row) -> sql::Result<T>,
 ) -> Result<Vec<T>, StateError> {
-    let mut stmt = conn.prepare(sql).during("reading rows to compare with the trail")?;
-    stmt.query_map([run], f)
-        .during("reading rows to compare with the trail")?
-        .collect::<Result<_, _>>()
+    conn.query_map(sql, params![run], f)
         .during("reading rows to compare with the trail")
 }

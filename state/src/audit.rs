@@ -10,12 +10,11 @@
 //! tail: against that, `audit verify` prints the head hash for the operator to keep
 //! elsewhere, and `--since-head HASH` proves the chain still contains it.
 
-use rusqlite::types::ValueRef;
-use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::error::{CachedExt, SqlContext};
+use crate::error::SqlContext;
+use crate::sql::{self, OptionalExt, Tx, params};
 use crate::{Millis, StateError};
 
 /// The `prev_hash` of the first event.
@@ -102,12 +101,12 @@ fn head_of(stream: &str) -> (&'static str, &'static str, &str) {
 }
 
 /// Fails with [`StateError::UnknownRun`] when no run (or schedule) has this stream id.
-pub(crate) fn stream_exists(conn: &rusqlite::Connection, stream: &str) -> Result<(), StateError> {
+pub(crate) fn stream_exists(conn: &dyn Tx, stream: &str) -> Result<(), StateError> {
     let (table, key_col, key) = head_of(stream);
     let n: i64 = conn
-        .cached_query_row(
+        .query_row(
             &format!("SELECT count(*) FROM {table} WHERE {key_col} = ?1"),
-            [key],
+            params![key],
             |r| r.get(0),
         )
         .during("looking up an audit stream")?;
@@ -122,17 +121,13 @@ pub(crate) fn stream_exists(conn: &rusqlite::Connection, stream: &str) -> Result
 /// The kind of the event (`step.completed` or `step.skipped`) that records `step_id` of
 /// `run_id` as done, if the trail holds one that no later operator re-opening
 /// (`step.retry_requested`, written by `retry-from`) undid.
-pub(crate) fn done_in_trail(
-    conn: &rusqlite::Connection,
-    run_id: &str,
-    step_id: &str,
-) -> Result<Option<String>, StateError> {
+pub(crate) fn done_in_trail(conn: &dyn Tx, run_id: &str, step_id: &str) -> Result<Option<String>, StateError> {
     let last: Option<String> = conn
-        .cached_query_row(
+        .query_row(
             "SELECT kind FROM events WHERE run_id = ?1 AND step_id = ?2
                  AND kind IN ('step.completed', 'step.skipped', 'step.retry_requested')
              ORDER BY seq DESC LIMIT 1",
-            [run_id, step_id],
+            params![run_id, step_id],
             |r| r.get(0),
         )
         .optional()
@@ -142,14 +137,14 @@ pub(crate) fn done_in_trail(
 
 /// Appends an event to a stream (a run's, or a schedule's `schedule:<name>`) and to the
 /// global chain, inside the caller's transaction.
-pub(crate) fn append(tx: &Transaction<'_>, run_id: &str, at: Millis, ev: NewEvent<'_>) -> Result<(), StateError> {
+pub(crate) fn append(tx: &dyn Tx, run_id: &str, at: Millis, ev: NewEvent<'_>) -> Result<(), StateError> {
     append_all(tx, run_id, [(at, ev)])
 }
 
 /// Appends events to one stream in order, inside the caller's transaction: the stream's and
 /// the chain's heads are read once and written once, whatever the number of events.
 pub(crate) fn append_all<'a>(
-    tx: &Transaction<'_>,
+    tx: &dyn Tx,
     run_id: &str,
     events: impl IntoIterator<Item = (Millis, NewEvent<'a>)>,
 ) -> Result<(), StateError> {
@@ -159,7 +154,7 @@ pub(crate) fn append_all<'a>(
 /// Appends a run's events (as [`append_all`]) and records in the same row update that the
 /// run moved at `now` (and its new status, if it changes): one write of the run's row.
 pub(crate) fn append_and_touch<'a>(
-    tx: &Transaction<'_>,
+    tx: &dyn Tx,
     run_id: &str,
     events: impl IntoIterator<Item = (Millis, NewEvent<'a>)>,
     status: Option<&'static str>,
@@ -169,7 +164,7 @@ pub(crate) fn append_and_touch<'a>(
 }
 
 fn append_events<'a>(
-    tx: &Transaction<'_>,
+    tx: &dyn Tx,
     run_id: &str,
     events: impl IntoIterator<Item = (Millis, NewEvent<'a>)>,
     touch: Option<(Option<&'static str>, Millis)>,
@@ -177,7 +172,7 @@ fn append_events<'a>(
     let mut events = events.into_iter().peekable();
     if events.peek().is_none() {
         if let Some((status, now)) = touch {
-            tx.cached_execute(
+            tx.execute(
                 "UPDATE runs SET status = COALESCE(?3, status), updated_at = ?2 WHERE id = ?1",
                 params![run_id, now, status],
             )
@@ -187,9 +182,9 @@ fn append_events<'a>(
     }
     let (table, key_col, key) = head_of(run_id);
     let mut seq: i64 = tx
-        .cached_query_row(
+        .query_row(
             &format!("SELECT audit_count FROM {table} WHERE {key_col} = ?1"),
-            [key],
+            params![key],
             |r| r.get(0),
         )
         .optional()
@@ -198,7 +193,7 @@ fn append_events<'a>(
             run_id: run_id.to_owned(),
         })?;
     let (mut prev, mut gseq): (String, i64) = tx
-        .cached_query_row("SELECT head, count FROM chain WHERE id = 1", [], |r| {
+        .query_row("SELECT head, count FROM chain WHERE id = 1", params![], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .during("reading the chain head")?;
@@ -218,7 +213,7 @@ fn append_events<'a>(
             prev_hash: &prev,
         }
         .hash();
-        tx.cached_execute(
+        tx.execute(
             "INSERT INTO events (gseq, run_id, seq, at, kind, step_id, attempt, data, prev_hash, hash)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![gseq, run_id, seq, at, ev.kind, ev.step_id, ev.attempt, data, prev, hash],
@@ -227,18 +222,18 @@ fn append_events<'a>(
         prev = hash;
     }
     match touch {
-        Some((status, now)) => tx.cached_execute(
+        Some((status, now)) => tx.execute(
             "UPDATE runs SET audit_head = ?2, audit_count = ?3, status = COALESCE(?4, status), updated_at = ?5
              WHERE id = ?1",
             params![key, prev, seq, status, now],
         ),
-        None => tx.cached_execute(
+        None => tx.execute(
             &format!("UPDATE {table} SET audit_head = ?2, audit_count = ?3 WHERE {key_col} = ?1"),
             params![key, prev, seq],
         ),
     }
     .during("advancing the audit head")?;
-    tx.cached_execute(
+    tx.execute(
         "UPDATE chain SET head = ?1, count = ?2 WHERE id = 1",
         params![prev, gseq],
     )
@@ -289,77 +284,68 @@ pub(crate) struct Stored {
 /// Recomputes the whole chain (every run's trail is part of it) and each stream's count and
 /// head. With `run`, the run must exist. With `since_head`, the chain must contain an event
 /// with that hash (a head recorded earlier, outside the database).
-pub(crate) fn verify(
-    conn: &rusqlite::Connection,
-    run: Option<&str>,
-    since_head: Option<&str>,
-) -> Result<AuditReport, StateError> {
+pub(crate) fn verify(conn: &dyn Tx, run: Option<&str>, since_head: Option<&str>) -> Result<AuditReport, StateError> {
     if let Some(id) = run {
         stream_exists(conn, id)?;
     }
     let streams: Vec<(String, String, i64)> = {
-        let mut stmt = conn
-            .prepare(
-                "SELECT id, audit_head, audit_count FROM runs
+        conn.query_map(
+            "SELECT id, audit_head, audit_count FROM runs
                  UNION ALL SELECT 'schedule:' || name, audit_head, audit_count FROM schedules
                  UNION ALL SELECT 'fleet:' || id, audit_head, audit_count FROM fleets",
-            )
-            .during("listing runs to verify")?;
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .during("listing runs to verify")?
-            .collect::<Result<_, _>>()
-            .during("listing runs to verify")?
+            params![],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .during("listing runs to verify")?
     };
     let (chain_head, chain_count): (String, i64) = conn
-        .cached_query_row("SELECT head, count FROM chain WHERE id = 1", [], |r| {
+        .query_row("SELECT head, count FROM chain WHERE id = 1", params![], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .during("reading the chain head")?;
-    let mut stmt = conn
-        .prepare(
+    let events: Vec<Stored> = conn
+        .query_map(
             "SELECT gseq, run_id, seq, at, kind, step_id, attempt, data, prev_hash, hash FROM events ORDER BY gseq",
+            params![],
+            |r| {
+                // Text that is not valid UTF-8 is read anyway (lossily) and named: the event is
+                // reported as altered instead of the whole check failing on it.
+                let mut unreadable = None;
+                let mut lossy = |idx: usize| -> sql::Result<Option<String>> {
+                    match r.value(idx)? {
+                        sql::Value::Null => Ok(None),
+                        sql::Value::Text(s) => Ok(Some(s.clone())),
+                        sql::Value::Blob(b) => Ok(Some(match std::str::from_utf8(b) {
+                            Ok(s) => s.to_owned(),
+                            Err(_) => {
+                                unreadable.get_or_insert_with(|| r.column_name(idx).to_owned());
+                                String::from_utf8_lossy(b).into_owned()
+                            }
+                        })),
+                        _ => r.get(idx),
+                    }
+                };
+                let run_id = lossy(1)?.unwrap_or_default();
+                let kind = lossy(4)?.unwrap_or_default();
+                let step_id = lossy(5)?;
+                let data = lossy(7)?.unwrap_or_default();
+                let prev_hash = lossy(8)?.unwrap_or_default();
+                let hash = lossy(9)?.unwrap_or_default();
+                Ok(Stored {
+                    gseq: r.get(0)?,
+                    run_id,
+                    seq: r.get(2)?,
+                    at: r.get(3)?,
+                    kind,
+                    step_id,
+                    attempt: r.get(6)?,
+                    data,
+                    prev_hash,
+                    hash,
+                    unreadable,
+                })
+            },
         )
-        .during("reading the audit trail")?;
-    let events: Vec<Stored> = stmt
-        .query_map([], |r| {
-            // Text that is not valid UTF-8 is read anyway (lossily) and named: the event is
-            // reported as altered instead of the whole check failing on it.
-            let mut unreadable = None;
-            let mut lossy = |idx: usize| -> rusqlite::Result<Option<String>> {
-                match r.get_ref(idx)? {
-                    ValueRef::Null => Ok(None),
-                    ValueRef::Text(b) | ValueRef::Blob(b) => Ok(Some(match std::str::from_utf8(b) {
-                        Ok(s) => s.to_owned(),
-                        Err(_) => {
-                            unreadable.get_or_insert_with(|| r.as_ref().column_name(idx).unwrap_or("?").to_owned());
-                            String::from_utf8_lossy(b).into_owned()
-                        }
-                    })),
-                    _ => r.get(idx),
-                }
-            };
-            let run_id = lossy(1)?.unwrap_or_default();
-            let kind = lossy(4)?.unwrap_or_default();
-            let step_id = lossy(5)?;
-            let data = lossy(7)?.unwrap_or_default();
-            let prev_hash = lossy(8)?.unwrap_or_default();
-            let hash = lossy(9)?.unwrap_or_default();
-            Ok(Stored {
-                gseq: r.get(0)?,
-                run_id,
-                seq: r.get(2)?,
-                at: r.get(3)?,
-                kind,
-                step_id,
-                attempt: r.get(6)?,
-                data,
-                prev_hash,
-                hash,
-                unreadable,
-            })
-        })
-        .during("reading the audit trail")?
-        .collect::<Result<_, _>>()
         .during("reading the audit trail")?;
     let mut report = AuditReport {
         runs: streams.len(),

@@ -1,4 +1,30 @@
+//! [`StateError`], what it says to a caller ([`StateError::kind`]), and the helpers that
+//! turn a backend's errors into it while keeping them as sources.
+
 use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The database backend's own error (rusqlite's for SQLite), kept as the source of a
+/// [`StateError`]. Shared (`Arc`) because one failed group commit fails every write in it.
+pub type BackendError = Arc<dyn std::error::Error + Send + Sync>;
+
+/// What kind of failure a [`StateError`] is, for a caller that decides what happens next
+/// (the CLI's exit code) without reading messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Another process holds what was asked for (a run's or fleet's lease, a resource
+    /// lock), or this process lost its lease: trying again later may succeed.
+    Busy,
+    /// The run, step or fleet does not exist.
+    NotFound,
+    /// The change does not fit the current state (a bad transition, a run being
+    /// cancelled); nothing was changed.
+    Refused,
+    /// The database itself failed or holds what fogbook never writes (I/O, disk full, a
+    /// newer schema, corrupt or edited rows, the store thread gone).
+    Database,
+}
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +68,7 @@ pub enum StateError {
         version: usize,
         /// Why.
         #[source]
-        source: rusqlite::Error,
+        source: BackendError,
     },
     /// No run with this id.
     #[error("no run `{run_id}` in this database")]
@@ -129,14 +155,24 @@ pub enum StateError {
         /// The event that records the step as done.
         recorded: String,
     },
-    /// A SQLite statement failed.
+    /// A statement failed.
     #[error("state database error during {operation}")]
-    Sqlite {
+    Database {
         /// What the store was doing.
         operation: &'static str,
-        /// The SQLite error.
+        /// The backend's error.
         #[source]
-        source: rusqlite::Error,
+        source: BackendError,
+    },
+    /// A stored value is not one fogbook writes (a status or kind it does not know).
+    #[error(
+        "corrupt {what} in the state database: {message}; the file was changed outside fogbook or by a newer fogbook: run `fogbook audit verify`, or restore the database from a backup"
+    )]
+    CorruptValue {
+        /// Which column.
+        what: &'static str,
+        /// What is wrong with the value.
+        message: String,
     },
     /// Stored JSON could not be read back.
     #[error("corrupt {what} in the state database")]
@@ -148,23 +184,26 @@ pub enum StateError {
         source: serde_json::Error,
     },
     /// The transaction holding this change could not be committed; nothing of it is saved.
-    #[error("the state database could not commit: {message}")]
+    #[error("the state database could not commit the change; nothing of it is saved")]
     Commit {
-        /// What SQLite said.
-        message: String,
+        /// Why (the backend's error, or the injected fault).
+        #[source]
+        source: BackendError,
     },
     /// A transition of a run could not be committed (the disk is full, the file cannot be
     /// written); nothing of it is saved and nothing of it was reported as done.
     #[error(
-        "could not commit {what} of run {run_id}: {message}; nothing of it is saved; once the cause is fixed (free disk space, file permissions, a lock held by another program), run `fogbook resume {run_id}`"
+        "could not commit {what} of run {run_id}: {cause}; nothing of it is saved; once the cause is fixed (free disk space, file permissions, a lock held by another program), run `fogbook resume {run_id}`",
+        cause = root_cause(source.as_ref())
     )]
     NotCommitted {
         /// The run.
         run_id: String,
         /// What the transition was (`the end of step `a` and the start of step `b``).
         what: String,
-        /// What SQLite said.
-        message: String,
+        /// Why (the backend's error, or the injected fault).
+        #[source]
+        source: BackendError,
     },
     /// A row's bytes cannot be read (text that is not valid UTF-8): the file was changed
     /// outside fogbook.
@@ -181,35 +220,87 @@ pub enum StateError {
 }
 
 impl StateError {
+    /// What kind of failure this is (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::LeaseHeld { .. } | Self::LeaseLost { .. } | Self::LockHeld { .. } | Self::FleetLeaseHeld { .. } => {
+                ErrorKind::Busy
+            }
+            Self::UnknownRun { .. } | Self::UnknownFleet { .. } | Self::UnknownStep { .. } => ErrorKind::NotFound,
+            Self::InvalidTransition { .. } | Self::CancelRequested { .. } => ErrorKind::Refused,
+            Self::OpenDatabase { .. }
+            | Self::NewerSchema { .. }
+            | Self::UnknownSchema { .. }
+            | Self::ApplyMigrations { .. }
+            | Self::TrailDisagrees { .. }
+            | Self::Database { .. }
+            | Self::CorruptValue { .. }
+            | Self::Corrupt { .. }
+            | Self::Commit { .. }
+            | Self::NotCommitted { .. }
+            | Self::Unreadable { .. }
+            | Self::StoreClosed => ErrorKind::Database,
+        }
+    }
+
     /// Names the run and the transition a failed commit was for.
     pub(crate) fn naming(self, run_id: &str, what: impl FnOnce() -> String) -> Self {
         match self {
-            Self::Commit { message } => Self::NotCommitted {
+            Self::Commit { source } => Self::NotCommitted {
                 run_id: run_id.to_owned(),
                 what: what(),
-                message,
+                source,
             },
             other => other,
         }
     }
+
+    /// A failed commit, for a reason that is not a backend error (no transaction could be
+    /// begun for the write, or a fault was injected).
+    pub(crate) fn commit_failed(reason: impl Into<String>) -> Self {
+        Self::Commit {
+            source: Arc::new(Reason(reason.into())),
+        }
+    }
 }
 
+/// The innermost cause of `e` (what the disk or the database said), for a message that
+/// names it without the layers above it.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// A reason given as text, as the source of a [`StateError`].
+#[derive(Debug)]
+struct Reason(String);
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Reason {}
+
 pub(crate) trait SqlContext<T> {
+    /// The error as a [`StateError`] naming what the store was doing.
     fn during(self, operation: &'static str) -> Result<T, StateError>;
 }
 
-impl<T> SqlContext<T> for Result<T, rusqlite::Error> {
+impl<T> SqlContext<T> for crate::sql::Result<T> {
     fn during(self, operation: &'static str) -> Result<T, StateError> {
-        self.map_err(|source| {
-            if let rusqlite::Error::FromSqlConversionFailure(_, _, cause) = &source
-                && let Some(cell) = cause.downcast_ref::<UnreadableCell>()
-            {
-                return StateError::Unreadable { what: cell.0.clone() };
-            }
-            StateError::Sqlite {
+        use crate::sql::Error;
+        self.map_err(|e| match e {
+            Error::Unreadable(cell) => StateError::Unreadable { what: cell.0 },
+            Error::Backend(source) => StateError::Database { operation, source },
+            other => StateError::Database {
                 operation,
-                source: without_sql(source),
-            }
+                source: Arc::new(other),
+            },
         })
     }
 }
@@ -225,73 +316,3 @@ impl std::fmt::Display for UnreadableCell {
 }
 
 impl std::error::Error for UnreadableCell {}
-
-/// Reads a text column (NULL as `None`); text that is not valid UTF-8 fails with the row
-/// named by `row` and the column, which [`SqlContext::during`] turns into
-/// [`StateError::Unreadable`].
-pub(crate) fn opt_text(
-    r: &rusqlite::Row<'_>,
-    idx: usize,
-    row: &dyn Fn() -> String,
-) -> rusqlite::Result<Option<String>> {
-    use rusqlite::types::ValueRef;
-    let bytes = match r.get_ref(idx)? {
-        ValueRef::Null => return Ok(None),
-        ValueRef::Text(b) | ValueRef::Blob(b) => b,
-        // Numbers are read as text by SQLite's rules, as `get::<String>` would refuse them.
-        _ => return r.get(idx),
-    };
-    match std::str::from_utf8(bytes) {
-        Ok(s) => Ok(Some(s.to_owned())),
-        Err(_) => {
-            let column = r.as_ref().column_name(idx).unwrap_or("?").to_owned();
-            Err(rusqlite::Error::FromSqlConversionFailure(
-                idx,
-                rusqlite::types::Type::Text,
-                Box::new(UnreadableCell(format!("{}, column {column}", row()))),
-            ))
-        }
-    }
-}
-
-/// As [`opt_text`], for a column that is never NULL.
-pub(crate) fn text(r: &rusqlite::Row<'_>, idx: usize, row: &dyn Fn() -> String) -> rusqlite::Result<String> {
-    opt_text(r, idx, row)?.ok_or(rusqlite::Error::InvalidColumnType(
-        idx,
-        r.as_ref().column_name(idx).unwrap_or("?").to_owned(),
-        rusqlite::types::Type::Null,
-    ))
-}
-
-/// The error without the statement it came from: an error names what the store was doing,
-/// never prints the SQL (a migration's text is a hundred lines).
-pub(crate) fn without_sql(e: rusqlite::Error) -> rusqlite::Error {
-    match e {
-        rusqlite::Error::SqlInputError { error, msg, .. } => rusqlite::Error::SqliteFailure(error, Some(msg)),
-        other => other,
-    }
-}
-
-/// Statements run through SQLite's prepared-statement cache: the store runs the same few
-/// statements for every step, and preparing them once saves most of a transaction's CPU.
-pub(crate) trait CachedExt {
-    fn cached_execute<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
-    fn cached_query_row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
-    where
-        P: rusqlite::Params,
-        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>;
-}
-
-impl CachedExt for rusqlite::Connection {
-    fn cached_execute<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
-        self.prepare_cached(sql)?.execute(params)
-    }
-
-    fn cached_query_row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
-    where
-        P: rusqlite::Params,
-        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-    {
-        self.prepare_cached(sql)?.query_row(params, f)
-    }
-}

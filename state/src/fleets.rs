@@ -1,3 +1,4 @@
+// Over 600 lines on purpose: each fleet transition sits beside the audit event it writes, one transaction each.
 //! Fleets: one runbook over many targets with rate control. The store keeps the fleet's
 //! pinned file, its targets and its decisions, and applies each decision atomically with the
 //! audit event that records it (stream `fleet:<id>`); the decisions themselves (which target
@@ -7,11 +8,11 @@
 //! and marks the target started, under the fleet's lease. A target is therefore started at
 //! most once, whatever the moment its driver is killed.
 
-use rusqlite::{OptionalExtension, Row, Transaction, params};
 use serde_json::json;
 
 use crate::audit::{self, FLEET_STREAM, GENESIS, NewEvent};
-use crate::error::{CachedExt, SqlContext};
+use crate::error::SqlContext;
+use crate::sql::{self, OptionalExt, Row, Tx, params};
 use crate::store::insert_run;
 use crate::{Millis, NewRun, RunStatus, StateError, Store, format_ms};
 
@@ -143,7 +144,7 @@ fn corrupt(what: &'static str) -> impl FnOnce(serde_json::Error) -> StateError {
     move |source| StateError::Corrupt { what, source }
 }
 
-fn fleet_row(r: &Row<'_>) -> rusqlite::Result<(FleetRow, String, String)> {
+fn fleet_row(r: &Row) -> sql::Result<(FleetRow, String, String)> {
     Ok((
         FleetRow {
             id: r.get(0)?,
@@ -169,11 +170,11 @@ fn fleet_row(r: &Row<'_>) -> rusqlite::Result<(FleetRow, String, String)> {
     ))
 }
 
-fn load_fleet_row(conn: &rusqlite::Connection, id: &str) -> Result<FleetRow, StateError> {
+fn load_fleet_row(conn: &dyn Tx, id: &str) -> Result<FleetRow, StateError> {
     let raw = conn
-        .cached_query_row(
+        .query_row(
             &format!("SELECT {FLEET_COLUMNS} FROM fleets WHERE id = ?1"),
-            [id],
+            params![id],
             fleet_row,
         )
         .optional()
@@ -187,34 +188,31 @@ fn load_fleet_row(conn: &rusqlite::Connection, id: &str) -> Result<FleetRow, Sta
     Ok(row)
 }
 
-fn load_targets(conn: &rusqlite::Connection, id: &str) -> Result<Vec<FleetTargetRow>, StateError> {
-    let mut stmt = conn
-        .prepare_cached(
+fn load_targets(conn: &dyn Tx, id: &str) -> Result<Vec<FleetTargetRow>, StateError> {
+    let raw: Vec<(FleetTargetRow, String, Option<String>)> = conn
+        .query_map(
             "SELECT t.idx, t.name, t.wave, t.params, t.run_id, t.status, r.status, t.started_at, t.ended_at
              FROM fleet_targets t LEFT JOIN runs r ON r.id = t.run_id
              WHERE t.fleet_id = ?1 ORDER BY t.idx",
+            params![id],
+            |r| {
+                Ok((
+                    FleetTargetRow {
+                        idx: r.get(0)?,
+                        name: r.get(1)?,
+                        wave: r.get(2)?,
+                        params: serde_json::Value::Null,
+                        run_id: r.get(4)?,
+                        status: r.get(5)?,
+                        run_status: None,
+                        started_at: r.get(7)?,
+                        ended_at: r.get(8)?,
+                    },
+                    r.get(3)?,
+                    r.get(6)?,
+                ))
+            },
         )
-        .during("reading a fleet's targets")?;
-    let raw: Vec<(FleetTargetRow, String, Option<String>)> = stmt
-        .query_map([id], |r| {
-            Ok((
-                FleetTargetRow {
-                    idx: r.get(0)?,
-                    name: r.get(1)?,
-                    wave: r.get(2)?,
-                    params: serde_json::Value::Null,
-                    run_id: r.get(4)?,
-                    status: r.get(5)?,
-                    run_status: None,
-                    started_at: r.get(7)?,
-                    ended_at: r.get(8)?,
-                },
-                r.get(3)?,
-                r.get(6)?,
-            ))
-        })
-        .during("reading a fleet's targets")?
-        .collect::<Result<_, _>>()
         .during("reading a fleet's targets")?;
     raw.into_iter()
         .map(|(mut t, params, run_status)| {
@@ -222,14 +220,17 @@ fn load_targets(conn: &rusqlite::Connection, id: &str) -> Result<Vec<FleetTarget
             t.run_status = run_status
                 .map(|s| s.parse())
                 .transpose()
-                .map_err(|message| StateError::InvalidTransition { message })?;
+                .map_err(|message| StateError::CorruptValue {
+                    what: "fleet target run status",
+                    message,
+                })?;
             Ok(t)
         })
         .collect()
 }
 
 /// Fails with [`StateError::LeaseLost`] unless `owner` holds the fleet's lease now.
-fn check_lease(tx: &Transaction<'_>, id: &str, owner: &str, now: Millis) -> Result<(), StateError> {
+fn check_lease(tx: &dyn Tx, id: &str, owner: &str, now: Millis) -> Result<(), StateError> {
     let fleet = load_fleet_row(tx, id)?;
     match (&fleet.lease_owner, fleet.lease_expires_at) {
         (Some(o), Some(exp)) if o == owner && exp > now => Ok(()),
@@ -240,17 +241,17 @@ fn check_lease(tx: &Transaction<'_>, id: &str, owner: &str, now: Millis) -> Resu
     }
 }
 
-fn touch(tx: &Transaction<'_>, id: &str, now: Millis) -> Result<(), StateError> {
-    tx.cached_execute("UPDATE fleets SET updated_at = ?2 WHERE id = ?1", params![id, now])
+fn touch(tx: &dyn Tx, id: &str, now: Millis) -> Result<(), StateError> {
+    tx.execute("UPDATE fleets SET updated_at = ?2 WHERE id = ?1", params![id, now])
         .during("updating a fleet")?;
     Ok(())
 }
 
 /// Inserts a fleet, its targets (all `pending`) and the first event of its stream, in `tx`
 /// (a schedule's fire creates its fleet in the transaction that advances the schedule).
-pub(crate) fn insert_fleet(tx: &Transaction<'_>, fleet: &NewFleet) -> Result<(), StateError> {
+pub(crate) fn insert_fleet(tx: &dyn Tx, fleet: &NewFleet) -> Result<(), StateError> {
     let (owner, expires) = fleet.lease.clone().unzip();
-    tx.cached_execute(
+    tx.execute(
         "INSERT INTO fleets (id, name, source_path, fleet_text, spec, runbook_name, runbook_text, runbook_source,
                                  status, lease_owner, lease_expires_at, created_by, created_at, updated_at,
                                  audit_head, audit_count)
@@ -273,7 +274,7 @@ pub(crate) fn insert_fleet(tx: &Transaction<'_>, fleet: &NewFleet) -> Result<(),
     )
     .during("creating a fleet")?;
     for (idx, t) in fleet.targets.iter().enumerate() {
-        tx.cached_execute(
+        tx.execute(
             "INSERT INTO fleet_targets (fleet_id, idx, name, wave, params, status)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",
             params![fleet.id, idx as i64, t.name, t.wave, t.params.to_string()],
@@ -327,11 +328,11 @@ impl Store {
     pub async fn list_fleets(&self) -> Result<Vec<FleetRow>, StateError> {
         self.read(move |conn| {
             let ids: Vec<String> = conn
-                .prepare_cached("SELECT id FROM fleets ORDER BY created_at DESC, id DESC")
-                .during("listing fleets")?
-                .query_map([], |r| r.get(0))
-                .during("listing fleets")?
-                .collect::<Result<_, _>>()
+                .query_map(
+                    "SELECT id FROM fleets ORDER BY created_at DESC, id DESC",
+                    params![],
+                    |r| r.get(0),
+                )
                 .during("listing fleets")?;
             ids.iter().map(|id| load_fleet_row(conn, id)).collect()
         })
@@ -365,7 +366,7 @@ impl Store {
                 }
                 _ => None,
             };
-            tx.cached_execute(
+            tx.execute(
                 "UPDATE fleets SET lease_owner = ?2, lease_expires_at = ?3, updated_at = ?4,
                         status = CASE WHEN status = 'waiting' THEN 'running' ELSE status END
                  WHERE id = ?1",
@@ -398,7 +399,7 @@ impl Store {
         let (id, owner) = (id.to_owned(), owner.to_owned());
         self.write(move |tx| {
             check_lease(tx, &id, &owner, now)?;
-            tx.cached_execute(
+            tx.execute(
                 "UPDATE fleets SET lease_expires_at = ?2 WHERE id = ?1",
                 params![id, expires_at],
             )
@@ -413,7 +414,7 @@ impl Store {
         let (id, owner) = (id.to_owned(), owner.to_owned());
         self.write(move |tx| {
             let n = tx
-                .cached_execute(
+                .execute(
                     "UPDATE fleets SET lease_owner = NULL, lease_expires_at = NULL, updated_at = ?3
                      WHERE id = ?1 AND lease_owner = ?2",
                     params![id, owner, now],
@@ -447,7 +448,7 @@ impl Store {
             let now = run.now;
             check_lease(tx, &id, &owner, now)?;
             let (name, status): (String, String) = tx
-                .cached_query_row(
+                .query_row(
                     "SELECT name, status FROM fleet_targets WHERE fleet_id = ?1 AND idx = ?2",
                     params![id, idx],
                     |r| Ok((r.get(0)?, r.get(1)?)),
@@ -463,7 +464,7 @@ impl Store {
                 });
             }
             insert_run(tx, &run)?;
-            tx.cached_execute(
+            tx.execute(
                 "UPDATE fleet_targets SET run_id = ?3, status = 'running', started_at = ?4
                  WHERE fleet_id = ?1 AND idx = ?2",
                 params![id, idx, run.id, now],
@@ -498,7 +499,7 @@ impl Store {
         self.write(move |tx| {
             check_lease(tx, &id, &owner, now)?;
             let (name, before): (String, String) = tx
-                .cached_query_row(
+                .query_row(
                     "SELECT name, status FROM fleet_targets WHERE fleet_id = ?1 AND idx = ?2",
                     params![id, idx],
                     |r| Ok((r.get(0)?, r.get(1)?)),
@@ -508,7 +509,7 @@ impl Store {
                 return Ok(());
             }
             let ended = matches!(status.as_str(), "succeeded" | "failed" | "cancelled").then_some(now);
-            tx.cached_execute(
+            tx.execute(
                 "UPDATE fleet_targets SET status = ?3, ended_at = ?4 WHERE fleet_id = ?1 AND idx = ?2",
                 params![id, idx, status, ended],
             )
@@ -542,7 +543,7 @@ impl Store {
         self.write(move |tx| {
             check_lease(tx, &id, &owner, now)?;
             if let Some(s) = status {
-                tx.cached_execute(
+                tx.execute(
                     "UPDATE fleets SET status = ?2, reason = ?3, updated_at = ?4 WHERE id = ?1",
                     params![id, s, reason, now],
                 )
@@ -570,8 +571,8 @@ impl Store {
                     message: format!("fleet {id} has already ended ({})", fleet.status),
                 });
             }
-            tx.cached_execute(
-                "UPDATE fleets SET approved_wave = max(approved_wave, ?2), updated_at = ?3 WHERE id = ?1",
+            tx.execute(
+                "UPDATE fleets SET approved_wave = CASE WHEN approved_wave > ?2 THEN approved_wave ELSE ?2 END, updated_at = ?3 WHERE id = ?1",
                 params![id, wave, now],
             )
             .during("approving a fleet wave")?;
@@ -596,7 +597,7 @@ impl Store {
                     message: format!("fleet {id} has already ended ({})", fleet.status),
                 });
             }
-            tx.cached_execute(
+            tx.execute(
                 "UPDATE fleets SET cancel_requested = 1, updated_at = ?2 WHERE id = ?1",
                 params![id, now],
             )

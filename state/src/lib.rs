@@ -15,23 +15,30 @@
 //! - events are append-only (triggers refuse UPDATE and DELETE) and each carries the hash
 //!   of the one before it, so [`Store::verify_audit`] detects edits and deletions.
 //!
-//! Only this crate touches rusqlite.
+//! Only this crate touches rusqlite, and within it only the SQLite side of the seam: the
+//! store's logic is written against `sql::Tx`, so another backend runs the same closures.
 
 mod agree;
 mod audit;
 mod error;
+#[cfg(feature = "test-hooks")]
+mod fault;
 mod fleets;
 mod floor;
 mod migrations;
 mod operator;
+pub mod pg;
 mod records;
 mod schedules;
+mod sql;
 mod store;
 mod thread;
 mod time_ms;
 
 pub use audit::{AuditFailure, AuditReport};
-pub use error::StateError;
+pub use error::{BackendError, ErrorKind, StateError};
+#[cfg(feature = "test-hooks")]
+pub use fault::StoreFault;
 pub use fleets::{FleetRow, FleetSnapshot, FleetTargetRow, NewFleet, NewFleetTarget};
 pub use floor::durable_commit_floor;
 pub use operator::{Actor, CancelKind, NewPin, OPERATOR_STEP};
@@ -41,5 +48,4 @@ pub use records::{
     StepStatus, WindowKind, WindowRow,
 };
 pub use store::Store;
-pub use thread::StoreFault;
 pub use time_ms::{Millis, format_ms};

@@ -5,7 +5,7 @@ use std::path::Path;
 use rusqlite::Connection;
 
 use crate::StateError;
-use crate::error::without_sql;
+use crate::sql::sqlite::without_sql;
 
 /// Each entry moves the schema from version `i` to `i + 1`. Never edit a shipped entry;
 /// append a new one.
@@ -238,7 +238,7 @@ pub(crate) fn apply(conn: &mut Connection, path: &Path) -> Result<(), StateError
     let err = |version: i64| {
         move |source| StateError::ApplyMigrations {
             version: usize::try_from(version).unwrap_or(0),
-            source: without_sql(source),
+            source: std::sync::Arc::new(without_sql(source)),
         }
     };
     let tx = conn

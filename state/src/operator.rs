@@ -4,12 +4,12 @@
 //! Each is one transaction that changes the rows and appends one event saying who asked,
 //! why, and what changed, so `audit verify` can derive the rows from the trail (`agree.rs`).
 
-use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::audit::{self, NewEvent};
-use crate::error::{CachedExt, SqlContext};
+use crate::error::SqlContext;
+use crate::sql::{OptionalExt, params};
 use crate::store::{finished_word, load_run_row, load_step_row, set_status};
 use crate::{Millis, RunStatus, StateError, Store, format_ms};
 
@@ -86,7 +86,7 @@ impl Store {
                     )));
                 }
                 let approved: Option<String> = tx
-                    .cached_query_row(
+                    .query_row(
                         "SELECT by FROM approvals WHERE run_id = ?1 AND step_id = ?2",
                         params![run_id, step],
                         |r| r.get(0),
@@ -110,14 +110,14 @@ impl Store {
                 _ => false,
             };
             if driven {
-                tx.cached_execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?1", [&run_id])
+                tx.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?1", params![&run_id])
                     .during("requesting cancellation")?;
                 audit::append(tx, &run_id, now, NewEvent::run("run.cancel_requested", record))?;
                 return Ok(false);
             }
-            tx.cached_execute(
+            tx.execute(
                 "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ?1",
-                [&run_id],
+                params![&run_id],
             )
             .during("cancelling")?;
             set_status(tx, &run_id, RunStatus::Cancelled, Some(record), now)?;
@@ -146,7 +146,7 @@ impl Store {
                 )));
             }
             let row: Option<(String, Millis, Option<Millis>)> = tx
-                .cached_query_row(
+                .query_row(
                     "SELECT kind, opened_at, closed_at FROM windows WHERE run_id = ?1 AND id = ?2",
                     params![run_id, window_id],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
@@ -163,7 +163,7 @@ impl Store {
                 )));
             }
             let closed_at = now.max(opened_at);
-            tx.cached_execute(
+            tx.execute(
                 "UPDATE windows SET closed_step = ?3, closed_at = ?4 WHERE run_id = ?1 AND id = ?2",
                 params![run_id, window_id, OPERATOR_STEP, closed_at],
             )
@@ -213,7 +213,7 @@ impl Store {
             }
             let (kind, mut data) = match &output {
                 Some(out) => {
-                    tx.cached_execute(
+                    tx.execute(
                         "UPDATE steps SET status = 'completed', output = ?3, error = NULL, finished_at = ?4,
                                 next_attempt_at = NULL
                          WHERE run_id = ?1 AND step_id = ?2",
@@ -225,7 +225,7 @@ impl Store {
                     ("step.completed", d)
                 }
                 None => {
-                    tx.cached_execute(
+                    tx.execute(
                         "UPDATE steps SET status = 'skipped', finished_at = ?3, next_attempt_at = NULL
                          WHERE run_id = ?1 AND step_id = ?2",
                         params![run_id, step_id, now],
@@ -238,7 +238,7 @@ impl Store {
             data["was"] = json!(step.status.as_str());
             audit::append(tx, &run_id, now, NewEvent::step(kind, &step_id, None, data))?;
             if run.status == RunStatus::Failed {
-                tx.cached_execute(
+                tx.execute(
                     "UPDATE runs SET status = 'pending', error = NULL, finished_at = NULL, updated_at = ?2 WHERE id = ?1",
                     params![run_id, now],
                 )
@@ -295,13 +295,7 @@ impl Store {
                 )));
             }
             let rows: Vec<(String, String)> = {
-                let mut stmt = tx
-                    .prepare("SELECT step_id, status FROM steps WHERE run_id = ?1 ORDER BY position")
-                    .during("reading steps")?;
-                stmt.query_map([&run_id], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .during("reading steps")?
-                    .collect::<Result<_, _>>()
-                    .during("reading steps")?
+                tx.query_map("SELECT step_id, status FROM steps WHERE run_id = ?1 ORDER BY position", params![&run_id], |r| Ok((r.get(0)?, r.get(1)?))).during("reading steps")?
             };
             if let Some((id, status)) = rows
                 .iter()
@@ -317,7 +311,7 @@ impl Store {
                 .map(|(id, _)| id)
                 .collect();
             for id in &removed {
-                tx.cached_execute("DELETE FROM steps WHERE run_id = ?1 AND step_id = ?2", params![run_id, id])
+                tx.execute("DELETE FROM steps WHERE run_id = ?1 AND step_id = ?2", params![run_id, id])
                     .during("dropping a step that never started")?;
             }
             let mut added = Vec::new();
@@ -326,13 +320,13 @@ impl Store {
             for (position, id) in pin.steps.iter().enumerate() {
                 let position = i64::try_from(position).unwrap_or(0);
                 if rows.iter().any(|(r, _)| r == id) {
-                    tx.cached_execute(
+                    tx.execute(
                         "UPDATE steps SET position = ?3 WHERE run_id = ?1 AND step_id = ?2",
                         params![run_id, id, offset + position],
                     )
                     .during("ordering the steps")?;
                 } else {
-                    tx.cached_execute(
+                    tx.execute(
                         "INSERT INTO steps (run_id, step_id, position, status) VALUES (?1, ?2, ?3, 'pending')",
                         params![run_id, id, offset + position],
                     )
@@ -340,17 +334,17 @@ impl Store {
                     added.push(id.clone());
                 }
             }
-            tx.cached_execute(
+            tx.execute(
                 "UPDATE steps SET position = position - ?2 WHERE run_id = ?1",
                 params![run_id, offset],
             )
             .during("ordering the steps")?;
-            tx.cached_execute(
-                "INSERT OR IGNORE INTO runbook_texts (sha256, text) VALUES (?1, ?2)",
+            tx.execute(
+                "INSERT INTO runbook_texts (sha256, text) VALUES (?1, ?2) ON CONFLICT (sha256) DO NOTHING",
                 params![pin.sha256, pin.text],
             )
             .during("pinning the runbook text")?;
-            tx.cached_execute(
+            tx.execute(
                 "UPDATE runs SET runbook_sha256 = ?2, runbook_name = ?3, runbook_version = ?4, updated_at = ?5 WHERE id = ?1",
                 params![run_id, pin.sha256, pin.name, pin.version, now],
             )
@@ -412,7 +406,7 @@ impl Store {
                 if row.status == crate::StepStatus::Pending {
                     continue;
                 }
-                tx.cached_execute(
+                tx.execute(
                     "UPDATE steps SET status = 'pending', next_attempt_at = NULL, finished_at = NULL
                      WHERE run_id = ?1 AND step_id = ?2",
                     params![run_id, id],
@@ -422,7 +416,7 @@ impl Store {
                 d["was"] = json!(row.status.as_str());
                 audit::append(tx, &run_id, now, NewEvent::step("step.retry_requested", id, None, d))?;
             }
-            tx.cached_execute(
+            tx.execute(
                 "UPDATE runs SET status = 'pending', error = NULL, finished_at = NULL, updated_at = ?2 WHERE id = ?1",
                 params![run_id, now],
             )

@@ -1,3 +1,4 @@
+// Over 600 lines on purpose: plain data types only (one per row or request), the store API's whole vocabulary in one place.
 //! The rows and requests the store reads and writes.
 
 use std::fmt;
@@ -312,7 +313,8 @@ pub struct ScheduleRow {
     pub queued: i64,
     /// Bumped by every applied tick (compare-and-set between workers).
     pub version: i64,
-    /// Newest unfinished run (or fleet) of this schedule, if any.
+    /// Newest unfinished run of this schedule, if any (a fleet it fired: see the engine's
+    /// `fleet::active_fleet_of`).
     pub active_run: Option<String>,
     /// The fleet it fires, if it fires one.
     pub fleet: Option<ScheduleFleet>,

@@ -2,11 +2,11 @@
 //! them and applies a worker's decisions atomically; the decisions themselves (which fire
 //! times are due, catch-up, windows, overlap) are the engine's.
 
-use rusqlite::{OptionalExtension, Row, Transaction, params};
 use serde_json::json;
 
 use crate::audit::{self, GENESIS, NewEvent, SCHEDULE_STREAM};
-use crate::error::{CachedExt, SqlContext};
+use crate::error::SqlContext;
+use crate::sql::{self, OptionalExt, Row, Tx, params};
 use crate::store::insert_run;
 use crate::{
     FireDecision, FireOutcome, Millis, NewSchedule, Overlap, Repin, ScheduleFleet, ScheduleRow, StateError, Store,
@@ -19,14 +19,12 @@ fn stream(name: &str) -> String {
 
 const COLUMNS: &str = "name, cron, tz, runbook_name, runbook_text, runbook_sha256, source_path, params, overlap,
      catch_up_ms, window, auto_approve, paused, created_at, updated_at, cursor_at, queued, version,
-     coalesce((SELECT id FROM runs r WHERE r.schedule_name = s.name AND r.status IN ('pending', 'running', 'waiting')
+     (SELECT id FROM runs r WHERE r.schedule_name = s.name AND r.status IN ('pending', 'running', 'waiting')
       ORDER BY created_at DESC LIMIT 1),
-      (SELECT 'fleet ' || id FROM fleets f WHERE json_extract(f.created_by, '$.schedule') = s.name
-       AND f.status IN ('running', 'waiting') ORDER BY created_at DESC LIMIT 1)),
      (SELECT fleet_text FROM schedule_fleets sf WHERE sf.schedule_name = s.name),
      (SELECT fleet_source FROM schedule_fleets sf WHERE sf.schedule_name = s.name)";
 
-fn row(r: &Row<'_>) -> rusqlite::Result<(ScheduleRow, String, Option<String>, String)> {
+fn row(r: &Row) -> sql::Result<(ScheduleRow, String, Option<String>, String)> {
     Ok((
         ScheduleRow {
             name: r.get(0)?,
@@ -48,15 +46,13 @@ fn row(r: &Row<'_>) -> rusqlite::Result<(ScheduleRow, String, Option<String>, St
             queued: r.get(16)?,
             version: r.get(17)?,
             active_run: r.get(18)?,
-            fleet: r
-                .get::<_, Option<String>>(19)?
-                .map(|text| {
-                    Ok::<_, rusqlite::Error>(ScheduleFleet {
-                        text,
-                        source_path: r.get(20)?,
-                    })
-                })
-                .transpose()?,
+            fleet: match r.get::<Option<String>>(19)? {
+                Some(text) => Some(ScheduleFleet {
+                    text,
+                    source_path: r.get(20)?,
+                }),
+                None => None,
+            },
         },
         r.get(7)?,
         r.get(10)?,
@@ -77,17 +73,18 @@ fn finish(raw: (ScheduleRow, String, Option<String>, String)) -> Result<Schedule
             what: "schedule window",
             source,
         })?;
-    s.overlap = overlap
-        .parse()
-        .map_err(|message| StateError::InvalidTransition { message })?;
+    s.overlap = overlap.parse().map_err(|message| StateError::CorruptValue {
+        what: "schedule overlap",
+        message,
+    })?;
     Ok(s)
 }
 
-fn load(conn: &rusqlite::Connection, name: &str) -> Result<ScheduleRow, StateError> {
+fn load(conn: &dyn Tx, name: &str) -> Result<ScheduleRow, StateError> {
     let raw = conn
-        .cached_query_row(
+        .query_row(
             &format!("SELECT {COLUMNS} FROM schedules s WHERE name = ?1 AND removed = 0"),
-            [name],
+            params![name],
             row,
         )
         .optional()
@@ -105,16 +102,18 @@ impl Store {
     pub async fn add_schedule(&self, s: NewSchedule) -> Result<(), StateError> {
         self.write(move |tx| {
             let exists: bool = tx
-                .cached_query_row("SELECT count(*) FROM schedules WHERE name = ?1", [&s.name], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    "SELECT count(*) FROM schedules WHERE name = ?1",
+                    params![&s.name],
+                    |r| r.get(0),
+                )
                 .during("checking schedule names")?;
             if exists {
                 return Err(StateError::InvalidTransition {
                     message: format!("a schedule named `{}` already exists (names are never reused)", s.name),
                 });
             }
-            tx.cached_execute(
+            tx.execute(
                 "INSERT INTO schedules (name, cron, tz, runbook_name, runbook_text, runbook_sha256, source_path, params,
                                         overlap, catch_up_ms, window, auto_approve, created_at, updated_at, cursor_at,
                                         audit_head, audit_count)
@@ -138,7 +137,7 @@ impl Store {
             )
             .during("creating a schedule")?;
             if let Some(f) = &s.fleet {
-                tx.cached_execute(
+                tx.execute(
                     "INSERT INTO schedule_fleets (schedule_name, fleet_text, fleet_source) VALUES (?1, ?2, ?3)",
                     params![s.name, f.text, f.source_path],
                 )
@@ -175,7 +174,7 @@ impl Store {
         } = repin;
         self.write(move |tx| {
             let old = load(tx, &name)?;
-            tx.cached_execute(
+            tx.execute(
                 "UPDATE schedules SET runbook_name = ?2, runbook_text = ?3, runbook_sha256 = ?4, params = ?5, updated_at = ?6
                  WHERE name = ?1",
                 params![name, runbook_name, runbook_text, runbook_sha256, params.to_string(), now],
@@ -206,7 +205,7 @@ impl Store {
         let name = name.to_owned();
         self.write(move |tx| {
             load(tx, &name)?;
-            tx.cached_execute(
+            tx.execute(
                 "UPDATE schedules SET paused = ?2, updated_at = ?3 WHERE name = ?1",
                 params![name, paused, now],
             )
@@ -222,7 +221,7 @@ impl Store {
         let name = name.to_owned();
         self.write(move |tx| {
             load(tx, &name)?;
-            tx.cached_execute(
+            tx.execute(
                 "UPDATE schedules SET removed = 1, updated_at = ?2 WHERE name = ?1",
                 params![name, now],
             )
@@ -246,15 +245,12 @@ impl Store {
     /// All schedules (not removed), by name.
     pub async fn schedules(&self) -> Result<Vec<ScheduleRow>, StateError> {
         self.read(|conn| {
-            let mut stmt = conn
-                .prepare(&format!(
-                    "SELECT {COLUMNS} FROM schedules s WHERE removed = 0 ORDER BY name"
-                ))
-                .during("listing schedules")?;
-            let raws = stmt
-                .query_map([], row)
-                .during("listing schedules")?
-                .collect::<Result<Vec<_>, _>>()
+            let raws = conn
+                .query_map(
+                    &format!("SELECT {COLUMNS} FROM schedules s WHERE removed = 0 ORDER BY name"),
+                    params![],
+                    row,
+                )
                 .during("listing schedules")?;
             raws.into_iter().map(finish).collect()
         })
@@ -280,7 +276,7 @@ impl Store {
             // same schedule cannot both act on it, even when the cursor does not move (a fire
             // taken from the queue).
             let changed = tx
-                .cached_execute(
+                .execute(
                     "UPDATE schedules SET cursor_at = ?3, version = version + 1 WHERE name = ?1 AND version = ?2",
                     params![name, expected_version, new_cursor],
                 )
@@ -298,7 +294,7 @@ impl Store {
     }
 }
 
-fn apply(tx: &Transaction<'_>, name: &str, decision: FireDecision, now: Millis) -> Result<FireOutcome, StateError> {
+fn apply(tx: &dyn Tx, name: &str, decision: FireDecision, now: Millis) -> Result<FireOutcome, StateError> {
     let s = stream(name);
     match decision {
         FireDecision::Skip { fire_at, reason } => {
@@ -314,8 +310,11 @@ fn apply(tx: &Transaction<'_>, name: &str, decision: FireDecision, now: Millis) 
             Ok(FireOutcome::Skipped { reason })
         }
         FireDecision::Queue { fire_at } => {
-            tx.cached_execute("UPDATE schedules SET queued = queued + 1 WHERE name = ?1", [name])
-                .during("queueing a fire")?;
+            tx.execute(
+                "UPDATE schedules SET queued = queued + 1 WHERE name = ?1",
+                params![name],
+            )
+            .during("queueing a fire")?;
             audit::append(
                 tx,
                 &s,
@@ -334,9 +333,9 @@ fn apply(tx: &Transaction<'_>, name: &str, decision: FireDecision, now: Millis) 
         } => {
             crate::fleets::insert_fleet(tx, &fleet)?;
             if from_queue {
-                tx.cached_execute(
-                    "UPDATE schedules SET queued = max(queued - 1, 0) WHERE name = ?1",
-                    [name],
+                tx.execute(
+                    "UPDATE schedules SET queued = CASE WHEN queued > 0 THEN queued - 1 ELSE 0 END WHERE name = ?1",
+                    params![name],
                 )
                 .during("draining the queue")?;
             }
@@ -357,14 +356,14 @@ fn apply(tx: &Transaction<'_>, name: &str, decision: FireDecision, now: Millis) 
             from_queue,
         } => {
             // A savepoint, so a lock conflict undoes the half-created run but not the tick.
-            tx.execute_batch("SAVEPOINT fire").during("firing")?;
+            tx.execute("SAVEPOINT fire", params![]).during("firing")?;
             match insert_run(tx, &run) {
                 Ok(()) => {
-                    tx.execute_batch("RELEASE fire").during("firing")?;
+                    tx.execute("RELEASE fire", params![]).during("firing")?;
                     if from_queue {
-                        tx.cached_execute(
-                            "UPDATE schedules SET queued = max(queued - 1, 0) WHERE name = ?1",
-                            [name],
+                        tx.execute(
+                            "UPDATE schedules SET queued = CASE WHEN queued > 0 THEN queued - 1 ELSE 0 END WHERE name = ?1",
+                            params![name],
                         )
                         .during("draining the queue")?;
                     }
@@ -384,7 +383,8 @@ fn apply(tx: &Transaction<'_>, name: &str, decision: FireDecision, now: Millis) 
                     holder,
                     holder_status,
                 }) => {
-                    tx.execute_batch("ROLLBACK TO fire; RELEASE fire").during("firing")?;
+                    tx.execute("ROLLBACK TO fire", params![]).during("firing")?;
+                    tx.execute("RELEASE fire", params![]).during("firing")?;
                     let reason = format!("`{key}` is locked by run {holder} ({holder_status})");
                     audit::append(
                         tx,

@@ -18,6 +18,10 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use crate::StateError;
+use crate::error::BackendError;
+use crate::sql::Tx;
+use crate::sql::sqlite::SqliteTx;
+use crate::sql::sqlite::without_sql;
 
 /// At most this many writes share one commit.
 const MAX_GROUP: usize = 256;
@@ -27,7 +31,7 @@ trait Pending: Send {
     /// Whether the write itself failed (its savepoint is then rolled back).
     fn failed(&self) -> bool;
     /// Answers the caller once the commit is known (`Err`: the group did not commit).
-    fn finish(self: Box<Self>, commit: Result<(), &str>);
+    fn finish(self: Box<Self>, commit: Result<(), &BackendError>);
 }
 
 struct Reply<T> {
@@ -40,12 +44,10 @@ impl<T: Send> Pending for Reply<T> {
         self.result.is_err()
     }
 
-    fn finish(self: Box<Self>, commit: Result<(), &str>) {
+    fn finish(self: Box<Self>, commit: Result<(), &BackendError>) {
         let answer = match commit {
             Ok(()) => self.result,
-            Err(message) => Err(StateError::Commit {
-                message: message.to_owned(),
-            }),
+            Err(source) => Err(StateError::Commit { source: source.clone() }),
         };
         let _ = self.tx.send(answer);
     }
@@ -61,34 +63,14 @@ enum Job {
     Close(oneshot::Sender<()>),
 }
 
-/// A fault to inject into the write path (feature `test-util`): the reliability tests use
-/// it to prove that no side effect happens whose start was not durably committed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StoreFault {
-    /// The write fails before anything is committed (as on SQLITE_IOERR).
-    FailBeforeCommit,
-    /// The database is locked past the busy timeout (SQLITE_BUSY): nothing is committed.
-    Busy,
-    /// The disk is full (SQLITE_FULL): nothing is committed.
-    DiskFull,
-    /// The write is committed, but the caller sees an error (a lost acknowledgement).
-    CommitThenFail,
-}
-
-#[derive(Debug, Default)]
-struct FaultPlan {
-    /// Writes to let through before the fault.
-    skip: u64,
-    fault: Option<StoreFault>,
-}
-
 /// A handle to the connection thread. Cloning shares the thread; the thread ends when the
 /// last handle is dropped.
 #[derive(Clone, Debug)]
 pub(crate) struct ConnThread {
     tx: mpsc::Sender<Job>,
     commits: Arc<AtomicU64>,
-    faults: Arc<std::sync::Mutex<FaultPlan>>,
+    #[cfg(feature = "test-hooks")]
+    faults: Arc<std::sync::Mutex<crate::fault::FaultPlan>>,
 }
 
 impl ConnThread {
@@ -139,29 +121,15 @@ impl ConnThread {
         Self {
             tx,
             commits,
+            #[cfg(feature = "test-hooks")]
             faults: Arc::default(),
         }
     }
 
     /// Makes the write after the next `skip` ones fail with `fault` (once).
-    #[cfg(feature = "test-util")]
-    pub(crate) fn inject(&self, skip: u64, fault: StoreFault) {
-        let mut plan = self.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *plan = FaultPlan {
-            skip,
-            fault: Some(fault),
-        };
-    }
-
-    /// The fault this write must suffer, if one is due.
-    fn due_fault(&self) -> Option<StoreFault> {
-        let mut plan = self.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        plan.fault?;
-        if plan.skip > 0 {
-            plan.skip -= 1;
-            return None;
-        }
-        plan.fault.take()
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn inject(&self, skip: u64, fault: crate::StoreFault) {
+        crate::fault::plan(&self.faults, skip, fault);
     }
 
     /// Closes the connection cleanly (the WAL is checkpointed and removed) and ends the
@@ -183,11 +151,11 @@ impl ConnThread {
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StateError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StateError> + Send + 'static,
+        F: FnOnce(&dyn Tx) -> Result<T, StateError> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
         let job = Job::Read(Box::new(move |conn| {
-            let _ = reply.send(f(conn));
+            let _ = reply.send(f(&SqliteTx(conn)));
         }));
         self.tx.send(job).map_err(|_| StateError::StoreClosed)?;
         rx.await.map_err(|_| StateError::StoreClosed)?
@@ -198,33 +166,22 @@ impl ConnThread {
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StateError>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> Result<T, StateError> + Send + 'static,
+        F: FnOnce(&dyn Tx) -> Result<T, StateError> + Send + 'static,
     {
-        let fault = self.due_fault();
-        let injected = |what: &str| StateError::Commit {
-            message: format!("injected fault: {what}"),
-        };
-        match fault {
-            Some(StoreFault::FailBeforeCommit) => return Err(injected("I/O error before the commit")),
-            Some(StoreFault::Busy) => return Err(injected("database is locked (SQLITE_BUSY)")),
-            Some(StoreFault::DiskFull) => return Err(injected("database or disk is full (SQLITE_FULL)")),
-            Some(StoreFault::CommitThenFail) | None => {}
-        }
+        #[cfg(feature = "test-hooks")]
+        let fault = crate::fault::before_write(&self.faults)?;
         let (reply, rx) = oneshot::channel();
         let job = Job::Write(Box::new(move |tx| -> Box<dyn Pending> {
             let result = match tx {
-                Some(tx) => f(tx),
-                None => Err(StateError::Commit {
-                    message: "could not begin a transaction".to_owned(),
-                }),
+                Some(tx) => f(&SqliteTx(tx)),
+                None => Err(StateError::commit_failed("could not begin a transaction")),
             };
             Box::new(Reply { tx: reply, result })
         }));
         self.tx.send(job).map_err(|_| StateError::StoreClosed)?;
         let result = rx.await.map_err(|_| StateError::StoreClosed)?;
-        if fault == Some(StoreFault::CommitThenFail) && result.is_ok() {
-            return Err(injected("the commit succeeded but its acknowledgement was lost"));
-        }
+        #[cfg(feature = "test-hooks")]
+        crate::fault::after_write(fault, &result)?;
         result
     }
 }
@@ -255,9 +212,9 @@ fn commit_group(conn: &mut Connection, mut group: Vec<WriteFn>, commits: &Atomic
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
-            let message = format!("could not begin a transaction: {e}");
+            let source = failure("beginning a transaction", e);
             for w in group {
-                w(None).finish(Err(&message));
+                w(None).finish(Err(&source));
             }
             return;
         }
@@ -280,16 +237,15 @@ fn commit_group(conn: &mut Connection, mut group: Vec<WriteFn>, commits: &Atomic
                 commits.fetch_add(1, Ordering::Relaxed);
                 p.finish(Ok(()));
             }
-            Err(e) => p.finish(Err(&format!("commit failed: {e}"))),
+            Err(e) => p.finish(Err(&failure("committing", e))),
         }
         return;
     }
     let mut pending = Vec::with_capacity(group.len());
     for w in group {
         if let Err(e) = tx.prepare_cached("SAVEPOINT write").and_then(|mut s| s.execute([])) {
-            let message = format!("could not open a savepoint: {e}");
             let p = w(None);
-            p.finish(Err(&message));
+            p.finish(Err(&failure("opening a savepoint", e)));
             continue;
         }
         let p = w(Some(&tx));
@@ -312,10 +268,18 @@ fn commit_group(conn: &mut Connection, mut group: Vec<WriteFn>, commits: &Atomic
             }
         }
         Err(e) => {
-            let message = format!("commit failed: {e}");
+            let source = failure("committing", e);
             for p in pending {
-                p.finish(Err(&message));
+                p.finish(Err(&source));
             }
         }
     }
+}
+
+/// A failure of the group's transaction, shared by every write in the group.
+fn failure(operation: &'static str, e: rusqlite::Error) -> BackendError {
+    Arc::new(StateError::Database {
+        operation,
+        source: Arc::new(without_sql(e)),
+    })
 }

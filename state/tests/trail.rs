@@ -67,8 +67,9 @@ async fn half_run() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
-fn edit(store: &Store, sql: &str) {
-    rusqlite::Connection::open(store.path())
+/// Changes the database behind fogbook's back, as an attacker or a stray tool would.
+fn edit(dir: &tempfile::TempDir, sql: &str) {
+    rusqlite::Connection::open(dir.path().join("s.db"))
         .unwrap()
         .execute_batch(sql)
         .unwrap();
@@ -83,9 +84,9 @@ async fn failure(store: &Store) -> String {
 
 #[tokio::test]
 async fn a_step_row_edited_back_to_pending_is_named_and_never_starts_again() {
-    let (_d, store) = half_run().await;
+    let (d, store) = half_run().await;
     edit(
-        &store,
+        &d,
         "UPDATE steps SET status = 'pending' WHERE run_id = 'r1' AND step_id = 'a'",
     );
     let reason = failure(&store).await;
@@ -115,9 +116,9 @@ async fn a_step_row_edited_back_to_pending_is_named_and_never_starts_again() {
 
 #[tokio::test]
 async fn a_step_row_edited_back_to_running_is_not_reentered() {
-    let (_d, store) = half_run().await;
+    let (d, store) = half_run().await;
     edit(
-        &store,
+        &d,
         "UPDATE steps SET status = 'running' WHERE run_id = 'r1' AND step_id = 'a'",
     );
     let again = store
@@ -129,8 +130,8 @@ async fn a_step_row_edited_back_to_running_is_not_reentered() {
 
 #[tokio::test]
 async fn an_edited_run_status_is_named() {
-    let (_d, store) = half_run().await;
-    edit(&store, "UPDATE runs SET status = 'succeeded' WHERE id = 'r1'");
+    let (d, store) = half_run().await;
+    edit(&d, "UPDATE runs SET status = 'succeeded' WHERE id = 'r1'");
     let reason = failure(&store).await;
     assert!(
         reason.contains("`succeeded`") && reason.contains("`running`"),
@@ -140,14 +141,14 @@ async fn an_edited_run_status_is_named() {
 
 #[tokio::test]
 async fn an_edited_or_deleted_window_row_is_named() {
-    let (_d, store) = half_run().await;
-    edit(&store, "UPDATE windows SET opened_at = 2500 WHERE run_id = 'r1'");
+    let (d, store) = half_run().await;
+    edit(&d, "UPDATE windows SET opened_at = 2500 WHERE run_id = 'r1'");
     let reason = failure(&store).await;
     assert!(
         reason.contains("window 1 (unprotected)") && reason.contains("2500"),
         "{reason}"
     );
-    edit(&store, "DELETE FROM windows WHERE run_id = 'r1'");
+    edit(&d, "DELETE FROM windows WHERE run_id = 'r1'");
     let reason = failure(&store).await;
     assert!(reason.contains("window 1") && reason.contains("no row"), "{reason}");
 }
@@ -185,9 +186,9 @@ async fn a_window_never_closes_before_it_opened() {
 /// step, which column; `verify_audit` reports the event as altered.
 #[tokio::test]
 async fn an_unreadable_event_or_row_is_named() {
-    let (_d, store) = half_run().await;
+    let (d, store) = half_run().await;
     edit(
-        &store,
+        &d,
         "DROP TRIGGER events_no_update;
          UPDATE events SET data = CAST(X'7B22FF227D' AS TEXT) WHERE run_id = 'r1' AND seq = 3;",
     );
@@ -205,12 +206,12 @@ async fn an_unreadable_event_or_row_is_named() {
     );
 
     edit(
-        &store,
+        &d,
         "UPDATE steps SET output = CAST(X'FF' AS TEXT) WHERE run_id = 'r1' AND step_id = 'a'",
     );
     let err = store.load_run("r1").await.unwrap_err().to_string();
     assert!(err.contains("step `a`, column output"), "{err}");
-    edit(&store, "UPDATE runs SET params = CAST(X'FF' AS TEXT) WHERE id = 'r1'");
+    edit(&d, "UPDATE runs SET params = CAST(X'FF' AS TEXT) WHERE id = 'r1'");
     let err = store.list_runs(Default::default()).await.unwrap_err().to_string();
     assert!(err.contains("run r1, column params"), "{err}");
 }

@@ -110,7 +110,7 @@ fn a_cancel_outside_any_window_records_who_and_why() {
 #[test]
 fn cancel_with_a_cloud_operation_in_flight_is_refused_and_sends_nothing() {
     let sb = Sandbox::new();
-    let estate = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/fixtures/seed/estate-unpaired.yaml");
+    let estate = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/estate-unpaired.yaml");
     let sim = start_sim(&estate, None);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let rb = root

@@ -17,7 +17,7 @@ fn root() -> PathBuf {
 /// The unpaired estate (A and B not yet grouped) where the rehearsal's caller may read
 /// everything and do everything in both resource groups except `denied` on `denied_scope`.
 fn estate(sb: &Sandbox, denied: &str, denied_rg: &str) -> String {
-    let base = std::fs::read_to_string(root().join("tests/e2e/fixtures/seed/estate-unpaired.yaml")).unwrap();
+    let base = std::fs::read_to_string(root().join("examples/estate-unpaired.yaml")).unwrap();
     let other = if denied_rg == "rg-sql-eastus" {
         "rg-sql-westus"
     } else {

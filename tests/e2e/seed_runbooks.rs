@@ -32,7 +32,7 @@ pub(crate) fn demo_estate() -> PathBuf {
 }
 
 fn unpaired_estate() -> PathBuf {
-    root().join("tests/e2e/fixtures/seed/estate-unpaired.yaml")
+    root().join("examples/estate-unpaired.yaml")
 }
 
 // ------------------------------------------------------------------------------------------

@@ -72,7 +72,8 @@ fn a_folder_that_cannot_be_entered_is_permission_denied_not_a_missing_database()
     let db = closed.join("state.db").display().to_string();
     let out = run_unprivileged(&sb, &["--db", &db, "runs"]);
     chmod(&closed, 0o755);
-    assert_eq!(code(&out), 2);
+    // The database exists but cannot be used: exit 6 (the state database failed), not 2.
+    assert_eq!(code(&out), 6);
     let err = stderr(&out);
     assert!(
         err.contains("ermission denied") && !err.contains("no state database"),
@@ -90,7 +91,7 @@ fn a_schema_version_no_fogbook_writes_is_named_without_sql() {
         .unwrap();
     for args in [vec!["runs"], vec!["run", &fixture("window.yaml").display().to_string()]] {
         let out = sb.run(&args);
-        assert_eq!(code(&out), 2, "{args:?}");
+        assert_eq!(code(&out), 6, "{args:?}: the state database failed");
         let err = stderr(&out);
         assert!(err.contains("schema version -1") && err.contains("backup"), "{err}");
         assert!(!err.contains("CREATE"), "no SQL: {err}");
@@ -111,7 +112,7 @@ fn an_event_that_is_not_utf8_is_named() {
     .unwrap();
     drop(conn);
     let history = sb.run(&["history", &run]);
-    assert_eq!(code(&history), 2);
+    assert_eq!(code(&history), 6, "the state database failed");
     let err = stderr(&history);
     assert!(
         err.contains("cannot read event #3 (") && err.contains(&format!("of run {run}, column data")),

@@ -130,11 +130,6 @@ pub struct ArmConfig {
     /// A static bearer token (`FOGBOOK_ARM_TOKEN`), used by [`AuthChoice::Token`] and
     /// preferred by [`AuthChoice::Auto`].
     pub static_token: Option<Secret>,
-    /// The token scope; when `None`, the scope of the cloud of `endpoint` (or
-    /// `{endpoint}/.default` for an unknown endpoint).
-    pub scope: Option<String>,
-    /// Client id of a user-assigned managed identity (`AZURE_CLIENT_ID` when unset).
-    pub managed_identity_client_id: Option<String>,
     /// Per-request timeout.
     pub request_timeout: std::time::Duration,
     /// How many times a transient fault is retried within one call before the step fails
@@ -154,8 +149,6 @@ impl ArmConfig {
             endpoint,
             auth,
             static_token: None,
-            scope: None,
-            managed_identity_client_id: None,
             request_timeout: std::time::Duration::from_secs(60),
             max_retries: 8,
             rates: super::limiter::Rates::default(),
@@ -195,11 +188,9 @@ impl ArmConfig {
         Ok(cfg)
     }
 
-    /// The token scope in effect.
+    /// The token scope: the scope of the cloud of `endpoint`, or `{endpoint}/.default` for an
+    /// unknown endpoint.
     pub fn effective_scope(&self) -> String {
-        if let Some(scope) = &self.scope {
-            return scope.clone();
-        }
         match Cloud::of_endpoint(&self.endpoint) {
             Some(cloud) => cloud.scope().to_owned(),
             None => format!("{}/.default", self.endpoint.origin().ascii_serialization()),

@@ -89,10 +89,8 @@ impl TokenSource {
             }
             AuthChoice::DeveloperTools => Ok(wrap(DeveloperToolsCredential::new(None).map_err(fail)?)),
             AuthChoice::ManagedIdentity => {
-                let id = cfg
-                    .managed_identity_client_id
-                    .clone()
-                    .or_else(|| env("AZURE_CLIENT_ID"));
+                // A user-assigned identity is chosen by its client id, as the Azure SDKs do.
+                let id = env("AZURE_CLIENT_ID");
                 let options = ManagedIdentityCredentialOptions {
                     user_assigned_id: id.map(UserAssignedId::ClientId),
                     ..Default::default()

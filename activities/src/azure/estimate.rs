@@ -1,5 +1,6 @@
-//! How long the long operations of a runbook are likely to take, for `fogbook plan`. Reads
-//! only.
+//! How long the long operations of a runbook are likely to take, for `fogbook plan`: the
+//! estimate type and the one estimate that reads the cloud (seeding a new failover group).
+//! Reads only; the fixed estimates are in `catalog::ActivityKind::estimate`.
 
 use serde::Serialize;
 
@@ -27,36 +28,15 @@ pub struct Estimate {
     pub warning: Option<String>,
 }
 
-fn fixed(text: &str, hours: f64) -> Estimate {
-    Estimate {
-        text: text.to_owned(),
-        hours,
-        warning: None,
-    }
-}
-
-/// The estimate for activity `uses` with resolved `input`, or `None` for quick steps.
-pub(crate) async fn estimate(
-    uses: &str,
-    input: serde_json::Value,
-    ctx: &ActivityCtx,
-    env: &Env,
-) -> Result<Option<Estimate>, ActivityError> {
-    Ok(match uses {
-        "instance.create_like" => Some(fixed(
-            "about 4h (a first instance in an empty subnet can take up to 6h)",
-            6.0,
-        )),
-        "instance.scale" => Some(fixed("1-2h per instance (a tier or storage change takes longer)", 2.0)),
-        "instance.set_update_policy" => Some(fixed("under 1h per instance", 1.0)),
-        "instance.delete" => Some(fixed("about 30 minutes", 0.5)),
-        "fog.failover" | "fog.force_failover" => Some(fixed("about a minute", 0.02)),
-        "fog.create" => {
-            let spec: FogCreate = serde_json::from_value(input).map_err(|e| ActivityError::invalid(e.to_string()))?;
-            Some(seeding(spec, ctx, env).await?)
+impl Estimate {
+    /// An estimate that does not depend on the inputs.
+    pub(crate) fn fixed(text: &str, hours: f64) -> Self {
+        Self {
+            text: text.to_owned(),
+            hours,
+            warning: None,
         }
-        _ => None,
-    })
+    }
 }
 
 /// Azure Monitor's "Storage space used" of an instance, in GB: the data seeding copies.
@@ -87,7 +67,7 @@ async fn used_storage_gb(s: &Session<'_>, instance: &super::refs::InstanceRef) -
 /// Seeding copies the primary's databases: their size comes from Azure Monitor's "Storage
 /// space used" of the primary (ARM's database resources carry no size); when that cannot be
 /// read, the primary's reserved storage is the upper bound.
-async fn seeding(spec: FogCreate, ctx: &ActivityCtx, env: &Env) -> Result<Estimate, ActivityError> {
+pub(crate) async fn seeding(spec: FogCreate, ctx: &ActivityCtx, env: &Env) -> Result<Estimate, ActivityError> {
     let s = Session::new(arm(env)?, ctx);
     let primary = spec.primary.read(&s).await?;
     let secondary_location = match &spec.secondary.location {
@@ -95,7 +75,7 @@ async fn seeding(spec: FogCreate, ctx: &ActivityCtx, env: &Env) -> Result<Estima
         None => spec.secondary.read(&s).await?.map(|i| i.location),
     };
     let (Some(primary), Some(secondary_location)) = (primary, secondary_location) else {
-        return Ok(fixed("seeding: unknown until the instances exist", 0.0));
+        return Ok(Estimate::fixed("seeding: unknown until the instances exist", 0.0));
     };
     let (gb, what) = match used_storage_gb(&s, &spec.primary).await {
         Some(used) => (used, "used by the databases of"),

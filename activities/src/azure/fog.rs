@@ -418,7 +418,11 @@ async fn failover(
     // invariants catch a repeated failover (docs/RELIABILITY.md, "The harness can fail").
     // With FOGBOOK_CHAOS_BREAK=skip-failover-intent the activity forgets its intent, its
     // saved operation and the "already primary" shortcut, and so posts again on re-entry.
+    // Only a build with the feature `test-hooks` reads the variable.
+    #[cfg(feature = "test-hooks")]
     let broken = std::env::var("FOGBOOK_CHAOS_BREAK").is_ok_and(|v| v == "skip-failover-intent");
+    #[cfg(not(feature = "test-hooks"))]
+    let broken = false;
     if broken {
         tracing::warn!("FOGBOOK_CHAOS_BREAK=skip-failover-intent: failovers may be sent twice (chaos testing only)");
         progress.set("intent", serde_json::Value::Null);

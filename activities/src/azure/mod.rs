@@ -11,6 +11,7 @@
 //! operation, read the cloud state (existence, roles) to learn whether it happened.
 
 mod databases;
+mod drift;
 mod estate;
 mod estimate;
 mod fog;
@@ -21,15 +22,16 @@ mod refs;
 mod regions;
 
 pub(crate) use databases::DatabasesDeleteCopies;
+pub(crate) use drift::FogDrift;
 pub use estate::find_failover_groups;
 pub use estimate::Estimate;
-pub(crate) use estimate::estimate;
+pub(crate) use estimate::seeding;
 pub(crate) use fog::{FogCreate, FogDelete, FogFailover, FogForceFailover, FogGet};
 pub(crate) use instance::{
     DatabasesAssertEmpty, InstanceCreateLike, InstanceDelete, InstanceGet, InstanceScale, InstanceSetUpdatePolicy,
 };
 pub(crate) use network::{NetworkOpenFogPorts, NetworkPeer};
-pub(crate) use preflight::{FogDrift, FogPreflight};
+pub(crate) use preflight::FogPreflight;
 
 use crate::arm::{ArmClient, Session};
 use crate::{ActivityError, Env};

@@ -1,3 +1,5 @@
+//! The `approval` activity: a step that waits for an operator's `fogbook approve`.
+
 use std::time::Duration;
 
 use schemars::JsonSchema;

@@ -1,3 +1,5 @@
+//! The `assert` activity: fails the step when a condition over earlier outputs is false.
+
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;

@@ -1,3 +1,6 @@
+//! The `command` activity: runs a local program (no shell) with a filtered environment and
+//! captures its exit code and output.
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::process::ExitStatusExt;

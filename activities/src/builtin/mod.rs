@@ -1,4 +1,4 @@
-//! Built-in activities: `wait`, `approval`, `assert`, `notify`, `command`.
+//! Built-in activities: `wait`, `approval`, `assert`, `notify`, `command`, `report`.
 
 mod approval;
 mod assert;

@@ -1,3 +1,5 @@
+//! The `notify` activity, and the webhook POST the engine's own events share with it.
+
 use std::time::Duration;
 
 use schemars::JsonSchema;

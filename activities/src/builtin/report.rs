@@ -1,3 +1,5 @@
+//! The `report` activity: puts named values in the run's report.
+
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;

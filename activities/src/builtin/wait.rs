@@ -1,3 +1,5 @@
+//! The `wait` activity: a durable sleep whose wake-up time survives a restart.
+
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;

@@ -171,7 +171,9 @@ impl StepHost for TestHost {
         let crash = self.crash_at_save == Some(n);
         Box::pin(async move {
             if crash {
-                Err(ActivityError::Store("simulated crash after commit".into()))
+                Err(ActivityError::store(std::io::Error::other(
+                    "simulated crash after commit",
+                )))
             } else {
                 Ok(())
             }

@@ -21,7 +21,7 @@ async fn create_like_resumed_after_the_put_polls_the_same_operation() {
     std::fs::write(&pw, "S3cret-pw-for-create!\n").unwrap();
     let input = json!({ "template": mi(EAST, "mi-fog-a"), "target": target_c(), "admin_password_file": pw });
     let (err, second, progress) = crash_and_resume(&sim, "instance.create_like", input, 1).await;
-    assert!(matches!(err, ActivityError::Store(_)), "{err:?}");
+    assert!(matches!(err, ActivityError::Store { .. }), "{err:?}");
     assert!(progress["ops"]["create"]["url"].as_str().is_some(), "{progress}");
     assert!(
         !progress.to_string().contains("S3cret-pw-for-create!"),
@@ -53,7 +53,7 @@ async fn fog_create_resumed_after_the_put_never_reseeds() {
     let sim = Sim::start(&crate::preflight::clean_pair()).await;
     let input = json!({ "name": "fog-new", "primary": mi(EAST, "mi-a"), "secondary": mi(WEST, "mi-b") });
     let (err, second, progress) = crash_and_resume(&sim, "fog.create", input.clone(), 1).await;
-    assert!(matches!(err, ActivityError::Store(_)));
+    assert!(matches!(err, ActivityError::Store { .. }));
     assert_eq!(progress["ops"]["create"]["method"], "PUT");
     let out = second.expect("seeded");
     assert_eq!(out["replication_state"], "CATCH_UP");
@@ -105,7 +105,7 @@ async fn failover_resumed_after_the_post_polls_the_saved_operation() {
     let input = json!({ "name": "fog-demo", "secondary": mi(WEST, "mi-fog-b") });
     // Save 1 is the intent, save 2 the accepted operation.
     let (err, second, progress) = crash_and_resume(&sim, "fog.failover", input, 2).await;
-    assert!(matches!(err, ActivityError::Store(_)));
+    assert!(matches!(err, ActivityError::Store { .. }));
     assert!(progress["ops"]["failover"]["url"].is_string());
     let out = second.expect("done");
     assert_eq!(out["resolved_by"], "operation");
@@ -268,7 +268,7 @@ async fn every_convergent_write_resumes_without_resending() {
     for (uses, input, method, fragment, expected) in cases {
         let sim = Sim::start(DEMO).await;
         let (err, second, progress) = crash_and_resume(&sim, uses, input, 1).await;
-        assert!(matches!(err, ActivityError::Store(_)), "{uses}: {err:?}");
+        assert!(matches!(err, ActivityError::Store { .. }), "{uses}: {err:?}");
         assert!(
             progress["ops"].as_object().is_some_and(|o| o.len() == 1),
             "{uses}: {progress}"
@@ -332,7 +332,7 @@ async fn failover_re_entered_after_its_reconcile_timeout_decides_from_the_roles_
     // The intent is committed, then the process dies before the POST.
     let host = TestHost::crashing_at(1);
     let first = fogbook_activities::execute("fog.failover", input.clone(), &ctx(host.clone(), None), &sim.env).await;
-    assert!(matches!(first, Err(ActivityError::Store(_))), "{first:?}");
+    assert!(matches!(first, Err(ActivityError::Store { .. })), "{first:?}");
     let mut progress = host.last().expect("the intent was saved");
     assert_eq!(progress["intent"]["state"], "sending");
     // The run is resumed an hour later: the reconcile window counted from the intent is over.

@@ -10,6 +10,7 @@
 
 mod error;
 mod eval;
+mod lex;
 pub(crate) mod syntax;
 mod template;
 mod with;

@@ -372,9 +372,7 @@ impl Driver<'_> {
             tokio::select! {
                 joined = self.set.join_next() => {
                     let Some(joined) = joined else { continue };
-                    let (idx, result) = joined.map_err(|e| EngineError::State(StateError::InvalidTransition {
-                        message: format!("a target's driver task ended abnormally: {e}"),
-                    }))?;
+                    let (idx, result) = joined.map_err(|e| EngineError::internal(format!("a target's driver task ended abnormally: {e}")))?;
                     self.driving.remove(&idx);
                     self.outcome(&snap, idx, result).await?;
                 }
@@ -404,33 +402,18 @@ impl Driver<'_> {
     async fn start(&mut self, t: &FleetTargetRow, running_after: usize) -> Result<(), EngineError> {
         failpoint::hit_named("fleet-before-start", &t.name);
         let new = self.engine.prepare_run(CreateRun {
-            runbook: &self.runbook,
-            text: &self.runbook_text,
-            source_path: None,
             params: t.params.clone(),
             auto_approve: self.rate.auto_approve,
             take_lease: true,
             created_by: json!({ "fleet": self.id, "target": t.name, "command": "fleet" }),
-            schedule: None,
-            window: None,
+            ..CreateRun::new(&self.runbook, &self.runbook_text)
         })?;
         let run_id = new.id.clone();
         self.engine
             .store()
             .start_fleet_target(&self.id, t.idx, &self.owner, new, running_after)
             .await
-            .map_err(|e| match e {
-                StateError::LockHeld {
-                    key,
-                    holder,
-                    holder_status,
-                } => EngineError::Locked {
-                    key,
-                    holder,
-                    holder_status,
-                },
-                other => EngineError::State(other),
-            })?;
+            .map_err(EngineError::State)?;
         failpoint::hit_named("fleet-after-start", &t.name);
         tracing::info!(target_name = %t.name, run_id = %run_id, "fleet: target started");
         self.spawn_drive(t.idx, run_id);

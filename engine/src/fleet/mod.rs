@@ -25,4 +25,4 @@ pub(crate) use budget::request_priority;
 pub use driver::{CreateFleet, FleetOutcome, WINDOW_WAIT, create_fleet, drive_fleet};
 pub use file::{FleetFile, MaxErrors, RateControl, TargetQuery, parse};
 pub use query::resolve_query;
-pub use scheduled::{drivable_fleets, drive_for_worker, fire_decision, is_fleet_file};
+pub use scheduled::{active_fleet_of, drivable_fleets, drive_for_worker, fire_decision, is_fleet_file};

@@ -130,6 +130,21 @@ pub async fn drivable_fleets(engine: &Engine, active: &BTreeSet<String>) -> Resu
     Ok(out)
 }
 
+/// The newest fleet schedule `schedule` fired that is still running or waiting (the
+/// schedule's overlap policy sees it as its unfinished run).
+pub async fn active_fleet_of(engine: &Engine, schedule: &str) -> Result<Option<String>, EngineError> {
+    Ok(engine
+        .store()
+        .list_fleets()
+        .await?
+        .into_iter()
+        .find(|f| {
+            matches!(f.status.as_str(), "running" | "waiting")
+                && f.created_by.get("schedule").and_then(|v| v.as_str()) == Some(schedule)
+        })
+        .map(|f| f.id))
+}
+
 /// Drives fleet `id` for a worker until it ends, waits or `stop` is cancelled; logs how.
 pub async fn drive_for_worker(engine: &Engine, id: &str, stop: CancellationToken) {
     match drive_fleet(engine, id, engine.lease_ttl(), stop).await {

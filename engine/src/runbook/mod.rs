@@ -12,6 +12,7 @@ mod diagnostics;
 pub mod model;
 mod params;
 mod parse;
+mod parse_step;
 pub(crate) mod reader;
 mod refs;
 mod schema;

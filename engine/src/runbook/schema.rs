@@ -7,7 +7,7 @@
 use serde_json::{Map, Value, json};
 
 use super::model::ParamType;
-use super::parse::MAX_ATTEMPTS;
+use super::parse_step::MAX_ATTEMPTS;
 
 const DURATION_PATTERN: &str = "^([0-9]+(ms|s|m|h|d))+$";
 

@@ -161,7 +161,7 @@ fn base_url(settings: &Settings, headers: &HeaderMap) -> String {
 
 fn injected(status: u16) -> Response {
     let (status, code) = match status {
-        429 => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
+        429 => (StatusCode::TOO_MANY_REQUESTS, "SubscriptionRequestsThrottled"),
         502 => (StatusCode::BAD_GATEWAY, "BadGateway"),
         503 => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
         504 => (StatusCode::GATEWAY_TIMEOUT, "GatewayTimeout"),

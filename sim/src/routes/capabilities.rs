@@ -52,10 +52,7 @@ fn family(name: &str, sku: &str) -> Value {
         "sku": sku,
         "supportedLicenseTypes": [{"name": "LicenseIncluded"}, {"name": "BasePrice"}],
         "supportedVcoresValues": vcores,
-        "includedMaxSize": size(32),
-        "supportedStorageSizes": [{
-            "minValue": size(32), "maxValue": size(32768), "scaleSize": size(32), "status": "Available"
-        }],
+        "zoneRedundant": false,
         "status": "Available"
     })
 }
@@ -75,7 +72,6 @@ fn edition(tier: &str) -> Value {
             {"storageAccountType": "ZRS", "status": "Available"},
             {"storageAccountType": "GZRS", "status": "Available"}
         ],
-        "zoneRedundant": false,
         "status": if tier == "GeneralPurpose" { "Default" } else { "Available" }
     })
 }

@@ -317,8 +317,11 @@ pub(crate) fn put_subnet(
         && let Some((instance, _)) = instance_in_subnet(ctx, &key, Some(name))
     {
         return Err(ArmError::bad_request(
-            "InUseSubnetCannotBeUpdated",
-            format!("Subnet '{name}' is in use by managed instance '{instance}'; its address prefix cannot change."),
+            "InUsePrefixCannotBeDeleted",
+            format!(
+                "IpPrefix {} on Subnet {name} has active allocations (managed instance '{instance}') and cannot be deleted.",
+                old.address_prefix
+            ),
         ));
     }
     let mut subnets: Vec<Subnet> = v

@@ -1,9 +1,11 @@
 //! Contract tests against the Azure REST API specifications: every error code the emulator can
-//! answer is one a spec lists (or is accounted for as ARM's own or as observed), and every
-//! response of the operations served has the spec's required fields and enum values.
+//! answer is in the per-operation error map (`contract/error-codes.txt`) with a citation (a spec
+//! file and operationId, ARM's own, or a public page where Azure answers it), and every response
+//! of the operations served has the spec's required fields and enum values.
 //!
-//! The spec facts are transcribed by hand (`contract/error-codes.txt` and [`SCHEMAS`] below);
-//! `scripts/refresh-spec` compares the error lists with a newer spec commit.
+//! The schema facts here are transcribed by hand; `sdk.rs` checks the same responses against
+//! Azure's own client models. `scripts/refresh-spec` checks the map's spec citations against a
+//! local spec clone.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -14,15 +16,61 @@ use crate::common::*;
 
 const ERROR_CODES: &str = include_str!("contract/error-codes.txt");
 
+/// One line of the error map: the emulator answers `status` `code` for `operations` (`*`: any),
+/// on the authority of `source`.
+pub(crate) struct ErrorLine {
+    pub(crate) status: u16,
+    pub(crate) code: String,
+    pub(crate) source: String,
+    pub(crate) operations: Vec<String>,
+    pub(crate) url: Option<String>,
+}
+
+/// The lines of the error map, or what is wrong with one (with its line number).
+pub(crate) fn error_map() -> Result<Vec<ErrorLine>, String> {
+    let mut lines = Vec::new();
+    for (n, line) in ERROR_CODES.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [status, code, source, operations, rest @ ..] = fields.as_slice() else {
+            return Err(format!(
+                "line {}: want STATUS CODE SOURCE OPERATIONS [URL]: {line}",
+                n + 1
+            ));
+        };
+        let status = status
+            .parse::<u16>()
+            .ok()
+            .filter(|s| (400..600).contains(s))
+            .ok_or_else(|| format!("line {}: `{status}` is not an error status", n + 1))?;
+        let url = match rest {
+            [] => None,
+            [url] => Some((*url).to_owned()),
+            _ => return Err(format!("line {}: more than one URL: {line}", n + 1)),
+        };
+        lines.push(ErrorLine {
+            status,
+            code: (*code).to_owned(),
+            source: (*source).to_owned(),
+            operations: operations.split(',').map(str::to_owned).collect(),
+            url,
+        });
+    }
+    Ok(lines)
+}
+
+/// Whether the map lists `status` `code` for `operation`.
+pub(crate) fn listed(map: &[ErrorLine], operation: &str, status: u16, code: &str) -> bool {
+    map.iter()
+        .any(|l| l.status == status && l.code == code && l.operations.iter().any(|o| o == "*" || o == operation))
+}
+
 /// Every code the file accounts for.
 fn accounted() -> BTreeSet<String> {
-    ERROR_CODES
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| l.split_whitespace().last())
-        .map(str::to_owned)
-        .collect()
+    error_map().expect("error map").into_iter().map(|l| l.code).collect()
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -117,6 +165,64 @@ fn every_error_code_the_emulator_answers_is_accounted_for() {
         unaccounted.is_empty(),
         "codes neither in a spec list nor accounted for in contract/error-codes.txt: {unaccounted:?}"
     );
+}
+
+#[test]
+fn every_line_of_the_error_map_is_well_formed() {
+    let map = error_map().unwrap_or_else(|e| panic!("contract/error-codes.txt: {e}"));
+    assert!(map.len() > 50, "the map lost its lines: {}", map.len());
+    let spec_files = [
+        "InstanceFailoverGroups.json",
+        "ManagedInstances.json",
+        "ManagedDatabases.json",
+    ];
+    for line in &map {
+        let what = format!("{} {} {}", line.status, line.code, line.source);
+        let operation_ok = |op: &str| {
+            op.split_once('_').is_some_and(|(group, name)| {
+                !group.is_empty() && !name.is_empty() && group.chars().all(char::is_alphanumeric)
+            })
+        };
+        match line.source.split_once(':') {
+            Some(("spec", cited)) => {
+                let (file, borrowed) = cited.split_once('#').map_or((cited, None), |(f, o)| (f, Some(o)));
+                assert!(spec_files.contains(&file), "{what}: cites an unknown spec file {file}");
+                // A spec citation names operations of that file (or borrows one of it).
+                let group = file.trim_end_matches(".json");
+                let owner = borrowed.unwrap_or(&line.operations[0]);
+                assert!(
+                    owner.starts_with(&format!("{group}_")),
+                    "{what}: {owner} is not an operation of {file}"
+                );
+                if borrowed.is_none() {
+                    for op in &line.operations {
+                        assert!(
+                            op.starts_with(&format!("{group}_")),
+                            "{what}: {op} is not an operation of {file}"
+                        );
+                    }
+                }
+                assert!(line.url.is_none(), "{what}: a spec line takes no URL");
+            }
+            None if line.source == "arm" => {
+                assert_eq!(line.operations, ["*"], "{what}: ARM's codes apply to every operation")
+            }
+            None if line.source == "observed" => {
+                let url = line.url.as_deref().unwrap_or_default();
+                assert!(
+                    url.starts_with("https://"),
+                    "{what}: an observed code cites a public page"
+                );
+            }
+            None if line.source == "unsourced" || line.source == "emulator" => {}
+            _ => panic!("{what}: unknown source"),
+        }
+        if line.source != "arm" {
+            for op in &line.operations {
+                assert!(operation_ok(op), "{what}: `{op}` is not an operationId");
+            }
+        }
+    }
 }
 
 /// One fact of a definition: at `path` (dot-separated, `[]` for every element of an array)

@@ -53,7 +53,7 @@ async fn injected_errors_are_not_processed() {
     );
 
     let throttled = sim.get(&sql(&fog_path(EAST, "eastus", "fog-demo"))).await;
-    throttled.assert_error(429, "TooManyRequests");
+    throttled.assert_error(429, "SubscriptionRequestsThrottled");
     assert_eq!(throttled.header("retry-after").as_deref(), Some("1"));
     let faults = sim.admin(Method::GET, "/_sim/faults", None).await;
     assert_eq!(faults["rules"].as_array().unwrap().len(), 3);

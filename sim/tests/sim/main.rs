@@ -11,6 +11,7 @@ mod next_gen;
 mod region_move;
 mod rename;
 mod rules;
+mod sdk;
 mod served;
 mod tenants;
 mod tls;

@@ -143,7 +143,7 @@ async fn subnets_are_written_by_their_own_path() {
         json!({"properties": {"addressPrefix": "10.10.3.0/24"}}),
     )
     .await
-    .assert_error(400, "InUseSubnetCannotBeUpdated");
+    .assert_error(400, "InUsePrefixCannotBeDeleted");
     sim.delete(&net(&format!("{vnet}/subnets/snet-mi")))
         .await
         .assert_error(400, "InUseSubnetCannotBeDeleted");

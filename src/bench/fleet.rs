@@ -19,7 +19,7 @@ use fogbook_sim::{Estate, SimConfig};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::bench_cloud::{BenchError, Context, Scratch, admin, fail, fogbook};
+use super::cloud::{BenchError, Context, Scratch, admin, fail, fogbook};
 
 const SUBSCRIPTION: &str = "6f1c2b3a-4d5e-4f60-8a71-92b3c4d5e6f7";
 /// Ten simulated hours per real second: an instance creation (hours) takes a real second or
@@ -179,10 +179,10 @@ pub(crate) async fn fleet(dir: &Path, groups: u32, concurrency: u32) -> Result<F
 async fn measure(scratch: &Scratch, url: &str, groups: u32, concurrency: u32) -> Result<FleetFigure, BenchError> {
     let root = std::env::current_dir().context("no current directory")?;
     let runbook = scratch.join("change-secondary-region.yaml");
-    std::fs::write(&runbook, include_str!("../runbooks/change-secondary-region.yaml"))
+    std::fs::write(&runbook, include_str!("../../runbooks/change-secondary-region.yaml"))
         .context("cannot write the runbook")?;
     let password = scratch.join("password.txt");
-    std::fs::write(&password, include_str!("../examples/sim-admin-password.txt"))
+    std::fs::write(&password, include_str!("../../examples/sim-admin-password.txt"))
         .context("cannot write the password file")?;
     let fleet = scratch.join("fleet.yaml");
     std::fs::write(&fleet, fleet_file(groups, concurrency, &runbook, &password))
@@ -294,7 +294,7 @@ pub(crate) fn render(f: &FleetFigure) -> String {
 pub(crate) async fn run_phase(
     cli: &crate::cli::Cli,
     args: &crate::cli::BenchArgs,
-) -> Result<Option<FleetFigure>, crate::Exit> {
+) -> Result<Option<FleetFigure>, crate::exit::Exit> {
     if args.fleet_groups == 0 {
         return Ok(None);
     }
@@ -309,7 +309,7 @@ pub(crate) async fn run_phase(
         Ok(f) => Ok(Some(f)),
         Err(e) => {
             crate::output::error_chain(&e, None);
-            Err(crate::Exit::BadInput)
+            Err(crate::exit::Exit::BadInput)
         }
     }
 }

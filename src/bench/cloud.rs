@@ -11,6 +11,9 @@
 //!   emulator's request counts give how often the waiting runs poll against ARM's read refill.
 //!
 //! Scratch files live in a directory under `--dir`, removed afterwards.
+//!
+//! Over 600 lines: the two measurements share the emulator harness (scratch files, the admin
+//! client, percentiles); each is one section below.
 
 use std::fmt;
 use std::os::unix::process::ExitStatusExt;
@@ -32,9 +35,9 @@ use tokio_util::sync::CancellationToken;
 
 /// The shipped runbook whose seeding is interrupted, its example parameters, and the estate
 /// they go with (two instances not yet in a group).
-const RESUME_RUNBOOK: &str = include_str!("../runbooks/configure-failover-group.yaml");
-const RESUME_PARAMS: &str = include_str!("../examples/configure-failover-group.yaml");
-const RESUME_ESTATE: &str = include_str!("../tests/e2e/fixtures/seed/estate-unpaired.yaml");
+const RESUME_RUNBOOK: &str = include_str!("../../runbooks/configure-failover-group.yaml");
+const RESUME_PARAMS: &str = include_str!("../../examples/configure-failover-group.yaml");
+const RESUME_ESTATE: &str = include_str!("../../examples/estate-unpaired.yaml");
 /// The step that creates the group and waits for its seeding.
 const SEEDING_STEP: &str = "create-group";
 /// Real time: the seeding (about 70 simulated minutes) is still in flight after every trial.
@@ -170,6 +173,11 @@ pub(crate) struct Milestone {
 
 /// Measures resume latency over `trials` resumes of one run interrupted during seeding.
 pub(crate) async fn resume_latency(dir: &Path, trials: u32) -> Result<ResumeLatency, BenchError> {
+    if !fogbook_engine::TEST_HOOKS {
+        return Err(fail(
+            "the resume-latency phase stops a run inside its seeding with a failpoint, which this build leaves out: build with `cargo build --release --locked --features test-hooks`, or pass --resume-trials 0",
+        ));
+    }
     let scratch = Scratch::new(dir, "resume")?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let estate = Estate::from_yaml_str(RESUME_ESTATE).context("the bench estate does not load")?;
@@ -582,15 +590,9 @@ async fn drive_waiting(store: &Store, url: &str, runs: u32, window: Duration) ->
         }});
         let id = engine
             .create_run(CreateRun {
-                runbook: &rb,
-                text: WAITING_RUNBOOK,
-                source_path: None,
                 params,
-                auto_approve: false,
-                take_lease: false,
                 created_by: json!("bench"),
-                schedule: None,
-                window: None,
+                ..CreateRun::new(&rb, WAITING_RUNBOOK)
             })
             .await
             .context("cannot create a bench run")?;

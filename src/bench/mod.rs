@@ -1,0 +1,8 @@
+//! `fogbook bench` (docs/PERFORMANCE.md): the command and its measurements against the ARM
+//! emulator.
+
+pub(crate) mod cloud;
+mod command;
+mod fleet;
+
+pub(crate) use command::bench;

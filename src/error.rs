@@ -1,0 +1,119 @@
+//! [`CliError`]: every error a command reports, kept typed from the store to here (the
+//! engine's and the store's errors are its sources, not strings), and the one place that
+//! decides its exit code ([`CliError::exit_code`]) and how it is printed.
+
+use fogbook_engine::{EngineError, ErrorKind};
+use fogbook_state::StateError;
+
+use crate::exit::Exit;
+use crate::output;
+
+/// An error that ends a command.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CliError {
+    /// The engine refused or failed (its source chain reaches the store's error, if any).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The process could not start its async runtime.
+    #[error("cannot start the async runtime")]
+    Runtime {
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<StateError> for CliError {
+    /// Through [`EngineError`], which names lock and lease refusals as the engine does.
+    fn from(e: StateError) -> Self {
+        Self::Engine(EngineError::from(e))
+    }
+}
+
+impl CliError {
+    /// The exit code of this error: the one mapping from errors to [`Exit`] (README "Exit
+    /// codes", `src/exit.rs`).
+    pub(crate) fn exit_code(&self) -> Exit {
+        let Self::Engine(e) = self else {
+            return Exit::Internal;
+        };
+        // The engine classifies its errors (a store error by the `StateError` inside it).
+        match e.kind() {
+            ErrorKind::BadInput => Exit::BadInput,
+            ErrorKind::Busy => Exit::Busy,
+            ErrorKind::Store => Exit::StoreFailed,
+            // `Internal`, and a kind this build does not name yet.
+            _ => Exit::Internal,
+        }
+    }
+
+    /// Prints the error (what happened, its causes, what to do next) and returns its exit code.
+    pub(crate) fn report(&self) -> Exit {
+        match self {
+            Self::Engine(EngineError::Invalid(d)) => crate::input::print_diagnostics(d),
+            Self::Engine(EngineError::State(StateError::LockHeld {
+                key,
+                holder,
+                holder_status,
+            })) => output::error(
+                &format!("`{key}` is locked by run {holder} ({holder_status}); one run at a time may touch it"),
+                Some(&format!(
+                    "see `fogbook status {holder}`; a failed run keeps its locks until `fogbook resume {holder} --retry-failed` or `fogbook cancel {holder}`"
+                )),
+            ),
+            Self::Engine(EngineError::State(StateError::LeaseHeld {
+                run_id,
+                owner,
+                expires_at,
+            })) => output::error(
+                &format!("run {run_id} is being driven by {owner} (lease valid until {expires_at})"),
+                Some(
+                    "only one process drives a run; another may take over once that lease expires or its process is gone",
+                ),
+            ),
+            Self::Engine(EngineError::State(StateError::LeaseLost { run_id, owner })) => output::error(
+                &format!("stopped driving run {run_id}: its lease is now held by {owner}"),
+                Some(
+                    "another process took the run over (this one stalled past its lease); nothing more was written by this process",
+                ),
+            ),
+            Self::Engine(EngineError::Fenced {
+                run_id,
+                step_id,
+                message,
+            }) => output::error(
+                &format!("stopped driving run {run_id} at step `{step_id}`: {message}"),
+                Some(&format!(
+                    "nothing was sent to Azure by this process after its lease ran out; `fogbook status {run_id}` shows who drives the run, and `fogbook resume {run_id}` continues it if nobody does"
+                )),
+            ),
+            Self::Engine(EngineError::State(StateError::UnknownRun { run_id })) => output::error(
+                &format!("no run `{run_id}` in this database"),
+                Some("`fogbook runs` lists the runs in this database"),
+            ),
+            Self::Engine(EngineError::State(StateError::InvalidTransition { message })) => {
+                output::error(message, None);
+            }
+            other => {
+                let hint = (other.exit_code() == Exit::StoreFailed).then_some(
+                    "the state database (--db) could not be used; fix the cause named above (a file that is not a fogbook database, permissions, disk space) or pass another --db",
+                );
+                output::error_chain(other, hint);
+            }
+        }
+        self.exit_code()
+    }
+}
+
+/// The resource key and the run holding it, when `err` is a refusal over a held lock.
+pub(crate) fn held_lock(err: &EngineError) -> Option<(&str, &str)> {
+    match err {
+        EngineError::State(StateError::LockHeld { key, holder, .. }) => Some((key, holder)),
+        _ => None,
+    }
+}
+
+/// Reports `err` and returns its exit code: what every failing command site calls.
+pub(crate) fn fail(err: impl Into<CliError>) -> Exit {
+    err.into().report()
+}

@@ -1,0 +1,128 @@
+//! Who drives a run and what it waits for, as the views name it.
+
+use std::time::Duration;
+
+use fogbook_state::{Millis, RunSnapshot, format_ms};
+
+use super::shared::lasted;
+
+/// Whether anybody drives a run: a live driver renewing its lease, or nobody.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Drive {
+    /// A driver holds an unexpired lease and its process is not known to be gone.
+    Running { owner: String, until: Millis },
+    /// The run is `running`, but its lease expired or its holder's process is gone.
+    Stalled { since: Millis, why: String },
+    /// Not meant to be driven now (pending for a worker, waiting, finished).
+    Idle,
+}
+
+impl Drive {
+    /// `running`, `stalled`, or the stored status.
+    pub(crate) fn label(&self, status: fogbook_state::RunStatus) -> &'static str {
+        match self {
+            Drive::Stalled { .. } => "stalled",
+            _ => status.as_str(),
+        }
+    }
+}
+
+/// Decides [`Drive`] from the run row: `lease_ttl` estimates when an expired or orphaned
+/// lease was last renewed (the time since which nobody drives the run).
+pub(crate) fn drive_of(r: &fogbook_state::RunRow, now: Millis, lease_ttl: Duration) -> Drive {
+    if r.status != fogbook_state::RunStatus::Running {
+        return Drive::Idle;
+    }
+    let ttl = i64::try_from(lease_ttl.as_millis()).unwrap_or(i64::MAX);
+    match (&r.lease_owner, r.lease_expires_at) {
+        (Some(owner), Some(until)) if fogbook_engine::owner::is_dead(owner) => Drive::Stalled {
+            since: until.saturating_sub(ttl).max(r.updated_at).min(now),
+            why: format!("its driver {owner} has exited"),
+        },
+        (Some(owner), Some(until)) if until > now => Drive::Running {
+            owner: owner.clone(),
+            until,
+        },
+        (Some(owner), Some(until)) => Drive::Stalled {
+            since: until.saturating_sub(ttl).max(r.updated_at).min(until),
+            why: format!("the lease of {owner} expired at {}", format_ms(until)),
+        },
+        _ => Drive::Stalled {
+            since: r.updated_at,
+            why: "no process holds its lease".to_owned(),
+        },
+    }
+}
+
+/// The open unprotected windows of a run, as text naming whose databases.
+pub(super) fn open_unprotected(
+    snap: &RunSnapshot,
+    now: Millis,
+    rehearsal: Option<&crate::rehearsal::Rehearsal>,
+) -> Vec<String> {
+    snap.windows
+        .iter()
+        .filter(|w| w.closed_at.is_none() && w.kind == fogbook_state::WindowKind::Unprotected)
+        .map(|w| {
+            let whose = w.subject.as_deref().unwrap_or("the instance");
+            format!(
+                "the databases of {whose} have no geo-replica since {} ({})",
+                format_ms(w.opened_at),
+                lasted(now - w.opened_at, rehearsal)
+            )
+        })
+        .collect()
+}
+
+/// The current step and what the run waits for (approval, maintenance window, an operation,
+/// a back-off), from its snapshot.
+pub(crate) fn waits_for(snap: &RunSnapshot, now: Millis) -> (Option<String>, String) {
+    use fogbook_state::{RunStatus, StepStatus};
+    let current = snap.steps.iter().find(|s| !s.status.is_done());
+    let step = current.map(|s| s.step_id.clone());
+    let uses = |id: &str| -> Option<String> {
+        fogbook_engine::runbook::parse(&snap.run.runbook_text, "pinned runbook")
+            .ok()
+            .and_then(|rb| rb.step(id).map(|s| s.uses.clone()))
+    };
+    if snap.run.status.is_terminal() {
+        return (None, "-".to_owned());
+    }
+    if let Some(e) = &snap.run.error
+        && e.get("waiting_for").is_some()
+    {
+        return (
+            step,
+            format!("maintenance window {}", e["window"].as_str().unwrap_or("")),
+        );
+    }
+    let Some(cur) = current else {
+        return (step, "-".to_owned());
+    };
+    if let Some(next) = cur.next_attempt_at
+        && next > now
+    {
+        return (step, format!("back-off until {}", format_ms(next)));
+    }
+    if cur.status == StepStatus::Running {
+        let approved = snap.approvals.iter().any(|a| a.step_id == cur.step_id);
+        match uses(&cur.step_id).as_deref() {
+            Some("approval") if !approved => return (step, "approval".to_owned()),
+            Some("wait") => return (step, "a timer".to_owned()),
+            Some(u) if fogbook_activities::needs_arm(u) && cur.progress.is_some() => {
+                return (step, "an ARM operation".to_owned());
+            }
+            _ => {}
+        }
+    }
+    if snap.run.status == RunStatus::Waiting {
+        return (step, "approval".to_owned());
+    }
+    (step, "-".to_owned())
+}
+
+/// Whether a run waits for an approval, however it is driven (status `waiting`, or a
+/// foreground `--wait` driver at an approval step).
+pub(crate) fn waits_for_approval(snap: &RunSnapshot, now: Millis) -> bool {
+    waits_for(snap, now).1 == "approval"
+}

@@ -1,0 +1,59 @@
+//! What can go wrong reaching or migrating a PostgreSQL database.
+
+/// A failure of the PostgreSQL connection or schema.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PgError {
+    /// The URL demands TLS and the server does not offer it.
+    #[error(
+        "the PostgreSQL server at {target} does not accept TLS connections, and the URL demands TLS \
+         (sslmode=require): turn TLS on at the server (ssl = on), or, on a trusted network only, \
+         connect with sslmode=disable"
+    )]
+    TlsRefused {
+        /// The URL, password masked.
+        target: String,
+    },
+    /// The TLS client could not be set up (roots, `sslrootcert`).
+    #[error("cannot set up TLS for PostgreSQL: {reason}")]
+    TlsSetup {
+        /// What is missing or wrong.
+        reason: String,
+    },
+    /// Connecting or authenticating failed.
+    #[error("cannot connect to PostgreSQL at {target}")]
+    Connect {
+        /// The URL, password masked.
+        target: String,
+        /// The client's error.
+        #[source]
+        source: postgres::Error,
+    },
+    /// The schema version could not be read (or the migration lock taken).
+    #[error("cannot read the PostgreSQL schema version")]
+    ReadSchema {
+        /// The client's error.
+        #[source]
+        source: postgres::Error,
+    },
+    /// A schema migration failed; nothing of it was applied (one transaction).
+    #[error("cannot apply PostgreSQL schema migration {version}")]
+    ApplyMigrations {
+        /// The migration that failed (1-based).
+        version: i64,
+        /// The client's error.
+        #[source]
+        source: postgres::Error,
+    },
+    /// The database was migrated by a newer fogbook.
+    #[error(
+        "the PostgreSQL database has schema version {found}, newer than this build knows ({known}): \
+         run a fogbook at least as new as the one that migrated it"
+    )]
+    NewerSchema {
+        /// The version found.
+        found: i64,
+        /// The newest version this build knows.
+        known: i64,
+    },
+}

@@ -1,0 +1,22 @@
+//! The PostgreSQL backend's foundations (issue 17): the store location a `--db` value names,
+//! connecting with TLS (rustls), the PostgreSQL schema with its migrations, and the
+//! placeholder rewriting that lets one SQL text serve both backends.
+//!
+//! The schema mirrors the SQLite one (`migrations.rs`) table for table and column for
+//! column, with types chosen so one SQL text serves both: `BIGINT` for integers and
+//! booleans, `TEXT`, identity columns where SQLite has `AUTOINCREMENT`. Runs and fleets also
+//! carry `lease_epoch`, the fencing token every write of a driver is checked against.
+//!
+//! Only this module touches the `postgres` client.
+
+mod connect;
+mod error;
+mod schema;
+mod sql;
+mod url;
+
+pub use connect::connect;
+pub use error::PgError;
+pub use schema::{SCHEMA_VERSION, migrate, schema_version};
+pub use sql::postgres_placeholders;
+pub use url::{PgUrl, StoreUrl, StoreUrlError, TlsMode};

@@ -1,0 +1,116 @@
+//! The seam between the store's logic and a database backend.
+//!
+//! Every transition, the audit chain, operator actions, fleets, schedules and the trail
+//! comparison are written once, as closures over [`Tx`]. A backend runs them on its writer
+//! thread (group commit included) by implementing `Tx` for its connection or transaction;
+//! SQLite ([`sqlite::SqliteTx`]) is the only one today.
+//!
+//! SQL text given to a `Tx` is written in the dialect SQLite and PostgreSQL share:
+//! placeholders `?1…?N` (a PostgreSQL backend rewrites them to `$N`), `ON CONFLICT … DO …`
+//! rather than `INSERT OR …`, `RETURNING` rather than `last_insert_rowid()`, no `rowid`, no
+//! backend-only functions. Where the backends must differ, [`Tx::dialect`] says which one
+//! runs the statement.
+
+pub(crate) mod sqlite;
+mod value;
+
+use std::sync::Arc;
+
+pub(crate) use value::{Row, ToValue, Value};
+
+use crate::BackendError;
+use crate::error::UnreadableCell;
+
+/// Which SQL dialect a [`Tx`] speaks, for the few statements that cannot be written once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// SQLite (the embedded store).
+    Sqlite,
+}
+
+/// Why a statement failed, or a value could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Error {
+    /// The backend refused or failed the statement.
+    #[error(transparent)]
+    Backend(BackendError),
+    /// A query that must return a row returned none.
+    #[error("the query returned no rows")]
+    NoRows,
+    /// A column holds a value of another type than the one asked for.
+    #[error("column {column} holds {found}, not {expected}")]
+    Conversion {
+        /// The column's name.
+        column: String,
+        /// The type of the value found.
+        found: &'static str,
+        /// The type asked for.
+        expected: &'static str,
+    },
+    /// A text cell is not valid UTF-8 (the file was changed outside fogbook).
+    #[error(transparent)]
+    Unreadable(UnreadableCell),
+}
+
+impl Error {
+    pub(crate) fn backend(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Backend(Arc::new(e))
+    }
+}
+
+/// The result of a statement.
+pub(crate) type Result<T> = std::result::Result<T, Error>;
+
+/// One transaction (or, for reads, one connection) of a backend.
+///
+/// Dyn-compatible on purpose: the store's closures take `&dyn Tx`, so they are compiled
+/// once whatever the backend.
+pub(crate) trait Tx {
+    /// Runs a statement that returns no rows; returns how many rows it changed.
+    fn execute(&self, sql: &str, params: &[Value]) -> Result<usize>;
+    /// Runs a query and returns all its rows.
+    fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>>;
+    /// The dialect of this backend.
+    #[allow(dead_code, reason = "no statement needs a backend of its own yet; PostgreSQL will")]
+    fn dialect(&self) -> Dialect;
+}
+
+impl dyn Tx + '_ {
+    /// The first row of a query, mapped by `f`; [`Error::NoRows`] when there is none.
+    pub(crate) fn query_row<T>(&self, sql: &str, params: &[Value], f: impl FnOnce(&Row) -> Result<T>) -> Result<T> {
+        let rows = self.query(sql, params)?;
+        rows.first().map_or(Err(Error::NoRows), f)
+    }
+
+    /// Every row of a query, mapped by `f`.
+    pub(crate) fn query_map<T>(&self, sql: &str, params: &[Value], f: impl FnMut(&Row) -> Result<T>) -> Result<Vec<T>> {
+        self.query(sql, params)?.iter().map(f).collect()
+    }
+}
+
+/// [`Error::NoRows`] as `None`, as rusqlite's `OptionalExtension` does.
+pub(crate) trait OptionalExt<T> {
+    fn optional(self) -> Result<Option<T>>;
+}
+
+impl<T> OptionalExt<T> for Result<T> {
+    fn optional(self) -> Result<Option<T>> {
+        match self {
+            Ok(v) => Ok(Some(v)),
+            Err(Error::NoRows) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The parameters of a statement: `params![a, b]` is `&[Value]`, each converted by
+/// [`ToValue`] from a reference (so nothing is moved), as rusqlite's `params!` does.
+macro_rules! params {
+    () => {
+        &[] as &[$crate::sql::Value]
+    };
+    ($($p:expr),+ $(,)?) => {
+        &[$($crate::sql::ToValue::to_value(&$p)),+] as &[$crate::sql::Value]
+    };
+}
+pub(crate) use params;

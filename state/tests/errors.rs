@@ -1,0 +1,123 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Errors keep their type and their cause: a caller tells "busy", "not found", "refused" and
+//! "the database failed" apart by [`StateError::kind`], never by reading the message.
+
+use std::time::Duration;
+
+use fogbook_state::{ErrorKind, NewRun, StateError, StepStart, Store};
+use serde_json::json;
+
+const TTL: Duration = Duration::from_secs(30);
+
+fn new_run(id: &str, locks: &[&str], owner: Option<&str>) -> NewRun {
+    NewRun {
+        id: id.to_owned(),
+        runbook_name: "rb".to_owned(),
+        runbook_version: 1,
+        runbook_text: "runbook: rb".to_owned(),
+        runbook_sha256: "abc".to_owned(),
+        source_path: None,
+        params: json!({}),
+        steps: vec!["a".to_owned()],
+        locks: locks.iter().map(|s| (*s).to_owned()).collect(),
+        auto_approve: false,
+        lease: owner.map(|o| (o.to_owned(), 1_000 + 30_000)),
+        created_by: json!("test"),
+        window: None,
+        schedule: None,
+        now: 1_000,
+    }
+}
+
+fn start(step: &str, now: i64) -> StepStart {
+    StepStart {
+        step_id: step.to_owned(),
+        attempt: 1,
+        input: json!({}),
+        deadline_at: None,
+        opens: vec![],
+        subject: None,
+        keep_progress: false,
+        now,
+    }
+}
+
+/// The whole chain of causes, as the CLI prints it.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(" / {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+#[tokio::test]
+async fn each_failure_says_its_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    store.create_run(new_run("r1", &["k"], Some("a"))).await.unwrap();
+
+    let lock = store.create_run(new_run("r2", &["k"], None)).await.unwrap_err();
+    assert!(matches!(lock, StateError::LockHeld { .. }), "{lock:?}");
+    assert_eq!(lock.kind(), ErrorKind::Busy);
+
+    store
+        .acquire_lease("r1", "b", TTL, Some("a".to_owned()), 2_000)
+        .await
+        .unwrap();
+    let lost = store.start_step("r1", "a", start("a", 2_100)).await.unwrap_err();
+    assert!(matches!(lost, StateError::LeaseLost { .. }), "{lost:?}");
+    assert_eq!(lost.kind(), ErrorKind::Busy);
+
+    let missing = store.load_run("nope").await.unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::NotFound, "{missing:?}");
+
+    let unknown_step = store.start_step("r1", "b", start("zz", 2_200)).await.unwrap_err();
+    assert_eq!(unknown_step.kind(), ErrorKind::NotFound, "{unknown_step:?}");
+
+    store.cancel("r1", "op", None, 2_300).await.unwrap();
+    let cancelled = store.start_step("r1", "b", start("a", 2_400)).await.unwrap_err();
+    assert!(matches!(cancelled, StateError::CancelRequested { .. }), "{cancelled:?}");
+    assert_eq!(cancelled.kind(), ErrorKind::Refused);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_status_fogbook_never_writes_is_a_corrupt_database_not_a_bad_transition() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let store = Store::open(&path).unwrap();
+    store.create_run(new_run("r1", &[], None)).await.unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("UPDATE runs SET status = 'bogus' WHERE id = 'r1'")
+        .unwrap();
+    let err = store.load_run("r1").await.unwrap_err();
+    assert!(
+        matches!(err, StateError::CorruptValue { what: "run status", .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.kind(), ErrorKind::Database);
+    assert!(err.to_string().contains("bogus"), "{err}");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_failed_statement_keeps_the_database_error_as_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let store = Store::open(&path).unwrap();
+    store.create_run(new_run("r1", &[], None)).await.unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("DROP TABLE approvals")
+        .unwrap();
+    let err = store.approval("r1", "a").await.unwrap_err();
+    assert!(matches!(err, StateError::Database { .. }), "{err:?}");
+    assert_eq!(err.kind(), ErrorKind::Database);
+    let source = std::error::Error::source(&err).expect("the database error is kept");
+    assert!(source.to_string().contains("no such table"), "{}", chain(&err));
+    store.close().await;
+}

@@ -288,6 +288,13 @@ pub(crate) struct BenchArgs {
     /// Seconds during which the waiting runs' polls are counted at the emulator (0: not counted).
     #[arg(long, default_value_t = 30)]
     pub(crate) waiting_secs: u64,
+    /// Failover groups moved by the fleet figure (0: skip; docs/PERFORMANCE.md's figure is
+    /// taken with 50 at a concurrency of 5; 200 at 20 takes about 16 minutes).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) fleet_groups: u32,
+    /// Targets of the fleet figure run at once.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) fleet_concurrency: u32,
     /// Only the memory per waiting run, as JSON: how `bench` measures it in a fresh process.
     #[arg(long, hide = true)]
     pub(crate) waiting_only: bool,
@@ -616,7 +623,7 @@ pub(crate) struct ScheduleAddArgs {
     /// IANA time zone the expression is read in.
     #[arg(long, default_value = "UTC")]
     pub(crate) tz: String,
-    /// The runbook file (its text is pinned).
+    /// The runbook file, or a fleet file (the schedule then fires a fleet); its text is pinned.
     pub(crate) runbook: PathBuf,
     /// Parameter file (pinned).
     #[arg(long)]

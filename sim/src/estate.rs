@@ -72,6 +72,9 @@ struct ThrottlingSpec {
 struct BucketSpec {
     burst: f64,
     per_second: f64,
+    /// The share of the bucket other clients spend (`0.5`: half of it).
+    #[serde(default)]
+    other_clients: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -360,6 +363,7 @@ impl ThrottlingSpec {
             spec.map_or(default, |s| BucketLimit {
                 burst: s.burst,
                 per_second: s.per_second,
+                other_clients: s.other_clients,
             })
         };
         ThrottleLimits {
@@ -776,10 +780,22 @@ subscriptions:
             world.throttling.writes,
             BucketLimit {
                 burst: 5.0,
-                per_second: 1.0
+                per_second: 1.0,
+                other_clients: 0.0,
             }
         );
         assert_eq!(world.throttling.reads, ThrottleLimits::default().reads);
+    }
+
+    #[test]
+    fn other_clients_come_from_the_estate() {
+        let text = format!("throttling:\n  reads: {{burst: 250, per_second: 25, other_clients: 0.5}}\n{MINIMAL}");
+        let world = Estate::from_yaml_str(&text)
+            .expect("estate")
+            .build_world(time::OffsetDateTime::UNIX_EPOCH)
+            .expect("world");
+        assert_eq!(world.throttling.reads.other_clients, 0.5);
+        assert_eq!(world.throttling.writes.other_clients, 0.0);
     }
 
     #[test]

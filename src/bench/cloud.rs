@@ -69,12 +69,12 @@ impl fmt::Display for BenchError {
 
 impl std::error::Error for BenchError {}
 
-fn fail(message: impl Into<String>) -> BenchError {
+pub(crate) fn fail(message: impl Into<String>) -> BenchError {
     BenchError(message.into())
 }
 
 /// Adds what was being done to an error.
-trait Context<T> {
+pub(crate) trait Context<T> {
     fn context(self, what: &str) -> Result<T, BenchError>;
 }
 
@@ -85,16 +85,16 @@ impl<T, E: fmt::Display> Context<T> for Result<T, E> {
 }
 
 /// A directory under `--dir`, removed with everything in it when dropped.
-struct Scratch(PathBuf);
+pub(crate) struct Scratch(PathBuf);
 
 impl Scratch {
-    fn new(dir: &Path, what: &str) -> Result<Self, BenchError> {
+    pub(crate) fn new(dir: &Path, what: &str) -> Result<Self, BenchError> {
         let path = dir.join(format!("bench-{what}-{}", std::process::id()));
         std::fs::create_dir_all(&path).context(&format!("cannot create {}", path.display()))?;
         Ok(Self(path))
     }
 
-    fn join(&self, name: &str) -> PathBuf {
+    pub(crate) fn join(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
 }
@@ -124,7 +124,7 @@ fn sorted(mut values: Vec<f64>) -> Vec<f64> {
 }
 
 /// `fogbook` (this executable) with a hermetic environment, pointed at the emulator.
-fn fogbook(db: &Path, arm_url: &str) -> Result<Command, BenchError> {
+pub(crate) fn fogbook(db: &Path, arm_url: &str) -> Result<Command, BenchError> {
     let exe = std::env::current_exe().context("cannot find this executable")?;
     let mut c = Command::new(exe);
     c.env_clear()
@@ -761,7 +761,7 @@ async fn measure_waiting(
 }
 
 /// One request to the emulator's admin API (HTTP/1.0, so the answer is never chunked).
-async fn admin(
+pub(crate) async fn admin(
     url: &str,
     method: &str,
     path: &str,

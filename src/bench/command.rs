@@ -75,6 +75,10 @@ pub(crate) async fn bench(cli: &Cli, args: &BenchArgs) -> Exit {
     } else {
         None
     };
+    let fleet = match super::fleet::run_phase(cli, args).await {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
     if cli.format == Format::Json {
         output::json(
             "bench",
@@ -82,10 +86,14 @@ pub(crate) async fn bench(cli: &Cli, args: &BenchArgs) -> Exit {
                 engine: &engine,
                 resume_latency_ms: resume.as_ref(),
                 memory: memory.as_ref(),
+                fleet: fleet.as_ref(),
             },
         );
     } else {
         output::data(&render_bench(&engine, &config, resume.as_ref(), memory.as_ref()));
+        if let Some(f) = &fleet {
+            output::data(&super::fleet::render(f));
+        }
     }
     Exit::Success
 }
@@ -97,6 +105,7 @@ struct BenchOut<'a> {
     engine: &'a fogbook_engine::bench::BenchReport,
     resume_latency_ms: Option<&'a ResumeLatency>,
     memory: Option<&'a MemoryReport>,
+    fleet: Option<&'a super::fleet::FleetFigure>,
 }
 
 fn render_bench(

@@ -3,5 +3,6 @@
 
 pub(crate) mod cloud;
 mod command;
+mod fleet;
 
 pub(crate) use command::bench;

@@ -128,7 +128,7 @@ pub struct FleetSnapshot {
     pub targets: Vec<FleetTargetRow>,
 }
 
-fn sha256_of(text: &str) -> String {
+pub(crate) fn sha256_of(text: &str) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(text.as_bytes()))
 }
@@ -247,66 +247,69 @@ fn touch(tx: &dyn Tx, id: &str, now: Millis) -> Result<(), StateError> {
     Ok(())
 }
 
+/// Inserts a fleet, its targets (all `pending`) and the first event of its stream, in `tx`
+/// (a schedule's fire creates its fleet in the transaction that advances the schedule).
+pub(crate) fn insert_fleet(tx: &dyn Tx, fleet: &NewFleet) -> Result<(), StateError> {
+    let (owner, expires) = fleet.lease.clone().unzip();
+    tx.execute(
+        "INSERT INTO fleets (id, name, source_path, fleet_text, spec, runbook_name, runbook_text, runbook_source,
+                                 status, lease_owner, lease_expires_at, created_by, created_at, updated_at,
+                                 audit_head, audit_count)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?10, ?11, ?12, ?12, ?13, 0)",
+        params![
+            fleet.id,
+            fleet.name,
+            fleet.source_path,
+            fleet.fleet_text,
+            fleet.spec.to_string(),
+            fleet.runbook_name,
+            fleet.runbook_text,
+            fleet.runbook_source,
+            owner,
+            expires,
+            fleet.created_by.to_string(),
+            fleet.now,
+            GENESIS,
+        ],
+    )
+    .during("creating a fleet")?;
+    for (idx, t) in fleet.targets.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO fleet_targets (fleet_id, idx, name, wave, params, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",
+            params![fleet.id, idx as i64, t.name, t.wave, t.params.to_string()],
+        )
+        .during("creating a fleet's targets")?;
+    }
+    let targets: Vec<_> = fleet
+        .targets
+        .iter()
+        .map(|t| json!({ "name": t.name, "wave": t.wave }))
+        .collect();
+    audit::append(
+        tx,
+        &stream(&fleet.id),
+        fleet.now,
+        NewEvent::run(
+            "fleet.created",
+            json!({
+                "name": fleet.name,
+                "runbook": fleet.runbook_name,
+                "runbook_sha256": sha256_of(&fleet.runbook_text),
+                "fleet_sha256": sha256_of(&fleet.fleet_text),
+                "spec": fleet.spec,
+                "targets": targets,
+                "by": fleet.created_by,
+                "owner": owner,
+            }),
+        ),
+    )
+}
+
 impl Store {
     /// Creates a fleet, its targets (all `pending`) and the first event of its stream.
     pub async fn create_fleet(&self, fleet: NewFleet) -> Result<(), StateError> {
-        self.write(move |tx| {
-            let (owner, expires) = fleet.lease.clone().unzip();
-            tx.execute(
-                "INSERT INTO fleets (id, name, source_path, fleet_text, spec, runbook_name, runbook_text, runbook_source,
-                                     status, lease_owner, lease_expires_at, created_by, created_at, updated_at,
-                                     audit_head, audit_count)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?10, ?11, ?12, ?12, ?13, 0)",
-                params![
-                    fleet.id,
-                    fleet.name,
-                    fleet.source_path,
-                    fleet.fleet_text,
-                    fleet.spec.to_string(),
-                    fleet.runbook_name,
-                    fleet.runbook_text,
-                    fleet.runbook_source,
-                    owner,
-                    expires,
-                    fleet.created_by.to_string(),
-                    fleet.now,
-                    GENESIS,
-                ],
-            )
-            .during("creating a fleet")?;
-            for (idx, t) in fleet.targets.iter().enumerate() {
-                tx.execute(
-                    "INSERT INTO fleet_targets (fleet_id, idx, name, wave, params, status)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",
-                    params![fleet.id, idx as i64, t.name, t.wave, t.params.to_string()],
-                )
-                .during("creating a fleet's targets")?;
-            }
-            let targets: Vec<_> = fleet
-                .targets
-                .iter()
-                .map(|t| json!({ "name": t.name, "wave": t.wave }))
-                .collect();
-            audit::append(
-                tx,
-                &stream(&fleet.id),
-                fleet.now,
-                NewEvent::run(
-                    "fleet.created",
-                    json!({
-                        "name": fleet.name,
-                        "runbook": fleet.runbook_name,
-                        "runbook_sha256": sha256_of(&fleet.runbook_text),
-                        "fleet_sha256": sha256_of(&fleet.fleet_text),
-                        "spec": fleet.spec,
-                        "targets": targets,
-                        "by": fleet.created_by,
-                        "owner": owner,
-                    }),
-                ),
-            )
-        })
-        .await
+        self.write(move |tx| insert_fleet(tx, &fleet)).await
     }
 
     /// A fleet and its targets.

@@ -210,6 +210,15 @@ CREATE TABLE fleet_targets (
 );
 CREATE INDEX fleet_targets_by_run ON fleet_targets(run_id);
 "#,
+    // Schedules that fire a fleet (issue 18): the pinned fleet file beside the schedule's
+    // pinned runbook. A schedule without a row here fires a run.
+    r#"
+CREATE TABLE schedule_fleets (
+    schedule_name TEXT PRIMARY KEY REFERENCES schedules(name),
+    fleet_text    TEXT NOT NULL,
+    fleet_source  TEXT
+);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -21,6 +21,7 @@ fn schedule(name: &str) -> NewSchedule {
         auto_approve: false,
         created_by: json!("test"),
         now: 1_000,
+        fleet: None,
     }
 }
 

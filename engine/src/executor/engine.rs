@@ -165,6 +165,11 @@ impl Engine {
         &self.owner
     }
 
+    /// How long a lease of this engine lasts without renewal.
+    pub(crate) fn lease_ttl(&self) -> std::time::Duration {
+        self.config.lease_ttl
+    }
+
     /// Now, from the engine's clock.
     pub fn now_ms(&self) -> Millis {
         self.clock.now_ms()

@@ -24,6 +24,8 @@
 //!   size: 5                  # then waves of 5 (default: the rest in one wave)
 //!   approval: false          # pause for `fogbook fleet resume FLEET --approve` between waves
 //! auto_approve: true         # approval steps of the targets' runs
+//! window: "01:00-05:00 Europe/Amsterdam"  # optional: no target starts outside it; running
+//!                            # ones finish; the fleet waits for the next opening
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -32,6 +34,7 @@ use serde_json::{Map, Value as Json};
 use crate::runbook::reader::{Cx, join};
 use crate::runbook::yaml::{self, Node, Pos, Value};
 use crate::runbook::{Diagnostic, Diagnostics, Runbook, resolve_params};
+use crate::schedule::Window;
 
 /// The largest fleet file read.
 const MAX_FLEET_BYTES: usize = 1024 * 1024;
@@ -71,6 +74,11 @@ pub struct RateControl {
     pub approval: bool,
     /// Approve the targets' approval steps automatically (recorded as such).
     pub auto_approve: bool,
+    /// The maintenance window (`01:00-05:00 Europe/Amsterdam`, as a schedule's `--window`):
+    /// no target starts outside it. A fleet fired by a schedule with a window and none of
+    /// its own takes the schedule's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
 }
 
 /// A target as written (its parameters not yet checked against the runbook).
@@ -288,6 +296,7 @@ fn read_fleet(cx: &mut Cx<'_>, root: &Node) -> Option<FleetFile> {
             "rate",
             "waves",
             "auto_approve",
+            "window",
         ],
         &["fleet", "runbook", "targets", "rate"],
     )?;
@@ -322,6 +331,22 @@ fn read_fleet(cx: &mut Cx<'_>, root: &Node) -> Option<FleetFile> {
         Some(n) => cx.boolean(n, "auto_approve", "`auto_approve`"),
     };
     let rate = f.get("rate").and_then(|n| read_rate(cx, n));
+    let window = match f.get("window") {
+        None => Some(None),
+        Some(n) => cx
+            .string(n, "window", "`window`")
+            .and_then(|text| match Window::parse(text) {
+                Ok(_) => Some(Some(text.to_owned())),
+                Err(e) => {
+                    cx.error(
+                        n.pos,
+                        "window",
+                        format!("{e}; write it as \"01:00-05:00 Europe/Amsterdam\""),
+                    );
+                    None
+                }
+            }),
+    };
     let waves = match f.get("waves") {
         None => Some((0, None, false)),
         Some(n) => read_waves(cx, n),
@@ -361,6 +386,7 @@ fn read_fleet(cx: &mut Cx<'_>, root: &Node) -> Option<FleetFile> {
             wave_size,
             approval,
             auto_approve: auto_approve?,
+            window: window?,
         },
         query,
     })
@@ -715,6 +741,24 @@ mod tests {
         ] {
             assert!(err.contains(expected), "{expected}\nnot in:\n{err}");
         }
+    }
+
+    #[test]
+    fn a_maintenance_window_is_kept_with_the_rate_and_a_bad_one_is_placed() {
+        let base = "fleet: move\nrunbook: rb.yaml\ntargets:\n  - name: a\nrate: {max_concurrency: 1, max_errors: 1}\n";
+        let f = parse(&format!("{base}window: \"01:00-05:00 Europe/Amsterdam\"\n"), "f.yaml").unwrap();
+        assert_eq!(f.rate.window.as_deref(), Some("01:00-05:00 Europe/Amsterdam"));
+        let stored = serde_json::to_value(&f.rate).unwrap();
+        let back: RateControl = serde_json::from_value(stored).unwrap();
+        assert_eq!(back, f.rate, "the driver reads the window back from the stored spec");
+        assert_eq!(parse(base, "f.yaml").unwrap().rate.window, None);
+        let err = parse(&format!("{base}window: \"25:00-05:00 UTC\"\n"), "f.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("f.yaml:6:") && err.contains("window") && err.contains("25:00"),
+            "{err}"
+        );
     }
 
     #[test]

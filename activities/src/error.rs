@@ -140,7 +140,9 @@ mod tests {
         assert_eq!(err.code(), "StateStoreError");
         let source = std::error::Error::source(&err).expect("the store's error is the source");
         assert!(source.downcast_ref::<LeaseLost>().is_some());
-        let ActivityError::Store { source } = err else { panic!("not a store error") };
+        let ActivityError::Store { source } = err else {
+            panic!("not a store error")
+        };
         assert!(source.downcast::<LeaseLost>().is_ok());
     }
 }

@@ -210,6 +210,13 @@ CREATE TABLE fleet_targets (
 );
 CREATE INDEX fleet_targets_by_run ON fleet_targets(run_id);
 "#,
+    // Lease epochs (issue 17): the fencing token of a driver. Taking over a run's or a
+    // fleet's lease raises it; every write of a driver names the epoch it holds and is
+    // refused once the row has moved on. The PostgreSQL schema has the same columns.
+    r#"
+ALTER TABLE runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE fleets ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The schema version this build writes.

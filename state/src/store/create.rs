@@ -136,7 +136,7 @@ pub(crate) fn insert_run(tx: &dyn Tx, run: &NewRun) -> Result<(), StateError> {
     tx.execute(
         "INSERT INTO runs (id, runbook_name, runbook_version, runbook_sha256, source_path,
                            params, status, auto_approve, created_at, updated_at, lease_owner,
-                           lease_expires_at, audit_head, audit_count, schedule_name, window)
+                           lease_expires_at, audit_head, audit_count, schedule_name, \"window\")
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, 0, ?13, ?14)",
         params![
             run.id,

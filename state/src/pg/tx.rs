@@ -24,7 +24,6 @@ pub(crate) struct PgConn {
     statements: HashMap<String, Statement>,
 }
 
-#[allow(dead_code, reason = "the PostgreSQL writer thread (next commit) uses them")]
 impl PgConn {
     pub(crate) fn new(client: Client) -> Self {
         Self {

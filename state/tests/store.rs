@@ -363,7 +363,53 @@ async fn a_step_end_and_the_next_start_are_one_transition_and_a_cancel_keeps_the
     assert!(store.verify_audit(None).await.unwrap().failure.is_none());
 }
 
+/// Fencing by lease epoch (issue 17): a worker on another host takes the run over after its
+/// lease expired, under the same owner name (a worker whose configured name is reused);
+/// from then on the first worker's writes carry a stale epoch and are refused with the
+/// lease error, on either path a driver writes by (`save_progress`, `advance`), while the
+/// new holder's go through.
+async fn a_takeover_fences_the_old_holder_by_epoch_whatever_its_name(backend: Backend) {
+    let (db, host1) = open_store(backend);
+    let host2 = db.reopen();
+    host1.create_run(new_run("r1", &[], Some("worker"))).await.unwrap();
+    host1
+        .start_step("r1", "worker", start("a", vec![], 2_000))
+        .await
+        .unwrap();
+    // host1's lease ends at 31 000; host2 takes the run over after that.
+    host2.acquire_lease("r1", "worker", TTL, None, 40_000).await.unwrap();
+    let progress = host1
+        .save_progress("r1", "worker", "a", 1, json!({ "phase": "late" }), 41_000)
+        .await
+        .unwrap_err();
+    assert!(matches!(progress, StateError::LeaseLost { .. }), "{progress:?}");
+    assert!(progress.to_string().contains("epoch"), "{progress}");
+    let advance = host1
+        .advance("r1", "worker", vec![complete("a", vec![], 41_000)], None)
+        .await
+        .unwrap_err();
+    assert!(matches!(advance, StateError::LeaseLost { .. }), "{advance:?}");
+    let snap = host2.load_run("r1").await.unwrap();
+    assert_eq!(
+        snap.steps[0].status,
+        StepStatus::Running,
+        "the refused end changed nothing"
+    );
+    host2
+        .save_progress("r1", "worker", "a", 1, json!({ "phase": "new holder" }), 42_000)
+        .await
+        .unwrap();
+    host2
+        .finish_step("r1", "worker", complete("a", vec![], 43_000))
+        .await
+        .unwrap();
+    assert!(host2.verify_audit(Some("r1")).await.unwrap().failure.is_none());
+    host1.close().await;
+    host2.close().await;
+}
+
 on_both_backends!(
+    a_takeover_fences_the_old_holder_by_epoch_whatever_its_name,
     a_run_goes_through_its_steps_with_windows_in_the_same_transitions,
     a_completed_step_cannot_start_again,
     a_locked_key_refuses_a_second_run_and_names_the_holder,

@@ -1,5 +1,8 @@
 //! [`Store`]: the state of all runs, in SQLite or PostgreSQL.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use crate::pg::thread::PgThread;
 use crate::sql::Tx;
 use crate::thread::ConnThread;
@@ -23,6 +26,11 @@ pub(crate) use steps::{finished_word, set_status};
 #[derive(Clone, Debug)]
 pub struct Store {
     conn: Backend,
+    /// The lease epochs this process holds, by run id (`fleet:ID` for a fleet): the fencing
+    /// token each driver write carries. A lease taken here records the epoch it got; a
+    /// write compares it with the row's, so once another process (or store) has taken the
+    /// lease over, whatever the owner's name, this one's writes are refused.
+    epochs: Arc<Mutex<HashMap<String, (String, i64)>>>,
 }
 
 /// The threads that run the store's closures.
@@ -33,6 +41,31 @@ enum Backend {
 }
 
 impl Store {
+    fn new(conn: Backend) -> Self {
+        Self {
+            conn,
+            epochs: Arc::default(),
+        }
+    }
+
+    /// The epoch of `key`'s lease this store holds for `owner`, if it took that lease.
+    pub(crate) fn held_epoch(&self, key: &str, owner: &str) -> Option<i64> {
+        let epochs = self.epochs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        epochs.get(key).filter(|(o, _)| o == owner).map(|(_, e)| *e)
+    }
+
+    /// Records that this store holds `key`'s lease for `owner` at `epoch`.
+    pub(crate) fn hold_epoch(&self, key: &str, owner: &str, epoch: i64) {
+        let mut epochs = self.epochs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        epochs.insert(key.to_owned(), (owner.to_owned(), epoch));
+    }
+
+    /// Forgets `key`'s lease (released).
+    pub(crate) fn drop_epoch(&self, key: &str) {
+        let mut epochs = self.epochs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        epochs.remove(key);
+    }
+
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StateError>
     where
         T: Send + 'static,

@@ -40,9 +40,7 @@ impl Store {
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
             .map_err(|e| open_err(Box::new(e)))?;
         crate::migrations::apply(&mut conn, path)?;
-        Ok(Self {
-            conn: Backend::Sqlite(ConnThread::spawn(conn)),
-        })
+        Ok(Self::new(Backend::Sqlite(ConnThread::spawn(conn))))
     }
 
     /// Opens an existing database for a command that only reads it (`status`, `runs`,
@@ -86,9 +84,7 @@ impl Store {
             drop(conn);
             return Self::open(path);
         }
-        Ok(Self {
-            conn: Backend::Sqlite(ConnThread::spawn(conn)),
-        })
+        Ok(Self::new(Backend::Sqlite(ConnThread::spawn(conn))))
     }
 
     /// Closes the database cleanly: the WAL is checkpointed into the main file and
@@ -119,9 +115,7 @@ impl Store {
                 })
                 .join()
                 .map_err(|_| StateError::StoreClosed)??;
-                Ok(Self {
-                    conn: Backend::Postgres(opened),
-                })
+                Ok(Self::new(Backend::Postgres(opened)))
             }
         }
     }

@@ -113,7 +113,37 @@ async fn a_driver_that_lost_the_fleets_lease_starts_nothing(backend: Backend) {
     store.close().await;
 }
 
+/// Fencing by lease epoch for a fleet: another host takes the expired lease over under the
+/// same owner name; the first host's driver then starts nothing (the lease error), and the
+/// new holder's start goes through.
+async fn a_fleet_taken_over_under_the_same_name_fences_the_old_driver(backend: Backend) {
+    let (db, host1) = open_store(backend);
+    let host2 = db.reopen();
+    let runs = || db.count("SELECT count(*) FROM runs");
+    host1.create_fleet(new_fleet("driver-1")).await.unwrap();
+    // The lease ended at 10 000; host2 takes it at 11 000 under the same name.
+    host2
+        .acquire_fleet_lease("f1", "driver-1", 40_000, None, 11_000)
+        .await
+        .unwrap();
+    let fenced = host1
+        .start_fleet_target("f1", 0, "driver-1", new_run("r1", "g1", 11_500), 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(fenced, StateError::LeaseLost { .. }), "{fenced}");
+    assert!(fenced.to_string().contains("epoch"), "{fenced}");
+    assert_eq!(runs(), 0);
+    host2
+        .start_fleet_target("f1", 0, "driver-1", new_run("r1", "g1", 12_000), 1)
+        .await
+        .unwrap();
+    assert_eq!(runs(), 1);
+    host1.close().await;
+    host2.close().await;
+}
+
 on_both_backends!(
+    a_fleet_taken_over_under_the_same_name_fences_the_old_driver,
     a_target_starts_once_with_its_run_in_the_same_transaction,
     a_driver_that_lost_the_fleets_lease_starts_nothing,
 );

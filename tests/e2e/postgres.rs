@@ -101,6 +101,21 @@ fn sql_mutations(file: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The runs (id, status) read from outside fogbook: the rows of the PostgreSQL database.
+fn runs_in_postgres(db: &str) -> Vec<(String, String)> {
+    let url: fogbook_state::pg::StoreUrl = db.parse().unwrap();
+    let fogbook_state::pg::StoreUrl::Postgres(url) = url else {
+        unreachable!("a PostgreSQL URL")
+    };
+    let mut client = fogbook_state::pg::connect(&url).unwrap();
+    client
+        .query("SELECT id, status FROM runs ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+        .collect()
+}
+
 /// The id of the only run in `db`.
 fn only_run(sb: &Sandbox, db: &str) -> String {
     let out = run(sb, db, &["--format", "json", "runs"]);
@@ -142,19 +157,7 @@ fn the_readme_quick_start_runs_on_postgres() {
     assert!(kinds.contains(&"run.succeeded"), "{kinds:?}");
     let verify = run(&sb, &db, &["audit", "verify"]);
     assert_eq!(code(&verify), 0, "{}{}", stdout(&verify), stderr(&verify));
-    // Read from outside fogbook: the run is a row of the PostgreSQL database.
-    let in_postgres = std::thread::spawn(move || {
-        let url: fogbook_state::pg::StoreUrl = db.parse().unwrap();
-        let fogbook_state::pg::StoreUrl::Postgres(url) = url else {
-            unreachable!("a PostgreSQL URL")
-        };
-        let mut client = fogbook_state::pg::connect(&url).unwrap();
-        let row = client.query_one("SELECT id, status FROM runs", &[]).unwrap();
-        (row.get::<_, String>(0), row.get::<_, String>(1))
-    })
-    .join()
-    .unwrap();
-    assert_eq!(in_postgres, (id, "succeeded".to_owned()));
+    assert_eq!(runs_in_postgres(&db), [(id, "succeeded".to_owned())]);
     assert_eq!(
         state_files(&sb).len(),
         1,
@@ -200,4 +203,62 @@ fn a_run_killed_mid_seeding_is_finished_by_resume_on_postgres() {
     );
     let verify = run(&sb, &db, &["audit", "verify"]);
     assert_eq!(code(&verify), 0, "{}{}", stdout(&verify), stderr(&verify));
+    assert_eq!(runs_in_postgres(&db), [(id, "succeeded".to_owned())]);
+}
+
+/// Two processes (two "hosts") resume the same run on PostgreSQL at once, after its driver
+/// was SIGKILLed: exactly one drives it to the end, the other is refused (exit 4) naming
+/// the driver, whose takeover from the killed process is in the audit trail.
+#[test]
+fn two_resumes_at_once_on_postgres_exactly_one_drives() {
+    let server = TestPostgres::start();
+    let db = server.url();
+    let sb = Sandbox::new();
+    let fixture = crate::common::fixture("long-wait.yaml").display().to_string();
+    let mut first = fogbook(
+        &sb,
+        &db,
+        &["run".to_owned(), fixture, "--set".to_owned(), "duration=2s".to_owned()],
+    );
+    first.env("FOGBOOK_FAILPOINTS", "after-start:nap");
+    let first = first.output().unwrap();
+    assert_eq!(first.status.signal(), Some(9), "{}", stderr(&first));
+    let id = only_run(&sb, &db);
+    let spawn = || {
+        fogbook(&sb, &db, &["resume".to_owned(), id.clone()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let codes = [code(&a), code(&b)];
+    assert!(
+        codes.contains(&0) && codes.contains(&4),
+        "one drives, one is refused: {codes:?}\n{}\n{}",
+        stderr(&a),
+        stderr(&b)
+    );
+    let refused = stderr(if code(&a) == 4 { &a } else { &b });
+    assert!(refused.contains("is being driven by"), "{refused}");
+    let history = run(&sb, &db, &["--format", "json", "history", &id]);
+    assert_eq!(code(&history), 0, "{}", stderr(&history));
+    let history: Value = serde_json::from_slice(&history.stdout).unwrap();
+    let taken = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "lease.taken_over")
+        .expect("the takeover from the killed process is audited");
+    let owner = taken["data"]["owner"].as_str().unwrap();
+    assert!(
+        refused.contains(owner),
+        "the refusal names the driver {owner}: {refused}"
+    );
+    let status = run(&sb, &db, &["status", &id]);
+    assert!(stdout(&status).contains("succeeded"), "{}", stdout(&status));
+    let verify = run(&sb, &db, &["audit", "verify"]);
+    assert_eq!(code(&verify), 0, "{}{}", stdout(&verify), stderr(&verify));
+    assert_eq!(runs_in_postgres(&db), [(id, "succeeded".to_owned())]);
 }

@@ -99,7 +99,7 @@ async fn env_with(cli: &Cli, sim: Option<&SimHandle>, required: bool, shared: bo
     let client = match config {
         Ok(mut cfg) => {
             if shared {
-                cfg.shared_schedule = Some(schedule_file(&cli.db));
+                cfg.shared_schedule = Some(schedule_file(&crate::database::local_base(cli)));
             }
             ArmClient::new(cfg).await
         }

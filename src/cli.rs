@@ -17,7 +17,8 @@ pub(crate) const GLOBAL: &str = "Global options";
 #[derive(Debug, Parser)]
 #[command(name = "fogbook", version, after_help = crate::exit::help_text(), max_term_width = 100)]
 pub(crate) struct Cli {
-    /// The state database (created with mode 0600 if missing).
+    /// The state database: a SQLite file (created with mode 0600 if missing; also `sqlite:PATH`)
+    /// or a PostgreSQL URL, `postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=require`.
     #[arg(long, global = true, help_heading = GLOBAL, env = "FOGBOOK_DB", default_value = "fogbook.db")]
     pub(crate) db: PathBuf,
     /// Output format on stdout. Logs and progress always go to stderr.

@@ -179,12 +179,9 @@ async fn run(cli: &Cli, path: &Path) -> Exit {
     if let Err(code) = resolve_targets(&mut l, &env).await {
         return code;
     }
-    let store = match Store::open(&cli.db) {
+    let store = match crate::database::open_or_create(cli) {
         Ok(s) => s,
-        Err(e) => {
-            output::error_chain(&e, None);
-            return Exit::BadInput;
-        }
+        Err(code) => return code,
     };
     let engine = engine(cli, store, env);
     let stop = CancellationToken::new();

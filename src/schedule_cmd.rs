@@ -63,7 +63,7 @@ fn by() -> String {
 
 pub(crate) async fn dispatch(cli: &Cli, cmd: &ScheduleCommand) -> Exit {
     if let ScheduleCommand::Next(args) = cmd
-        && !cli.db.exists()
+        && !crate::database::exists(cli)
     {
         return next_of_expression(cli, args);
     }
@@ -176,9 +176,9 @@ async fn add(cli: &Cli, args: &ScheduleAddArgs) -> Exit {
             return Exit::BadInput;
         }
     };
-    let store = match Store::open(&cli.db) {
+    let store = match crate::database::open_or_create(cli) {
         Ok(s) => s,
-        Err(e) => return fail(e),
+        Err(code) => return code,
     };
     let now = now();
     let source = match &fleet {
@@ -513,9 +513,9 @@ async fn next(cli: &Cli, store: &Store, a: &ScheduleNextArgs) -> Exit {
 }
 
 pub(crate) async fn worker(cli: &Cli, args: &WorkerArgs) -> Exit {
-    let store = match Store::open(&cli.db) {
+    let store = match crate::database::open_or_create(cli) {
         Ok(s) => s,
-        Err(e) => return fail(e),
+        Err(code) => return code,
     };
     let config = EngineConfig {
         lease_ttl: cli.lease_ttl,
@@ -532,7 +532,10 @@ pub(crate) async fn worker(cli: &Cli, args: &WorkerArgs) -> Exit {
         .with_owner(Owner::this_process(args.name.as_deref()))
         .with_observer(progress as Arc<dyn fogbook_engine::Observer>)
         .with_clock(clock());
-    output::note(cli.quiet, &format!("worker {} on {}", engine.owner(), cli.db.display()));
+    output::note(
+        cli.quiet,
+        &format!("worker {} on {}", engine.owner(), crate::database::describe(cli)),
+    );
     let stop = CancellationToken::new();
     spawn_signal_handler(stop.clone(), cli.quiet);
     let cfg = WorkerConfig {

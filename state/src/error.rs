@@ -223,6 +223,12 @@ pub enum StateError {
         /// The row and column (`event #5 (step.completed) of run …, column data`).
         what: String,
     },
+    /// The PostgreSQL backend failed: connecting, TLS, migrating, or a lost connection.
+    #[error("the PostgreSQL state store failed")]
+    Postgres(#[source] crate::pg::PgError),
+    /// The store location (`--db`, `FOGBOOK_DB`) is not one fogbook can use.
+    #[error("invalid state store location")]
+    StoreUrl(#[source] crate::pg::StoreUrlError),
     /// The store thread is gone (it panicked or the store was closed).
     #[error("the state store thread has stopped")]
     StoreClosed,
@@ -236,7 +242,7 @@ impl StateError {
                 ErrorKind::Busy
             }
             Self::UnknownRun { .. } | Self::UnknownFleet { .. } | Self::UnknownStep { .. } => ErrorKind::NotFound,
-            Self::InvalidTransition { .. } | Self::CancelRequested { .. } => ErrorKind::Refused,
+            Self::InvalidTransition { .. } | Self::CancelRequested { .. } | Self::StoreUrl(_) => ErrorKind::Refused,
             Self::OpenDatabase { .. }
             | Self::NewerSchema { .. }
             | Self::UnknownSchema { .. }
@@ -249,6 +255,7 @@ impl StateError {
             | Self::Commit { .. }
             | Self::NotCommitted { .. }
             | Self::Unreadable { .. }
+            | Self::Postgres(_)
             | Self::StoreClosed => ErrorKind::Database,
         }
     }

@@ -229,9 +229,38 @@ fn load_targets(conn: &dyn Tx, id: &str) -> Result<Vec<FleetTargetRow>, StateErr
         .collect()
 }
 
-/// Fails with [`StateError::LeaseLost`] unless `owner` holds the fleet's lease now.
-fn check_lease(tx: &dyn Tx, id: &str, owner: &str, now: Millis) -> Result<(), StateError> {
+/// The key of a fleet's lease epoch in the store's map of held epochs.
+fn epoch_key(id: &str) -> String {
+    stream(id)
+}
+
+/// The fleet's lease epoch (raised by every takeover).
+fn fleet_epoch(tx: &dyn Tx, id: &str) -> Result<i64, StateError> {
+    tx.query_row("SELECT lease_epoch FROM fleets WHERE id = ?1", params![id], |r| {
+        r.get(0)
+    })
+    .optional()
+    .during("reading a fleet's lease")?
+    .ok_or_else(|| StateError::UnknownFleet {
+        fleet_id: id.to_owned(),
+    })
+}
+
+/// Fails with [`StateError::LeaseLost`] unless `owner` holds the fleet's lease now, at the
+/// epoch this store took it at (`held`; `None`: the owner alone is checked).
+fn check_lease(tx: &dyn Tx, id: &str, owner: &str, held: Option<i64>, now: Millis) -> Result<(), StateError> {
     let fleet = load_fleet_row(tx, id)?;
+    let epoch = fleet_epoch(tx, id)?;
+    if held.is_some_and(|h| h != epoch) {
+        return Err(StateError::LeaseLost {
+            run_id: stream(id),
+            owner: format!(
+                "{} (the lease was taken over: epoch {epoch}, this process holds {})",
+                fleet.lease_owner.as_deref().unwrap_or("nobody"),
+                held.unwrap_or_default()
+            ),
+        });
+    }
     match (&fleet.lease_owner, fleet.lease_expires_at) {
         (Some(o), Some(exp)) if o == owner && exp > now => Ok(()),
         (held, _) => Err(StateError::LeaseLost {
@@ -309,7 +338,16 @@ pub(crate) fn insert_fleet(tx: &dyn Tx, fleet: &NewFleet) -> Result<(), StateErr
 impl Store {
     /// Creates a fleet, its targets (all `pending`) and the first event of its stream.
     pub async fn create_fleet(&self, fleet: NewFleet) -> Result<(), StateError> {
-        self.write(move |tx| insert_fleet(tx, &fleet)).await
+        let lease = fleet
+            .lease
+            .as_ref()
+            .map(|(owner, _)| (epoch_key(&fleet.id), owner.clone()));
+        self.write(move |tx| insert_fleet(tx, &fleet)).await?;
+        if let Some((key, owner)) = lease {
+            // A new fleet's lease is at epoch 0 (the column's default).
+            self.hold_epoch(&key, &owner, 0);
+        }
+        Ok(())
     }
 
     /// A fleet and its targets.
@@ -350,42 +388,53 @@ impl Store {
         now: Millis,
     ) -> Result<Option<String>, StateError> {
         let (id, owner) = (id.to_owned(), owner.to_owned());
-        self.write(move |tx| {
-            let fleet = load_fleet_row(tx, &id)?;
-            let previous = match (&fleet.lease_owner, fleet.lease_expires_at) {
-                (Some(current), _) if *current == owner => None,
-                (Some(current), Some(exp)) => {
-                    if exp > now && dead_owner.as_deref() != Some(current.as_str()) {
-                        return Err(StateError::FleetLeaseHeld {
-                            fleet_id: id.clone(),
-                            owner: current.clone(),
-                            expires_at: format_ms(exp),
-                        });
+        let held = self.held_epoch(&epoch_key(&id), &owner);
+        let (key, holder) = (epoch_key(&id), owner.clone());
+        let (previous, epoch) = self
+            .write(move |tx| {
+                let fleet = load_fleet_row(tx, &id)?;
+                let current_epoch = fleet_epoch(tx, &id)?;
+                let previous = match (&fleet.lease_owner, fleet.lease_expires_at) {
+                    (Some(current), _) if *current == owner => None,
+                    (Some(current), Some(exp)) => {
+                        if exp > now && dead_owner.as_deref() != Some(current.as_str()) {
+                            return Err(StateError::FleetLeaseHeld {
+                                fleet_id: id.clone(),
+                                owner: current.clone(),
+                                expires_at: format_ms(exp),
+                            });
+                        }
+                        Some(current.clone())
                     }
-                    Some(current.clone())
-                }
-                _ => None,
-            };
-            tx.execute(
-                "UPDATE fleets SET lease_owner = ?2, lease_expires_at = ?3, updated_at = ?4,
-                        status = CASE WHEN status = 'waiting' THEN 'running' ELSE status END
-                 WHERE id = ?1",
-                params![id, owner, expires_at, now],
-            )
-            .during("taking a fleet's lease")?;
-            let data = match &previous {
-                Some(p) => json!({ "owner": owner, "previous_owner": p }),
-                None => json!({ "owner": owner }),
-            };
-            let kind = if previous.is_some() {
-                "fleet.lease_taken_over"
-            } else {
-                "fleet.lease_acquired"
-            };
-            audit::append(tx, &stream(&id), now, NewEvent::run(kind, data))?;
-            Ok(previous)
-        })
-        .await
+                    _ => None,
+                };
+                // A new epoch unless this store already holds the current one.
+                let raise = !(fleet.lease_owner.as_deref() == Some(owner.as_str()) && held == Some(current_epoch));
+                let epoch: i64 = tx
+                    .query_row(
+                        "UPDATE fleets SET lease_owner = ?2, lease_expires_at = ?3, updated_at = ?4,
+                            status = CASE WHEN status = 'waiting' THEN 'running' ELSE status END,
+                            lease_epoch = lease_epoch + ?5
+                     WHERE id = ?1 RETURNING lease_epoch",
+                        params![id, owner, expires_at, now, i64::from(raise)],
+                        |r| r.get(0),
+                    )
+                    .during("taking a fleet's lease")?;
+                let data = match &previous {
+                    Some(p) => json!({ "owner": owner, "previous_owner": p }),
+                    None => json!({ "owner": owner }),
+                };
+                let kind = if previous.is_some() {
+                    "fleet.lease_taken_over"
+                } else {
+                    "fleet.lease_acquired"
+                };
+                audit::append(tx, &stream(&id), now, NewEvent::run(kind, data))?;
+                Ok((previous, epoch))
+            })
+            .await?;
+        self.hold_epoch(&key, &holder, epoch);
+        Ok(previous)
     }
 
     /// Extends the fleet's lease held by `owner` (not an audit event: it decides nothing).
@@ -397,8 +446,9 @@ impl Store {
         now: Millis,
     ) -> Result<(), StateError> {
         let (id, owner) = (id.to_owned(), owner.to_owned());
+        let held = self.held_epoch(&epoch_key(&id), &owner);
         self.write(move |tx| {
-            check_lease(tx, &id, &owner, now)?;
+            check_lease(tx, &id, &owner, held, now)?;
             tx.execute(
                 "UPDATE fleets SET lease_expires_at = ?2 WHERE id = ?1",
                 params![id, expires_at],
@@ -412,6 +462,7 @@ impl Store {
     /// Gives the fleet's lease up, if `owner` holds it.
     pub async fn release_fleet_lease(&self, id: &str, owner: &str, now: Millis) -> Result<(), StateError> {
         let (id, owner) = (id.to_owned(), owner.to_owned());
+        self.drop_epoch(&epoch_key(&id));
         self.write(move |tx| {
             let n = tx
                 .execute(
@@ -444,9 +495,10 @@ impl Store {
         running_after: usize,
     ) -> Result<(), StateError> {
         let (id, owner) = (id.to_owned(), owner.to_owned());
+        let held = self.held_epoch(&epoch_key(&id), &owner);
         self.write(move |tx| {
             let now = run.now;
-            check_lease(tx, &id, &owner, now)?;
+            check_lease(tx, &id, &owner, held, now)?;
             let (name, status): (String, String) = tx
                 .query_row(
                     "SELECT name, status FROM fleet_targets WHERE fleet_id = ?1 AND idx = ?2",
@@ -496,8 +548,9 @@ impl Store {
         now: Millis,
     ) -> Result<(), StateError> {
         let (id, owner, status) = (id.to_owned(), owner.to_owned(), status.to_owned());
+        let held = self.held_epoch(&epoch_key(&id), &owner);
         self.write(move |tx| {
-            check_lease(tx, &id, &owner, now)?;
+            check_lease(tx, &id, &owner, held, now)?;
             let (name, before): (String, String) = tx
                 .query_row(
                     "SELECT name, status FROM fleet_targets WHERE fleet_id = ?1 AND idx = ?2",
@@ -540,8 +593,9 @@ impl Store {
         now: Millis,
     ) -> Result<(), StateError> {
         let (id, owner) = (id.to_owned(), owner.to_owned());
+        let held = self.held_epoch(&epoch_key(&id), &owner);
         self.write(move |tx| {
-            check_lease(tx, &id, &owner, now)?;
+            check_lease(tx, &id, &owner, held, now)?;
             if let Some(s) = status {
                 tx.execute(
                     "UPDATE fleets SET status = ?2, reason = ?3, updated_at = ?4 WHERE id = ?1",

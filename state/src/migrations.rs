@@ -219,6 +219,13 @@ CREATE TABLE schedule_fleets (
     fleet_source  TEXT
 );
 "#,
+    // Lease epochs (issue 17): the fencing token of a driver. Taking over a run's or a
+    // fleet's lease raises it; every write of a driver names the epoch it holds and is
+    // refused once the row has moved on. The PostgreSQL schema has the same columns.
+    r#"
+ALTER TABLE runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE fleets ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -18,7 +18,7 @@ fn stream(name: &str) -> String {
 }
 
 const COLUMNS: &str = "name, cron, tz, runbook_name, runbook_text, runbook_sha256, source_path, params, overlap,
-     catch_up_ms, window, auto_approve, paused, created_at, updated_at, cursor_at, queued, version,
+     catch_up_ms, \"window\", auto_approve, paused, created_at, updated_at, cursor_at, queued, version,
      (SELECT id FROM runs r WHERE r.schedule_name = s.name AND r.status IN ('pending', 'running', 'waiting')
       ORDER BY created_at DESC LIMIT 1),
      (SELECT fleet_text FROM schedule_fleets sf WHERE sf.schedule_name = s.name),
@@ -115,7 +115,7 @@ impl Store {
             }
             tx.execute(
                 "INSERT INTO schedules (name, cron, tz, runbook_name, runbook_text, runbook_sha256, source_path, params,
-                                        overlap, catch_up_ms, window, auto_approve, created_at, updated_at, cursor_at,
+                                        overlap, catch_up_ms, \"window\", auto_approve, created_at, updated_at, cursor_at,
                                         audit_head, audit_count)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?13, ?14, 0)",
                 params![

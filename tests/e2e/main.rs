@@ -26,6 +26,7 @@ mod kill_matrix;
 mod lease_lock;
 mod notify;
 mod plan;
+mod postgres;
 mod preflight_permissions;
 mod procedures;
 mod rehearsal;

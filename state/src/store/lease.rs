@@ -94,6 +94,23 @@ impl Store {
         .await
     }
 
+    /// Extends `owner`'s leases of all `run_ids` in one transaction (one commit: the
+    /// heartbeat of an engine that drives many runs). Returns, in the order of `run_ids`,
+    /// whether an operator asked to cancel each run, or why its lease was not renewed
+    /// ([`StateError::LeaseLost`], [`StateError::UnknownRun`]); the other runs are renewed
+    /// all the same. Fails as a whole only when the store itself does.
+    pub async fn renew_leases(
+        &self,
+        owner: &str,
+        run_ids: &[String],
+        ttl: Duration,
+        now: Millis,
+    ) -> Result<Vec<Result<bool, StateError>>, StateError> {
+        let (run_ids, owner) = (run_ids.to_vec(), owner.to_owned());
+        self.write(move |tx| renew_all(tx, &owner, &run_ids, now + millis(ttl), now))
+            .await
+    }
+
     /// Gives the lease up, leaving the run to be resumed by anyone at once. A run left
     /// `running` becomes `pending`.
     pub async fn release_lease(&self, run_id: &str, owner: &str, now: Millis) -> Result<(), StateError> {
@@ -119,6 +136,32 @@ impl Store {
         })
         .await
     }
+}
+
+/// [`Store::renew_leases`]'s transaction.
+fn renew_all(
+    tx: &dyn Tx,
+    owner: &str,
+    run_ids: &[String],
+    expires_at: Millis,
+    now: Millis,
+) -> Result<Vec<Result<bool, StateError>>, StateError> {
+    let mut outcomes = Vec::with_capacity(run_ids.len());
+    for run_id in run_ids {
+        match check_lease(tx, run_id, owner, now) {
+            Ok(cancel) => {
+                tx.execute(
+                    "UPDATE runs SET lease_expires_at = ?3 WHERE id = ?1 AND lease_owner = ?2",
+                    params![run_id, owner, expires_at],
+                )
+                .during("renewing the leases")?;
+                outcomes.push(Ok(cancel));
+            }
+            Err(e @ (StateError::LeaseLost { .. } | StateError::UnknownRun { .. })) => outcomes.push(Err(e)),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(outcomes)
 }
 
 pub(super) fn millis(d: Duration) -> Millis {

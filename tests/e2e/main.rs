@@ -17,6 +17,7 @@ mod docs_paths;
 mod drift_check;
 mod durability;
 mod exit_codes;
+mod fenced_effects;
 mod first_use;
 mod fleet;
 mod frozen_driver;

@@ -128,7 +128,7 @@ async fn heartbeat(engine: Engine) {
         }
         for (run_id, m) in &runs {
             if m.window_limit && !m.token.is_cancelled() {
-                check_window_limits(&engine, run_id).await;
+                check_window_limits(&engine, run_id, &m.lease).await;
             }
         }
     }

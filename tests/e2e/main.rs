@@ -18,6 +18,7 @@ mod drift_check;
 mod durability;
 mod exit_codes;
 mod fenced_effects;
+mod file_lengths;
 mod first_use;
 mod fleet;
 mod frozen_driver;

@@ -435,11 +435,18 @@ pub(crate) async fn cancel(cli: &Cli, store: Store, args: &CancelArgs) -> Exit {
                     "run {run_id} is being driven; it will stop at its next safe point and be cancelled"
                 ));
             }
+            // A rehearsal's operations ran on its emulator, not in Azure.
+            let place = match crate::rehearsal::target_of(&store, run_id).await {
+                Ok(crate::rehearsal::Target::Rehearsal(r)) => {
+                    format!("in the emulator (its state file {})", r.state_file.display())
+                }
+                _ => "in Azure".to_owned(),
+            };
             for o in abandoned["operations"].as_array().into_iter().flatten() {
                 output::note(
                     cli.quiet,
                     &format!(
-                        "abandoned the cloud operation of step `{}` ({}); check its outcome in Azure",
+                        "abandoned the cloud operation of step `{}` ({}); check its outcome {place}",
                         o["step"].as_str().unwrap_or("?"),
                         o["uses"].as_str().unwrap_or("?")
                     ),

@@ -26,6 +26,7 @@ mod help;
 mod kill_matrix;
 mod lease_lock;
 mod notify;
+mod operator_fixes;
 mod plan;
 mod preflight_permissions;
 mod procedures;

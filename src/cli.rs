@@ -289,6 +289,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 30)]
     pub(crate) waiting_secs: u64,
     /// Only the memory per waiting run, as JSON: how `bench` measures it in a fresh process.
+    /// A test switch: refused by a build without the feature `test-hooks`.
     #[arg(long, hide = true)]
     pub(crate) waiting_only: bool,
 }

@@ -513,6 +513,11 @@ fn rss_kib() -> Result<u64, BenchError> {
 
 /// Runs [`memory`] in a fresh `fogbook bench --waiting-only` process and reads its JSON.
 pub(crate) async fn memory_in_child(dir: &Path, runs: u32, window_secs: u64) -> Result<MemoryReport, BenchError> {
+    if crate::bench::command::waiting_only_allowed(fogbook_engine::TEST_HOOKS).is_err() {
+        return Err(fail(
+            "the memory phase runs `fogbook bench --waiting-only`, a test switch this build leaves out: build with `cargo build --release --locked --features test-hooks`, or pass --waiting-runs 0",
+        ));
+    }
     let exe = std::env::current_exe().context("cannot find this executable")?;
     let out = Command::new(exe)
         .env_clear()

@@ -1,7 +1,8 @@
 //! `fogbook bench`: the engine's step overhead beside the durable-commit floor, then the
 //! emulator measurements of [`crate::bench::cloud`], printed as a table (or JSON).
 
-use crate::bench::cloud::{MemoryReport, ResumeLatency};
+use crate::bench::cloud::ResumeLatency;
+use crate::bench::memory::MemoryReport;
 use crate::cli::{BenchArgs, Cli, Format};
 use crate::exit::Exit;
 use crate::output;
@@ -24,7 +25,7 @@ pub(crate) async fn bench(cli: &Cli, args: &BenchArgs) -> Exit {
             return Exit::BadInput;
         }
         let window = std::time::Duration::from_secs(args.waiting_secs);
-        return match crate::bench::cloud::memory(&args.dir, args.waiting_runs.max(1), window).await {
+        return match crate::bench::memory::memory(&args.dir, args.waiting_runs.max(1), window).await {
             Ok(m) => {
                 output::json("bench_waiting", &m);
                 Exit::Success
@@ -72,7 +73,7 @@ pub(crate) async fn bench(cli: &Cli, args: &BenchArgs) -> Exit {
                 args.waiting_runs, args.waiting_secs
             ),
         );
-        match crate::bench::cloud::memory_in_child(&args.dir, args.waiting_runs, args.waiting_secs).await {
+        match crate::bench::memory::memory_in_child(&args.dir, args.waiting_runs, args.waiting_secs).await {
             Ok(m) => Some(m),
             Err(e) => {
                 output::error_chain(&e, None);

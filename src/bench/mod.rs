@@ -3,5 +3,6 @@
 
 pub(crate) mod cloud;
 mod command;
+pub(crate) mod memory;
 
 pub(crate) use command::bench;

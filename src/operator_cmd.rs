@@ -1,10 +1,7 @@
+// Over 600 lines on purpose: the operator's actions share their refusal checks (the run and its runbook, the step, cloud operations in flight, open windows), which split by action would be imported back and forth.
 //! Operator actions on a run in trouble: approvals (list, approve, reject), cancel, skip,
 //! complete, window close. Each is one store transition with one audited event (who, why,
 //! what changed), refused where it could repeat an effect or hide an open window.
-//!
-//! Over 600 lines: the operator's actions share their refusal checks (the run and its runbook,
-//! the step, cloud operations in flight, open windows), which split by action would be imported
-//! back and forth.
 
 use fogbook_engine::runbook::{self, Runbook, Step, WithValue};
 use fogbook_state::{Actor, CancelKind, Millis, RunSnapshot, RunStatus, StepStatus, Store, WindowKind, format_ms};

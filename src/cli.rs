@@ -1,7 +1,5 @@
+// Over 600 lines on purpose: every argument of every command with its help text, in one place a reader scans to see the whole surface (behaviour lives in the command modules).
 //! The command line, as clap types.
-//!
-//! Over 600 lines on purpose: every argument of every command with its help text, in one place
-//! a reader scans to see the whole surface (behaviour lives in the command modules).
 
 use std::path::PathBuf;
 

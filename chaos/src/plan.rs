@@ -1,7 +1,6 @@
 //! What a trial will do, drawn from its seed: the runbook, engine kill moments, an emulator
 //! restart, pauses, group signals, competitors and fault rules.
 
-
 use nix::sys::signal::Signal;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -1,7 +1,5 @@
+// Over 600 lines on purpose: every argument of every command with its help text, in one place a reader scans to see the whole surface (behaviour lives in the command modules).
 //! The command line, as clap types.
-//!
-//! Over 600 lines on purpose: every argument of every command with its help text, in one place
-//! a reader scans to see the whole surface (behaviour lives in the command modules).
 
 use std::path::PathBuf;
 
@@ -297,6 +295,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 20)]
     pub(crate) fleet_concurrency: u32,
     /// Only the memory per waiting run, as JSON: how `bench` measures it in a fresh process.
+    /// A test switch: refused by a build without the feature `test-hooks`.
     #[arg(long, hide = true)]
     pub(crate) waiting_only: bool,
 }

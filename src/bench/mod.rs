@@ -4,5 +4,6 @@
 pub(crate) mod cloud;
 mod command;
 mod fleet;
+pub(crate) mod memory;
 
 pub(crate) use command::bench;

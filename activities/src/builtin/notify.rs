@@ -35,6 +35,8 @@ impl Notify {
             "step_id": ctx.step_id(),
             "data": self.data,
         });
+        // Sent only while the driver holds the run's lease, as a cloud request is.
+        ctx.fence().await?;
         let status = post_json(env, &self.url, &body).await?;
         Ok(json!({ "status": status }))
     }

@@ -20,6 +20,7 @@ mod driver;
 pub mod file;
 mod query;
 mod scheduled;
+mod template;
 
 pub(crate) use budget::request_priority;
 pub use driver::{CreateFleet, FleetOutcome, WINDOW_WAIT, create_fleet, drive_fleet};

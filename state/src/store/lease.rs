@@ -106,6 +106,28 @@ impl Store {
         .await
     }
 
+    /// Extends `owner`'s leases of all `run_ids` in one transaction (one commit: the
+    /// heartbeat of an engine that drives many runs). Returns, in the order of `run_ids`,
+    /// whether an operator asked to cancel each run, or why its lease was not renewed
+    /// ([`StateError::LeaseLost`], [`StateError::UnknownRun`]); the other runs are renewed
+    /// all the same. Fails as a whole only when the store itself does.
+    pub async fn renew_leases(
+        &self,
+        owner: &str,
+        run_ids: &[String],
+        ttl: Duration,
+        now: Millis,
+    ) -> Result<Vec<Result<bool, StateError>>, StateError> {
+        // Each run with the lease epoch this store took it at (fencing, as `renew_lease`).
+        let runs: Vec<(String, Option<i64>)> = run_ids
+            .iter()
+            .map(|id| (id.clone(), self.held_epoch(id, owner)))
+            .collect();
+        let owner = owner.to_owned();
+        self.write(move |tx| renew_all(tx, &owner, &runs, now + millis(ttl), now))
+            .await
+    }
+
     /// Gives the lease up, leaving the run to be resumed by anyone at once. A run left
     /// `running` becomes `pending`.
     pub async fn release_lease(&self, run_id: &str, owner: &str, now: Millis) -> Result<(), StateError> {
@@ -132,6 +154,32 @@ impl Store {
         })
         .await
     }
+}
+
+/// [`Store::renew_leases`]'s transaction.
+fn renew_all(
+    tx: &dyn Tx,
+    owner: &str,
+    runs: &[(String, Option<i64>)],
+    expires_at: Millis,
+    now: Millis,
+) -> Result<Vec<Result<bool, StateError>>, StateError> {
+    let mut outcomes = Vec::with_capacity(runs.len());
+    for (run_id, held) in runs {
+        match check_lease(tx, run_id, owner, *held, now) {
+            Ok(cancel) => {
+                tx.execute(
+                    "UPDATE runs SET lease_expires_at = ?3 WHERE id = ?1 AND lease_owner = ?2",
+                    params![run_id, owner, expires_at],
+                )
+                .during("renewing the leases")?;
+                outcomes.push(Ok(cancel));
+            }
+            Err(e @ (StateError::LeaseLost { .. } | StateError::UnknownRun { .. })) => outcomes.push(Err(e)),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(outcomes)
 }
 
 pub(super) fn millis(d: Duration) -> Millis {

@@ -49,10 +49,14 @@ pub(crate) async fn start_sim(
         output::error_chain(&e, None);
         Exit::BadInput
     })?;
+    let estate = match &args.sim_estate {
+        Some(path) => format!("estate {}", path.display()),
+        None => "demo estate".to_owned(),
+    };
     output::note(
         quiet,
         &format!(
-            "--sim: ARM emulator at {} (demo estate, {}x time); nothing leaves this machine",
+            "--sim: ARM emulator at {} ({estate}, {}x time); nothing leaves this machine",
             sim.base_url(),
             args.sim_time_scale
         ),
@@ -99,7 +103,7 @@ async fn env_with(cli: &Cli, sim: Option<&SimHandle>, required: bool, shared: bo
     let client = match config {
         Ok(mut cfg) => {
             if shared {
-                cfg.shared_schedule = Some(schedule_file(&cli.db));
+                cfg.shared_schedule = Some(schedule_file(&crate::database::local_base(cli)));
             }
             ArmClient::new(cfg).await
         }

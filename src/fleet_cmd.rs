@@ -78,6 +78,50 @@ fn load_file(path: &Path) -> Result<Loaded, Exit> {
     })
 }
 
+/// A fleet file for `schedule add`: validated with its runbook and its targets' parameters
+/// (a schedule pins it and fires it later, so every problem is reported now).
+pub(crate) struct Scheduled {
+    /// The fleet file's text.
+    pub(crate) text: String,
+    /// Its runbook's text.
+    pub(crate) runbook_text: String,
+    /// Its runbook.
+    pub(crate) runbook: Runbook,
+    /// Where the runbook was read from (absolute where it can be).
+    pub(crate) runbook_path: PathBuf,
+}
+
+/// Reads a fleet file for a schedule: its listed targets must suit its runbook (a target
+/// query would need ARM at each fire; a schedule takes listed targets).
+pub(crate) fn load_scheduled(path: &Path) -> Result<Scheduled, Exit> {
+    let l = load_file(path)?;
+    if let Some(q) = &l.file.query {
+        output::error(
+            &format!(
+                "a schedule fires fleets whose targets are listed; {} queries {}",
+                path.display(),
+                q.describe()
+            ),
+            Some("list the targets in the fleet file (`fogbook fleet plan` shows the ones the query finds)"),
+        );
+        return Err(Exit::BadInput);
+    }
+    if let Err(d) = l.file.resolve(&l.runbook) {
+        output::always(&d.to_string());
+        output::error(
+            &format!("{} error(s) in the targets' parameters; no schedule was added", d.len()),
+            Some("each target's parameters (the fleet's `params` overlaid with its own) must suit the runbook"),
+        );
+        return Err(Exit::BadInput);
+    }
+    Ok(Scheduled {
+        text: l.text,
+        runbook_text: l.runbook_text,
+        runbook: l.runbook,
+        runbook_path: std::fs::canonicalize(&l.runbook_path).unwrap_or(l.runbook_path),
+    })
+}
+
 /// Whether loading the fleet needs ARM: its runbook calls Azure, or its targets are a query.
 fn needs_arm(l: &Loaded) -> bool {
     crate::arm::uses_azure(&l.runbook) || l.file.query.is_some()
@@ -114,7 +158,9 @@ fn engine(cli: &Cli, store: Store, env: Env) -> Engine {
         lease_margin: cli.lease_margin,
         ..EngineConfig::default()
     };
-    Engine::new(store, config).with_env(env)
+    Engine::new(store, config)
+        .with_env(env)
+        .with_clock(crate::schedule_cmd::clock())
 }
 
 async fn run(cli: &Cli, path: &Path) -> Exit {
@@ -133,12 +179,9 @@ async fn run(cli: &Cli, path: &Path) -> Exit {
     if let Err(code) = resolve_targets(&mut l, &env).await {
         return code;
     }
-    let store = match Store::open(&cli.db) {
+    let store = match crate::database::open_or_create(cli) {
         Ok(s) => s,
-        Err(e) => {
-            output::error_chain(&e, None);
-            return Exit::BadInput;
-        }
+        Err(code) => return code,
     };
     let engine = engine(cli, store, env);
     let stop = CancellationToken::new();

@@ -69,10 +69,14 @@ pub(crate) fn read_params(rb: &Runbook, file: Option<&Path>, sets: &[String]) ->
                 return Err(Exit::BadInput);
             }
         };
+        anchor_paths(rb, &mut given, path.parent().unwrap_or(Path::new("")), |_| true);
     }
     for s in sets {
         match runbook::parse_set(s) {
-            Ok((key, value)) => set_dotted(&mut given, &key, value),
+            Ok((key, value)) => {
+                set_dotted(&mut given, &key, value);
+                anchor_paths(rb, &mut given, Path::new(""), |name| name == key);
+            }
             Err(e) => {
                 output::error(
                     &format!("--set {s}: {e}"),
@@ -86,6 +90,31 @@ pub(crate) fn read_params(rb: &Runbook, file: Option<&Path>, sets: &[String]) ->
         print_diagnostics(&runbook::place_params(blame_sets(d, sets), &file_text, &origin));
         Exit::BadInput
     })
+}
+
+/// Makes the relative values of the runbook's `type: path` parameters named in `given` (and
+/// chosen by `which`) absolute against `base` (the parameter file's folder; empty: the
+/// current directory), so that the run finds its files whatever directory it is created,
+/// resumed or repaired from.
+fn anchor_paths(
+    rb: &Runbook,
+    given: &mut serde_json::Map<String, serde_json::Value>,
+    base: &Path,
+    which: impl Fn(&str) -> bool,
+) {
+    for p in rb
+        .params
+        .iter()
+        .filter(|p| p.ty == runbook::ParamType::Path && which(&p.name))
+    {
+        if let Some(serde_json::Value::String(v)) = given.get_mut(&p.name)
+            && !v.is_empty()
+            && Path::new(v.as_str()).is_relative()
+            && let Ok(abs) = std::path::absolute(base.join(v.as_str()))
+        {
+            *v = abs.display().to_string();
+        }
+    }
 }
 
 /// A problem with a parameter that `--set` gave is the `--set`'s, not the parameter file's.

@@ -1,10 +1,7 @@
+// Over 600 lines on purpose: the operator's actions share their refusal checks (the run and its runbook, the step, cloud operations in flight, open windows), which split by action would be imported back and forth.
 //! Operator actions on a run in trouble: approvals (list, approve, reject), cancel, skip,
 //! complete, window close. Each is one store transition with one audited event (who, why,
 //! what changed), refused where it could repeat an effect or hide an open window.
-//!
-//! Over 600 lines: the operator's actions share their refusal checks (the run and its runbook,
-//! the step, cloud operations in flight, open windows), which split by action would be imported
-//! back and forth.
 
 use fogbook_engine::runbook::{self, Runbook, Step, WithValue};
 use fogbook_state::{Actor, CancelKind, Millis, RunSnapshot, RunStatus, StepStatus, Store, WindowKind, format_ms};
@@ -446,11 +443,18 @@ pub(crate) async fn cancel(cli: &Cli, store: Store, args: &CancelArgs) -> Exit {
                     "run {run_id} is being driven; it will stop at its next safe point and be cancelled"
                 ));
             }
+            // A rehearsal's operations ran on its emulator, not in Azure.
+            let place = match crate::rehearsal::target_of(&store, run_id).await {
+                Ok(crate::rehearsal::Target::Rehearsal(r)) => {
+                    format!("in the emulator (its state file {})", r.state_file.display())
+                }
+                _ => "in Azure".to_owned(),
+            };
             for o in abandoned["operations"].as_array().into_iter().flatten() {
                 output::note(
                     cli.quiet,
                     &format!(
-                        "abandoned the cloud operation of step `{}` ({}); check its outcome in Azure",
+                        "abandoned the cloud operation of step `{}` ({}); check its outcome {place}",
                         o["step"].as_str().unwrap_or("?"),
                         o["uses"].as_str().unwrap_or("?")
                     ),

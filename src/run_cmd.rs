@@ -43,7 +43,7 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> Exit {
     // A rehearsal's emulator saves its state beside the database, and the run records where,
     // so any later command can restore it (src/rehearsal.rs).
     let state_file = if args.sim.sim {
-        match crate::rehearsal::new_state_file(&cli.db) {
+        match crate::rehearsal::new_state_file(&crate::database::local_base(cli)) {
             Ok(p) => Some(p),
             Err(code) => return code,
         }
@@ -78,9 +78,9 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> Exit {
     {
         return code;
     }
-    let store = match Store::open(&cli.db) {
+    let store = match crate::database::open_or_create(cli) {
         Ok(s) => s,
-        Err(e) => return fail(e),
+        Err(code) => return code,
     };
     let progress = Progress::new(cli.quiet);
     let engine = engine(cli, store, &args.drive, progress.clone(), env);

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use fogbook_engine::schedule::{CronSchedule, OutsideWindow, Window, format_in, outside_window};
 use fogbook_engine::{Clock, Engine, EngineConfig, Owner, SystemClock, WorkerConfig, run_worker, sha256_hex};
-use fogbook_state::{NewSchedule, Overlap, ScheduleRow, Store, format_ms};
+use fogbook_state::{NewSchedule, Overlap, ScheduleFleet, ScheduleRow, Store, format_ms};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -18,7 +18,34 @@ use crate::progress::Progress;
 use crate::signals::spawn_signal_handler;
 
 fn now() -> i64 {
-    SystemClock.now_ms()
+    clock().now_ms()
+}
+
+/// The clock of schedules, fleets and the worker: the system clock, shifted by the offset in
+/// milliseconds written in the file `FOGBOOK_TEST_CLOCK_FILE` names (read at every call), so
+/// an end-to-end test steps time (into or out of a maintenance window) without waiting.
+pub(crate) fn clock() -> Arc<dyn Clock> {
+    match std::env::var_os("FOGBOOK_TEST_CLOCK_FILE") {
+        Some(path) => Arc::new(OffsetClock(path.into())),
+        None => Arc::new(SystemClock),
+    }
+}
+
+#[derive(Debug)]
+struct OffsetClock(std::path::PathBuf);
+
+impl Clock for OffsetClock {
+    fn now_ms(&self) -> i64 {
+        let offset = std::fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|t| t.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        SystemClock.now_ms().saturating_add(offset)
+    }
+
+    fn monotonic(&self) -> std::time::Duration {
+        SystemClock.monotonic()
+    }
 }
 
 /// The hint for a schedule's cron or zone error: a bad zone is not a cron problem.
@@ -36,7 +63,7 @@ fn by() -> String {
 
 pub(crate) async fn dispatch(cli: &Cli, cmd: &ScheduleCommand) -> Exit {
     if let ScheduleCommand::Next(args) = cmd
-        && !cli.db.exists()
+        && !crate::database::exists(cli)
     {
         return next_of_expression(cli, args);
     }
@@ -113,13 +140,34 @@ async fn add(cli: &Cli, args: &ScheduleAddArgs) -> Exit {
         );
         return Exit::BadInput;
     }
-    let (text, rb) = match read_runbook(&args.runbook) {
-        Ok(x) => x,
-        Err(code) => return code,
+    // A fleet file fires a fleet: its runbook is pinned as the schedule's, its text beside it.
+    let fleet = match std::fs::read_to_string(&args.runbook) {
+        Ok(t) if fogbook_engine::fleet::is_fleet_file(&t) => match crate::fleet_cmd::load_scheduled(&args.runbook) {
+            Ok(f) => Some(f),
+            Err(code) => return code,
+        },
+        _ => None,
     };
-    let params = match read_params(&rb, args.params.as_deref(), &args.set) {
-        Ok(p) => p,
-        Err(code) => return code,
+    if fleet.is_some() && (args.params.is_some() || !args.set.is_empty()) {
+        output::error(
+            "a schedule that fires a fleet takes no --params or --set",
+            Some("put the parameters in the fleet file (`params:` for every target, or each target's own)"),
+        );
+        return Exit::BadInput;
+    }
+    let (text, rb) = match &fleet {
+        Some(f) => (f.runbook_text.clone(), f.runbook.clone()),
+        None => match read_runbook(&args.runbook) {
+            Ok(x) => x,
+            Err(code) => return code,
+        },
+    };
+    let params = match &fleet {
+        Some(_) => json!({}),
+        None => match read_params(&rb, args.params.as_deref(), &args.set) {
+            Ok(p) => p,
+            Err(code) => return code,
+        },
     };
     let overlap: Overlap = match args.overlap.parse() {
         Ok(o) => o,
@@ -128,12 +176,15 @@ async fn add(cli: &Cli, args: &ScheduleAddArgs) -> Exit {
             return Exit::BadInput;
         }
     };
-    let store = match Store::open(&cli.db) {
+    let store = match crate::database::open_or_create(cli) {
         Ok(s) => s,
-        Err(e) => return fail(e),
+        Err(code) => return code,
     };
     let now = now();
-    let source = std::fs::canonicalize(&args.runbook).unwrap_or_else(|_| args.runbook.clone());
+    let source = match &fleet {
+        Some(f) => f.runbook_path.clone(),
+        None => std::fs::canonicalize(&args.runbook).unwrap_or_else(|_| args.runbook.clone()),
+    };
     let result = store
         .add_schedule(NewSchedule {
             name: args.name.clone(),
@@ -154,6 +205,15 @@ async fn add(cli: &Cli, args: &ScheduleAddArgs) -> Exit {
             auto_approve: args.auto_approve,
             created_by: json!({ "user": by() }),
             now,
+            fleet: fleet.map(|f| ScheduleFleet {
+                text: f.text,
+                source_path: Some(
+                    std::fs::canonicalize(&args.runbook)
+                        .unwrap_or_else(|_| args.runbook.clone())
+                        .display()
+                        .to_string(),
+                ),
+            }),
         })
         .await;
     store.close().await;
@@ -456,9 +516,9 @@ async fn next(cli: &Cli, store: &Store, a: &ScheduleNextArgs) -> Exit {
 }
 
 pub(crate) async fn worker(cli: &Cli, args: &WorkerArgs) -> Exit {
-    let store = match Store::open(&cli.db) {
+    let store = match crate::database::open_or_create(cli) {
         Ok(s) => s,
-        Err(e) => return fail(e),
+        Err(code) => return code,
     };
     let config = EngineConfig {
         lease_ttl: cli.lease_ttl,
@@ -473,8 +533,12 @@ pub(crate) async fn worker(cli: &Cli, args: &WorkerArgs) -> Exit {
     let engine = Engine::new(store.clone(), config)
         .with_env(env)
         .with_owner(Owner::this_process(args.name.as_deref()))
-        .with_observer(progress as Arc<dyn fogbook_engine::Observer>);
-    output::note(cli.quiet, &format!("worker {} on {}", engine.owner(), cli.db.display()));
+        .with_observer(progress as Arc<dyn fogbook_engine::Observer>)
+        .with_clock(clock());
+    output::note(
+        cli.quiet,
+        &format!("worker {} on {}", engine.owner(), crate::database::describe(cli)),
+    );
     let stop = CancellationToken::new();
     spawn_signal_handler(stop.clone(), cli.quiet);
     let cfg = WorkerConfig {

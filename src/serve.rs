@@ -1,3 +1,4 @@
+// Over 600 lines on purpose: the router, its pages and the one action route share the app state and the page frame; the HTML of the sections is in `src/html/`.
 //! `fogbook serve`: a small web status page over the state database.
 //!
 //! Read-only by default: every page only reads the store (SQLite in WAL mode, where readers
@@ -10,9 +11,6 @@
 //! Pages refresh their `<main>` every second from `?fragment=1` (a small script served at
 //! `/app.js`, the only script; the Content-Security-Policy allows no other). The refresh
 //! pauses while the operator is typing into a form inside it.
-//!
-//! Over 600 lines: the router, its pages and the one action route share the app state and the
-//! page frame; the HTML of the sections is in `src/html/`.
 
 use std::fmt::Write as _;
 use std::sync::Arc;

@@ -51,11 +51,10 @@ pub struct ApprovalRecord {
     pub auto: bool,
 }
 
-/// Shared clients and settings for all activities of a process.
+/// Shared clients and settings for all activities of a process. Webhooks use the process's
+/// one webhook client (built at the first webhook sent).
 #[derive(Clone, Debug)]
 pub struct Env {
-    /// HTTP client for webhooks.
-    pub http: reqwest::Client,
     /// The ARM client of the Azure activities; `None` when the process was started without
     /// one (the Azure activities then fail with `ArmNotConfigured`).
     pub arm: Option<crate::arm::ArmClient>,
@@ -64,19 +63,12 @@ pub struct Env {
 impl Env {
     /// An environment with default clients.
     pub fn new() -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .unwrap_or_default();
-        Self { http, arm: None }
+        Self { arm: None }
     }
 
     /// An environment with default clients and `arm` for the Azure activities.
     pub fn with_arm(arm: crate::arm::ArmClient) -> Self {
-        Self {
-            arm: Some(arm),
-            ..Self::new()
-        }
+        Self { arm: Some(arm) }
     }
 }
 
@@ -96,6 +88,7 @@ pub struct ActivityCtx {
     cancel: CancellationToken,
     auto_approve: bool,
     wait_for_approval: bool,
+    priority: crate::arm::Priority,
 }
 
 impl std::fmt::Debug for ActivityCtx {
@@ -127,7 +120,19 @@ impl ActivityCtx {
             cancel,
             auto_approve: false,
             wait_for_approval: false,
+            priority: crate::arm::Priority::default(),
         }
+    }
+
+    /// Sets the class of this attempt's ARM requests in the subscription's budget.
+    pub fn with_priority(mut self, priority: crate::arm::Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// The class of this attempt's ARM requests in the subscription's budget.
+    pub fn priority(&self) -> crate::arm::Priority {
+        self.priority
     }
 
     /// Sets the approval behaviour.

@@ -12,9 +12,11 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod check;
+mod plan;
 mod proc;
 mod runbooks;
 mod trial;
+mod verify;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -23,8 +25,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use plan::{FAULT_KINDS, Plan};
 use proc::Env;
-use trial::{FAULT_KINDS, Limits, Outcome, Plan};
+use trial::{Limits, Outcome};
 
 const USAGE: &str = "\
 usage: fogbook-chaos [--trials N] [--seed S] [--fogbook PATH] [--jobs J] [--keep]
@@ -227,7 +230,7 @@ fn run(args: &Args) -> Result<bool, String> {
     };
     let focus: Option<&'static str> = match &args.pause_on_fault {
         None => None,
-        Some(op) => Some(trial::operation(op).ok_or_else(|| format!("--pause-on-fault: unknown operation {op:?}"))?),
+        Some(op) => Some(plan::operation(op).ok_or_else(|| format!("--pause-on-fault: unknown operation {op:?}"))?),
     };
     let plans: Vec<Plan> = indices
         .iter()

@@ -8,268 +8,12 @@ use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use serde_json::{Value, json};
 
 use crate::check::{self, Baseline};
-use crate::proc::{self, Env, Sim, query, query_json, spawn_engine};
+use crate::plan::{CompetitorKind, Plan};
+use crate::proc::{self, Env, Sim, query_json, spawn_engine};
 use crate::runbooks::Runbook;
-
-/// The kinds of emulator faults a trial may inject.
-pub(crate) const FAULT_KINDS: &[&str] = &["429", "5xx", "latency", "drop", "apply_then_drop"];
-
-/// Operations a fault rule may target (the emulator's operationIds; `*` matches all).
-const OPERATIONS: &[&str] = &[
-    "*",
-    "ManagedInstances_Get",
-    "ManagedInstances_CreateOrUpdate",
-    "ManagedInstances_Update",
-    "ManagedInstances_Delete",
-    "ManagedDatabases_ListByInstance",
-    "InstanceFailoverGroups_Get",
-    "InstanceFailoverGroups_CreateOrUpdate",
-    "InstanceFailoverGroups_Delete",
-    "InstanceFailoverGroups_Failover",
-    "InstanceFailoverGroups_Failover",
-    "InstanceFailoverGroups_ForceFailoverAllowDataLoss",
-    "VirtualNetworks_Get",
-    "VirtualNetworkPeerings_CreateOrUpdate",
-    "NetworkSecurityGroups_Get",
-    "SecurityRules_CreateOrUpdate",
-    "AzureAsyncOperation_Get",
-    "AzureAsyncOperation_Get",
-    "OperationResults_Get",
-];
-
-/// The operationId named `name`, if a fault rule may target it.
-pub(crate) fn operation(name: &str) -> Option<&'static str> {
-    OPERATIONS.iter().copied().find(|o| *o == name && *o != "*")
-}
-
-/// A fault rule the trial installs.
-#[derive(Clone, Debug)]
-pub(crate) struct Fault {
-    pub(crate) kind: &'static str,
-    pub(crate) operation: &'static str,
-    rule: Value,
-}
-
-/// An emulator restart: when (per mille of the uninterrupted run's duration, from the start
-/// of the trial), for how long, with which signal.
-#[derive(Clone, Debug)]
-pub(crate) struct SimRestart {
-    at_permille: u64,
-    down_ms: u64,
-    signal: Signal,
-}
-
-/// A pause: the driver is frozen (SIGSTOP, as a VM pause or a suspended laptop) for longer
-/// than its lease, another process resumes the run, and the frozen one is thawed (SIGCONT)
-/// while or after the other drives.
-#[derive(Clone, Debug)]
-pub(crate) struct Pause {
-    /// When to freeze the driver (per mille of the uninterrupted run, from the trial's start).
-    at_permille: u64,
-    /// Freeze it instead as soon as the emulator has answered a mutation with an injected
-    /// fault (429, 5xx or a dropped connection), so that the driver is frozen while it waits
-    /// to retry that mutation (the moment of issue 20's repeated DELETE). `at_permille`
-    /// still applies if no such answer comes.
-    on_fault: bool,
-    /// How long after the other driver starts to thaw the frozen one.
-    thaw_permille: u64,
-}
-
-/// A signal to the engine's whole process group (Ctrl-C in a terminal, a systemd stop).
-#[derive(Clone, Debug)]
-pub(crate) struct GroupSignal {
-    at_permille: u64,
-    signal: Signal,
-}
-
-/// A competing process started while a driver drives: `resume` of the same run (promise 5:
-/// one driver per run) or `run` of the same runbook on the same group (promise 6: one run per
-/// group). Both must be refused (exit 4) and leave no trace in the emulator or the lease.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum CompetitorKind {
-    Resume,
-    Run,
-}
-
-/// When to start a competitor, and which.
-#[derive(Clone, Debug)]
-pub(crate) struct Competitor {
-    at_permille: u64,
-    kind: CompetitorKind,
-}
-
-/// What a trial will do, drawn from its seed.
-#[derive(Clone, Debug)]
-pub(crate) struct Plan {
-    pub(crate) index: usize,
-    pub(crate) seed: u64,
-    pub(crate) runbook: usize,
-    /// For the n-th engine process: SIGKILL it after this many per mille of the
-    /// uninterrupted run's duration (if still running). Relative, so that a replay draws the
-    /// same plan on a faster or slower machine.
-    pub(crate) kills: Vec<u64>,
-    pub(crate) sim_restart: Option<SimRestart>,
-    pub(crate) faults: Vec<Fault>,
-    pub(crate) pause: Option<Pause>,
-    pub(crate) group_signal: Option<GroupSignal>,
-    pub(crate) competitor: Option<Competitor>,
-}
-
-/// splitmix64: independent per-trial seeds from the run's seed.
-pub(crate) fn trial_seed(seed: u64, index: usize) -> u64 {
-    let mut z = seed.wrapping_add((index as u64).wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-impl Plan {
-    /// Draws trial `index` (1-based) of a run seeded with `seed`.
-    pub(crate) fn draw(seed: u64, index: usize, runbooks: &[Runbook]) -> Plan {
-        let tseed = trial_seed(seed, index);
-        let mut rng = StdRng::seed_from_u64(tseed);
-        let runbook = rng.random_range(0..runbooks.len());
-        let span = 1000;
-        let n_kills = match rng.random_range(0..100) {
-            0..15 => 0,
-            15..50 => 1,
-            50..80 => 2,
-            _ => 3,
-        };
-        let kills = (0..n_kills).map(|_| rng.random_range(0..span)).collect();
-        let sim_restart = rng.random_bool(0.25).then(|| SimRestart {
-            at_permille: rng.random_range(0..span),
-            down_ms: rng.random_range(0..800),
-            signal: if rng.random_bool(0.7) {
-                Signal::SIGKILL
-            } else {
-                Signal::SIGTERM
-            },
-        });
-        let mut faults = Vec::new();
-        if rng.random_bool(0.5) {
-            for _ in 0..rng.random_range(1..=3) {
-                let operation = OPERATIONS[rng.random_range(0..OPERATIONS.len())];
-                let kind = FAULT_KINDS[rng.random_range(0..FAULT_KINDS.len())];
-                let rate = f64::from(rng.random_range(5_u32..=25)) / 100.0;
-                let max_hits = rng.random_range(1_u64..=3);
-                let mut rule = json!({ "operation": operation, "max_hits": max_hits });
-                match kind {
-                    "429" => {
-                        rule["error_rate"] = json!(rate);
-                        rule["error_status"] = json!(429);
-                    }
-                    "5xx" => {
-                        rule["error_rate"] = json!(rate);
-                        rule["error_status"] = json!([500, 502, 503, 504][rng.random_range(0..4)]);
-                    }
-                    "latency" => {
-                        rule["latency_ms"] = json!(rng.random_range(20_u64..=300));
-                        rule["max_hits"] = json!(max_hits * 5);
-                    }
-                    "drop" => rule["drop_rate"] = json!(rate),
-                    _ => rule["apply_then_drop_rate"] = json!(rate),
-                }
-                faults.push(Fault { kind, operation, rule });
-            }
-        }
-        // Drawn after the rest, so that the plans above stay what they were for a seed.
-        let pause = rng.random_bool(0.15).then(|| Pause {
-            at_permille: rng.random_range(0..span),
-            on_fault: rng.random_bool(0.5),
-            thaw_permille: rng.random_range(0..span),
-        });
-        let group_signal = rng.random_bool(0.15).then(|| GroupSignal {
-            at_permille: rng.random_range(0..span),
-            signal: if rng.random_bool(0.5) {
-                Signal::SIGINT
-            } else {
-                Signal::SIGTERM
-            },
-        });
-        let competitor = rng.random_bool(0.2).then(|| Competitor {
-            at_permille: rng.random_range(0..span),
-            kind: if rng.random_bool(0.5) {
-                CompetitorKind::Resume
-            } else {
-                CompetitorKind::Run
-            },
-        });
-        Plan {
-            index,
-            seed: tseed,
-            runbook,
-            kills,
-            sim_restart,
-            faults,
-            pause,
-            group_signal,
-            competitor,
-        }
-    }
-
-    /// Adds a 429 answered to the first request of `operation` and a pause of the driver
-    /// while it waits to retry it (`--pause-on-fault`): the scenario of issue 20.
-    pub(crate) fn focus_pause_on_fault(&mut self, operation: &'static str) {
-        self.faults.push(Fault {
-            kind: "429",
-            operation,
-            rule: json!({ "operation": operation, "max_hits": 1, "error_rate": 1.0, "error_status": 429 }),
-        });
-        let thaw = self.pause.as_ref().map_or(500, |p| p.thaw_permille);
-        self.pause = Some(Pause {
-            at_permille: 100_000,
-            on_fault: true,
-            thaw_permille: thaw,
-        });
-    }
-
-    fn fault_config(&self) -> Value {
-        json!({ "seed": self.seed, "rules": self.faults.iter().map(|f| f.rule.clone()).collect::<Vec<_>>() })
-    }
-
-    /// Whether a rule of one of `kinds` targets `operation` (or every operation).
-    fn has_rule(&self, kinds: &[&str], operation: &str) -> bool {
-        self.faults
-            .iter()
-            .any(|f| kinds.contains(&f.kind) && (f.operation == "*" || f.operation == operation))
-    }
-
-    /// One line describing the plan.
-    pub(crate) fn describe(&self, runbooks: &[Runbook]) -> String {
-        let faults: Vec<String> = self
-            .faults
-            .iter()
-            .map(|f| format!("{}@{}", f.kind, f.operation))
-            .collect();
-        let restart = self.sim_restart.as_ref().map_or("none".to_owned(), |r| {
-            format!("{:?}@{}‰+{}ms", r.signal, r.at_permille, r.down_ms)
-        });
-        let mut text = format!(
-            "{} kills@{:?}‰ sim-restart={} faults=[{}]",
-            runbooks[self.runbook].name,
-            self.kills,
-            restart,
-            faults.join(",")
-        );
-        if let Some(p) = &self.pause {
-            let fault = if p.on_fault { "first-fault-or-" } else { "" };
-            text.push_str(&format!(" pause@{fault}{}‰+thaw@{}‰", p.at_permille, p.thaw_permille));
-        }
-        if let Some(g) = &self.group_signal {
-            text.push_str(&format!(" group-{:?}@{}‰", g.signal, g.at_permille));
-        }
-        if let Some(c) = &self.competitor {
-            text.push_str(&format!(" competing-{:?}@{}‰", c.kind, c.at_permille));
-        }
-        text
-    }
-}
+use crate::verify::{failed_failover_post_applied, verify};
 
 /// How a trial ended.
 #[derive(Clone, Debug, Default)]
@@ -302,7 +46,7 @@ pub(crate) struct Limits {
 }
 
 /// The run id in `db`, if the run was created.
-fn run_ids(env: &Env, db: &Path) -> Result<Vec<String>, String> {
+pub(crate) fn run_ids(env: &Env, db: &Path) -> Result<Vec<String>, String> {
     if !db.exists() {
         return Ok(Vec::new());
     }
@@ -337,7 +81,7 @@ pub(crate) fn execute(env: &Env, plan: &Plan, rb: &Runbook, base: &Baseline, dir
 }
 
 /// How the engine processes ended.
-enum End {
+pub(crate) enum End {
     /// The last process exited with this code (0 succeeded, 1 failed, ...).
     Exited(i32),
     /// The run did not end within the trial's time or process budget.
@@ -348,19 +92,19 @@ enum End {
 /// processes it started, which it signalled and when (wall clock, ms since the epoch), and
 /// the ARM requests each emulator process counted before it was stopped.
 #[derive(Debug, Default)]
-struct Record {
+pub(crate) struct Record {
     /// Engine processes that may drive the run (not competitors), by pid.
-    drivers: BTreeSet<u32>,
+    pub(crate) drivers: BTreeSet<u32>,
     /// Processes the runner SIGKILLed, froze or signalled (a lease may be taken over from
     /// them: a process that dies of the signal it was sent leaves its lease behind).
-    killed_or_frozen: BTreeSet<u32>,
+    pub(crate) killed_or_frozen: BTreeSet<u32>,
     /// Competing processes (must never hold the lease).
-    competitors: BTreeSet<u32>,
+    pub(crate) competitors: BTreeSet<u32>,
     /// Moments an answer may have been lost: engine kills, pauses, group signals and
     /// emulator stops.
-    disruptions: Vec<i128>,
+    pub(crate) disruptions: Vec<i128>,
     /// Requests counted by the emulator's earlier lives, per (operationId, status).
-    requests: BTreeMap<(String, u16), u64>,
+    pub(crate) requests: BTreeMap<(String, u16), u64>,
 }
 
 impl Record {
@@ -377,7 +121,7 @@ impl Record {
     }
 
     /// How many requests of `operation` the emulator answered with a status in `statuses`.
-    fn count(&self, operation: &str, statuses: impl Fn(u16) -> bool) -> u64 {
+    pub(crate) fn count(&self, operation: &str, statuses: impl Fn(u16) -> bool) -> u64 {
         self.requests
             .iter()
             .filter(|((op, st), _)| op == operation && statuses(*st))
@@ -773,246 +517,6 @@ fn compete(
 fn stop(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
-}
-
-/// The run failed in a failover step whose POST the emulator applied (its answer was lost).
-fn failed_failover_post_applied(env: &Env, db: &Path, run: &str, rb: &Runbook, sim: &Sim) -> Result<bool, String> {
-    let st = query_json(env, db, &["status", run])?;
-    let failed: Vec<&Value> = st["steps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|s| s["status"] == "failed")
-        .collect();
-    let Some(step) = failed.first() else {
-        return Ok(false);
-    };
-    if !rb.is_failover_step(step["step_id"].as_str().unwrap_or_default()) {
-        return Ok(false);
-    }
-    if step["progress"]["intent"]["state"] != "sending" {
-        return Ok(false);
-    }
-    let journal = sim.journal()?;
-    let target = target_group(step);
-    Ok(journal.iter().any(|e| {
-        check::is_failover_post(e) && e["applied"] == true && check::short_path(e).starts_with(&format!("{target}/"))
-    }))
-}
-
-/// The resource group of the instance a failover step makes primary (its POST goes there).
-fn target_group(step: &Value) -> String {
-    step["input"]["secondary"]["resource_group"]
-        .as_str()
-        .unwrap_or("?")
-        .to_owned()
-}
-
-/// The journal entries of the failover POST a step sends (to its target's group).
-fn failover_posts<'a>(journal: &'a [Value], step: &Value) -> Vec<&'a Value> {
-    let target = format!("{}/", target_group(step));
-    journal
-        .iter()
-        .filter(|e| check::is_failover_post(e) && check::short_path(e).starts_with(&target))
-        .collect()
-}
-
-/// Why an accepted failure of a failover step is explained by a fault the trial placed on
-/// that very POST, or `Err` with what is missing. The blamed request is the step's POST; the
-/// evidence is the emulator's: an applied-but-dropped entry for it in the journal, or the
-/// request log's count of that operation answered by an injected fault (a dropped
-/// connection, status 0, or a 5xx) under a rule the plan installed; or, for a connection the
-/// crash cut, an emulator stop or an engine kill between the step's start and its end.
-fn failover_failure_evidence(
-    plan: &Plan,
-    rb: &Runbook,
-    step: &Value,
-    journal: &[Value],
-    rec: &Record,
-) -> Result<&'static str, String> {
-    let id = step["step_id"].as_str().unwrap_or_default();
-    let Some(op) = rb.failover_operation(id) else {
-        return Err(format!("`{id}` is not a failover step"));
-    };
-    let error = step["error"].to_string();
-    if error.contains("\"http_status\":4") {
-        return Err("a 4xx answer (a rule the engine broke) is never a lost answer".to_owned());
-    }
-    let about_post = error.contains("POST ") || error.contains("answer was lost") || error.contains("/failover");
-    let dropped = error.contains("ConnectionDropped");
-    let server_error = [
-        "\"http_status\":5",
-        "ServiceUnavailable",
-        "InternalServerError",
-        "BadGateway",
-        "GatewayTimeout",
-    ]
-    .iter()
-    .any(|m| error.contains(m));
-    let posts = failover_posts(journal, step);
-    if dropped && about_post {
-        if plan.has_rule(&["apply_then_drop"], op) && posts.iter().any(|e| e["connection_dropped"] == true) {
-            return Ok("failed:failover-answer-lost-to-injected-fault");
-        }
-        if plan.has_rule(&["drop"], op) && rec.count(op, |s| s == 0) > 0 {
-            return Ok("failed:failover-answer-lost-to-injected-fault");
-        }
-    }
-    if server_error && plan.has_rule(&["5xx"], op) && rec.count(op, |s| (500..600).contains(&s)) > 0 {
-        return Ok("failed:failover-answer-lost-to-injected-fault");
-    }
-    let (from, to) = (step["started_at"].as_i64(), step["finished_at"].as_i64());
-    if let (Some(from), Some(to)) = (from, to)
-        && (dropped || error.contains("answer was lost"))
-        && rec
-            .disruptions
-            .iter()
-            .any(|d| *d + 50 >= i128::from(from) && *d <= i128::from(to) + 50)
-    {
-        return Ok("failed:failover-answer-lost-to-crash");
-    }
-    Err(format!(
-        "no fault on its POST explains it (journal entries for the POST: {}, injected-fault answers counted for {op}: drop {}, 5xx {})",
-        posts.len(),
-        rec.count(op, |s| s == 0),
-        rec.count(op, |s| (500..600).contains(&s))
-    ))
-}
-
-#[allow(clippy::too_many_arguments, clippy::too_many_lines)]
-fn verify(
-    env: &Env,
-    plan: &Plan,
-    rb: &Runbook,
-    base: &Baseline,
-    db: &Path,
-    run: &str,
-    sim: &Sim,
-    end: End,
-    rec: &Record,
-    out: &mut Outcome,
-) -> Result<(), String> {
-    let journal = sim.journal()?;
-    out.applied_but_dropped =
-        u32::try_from(journal.iter().filter(|e| e["connection_dropped"] == true).count()).unwrap_or(u32::MAX);
-    let status = query_json(env, db, &["status", run])?;
-    let report = query_json(env, db, &["report", run])?;
-    let history = query_json(env, db, &["history", run])?;
-    let run_status = status["run"]["status"].as_str().unwrap_or_default().to_owned();
-    let v = &mut out.violations;
-
-    // The outcome.
-    let failed_step = status["steps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["status"] == "failed")
-        .cloned();
-    let succeeded = match (&end, run_status.as_str()) {
-        (End::Exited(0), "succeeded") => {
-            out.ending = "succeeded".to_owned();
-            true
-        }
-        (End::Exited(1), "failed") => {
-            let step = failed_step
-                .as_ref()
-                .map_or(String::new(), |s| s["step_id"].as_str().unwrap_or_default().to_owned());
-            let error = failed_step.as_ref().map_or(String::new(), |s| s["error"].to_string());
-            // Expected only when the answer of the failover POST was lost to a fault the
-            // trial placed on that very request: the engine then refuses to guess and stops
-            // for an operator.
-            match failed_step
-                .as_ref()
-                .filter(|_| rb.is_failover_step(&step))
-                .map(|s| failover_failure_evidence(plan, rb, s, &journal, rec))
-            {
-                Some(Ok(ending)) => out.ending = ending.to_owned(),
-                Some(Err(why)) => v.push(format!("the run failed at step `{step}`: {error}; {why}")),
-                None => v.push(format!("the run failed unexpectedly at step `{step}`: {error}")),
-            }
-            false
-        }
-        (End::Stuck(why), _) => {
-            // By design a failover re-entered with its intent saved and no POST in the
-            // journal watches the roles until `reconcile_timeout` after the intent (3 min in
-            // the shipped runbooks) before stopping as ambiguous: the engine cannot know the
-            // POST was never processed. Accepted only with an empty journal for that POST and
-            // either a crash after the step started or an injected fault counted on that POST.
-            let current = status["current_step"].as_str().unwrap_or_default();
-            let step = status["steps"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|s| s["step_id"] == current);
-            let intent_only = step.is_some_and(|s| {
-                s["progress"]["intent"]["state"] == "sending" && s["progress"]["ops"]["failover"].is_null()
-            });
-            let no_post = step.is_some_and(|s| failover_posts(&journal, s).is_empty());
-            let crash_after_intent = step
-                .and_then(|s| s["started_at"].as_i64())
-                .is_some_and(|from| rec.disruptions.iter().any(|d| *d + 50 >= i128::from(from)));
-            // The other way to an intent without a POST in the journal: the POST was answered
-            // by an injected fault that kept it from the resource logic (a dropped connection
-            // or a 5xx, counted for that operation in the request log), and the step's
-            // `retry:` re-entered it with the intent, so it reconciles from the roles.
-            let fault_on_post = rb.failover_operation(current).is_some_and(|op| {
-                (plan.has_rule(&["drop"], op) && rec.count(op, |s| s == 0) > 0)
-                    || (plan.has_rule(&["5xx"], op) && rec.count(op, |s| (500..600).contains(&s)) > 0)
-            });
-            if rb.is_failover_step(current) && intent_only && no_post && (crash_after_intent || fault_on_post) {
-                out.ending = "stopped:failover-intent-without-post (reconciling, by design)".to_owned();
-            } else {
-                v.push(format!(
-                    "the run did not end: {why} (status {run_status}, step `{current}`)"
-                ));
-            }
-            false
-        }
-        (End::Exited(c), s) => {
-            v.push(format!("the engine exited {c} with the run {s}"));
-            false
-        }
-    };
-
-    // Effects, counted by the emulator.
-    check::journal_invariants(&journal, base, succeeded, v);
-    check::repeated_requests(&journal, &rec.disruptions, v);
-
-    // The final estate.
-    if succeeded {
-        let got = check::summary(&sim.get("/_sim/state")?);
-        if got != base.summary {
-            v.push(format!(
-                "final estate differs from the uninterrupted run: {}",
-                check::diff(&base.summary, &got)
-            ));
-        }
-    }
-
-    // Windows.
-    check::window_invariants(&report, &status, &journal, base, succeeded, v);
-
-    // One driver at a time: the lease went only to drivers the runner started, never to a
-    // competitor, and was taken over only from a process the runner killed or froze.
-    check::lease_invariants(&history, &rec.drivers, &rec.competitors, &rec.killed_or_frozen, v);
-
-    // One run (plus any a competitor started legitimately after the run ended), and the
-    // audit chain verifies.
-    let ids = run_ids(env, db)?;
-    if ids.len() != 1 + out.competing_runs {
-        v.push(format!("{} runs in the database, expected 1", ids.len()));
-    }
-    let audit = query(env, db, &["audit", "verify"])?;
-    let text = String::from_utf8_lossy(&audit.stdout).into_owned();
-    if audit.status.code() != Some(0) || !text.starts_with("ok:") {
-        v.push(format!(
-            "audit verify exited {:?}: {}{}",
-            audit.status.code(),
-            text.trim(),
-            String::from_utf8_lossy(&audit.stderr).trim()
-        ));
-    }
-    Ok(())
 }
 
 /// An uninterrupted run of `rb` on a fresh emulator, without faults.

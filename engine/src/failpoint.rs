@@ -5,6 +5,9 @@
 //! destructor, no flush, no lease release. Unset (the normal case), a failpoint is one
 //! environment lookup at startup.
 //!
+//! `stop-after-progress:step-a` (any point, prefixed `stop-`) instead freezes the process
+//! with SIGSTOP there, as a VM pause or a suspended laptop would; it goes on when sent SIGCONT.
+//!
 //! `signal-after-create:SIGINT` (or `SIGTERM`) instead sends that signal right after a run
 //! is created (committed, before its id is printed), as a Ctrl-C in the first milliseconds
 //! would: to the process group when this process leads it, else to this process alone.
@@ -59,8 +62,16 @@ fn configured() -> &'static [(String, String)] {
     &[]
 }
 
-/// Kills this process with SIGKILL when `point` is configured for `step`.
+/// Kills this process with SIGKILL when `point` is configured for `step`; stops it with
+/// SIGSTOP (frozen, as a VM pause would) when `stop-POINT` is.
 pub(crate) fn hit(point: Point, step: &str) {
+    if configured()
+        .iter()
+        .any(|(p, s)| p.strip_prefix("stop-") == Some(point.name()) && s == step)
+    {
+        tracing::warn!(point = point.name(), step, "failpoint: freezing this process");
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGSTOP);
+    }
     if configured().iter().any(|(p, s)| p == point.name() && s == step) {
         tracing::warn!(point = point.name(), step, "failpoint: killing this process");
         let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);

@@ -89,11 +89,15 @@ impl LeaseClock {
     /// Succeeds while the lease is held: the local deadline has not passed and, where less
     /// than the margin remains, the store has just renewed it.
     pub(crate) async fn fence(&self, step_id: &str) -> Result<(), ActivityError> {
+        self.confirm().await.map_err(|why| self.refuse(step_id, &why))
+    }
+
+    /// The check of [`Self::fence`], without recording a refused step: `Err` says why the
+    /// lease is not held.
+    pub(crate) async fn confirm(&self) -> Result<(), String> {
+        const PASSED: &str = "its lease deadline passed, or its heartbeat found the lease lost";
         if self.remaining().is_zero() {
-            return Err(self.refuse(
-                step_id,
-                "its lease deadline passed, or its heartbeat found the lease lost",
-            ));
+            return Err(PASSED.to_owned());
         }
         if self.remaining() >= self.margin {
             return Ok(());
@@ -107,16 +111,13 @@ impl LeaseClock {
         {
             Ok(_) => self.renewed(sent),
             Err(StateError::LeaseLost { owner, .. }) => {
-                return Err(self.refuse(step_id, &format!("the store says the lease is held by {owner}")));
+                return Err(format!("the store says the lease is held by {owner}"));
             }
             // The store could not answer: the local deadline alone decides.
             Err(e) => tracing::warn!(error = %e, "could not confirm the lease with the store"),
         }
         if self.remaining().is_zero() {
-            return Err(self.refuse(
-                step_id,
-                "its lease deadline passed, or its heartbeat found the lease lost",
-            ));
+            return Err(PASSED.to_owned());
         }
         Ok(())
     }

@@ -123,6 +123,25 @@ pub async fn run_worker(
                 (run, Some(outcome))
             });
         }
+        // Fleets nobody drives (fired by a schedule, or whose window opened) are driven
+        // here too, each counting as one of the worker's `concurrency`.
+        let fleets = crate::fleet::drivable_fleets(&engine, &active)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "worker: cannot list fleets to drive");
+                Vec::new()
+            });
+        for id in fleets {
+            if active.len() >= config.concurrency.max(1) {
+                break;
+            }
+            active.insert(id.clone());
+            let (engine, token) = (engine.clone(), stop.child_token());
+            tasks.spawn(async move {
+                crate::fleet::drive_for_worker(&engine, &id, token).await;
+                (id, None)
+            });
+        }
         if config.exit_when_idle && active.is_empty() {
             break;
         }
@@ -255,7 +274,8 @@ async fn tick_one(engine: &Engine, s: &ScheduleRow) -> Result<usize, EngineError
         catch_up: Duration::from_millis(u64::try_from(s.catch_up_ms).unwrap_or(0)),
         paused: s.paused,
         window: s.window.as_ref().and_then(Window::from_json),
-        active_run: s.active_run.is_some(),
+        active_run: s.active_run.is_some()
+            || (s.fleet.is_some() && crate::fleet::active_fleet_of(engine, &s.name).await?.is_some()),
         overlap: s.overlap,
         queued: s.queued,
     };
@@ -269,7 +289,12 @@ async fn tick_one(engine: &Engine, s: &ScheduleRow) -> Result<usize, EngineError
         serde_json::Value::Object(m) => m.clone(),
         _ => serde_json::Map::new(),
     };
-    let params = runbook::resolve_params(&rb, params, &origin).map_err(EngineError::Invalid)?;
+    // A schedule that fires a fleet has no parameters of its own: its targets have theirs.
+    let params = if s.fleet.is_some() {
+        serde_json::Value::Object(params)
+    } else {
+        runbook::resolve_params(&rb, params, &origin).map_err(EngineError::Invalid)?
+    };
     let mut decisions = Vec::new();
     let fire_times: Vec<fogbook_state::Millis> = plans
         .iter()
@@ -281,6 +306,9 @@ async fn tick_one(engine: &Engine, s: &ScheduleRow) -> Result<usize, EngineError
         decisions.push(match plan {
             Plan::Skip { fire_at, reason } => FireDecision::Skip { fire_at, reason },
             Plan::Queue { fire_at } => FireDecision::Queue { fire_at },
+            Plan::Fire { fire_at, from_queue } if s.fleet.is_some() => {
+                crate::fleet::fire_decision(engine, s, &rb, fire_at, from_queue)?
+            }
             Plan::Fire { fire_at, from_queue } => FireDecision::Fire {
                 fire_at,
                 from_queue,
@@ -305,13 +333,16 @@ async fn tick_one(engine: &Engine, s: &ScheduleRow) -> Result<usize, EngineError
     for (outcome, fire_at) in outcomes.iter().zip(fire_times) {
         match outcome {
             FireOutcome::Fired { run_id } => observer.schedule_fired(&s.name, fire_at, run_id, &rb.name),
+            FireOutcome::FiredFleet { fleet_id } => {
+                observer.schedule_fired(&s.name, fire_at, &format!("of fleet {fleet_id}"), &rb.name);
+            }
             FireOutcome::Skipped { reason } => observer.schedule_skipped(&s.name, fire_at, reason),
             FireOutcome::Queued => observer.schedule_queued(&s.name, fire_at),
         }
     }
     let fired = outcomes
         .iter()
-        .filter(|o| matches!(o, FireOutcome::Fired { .. }))
+        .filter(|o| matches!(o, FireOutcome::Fired { .. } | FireOutcome::FiredFleet { .. }))
         .count();
     Ok(fired)
 }

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use fogbook_engine::{CreateRun, Engine, EngineConfig, EngineError, Owner, RunOutcome, runbook};
+use fogbook_state::pg::StoreUrl;
 use fogbook_state::{StateError, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -18,10 +19,15 @@ steps:
     with: { that: true, message: never }
 "#;
 
-#[tokio::test]
-async fn an_expired_lease_is_taken_over_only_after_the_margin() {
+/// The body runs on both backends: `sqlite::…` and `postgres::…` (a throwaway server).
+async fn an_expired_lease_is_taken_over_only_after_the_margin(postgres: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    let server = postgres.then(fogbook_testpg::TestPostgres::start);
+    let url: StoreUrl = match &server {
+        Some(server) => server.url().parse().unwrap(),
+        None => StoreUrl::Sqlite(dir.path().join("s.db")),
+    };
+    let store = Store::open_url(&url).unwrap();
     let config = EngineConfig {
         lease_ttl: Duration::from_secs(1),
         lease_margin: Some(Duration::from_millis(400)),
@@ -61,4 +67,18 @@ async fn an_expired_lease_is_taken_over_only_after_the_margin() {
         "taken over {} ms after the expiry; the margin is 400 ms",
         taken.at - expires_at
     );
+}
+
+mod sqlite {
+    #[tokio::test]
+    async fn an_expired_lease_is_taken_over_only_after_the_margin() {
+        super::an_expired_lease_is_taken_over_only_after_the_margin(false).await;
+    }
+}
+
+mod postgres {
+    #[tokio::test]
+    async fn an_expired_lease_is_taken_over_only_after_the_margin() {
+        super::an_expired_lease_is_taken_over_only_after_the_margin(true).await;
+    }
 }

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use fogbook_engine::{CreateRun, Engine, EngineConfig, RunOutcome, runbook};
+use fogbook_state::pg::StoreUrl;
 use fogbook_state::{RunStatus, StepStatus, Store, StoreFault};
 use tokio_util::sync::CancellationToken;
 
@@ -26,24 +27,42 @@ steps:
     )
 }
 
+/// Which backend a test body runs on (each body runs on both: `sqlite::NAME` and
+/// `postgres::NAME`, the latter on a throwaway server of its own).
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
 struct Case {
     _dir: tempfile::TempDir,
+    _server: Option<fogbook_testpg::TestPostgres>,
     out: PathBuf,
     store: Store,
     engine: Engine,
     run: String,
 }
 
-async fn case() -> Case {
+async fn case(backend: Backend) -> Case {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("effects.txt");
-    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    let (server, url) = match backend {
+        Backend::Sqlite => (None, StoreUrl::Sqlite(dir.path().join("s.db"))),
+        Backend::Postgres => {
+            let server = fogbook_testpg::TestPostgres::start();
+            let url = server.url().parse().unwrap();
+            (Some(server), url)
+        }
+    };
+    let store = Store::open_url(&url).unwrap();
     let engine = Engine::new(store.clone(), EngineConfig::default());
     let text = runbook_text(&out);
     let rb = runbook::parse(&text, "faults.yaml").unwrap();
     let run = engine.create_run(CreateRun::new(&rb, &text)).await.unwrap();
     Case {
         _dir: dir,
+        _server: server,
         out,
         store,
         engine,
@@ -66,10 +85,9 @@ const START: u64 = 1;
 const INTENT: u64 = 2;
 const OUTCOME: u64 = 3;
 
-#[tokio::test]
-async fn a_start_that_was_not_committed_has_no_effect() {
+async fn a_start_that_was_not_committed_has_no_effect(backend: Backend) {
     for fault in [StoreFault::FailBeforeCommit, StoreFault::Busy, StoreFault::DiskFull] {
-        let c = case().await;
+        let c = case(backend).await;
         c.store.inject_fault(START, fault);
         let err = c.engine.drive(&c.run, CancellationToken::new()).await.unwrap_err();
         assert!(
@@ -91,9 +109,8 @@ async fn a_start_that_was_not_committed_has_no_effect() {
     }
 }
 
-#[tokio::test]
-async fn a_lost_acknowledgement_of_the_start_is_resumed_without_a_double_effect() {
-    let c = case().await;
+async fn a_lost_acknowledgement_of_the_start_is_resumed_without_a_double_effect(backend: Backend) {
+    let c = case(backend).await;
     c.store.inject_fault(START, StoreFault::CommitThenFail);
     assert!(c.engine.drive(&c.run, CancellationToken::new()).await.is_err());
     assert_eq!(effects(&c), 0, "the engine stops when it cannot trust the store");
@@ -105,9 +122,8 @@ async fn a_lost_acknowledgement_of_the_start_is_resumed_without_a_double_effect(
     assert_eq!(effects(&c), 1);
 }
 
-#[tokio::test]
-async fn an_intent_that_was_not_committed_stops_before_the_effect() {
-    let c = case().await;
+async fn an_intent_that_was_not_committed_stops_before_the_effect(backend: Backend) {
+    let c = case(backend).await;
     c.store.inject_fault(INTENT, StoreFault::FailBeforeCommit);
     assert!(c.engine.drive(&c.run, CancellationToken::new()).await.is_err());
     assert_eq!(effects(&c), 0, "no program runs before its intent is durable");
@@ -118,9 +134,8 @@ async fn an_intent_that_was_not_committed_stops_before_the_effect() {
     assert_eq!(effects(&c), 1);
 }
 
-#[tokio::test]
-async fn a_lost_acknowledgement_of_the_outcome_never_repeats_the_effect() {
-    let c = case().await;
+async fn a_lost_acknowledgement_of_the_outcome_never_repeats_the_effect(backend: Backend) {
+    let c = case(backend).await;
     c.store.inject_fault(OUTCOME, StoreFault::CommitThenFail);
     assert!(c.engine.drive(&c.run, CancellationToken::new()).await.is_err());
     assert_eq!(effects(&c), 1);
@@ -136,9 +151,8 @@ async fn a_lost_acknowledgement_of_the_outcome_never_repeats_the_effect() {
     assert_eq!(effects(&c), 1, "a completed step never runs again");
 }
 
-#[tokio::test]
-async fn an_outcome_that_was_not_committed_stops_the_run_for_an_operator() {
-    let c = case().await;
+async fn an_outcome_that_was_not_committed_stops_the_run_for_an_operator(backend: Backend) {
+    let c = case(backend).await;
     c.store.inject_fault(OUTCOME, StoreFault::DiskFull);
     assert!(c.engine.drive(&c.run, CancellationToken::new()).await.is_err());
     assert_eq!(effects(&c), 1);
@@ -150,4 +164,50 @@ async fn an_outcome_that_was_not_committed_stops_the_run_for_an_operator() {
     }
     assert_eq!(effects(&c), 1);
     assert!(c.store.verify_audit(None).await.unwrap().failure.is_none());
+}
+
+mod sqlite {
+    #[tokio::test]
+    async fn a_start_that_was_not_committed_has_no_effect() {
+        super::a_start_that_was_not_committed_has_no_effect(super::Backend::Sqlite).await;
+    }
+    #[tokio::test]
+    async fn a_lost_acknowledgement_of_the_start_is_resumed_without_a_double_effect() {
+        super::a_lost_acknowledgement_of_the_start_is_resumed_without_a_double_effect(super::Backend::Sqlite).await;
+    }
+    #[tokio::test]
+    async fn an_intent_that_was_not_committed_stops_before_the_effect() {
+        super::an_intent_that_was_not_committed_stops_before_the_effect(super::Backend::Sqlite).await;
+    }
+    #[tokio::test]
+    async fn a_lost_acknowledgement_of_the_outcome_never_repeats_the_effect() {
+        super::a_lost_acknowledgement_of_the_outcome_never_repeats_the_effect(super::Backend::Sqlite).await;
+    }
+    #[tokio::test]
+    async fn an_outcome_that_was_not_committed_stops_the_run_for_an_operator() {
+        super::an_outcome_that_was_not_committed_stops_the_run_for_an_operator(super::Backend::Sqlite).await;
+    }
+}
+
+mod postgres {
+    #[tokio::test]
+    async fn a_start_that_was_not_committed_has_no_effect() {
+        super::a_start_that_was_not_committed_has_no_effect(super::Backend::Postgres).await;
+    }
+    #[tokio::test]
+    async fn a_lost_acknowledgement_of_the_start_is_resumed_without_a_double_effect() {
+        super::a_lost_acknowledgement_of_the_start_is_resumed_without_a_double_effect(super::Backend::Postgres).await;
+    }
+    #[tokio::test]
+    async fn an_intent_that_was_not_committed_stops_before_the_effect() {
+        super::an_intent_that_was_not_committed_stops_before_the_effect(super::Backend::Postgres).await;
+    }
+    #[tokio::test]
+    async fn a_lost_acknowledgement_of_the_outcome_never_repeats_the_effect() {
+        super::a_lost_acknowledgement_of_the_outcome_never_repeats_the_effect(super::Backend::Postgres).await;
+    }
+    #[tokio::test]
+    async fn an_outcome_that_was_not_committed_stops_the_run_for_an_operator() {
+        super::an_outcome_that_was_not_committed_stops_the_run_for_an_operator(super::Backend::Postgres).await;
+    }
 }

@@ -73,23 +73,26 @@ impl Throttle {
         now: Instant,
     ) -> Result<u64, Throttled> {
         let limit = class.limit(limits);
+        // Other clients hold their share of the burst and take their share of the refill.
+        let ours = 1.0 - limit.other_clients.clamp(0.0, 0.99);
+        let (burst, per_second) = (limit.burst * ours, limit.per_second * ours);
         let bucket = self
             .buckets
             .entry((subscription.to_ascii_lowercase(), class))
             .or_insert(Bucket {
-                tokens: limit.burst,
+                tokens: burst,
                 refilled: now,
             });
         let elapsed = now.saturating_duration_since(bucket.refilled).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * limit.per_second).min(limit.burst);
+        bucket.tokens = (bucket.tokens + elapsed * per_second).min(burst);
         bucket.refilled = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
             return Ok(bucket.tokens.floor() as u64);
         }
         let missing = 1.0 - bucket.tokens;
-        let secs = if limit.per_second > 0.0 {
-            (missing / limit.per_second).ceil()
+        let secs = if per_second > 0.0 {
+            (missing / per_second).ceil()
         } else {
             60.0
         };
@@ -116,6 +119,7 @@ mod tests {
             writes: BucketLimit {
                 burst: 2.0,
                 per_second: 0.5,
+                other_clients: 0.0,
             },
             ..ThrottleLimits::default()
         };
@@ -134,5 +138,34 @@ mod tests {
             throttle.take("s", OpClass::Writes, &limits, t0 + Duration::from_secs(2)),
             Ok(0)
         );
+    }
+
+    #[test]
+    fn other_clients_spend_their_share_of_the_bucket() {
+        let limits = ThrottleLimits {
+            reads: BucketLimit {
+                burst: 10.0,
+                per_second: 10.0,
+                other_clients: 0.5,
+            },
+            ..ThrottleLimits::default()
+        };
+        let mut throttle = Throttle::default();
+        let t0 = Instant::now();
+        // Half of the burst is theirs: 5 reads for us, the remaining header says so.
+        let remaining: Vec<u64> = (0..5)
+            .map(|_| throttle.take("s", OpClass::Reads, &limits, t0).unwrap())
+            .collect();
+        assert_eq!(remaining, [4, 3, 2, 1, 0]);
+        assert_eq!(
+            throttle.take("s", OpClass::Reads, &limits, t0),
+            Err(Throttled { retry_after: 1 })
+        );
+        // Half of the refill is theirs too: 5 reads a second for us.
+        let later = t0 + Duration::from_millis(1000);
+        let ok = (0..10)
+            .filter(|_| throttle.take("s", OpClass::Reads, &limits, later).is_ok())
+            .count();
+        assert_eq!(ok, 5);
     }
 }

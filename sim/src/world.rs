@@ -321,6 +321,15 @@ pub(crate) struct ThrottleLimits {
 pub(crate) struct BucketLimit {
     pub(crate) burst: f64,
     pub(crate) per_second: f64,
+    /// The share (0 to below 1) of this bucket that the subscription's other clients (the
+    /// portal, Terraform, monitoring) spend: they hold that share of the burst and take that
+    /// share of the refill, so the remaining headers and the 429s reflect them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) other_clients: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl Default for ThrottleLimits {
@@ -329,14 +338,17 @@ impl Default for ThrottleLimits {
             reads: BucketLimit {
                 burst: 250.0,
                 per_second: 25.0,
+                other_clients: 0.0,
             },
             writes: BucketLimit {
                 burst: 200.0,
                 per_second: 10.0,
+                other_clients: 0.0,
             },
             deletes: BucketLimit {
                 burst: 200.0,
                 per_second: 10.0,
+                other_clients: 0.0,
             },
         }
     }

@@ -1,19 +1,14 @@
-//! `fogbook bench`, the two measurements made against the ARM emulator (docs/PERFORMANCE.md):
+//! `fogbook bench`, the two measurements made against the ARM emulator (docs/PERFORMANCE.md),
+//! and their harness (scratch files, the admin client, percentiles):
 //!
 //! - **resume latency**: from the start of a `fogbook resume` process to its first poll of the
 //!   seeding operation that was in flight when the previous driver was SIGKILLed. The emulator
 //!   runs in this process and reports each request with the [`Instant`] it arrived, so the
 //!   figure is taken at the other side of the wire, on the same clock as the spawn, never from
 //!   the engine's own logs;
-//! - **memory per waiting run**: one fresh process (`fogbook bench --waiting-only`) drives many
-//!   runs at once, each waiting on an ARM operation, against an emulator in a child process (so
-//!   its memory is not counted), and the RSS difference is divided by the number of runs; the
-//!   emulator's request counts give how often the waiting runs poll against ARM's read refill.
+//! - **memory per waiting run**: in [`crate::bench::memory`], with the harness below.
 //!
 //! Scratch files live in a directory under `--dir`, removed afterwards.
-//!
-//! Over 600 lines: the two measurements share the emulator harness (scratch files, the admin
-//! client, percentiles); each is one section below.
 
 use std::fmt;
 use std::os::unix::process::ExitStatusExt;
@@ -21,41 +16,36 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
-use fogbook_activities::Env;
-use fogbook_activities::arm::{ArmClient, ArmConfig, Secret};
-use fogbook_engine::{CreateRun, Engine, EngineConfig, runbook};
 use fogbook_sim::{Estate, SeenRequest, SimConfig};
 use fogbook_state::{RunFilter, Store};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::mpsc::UnboundedReceiver;
-use tokio_util::sync::CancellationToken;
 
 /// The shipped runbook whose seeding is interrupted, its example parameters, and the estate
 /// they go with (two instances not yet in a group).
-const RESUME_RUNBOOK: &str = include_str!("../../runbooks/configure-failover-group.yaml");
-const RESUME_PARAMS: &str = include_str!("../../examples/configure-failover-group.yaml");
-const RESUME_ESTATE: &str = include_str!("../../examples/estate-unpaired.yaml");
+pub(super) const RESUME_RUNBOOK: &str = include_str!("../../runbooks/configure-failover-group.yaml");
+pub(super) const RESUME_PARAMS: &str = include_str!("../../examples/configure-failover-group.yaml");
+pub(super) const RESUME_ESTATE: &str = include_str!("../../examples/estate-unpaired.yaml");
 /// The step that creates the group and waits for its seeding.
-const SEEDING_STEP: &str = "create-group";
+pub(super) const SEEDING_STEP: &str = "create-group";
 /// Real time: the seeding (about 70 simulated minutes) is still in flight after every trial.
-const RESUME_TIME_SCALE: f64 = 1.0;
+pub(super) const RESUME_TIME_SCALE: f64 = 1.0;
 /// Six simulated seconds per real second: the emulator's `Retry-After` is
 /// `min(remaining, 60 s) / scale` = 10 s (the shortest interval ARM's RPC guidance allows),
 /// and a one-hour scale operation stays in flight for ten real minutes.
-const WAITING_TIME_SCALE: f64 = 6.0;
+pub(super) const WAITING_TIME_SCALE: f64 = 6.0;
 /// ARM's subscription read bucket (docs/ARM.md §5), restored once every run is waiting.
-const READ_BURST: f64 = 250.0;
-const READ_REFILL_PER_S: f64 = 25.0;
-const SUBSCRIPTION: &str = "6f1c2b3a-4d5e-4f60-8a71-92b3c4d5e6f7";
+pub(super) const READ_BURST: f64 = 250.0;
+pub(super) const READ_REFILL_PER_S: f64 = 25.0;
+pub(super) const SUBSCRIPTION: &str = "6f1c2b3a-4d5e-4f60-8a71-92b3c4d5e6f7";
 /// The bearer token the emulator is given (it accepts any).
-const TOKEN: &str = "fogbook-bench";
+pub(super) const TOKEN: &str = "fogbook-bench";
 /// How long one trial or one phase may take before the bench gives up.
-const TRIAL_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const TRIAL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the waiting runs may take to stop once cancelled.
-const STOP_GRACE: Duration = Duration::from_secs(5);
+pub(super) const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// A benchmark that could not be carried out.
 #[derive(Debug)]
@@ -69,12 +59,12 @@ impl fmt::Display for BenchError {
 
 impl std::error::Error for BenchError {}
 
-fn fail(message: impl Into<String>) -> BenchError {
+pub(crate) fn fail(message: impl Into<String>) -> BenchError {
     BenchError(message.into())
 }
 
 /// Adds what was being done to an error.
-trait Context<T> {
+pub(crate) trait Context<T> {
     fn context(self, what: &str) -> Result<T, BenchError>;
 }
 
@@ -85,16 +75,16 @@ impl<T, E: fmt::Display> Context<T> for Result<T, E> {
 }
 
 /// A directory under `--dir`, removed with everything in it when dropped.
-struct Scratch(PathBuf);
+pub(crate) struct Scratch(PathBuf);
 
 impl Scratch {
-    fn new(dir: &Path, what: &str) -> Result<Self, BenchError> {
+    pub(crate) fn new(dir: &Path, what: &str) -> Result<Self, BenchError> {
         let path = dir.join(format!("bench-{what}-{}", std::process::id()));
         std::fs::create_dir_all(&path).context(&format!("cannot create {}", path.display()))?;
         Ok(Self(path))
     }
 
-    fn join(&self, name: &str) -> PathBuf {
+    pub(crate) fn join(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
 }
@@ -105,12 +95,12 @@ impl Drop for Scratch {
     }
 }
 
-fn ms(d: Duration) -> f64 {
+pub(super) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
 /// The nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -118,13 +108,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn sorted(mut values: Vec<f64>) -> Vec<f64> {
+pub(super) fn sorted(mut values: Vec<f64>) -> Vec<f64> {
     values.sort_by(f64::total_cmp);
     values
 }
 
 /// `fogbook` (this executable) with a hermetic environment, pointed at the emulator.
-fn fogbook(db: &Path, arm_url: &str) -> Result<Command, BenchError> {
+pub(crate) fn fogbook(db: &Path, arm_url: &str) -> Result<Command, BenchError> {
     let exe = std::env::current_exe().context("cannot find this executable")?;
     let mut c = Command::new(exe);
     c.env_clear()
@@ -192,7 +182,7 @@ pub(crate) async fn resume_latency(dir: &Path, trials: u32) -> Result<ResumeLate
     result
 }
 
-async fn measure_resume(
+pub(super) async fn measure_resume(
     scratch: &Scratch,
     url: &str,
     mut seen: UnboundedReceiver<SeenRequest>,
@@ -270,7 +260,7 @@ async fn measure_resume(
 }
 
 /// The interrupted run and the path of its seeding operation's polling URL, from the store.
-async fn seeding_operation(db: &Path) -> Result<(String, String), BenchError> {
+pub(super) async fn seeding_operation(db: &Path) -> Result<(String, String), BenchError> {
     let store = Store::open(db).context("cannot open the bench database")?;
     let found = async {
         let runs = store
@@ -302,7 +292,7 @@ async fn seeding_operation(db: &Path) -> Result<(String, String), BenchError> {
 }
 
 /// One resume, from its spawn to its first poll.
-struct Trial {
+pub(super) struct Trial {
     spawned_at: SystemTime,
     first_request: Duration,
     poll: Duration,
@@ -312,7 +302,7 @@ struct Trial {
 
 /// Spawns `resume`, waits for the emulator to see it poll `poll_path`, then SIGKILLs it, so
 /// the next trial finds the same situation: a seeding in flight and a dead driver's lease.
-async fn trial(
+pub(super) async fn trial(
     mut resume: Command,
     poll_path: &str,
     seen: &mut UnboundedReceiver<SeenRequest>,
@@ -359,7 +349,7 @@ async fn trial(
 }
 
 /// Log lines of the debug trial that mark where the time goes, and what they mean.
-const MILESTONES: &[(&str, &str)] = &[
+pub(super) const MILESTONES: &[(&str, &str)] = &[
     ("cli.started", "process up: loaded, arguments parsed, logging installed"),
     ("store.opened", "database opened (runtime started)"),
     ("arm.client_ready", "ARM client built"),
@@ -374,7 +364,7 @@ const MILESTONES: &[(&str, &str)] = &[
 
 /// Where the time of the debug trial went: the milestones above, from its log, and the
 /// requests the emulator received.
-fn breakdown(log: &Path, t: &Trial) -> Vec<Milestone> {
+pub(super) fn breakdown(log: &Path, t: &Trial) -> Vec<Milestone> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let spawned = time::OffsetDateTime::from(t.spawned_at);
     let mut out = Vec::new();
@@ -401,367 +391,8 @@ fn breakdown(log: &Path, t: &Trial) -> Vec<Milestone> {
     out
 }
 
-// ------------------------------------------------------------------------------------------
-// Memory per waiting run.
-
-/// Memory of runs waiting on ARM operations, and their polling.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct MemoryReport {
-    /// Runs driven at once by this process.
-    pub(crate) runs: u32,
-    /// VmRSS of this process once the runs were created, before they were driven.
-    pub(crate) rss_before_kib: u64,
-    /// VmRSS once every run had saved the polling URL of its operation.
-    pub(crate) rss_waiting_kib: u64,
-    /// `(rss_waiting_kib - rss_before_kib) / runs`.
-    pub(crate) kib_per_run: f64,
-    /// VmRSS at the end of the polling window.
-    pub(crate) rss_after_window_kib: u64,
-    /// Seconds from the first drive to the last run waiting.
-    pub(crate) start_s: f64,
-    /// Sockets this process had open then: the ARM client's pooled HTTP connections.
-    pub(crate) sockets_waiting: u32,
-    /// The polling window (seconds; 0: not measured).
-    pub(crate) window_s: f64,
-    /// The emulator's `Retry-After` on the operations (seconds).
-    pub(crate) retry_after_s: f64,
-    /// Polls the emulator received per second in the window, answered or throttled.
-    pub(crate) polls_per_s: Option<f64>,
-    /// Of those, answered (not throttled) per second.
-    pub(crate) polls_answered_per_s: Option<f64>,
-    /// ARM requests answered 429 per second in the window.
-    pub(crate) throttled_per_s: Option<f64>,
-    /// ARM's subscription read refill the polls are compared with.
-    pub(crate) read_refill_per_s: f64,
-    /// Runs that ended (failed) while they should have been waiting.
-    pub(crate) runs_ended: u32,
-    /// Seconds from the cancellation to the last run stopped (at most the grace).
-    pub(crate) stop_s: f64,
-    /// Runs that had not stopped within the grace after the cancellation (then aborted).
-    pub(crate) runs_not_stopped: u32,
-}
-
-/// A one-step runbook: scale one instance (a one-hour operation at the emulator).
-const WAITING_RUNBOOK: &str = r#"runbook: bench-waiting
-version: 1
-description: One long-running Azure step, for `fogbook bench`.
-params:
-  instance: { type: instance }
-locks:
-  - "mi/${{ params.instance.name }}"
-steps:
-  - id: scale
-    uses: instance.scale
-    with: { instance: "${{ params.instance }}", v_cores: 16 }
-"#;
-
-/// An estate of `runs` independent instances, each in its own resource group, sharing one
-/// subnet. The buckets are large so that starting the runs is not throttled; ARM's read
-/// limits are restored once every run waits, before the polls are counted.
-fn waiting_estate(runs: u32) -> String {
-    let mut text = format!(
-        "epoch: 2026-11-26T08:00:00Z\n\
-         throttling:\n\
-         \x20 reads: {{burst: 1000000, per_second: {READ_REFILL_PER_S}}}\n\
-         \x20 writes: {{burst: 1000000, per_second: 10}}\n\
-         subscriptions:\n\
-         \x20 - id: {SUBSCRIPTION}\n\
-         \x20   resource_groups:\n\
-         \x20     - name: rg-bench-net\n\
-         \x20       location: eastus\n\
-         \x20       virtual_networks:\n\
-         \x20         - name: vnet-bench\n\
-         \x20           address_prefixes: [10.0.0.0/16]\n\
-         \x20           subnets:\n\
-         \x20             - {{name: snet-mi, address_prefix: 10.0.0.0/24}}\n"
-    );
-    let subnet = format!(
-        "/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-bench-net/providers/Microsoft.Network/virtualNetworks/vnet-bench/subnets/snet-mi"
-    );
-    for i in 0..runs {
-        text.push_str(&format!(
-            "      - name: rg-bench-{i}\n\
-             \x20       location: eastus\n\
-             \x20       managed_instances:\n\
-             \x20         - {{name: mi-bench-{i}, storage_gb: 256, subnet: {subnet}}}\n"
-        ));
-    }
-    text
-}
-
-/// Sockets this process has open (its HTTP connections to the emulator, mostly).
-fn sockets() -> u32 {
-    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
-        return 0;
-    };
-    let n = fds
-        .filter_map(Result::ok)
-        .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target.to_string_lossy().starts_with("socket:")))
-        .count();
-    u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-/// VmRSS of this process, in KiB.
-fn rss_kib() -> Result<u64, BenchError> {
-    let status = std::fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status")?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| fail("no VmRSS in /proc/self/status"))
-}
-
-/// Runs [`memory`] in a fresh `fogbook bench --waiting-only` process and reads its JSON.
-pub(crate) async fn memory_in_child(dir: &Path, runs: u32, window_secs: u64) -> Result<MemoryReport, BenchError> {
-    let exe = std::env::current_exe().context("cannot find this executable")?;
-    let out = Command::new(exe)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("NO_COLOR", "1")
-        .args(["--format", "json", "bench", "--waiting-only", "--dir"])
-        .arg(dir)
-        .args(["--waiting-runs", &runs.to_string()])
-        .args(["--waiting-secs", &window_secs.to_string()])
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .context("cannot start `fogbook bench --waiting-only`")?;
-    if !out.status.success() {
-        return Err(fail(format!("the memory benchmark failed ({})", out.status)));
-    }
-    serde_json::from_slice(&out.stdout).context("the memory benchmark printed no report")
-}
-
-/// Measures memory per waiting run with `runs` runs and counts their polls over `window`.
-pub(crate) async fn memory(dir: &Path, runs: u32, window: Duration) -> Result<MemoryReport, BenchError> {
-    let scratch = Scratch::new(dir, "memory")?;
-    let estate = scratch.join("estate.yaml");
-    std::fs::write(&estate, waiting_estate(runs)).context("cannot write the estate")?;
-    let exe = std::env::current_exe().context("cannot find this executable")?;
-    let mut sim = Command::new(exe)
-        .env_clear()
-        .env("NO_COLOR", "1")
-        .args(["-q", "sim", "serve", "--listen", "127.0.0.1:0", "--estate"])
-        .arg(&estate)
-        .args(["--time-scale", &WAITING_TIME_SCALE.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("cannot start `fogbook sim serve`")?;
-    let mut line = String::new();
-    if let Some(out) = sim.stdout.take() {
-        let mut out = tokio::io::BufReader::new(out);
-        tokio::time::timeout(TRIAL_TIMEOUT, out.read_line(&mut line))
-            .await
-            .context("`fogbook sim serve` did not start")?
-            .context("cannot read the emulator's URL")?;
-    }
-    let url = line.trim().to_owned();
-    if !url.starts_with("http://") {
-        return Err(fail("`fogbook sim serve` printed no URL"));
-    }
-    let store = Store::open(&scratch.join("state.db")).context("cannot open the bench database")?;
-    let result = drive_waiting(&store, &url, runs, window).await;
-    store.close().await;
-    let _ = sim.start_kill();
-    let _ = sim.wait().await;
-    result
-}
-
-async fn drive_waiting(store: &Store, url: &str, runs: u32, window: Duration) -> Result<MemoryReport, BenchError> {
-    let endpoint = url::Url::parse(url).context("the emulator's URL does not parse")?;
-    let mut cfg = ArmConfig::with_token(endpoint, Secret::new(TOKEN.to_owned()));
-    // The runs' 1,000 writes start at once (the emulator's buckets are raised for the start);
-    // their polls keep the client's own read schedule, which is what is measured.
-    cfg.rates.writes_per_s = f64::INFINITY;
-    let arm = ArmClient::new(cfg).await.context("cannot build the ARM client")?;
-    let engine = Engine::new(store.clone(), EngineConfig::default()).with_env(Env::with_arm(arm));
-    let rb = runbook::parse(WAITING_RUNBOOK, "bench-waiting").map_err(|_| fail("the bench runbook is invalid"))?;
-    let mut ids = Vec::new();
-    for i in 0..runs {
-        let params = json!({ "instance": {
-            "subscription": SUBSCRIPTION,
-            "resource_group": format!("rg-bench-{i}"),
-            "name": format!("mi-bench-{i}"),
-        }});
-        let id = engine
-            .create_run(CreateRun {
-                params,
-                created_by: json!("bench"),
-                ..CreateRun::new(&rb, WAITING_RUNBOOK)
-            })
-            .await
-            .context("cannot create a bench run")?;
-        ids.push(id);
-    }
-
-    let rss_before = rss_kib()?;
-    let stop = CancellationToken::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    let start = Instant::now();
-    for id in &ids {
-        let (engine, id, stop) = (engine.clone(), id.clone(), stop.clone());
-        tasks.spawn(async move { engine.drive(&id, stop).await });
-    }
-    let measured = measure_waiting(store, url, &ids, &mut tasks, window, start).await;
-    let mut ended = 0;
-    while tasks.try_join_next().is_some() {
-        ended += 1;
-    }
-    // Cancel; a run inside the ARM client's retry back-off only notices at its next poll, so
-    // runs still going after STOP_GRACE are aborted (the database is scratch).
-    stop.cancel();
-    let stopping = Instant::now();
-    let joined = tokio::time::timeout(STOP_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
-    let not_stopped = if joined.is_err() {
-        let left = u32::try_from(tasks.len()).unwrap_or(u32::MAX);
-        tasks.abort_all();
-        while tasks.join_next().await.is_some() {}
-        left
-    } else {
-        0
-    };
-    let stop_s = stopping.elapsed().as_secs_f64();
-    let m = measured?;
-    let kib_per_run = (m.rss_waiting as f64 - rss_before as f64) / f64::from(runs);
-    Ok(MemoryReport {
-        runs,
-        rss_before_kib: rss_before,
-        rss_waiting_kib: m.rss_waiting,
-        kib_per_run,
-        rss_after_window_kib: m.rss_after_window,
-        start_s: m.start_s,
-        sockets_waiting: m.sockets,
-        window_s: window.as_secs_f64(),
-        retry_after_s: (60.0 / WAITING_TIME_SCALE).ceil(),
-        polls_per_s: m.polls.map(|p| p.polls),
-        polls_answered_per_s: m.polls.map(|p| p.answered),
-        throttled_per_s: m.polls.map(|p| p.throttled),
-        read_refill_per_s: READ_REFILL_PER_S,
-        runs_ended: ended,
-        stop_s,
-        runs_not_stopped: not_stopped,
-    })
-}
-
-struct Waiting {
-    rss_waiting: u64,
-    rss_after_window: u64,
-    start_s: f64,
-    sockets: u32,
-    polls: Option<PollRates>,
-}
-
-#[derive(Clone, Copy)]
-struct PollRates {
-    polls: f64,
-    answered: f64,
-    throttled: f64,
-}
-
-type Drives = tokio::task::JoinSet<Result<fogbook_engine::RunOutcome, fogbook_engine::EngineError>>;
-
-async fn measure_waiting(
-    store: &Store,
-    url: &str,
-    ids: &[String],
-    tasks: &mut Drives,
-    window: Duration,
-    start: Instant,
-) -> Result<Waiting, BenchError> {
-    // Waiting = the step saved its operation (the polling URL) in the store.
-    let mut pending: Vec<&String> = ids.iter().collect();
-    let deadline = start + TRIAL_TIMEOUT + Duration::from_millis(20) * u32::try_from(ids.len()).unwrap_or(u32::MAX);
-    while !pending.is_empty() {
-        let mut still = Vec::new();
-        for id in pending {
-            let snap = store.load_run(id).await.context("cannot load a bench run")?;
-            let saved = snap
-                .step("scale")
-                .and_then(|s| s.progress.as_ref())
-                .is_some_and(|p| p.pointer("/ops/scale/url").is_some());
-            if !saved {
-                still.push(id);
-            }
-        }
-        pending = still;
-        if pending.is_empty() {
-            break;
-        }
-        if let Some(done) = tasks.try_join_next() {
-            let outcome = done
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()));
-            return Err(fail(format!(
-                "a bench run ended before it waited on its operation: {outcome:?}"
-            )));
-        }
-        if Instant::now() > deadline {
-            return Err(fail(format!(
-                "{} of {} runs were not waiting on their operation in time",
-                pending.len(),
-                ids.len()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let start_s = start.elapsed().as_secs_f64();
-    let rss_waiting = rss_kib()?;
-    let sockets = sockets();
-    if window.is_zero() {
-        return Ok(Waiting {
-            rss_waiting,
-            rss_after_window: rss_waiting,
-            start_s,
-            sockets,
-            polls: None,
-        });
-    }
-    // ARM's read limits from here on, then the polls the emulator sees in the window.
-    let limits = json!({
-        "reads": { "burst": READ_BURST, "per_second": READ_REFILL_PER_S },
-        "writes": { "burst": 200.0, "per_second": 10.0 },
-        "deletes": { "burst": 200.0, "per_second": 10.0 },
-    });
-    admin(url, "PUT", "/_sim/throttling", Some(&limits)).await?;
-    let before = admin(url, "GET", "/_sim/requests", None).await?;
-    tokio::time::sleep(window).await;
-    let after = admin(url, "GET", "/_sim/requests", None).await?;
-    let rss_after_window = rss_kib()?;
-    let count = |doc: &serde_json::Value, keep: &dyn Fn(&str, u64) -> bool| -> u64 {
-        doc["counts"]
-            .as_array()
-            .map(|c| {
-                c.iter()
-                    .filter(|e| keep(e["operation"].as_str().unwrap_or(""), e["status"].as_u64().unwrap_or(0)))
-                    .filter_map(|e| e["count"].as_u64())
-                    .sum()
-            })
-            .unwrap_or(0)
-    };
-    let delta = |keep: &dyn Fn(&str, u64) -> bool| count(&after, keep).saturating_sub(count(&before, keep)) as f64;
-    let is_poll = |op: &str| op == "AzureAsyncOperation_Get" || op == "OperationResults_Get";
-    let secs = (after["elapsed_ms"].as_f64().unwrap_or(0.0) - before["elapsed_ms"].as_f64().unwrap_or(0.0)) / 1000.0;
-    let secs = if secs > 0.0 { secs } else { window.as_secs_f64() };
-    Ok(Waiting {
-        rss_waiting,
-        rss_after_window,
-        start_s,
-        sockets,
-        polls: Some(PollRates {
-            polls: delta(&|op, _| is_poll(op)) / secs,
-            answered: delta(&|op, status| is_poll(op) && status != 429) / secs,
-            throttled: delta(&|_, status| status == 429) / secs,
-        }),
-    })
-}
-
 /// One request to the emulator's admin API (HTTP/1.0, so the answer is never chunked).
-async fn admin(
+pub(crate) async fn admin(
     url: &str,
     method: &str,
     path: &str,
@@ -805,11 +436,5 @@ mod tests {
         assert_eq!(percentile(&v, 1.0), 20.0);
         assert_eq!(percentile(&[3.0], 0.95), 3.0);
         assert_eq!(percentile(&[], 0.5), 0.0);
-    }
-
-    #[test]
-    fn the_waiting_estate_loads() {
-        Estate::from_yaml_str(&waiting_estate(3)).expect("estate");
-        runbook::parse(WAITING_RUNBOOK, "bench-waiting").expect("runbook");
     }
 }

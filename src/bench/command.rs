@@ -1,7 +1,8 @@
 //! `fogbook bench`: the engine's step overhead beside the durable-commit floor, then the
 //! emulator measurements of [`crate::bench::cloud`], printed as a table (or JSON).
 
-use crate::bench::cloud::{MemoryReport, ResumeLatency};
+use crate::bench::cloud::ResumeLatency;
+use crate::bench::memory::MemoryReport;
 use crate::cli::{BenchArgs, Cli, Format};
 use crate::exit::Exit;
 use crate::output;
@@ -16,8 +17,15 @@ pub(crate) async fn bench(cli: &Cli, args: &BenchArgs) -> Exit {
         steps_per_run: args.steps_per_run.max(1),
     };
     if args.waiting_only {
+        if let Err(why) = waiting_only_allowed(fogbook_engine::TEST_HOOKS) {
+            output::error(
+                why,
+                Some("run `fogbook bench` itself; it starts this phase in a child process"),
+            );
+            return Exit::BadInput;
+        }
         let window = std::time::Duration::from_secs(args.waiting_secs);
-        return match crate::bench::cloud::memory(&args.dir, args.waiting_runs.max(1), window).await {
+        return match crate::bench::memory::memory(&args.dir, args.waiting_runs.max(1), window).await {
             Ok(m) => {
                 output::json("bench_waiting", &m);
                 Exit::Success
@@ -65,7 +73,7 @@ pub(crate) async fn bench(cli: &Cli, args: &BenchArgs) -> Exit {
                 args.waiting_runs, args.waiting_secs
             ),
         );
-        match crate::bench::cloud::memory_in_child(&args.dir, args.waiting_runs, args.waiting_secs).await {
+        match crate::bench::memory::memory_in_child(&args.dir, args.waiting_runs, args.waiting_secs).await {
             Ok(m) => Some(m),
             Err(e) => {
                 output::error_chain(&e, None);
@@ -75,6 +83,10 @@ pub(crate) async fn bench(cli: &Cli, args: &BenchArgs) -> Exit {
     } else {
         None
     };
+    let fleet = match super::fleet::run_phase(cli, args).await {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
     if cli.format == Format::Json {
         output::json(
             "bench",
@@ -82,10 +94,14 @@ pub(crate) async fn bench(cli: &Cli, args: &BenchArgs) -> Exit {
                 engine: &engine,
                 resume_latency_ms: resume.as_ref(),
                 memory: memory.as_ref(),
+                fleet: fleet.as_ref(),
             },
         );
     } else {
         output::data(&render_bench(&engine, &config, resume.as_ref(), memory.as_ref()));
+        if let Some(f) = &fleet {
+            output::data(&super::fleet::render(f));
+        }
     }
     Exit::Success
 }
@@ -97,6 +113,7 @@ struct BenchOut<'a> {
     engine: &'a fogbook_engine::bench::BenchReport,
     resume_latency_ms: Option<&'a ResumeLatency>,
     memory: Option<&'a MemoryReport>,
+    fleet: Option<&'a super::fleet::FleetFigure>,
 }
 
 fn render_bench(
@@ -193,4 +210,28 @@ fn render_bench(
         ));
     }
     out
+}
+
+/// `--waiting-only` is the switch by which `bench` measures memory in a fresh child process:
+/// a test switch, read only by a build with the feature `test-hooks` (as `bench` is built,
+/// docs/PERFORMANCE.md).
+pub(crate) fn waiting_only_allowed(test_hooks: bool) -> Result<(), &'static str> {
+    if test_hooks {
+        Ok(())
+    } else {
+        Err(
+            "--waiting-only is a test switch of `fogbook bench`, left out of this build (built without the feature test-hooks)",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_only_needs_the_test_hooks() {
+        assert!(waiting_only_allowed(false).is_err());
+        assert!(waiting_only_allowed(true).is_ok());
+    }
 }

@@ -3,5 +3,7 @@
 
 pub(crate) mod cloud;
 mod command;
+mod fleet;
+pub(crate) mod memory;
 
 pub(crate) use command::bench;

@@ -164,7 +164,7 @@ pub(crate) fn first_disagreement(
     }
     let runs: Vec<RowRun> = rows(
         conn,
-        "SELECT id, status FROM runs WHERE ?1 IS NULL OR id = ?1 ORDER BY created_at, id",
+        "SELECT id, status FROM runs WHERE CAST(?1 AS TEXT) IS NULL OR id = ?1 ORDER BY created_at, id",
         run,
         |r| {
             Ok(RowRun {
@@ -176,7 +176,7 @@ pub(crate) fn first_disagreement(
     let steps: Vec<RowStep> = rows(
         conn,
         "SELECT s.run_id, s.step_id, s.status, s.attempt FROM steps s
-         WHERE ?1 IS NULL OR s.run_id = ?1 ORDER BY s.run_id, s.position",
+         WHERE CAST(?1 AS TEXT) IS NULL OR s.run_id = ?1 ORDER BY s.run_id, s.position",
         run,
         |r| {
             Ok(RowStep {
@@ -190,7 +190,7 @@ pub(crate) fn first_disagreement(
     let windows: Vec<RowWindow> = rows(
         conn,
         "SELECT id, run_id, kind, opened_step, opened_at, closed_step, closed_at FROM windows
-         WHERE ?1 IS NULL OR run_id = ?1 ORDER BY id",
+         WHERE CAST(?1 AS TEXT) IS NULL OR run_id = ?1 ORDER BY id",
         run,
         |r| {
             Ok(RowWindow {

@@ -61,6 +61,15 @@ pub enum StateError {
         /// Version in the file.
         found: i64,
     },
+    /// The file is an SQLite database of another program (it has tables but no fogbook
+    /// schema): fogbook never adds its tables to it.
+    #[error(
+        "{path} is an SQLite database, but not a fogbook one (it has tables of its own and no fogbook schema); fogbook leaves it untouched: pass another --db"
+    )]
+    NotFogbook {
+        /// The file.
+        path: PathBuf,
+    },
     /// Applying a schema migration failed.
     #[error("cannot apply schema migration {version}")]
     ApplyMigrations {
@@ -214,6 +223,12 @@ pub enum StateError {
         /// The row and column (`event #5 (step.completed) of run …, column data`).
         what: String,
     },
+    /// The PostgreSQL backend failed: connecting, TLS, migrating, or a lost connection.
+    #[error("the PostgreSQL state store failed")]
+    Postgres(#[source] crate::pg::PgError),
+    /// The store location (`--db`, `FOGBOOK_DB`) is not one fogbook can use.
+    #[error("invalid state store location")]
+    StoreUrl(#[source] crate::pg::StoreUrlError),
     /// The store thread is gone (it panicked or the store was closed).
     #[error("the state store thread has stopped")]
     StoreClosed,
@@ -227,10 +242,11 @@ impl StateError {
                 ErrorKind::Busy
             }
             Self::UnknownRun { .. } | Self::UnknownFleet { .. } | Self::UnknownStep { .. } => ErrorKind::NotFound,
-            Self::InvalidTransition { .. } | Self::CancelRequested { .. } => ErrorKind::Refused,
+            Self::InvalidTransition { .. } | Self::CancelRequested { .. } | Self::StoreUrl(_) => ErrorKind::Refused,
             Self::OpenDatabase { .. }
             | Self::NewerSchema { .. }
             | Self::UnknownSchema { .. }
+            | Self::NotFogbook { .. }
             | Self::ApplyMigrations { .. }
             | Self::TrailDisagrees { .. }
             | Self::Database { .. }
@@ -239,6 +255,7 @@ impl StateError {
             | Self::Commit { .. }
             | Self::NotCommitted { .. }
             | Self::Unreadable { .. }
+            | Self::Postgres(_)
             | Self::StoreClosed => ErrorKind::Database,
         }
     }

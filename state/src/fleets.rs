@@ -128,7 +128,7 @@ pub struct FleetSnapshot {
     pub targets: Vec<FleetTargetRow>,
 }
 
-fn sha256_of(text: &str) -> String {
+pub(crate) fn sha256_of(text: &str) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(text.as_bytes()))
 }
@@ -229,9 +229,38 @@ fn load_targets(conn: &dyn Tx, id: &str) -> Result<Vec<FleetTargetRow>, StateErr
         .collect()
 }
 
-/// Fails with [`StateError::LeaseLost`] unless `owner` holds the fleet's lease now.
-fn check_lease(tx: &dyn Tx, id: &str, owner: &str, now: Millis) -> Result<(), StateError> {
+/// The key of a fleet's lease epoch in the store's map of held epochs.
+fn epoch_key(id: &str) -> String {
+    stream(id)
+}
+
+/// The fleet's lease epoch (raised by every takeover).
+fn fleet_epoch(tx: &dyn Tx, id: &str) -> Result<i64, StateError> {
+    tx.query_row("SELECT lease_epoch FROM fleets WHERE id = ?1", params![id], |r| {
+        r.get(0)
+    })
+    .optional()
+    .during("reading a fleet's lease")?
+    .ok_or_else(|| StateError::UnknownFleet {
+        fleet_id: id.to_owned(),
+    })
+}
+
+/// Fails with [`StateError::LeaseLost`] unless `owner` holds the fleet's lease now, at the
+/// epoch this store took it at (`held`; `None`: the owner alone is checked).
+fn check_lease(tx: &dyn Tx, id: &str, owner: &str, held: Option<i64>, now: Millis) -> Result<(), StateError> {
     let fleet = load_fleet_row(tx, id)?;
+    let epoch = fleet_epoch(tx, id)?;
+    if held.is_some_and(|h| h != epoch) {
+        return Err(StateError::LeaseLost {
+            run_id: stream(id),
+            owner: format!(
+                "{} (the lease was taken over: epoch {epoch}, this process holds {})",
+                fleet.lease_owner.as_deref().unwrap_or("nobody"),
+                held.unwrap_or_default()
+            ),
+        });
+    }
     match (&fleet.lease_owner, fleet.lease_expires_at) {
         (Some(o), Some(exp)) if o == owner && exp > now => Ok(()),
         (held, _) => Err(StateError::LeaseLost {
@@ -247,66 +276,78 @@ fn touch(tx: &dyn Tx, id: &str, now: Millis) -> Result<(), StateError> {
     Ok(())
 }
 
+/// Inserts a fleet, its targets (all `pending`) and the first event of its stream, in `tx`
+/// (a schedule's fire creates its fleet in the transaction that advances the schedule).
+pub(crate) fn insert_fleet(tx: &dyn Tx, fleet: &NewFleet) -> Result<(), StateError> {
+    let (owner, expires) = fleet.lease.clone().unzip();
+    tx.execute(
+        "INSERT INTO fleets (id, name, source_path, fleet_text, spec, runbook_name, runbook_text, runbook_source,
+                                 status, lease_owner, lease_expires_at, created_by, created_at, updated_at,
+                                 audit_head, audit_count)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?10, ?11, ?12, ?12, ?13, 0)",
+        params![
+            fleet.id,
+            fleet.name,
+            fleet.source_path,
+            fleet.fleet_text,
+            fleet.spec.to_string(),
+            fleet.runbook_name,
+            fleet.runbook_text,
+            fleet.runbook_source,
+            owner,
+            expires,
+            fleet.created_by.to_string(),
+            fleet.now,
+            GENESIS,
+        ],
+    )
+    .during("creating a fleet")?;
+    for (idx, t) in fleet.targets.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO fleet_targets (fleet_id, idx, name, wave, params, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",
+            params![fleet.id, idx as i64, t.name, t.wave, t.params.to_string()],
+        )
+        .during("creating a fleet's targets")?;
+    }
+    let targets: Vec<_> = fleet
+        .targets
+        .iter()
+        .map(|t| json!({ "name": t.name, "wave": t.wave }))
+        .collect();
+    audit::append(
+        tx,
+        &stream(&fleet.id),
+        fleet.now,
+        NewEvent::run(
+            "fleet.created",
+            json!({
+                "name": fleet.name,
+                "runbook": fleet.runbook_name,
+                "runbook_sha256": sha256_of(&fleet.runbook_text),
+                "fleet_sha256": sha256_of(&fleet.fleet_text),
+                "spec": fleet.spec,
+                "targets": targets,
+                "by": fleet.created_by,
+                "owner": owner,
+            }),
+        ),
+    )
+}
+
 impl Store {
     /// Creates a fleet, its targets (all `pending`) and the first event of its stream.
     pub async fn create_fleet(&self, fleet: NewFleet) -> Result<(), StateError> {
-        self.write(move |tx| {
-            let (owner, expires) = fleet.lease.clone().unzip();
-            tx.execute(
-                "INSERT INTO fleets (id, name, source_path, fleet_text, spec, runbook_name, runbook_text, runbook_source,
-                                     status, lease_owner, lease_expires_at, created_by, created_at, updated_at,
-                                     audit_head, audit_count)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?10, ?11, ?12, ?12, ?13, 0)",
-                params![
-                    fleet.id,
-                    fleet.name,
-                    fleet.source_path,
-                    fleet.fleet_text,
-                    fleet.spec.to_string(),
-                    fleet.runbook_name,
-                    fleet.runbook_text,
-                    fleet.runbook_source,
-                    owner,
-                    expires,
-                    fleet.created_by.to_string(),
-                    fleet.now,
-                    GENESIS,
-                ],
-            )
-            .during("creating a fleet")?;
-            for (idx, t) in fleet.targets.iter().enumerate() {
-                tx.execute(
-                    "INSERT INTO fleet_targets (fleet_id, idx, name, wave, params, status)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",
-                    params![fleet.id, idx as i64, t.name, t.wave, t.params.to_string()],
-                )
-                .during("creating a fleet's targets")?;
-            }
-            let targets: Vec<_> = fleet
-                .targets
-                .iter()
-                .map(|t| json!({ "name": t.name, "wave": t.wave }))
-                .collect();
-            audit::append(
-                tx,
-                &stream(&fleet.id),
-                fleet.now,
-                NewEvent::run(
-                    "fleet.created",
-                    json!({
-                        "name": fleet.name,
-                        "runbook": fleet.runbook_name,
-                        "runbook_sha256": sha256_of(&fleet.runbook_text),
-                        "fleet_sha256": sha256_of(&fleet.fleet_text),
-                        "spec": fleet.spec,
-                        "targets": targets,
-                        "by": fleet.created_by,
-                        "owner": owner,
-                    }),
-                ),
-            )
-        })
-        .await
+        let lease = fleet
+            .lease
+            .as_ref()
+            .map(|(owner, _)| (epoch_key(&fleet.id), owner.clone()));
+        self.write(move |tx| insert_fleet(tx, &fleet)).await?;
+        if let Some((key, owner)) = lease {
+            // A new fleet's lease is at epoch 0 (the column's default).
+            self.hold_epoch(&key, &owner, 0);
+        }
+        Ok(())
     }
 
     /// A fleet and its targets.
@@ -347,42 +388,53 @@ impl Store {
         now: Millis,
     ) -> Result<Option<String>, StateError> {
         let (id, owner) = (id.to_owned(), owner.to_owned());
-        self.write(move |tx| {
-            let fleet = load_fleet_row(tx, &id)?;
-            let previous = match (&fleet.lease_owner, fleet.lease_expires_at) {
-                (Some(current), _) if *current == owner => None,
-                (Some(current), Some(exp)) => {
-                    if exp > now && dead_owner.as_deref() != Some(current.as_str()) {
-                        return Err(StateError::FleetLeaseHeld {
-                            fleet_id: id.clone(),
-                            owner: current.clone(),
-                            expires_at: format_ms(exp),
-                        });
+        let held = self.held_epoch(&epoch_key(&id), &owner);
+        let (key, holder) = (epoch_key(&id), owner.clone());
+        let (previous, epoch) = self
+            .write(move |tx| {
+                let fleet = load_fleet_row(tx, &id)?;
+                let current_epoch = fleet_epoch(tx, &id)?;
+                let previous = match (&fleet.lease_owner, fleet.lease_expires_at) {
+                    (Some(current), _) if *current == owner => None,
+                    (Some(current), Some(exp)) => {
+                        if exp > now && dead_owner.as_deref() != Some(current.as_str()) {
+                            return Err(StateError::FleetLeaseHeld {
+                                fleet_id: id.clone(),
+                                owner: current.clone(),
+                                expires_at: format_ms(exp),
+                            });
+                        }
+                        Some(current.clone())
                     }
-                    Some(current.clone())
-                }
-                _ => None,
-            };
-            tx.execute(
-                "UPDATE fleets SET lease_owner = ?2, lease_expires_at = ?3, updated_at = ?4,
-                        status = CASE WHEN status = 'waiting' THEN 'running' ELSE status END
-                 WHERE id = ?1",
-                params![id, owner, expires_at, now],
-            )
-            .during("taking a fleet's lease")?;
-            let data = match &previous {
-                Some(p) => json!({ "owner": owner, "previous_owner": p }),
-                None => json!({ "owner": owner }),
-            };
-            let kind = if previous.is_some() {
-                "fleet.lease_taken_over"
-            } else {
-                "fleet.lease_acquired"
-            };
-            audit::append(tx, &stream(&id), now, NewEvent::run(kind, data))?;
-            Ok(previous)
-        })
-        .await
+                    _ => None,
+                };
+                // A new epoch unless this store already holds the current one.
+                let raise = !(fleet.lease_owner.as_deref() == Some(owner.as_str()) && held == Some(current_epoch));
+                let epoch: i64 = tx
+                    .query_row(
+                        "UPDATE fleets SET lease_owner = ?2, lease_expires_at = ?3, updated_at = ?4,
+                            status = CASE WHEN status = 'waiting' THEN 'running' ELSE status END,
+                            lease_epoch = lease_epoch + ?5
+                     WHERE id = ?1 RETURNING lease_epoch",
+                        params![id, owner, expires_at, now, i64::from(raise)],
+                        |r| r.get(0),
+                    )
+                    .during("taking a fleet's lease")?;
+                let data = match &previous {
+                    Some(p) => json!({ "owner": owner, "previous_owner": p }),
+                    None => json!({ "owner": owner }),
+                };
+                let kind = if previous.is_some() {
+                    "fleet.lease_taken_over"
+                } else {
+                    "fleet.lease_acquired"
+                };
+                audit::append(tx, &stream(&id), now, NewEvent::run(kind, data))?;
+                Ok((previous, epoch))
+            })
+            .await?;
+        self.hold_epoch(&key, &holder, epoch);
+        Ok(previous)
     }
 
     /// Extends the fleet's lease held by `owner` (not an audit event: it decides nothing).
@@ -394,8 +446,9 @@ impl Store {
         now: Millis,
     ) -> Result<(), StateError> {
         let (id, owner) = (id.to_owned(), owner.to_owned());
+        let held = self.held_epoch(&epoch_key(&id), &owner);
         self.write(move |tx| {
-            check_lease(tx, &id, &owner, now)?;
+            check_lease(tx, &id, &owner, held, now)?;
             tx.execute(
                 "UPDATE fleets SET lease_expires_at = ?2 WHERE id = ?1",
                 params![id, expires_at],
@@ -409,6 +462,7 @@ impl Store {
     /// Gives the fleet's lease up, if `owner` holds it.
     pub async fn release_fleet_lease(&self, id: &str, owner: &str, now: Millis) -> Result<(), StateError> {
         let (id, owner) = (id.to_owned(), owner.to_owned());
+        self.drop_epoch(&epoch_key(&id));
         self.write(move |tx| {
             let n = tx
                 .execute(
@@ -441,9 +495,10 @@ impl Store {
         running_after: usize,
     ) -> Result<(), StateError> {
         let (id, owner) = (id.to_owned(), owner.to_owned());
+        let held = self.held_epoch(&epoch_key(&id), &owner);
         self.write(move |tx| {
             let now = run.now;
-            check_lease(tx, &id, &owner, now)?;
+            check_lease(tx, &id, &owner, held, now)?;
             let (name, status): (String, String) = tx
                 .query_row(
                     "SELECT name, status FROM fleet_targets WHERE fleet_id = ?1 AND idx = ?2",
@@ -493,8 +548,9 @@ impl Store {
         now: Millis,
     ) -> Result<(), StateError> {
         let (id, owner, status) = (id.to_owned(), owner.to_owned(), status.to_owned());
+        let held = self.held_epoch(&epoch_key(&id), &owner);
         self.write(move |tx| {
-            check_lease(tx, &id, &owner, now)?;
+            check_lease(tx, &id, &owner, held, now)?;
             let (name, before): (String, String) = tx
                 .query_row(
                     "SELECT name, status FROM fleet_targets WHERE fleet_id = ?1 AND idx = ?2",
@@ -537,8 +593,9 @@ impl Store {
         now: Millis,
     ) -> Result<(), StateError> {
         let (id, owner) = (id.to_owned(), owner.to_owned());
+        let held = self.held_epoch(&epoch_key(&id), &owner);
         self.write(move |tx| {
-            check_lease(tx, &id, &owner, now)?;
+            check_lease(tx, &id, &owner, held, now)?;
             if let Some(s) = status {
                 tx.execute(
                     "UPDATE fleets SET status = ?2, reason = ?3, updated_at = ?4 WHERE id = ?1",

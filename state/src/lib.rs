@@ -44,8 +44,8 @@ pub use floor::durable_commit_floor;
 pub use operator::{Actor, CancelKind, NewPin, OPERATOR_STEP};
 pub use records::{
     ApprovalRow, EventRow, FireDecision, FireOutcome, LeaseGrant, NewRun, NewSchedule, Overlap, Repin, RunFilter,
-    RunRow, RunSnapshot, RunStatus, ScheduleRow, StepFinish, StepOutcome, StepRow, StepStart, StepStatus, WindowKind,
-    WindowRow,
+    RunRow, RunSnapshot, RunStatus, ScheduleFleet, ScheduleRow, StepFinish, StepOutcome, StepRow, StepStart,
+    StepStatus, WindowKind, WindowRow,
 };
 pub use store::Store;
 pub use time_ms::{Millis, format_ms};

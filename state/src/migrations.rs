@@ -210,6 +210,22 @@ CREATE TABLE fleet_targets (
 );
 CREATE INDEX fleet_targets_by_run ON fleet_targets(run_id);
 "#,
+    // Schedules that fire a fleet (issue 18): the pinned fleet file beside the schedule's
+    // pinned runbook. A schedule without a row here fires a run.
+    r#"
+CREATE TABLE schedule_fleets (
+    schedule_name TEXT PRIMARY KEY REFERENCES schedules(name),
+    fleet_text    TEXT NOT NULL,
+    fleet_source  TEXT
+);
+"#,
+    // Lease epochs (issue 17): the fencing token of a driver. Taking over a run's or a
+    // fleet's lease raises it; every write of a driver names the epoch it holds and is
+    // refused once the row has moved on. The PostgreSQL schema has the same columns.
+    r#"
+ALTER TABLE runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE fleets ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The schema version this build writes.
@@ -256,10 +272,22 @@ pub(crate) fn needs_upgrade(conn: &Connection, path: &Path) -> Result<bool, Stat
     Ok(user_version(conn, path)? < SCHEMA_VERSION)
 }
 
+/// Refuses a file this build cannot work with (a newer or unknown schema, or another
+/// program's database) before anything is written to it, not even the switch to WAL.
+pub(crate) fn check(conn: &Connection, path: &Path) -> Result<(), StateError> {
+    user_version(conn, path).map(|_| ())
+}
+
 /// The schema version in the file, refused when this build cannot work with it.
 fn user_version(conn: &Connection, path: &Path) -> Result<i64, StateError> {
-    let found: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
+    // One statement, so the version and the tables are read from one snapshot (another
+    // process may be migrating a new file at this moment).
+    let (found, objects): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT user_version FROM pragma_user_version), (SELECT count(*) FROM sqlite_master)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .map_err(|source| StateError::OpenDatabase {
             path: path.to_owned(),
             source: Box::new(without_sql(source)),
@@ -276,6 +304,10 @@ fn user_version(conn: &Connection, path: &Path) -> Result<i64, StateError> {
             path: path.to_owned(),
             found,
         });
+    }
+    // Version 0 is a new database, unless another program's tables are already there.
+    if found == 0 && objects > 0 {
+        return Err(StateError::NotFogbook { path: path.to_owned() });
     }
     Ok(found)
 }

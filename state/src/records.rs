@@ -259,6 +259,18 @@ pub struct NewSchedule {
     pub created_by: serde_json::Value,
     /// Now; fire times after this are the schedule's first.
     pub now: Millis,
+    /// The fleet it fires (`None`: it fires a run of the runbook).
+    pub fleet: Option<ScheduleFleet>,
+}
+
+/// The fleet a schedule fires: the pinned fleet file (its runbook is the schedule's).
+#[derive(Clone, Debug, Serialize)]
+pub struct ScheduleFleet {
+    /// The fleet file's exact text.
+    #[serde(skip)]
+    pub text: String,
+    /// Where it was read from.
+    pub source_path: Option<String>,
 }
 
 /// A schedule as stored.
@@ -301,8 +313,11 @@ pub struct ScheduleRow {
     pub queued: i64,
     /// Bumped by every applied tick (compare-and-set between workers).
     pub version: i64,
-    /// Newest unfinished run of this schedule, if any.
+    /// Newest unfinished run of this schedule, if any (a fleet it fired: see the engine's
+    /// `fleet::active_fleet_of`).
     pub active_run: Option<String>,
+    /// The fleet it fires, if it fires one.
+    pub fleet: Option<ScheduleFleet>,
 }
 
 /// What a worker decided for one fire time of a schedule.
@@ -315,6 +330,15 @@ pub enum FireDecision {
         /// The run to create.
         run: Box<NewRun>,
         /// The run comes from the queue, not from a fresh fire time.
+        from_queue: bool,
+    },
+    /// Start a fleet (its driver is whichever worker takes its lease first).
+    FireFleet {
+        /// The fire time.
+        fire_at: Millis,
+        /// The fleet to create (without a lease).
+        fleet: Box<crate::NewFleet>,
+        /// The fleet comes from the queue, not from a fresh fire time.
         from_queue: bool,
     },
     /// Record the fire time as skipped.
@@ -355,6 +379,11 @@ pub enum FireOutcome {
     Fired {
         /// Its id.
         run_id: String,
+    },
+    /// A fleet was created (a worker drives it).
+    FiredFleet {
+        /// Its id.
+        fleet_id: String,
     },
     /// Skipped (as decided, or because a resource was locked).
     Skipped {

@@ -9,7 +9,8 @@ use crate::error::SqlContext;
 use crate::sql::{self, OptionalExt, Row, Tx, params};
 use crate::store::insert_run;
 use crate::{
-    FireDecision, FireOutcome, Millis, NewSchedule, Overlap, Repin, ScheduleRow, StateError, Store, format_ms,
+    FireDecision, FireOutcome, Millis, NewSchedule, Overlap, Repin, ScheduleFleet, ScheduleRow, StateError, Store,
+    format_ms,
 };
 
 fn stream(name: &str) -> String {
@@ -17,9 +18,11 @@ fn stream(name: &str) -> String {
 }
 
 const COLUMNS: &str = "name, cron, tz, runbook_name, runbook_text, runbook_sha256, source_path, params, overlap,
-     catch_up_ms, window, auto_approve, paused, created_at, updated_at, cursor_at, queued, version,
+     catch_up_ms, \"window\", auto_approve, paused, created_at, updated_at, cursor_at, queued, version,
      (SELECT id FROM runs r WHERE r.schedule_name = s.name AND r.status IN ('pending', 'running', 'waiting')
-      ORDER BY created_at DESC LIMIT 1)";
+      ORDER BY created_at DESC LIMIT 1),
+     (SELECT fleet_text FROM schedule_fleets sf WHERE sf.schedule_name = s.name),
+     (SELECT fleet_source FROM schedule_fleets sf WHERE sf.schedule_name = s.name)";
 
 fn row(r: &Row) -> sql::Result<(ScheduleRow, String, Option<String>, String)> {
     Ok((
@@ -43,6 +46,13 @@ fn row(r: &Row) -> sql::Result<(ScheduleRow, String, Option<String>, String)> {
             queued: r.get(16)?,
             version: r.get(17)?,
             active_run: r.get(18)?,
+            fleet: match r.get::<Option<String>>(19)? {
+                Some(text) => Some(ScheduleFleet {
+                    text,
+                    source_path: r.get(20)?,
+                }),
+                None => None,
+            },
         },
         r.get(7)?,
         r.get(10)?,
@@ -105,7 +115,7 @@ impl Store {
             }
             tx.execute(
                 "INSERT INTO schedules (name, cron, tz, runbook_name, runbook_text, runbook_sha256, source_path, params,
-                                        overlap, catch_up_ms, window, auto_approve, created_at, updated_at, cursor_at,
+                                        overlap, catch_up_ms, \"window\", auto_approve, created_at, updated_at, cursor_at,
                                         audit_head, audit_count)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?13, ?14, 0)",
                 params![
@@ -126,6 +136,13 @@ impl Store {
                 ],
             )
             .during("creating a schedule")?;
+            if let Some(f) = &s.fleet {
+                tx.execute(
+                    "INSERT INTO schedule_fleets (schedule_name, fleet_text, fleet_source) VALUES (?1, ?2, ?3)",
+                    params![s.name, f.text, f.source_path],
+                )
+                .during("pinning a schedule's fleet")?;
+            }
             audit::append(
                 tx,
                 &stream(&s.name),
@@ -136,6 +153,7 @@ impl Store {
                         "cron": s.cron, "tz": s.tz, "runbook": s.runbook_name, "sha256": s.runbook_sha256,
                         "params": s.params, "overlap": s.overlap, "catch_up_ms": s.catch_up_ms,
                         "window": s.window, "auto_approve": s.auto_approve, "by": s.created_by,
+                        "fleet": s.fleet.as_ref().map(|f| json!({ "source": f.source_path, "sha256": crate::fleets::sha256_of(&f.text) })),
                     }),
                 ),
             )
@@ -307,6 +325,30 @@ fn apply(tx: &dyn Tx, name: &str, decision: FireDecision, now: Millis) -> Result
                 ),
             )?;
             Ok(FireOutcome::Queued)
+        }
+        FireDecision::FireFleet {
+            fire_at,
+            fleet,
+            from_queue,
+        } => {
+            crate::fleets::insert_fleet(tx, &fleet)?;
+            if from_queue {
+                tx.execute(
+                    "UPDATE schedules SET queued = CASE WHEN queued > 0 THEN queued - 1 ELSE 0 END WHERE name = ?1",
+                    params![name],
+                )
+                .during("draining the queue")?;
+            }
+            audit::append(
+                tx,
+                &s,
+                now,
+                NewEvent::run(
+                    "schedule.fired",
+                    json!({ "fire_at": format_ms(fire_at), "fleet_id": fleet.id, "from_queue": from_queue }),
+                ),
+            )?;
+            Ok(FireOutcome::FiredFleet { fleet_id: fleet.id })
         }
         FireDecision::Fire {
             fire_at,

@@ -24,19 +24,19 @@ use crate::sql::sqlite::SqliteTx;
 use crate::sql::sqlite::without_sql;
 
 /// At most this many writes share one commit.
-const MAX_GROUP: usize = 256;
+pub(crate) const MAX_GROUP: usize = 256;
 
 /// A write's result, held until the group it belongs to is committed.
-trait Pending: Send {
+pub(crate) trait Pending: Send {
     /// Whether the write itself failed (its savepoint is then rolled back).
     fn failed(&self) -> bool;
     /// Answers the caller once the commit is known (`Err`: the group did not commit).
     fn finish(self: Box<Self>, commit: Result<(), &BackendError>);
 }
 
-struct Reply<T> {
-    tx: oneshot::Sender<Result<T, StateError>>,
-    result: Result<T, StateError>,
+pub(crate) struct Reply<T> {
+    pub(crate) tx: oneshot::Sender<Result<T, StateError>>,
+    pub(crate) result: Result<T, StateError>,
 }
 
 impl<T: Send> Pending for Reply<T> {

@@ -2,6 +2,8 @@
 //! Errors keep their type and their cause: a caller tells "busy", "not found", "refused" and
 //! "the database failed" apart by [`StateError::kind`], never by reading the message.
 
+mod backends;
+use backends::{Backend, open_store};
 use std::time::Duration;
 
 use fogbook_state::{ErrorKind, NewRun, StateError, StepStart, Store};
@@ -53,10 +55,8 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-#[tokio::test]
-async fn each_failure_says_its_kind() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("s.db")).unwrap();
+async fn each_failure_says_its_kind(backend: Backend) {
+    let (_db, store) = open_store(backend);
     store.create_run(new_run("r1", &["k"], Some("a"))).await.unwrap();
 
     let lock = store.create_run(new_run("r2", &["k"], None)).await.unwrap_err();
@@ -121,3 +121,5 @@ async fn a_failed_statement_keeps_the_database_error_as_its_source() {
     assert!(source.to_string().contains("no such table"), "{}", chain(&err));
     store.close().await;
 }
+
+on_both_backends!(each_failure_says_its_kind,);

@@ -81,9 +81,8 @@ struct Table {
     primary_key: BTreeSet<String>,
 }
 
-/// Columns only the PostgreSQL schema has: the lease epochs of issue 17 (fencing), until
-/// the SQLite schema has them too.
-const PG_ONLY: &[(&str, &str)] = &[("runs", "lease_epoch"), ("fleets", "lease_epoch")];
+/// Columns only the PostgreSQL schema has: none (the lease epochs of issue 17 are in both).
+const PG_ONLY: &[(&str, &str)] = &[];
 
 /// The PostgreSQL schema has every table of the SQLite schema (as `Store::open` migrates a
 /// new file), with the same columns, NOT NULL constraints, primary keys and named indexes

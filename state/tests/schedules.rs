@@ -2,7 +2,9 @@
 //! Schedules in the store: a tick is applied once (compare-and-set on the cursor), a locked
 //! resource turns a fire into a recorded skip, and the queue counts up and down.
 
-use fogbook_state::{FireDecision, FireOutcome, NewRun, NewSchedule, Overlap, Store};
+mod backends;
+use backends::{Backend, open_store};
+use fogbook_state::{FireDecision, FireOutcome, NewRun, NewSchedule, Overlap};
 use serde_json::json;
 
 fn schedule(name: &str) -> NewSchedule {
@@ -21,6 +23,7 @@ fn schedule(name: &str) -> NewSchedule {
         auto_approve: false,
         created_by: json!("test"),
         now: 1_000,
+        fleet: None,
     }
 }
 
@@ -44,10 +47,8 @@ fn run(id: &str, lock: &str) -> NewRun {
     }
 }
 
-#[tokio::test]
-async fn a_tick_applies_once_and_records_every_decision() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("s.db")).unwrap();
+async fn a_tick_applies_once_and_records_every_decision(backend: Backend) {
+    let (_db, store) = open_store(backend);
     store.add_schedule(schedule("s")).await.unwrap();
     let fire = FireDecision::Fire {
         fire_at: 1_500,
@@ -150,3 +151,5 @@ async fn a_tick_applies_once_and_records_every_decision() {
     assert!(report.failure.is_none(), "{report:?}");
     assert_eq!(report.runs, 3, "two runs and one schedule");
 }
+
+on_both_backends!(a_tick_applies_once_and_records_every_decision,);

@@ -1,5 +1,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! The SQLite store: transitions, fencing, locks, windows, the audit chain, reopening.
+//! The store on both backends: transitions, fencing, locks, windows, the audit chain; and
+//! the SQLite file: reopening, a newer schema.
+
+mod backends;
+use backends::{Backend, open_store};
 
 use std::time::Duration;
 
@@ -54,15 +58,8 @@ fn complete(step: &str, closes: Vec<WindowKind>, now: i64) -> StepFinish {
     }
 }
 
-fn open_store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("s.db")).unwrap();
-    (dir, store)
-}
-
-#[tokio::test]
-async fn a_run_goes_through_its_steps_with_windows_in_the_same_transitions() {
-    let (_d, store) = open_store();
+async fn a_run_goes_through_its_steps_with_windows_in_the_same_transitions(backend: Backend) {
+    let (_d, store) = open_store(backend);
     store.create_run(new_run("r1", &["fog/a"], Some("me"))).await.unwrap();
     store
         .start_step("r1", "me", start("a", vec![WindowKind::Unprotected], 2_000))
@@ -116,9 +113,8 @@ async fn a_run_goes_through_its_steps_with_windows_in_the_same_transitions() {
     store.create_run(new_run("r2", &["fog/a"], None)).await.unwrap();
 }
 
-#[tokio::test]
-async fn a_completed_step_cannot_start_again() {
-    let (_d, store) = open_store();
+async fn a_completed_step_cannot_start_again(backend: Backend) {
+    let (_d, store) = open_store(backend);
     store.create_run(new_run("r1", &[], Some("me"))).await.unwrap();
     store.start_step("r1", "me", start("a", vec![], 2_000)).await.unwrap();
     store
@@ -129,9 +125,8 @@ async fn a_completed_step_cannot_start_again() {
     assert!(matches!(again, Err(StateError::InvalidTransition { .. })), "{again:?}");
 }
 
-#[tokio::test]
-async fn a_locked_key_refuses_a_second_run_and_names_the_holder() {
-    let (_d, store) = open_store();
+async fn a_locked_key_refuses_a_second_run_and_names_the_holder(backend: Backend) {
+    let (_d, store) = open_store(backend);
     store
         .create_run(new_run("r1", &["fog/a", "mi/x"], Some("me")))
         .await
@@ -158,9 +153,8 @@ async fn a_locked_key_refuses_a_second_run_and_names_the_holder() {
     store.create_run(new_run("r3", &["fog/a"], None)).await.unwrap();
 }
 
-#[tokio::test]
-async fn the_lease_fences_writes_and_is_taken_over_only_after_expiry_or_death() {
-    let (_d, store) = open_store();
+async fn the_lease_fences_writes_and_is_taken_over_only_after_expiry_or_death(backend: Backend) {
+    let (_d, store) = open_store(backend);
     store.create_run(new_run("r1", &[], Some("a"))).await.unwrap();
     // Valid lease: refused.
     let held = store.acquire_lease("r1", "b", TTL, None, 2_000).await.unwrap_err();
@@ -196,9 +190,8 @@ async fn the_lease_fences_writes_and_is_taken_over_only_after_expiry_or_death() 
     assert_eq!(kinds.iter().filter(|k| *k == "lease.taken_over").count(), 2);
 }
 
-#[tokio::test]
-async fn retries_keep_the_window_open_once() {
-    let (_d, store) = open_store();
+async fn retries_keep_the_window_open_once(backend: Backend) {
+    let (_d, store) = open_store(backend);
     store.create_run(new_run("r1", &[], Some("me"))).await.unwrap();
     store
         .start_step("r1", "me", start("a", vec![WindowKind::Unprotected], 2_000))
@@ -251,7 +244,7 @@ async fn state_survives_reopening_and_the_file_is_private() {
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let conn = rusqlite_free_pragma(&path);
-    assert_eq!(conn, ("wal".to_owned(), 4), "WAL mode and the latest schema version");
+    assert_eq!(conn, ("wal".to_owned(), 6), "WAL mode and the latest schema version");
 }
 
 /// Reads journal_mode and user_version without the store.
@@ -276,9 +269,8 @@ async fn a_database_from_a_newer_fogbook_is_refused() {
     assert!(matches!(err, StateError::NewerSchema { found: 99, .. }), "{err:?}");
 }
 
-#[tokio::test]
-async fn approvals_are_recorded_once() {
-    let (_d, store) = open_store();
+async fn approvals_are_recorded_once(backend: Backend) {
+    let (_d, store) = open_store(backend);
     store.create_run(new_run("r1", &[], Some("me"))).await.unwrap();
     store
         .approve("r1", "a", "alice", Some("ok".into()), false, 2_000)
@@ -291,9 +283,8 @@ async fn approvals_are_recorded_once() {
 
 /// Writes queued together share one commit, each in its own savepoint: one that fails (a
 /// lock conflict) leaves nothing behind, and the others in the same group are all saved.
-#[tokio::test]
-async fn a_failed_write_in_a_group_commit_undoes_only_itself() {
-    let (_d, store) = open_store();
+async fn a_failed_write_in_a_group_commit_undoes_only_itself(backend: Backend) {
+    let (_d, store) = open_store(backend);
     store.create_run(new_run("holder", &["fog/a"], None)).await.unwrap();
     let before = store.commit_count();
     let mut tasks = tokio::task::JoinSet::new();
@@ -333,9 +324,8 @@ async fn a_failed_write_in_a_group_commit_undoes_only_itself() {
 /// One transition takes a run from one step to the next: the end of `a` and the start of
 /// `b` are committed together. A cancellation refuses the start but keeps the end, which
 /// records an effect that already happened.
-#[tokio::test]
-async fn a_step_end_and_the_next_start_are_one_transition_and_a_cancel_keeps_the_end() {
-    let (_d, store) = open_store();
+async fn a_step_end_and_the_next_start_are_one_transition_and_a_cancel_keeps_the_end(backend: Backend) {
+    let (_d, store) = open_store(backend);
     store.create_run(new_run("r1", &[], Some("me"))).await.unwrap();
     store.start_step("r1", "me", start("a", vec![], 2_000)).await.unwrap();
     let before = store.commit_count();
@@ -372,3 +362,60 @@ async fn a_step_end_and_the_next_start_are_one_transition_and_a_cancel_keeps_the
     assert_eq!(snap.steps[1].status, StepStatus::Pending, "`b` never started");
     assert!(store.verify_audit(None).await.unwrap().failure.is_none());
 }
+
+/// Fencing by lease epoch (issue 17): a worker on another host takes the run over after its
+/// lease expired, under the same owner name (a worker whose configured name is reused);
+/// from then on the first worker's writes carry a stale epoch and are refused with the
+/// lease error, on either path a driver writes by (`save_progress`, `advance`), while the
+/// new holder's go through.
+async fn a_takeover_fences_the_old_holder_by_epoch_whatever_its_name(backend: Backend) {
+    let (db, host1) = open_store(backend);
+    let host2 = db.reopen();
+    host1.create_run(new_run("r1", &[], Some("worker"))).await.unwrap();
+    host1
+        .start_step("r1", "worker", start("a", vec![], 2_000))
+        .await
+        .unwrap();
+    // host1's lease ends at 31 000; host2 takes the run over after that.
+    host2.acquire_lease("r1", "worker", TTL, None, 40_000).await.unwrap();
+    let progress = host1
+        .save_progress("r1", "worker", "a", 1, json!({ "phase": "late" }), 41_000)
+        .await
+        .unwrap_err();
+    assert!(matches!(progress, StateError::LeaseLost { .. }), "{progress:?}");
+    assert!(progress.to_string().contains("epoch"), "{progress}");
+    let advance = host1
+        .advance("r1", "worker", vec![complete("a", vec![], 41_000)], None)
+        .await
+        .unwrap_err();
+    assert!(matches!(advance, StateError::LeaseLost { .. }), "{advance:?}");
+    let snap = host2.load_run("r1").await.unwrap();
+    assert_eq!(
+        snap.steps[0].status,
+        StepStatus::Running,
+        "the refused end changed nothing"
+    );
+    host2
+        .save_progress("r1", "worker", "a", 1, json!({ "phase": "new holder" }), 42_000)
+        .await
+        .unwrap();
+    host2
+        .finish_step("r1", "worker", complete("a", vec![], 43_000))
+        .await
+        .unwrap();
+    assert!(host2.verify_audit(Some("r1")).await.unwrap().failure.is_none());
+    host1.close().await;
+    host2.close().await;
+}
+
+on_both_backends!(
+    a_takeover_fences_the_old_holder_by_epoch_whatever_its_name,
+    a_run_goes_through_its_steps_with_windows_in_the_same_transitions,
+    a_completed_step_cannot_start_again,
+    a_locked_key_refuses_a_second_run_and_names_the_holder,
+    the_lease_fences_writes_and_is_taken_over_only_after_expiry_or_death,
+    retries_keep_the_window_open_once,
+    approvals_are_recorded_once,
+    a_failed_write_in_a_group_commit_undoes_only_itself,
+    a_step_end_and_the_next_start_are_one_transition_and_a_cancel_keeps_the_end,
+);

@@ -99,6 +99,28 @@ fn a_schema_version_no_fogbook_writes_is_named_without_sql() {
     }
 }
 
+/// `--db` naming another program's SQLite file: refused (the state database failed), and the
+/// file is left byte for byte as it was, by reading and by writing commands alike.
+#[test]
+fn another_programs_database_is_refused_and_left_untouched() {
+    let sb = Sandbox::new();
+    let conn = rusqlite::Connection::open(sb.db()).unwrap();
+    conn.execute_batch("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);")
+        .unwrap();
+    drop(conn);
+    let before = std::fs::read(sb.db()).unwrap();
+    for args in [vec!["runs"], vec!["run", &fixture("window.yaml").display().to_string()]] {
+        let out = sb.run(&args);
+        assert_eq!(code(&out), 6, "{args:?}: the state database failed: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("not a fogbook one") && err.contains("another --db"),
+            "{err}"
+        );
+        assert!(std::fs::read(sb.db()).unwrap() == before, "{args:?} changed the file");
+    }
+}
+
 #[test]
 fn an_event_that_is_not_utf8_is_named() {
     let sb = Sandbox::new();

@@ -12,7 +12,7 @@ use url::Url;
 
 use super::config::{ArmConfig, ArmSetupError};
 use super::credential::TokenSource;
-use super::limiter::{Limiter, OpClass};
+use super::limiter::{Limiter, OpClass, Priority, Turn};
 use super::pacer::{Pacer, PauseReason, TokioPacer};
 use crate::{ActivityCtx, ActivityError};
 
@@ -24,7 +24,8 @@ pub struct ArmClient {
 
 #[derive(Debug)]
 struct Inner {
-    http: reqwest::Client,
+    /// Each request's time limit (the process's one HTTP client serves every limit).
+    request_timeout: Duration,
     endpoint: Url,
     tokens: TokenSource,
     limiter: Arc<Limiter>,
@@ -53,6 +54,8 @@ pub(crate) struct ArmRequest {
     pub(crate) replay: Replay,
     /// Sent as `x-ms-correlation-request-id`, so ARM ties all requests of a step together.
     pub(crate) correlation_id: Option<String>,
+    /// Its class in the subscription's budget.
+    pub(crate) priority: Priority,
 }
 
 /// The correlation ids of one answered request, kept in step outputs for support cases.
@@ -130,8 +133,8 @@ struct AttemptError {
 }
 
 impl ArmClient {
-    /// Builds the client: the HTTP client (rustls) and the credential named by `cfg.auth`.
-    /// No request is sent; a credential that cannot give a token fails the first step that
+    /// Builds the client: the credential named by `cfg.auth` (the HTTP client is the
+    /// process's one, built at the first request). No request is sent; a credential that cannot give a token fails the first step that
     /// needs one, with code `CredentialUnavailable`.
     pub async fn new(cfg: ArmConfig) -> Result<Self, ArmSetupError> {
         let endpoint = cfg.endpoint.clone();
@@ -148,17 +151,6 @@ impl ArmClient {
             });
         }
         let tokens = TokenSource::from_config(&cfg)?;
-        let http = reqwest::Client::builder()
-            .timeout(cfg.request_timeout)
-            .connect_timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            // A run waiting on an operation sends one poll per interval; keeping every
-            // connection open between polls cost ~25 KiB per waiting run. A few idle ones
-            // per host are enough to reuse.
-            .pool_max_idle_per_host(8)
-            .user_agent(concat!("fogbook/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(ArmSetupError::Http)?;
         tracing::info!(endpoint = %endpoint, credential = tokens.kind().name(), "arm.client_ready");
         let limiter = Arc::new(match &cfg.shared_schedule {
             // One budget per subscription and principal (endpoint and credential).
@@ -173,7 +165,7 @@ impl ArmClient {
         });
         Ok(Self {
             inner: Arc::new(Inner {
-                http,
+                request_timeout: cfg.request_timeout,
                 endpoint,
                 tokens,
                 limiter,
@@ -205,7 +197,7 @@ impl ArmClient {
         let i = &self.inner;
         Self {
             inner: Arc::new(Inner {
-                http: i.http.clone(),
+                request_timeout: i.request_timeout,
                 endpoint: i.endpoint.clone(),
                 tokens: i.tokens.clone(),
                 limiter: i.limiter.clone(),
@@ -294,11 +286,33 @@ impl ArmClient {
 
     async fn attempt(&self, req: &ArmRequest, ctx: &ActivityCtx) -> Result<ArmResponse, AttemptError> {
         let class = OpClass::of(&req.method);
-        let turn = self.inner.limiter.reserve(&req.subscription, class);
-        let seen = self.inner.limiter.delay(&req.subscription, class);
-        if let Some(delay) = turn.max(seen) {
-            tracing::debug!(delay_ms = delay.as_millis() as u64, "arm.limiter_pause");
-            self.inner.pacer.pause(PauseReason::Limiter, delay).await;
+        // A lower class asks again while the budget is short; it takes no turn meanwhile,
+        // so the requests above it keep theirs. After `MAX_DEFERRALS` waits it takes a turn
+        // like the most urgent class (a starved class still moves, and a pacer that does not
+        // sleep, such as a test's simulated clock, cannot make it spin).
+        const MAX_DEFERRALS: u32 = 8;
+        let mut deferrals = 0;
+        loop {
+            let limiter = &self.inner.limiter;
+            let priority = if deferrals < MAX_DEFERRALS {
+                req.priority
+            } else {
+                Priority::Poll
+            };
+            deferrals += 1;
+            let turn = limiter.reserve(&req.subscription, class, priority);
+            let seen = limiter.delay(&req.subscription, class, req.priority);
+            let (wait, go) = match turn {
+                Turn::Go(wait) => (wait.max(seen), true),
+                Turn::Later(wait) => (Some(wait).max(seen), false),
+            };
+            if let Some(delay) = wait {
+                tracing::debug!(delay_ms = delay.as_millis() as u64, priority = ?req.priority, "arm.limiter_pause");
+                self.inner.pacer.pause(PauseReason::Limiter, delay).await;
+            }
+            if go {
+                break;
+            }
         }
         let token = self.inner.tokens.token().await.map_err(|error| AttemptError {
             retry: false,
@@ -314,10 +328,9 @@ impl ArmClient {
         })?;
         auth.set_sensitive(true);
         let client_request_id = uuid::Uuid::now_v7().to_string();
-        let mut builder = self
-            .inner
-            .http
+        let mut builder = super::http::arm()
             .request(req.method.clone(), req.url.clone())
+            .timeout(self.inner.request_timeout)
             .header(AUTHORIZATION, auth)
             .header("x-ms-client-request-id", &client_request_id)
             .header("x-ms-return-client-request-id", "true");
@@ -407,6 +420,12 @@ impl ArmClient {
             "arm.http"
         );
         let retry_after = retry_after(&headers);
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            // Every request of this bucket waits, not only this one's retry.
+            self.inner
+                .limiter
+                .throttled(&req.subscription, class, retry_after.unwrap_or(Duration::from_secs(1)));
+        }
         let transient = status == StatusCode::TOO_MANY_REQUESTS
             || status == StatusCode::REQUEST_TIMEOUT
             || status.is_server_error()

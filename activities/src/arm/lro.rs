@@ -253,7 +253,7 @@ pub(crate) async fn poll(
             PollVia::AzureAsyncOperation | PollVia::Location => url.clone(),
             PollVia::ProvisioningState => resource.clone(),
         };
-        let r = match s.send_url(Method::GET, subscription, target, None).await {
+        let r = match s.poll_url(subscription, target).await {
             Ok(r) => r,
             Err(e) if e.is_retryable() => {
                 delay = e.retry_after().unwrap_or(DEFERRED_POLL).max(DEFAULT_POLL);
@@ -338,9 +338,7 @@ async fn finish(
         }
         "POST" => match &op.location {
             Some(l) => {
-                let r = s
-                    .send_url(Method::GET, subscription, s.client.server_url(l)?, None)
-                    .await?;
+                let r = s.poll_url(subscription, s.client.server_url(l)?).await?;
                 if r.status == StatusCode::ACCEPTED || r.status == StatusCode::NO_CONTENT {
                     return Ok(serde_json::Value::Null);
                 }
@@ -353,10 +351,7 @@ async fn finish(
 }
 
 async fn get_final(s: &Session<'_>, subscription: &str, url: &url::Url) -> Result<serde_json::Value, ActivityError> {
-    Ok(s.send_url(Method::GET, subscription, url.clone(), None)
-        .await?
-        .success()?
-        .body)
+    Ok(s.poll_url(subscription, url.clone()).await?.success()?.body)
 }
 
 #[cfg(test)]

@@ -404,3 +404,84 @@ async fn a_status_read_throttled_past_the_retries_is_read_again_later() {
         f.polls()
     );
 }
+
+/// Issue 18: under a short budget the requests of a step inside an open unprotected window
+/// reach ARM before those of new targets, even when the new targets asked first (the real
+/// pacer and a real clock: the order is what the server saw).
+#[tokio::test]
+async fn under_a_short_budget_open_windows_go_before_new_targets() {
+    let script = Arc::new(Script::default());
+    let base = serve(script.clone()).await;
+    for i in 0..3 {
+        script.on("GET", &format!("{RES}/new{i}"), vec![done_resource()]);
+        script.on("GET", &format!("{RES}/win{i}"), vec![done_resource()]);
+    }
+    script.on("GET", RES, vec![done_resource()]);
+    let mut cfg = ArmConfig::with_token(base.parse().unwrap(), Secret::new("tok"));
+    cfg.rates = Rates {
+        reads_per_s: 10.0,
+        reads_burst: 4.0,
+        ..Rates::default()
+    };
+    let client = ArmClient::new(cfg).await.unwrap();
+    let ctx = |p: crate::arm::Priority| {
+        ActivityCtx::new("r", "s", 1, None, Arc::new(Host::default()), CancellationToken::new()).with_priority(p)
+    };
+    let (new_ctx, win_ctx) = (
+        ctx(crate::arm::Priority::NewTarget),
+        ctx(crate::arm::Priority::OpenWindow),
+    );
+    // The burst is spent.
+    let drain = Session::new(&client, &win_ctx);
+    for _ in 0..4 {
+        drain.get("s", RES, "2025-01-01").await.unwrap();
+    }
+    let (new_s, win_s) = (Session::new(&client, &new_ctx), Session::new(&client, &win_ctx));
+    let news = async {
+        let paths: Vec<String> = (0..3).map(|i| format!("{RES}/new{i}")).collect();
+        futures_join(paths.iter().map(|p| new_s.get("s", p, "2025-01-01")).collect()).await
+    };
+    let wins = async {
+        // Asked after the new targets.
+        tokio::task::yield_now().await;
+        let paths: Vec<String> = (0..3).map(|i| format!("{RES}/win{i}")).collect();
+        futures_join(paths.iter().map(|p| win_s.get("s", p, "2025-01-01")).collect()).await
+    };
+    let (n, w) = tokio::join!(news, wins);
+    assert!(n.iter().chain(&w).all(Result::is_ok));
+    let order: Vec<String> = script
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .skip(4)
+        .map(|(k, _)| k.rsplit('/').next().unwrap_or_default().to_owned())
+        .collect();
+    let last_win = order.iter().rposition(|k| k.starts_with("win")).unwrap();
+    let first_new = order.iter().position(|k| k.starts_with("new")).unwrap();
+    assert!(last_win < first_new, "open windows first: {order:?}");
+}
+
+/// Runs the futures at once (in this task) and returns their results in order.
+async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in pinned.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}

@@ -16,6 +16,7 @@
 mod client;
 mod config;
 mod credential;
+pub(crate) mod http;
 pub(crate) mod ids;
 mod limiter;
 pub(crate) mod lro;
@@ -26,7 +27,8 @@ mod shared_schedule;
 
 pub use client::ArmClient;
 pub use config::{ArmConfig, ArmSetupError, AuthChoice, Cloud};
-pub use limiter::Rates;
+pub use http::clients_built;
+pub use limiter::{Priority, Rates};
 pub use pacer::{Pacer, PauseReason, TokioPacer};
 pub use secret::Secret;
 pub(crate) use session::Session;

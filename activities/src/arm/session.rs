@@ -8,6 +8,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 
 use super::client::{ArmClient, ArmRequest, ArmResponse, Receipt, Replay};
+use super::limiter::Priority;
 use super::pacer::PauseReason;
 use crate::{ActivityCtx, ActivityError};
 
@@ -73,6 +74,7 @@ impl<'a> Session<'a> {
         url: url::Url,
         subscription: &str,
         body: Option<serde_json::Value>,
+        priority: Priority,
     ) -> ArmRequest {
         let replay = if method == Method::POST {
             Replay::Unsafe
@@ -86,7 +88,15 @@ impl<'a> Session<'a> {
             subscription: subscription.to_owned(),
             replay,
             correlation_id: Some(self.correlation_id.clone()),
+            priority,
         }
+    }
+
+    /// GETs a URL that polls an operation in flight (or reads its result): the most urgent
+    /// class of the subscription's budget.
+    pub(crate) async fn poll_url(&self, subscription: &str, url: url::Url) -> Result<ArmResponse, ActivityError> {
+        self.send_with(Method::GET, subscription, url, None, Priority::Poll)
+            .await
     }
 
     /// Sends a request to `path` (encoded) with `api_version`; non-transient answers are
@@ -111,9 +121,21 @@ impl<'a> Session<'a> {
         url: url::Url,
         body: Option<serde_json::Value>,
     ) -> Result<ArmResponse, ActivityError> {
+        self.send_with(method, subscription, url, body, self.ctx.priority())
+            .await
+    }
+
+    async fn send_with(
+        &self,
+        method: Method,
+        subscription: &str,
+        url: url::Url,
+        body: Option<serde_json::Value>,
+        priority: Priority,
+    ) -> Result<ArmResponse, ActivityError> {
         let mutating = method != Method::GET;
         let post = method == Method::POST;
-        let req = self.request(method, url, subscription, body);
+        let req = self.request(method, url, subscription, body, priority);
         let result = if mutating {
             self.client.send(&req, self.ctx).await
         } else {

@@ -9,9 +9,10 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+use super::limiter::Bucket;
 
 /// One bucket: tokens left (negative: turns already promised) at `at_ms` (Unix ms).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -36,9 +37,15 @@ impl SharedSchedule {
         }
     }
 
-    /// Takes the next turn of bucket `key` (refilling at `rate` per second up to `burst`):
-    /// how long to wait for it.
-    pub(crate) fn reserve(&self, key: &str, rate: f64, burst: f64) -> std::io::Result<Option<Duration>> {
+    /// Runs `f` on bucket `key` (a full bucket of `burst` when new) under the file's lock,
+    /// and stores what it left.
+    pub(crate) fn with_bucket<T>(
+        &self,
+        key: &str,
+        now_ms: f64,
+        burst: f64,
+        f: impl FnOnce(&mut Bucket) -> T,
+    ) -> std::io::Result<T> {
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -50,25 +57,24 @@ impl SharedSchedule {
         file.read_to_string(&mut text)?;
         // An unreadable file (a crash in the middle of a write) starts the buckets afresh.
         let mut buckets: BTreeMap<String, Stored> = serde_json::from_str(&text).unwrap_or_default();
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64()
-            * 1000.0;
-        let b = buckets.entry(format!("{}|{key}", self.principal)).or_insert(Stored {
+        let stored = buckets.entry(format!("{}|{key}", self.principal)).or_insert(Stored {
             tokens: burst,
             at_ms: now_ms,
         });
-        // A wall clock that stepped back refills nothing (and never removes tokens).
-        let elapsed_s = ((now_ms - b.at_ms) / 1000.0).max(0.0);
-        b.tokens = (b.tokens + elapsed_s * rate).min(burst) - 1.0;
-        b.at_ms = b.at_ms.max(now_ms);
-        let wait = (b.tokens < 0.0).then(|| Duration::from_secs_f64((-b.tokens / rate).min(86_400.0)));
-        let out = serde_json::to_string(&buckets).map_err(std::io::Error::other)?;
+        let mut b = Bucket {
+            tokens: stored.tokens,
+            at_ms: stored.at_ms,
+        };
+        let out = f(&mut b);
+        *stored = Stored {
+            tokens: b.tokens,
+            at_ms: b.at_ms,
+        };
+        let text = serde_json::to_string(&buckets).map_err(std::io::Error::other)?;
         file.set_len(0)?;
         file.seek(SeekFrom::Start(0))?;
-        file.write_all(out.as_bytes())?;
+        file.write_all(text.as_bytes())?;
         // Closing the file releases the lock.
-        Ok(wait)
+        Ok(out)
     }
 }

@@ -138,6 +138,8 @@ impl Command {
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);
         }
+        // Started only while the driver holds the run's lease, as a cloud request is sent.
+        ctx.fence().await?;
         let mut child = cmd.spawn().map_err(|e| {
             ActivityError::failed("CommandNotStarted", format!("could not start `{}`: {e}", self.program))
         })?;

@@ -35,6 +35,8 @@ impl Notify {
             "step_id": ctx.step_id(),
             "data": self.data,
         });
+        // Sent only while the driver holds the run's lease, as a cloud request is.
+        ctx.fence().await?;
         let status = post_json(env, &self.url, &body).await?;
         Ok(json!({ "status": status }))
     }
@@ -42,15 +44,15 @@ impl Notify {
 
 /// POSTs `body` to `url` and classifies the answer; shared with the engine's own
 /// notifications (windows, limits), which go through [`crate::execute`]'s `notify` too.
-pub(crate) async fn post_json(env: &Env, url: &str, body: &serde_json::Value) -> Result<u16, ActivityError> {
+pub(crate) async fn post_json(_env: &Env, url: &str, body: &serde_json::Value) -> Result<u16, ActivityError> {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(ActivityError::invalid(format!(
             "webhook url `{url}` must start with http:// or https://"
         )));
     }
-    let response = env
-        .http
+    let response = crate::arm::http::webhooks()
         .post(url)
+        .timeout(std::time::Duration::from_secs(30))
         .json(body)
         .send()
         .await

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::create::sha256_hex;
 use super::driver::{Driver, StepEnd};
 use super::engine::{Engine, RunOutcome};
-use super::heartbeat::{AbortOnDrop, Beat, heartbeat};
+use super::heartbeat::{Beat, Member};
 use super::step::{scope_completed, scope_failed, scope_skipped};
 use crate::EngineError;
 use crate::clock::ms;
@@ -64,17 +64,7 @@ impl Engine {
         ));
         let token = stop.child_token();
         let beat = Arc::new(Beat::default());
-        // Aborted when this function returns by any path, so a lease is never renewed for
-        // a run this process no longer drives.
-        let _heartbeat = AbortOnDrop(tokio::spawn(heartbeat(
-            self.clone(),
-            run_id.to_owned(),
-            token.clone(),
-            beat.clone(),
-            lease.clone(),
-        )));
-
-        let result = self.drive_steps(run_id, &token, &lease).await;
+        let result = self.drive_steps(run_id, &token, &lease, &beat).await;
         if let Some(step_id) = lease.refused_step() {
             // A cloud request was not sent for want of the lease: say so, whatever the
             // activity made of the refusal. If the store still names this process, give the
@@ -163,6 +153,7 @@ impl Engine {
         run_id: &str,
         stop: &CancellationToken,
         lease: &Arc<LeaseClock>,
+        beat: &Arc<Beat>,
     ) -> Result<RunOutcome, EngineError> {
         let snap = self.store.load_run(run_id).await?;
         let origin = format!("runbook pinned to run {run_id}");
@@ -173,6 +164,17 @@ impl Engine {
                     run_id: run_id.to_owned(),
                     source,
                 })?;
+        // Left when this function returns by any path, so a lease is never renewed for a
+        // run this process no longer drives.
+        let _heartbeat = self.join_heartbeat(
+            run_id,
+            Member {
+                token: stop.clone(),
+                beat: beat.clone(),
+                lease: lease.clone(),
+                window_limit: runbook.limits.max_unprotected.is_some(),
+            },
+        );
         self.check_pinned_file(&snap).await?;
         if let Some(arm) = &self.env.arm
             && runbook.steps.iter().any(|s| fogbook_activities::needs_arm(&s.uses))

@@ -6,6 +6,7 @@ use std::time::Duration;
 use fogbook_activities::Env;
 use fogbook_state::{Millis, Store};
 
+use super::heartbeat::Heartbeats;
 use crate::clock::{Clock, SystemClock};
 use crate::observer::{Observer, Silent};
 use crate::owner::Owner;
@@ -78,6 +79,8 @@ pub struct Engine {
     pub(super) config: EngineConfig,
     pub(super) observer: Arc<dyn Observer>,
     pub(super) parsed: Arc<ParsedRunbooks>,
+    /// The runs this engine drives, whose leases one heartbeat renews.
+    pub(super) heartbeats: Arc<Heartbeats>,
 }
 
 /// Pinned runbooks already parsed, by their text: the runs of one runbook share one parsed
@@ -123,6 +126,7 @@ impl Engine {
             config,
             observer: Arc::new(Silent),
             parsed: Arc::default(),
+            heartbeats: Arc::default(),
         }
     }
 
@@ -135,6 +139,7 @@ impl Engine {
     /// Replaces the clock (tests).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self.heartbeats = Arc::default();
         self
     }
 
@@ -152,6 +157,7 @@ impl Engine {
     /// Replaces the lease owner id (several drivers in one process).
     pub fn with_owner(mut self, owner: Owner) -> Self {
         self.owner = owner;
+        self.heartbeats = Arc::default();
         self
     }
 
@@ -163,6 +169,11 @@ impl Engine {
     /// The lease owner id of this engine.
     pub fn owner(&self) -> &Owner {
         &self.owner
+    }
+
+    /// How long a lease of this engine lasts without renewal.
+    pub(crate) fn lease_ttl(&self) -> std::time::Duration {
+        self.config.lease_ttl
     }
 
     /// Now, from the engine's clock.

@@ -44,6 +44,14 @@ impl Driver<'_> {
             "at": format_ms(self.now()),
             "data": data,
         });
+        // Sent only while the lease is held, as a cloud request is: a driver frozen past its
+        // lease says nothing about a run another process may be driving now.
+        if let Some(lease) = &self.lease
+            && let Err(why) = lease.confirm().await
+        {
+            tracing::error!(why, "not sending a notification: {}", crate::lease::FENCED);
+            return;
+        }
         let delivered = fogbook_activities::post_event(&self.engine.env, &url, &body).await;
         let (kind, detail) = match &delivered {
             Ok(status) => ("notify.sent", json!({ "event": event_name, "status": status })),

@@ -395,7 +395,8 @@ impl Driver<'_> {
             host,
             self.stop.clone(),
         )
-        .with_approval_mode(self.auto_approve, self.engine.config.wait_for_approval);
+        .with_approval_mode(self.auto_approve, self.engine.config.wait_for_approval)
+        .with_priority(crate::fleet::request_priority(self.runbook, step));
         // What the store saves from here on (output, error) holds no secret the process knows.
         let run = async {
             fogbook_activities::secrets::redact_result(

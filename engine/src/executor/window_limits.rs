@@ -1,5 +1,7 @@
 //! Window limits: reports windows open longer than the runbook's `max_unprotected`.
 
+use std::sync::Arc;
+
 use fogbook_state::format_ms;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -7,9 +9,11 @@ use tokio_util::sync::CancellationToken;
 use super::driver::Driver;
 use super::engine::Engine;
 use crate::clock::ms;
+use crate::lease::LeaseClock;
 use crate::runbook::NotifyEvent;
 
-pub(super) async fn check_window_limits(engine: &Engine, run_id: &str) {
+/// Its notification is sent only while `lease` (the driver's) is held.
+pub(super) async fn check_window_limits(engine: &Engine, run_id: &str, lease: &Arc<LeaseClock>) {
     let Ok(snap) = engine.store.load_run(run_id).await else {
         return;
     };
@@ -42,7 +46,7 @@ pub(super) async fn check_window_limits(engine: &Engine, run_id: &str) {
                     auto_approve: false,
                     window: None,
                     stop: &CancellationToken::new(),
-                    lease: None,
+                    lease: Some(lease.clone()),
                     carry: std::sync::Mutex::default(),
                     shown: std::sync::Mutex::default(),
                 };

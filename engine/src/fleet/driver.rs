@@ -3,13 +3,14 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use fogbook_state::{FleetSnapshot, FleetTargetRow, NewFleet, NewFleetTarget, StateError};
+use fogbook_state::{FleetSnapshot, FleetTargetRow, Millis, NewFleet, NewFleetTarget, StateError};
 use serde_json::json;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::file::{FleetFile, RateControl};
 use crate::runbook::{self, Runbook};
+use crate::schedule::Window;
 use crate::{CreateRun, Engine, EngineError, RunOutcome, failpoint, owner};
 
 /// What a call of [`drive_fleet`] ended with.
@@ -60,6 +61,10 @@ pub struct CreateFleet<'a> {
     pub lease_ttl: Duration,
 }
 
+/// How a fleet waiting for its maintenance window says so (the start of its reason); the
+/// worker resumes such a fleet once the window is open.
+pub const WINDOW_WAIT: &str = "outside its maintenance window";
+
 /// How often a driver waiting for its targets reads the fleet again (for a cancellation).
 const RECHECK: Duration = Duration::from_millis(500);
 
@@ -69,8 +74,27 @@ fn ms(d: Duration) -> i64 {
 
 /// Pins the fleet, its runbook and its targets, and takes its lease. Returns its id.
 pub async fn create_fleet(engine: &Engine, req: CreateFleet<'_>) -> Result<String, EngineError> {
+    let lease = Some((engine.owner().to_string(), engine.now_ms() + ms(req.lease_ttl)));
+    let fleet = new_fleet(engine, req, None, lease);
+    let id = fleet.id.clone();
+    engine.store().create_fleet(fleet).await?;
+    Ok(id)
+}
+
+/// The row [`create_fleet`] inserts: a fresh id, the targets in their waves, the rate
+/// control (with `window` when the file has none of its own) as the driver reads it back.
+pub(crate) fn new_fleet(
+    engine: &Engine,
+    req: CreateFleet<'_>,
+    window: Option<String>,
+    lease: Option<(String, Millis)>,
+) -> NewFleet {
     let id = uuid::Uuid::now_v7().to_string();
     let now = engine.now_ms();
+    let mut rate = req.file.rate.clone();
+    if rate.window.is_none() {
+        rate.window = window;
+    }
     let waves = req.file.waves();
     let targets = req
         .file
@@ -84,24 +108,20 @@ pub async fn create_fleet(engine: &Engine, req: CreateFleet<'_>) -> Result<Strin
             params,
         })
         .collect();
-    engine
-        .store()
-        .create_fleet(NewFleet {
-            id: id.clone(),
-            name: req.file.name.clone(),
-            source_path: req.source_path,
-            fleet_text: req.fleet_text.to_owned(),
-            spec: json!({ "rate": req.file.rate }),
-            runbook_name: req.runbook.name.clone(),
-            runbook_text: req.runbook_text.to_owned(),
-            runbook_source: req.runbook_source,
-            targets,
-            created_by: req.created_by,
-            lease: Some((engine.owner().to_string(), now + ms(req.lease_ttl))),
-            now,
-        })
-        .await?;
-    Ok(id)
+    NewFleet {
+        id,
+        name: req.file.name.clone(),
+        source_path: req.source_path,
+        fleet_text: req.fleet_text.to_owned(),
+        spec: json!({ "rate": rate }),
+        runbook_name: req.runbook.name.clone(),
+        runbook_text: req.runbook_text.to_owned(),
+        runbook_source: req.runbook_source,
+        targets,
+        created_by: req.created_by,
+        lease,
+        now,
+    }
 }
 
 fn ended(status: &str) -> bool {
@@ -276,7 +296,32 @@ impl Driver<'_> {
                     }
                 }
             }
-            if stop_reason.is_none() && !self.token.is_cancelled() {
+            // Outside the maintenance window no target starts; the running ones finish.
+            let closed = self.closed_window();
+            if let Some((window, until)) = &closed
+                && stop_reason.is_none()
+                && self.set.is_empty()
+                && snap.targets.iter().any(|t| t.status == "pending")
+            {
+                let reason = format!(
+                    "{WINDOW_WAIT} ({}): no target starts until it opens at {}; a `fogbook worker` resumes the fleet then (or: fogbook fleet resume {})",
+                    window.describe(),
+                    until.map_or_else(|| "an unknown time".to_owned(), fogbook_state::format_ms),
+                    self.id
+                );
+                store
+                    .fleet_decision(
+                        &self.id,
+                        &self.owner,
+                        "fleet.waiting_for_window",
+                        Some("waiting"),
+                        Some(reason.clone()),
+                        self.engine.now_ms(),
+                    )
+                    .await?;
+                return Ok(FleetOutcome::Waiting { reason });
+            }
+            if stop_reason.is_none() && closed.is_none() && !self.token.is_cancelled() {
                 let current = snap.targets.iter().filter(|t| !ended(&t.status)).map(|t| t.wave).min();
                 if let Some(wave) = current {
                     let first_wave = snap.targets.iter().map(|t| t.wave).min().unwrap_or(0);
@@ -341,6 +386,16 @@ impl Driver<'_> {
                 () = tokio::time::sleep(RECHECK) => {}
             }
         }
+    }
+
+    /// The fleet's maintenance window and when it next opens, if it is closed now.
+    fn closed_window(&self) -> Option<(Window, Option<Millis>)> {
+        let window = Window::parse(self.rate.window.as_deref()?).ok()?;
+        let now = self.engine.now_ms();
+        (!window.contains(now)).then(|| {
+            let until = window.next_open(now);
+            (window, until)
+        })
     }
 
     /// Starts target `t`: its run is created and linked in one transaction, then driven.

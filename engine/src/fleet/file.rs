@@ -1,3 +1,4 @@
+// Over 600 lines on purpose: one file format in one place, its types beside every rule that reads them, each with its file:line:column message.
 //! The fleet file: one runbook, many targets, rate control. Read with the runbook reader's
 //! machinery, so every problem is reported at once with its file:line:column.
 //!
@@ -24,6 +25,8 @@
 //!   size: 5                  # then waves of 5 (default: the rest in one wave)
 //!   approval: false          # pause for `fogbook fleet resume FLEET --approve` between waves
 //! auto_approve: true         # approval steps of the targets' runs
+//! window: "01:00-05:00 Europe/Amsterdam"  # optional: no target starts outside it; running
+//!                            # ones finish; the fleet waits for the next opening
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -32,6 +35,9 @@ use serde_json::{Map, Value as Json};
 use crate::runbook::reader::{Cx, join};
 use crate::runbook::yaml::{self, Node, Pos, Value};
 use crate::runbook::{Diagnostic, Diagnostics, Runbook, resolve_params};
+use crate::schedule::Window;
+
+use super::template::instantiate;
 
 /// The largest fleet file read.
 const MAX_FLEET_BYTES: usize = 1024 * 1024;
@@ -71,6 +77,11 @@ pub struct RateControl {
     pub approval: bool,
     /// Approve the targets' approval steps automatically (recorded as such).
     pub auto_approve: bool,
+    /// The maintenance window (`01:00-05:00 Europe/Amsterdam`, as a schedule's `--window`):
+    /// no target starts outside it. A fleet fired by a schedule with a window and none of
+    /// its own takes the schedule's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
 }
 
 /// A target as written (its parameters not yet checked against the runbook).
@@ -288,6 +299,7 @@ fn read_fleet(cx: &mut Cx<'_>, root: &Node) -> Option<FleetFile> {
             "rate",
             "waves",
             "auto_approve",
+            "window",
         ],
         &["fleet", "runbook", "targets", "rate"],
     )?;
@@ -322,6 +334,22 @@ fn read_fleet(cx: &mut Cx<'_>, root: &Node) -> Option<FleetFile> {
         Some(n) => cx.boolean(n, "auto_approve", "`auto_approve`"),
     };
     let rate = f.get("rate").and_then(|n| read_rate(cx, n));
+    let window = match f.get("window") {
+        None => Some(None),
+        Some(n) => cx
+            .string(n, "window", "`window`")
+            .and_then(|text| match Window::parse(text) {
+                Ok(_) => Some(Some(text.to_owned())),
+                Err(e) => {
+                    cx.error(
+                        n.pos,
+                        "window",
+                        format!("{e}; write it as \"01:00-05:00 Europe/Amsterdam\""),
+                    );
+                    None
+                }
+            }),
+    };
     let waves = match f.get("waves") {
         None => Some((0, None, false)),
         Some(n) => read_waves(cx, n),
@@ -361,6 +389,7 @@ fn read_fleet(cx: &mut Cx<'_>, root: &Node) -> Option<FleetFile> {
             wave_size,
             approval,
             auto_approve: auto_approve?,
+            window: window?,
         },
         query,
     })
@@ -590,86 +619,6 @@ fn read_query(cx: &mut Cx<'_>, node: &Node) -> Option<(String, Vec<String>, Vec<
     Some((location?, subscriptions, resource_groups?))
 }
 
-/// One target of a template: `name` and `params` with `${{ item... }}` replaced by `item`,
-/// over the common parameters.
-fn instantiate(
-    name: &str,
-    template: &Map<String, Json>,
-    common: &Map<String, Json>,
-    item: &Json,
-    at: String,
-) -> Result<FleetTarget, String> {
-    let name = match substitute(&Json::String(name.to_owned()), item)? {
-        Json::String(s) => s,
-        other => other.to_string(),
-    };
-    let mut params = common.clone();
-    if let Json::Object(own) = substitute(&Json::Object(template.clone()), item)? {
-        params.extend(own);
-    }
-    Ok(FleetTarget { name, params, at })
-}
-
-/// Replaces `${{ item }}` and `${{ item.field }}` in every string of `template`. A string
-/// that is exactly one such reference becomes the value itself (a mapping stays a mapping).
-fn substitute(template: &Json, item: &Json) -> Result<Json, String> {
-    match template {
-        Json::String(s) => substitute_str(s, item),
-        Json::Array(a) => a
-            .iter()
-            .map(|v| substitute(v, item))
-            .collect::<Result<_, _>>()
-            .map(Json::Array),
-        Json::Object(m) => m
-            .iter()
-            .map(|(k, v)| Ok((k.clone(), substitute(v, item)?)))
-            .collect::<Result<_, String>>()
-            .map(Json::Object),
-        other => Ok(other.clone()),
-    }
-}
-
-fn lookup<'a>(item: &'a Json, reference: &str) -> Result<&'a Json, String> {
-    let mut parts = reference.split('.');
-    if parts.next() != Some("item") {
-        return Err(format!(
-            "a target template can only refer to `item` (the list entry), found `{reference}`"
-        ));
-    }
-    let mut v = item;
-    for p in parts {
-        v = v
-            .get(p)
-            .ok_or_else(|| format!("this entry has no field `{p}` (the template reads `{reference}`)"))?;
-    }
-    Ok(v)
-}
-
-fn substitute_str(s: &str, item: &Json) -> Result<Json, String> {
-    let trimmed = s.trim();
-    if let Some(inner) = trimmed.strip_prefix("${{").and_then(|r| r.strip_suffix("}}"))
-        && !inner.contains("${{")
-    {
-        return lookup(item, inner.trim()).cloned();
-    }
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(start) = rest.find("${{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 3..];
-        let end = after
-            .find("}}")
-            .ok_or_else(|| format!("`${{{{` without its closing `}}}}` in `{s}`"))?;
-        match lookup(item, after[..end].trim())? {
-            Json::String(v) => out.push_str(v),
-            other => out.push_str(&other.to_string()),
-        }
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    Ok(Json::String(out))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -715,6 +664,24 @@ mod tests {
         ] {
             assert!(err.contains(expected), "{expected}\nnot in:\n{err}");
         }
+    }
+
+    #[test]
+    fn a_maintenance_window_is_kept_with_the_rate_and_a_bad_one_is_placed() {
+        let base = "fleet: move\nrunbook: rb.yaml\ntargets:\n  - name: a\nrate: {max_concurrency: 1, max_errors: 1}\n";
+        let f = parse(&format!("{base}window: \"01:00-05:00 Europe/Amsterdam\"\n"), "f.yaml").unwrap();
+        assert_eq!(f.rate.window.as_deref(), Some("01:00-05:00 Europe/Amsterdam"));
+        let stored = serde_json::to_value(&f.rate).unwrap();
+        let back: RateControl = serde_json::from_value(stored).unwrap();
+        assert_eq!(back, f.rate, "the driver reads the window back from the stored spec");
+        assert_eq!(parse(base, "f.yaml").unwrap().rate.window, None);
+        let err = parse(&format!("{base}window: \"25:00-05:00 UTC\"\n"), "f.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("f.yaml:6:") && err.contains("window") && err.contains("25:00"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -10,11 +10,20 @@
 //! another call of [`drive_fleet`]: started targets are re-driven (the runs resume), none
 //! is started twice, and the running count never exceeds `max_concurrency` because it is
 //! counted from the stored targets before each start.
+//!
+//! A fleet may have a maintenance window (its own, or that of the schedule that fired it):
+//! outside it no target starts, the running ones finish, and the fleet waits, saying until
+//! when; a worker drives it again once the window is open ([`drivable_fleets`]).
 
+mod budget;
 mod driver;
 pub mod file;
 mod query;
+mod scheduled;
+mod template;
 
-pub use driver::{CreateFleet, FleetOutcome, create_fleet, drive_fleet};
+pub(crate) use budget::request_priority;
+pub use driver::{CreateFleet, FleetOutcome, WINDOW_WAIT, create_fleet, drive_fleet};
 pub use file::{FleetFile, MaxErrors, RateControl, TargetQuery, parse};
 pub use query::resolve_query;
+pub use scheduled::{active_fleet_of, drivable_fleets, drive_for_worker, fire_decision, is_fleet_file};

@@ -100,6 +100,9 @@ pub enum ParamType {
     List,
     /// Any mapping (passed through as is).
     Object,
+    /// A file path. A relative one is made absolute when the run is created: against the
+    /// parameter file's folder when that file gives it, else the current directory.
+    Path,
 }
 
 /// Run-level limits.

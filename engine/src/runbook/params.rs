@@ -13,7 +13,7 @@ use super::yaml::{self, Value as Yaml};
 impl ParamType {
     /// Every type name, as written in `type:`.
     pub const NAMES: &'static [&'static str] = &[
-        "string", "name", "int", "number", "bool", "duration", "instance", "list", "object",
+        "string", "name", "int", "number", "bool", "duration", "instance", "list", "object", "path",
     ];
 
     /// The type name as written in `type:`.
@@ -28,6 +28,7 @@ impl ParamType {
             ParamType::Instance => "instance",
             ParamType::List => "list",
             ParamType::Object => "object",
+            ParamType::Path => "path",
         }
     }
 
@@ -43,6 +44,7 @@ impl ParamType {
             "instance" => ParamType::Instance,
             "list" => ParamType::List,
             "object" => ParamType::Object,
+            "path" => ParamType::Path,
             _ => return None,
         })
     }
@@ -71,6 +73,15 @@ pub(crate) fn check_value(ty: ParamType, v: &Value, allow_null: bool) -> Result<
         (ParamType::String, Value::String(s)) => {
             if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
                 problems.push((String::new(), "must not contain control characters".to_owned()));
+            }
+            v.clone()
+        }
+        (ParamType::Path, Value::String(s)) => {
+            if s.is_empty() || s.chars().any(char::is_control) {
+                problems.push((
+                    String::new(),
+                    "must be a file path (not empty, no control characters)".to_owned(),
+                ));
             }
             v.clone()
         }
@@ -146,6 +157,7 @@ fn expected(ty: ParamType) -> &'static str {
         ParamType::Instance => "an instance ({subscription, resource_group, name})",
         ParamType::List => "a list of strings",
         ParamType::Object => "a mapping",
+        ParamType::Path => "a file path (a string)",
     }
 }
 

@@ -30,7 +30,7 @@ pub(crate) fn static_kind(
     }
     let ty = params.get(name)?;
     match (ty, &p.segments[1..]) {
-        (ParamType::String | ParamType::Name | ParamType::Duration, []) => Some("string"),
+        (ParamType::String | ParamType::Name | ParamType::Duration | ParamType::Path, []) => Some("string"),
         (ParamType::Int, []) => Some("integer"),
         (ParamType::Number, []) => Some("number"),
         (ParamType::Bool, []) => Some("boolean"),

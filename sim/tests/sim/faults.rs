@@ -256,3 +256,27 @@ async fn throttling_answers_429_with_retry_after() {
         StatusCode::OK
     );
 }
+
+/// Other clients of the subscription (issue 18) spend their share of a bucket: the remaining
+/// header counts only what is left for this client, and it is throttled sooner.
+#[tokio::test]
+async fn other_clients_spend_half_of_the_read_budget() {
+    let sim = Sim::demo().await;
+    let limits = json!({"reads": {"burst": 20.0, "per_second": 0.01, "other_clients": 0.5},
+        "writes": {"burst": 200.0, "per_second": 10.0}, "deletes": {"burst": 200.0, "per_second": 10.0}});
+    let echoed = sim.admin(Method::PUT, "/_sim/throttling", Some(limits)).await;
+    assert_eq!(echoed["reads"]["other_clients"], 0.5, "{echoed}");
+    let nsg = nsg_id(EAST, "nsg-mi-eastus");
+    let first = sim.get(&net(&nsg)).await;
+    assert_eq!(
+        first.header("x-ms-ratelimit-remaining-subscription-reads").as_deref(),
+        Some("9"),
+        "half of the 20 reads are the other clients'"
+    );
+    for _ in 0..9 {
+        assert_eq!(sim.get(&net(&nsg)).await.status, StatusCode::OK);
+    }
+    sim.get(&net(&nsg))
+        .await
+        .assert_error(429, "SubscriptionRequestsThrottled");
+}

@@ -45,6 +45,21 @@ pub enum PgError {
         #[source]
         source: postgres::Error,
     },
+    /// The connection broke (the server restarted or failed over, the network dropped).
+    /// Nothing of the transaction in flight is saved; the store connects again for its
+    /// next read or write.
+    #[error(
+        "lost the connection to PostgreSQL at {target} ({reason}): nothing of the change in flight is saved; \
+         check that the server is up and reachable from this host (after a failover, that the URL names the new \
+         primary), then retry: fogbook connects again for its next read or write, and `fogbook resume RUN` \
+         carries on a run from its last committed step"
+    )]
+    ConnectionLost {
+        /// The URL, password masked.
+        target: String,
+        /// What the client said.
+        reason: String,
+    },
     /// The database was migrated by a newer fogbook.
     #[error(
         "the PostgreSQL database has schema version {found}, newer than this build knows ({known}): \

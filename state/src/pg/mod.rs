@@ -13,6 +13,8 @@ mod connect;
 mod error;
 mod schema;
 mod sql;
+pub(crate) mod thread;
+pub(crate) mod tx;
 mod url;
 
 pub use connect::connect;

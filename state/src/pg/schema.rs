@@ -13,7 +13,8 @@ use crate::pg::PgError;
 
 /// Each entry moves the schema from version `i` to `i + 1`. Never edit a shipped entry;
 /// append a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE runs (
     id               TEXT PRIMARY KEY,
     runbook_name     TEXT NOT NULL,
@@ -188,7 +189,16 @@ CREATE TABLE fleet_targets (
     PRIMARY KEY (fleet_id, idx)
 );
 CREATE INDEX fleet_targets_by_run ON fleet_targets(run_id);
-"#];
+"#,
+    // Schedules that fire a fleet (issue 18; SQLite migration 5).
+    r#"
+CREATE TABLE schedule_fleets (
+    schedule_name TEXT PRIMARY KEY REFERENCES schedules(name),
+    fleet_text    TEXT NOT NULL,
+    fleet_source  TEXT
+);
+"#,
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

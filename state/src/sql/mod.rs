@@ -3,7 +3,7 @@
 //! Every transition, the audit chain, operator actions, fleets, schedules and the trail
 //! comparison are written once, as closures over [`Tx`]. A backend runs them on its writer
 //! thread (group commit included) by implementing `Tx` for its connection or transaction;
-//! SQLite ([`sqlite::SqliteTx`]) is the only one today.
+//! SQLite ([`sqlite::SqliteTx`]) and PostgreSQL (`pg::tx::PgTx`).
 //!
 //! SQL text given to a `Tx` is written in the dialect SQLite and PostgreSQL share:
 //! placeholders `?1…?N` (a PostgreSQL backend rewrites them to `$N`), `ON CONFLICT … DO …`
@@ -26,6 +26,8 @@ use crate::error::UnreadableCell;
 pub(crate) enum Dialect {
     /// SQLite (the embedded store).
     Sqlite,
+    /// PostgreSQL (`--db postgres://…`).
+    Postgres,
 }
 
 /// Why a statement failed, or a value could not be read.

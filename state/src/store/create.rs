@@ -13,7 +13,13 @@ impl Store {
     /// creator its lease, all in one transaction. Fails with [`StateError::LockHeld`]
     /// naming the holder when a key is taken, and then changes nothing.
     pub async fn create_run(&self, run: NewRun) -> Result<(), StateError> {
-        self.write(move |tx| insert_run(tx, &run)).await
+        let lease = run.lease.as_ref().map(|(owner, _)| (run.id.clone(), owner.clone()));
+        self.write(move |tx| insert_run(tx, &run)).await?;
+        if let Some((run_id, owner)) = lease {
+            // A new run's lease is at epoch 0 (the column's default).
+            self.hold_epoch(&run_id, &owner, 0);
+        }
+        Ok(())
     }
 
     // --- Locks of a run that failed before it changed anything (task `operator`). ---
@@ -136,7 +142,7 @@ pub(crate) fn insert_run(tx: &dyn Tx, run: &NewRun) -> Result<(), StateError> {
     tx.execute(
         "INSERT INTO runs (id, runbook_name, runbook_version, runbook_sha256, source_path,
                            params, status, auto_approve, created_at, updated_at, lease_owner,
-                           lease_expires_at, audit_head, audit_count, schedule_name, window)
+                           lease_expires_at, audit_head, audit_count, schedule_name, \"window\")
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, 0, ?13, ?14)",
         params![
             run.id,

@@ -1,5 +1,9 @@
-//! [`Store`]: the SQLite-backed state of all runs.
+//! [`Store`]: the state of all runs, in SQLite or PostgreSQL.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::pg::thread::PgThread;
 use crate::sql::Tx;
 use crate::thread::ConnThread;
 
@@ -17,33 +21,87 @@ pub(crate) use create::insert_run;
 pub(crate) use rows::{load_run_row, load_step_row};
 pub(crate) use steps::{finished_word, set_status};
 
-/// The state of all runs, in one SQLite file. Cheap to clone; all clones share one
-/// connection thread.
+/// The state of all runs, in one SQLite file or one PostgreSQL database. Cheap to clone;
+/// all clones share the backend's threads.
 #[derive(Clone, Debug)]
 pub struct Store {
-    conn: ConnThread,
+    conn: Backend,
+    /// The lease epochs this process holds, by run id (`fleet:ID` for a fleet): the fencing
+    /// token each driver write carries. A lease taken here records the epoch it got; a
+    /// write compares it with the row's, so once another process (or store) has taken the
+    /// lease over, whatever the owner's name, this one's writes are refused.
+    epochs: Arc<Mutex<HashMap<String, (String, i64)>>>,
+}
+
+/// The threads that run the store's closures.
+#[derive(Clone, Debug)]
+enum Backend {
+    Sqlite(ConnThread),
+    Postgres(PgThread),
 }
 
 impl Store {
+    fn new(conn: Backend) -> Self {
+        Self {
+            conn,
+            epochs: Arc::default(),
+        }
+    }
+
+    /// The epoch of `key`'s lease this store holds for `owner`, if it took that lease.
+    pub(crate) fn held_epoch(&self, key: &str, owner: &str) -> Option<i64> {
+        let epochs = self.epochs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        epochs.get(key).filter(|(o, _)| o == owner).map(|(_, e)| *e)
+    }
+
+    /// Records that this store holds `key`'s lease for `owner` at `epoch`.
+    pub(crate) fn hold_epoch(&self, key: &str, owner: &str, epoch: i64) {
+        let mut epochs = self.epochs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        epochs.insert(key.to_owned(), (owner.to_owned(), epoch));
+    }
+
+    /// Forgets `key`'s lease (released).
+    pub(crate) fn drop_epoch(&self, key: &str) {
+        let mut epochs = self.epochs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        epochs.remove(key);
+    }
+
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StateError>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Tx) -> Result<T, StateError> + Send + 'static,
     {
-        self.conn.write(f).await
+        match &self.conn {
+            Backend::Sqlite(c) => c.write(f).await,
+            Backend::Postgres(c) => c.write(f).await,
+        }
     }
 
     /// Makes the write after the next `skip` ones fail with `fault`, once (reliability
     /// tests: no side effect may follow a start that was not durably committed).
     #[cfg(feature = "test-hooks")]
     pub fn inject_fault(&self, skip: u64, fault: crate::StoreFault) {
-        self.conn.inject(skip, fault);
+        match &self.conn {
+            Backend::Sqlite(c) => c.inject(skip, fault),
+            Backend::Postgres(c) => c.inject(skip, fault),
+        }
     }
 
-    /// How many write transactions this store has committed (each one fsync of the WAL;
-    /// concurrent writes share one). For benchmarks.
+    /// How many write transactions this store has committed (each one fsync of the WAL,
+    /// or one PostgreSQL commit; concurrent writes share one). For benchmarks.
     pub fn commit_count(&self) -> u64 {
-        self.conn.commits()
+        match &self.conn {
+            Backend::Sqlite(c) => c.commits(),
+            Backend::Postgres(c) => c.commits(),
+        }
+    }
+
+    /// Which backend holds the state (`"sqlite"` or `"postgres"`).
+    pub fn backend(&self) -> &'static str {
+        match &self.conn {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
     }
 
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StateError>
@@ -51,6 +109,9 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&dyn Tx) -> Result<T, StateError> + Send + 'static,
     {
-        self.conn.read(f).await
+        match &self.conn {
+            Backend::Sqlite(c) => c.read(f).await,
+            Backend::Postgres(c) => c.read(f).await,
+        }
     }
 }

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use super::Store;
+use super::{Backend, Store};
 use crate::StateError;
+use crate::pg::StoreUrl;
 use crate::thread::ConnThread;
 
 impl Store {
@@ -32,6 +33,7 @@ impl Store {
             .map_err(|e| open_err(Box::new(e)))?;
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(|e| open_err(Box::new(e)))?;
+        crate::migrations::check(&conn, path)?;
         let mode = wal_mode(&conn).map_err(|e| open_err(Box::new(e)))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(open_err(format!("journal_mode is {mode}, WAL is required").into()));
@@ -39,9 +41,7 @@ impl Store {
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
             .map_err(|e| open_err(Box::new(e)))?;
         crate::migrations::apply(&mut conn, path)?;
-        Ok(Self {
-            conn: ConnThread::spawn(conn),
-        })
+        Ok(Self::new(Backend::Sqlite(ConnThread::spawn(conn))))
     }
 
     /// Opens an existing database for a command that only reads it (`status`, `runs`,
@@ -85,16 +85,50 @@ impl Store {
             drop(conn);
             return Self::open(path);
         }
-        Ok(Self {
-            conn: ConnThread::spawn(conn),
-        })
+        Ok(Self::new(Backend::Sqlite(ConnThread::spawn(conn))))
     }
 
     /// Closes the database cleanly: the WAL is checkpointed into the main file and
     /// removed. A process should call this before it exits; a crash instead leaves the WAL,
     /// which SQLite replays on the next open, so nothing committed is lost either way.
     pub async fn close(&self) {
-        self.conn.close().await;
+        match &self.conn {
+            Backend::Sqlite(c) => c.close().await,
+            Backend::Postgres(c) => c.close(),
+        }
+    }
+
+    /// Opens the store `url` names: a SQLite file as [`Store::open`] does, or a PostgreSQL
+    /// database, connecting (TLS as the URL says) and bringing its schema up to date (under
+    /// an advisory lock, so any number of processes on any number of hosts may do it at
+    /// once).
+    pub fn open_url(url: &StoreUrl) -> Result<Self, StateError> {
+        match url {
+            StoreUrl::Sqlite(path) => Self::open(path),
+            StoreUrl::Postgres(pg) => {
+                // The blocking client runs a runtime of its own, which cannot start on a
+                // thread that drives async tasks (the caller's may): connect on another.
+                let url = pg.clone();
+                let opened = std::thread::spawn(move || {
+                    let mut client = crate::pg::connect(&url).map_err(StateError::Postgres)?;
+                    crate::pg::migrate(&mut client).map_err(StateError::Postgres)?;
+                    crate::pg::thread::PgThread::spawn(&url, client)
+                })
+                .join()
+                .map_err(|_| StateError::StoreClosed)??;
+                Ok(Self::new(Backend::Postgres(opened)))
+            }
+        }
+    }
+
+    /// As [`Store::open_read_only`] for a SQLite file; a PostgreSQL database is opened as by
+    /// [`Store::open_url`] (its schema is brought up to date; the commands that only read
+    /// write nothing else).
+    pub fn open_url_read_only(url: &StoreUrl) -> Result<Self, StateError> {
+        match url {
+            StoreUrl::Sqlite(path) => Self::open_read_only(path),
+            StoreUrl::Postgres(_) => Self::open_url(url),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use crate::{ApprovalRow, RunRow, RunStatus, StateError, StepRow, StepStatus, Win
 pub(super) const RUN_COLUMNS: &str =
     "r.id, r.runbook_name, r.runbook_version, t.text, r.runbook_sha256, r.source_path, r.params, r.status,
      r.auto_approve, r.created_at, r.updated_at, r.finished_at, r.error, r.lease_owner, r.lease_expires_at,
-     r.cancel_requested, r.audit_head, r.audit_count, r.window";
+     r.cancel_requested, r.audit_head, r.audit_count, r.\"window\"";
 pub(super) const RUN_FROM: &str = "runs r JOIN runbook_texts t ON t.sha256 = r.runbook_sha256";
 
 pub(super) struct RawRun {

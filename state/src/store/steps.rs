@@ -28,8 +28,9 @@ impl Store {
     ) -> Result<(), StateError> {
         let (run_id, owner, step_id) = (run_id.to_owned(), owner.to_owned(), step_id.to_owned());
         let (named, named_step) = (run_id.clone(), step_id.clone());
+        let held = self.held_epoch(&run_id, &owner);
         self.write(move |tx| {
-            check_lease(tx, &run_id, &owner, now)?;
+            check_lease(tx, &run_id, &owner, held, now)?;
             let changed = tx
                 .execute(
                     "UPDATE steps SET progress = ?3 WHERE run_id = ?1 AND step_id = ?2 AND status = 'running'",
@@ -76,13 +77,14 @@ impl Store {
         let what = transition(&finished, start.as_ref());
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
         let named = run_id.clone();
+        let held = self.held_epoch(&run_id, &owner);
         self.write(move |tx| {
             let now = start
                 .as_ref()
                 .map(|s| s.now)
                 .or(finished.last().map(|f| f.now))
                 .unwrap_or(0);
-            let cancel = check_lease(tx, &run_id, &owner, now)?;
+            let cancel = check_lease(tx, &run_id, &owner, held, now)?;
             let mut events = Vec::new();
             let mut status_set = false;
             for finish in &finished {
@@ -172,8 +174,9 @@ impl Store {
     ) -> Result<(), StateError> {
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
         let named = run_id.clone();
+        let held = self.held_epoch(&run_id, &owner);
         self.write(move |tx| {
-            check_lease(tx, &run_id, &owner, now)?;
+            check_lease(tx, &run_id, &owner, held, now)?;
             set_status(tx, &run_id, status, error, now)
         })
         .await

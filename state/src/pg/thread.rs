@@ -1,0 +1,314 @@
+//! The PostgreSQL store's two threads: one writer, one reader, each with its own connection
+//! (the blocking `postgres` client never runs on a tokio worker thread).
+//!
+//! The writer commits in groups as the SQLite thread does: the writes queued when it takes
+//! one run in one transaction, each in a savepoint of its own, and every caller is answered
+//! only after the commit. Every write transaction first takes one transaction-scoped
+//! advisory lock ([`WRITE_LOCK`]): that is the store's single-writer rule across processes
+//! and hosts, so a check and the change that depends on it (a lease, a resource lock, the
+//! audit chain's head) never interleave with another host's.
+//!
+//! Reads run on the reader's connection, each in one `REPEATABLE READ READ ONLY`
+//! transaction, so a read that takes several statements sees one snapshot.
+//!
+//! A lost connection fails the writes (or the read) in flight with
+//! [`PgError::ConnectionLost`], naming the database; the thread connects again for its next
+//! job.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+
+use tokio::sync::oneshot;
+
+use super::tx::{PgConn, PgTx};
+use super::{PgError, PgUrl};
+use crate::StateError;
+use crate::error::BackendError;
+use crate::sql::Tx;
+use crate::thread::{MAX_GROUP, Pending, Reply};
+
+/// The key of the advisory lock every write transaction takes ("fogbookw" in ASCII).
+pub(crate) const WRITE_LOCK: i64 = 0x666f_6762_6f6f_6b77;
+
+type WriteFn = Box<dyn FnOnce(Option<&dyn Tx>) -> Box<dyn Pending> + Send>;
+type ReadFn = Box<dyn FnOnce(Result<&dyn Tx, StateError>, &dyn Fn() -> Option<StateError>) + Send>;
+
+/// A handle to the writer and reader threads. Cloning shares them; they end when the last
+/// handle is dropped (or [`PgThread::close`] is called).
+#[derive(Clone, Debug)]
+pub(crate) struct PgThread {
+    writes: mpsc::Sender<Option<WriteFn>>,
+    reads: mpsc::Sender<Option<ReadFn>>,
+    commits: Arc<AtomicU64>,
+    #[cfg(feature = "test-hooks")]
+    faults: Arc<std::sync::Mutex<crate::fault::FaultPlan>>,
+}
+
+/// A connection that is opened again when it was lost.
+struct Link {
+    url: PgUrl,
+    conn: Option<RefCell<PgConn>>,
+}
+
+impl Link {
+    /// Connects (again) when there is no connection or it broke.
+    fn ensure(&mut self) -> Result<(), StateError> {
+        if self.conn.as_ref().is_some_and(|c| c.borrow().is_closed()) {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            let client = super::connect(&self.url).map_err(StateError::Postgres)?;
+            self.conn = Some(RefCell::new(PgConn::new(client)));
+        }
+        Ok(())
+    }
+
+    /// The error to report when the connection broke under a job; `None` when it is up.
+    fn lost(&self, reason: &dyn std::fmt::Display) -> Option<StateError> {
+        let conn = self.conn.as_ref()?;
+        conn.borrow().is_closed().then(|| {
+            StateError::Postgres(PgError::ConnectionLost {
+                target: self.url.to_string(),
+                reason: reason.to_string(),
+            })
+        })
+    }
+}
+
+impl PgThread {
+    /// Starts the threads with `writer` (already migrated) as the writer's first connection;
+    /// the reader connects on its first read.
+    pub(crate) fn spawn(url: &PgUrl, writer: postgres::Client) -> Result<Self, StateError> {
+        let (writes, write_rx) = mpsc::channel::<Option<WriteFn>>();
+        let (reads, read_rx) = mpsc::channel::<Option<ReadFn>>();
+        let commits = Arc::new(AtomicU64::new(0));
+        let counter = commits.clone();
+        let mut link = Link {
+            url: url.clone(),
+            conn: Some(RefCell::new(PgConn::new(writer))),
+        };
+        let spawn_err = |e: std::io::Error| StateError::OpenDatabase {
+            path: url.to_string().into(),
+            source: Box::new(e),
+        };
+        std::thread::Builder::new()
+            .name("fogbook-pg-writer".to_owned())
+            .spawn(move || {
+                while let Ok(Some(first)) = write_rx.recv() {
+                    let mut group = vec![first];
+                    let mut closing = false;
+                    while group.len() < MAX_GROUP {
+                        match write_rx.try_recv() {
+                            Ok(Some(w)) => group.push(w),
+                            Ok(None) => {
+                                closing = true;
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    commit_group(&mut link, group, &counter);
+                    if closing {
+                        return;
+                    }
+                }
+            })
+            .map_err(spawn_err)?;
+        let mut reader = Link {
+            url: url.clone(),
+            conn: None,
+        };
+        std::thread::Builder::new()
+            .name("fogbook-pg-reader".to_owned())
+            .spawn(move || {
+                while let Ok(Some(job)) = read_rx.recv() {
+                    run_read(&mut reader, job);
+                }
+            })
+            .map_err(spawn_err)?;
+        Ok(Self {
+            writes,
+            reads,
+            commits,
+            #[cfg(feature = "test-hooks")]
+            faults: Arc::default(),
+        })
+    }
+
+    /// Makes the write after the next `skip` ones fail with `fault` (once).
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn inject(&self, skip: u64, fault: crate::StoreFault) {
+        crate::fault::plan(&self.faults, skip, fault);
+    }
+
+    /// Ends both threads once the jobs already queued are done.
+    pub(crate) fn close(&self) {
+        let _ = self.writes.send(None);
+        let _ = self.reads.send(None);
+    }
+
+    /// How many write transactions were committed.
+    pub(crate) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` in a read-only transaction on the reader's connection.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StateError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Tx) -> Result<T, StateError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job: ReadFn = Box::new(move |tx, lost| {
+            let result = tx.and_then(f).map_err(|e| lost().unwrap_or(e));
+            let _ = reply.send(result);
+        });
+        self.reads.send(Some(job)).map_err(|_| StateError::StoreClosed)?;
+        rx.await.map_err(|_| StateError::StoreClosed)?
+    }
+
+    /// Runs `f` inside a write transaction (shared with other queued writes, in a savepoint
+    /// of its own) and returns its result once the transaction is committed.
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StateError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Tx) -> Result<T, StateError> + Send + 'static,
+    {
+        #[cfg(feature = "test-hooks")]
+        let fault = crate::fault::before_write(&self.faults)?;
+        let (reply, rx) = oneshot::channel();
+        let job: WriteFn = Box::new(move |tx| -> Box<dyn Pending> {
+            let result = match tx {
+                Some(tx) => f(tx),
+                None => Err(StateError::commit_failed("could not begin a transaction")),
+            };
+            Box::new(Reply { tx: reply, result })
+        });
+        self.writes.send(Some(job)).map_err(|_| StateError::StoreClosed)?;
+        let result = rx.await.map_err(|_| StateError::StoreClosed)?;
+        #[cfg(feature = "test-hooks")]
+        crate::fault::after_write(fault, &result)?;
+        result
+    }
+}
+
+fn run_read(link: &mut Link, job: ReadFn) {
+    if let Err(e) = link.ensure() {
+        job(Err(e), &|| None);
+        return;
+    }
+    let link = &*link;
+    let Some(conn) = link.conn.as_ref() else {
+        job(Err(StateError::StoreClosed), &|| None);
+        return;
+    };
+    let begun = conn
+        .borrow_mut()
+        .client()
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    if let Err(e) = begun {
+        let err = link.lost(&e).unwrap_or_else(|| database("beginning a read", e));
+        job(Err(err), &|| None);
+        return;
+    }
+    job(Ok(&PgTx(conn)), &|| link.lost(&"the connection closed during a read"));
+    // A read changes nothing: ending it cannot lose anything, and a broken connection is
+    // opened again by the next read.
+    let _ = conn.borrow_mut().client().batch_execute("ROLLBACK");
+}
+
+/// Runs a group of writes in one transaction (after the advisory lock) and answers each
+/// after the commit.
+fn commit_group(link: &mut Link, mut group: Vec<WriteFn>, commits: &AtomicU64) {
+    if let Err(e) = link.ensure() {
+        let source: BackendError = Arc::new(e);
+        for w in group {
+            w(None).finish(Err(&source));
+        }
+        return;
+    }
+    let link = &*link;
+    let Some(conn) = link.conn.as_ref() else {
+        return;
+    };
+    let begun = conn
+        .borrow_mut()
+        .client()
+        .batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"));
+    if let Err(e) = begun {
+        let source = failure(link, "beginning a transaction", e);
+        for w in group {
+            w(None).finish(Err(&source));
+        }
+        return;
+    }
+    let control = |sql: &str| conn.borrow_mut().client().batch_execute(sql);
+    let mut pending = Vec::with_capacity(group.len());
+    if group.len() == 1
+        && let Some(w) = group.pop()
+    {
+        // Alone in its transaction: a failed write rolls the whole transaction back.
+        let p = w(Some(&PgTx(conn)));
+        if p.failed() {
+            let rolled_back = control("ROLLBACK");
+            match link.lost(&"the connection closed during the write") {
+                Some(lost) => p.finish(Err(&(Arc::new(lost) as BackendError))),
+                None => {
+                    if let Err(e) = rolled_back {
+                        tracing::error!(error = %e, "could not roll back a failed write");
+                    }
+                    p.finish(Ok(()));
+                }
+            }
+            return;
+        }
+        pending.push(p);
+    } else {
+        for w in group {
+            if let Err(e) = control("SAVEPOINT write") {
+                let source = failure(link, "opening a savepoint", e);
+                w(None).finish(Err(&source));
+                continue;
+            }
+            let p = w(Some(&PgTx(conn)));
+            let closed = if p.failed() {
+                control("ROLLBACK TO SAVEPOINT write; RELEASE SAVEPOINT write")
+            } else {
+                control("RELEASE SAVEPOINT write")
+            };
+            if let Err(e) = closed {
+                tracing::error!(error = %e, "could not close a savepoint");
+            }
+            pending.push(p);
+        }
+    }
+    match control("COMMIT") {
+        Ok(()) => {
+            commits.fetch_add(1, Ordering::Relaxed);
+            for p in pending {
+                p.finish(Ok(()));
+            }
+        }
+        Err(e) => {
+            let source = failure(link, "committing", e);
+            for p in pending {
+                p.finish(Err(&source));
+            }
+        }
+    }
+}
+
+/// A failure of the group's transaction, shared by every write in the group: a lost
+/// connection names the database.
+fn failure(link: &Link, operation: &'static str, e: postgres::Error) -> BackendError {
+    Arc::new(link.lost(&e).unwrap_or_else(|| database(operation, e)))
+}
+
+fn database(operation: &'static str, e: postgres::Error) -> StateError {
+    StateError::Database {
+        operation,
+        source: Arc::new(e),
+    }
+}

@@ -1,0 +1,295 @@
+//! [`Tx`] over a PostgreSQL connection: the store's closures run unchanged on it.
+//!
+//! Each SQL text is rewritten once ([`postgres_placeholders`]) and prepared once per
+//! connection; the prepared statement (which knows the type PostgreSQL inferred for each
+//! parameter) is cached under the original text. [`Value`]s are bound as the type the
+//! statement expects (an integer to a `BIGINT` column as `i64`, to a text parameter as its
+//! decimal text), and rows are read back into the seam's [`Row`] by column type: integers
+//! and booleans as [`Value::Int`] (as SQLite stores them), reals, texts and byte strings.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use postgres::types::{ToSql, Type};
+use postgres::{Client, Statement};
+
+use crate::pg::postgres_placeholders;
+use crate::sql::{Dialect, Error, Result, Row, Tx, Value};
+
+/// One PostgreSQL connection with its prepared statements.
+pub(crate) struct PgConn {
+    client: Client,
+    /// Prepared statements by the store's SQL text (before the placeholders are rewritten).
+    statements: HashMap<String, Statement>,
+}
+
+impl PgConn {
+    pub(crate) fn new(client: Client) -> Self {
+        Self {
+            client,
+            statements: HashMap::new(),
+        }
+    }
+
+    /// The client itself (transaction control, the advisory lock).
+    pub(crate) fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    /// Whether the connection to the server is gone (it must be opened again).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    fn statement(&mut self, sql: &str) -> std::result::Result<Statement, postgres::Error> {
+        if let Some(stmt) = self.statements.get(sql) {
+            return Ok(stmt.clone());
+        }
+        let stmt = self.client.prepare(&postgres_placeholders(sql))?;
+        self.statements.insert(sql.to_owned(), stmt.clone());
+        Ok(stmt)
+    }
+}
+
+/// The store's closures see a PostgreSQL connection (inside the writer's transaction for
+/// writes) as this.
+pub(crate) struct PgTx<'a>(pub(crate) &'a RefCell<PgConn>);
+
+impl Tx for PgTx<'_> {
+    fn execute(&self, sql: &str, params: &[Value]) -> Result<usize> {
+        let mut conn = self.0.borrow_mut();
+        let stmt = conn.statement(sql).map_err(Error::backend)?;
+        let bound = bind(&stmt, params)?;
+        let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|b| &**b as &(dyn ToSql + Sync)).collect();
+        let n = conn.client.execute(&stmt, &refs).map_err(Error::backend)?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
+        let mut conn = self.0.borrow_mut();
+        let stmt = conn.statement(sql).map_err(Error::backend)?;
+        let bound = bind(&stmt, params)?;
+        let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|b| &**b as &(dyn ToSql + Sync)).collect();
+        let rows = conn.client.query(&stmt, &refs).map_err(Error::backend)?;
+        let columns: Arc<[String]> = stmt.columns().iter().map(|c| c.name().to_owned()).collect();
+        rows.iter()
+            .map(|r| {
+                let values = (0..columns.len())
+                    .map(|i| read(r, i, &columns))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Row::new(columns.clone(), values))
+            })
+            .collect()
+    }
+
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+}
+
+type Bound = Box<dyn ToSql + Sync>;
+
+/// `params` converted to the types `stmt` expects.
+fn bind(stmt: &Statement, params: &[Value]) -> Result<Vec<Bound>> {
+    let types = stmt.params();
+    if types.len() != params.len() {
+        return Err(Error::Conversion {
+            column: "the statement's parameters".to_owned(),
+            found: "another number of values",
+            expected: "one value per parameter",
+        });
+    }
+    types
+        .iter()
+        .zip(params)
+        .enumerate()
+        .map(|(i, (ty, v))| bind_one(ty, v).ok_or_else(|| mismatch(i, ty, v)))
+        .collect()
+}
+
+fn mismatch(i: usize, ty: &Type, v: &Value) -> Error {
+    Error::Conversion {
+        column: format!("parameter ${} ({ty})", i + 1),
+        found: match v {
+            Value::Null => "NULL",
+            Value::Int(_) => "an integer",
+            Value::Real(_) => "a real",
+            Value::Text(_) => "text",
+            Value::Blob(_) => "a blob",
+        },
+        expected: "a value of the parameter's type",
+    }
+}
+
+/// One value as the Rust type the client binds to `ty`; `None` when it does not fit.
+fn bind_one(ty: &Type, v: &Value) -> Option<Bound> {
+    Some(match (ty, v) {
+        (t, Value::Null) if *t == Type::INT8 => Box::new(None::<i64>),
+        (t, Value::Null) if *t == Type::INT4 => Box::new(None::<i32>),
+        (t, Value::Null) if *t == Type::INT2 => Box::new(None::<i16>),
+        (t, Value::Null) if *t == Type::FLOAT8 => Box::new(None::<f64>),
+        (t, Value::Null) if *t == Type::FLOAT4 => Box::new(None::<f32>),
+        (t, Value::Null) if *t == Type::BOOL => Box::new(None::<bool>),
+        (t, Value::Null) if *t == Type::BYTEA => Box::new(None::<Vec<u8>>),
+        (_, Value::Null) => Box::new(None::<String>),
+        (t, Value::Int(i)) if *t == Type::INT8 => Box::new(*i),
+        (t, Value::Int(i)) if *t == Type::INT4 => Box::new(i32::try_from(*i).ok()?),
+        (t, Value::Int(i)) if *t == Type::INT2 => Box::new(i16::try_from(*i).ok()?),
+        #[allow(clippy::cast_precision_loss, reason = "as SQLite converts an integer to a real")]
+        (t, Value::Int(i)) if *t == Type::FLOAT8 => Box::new(*i as f64),
+        (t, Value::Int(i)) if *t == Type::BOOL => Box::new(*i != 0),
+        (t, Value::Int(i)) if is_text(t) => Box::new(i.to_string()),
+        (t, Value::Real(f)) if *t == Type::FLOAT8 => Box::new(*f),
+        #[allow(clippy::cast_possible_truncation, reason = "a REAL parameter is 4 bytes wide")]
+        (t, Value::Real(f)) if *t == Type::FLOAT4 => Box::new(*f as f32),
+        (t, Value::Real(f)) if is_text(t) => Box::new(f.to_string()),
+        (t, Value::Text(s)) if is_text(t) => Box::new(s.clone()),
+        (t, Value::Text(s)) if *t == Type::BYTEA => Box::new(s.clone().into_bytes()),
+        (t, Value::Blob(b)) if *t == Type::BYTEA => Box::new(b.clone()),
+        _ => return None,
+    })
+}
+
+fn is_text(t: &Type) -> bool {
+    [Type::TEXT, Type::VARCHAR, Type::BPCHAR, Type::NAME, Type::UNKNOWN].contains(t)
+}
+
+/// Column `i` of `row` as a [`Value`].
+fn read(row: &postgres::Row, i: usize, columns: &[String]) -> Result<Value> {
+    let ty = row.columns().get(i).map(|c| c.type_().clone()).unwrap_or(Type::UNKNOWN);
+    let v = if ty == Type::INT8 {
+        row.try_get::<_, Option<i64>>(i).map(|v| v.map(Value::Int))
+    } else if ty == Type::INT4 {
+        row.try_get::<_, Option<i32>>(i)
+            .map(|v| v.map(|v| Value::Int(v.into())))
+    } else if ty == Type::INT2 {
+        row.try_get::<_, Option<i16>>(i)
+            .map(|v| v.map(|v| Value::Int(v.into())))
+    } else if ty == Type::BOOL {
+        row.try_get::<_, Option<bool>>(i)
+            .map(|v| v.map(|v| Value::Int(v.into())))
+    } else if ty == Type::FLOAT8 {
+        row.try_get::<_, Option<f64>>(i).map(|v| v.map(Value::Real))
+    } else if ty == Type::FLOAT4 {
+        row.try_get::<_, Option<f32>>(i)
+            .map(|v| v.map(|v| Value::Real(v.into())))
+    } else if ty == Type::BYTEA {
+        row.try_get::<_, Option<Vec<u8>>>(i).map(|v| v.map(Value::Blob))
+    } else if is_text(&ty) {
+        row.try_get::<_, Option<String>>(i).map(|v| v.map(Value::Text))
+    } else {
+        return Err(Error::Conversion {
+            column: columns.get(i).cloned().unwrap_or_default(),
+            found: "a PostgreSQL type the store does not read",
+            expected: "an integer, boolean, real, text or bytea column",
+        });
+    };
+    Ok(v.map_err(Error::backend)?.unwrap_or(Value::Null))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::str::FromStr;
+
+    use super::*;
+    use crate::pg::StoreUrl;
+    use crate::sql::{OptionalExt, params};
+
+    fn db(server: &fogbook_testpg::TestPostgres) -> RefCell<PgConn> {
+        let StoreUrl::Postgres(url) = StoreUrl::from_str(&server.url()).unwrap() else {
+            panic!("not a PostgreSQL URL");
+        };
+        let mut client = crate::pg::connect(&url).unwrap();
+        client
+            .batch_execute(
+                "CREATE TABLE t (id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, i BIGINT, r DOUBLE PRECISION,
+                                 s TEXT, b BYTEA, \"window\" TEXT)",
+            )
+            .unwrap();
+        RefCell::new(PgConn::new(client))
+    }
+
+    /// The same statements and values as SQLite's test of the seam: `?N` placeholders,
+    /// `RETURNING`, integers, booleans, reals, text, bytes and NULLs go in and come back as
+    /// they were; a missing row is `NoRows`; a wrong type names the column.
+    #[test]
+    fn values_go_in_and_come_back_as_they_were() {
+        let server = fogbook_testpg::TestPostgres::start();
+        let conn = db(&server);
+        let tx: &dyn Tx = &PgTx(&conn);
+        let none: Option<&str> = None;
+        let id: i64 = tx
+            .query_row(
+                "INSERT INTO t (i, r, s, b) VALUES (?1, ?2, ?3, ?4) RETURNING id",
+                params![-7i64, 1.5f64, "é", vec![0u8, 255]],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(id, 1, "RETURNING gives the new key");
+        for _ in 0..2 {
+            // The second run uses the cached statement.
+            assert_eq!(
+                tx.execute(
+                    "INSERT INTO t (i, s, \"window\") VALUES (?1, ?2, ?2)",
+                    params![true, none]
+                )
+                .unwrap(),
+                1
+            );
+        }
+        assert_eq!(conn.borrow().statements.len(), 2, "each SQL text is prepared once");
+        let rows = tx
+            .query_map(
+                "SELECT i, r, s, b FROM t WHERE id <= ?1 ORDER BY id",
+                params![2i64],
+                |r| {
+                    Ok((
+                        r.get::<i64>(0)?,
+                        r.get::<Option<f64>>(1)?,
+                        r.get::<Option<String>>(2)?,
+                        r.get::<Option<Vec<u8>>>(3)?,
+                    ))
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                (-7, Some(1.5), Some("é".to_owned()), Some(vec![0, 255])),
+                (1, None, None, None)
+            ]
+        );
+        let exists: bool = tx
+            .query_row("SELECT EXISTS (SELECT 1 FROM t WHERE i = ?1)", params![-7i64], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert!(exists, "a PostgreSQL boolean reads as SQLite's 0/1");
+        let wrong = tx.query_row("SELECT s FROM t WHERE id = 1", params![], |r| r.get::<i64>(0));
+        assert!(
+            matches!(wrong, Err(Error::Conversion { ref column, .. }) if column == "s"),
+            "{wrong:?}"
+        );
+        let missing = tx
+            .query_row("SELECT i FROM t WHERE id = ?1", params![42i64], |r| r.get::<i64>(0))
+            .optional()
+            .unwrap();
+        assert_eq!(missing, None);
+    }
+
+    #[test]
+    fn a_failed_statement_keeps_the_servers_error() {
+        let server = fogbook_testpg::TestPostgres::start();
+        let conn = db(&server);
+        let tx: &dyn Tx = &PgTx(&conn);
+        let err = tx
+            .execute("INSERT INTO nowhere VALUES (?1)", params![1i64])
+            .unwrap_err();
+        let Error::Backend(source) = err else { panic!("{err:?}") };
+        let text = format!("{source}: {:?}", source.source());
+        assert!(text.contains("nowhere"), "{text}");
+    }
+}

@@ -369,21 +369,33 @@ async fn resume_in(cli: &Cli, store: &Store, arg: &str, approve_by: Option<Strin
     drive(cli, &engine, &id, stop).await
 }
 
-struct TargetLine {
-    name: String,
-    wave: u32,
-    status: String,
-    run: Option<String>,
-    started: Option<Millis>,
-    ended: Option<Millis>,
-    unprotected_ms: Millis,
-    open_windows: usize,
+/// One target of a fleet as `fleet report` and the web page (`/fleets/{id}`) show it.
+pub(crate) struct TargetLine {
+    pub(crate) name: String,
+    pub(crate) wave: u32,
+    pub(crate) status: String,
+    pub(crate) run: Option<String>,
+    pub(crate) started: Option<Millis>,
+    pub(crate) ended: Option<Millis>,
+    /// The total time of its run's closed unprotected windows.
+    pub(crate) unprotected_ms: Millis,
+    /// How many of its run's unprotected windows are open.
+    pub(crate) open_windows: usize,
+    /// Its run's unprotected windows: opened, and closed unless open.
+    pub(crate) windows: Vec<(Millis, Option<Millis>)>,
+}
+
+/// A fleet and its targets' lines (what `fleet report` and `/fleets/{id}` show).
+pub(crate) async fn load_report(store: &Store, id: &str) -> Result<(FleetSnapshot, Vec<TargetLine>), StateError> {
+    let snap = store.load_fleet(id).await?;
+    let lines = lines(store, &snap).await?;
+    Ok((snap, lines))
 }
 
 async fn lines(store: &Store, snap: &FleetSnapshot) -> Result<Vec<TargetLine>, StateError> {
     let mut out = Vec::new();
     for t in &snap.targets {
-        let (mut unprotected_ms, mut open_windows) = (0, 0);
+        let (mut unprotected_ms, mut open_windows, mut windows) = (0, 0, Vec::new());
         if let Some(run) = &t.run_id {
             let run = store.load_run(run).await?;
             for w in run.windows.iter().filter(|w| w.kind == WindowKind::Unprotected) {
@@ -391,6 +403,7 @@ async fn lines(store: &Store, snap: &FleetSnapshot) -> Result<Vec<TargetLine>, S
                     Some(c) => unprotected_ms += c - w.opened_at,
                     None => open_windows += 1,
                 }
+                windows.push((w.opened_at, w.closed_at));
             }
         }
         out.push(TargetLine {
@@ -402,14 +415,19 @@ async fn lines(store: &Store, snap: &FleetSnapshot) -> Result<Vec<TargetLine>, S
             ended: t.ended_at,
             unprotected_ms,
             open_windows,
+            windows,
         });
     }
     Ok(out)
 }
 
+/// How many targets have the status (`pending` is a target not started yet).
+pub(crate) fn count(snap: &FleetSnapshot, status: &str) -> usize {
+    snap.targets.iter().filter(|t| t.status == status).count()
+}
+
 fn header(snap: &FleetSnapshot) -> String {
     let f = &snap.fleet;
-    let count = |s: &str| snap.targets.iter().filter(|t| t.status == s).count();
     let mut text = format!(
         "fleet {} ({}), runbook `{}`, created {}\nstatus: {}{}\ntargets: {} — {} succeeded, {} failed, {} running, {} waiting, {} cancelled, {} not started\nrate: {}",
         f.id,
@@ -419,12 +437,12 @@ fn header(snap: &FleetSnapshot) -> String {
         f.status,
         f.reason.as_deref().map(|r| format!(" — {r}")).unwrap_or_default(),
         snap.targets.len(),
-        count("succeeded"),
-        count("failed"),
-        count("running"),
-        count("waiting"),
-        count("cancelled"),
-        count("pending"),
+        count(snap, "succeeded"),
+        count(snap, "failed"),
+        count(snap, "running"),
+        count(snap, "waiting"),
+        count(snap, "cancelled"),
+        count(snap, "pending"),
         describe_rate(&f.spec["rate"], snap.targets.len()),
     );
     if let Some(owner) = &f.lease_owner {
@@ -437,7 +455,7 @@ fn header(snap: &FleetSnapshot) -> String {
 }
 
 /// Rate control in words, from the stored spec.
-fn describe_rate(rate: &serde_json::Value, targets: usize) -> String {
+pub(crate) fn describe_rate(rate: &serde_json::Value, targets: usize) -> String {
     let Ok(rate) = serde_json::from_value::<fogbook_engine::fleet::RateControl>(rate.clone()) else {
         return rate.to_string();
     };
@@ -539,13 +557,7 @@ async fn show(cli: &Cli, store: Store, arg: String, kind: &str) -> Exit {
         Ok(id) => id,
         Err(code) => return code,
     };
-    let loaded = async {
-        let snap = store.load_fleet(&id).await?;
-        let lines = lines(&store, &snap).await?;
-        Ok::<_, StateError>((snap, lines))
-    }
-    .await;
-    let (snap, lines) = match loaded {
+    let (snap, lines) = match load_report(&store, &id).await {
         Ok(x) => x,
         Err(e) => {
             output::error_chain(&e, None);

@@ -19,6 +19,7 @@ mod durability;
 mod exit_codes;
 mod first_use;
 mod fleet;
+mod fleet_page;
 mod fleet_window;
 mod frozen_driver;
 mod help;

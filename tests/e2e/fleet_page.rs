@@ -180,3 +180,64 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
         .replace('\'', "&#39;")
 }
+
+/// The issue's fleet on the emulator (twenty change-secondary-region targets, t02 and t03
+/// failing at the peering): its page shows every target as `fleet report` does, each
+/// started target's run linked, and each run's unprotected windows (counted in the
+/// database's `windows` table).
+#[test]
+fn fleet_page_of_an_emulator_fleet_matches_fleet_report_target_by_target() {
+    let (sb, sim, file) = crate::fleet::setup(&[2, 3]);
+    let out = sb.run_env(&["fleet", "run", file.to_str().unwrap()], &crate::fleet::env(&sim));
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    let out = sb.run(&["fleet", "report", "move-secondaries", "--format", "json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let fleet = doc["fleet_id"].as_str().unwrap();
+
+    let server = serve(&sb);
+    let (status, page) = http_get(&server.1, &format!("/fleets/{fleet}"), false);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("2 failed"), "{page}");
+    assert!(
+        page.contains("at most 5 at once; no new start after 2 failed; a canary wave of 1"),
+        "{page}"
+    );
+    let targets = doc["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 20);
+    let mut closed_windows = 0;
+    for t in targets {
+        let name = t["name"].as_str().unwrap();
+        let tr = row(&page, &format!("data-target=\"{name}\""));
+        let st = t["status"].as_str().unwrap();
+        assert!(tr.contains(&format!("data-status=\"{st}\"")), "{st}: {tr}");
+        match t["run_id"].as_str() {
+            Some(run) => {
+                assert!(tr.contains(&format!("<a href=\"/runs/{run}\">")), "{tr}");
+                let (closed, open): (i64, i64) = sb
+                    .sql()
+                    .query_row(
+                        "SELECT count(closed_at), count(*) - count(closed_at) FROM windows \
+                         WHERE run_id = ?1 AND kind = 'unprotected'",
+                        [run],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .unwrap();
+                assert_eq!(tr.matches("closed after").count() as i64, closed, "{tr}");
+                assert_eq!(tr.matches("OPEN for").count() as i64, open, "{tr}");
+                closed_windows += closed;
+            }
+            None => assert!(!tr.contains("/runs/"), "{tr}"),
+        }
+    }
+    assert!(
+        closed_windows > 0,
+        "the succeeded targets' runs had unprotected windows"
+    );
+    let (status, list) = http_get(&server.1, "/fleets", false);
+    assert_eq!(status, 200);
+    assert!(
+        row(&list, &format!("data-fleet=\"{fleet}\"")).contains("data-status=\"failed\""),
+        "{list}"
+    );
+}

@@ -21,6 +21,7 @@ mod fenced_effects;
 mod file_lengths;
 mod first_use;
 mod fleet;
+mod fleet_page;
 mod fleet_window;
 mod frozen_driver;
 mod help;

@@ -171,7 +171,7 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Sim(SimCommand),
     /// A web status page over the state database: runs, a live timeline of each run,
-    /// schedules, pending approvals. Read-only unless started with --allow-actions.
+    /// schedules, fleets, pending approvals. Read-only unless started with --allow-actions.
     Serve(ServeArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout, e.g.
     /// `fogbook completions bash > /etc/bash_completion.d/fogbook`.

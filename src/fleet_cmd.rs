@@ -1,13 +1,12 @@
 //! `fogbook fleet run|plan|status|report|resume|cancel`: one runbook over many targets.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use fogbook_activities::Env;
 use fogbook_engine::fleet::{self, CreateFleet, FleetFile, FleetOutcome};
 use fogbook_engine::runbook::{self, Runbook};
 use fogbook_engine::{Clock, Engine, EngineConfig, SystemClock};
-use fogbook_state::{FleetSnapshot, Millis, StateError, Store, WindowKind, format_ms};
+use fogbook_state::{StateError, Store};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +17,11 @@ use crate::exit::Exit;
 use crate::input::read_runbook;
 use crate::output;
 use crate::signals::spawn_signal_handler;
+
+mod view;
+
+pub(crate) use view::{count, describe_rate, load_report};
+use view::{report, status};
 
 pub(crate) async fn dispatch(cli: &Cli, cmd: &FleetCommand) -> Exit {
     match cmd {
@@ -372,234 +376,6 @@ async fn resume_in(cli: &Cli, store: &Store, arg: &str, approve_by: Option<Strin
     let stop = CancellationToken::new();
     spawn_signal_handler(stop.clone(), cli.quiet);
     drive(cli, &engine, &id, stop).await
-}
-
-struct TargetLine {
-    name: String,
-    wave: u32,
-    status: String,
-    run: Option<String>,
-    started: Option<Millis>,
-    ended: Option<Millis>,
-    unprotected_ms: Millis,
-    open_windows: usize,
-}
-
-async fn lines(store: &Store, snap: &FleetSnapshot) -> Result<Vec<TargetLine>, StateError> {
-    let mut out = Vec::new();
-    for t in &snap.targets {
-        let (mut unprotected_ms, mut open_windows) = (0, 0);
-        if let Some(run) = &t.run_id {
-            let run = store.load_run(run).await?;
-            for w in run.windows.iter().filter(|w| w.kind == WindowKind::Unprotected) {
-                match w.closed_at {
-                    Some(c) => unprotected_ms += c - w.opened_at,
-                    None => open_windows += 1,
-                }
-            }
-        }
-        out.push(TargetLine {
-            name: t.name.clone(),
-            wave: t.wave,
-            status: t.status.clone(),
-            run: t.run_id.clone(),
-            started: t.started_at,
-            ended: t.ended_at,
-            unprotected_ms,
-            open_windows,
-        });
-    }
-    Ok(out)
-}
-
-fn header(snap: &FleetSnapshot) -> String {
-    let f = &snap.fleet;
-    let count = |s: &str| snap.targets.iter().filter(|t| t.status == s).count();
-    let mut text = format!(
-        "fleet {} ({}), runbook `{}`, created {}\nstatus: {}{}\ntargets: {} — {} succeeded, {} failed, {} running, {} waiting, {} cancelled, {} not started\nrate: {}",
-        f.id,
-        f.name,
-        f.runbook_name,
-        format_ms(f.created_at),
-        f.status,
-        f.reason.as_deref().map(|r| format!(" — {r}")).unwrap_or_default(),
-        snap.targets.len(),
-        count("succeeded"),
-        count("failed"),
-        count("running"),
-        count("waiting"),
-        count("cancelled"),
-        count("pending"),
-        describe_rate(&f.spec["rate"], snap.targets.len()),
-    );
-    if let Some(owner) = &f.lease_owner {
-        text.push_str(&format!(
-            "\ndriven by {owner} (lease until {})",
-            f.lease_expires_at.map(format_ms).unwrap_or_default()
-        ));
-    }
-    text
-}
-
-/// Rate control in words, from the stored spec.
-fn describe_rate(rate: &serde_json::Value, targets: usize) -> String {
-    let Ok(rate) = serde_json::from_value::<fogbook_engine::fleet::RateControl>(rate.clone()) else {
-        return rate.to_string();
-    };
-    let errors = match rate.max_errors {
-        fogbook_engine::fleet::MaxErrors::Count(n) => format!("{n}"),
-        fogbook_engine::fleet::MaxErrors::Percent(p) => {
-            format!("{p}% ({})", rate.max_errors.threshold(targets))
-        }
-    };
-    let mut text = format!(
-        "at most {} at once; no new start after {errors} failed",
-        rate.max_concurrency
-    );
-    if rate.canary > 0 {
-        text.push_str(&format!("; a canary wave of {}", rate.canary));
-    }
-    match rate.wave_size {
-        Some(n) => text.push_str(&format!("; waves of {n}")),
-        None => text.push_str("; the rest in one wave"),
-    }
-    if rate.approval {
-        text.push_str("; an approval before each wave");
-    }
-    text
-}
-
-fn table(lines: &[TargetLine]) -> String {
-    let mut rows = vec![[
-        "TARGET".to_owned(),
-        "WAVE".to_owned(),
-        "STATUS".to_owned(),
-        "RUN".to_owned(),
-        "STARTED".to_owned(),
-        "ENDED".to_owned(),
-        "UNPROTECTED".to_owned(),
-    ]];
-    for l in lines {
-        let unprotected = match (l.unprotected_ms, l.open_windows) {
-            (0, 0) => "-".to_owned(),
-            (ms, 0) => fogbook_activities::duration::format(Duration::from_millis(ms.max(0).unsigned_abs())),
-            (ms, n) => format!(
-                "{} + {n} OPEN",
-                fogbook_activities::duration::format(Duration::from_millis(ms.max(0).unsigned_abs()))
-            ),
-        };
-        rows.push([
-            l.name.clone(),
-            l.wave.to_string(),
-            l.status.clone(),
-            l.run.clone().unwrap_or_else(|| "-".to_owned()),
-            l.started.map(format_ms).unwrap_or_else(|| "-".to_owned()),
-            l.ended.map(format_ms).unwrap_or_else(|| "-".to_owned()),
-            unprotected,
-        ]);
-    }
-    let widths: Vec<usize> = (0..7)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    rows.iter()
-        .map(|r| {
-            r.iter()
-                .zip(&widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect::<Vec<_>>()
-                .join("  ")
-                .trim_end()
-                .to_owned()
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn json_doc(snap: &FleetSnapshot, lines: &[TargetLine]) -> serde_json::Value {
-    let f = &snap.fleet;
-    json!({
-        "fleet_id": f.id,
-        "name": f.name,
-        "runbook": f.runbook_name,
-        "status": f.status,
-        "reason": f.reason,
-        "rate": f.spec["rate"],
-        "created_at": format_ms(f.created_at),
-        "lease_owner": f.lease_owner,
-        "targets": lines.iter().map(|l| json!({
-            "name": l.name,
-            "wave": l.wave,
-            "status": l.status,
-            "run_id": l.run,
-            "started_at": l.started.map(format_ms),
-            "ended_at": l.ended.map(format_ms),
-            "unprotected_ms": l.unprotected_ms,
-            "open_unprotected_windows": l.open_windows,
-        })).collect::<Vec<_>>(),
-    })
-}
-
-async fn show(cli: &Cli, store: Store, arg: String, kind: &str) -> Exit {
-    let id = match resolve(&store, &arg).await {
-        Ok(id) => id,
-        Err(code) => return code,
-    };
-    let loaded = async {
-        let snap = store.load_fleet(&id).await?;
-        let lines = lines(&store, &snap).await?;
-        Ok::<_, StateError>((snap, lines))
-    }
-    .await;
-    let (snap, lines) = match loaded {
-        Ok(x) => x,
-        Err(e) => {
-            output::error_chain(&e, None);
-            return Exit::BadInput;
-        }
-    };
-    if cli.format == Format::Json {
-        output::json(kind, &json_doc(&snap, &lines));
-    } else {
-        output::data(&format!("{}\n\n{}", header(&snap), table(&lines)));
-    }
-    Exit::Success
-}
-
-async fn report(cli: &Cli, store: Store, arg: String) -> Exit {
-    show(cli, store, arg, "fleet_report").await
-}
-
-async fn status(cli: &Cli, store: Store, arg: Option<String>) -> Exit {
-    if let Some(arg) = arg {
-        return show(cli, store, arg, "fleet_status").await;
-    }
-    let fleets = match store.list_fleets().await {
-        Ok(f) => f,
-        Err(e) => {
-            output::error_chain(&e, None);
-            return Exit::BadInput;
-        }
-    };
-    if cli.format == Format::Json {
-        let list: Vec<_> = fleets
-            .iter()
-            .map(|f| json!({ "fleet_id": f.id, "name": f.name, "status": f.status, "reason": f.reason, "created_at": format_ms(f.created_at) }))
-            .collect();
-        output::json("fleets", &json!({ "fleets": list }));
-    } else if fleets.is_empty() {
-        output::data("no fleets");
-    } else {
-        for f in &fleets {
-            output::data(&format!(
-                "{}  {}  {}  {}",
-                f.id,
-                format_ms(f.created_at),
-                f.status,
-                f.name
-            ));
-        }
-    }
-    Exit::Success
 }
 
 /// `fleet plan`: per wave, the targets, each one's expected duration and unprotected

@@ -29,6 +29,8 @@ use crate::exit::Exit;
 use crate::html::{CSS, RunView, compact, esc, human, run_sections, short, shown_status, waiting_reason};
 use crate::output;
 
+mod fleets;
+
 /// The environment variable holding the access token of `--allow-actions`.
 const TOKEN_ENV: &str = "FOGBOOK_SERVE_TOKEN";
 
@@ -123,6 +125,8 @@ fn router(app: Shared) -> Router {
         .route("/runs/{id}", get(run_page))
         .route("/runs/{id}/decide", post(decide))
         .route("/schedules", get(schedules_page))
+        .route("/fleets", get(fleets::fleets_page))
+        .route("/fleets/{id}", get(fleets::fleet_page))
         .route("/app.js", get(script))
         .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app)
@@ -198,7 +202,7 @@ fn page(title: &str, live_src: &str, body: &str, app: &App) -> Response {
     let html = format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} · fogbook</title>\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>{CSS}</style></head>\
-         <body><nav><a href=\"/\">Runs</a><a href=\"/schedules\">Schedules</a><span class=\"meta\">fogbook serve · {mode} · \
+         <body><nav><a href=\"/\">Runs</a><a href=\"/schedules\">Schedules</a><a href=\"/fleets\">Fleets</a><span class=\"meta\">fogbook serve · {mode} · \
          <span class=\"live-note\">updates every second</span></span></nav>\
          <main id=\"live\" data-src=\"{}\">{body}</main><script src=\"/app.js\"></script></body></html>\n",
         esc(title),

@@ -131,7 +131,7 @@ auto_approve: true
     )
 }
 
-fn setup(broken: &[usize]) -> (Sandbox, Sim, PathBuf) {
+pub(crate) fn setup(broken: &[usize]) -> (Sandbox, Sim, PathBuf) {
     let sb = Sandbox::new();
     let estate = sb.write("estate.yaml", &estate(TARGETS, broken));
     let sim = start_sim(&estate, None);
@@ -139,7 +139,7 @@ fn setup(broken: &[usize]) -> (Sandbox, Sim, PathBuf) {
     (sb, sim, fleet)
 }
 
-fn env(sim: &Sim) -> [(&'static str, &str); 2] {
+pub(crate) fn env(sim: &Sim) -> [(&'static str, &str); 2] {
     [
         ("FOGBOOK_ARM_ENDPOINT", sim.url.as_str()),
         ("FOGBOOK_ARM_TOKEN", "anything"),

@@ -22,6 +22,7 @@ mod file_lengths;
 mod first_use;
 mod first_user;
 mod fleet;
+mod fleet_page;
 mod fleet_window;
 mod frozen_driver;
 mod help;

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -52,7 +53,7 @@ impl SharedSchedule {
             .create(true)
             .truncate(false)
             .open(&self.path)?;
-        file.lock()?;
+        lock_briefly(&file)?;
         let mut text = String::new();
         file.read_to_string(&mut text)?;
         // An unreadable file (a crash in the middle of a write) starts the buckets afresh.
@@ -76,5 +77,62 @@ impl SharedSchedule {
         file.write_all(text.as_bytes())?;
         // Closing the file releases the lock.
         Ok(out)
+    }
+}
+
+/// How long a request waits for another process's turn on the file before pacing alone.
+/// A turn holds the lock for a read and a write of a few hundred bytes; one held longer
+/// belongs to a process that was stopped (SIGSTOP, a debugger, a VM pause) while holding
+/// it, and waiting for it without bound would stop every other process of the database
+/// with it — including the one taking over the stopped process's runs.
+const LOCK_WAIT: Duration = Duration::from_millis(500);
+
+/// Takes the file's exclusive lock, waiting at most [`LOCK_WAIT`]; past that, an error (the
+/// caller then paces in this process only).
+fn lock_briefly(file: &std::fs::File) -> std::io::Result<()> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    "the shared ARM schedule is held by another process past its turn (stopped?)",
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A process stopped while holding the schedule's lock does not stop the others: a
+    /// request gives up on the shared file within [`LOCK_WAIT`] (and paces alone).
+    #[test]
+    fn a_lock_held_past_its_turn_is_given_up_not_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db-arm-schedule");
+        let holder = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap();
+        holder.lock().unwrap();
+        let schedule = SharedSchedule::new(path.clone(), "me");
+        let started = Instant::now();
+        let err = schedule.with_bucket("k", 0.0, 10.0, |_| ()).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock, "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5), "gave up within the bound");
+        holder.unlock().unwrap();
+        schedule.with_bucket("k", 0.0, 10.0, |_| ()).unwrap();
     }
 }

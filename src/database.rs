@@ -140,7 +140,9 @@ pub(crate) fn open_existing_with(cli: &Cli, open: fn(&Path) -> Result<Store, Sta
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             output::error(
                 &format!("no state database at {}", cli.db.display()),
-                Some("pass --db (or set FOGBOOK_DB)"),
+                Some(
+                    "check the path given with --db (or FOGBOOK_DB); a state database is created by the first `fogbook run` that uses it",
+                ),
             );
             return Err(Exit::BadInput);
         }

@@ -15,7 +15,7 @@ use fogbook_state::pg::StoreUrl;
 use fogbook_state::{StateError, Store};
 
 use crate::cli::Cli;
-use crate::error::fail;
+use crate::error::{CliError, fail};
 use crate::exit::Exit;
 use crate::output;
 
@@ -121,6 +121,11 @@ pub(crate) fn local_base(cli: &Cli) -> PathBuf {
 /// runs, fleets or schedules or drives them.
 pub(crate) fn open_or_create(cli: &Cli) -> Result<Store, Exit> {
     let url = store_url(cli)?;
+    if let StoreUrl::Sqlite(path) = &url
+        && path.is_dir()
+    {
+        return Err(fail(directory_refusal(path)));
+    }
     Store::open_url(&url).map_err(fail)
 }
 
@@ -136,6 +141,7 @@ pub(crate) fn open_existing_with(cli: &Cli, open: fn(&Path) -> Result<Store, Sta
         };
     }
     match std::fs::metadata(&cli.db) {
+        Ok(m) if m.is_dir() => return Err(fail(directory_refusal(&cli.db))),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             output::error(
@@ -164,4 +170,15 @@ pub(crate) fn open_existing_with(cli: &Cli, open: fn(&Path) -> Result<Store, Sta
         }
         Err(e) => Err(fail(e)),
     }
+}
+
+/// `--db` names a folder: SQLite would only say "disk I/O error" (README "The database files").
+fn directory_refusal(path: &Path) -> CliError {
+    CliError::usage(
+        format!("--db {} is a directory, not a state database file", path.display()),
+        Some(&format!(
+            "pass the path of a file, e.g. --db {} (the first `fogbook run` creates it, with its -wal and -shm files beside it)",
+            path.join("fogbook.db").display()
+        )),
+    )
 }

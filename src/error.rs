@@ -14,6 +14,15 @@ pub(crate) enum CliError {
     /// The engine refused or failed (its source chain reaches the store's error, if any).
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The command was used wrongly (arguments, a path that is not what it must be, an
+    /// action refused in the run's state): bad input, said where it was found.
+    #[error("{message}")]
+    Usage {
+        /// What is wrong.
+        message: String,
+        /// What to do instead, when there is something to say.
+        hint: Option<String>,
+    },
     /// The process could not start its async runtime.
     #[error("cannot start the async runtime")]
     Runtime {
@@ -31,11 +40,21 @@ impl From<StateError> for CliError {
 }
 
 impl CliError {
+    /// A usage refusal: `message` says what is wrong, `hint` what to do (exit 2).
+    pub(crate) fn usage(message: impl Into<String>, hint: Option<&str>) -> Self {
+        Self::Usage {
+            message: message.into(),
+            hint: hint.map(str::to_owned),
+        }
+    }
+
     /// The exit code of this error: the one mapping from errors to [`Exit`] (README "Exit
     /// codes", `src/exit.rs`).
     pub(crate) fn exit_code(&self) -> Exit {
-        let Self::Engine(e) = self else {
-            return Exit::Internal;
+        let e = match self {
+            Self::Engine(e) => e,
+            Self::Usage { .. } => return Exit::BadInput,
+            Self::Runtime { .. } => return Exit::Internal,
         };
         // The engine classifies its errors (a store error by the `StateError` inside it).
         match e.kind() {
@@ -50,6 +69,7 @@ impl CliError {
     /// Prints the error (what happened, its causes, what to do next) and returns its exit code.
     pub(crate) fn report(&self) -> Exit {
         match self {
+            Self::Usage { message, hint } => output::error(message, hint.as_deref()),
             Self::Engine(EngineError::Invalid(d)) => crate::input::print_diagnostics(d),
             Self::Engine(EngineError::State(StateError::LockHeld {
                 key,

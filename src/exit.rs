@@ -81,7 +81,7 @@ pub(crate) const EXIT_CODES: &[(Exit, &str)] = &[
     ),
     (
         Exit::Interrupted,
-        "interrupted (Ctrl-C, SIGTERM): the run stopped at a safe point; `fogbook resume RUN` continues it",
+        "interrupted (Ctrl-C, SIGTERM): the run stopped at a safe point; `fogbook resume RUN` continues it. The services (`worker`, `serve`, `sim serve`) exit 0 when these signals stop them: that is how they end",
     ),
 ];
 

@@ -554,7 +554,7 @@ pub(crate) async fn worker(cli: &Cli, args: &WorkerArgs) -> Exit {
             },
         ))),
     };
-    let result = run_worker(engine, cfg, stop.clone()).await;
+    let result = run_worker(engine, cfg, stop).await;
     store.close().await;
     match result {
         Ok(report) => {
@@ -566,11 +566,9 @@ pub(crate) async fn worker(cli: &Cli, args: &WorkerArgs) -> Exit {
                     &format!("worker stopped: {} runs fired, {} drives", report.fired, report.driven),
                 );
             }
-            if stop.is_cancelled() {
-                Exit::Interrupted
-            } else {
-                Exit::Success
-            }
+            // A stop signal is how a service ends (README "Exit codes"): its runs stopped at
+            // safe points with their leases released, for another worker to take over.
+            Exit::Success
         }
         Err(e) => fail(e),
     }

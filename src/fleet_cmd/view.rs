@@ -9,8 +9,13 @@ use serde_json::json;
 use crate::cli::{Cli, Format};
 use crate::exit::Exit;
 use crate::output;
+use crate::report::{Drive, set_stall_json};
 
 use super::resolve;
+
+fn now_ms() -> Millis {
+    fogbook_engine::Clock::now_ms(&fogbook_engine::SystemClock)
+}
 
 /// One target of a fleet as `fleet report` and the web page (`/fleets/{id}`) show it.
 pub(crate) struct TargetLine {
@@ -69,7 +74,43 @@ pub(crate) fn count(snap: &FleetSnapshot, status: &str) -> usize {
     snap.targets.iter().filter(|t| t.status == status).count()
 }
 
-fn header(snap: &FleetSnapshot) -> String {
+/// Whether anybody drives a `running` fleet, as [`crate::report::drive_of`] decides it for a
+/// run: a driver killed or stopped past its lease leaves the fleet `running` in its row,
+/// shown as `stalled` with the way to continue it.
+pub(crate) fn fleet_drive(f: &fogbook_state::FleetRow, now: Millis, lease_ttl: Duration) -> Drive {
+    if f.status != "running" {
+        return Drive::Idle;
+    }
+    let ttl = i64::try_from(lease_ttl.as_millis()).unwrap_or(i64::MAX);
+    match (&f.lease_owner, f.lease_expires_at) {
+        (Some(owner), Some(until)) if fogbook_engine::owner::is_dead(owner) => Drive::Stalled {
+            since: until.saturating_sub(ttl).max(f.updated_at).min(now),
+            why: format!("its driver {owner} has exited"),
+        },
+        (Some(owner), Some(until)) if until > now => Drive::Running {
+            owner: owner.clone(),
+            until,
+        },
+        (Some(owner), Some(until)) => Drive::Stalled {
+            since: until.saturating_sub(ttl).max(f.updated_at).min(until),
+            why: format!("the lease of {owner} expired at {}", format_ms(until)),
+        },
+        _ => Drive::Stalled {
+            since: f.updated_at,
+            why: "no process holds its lease".to_owned(),
+        },
+    }
+}
+
+/// The fleet's status as shown: `stalled` for a `running` fleet nobody drives.
+fn shown_status(f: &fogbook_state::FleetRow, drive: &Drive) -> String {
+    match drive {
+        Drive::Stalled { .. } => "stalled".to_owned(),
+        _ => f.status.clone(),
+    }
+}
+
+fn header(snap: &FleetSnapshot, drive: &Drive) -> String {
     let f = &snap.fleet;
     let mut text = format!(
         "fleet {} ({}), runbook `{}`, created {}\nstatus: {}{}\ntargets: {} — {} succeeded, {} failed, {} running, {} waiting, {} cancelled, {} not started\nrate: {}",
@@ -77,7 +118,7 @@ fn header(snap: &FleetSnapshot) -> String {
         f.name,
         f.runbook_name,
         format_ms(f.created_at),
-        f.status,
+        shown_status(f, drive),
         f.reason.as_deref().map(|r| format!(" — {r}")).unwrap_or_default(),
         snap.targets.len(),
         count(snap, "succeeded"),
@@ -88,11 +129,17 @@ fn header(snap: &FleetSnapshot) -> String {
         count(snap, "pending"),
         describe_rate(&f.spec["rate"], snap.targets.len()),
     );
-    if let Some(owner) = &f.lease_owner {
-        text.push_str(&format!(
-            "\ndriven by {owner} (lease until {})",
-            f.lease_expires_at.map(format_ms).unwrap_or_default()
-        ));
+    match drive {
+        Drive::Running { owner, until } => {
+            text.push_str(&format!("\ndriven by {owner} (lease until {})", format_ms(*until)));
+        }
+        Drive::Stalled { since, why } => text.push_str(&format!(
+            "\nstalled: nobody drives this fleet since {} ({why}); continue it: `{fb} fleet resume {}`",
+            format_ms(*since),
+            f.id,
+            fb = crate::output::fogbook()
+        )),
+        Drive::Idle => {}
     }
     text
 }
@@ -171,9 +218,9 @@ fn table(lines: &[TargetLine]) -> String {
         .join("\n")
 }
 
-fn json_doc(snap: &FleetSnapshot, lines: &[TargetLine]) -> serde_json::Value {
+fn json_doc(snap: &FleetSnapshot, lines: &[TargetLine], drive: &Drive) -> serde_json::Value {
     let f = &snap.fleet;
-    json!({
+    let mut doc = json!({
         "fleet_id": f.id,
         "name": f.name,
         "runbook": f.runbook_name,
@@ -192,7 +239,10 @@ fn json_doc(snap: &FleetSnapshot, lines: &[TargetLine]) -> serde_json::Value {
             "unprotected_ms": l.unprotected_ms,
             "open_unprotected_windows": l.open_windows,
         })).collect::<Vec<_>>(),
-    })
+    });
+    doc["state"] = json!(shown_status(f, drive));
+    set_stall_json(&mut doc, drive);
+    doc
 }
 
 async fn show(cli: &Cli, store: Store, arg: String, kind: &str) -> Exit {
@@ -207,10 +257,11 @@ async fn show(cli: &Cli, store: Store, arg: String, kind: &str) -> Exit {
             return Exit::BadInput;
         }
     };
+    let drive = fleet_drive(&snap.fleet, now_ms(), cli.lease_ttl);
     if cli.format == Format::Json {
-        output::json(kind, &json_doc(&snap, &lines));
+        output::json(kind, &json_doc(&snap, &lines, &drive));
     } else {
-        output::data(&format!("{}\n\n{}", header(&snap), table(&lines)));
+        output::data(&format!("{}\n\n{}", header(&snap, &drive), table(&lines)));
     }
     Exit::Success
 }
@@ -223,6 +274,7 @@ pub(super) async fn status(cli: &Cli, store: Store, arg: Option<String>) -> Exit
     if let Some(arg) = arg {
         return show(cli, store, arg, "fleet_status").await;
     }
+    let now = now_ms();
     let fleets = match store.list_fleets().await {
         Ok(f) => f,
         Err(e) => {
@@ -233,20 +285,34 @@ pub(super) async fn status(cli: &Cli, store: Store, arg: Option<String>) -> Exit
     if cli.format == Format::Json {
         let list: Vec<_> = fleets
             .iter()
-            .map(|f| json!({ "fleet_id": f.id, "name": f.name, "status": f.status, "reason": f.reason, "created_at": format_ms(f.created_at) }))
+            .map(|f| {
+                let drive = fleet_drive(f, now, cli.lease_ttl);
+                let mut v = json!({ "fleet_id": f.id, "name": f.name, "status": f.status, "state": shown_status(f, &drive), "reason": f.reason, "created_at": format_ms(f.created_at) });
+                set_stall_json(&mut v, &drive);
+                v
+            })
             .collect();
         output::json("fleets", &json!({ "fleets": list }));
     } else if fleets.is_empty() {
         output::data("no fleets");
     } else {
         for f in &fleets {
-            output::data(&format!(
+            let drive = fleet_drive(f, now, cli.lease_ttl);
+            let mut line = format!(
                 "{}  {}  {}  {}",
                 f.id,
                 format_ms(f.created_at),
-                f.status,
+                shown_status(f, &drive),
                 f.name
-            ));
+            );
+            if matches!(drive, Drive::Stalled { .. }) {
+                line.push_str(&format!(
+                    "  (nobody drives it: `{} fleet resume {}`)",
+                    crate::output::fogbook(),
+                    f.id
+                ));
+            }
+            output::data(&line);
         }
     }
     Exit::Success

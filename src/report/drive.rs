@@ -27,6 +27,20 @@ impl Drive {
     }
 }
 
+/// Sets the stall fields of a run's JSON document, one shape for `status` and `runs`:
+/// `stalled` (true or false), and while it is true `stalled_since` (RFC 3339),
+/// `stalled_since_ms` and `stalled_why` (null otherwise).
+pub(crate) fn set_stall_json(doc: &mut serde_json::Value, drive: &Drive) {
+    let (stalled, since, why) = match drive {
+        Drive::Stalled { since, why } => (true, Some(*since), Some(why.clone())),
+        _ => (false, None, None),
+    };
+    doc["stalled"] = serde_json::json!(stalled);
+    doc["stalled_since"] = serde_json::json!(since.map(format_ms));
+    doc["stalled_since_ms"] = serde_json::json!(since);
+    doc["stalled_why"] = serde_json::json!(why);
+}
+
 /// Decides [`Drive`] from the run row: `lease_ttl` estimates when an expired or orphaned
 /// lease was last renewed (the time since which nobody drives the run).
 pub(crate) fn drive_of(r: &fogbook_state::RunRow, now: Millis, lease_ttl: Duration) -> Drive {

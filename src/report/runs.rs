@@ -10,7 +10,7 @@ use crate::error::fail;
 use crate::exit::Exit;
 use crate::output;
 
-use super::drive::{Drive, drive_of, waits_for, waits_for_approval};
+use super::drive::{Drive, drive_of, set_stall_json, waits_for, waits_for_approval};
 use super::shared::{human, now_ms, window_json};
 
 /// `statuses` are stored statuses; `stalled` adds the `running` runs nobody drives (the
@@ -71,7 +71,7 @@ pub(crate) async fn runs(
             .map(|(snap, l)| {
                 let mut v = serde_json::to_value(&snap.run).unwrap_or_default();
                 v["state"] = l.state.into();
-                v["stalled"] = json!(matches!(drive_of(&snap.run, now, cli.lease_ttl), Drive::Stalled { .. }));
+                set_stall_json(&mut v, &drive_of(&snap.run, now, cli.lease_ttl));
                 v["current_step"] = json!(l.step);
                 v["waits_for"] = json!(l.waits);
                 v["age_ms"] = json!(now - snap.run.created_at);

@@ -9,7 +9,7 @@ use crate::cli::{Cli, Format};
 use crate::exit::Exit;
 use crate::output;
 
-use super::drive::{Drive, drive_of, open_unprotected, waits_for, waits_for_approval};
+use super::drive::{Drive, drive_of, open_unprotected, set_stall_json, waits_for, waits_for_approval};
 use super::shared::{
     cancel_text, lasted, load, now_ms, rehearsal_json, rehearsal_line, rehearsal_of, step_column, window_json,
 };
@@ -29,15 +29,9 @@ pub(super) async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Res
         .then(|| current.and_then(|s| snap.approvals.iter().find(|a| a.step_id == s.step_id)))
         .flatten();
     if cli.format == Format::Json {
-        let doc = output::json_text(
-            "status",
-            &json!({
+        let mut doc = json!({
                 "run": snap.run,
                 "state": drive_of(&snap.run, now, cli.lease_ttl).label(snap.run.status),
-                "stalled": match drive_of(&snap.run, now, cli.lease_ttl) {
-                    Drive::Stalled { since, why } => json!({ "since": format_ms(since), "since_ms": since, "why": why }),
-                    _ => serde_json::Value::Null,
-                },
                 "waits_for": waits_for(&snap, now).1,
                 "current_step": current.map(|s| &s.step_id),
                 "waiting_for_approval": waiting_approval,
@@ -51,9 +45,9 @@ pub(super) async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Res
                     let sim = ((snap.run.finished_at.unwrap_or(now) - snap.run.created_at) as f64 * reh.time_scale).round();
                     if sim.is_finite() { sim as i64 } else { 0 }
                 }),
-            }),
-        );
-        return Ok((doc, over));
+        });
+        set_stall_json(&mut doc, &drive_of(&snap.run, now, cli.lease_ttl));
+        return Ok((output::json_text("status", &doc), over));
     }
     let r = &snap.run;
     let drive = drive_of(r, now, cli.lease_ttl);

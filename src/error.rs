@@ -23,6 +23,15 @@ pub(crate) enum CliError {
         /// What to do instead, when there is something to say.
         hint: Option<String>,
     },
+    /// Another process holds what the command needs (a run's driver, the emulator address of
+    /// a rehearsal): busy, with who holds it and what to do.
+    #[error("{message}")]
+    Busy {
+        /// What is held, and by whom.
+        message: String,
+        /// When it is free again, and how to free it.
+        hint: String,
+    },
     /// The process could not start its async runtime.
     #[error("cannot start the async runtime")]
     Runtime {
@@ -54,6 +63,7 @@ impl CliError {
         let e = match self {
             Self::Engine(e) => e,
             Self::Usage { .. } => return Exit::BadInput,
+            Self::Busy { .. } => return Exit::Busy,
             Self::Runtime { .. } => return Exit::Internal,
         };
         // The engine classifies its errors (a store error by the `StateError` inside it).
@@ -70,6 +80,7 @@ impl CliError {
     pub(crate) fn report(&self) -> Exit {
         match self {
             Self::Usage { message, hint } => output::error(message, hint.as_deref()),
+            Self::Busy { message, hint } => output::error(message, Some(hint)),
             Self::Engine(EngineError::Invalid(d)) => crate::input::print_diagnostics(d),
             Self::Engine(EngineError::State(StateError::LockHeld {
                 key,
@@ -87,10 +98,14 @@ impl CliError {
                 owner,
                 expires_at,
             })) => output::error(
-                &format!("run {run_id} is being driven by {owner} (lease valid until {expires_at})"),
-                Some(
-                    "only one process drives a run; another may take over once that lease expires or its process is gone",
+                &format!(
+                    "run {run_id} is being driven by {owner} ({}; lease valid until {expires_at})",
+                    process_of(owner)
                 ),
+                Some(&format!(
+                    "only one process drives a run: let that one go on; if it is gone or frozen, the run can be taken over once its lease expires (`{fb} status {run_id}` then shows it stalled, and `{fb} resume {run_id}` takes it over)",
+                    fb = crate::output::fogbook()
+                )),
             ),
             Self::Engine(EngineError::State(StateError::LeaseLost { run_id, owner }))
                 if owner.starts_with("nobody") =>
@@ -141,6 +156,15 @@ impl CliError {
             }
         }
         self.exit_code()
+    }
+}
+
+/// The process a lease owner id (`host:pid:start[:tag]`) names, in words.
+pub(crate) fn process_of(owner: &str) -> String {
+    let mut parts = owner.split(':');
+    match (parts.next(), parts.next()) {
+        (Some(host), Some(pid)) if !pid.is_empty() => format!("process {pid} on host {host}"),
+        _ => format!("lease owner {owner}"),
     }
 }
 

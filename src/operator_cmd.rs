@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::cli::{
     ApproveArgs, CancelArgs, Cli, CompleteArgs, Format, RejectArgs, RepinArgs, RetryFromArgs, SkipArgs, WindowCloseArgs,
 };
-use crate::error::fail;
+use crate::error::{CliError, fail};
 use crate::exit::Exit;
 use crate::output;
 use crate::report::{Drive, drive_of};
@@ -371,6 +371,32 @@ fn warn_windows(cli: &Cli, run_id: &str, abandoned: &serde_json::Value) {
     }
 }
 
+/// What to do instead of cancelling, fitting the reasons (an operation in flight, an open
+/// unprotected window) and the way the run goes on (a live driver, a failed step to retry,
+/// an approval to give, nobody driving it).
+fn cancel_refusal_hint(cli: &Cli, snap: &RunSnapshot, ops: bool, windows: bool) -> String {
+    let run_id = &snap.run.id;
+    let fb = crate::output::fogbook();
+    let until = match (ops, windows) {
+        (true, true) => "until its cloud operation has ended and its unprotected window has closed",
+        (true, false) => "until its cloud operation has ended",
+        _ => "until the step that closes its unprotected window has run",
+    };
+    let go_on = match drive_of(&snap.run, now(), cli.lease_ttl) {
+        Drive::Running { owner, .. } => format!("its driver {owner} carries it on"),
+        _ if snap.run.status == RunStatus::Failed => {
+            format!("it has failed: `{fb} resume {run_id} --retry-failed` retries its failed step")
+        }
+        _ if snap.run.status == RunStatus::Waiting => {
+            format!("it waits for an approval: give it (`{fb} approvals` lists it) and `{fb} resume {run_id}`")
+        }
+        _ => format!("nobody drives it: `{fb} resume {run_id}` continues it"),
+    };
+    format!(
+        "let the run go on {until} ({go_on}); or cancel anyway, recording what is abandoned: {fb} cancel {run_id} --force --reason TEXT"
+    )
+}
+
 pub(crate) async fn cancel(cli: &Cli, store: Store, args: &CancelArgs) -> Exit {
     let (snap, rb) = match load(&store, &args.run_id).await {
         Ok(x) => x,
@@ -400,14 +426,10 @@ pub(crate) async fn cancel(cli: &Cli, store: Store, args: &CancelArgs) -> Exit {
                 w["opened_by"].as_str().unwrap_or("?"),
             ));
         }
-        output::error(
-            &format!("refusing to cancel run {run_id}:\n  - {}", why.join("\n  - ")),
-            Some(&format!(
-                "let the run go on (`{fb} resume {run_id}` if nobody drives it) until its window closes; or cancel anyway, recording what is abandoned: {fb} cancel {run_id} --force --reason TEXT",
-                fb = crate::output::fogbook()
-            )),
-        );
-        return Exit::BadInput;
+        return fail(CliError::usage(
+            format!("refusing to cancel run {run_id}:\n  - {}", why.join("\n  - ")),
+            Some(&cancel_refusal_hint(cli, &snap, !ops.is_empty(), !windows.is_empty())),
+        ));
     }
     let actor = args.who.actor();
     let abandoned = if ops.is_empty() && windows.is_empty() {
@@ -749,20 +771,22 @@ pub(crate) async fn repin(cli: &Cli, store: Store, args: &RepinArgs) -> Exit {
         Err(code) => return code,
     };
     let run_id = &args.run_id;
-    let refuse = |why: String| {
-        output::error(
-            &format!("refusing to re-pin run {run_id} to {}: {why}", args.runbook.display()),
-            Some(
-                "a step that started must keep its id, activity and inputs; edit only the steps that did not start (and the failed one)",
-            ),
-        );
-        Exit::BadInput
+    const STARTED: &str = "a step that started must keep its id, activity and inputs; edit only the steps that did not start (and the failed one)";
+    let refuse_because = |why: String, hint: &str| {
+        fail(CliError::usage(
+            format!("refusing to re-pin run {run_id} to {}: {why}", args.runbook.display()),
+            Some(hint),
+        ))
     };
+    let refuse = |why: String| refuse_because(why, STARTED);
     // The parameters the run was created with must still satisfy the new runbook.
     let given = snap.run.params.as_object().cloned().unwrap_or_default();
     if let Err(d) = runbook::resolve_params(&new, given, "the run's parameters") {
         output::always(&d.to_string());
-        return refuse("the run's parameters do not fit the new runbook".to_owned());
+        return refuse_because(
+            "the run's parameters do not fit the new runbook".to_owned(),
+            "the run keeps the parameters it was created with (errors above): make the new runbook accept them (same names and types, no new required parameter without a default)",
+        );
     }
     for row in snap.steps.iter().filter(|r| r.status != StepStatus::Pending) {
         // A failed step is what an operator re-pins to fix: it may change.
@@ -811,11 +835,14 @@ pub(crate) async fn repin(cli: &Cli, store: Store, args: &RepinArgs) -> Exit {
             };
             if output.get(&field).is_none() {
                 let fields: Vec<&String> = output.as_object().map(|o| o.keys().collect()).unwrap_or_default();
-                return refuse(format!(
-                    "step `{}` refers to steps.{id}.outputs.{field}, but `{id}` recorded no `{field}` (its output fields: {})",
-                    step.id.as_str(),
-                    fields.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(", ")
-                ));
+                return refuse_because(
+                    format!(
+                        "step `{}` refers to steps.{id}.outputs.{field}, but `{id}` recorded no `{field}` (its output fields: {})",
+                        step.id.as_str(),
+                        fields.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                    "a step still to run may use only the output fields a completed step recorded: refer to one of those",
+                );
             }
         }
     }

@@ -17,6 +17,7 @@ use fogbook_sim::{Estate, SimConfig, SimHandle};
 use fogbook_state::Store;
 use serde_json::{Value, json};
 
+use crate::error::CliError;
 use crate::exit::Exit;
 use crate::output;
 
@@ -127,13 +128,22 @@ pub(crate) async fn restore(run_id: &str, r: &Rehearsal, quiet: bool) -> Result<
     config.clock_runs_while_stopped = true;
     config.token = Some(crate::arm::SIM_TOKEN.to_owned());
     let sim = fogbook_sim::start(config).await.map_err(|e| {
-        output::error_chain(
-            &e,
-            Some(&format!(
+        let fb = crate::output::fogbook();
+        let hint = match &e {
+            fogbook_sim::SimError::ParseState { path, .. } => format!(
+                "{} is corrupt: it is not the emulator state fogbook wrote, so the rehearsed estate cannot be restored from it; put back a copy of that file if you have one and resume again, or end the run with `{fb} cancel {run_id}` (a rehearsal: nothing outside this machine is touched)",
+                path.display()
+            ),
+            fogbook_sim::SimError::ReadFile { path, .. } => format!(
+                "the emulator state {} of run {run_id} cannot be read: fix its permissions (it must be readable by this user) and resume again",
+                path.display()
+            ),
+            _ => format!(
                 "run {run_id} is a rehearsal: its emulator must listen on {} again, because the operations it polls were started there; free that port and resume again",
                 r.addr
-            )),
-        );
+            ),
+        };
+        output::error_chain(&e, Some(&hint));
         Exit::BadInput
     })?;
     output::note(
@@ -146,6 +156,38 @@ pub(crate) async fn restore(run_id: &str, r: &Rehearsal, quiet: bool) -> Result<
         ),
     );
     Ok(sim)
+}
+
+/// Refuses (busy, exit 4) to take over rehearsal `run_id` from `owner`, its previous driver,
+/// while that process still lives on this host and its emulator still listens on the
+/// rehearsal's address: a driver frozen (SIGSTOP, a suspended terminal) past its lease. Its
+/// lease may be expired, but the emulator cannot be restored where the run's operations are
+/// polled until that process lets go of the address. Checked before the lease is claimed,
+/// so the refusal records no takeover.
+pub(crate) fn check_previous_driver(run_id: &str, r: &Rehearsal, owner: &str) -> Result<(), CliError> {
+    let this = fogbook_engine::Owner::this_process(None);
+    let this_host = this.as_str().split(':').next().unwrap_or_default();
+    let host = owner.split(':').next().unwrap_or_default();
+    if owner == this.as_str() || host != this_host || fogbook_engine::owner::is_dead(owner) {
+        return Ok(());
+    }
+    match std::net::TcpListener::bind(r.addr) {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {}
+        // Free (the listener is dropped at once), or another trouble that restoring reports.
+        _ => return Ok(()),
+    }
+    let pid = owner.split(':').nth(1).unwrap_or("?");
+    let fb = crate::output::fogbook();
+    Err(CliError::Busy {
+        message: format!(
+            "run {run_id} is a rehearsal still held by its previous driver {owner} ({}): that process lives, and its emulator still listens on {}, where the rehearsal must be restored",
+            crate::error::process_of(owner),
+            r.addr
+        ),
+        hint: format!(
+            "let that driver go on: if it is stopped (SIGSTOP, Ctrl-Z), `kill -CONT {pid}` continues it, and once its lease has expired it stops by itself; or end it with `kill {pid}`. When it has exited, `{fb} resume {run_id}` takes the run over (nothing was changed now)"
+        ),
+    })
 }
 
 /// Refuses to continue `run_id` against something other than what it was created against:

@@ -83,6 +83,14 @@ async fn resume_id(cli: &Cli, args: &ResumeArgs, store: &Store, id: &str, progre
             expires_at: fogbook_state::format_ms(until),
         });
     }
+    // A driver frozen past its lease still holds its emulator's address: the run cannot be
+    // taken over while that process lives (refused naming it, before any takeover).
+    if let crate::rehearsal::Target::Rehearsal(r) = &target
+        && let Some(owner) = &snap.run.lease_owner
+        && let Err(e) = crate::rehearsal::check_previous_driver(&id, r, owner)
+    {
+        return fail(e);
+    }
     // A rehearsal's emulator listens on the run's recorded address, which only one
     // process can hold: the lease is taken first, so that of two resumes started at once
     // the loser is refused naming the driver (exit 4) instead of failing to bind, and

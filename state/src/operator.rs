@@ -79,7 +79,12 @@ impl Store {
             }
             if let CancelKind::Reject { step } = &kind {
                 let row = load_step_row(tx, &run_id, step)?;
-                if row.status.is_done() || run.status == RunStatus::Failed {
+                if run.status == RunStatus::Failed {
+                    return Err(refuse(format!(
+                        "run {run_id} has failed, so step `{step}` is no longer a pending approval to reject; to end the run: fogbook cancel {run_id}"
+                    )));
+                }
+                if row.status.is_done() {
                     return Err(refuse(format!(
                         "step `{step}` of run {run_id} is {}; there is no pending approval to reject",
                         row.status
@@ -204,7 +209,7 @@ impl Store {
                 && exp > now
             {
                 return Err(refuse(format!(
-                    "run {run_id} is being driven by {owner}; stop it first (Ctrl-C, or wait until it fails or waits)"
+                    "run {run_id} is being driven by {owner}; stop that process first (Ctrl-C in its terminal, or SIGTERM: it stops at a safe point), or wait until the run fails or waits"
                 )));
             }
             let step = load_step_row(tx, &run_id, &step_id)?;
@@ -291,7 +296,7 @@ impl Store {
                 && exp > now
             {
                 return Err(refuse(format!(
-                    "run {run_id} is being driven by {owner}; stop it first (Ctrl-C, or wait until it fails or waits)"
+                    "run {run_id} is being driven by {owner}; stop that process first (Ctrl-C in its terminal, or SIGTERM: it stops at a safe point), or wait until the run fails or waits"
                 )));
             }
             let rows: Vec<(String, String)> = {
@@ -389,7 +394,7 @@ impl Store {
                 && exp > now
             {
                 return Err(refuse(format!(
-                    "run {run_id} is being driven by {owner}; stop it first (Ctrl-C, or wait until it fails or waits)"
+                    "run {run_id} is being driven by {owner}; stop that process first (Ctrl-C in its terminal, or SIGTERM: it stops at a safe point), or wait until the run fails or waits"
                 )));
             }
             for id in &steps {

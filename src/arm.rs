@@ -8,6 +8,7 @@ use fogbook_engine::runbook::Runbook;
 use fogbook_sim::{Estate, SimConfig, SimHandle};
 
 use crate::cli::{Cli, SimArgs};
+use crate::error::{CliError, fail};
 use crate::exit::Exit;
 use crate::output;
 
@@ -34,21 +35,21 @@ pub(crate) async fn start_sim(
         None => Estate::demo(),
     };
     let estate = estate.map_err(|e| {
-        output::error_chain(&e, Some("the estate format is described in sim/README.md"));
-        Exit::BadInput
+        fail(CliError::input(
+            e,
+            Some("the estate format is described in sim/README.md"),
+        ))
     })?;
     if !(args.sim_time_scale.is_finite() && args.sim_time_scale > 0.0) {
-        output::error("--sim-time-scale must be a number > 0", None);
-        return Err(Exit::BadInput);
+        return Err(fail(CliError::usage("--sim-time-scale must be a number > 0", None)));
     }
     let mut config = SimConfig::new(estate);
     config.time_scale = args.sim_time_scale;
     config.token = Some(SIM_TOKEN.to_owned());
     config.state_file = state_file;
-    let sim = fogbook_sim::start(config).await.map_err(|e| {
-        output::error_chain(&e, None);
-        Exit::BadInput
-    })?;
+    let sim = fogbook_sim::start(config)
+        .await
+        .map_err(|e| fail(CliError::input(e, None)))?;
     let estate = match &args.sim_estate {
         Some(path) => format!("estate {}", path.display()),
         None => "demo estate".to_owned(),
@@ -90,8 +91,10 @@ async fn env_with(cli: &Cli, sim: Option<&SimHandle>, required: bool, shared: bo
         Some(sim) => match url::Url::parse(&sim.base_url()) {
             Ok(url) => Ok(ArmConfig::with_token(url, Secret::new(SIM_TOKEN.to_owned()))),
             Err(e) => {
-                output::error(&format!("the emulator's URL does not parse: {e}"), None);
-                return Err(Exit::BadInput);
+                return Err(fail(CliError::usage(
+                    format!("the emulator's URL does not parse: {e}"),
+                    None,
+                )));
             }
         },
         None => ArmConfig::from_parts(
@@ -111,13 +114,10 @@ async fn env_with(cli: &Cli, sim: Option<&SimHandle>, required: bool, shared: bo
     };
     match client {
         Ok(client) => Ok(Env::with_arm(client)),
-        Err(e) if required => {
-            output::error_chain(
-                &e,
-                Some("see `fogbook --help` for --arm-endpoint and --auth, or add --sim to rehearse on the emulator"),
-            );
-            Err(Exit::BadInput)
-        }
+        Err(e) if required => Err(fail(CliError::input(
+            e,
+            Some("see `fogbook --help` for --arm-endpoint and --auth, or add --sim to rehearse on the emulator"),
+        ))),
         Err(e) => {
             tracing::debug!(error = %e, "no ARM client; Azure activities will fail if a run needs them");
             Ok(Env::new())
@@ -158,13 +158,12 @@ pub(crate) async fn check_credential(cli: &Cli, env: &Env, consequence: &str) ->
     } else {
         text.push_str(&format!("\n  {}", indent(&reason)));
     }
-    output::error(
-        &text,
+    Err(fail(CliError::usage(
+        text,
         Some(
             "log in (`az login`), set FOGBOOK_ARM_TOKEN, or pick a source with --auth (see `fogbook --help`); add --sim to rehearse on the emulator",
         ),
-    );
-    Err(Exit::BadInput)
+    )))
 }
 
 fn set(name: &str) -> bool {

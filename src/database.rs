@@ -61,11 +61,10 @@ pub(crate) fn open_existing(cli: &Cli) -> Result<Store, Exit> {
 /// input (exit 2).
 pub(crate) fn store_url(cli: &Cli) -> Result<StoreUrl, Exit> {
     StoreUrl::from_str(&cli.db.to_string_lossy()).map_err(|e| {
-        output::error(
-            &e.to_string(),
+        fail(CliError::usage(
+            e.to_string(),
             Some("pass --db (or set FOGBOOK_DB) to a SQLite file or a postgres:// URL"),
-        );
-        Exit::BadInput
+        ))
     })
 }
 
@@ -144,13 +143,12 @@ pub(crate) fn open_existing_with(cli: &Cli, open: fn(&Path) -> Result<Store, Sta
         Ok(m) if m.is_dir() => return Err(fail(directory_refusal(&cli.db))),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            output::error(
-                &format!("no state database at {}", cli.db.display()),
+            return Err(fail(CliError::usage(
+                format!("no state database at {}", cli.db.display()),
                 Some(
                     "check the path given with --db (or FOGBOOK_DB); a state database is created by the first `fogbook run` that uses it",
                 ),
-            );
-            return Err(Exit::BadInput);
+            )));
         }
         // A folder on the way that this user cannot enter: the file may well exist.
         Err(e) => {

@@ -5,17 +5,17 @@ use fogbook_state::RunStatus;
 
 use crate::cli::{Cli, Command, Format};
 use crate::database::{with_read_store, with_store};
+use crate::error::{CliError, fail};
 use crate::exit::Exit;
 use crate::{operator_cmd, output, report};
 
 pub(crate) async fn dispatch(cli: Cli) -> Exit {
     output::json_errors(cli.format == Format::Json);
     if cli.format == Format::Csv && !matches!(cli.command, Command::History(_)) {
-        output::error(
+        return fail(CliError::usage(
             "--format csv is only available for `history`",
             Some("use --format text or --format json"),
-        );
-        return Exit::BadInput;
+        ));
     }
     match &cli.command {
         Command::Validate(args) => crate::validate_cmd::validate(&cli, args),
@@ -41,11 +41,10 @@ pub(crate) async fn dispatch(cli: Cli) -> Exit {
                 match s.parse::<RunStatus>() {
                     Ok(st) => statuses.push(st),
                     Err(e) => {
-                        output::error(
-                            &e,
+                        return fail(CliError::usage(
+                            e,
                             Some("statuses: pending, running, stalled, waiting, succeeded, failed, cancelled"),
-                        );
-                        return Exit::BadInput;
+                        ));
                     }
                 }
             }

@@ -23,6 +23,15 @@ pub(crate) enum CliError {
         /// What to do instead, when there is something to say.
         hint: Option<String>,
     },
+    /// An input the command was given cannot be used (an estate or faults file, the
+    /// emulator's saved state, an ARM endpoint): bad input, with its cause chain.
+    #[error("{source}")]
+    Input {
+        /// What is wrong with it.
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+        /// What to do instead.
+        hint: Option<String>,
+    },
     /// Another process holds what the command needs (a run's driver, the emulator address of
     /// a rehearsal): busy, with who holds it and what to do.
     #[error("{message}")]
@@ -49,6 +58,14 @@ impl From<StateError> for CliError {
 }
 
 impl CliError {
+    /// Bad input with a cause chain (`source`), and what to do (exit 2).
+    pub(crate) fn input(source: impl std::error::Error + Send + Sync + 'static, hint: Option<&str>) -> Self {
+        Self::Input {
+            source: Box::new(source),
+            hint: hint.map(str::to_owned),
+        }
+    }
+
     /// A usage refusal: `message` says what is wrong, `hint` what to do (exit 2).
     pub(crate) fn usage(message: impl Into<String>, hint: Option<&str>) -> Self {
         Self::Usage {
@@ -62,7 +79,7 @@ impl CliError {
     pub(crate) fn exit_code(&self) -> Exit {
         let e = match self {
             Self::Engine(e) => e,
-            Self::Usage { .. } => return Exit::BadInput,
+            Self::Usage { .. } | Self::Input { .. } => return Exit::BadInput,
             Self::Busy { .. } => return Exit::Busy,
             Self::Runtime { .. } => return Exit::Internal,
         };
@@ -81,6 +98,7 @@ impl CliError {
         match self {
             Self::Usage { message, hint } => output::error(message, hint.as_deref()),
             Self::Busy { message, hint } => output::error(message, Some(hint)),
+            Self::Input { source, hint } => output::error_chain(source.as_ref(), hint.as_deref()),
             Self::Engine(EngineError::Invalid(d)) => crate::input::print_diagnostics(d),
             Self::Engine(EngineError::State(StateError::LockHeld {
                 key,

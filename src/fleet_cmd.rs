@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, FleetCommand, Format};
 use crate::database::with_read_store;
-use crate::error::fail;
+use crate::error::{CliError, fail};
 use crate::exit::Exit;
 use crate::input::read_runbook;
 use crate::output;
@@ -57,17 +57,14 @@ struct Loaded {
 /// [`resolve_targets`]).
 fn load_file(path: &Path) -> Result<Loaded, Exit> {
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        output::error(&format!("cannot read fleet file {origin}: {e}"), None);
-        Exit::BadInput
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fail(CliError::usage(format!("cannot read fleet file {origin}: {e}"), None)))?;
     let file = fleet::parse(&text, &origin).map_err(|d| {
         output::always(&d.to_string());
-        output::error(
-            &format!("{} error(s) in the fleet file; nothing was started", d.len()),
+        fail(CliError::usage(
+            format!("{} error(s) in the fleet file; nothing was started", d.len()),
             None,
-        );
-        Exit::BadInput
+        ))
     })?;
     let runbook_path = path.parent().unwrap_or(Path::new(".")).join(&file.runbook);
     let (runbook_text, runbook) = read_runbook(&runbook_path)?;
@@ -100,23 +97,21 @@ pub(crate) struct Scheduled {
 pub(crate) fn load_scheduled(path: &Path) -> Result<Scheduled, Exit> {
     let l = load_file(path)?;
     if let Some(q) = &l.file.query {
-        output::error(
-            &format!(
+        return Err(fail(CliError::usage(
+            format!(
                 "a schedule fires fleets whose targets are listed; {} queries {}",
                 path.display(),
                 q.describe()
             ),
             Some("list the targets in the fleet file (`fogbook fleet plan` shows the ones the query finds)"),
-        );
-        return Err(Exit::BadInput);
+        )));
     }
     if let Err(d) = l.file.resolve(&l.runbook) {
         output::always(&d.to_string());
-        output::error(
-            &format!("{} error(s) in the targets' parameters; no schedule was added", d.len()),
+        return Err(fail(CliError::usage(
+            format!("{} error(s) in the targets' parameters; no schedule was added", d.len()),
             Some("each target's parameters (the fleet's `params` overlaid with its own) must suit the runbook"),
-        );
-        return Err(Exit::BadInput);
+        )));
     }
     Ok(Scheduled {
         text: l.text,
@@ -137,21 +132,19 @@ fn needs_arm(l: &Loaded) -> bool {
 async fn resolve_targets(l: &mut Loaded, env: &Env) -> Result<(), Exit> {
     l.found = fleet::resolve_query(&mut l.file, env).await.map_err(|e| {
         output::always(&e);
-        output::error(
+        fail(CliError::usage(
             "the fleet's targets could not be found; nothing was started",
             Some("check the query's region, subscriptions and resource groups (and the credential's access to them)"),
-        );
-        Exit::BadInput
+        ))
     })?;
     // Relative paths inside parameters (a password file) are meant from where the command
     // runs, as with `fogbook run`.
     l.params = l.file.resolve(&l.runbook).map_err(|d| {
         output::always(&d.to_string());
-        output::error(
-            &format!("{} error(s) in the targets' parameters; nothing was started", d.len()),
+        fail(CliError::usage(
+            format!("{} error(s) in the targets' parameters; nothing was started", d.len()),
             Some("each target's parameters (the fleet's `params` overlaid with its own) must suit the runbook"),
-        );
-        Exit::BadInput
+        ))
     })?;
     Ok(())
 }
@@ -272,24 +265,17 @@ async fn drive(cli: &Cli, engine: &Engine, id: &str, stop: CancellationToken) ->
 
 /// The fleet's id from an id or a name (the newest fleet with that name).
 async fn resolve(store: &Store, arg: &str) -> Result<String, Exit> {
-    let fleets = store.list_fleets().await.map_err(|e| {
-        output::error_chain(&e, None);
-        Exit::BadInput
-    })?;
+    let fleets = store.list_fleets().await.map_err(fail)?;
     fleets
         .iter()
         .find(|f| f.id == arg)
         .or_else(|| fleets.iter().find(|f| f.name == arg))
         .map(|f| f.id.clone())
         .ok_or_else(|| {
-            output::error(
-                &format!("no fleet `{arg}` in this database"),
-                Some(&format!(
-                    "`{fb} fleet status` lists the fleets",
-                    fb = crate::output::fogbook()
-                )),
-            );
-            Exit::BadInput
+            fail(CliError::usage(
+                format!("no fleet `{arg}` in this database"),
+                Some(format!("`{fb} fleet status` lists the fleets", fb = crate::output::fogbook()).as_str()),
+            ))
         })
 }
 
@@ -313,16 +299,12 @@ async fn resume_in(cli: &Cli, store: &Store, arg: &str, approve_by: Option<Strin
     };
     let snap = match store.load_fleet(&id).await {
         Ok(s) => s,
-        Err(e) => {
-            output::error_chain(&e, None);
-            return Exit::BadInput;
-        }
+        Err(e) => return fail(e),
     };
     let now = SystemClock.now_ms();
     if let Some(by) = &cancel_by {
         if let Err(e) = store.request_fleet_cancel(&id, by, now).await {
-            output::error(&e.to_string(), None);
-            return Exit::BadInput;
+            return fail(e);
         }
         output::note(
             cli.quiet,
@@ -350,14 +332,12 @@ async fn resume_in(cli: &Cli, store: &Store, arg: &str, approve_by: Option<Strin
         match next {
             Some(wave) => {
                 if let Err(e) = store.approve_fleet_wave(&id, wave, by, now).await {
-                    output::error(&e.to_string(), None);
-                    return Exit::BadInput;
+                    return fail(e);
                 }
                 output::note(cli.quiet, &format!("fleet {id}: wave {wave} approved by {by}"));
             }
             None => {
-                output::error(&format!("fleet {id} has no wave left to approve"), None);
-                return Exit::BadInput;
+                return fail(CliError::usage(format!("fleet {id} has no wave left to approve"), None));
             }
         }
     }

@@ -3,9 +3,11 @@
 
 use std::path::Path;
 
+use fogbook_engine::EngineError;
 use fogbook_engine::runbook::{self, Diagnostics, Runbook};
 use serde_json::json;
 
+use crate::error::{CliError, fail};
 use crate::exit::Exit;
 use crate::output;
 
@@ -15,13 +17,17 @@ pub(crate) fn read_runbook(path: &Path) -> Result<(String, Runbook), Exit> {
         Ok(bytes) => match String::from_utf8(bytes) {
             Ok(t) => t,
             Err(_) => {
-                output::error(&format!("{origin}: the runbook is not valid UTF-8"), None);
-                return Err(Exit::BadInput);
+                return Err(fail(CliError::usage(
+                    format!("{origin}: the runbook is not valid UTF-8"),
+                    None,
+                )));
             }
         },
         Err(e) => {
-            output::error(&format!("cannot read runbook {origin}: {e}"), None);
-            return Err(Exit::BadInput);
+            return Err(fail(CliError::usage(
+                format!("cannot read runbook {origin}: {e}"),
+                None,
+            )));
         }
     };
     match runbook::parse(&text, &origin) {
@@ -31,10 +37,7 @@ pub(crate) fn read_runbook(path: &Path) -> Result<(String, Runbook), Exit> {
             }
             Ok((text, rb))
         }
-        Err(diags) => {
-            print_diagnostics(&diags);
-            Err(Exit::BadInput)
-        }
+        Err(diags) => Err(fail(EngineError::Invalid(diags))),
     }
 }
 
@@ -57,16 +60,17 @@ pub(crate) fn read_params(rb: &Runbook, file: Option<&Path>, sets: &[String]) ->
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) => {
-                output::error(&format!("cannot read parameter file {origin}: {e}"), None);
-                return Err(Exit::BadInput);
+                return Err(fail(CliError::usage(
+                    format!("cannot read parameter file {origin}: {e}"),
+                    None,
+                )));
             }
         };
         file_text.clone_from(&text);
         given = match runbook::parse_params(&text, &origin) {
             Ok(m) => m,
             Err(d) => {
-                print_diagnostics(&d);
-                return Err(Exit::BadInput);
+                return Err(fail(EngineError::Invalid(d)));
             }
         };
         anchor_paths(rb, &mut given, path.parent().unwrap_or(Path::new("")), |_| true);
@@ -78,17 +82,19 @@ pub(crate) fn read_params(rb: &Runbook, file: Option<&Path>, sets: &[String]) ->
                 anchor_paths(rb, &mut given, Path::new(""), |name| name == key);
             }
             Err(e) => {
-                output::error(
-                    &format!("--set {s}: {e}"),
+                return Err(fail(CliError::usage(
+                    format!("--set {s}: {e}"),
                     Some("write --set name=value, e.g. --set delete_old_secondary=true"),
-                );
-                return Err(Exit::BadInput);
+                )));
             }
         }
     }
     runbook::resolve_params(rb, given, &origin).map_err(|d| {
-        print_diagnostics(&runbook::place_params(blame_sets(d, sets), &file_text, &origin));
-        Exit::BadInput
+        fail(EngineError::Invalid(runbook::place_params(
+            blame_sets(d, sets),
+            &file_text,
+            &origin,
+        )))
     })
 }
 

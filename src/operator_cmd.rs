@@ -24,8 +24,10 @@ async fn load(store: &Store, run_id: &str) -> Result<(RunSnapshot, Runbook), Exi
     let origin = format!("runbook pinned to run {run_id}");
     let rb = runbook::parse(&snap.run.runbook_text, &origin).map_err(|d| {
         output::always(&d.to_string());
-        output::error(&format!("the runbook pinned to run {run_id} does not parse"), None);
-        Exit::BadInput
+        fail(CliError::usage(
+            format!("the runbook pinned to run {run_id} does not parse"),
+            None,
+        ))
     })?;
     Ok((snap, rb))
 }
@@ -33,10 +35,10 @@ async fn load(store: &Store, run_id: &str) -> Result<(RunSnapshot, Runbook), Exi
 /// The step `id` of the pinned runbook, or an error listing the steps.
 fn step_of<'a>(rb: &'a Runbook, run_id: &str, id: &str, only_approvals: bool) -> Result<&'a Step, Exit> {
     match rb.step(id) {
-        Some(s) if only_approvals && s.uses != "approval" => {
-            output::error(&format!("step `{id}` is a `{}` step, not an approval", s.uses), None);
-            Err(Exit::BadInput)
-        }
+        Some(s) if only_approvals && s.uses != "approval" => Err(fail(CliError::usage(
+            format!("step `{id}` is a `{}` step, not an approval", s.uses),
+            None,
+        ))),
         Some(s) => Ok(s),
         None => {
             let names: Vec<&str> = rb
@@ -50,11 +52,10 @@ fn step_of<'a>(rb: &'a Runbook, run_id: &str, id: &str, only_approvals: bool) ->
             } else {
                 "its steps"
             };
-            output::error(
-                &format!("run {run_id} has no step `{id}`"),
-                Some(&format!("{what}: {}", names.join(", "))),
-            );
-            Err(Exit::BadInput)
+            Err(fail(CliError::usage(
+                format!("run {run_id} has no step `{id}`"),
+                Some(format!("{what}: {}", names.join(", ")).as_str()),
+            )))
         }
     }
 }
@@ -196,27 +197,28 @@ pub(crate) async fn approve(cli: &Cli, store: Store, args: &ApproveArgs) -> Exit
     let (names, distinct) = approvers(step);
     let start = starter(&store, &args.run_id).await;
     if !names.is_empty() && !names.iter().any(|n| n == &actor.name) {
-        output::error(
-            &format!(
+        return fail(CliError::usage(
+            format!(
                 "{} may not approve step `{}` of run {}",
                 actor.name, args.step, args.run_id
             ),
-            Some(&format!("the step names who may approve: {}", names.join(", "))),
-        );
-        return Exit::BadInput;
+            Some(format!("the step names who may approve: {}", names.join(", ")).as_str()),
+        ));
     }
     if distinct && start.as_deref() == Some(actor.name.as_str()) {
-        output::error(
-            &format!(
+        return fail(CliError::usage(
+            format!(
                 "{} started run {} and step `{}` needs an approver other than the starter",
                 actor.name, args.run_id, args.step
             ),
-            Some(&format!(
-                "ask someone else: {}",
-                may_approve_text(&names, distinct, start.as_deref())
-            )),
-        );
-        return Exit::BadInput;
+            Some(
+                format!(
+                    "ask someone else: {}",
+                    may_approve_text(&names, distinct, start.as_deref())
+                )
+                .as_str(),
+            ),
+        ));
     }
     let extra = json!({ "by_source": actor.source, "reason": actor.reason });
     match store
@@ -265,16 +267,18 @@ pub(crate) async fn reject(cli: &Cli, store: Store, args: &RejectArgs) -> Exit {
     }
     let actor = args.who.actor();
     if actor.reason.is_none() {
-        output::error(
+        return fail(CliError::usage(
             "a rejection needs a reason",
-            Some(&format!(
-                "{fb} reject {} {} --reason TEXT (it is recorded in the audit trail)",
-                args.run_id,
-                args.step,
-                fb = crate::output::fogbook()
-            )),
-        );
-        return Exit::BadInput;
+            Some(
+                format!(
+                    "{fb} reject {} {} --reason TEXT (it is recorded in the audit trail)",
+                    args.run_id,
+                    args.step,
+                    fb = crate::output::fogbook()
+                )
+                .as_str(),
+            ),
+        ));
     }
     // The approval step has no effect to abandon, but a window opened earlier stays open
     // in the cloud: the rejection says so, and the window is shown `abandoned open`.
@@ -496,22 +500,17 @@ async fn repairable(store: &Store, run_id: &str, step_id: &str, force: bool) -> 
     let step = step_of(&rb, run_id, step_id, false)?;
     // An approval is decided by `approve` or `reject`, with their checks of who may decide.
     if step.uses == "approval" {
-        output::error(
-            &format!("step `{step_id}` of run {run_id} is an approval: it is not skipped or completed by hand"),
-            Some(&format!(
+        return Err(fail(CliError::usage(format!("step `{step_id}` of run {run_id} is an approval: it is not skipped or completed by hand"), Some(format!(
                 "{fb} approve {run_id} {step_id} --by NAME, or {fb} reject {run_id} {step_id} --by NAME --reason TEXT",
                 fb = crate::output::fogbook()
-            )),
-        );
-        return Err(Exit::BadInput);
+            ).as_str()))));
     }
     let ops = in_flight(&snap, &rb);
     if !force && ops.iter().any(|o| o["step"] == json!(step_id)) {
-        output::error(
-            &format!("step `{step_id}` of run {run_id} has a cloud operation that may still be in flight"),
+        return Err(fail(CliError::usage(
+            format!("step `{step_id}` of run {run_id} has a cloud operation that may still be in flight"),
             Some("resume the run so the step reads back what happened; or, knowing its outcome, repeat with --force"),
-        );
-        return Err(Exit::BadInput);
+        )));
     }
     Ok((snap, rb))
 }
@@ -565,32 +564,32 @@ pub(crate) async fn complete(cli: &Cli, store: Store, args: &CompleteArgs) -> Ex
     let text = match std::fs::read_to_string(&args.output) {
         Ok(t) => t,
         Err(e) => {
-            output::error(&format!("cannot read output file {origin}: {e}"), None);
-            return Exit::BadInput;
+            return fail(CliError::usage(format!("cannot read output file {origin}: {e}"), None));
         }
     };
     let value = match runbook::parse_params(&text, &origin) {
         Ok(m) => serde_json::Value::Object(m),
         Err(d) => {
             output::always(&d.to_string());
-            output::error(&format!("{origin}: the output must be a JSON or YAML object"), None);
-            return Exit::BadInput;
+            return fail(CliError::usage(
+                format!("{origin}: the output must be a JSON or YAML object"),
+                None,
+            ));
         }
     };
     let uses = rb.step(&args.step).map(|s| s.uses.clone()).unwrap_or_default();
     if let Some(fields) = fogbook_activities::output_fields(&uses) {
         let missing: Vec<&str> = fields.iter().copied().filter(|f| value.get(*f).is_none()).collect();
         if !missing.is_empty() {
-            output::error(
-                &format!(
+            return fail(CliError::usage(
+                format!(
                     "{origin} lacks output field{} {} of step `{}` ({uses})",
                     if missing.len() == 1 { "" } else { "s" },
                     missing.join(", "),
                     args.step
                 ),
-                Some(&format!("a `{uses}` step outputs: {}", fields.join(", "))),
-            );
-            return Exit::BadInput;
+                Some(format!("a `{uses}` step outputs: {}", fields.join(", ")).as_str()),
+            ));
         }
     }
     finish_step(cli, &store, &args.run_id, &args.step, Some(value), &args.who.actor()).await
@@ -603,16 +602,18 @@ pub(crate) async fn window_close(cli: &Cli, store: Store, args: &WindowCloseArgs
     };
     let actor = args.who.actor();
     if actor.reason.is_none() {
-        output::error(
+        return fail(CliError::usage(
             "closing a window needs a reason (how you know it closed)",
-            Some(&format!(
-                "{fb} window close {} {} --reason TEXT",
-                args.run_id,
-                args.window,
-                fb = crate::output::fogbook()
-            )),
-        );
-        return Exit::BadInput;
+            Some(
+                format!(
+                    "{fb} window close {} {} --reason TEXT",
+                    args.run_id,
+                    args.window,
+                    fb = crate::output::fogbook()
+                )
+                .as_str(),
+            ),
+        ));
     }
     let open: Vec<_> = snap.windows.iter().filter(|w| w.closed_at.is_none()).collect();
     let id = match args.window.parse::<i64>() {
@@ -624,15 +625,17 @@ pub(crate) async fn window_close(cli: &Cli, store: Store, args: &WindowCloseArgs
     };
     let Some(id) = id else {
         let list: Vec<String> = open.iter().map(|w| format!("{} ({})", w.id, w.kind.as_str())).collect();
-        output::error(
-            &format!("run {} has no single open window `{}`", args.run_id, args.window),
-            Some(&if list.is_empty() {
-                "it has no open window".to_owned()
-            } else {
-                format!("its open windows: {}", list.join(", "))
-            }),
-        );
-        return Exit::BadInput;
+        return fail(CliError::usage(
+            format!("run {} has no single open window `{}`", args.run_id, args.window),
+            Some(
+                if list.is_empty() {
+                    "it has no open window".to_owned()
+                } else {
+                    format!("its open windows: {}", list.join(", "))
+                }
+                .as_str(),
+            ),
+        ));
     };
     match store.operator_close_window(&args.run_id, id, &actor, now()).await {
         Ok(kind) => {
@@ -680,21 +683,17 @@ pub(crate) async fn retry_from(cli: &Cli, store: Store, args: &RetryFromArgs) ->
         .map(|s| format!("`{}` ({})", s.id.as_str(), s.uses))
         .collect();
     if !repeats.is_empty() && !args.force {
-        output::error(
-            &format!(
+        return fail(CliError::usage(format!(
                 "re-running run {} from `{}` would run completed steps that change something again: {}",
                 args.run_id,
                 args.step,
                 repeats.join(", ")
-            ),
-            Some(&format!(
+            ), Some(format!(
                 "start later, or confirm with --force: each then reads back what it already did (its saved intent or operation) before acting: {fb} retry-from {} {} --force --reason TEXT",
                 args.run_id,
                 args.step,
                 fb = crate::output::fogbook()
-            )),
-        );
-        return Exit::BadInput;
+            ).as_str())));
     }
     if let Err(e) = crate::run_cmd::retake_released_locks(&store, &args.run_id, now()).await {
         return fail(e);

@@ -17,7 +17,7 @@ use fogbook_sim::{Estate, SimConfig, SimHandle};
 use fogbook_state::Store;
 use serde_json::{Value, json};
 
-use crate::error::CliError;
+use crate::error::{CliError, fail};
 use crate::exit::Exit;
 use crate::output;
 
@@ -71,14 +71,13 @@ pub(crate) fn new_state_file(db: &Path) -> Result<PathBuf, Exit> {
     dir.push(".sim");
     let dir = PathBuf::from(dir);
     if let Err(e) = std::fs::create_dir_all(&dir) {
-        output::error(
-            &format!(
+        return Err(fail(CliError::usage(
+            format!(
                 "cannot create {} for the rehearsal's emulator state: {e}",
                 dir.display()
             ),
             Some("the emulator's state is kept beside the database; pass a writable --db"),
-        );
-        return Err(Exit::BadInput);
+        )));
     }
     let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
     Ok(dir.join(format!("{nanos}-{}.json", std::process::id())))
@@ -104,23 +103,22 @@ pub(crate) async fn target_of(store: &Store, run_id: &str) -> Result<Target, fog
 /// the simulated time that passed while nothing ran.
 pub(crate) async fn restore(run_id: &str, r: &Rehearsal, quiet: bool) -> Result<SimHandle, Exit> {
     if !r.state_file.exists() {
-        output::error(
-            &format!(
+        return Err(fail(CliError::usage(
+            format!(
                 "run {run_id} is a rehearsal, and its emulator state {} is gone",
                 r.state_file.display()
             ),
-            Some(&format!(
-                "without it the rehearsed estate cannot be restored; `{fb} cancel {run_id}` ends the run",
-                fb = crate::output::fogbook()
-            )),
-        );
-        return Err(Exit::BadInput);
+            Some(
+                format!(
+                    "without it the rehearsed estate cannot be restored; `{fb} cancel {run_id}` ends the run",
+                    fb = crate::output::fogbook()
+                )
+                .as_str(),
+            ),
+        )));
     }
     // The estate is ignored when the state file exists; the demo one only fills the field.
-    let estate = Estate::demo().map_err(|e| {
-        output::error_chain(&e, None);
-        Exit::BadInput
-    })?;
+    let estate = Estate::demo().map_err(|e| fail(CliError::input(e, None)))?;
     let mut config = SimConfig::new(estate);
     config.listen = r.addr;
     config.time_scale = r.time_scale;
@@ -143,8 +141,7 @@ pub(crate) async fn restore(run_id: &str, r: &Rehearsal, quiet: bool) -> Result<
                 r.addr
             ),
         };
-        output::error_chain(&e, Some(&hint));
-        Exit::BadInput
+        fail(CliError::input(e, Some(&hint)))
     })?;
     output::note(
         quiet,
@@ -201,39 +198,27 @@ pub(crate) fn check_target(
     match target {
         Target::Rehearsal(r) => {
             if let Some(endpoint) = arm_endpoint {
-                output::error(
-                    &format!(
+                return Err(fail(CliError::usage(format!(
                         "run {run_id} is a rehearsal on the ARM emulator (--sim); it is not continued against {endpoint}"
-                    ),
-                    Some(&format!(
+                    ), Some(format!(
                         "drop --arm-endpoint (and unset FOGBOOK_ARM_ENDPOINT): `{fb} resume {run_id}` restores its emulator from {}; to do it for real, start a new run without --sim",
                         r.state_file.display(),
                         fb = crate::output::fogbook()
-                    )),
-                );
-                return Err(Exit::BadInput);
+                    ).as_str()))));
             }
         }
         Target::Endpoint(_) | Target::Unrecorded if sim_asked => {
-            output::error(
-                &format!("run {run_id} is not a rehearsal; it is not continued on the ARM emulator (--sim)"),
-                Some(&format!(
+            return Err(fail(CliError::usage(format!("run {run_id} is not a rehearsal; it is not continued on the ARM emulator (--sim)"), Some(format!(
                     "drop --sim to continue it against Azure, or rehearse with a new `fogbook run … --sim`; `{fb} status {run_id}` shows where it stands",
                     fb = crate::output::fogbook()
-                )),
-            );
-            return Err(Exit::BadInput);
+                ).as_str()))));
         }
         Target::Endpoint(recorded) => {
             let current = endpoint_record(arm_endpoint);
             if endpoint_record(Some(recorded)) != current {
-                output::error(
-                    &format!("run {run_id} was started against {recorded}; it is not continued against {current}"),
-                    Some(&format!(
+                return Err(fail(CliError::usage(format!("run {run_id} was started against {recorded}; it is not continued against {current}"), Some(format!(
                         "pass --arm-endpoint {recorded} (or set FOGBOOK_ARM_ENDPOINT) to continue it where its operations are"
-                    )),
-                );
-                return Err(Exit::BadInput);
+                    ).as_str()))));
             }
         }
         Target::Unrecorded => {}

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, ResumeArgs};
 use crate::database::open_existing;
-use crate::error::fail;
+use crate::error::{CliError, fail};
 use crate::exit::Exit;
 use crate::output;
 use crate::progress::Progress;
@@ -248,14 +248,16 @@ async fn resume_one(
     } else if let Ok(snap) = store.load_run(id).await
         && snap.run.status == RunStatus::Failed
     {
-        output::error(
-            &format!("run {id} has failed; resuming it would retry its failed step"),
-            Some(&format!(
-                "if that is what you want: {fb} resume {id} --retry-failed; otherwise {fb} cancel {id}",
-                fb = crate::output::fogbook()
-            )),
-        );
-        return Exit::BadInput;
+        return fail(CliError::usage(
+            format!("run {id} has failed; resuming it would retry its failed step"),
+            Some(
+                format!(
+                    "if that is what you want: {fb} resume {id} --retry-failed; otherwise {fb} cancel {id}",
+                    fb = crate::output::fogbook()
+                )
+                .as_str(),
+            ),
+        ));
     }
     output::always(&format!("run {id}"));
     if args.drive.wait {

@@ -25,6 +25,7 @@ use fogbook_state::{Millis, RunFilter, RunRow, RunStatus, Store, format_ms};
 use serde::Deserialize;
 
 use crate::cli::{Cli, ServeArgs};
+use crate::error::{CliError, fail};
 use crate::exit::Exit;
 use crate::html::{CSS, RunView, compact, esc, human, run_sections, short, shown_status, waiting_reason};
 use crate::output;
@@ -53,13 +54,9 @@ pub(crate) async fn serve(cli: &Cli, args: &ServeArgs) -> Exit {
         match std::env::var(TOKEN_ENV) {
             Ok(t) if t.trim().len() >= 8 => Some(t.trim().to_owned()),
             _ => {
-                output::error(
-                    &format!("--allow-actions needs an access token of at least 8 characters in {TOKEN_ENV}"),
-                    Some(&format!(
+                return fail(CliError::usage(format!("--allow-actions needs an access token of at least 8 characters in {TOKEN_ENV}"), Some(format!(
                         "export {TOKEN_ENV}=$(head -c 24 /dev/urandom | base64) and give it to the approvers; or serve read-only without --allow-actions"
-                    )),
-                );
-                return Exit::BadInput;
+                    ).as_str())));
             }
         }
     } else {
@@ -74,12 +71,11 @@ pub(crate) async fn serve(cli: &Cli, args: &ServeArgs) -> Exit {
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
-            output::error(
-                &format!("cannot listen on {}: {e}", args.listen),
-                Some("pick another address with --listen (port 0 picks a free port)"),
-            );
             store.close().await;
-            return Exit::BadInput;
+            return fail(CliError::usage(
+                format!("cannot listen on {}: {e}", args.listen),
+                Some("pick another address with --listen (port 0 picks a free port)"),
+            ));
         }
     };
     let addr = listener.local_addr().unwrap_or(args.listen);

@@ -4,6 +4,7 @@
 use fogbook_sim::{Estate, FaultConfig, SimConfig, TlsFiles};
 
 use crate::cli::SimServeArgs;
+use crate::error::{CliError, fail};
 use crate::exit::Exit;
 use crate::output;
 
@@ -11,20 +12,23 @@ pub(crate) async fn serve(args: &SimServeArgs) -> Exit {
     let estate = match Estate::load(&args.estate) {
         Ok(e) => e,
         Err(e) => {
-            output::error_chain(&e, Some("the estate format is described in sim/README.md"));
-            return Exit::BadInput;
+            return fail(CliError::input(
+                e,
+                Some("the estate format is described in sim/README.md"),
+            ));
         }
     };
     let faults = match args.faults.as_deref().map(FaultConfig::load).transpose() {
         Ok(f) => f,
         Err(e) => {
-            output::error_chain(&e, Some("the faults format is described in sim/README.md"));
-            return Exit::BadInput;
+            return fail(CliError::input(
+                e,
+                Some("the faults format is described in sim/README.md"),
+            ));
         }
     };
     if !(args.time_scale.is_finite() && args.time_scale >= 0.0) {
-        output::error("--time-scale must be a number ≥ 0", None);
-        return Exit::BadInput;
+        return fail(CliError::usage("--time-scale must be a number ≥ 0", None));
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles {
@@ -50,8 +54,7 @@ pub(crate) async fn serve(args: &SimServeArgs) -> Exit {
     let handle = match fogbook_sim::start(config).await {
         Ok(h) => h,
         Err(e) => {
-            output::error_chain(&e, None);
-            return Exit::BadInput;
+            return fail(CliError::input(e, None));
         }
     };
     let url = handle.base_url();
@@ -59,9 +62,11 @@ pub(crate) async fn serve(args: &SimServeArgs) -> Exit {
         // Write then rename, so a script polling for the file never reads half of it.
         let tmp = path.with_extension("tmp");
         if let Err(e) = std::fs::write(&tmp, format!("{url}\n")).and_then(|()| std::fs::rename(&tmp, path)) {
-            output::error(&format!("cannot write --port-file {}: {e}", path.display()), None);
             handle.shutdown().await;
-            return Exit::BadInput;
+            return fail(CliError::usage(
+                format!("cannot write --port-file {}: {e}", path.display()),
+                Some("pass a --port-file in a folder this user can write"),
+            ));
         }
     }
     output::data(&url);

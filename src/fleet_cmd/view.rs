@@ -7,6 +7,7 @@ use fogbook_state::{FleetSnapshot, Millis, StateError, Store, WindowKind, format
 use serde_json::json;
 
 use crate::cli::{Cli, Format};
+use crate::error::fail;
 use crate::exit::Exit;
 use crate::output;
 use crate::report::{Drive, set_stall_json};
@@ -252,10 +253,7 @@ async fn show(cli: &Cli, store: Store, arg: String, kind: &str) -> Exit {
     };
     let (snap, lines) = match load_report(&store, &id).await {
         Ok(x) => x,
-        Err(e) => {
-            output::error_chain(&e, None);
-            return Exit::BadInput;
-        }
+        Err(e) => return fail(e),
     };
     let drive = fleet_drive(&snap.fleet, now_ms(), cli.lease_ttl);
     if cli.format == Format::Json {
@@ -277,10 +275,7 @@ pub(super) async fn status(cli: &Cli, store: Store, arg: Option<String>) -> Exit
     let now = now_ms();
     let fleets = match store.list_fleets().await {
         Ok(f) => f,
-        Err(e) => {
-            output::error_chain(&e, None);
-            return Exit::BadInput;
-        }
+        Err(e) => return fail(e),
     };
     if cli.format == Format::Json {
         let list: Vec<_> = fleets

@@ -6,7 +6,7 @@ use fogbook_state::Store;
 
 use super::run_view::report_document;
 use super::view::RunView;
-use crate::error::fail;
+use crate::error::{CliError, fail};
 use crate::exit::Exit;
 use crate::output;
 
@@ -30,13 +30,10 @@ pub(crate) async fn write_report(store: &Store, run_id: &str, path: &Path, quiet
             );
             Exit::Success
         }
-        Err(e) => {
-            output::error(
-                &format!("cannot write the HTML report to {}: {e}", path.display()),
-                Some("pass --html a path in a writable directory (or - for stdout)"),
-            );
-            Exit::BadInput
-        }
+        Err(e) => fail(CliError::usage(
+            format!("cannot write the HTML report to {}: {e}", path.display()),
+            Some("pass --html a path in a writable directory (or - for stdout)"),
+        )),
     }
 }
 

@@ -331,3 +331,36 @@ fn fleet_status_of_a_killed_driver_says_stalled_with_the_resume_hint() {
     assert_eq!(doc["state"], "succeeded", "{doc}");
     assert_eq!(doc["stalled"], Value::Bool(false), "{doc}");
 }
+
+/// Item 8: the fleet commands' store errors go through the one mapping of errors to exit
+/// codes: a damaged database (its `fleets` table gone) is the database failing (exit 6, with
+/// the hint about --db), not bad input (exit 2).
+#[test]
+fn a_fleet_command_on_a_damaged_database_exits_6_like_every_command() {
+    let sb = Sandbox::new();
+    let done = sb.run(&[
+        "run",
+        &fixture("long-wait.yaml").display().to_string(),
+        "--set",
+        "duration=1ms",
+    ]);
+    assert_eq!(code(&done), 0, "{}", stderr(&done));
+    let db = rusqlite::Connection::open(sb.db()).unwrap();
+    db.execute_batch("PRAGMA foreign_keys = OFF; DROP TABLE fleets;")
+        .unwrap();
+    drop(db);
+    for args in [
+        vec!["fleet", "status"],
+        vec!["fleet", "status", "jobs"],
+        vec!["fleet", "report", "jobs"],
+    ] {
+        let out = sb.run(&args);
+        let err = stderr(&out);
+        assert_eq!(code(&out), 6, "{args:?}: {err}");
+        assert!(err.contains("no such table: fleets"), "{args:?}: {err}");
+        assert!(
+            err.contains("the state database (--db) could not be used"),
+            "{args:?}: {err}"
+        );
+    }
+}

@@ -159,6 +159,9 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Schedule(ScheduleCommand),
     /// Fire due schedules and drive runs nobody drives (detached, pending, or left by a dead process).
+    ///
+    /// Ctrl-C or SIGTERM stops its runs at safe points and releases their leases (another
+    /// worker takes them over at once); the worker then exits 0, as every service does.
     Worker(WorkerArgs),
     /// Fleets: one runbook over many targets with rate control (max concurrency, max
     /// errors, a canary wave, waves), driven durably (README "Fleets").
@@ -172,6 +175,8 @@ pub(crate) enum Command {
     Sim(SimCommand),
     /// A web status page over the state database: runs, a live timeline of each run,
     /// schedules, fleets, pending approvals. Read-only unless started with --allow-actions.
+    ///
+    /// Ctrl-C or SIGTERM stops it; it then exits 0, as every service does.
     Serve(ServeArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout, e.g.
     /// `fogbook completions bash > /etc/bash_completion.d/fogbook`.

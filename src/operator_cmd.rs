@@ -386,12 +386,26 @@ fn cancel_refusal_hint(cli: &Cli, snap: &RunSnapshot, ops: bool, windows: bool) 
         (true, false) => "until its cloud operation has ended",
         _ => "until the step that closes its unprotected window has run",
     };
-    let go_on = match drive_of(&snap.run, now(), cli.lease_ttl) {
-        Drive::Running { owner, .. } => format!("its driver {owner} carries it on"),
-        _ if snap.run.status == RunStatus::Failed => {
+    // A run waiting for its maintenance window records it (see `report::waits_for`).
+    let maintenance_window = snap
+        .run
+        .error
+        .as_ref()
+        .filter(|e| e.get("waiting_for").is_some())
+        .map(|e| e["window"].as_str().unwrap_or("").to_owned());
+    let go_on = match (
+        drive_of(&snap.run, now(), cli.lease_ttl),
+        snap.run.status,
+        maintenance_window,
+    ) {
+        (Drive::Running { owner, .. }, _, _) => format!("its driver {owner} carries it on"),
+        (_, RunStatus::Failed, _) => {
             format!("it has failed: `{fb} resume {run_id} --retry-failed` retries its failed step")
         }
-        _ if snap.run.status == RunStatus::Waiting => {
+        (_, RunStatus::Waiting, Some(window)) => {
+            format!("it waits for its maintenance window {window}: a worker resumes it when the window opens")
+        }
+        (_, RunStatus::Waiting, None) => {
             format!("it waits for an approval: give it (`{fb} approvals` lists it) and `{fb} resume {run_id}`")
         }
         _ => format!("nobody drives it: `{fb} resume {run_id}` continues it"),

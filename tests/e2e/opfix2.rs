@@ -73,6 +73,17 @@ fn count_events(sb: &Sandbox, run: &str, kind: &str) -> i64 {
         .unwrap()
 }
 
+/// A child process killed (SIGKILL, which also ends a stopped one) and reaped when dropped,
+/// so a failing assertion leaves no frozen driver holding a port.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Item 1: a driver frozen (SIGSTOP) past its lease still holds its emulator's address. A
 /// competing `resume` is refused busy (exit 4), naming the driver's process and what to do,
 /// before any takeover; once that process is gone, `resume` finishes the rehearsal.
@@ -81,8 +92,8 @@ fn a_resume_of_a_rehearsal_whose_driver_is_frozen_is_busy_and_names_the_driver()
     let sb = Sandbox::new();
     let args = rehearsal_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut driver = sb.spawn(&args, &[("FOGBOOK_LEASE_TTL", "2s")]);
-    let pid = driver.id();
+    let driver = KillOnDrop(sb.spawn(&args, &[("FOGBOOK_LEASE_TTL", "2s")]));
+    let pid = driver.0.id();
     sb.wait_for("a step of the rehearsal to run", Duration::from_secs(60), |sb| {
         sb.sql()
             .query_row("SELECT count(*) FROM steps WHERE status = 'running'", [], |r| {
@@ -122,8 +133,7 @@ fn a_resume_of_a_rehearsal_whose_driver_is_frozen_is_busy_and_names_the_driver()
     );
 
     // Once the frozen driver is gone, the run is taken over and finishes.
-    driver.kill().unwrap();
-    driver.wait().unwrap();
+    drop(driver);
     let out = sb.run_env(&["resume", &run], &[("FOGBOOK_LEASE_TTL", "2s")]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(sb.run_status(&run), "succeeded");

@@ -801,6 +801,43 @@ mod tests {
         );
     }
 
+    /// A turn whose schedule file is held by another process (stopped while holding it)
+    /// waits for it on the blocking pool: the runtime's thread goes on with other tasks.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_turn_waiting_for_the_schedule_file_leaves_the_runtime_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("db-arm-schedule");
+        let holder = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&file)
+            .unwrap();
+        holder.lock().unwrap();
+        let limiter = Arc::new(Limiter::shared(Rates::default(), SharedSchedule::new(file, "p")));
+        let ticks = Arc::new(AtomicU64::new(0));
+        let ticker = {
+            let ticks = ticks.clone();
+            tokio::spawn(async move {
+                loop {
+                    ticks.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        };
+        // The file is given up after its bound (500 ms) and the process paces alone.
+        let turn = limiter.reserve_async("s", OpClass::Reads, Priority::Poll).await;
+        assert_eq!(turn, Turn::Go(None));
+        let ticked = ticks.load(Ordering::SeqCst);
+        ticker.abort();
+        assert!(
+            ticked >= 20,
+            "the runtime was blocked while the turn waited: {ticked} ticks"
+        );
+        holder.unlock().unwrap();
+    }
+
     #[test]
     fn two_limiters_over_one_schedule_file_share_one_budget() {
         let dir = tempfile::tempdir().unwrap();

@@ -1,4 +1,4 @@
-//! A client-side limiter per subscription, in two parts:
+//! A client-side limiter per subscription:
 //!
 //! - a **schedule**: each request reserves a turn in a token bucket of its kind (reads,
 //!   writes, deletes) that refills a little slower than ARM's own (docs/ARM.md §5: 25 reads or
@@ -18,8 +18,11 @@
 //! - **priorities**: each request says its [`Priority`]. Polls of in-flight operations and
 //!   the mutating steps of a run whose unprotected window is open go first; other steps
 //!   keep more headroom, and the first step of a run (a new fleet target starting) the
-//!   most: when the budget is short, lower classes wait (they take no turn that a higher
-//!   class would need) while the higher ones go on;
+//!   most: when the schedule is short, lower classes wait (they take no turn that a higher
+//!   class would need) while the higher ones go on; in the estimate of ARM's bucket they
+//!   keep their headroom above the reserve, so they wait longer than the polls. The
+//!   estimate is this process's (the schedule is shared): another process's requests in
+//!   flight show only in the headers, once they arrived;
 //! - a **429** with `Retry-After` pushes the whole bucket (shared by every process of the
 //!   database) back by that long, so the other requests wait too instead of being refused.
 

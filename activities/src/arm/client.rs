@@ -300,11 +300,10 @@ impl ArmClient {
                 Priority::Poll
             };
             deferrals += 1;
-            let turn = limiter.reserve(&req.subscription, class, priority);
-            let seen = limiter.delay(&req.subscription, class, req.priority);
+            let turn = limiter.reserve_async(&req.subscription, class, priority).await;
             let (wait, go) = match turn {
-                Turn::Go(wait) => (wait.max(seen), true),
-                Turn::Later(wait) => (Some(wait).max(seen), false),
+                Turn::Go(wait) => (wait, true),
+                Turn::Later(wait) => (Some(wait), false),
             };
             if let Some(delay) = wait {
                 tracing::debug!(delay_ms = delay.as_millis() as u64, priority = ?req.priority, "arm.limiter_pause");
@@ -314,6 +313,12 @@ impl ArmClient {
                 break;
             }
         }
+        // The turn is in flight until this attempt ends, however it ends.
+        let _in_flight = InFlight {
+            limiter: &self.inner.limiter,
+            subscription: &req.subscription,
+            class,
+        };
         let token = self.inner.tokens.token().await.map_err(|error| AttemptError {
             retry: false,
             retry_after: None,
@@ -382,7 +387,10 @@ impl ArmClient {
         };
         let status = response.status();
         let headers = response.headers().clone();
-        self.inner.limiter.observe(&req.subscription, class, &headers);
+        // A 429's header says the bucket is empty; `throttled` below takes it into account.
+        if status != StatusCode::TOO_MANY_REQUESTS {
+            self.inner.limiter.observe(&req.subscription, class, &headers);
+        }
         let text = match response.text().await {
             Ok(t) => t,
             Err(e) => {
@@ -424,7 +432,8 @@ impl ArmClient {
             // Every request of this bucket waits, not only this one's retry.
             self.inner
                 .limiter
-                .throttled(&req.subscription, class, retry_after.unwrap_or(Duration::from_secs(1)));
+                .throttled_async(&req.subscription, class, retry_after.unwrap_or(Duration::from_secs(1)))
+                .await;
         }
         let transient = status == StatusCode::TOO_MANY_REQUESTS
             || status == StatusCode::REQUEST_TIMEOUT
@@ -451,6 +460,20 @@ impl ArmClient {
             body,
             receipt,
         })
+    }
+}
+
+/// A request's turn in the limiter, counted in flight until dropped (its answer came back,
+/// or it failed without one).
+struct InFlight<'a> {
+    limiter: &'a Limiter,
+    subscription: &'a str,
+    class: OpClass,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.limiter.settle(self.subscription, self.class);
     }
 }
 

@@ -1,19 +1,28 @@
-//! A client-side limiter per subscription, in two parts:
+//! A client-side limiter per subscription:
 //!
 //! - a **schedule**: each request reserves a turn in a token bucket of its kind (reads,
 //!   writes, deletes) that refills a little slower than ARM's own (docs/ARM.md §5: 25 reads or
 //!   10 writes/deletes per second, buckets of 250 and 200). Many runs polling at once are
 //!   spread out instead of all being sent together: 1,000 operations are polled about every
 //!   50 s at 20 reads/s, with no 429;
-//! - the **answers**: every answer's `x-ms-ratelimit-remaining-subscription-*` tells what is
-//!   left of ARM's bucket, which other clients of the subscription also draw from. The
-//!   limiter keeps a **reserve** of that bucket for the other clients ([`Rates::reserve`]):
-//!   below it, every request waits the refill time of the missing tokens;
+//! - the **answers**: every answer's `x-ms-ratelimit-remaining-subscription-*` is the level
+//!   of ARM's bucket when the request arrived, which other clients of the subscription also
+//!   draw from (their spending is visible only there). The limiter keeps its own estimate of
+//!   that bucket ([`Estimate`]): each turn spends one token from it, and every answer sets it
+//!   back to the header's value, less the requests of this process still in flight (each
+//!   will spend one on arrival, and the header cannot show them yet). It refills at the net
+//!   rate the headers show (ARM's refill less what the other clients spend, learned from
+//!   successive answers), up to the largest level seen. It keeps a **reserve** of ARM's
+//!   bucket for the other clients ([`Rates::reserve`]): below it, a request waits for the
+//!   refill of the missing tokens;
 //! - **priorities**: each request says its [`Priority`]. Polls of in-flight operations and
 //!   the mutating steps of a run whose unprotected window is open go first; other steps
 //!   keep more headroom, and the first step of a run (a new fleet target starting) the
-//!   most: when the budget is short, lower classes wait (they take no turn that a higher
-//!   class would need) while the higher ones go on;
+//!   most: when the schedule is short, lower classes wait (they take no turn that a higher
+//!   class would need) while the higher ones go on; in the estimate of ARM's bucket they
+//!   keep their headroom above the reserve, so they wait longer than the polls. The
+//!   estimate is this process's (the schedule is shared): another process's requests in
+//!   flight show only in the headers, once they arrived;
 //! - a **429** with `Retry-After` pushes the whole bucket (shared by every process of the
 //!   database) back by that long, so the other requests wait too instead of being refused.
 
@@ -121,6 +130,11 @@ impl OpClass {
         }
     }
 
+    /// ARM's refill per second (docs/ARM.md §5).
+    fn arm_rate(self) -> f64 {
+        1.0 / self.refill().as_secs_f64()
+    }
+
     /// The size of ARM's bucket (docs/ARM.md §5).
     fn arm_bucket(self) -> f64 {
         match self {
@@ -130,10 +144,118 @@ impl OpClass {
     }
 }
 
+/// This process's estimate of one of ARM's buckets (a subscription's reads, writes or
+/// deletes), kept from the answers' `x-ms-ratelimit-remaining-subscription-*` headers.
 #[derive(Clone, Copy, Debug)]
-struct Seen {
-    remaining: u64,
+pub(crate) struct Estimate {
+    /// ARM's tokens left after every turn this process has handed out (negative: turns
+    /// promised beyond what is there now, each waiting for the refill).
+    tokens: f64,
     at_ms: f64,
+    /// Turns handed out whose answer has not come back (sent, or waiting to be sent).
+    in_flight: u64,
+    /// The net refill per second: ARM's refill less what the other clients spend.
+    rate: f64,
+    /// The largest level a header showed (the bucket as full as the other clients leave it).
+    ceiling: f64,
+    /// Answers with a header, counted: between two of them, this many of ours arrived.
+    answered: u64,
+    /// The answer the next net rate is measured from: (when, level, `answered` then).
+    base: Option<(f64, f64, u64)>,
+}
+
+/// How long the net refill rate is measured over: long enough that one answer's
+/// rounding and the order of arrivals do not dominate it, short enough to follow a
+/// competing client that starts or stops.
+const RATE_WINDOW_MS: f64 = 1_000.0;
+
+impl Estimate {
+    fn new(class: OpClass, now_ms: f64) -> Self {
+        Self {
+            tokens: class.arm_bucket(),
+            at_ms: now_ms,
+            in_flight: 0,
+            rate: class.arm_rate(),
+            ceiling: class.arm_bucket(),
+            answered: 0,
+            base: None,
+        }
+    }
+
+    fn refill(&mut self, now_ms: f64) {
+        let elapsed_s = ((now_ms - self.at_ms) / 1000.0).max(0.0);
+        if self.tokens < self.ceiling {
+            self.tokens = (self.tokens + elapsed_s * self.rate).min(self.ceiling);
+        }
+        self.at_ms = self.at_ms.max(now_ms);
+    }
+
+    /// Takes a turn for a class that must leave `margin` tokens in ARM's bucket: the wait
+    /// for the refill of what is missing, if anything is.
+    fn take(&mut self, now_ms: f64, margin: f64) -> Option<Duration> {
+        self.refill(now_ms);
+        let missing = margin + 1.0 - self.tokens;
+        self.tokens -= 1.0;
+        self.in_flight += 1;
+        (missing > 0.0).then(|| Duration::from_secs_f64((missing / self.rate).clamp(0.001, 86_400.0)))
+    }
+
+    /// An answer showed `remaining` tokens in ARM's bucket when its request (one of ours in
+    /// flight) arrived.
+    fn observe(&mut self, class: OpClass, now_ms: f64, remaining: f64) {
+        self.refill(now_ms);
+        self.answered += 1;
+        self.ceiling = if self.answered == 1 {
+            remaining + 1.0
+        } else {
+            self.ceiling.max(remaining + 1.0)
+        };
+        // The other requests in flight spend one each on arrival; the header could not
+        // count those that arrived after this one, and counting all of them keeps the
+        // estimate on the safe side.
+        let others = self.in_flight.saturating_sub(1) as f64;
+        self.tokens = remaining - others;
+        self.learn_rate(class, now_ms, remaining);
+    }
+
+    /// The net refill rate between the base answer and this one: the level's change plus
+    /// our requests that arrived in between, per second.
+    fn learn_rate(&mut self, class: OpClass, now_ms: f64, remaining: f64) {
+        let Some((at, level, answered)) = self.base else {
+            self.base = Some((now_ms, remaining, self.answered));
+            return;
+        };
+        let dt_s = (now_ms - at) / 1000.0;
+        if dt_s * 1000.0 < RATE_WINDOW_MS {
+            return;
+        }
+        let measured = (remaining - level + (self.answered - answered) as f64) / dt_s;
+        let nominal = class.arm_rate();
+        // A bucket at its ceiling refills nothing more: its rate is at least the measure.
+        let full = remaining + 2.0 >= self.ceiling || level + 2.0 >= self.ceiling;
+        let rate = if full {
+            self.rate.max(measured)
+        } else {
+            (self.rate + measured) / 2.0
+        };
+        self.rate = rate.clamp(nominal / 50.0, nominal);
+        self.base = Some((now_ms, remaining, self.answered));
+    }
+
+    /// ARM refused one of our requests (429): the bucket is empty now, and the rate was
+    /// overestimated.
+    fn refused(&mut self, class: OpClass, now_ms: f64) {
+        self.refill(now_ms);
+        let others = self.in_flight.saturating_sub(1) as f64;
+        self.tokens = self.tokens.min(-others);
+        self.rate = (self.rate * 0.5).max(class.arm_rate() / 50.0);
+        self.base = None;
+    }
+
+    /// An answer (or the failure to get one) came back.
+    fn settle(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+    }
 }
 
 /// The schedule's rates, per subscription.
@@ -202,7 +324,7 @@ impl Bucket {
 /// What the limiter knows, per subscription and bucket.
 pub(crate) struct Limiter {
     rates: Rates,
-    seen: Mutex<HashMap<(String, OpClass), Seen>>,
+    estimates: Mutex<HashMap<(String, OpClass), Estimate>>,
     buckets: Mutex<HashMap<(String, OpClass), Bucket>>,
     /// The schedule shared with every process of the same state database, when configured.
     shared: Option<super::shared_schedule::SharedSchedule>,
@@ -228,7 +350,7 @@ impl Limiter {
     pub(crate) fn new(rates: Rates) -> Self {
         Self {
             rates,
-            seen: Mutex::default(),
+            estimates: Mutex::default(),
             buckets: Mutex::default(),
             shared: None,
             now_ms: Arc::new(system_ms),
@@ -280,45 +402,95 @@ impl Limiter {
         Some(f(b, now, rate, burst))
     }
 
-    /// Reserves the next turn of a request of `class` and `priority` in `subscription`. A
-    /// request of the most urgent classes always takes a turn (concurrent requests are
-    /// spread at the rate); a lower class takes one only while the bucket keeps its floor,
-    /// else it is told to ask again later.
+    fn with_estimate<T>(&self, subscription: &str, class: OpClass, f: impl FnOnce(&mut Estimate, f64) -> T) -> T {
+        let now = (self.now_ms)();
+        let mut estimates = self.estimates.lock().unwrap_or_else(PoisonError::into_inner);
+        let e = estimates
+            .entry((subscription.to_ascii_lowercase(), class))
+            .or_insert_with(|| Estimate::new(class, now));
+        f(e, now)
+    }
+
+    /// The tokens of ARM's bucket a request of `class` and `priority` leaves: the reserve for
+    /// the other clients, and the headroom of the lower classes.
+    fn margin(&self, class: OpClass, priority: Priority) -> f64 {
+        (class.arm_bucket() * (self.rates.reserve + priority.headroom())).ceil()
+    }
+
+    /// Reserves the next turn of a request of `class` and `priority` in `subscription`, in
+    /// the schedule and in the estimate of ARM's bucket. A request of the most urgent
+    /// classes always takes a turn (concurrent requests are spread at the rate); a lower
+    /// class takes one only while the schedule keeps its floor, else it is told to ask again
+    /// later; in ARM's bucket it keeps its headroom above the reserve, waiting longer.
+    ///
+    /// A turn taken ([`Turn::Go`]) counts as in flight until [`Limiter::settle`].
     pub(crate) fn reserve(&self, subscription: &str, class: OpClass, priority: Priority) -> Turn {
-        self.with_bucket(subscription, class, |b, now, rate, burst| {
-            // A full bucket always admits a request, whatever its class.
-            let floor = (priority.schedule_floor() * burst).min(burst - 1.0).max(0.0);
-            b.take(now, rate, burst, floor)
-        })
-        .unwrap_or(Turn::Go(None))
+        let margin = self.margin(class, priority);
+        let scheduled = self
+            .with_bucket(subscription, class, |b, now, rate, burst| {
+                // A full bucket always admits a request, whatever its class.
+                let floor = (priority.schedule_floor() * burst).min(burst - 1.0).max(0.0);
+                b.take(now, rate, burst, floor)
+            })
+            .unwrap_or(Turn::Go(None));
+        let Turn::Go(scheduled) = scheduled else {
+            return scheduled;
+        };
+        // Its turn in ARM's bucket: a lower class, with more headroom to keep, waits longer.
+        let arm = self.with_estimate(subscription, class, |e, now| e.take(now, margin));
+        Turn::Go(scheduled.max(arm))
+    }
+
+    /// [`Limiter::reserve`] off the async runtime: with a shared schedule, a turn reads and
+    /// writes the file under its lock, and may wait up to its bound for another process.
+    pub(crate) async fn reserve_async(
+        self: &Arc<Self>,
+        subscription: &str,
+        class: OpClass,
+        priority: Priority,
+    ) -> Turn {
+        if self.shared.is_none() {
+            return self.reserve(subscription, class, priority);
+        }
+        let (me, sub) = (self.clone(), subscription.to_owned());
+        match tokio::task::spawn_blocking(move || me.reserve(&sub, class, priority)).await {
+            Ok(turn) => turn,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down: nothing will be sent anyway.
+            Err(_) => Turn::Go(None),
+        }
+    }
+
+    /// The answer to a request that took a turn came back (or it failed without one).
+    pub(crate) fn settle(&self, subscription: &str, class: OpClass) {
+        self.with_estimate(subscription, class, |e, _| e.settle());
     }
 
     /// ARM refused a request of `class` in `subscription` with `Retry-After: wait`: every
-    /// request of that bucket (in every process sharing the schedule) waits at least that.
+    /// request of that bucket (in every process sharing the schedule) waits at least that,
+    /// and the estimate of ARM's bucket is empty.
     pub(crate) fn throttled(&self, subscription: &str, class: OpClass, wait: Duration) {
+        self.with_estimate(subscription, class, |e, now| e.refused(class, now));
         self.with_bucket(subscription, class, |b, now, rate, burst| {
             b.push_back(now, rate, burst, wait)
         });
     }
 
-    /// How long a request of `class` and `priority` waits, from what ARM last said remains of
-    /// its bucket: the refill time of the tokens missing below the reserve (and, for the
-    /// lower classes, their headroom).
-    pub(crate) fn delay(&self, subscription: &str, class: OpClass, priority: Priority) -> Option<Duration> {
-        let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        let s = seen.get(&(subscription.to_ascii_lowercase(), class))?;
-        let low_water = (class.arm_bucket() * (self.rates.reserve + priority.headroom())).ceil() as u64;
-        if s.remaining >= low_water {
-            return None;
+    /// [`Limiter::throttled`] off the async runtime (see [`Limiter::reserve_async`]).
+    pub(crate) async fn throttled_async(self: &Arc<Self>, subscription: &str, class: OpClass, wait: Duration) {
+        if self.shared.is_none() {
+            return self.throttled(subscription, class, wait);
         }
-        // Tokens the bucket has refilled since the answer was seen count as remaining.
-        let elapsed = ((self.now_ms)() - s.at_ms).max(0.0) as u128;
-        let refilled = (elapsed / class.refill().as_millis().max(1)) as u64;
-        let missing = low_water.saturating_sub(s.remaining.saturating_add(refilled));
-        (missing > 0).then(|| class.refill() * u32::try_from(missing).unwrap_or(u32::MAX))
+        let (me, sub) = (self.clone(), subscription.to_owned());
+        if let Err(e) = tokio::task::spawn_blocking(move || me.throttled(&sub, class, wait)).await
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
     }
 
-    /// Records the remaining count of an answer, if it carries one.
+    /// Records the remaining count of an answer (to a request still in flight), if it
+    /// carries one: the estimate of ARM's bucket is set back to it.
     pub(crate) fn observe(&self, subscription: &str, class: OpClass, headers: &HeaderMap) {
         let Some(remaining) = headers
             .get(class.header())
@@ -327,14 +499,7 @@ impl Limiter {
         else {
             return;
         };
-        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        seen.insert(
-            (subscription.to_ascii_lowercase(), class),
-            Seen {
-                remaining,
-                at_ms: (self.now_ms)(),
-            },
-        );
+        self.with_estimate(subscription, class, |e, now| e.observe(class, now, remaining as f64));
     }
 }
 
@@ -431,41 +596,179 @@ mod tests {
         assert_eq!(go(limiter.reserve("s", OpClass::Reads, Priority::NewTarget)), None);
     }
 
+    /// A header that says `remaining` of `class`.
+    fn header(class: OpClass, remaining: u64) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(class.header(), remaining.to_string().parse().unwrap());
+        h
+    }
+
+    fn close(a: Duration, b: Duration) -> bool {
+        a.abs_diff(b) <= Duration::from_millis(1)
+    }
+
     #[test]
     fn the_reserve_for_other_clients_and_the_headroom_of_lower_classes_follow_the_headers() {
         let (t, clock) = stepped();
         let limiter = Limiter::new(Rates::default()).with_clock(clock);
-        let mut h = HeaderMap::new();
         // Another client spent most of ARM's 250 reads: 30 remain.
-        h.insert("x-ms-ratelimit-remaining-subscription-reads", "30".parse().unwrap());
-        limiter.observe("s", OpClass::Reads, &h);
-        // The reserve is 8 % of 250 (20): polls go; a step keeps 10 % more (45), a new
-        // target 25 % more (83): they wait the refill of what is missing (40 ms a read).
-        assert_eq!(limiter.delay("s", OpClass::Reads, Priority::Poll), None);
+        limiter.observe("s", OpClass::Reads, &header(OpClass::Reads, 30));
+        // The reserve is 8 % of 250 (20); a step keeps 10 % more (45), a new target 25 % more
+        // (83): they wait the refill of what is missing (40 ms a read), and spend a token.
+        let step = go(limiter.reserve("s", OpClass::Reads, Priority::Step)).expect("a step keeps its headroom");
+        assert!(close(step, Duration::from_millis(16 * 40)), "{step:?}");
+        let new =
+            go(limiter.reserve("s", OpClass::Reads, Priority::NewTarget)).expect("a new target keeps its headroom");
+        assert!(close(new, Duration::from_millis(55 * 40)), "{new:?}");
+        limiter.settle("s", OpClass::Reads);
+        limiter.settle("s", OpClass::Reads);
+        // Polls go, and spend from the estimate: 27 left.
+        assert_eq!(go(limiter.reserve("s", OpClass::Reads, Priority::Poll)), None);
+        // Its answer says 12: below the reserve, every class waits (a poll takes its turn
+        // and waits for it: 9 missing, then 1 more for the turn it took).
+        limiter.observe("s", OpClass::Reads, &header(OpClass::Reads, 12));
+        limiter.settle("s", OpClass::Reads);
+        let poll =
+            go(limiter.reserve("s", OpClass::Reads, Priority::Poll)).expect("below the reserve every class waits");
+        assert!(close(poll, Duration::from_millis(9 * 40)), "{poll:?}");
+        limiter.settle("s", OpClass::Reads);
+        t.fetch_add(10 * 40, Ordering::SeqCst);
         assert_eq!(
-            limiter.delay("s", OpClass::Reads, Priority::Step),
-            Some(Duration::from_millis(15 * 40))
+            go(limiter.reserve("s", OpClass::Reads, Priority::Poll)),
+            None,
+            "refilled"
         );
-        assert_eq!(
-            limiter.delay("s", OpClass::Reads, Priority::NewTarget),
-            Some(Duration::from_millis(53 * 40))
-        );
-        h.insert("x-ms-ratelimit-remaining-subscription-reads", "12".parse().unwrap());
-        limiter.observe("s", OpClass::Reads, &h);
-        assert_eq!(
-            limiter.delay("s", OpClass::Reads, Priority::Poll),
-            Some(Duration::from_millis(8 * 40)),
-            "below the reserve every class waits"
-        );
-        t.fetch_add(8 * 40, Ordering::SeqCst);
-        assert_eq!(limiter.delay("s", OpClass::Reads, Priority::Poll), None, "refilled");
         // A larger reserve keeps more for the others.
         let generous = Limiter::new(Rates {
             reserve: 0.5,
             ..Rates::default()
         });
-        generous.observe("s", OpClass::Reads, &h);
-        assert!(generous.delay("s", OpClass::Reads, Priority::Poll).unwrap() > Duration::from_secs(4));
+        generous.observe("s", OpClass::Reads, &header(OpClass::Reads, 12));
+        assert!(go(generous.reserve("s", OpClass::Reads, Priority::Poll)).unwrap() > Duration::from_secs(4));
+    }
+
+    /// Each request in flight will spend a token on arrival that its fellows' answers do
+    /// not show yet: a header is read less the others in flight.
+    #[test]
+    fn a_header_counts_less_the_requests_still_in_flight() {
+        let (_, clock) = stepped();
+        let limiter = Limiter::new(Rates::default()).with_clock(clock);
+        for _ in 0..10 {
+            assert_eq!(go(limiter.reserve("s", OpClass::Reads, Priority::Poll)), None);
+        }
+        // The first answer says 25 (above the reserve of 20), but nine more are on their way.
+        limiter.observe("s", OpClass::Reads, &header(OpClass::Reads, 25));
+        limiter.settle("s", OpClass::Reads);
+        let wait = go(limiter.reserve("s", OpClass::Reads, Priority::Poll)).expect("16 left: below the reserve");
+        assert!(close(wait, Duration::from_millis(5 * 40)), "{wait:?}");
+        // A header above the estimate is the truth too (the other clients spent less).
+        for _ in 0..10 {
+            limiter.settle("s", OpClass::Reads);
+        }
+        limiter.observe("s", OpClass::Reads, &header(OpClass::Reads, 120));
+        assert_eq!(go(limiter.reserve("s", OpClass::Reads, Priority::Poll)), None);
+    }
+
+    /// ARM's bucket of a subscription's reads, as the emulator models it (docs/ARM.md §5:
+    /// 250, 25 a second), with a competing client that spends `other` reads a second of it
+    /// (never below empty: it is throttled too), scripted over time.
+    struct Arm {
+        tokens: f64,
+        at_ms: f64,
+        other: fn(f64) -> f64,
+    }
+
+    impl Arm {
+        fn advance(&mut self, now_ms: f64) {
+            let mut t = self.at_ms;
+            // In steps of a millisecond, so the competitor's rate can change on the way.
+            while t < now_ms {
+                let dt = (now_ms - t).min(1.0);
+                self.tokens = (self.tokens + dt / 1000.0 * (25.0 - (self.other)(t))).clamp(0.0, 250.0);
+                t += dt;
+            }
+            self.at_ms = now_ms;
+        }
+
+        /// A request arrives: the remaining header, or `None` (429).
+        fn arrive(&mut self, now_ms: f64) -> Option<u64> {
+            self.advance(now_ms);
+            (self.tokens >= 1.0).then(|| {
+                self.tokens -= 1.0;
+                self.tokens.floor() as u64
+            })
+        }
+    }
+
+    /// Issue 18: twenty runs poll at once (each asks again 50 ms after its answer) while a
+    /// competing client spends half of ARM's refill, then 80 %, then 30 %: the limiter
+    /// follows the bucket through the headers, so ARM refuses none of our requests, and it
+    /// still uses most of what the other client leaves.
+    #[test]
+    fn twenty_pollers_beside_a_competing_client_are_never_refused() {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+        enum Event {
+            Ask,
+            Arrive,
+            Answer(Option<u64>),
+        }
+        const LATENCY_MS: u64 = 3;
+        const END_MS: u64 = 60_000;
+        let (t, clock) = stepped();
+        let start = t.load(Ordering::SeqCst);
+        let limiter = Limiter::new(Rates::default()).with_clock(clock);
+        fn other(t_ms: f64) -> f64 {
+            match (t_ms - 1_000_000.0) / 1000.0 {
+                s if s < 20.0 => 12.5,
+                s if s < 40.0 => 20.0,
+                _ => 7.5,
+            }
+        }
+        // The other client already holds half of the burst.
+        let mut arm = Arm {
+            tokens: 125.0,
+            at_ms: start as f64,
+            other,
+        };
+        let mut events: BinaryHeap<Reverse<(u64, usize, Event)>> =
+            (0..20).map(|c| Reverse((start, c, Event::Ask))).collect();
+        let (mut served, mut refused) = (0u64, 0u64);
+        while let Some(Reverse((at, client, event))) = events.pop() {
+            if at > start + END_MS {
+                break;
+            }
+            t.store(at, Ordering::SeqCst);
+            let next = match event {
+                Event::Ask => match limiter.reserve("s", OpClass::Reads, Priority::Poll) {
+                    Turn::Go(wait) => (
+                        at + wait.map_or(0, |w| w.as_millis() as u64) + LATENCY_MS,
+                        Event::Arrive,
+                    ),
+                    Turn::Later(wait) => (at + (wait.as_millis() as u64).max(1), Event::Ask),
+                },
+                Event::Arrive => (at + LATENCY_MS, Event::Answer(arm.arrive(at as f64))),
+                Event::Answer(Some(remaining)) => {
+                    served += 1;
+                    limiter.observe("s", OpClass::Reads, &header(OpClass::Reads, remaining));
+                    limiter.settle("s", OpClass::Reads);
+                    (at + 50, Event::Ask)
+                }
+                Event::Answer(None) => {
+                    refused += 1;
+                    limiter.throttled("s", OpClass::Reads, Duration::from_secs(1));
+                    limiter.settle("s", OpClass::Reads);
+                    (at + 1_000, Event::Ask)
+                }
+            };
+            events.push(Reverse((next.0, client, next.1)));
+        }
+        assert_eq!(refused, 0, "ARM refused {refused} of our requests ({served} served)");
+        // What the other client leaves in 60 s: 125 at first, then 12.5, 5 and 17.5 a second
+        // for 20 s each; less the reserve of 20 it is 820.
+        assert!(served >= 700, "only {served} of the ~820 reads left to us were used");
     }
 
     #[test]
@@ -499,6 +802,43 @@ mod tests {
             None,
             "refilled after the wait"
         );
+    }
+
+    /// A turn whose schedule file is held by another process (stopped while holding it)
+    /// waits for it on the blocking pool: the runtime's thread goes on with other tasks.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_turn_waiting_for_the_schedule_file_leaves_the_runtime_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("db-arm-schedule");
+        let holder = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&file)
+            .unwrap();
+        holder.lock().unwrap();
+        let limiter = Arc::new(Limiter::shared(Rates::default(), SharedSchedule::new(file, "p")));
+        let ticks = Arc::new(AtomicU64::new(0));
+        let ticker = {
+            let ticks = ticks.clone();
+            tokio::spawn(async move {
+                loop {
+                    ticks.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        };
+        // The file is given up after its bound (500 ms) and the process paces alone.
+        let turn = limiter.reserve_async("s", OpClass::Reads, Priority::Poll).await;
+        assert_eq!(turn, Turn::Go(None));
+        let ticked = ticks.load(Ordering::SeqCst);
+        ticker.abort();
+        assert!(
+            ticked >= 20,
+            "the runtime was blocked while the turn waited: {ticked} ticks"
+        );
+        holder.unlock().unwrap();
     }
 
     #[test]
@@ -540,20 +880,22 @@ mod tests {
 
     #[test]
     fn waits_only_when_few_remain_and_more_when_fewer() {
-        let limiter = Limiter::default();
-        assert_eq!(limiter.delay("s", OpClass::Writes, Priority::Poll), None);
-        let mut h = HeaderMap::new();
-        h.insert("x-ms-ratelimit-remaining-subscription-writes", "150".parse().unwrap());
-        limiter.observe("S", OpClass::Writes, &h);
-        assert_eq!(limiter.delay("s", OpClass::Writes, Priority::Poll), None);
-        h.insert("x-ms-ratelimit-remaining-subscription-writes", "15".parse().unwrap());
-        limiter.observe("s", OpClass::Writes, &h);
-        let some = limiter.delay("s", OpClass::Writes, Priority::Poll).unwrap();
-        h.insert("x-ms-ratelimit-remaining-subscription-writes", "2".parse().unwrap());
-        limiter.observe("s", OpClass::Writes, &h);
-        let more = limiter.delay("s", OpClass::Writes, Priority::Poll).unwrap();
+        let (_, clock) = stepped();
+        let limiter = Limiter::default().with_clock(clock);
+        let poll = |sub: &str, class: OpClass| {
+            let wait = go(limiter.reserve(sub, class, Priority::Poll));
+            limiter.settle(sub, class);
+            wait
+        };
+        assert_eq!(poll("s", OpClass::Writes), None);
+        limiter.observe("S", OpClass::Writes, &header(OpClass::Writes, 150));
+        assert_eq!(poll("s", OpClass::Writes), None);
+        limiter.observe("s", OpClass::Writes, &header(OpClass::Writes, 15));
+        let some = poll("s", OpClass::Writes).unwrap();
+        limiter.observe("s", OpClass::Writes, &header(OpClass::Writes, 2));
+        let more = poll("s", OpClass::Writes).unwrap();
         assert!(more > some, "{more:?} > {some:?}");
-        assert_eq!(limiter.delay("s", OpClass::Reads, Priority::Poll), None);
-        assert_eq!(limiter.delay("other", OpClass::Writes, Priority::Poll), None);
+        assert_eq!(poll("s", OpClass::Reads), None);
+        assert_eq!(poll("other", OpClass::Writes), None);
     }
 }

@@ -192,6 +192,9 @@ async fn created_by_schedule(engine: &Engine, run_id: &str) -> Option<String> {
 /// Runs that nobody live drives and that can make progress, with their runbook's name.
 async fn drivable(engine: &Engine, active: &BTreeSet<String>) -> Result<Vec<(String, String)>, EngineError> {
     let now = engine.now_ms();
+    // Expiry by the clock leases are written by (the database's, on PostgreSQL): a host
+    // whose clock runs ahead must not see other hosts' live leases as expired.
+    let lease_now = engine.store().lease_now(now).await?;
     let filter = RunFilter {
         statuses: vec![RunStatus::Pending, RunStatus::Running, RunStatus::Waiting],
         limit: None,
@@ -206,7 +209,7 @@ async fn drivable(engine: &Engine, active: &BTreeSet<String>) -> Result<Vec<(Str
         }
         let free = match (&run.lease_owner, run.lease_expires_at) {
             (None, _) | (_, None) => true,
-            (Some(o), Some(exp)) => exp <= now || owner::is_dead(o),
+            (Some(o), Some(exp)) => exp <= lease_now || owner::is_dead(o),
         };
         if !free {
             continue;

@@ -12,6 +12,30 @@ use crate::sql::{OptionalExt, Tx, params};
 use crate::{LeaseGrant, Millis, RunStatus, StateError, format_ms};
 
 impl Store {
+    /// The time lease expiries are compared with, given the caller's clock `now`: `now`
+    /// itself on SQLite, the database server's clock on PostgreSQL (see [`Tx::lease_now`]).
+    /// The worker compares the leases it lists with it, so a host whose clock runs ahead
+    /// does not see live leases as expired.
+    pub async fn lease_now(&self, now: Millis) -> Result<Millis, StateError> {
+        match &self.conn {
+            super::Backend::Sqlite(_) => Ok(now),
+            super::Backend::Postgres(_) => {
+                self.read(move |tx| tx.lease_now(now).during("reading the database's clock"))
+                    .await
+            }
+        }
+    }
+
+    /// Makes this store's leases follow the times its callers pass instead of the
+    /// database's clock (PostgreSQL; SQLite always does): for tests that step a clock of
+    /// their own through lease expiries. Never for a store of several hosts.
+    #[doc(hidden)]
+    pub fn use_caller_clock_for_leases(&self) {
+        if let super::Backend::Postgres(c) = &self.conn {
+            c.use_caller_clock();
+        }
+    }
+
     /// Who holds the lease of `run_id` (expired or not), if anyone.
     pub async fn lease_owner(&self, run_id: &str) -> Result<Option<String>, StateError> {
         let run_id = run_id.to_owned();
@@ -20,7 +44,8 @@ impl Store {
 
     /// Takes the lease of `run_id` for `owner` until `now + ttl`. Succeeds when the lease is
     /// free, expired, already `owner`'s, or held by `dead_owner` (a process the caller has
-    /// proven gone). A takeover is an audit event.
+    /// proven gone). A takeover is an audit event. On PostgreSQL, "expired" and the new
+    /// expiry are by the database's clock ([`Store::lease_now`]); `now` dates the event.
     pub async fn acquire_lease(
         &self,
         run_id: &str,
@@ -40,12 +65,13 @@ impl Store {
                     message: format!("run {run_id} has already {}", finished_word(run.status)),
                 });
             }
-            let expires_at = now + millis(ttl);
+            let lease_now = tx.lease_now(now).during("reading the database's clock")?;
+            let expires_at = lease_now + millis(ttl);
             let taken_over_from = match (&run.owner, run.expires_at) {
                 (Some(current), _) if *current == owner => None,
                 (Some(current), Some(exp)) => {
                     let dead = dead_owner.as_deref() == Some(current.as_str());
-                    if exp > now && !dead {
+                    if exp > lease_now && !dead {
                         return Err(StateError::LeaseHeld {
                             run_id: run_id.clone(),
                             owner: current.clone(),
@@ -88,10 +114,11 @@ impl Store {
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
         let held = self.held_epoch(&run_id, &owner);
         self.write(move |tx| {
-            check_lease(tx, &run_id, &owner, held, now)?;
+            let lease_now = tx.lease_now(now).during("reading the database's clock")?;
+            check_lease_at(tx, &run_id, &owner, held, lease_now)?;
             tx.execute(
                 "UPDATE runs SET lease_expires_at = ?3 WHERE id = ?1 AND lease_owner = ?2",
-                params![run_id, owner, now + millis(ttl)],
+                params![run_id, owner, lease_now + millis(ttl)],
             )
             .during("renewing the lease")?;
             let cancel: bool = tx
@@ -124,8 +151,11 @@ impl Store {
             .map(|id| (id.clone(), self.held_epoch(id, owner)))
             .collect();
         let owner = owner.to_owned();
-        self.write(move |tx| renew_all(tx, &owner, &runs, now + millis(ttl), now))
-            .await
+        self.write(move |tx| {
+            let lease_now = tx.lease_now(now).during("reading the database's clock")?;
+            renew_all(tx, &owner, &runs, lease_now + millis(ttl), lease_now)
+        })
+        .await
     }
 
     /// Gives the lease up, leaving the run to be resumed by anyone at once. A run left
@@ -156,17 +186,17 @@ impl Store {
     }
 }
 
-/// [`Store::renew_leases`]'s transaction.
+/// [`Store::renew_leases`]'s transaction (`lease_now` by [`Tx::lease_now`]).
 fn renew_all(
     tx: &dyn Tx,
     owner: &str,
     runs: &[(String, Option<i64>)],
     expires_at: Millis,
-    now: Millis,
+    lease_now: Millis,
 ) -> Result<Vec<Result<bool, StateError>>, StateError> {
     let mut outcomes = Vec::with_capacity(runs.len());
     for (run_id, held) in runs {
-        match check_lease(tx, run_id, owner, *held, now) {
+        match check_lease_at(tx, run_id, owner, *held, lease_now) {
             Ok(cancel) => {
                 tx.execute(
                     "UPDATE runs SET lease_expires_at = ?3 WHERE id = ?1 AND lease_owner = ?2",
@@ -227,8 +257,23 @@ pub(super) fn lease_of(conn: &dyn Tx, run_id: &str) -> Result<Lease, StateError>
 /// took the lease): a row whose epoch has moved on was taken over, by whatever name, and
 /// the write is refused. `None` (this store never took the lease) checks the owner only.
 ///
+/// Expiry is by [`Tx::lease_now`] (the database's clock on PostgreSQL), whatever `now`
+/// the caller's clock says.
+///
 /// Returns whether an operator asked to cancel the run (read in the same statement).
 pub(super) fn check_lease(
+    conn: &dyn Tx,
+    run_id: &str,
+    owner: &str,
+    held: Option<i64>,
+    now: Millis,
+) -> Result<bool, StateError> {
+    let lease_now = conn.lease_now(now).during("reading the database's clock")?;
+    check_lease_at(conn, run_id, owner, held, lease_now)
+}
+
+/// [`check_lease`] at `lease_now`, already read by [`Tx::lease_now`].
+fn check_lease_at(
     conn: &dyn Tx,
     run_id: &str,
     owner: &str,

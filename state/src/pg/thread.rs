@@ -41,6 +41,8 @@ type ReadFn = Box<dyn FnOnce(Result<&dyn Tx, StateError>, &dyn Fn() -> Option<St
 pub(crate) struct PgThread {
     writes: mpsc::Sender<Option<WriteFn>>,
     reads: mpsc::Sender<Option<ReadFn>>,
+    /// The database (a worker's listening connection opens one more).
+    url: PgUrl,
     commits: Arc<AtomicU64>,
     /// Leases follow the caller's clock instead of the server's (a test hook sets it).
     caller_clock: Arc<AtomicBool>,
@@ -139,6 +141,7 @@ impl PgThread {
         Ok(Self {
             writes,
             reads,
+            url: url.clone(),
             commits,
             caller_clock,
             #[cfg(feature = "test-hooks")]
@@ -156,6 +159,11 @@ impl PgThread {
     /// clock of their own through lease expiries).
     pub(crate) fn use_caller_clock(&self) {
         self.caller_clock.store(true, Ordering::Relaxed);
+    }
+
+    /// The database these threads connect to.
+    pub(crate) fn url(&self) -> &PgUrl {
+        &self.url
     }
 
     /// Ends both threads once the jobs already queued are done.

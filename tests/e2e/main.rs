@@ -31,6 +31,7 @@ mod lease_lock;
 mod notify;
 mod operator_fixes;
 mod pg_worker;
+mod pg_worker_backends;
 mod plan;
 mod postgres;
 mod preflight_permissions;

@@ -3,6 +3,12 @@
 //! at a time, until asked to stop. Several workers may share one database: firing a
 //! schedule is a compare-and-set on its cursor and driving a run needs its lease, so no
 //! fire happens twice and no run is driven twice.
+//!
+//! On PostgreSQL (workers on several hosts) a worker first claims the runs it will drive
+//! (`Store::claim_runs`: their leases in one transaction, rows locked `FOR UPDATE SKIP
+//! LOCKED`), so workers looking at once get distinct runs, and it wakes as soon as another
+//! process makes work (`Store::listen_for_work`: `LISTEN/NOTIFY`) instead of at its next
+//! poll; the poll stays, for expired leases and notifications lost while disconnected.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -75,6 +81,10 @@ pub async fn run_worker(
     let mut report = WorkerReport::default();
     let mut tasks: JoinSet<(String, Option<Result<RunOutcome, EngineError>>)> = JoinSet::new();
     let mut active: BTreeSet<String> = BTreeSet::new();
+    let listener = engine.store().listen_for_work().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "worker: cannot listen for work; polling only");
+        None
+    });
     loop {
         if stop.is_cancelled() {
             break;
@@ -89,6 +99,8 @@ pub async fn run_worker(
             tracing::error!(error = %e, "worker: cannot list runs to drive");
             Vec::new()
         });
+        let free = config.concurrency.max(1).saturating_sub(active.len());
+        let candidates = claim(&engine, candidates, free).await;
         for (run, runbook) in candidates {
             if active.len() >= config.concurrency.max(1) {
                 break;
@@ -147,6 +159,7 @@ pub async fn run_worker(
         }
         tokio::select! {
             () = tokio::time::sleep(config.poll) => {}
+            () = work_made(listener.as_ref()) => {}
             () = stop.cancelled() => {}
             Some(done) = tasks.join_next(), if !tasks.is_empty() => finished(done, &mut active, &mut report),
         }
@@ -182,6 +195,54 @@ fn finished(
     }
 }
 
+/// Returns when another process may have made work (never, without a listener).
+async fn work_made(listener: Option<&fogbook_state::pg::WorkListener>) {
+    match listener {
+        Some(l) => l.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The candidates this worker may drive: on PostgreSQL, those it claimed (at most `free`:
+/// their leases taken in one transaction, rows other workers are claiming skipped); on
+/// SQLite all of them, each drive taking its lease as it starts.
+async fn claim(engine: &Engine, candidates: Vec<Candidate>, free: usize) -> Vec<(String, String)> {
+    let ids = candidates.iter().map(|c| c.id.clone()).collect();
+    let dead = candidates.iter().filter_map(|c| c.dead_owner.clone()).collect();
+    let claimed = engine
+        .store()
+        .claim_runs(
+            engine.owner().as_str(),
+            ids,
+            dead,
+            free,
+            engine.lease_ttl(),
+            engine.now_ms(),
+        )
+        .await;
+    let keep = match claimed {
+        Ok(Some(claimed)) => claimed,
+        Ok(None) => return candidates.into_iter().map(|c| (c.id, c.runbook)).collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "worker: cannot claim runs to drive");
+            Vec::new()
+        }
+    };
+    candidates
+        .into_iter()
+        .filter(|c| keep.contains(&c.id))
+        .map(|c| (c.id, c.runbook))
+        .collect()
+}
+
+/// A run the worker may drive.
+struct Candidate {
+    id: String,
+    runbook: String,
+    /// Its lease's holder, when that process is provably gone.
+    dead_owner: Option<String>,
+}
+
 /// The schedule that created run `run_id`, if one did (from its `run.created` event).
 async fn created_by_schedule(engine: &Engine, run_id: &str) -> Option<String> {
     let events = engine.store().events(run_id).await.ok()?;
@@ -190,8 +251,11 @@ async fn created_by_schedule(engine: &Engine, run_id: &str) -> Option<String> {
 }
 
 /// Runs that nobody live drives and that can make progress, with their runbook's name.
-async fn drivable(engine: &Engine, active: &BTreeSet<String>) -> Result<Vec<(String, String)>, EngineError> {
+async fn drivable(engine: &Engine, active: &BTreeSet<String>) -> Result<Vec<Candidate>, EngineError> {
     let now = engine.now_ms();
+    // Expiry by the clock leases are written by (the database's, on PostgreSQL): a host
+    // whose clock runs ahead must not see other hosts' live leases as expired.
+    let lease_now = engine.store().lease_now(now).await?;
     let filter = RunFilter {
         statuses: vec![RunStatus::Pending, RunStatus::Running, RunStatus::Waiting],
         limit: None,
@@ -204,9 +268,10 @@ async fn drivable(engine: &Engine, active: &BTreeSet<String>) -> Result<Vec<(Str
         if active.contains(&run.id) {
             continue;
         }
+        let dead_owner = run.lease_owner.clone().filter(|o| owner::is_dead(o));
         let free = match (&run.lease_owner, run.lease_expires_at) {
             (None, _) | (_, None) => true,
-            (Some(o), Some(exp)) => exp <= now || owner::is_dead(o),
+            (Some(_), Some(exp)) => exp <= lease_now || dead_owner.is_some(),
         };
         if !free {
             continue;
@@ -214,7 +279,11 @@ async fn drivable(engine: &Engine, active: &BTreeSet<String>) -> Result<Vec<(Str
         if run.status == RunStatus::Waiting && !window_open(&run, now) && !approval_arrived(engine, &run.id).await? {
             continue;
         }
-        out.push((run.id, run.runbook_name));
+        out.push(Candidate {
+            id: run.id,
+            runbook: run.runbook_name,
+            dead_owner,
+        });
     }
     Ok(out)
 }

@@ -198,6 +198,7 @@ fn append_events<'a>(
         })
         .during("reading the chain head")?;
     for (at, ev) in events {
+        crate::pg::listen::wake_workers(tx, ev.kind).during("notifying the workers")?;
         seq += 1;
         gseq += 1;
         let data = ev.data.to_string();

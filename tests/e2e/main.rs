@@ -31,6 +31,8 @@ mod lease_lock;
 mod notify;
 mod operator_fixes;
 mod opfix2;
+mod pg_worker;
+mod pg_worker_backends;
 mod plan;
 mod postgres;
 mod preflight_permissions;

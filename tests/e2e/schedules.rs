@@ -7,9 +7,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::common::{Sandbox, assert_audit_ok, code, fixture, stderr, stdout};
+use crate::common::{code, fixture, stderr, stdout};
+use crate::pg_worker_backends::{Backend, Db};
 
-fn add(sb: &Sandbox, name: &str, cron: &str, extra: &[&str]) {
+fn add(sb: &Db, name: &str, cron: &str, extra: &[&str]) {
     let job = fixture("job.yaml").display().to_string();
     let out_file = sb.path("effects.txt").display().to_string();
     let set = format!("out={out_file}");
@@ -31,8 +32,8 @@ fn add(sb: &Sandbox, name: &str, cron: &str, extra: &[&str]) {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
 
-fn count(sb: &Sandbox, sql: &str) -> i64 {
-    sb.sql().query_row(sql, [], |r| r.get(0)).unwrap_or(0)
+fn count(sb: &Db, sql: &str) -> i64 {
+    sb.count(sql)
 }
 
 /// A UTC window that is closed now: it starts two hours from now.
@@ -41,9 +42,8 @@ fn closed_window() -> String {
     format!("{:02}:00-{:02}:00 UTC", (hour + 2) % 24, (hour + 3) % 24)
 }
 
-#[test]
-fn a_fire_skipped_for_a_closed_window_blames_the_window_not_the_worker() {
-    let sb = Sandbox::new();
+fn a_fire_skipped_for_a_closed_window_blames_the_window_not_the_worker(backend: Backend) {
+    let sb = Db::new(backend);
     let window = closed_window();
     add(
         &sb,
@@ -81,12 +81,11 @@ fn a_fire_skipped_for_a_closed_window_blames_the_window_not_the_worker() {
         );
         assert!(!line.contains("no worker"), "a worker ran all along: {line}");
     }
-    assert_audit_ok(&sb);
+    sb.assert_audit_ok();
 }
 
-#[test]
-fn worker_lines_name_the_run_its_runbook_and_its_schedule() {
-    let sb = Sandbox::new();
+fn worker_lines_name_the_run_its_runbook_and_its_schedule(backend: Backend) {
+    let sb = Db::new(backend);
     add(&sb, "every-second", "* * * * * *", &[]);
     let worker = sb.spawn(&["worker", "--poll", "100ms"], &[]);
     sb.wait_for("a scheduled run to succeed", Duration::from_secs(15), |sb| {
@@ -95,13 +94,8 @@ fn worker_lines_name_the_run_its_runbook_and_its_schedule() {
     kill(Pid::from_raw(worker.id() as i32), Signal::SIGTERM).unwrap();
     let out = worker.wait_with_output().unwrap();
     let err = stderr(&out);
-    let run: String = sb
-        .sql()
-        .query_row(
-            "SELECT id FROM runs WHERE status = 'succeeded' ORDER BY created_at LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
+    let run = sb
+        .text("SELECT id FROM runs WHERE status = 'succeeded' ORDER BY created_at LIMIT 1")
         .unwrap();
     let fired = "schedule every-second: fired ";
     assert!(
@@ -115,9 +109,8 @@ fn worker_lines_name_the_run_its_runbook_and_its_schedule() {
     );
 }
 
-#[test]
-fn schedule_next_marks_fire_times_outside_the_window() {
-    let sb = Sandbox::new();
+fn schedule_next_marks_fire_times_outside_the_window(backend: Backend) {
+    let sb = Db::new(backend);
     add(
         &sb,
         "hourly",
@@ -153,9 +146,8 @@ fn schedule_next_marks_fire_times_outside_the_window() {
     assert_eq!(marks.iter().filter(|m| m.is_null()).count(), 4, "{doc}");
 }
 
-#[test]
-fn show_and_next_can_use_the_schedules_own_zone() {
-    let sb = Sandbox::new();
+fn show_and_next_can_use_the_schedules_own_zone(backend: Backend) {
+    let sb = Db::new(backend);
     add(&sb, "amsterdam", "0 2 * * *", &["--tz", "Europe/Amsterdam"]);
     let utc = sb.run(&["schedule", "next", "amsterdam", "-n", "2"]);
     assert!(
@@ -196,3 +188,10 @@ fn show_and_next_can_use_the_schedules_own_zone() {
     assert!(text.contains("T02:00:00.000+0"), "{text}");
     assert!(!text.contains(".000Z"), "every time in the schedule's zone: {text}");
 }
+
+crate::on_both_backends_e2e!(
+    a_fire_skipped_for_a_closed_window_blames_the_window_not_the_worker,
+    worker_lines_name_the_run_its_runbook_and_its_schedule,
+    schedule_next_marks_fire_times_outside_the_window,
+    show_and_next_can_use_the_schedules_own_zone,
+);

@@ -1,5 +1,5 @@
 //! Workers: detached runs, several workers sharing one database, takeover after a worker
-//! is killed, and schedules fired by a worker.
+//! is killed, and schedules fired by a worker. Each test runs on SQLite and on PostgreSQL.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -7,9 +7,10 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::common::{Sandbox, assert_audit_ok, code, fixture, stderr, stdout};
+use crate::common::{code, fixture, stderr, stdout};
+use crate::pg_worker_backends::{Backend, Db};
 
-fn detach(sb: &Sandbox, group: &str, pause: &str) -> String {
+fn detach(sb: &Db, group: &str, pause: &str) -> String {
     let out = sb.run(&[
         "run",
         &fixture("job.yaml").display().to_string(),
@@ -25,9 +26,8 @@ fn detach(sb: &Sandbox, group: &str, pause: &str) -> String {
     stdout(&out).trim().to_owned()
 }
 
-#[test]
-fn two_workers_share_twenty_runs_and_drive_each_exactly_once() {
-    let sb = Sandbox::new();
+fn two_workers_share_twenty_runs_and_drive_each_exactly_once(backend: Backend) {
+    let sb = Db::new(backend);
     let runs: Vec<String> = (0..20).map(|i| detach(&sb, &format!("g{i}"), "100ms")).collect();
     let args = ["worker", "--concurrency", "4", "--poll", "50ms", "--exit-when-idle"];
     let a = sb.spawn(&args, &[]);
@@ -35,16 +35,14 @@ fn two_workers_share_twenty_runs_and_drive_each_exactly_once() {
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     assert_eq!(code(&a), 0, "{}", stderr(&a));
     assert_eq!(code(&b), 0, "{}", stderr(&b));
-    let conn = sb.sql();
     for run in &runs {
         assert_eq!(sb.run_status(run), "succeeded", "{run}");
-        let (acquired, starts): (i64, i64) = conn
-            .query_row(
-                "SELECT sum(kind IN ('lease.acquired', 'lease.taken_over')), sum(kind = 'step.started') FROM events WHERE run_id = ?1",
-                [run],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap();
+        let acquired = sb.count(&format!(
+            "SELECT count(*) FROM events WHERE run_id = '{run}' AND kind IN ('lease.acquired', 'lease.taken_over')"
+        ));
+        let starts = sb.count(&format!(
+            "SELECT count(*) FROM events WHERE run_id = '{run}' AND kind = 'step.started'"
+        ));
         assert_eq!(acquired, 1, "{run} was driven by exactly one worker");
         assert_eq!(starts, 3, "{run}: each step started once");
     }
@@ -54,12 +52,11 @@ fn two_workers_share_twenty_runs_and_drive_each_exactly_once() {
     }
     assert_eq!(seen.len(), 40);
     assert!(seen.values().all(|n| *n == 1), "an effect repeated: {seen:?}");
-    assert_audit_ok(&sb);
+    sb.assert_audit_ok();
 }
 
-#[test]
-fn a_killed_worker_is_taken_over_and_no_effect_repeats() {
-    let sb = Sandbox::new();
+fn a_killed_worker_is_taken_over_and_no_effect_repeats(backend: Backend) {
+    let sb = Db::new(backend);
     let run = detach(&sb, "g", "2s");
     let first = sb.spawn(&["worker", "--poll", "50ms", "--exit-when-idle", "--name", "w1"], &[]);
     sb.wait_for("the run to reach its wait", Duration::from_secs(10), |sb| {
@@ -71,14 +68,13 @@ fn a_killed_worker_is_taken_over_and_no_effect_repeats() {
     let second = sb.run(&["worker", "--poll", "50ms", "--exit-when-idle", "--name", "w2"]);
     assert_eq!(code(&second), 0, "{}", stderr(&second));
     assert_eq!(sb.run_status(&run), "succeeded");
-    let previous: String = sb
-        .sql()
-        .query_row(
-            "SELECT json_extract(data, '$.previous_owner') FROM events WHERE run_id = ?1 AND kind = 'lease.taken_over'",
-            [&run],
-            |r| r.get(0),
-        )
+    let data = sb
+        .text(&format!(
+            "SELECT data FROM events WHERE run_id = '{run}' AND kind = 'lease.taken_over'"
+        ))
         .expect("the takeover is audited");
+    let data: serde_json::Value = serde_json::from_str(&data).unwrap();
+    let previous = data["previous_owner"].as_str().unwrap().to_owned();
     assert!(
         previous.contains(&format!(":{pid}:")) && previous.ends_with(":w1"),
         "{previous}"
@@ -87,12 +83,11 @@ fn a_killed_worker_is_taken_over_and_no_effect_repeats() {
         sb.lines_of("effects.txt"),
         [format!("{run} before"), format!("{run} after")]
     );
-    assert_audit_ok(&sb);
+    sb.assert_audit_ok();
 }
 
-#[test]
-fn sigterm_releases_the_lease_for_the_next_worker() {
-    let sb = Sandbox::new();
+fn sigterm_releases_the_lease_for_the_next_worker(backend: Backend) {
+    let sb = Db::new(backend);
     let run = detach(&sb, "g", "30s");
     let first = sb.spawn(&["worker", "--poll", "50ms"], &[]);
     sb.wait_for("the run to reach its wait", Duration::from_secs(10), |sb| {
@@ -102,17 +97,13 @@ fn sigterm_releases_the_lease_for_the_next_worker() {
     let out = first.wait_with_output().unwrap();
     // A stop signal is how a service ends: exit 0, as `serve` and `sim serve` (README "Exit codes").
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let owner: Option<String> = sb
-        .sql()
-        .query_row("SELECT lease_owner FROM runs WHERE id = ?1", [&run], |r| r.get(0))
-        .unwrap();
+    let owner = sb.text(&format!("SELECT lease_owner FROM runs WHERE id = '{run}'"));
     assert_eq!(owner, None, "released at once, no expiry to wait for");
     assert_eq!(sb.run_status(&run), "pending");
 }
 
-#[test]
-fn a_worker_fires_a_schedule_and_audits_it() {
-    let sb = Sandbox::new();
+fn a_worker_fires_a_schedule_and_audits_it(backend: Backend) {
+    let sb = Db::new(backend);
     let out_file = sb.path("effects.txt").display().to_string();
     let add = sb.run(&[
         "schedule",
@@ -130,14 +121,7 @@ fn a_worker_fires_a_schedule_and_audits_it() {
     assert_eq!(code(&add), 0, "{}", stderr(&add));
     let worker = sb.spawn(&["worker", "--poll", "100ms"], &[]);
     sb.wait_for("a scheduled run to succeed", Duration::from_secs(15), |sb| {
-        sb.sql()
-            .query_row(
-                "SELECT count(*) FROM runs WHERE schedule_name = 'every-second' AND status = 'succeeded'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap_or(0)
-            >= 1
+        sb.count("SELECT count(*) FROM runs WHERE schedule_name = 'every-second' AND status = 'succeeded'") >= 1
     });
     kill(Pid::from_raw(worker.id() as i32), Signal::SIGTERM).unwrap();
     worker.wait_with_output().unwrap();
@@ -156,12 +140,11 @@ fn a_worker_fires_a_schedule_and_audits_it() {
     assert_eq!(code(&pause), 0);
     let list = sb.run(&["schedule", "list"]);
     assert!(stdout(&list).contains("paused"), "{}", stdout(&list));
-    assert_audit_ok(&sb);
+    sb.assert_audit_ok();
 }
 
-#[test]
-fn schedule_next_and_bad_schedules() {
-    let sb = Sandbox::new();
+fn schedule_next_and_bad_schedules(backend: Backend) {
+    let sb = Db::new(backend);
     let next = sb.run(&["schedule", "next", "0 2 * * 6", "--tz", "Europe/Amsterdam", "-n", "3"]);
     assert_eq!(code(&next), 0, "{}", stderr(&next));
     let text = stdout(&next);
@@ -211,6 +194,24 @@ fn schedule_next_and_bad_schedules() {
     ] {
         let out = sb.run(&bad);
         assert_eq!(code(&out), 2, "{bad:?}: {}", stderr(&out));
-        assert!(!sb.db().exists(), "{bad:?} created the database");
+        match backend {
+            // Nothing was checked against the database: the file was never created.
+            Backend::Sqlite => assert!(!sb.exists(), "{bad:?} created the database"),
+            // `schedule next` above opened the database (a PostgreSQL store's schema is
+            // made when it is first opened): nothing was added to it.
+            Backend::Postgres => assert_eq!(
+                sb.count("SELECT count(*) FROM schedules") + sb.count("SELECT count(*) FROM events"),
+                0,
+                "{bad:?} changed the database"
+            ),
+        }
     }
 }
+
+crate::on_both_backends_e2e!(
+    two_workers_share_twenty_runs_and_drive_each_exactly_once,
+    a_killed_worker_is_taken_over_and_no_effect_repeats,
+    sigterm_releases_the_lease_for_the_next_worker,
+    a_worker_fires_a_schedule_and_audits_it,
+    schedule_next_and_bad_schedules,
+);

@@ -131,10 +131,14 @@ impl Engine {
         let Some(expires_at) = self.store.load_run(run_id).await?.run.lease_expires_at else {
             return Ok(true);
         };
-        let now = self.clock.now_ms();
-        let until = expires_at.saturating_add(ms(self.lease_margin()));
-        if now < expires_at || now >= until {
-            // Not expired (the store refuses, naming the holder), or expired long enough.
+        // The expiry is by the store's lease clock (the database's, on PostgreSQL).
+        let now = self.store.lease_now(self.clock.now_ms()).await?;
+        let margin = ms(self.lease_margin());
+        let until = expires_at.saturating_add(margin);
+        // A lease about to expire counts as expired just now: on PostgreSQL the store decides
+        // the takeover by the database's clock a round trip later, when it may have expired.
+        if now < expires_at.saturating_sub(margin) || now >= until {
+            // Live (the store refuses, naming the holder), or expired long enough.
             return Ok(true);
         }
         let wait = Duration::from_millis((until - now).unsigned_abs());

@@ -7,10 +7,15 @@
 //! booleans, `TEXT`, identity columns where SQLite has `AUTOINCREMENT`. Runs and fleets also
 //! carry `lease_epoch`, the fencing token every write of a driver is checked against.
 //!
+//! Workers on several hosts (`claim.rs`, `listen.rs`): runs are claimed `FOR UPDATE SKIP
+//! LOCKED`, and the transactions that make work notify a channel idle workers listen on.
+//!
 //! Only this module touches the `postgres` client.
 
+pub(crate) mod claim;
 mod connect;
 mod error;
+pub(crate) mod listen;
 mod schema;
 mod sql;
 pub(crate) mod thread;
@@ -19,6 +24,7 @@ mod url;
 
 pub use connect::connect;
 pub use error::PgError;
+pub use listen::{WORK_CHANNEL, WorkListener};
 pub use schema::{SCHEMA_VERSION, migrate, schema_version};
 pub use sql::postgres_placeholders;
 pub use url::{PgUrl, StoreUrl, StoreUrlError, TlsMode};

@@ -17,7 +17,7 @@
 
 use std::cell::RefCell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 
 use tokio::sync::oneshot;
@@ -41,7 +41,11 @@ type ReadFn = Box<dyn FnOnce(Result<&dyn Tx, StateError>, &dyn Fn() -> Option<St
 pub(crate) struct PgThread {
     writes: mpsc::Sender<Option<WriteFn>>,
     reads: mpsc::Sender<Option<ReadFn>>,
+    /// The database (a worker's listening connection opens one more).
+    url: PgUrl,
     commits: Arc<AtomicU64>,
+    /// Leases follow the caller's clock instead of the server's (a test hook sets it).
+    caller_clock: Arc<AtomicBool>,
     #[cfg(feature = "test-hooks")]
     faults: Arc<std::sync::Mutex<crate::fault::FaultPlan>>,
 }
@@ -50,6 +54,7 @@ pub(crate) struct PgThread {
 struct Link {
     url: PgUrl,
     conn: Option<RefCell<PgConn>>,
+    caller_clock: Arc<AtomicBool>,
 }
 
 impl Link {
@@ -60,7 +65,9 @@ impl Link {
         }
         if self.conn.is_none() {
             let client = super::connect(&self.url).map_err(StateError::Postgres)?;
-            self.conn = Some(RefCell::new(PgConn::new(client)));
+            self.conn = Some(RefCell::new(
+                PgConn::new(client).with_clock_flag(self.caller_clock.clone()),
+            ));
         }
         Ok(())
     }
@@ -85,9 +92,11 @@ impl PgThread {
         let (reads, read_rx) = mpsc::channel::<Option<ReadFn>>();
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
+        let caller_clock = Arc::new(AtomicBool::new(false));
         let mut link = Link {
             url: url.clone(),
-            conn: Some(RefCell::new(PgConn::new(writer))),
+            conn: Some(RefCell::new(PgConn::new(writer).with_clock_flag(caller_clock.clone()))),
+            caller_clock: caller_clock.clone(),
         };
         let spawn_err = |e: std::io::Error| StateError::OpenDatabase {
             path: url.to_string().into(),
@@ -119,6 +128,7 @@ impl PgThread {
         let mut reader = Link {
             url: url.clone(),
             conn: None,
+            caller_clock: caller_clock.clone(),
         };
         std::thread::Builder::new()
             .name("fogbook-pg-reader".to_owned())
@@ -131,7 +141,9 @@ impl PgThread {
         Ok(Self {
             writes,
             reads,
+            url: url.clone(),
             commits,
+            caller_clock,
             #[cfg(feature = "test-hooks")]
             faults: Arc::default(),
         })
@@ -141,6 +153,17 @@ impl PgThread {
     #[cfg(feature = "test-hooks")]
     pub(crate) fn inject(&self, skip: u64, fault: crate::StoreFault) {
         crate::fault::plan(&self.faults, skip, fault);
+    }
+
+    /// Makes leases follow the callers' clocks instead of the server's (tests that step a
+    /// clock of their own through lease expiries).
+    pub(crate) fn use_caller_clock(&self) {
+        self.caller_clock.store(true, Ordering::Relaxed);
+    }
+
+    /// The database these threads connect to.
+    pub(crate) fn url(&self) -> &PgUrl {
+        &self.url
     }
 
     /// Ends both threads once the jobs already queued are done.

@@ -10,6 +10,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use postgres::types::{ToSql, Type};
 use postgres::{Client, Statement};
@@ -22,14 +23,28 @@ pub(crate) struct PgConn {
     client: Client,
     /// Prepared statements by the store's SQL text (before the placeholders are rewritten).
     statements: HashMap<String, Statement>,
+    /// Set (by a test hook only): leases follow the caller's clock, not the server's.
+    caller_clock: Arc<AtomicBool>,
 }
+
+/// The database server's clock in milliseconds since the epoch: the one clock every host's
+/// lease decisions are made by. `clock_timestamp()`, not `now()`: a write transaction of the
+/// group commit may be open a while, and a lease is decided at the instant it is checked.
+const DB_NOW_MS: &str = "SELECT CAST(floor(extract(epoch FROM clock_timestamp()) * 1000) AS BIGINT)";
 
 impl PgConn {
     pub(crate) fn new(client: Client) -> Self {
         Self {
             client,
             statements: HashMap::new(),
+            caller_clock: Arc::default(),
         }
+    }
+
+    /// This connection's leases follow the caller's clock while `flag` is set.
+    pub(crate) fn with_clock_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.caller_clock = flag;
+        self
     }
 
     /// The client itself (transaction control, the advisory lock).
@@ -85,6 +100,14 @@ impl Tx for PgTx<'_> {
 
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
+    }
+
+    fn lease_now(&self, caller: crate::Millis) -> Result<crate::Millis> {
+        if self.0.borrow().caller_clock.load(Ordering::Relaxed) {
+            return Ok(caller);
+        }
+        let rows = self.query(DB_NOW_MS, &[])?;
+        rows.first().ok_or(Error::NoRows)?.get(0)
     }
 }
 

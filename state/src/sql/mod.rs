@@ -73,8 +73,13 @@ pub(crate) trait Tx {
     /// Runs a query and returns all its rows.
     fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>>;
     /// The dialect of this backend.
-    #[allow(dead_code, reason = "no statement needs a backend of its own yet; PostgreSQL will")]
     fn dialect(&self) -> Dialect;
+    /// The time lease expiries are compared with and computed from, given the caller's
+    /// clock `caller`: the caller's own on SQLite (one host, one clock), the database
+    /// server's on PostgreSQL (workers on several hosts, whose clocks differ, agree on it).
+    fn lease_now(&self, caller: crate::Millis) -> Result<crate::Millis> {
+        Ok(caller)
+    }
 }
 
 impl dyn Tx + '_ {

@@ -129,6 +129,12 @@ pub(crate) fn insert_run(tx: &dyn Tx, run: &NewRun) -> Result<(), StateError> {
         }
     }
     let (owner, expires) = run.lease.clone().unzip();
+    // The first lease lasts as long as asked, by the clock leases are decided by (the
+    // database's on PostgreSQL: `Tx::lease_now`).
+    let expires = match expires {
+        Some(at) => Some(tx.lease_now(run.now).during("reading the database's clock")? + (at - run.now)),
+        None => None,
+    };
     let status = if owner.is_some() {
         RunStatus::Running
     } else {

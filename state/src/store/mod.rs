@@ -31,6 +31,9 @@ pub struct Store {
     /// write compares it with the row's, so once another process (or store) has taken the
     /// lease over, whatever the owner's name, this one's writes are refused.
     epochs: Arc<Mutex<HashMap<String, (String, i64)>>>,
+    /// Runs this store claimed for a worker (PostgreSQL) whose claim was audited and whose
+    /// driver has not taken the lease yet: taking it then is no new acquisition.
+    claimed: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 /// The threads that run the store's closures.
@@ -45,6 +48,7 @@ impl Store {
         Self {
             conn,
             epochs: Arc::default(),
+            claimed: Arc::default(),
         }
     }
 

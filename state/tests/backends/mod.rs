@@ -58,8 +58,13 @@ impl Guard {
     }
 
     /// A second store on the same database (another process or host would open its own).
+    /// The bodies pass times of their own (seconds after the epoch) and step them through
+    /// lease expiries, so on PostgreSQL leases follow those times, not the server's clock
+    /// (which `pg_worker_clock.rs` tests).
     pub(crate) fn reopen(&self) -> Store {
-        Store::open_url(&self.url()).unwrap()
+        let store = Store::open_url(&self.url()).unwrap();
+        store.use_caller_clock_for_leases();
+        store
     }
 }
 

@@ -12,6 +12,7 @@
 mod connect;
 mod error;
 mod schema;
+mod session;
 mod sql;
 pub(crate) mod thread;
 pub(crate) mod tx;
@@ -20,5 +21,6 @@ mod url;
 pub use connect::connect;
 pub use error::PgError;
 pub use schema::{SCHEMA_VERSION, migrate, schema_version};
+pub use session::{Limits, READERS_VAR, TIMEOUT_VAR};
 pub use sql::postgres_placeholders;
 pub use url::{PgUrl, StoreUrl, StoreUrlError, TlsMode};

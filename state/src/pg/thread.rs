@@ -1,27 +1,32 @@
-//! The PostgreSQL store's two threads: one writer, one reader, each with its own connection
-//! (the blocking `postgres` client never runs on a tokio worker thread).
+//! The PostgreSQL store's threads: one writer, and a small pool of readers (as many as
+//! [`Limits::readers`], 4 by default), each with a connection of its own (a [`Session`]:
+//! the async client driven on the thread, never on a tokio worker of the caller's).
 //!
 //! The writer commits in groups as the SQLite thread does: the writes queued when it takes
 //! one run in one transaction, each in a savepoint of its own, and every caller is answered
 //! only after the commit. Every write transaction first takes one transaction-scoped
 //! advisory lock ([`WRITE_LOCK`]): that is the store's single-writer rule across processes
 //! and hosts, so a check and the change that depends on it (a lease, a resource lock, the
-//! audit chain's head) never interleave with another host's.
+//! audit chain's head) never interleave with another host's. Group commit is the batching
+//! of writes, so one connection carries them all.
 //!
-//! Reads run on the reader's connection, each in one `REPEATABLE READ READ ONLY`
-//! transaction, so a read that takes several statements sees one snapshot.
+//! Reads are taken by whichever reader thread is free (they share one queue), each in one
+//! `REPEATABLE READ READ ONLY` transaction, so a read that takes several statements sees
+//! one snapshot, and many runs' reads do not queue behind one connection. A reader
+//! connects on its first read.
 //!
-//! A lost connection fails the writes (or the read) in flight with
-//! [`PgError::ConnectionLost`], naming the database; the thread connects again for its next
-//! job.
+//! A lost connection (broken, or silent past the deadline) fails the writes (or the read)
+//! in flight with [`PgError::ConnectionLost`], naming the database; the thread connects
+//! again for its next job.
 
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 
 use tokio::sync::oneshot;
 
+use super::session::{Limits, Session, SessionError};
 use super::tx::{PgConn, PgTx};
 use super::{PgError, PgUrl};
 use crate::StateError;
@@ -41,6 +46,7 @@ type ReadFn = Box<dyn FnOnce(Result<&dyn Tx, StateError>, &dyn Fn() -> Option<St
 pub(crate) struct PgThread {
     writes: mpsc::Sender<Option<WriteFn>>,
     reads: mpsc::Sender<Option<ReadFn>>,
+    readers: usize,
     commits: Arc<AtomicU64>,
     #[cfg(feature = "test-hooks")]
     faults: Arc<std::sync::Mutex<crate::fault::FaultPlan>>,
@@ -49,6 +55,8 @@ pub(crate) struct PgThread {
 /// A connection that is opened again when it was lost.
 struct Link {
     url: PgUrl,
+    role: String,
+    limits: Limits,
     conn: Option<RefCell<PgConn>>,
 }
 
@@ -59,7 +67,7 @@ impl Link {
             self.conn = None;
         }
         if self.conn.is_none() {
-            let client = super::connect(&self.url).map_err(StateError::Postgres)?;
+            let client = Session::open(&self.url, &self.role, self.limits).map_err(StateError::Postgres)?;
             self.conn = Some(RefCell::new(PgConn::new(client)));
         }
         Ok(())
@@ -78,16 +86,17 @@ impl Link {
 }
 
 impl PgThread {
-    /// Starts the threads with `writer` (already migrated) as the writer's first connection;
-    /// the reader connects on its first read.
-    pub(crate) fn spawn(url: &PgUrl, writer: postgres::Client) -> Result<Self, StateError> {
+    /// Starts the writer thread and the reader threads; each connects on its first job.
+    pub(crate) fn spawn(url: &PgUrl, limits: Limits) -> Result<Self, StateError> {
         let (writes, write_rx) = mpsc::channel::<Option<WriteFn>>();
         let (reads, read_rx) = mpsc::channel::<Option<ReadFn>>();
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
         let mut link = Link {
             url: url.clone(),
-            conn: Some(RefCell::new(PgConn::new(writer))),
+            role: "writer".to_owned(),
+            limits,
+            conn: None,
         };
         let spawn_err = |e: std::io::Error| StateError::OpenDatabase {
             path: url.to_string().into(),
@@ -116,21 +125,37 @@ impl PgThread {
                 }
             })
             .map_err(spawn_err)?;
-        let mut reader = Link {
-            url: url.clone(),
-            conn: None,
-        };
-        std::thread::Builder::new()
-            .name("fogbook-pg-reader".to_owned())
-            .spawn(move || {
-                while let Ok(Some(job)) = read_rx.recv() {
-                    run_read(&mut reader, job);
-                }
-            })
-            .map_err(spawn_err)?;
+        // The readers share one queue: a read goes to whichever reader is free.
+        let read_rx = Arc::new(Mutex::new(read_rx));
+        for n in 1..=limits.readers {
+            let mut reader = Link {
+                url: url.clone(),
+                role: format!("reader {n}"),
+                limits,
+                conn: None,
+            };
+            let queue = read_rx.clone();
+            std::thread::Builder::new()
+                .name(format!("fogbook-pg-reader-{n}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while waiting for the next job.
+                        let next = match queue.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        match next {
+                            Ok(Some(job)) => run_read(&mut reader, job),
+                            Ok(None) | Err(_) => return,
+                        }
+                    }
+                })
+                .map_err(spawn_err)?;
+        }
         Ok(Self {
             writes,
             reads,
+            readers: limits.readers,
             commits,
             #[cfg(feature = "test-hooks")]
             faults: Arc::default(),
@@ -143,10 +168,12 @@ impl PgThread {
         crate::fault::plan(&self.faults, skip, fault);
     }
 
-    /// Ends both threads once the jobs already queued are done.
+    /// Ends the threads once the jobs already queued are done.
     pub(crate) fn close(&self) {
         let _ = self.writes.send(None);
-        let _ = self.reads.send(None);
+        for _ in 0..self.readers {
+            let _ = self.reads.send(None);
+        }
     }
 
     /// How many write transactions were committed.
@@ -302,13 +329,103 @@ fn commit_group(link: &mut Link, mut group: Vec<WriteFn>, commits: &AtomicU64) {
 
 /// A failure of the group's transaction, shared by every write in the group: a lost
 /// connection names the database.
-fn failure(link: &Link, operation: &'static str, e: postgres::Error) -> BackendError {
+fn failure(link: &Link, operation: &'static str, e: SessionError) -> BackendError {
     Arc::new(link.lost(&e).unwrap_or_else(|| database(operation, e)))
 }
 
-fn database(operation: &'static str, e: postgres::Error) -> StateError {
+fn database(operation: &'static str, e: SessionError) -> StateError {
     StateError::Database {
         operation,
         source: Arc::new(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+    use std::sync::Condvar;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::error::SqlContext;
+    use crate::pg::StoreUrl;
+
+    fn url(server: &fogbook_testpg::TestPostgres) -> PgUrl {
+        let StoreUrl::Postgres(url) = StoreUrl::from_str(&server.url()).unwrap() else {
+            panic!("not a PostgreSQL URL");
+        };
+        url
+    }
+
+    /// Reads run on several connections at once: four reads, each waiting (on a condition,
+    /// up to 30 s) until all four are under way together, all see the others, on four
+    /// server sessions (one reader connection would run them one after another, and the
+    /// first would wait in vain); the server lists the writer and the readers by name,
+    /// host and pid.
+    #[test]
+    fn four_reads_run_at_once_on_four_named_connections() {
+        let server = fogbook_testpg::TestPostgres::start();
+        let limits = Limits {
+            readers: 4,
+            deadline: Duration::from_secs(30),
+        };
+        let thread = PgThread::spawn(&url(&server), limits).unwrap();
+        let gate = Arc::new((Mutex::new(0usize), Condvar::new()));
+        let read = || {
+            let gate = gate.clone();
+            thread.read(move |tx| {
+                let pid: i64 = tx
+                    .query_row("SELECT pg_backend_pid()::BIGINT", &[], |r| r.get(0))
+                    .during("reading the backend pid")?;
+                let (count, arrived) = &*gate;
+                let mut n = count.lock().unwrap();
+                *n += 1;
+                arrived.notify_all();
+                let (n, _) = arrived
+                    .wait_timeout_while(n, Duration::from_secs(30), |n| *n < 4)
+                    .unwrap();
+                Ok((pid, *n >= 4))
+            })
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (a, b, c, d) = runtime.block_on(async { tokio::join!(read(), read(), read(), read()) });
+        let results = [a.unwrap(), b.unwrap(), c.unwrap(), d.unwrap()];
+        assert!(
+            results.iter().all(|(_, together)| *together),
+            "the four reads were under way at once: {results:?}"
+        );
+        let mut pids: Vec<i64> = results.iter().map(|(pid, _)| *pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        assert_eq!(pids.len(), 4, "four server sessions: {results:?}");
+        runtime
+            .block_on(thread.write(|tx| tx.execute("SELECT 1", &[]).during("a write")))
+            .unwrap();
+
+        let mut outside = crate::pg::connect(&url(&server)).unwrap();
+        let names: Vec<String> = outside
+            .query(
+                "SELECT application_name FROM pg_stat_activity
+                 WHERE application_name LIKE 'fogbook %' AND pid <> pg_backend_pid() ORDER BY 1",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let me = format!("pid {}", std::process::id());
+        let roles: Vec<&str> = names
+            .iter()
+            .map(|n| {
+                assert!(n.ends_with(&me), "{n} names this process");
+                n.split(' ').nth(1).unwrap()
+            })
+            .collect();
+        assert_eq!(roles.iter().filter(|r| **r == "reader").count(), 4, "{names:?}");
+        assert_eq!(roles.iter().filter(|r| **r == "writer").count(), 1, "{names:?}");
+        thread.close();
     }
 }

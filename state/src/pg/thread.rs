@@ -428,4 +428,60 @@ mod tests {
         assert_eq!(roles.iter().filter(|r| **r == "writer").count(), 1, "{names:?}");
         thread.close();
     }
+
+    /// A database that goes silent (a proxy that takes every byte and answers nothing, no
+    /// reset) fails the write in flight within the deadline as a lost connection, naming
+    /// the database and what happened, instead of holding the process forever; once the
+    /// network is back, the next write connects again and commits.
+    #[test]
+    fn a_silent_database_fails_the_write_within_the_deadline_then_reconnects() {
+        let server = fogbook_testpg::TestPostgres::start();
+        let proxy = fogbook_testpg::TestProxy::start(server.port());
+        let through = proxy.url(&format!("{}&connect_timeout=1", server.url()));
+        let StoreUrl::Postgres(through) = StoreUrl::from_str(&through).unwrap() else {
+            panic!("not a PostgreSQL URL");
+        };
+        let limits = Limits {
+            readers: 1,
+            deadline: Duration::from_millis(500),
+        };
+        let thread = PgThread::spawn(&through, limits).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let write = || thread.write(|tx| tx.execute("SELECT 1", &[]).during("a write"));
+        runtime.block_on(write()).unwrap();
+
+        proxy.black_hole();
+        // The bound is the test's, far above the deadline: without one, the write waits
+        // until the network comes back.
+        let silent = runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(20), write()).await })
+            .expect("the write gave up by itself");
+        let err = silent.expect_err("nothing can commit while the database is silent");
+        let text: Vec<String> = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
+            .map(ToString::to_string)
+            .collect();
+        let text = text.join(": ");
+        assert!(
+            text.contains("lost the connection to PostgreSQL at")
+                && text.contains("no answer from the server within 500ms"),
+            "{text}"
+        );
+        let read = runtime
+            .block_on(async {
+                tokio::time::timeout(
+                    Duration::from_secs(20),
+                    thread.read(|tx| tx.execute("SELECT 1", &[]).during("a read")),
+                )
+                .await
+            })
+            .expect("the read gave up by itself");
+        assert!(read.is_err(), "no read either: {read:?}");
+
+        proxy.heal();
+        runtime.block_on(write()).expect("the next write connects again");
+        thread.close();
+    }
 }

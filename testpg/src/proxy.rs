@@ -38,6 +38,8 @@ struct Shared {
     /// Bytes forwarded, both directions.
     forwarded: AtomicU64,
     accepted: AtomicU64,
+    /// Directions of connections still being forwarded (two per connection).
+    pumping: AtomicU64,
 }
 
 impl Shared {
@@ -84,7 +86,11 @@ impl TestProxy {
                         continue;
                     };
                     let shared = accepting.clone();
-                    std::thread::spawn(move || pump(from, to, &shared));
+                    shared.pumping.fetch_add(1, Ordering::SeqCst);
+                    std::thread::spawn(move || {
+                        pump(from, to, &shared);
+                        shared.pumping.fetch_sub(1, Ordering::SeqCst);
+                    });
                 }
             }
         });
@@ -126,6 +132,13 @@ impl TestProxy {
     /// How many bytes were forwarded so far (both directions).
     pub fn forwarded(&self) -> u64 {
         self.shared.forwarded.load(Ordering::SeqCst)
+    }
+
+    /// How many connections are still open in at least one direction, times two at most
+    /// (each direction counts once): 0 once every client and server closed its end and
+    /// what was held was delivered.
+    pub fn open_directions(&self) -> u64 {
+        self.shared.pumping.load(Ordering::SeqCst)
     }
 
     /// How many connections were accepted so far.

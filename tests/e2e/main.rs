@@ -30,6 +30,7 @@ mod kill_matrix;
 mod lease_lock;
 mod notify;
 mod operator_fixes;
+mod pg_backend;
 mod pg_partition;
 mod plan;
 mod postgres;

@@ -32,6 +32,7 @@ mod notify;
 mod operator_fixes;
 mod pg_backend;
 mod pg_partition;
+mod pg_restart;
 mod plan;
 mod postgres;
 mod preflight_permissions;

@@ -23,6 +23,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -33,6 +34,9 @@ use crate::StateError;
 use crate::error::BackendError;
 use crate::sql::Tx;
 use crate::thread::{MAX_GROUP, Pending, Reply};
+
+/// How long to wait between attempts to connect to a server that refuses connections.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 
 /// The key of the advisory lock every write transaction takes ("fogbookw" in ASCII).
 pub(crate) const WRITE_LOCK: i64 = 0x666f_6762_6f6f_6b77;
@@ -67,10 +71,48 @@ impl Link {
             self.conn = None;
         }
         if self.conn.is_none() {
-            let client = Session::open(&self.url, &self.role, self.limits).map_err(StateError::Postgres)?;
+            // A server restarting or failing over refuses connections for a few seconds:
+            // try again until the deadline, then report why.
+            let give_up = Instant::now() + self.limits.deadline;
+            let client = loop {
+                match Session::open(&self.url, &self.role, self.limits) {
+                    Ok(client) => break client,
+                    Err(e) if e.is_transient() && Instant::now() < give_up => {
+                        std::thread::sleep(RECONNECT_PAUSE);
+                    }
+                    Err(e) => return Err(StateError::Postgres(e)),
+                }
+            };
             self.conn = Some(RefCell::new(PgConn::new(client)));
         }
         Ok(())
+    }
+
+    /// Connects when needed and begins a transaction with `sql`. A connection found broken
+    /// at the start (the server restarted since the last job) is opened again, once:
+    /// nothing of the job was sent yet, so trying again cannot do anything twice. A silent
+    /// connection is not tried again (its deadline has passed already).
+    fn begin(&mut self, sql: &str, operation: &'static str) -> Result<(), StateError> {
+        let mut retried = false;
+        loop {
+            self.ensure()?;
+            let Some(conn) = self.conn.as_ref() else {
+                return Err(StateError::StoreClosed);
+            };
+            let begun = conn.borrow_mut().client().batch_execute(sql);
+            let Err(e) = begun else {
+                return Ok(());
+            };
+            match self.lost(&e) {
+                Some(_) if !retried && matches!(e, SessionError::Db(_)) => {
+                    tracing::info!(error = %e, "the PostgreSQL connection was found broken; connecting again");
+                    self.conn = None;
+                    retried = true;
+                }
+                Some(lost) => return Err(lost),
+                None => return Err(database(operation, e)),
+            }
+        }
     }
 
     /// The error to report when the connection broke under a job; `None` when it is up.
@@ -222,7 +264,7 @@ impl PgThread {
 }
 
 fn run_read(link: &mut Link, job: ReadFn) {
-    if let Err(e) = link.ensure() {
+    if let Err(e) = link.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "beginning a read") {
         job(Err(e), &|| None);
         return;
     }
@@ -231,15 +273,6 @@ fn run_read(link: &mut Link, job: ReadFn) {
         job(Err(StateError::StoreClosed), &|| None);
         return;
     };
-    let begun = conn
-        .borrow_mut()
-        .client()
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-    if let Err(e) = begun {
-        let err = link.lost(&e).unwrap_or_else(|| database("beginning a read", e));
-        job(Err(err), &|| None);
-        return;
-    }
     job(Ok(&PgTx(conn)), &|| link.lost(&"the connection closed during a read"));
     // A read changes nothing: ending it cannot lose anything, and a broken connection is
     // opened again by the next read.
@@ -249,7 +282,8 @@ fn run_read(link: &mut Link, job: ReadFn) {
 /// Runs a group of writes in one transaction (after the advisory lock) and answers each
 /// after the commit.
 fn commit_group(link: &mut Link, mut group: Vec<WriteFn>, commits: &AtomicU64) {
-    if let Err(e) = link.ensure() {
+    let begin = format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})");
+    if let Err(e) = link.begin(&begin, "beginning a transaction") {
         let source: BackendError = Arc::new(e);
         for w in group {
             w(None).finish(Err(&source));
@@ -260,17 +294,6 @@ fn commit_group(link: &mut Link, mut group: Vec<WriteFn>, commits: &AtomicU64) {
     let Some(conn) = link.conn.as_ref() else {
         return;
     };
-    let begun = conn
-        .borrow_mut()
-        .client()
-        .batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"));
-    if let Err(e) = begun {
-        let source = failure(link, "beginning a transaction", e);
-        for w in group {
-            w(None).finish(Err(&source));
-        }
-        return;
-    }
     let control = |sql: &str| conn.borrow_mut().client().batch_execute(sql);
     let mut pending = Vec::with_capacity(group.len());
     if group.len() == 1
@@ -344,7 +367,6 @@ fn database(operation: &'static str, e: SessionError) -> StateError {
 mod tests {
     use std::str::FromStr;
     use std::sync::Condvar;
-    use std::time::Duration;
 
     use super::*;
     use crate::error::SqlContext;

@@ -14,12 +14,17 @@
 //!   user (`initdb` refuses root), through `runuser`, with the temp dir given to that user;
 //! - missing binaries are an error naming the package and `scripts/test`, which installs it.
 //!
+//! [`TestProxy`] stands between a client and a server on loopback and can stop forwarding
+//! without closing anything (a network partition as the client sees it), then heal.
+//!
 //! This crate is a dev-dependency only; nothing here is built into fogbook.
 
 mod binaries;
 mod error;
+mod proxy;
 mod server;
 mod tls;
 
 pub use error::TestPgError;
+pub use proxy::TestProxy;
 pub use server::TestPostgres;

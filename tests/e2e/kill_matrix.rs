@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 
-use crate::common::{Sandbox, assert_audit_ok, code, fixture, stderr};
+use fogbook_testpg::TestPostgres;
+
+use crate::common::{Sandbox, code, fixture, stderr};
+use crate::pg_backend::{Backend, Db};
 
 const STEPS: &[&str] = &[
     "first", "pause", "gate", "second", "settle", "third", "fragile", "check",
@@ -100,12 +103,12 @@ fn assert_no_process_repeats(failpoint: &str, calls: &[(String, u32)]) {
 
 /// Runs the kill-matrix runbook with a failpoint, checks the process died by SIGKILL,
 /// resumes, and checks the calls and the trail.
-fn trial(step: &str, point: &str) {
-    let sb = Sandbox::new();
-    let args = start_args(&sb);
+fn trial(db: &Db, step: &str, point: &str) {
+    let sb = &db.sb;
+    let args = start_args(sb);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let failpoint = format!("{point}:{step}");
-    let first = sb.run_env(&args, &[("FOGBOOK_FAILPOINTS", &failpoint)]);
+    let first = db.run_env(&args, &[("FOGBOOK_FAILPOINTS", &failpoint)]);
     assert_eq!(
         first.status.signal(),
         Some(9),
@@ -113,8 +116,8 @@ fn trial(step: &str, point: &str) {
         first.status,
         stderr(&first)
     );
-    let run = sb.last_run_id();
-    let resumed = sb.run(&["resume", &run]);
+    let run = db.last_run_id();
+    let resumed = db.run(&["resume", &run]);
     // The end of a step is committed with the start of the next (one transition), so a kill
     // before `check` starts is a kill before the end of `fragile` is committed.
     let ambiguous = (step == "fragile" && (point == "after-progress" || point == "before-finish"))
@@ -130,19 +133,19 @@ fn trial(step: &str, point: &str) {
         if point != "after-progress" {
             expected.push("fragile");
         }
-        let got = calls(&sb);
+        let got = calls(sb);
         assert_eq!(
             steps_called(&got),
             expected,
             "{failpoint}: the fragile command must not run twice"
         );
         assert_no_process_repeats(&failpoint, &got);
-        assert_eq!(sb.run_status(&run), "failed");
+        assert_eq!(db.run_status(&run), "failed");
         if point == "after-progress" {
             // The operator checked that nothing happened and asks for a fresh attempt.
-            let retried = sb.run(&["resume", &run, "--retry-failed"]);
+            let retried = db.run(&["resume", &run, "--retry-failed"]);
             assert_eq!(code(&retried), 0, "{failpoint}: {}", stderr(&retried));
-            assert_eq!(steps_called(&calls(&sb)), COMMANDS, "{failpoint}: each call once");
+            assert_eq!(steps_called(&calls(sb)), COMMANDS, "{failpoint}: each call once");
         }
     } else if step == "check" && point == "after-finish" {
         // The last step's end and the run's are one transition: the run was over when it died.
@@ -152,16 +155,16 @@ fn trial(step: &str, point: &str) {
             "{failpoint}: {}",
             stderr(&resumed)
         );
-        assert_eq!(sb.run_status(&run), "succeeded");
+        assert_eq!(db.run_status(&run), "succeeded");
         assert_eq!(
-            steps_called(&calls(&sb)),
+            steps_called(&calls(sb)),
             COMMANDS,
             "{failpoint}: each command exactly once"
         );
     } else {
         assert_eq!(code(&resumed), 0, "{failpoint}: resume failed: {}", stderr(&resumed));
-        assert_eq!(sb.run_status(&run), "succeeded");
-        let got = calls(&sb);
+        assert_eq!(db.run_status(&run), "succeeded");
+        let got = calls(sb);
         assert_eq!(
             steps_called(&got),
             expected_calls(step, point),
@@ -169,17 +172,14 @@ fn trial(step: &str, point: &str) {
         );
         assert_no_process_repeats(&failpoint, &got);
         // The window opened by `second` and closed by `third` survived the crash.
-        let (open, closed): (i64, i64) = sb
-            .sql()
-            .query_row(
-                "SELECT count(*), count(closed_at) FROM windows WHERE run_id = ?1 AND kind = 'unprotected'",
-                [&run],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap();
+        let windows = db.ints(
+            "SELECT count(*), count(closed_at) FROM windows WHERE run_id = ?1 AND kind = 'unprotected'",
+            &[&run],
+        );
+        let (open, closed) = (windows[0], windows[1]);
         assert_eq!((open, closed), (1, 1), "{failpoint}: one window, closed");
     }
-    assert_audit_ok(&sb);
+    db.assert_audit_ok();
 }
 
 #[test]
@@ -206,49 +206,84 @@ fn the_expected_calls_name_exactly_the_interrupted_rerun_command() {
     assert_eq!(expected_calls("gate", "before-start"), COMMANDS);
 }
 
-/// The five kill points of every step, less `after-progress` for `assert` (no progress).
-fn all_points_of(step: &str) {
+/// The five kill points of every step, less `after-progress` for `assert` (no progress),
+/// each trial on a state of its own (on PostgreSQL, a database of its own on one server).
+fn all_points_of(backend: Backend, step: &str) {
     assert!(STEPS.contains(&step));
+    let server = (backend == Backend::Postgres).then(TestPostgres::start);
     for point in POINTS {
         // `assert` saves no progress, so it has no after-progress point.
         if step == "check" && *point == "after-progress" {
             continue;
         }
-        trial(step, point);
+        let db = Db::new(backend, server.as_ref(), &format!("{step}_{point}").replace('-', "_"));
+        trial(&db, step, point);
     }
 }
 
 #[test]
 fn kill_points_of_first() {
-    all_points_of("first");
+    all_points_of(Backend::Sqlite, "first");
+}
+#[test]
+fn kill_points_of_first_on_postgres() {
+    all_points_of(Backend::Postgres, "first");
 }
 #[test]
 fn kill_points_of_pause() {
-    all_points_of("pause");
+    all_points_of(Backend::Sqlite, "pause");
+}
+#[test]
+fn kill_points_of_pause_on_postgres() {
+    all_points_of(Backend::Postgres, "pause");
 }
 #[test]
 fn kill_points_of_gate() {
-    all_points_of("gate");
+    all_points_of(Backend::Sqlite, "gate");
+}
+#[test]
+fn kill_points_of_gate_on_postgres() {
+    all_points_of(Backend::Postgres, "gate");
 }
 #[test]
 fn kill_points_of_second() {
-    all_points_of("second");
+    all_points_of(Backend::Sqlite, "second");
+}
+#[test]
+fn kill_points_of_second_on_postgres() {
+    all_points_of(Backend::Postgres, "second");
 }
 #[test]
 fn kill_points_of_settle() {
-    all_points_of("settle");
+    all_points_of(Backend::Sqlite, "settle");
+}
+#[test]
+fn kill_points_of_settle_on_postgres() {
+    all_points_of(Backend::Postgres, "settle");
 }
 #[test]
 fn kill_points_of_third() {
-    all_points_of("third");
+    all_points_of(Backend::Sqlite, "third");
+}
+#[test]
+fn kill_points_of_third_on_postgres() {
+    all_points_of(Backend::Postgres, "third");
 }
 #[test]
 fn kill_points_of_fragile() {
-    all_points_of("fragile");
+    all_points_of(Backend::Sqlite, "fragile");
+}
+#[test]
+fn kill_points_of_fragile_on_postgres() {
+    all_points_of(Backend::Postgres, "fragile");
 }
 #[test]
 fn kill_points_of_check() {
-    all_points_of("check");
+    all_points_of(Backend::Sqlite, "check");
+}
+#[test]
+fn kill_points_of_check_on_postgres() {
+    all_points_of(Backend::Postgres, "check");
 }
 
 /// A command logs `$PPID`, read when its shell starts: if the engine was killed between
@@ -313,16 +348,28 @@ fn check_random_calls(trial: usize, calls: &[(String, u32)], processes: &[(u32, 
 /// SIGKILL from outside at seeded random moments, possibly several times per run.
 #[test]
 fn random_kills_from_outside() {
+    random_kills(Backend::Sqlite);
+}
+
+/// The same, on PostgreSQL (a database per trial on one server).
+#[test]
+fn random_kills_from_outside_on_postgres() {
+    random_kills(Backend::Postgres);
+}
+
+fn random_kills(backend: Backend) {
+    let server = (backend == Backend::Postgres).then(TestPostgres::start);
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x0f06_b00c);
     for trial in 0..8 {
-        let sb = Sandbox::new();
-        let mut args = start_args(&sb);
+        let db = Db::new(backend, server.as_ref(), &format!("random_{trial}"));
+        let sb = &db.sb;
+        let mut args = start_args(sb);
         let mut run: Option<String> = None;
         let mut processes: Vec<(u32, bool)> = Vec::new();
         let mut kills = 0;
         let out = loop {
             let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-            let mut child = sb.spawn(&argv, &[]);
+            let mut child = db.spawn(&argv, &[]);
             // Places the fault; the assertions below wait on nothing.
             std::thread::sleep(Duration::from_millis(rng.random_range(0..700)));
             let killed = kills < 3 && child.try_wait().unwrap().is_none();
@@ -332,23 +379,28 @@ fn random_kills_from_outside() {
             }
             processes.push((child.id(), killed));
             let out = child.wait_with_output().unwrap();
-            if run.is_none() && sb.db().exists() {
-                run = sb
-                    .sql()
-                    .query_row("SELECT id FROM runs LIMIT 1", [], |r| r.get::<_, String>(0))
-                    .ok();
+            if run.is_none() && db.exists() {
+                run = db
+                    .try_query("SELECT id FROM runs LIMIT 1", &[])
+                    .ok()
+                    .and_then(|rows| rows.into_iter().next())
+                    .and_then(|row| row.into_iter().next())
+                    .and_then(|cell| match cell {
+                        crate::pg_backend::Cell::Text(id) => id,
+                        crate::pg_backend::Cell::Int(_) => None,
+                    });
             }
             match (&run, killed) {
                 // Killed before the run was created: start it again.
                 (None, _) => continue,
                 // Killed after the run's last commit, on its way out: nothing to resume.
-                (Some(id), true) if sb.run_status(id) == "succeeded" => break out,
+                (Some(id), true) if db.run_status(id) == "succeeded" => break out,
                 (Some(id), true) => args = vec!["resume".to_owned(), id.clone()],
                 (Some(_), false) => break out,
             }
         };
         let id = run.expect("run created");
-        let got = calls(&sb);
+        let got = calls(sb);
         let reruns = check_random_calls(trial, &got, &processes);
         assert!(reruns <= kills, "trial {trial}: {reruns} re-runs from {kills} kills");
         let called = steps_called(&got);
@@ -356,15 +408,13 @@ fn random_kills_from_outside() {
             called.iter().filter(|s| **s == "fragile").count() <= 1,
             "trial {trial}: fragile (on_ambiguous: fail) ran twice: {got:?}"
         );
-        match sb.run_status(&id).as_str() {
+        match db.run_status(&id).as_str() {
             "failed" => {
                 // Killed while the non-idempotent command ran: the run stops for a human.
-                let error: String = sb
-                    .sql()
-                    .query_row(
+                let error = db
+                    .text(
                         "SELECT error FROM steps WHERE run_id = ?1 AND step_id = 'fragile'",
-                        [&id],
-                        |r| r.get(0),
+                        &[&id],
                     )
                     .unwrap();
                 assert!(error.contains("may or may not"), "trial {trial}: {error}");
@@ -382,7 +432,7 @@ fn random_kills_from_outside() {
             }
             other => panic!("trial {trial}: the run ended {other}: {}", stderr(&out)),
         }
-        assert_audit_ok(&sb);
+        db.assert_audit_ok();
     }
 }
 

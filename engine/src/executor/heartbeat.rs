@@ -158,7 +158,12 @@ fn renewed(run_id: &str, m: &Member, outcome: Result<bool, StateError>, sent: Du
 /// A renewal failed for want of the store: the driver stops once its lease would expire
 /// before the next beat.
 fn not_renewed(run_id: &str, m: &Member, e: &StateError, every: Duration) {
-    tracing::warn!(%run_id, error = %e, "could not renew the lease");
+    // With its causes: "the database could not commit" alone does not say that the
+    // connection to it was lost, nor why.
+    let causes: Vec<String> = std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source())
+        .map(ToString::to_string)
+        .collect();
+    tracing::warn!(%run_id, error = %causes.join(": "), "could not renew the lease");
     if m.lease.remaining() <= every {
         tracing::error!(%run_id, "the lease could not be renewed before it expires; stopping");
         m.lease.lost();

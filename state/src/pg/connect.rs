@@ -14,7 +14,8 @@ use crate::pg::{PgError, PgUrl, TlsMode};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens one connection (a blocking client: call it from a thread of its own, never from
-/// the async runtime).
+/// the async runtime), for the schema's migrations and for tools. The store's reads and
+/// writes go through [`super::session::Session`]s instead, whose every call has a deadline.
 ///
 /// `sslmode=disable` connects in plain TCP; `prefer` tries TLS and falls back to plain TCP
 /// when the server offers none; `require` connects with TLS or fails. With TLS, the
@@ -27,7 +28,7 @@ pub fn connect(url: &PgUrl) -> Result<postgres::Client, PgError> {
     };
     let mut config = url.config().map_err(connect_error)?;
     if config.get_application_name().is_none() {
-        config.application_name("fogbook");
+        config.application_name(&super::session::application_name("setup"));
     }
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
@@ -49,12 +50,12 @@ pub fn connect(url: &PgUrl) -> Result<postgres::Client, PgError> {
 }
 
 /// Whether `err` or one of its causes says `text`.
-fn mentions(err: &(dyn std::error::Error + 'static), text: &str) -> bool {
+pub(super) fn mentions(err: &(dyn std::error::Error + 'static), text: &str) -> bool {
     std::iter::successors(Some(err), |e| e.source()).any(|e| e.to_string().contains(text))
 }
 
 /// A TLS connector trusting the system's roots and `root_cert`.
-fn tls_connector(root_cert: Option<&Path>) -> Result<MakeRustlsConnect, PgError> {
+pub(super) fn tls_connector(root_cert: Option<&Path>) -> Result<MakeRustlsConnect, PgError> {
     let setup = |reason: String| PgError::TlsSetup { reason };
     let mut roots = rustls::RootCertStore::empty();
     roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);

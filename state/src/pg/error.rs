@@ -60,6 +60,36 @@ pub enum PgError {
         /// What the client said.
         reason: String,
     },
+    /// Connecting took longer than `connect_timeout` (handshake included): the server is
+    /// down, or the network to it drops packets.
+    #[error(
+        "cannot connect to PostgreSQL at {target}: no answer within {}ms (connect_timeout): check that the server \
+         is up and reachable from this host",
+        after.as_millis()
+    )]
+    ConnectStalled {
+        /// The URL, password masked.
+        target: String,
+        /// The timeout that passed.
+        after: std::time::Duration,
+    },
+    /// A connection setting from the environment is not valid.
+    #[error("{name}={value} is not valid: expected {expected}")]
+    Setting {
+        /// The variable.
+        name: &'static str,
+        /// The value found.
+        value: String,
+        /// What it may hold.
+        expected: String,
+    },
+    /// The runtime driving a connection could not be started.
+    #[error("cannot start the runtime of a PostgreSQL connection")]
+    Runtime {
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The database was migrated by a newer fogbook.
     #[error(
         "the PostgreSQL database has schema version {found}, newer than this build knows ({known}): \
@@ -71,4 +101,24 @@ pub enum PgError {
         /// The newest version this build knows.
         known: i64,
     },
+}
+
+impl PgError {
+    /// Whether connecting may work if tried again in a moment: the server refused or
+    /// closed the connection, or said it is starting up or shutting down (a restart, a
+    /// failover). A refused login, a bad URL or TLS setup, or a silent server are not.
+    pub(crate) fn is_transient(&self) -> bool {
+        use tokio_postgres::error::SqlState;
+        match self {
+            Self::Connect { source, .. } => source.as_db_error().is_none_or(|db| {
+                [
+                    SqlState::CANNOT_CONNECT_NOW,
+                    SqlState::ADMIN_SHUTDOWN,
+                    SqlState::CRASH_SHUTDOWN,
+                ]
+                .contains(db.code())
+            }),
+            _ => false,
+        }
+    }
 }

@@ -1,33 +1,42 @@
-//! The PostgreSQL store's two threads: one writer, one reader, each with its own connection
-//! (the blocking `postgres` client never runs on a tokio worker thread).
+//! The PostgreSQL store's threads: one writer, and a small pool of readers (as many as
+//! [`Limits::readers`], 4 by default), each with a connection of its own (a [`Session`]:
+//! the async client driven on the thread, never on a tokio worker of the caller's).
 //!
 //! The writer commits in groups as the SQLite thread does: the writes queued when it takes
 //! one run in one transaction, each in a savepoint of its own, and every caller is answered
 //! only after the commit. Every write transaction first takes one transaction-scoped
 //! advisory lock ([`WRITE_LOCK`]): that is the store's single-writer rule across processes
 //! and hosts, so a check and the change that depends on it (a lease, a resource lock, the
-//! audit chain's head) never interleave with another host's.
+//! audit chain's head) never interleave with another host's. Group commit is the batching
+//! of writes, so one connection carries them all.
 //!
-//! Reads run on the reader's connection, each in one `REPEATABLE READ READ ONLY`
-//! transaction, so a read that takes several statements sees one snapshot.
+//! Reads are taken by whichever reader thread is free (they share one queue), each in one
+//! `REPEATABLE READ READ ONLY` transaction, so a read that takes several statements sees
+//! one snapshot, and many runs' reads do not queue behind one connection. A reader
+//! connects on its first read.
 //!
-//! A lost connection fails the writes (or the read) in flight with
-//! [`PgError::ConnectionLost`], naming the database; the thread connects again for its next
-//! job.
+//! A lost connection (broken, or silent past the deadline) fails the writes (or the read)
+//! in flight with [`PgError::ConnectionLost`], naming the database; the thread connects
+//! again for its next job.
 
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::session::{Limits, Session, SessionError};
 use super::tx::{PgConn, PgTx};
 use super::{PgError, PgUrl};
 use crate::StateError;
 use crate::error::BackendError;
 use crate::sql::Tx;
 use crate::thread::{MAX_GROUP, Pending, Reply};
+
+/// How long to wait between attempts to connect to a server that refuses connections.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 
 /// The key of the advisory lock every write transaction takes ("fogbookw" in ASCII).
 pub(crate) const WRITE_LOCK: i64 = 0x666f_6762_6f6f_6b77;
@@ -43,6 +52,7 @@ pub(crate) struct PgThread {
     reads: mpsc::Sender<Option<ReadFn>>,
     /// The database (a worker's listening connection opens one more).
     url: PgUrl,
+    readers: usize,
     commits: Arc<AtomicU64>,
     /// Leases follow the caller's clock instead of the server's (a test hook sets it).
     caller_clock: Arc<AtomicBool>,
@@ -53,6 +63,8 @@ pub(crate) struct PgThread {
 /// A connection that is opened again when it was lost.
 struct Link {
     url: PgUrl,
+    role: String,
+    limits: Limits,
     conn: Option<RefCell<PgConn>>,
     caller_clock: Arc<AtomicBool>,
 }
@@ -64,12 +76,50 @@ impl Link {
             self.conn = None;
         }
         if self.conn.is_none() {
-            let client = super::connect(&self.url).map_err(StateError::Postgres)?;
+            // A server restarting or failing over refuses connections for a few seconds:
+            // try again until the deadline, then report why.
+            let give_up = Instant::now() + self.limits.deadline;
+            let client = loop {
+                match Session::open(&self.url, &self.role, self.limits) {
+                    Ok(client) => break client,
+                    Err(e) if e.is_transient() && Instant::now() < give_up => {
+                        std::thread::sleep(RECONNECT_PAUSE);
+                    }
+                    Err(e) => return Err(StateError::Postgres(e)),
+                }
+            };
             self.conn = Some(RefCell::new(
                 PgConn::new(client).with_clock_flag(self.caller_clock.clone()),
             ));
         }
         Ok(())
+    }
+
+    /// Connects when needed and begins a transaction with `sql`. A connection found broken
+    /// at the start (the server restarted since the last job) is opened again, once:
+    /// nothing of the job was sent yet, so trying again cannot do anything twice. A silent
+    /// connection is not tried again (its deadline has passed already).
+    fn begin(&mut self, sql: &str, operation: &'static str) -> Result<(), StateError> {
+        let mut retried = false;
+        loop {
+            self.ensure()?;
+            let Some(conn) = self.conn.as_ref() else {
+                return Err(StateError::StoreClosed);
+            };
+            let begun = conn.borrow_mut().client().batch_execute(sql);
+            let Err(e) = begun else {
+                return Ok(());
+            };
+            match self.lost(&e) {
+                Some(_) if !retried && matches!(e, SessionError::Db(_)) => {
+                    tracing::info!(error = %e, "the PostgreSQL connection was found broken; connecting again");
+                    self.conn = None;
+                    retried = true;
+                }
+                Some(lost) => return Err(lost),
+                None => return Err(database(operation, e)),
+            }
+        }
     }
 
     /// The error to report when the connection broke under a job; `None` when it is up.
@@ -85,9 +135,8 @@ impl Link {
 }
 
 impl PgThread {
-    /// Starts the threads with `writer` (already migrated) as the writer's first connection;
-    /// the reader connects on its first read.
-    pub(crate) fn spawn(url: &PgUrl, writer: postgres::Client) -> Result<Self, StateError> {
+    /// Starts the writer thread and the reader threads; each connects on its first job.
+    pub(crate) fn spawn(url: &PgUrl, limits: Limits) -> Result<Self, StateError> {
         let (writes, write_rx) = mpsc::channel::<Option<WriteFn>>();
         let (reads, read_rx) = mpsc::channel::<Option<ReadFn>>();
         let commits = Arc::new(AtomicU64::new(0));
@@ -95,7 +144,9 @@ impl PgThread {
         let caller_clock = Arc::new(AtomicBool::new(false));
         let mut link = Link {
             url: url.clone(),
-            conn: Some(RefCell::new(PgConn::new(writer).with_clock_flag(caller_clock.clone()))),
+            role: "writer".to_owned(),
+            limits,
+            conn: None,
             caller_clock: caller_clock.clone(),
         };
         let spawn_err = |e: std::io::Error| StateError::OpenDatabase {
@@ -125,23 +176,39 @@ impl PgThread {
                 }
             })
             .map_err(spawn_err)?;
-        let mut reader = Link {
-            url: url.clone(),
-            conn: None,
-            caller_clock: caller_clock.clone(),
-        };
-        std::thread::Builder::new()
-            .name("fogbook-pg-reader".to_owned())
-            .spawn(move || {
-                while let Ok(Some(job)) = read_rx.recv() {
-                    run_read(&mut reader, job);
-                }
-            })
-            .map_err(spawn_err)?;
+        // The readers share one queue: a read goes to whichever reader is free.
+        let read_rx = Arc::new(Mutex::new(read_rx));
+        for n in 1..=limits.readers {
+            let mut reader = Link {
+                url: url.clone(),
+                role: format!("reader {n}"),
+                limits,
+                conn: None,
+                caller_clock: caller_clock.clone(),
+            };
+            let queue = read_rx.clone();
+            std::thread::Builder::new()
+                .name(format!("fogbook-pg-reader-{n}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while waiting for the next job.
+                        let next = match queue.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        match next {
+                            Ok(Some(job)) => run_read(&mut reader, job),
+                            Ok(None) | Err(_) => return,
+                        }
+                    }
+                })
+                .map_err(spawn_err)?;
+        }
         Ok(Self {
             writes,
             reads,
             url: url.clone(),
+            readers: limits.readers,
             commits,
             caller_clock,
             #[cfg(feature = "test-hooks")]
@@ -166,10 +233,12 @@ impl PgThread {
         &self.url
     }
 
-    /// Ends both threads once the jobs already queued are done.
+    /// Ends the threads once the jobs already queued are done.
     pub(crate) fn close(&self) {
         let _ = self.writes.send(None);
-        let _ = self.reads.send(None);
+        for _ in 0..self.readers {
+            let _ = self.reads.send(None);
+        }
     }
 
     /// How many write transactions were committed.
@@ -218,7 +287,7 @@ impl PgThread {
 }
 
 fn run_read(link: &mut Link, job: ReadFn) {
-    if let Err(e) = link.ensure() {
+    if let Err(e) = link.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "beginning a read") {
         job(Err(e), &|| None);
         return;
     }
@@ -227,15 +296,6 @@ fn run_read(link: &mut Link, job: ReadFn) {
         job(Err(StateError::StoreClosed), &|| None);
         return;
     };
-    let begun = conn
-        .borrow_mut()
-        .client()
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-    if let Err(e) = begun {
-        let err = link.lost(&e).unwrap_or_else(|| database("beginning a read", e));
-        job(Err(err), &|| None);
-        return;
-    }
     job(Ok(&PgTx(conn)), &|| link.lost(&"the connection closed during a read"));
     // A read changes nothing: ending it cannot lose anything, and a broken connection is
     // opened again by the next read.
@@ -245,7 +305,8 @@ fn run_read(link: &mut Link, job: ReadFn) {
 /// Runs a group of writes in one transaction (after the advisory lock) and answers each
 /// after the commit.
 fn commit_group(link: &mut Link, mut group: Vec<WriteFn>, commits: &AtomicU64) {
-    if let Err(e) = link.ensure() {
+    let begin = format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})");
+    if let Err(e) = link.begin(&begin, "beginning a transaction") {
         let source: BackendError = Arc::new(e);
         for w in group {
             w(None).finish(Err(&source));
@@ -256,17 +317,6 @@ fn commit_group(link: &mut Link, mut group: Vec<WriteFn>, commits: &AtomicU64) {
     let Some(conn) = link.conn.as_ref() else {
         return;
     };
-    let begun = conn
-        .borrow_mut()
-        .client()
-        .batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"));
-    if let Err(e) = begun {
-        let source = failure(link, "beginning a transaction", e);
-        for w in group {
-            w(None).finish(Err(&source));
-        }
-        return;
-    }
     let control = |sql: &str| conn.borrow_mut().client().batch_execute(sql);
     let mut pending = Vec::with_capacity(group.len());
     if group.len() == 1
@@ -325,13 +375,158 @@ fn commit_group(link: &mut Link, mut group: Vec<WriteFn>, commits: &AtomicU64) {
 
 /// A failure of the group's transaction, shared by every write in the group: a lost
 /// connection names the database.
-fn failure(link: &Link, operation: &'static str, e: postgres::Error) -> BackendError {
+fn failure(link: &Link, operation: &'static str, e: SessionError) -> BackendError {
     Arc::new(link.lost(&e).unwrap_or_else(|| database(operation, e)))
 }
 
-fn database(operation: &'static str, e: postgres::Error) -> StateError {
+fn database(operation: &'static str, e: SessionError) -> StateError {
     StateError::Database {
         operation,
         source: Arc::new(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+    use std::sync::Condvar;
+
+    use super::*;
+    use crate::error::SqlContext;
+    use crate::pg::StoreUrl;
+
+    fn url(server: &fogbook_testpg::TestPostgres) -> PgUrl {
+        let StoreUrl::Postgres(url) = StoreUrl::from_str(&server.url()).unwrap() else {
+            panic!("not a PostgreSQL URL");
+        };
+        url
+    }
+
+    /// Reads run on several connections at once: four reads, each waiting (on a condition,
+    /// up to 30 s) until all four are under way together, all see the others, on four
+    /// server sessions (one reader connection would run them one after another, and the
+    /// first would wait in vain); the server lists the writer and the readers by name,
+    /// host and pid.
+    #[test]
+    fn four_reads_run_at_once_on_four_named_connections() {
+        let server = fogbook_testpg::TestPostgres::start();
+        let limits = Limits {
+            readers: 4,
+            deadline: Duration::from_secs(30),
+        };
+        let thread = PgThread::spawn(&url(&server), limits).unwrap();
+        let gate = Arc::new((Mutex::new(0usize), Condvar::new()));
+        let read = || {
+            let gate = gate.clone();
+            thread.read(move |tx| {
+                let pid: i64 = tx
+                    .query_row("SELECT pg_backend_pid()::BIGINT", &[], |r| r.get(0))
+                    .during("reading the backend pid")?;
+                let (count, arrived) = &*gate;
+                let mut n = count.lock().unwrap();
+                *n += 1;
+                arrived.notify_all();
+                let (n, _) = arrived
+                    .wait_timeout_while(n, Duration::from_secs(30), |n| *n < 4)
+                    .unwrap();
+                Ok((pid, *n >= 4))
+            })
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (a, b, c, d) = runtime.block_on(async { tokio::join!(read(), read(), read(), read()) });
+        let results = [a.unwrap(), b.unwrap(), c.unwrap(), d.unwrap()];
+        assert!(
+            results.iter().all(|(_, together)| *together),
+            "the four reads were under way at once: {results:?}"
+        );
+        let mut pids: Vec<i64> = results.iter().map(|(pid, _)| *pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        assert_eq!(pids.len(), 4, "four server sessions: {results:?}");
+        runtime
+            .block_on(thread.write(|tx| tx.execute("SELECT 1", &[]).during("a write")))
+            .unwrap();
+
+        let mut outside = crate::pg::connect(&url(&server)).unwrap();
+        let names: Vec<String> = outside
+            .query(
+                "SELECT application_name FROM pg_stat_activity
+                 WHERE application_name LIKE 'fogbook %' AND pid <> pg_backend_pid() ORDER BY 1",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let me = format!("pid {}", std::process::id());
+        let roles: Vec<&str> = names
+            .iter()
+            .map(|n| {
+                assert!(n.ends_with(&me), "{n} names this process");
+                n.split(' ').nth(1).unwrap()
+            })
+            .collect();
+        assert_eq!(roles.iter().filter(|r| **r == "reader").count(), 4, "{names:?}");
+        assert_eq!(roles.iter().filter(|r| **r == "writer").count(), 1, "{names:?}");
+        thread.close();
+    }
+
+    /// A database that goes silent (a proxy that takes every byte and answers nothing, no
+    /// reset) fails the write in flight within the deadline as a lost connection, naming
+    /// the database and what happened, instead of holding the process forever; once the
+    /// network is back, the next write connects again and commits.
+    #[test]
+    fn a_silent_database_fails_the_write_within_the_deadline_then_reconnects() {
+        let server = fogbook_testpg::TestPostgres::start();
+        let proxy = fogbook_testpg::TestProxy::start(server.port());
+        let through = proxy.url(&format!("{}&connect_timeout=1", server.url()));
+        let StoreUrl::Postgres(through) = StoreUrl::from_str(&through).unwrap() else {
+            panic!("not a PostgreSQL URL");
+        };
+        let limits = Limits {
+            readers: 1,
+            deadline: Duration::from_millis(500),
+        };
+        let thread = PgThread::spawn(&through, limits).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let write = || thread.write(|tx| tx.execute("SELECT 1", &[]).during("a write"));
+        runtime.block_on(write()).unwrap();
+
+        proxy.black_hole();
+        // The bound is the test's, far above the deadline: without one, the write waits
+        // until the network comes back.
+        let silent = runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(20), write()).await })
+            .expect("the write gave up by itself");
+        let err = silent.expect_err("nothing can commit while the database is silent");
+        let text: Vec<String> = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
+            .map(ToString::to_string)
+            .collect();
+        let text = text.join(": ");
+        assert!(
+            text.contains("lost the connection to PostgreSQL at")
+                && text.contains("no answer from the server within 500ms"),
+            "{text}"
+        );
+        let read = runtime
+            .block_on(async {
+                tokio::time::timeout(
+                    Duration::from_secs(20),
+                    thread.read(|tx| tx.execute("SELECT 1", &[]).during("a read")),
+                )
+                .await
+            })
+            .expect("the read gave up by itself");
+        assert!(read.is_err(), "no read either: {read:?}");
+
+        proxy.heal();
+        runtime.block_on(write()).expect("the next write connects again");
+        thread.close();
     }
 }

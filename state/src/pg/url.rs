@@ -191,6 +191,11 @@ impl PgUrl {
         self.client.parse()
     }
 
+    /// The async client's configuration (the same URL, for the store's own connections).
+    pub(crate) fn session_config(&self) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
+        self.client.parse()
+    }
+
     /// How the connection is encrypted.
     pub fn tls(&self) -> TlsMode {
         self.tls

@@ -110,9 +110,11 @@ impl Store {
                 // thread that drives async tasks (the caller's may): connect on another.
                 let url = pg.clone();
                 let opened = std::thread::spawn(move || {
+                    let limits = crate::pg::Limits::from_env().map_err(StateError::Postgres)?;
                     let mut client = crate::pg::connect(&url).map_err(StateError::Postgres)?;
                     crate::pg::migrate(&mut client).map_err(StateError::Postgres)?;
-                    crate::pg::thread::PgThread::spawn(&url, client)
+                    drop(client);
+                    crate::pg::thread::PgThread::spawn(&url, limits)
                 })
                 .join()
                 .map_err(|_| StateError::StoreClosed)??;

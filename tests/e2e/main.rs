@@ -45,6 +45,7 @@ mod seed_runbooks;
 mod signals;
 mod sim_serve;
 mod status;
+mod store_copy;
 mod store_messages;
 mod store_trail;
 mod worker;

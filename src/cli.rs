@@ -166,6 +166,12 @@ pub(crate) enum Command {
     Fleet(FleetCommand),
     /// Measure the step overhead beside the durable-commit floor of the disk, resume latency and
     /// memory per waiting run (see docs/PERFORMANCE.md).
+    ///
+    /// With `--db postgres://…` (or FOGBOOK_DB), the PostgreSQL store instead: sequential and
+    /// concurrent steps per second beside that server's commit floor (its synchronous_commit
+    /// and fsync as they are, printed), in a scratch schema of that database created and
+    /// dropped by the benchmark (the database's own tables are not touched); the emulator
+    /// phases measure the SQLite store and are left out.
     Bench(BenchArgs),
     /// The ARM emulator (a local Azure Resource Manager for rehearsals and tests).
     #[command(subcommand)]

@@ -7,6 +7,7 @@ mod approvals;
 mod audit;
 mod bad_input;
 mod bench_cloud;
+mod bench_pg;
 mod browser;
 mod cancel;
 mod cli;

@@ -1,6 +1,7 @@
 //! `fogbook store copy` (issue 17): a SQLite store moved into PostgreSQL keeps its audit
 //! chain (same events, same head), a run killed mid-way on SQLite is finished on PostgreSQL
-//! with no Microsoft.Sql mutation sent twice (counted in the emulator's journal), and the
+//! with no Microsoft.Sql mutation sent twice (counted in the emulator's journal) and copied
+//! back into SQLite the same, and the
 //! copy refuses a tampered source, a source with a run being driven, and a target that
 //! already holds data, writing nothing each time.
 
@@ -139,8 +140,20 @@ fn a_run_killed_on_sqlite_is_copied_to_postgres_and_finished_there_once() {
         expected,
         "each Microsoft.Sql mutation once, in order, across the move"
     );
-    verified_head(&sb, &pg);
-    assert_eq!(runs_in_postgres(&pg), [(id, "succeeded".to_owned())]);
+    let pg_head = verified_head(&sb, &pg);
+    assert_eq!(runs_in_postgres(&pg), [(id.clone(), "succeeded".to_owned())]);
+
+    // And back: the finished run, copied from PostgreSQL into a new SQLite file, verifies
+    // there with the same head and trail.
+    let back = sb.path("back.db").display().to_string();
+    let copy = run(
+        &sb,
+        &pg,
+        &["store", "copy", "--from", &pg, "--to", &format!("sqlite:{back}")],
+    );
+    assert_eq!(code(&copy), 0, "store copy back: {}{}", stdout(&copy), stderr(&copy));
+    assert_eq!(verified_head(&sb, &back), pg_head);
+    assert_eq!(events(&sb, &back, &id), events(&sb, &pg, &id));
 }
 
 /// A one-step run on SQLite (finished), for the refusals.

@@ -11,6 +11,7 @@
 
 mod connect;
 mod error;
+mod floor;
 mod schema;
 mod sql;
 pub(crate) mod thread;
@@ -19,6 +20,7 @@ mod url;
 
 pub use connect::connect;
 pub use error::PgError;
+pub use floor::{PgFloor, commit_floor, create_schema, drop_schema};
 pub use schema::{SCHEMA_VERSION, migrate, schema_version};
 pub use sql::postgres_placeholders;
 pub use url::{PgUrl, StoreUrl, StoreUrlError, TlsMode};

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use fogbook_engine::Clock;
 use fogbook_state::pg::StoreUrl;
-use fogbook_state::{CopyOutcome, Store, format_ms};
+use fogbook_state::{CopyOutcome, CopyProgress, Store, format_ms};
 use serde_json::json;
 
 use crate::cli::{Cli, Format, StoreCopyArgs};
@@ -132,7 +132,7 @@ async fn copy_from(cli: &Cli, source: &Store, from: &StoreUrl, to: &StoreUrl) ->
     };
     output::note(cli.quiet, &format!("copying into {to} (one transaction)…"));
     let quiet = cli.quiet;
-    let progress: Arc<dyn Fn(&str, usize, usize) + Send + Sync> = Arc::new(move |table, done, total| {
+    let progress: CopyProgress = Arc::new(move |table, done, total| {
         if done == total {
             output::note(quiet, &format!("  {table}: {total} rows"));
         }

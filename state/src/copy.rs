@@ -184,6 +184,9 @@ fn order_of(table: &str) -> &'static str {
     }
 }
 
+/// Called as `progress(table, rows written, rows of the table)` after each batch of a copy.
+pub type CopyProgress = Arc<dyn Fn(&str, usize, usize) + Send + Sync>;
+
 /// Rows per `INSERT` statement (a few hundred parameters, well under both backends' limit).
 const BATCH: usize = 50;
 
@@ -415,11 +418,7 @@ impl Store {
     /// Writes `snap` into this store in one transaction, if this store holds no fogbook
     /// data; otherwise writes nothing and says what it holds. `progress(table, done, total)`
     /// is called after each batch of rows.
-    pub async fn copy_restore(
-        &self,
-        snap: CopySnapshot,
-        progress: Arc<dyn Fn(&str, usize, usize) + Send + Sync>,
-    ) -> Result<CopyOutcome, StateError> {
+    pub async fn copy_restore(&self, snap: CopySnapshot, progress: CopyProgress) -> Result<CopyOutcome, StateError> {
         self.write(move |tx| write_all(tx, &snap, progress.as_ref())).await
     }
 }

@@ -37,7 +37,7 @@ mod thread;
 mod time_ms;
 
 pub use audit::{AuditFailure, AuditReport};
-pub use copy::{CopyOutcome, CopySnapshot, LiveLease};
+pub use copy::{CopyOutcome, CopyProgress, CopySnapshot, LiveLease};
 pub use error::{BackendError, ErrorKind, StateError};
 #[cfg(feature = "test-hooks")]
 pub use fault::StoreFault;

@@ -237,7 +237,7 @@ pub(crate) enum StoreCommand {
     /// when missing, and its schema brought up to date); everything is written in one
     /// transaction, so a failed copy leaves it empty. The source is never changed: once the
     /// copy is checked, point every process at the target (`--db`/`FOGBOOK_DB`) and keep the
-    /// source as a backup. Global options --db and --lease-ttl are not used.
+    /// source as a backup, never driven again (docs/DEPLOYMENT.md).
     Copy(StoreCopyArgs),
 }
 
@@ -306,7 +306,8 @@ pub(crate) struct ValidateArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
-    /// Directory of the scratch databases (the disk under test); default: the current one.
+    /// Directory of the scratch databases (the disk under test); default: the current one. Not
+    /// used with `--db postgres://…`, whose scratch schema is in that database.
     #[arg(long, default_value = ".")]
     pub(crate) dir: PathBuf,
     /// Durable commits measured for the floor.

@@ -80,7 +80,7 @@ pub(crate) async fn bench(cli: &Cli, args: &BenchArgs, raw: &str, base: PgUrl) -
         synchronous_commit: "unknown".to_owned(),
         fsync: "unknown".to_owned(),
     });
-    let label = "floor: durable PostgreSQL commits (same server)";
+    let label = "floor: durable PostgreSQL commits (server)";
     if cli.format == Format::Json {
         output::json(
             "bench",
@@ -94,7 +94,7 @@ pub(crate) async fn bench(cli: &Cli, args: &BenchArgs, raw: &str, base: PgUrl) -
     } else {
         let mut text = super::command::render_engine(&report, &config, label);
         text.push_str(&format!(
-            "  (floor: one single-row insert per transaction on one connection, with the server's synchronous_commit={} and fsync={})",
+            "  (floor: one single-row insert per transaction on one connection, with the server's synchronous_commit={} and fsync={})\n",
             settings.synchronous_commit, settings.fsync
         ));
         output::data(&text);

@@ -244,11 +244,13 @@ pub(crate) enum StoreCommand {
 #[derive(Debug, Args)]
 pub(crate) struct StoreCopyArgs {
     /// The store to copy from: a SQLite file (`sqlite:PATH` or a path) or a PostgreSQL URL.
-    #[arg(long, value_name = "STORE")]
+    #[arg(long, value_name = "STORE", env = "FOGBOOK_COPY_FROM", hide_env_values = true)]
     pub(crate) from: String,
     /// The empty store to copy into: a PostgreSQL URL
-    /// (`postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=require`) or a SQLite file.
-    #[arg(long, value_name = "STORE")]
+    /// (`postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=require`) or a SQLite file. A URL with a
+    /// password is better given in the environment than on the command line, where other
+    /// users of the host can read it in the process list.
+    #[arg(long, value_name = "STORE", env = "FOGBOOK_COPY_TO", hide_env_values = true)]
     pub(crate) to: String,
 }
 

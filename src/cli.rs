@@ -169,10 +169,20 @@ pub(crate) enum Command {
     Fleet(FleetCommand),
     /// Measure the step overhead beside the durable-commit floor of the disk, resume latency and
     /// memory per waiting run (see docs/PERFORMANCE.md).
+    ///
+    /// With `--db postgres://…` (or FOGBOOK_DB), the PostgreSQL store instead: sequential and
+    /// concurrent steps per second beside that server's commit floor (its synchronous_commit
+    /// and fsync as they are, printed), in a scratch schema of that database created and
+    /// dropped by the benchmark (the database's own tables are not touched); the emulator
+    /// phases measure the SQLite store and are left out.
     Bench(BenchArgs),
     /// The ARM emulator (a local Azure Resource Manager for rehearsals and tests).
     #[command(subcommand)]
     Sim(SimCommand),
+    /// Whole-store operations: copy every run, schedule, fleet and the audit chain from one
+    /// store to another (SQLite to PostgreSQL, or back).
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// A web status page over the state database: runs, a live timeline of each run,
     /// schedules, fleets, pending approvals. Read-only unless started with --allow-actions.
     ///
@@ -213,6 +223,40 @@ pub(crate) struct ServeArgs {
     /// never shown); each action is audited with the name typed in the page, as via the web.
     #[arg(long)]
     pub(crate) allow_actions: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum StoreCommand {
+    /// Copy a whole state store into an empty one: runs with their steps, windows, locks and
+    /// approvals, pinned runbook texts, schedules, fleets and their targets, and the audit
+    /// chain unchanged (same events, hashes, order and head), so `audit verify` passes on
+    /// the copy and `status`, `history` and `report` show the same.
+    ///
+    /// The source is read in one consistent read and its audit chain verified first: a
+    /// source that does not verify (an edited or deleted event) is refused, and nothing is
+    /// written. The copy is refused while a process drives a run or fleet of the source (a
+    /// live lease of a process that is not provably gone): stop the worker or let the run
+    /// finish (or stop it with Ctrl-C; `resume` continues it later, on the target), then copy
+    /// again. A run left by a process killed on this host is copied as it is and continued by
+    /// `fogbook resume RUN --db TARGET`. The target must hold no fogbook data (it is created
+    /// when missing, and its schema brought up to date); everything is written in one
+    /// transaction, so a failed copy leaves it empty. The source is never changed: once the
+    /// copy is checked, point every process at the target (`--db`/`FOGBOOK_DB`) and keep the
+    /// source as a backup, never driven again (docs/DEPLOYMENT.md).
+    Copy(StoreCopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StoreCopyArgs {
+    /// The store to copy from: a SQLite file (`sqlite:PATH` or a path) or a PostgreSQL URL.
+    #[arg(long, value_name = "STORE", env = "FOGBOOK_COPY_FROM", hide_env_values = true)]
+    pub(crate) from: String,
+    /// The empty store to copy into: a PostgreSQL URL
+    /// (`postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=require`) or a SQLite file. A URL with a
+    /// password is better given in the environment than on the command line, where other
+    /// users of the host can read it in the process list.
+    #[arg(long, value_name = "STORE", env = "FOGBOOK_COPY_TO", hide_env_values = true)]
+    pub(crate) to: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -269,7 +313,8 @@ pub(crate) struct ValidateArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
-    /// Directory of the scratch databases (the disk under test); default: the current one.
+    /// Directory of the scratch databases (the disk under test); default: the current one. Not
+    /// used with `--db postgres://…`, whose scratch schema is in that database.
     #[arg(long, default_value = ".")]
     pub(crate) dir: PathBuf,
     /// Durable commits measured for the floor.

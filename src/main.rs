@@ -25,6 +25,7 @@ mod schedule_cmd;
 mod serve;
 mod signals;
 mod sim_cmd;
+mod store_cmd;
 mod validate_cmd;
 
 use std::process::ExitCode;

@@ -1,5 +1,6 @@
 //! `fogbook bench`: the engine's step overhead beside the physical floor of the same disk
-//! (a bare durable SQLite commit), measured in the same process.
+//! (a bare durable SQLite commit), measured in the same process; or, on PostgreSQL
+//! ([`run_bench_on`]), beside a bare durable commit on that server.
 
 use std::path::Path;
 use std::time::Instant;
@@ -67,9 +68,24 @@ fn err(message: String) -> EngineError {
 
 /// Runs the benchmark in `dir` (a scratch database there, removed afterwards).
 pub async fn run_bench(dir: &Path, config: BenchConfig) -> Result<BenchReport, EngineError> {
-    let mut floors = vec![floor(dir, config.floor_commits).await?];
     let db = dir.join(format!("bench-{}.db", std::process::id()));
     let store = Store::open(&db)?;
+    let report = run_bench_on(store, || floor(dir, config.floor_commits), config).await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    report
+}
+
+/// Runs the benchmark on `store` (an empty scratch store of any backend, closed at the end),
+/// with `floor` measuring that backend's durable commits per second before, between and
+/// after the two workloads.
+pub async fn run_bench_on<F, Fut>(store: Store, floor: F, config: BenchConfig) -> Result<BenchReport, EngineError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<f64, EngineError>>,
+{
+    let mut floors = vec![floor().await?];
     let engine = Engine::new(store.clone(), EngineConfig::default());
 
     // Sequential: one run of many no-op steps.
@@ -86,7 +102,7 @@ pub async fn run_bench(dir: &Path, config: BenchConfig) -> Result<BenchReport, E
     }
     let seq_commits = (store.commit_count() - before) as f64;
     let steps = f64::from(config.sequential_steps);
-    floors.push(floor(dir, config.floor_commits).await?);
+    floors.push(floor().await?);
 
     // Concurrent: many runs at once, each driven by its own task.
     let text = noop_runbook(config.steps_per_run);
@@ -115,11 +131,8 @@ pub async fn run_bench(dir: &Path, config: BenchConfig) -> Result<BenchReport, E
     let conc_secs = start.elapsed().as_secs_f64();
     let conc_commits = (store.commit_count() - before) as f64;
     let conc_steps = f64::from(config.concurrent_runs) * f64::from(config.steps_per_run);
-    floors.push(floor(dir, config.floor_commits).await?);
+    floors.push(floor().await?);
     store.close().await;
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
 
     let mut sorted = floors.clone();
     sorted.sort_by(f64::total_cmp);

@@ -1,6 +1,8 @@
 //! `fogbook bench`: the engine's step overhead beside the durable-commit floor, then the
 //! emulator measurements of [`crate::bench::cloud`], printed as a table (or JSON).
 
+use fogbook_state::pg::StoreUrl;
+
 use crate::bench::cloud::ResumeLatency;
 use crate::bench::memory::MemoryReport;
 use crate::cli::{BenchArgs, Cli, Format};
@@ -10,12 +12,12 @@ use crate::output;
 /// `fogbook bench`: step overhead beside the floor, then resume latency and memory per waiting
 /// run against the ARM emulator, printed as a table (or JSON).
 pub(crate) async fn bench(cli: &Cli, args: &BenchArgs) -> Exit {
-    let config = fogbook_engine::bench::BenchConfig {
-        floor_commits: args.floor_commits.max(1),
-        sequential_steps: args.steps.max(1),
-        concurrent_runs: args.runs.max(1),
-        steps_per_run: args.steps_per_run.max(1),
-    };
+    // `--db postgres://…` (or FOGBOOK_DB): the PostgreSQL store beside that server's floor.
+    let raw = cli.db.to_string_lossy().into_owned();
+    if let Ok(StoreUrl::Postgres(url)) = raw.parse::<StoreUrl>() {
+        return super::pg::bench(cli, args, &raw, url).await;
+    }
+    let config = config_of(args);
     if args.waiting_only {
         if let Err(why) = waiting_only_allowed(fogbook_engine::TEST_HOOKS) {
             output::error(
@@ -106,6 +108,16 @@ pub(crate) async fn bench(cli: &Cli, args: &BenchArgs) -> Exit {
     Exit::Success
 }
 
+/// The engine's benchmark as the options ask for it.
+pub(super) fn config_of(args: &BenchArgs) -> fogbook_engine::bench::BenchConfig {
+    fogbook_engine::bench::BenchConfig {
+        floor_commits: args.floor_commits.max(1),
+        sequential_steps: args.steps.max(1),
+        concurrent_runs: args.runs.max(1),
+        steps_per_run: args.steps_per_run.max(1),
+    }
+}
+
 /// The JSON of `fogbook bench`: the engine's figures, then the two measured here.
 #[derive(serde::Serialize)]
 struct BenchOut<'a> {
@@ -122,6 +134,17 @@ fn render_bench(
     resume: Option<&ResumeLatency>,
     memory: Option<&MemoryReport>,
 ) -> String {
+    let mut out = render_engine(r, config, "floor: durable SQLite commits (same disk)");
+    render_cloud(&mut out, resume, memory);
+    out
+}
+
+/// The engine's figures, each beside the floor named `floor_label`.
+pub(super) fn render_engine(
+    r: &fogbook_engine::bench::BenchReport,
+    config: &fogbook_engine::bench::BenchConfig,
+    floor_label: &str,
+) -> String {
     let mut out = format!(
         "{:<44} {:>12} {:>10} {:>16}\n\
          {:<44} {:>12.0} {:>10} {:>16}\n\
@@ -131,7 +154,7 @@ fn render_bench(
         "per second",
         "x floor",
         "commits per step",
-        "floor: durable SQLite commits (same disk)",
+        floor_label,
         r.floor_commits_per_s,
         "1.00x",
         "-",
@@ -153,6 +176,11 @@ fn render_bench(
         samples.len(),
         samples.join(", ")
     ));
+    out
+}
+
+/// The emulator phases' figures, appended to `out`.
+fn render_cloud(out: &mut String, resume: Option<&ResumeLatency>, memory: Option<&MemoryReport>) {
     if let Some(l) = resume {
         out.push_str(&format!(
             "\n{:<44} {:>12} {:>10} {:>16}\n\
@@ -209,7 +237,6 @@ fn render_bench(
             m.runs_ended, m.stop_s, m.runs_not_stopped
         ));
     }
-    out
 }
 
 /// `--waiting-only` is the switch by which `bench` measures memory in a fresh child process:

@@ -5,5 +5,6 @@ pub(crate) mod cloud;
 mod command;
 mod fleet;
 pub(crate) mod memory;
+mod pg;
 
 pub(crate) use command::bench;

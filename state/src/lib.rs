@@ -20,6 +20,7 @@
 
 mod agree;
 mod audit;
+mod copy;
 mod error;
 #[cfg(feature = "test-hooks")]
 mod fault;
@@ -36,6 +37,7 @@ mod thread;
 mod time_ms;
 
 pub use audit::{AuditFailure, AuditReport};
+pub use copy::{CopyOutcome, CopyProgress, CopySnapshot, LiveLease};
 pub use error::{BackendError, ErrorKind, StateError};
 #[cfg(feature = "test-hooks")]
 pub use fault::StoreFault;

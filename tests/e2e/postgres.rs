@@ -21,7 +21,7 @@ fn root() -> PathBuf {
 }
 
 /// The README's first command (the quick start), continuation lines joined.
-fn quick_start() -> Vec<String> {
+pub(crate) fn quick_start() -> Vec<String> {
     let text = std::fs::read_to_string(root().join("README.md")).unwrap();
     let after = &text[text.find("## Quick start").expect("README has a quick start")..];
     let block = after.split("```sh\n").nth(1).unwrap().split("```").next().unwrap();
@@ -49,7 +49,7 @@ fn quick_start() -> Vec<String> {
 
 /// `fogbook ARGS` from the repository root with the state in `db` (every `--db` value the
 /// README names replaced by it) and the local files in the sandbox.
-fn fogbook(sb: &Sandbox, db: &str, args: &[String]) -> Command {
+pub(crate) fn fogbook(sb: &Sandbox, db: &str, args: &[String]) -> Command {
     let mut c = sb.cmd();
     c.current_dir(root())
         .env("FOGBOOK_DB", db)
@@ -61,7 +61,7 @@ fn fogbook(sb: &Sandbox, db: &str, args: &[String]) -> Command {
     c
 }
 
-fn run(sb: &Sandbox, db: &str, args: &[&str]) -> Output {
+pub(crate) fn run(sb: &Sandbox, db: &str, args: &[&str]) -> Output {
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     fogbook(sb, db, &args).output().unwrap()
 }
@@ -83,7 +83,7 @@ fn state_files(sb: &Sandbox) -> Vec<PathBuf> {
 }
 
 /// The Microsoft.Sql mutations the emulator accepted, in order.
-fn sql_mutations(file: &Path) -> Vec<String> {
+pub(crate) fn sql_mutations(file: &Path) -> Vec<String> {
     let state: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
     state["journal"]["entries"]
         .as_array()
@@ -102,7 +102,7 @@ fn sql_mutations(file: &Path) -> Vec<String> {
 }
 
 /// The runs (id, status) read from outside fogbook: the rows of the PostgreSQL database.
-fn runs_in_postgres(db: &str) -> Vec<(String, String)> {
+pub(crate) fn runs_in_postgres(db: &str) -> Vec<(String, String)> {
     let url: fogbook_state::pg::StoreUrl = db.parse().unwrap();
     let fogbook_state::pg::StoreUrl::Postgres(url) = url else {
         unreachable!("a PostgreSQL URL")
@@ -117,7 +117,7 @@ fn runs_in_postgres(db: &str) -> Vec<(String, String)> {
 }
 
 /// The id of the only run in `db`.
-fn only_run(sb: &Sandbox, db: &str) -> String {
+pub(crate) fn only_run(sb: &Sandbox, db: &str) -> String {
     let out = run(sb, db, &["--format", "json", "runs"]);
     assert_eq!(code(&out), 0, "runs: {}", stderr(&out));
     let runs: Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -17,7 +17,7 @@ pub(crate) const GLOBAL: &str = "Global options";
 pub(crate) struct Cli {
     /// The state database: a SQLite file (created with mode 0600 if missing; also `sqlite:PATH`)
     /// or a PostgreSQL URL, `postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=require`.
-    #[arg(long, global = true, help_heading = GLOBAL, env = "FOGBOOK_DB", default_value = "fogbook.db")]
+    #[arg(long, global = true, help_heading = GLOBAL, env = "FOGBOOK_DB", hide_env_values = true, default_value = "fogbook.db")]
     pub(crate) db: PathBuf,
     /// Output format on stdout. Logs and progress always go to stderr.
     #[arg(long, global = true, help_heading = GLOBAL, value_enum, default_value_t = Format::Text)]
@@ -288,7 +288,7 @@ pub(crate) struct SimServeArgs {
     #[arg(long)]
     pub(crate) faults: Option<PathBuf>,
     /// Accept only this bearer token (default: any).
-    #[arg(long, env = "FOGBOOK_SIM_TOKEN")]
+    #[arg(long, env = "FOGBOOK_SIM_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
     /// Serve HTTPS with this certificate (PEM); needs --tls-key.
     #[arg(long, requires = "tls_key")]

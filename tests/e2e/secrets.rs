@@ -116,3 +116,30 @@ fn issue_20_a_step_env_naming_a_credential_variable_is_refused() {
     assert!(text.contains("never reach a command"), "and says why: {text}");
     assert!(!text.contains("GREETING"), "other variables are fine: {text}");
 }
+
+/// `--help` prints the environment variables an option reads; for the state database's URL
+/// (which holds the PostgreSQL password) and the emulator's bearer token it must print the
+/// variable's name only, never its value.
+#[test]
+fn help_names_secret_variables_without_their_values() {
+    let sb = Sandbox::new();
+    const PASSWORD: &str = "pg-password-7d41c0e9";
+    const TOKEN: &str = "sim-token-52be90aa";
+    let db = format!("postgres://fogbook:{PASSWORD}@127.0.0.1:9/fogbook");
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["status", "--help"],
+        &["store", "copy", "--help"],
+        &["sim", "serve", "--help"],
+        &["help", "worker"],
+    ] {
+        let out = sb.run_env(args, &[("FOGBOOK_DB", &db), ("FOGBOOK_SIM_TOKEN", TOKEN)]);
+        assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(!text.contains(PASSWORD), "{args:?} printed the database password:\n{text}");
+        assert!(!text.contains(TOKEN), "{args:?} printed the emulator's token:\n{text}");
+    }
+    let out = sb.run_env(&["--help"], &[("FOGBOOK_DB", &db)]);
+    assert!(stdout(&out).contains("FOGBOOK_DB"), "the variable is still named:\n{}", stdout(&out));
+}

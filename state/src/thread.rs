@@ -9,12 +9,13 @@
 //! answers each of them. Every caller is still answered only after its changes are
 //! durable, but many commits share one fsync.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use crate::StateError;
@@ -53,7 +54,7 @@ impl<T: Send> Pending for Reply<T> {
     }
 }
 
-type WriteFn = Box<dyn FnOnce(Option<&Transaction<'_>>) -> Box<dyn Pending> + Send>;
+type WriteFn = Box<dyn FnOnce(Option<&SqliteTx<'_>>) -> Box<dyn Pending> + Send>;
 
 enum Job {
     Read(Box<dyn FnOnce(&mut Connection) + Send>),
@@ -155,7 +156,7 @@ impl ConnThread {
     {
         let (reply, rx) = oneshot::channel();
         let job = Job::Read(Box::new(move |conn| {
-            let _ = reply.send(f(&SqliteTx(conn)));
+            let _ = reply.send(f(&SqliteTx::new(conn)));
         }));
         self.tx.send(job).map_err(|_| StateError::StoreClosed)?;
         rx.await.map_err(|_| StateError::StoreClosed)?
@@ -173,7 +174,7 @@ impl ConnThread {
         let (reply, rx) = oneshot::channel();
         let job = Job::Write(Box::new(move |tx| -> Box<dyn Pending> {
             let result = match tx {
-                Some(tx) => f(&SqliteTx(tx)),
+                Some(tx) => f(tx),
                 None => Err(StateError::commit_failed("could not begin a transaction")),
             };
             Box::new(Reply { tx: reply, result })
@@ -204,10 +205,13 @@ fn next_job(rx: &mpsc::Receiver<Job>) -> Result<Job, mpsc::RecvError> {
     }
 }
 
-/// Runs a group of writes in one transaction and answers each after the commit. Returns
-/// whether a commit happened.
-/// Commits `group` in one transaction. A commit is counted in `commits` before any writer
-/// is answered, so a caller that reads the count after its answer sees its own commit.
+/// Commits `group` in one transaction and answers each write after the commit. A commit is
+/// counted in `commits` before any writer is answered, so a caller that reads the count
+/// after its answer sees its own commit.
+///
+/// The audit chain's head is kept in memory for the transaction (each write's appends move
+/// it; a write rolled back to its savepoint restores it) and its row is written once,
+/// before the commit: `BEGIN IMMEDIATE` keeps every other writer out until then.
 fn commit_group(conn: &mut Connection, mut group: Vec<WriteFn>, commits: &AtomicU64) {
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
@@ -219,12 +223,15 @@ fn commit_group(conn: &mut Connection, mut group: Vec<WriteFn>, commits: &Atomic
             return;
         }
     };
+    let chain = RefCell::new(None);
+    let stx = SqliteTx::with_chain(&tx, &chain);
+    let mut pending = Vec::with_capacity(group.len());
     if group.len() == 1
         && let Some(w) = group.pop()
     {
         // Alone in its transaction: a failed write rolls the whole transaction back, no
         // savepoint needed.
-        let p = w(Some(&tx));
+        let p = w(Some(&stx));
         if p.failed() {
             if let Err(e) = tx.rollback() {
                 tracing::error!(error = %e, "could not roll back a failed write");
@@ -232,24 +239,18 @@ fn commit_group(conn: &mut Connection, mut group: Vec<WriteFn>, commits: &Atomic
             p.finish(Ok(()));
             return;
         }
-        match tx.commit() {
-            Ok(()) => {
-                commits.fetch_add(1, Ordering::Relaxed);
-                p.finish(Ok(()));
-            }
-            Err(e) => p.finish(Err(&failure("committing", e))),
-        }
-        return;
+        pending.push(p);
     }
-    let mut pending = Vec::with_capacity(group.len());
     for w in group {
         if let Err(e) = tx.prepare_cached("SAVEPOINT write").and_then(|mut s| s.execute([])) {
             let p = w(None);
             p.finish(Err(&failure("opening a savepoint", e)));
             continue;
         }
-        let p = w(Some(&tx));
+        let before = chain.borrow().clone();
+        let p = w(Some(&stx));
         let closed = if p.failed() {
+            *chain.borrow_mut() = before;
             tx.execute_batch("ROLLBACK TO write; RELEASE write")
         } else {
             tx.prepare_cached("RELEASE write")
@@ -260,15 +261,24 @@ fn commit_group(conn: &mut Connection, mut group: Vec<WriteFn>, commits: &Atomic
         }
         pending.push(p);
     }
-    match tx.commit() {
+    let head = chain.borrow_mut().take();
+    let written = match head {
+        Some(head) => crate::audit::write_chain_head(&stx, &head),
+        None => Ok(()),
+    };
+    let committed = match written {
+        Ok(()) => tx.commit().map_err(|e| failure("committing", e)),
+        // Dropping the transaction rolls it back.
+        Err(e) => Err(Arc::new(e) as BackendError),
+    };
+    match committed {
         Ok(()) => {
             commits.fetch_add(1, Ordering::Relaxed);
             for p in pending {
                 p.finish(Ok(()));
             }
         }
-        Err(e) => {
-            let source = failure("committing", e);
+        Err(source) => {
             for p in pending {
                 p.finish(Err(&source));
             }

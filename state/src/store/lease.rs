@@ -235,11 +235,23 @@ pub(super) fn check_lease(
     held: Option<i64>,
     now: Millis,
 ) -> Result<bool, StateError> {
-    let current: Option<(Option<String>, Option<Millis>, bool, i64)> = conn
+    check_lease_counting(conn, run_id, owner, held, now).map(|(cancel, _)| cancel)
+}
+
+/// As [`check_lease`], and also returns the run's audit count, read in the same statement
+/// (a transition appends its events without reading it again).
+pub(super) fn check_lease_counting(
+    conn: &dyn Tx,
+    run_id: &str,
+    owner: &str,
+    held: Option<i64>,
+    now: Millis,
+) -> Result<(bool, i64), StateError> {
+    let current: Option<(Option<String>, Option<Millis>, bool, i64, i64)> = conn
         .query_row(
-            "SELECT lease_owner, lease_expires_at, cancel_requested, lease_epoch FROM runs WHERE id = ?1",
+            "SELECT lease_owner, lease_expires_at, cancel_requested, lease_epoch, audit_count FROM runs WHERE id = ?1",
             params![run_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )
         .optional()
         .during("checking the lease")?;
@@ -247,19 +259,21 @@ pub(super) fn check_lease(
         None => Err(StateError::UnknownRun {
             run_id: run_id.to_owned(),
         }),
-        Some((Some(o), _, _, epoch)) if o == owner && held.is_some_and(|h| h != epoch) => Err(StateError::LeaseLost {
-            run_id: run_id.to_owned(),
-            owner: format!(
-                "{o} again, in another process (the lease was taken over: epoch {epoch}, this process holds {})",
-                held.unwrap_or_default()
-            ),
-        }),
-        Some((Some(o), Some(exp), cancel, _)) if o == owner && exp > now => Ok(cancel),
-        Some((Some(o), _, _, _)) if o == owner => Err(StateError::LeaseLost {
+        Some((Some(o), _, _, epoch, _)) if o == owner && held.is_some_and(|h| h != epoch) => {
+            Err(StateError::LeaseLost {
+                run_id: run_id.to_owned(),
+                owner: format!(
+                    "{o} again, in another process (the lease was taken over: epoch {epoch}, this process holds {})",
+                    held.unwrap_or_default()
+                ),
+            })
+        }
+        Some((Some(o), Some(exp), cancel, _, count)) if o == owner && exp > now => Ok((cancel, count)),
+        Some((Some(o), _, _, _, _)) if o == owner => Err(StateError::LeaseLost {
             run_id: run_id.to_owned(),
             owner: "nobody (this process's lease expired)".to_owned(),
         }),
-        Some((other, _, _, _)) => Err(StateError::LeaseLost {
+        Some((other, _, _, _, _)) => Err(StateError::LeaseLost {
             run_id: run_id.to_owned(),
             owner: other.unwrap_or_else(|| "nobody".to_owned()),
         }),

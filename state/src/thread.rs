@@ -293,3 +293,114 @@ fn failure(operation: &'static str, e: rusqlite::Error) -> BackendError {
         source: Arc::new(without_sql(e)),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::future::Future;
+    use std::task::Poll;
+
+    use serde_json::json;
+
+    use crate::audit::{self, NewEvent};
+    use crate::{NewRun, StateError, Store};
+
+    fn new_run(id: &str) -> NewRun {
+        NewRun {
+            id: id.to_owned(),
+            runbook_name: "rb".to_owned(),
+            runbook_version: 1,
+            runbook_text: "runbook: rb".to_owned(),
+            runbook_sha256: "abc".to_owned(),
+            source_path: None,
+            params: json!({}),
+            steps: vec!["a".to_owned()],
+            locks: Vec::new(),
+            auto_approve: false,
+            lease: None,
+            created_by: json!("test"),
+            window: None,
+            schedule: None,
+            now: 1_000,
+        }
+    }
+
+    /// Polls `fut` once (so a write sends its job to the thread) without waiting for it.
+    async fn poll_once<F: Future + Unpin>(fut: &mut F) {
+        std::future::poll_fn(|cx| {
+            let _ = std::pin::Pin::new(&mut *fut).poll(cx);
+            Poll::Ready(())
+        })
+        .await;
+    }
+
+    /// A write rolled back to its savepoint after appending to the audit trail also takes
+    /// its events out of the chain head the group keeps in memory: the next write of the
+    /// same transaction links to the event before it, and the chain verifies.
+    #[tokio::test]
+    async fn a_write_rolled_back_in_a_group_leaves_the_chain_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        store.create_run(new_run("r1")).await.unwrap();
+        // A read holds the thread until the three writes are queued behind it, so they
+        // are one group: one transaction, one savepoint each.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (entered, in_read) = tokio::sync::oneshot::channel::<()>();
+        let reader = store.clone();
+        let blocker = tokio::spawn(async move {
+            reader
+                .read(move |_| {
+                    let _ = entered.send(());
+                    let _ = held.recv();
+                    Ok(())
+                })
+                .await
+        });
+        in_read.await.unwrap();
+        let before = store.commit_count();
+        let write = |n: u32, fail: bool| {
+            let store = store.clone();
+            Box::pin(async move {
+                store
+                    .write(move |tx| {
+                        audit::append(tx, "r1", 2_000, NewEvent::run("test.event", json!({ "n": n })))?;
+                        if fail {
+                            return Err(StateError::commit_failed("this write is made to fail"));
+                        }
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        let (mut first, mut failing, mut last) = (write(1, false), write(2, true), write(3, false));
+        poll_once(&mut first).await;
+        poll_once(&mut failing).await;
+        poll_once(&mut last).await;
+        release.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        first.await.unwrap();
+        assert!(failing.await.is_err(), "the second write fails");
+        last.await.unwrap();
+        assert_eq!(
+            store.commit_count() - before,
+            1,
+            "the three writes shared one transaction"
+        );
+        let report = store.verify_audit(None).await.unwrap();
+        assert!(report.failure.is_none(), "{report:?}");
+        let events: Vec<i64> = store
+            .read(|tx| {
+                tx.query_map(
+                    "SELECT gseq FROM events WHERE kind = 'test.event' ORDER BY gseq",
+                    crate::sql::params![],
+                    |r| r.get(0),
+                )
+                .map_err(|e| StateError::commit_failed(e.to_string()))
+            })
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 2, "the failed write's event is gone: {events:?}");
+        assert_eq!(events[1], events[0] + 1, "the last write's event follows the first's");
+    }
+}

@@ -176,13 +176,15 @@ fn append_events<'a>(
 ) -> Result<(), StateError> {
     let mut events = events.into_iter().peekable();
     if events.peek().is_none() {
-        if let Some((status, now)) = touch {
-            tx.execute(
-                "UPDATE runs SET status = COALESCE(?3, status), updated_at = ?2 WHERE id = ?1",
+        match touch {
+            Some((Some(status), now)) => tx.execute(
+                "UPDATE runs SET status = ?3, updated_at = ?2 WHERE id = ?1",
                 params![run_id, now, status],
-            )
-            .during("updating the run")?;
+            ),
+            Some((None, now)) => tx.execute("UPDATE runs SET updated_at = ?2 WHERE id = ?1", params![run_id, now]),
+            None => Ok(0),
         }
+        .during("updating the run")?;
         return Ok(());
     }
     let (table, key_col, key) = head_of(run_id);
@@ -250,10 +252,15 @@ fn append_events<'a>(
         insert_events(tx, &rows)?;
     }
     match touch {
-        Some((status, now)) => tx.execute(
-            "UPDATE runs SET audit_head = ?2, audit_count = ?3, status = COALESCE(?4, status), updated_at = ?5
-             WHERE id = ?1",
+        // The status only when it changes: a column in the SET list has its indexes
+        // rewritten even when its value stays the same.
+        Some((Some(status), now)) => tx.execute(
+            "UPDATE runs SET audit_head = ?2, audit_count = ?3, status = ?4, updated_at = ?5 WHERE id = ?1",
             params![key, prev, seq, status, now],
+        ),
+        Some((None, now)) => tx.execute(
+            "UPDATE runs SET audit_head = ?2, audit_count = ?3, updated_at = ?4 WHERE id = ?1",
+            params![key, prev, seq, now],
         ),
         None => tx.execute(
             &format!("UPDATE {table} SET audit_head = ?2, audit_count = ?3 WHERE {key_col} = ?1"),

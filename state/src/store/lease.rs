@@ -235,23 +235,25 @@ pub(super) fn check_lease(
     held: Option<i64>,
     now: Millis,
 ) -> Result<bool, StateError> {
-    check_lease_counting(conn, run_id, owner, held, now).map(|(cancel, _)| cancel)
+    check_lease_counting(conn, run_id, owner, held, now).map(|(cancel, _, _)| cancel)
 }
 
-/// As [`check_lease`], and also returns the run's audit count, read in the same statement
-/// (a transition appends its events without reading it again).
+/// As [`check_lease`], and also returns the run's audit count and whether its status is
+/// `running`, read in the same statement (a transition then neither reads them again nor
+/// rewrites an unchanged status, which is indexed).
 pub(super) fn check_lease_counting(
     conn: &dyn Tx,
     run_id: &str,
     owner: &str,
     held: Option<i64>,
     now: Millis,
-) -> Result<(bool, i64), StateError> {
-    let current: Option<(Option<String>, Option<Millis>, bool, i64, i64)> = conn
+) -> Result<(bool, i64, bool), StateError> {
+    let current: Option<(Option<String>, Option<Millis>, bool, i64, (i64, bool))> = conn
         .query_row(
-            "SELECT lease_owner, lease_expires_at, cancel_requested, lease_epoch, audit_count FROM runs WHERE id = ?1",
+            "SELECT lease_owner, lease_expires_at, cancel_requested, lease_epoch, audit_count, status = 'running'
+             FROM runs WHERE id = ?1",
             params![run_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, (r.get(4)?, r.get(5)?))),
         )
         .optional()
         .during("checking the lease")?;
@@ -268,7 +270,9 @@ pub(super) fn check_lease_counting(
                 ),
             })
         }
-        Some((Some(o), Some(exp), cancel, _, count)) if o == owner && exp > now => Ok((cancel, count)),
+        Some((Some(o), Some(exp), cancel, _, (count, running))) if o == owner && exp > now => {
+            Ok((cancel, count, running))
+        }
         Some((Some(o), _, _, _, _)) if o == owner => Err(StateError::LeaseLost {
             run_id: run_id.to_owned(),
             owner: "nobody (this process's lease expired)".to_owned(),

@@ -84,7 +84,7 @@ impl Store {
                 .map(|s| s.now)
                 .or(finished.last().map(|f| f.now))
                 .unwrap_or(0);
-            let (cancel, count) = check_lease_counting(tx, &run_id, &owner, held, now)?;
+            let (cancel, count, running) = check_lease_counting(tx, &run_id, &owner, held, now)?;
             // The run's audit count as read with the lease, while nothing was appended since.
             let mut count = Some(count);
             let mut events = Vec::new();
@@ -152,7 +152,9 @@ impl Store {
                     &mut events,
                 )?;
             }
-            audit::append_and_touch(tx, &run_id, events, Some(RunStatus::Running.as_str()), start.now, count)?;
+            // An unchanged status is not written again: it is indexed (twice).
+            let status = (!running || status_set).then_some(RunStatus::Running.as_str());
+            audit::append_and_touch(tx, &run_id, events, status, start.now, count)?;
             Ok(Ok(()))
         })
         .await

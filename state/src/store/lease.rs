@@ -238,6 +238,10 @@ pub(super) fn check_lease(
     check_lease_counting(conn, run_id, owner, held, now).map(|(cancel, _, _)| cancel)
 }
 
+/// A run's lease owner, expiry, cancellation flag and epoch, with its audit count and
+/// whether it is running.
+type LeaseRow = (Option<String>, Option<Millis>, bool, i64, (i64, bool));
+
 /// As [`check_lease`], and also returns the run's audit count and whether its status is
 /// `running`, read in the same statement (a transition then neither reads them again nor
 /// rewrites an unchanged status, which is indexed).
@@ -248,7 +252,7 @@ pub(super) fn check_lease_counting(
     held: Option<i64>,
     now: Millis,
 ) -> Result<(bool, i64, bool), StateError> {
-    let current: Option<(Option<String>, Option<Millis>, bool, i64, (i64, bool))> = conn
+    let current: Option<LeaseRow> = conn
         .query_row(
             "SELECT lease_owner, lease_expires_at, cancel_requested, lease_epoch, audit_count, status = 'running'
              FROM runs WHERE id = ?1",

@@ -14,7 +14,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::SqlContext;
-use crate::sql::{self, OptionalExt, Tx, params};
+use crate::sql::{self, ChainHead, OptionalExt, ToValue, Tx, params};
 use crate::{Millis, StateError};
 
 /// The `prev_hash` of the first event.
@@ -148,19 +148,23 @@ pub(crate) fn append_all<'a>(
     run_id: &str,
     events: impl IntoIterator<Item = (Millis, NewEvent<'a>)>,
 ) -> Result<(), StateError> {
-    append_events(tx, run_id, events, None)
+    append_events(tx, run_id, events, None, None)
 }
 
 /// Appends a run's events (as [`append_all`]) and records in the same row update that the
 /// run moved at `now` (and its new status, if it changes): one write of the run's row.
+///
+/// `count` is the run's audit count when the caller read it earlier in this transaction
+/// (and appended nothing since); `None` reads it here.
 pub(crate) fn append_and_touch<'a>(
     tx: &dyn Tx,
     run_id: &str,
     events: impl IntoIterator<Item = (Millis, NewEvent<'a>)>,
     status: Option<&'static str>,
     now: Millis,
+    count: Option<i64>,
 ) -> Result<(), StateError> {
-    append_events(tx, run_id, events, Some((status, now)))
+    append_events(tx, run_id, events, Some((status, now)), count)
 }
 
 fn append_events<'a>(
@@ -168,35 +172,48 @@ fn append_events<'a>(
     run_id: &str,
     events: impl IntoIterator<Item = (Millis, NewEvent<'a>)>,
     touch: Option<(Option<&'static str>, Millis)>,
+    count: Option<i64>,
 ) -> Result<(), StateError> {
     let mut events = events.into_iter().peekable();
     if events.peek().is_none() {
-        if let Some((status, now)) = touch {
-            tx.execute(
-                "UPDATE runs SET status = COALESCE(?3, status), updated_at = ?2 WHERE id = ?1",
+        match touch {
+            Some((Some(status), now)) => tx.execute(
+                "UPDATE runs SET status = ?3, updated_at = ?2 WHERE id = ?1",
                 params![run_id, now, status],
-            )
-            .during("updating the run")?;
+            ),
+            Some((None, now)) => tx.execute("UPDATE runs SET updated_at = ?2 WHERE id = ?1", params![run_id, now]),
+            None => Ok(0),
         }
+        .during("updating the run")?;
         return Ok(());
     }
     let (table, key_col, key) = head_of(run_id);
-    let mut seq: i64 = tx
-        .query_row(
-            &format!("SELECT audit_count FROM {table} WHERE {key_col} = ?1"),
-            params![key],
-            |r| r.get(0),
-        )
-        .optional()
-        .during("reading the audit head")?
-        .ok_or_else(|| StateError::UnknownRun {
-            run_id: run_id.to_owned(),
-        })?;
-    let (mut prev, mut gseq): (String, i64) = tx
-        .query_row("SELECT head, count FROM chain WHERE id = 1", params![], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .during("reading the chain head")?;
+    let mut seq: i64 = match count {
+        Some(count) => count,
+        None => tx
+            .query_row(
+                &format!("SELECT audit_count FROM {table} WHERE {key_col} = ?1"),
+                params![key],
+                |r| r.get(0),
+            )
+            .optional()
+            .during("reading the audit head")?
+            .ok_or_else(|| StateError::UnknownRun {
+                run_id: run_id.to_owned(),
+            })?,
+    };
+    let cached = tx.chain_head();
+    let held = cached.and_then(|c| c.borrow().clone());
+    let ChainHead {
+        hash: mut prev,
+        count: mut gseq,
+    } = match held {
+        Some(head) => head,
+        None => read_chain_head(tx)?,
+    };
+    // The events go in with as few statements as possible: up to `INSERT_ROWS` per
+    // statement, each row's ten values one after the other.
+    let mut rows: Vec<sql::Value> = Vec::with_capacity(INSERT_ROWS * EVENT_COLUMNS);
     for (at, ev) in events {
         crate::pg::listen::wake_workers(tx, ev.kind).during("notifying the workers")?;
         seq += 1;
@@ -214,19 +231,37 @@ fn append_events<'a>(
             prev_hash: &prev,
         }
         .hash();
-        tx.execute(
-            "INSERT INTO events (gseq, run_id, seq, at, kind, step_id, attempt, data, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![gseq, run_id, seq, at, ev.kind, ev.step_id, ev.attempt, data, prev, hash],
-        )
-        .during("appending an audit event")?;
-        prev = hash;
+        let prev_hash = std::mem::replace(&mut prev, hash.clone());
+        rows.extend([
+            gseq.to_value(),
+            run_id.to_value(),
+            seq.to_value(),
+            at.to_value(),
+            ev.kind.to_value(),
+            ev.step_id.to_value(),
+            ev.attempt.to_value(),
+            sql::Value::Text(data),
+            sql::Value::Text(prev_hash),
+            sql::Value::Text(hash),
+        ]);
+        if rows.len() == INSERT_ROWS * EVENT_COLUMNS {
+            insert_events(tx, &rows)?;
+            rows.clear();
+        }
+    }
+    if !rows.is_empty() {
+        insert_events(tx, &rows)?;
     }
     match touch {
-        Some((status, now)) => tx.execute(
-            "UPDATE runs SET audit_head = ?2, audit_count = ?3, status = COALESCE(?4, status), updated_at = ?5
-             WHERE id = ?1",
+        // The status only when it changes: a column in the SET list has its indexes
+        // rewritten even when its value stays the same.
+        Some((Some(status), now)) => tx.execute(
+            "UPDATE runs SET audit_head = ?2, audit_count = ?3, status = ?4, updated_at = ?5 WHERE id = ?1",
             params![key, prev, seq, status, now],
+        ),
+        Some((None, now)) => tx.execute(
+            "UPDATE runs SET audit_head = ?2, audit_count = ?3, updated_at = ?4 WHERE id = ?1",
+            params![key, prev, seq, now],
         ),
         None => tx.execute(
             &format!("UPDATE {table} SET audit_head = ?2, audit_count = ?3 WHERE {key_col} = ?1"),
@@ -234,9 +269,70 @@ fn append_events<'a>(
         ),
     }
     .during("advancing the audit head")?;
+    let head = ChainHead {
+        hash: prev,
+        count: gseq,
+    };
+    match cached {
+        // Written once, before the transaction commits (`write_chain_head`).
+        Some(cell) => *cell.borrow_mut() = Some(head),
+        None => write_chain_head(tx, &head)?,
+    }
+    Ok(())
+}
+
+/// The columns of an event's row, in the order [`insert_events`] binds them.
+const EVENT_COLUMNS: usize = 10;
+/// At most this many events are inserted by one statement.
+const INSERT_ROWS: usize = 8;
+
+/// Inserts events whose values are laid out row after row in `values`
+/// (`EVENT_COLUMNS` each, at most `INSERT_ROWS` rows).
+fn insert_events(tx: &dyn Tx, values: &[sql::Value]) -> Result<(), StateError> {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let statements = SQL.get_or_init(|| {
+        (1..=INSERT_ROWS)
+            .map(|n| {
+                let rows: Vec<String> = (0..n)
+                    .map(|r| {
+                        let cells: Vec<String> = (1..=EVENT_COLUMNS)
+                            .map(|c| format!("?{}", r * EVENT_COLUMNS + c))
+                            .collect();
+                        format!("({})", cells.join(", "))
+                    })
+                    .collect();
+                format!(
+                    "INSERT INTO events (gseq, run_id, seq, at, kind, step_id, attempt, data, prev_hash, hash) VALUES {}",
+                    rows.join(", ")
+                )
+            })
+            .collect()
+    });
+    let n = values.len() / EVENT_COLUMNS;
+    let sql = statements
+        .get(n.wrapping_sub(1))
+        .ok_or_else(|| StateError::commit_failed("an audit insert of an unexpected size"))?;
+    tx.execute(sql, values).during("appending an audit event")?;
+    Ok(())
+}
+
+/// The chain's head as its row records it.
+fn read_chain_head(tx: &dyn Tx) -> Result<ChainHead, StateError> {
+    tx.query_row("SELECT head, count FROM chain WHERE id = 1", params![], |r| {
+        Ok(ChainHead {
+            hash: r.get(0)?,
+            count: r.get(1)?,
+        })
+    })
+    .during("reading the chain head")
+}
+
+/// Records `head` as the chain's head (a backend that keeps the head in memory for a
+/// transaction calls this once, before it commits).
+pub(crate) fn write_chain_head(tx: &dyn Tx, head: &ChainHead) -> Result<(), StateError> {
     tx.execute(
         "UPDATE chain SET head = ?1, count = ?2 WHERE id = 1",
-        params![prev, gseq],
+        params![head.hash, head.count],
     )
     .during("advancing the chain head")?;
     Ok(())

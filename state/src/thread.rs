@@ -9,12 +9,13 @@
 //! answers each of them. Every caller is still answered only after its changes are
 //! durable, but many commits share one fsync.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use crate::StateError;
@@ -53,7 +54,7 @@ impl<T: Send> Pending for Reply<T> {
     }
 }
 
-type WriteFn = Box<dyn FnOnce(Option<&Transaction<'_>>) -> Box<dyn Pending> + Send>;
+type WriteFn = Box<dyn FnOnce(Option<&SqliteTx<'_>>) -> Box<dyn Pending> + Send>;
 
 enum Job {
     Read(Box<dyn FnOnce(&mut Connection) + Send>),
@@ -155,7 +156,7 @@ impl ConnThread {
     {
         let (reply, rx) = oneshot::channel();
         let job = Job::Read(Box::new(move |conn| {
-            let _ = reply.send(f(&SqliteTx(conn)));
+            let _ = reply.send(f(&SqliteTx::new(conn)));
         }));
         self.tx.send(job).map_err(|_| StateError::StoreClosed)?;
         rx.await.map_err(|_| StateError::StoreClosed)?
@@ -173,7 +174,7 @@ impl ConnThread {
         let (reply, rx) = oneshot::channel();
         let job = Job::Write(Box::new(move |tx| -> Box<dyn Pending> {
             let result = match tx {
-                Some(tx) => f(&SqliteTx(tx)),
+                Some(tx) => f(tx),
                 None => Err(StateError::commit_failed("could not begin a transaction")),
             };
             Box::new(Reply { tx: reply, result })
@@ -204,10 +205,13 @@ fn next_job(rx: &mpsc::Receiver<Job>) -> Result<Job, mpsc::RecvError> {
     }
 }
 
-/// Runs a group of writes in one transaction and answers each after the commit. Returns
-/// whether a commit happened.
-/// Commits `group` in one transaction. A commit is counted in `commits` before any writer
-/// is answered, so a caller that reads the count after its answer sees its own commit.
+/// Commits `group` in one transaction and answers each write after the commit. A commit is
+/// counted in `commits` before any writer is answered, so a caller that reads the count
+/// after its answer sees its own commit.
+///
+/// The audit chain's head is kept in memory for the transaction (each write's appends move
+/// it; a write rolled back to its savepoint restores it) and its row is written once,
+/// before the commit: `BEGIN IMMEDIATE` keeps every other writer out until then.
 fn commit_group(conn: &mut Connection, mut group: Vec<WriteFn>, commits: &AtomicU64) {
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
@@ -219,12 +223,15 @@ fn commit_group(conn: &mut Connection, mut group: Vec<WriteFn>, commits: &Atomic
             return;
         }
     };
+    let chain = RefCell::new(None);
+    let stx = SqliteTx::with_chain(&tx, &chain);
+    let mut pending = Vec::with_capacity(group.len());
     if group.len() == 1
         && let Some(w) = group.pop()
     {
         // Alone in its transaction: a failed write rolls the whole transaction back, no
         // savepoint needed.
-        let p = w(Some(&tx));
+        let p = w(Some(&stx));
         if p.failed() {
             if let Err(e) = tx.rollback() {
                 tracing::error!(error = %e, "could not roll back a failed write");
@@ -232,24 +239,18 @@ fn commit_group(conn: &mut Connection, mut group: Vec<WriteFn>, commits: &Atomic
             p.finish(Ok(()));
             return;
         }
-        match tx.commit() {
-            Ok(()) => {
-                commits.fetch_add(1, Ordering::Relaxed);
-                p.finish(Ok(()));
-            }
-            Err(e) => p.finish(Err(&failure("committing", e))),
-        }
-        return;
+        pending.push(p);
     }
-    let mut pending = Vec::with_capacity(group.len());
     for w in group {
         if let Err(e) = tx.prepare_cached("SAVEPOINT write").and_then(|mut s| s.execute([])) {
             let p = w(None);
             p.finish(Err(&failure("opening a savepoint", e)));
             continue;
         }
-        let p = w(Some(&tx));
+        let before = chain.borrow().clone();
+        let p = w(Some(&stx));
         let closed = if p.failed() {
+            *chain.borrow_mut() = before;
             tx.execute_batch("ROLLBACK TO write; RELEASE write")
         } else {
             tx.prepare_cached("RELEASE write")
@@ -260,15 +261,24 @@ fn commit_group(conn: &mut Connection, mut group: Vec<WriteFn>, commits: &Atomic
         }
         pending.push(p);
     }
-    match tx.commit() {
+    let head = chain.borrow_mut().take();
+    let written = match head {
+        Some(head) => crate::audit::write_chain_head(&stx, &head),
+        None => Ok(()),
+    };
+    let committed = match written {
+        Ok(()) => tx.commit().map_err(|e| failure("committing", e)),
+        // Dropping the transaction rolls it back.
+        Err(e) => Err(Arc::new(e) as BackendError),
+    };
+    match committed {
         Ok(()) => {
             commits.fetch_add(1, Ordering::Relaxed);
             for p in pending {
                 p.finish(Ok(()));
             }
         }
-        Err(e) => {
-            let source = failure("committing", e);
+        Err(source) => {
             for p in pending {
                 p.finish(Err(&source));
             }
@@ -282,4 +292,115 @@ fn failure(operation: &'static str, e: rusqlite::Error) -> BackendError {
         operation,
         source: Arc::new(without_sql(e)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::future::Future;
+    use std::task::Poll;
+
+    use serde_json::json;
+
+    use crate::audit::{self, NewEvent};
+    use crate::{NewRun, StateError, Store};
+
+    fn new_run(id: &str) -> NewRun {
+        NewRun {
+            id: id.to_owned(),
+            runbook_name: "rb".to_owned(),
+            runbook_version: 1,
+            runbook_text: "runbook: rb".to_owned(),
+            runbook_sha256: "abc".to_owned(),
+            source_path: None,
+            params: json!({}),
+            steps: vec!["a".to_owned()],
+            locks: Vec::new(),
+            auto_approve: false,
+            lease: None,
+            created_by: json!("test"),
+            window: None,
+            schedule: None,
+            now: 1_000,
+        }
+    }
+
+    /// Polls `fut` once (so a write sends its job to the thread) without waiting for it.
+    async fn poll_once<F: Future + Unpin>(fut: &mut F) {
+        std::future::poll_fn(|cx| {
+            let _ = std::pin::Pin::new(&mut *fut).poll(cx);
+            Poll::Ready(())
+        })
+        .await;
+    }
+
+    /// A write rolled back to its savepoint after appending to the audit trail also takes
+    /// its events out of the chain head the group keeps in memory: the next write of the
+    /// same transaction links to the event before it, and the chain verifies.
+    #[tokio::test]
+    async fn a_write_rolled_back_in_a_group_leaves_the_chain_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        store.create_run(new_run("r1")).await.unwrap();
+        // A read holds the thread until the three writes are queued behind it, so they
+        // are one group: one transaction, one savepoint each.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (entered, in_read) = tokio::sync::oneshot::channel::<()>();
+        let reader = store.clone();
+        let blocker = tokio::spawn(async move {
+            reader
+                .read(move |_| {
+                    let _ = entered.send(());
+                    let _ = held.recv();
+                    Ok(())
+                })
+                .await
+        });
+        in_read.await.unwrap();
+        let before = store.commit_count();
+        let write = |n: u32, fail: bool| {
+            let store = store.clone();
+            Box::pin(async move {
+                store
+                    .write(move |tx| {
+                        audit::append(tx, "r1", 2_000, NewEvent::run("test.event", json!({ "n": n })))?;
+                        if fail {
+                            return Err(StateError::commit_failed("this write is made to fail"));
+                        }
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        let (mut first, mut failing, mut last) = (write(1, false), write(2, true), write(3, false));
+        poll_once(&mut first).await;
+        poll_once(&mut failing).await;
+        poll_once(&mut last).await;
+        release.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        first.await.unwrap();
+        assert!(failing.await.is_err(), "the second write fails");
+        last.await.unwrap();
+        assert_eq!(
+            store.commit_count() - before,
+            1,
+            "the three writes shared one transaction"
+        );
+        let report = store.verify_audit(None).await.unwrap();
+        assert!(report.failure.is_none(), "{report:?}");
+        let events: Vec<i64> = store
+            .read(|tx| {
+                tx.query_map(
+                    "SELECT gseq FROM events WHERE kind = 'test.event' ORDER BY gseq",
+                    crate::sql::params![],
+                    |r| r.get(0),
+                )
+                .map_err(|e| StateError::commit_failed(e.to_string()))
+            })
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 2, "the failed write's event is gone: {events:?}");
+        assert_eq!(events[1], events[0] + 1, "the last write's event follows the first's");
+    }
 }

@@ -14,6 +14,7 @@
 pub(crate) mod sqlite;
 mod value;
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 pub(crate) use value::{Row, ToValue, Value};
@@ -80,6 +81,25 @@ pub(crate) trait Tx {
     fn lease_now(&self, caller: crate::Millis) -> Result<crate::Millis> {
         Ok(caller)
     }
+
+    /// The head of the audit chain as this transaction has moved it so far, when the
+    /// backend keeps it in memory for the transaction and writes the `chain` row once, at
+    /// its end (`None`: the row is read and written by every append).
+    ///
+    /// Only a backend whose transaction excludes every other writer from its start may keep
+    /// it (SQLite's `BEGIN IMMEDIATE`); the backend restores it when it rolls a write back.
+    fn chain_head(&self) -> Option<&RefCell<Option<ChainHead>>> {
+        None
+    }
+}
+
+/// The newest event of the whole audit chain: its hash and its global position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ChainHead {
+    /// The hash of the newest event ([`crate::audit::GENESIS`] before the first).
+    pub(crate) hash: String,
+    /// How many events the chain holds (the newest one's global position).
+    pub(crate) count: i64,
 }
 
 impl dyn Tx + '_ {

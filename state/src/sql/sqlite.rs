@@ -1,29 +1,50 @@
 //! [`Tx`] over a rusqlite connection (inside a transaction for writes).
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ToSql};
 
-use super::{Dialect, Error, Result, Row, Tx, Value};
+use super::{ChainHead, Dialect, Error, Result, Row, Tx, Value};
 use crate::StateError;
 use crate::error::SqlContext;
 
 /// The store's closures see a SQLite connection (or the transaction deref'd to one) as this.
-pub(crate) struct SqliteTx<'a>(pub(crate) &'a Connection);
+pub(crate) struct SqliteTx<'a> {
+    conn: &'a Connection,
+    /// The chain head of a write transaction, kept in memory until its commit.
+    chain: Option<&'a RefCell<Option<ChainHead>>>,
+}
+
+impl<'a> SqliteTx<'a> {
+    /// A connection outside any write transaction (reads).
+    pub(crate) fn new(conn: &'a Connection) -> Self {
+        Self { conn, chain: None }
+    }
+
+    /// A write transaction whose audit chain head is kept in `chain` (empty until the first
+    /// append reads it) and written by the caller before the commit.
+    pub(crate) fn with_chain(conn: &'a Connection, chain: &'a RefCell<Option<ChainHead>>) -> Self {
+        Self {
+            conn,
+            chain: Some(chain),
+        }
+    }
+}
 
 impl Tx for SqliteTx<'_> {
     fn execute(&self, sql: &str, params: &[Value]) -> Result<usize> {
         // Every statement goes through SQLite's prepared-statement cache: the store runs the
         // same few statements for every step, and preparing them once saves most of a
         // transaction's CPU.
-        let mut stmt = self.0.prepare_cached(sql).map_err(sqlite)?;
+        let mut stmt = self.conn.prepare_cached(sql).map_err(sqlite)?;
         stmt.execute(rusqlite::params_from_iter(params.iter().map(Bind)))
             .map_err(sqlite)
     }
 
     fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
-        let mut stmt = self.0.prepare_cached(sql).map_err(sqlite)?;
+        let mut stmt = self.conn.prepare_cached(sql).map_err(sqlite)?;
         let columns: Arc<[String]> = stmt.column_names().map(str::to_owned).collect();
         let width = columns.len();
         let mut rows = stmt
@@ -53,6 +74,10 @@ impl Tx for SqliteTx<'_> {
 
     fn dialect(&self) -> Dialect {
         Dialect::Sqlite
+    }
+
+    fn chain_head(&self) -> Option<&RefCell<Option<ChainHead>>> {
+        self.chain
     }
 }
 
@@ -113,7 +138,7 @@ mod tests {
     #[test]
     fn values_go_in_and_come_back_as_they_were() {
         let conn = db();
-        let tx: &dyn Tx = &SqliteTx(&conn);
+        let tx: &dyn Tx = &SqliteTx::new(&conn);
         let none: Option<&str> = None;
         let id: i64 = tx
             .query_row(
@@ -155,7 +180,7 @@ mod tests {
     #[test]
     fn no_row_is_an_error_that_optional_turns_into_none() {
         let conn = db();
-        let tx: &dyn Tx = &SqliteTx(&conn);
+        let tx: &dyn Tx = &SqliteTx::new(&conn);
         let q = || tx.query_row("SELECT i FROM t WHERE id = ?1", params![42i64], |r| r.get::<i64>(0));
         assert!(matches!(q(), Err(Error::NoRows)));
         assert_eq!(q().optional().unwrap(), None);
@@ -166,7 +191,7 @@ mod tests {
         let conn = db();
         conn.execute_batch("INSERT INTO t (s) VALUES (CAST(X'FF' AS TEXT))")
             .unwrap();
-        let tx: &dyn Tx = &SqliteTx(&conn);
+        let tx: &dyn Tx = &SqliteTx::new(&conn);
         let err = tx
             .query_row("SELECT s FROM t", params![], |r| r.text(0, &|| "row 1".to_owned()))
             .unwrap_err();
@@ -179,7 +204,7 @@ mod tests {
     #[test]
     fn a_failed_statement_keeps_sqlites_error_without_the_sql() {
         let conn = db();
-        let tx: &dyn Tx = &SqliteTx(&conn);
+        let tx: &dyn Tx = &SqliteTx::new(&conn);
         let err = tx.execute("INSERT INTO nowhere VALUES (1)", params![]).unwrap_err();
         let Error::Backend(source) = err else { panic!("{err:?}") };
         let text = source.to_string();

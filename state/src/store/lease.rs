@@ -317,7 +317,7 @@ fn renew_all(
     let mut outcomes = Vec::with_capacity(runs.len());
     for (run_id, held) in runs {
         match check_lease_at(tx, run_id, owner, *held, lease_now) {
-            Ok(cancel) => {
+            Ok((cancel, _, _)) => {
                 tx.execute(
                     "UPDATE runs SET lease_expires_at = ?3 WHERE id = ?1 AND lease_owner = ?2",
                     params![run_id, owner, expires_at],
@@ -388,23 +388,41 @@ pub(super) fn check_lease(
     held: Option<i64>,
     now: Millis,
 ) -> Result<bool, StateError> {
+    check_lease_counting(conn, run_id, owner, held, now).map(|(cancel, _, _)| cancel)
+}
+
+/// A run's lease owner, expiry, cancellation flag and epoch, with its audit count and
+/// whether it is running.
+type LeaseRow = (Option<String>, Option<Millis>, bool, i64, (i64, bool));
+
+/// As [`check_lease`], and also returns the run's audit count and whether its status is
+/// `running`, read in the same statement (a transition then neither reads them again nor
+/// rewrites an unchanged status, which is indexed).
+pub(super) fn check_lease_counting(
+    conn: &dyn Tx,
+    run_id: &str,
+    owner: &str,
+    held: Option<i64>,
+    now: Millis,
+) -> Result<(bool, i64, bool), StateError> {
     let lease_now = conn.lease_now(now).during("reading the database's clock")?;
     check_lease_at(conn, run_id, owner, held, lease_now)
 }
 
-/// [`check_lease`] at `lease_now`, already read by [`Tx::lease_now`].
+/// [`check_lease_counting`] at `lease_now`, already read by [`Tx::lease_now`].
 fn check_lease_at(
     conn: &dyn Tx,
     run_id: &str,
     owner: &str,
     held: Option<i64>,
     now: Millis,
-) -> Result<bool, StateError> {
-    let current: Option<(Option<String>, Option<Millis>, bool, i64)> = conn
+) -> Result<(bool, i64, bool), StateError> {
+    let current: Option<LeaseRow> = conn
         .query_row(
-            "SELECT lease_owner, lease_expires_at, cancel_requested, lease_epoch FROM runs WHERE id = ?1",
+            "SELECT lease_owner, lease_expires_at, cancel_requested, lease_epoch, audit_count, status = 'running'
+             FROM runs WHERE id = ?1",
             params![run_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, (r.get(4)?, r.get(5)?))),
         )
         .optional()
         .during("checking the lease")?;
@@ -412,19 +430,23 @@ fn check_lease_at(
         None => Err(StateError::UnknownRun {
             run_id: run_id.to_owned(),
         }),
-        Some((Some(o), _, _, epoch)) if o == owner && held.is_some_and(|h| h != epoch) => Err(StateError::LeaseLost {
-            run_id: run_id.to_owned(),
-            owner: format!(
-                "{o} again, in another process (the lease was taken over: epoch {epoch}, this process holds {})",
-                held.unwrap_or_default()
-            ),
-        }),
-        Some((Some(o), Some(exp), cancel, _)) if o == owner && exp > now => Ok(cancel),
-        Some((Some(o), _, _, _)) if o == owner => Err(StateError::LeaseLost {
+        Some((Some(o), _, _, epoch, _)) if o == owner && held.is_some_and(|h| h != epoch) => {
+            Err(StateError::LeaseLost {
+                run_id: run_id.to_owned(),
+                owner: format!(
+                    "{o} again, in another process (the lease was taken over: epoch {epoch}, this process holds {})",
+                    held.unwrap_or_default()
+                ),
+            })
+        }
+        Some((Some(o), Some(exp), cancel, _, (count, running))) if o == owner && exp > now => {
+            Ok((cancel, count, running))
+        }
+        Some((Some(o), _, _, _, _)) if o == owner => Err(StateError::LeaseLost {
             run_id: run_id.to_owned(),
             owner: "nobody (this process's lease expired)".to_owned(),
         }),
-        Some((other, _, _, _)) => Err(StateError::LeaseLost {
+        Some((other, _, _, _, _)) => Err(StateError::LeaseLost {
             run_id: run_id.to_owned(),
             owner: other.unwrap_or_else(|| "nobody".to_owned()),
         }),

@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::Store;
-use super::lease::check_lease;
+use super::lease::{check_lease, check_lease_counting};
 use super::windows::{close_window, open_window};
 use crate::audit::{self, NewEvent};
 use crate::error::SqlContext;
@@ -84,21 +84,37 @@ impl Store {
                 .map(|s| s.now)
                 .or(finished.last().map(|f| f.now))
                 .unwrap_or(0);
-            let cancel = check_lease(tx, &run_id, &owner, held, now)?;
+            let (cancel, count, running) = check_lease_counting(tx, &run_id, &owner, held, now)?;
+            // The run's audit count as read with the lease, while nothing was appended since.
+            let mut count = Some(count);
             let mut events = Vec::new();
             let mut status_set = false;
             for finish in &finished {
                 status_set = apply_finish(tx, &run_id, finish, &mut events)?;
+                if status_set {
+                    count = None;
+                }
             }
             let refusal = match &start {
                 None => None,
                 Some(_) if cancel => Some(StateError::CancelRequested { run_id: run_id.clone() }),
-                // A step whose completion is in the trail never runs again, whatever its
-                // row says (a row edited outside fogbook).
-                Some(start) => match audit::done_in_trail(tx, &run_id, &start.step_id)? {
-                    Some(recorded) => disagreement(tx, &run_id, &start.step_id, &recorded)?,
-                    None => None,
-                },
+                Some(start) => {
+                    if try_start(tx, &run_id, start)? {
+                        None
+                    } else {
+                        match audit::done_in_trail(tx, &run_id, &start.step_id)? {
+                            // The trail records the step as done while its row says it may
+                            // run (a row edited outside fogbook): refused, naming both.
+                            Some(recorded) => match disagreement(tx, &run_id, &start.step_id, &recorded)? {
+                                Some(refusal) => Some(refusal),
+                                None => {
+                                    return Err(refuse_done(tx, &run_id, &start.step_id, "; it is never run again")?);
+                                }
+                            },
+                            None => return Err(refuse_done(tx, &run_id, &start.step_id, "; it is never run again")?),
+                        }
+                    }
+                }
             };
             let start = match (&start, refusal) {
                 (Some(start), None) => start,
@@ -108,7 +124,7 @@ impl Store {
                     if status_set {
                         audit::append_all(tx, &run_id, events)?;
                     } else {
-                        audit::append_and_touch(tx, &run_id, events, None, now)?;
+                        audit::append_and_touch(tx, &run_id, events, None, now, count)?;
                     }
                     return Ok(match refusal {
                         Some(e) => Err(e),
@@ -116,26 +132,6 @@ impl Store {
                     });
                 }
             };
-            let changed = tx
-                .execute(
-                    "UPDATE steps SET status = 'running', attempt = ?3, input = ?4, started_at = ?5,
-                            first_started_at = COALESCE(first_started_at, ?5), deadline_at = ?6,
-                            next_attempt_at = NULL, progress = CASE WHEN ?7 THEN progress ELSE NULL END
-                     WHERE run_id = ?1 AND step_id = ?2 AND status NOT IN ('completed', 'skipped', 'failed')",
-                    params![
-                        run_id,
-                        start.step_id,
-                        start.attempt,
-                        start.input.to_string(),
-                        start.now,
-                        start.deadline_at,
-                        start.keep_progress
-                    ],
-                )
-                .during("starting a step")?;
-            if changed == 0 {
-                return Err(refuse_done(tx, &run_id, &start.step_id, "; it is never run again")?);
-            }
             events.push((
                 start.now,
                 NewEvent::step(
@@ -156,7 +152,9 @@ impl Store {
                     &mut events,
                 )?;
             }
-            audit::append_and_touch(tx, &run_id, events, Some(RunStatus::Running.as_str()), start.now)?;
+            // An unchanged status is not written again: it is indexed (twice).
+            let status = (!running || status_set).then_some(RunStatus::Running.as_str());
+            audit::append_and_touch(tx, &run_id, events, status, start.now, count)?;
             Ok(Ok(()))
         })
         .await
@@ -371,6 +369,34 @@ pub(super) fn apply_finish<'a>(
     audit::append_all(tx, run_id, events.drain(..))?;
     set_status(tx, run_id, status, error, now)?;
     Ok(true)
+}
+
+/// Marks the start of an attempt in the step's row, unless the step is done: by its row, or
+/// by the trail (a step whose completion is in the trail never runs again, whatever its row
+/// says; `step.retry_requested`, written by `retry-from`, re-opens it). Returns whether the
+/// step was started; when not, the caller finds out why.
+fn try_start(tx: &dyn Tx, run_id: &str, start: &StepStart) -> Result<bool, StateError> {
+    let changed = tx
+        .execute(
+            "UPDATE steps SET status = 'running', attempt = ?3, input = ?4, started_at = ?5,
+                    first_started_at = COALESCE(first_started_at, ?5), deadline_at = ?6,
+                    next_attempt_at = NULL, progress = CASE WHEN ?7 THEN progress ELSE NULL END
+             WHERE run_id = ?1 AND step_id = ?2 AND status NOT IN ('completed', 'skipped', 'failed')
+               AND COALESCE((SELECT kind FROM events WHERE run_id = ?1 AND step_id = ?2
+                                 AND kind IN ('step.completed', 'step.skipped', 'step.retry_requested')
+                             ORDER BY seq DESC LIMIT 1), 'step.retry_requested') = 'step.retry_requested'",
+            params![
+                run_id,
+                start.step_id,
+                start.attempt,
+                start.input.to_string(),
+                start.now,
+                start.deadline_at,
+                start.keep_progress
+            ],
+        )
+        .during("starting a step")?;
+    Ok(changed > 0)
 }
 
 /// The error for a transition of a step that is already done (or does not exist).

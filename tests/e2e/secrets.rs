@@ -137,9 +137,16 @@ fn help_names_secret_variables_without_their_values() {
         let out = sb.run_env(args, &[("FOGBOOK_DB", &db), ("FOGBOOK_SIM_TOKEN", TOKEN)]);
         assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
         let text = format!("{}{}", stdout(&out), stderr(&out));
-        assert!(!text.contains(PASSWORD), "{args:?} printed the database password:\n{text}");
+        assert!(
+            !text.contains(PASSWORD),
+            "{args:?} printed the database password:\n{text}"
+        );
         assert!(!text.contains(TOKEN), "{args:?} printed the emulator's token:\n{text}");
     }
     let out = sb.run_env(&["--help"], &[("FOGBOOK_DB", &db)]);
-    assert!(stdout(&out).contains("FOGBOOK_DB"), "the variable is still named:\n{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("FOGBOOK_DB"),
+        "the variable is still named:\n{}",
+        stdout(&out)
+    );
 }

@@ -15,8 +15,8 @@
 pub(crate) mod claim;
 mod connect;
 mod error;
-pub(crate) mod listen;
 mod floor;
+pub(crate) mod listen;
 mod schema;
 mod session;
 mod sql;
@@ -26,8 +26,8 @@ mod url;
 
 pub use connect::connect;
 pub use error::PgError;
-pub use listen::{WORK_CHANNEL, WorkListener};
 pub use floor::{PgFloor, commit_floor, create_schema, drop_schema};
+pub use listen::{WORK_CHANNEL, WorkListener};
 pub use schema::{SCHEMA_VERSION, migrate, schema_version};
 pub use session::{Limits, READERS_VAR, TIMEOUT_VAR};
 pub use sql::postgres_placeholders;

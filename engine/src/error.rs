@@ -54,6 +54,16 @@ pub enum EngineError {
     },
 }
 
+/// `error: its cause: the cause's cause…`, for a log line: a store failure's own message
+/// ("the PostgreSQL state store failed") does not say why; its sources do (a refused
+/// connection, a server starting up, too many clients).
+pub(crate) fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    std::iter::successors(Some(error), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
 /// What kind of failure an [`EngineError`] is, for callers that map errors to exit codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -127,6 +137,18 @@ impl From<StateError> for EngineError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_line_carries_every_cause() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let e = EngineError::State(StateError::OpenDatabase {
+            path: "postgres://fogbook:***@db:5432/fogbook".into(),
+            source: Box::new(io),
+        });
+        let line = with_causes(&e);
+        assert!(line.starts_with(&e.to_string()), "{line}");
+        assert!(line.ends_with(": connection refused"), "{line}");
+    }
 
     #[test]
     fn store_errors_keep_their_kind_and_source() {

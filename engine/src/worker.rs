@@ -20,6 +20,7 @@ use serde_json::json;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::with_causes;
 use crate::schedule::{CronSchedule, Plan, TickInput, Window};
 use crate::{CreateRun, Engine, EngineError, RunOutcome, owner, runbook};
 
@@ -82,7 +83,7 @@ pub async fn run_worker(
     let mut tasks: JoinSet<(String, Option<Result<RunOutcome, EngineError>>)> = JoinSet::new();
     let mut active: BTreeSet<String> = BTreeSet::new();
     let listener = engine.store().listen_for_work().unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "worker: cannot listen for work; polling only");
+        tracing::warn!(error = %with_causes(&e), "worker: cannot listen for work; polling only");
         None
     });
     loop {
@@ -93,10 +94,10 @@ pub async fn run_worker(
         // the worker or abort the runs it drives: log it and look again at the next poll.
         match tick_schedules(&engine).await {
             Ok(n) => report.fired += n,
-            Err(e) => tracing::error!(error = %e, "worker: cannot fire schedules"),
+            Err(e) => tracing::error!(error = %with_causes(&e), "worker: cannot fire schedules"),
         }
         let candidates = drivable(&engine, &active).await.unwrap_or_else(|e| {
-            tracing::error!(error = %e, "worker: cannot list runs to drive");
+            tracing::error!(error = %with_causes(&e), "worker: cannot list runs to drive");
             Vec::new()
         });
         let free = config.concurrency.max(1).saturating_sub(active.len());
@@ -140,7 +141,7 @@ pub async fn run_worker(
         let fleets = crate::fleet::drivable_fleets(&engine, &active)
             .await
             .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "worker: cannot list fleets to drive");
+                tracing::error!(error = %with_causes(&e), "worker: cannot list fleets to drive");
                 Vec::new()
             });
         for id in fleets {
@@ -188,7 +189,7 @@ fn finished(
                 Err(EngineError::State(StateError::LeaseHeld { owner, .. })) => {
                     tracing::debug!(run_id = %run, %owner, "worker: run taken")
                 }
-                Err(e) => tracing::error!(run_id = %run, error = %e, "worker: driving failed"),
+                Err(e) => tracing::error!(run_id = %run, error = %with_causes(&e), "worker: driving failed"),
             }
         }
         Err(e) => tracing::error!(error = %e, "worker: a drive task panicked"),
@@ -224,7 +225,7 @@ async fn claim(engine: &Engine, candidates: Vec<Candidate>, free: usize) -> Vec<
         Ok(Some(claimed)) => claimed,
         Ok(None) => return candidates.into_iter().map(|c| (c.id, c.runbook)).collect(),
         Err(e) => {
-            tracing::error!(error = %e, "worker: cannot claim runs to drive");
+            tracing::error!(error = %with_causes(&e), "worker: cannot claim runs to drive");
             Vec::new()
         }
     };
@@ -328,7 +329,7 @@ async fn tick_schedules(engine: &Engine) -> Result<usize, EngineError> {
     for schedule in engine.store().schedules().await? {
         match tick_one(engine, &schedule).await {
             Ok(n) => fired += n,
-            Err(e) => tracing::error!(schedule = %schedule.name, error = %e, "worker: cannot fire schedule"),
+            Err(e) => tracing::error!(schedule = %schedule.name, error = %with_causes(&e), "worker: cannot fire schedule"),
         }
     }
     Ok(fired)

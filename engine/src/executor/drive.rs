@@ -213,7 +213,7 @@ impl Engine {
             // Ends of steps whose effects happened are committed even when the walk stops
             // on an error (if the store still takes writes).
             if let Err(e) = driver.flush().await {
-                tracing::warn!(error = %e, "could not commit the end of the last step");
+                tracing::warn!(error = %crate::error::with_causes(&e), "could not commit the end of the last step");
             }
         }
         walked

@@ -160,10 +160,7 @@ fn renewed(run_id: &str, m: &Member, outcome: Result<bool, StateError>, sent: Du
 fn not_renewed(run_id: &str, m: &Member, e: &StateError, every: Duration) {
     // With its causes: "the database could not commit" alone does not say that the
     // connection to it was lost, nor why.
-    let causes: Vec<String> = std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source())
-        .map(ToString::to_string)
-        .collect();
-    tracing::warn!(%run_id, error = %causes.join(": "), "could not renew the lease");
+    tracing::warn!(%run_id, error = %crate::error::with_causes(e), "could not renew the lease");
     if m.lease.remaining() <= every {
         tracing::error!(%run_id, "the lease could not be renewed before it expires; stopping");
         m.lease.lost();

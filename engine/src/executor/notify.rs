@@ -19,7 +19,7 @@ impl Driver<'_> {
         }
         // Nothing is sent about a state that is not committed.
         if let Err(e) = self.flush().await {
-            tracing::warn!(error = %e, "not sending a notification: the state could not be committed");
+            tracing::warn!(error = %crate::error::with_causes(&e), "not sending a notification: the state could not be committed");
             return;
         }
         let Ok(snap) = self.engine.store.load_run(self.run_id).await else {

@@ -533,8 +533,10 @@ fn drive_with_workers(
                 if w.sent.is_empty() {
                     // A worker that gave up by itself (e.g. it could not open the database
                     // while the server restarted): counted, and started again.
+                    // Started again half a second later (not in a tight loop while the server
+                    // is down).
                     out.worker_exits += 1;
-                    w.restart_at = Some(Instant::now());
+                    w.restart_at = Some(Instant::now() + Duration::from_millis(500));
                 }
                 w.child = None;
             }
@@ -653,4 +655,41 @@ fn drive_with_workers(
         }
     }
     Ok((run, end, cut))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::fenced;
+
+    fn ev(seq: u64, kind: &str, data: serde_json::Value) -> serde_json::Value {
+        json!({ "seq": seq, "kind": kind, "data": data })
+    }
+
+    #[test]
+    fn a_cut_off_worker_that_writes_after_its_takeover_is_caught() {
+        let history = json!({ "events": [
+            ev(1, "lease.acquired", json!({ "owner": "h:10:1:host1" })),
+            ev(2, "lease.taken_over", json!({ "owner": "h:20:1:host2", "previous_owner": "h:10:1:host1" })),
+            ev(3, "lease.released", json!({ "owner": "h:10:1:host1" })),
+        ]});
+        let mut v = Vec::new();
+        fenced(&history, 10, &mut v);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].contains("event #3 lease.released"), "{v:?}");
+    }
+
+    #[test]
+    fn a_cut_off_worker_may_take_the_lease_back_by_the_rules() {
+        let history = json!({ "events": [
+            ev(1, "lease.acquired", json!({ "owner": "h:10:1:host1" })),
+            ev(2, "lease.taken_over", json!({ "owner": "h:20:1:host2", "previous_owner": "h:10:1:host1" })),
+            ev(3, "lease.taken_over", json!({ "owner": "h:10:1:host1", "previous_owner": "h:20:1:host2" })),
+            ev(4, "lease.released", json!({ "owner": "h:10:1:host1" })),
+        ]});
+        let mut v = Vec::new();
+        fenced(&history, 10, &mut v);
+        assert!(v.is_empty(), "{v:?}");
+    }
 }

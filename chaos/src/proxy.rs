@@ -150,3 +150,67 @@ fn pump(gate: &Gate, mut from: TcpStream, mut to: TcpStream) {
     let _ = to.shutdown(Shutdown::Write);
     let _ = from.shutdown(Shutdown::Read);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    use super::Proxy;
+
+    /// An echo server on a free port: returns its port.
+    fn echo() -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { return };
+                std::thread::spawn(move || {
+                    let mut buf = [0_u8; 64];
+                    while let Ok(n) = s.read(&mut buf) {
+                        if n == 0 || s.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn a_black_hole_holds_everything_until_it_is_lifted() {
+        let proxy = Proxy::start(echo()).unwrap();
+        let mut c = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let mut buf = [0_u8; 5];
+        c.write_all(b"hello").unwrap();
+        c.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"hello");
+
+        proxy.black_hole();
+        c.write_all(b"again").unwrap();
+        let err = c.read(&mut buf).expect_err("nothing passes a black hole");
+        assert!(
+            matches!(
+                err.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "{err}"
+        );
+        // A new connection is accepted but held too.
+        let mut d = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+        d.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        d.write_all(b"later").unwrap();
+        assert!(d.read(&mut buf).is_err(), "a held connection answered");
+
+        proxy.resume();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        d.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"again", "what was held is delivered once the path heals");
+        d.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"later");
+    }
+}

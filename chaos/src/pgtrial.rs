@@ -415,6 +415,11 @@ fn schedule_fired_once(env: &Env, db: &Path, history: &Value, v: &mut Vec<String
     Ok(())
 }
 
+/// Returns once no restart of the server is under way (a restart holds the gate).
+fn wait_for_server(pg: &PgServer) {
+    drop(pg.gate.read().unwrap_or_else(PoisonError::into_inner));
+}
+
 type Driven = (Option<String>, End, Option<Cut>);
 
 #[allow(clippy::too_many_lines, clippy::too_many_arguments)]
@@ -450,12 +455,23 @@ fn drive_with_workers(
         Start::Detach => {
             let mut args = rb.run_args();
             args.push("--detach".to_owned());
-            let mut child = spawn_engine(env, dir, db, &sim.url, &args)?;
-            rec.drivers.insert(child.id());
-            out.processes += 1;
-            let st = child.wait().map_err(|e| e.to_string())?;
-            if st.code() != Some(0) {
-                return Err(format!("`fogbook run --detach` exited {st}"));
+            // Started again when it could not reach the server (a parallel trial's restart)
+            // and created nothing.
+            loop {
+                let mut child = spawn_engine(env, dir, db, &sim.url, &args)?;
+                rec.drivers.insert(child.id());
+                out.processes += 1;
+                let st = child.wait().map_err(|e| e.to_string())?;
+                if st.code() == Some(0) {
+                    break;
+                }
+                if let Some(sig) = unplanned_death(st, &[]) {
+                    return Err(format!("`fogbook run --detach` died of {sig}"));
+                }
+                if !run_ids(env, db).is_ok_and(|ids| ids.is_empty()) || out.processes >= limits.max_processes {
+                    return Err(format!("`fogbook run --detach` exited {st}"));
+                }
+                wait_for_server(pg);
             }
         }
         Start::Schedule => {
@@ -464,7 +480,7 @@ fn drive_with_workers(
             }
         }
     }
-    let kill_fg = plan.kills.first().map(|pm| scale(*pm));
+    let mut kill_fg = plan.kills.first().map(|pm| scale(*pm));
     let mut kills = pgp.worker_kills.clone();
     kills.sort_by_key(|k| k.at_permille);
     let mut kills = kills.into_iter().peekable();
@@ -510,12 +526,25 @@ fn drive_with_workers(
                     ));
                 }
                 foreground = None;
+                // Ended (killed, or unable to reach the server during a restart) before the
+                // run existed: run it again, as the SQLite trials do.
+                if run.is_none()
+                    && run_ids(env, db).is_ok_and(|ids| ids.is_empty())
+                    && out.processes < limits.max_processes
+                {
+                    wait_for_server(pg);
+                    let child = spawn_engine(env, dir, db, &sim.url, &rb.run_args())?;
+                    rec.drivers.insert(child.id());
+                    out.processes += 1;
+                    foreground = Some((child, Vec::new()));
+                }
             } else if kill_fg.is_some_and(|k| now >= k) && !sent.contains(&Signal::SIGKILL) {
                 let _ = c.kill();
                 sent.push(Signal::SIGKILL);
                 rec.killed_or_frozen.insert(c.id());
                 rec.disrupted();
                 out.engine_kills += 1;
+                kill_fg = None; // once: a `run` started again is not killed again
             }
         }
         // Workers that ended: killed (started again after their time down) or by themselves.

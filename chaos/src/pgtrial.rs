@@ -468,7 +468,7 @@ fn drive_with_workers(
                 if let Some(sig) = unplanned_death(st, &[]) {
                     return Err(format!("`fogbook run --detach` died of {sig}"));
                 }
-                if !run_ids(env, db).is_ok_and(|ids| ids.is_empty()) || out.processes >= limits.max_processes {
+                if run_ids(env, db).is_ok_and(|ids| !ids.is_empty()) || out.processes >= limits.max_processes {
                     return Err(format!("`fogbook run --detach` exited {st}"));
                 }
                 wait_for_server(pg);
@@ -480,6 +480,7 @@ fn drive_with_workers(
             }
         }
     }
+    let mut needs_run = false;
     let mut kill_fg = plan.kills.first().map(|pm| scale(*pm));
     let mut kills = pgp.worker_kills.clone();
     kills.sort_by_key(|k| k.at_permille);
@@ -526,18 +527,7 @@ fn drive_with_workers(
                     ));
                 }
                 foreground = None;
-                // Ended (killed, or unable to reach the server during a restart) before the
-                // run existed: run it again, as the SQLite trials do.
-                if run.is_none()
-                    && run_ids(env, db).is_ok_and(|ids| ids.is_empty())
-                    && out.processes < limits.max_processes
-                {
-                    wait_for_server(pg);
-                    let child = spawn_engine(env, dir, db, &sim.url, &rb.run_args())?;
-                    rec.drivers.insert(child.id());
-                    out.processes += 1;
-                    foreground = Some((child, Vec::new()));
-                }
+                needs_run = pgp.start == Start::Run && run.is_none();
             } else if kill_fg.is_some_and(|k| now >= k) && !sent.contains(&Signal::SIGKILL) {
                 let _ = c.kill();
                 sent.push(Signal::SIGKILL);
@@ -545,6 +535,22 @@ fn drive_with_workers(
                 rec.disrupted();
                 out.engine_kills += 1;
                 kill_fg = None; // once: a `run` started again is not killed again
+            }
+        }
+        // The `run` ended (killed, or unable to reach the server during a restart) before
+        // the run existed: run it again, as the SQLite trials do.
+        if needs_run && foreground.is_none() {
+            match run_ids(env, db) {
+                Ok(ids) if ids.is_empty() && out.processes < limits.max_processes => {
+                    wait_for_server(pg);
+                    let child = spawn_engine(env, dir, db, &sim.url, &rb.run_args())?;
+                    rec.drivers.insert(child.id());
+                    out.processes += 1;
+                    foreground = Some((child, Vec::new()));
+                    needs_run = false;
+                }
+                Ok(_) => needs_run = false,
+                Err(_) => {} // the server restarts: look again
             }
         }
         // Workers that ended: killed (started again after their time down) or by themselves.
@@ -651,6 +657,8 @@ fn drive_with_workers(
             if let Some(hc) = holder_child {
                 competitor = None;
                 out.competitors += 1;
+                // Its queries need the server up: no restart meanwhile.
+                let _up = pg.gate.read().unwrap_or_else(PoisonError::into_inner);
                 compete(env, rb, dir, db, &sim.url, &id, kind, hc, rec, out)?;
             }
         }

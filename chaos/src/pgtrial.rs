@@ -502,6 +502,7 @@ fn drive_with_workers(
                 if let Some(sig) = unplanned_death(st, &[]) {
                     return Err(format!("`fogbook run --detach` died of {sig}"));
                 }
+                // (An error while the server is up: no schema yet, so no run either.)
                 if run_ids(env, db).is_ok_and(|ids| !ids.is_empty()) || out.processes >= limits.max_processes {
                     return Err(format!("`fogbook run --detach` exited {st}"));
                 }
@@ -574,18 +575,20 @@ fn drive_with_workers(
         // The `run` ended (killed, or unable to reach the server during a restart) before
         // the run existed: run it again, as the SQLite trials do.
         if needs_run && foreground.is_none() {
-            match run_ids(env, db) {
-                Ok(ids) if ids.is_empty() && out.processes < limits.max_processes => {
-                    wait_for_server(pg);
-                    let child = spawn_engine(env, dir, db, &sim.url, &rb.run_args())?;
-                    rec.drivers.insert(child.id());
-                    out.processes += 1;
-                    foreground = Some((child, Vec::new()));
-                    needs_run = false;
-                }
-                Ok(_) => needs_run = false,
-                Err(_) => {} // the server restarts: look again
+            // An error while the server is up: the database has no schema yet (nobody
+            // opened it), so no run either.
+            let ids = run_ids(env, db).unwrap_or_else(|_| {
+                wait_for_server(pg);
+                run_ids(env, db).unwrap_or_default()
+            });
+            if ids.is_empty() && out.processes < limits.max_processes {
+                wait_for_server(pg);
+                let child = spawn_engine(env, dir, db, &sim.url, &rb.run_args())?;
+                rec.drivers.insert(child.id());
+                out.processes += 1;
+                foreground = Some((child, Vec::new()));
             }
+            needs_run = false;
         }
         // Workers that ended: killed (started again after their time down) or by themselves.
         for w in workers.iter_mut() {

@@ -271,7 +271,11 @@ fn drive(
         args.push(run_args[1].clone());
         args.extend(["--params".to_owned(), run_args[3].clone()]);
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        let o = query(env, &db, &a)?;
+        let o = {
+            // No restart meanwhile: a refused connection here would end the trial.
+            let _up = pg.gate.read().unwrap_or_else(PoisonError::into_inner);
+            query(env, &db, &a)?
+        };
         if !o.status.success() {
             return Err(format!(
                 "fogbook {} exited {:?}: {}",

@@ -12,8 +12,10 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod check;
+mod pgtrial;
 mod plan;
 mod proc;
+mod proxy;
 mod runbooks;
 mod trial;
 mod verify;
@@ -32,7 +34,7 @@ use trial::{Limits, Outcome};
 const USAGE: &str = "\
 usage: fogbook-chaos [--trials N] [--seed S] [--fogbook PATH] [--jobs J] [--keep]
                      [--only-trial K] [--runbooks a,b] [--trial-timeout SECS]
-                     [--break MODE] [--root DIR] [--quiet]
+                     [--break MODE] [--root DIR] [--quiet] [--db sqlite|postgres]
 
   --trials N          number of trials (default 20)
   --seed S            seed of the whole run (default: from the clock; printed)
@@ -47,6 +49,16 @@ usage: fogbook-chaos [--trials N] [--seed S] [--fogbook PATH] [--jobs J] [--keep
   --break MODE        set FOGBOOK_CHAOS_BREAK=MODE for the engine (a deliberately
                       broken build, to prove the harness fails: expect violations;
                       a fogbook built without test-hooks ignores it)
+  --db KIND           sqlite (default: each trial's state in its own file) or
+                      postgres: the runner starts a throwaway PostgreSQL server
+                      (initdb + pg_ctl, the Debian `postgresql` binaries), each
+                      trial in its own database on it, its run driven by 2-3
+                      `fogbook worker` processes (\"hosts\", each behind a TCP
+                      proxy of the runner's) besides `run`/`resume`; faults add
+                      SIGKILL of workers (started again), `pg_ctl restart -m
+                      immediate`, and the driving worker cut off from the
+                      database past its lease (its proxy stops forwarding), then
+                      let back: it must write nothing (fenced)
   --root DIR          the repository (default: the one this runner was built from)
   --quiet             no line per trial, only failures and the figure line
   --list-plans        print the plan of every trial and exit (to pick one to replay)
@@ -80,6 +92,7 @@ struct Args {
     quiet: bool,
     list_plans: bool,
     pause_on_fault: Option<String>,
+    postgres: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -101,6 +114,7 @@ fn parse_args() -> Result<Args, String> {
         quiet: false,
         list_plans: false,
         pause_on_fault: None,
+        postgres: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -134,6 +148,13 @@ fn parse_args() -> Result<Args, String> {
             "--quiet" => a.quiet = true,
             "--list-plans" => a.list_plans = true,
             "--pause-on-fault" => a.pause_on_fault = Some(value("--pause-on-fault")?),
+            "--db" => {
+                a.postgres = match value("--db")?.as_str() {
+                    "sqlite" => false,
+                    "postgres" => true,
+                    other => return Err(format!("--db {other:?}: expected sqlite or postgres")),
+                }
+            }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -182,26 +203,35 @@ fn run(args: &Args) -> Result<bool, String> {
         for k in 1..=args.trials {
             println!(
                 "trial {k:>4}: {}",
-                Plan::draw(args.seed, k, &runbooks).describe(&runbooks)
+                Plan::draw(args.seed, k, &runbooks, args.postgres).describe(&runbooks)
             );
         }
         return Ok(true);
     }
-    let env = Env {
-        fogbook,
-        root: root.clone(),
-        break_mode: args.break_mode.clone(),
-    };
     let runbooks = runbooks::discover(&root, &args.runbooks)?;
     let work = tempfile::Builder::new()
         .prefix("fogbook-chaos-")
         .tempdir()
         .map_err(|e| format!("temporary directory: {e}"))?;
+    let pg = if args.postgres {
+        Some(pgtrial::PgServer::start()?)
+    } else {
+        None
+    };
+    let local = work.path().join("local");
+    std::fs::create_dir_all(&local).map_err(|e| format!("{}: {e}", local.display()))?;
+    let env = Env {
+        fogbook,
+        root: root.clone(),
+        break_mode: args.break_mode.clone(),
+        local_dir: args.postgres.then_some(local),
+    };
     eprintln!(
-        "chaos: seed {} trials {} jobs {} binary {}{}",
+        "chaos: seed {} trials {} jobs {} db {} binary {}{}",
         args.seed,
         args.trials,
         args.jobs,
+        if args.postgres { "postgres" } else { "sqlite" },
         env.fogbook.display(),
         args.break_mode
             .as_ref()
@@ -213,7 +243,11 @@ fn run(args: &Args) -> Result<bool, String> {
     for rb in &runbooks {
         let dir = work.path().join(format!("baseline-{}", rb.name));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let b = trial::baseline(&env, rb, &dir)?;
+        let url = match &pg {
+            Some(pg) => Some(pg.database(&format!("chaos_baseline_{}", rb.name.replace('-', "_")))?),
+            None => None,
+        };
+        let b = trial::baseline(&env, rb, &dir, url.as_deref().map(std::path::Path::new))?;
         eprintln!(
             "chaos: baseline {:<26} {:>5} ms, {} Microsoft.Sql effect(s), {} window(s)",
             rb.name,
@@ -235,7 +269,7 @@ fn run(args: &Args) -> Result<bool, String> {
     let plans: Vec<Plan> = indices
         .iter()
         .map(|&k| {
-            let mut plan = Plan::draw(args.seed, k, &runbooks);
+            let mut plan = Plan::draw(args.seed, k, &runbooks, args.postgres);
             if let Some(op) = focus {
                 plan.focus_pause_on_fault(op);
             }
@@ -260,7 +294,10 @@ fn run(args: &Args) -> Result<bool, String> {
                     let rb = &runbooks[plan.runbook];
                     let dir = work.path().join(format!("trial-{:04}", plan.index));
                     let mut outcome = match std::fs::create_dir_all(&dir) {
-                        Ok(()) => trial::execute(env, plan, rb, &baselines[plan.runbook], &dir, limits),
+                        Ok(()) => match &pg {
+                            Some(pg) => pgtrial::execute(env, plan, rb, &baselines[plan.runbook], &dir, limits, pg),
+                            None => trial::execute(env, plan, rb, &baselines[plan.runbook], &dir, limits),
+                        },
                         Err(e) => Outcome {
                             index: plan.index,
                             runbook: rb.name.clone(),
@@ -276,8 +313,16 @@ fn run(args: &Args) -> Result<bool, String> {
                         let _ = std::fs::remove_dir_all(&dir);
                     }
                     if !args.quiet || failed {
+                        let pg_counts = if plan.pg.is_some() {
+                            format!(
+                                " worker-kills {} pg-restarts {} black-holes {}",
+                                outcome.worker_kills, outcome.pg_restarts, outcome.black_holes
+                            )
+                        } else {
+                            String::new()
+                        };
                         eprintln!(
-                            "trial {:>4}: {:<32} {:>6} ms  kills {} sim-restarts {}  {}  [{}]",
+                            "trial {:>4}: {:<32} {:>6} ms  kills {} sim-restarts {}{pg_counts}  {}  [{}]",
                             plan.index,
                             outcome.ending,
                             outcome.elapsed.as_millis(),
@@ -312,6 +357,7 @@ fn run(args: &Args) -> Result<bool, String> {
     let mut faults: BTreeMap<String, u32> = FAULT_KINDS.iter().map(|k| ((*k).to_owned(), 0)).collect();
     let (mut kills, mut restarts, mut retries, mut dropped, mut violations) = (0, 0, 0, 0, 0);
     let (mut pauses, mut group_signals, mut competitors) = (0, 0, 0);
+    let (mut worker_kills, mut pg_restarts, mut black_holes, mut worker_exits) = (0, 0, 0, 0);
     let mut by_runbook: BTreeMap<String, usize> = BTreeMap::new();
     for o in &results {
         *endings.entry(o.ending.clone()).or_default() += 1;
@@ -326,6 +372,10 @@ fn run(args: &Args) -> Result<bool, String> {
         pauses += o.pauses;
         group_signals += o.group_signals;
         competitors += o.competitors;
+        worker_kills += o.worker_kills;
+        pg_restarts += o.pg_restarts;
+        black_holes += o.black_holes;
+        worker_exits += o.worker_exits;
         violations += o.violations.len();
     }
     let failing: Vec<usize> = results
@@ -336,8 +386,28 @@ fn run(args: &Args) -> Result<bool, String> {
     let join = |m: &BTreeMap<String, usize>| m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
     eprintln!("chaos: trials by runbook: {}", join(&by_runbook));
     eprintln!("chaos: endings: {}", join(&endings));
+    let pg_figures = if args.postgres {
+        let mut starts: BTreeMap<String, usize> = BTreeMap::new();
+        let mut workers = 0;
+        for p in &plans {
+            if let Some(pg) = &p.pg {
+                *starts.entry(format!("{:?}", pg.start).to_lowercase()).or_default() += 1;
+                workers += pg.workers;
+            }
+        }
+        format!(
+            " db=postgres workers={workers} starts{{{}}} worker_kills={worker_kills} pg_restarts={pg_restarts} black_holes={black_holes} worker_self_exits={worker_exits}",
+            starts
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "chaos: trials={} succeeded={} expected_failures={} engine_kills={} emulator_restarts={} pauses={} group_signals={} competitors={} faults{{{}}} applied_but_dropped_seen={} operator_retries={} violations={} failing_trials={} seed={} elapsed={:.0}s",
+        "chaos: trials={} succeeded={} expected_failures={} engine_kills={} emulator_restarts={} pauses={} group_signals={} competitors={} faults{{{}}} applied_but_dropped_seen={} operator_retries={} violations={} failing_trials={} seed={} elapsed={:.0}s{pg_figures}",
         results.len(),
         endings.get("succeeded").copied().unwrap_or(0),
         results
@@ -368,6 +438,9 @@ fn run(args: &Args) -> Result<bool, String> {
             args.trials,
             shared.0.fogbook.display()
         );
+        if args.postgres {
+            replay.push_str(" --db postgres");
+        }
         if let Some(b) = &args.break_mode {
             replay.push_str(&format!(" --break {b}"));
         }

@@ -110,6 +110,51 @@ pub(crate) struct Plan {
     pub(crate) pause: Option<Pause>,
     pub(crate) group_signal: Option<GroupSignal>,
     pub(crate) competitor: Option<Competitor>,
+    /// With `--db postgres`: the workers and the faults of the database's side.
+    pub(crate) pg: Option<PgPlan>,
+}
+
+/// How a PostgreSQL trial's run is started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// A foreground `fogbook run` (killed at the plan's first kill moment, if any): the
+    /// workers take the run over from it.
+    Run,
+    /// `fogbook run --detach`: the workers compete for the new run.
+    Detach,
+    /// A schedule that fires once, a few seconds after the workers start: the workers compete
+    /// to fire it (exactly one fire) and to drive its run.
+    Schedule,
+}
+
+/// A SIGKILL of a worker: when (per mille of the uninterrupted run, from the trial's start),
+/// which one (the one driving the run, or any), and how long it stays down before the runner
+/// starts it again.
+#[derive(Clone, Debug)]
+pub(crate) struct WorkerKill {
+    pub(crate) at_permille: u64,
+    pub(crate) driver: bool,
+    pub(crate) victim: usize,
+    pub(crate) down_ms: u64,
+}
+
+/// A worker cut off from the database (its proxy stops forwarding), then let back.
+#[derive(Clone, Debug)]
+pub(crate) struct BlackHole {
+    pub(crate) at_permille: u64,
+    /// How long past the lease (`LEASE_TTL`) the cut lasts: the others take over meanwhile.
+    pub(crate) extra_ms: u64,
+}
+
+/// The PostgreSQL side of a trial.
+#[derive(Clone, Debug)]
+pub(crate) struct PgPlan {
+    pub(crate) workers: usize,
+    pub(crate) start: Start,
+    pub(crate) worker_kills: Vec<WorkerKill>,
+    /// `pg_ctl restart -m immediate` at this per mille.
+    pub(crate) pg_restart: Option<u64>,
+    pub(crate) black_hole: Option<BlackHole>,
 }
 
 /// splitmix64: independent per-trial seeds from the run's seed.
@@ -122,7 +167,7 @@ pub(crate) fn trial_seed(seed: u64, index: usize) -> u64 {
 
 impl Plan {
     /// Draws trial `index` (1-based) of a run seeded with `seed`.
-    pub(crate) fn draw(seed: u64, index: usize, runbooks: &[Runbook]) -> Plan {
+    pub(crate) fn draw(seed: u64, index: usize, runbooks: &[Runbook], postgres: bool) -> Plan {
         let tseed = trial_seed(seed, index);
         let mut rng = StdRng::seed_from_u64(tseed);
         let runbook = rng.random_range(0..runbooks.len());
@@ -192,7 +237,43 @@ impl Plan {
                 CompetitorKind::Run
             },
         });
+        // Drawn last, so that the SQLite plans of a seed stay what they were.
+        let pg = postgres.then(|| {
+            let workers = rng.random_range(2..=3);
+            let start = match rng.random_range(0..100) {
+                0..45 => Start::Run,
+                45..70 => Start::Detach,
+                _ => Start::Schedule,
+            };
+            let n = match rng.random_range(0..100) {
+                0..20 => 0,
+                20..60 => 1,
+                60..85 => 2,
+                _ => 3,
+            };
+            let worker_kills = (0..n)
+                .map(|_| WorkerKill {
+                    at_permille: rng.random_range(0..span),
+                    driver: rng.random_bool(0.7),
+                    victim: rng.random_range(0..workers),
+                    down_ms: rng.random_range(0..1500),
+                })
+                .collect();
+            let pg_restart = rng.random_bool(0.4).then(|| rng.random_range(0..span));
+            let black_hole = rng.random_bool(0.4).then(|| BlackHole {
+                at_permille: rng.random_range(0..span),
+                extra_ms: rng.random_range(300..2500),
+            });
+            PgPlan {
+                workers,
+                start,
+                worker_kills,
+                pg_restart,
+                black_hole,
+            }
+        });
         Plan {
+            pg,
             index,
             seed: tseed,
             runbook,
@@ -258,6 +339,32 @@ impl Plan {
         }
         if let Some(c) = &self.competitor {
             text.push_str(&format!(" competing-{:?}@{}‰", c.kind, c.at_permille));
+        }
+        if let Some(pg) = &self.pg {
+            let kills: Vec<String> = pg
+                .worker_kills
+                .iter()
+                .map(|k| {
+                    let who = if k.driver {
+                        "driver".to_owned()
+                    } else {
+                        format!("w{}", k.victim + 1)
+                    };
+                    format!("{who}@{}‰+{}ms", k.at_permille, k.down_ms)
+                })
+                .collect();
+            text.push_str(&format!(
+                " pg: workers={} start={:?} worker-kills=[{}]",
+                pg.workers,
+                pg.start,
+                kills.join(",")
+            ));
+            if let Some(at) = pg.pg_restart {
+                text.push_str(&format!(" pg-restart@{at}‰"));
+            }
+            if let Some(b) = &pg.black_hole {
+                text.push_str(&format!(" black-hole@{}‰+lease+{}ms", b.at_permille, b.extra_ms));
+            }
         }
         text
     }

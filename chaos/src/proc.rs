@@ -30,6 +30,14 @@ pub(crate) struct Env {
     pub(crate) root: PathBuf,
     /// `FOGBOOK_CHAOS_BREAK` for the engine (a deliberately broken build), if any.
     pub(crate) break_mode: Option<String>,
+    /// `FOGBOOK_LOCAL_DIR` of every engine process (with `--db postgres`: where a PostgreSQL
+    /// store keeps its local files), if set.
+    pub(crate) local_dir: Option<PathBuf>,
+}
+
+/// Whether `db` names a PostgreSQL database (a `postgres://` URL) rather than a file.
+pub(crate) fn is_url(db: &Path) -> bool {
+    db.to_str().is_some_and(|s| s.starts_with("postgres://"))
 }
 
 /// A free loopback port: bind port 0, read it, close.
@@ -214,7 +222,7 @@ pub(crate) fn http(url: &str, method: &str, path: &str, body: Option<&Value>) ->
     ))
 }
 
-/// A `fogbook` command on `db` with a hermetic environment (cwd = the repository root).
+/// A `fogbook` command on `db` (a file, or a `postgres://` URL) with a hermetic environment (cwd = the repository root).
 pub(crate) fn fogbook(env: &Env, db: &Path, sim_url: Option<&str>) -> Command {
     let mut c = Command::new(&env.fogbook);
     c.env_clear()
@@ -231,6 +239,9 @@ pub(crate) fn fogbook(env: &Env, db: &Path, sim_url: Option<&str>) -> Command {
     }
     if let Some(b) = &env.break_mode {
         c.env("FOGBOOK_CHAOS_BREAK", b);
+    }
+    if let Some(d) = &env.local_dir {
+        c.env("FOGBOOK_LOCAL_DIR", d);
     }
     c
 }

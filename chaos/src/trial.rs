@@ -33,6 +33,12 @@ pub(crate) struct Outcome {
     pub(crate) competing_runs: usize,
     pub(crate) group_signals: u32,
     pub(crate) competitors: u32,
+    /// PostgreSQL trials: workers SIGKILLed, server restarts, workers cut off from the
+    /// database, and workers that exited by themselves (started again).
+    pub(crate) worker_kills: u32,
+    pub(crate) pg_restarts: u32,
+    pub(crate) black_holes: u32,
+    pub(crate) worker_exits: u32,
     pub(crate) violations: Vec<String>,
     pub(crate) dir: Option<PathBuf>,
     pub(crate) elapsed: Duration,
@@ -47,7 +53,7 @@ pub(crate) struct Limits {
 
 /// The run id in `db`, if the run was created.
 pub(crate) fn run_ids(env: &Env, db: &Path) -> Result<Vec<String>, String> {
-    if !db.exists() {
+    if !proc::is_url(db) && !db.exists() {
         return Ok(Vec::new());
     }
     let runs = query_json(env, db, &["runs"])?;
@@ -108,11 +114,11 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    fn disrupted(&mut self) {
+    pub(crate) fn disrupted(&mut self) {
         self.disruptions.push(now_ms());
     }
 
-    fn add_requests(&mut self, sim: &Sim) {
+    pub(crate) fn add_requests(&mut self, sim: &Sim) {
         if let Ok(counts) = sim.requests() {
             for (op, status, n) in counts {
                 *self.requests.entry((op, status)).or_default() += n;
@@ -131,7 +137,7 @@ impl Record {
 }
 
 /// Whether the engine process `pid` holds the lease of `run` now (`fogbook status`).
-fn holds_lease(env: &Env, db: &Path, run: &str, pid: u32) -> bool {
+pub(crate) fn holds_lease(env: &Env, db: &Path, run: &str, pid: u32) -> bool {
     query_json(env, db, &["status", run]).is_ok_and(|st| {
         st["run"]["lease_owner"]
             .as_str()
@@ -161,7 +167,7 @@ pub(crate) fn now_ms() -> i128 {
 
 /// Whether an engine process's end is one the runner caused or the engine chose; a death by
 /// a signal the runner did not send (SIGABRT, SIGSEGV, ...) is a crash of the engine.
-fn unplanned_death(status: ExitStatus, sent: &[Signal]) -> Option<String> {
+pub(crate) fn unplanned_death(status: ExitStatus, sent: &[Signal]) -> Option<String> {
     let sig = status.signal()?;
     if sent.iter().any(|s| *s as i32 == sig) {
         return None;
@@ -457,7 +463,7 @@ fn drive(
 /// reach the emulator; the competing `resume` to the emulator (a wrong takeover would show
 /// in the journal and the lease events).
 #[allow(clippy::too_many_arguments)]
-fn compete(
+pub(crate) fn compete(
     env: &Env,
     rb: &Runbook,
     dir: &Path,
@@ -514,14 +520,14 @@ fn compete(
     Ok(())
 }
 
-fn stop(child: &mut Child) {
+pub(crate) fn stop(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
 
 /// An uninterrupted run of `rb` on a fresh emulator, without faults.
-pub(crate) fn baseline(env: &Env, rb: &Runbook, dir: &Path) -> Result<Baseline, String> {
-    let db = dir.join("state.db");
+pub(crate) fn baseline(env: &Env, rb: &Runbook, dir: &Path, db: Option<&Path>) -> Result<Baseline, String> {
+    let db = db.map_or_else(|| dir.join("state.db"), Path::to_path_buf);
     let sim = Sim::start(env, dir, &rb.estate)?;
     let t0 = Instant::now();
     let mut child = spawn_engine(env, dir, &db, &sim.url, &rb.run_args())?;

@@ -1,0 +1,773 @@
+//! A trial on PostgreSQL (`--db postgres`): the run lives in its own database on the runner's
+//! throwaway server and is driven by 2–3 `fogbook worker` processes ("hosts", each talking
+//! to the database through a proxy the runner owns) besides the `run`/`resume` processes.
+//! Faults: SIGKILL of workers (started again), `pg_ctl restart -m immediate`, a worker cut off
+//! from the database (its proxy stops forwarding) past its lease and then let back (it must
+//! write nothing: fenced), plus the emulator's faults and restarts and competing processes of
+//! the SQLite trials. The invariants are checked from outside as there (`verify`), plus the
+//! fencing of the cut-off worker and the one fire of a schedule.
+
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::{Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use fogbook_testpg::TestPostgres;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+use crate::check::Baseline;
+use crate::plan::{Plan, Start};
+use crate::proc::{self, Env, Sim, query, query_json, spawn_engine};
+use crate::proxy::Proxy;
+use crate::runbooks::Runbook;
+use crate::trial::{End, Limits, Outcome, Record, compete, now_ms, run_ids, stop, unplanned_death};
+use crate::verify::{failed_failover_post_applied, verify};
+
+/// The runner's PostgreSQL server, shared by the trials (each has its own database).
+pub(crate) struct PgServer {
+    server: TestPostgres,
+    /// Held (read) by a trial while it needs the server up for something it cannot retry
+    /// (creating its database, its checks); a restart takes it (write).
+    gate: RwLock<()>,
+    /// Every restart of the server: (start, end), wall clock ms. Another trial's restart is a
+    /// disruption of this trial's processes too.
+    restarts: Mutex<Vec<(i128, i128)>>,
+}
+
+impl PgServer {
+    pub(crate) fn start() -> Result<PgServer, String> {
+        let server =
+            TestPostgres::try_start().map_err(|e| format!("cannot start a throwaway PostgreSQL server: {e}"))?;
+        Ok(PgServer {
+            server,
+            gate: RwLock::new(()),
+            restarts: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Creates database `name` (while the server is up) and returns its URL. Then a
+    /// checkpoint: `CREATE DATABASE` writes the whole template to the WAL, and a server
+    /// restarted the hard way replays the WAL since the last checkpoint, which after a few
+    /// dozen databases took longer than a trial (90 s on the loaded 2-core VM).
+    pub(crate) fn database(&self, name: &str) -> Result<String, String> {
+        let _r = self.gate.read().unwrap_or_else(PoisonError::into_inner);
+        self.server
+            .try_create_database(name)
+            .map_err(|e| format!("CREATE DATABASE {name}: {e}"))?;
+        self.sql(&self.server.url(), "CHECKPOINT")?;
+        Ok(self.server.url_for(name))
+    }
+
+    /// Drops database `name` (a passing trial's: the cluster stays small).
+    pub(crate) fn drop_database(&self, name: &str) {
+        let _r = self.gate.read().unwrap_or_else(PoisonError::into_inner);
+        let _ = self.sql(
+            &self.server.url(),
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        );
+    }
+
+    /// Runs `sql` with `psql` (the Debian `postgresql-client`, a dependency of the server).
+    fn sql(&self, url: &str, sql: &str) -> Result<(), String> {
+        let out = std::process::Command::new("psql")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
+            .output()
+            .map_err(|e| format!("psql: {e} (install the Debian package postgresql-client)"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "psql -c {sql:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    pub(crate) fn port(&self) -> u16 {
+        self.server.port()
+    }
+
+    /// `pg_ctl restart -m immediate`, once the other trials' checks are done.
+    fn restart(&self) -> Result<(), String> {
+        let _w = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+        let from = now_ms();
+        let res = std::panic::catch_unwind(AssertUnwindSafe(|| self.server.restart_immediate()));
+        self.restarts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((from, now_ms()));
+        res.map_err(|_| format!("pg_ctl restart -m immediate failed: {}", tail(&self.server.log())))
+    }
+
+    fn restarts_between(&self, from: i128, to: i128) -> Vec<i128> {
+        self.restarts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(a, b)| *b >= from && *a <= to)
+            .flat_map(|(a, b)| [*a, *b])
+            .collect()
+    }
+}
+
+fn tail(log: &str) -> String {
+    log.lines().rev().take(10).collect::<Vec<_>>().join(" | ")
+}
+
+/// A worker ("host"): its proxy to the database, and its process when it runs.
+struct Worker {
+    name: String,
+    proxy: Proxy,
+    child: Option<Child>,
+    /// When to start it again after a kill.
+    restart_at: Option<Instant>,
+    /// Signals the runner sent to the current process.
+    sent: Vec<Signal>,
+}
+
+impl Worker {
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+/// The database URL through `proxy_port` instead of the server's own port.
+fn via(url: &str, server_port: u16, proxy_port: u16) -> String {
+    url.replacen(
+        &format!("127.0.0.1:{server_port}/"),
+        &format!("127.0.0.1:{proxy_port}/"),
+        1,
+    )
+}
+
+fn spawn_worker(
+    env: &Env,
+    dir: &Path,
+    url: &str,
+    pg: &PgServer,
+    sim: &Sim,
+    w: &mut Worker,
+    rec: &mut Record,
+) -> Result<(), String> {
+    let db = via(url, pg.port(), w.proxy.port);
+    let args: Vec<String> = ["worker", "--poll", "200ms", "--concurrency", "2", "--name", &w.name]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    let child = spawn_engine(env, dir, Path::new(&db), &sim.url, &args)?;
+    rec.drivers.insert(child.id());
+    w.child = Some(child);
+    w.sent.clear();
+    w.restart_at = None;
+    Ok(())
+}
+
+/// The lease owner's pid and the run's status, from `fogbook status` (None while the server
+/// restarts, or before the run exists).
+fn poll_status(env: &Env, db: &Path, run: &str) -> Option<(Option<u32>, String)> {
+    let st = query_json(env, db, &["status", run]).ok()?;
+    let owner = st["run"]["lease_owner"]
+        .as_str()
+        .and_then(|o| o.split(':').nth(1))
+        .and_then(|p| p.parse().ok());
+    Some((owner, st["run"]["status"].as_str().unwrap_or_default().to_owned()))
+}
+
+/// Executes a PostgreSQL trial, then checks the invariants.
+pub(crate) fn execute(
+    env: &Env,
+    plan: &Plan,
+    rb: &Runbook,
+    base: &Baseline,
+    dir: &Path,
+    limits: Limits,
+    pg: &PgServer,
+) -> Outcome {
+    let started = Instant::now();
+    let mut out = Outcome {
+        index: plan.index,
+        runbook: rb.name.clone(),
+        ..Outcome::default()
+    };
+    for f in &plan.faults {
+        *out.faults.entry(f.kind.to_owned()).or_default() += 1;
+    }
+    if let Err(e) = drive(env, plan, rb, base, dir, limits, pg, &mut out) {
+        out.violations.push(e);
+    }
+    if out.violations.is_empty() {
+        pg.drop_database(&format!("chaos_trial_{}", plan.index));
+    }
+    if !out.violations.is_empty() {
+        out.ending = "violation".to_owned();
+    }
+    out.elapsed = started.elapsed();
+    out
+}
+
+/// The cut-off worker: its pid, and when it was let back.
+struct Cut {
+    pid: u32,
+    worker: usize,
+    heal_at: Instant,
+    healed: bool,
+}
+
+#[allow(clippy::too_many_lines, clippy::too_many_arguments)]
+fn drive(
+    env: &Env,
+    plan: &Plan,
+    rb: &Runbook,
+    base: &Baseline,
+    dir: &Path,
+    limits: Limits,
+    pg: &PgServer,
+    out: &mut Outcome,
+) -> Result<(), String> {
+    let Some(pgp) = plan.pg.clone() else {
+        return Err("a PostgreSQL trial without its plan".to_owned());
+    };
+    let trial_from = now_ms();
+    let name = format!("chaos_trial_{}", plan.index);
+    let url = pg.database(&name)?;
+    let db = PathBuf::from(&url);
+    let mut sim = Sim::start(env, dir, &rb.estate)?;
+    let faults = plan.fault_config();
+    if !plan.faults.is_empty() {
+        sim.set_faults(&faults)?;
+    }
+    let span = base.duration_ms.max(200);
+    let scale = |permille: u64| Duration::from_millis(span * permille / 1000);
+    let mut rec = Record::default();
+
+    // The schedule is added before the workers start, to fire a few seconds later.
+    let mut fire_at: Option<Instant> = None;
+    if pgp.start == Start::Schedule {
+        let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(3);
+        let cron = format!(
+            "{} {} {} {} {} *",
+            at.second(),
+            at.minute(),
+            at.hour(),
+            at.day(),
+            u8::from(at.month())
+        );
+        let mut args = vec![
+            "schedule".to_owned(),
+            "add".to_owned(),
+            "--name".to_owned(),
+            "chaos".to_owned(),
+            "--cron".to_owned(),
+            cron,
+            "--catch-up".to_owned(),
+            "10m".to_owned(),
+            "--auto-approve".to_owned(),
+        ];
+        let run_args = rb.run_args();
+        args.push(run_args[1].clone());
+        args.extend(["--params".to_owned(), run_args[3].clone()]);
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = {
+            // No restart meanwhile: a refused connection here would end the trial.
+            let _up = pg.gate.read().unwrap_or_else(PoisonError::into_inner);
+            query(env, &db, &a)?
+        };
+        if !o.status.success() {
+            return Err(format!(
+                "fogbook {} exited {:?}: {}",
+                args.join(" "),
+                o.status.code(),
+                String::from_utf8_lossy(&o.stderr)
+            ));
+        }
+        fire_at = Some(Instant::now() + Duration::from_secs(3));
+    }
+
+    let mut workers: Vec<Worker> = Vec::new();
+    for i in 0..pgp.workers {
+        let mut w = Worker {
+            name: format!("host{}", i + 1),
+            proxy: Proxy::start(pg.port())?,
+            child: None,
+            restart_at: None,
+            sent: Vec::new(),
+        };
+        spawn_worker(env, dir, &url, pg, &sim, &mut w, &mut rec)?;
+        workers.push(w);
+    }
+    let result = drive_with_workers(
+        env,
+        plan,
+        rb,
+        base,
+        dir,
+        limits,
+        pg,
+        out,
+        &db,
+        &url,
+        &mut sim,
+        &faults,
+        &mut rec,
+        &mut workers,
+        fire_at,
+        &scale,
+    );
+    // Whatever happened: every cut worker is let back, every worker is asked to stop and must
+    // stop by itself, without a crash.
+    for w in &workers {
+        w.proxy.resume();
+    }
+    for w in &mut workers {
+        if let Some(c) = &w.child {
+            proc::signal(c, Signal::SIGTERM, false);
+            w.sent.push(Signal::SIGTERM);
+        }
+    }
+    for w in &mut workers {
+        let Some(mut c) = w.child.take() else { continue };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(st) = c.try_wait().map_err(|e| e.to_string())? {
+                break Some(st);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        match status {
+            None => {
+                stop(&mut c);
+                out.violations.push(format!(
+                    "worker {} ({}) did not stop within 60 s of SIGTERM",
+                    w.name,
+                    c.id()
+                ));
+            }
+            Some(st) => {
+                if let Some(sig) = unplanned_death(st, &w.sent) {
+                    out.violations.push(format!(
+                        "worker {} ({}) died of {sig}, which the runner did not send",
+                        w.name,
+                        c.id()
+                    ));
+                }
+            }
+        }
+    }
+    let (run, end, cut) = result?;
+    let Some(run) = run else {
+        return Err("the run was never created".to_owned());
+    };
+    let mut end = end;
+    let _checks = pg.gate.read().unwrap_or_else(PoisonError::into_inner);
+    if matches!(end, End::Exited(1)) && failed_failover_post_applied(env, &db, &run, rb, &sim)? {
+        out.operator_retries += 1;
+        let args = vec!["resume".to_owned(), run.clone(), "--retry-failed".to_owned()];
+        let mut child = spawn_engine(env, dir, &db, &sim.url, &args)?;
+        rec.drivers.insert(child.id());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        end = loop {
+            if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+                if let Some(sig) = unplanned_death(st, &[]) {
+                    return Err(format!("the operator retry died of {sig}"));
+                }
+                break End::Exited(st.code().unwrap_or(-1));
+            }
+            if Instant::now() > deadline {
+                stop(&mut child);
+                break End::Stuck("the operator retry did not end in 60 s".to_owned());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+    }
+    // A restart of the server (this trial's or another's) cut every process's connections:
+    // a moment an answer may have been lost, and a reason for a takeover from any of them.
+    let restarts = pg.restarts_between(trial_from, now_ms());
+    if !restarts.is_empty() {
+        rec.disruptions.extend(restarts);
+        let all: Vec<u32> = rec.drivers.iter().copied().collect();
+        rec.killed_or_frozen.extend(all);
+    }
+    rec.add_requests(&sim);
+    let history = query_json(env, &db, &["history", &run])?;
+    if let Some(cut) = &cut {
+        fenced(&history, cut.pid, &mut out.violations);
+    }
+    if pgp.start == Start::Schedule {
+        schedule_fired_once(env, &db, &history, &mut out.violations)?;
+    }
+    verify(env, plan, rb, base, &db, &run, &sim, end, &rec, out)
+}
+
+/// The worker cut off from the database wrote nothing for the run after its lease was taken
+/// over, until it took the lease again by the rules (an audited takeover of its own).
+fn fenced(history: &Value, pid: u32, v: &mut Vec<String>) {
+    let pid_of = |o: &Value| {
+        o.as_str()
+            .and_then(|o| o.split(':').nth(1))
+            .and_then(|p| p.parse::<u32>().ok())
+    };
+    let mut displaced = false;
+    for e in history["events"].as_array().into_iter().flatten() {
+        let kind = e["kind"].as_str().unwrap_or_default();
+        let owner = pid_of(&e["data"]["owner"]).or_else(|| pid_of(&e["owner"]));
+        if kind == "lease.taken_over" && pid_of(&e["data"]["previous_owner"]) == Some(pid) {
+            displaced = true;
+            continue;
+        }
+        if owner == Some(pid) {
+            if kind == "lease.acquired" || kind == "lease.taken_over" {
+                displaced = false;
+            } else if displaced {
+                v.push(format!(
+                    "the worker cut off from the database ({pid}) wrote after its lease was taken over: event #{} {kind}",
+                    e["seq"]
+                ));
+            }
+        }
+    }
+}
+
+/// A schedule trial: the schedule fired once, and its one run is the trial's run.
+fn schedule_fired_once(env: &Env, db: &Path, history: &Value, v: &mut Vec<String>) -> Result<(), String> {
+    let runs = query_json(env, db, &["runs"])?;
+    let n = runs["runs"].as_array().map_or(0, Vec::len);
+    if n != 1 {
+        v.push(format!("the schedule's one fire made {n} runs"));
+    }
+    let created = history["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == "run.created")
+        .count();
+    if created != 1 {
+        v.push(format!("{created} run.created events for the schedule's run"));
+    }
+    Ok(())
+}
+
+/// Returns once no restart of the server is under way (a restart holds the gate).
+fn wait_for_server(pg: &PgServer) {
+    drop(pg.gate.read().unwrap_or_else(PoisonError::into_inner));
+}
+
+type Driven = (Option<String>, End, Option<Cut>);
+
+#[allow(clippy::too_many_lines, clippy::too_many_arguments)]
+fn drive_with_workers(
+    env: &Env,
+    plan: &Plan,
+    rb: &Runbook,
+    _base: &Baseline,
+    dir: &Path,
+    limits: Limits,
+    pg: &PgServer,
+    out: &mut Outcome,
+    db: &Path,
+    url: &str,
+    sim: &mut Sim,
+    faults: &Value,
+    rec: &mut Record,
+    workers: &mut [Worker],
+    fire_at: Option<Instant>,
+    scale: &dyn Fn(u64) -> Duration,
+) -> Result<Driven, String> {
+    let pgp = plan.pg.clone().unwrap_or_else(|| unreachable!("checked by the caller"));
+    let mut t0 = Instant::now();
+    let mut run: Option<String> = None;
+    let mut foreground: Option<(Child, Vec<Signal>)> = None;
+    match pgp.start {
+        Start::Run => {
+            let child = spawn_engine(env, dir, db, &sim.url, &rb.run_args())?;
+            rec.drivers.insert(child.id());
+            out.processes += 1;
+            foreground = Some((child, Vec::new()));
+        }
+        Start::Detach => {
+            let mut args = rb.run_args();
+            args.push("--detach".to_owned());
+            // Started again when it could not reach the server (a parallel trial's restart)
+            // and created nothing.
+            loop {
+                let mut child = spawn_engine(env, dir, db, &sim.url, &args)?;
+                rec.drivers.insert(child.id());
+                out.processes += 1;
+                let st = child.wait().map_err(|e| e.to_string())?;
+                if st.code() == Some(0) {
+                    break;
+                }
+                if let Some(sig) = unplanned_death(st, &[]) {
+                    return Err(format!("`fogbook run --detach` died of {sig}"));
+                }
+                // (An error while the server is up: no schema yet, so no run either.)
+                if run_ids(env, db).is_ok_and(|ids| !ids.is_empty()) || out.processes >= limits.max_processes {
+                    return Err(format!("`fogbook run --detach` exited {st}"));
+                }
+                wait_for_server(pg);
+            }
+        }
+        Start::Schedule => {
+            if let Some(at) = fire_at {
+                t0 = at;
+            }
+        }
+    }
+    let mut needs_run = false;
+    let mut kill_fg = plan.kills.first().map(|pm| scale(*pm));
+    let mut kills = pgp.worker_kills.clone();
+    kills.sort_by_key(|k| k.at_permille);
+    let mut kills = kills.into_iter().peekable();
+    let mut pg_restart = pgp.pg_restart;
+    let mut black_hole = pgp.black_hole.clone();
+    let mut restart = plan.sim_restart.clone();
+    let mut competitor = plan.competitor.clone();
+    let mut cut: Option<Cut> = None;
+    let mut holder: Option<u32> = None;
+    let mut last_poll = Instant::now() - Duration::from_secs(1);
+    let started = Instant::now();
+    let end = loop {
+        if started.elapsed() > limits.trial_timeout + Duration::from_secs(if fire_at.is_some() { 3 } else { 0 }) {
+            break End::Stuck(format!("no end after {:?}", limits.trial_timeout));
+        }
+        // The run's state, and who holds its lease.
+        if last_poll.elapsed() >= Duration::from_millis(250) {
+            last_poll = Instant::now();
+            if run.is_none() {
+                run = run_ids(env, db).ok().and_then(|ids| ids.into_iter().next());
+            }
+            if let Some(id) = &run
+                && let Some((owner, status)) = poll_status(env, db, id)
+            {
+                holder = owner;
+                match status.as_str() {
+                    "succeeded" => break End::Exited(0),
+                    "failed" => break End::Exited(1),
+                    "cancelled" => break End::Exited(3),
+                    _ => {}
+                }
+            }
+        }
+        let now = t0.elapsed();
+        let running = Instant::now() >= t0;
+        // The foreground `run`: killed at the plan's first kill moment; the workers take over.
+        if let Some((c, sent)) = &mut foreground {
+            if let Some(st) = c.try_wait().map_err(|e| e.to_string())? {
+                if let Some(sig) = unplanned_death(st, sent) {
+                    return Err(format!(
+                        "the `fogbook run` process {} died of {sig}, which the runner did not send",
+                        c.id()
+                    ));
+                }
+                foreground = None;
+                needs_run = pgp.start == Start::Run && run.is_none();
+            } else if kill_fg.is_some_and(|k| now >= k) && !sent.contains(&Signal::SIGKILL) {
+                let _ = c.kill();
+                sent.push(Signal::SIGKILL);
+                rec.killed_or_frozen.insert(c.id());
+                rec.disrupted();
+                out.engine_kills += 1;
+                kill_fg = None; // once: a `run` started again is not killed again
+            }
+        }
+        // The `run` ended (killed, or unable to reach the server during a restart) before
+        // the run existed: run it again, as the SQLite trials do.
+        if needs_run && foreground.is_none() {
+            // An error while the server is up: the database has no schema yet (nobody
+            // opened it), so no run either.
+            let ids = run_ids(env, db).unwrap_or_else(|_| {
+                wait_for_server(pg);
+                run_ids(env, db).unwrap_or_default()
+            });
+            if ids.is_empty() && out.processes < limits.max_processes {
+                wait_for_server(pg);
+                let child = spawn_engine(env, dir, db, &sim.url, &rb.run_args())?;
+                rec.drivers.insert(child.id());
+                out.processes += 1;
+                foreground = Some((child, Vec::new()));
+            }
+            needs_run = false;
+        }
+        // Workers that ended: killed (started again after their time down) or by themselves.
+        for w in workers.iter_mut() {
+            if let Some(c) = &mut w.child
+                && let Some(st) = c.try_wait().map_err(|e| e.to_string())?
+            {
+                if let Some(sig) = unplanned_death(st, &w.sent) {
+                    return Err(format!(
+                        "worker {} ({}) died of {sig}, which the runner did not send",
+                        w.name,
+                        c.id()
+                    ));
+                }
+                if w.sent.is_empty() {
+                    // A worker that gave up by itself (e.g. it could not open the database
+                    // while the server restarted): counted, and started again.
+                    // Started again half a second later (not in a tight loop while the server
+                    // is down).
+                    out.worker_exits += 1;
+                    w.restart_at = Some(Instant::now() + Duration::from_millis(500));
+                }
+                w.child = None;
+            }
+            if w.child.is_none() && w.restart_at.is_some_and(|at| Instant::now() >= at) {
+                spawn_worker(env, dir, url, pg, sim, w, rec)?;
+                out.processes += 1;
+            }
+        }
+        if !running {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        // A worker SIGKILLed: the run's driver when it is a worker, else the planned one.
+        if let Some(k) = kills.peek()
+            && now >= scale(k.at_permille)
+        {
+            let by_lease = holder.and_then(|h| workers.iter().position(|w| w.pid() == Some(h)));
+            let victim = if k.driver {
+                by_lease.unwrap_or(k.victim)
+            } else {
+                k.victim
+            };
+            let w = &mut workers[victim.min(workers.len() - 1)];
+            if let Some(c) = &mut w.child {
+                let _ = c.kill();
+                w.sent.push(Signal::SIGKILL);
+                rec.killed_or_frozen.insert(c.id());
+                rec.disrupted();
+                out.worker_kills += 1;
+                w.restart_at = Some(Instant::now() + Duration::from_millis(k.down_ms));
+            }
+            kills.next();
+        }
+        // The server restarted the hard way.
+        if let Some(at) = pg_restart
+            && now >= scale(at)
+        {
+            pg_restart = None;
+            rec.disrupted();
+            pg.restart()?;
+            out.pg_restarts += 1;
+        }
+        // The worker driving the run cut off from the database (once one drives it).
+        if let Some(b) = &black_hole
+            && now >= scale(b.at_permille)
+            && let Some(i) = holder.and_then(|h| workers.iter().position(|w| w.pid() == Some(h)))
+            && let Some(pid) = workers[i].pid()
+        {
+            workers[i].proxy.black_hole();
+            rec.killed_or_frozen.insert(pid);
+            rec.disrupted();
+            out.black_holes += 1;
+            cut = Some(Cut {
+                pid,
+                worker: i,
+                heal_at: Instant::now() + proc::LEASE_TTL + Duration::from_millis(b.extra_ms),
+                healed: false,
+            });
+            black_hole = None;
+        }
+        if let Some(c) = &mut cut
+            && !c.healed
+            && Instant::now() >= c.heal_at
+        {
+            workers[c.worker].proxy.resume();
+            c.healed = true;
+        }
+        // A competing `resume` or `run` while a process holds the lease: refused.
+        if let Some(c) = competitor.as_ref().filter(|c| now >= scale(c.at_permille))
+            && let Some(id) = run.clone()
+            && let Some(h) = holder
+            && cut.as_ref().is_none_or(|c| c.pid != h)
+        {
+            let kind = c.kind;
+            let holder_child = if let Some((fc, _)) = foreground.as_mut().filter(|(fc, _)| fc.id() == h) {
+                Some(fc)
+            } else {
+                workers
+                    .iter_mut()
+                    .filter_map(|w| w.child.as_mut())
+                    .find(|wc| wc.id() == h)
+            };
+            if let Some(hc) = holder_child {
+                competitor = None;
+                out.competitors += 1;
+                // Its queries need the server up: no restart meanwhile.
+                let _up = pg.gate.read().unwrap_or_else(PoisonError::into_inner);
+                compete(env, rb, dir, db, &sim.url, &id, kind, hc, rec, out)?;
+            }
+        }
+        // The emulator restarted, as in the SQLite trials.
+        if let Some(r) = restart.as_ref().filter(|r| now >= scale(r.at_permille)) {
+            rec.add_requests(sim);
+            rec.disrupted();
+            sim.stop(r.signal);
+            std::thread::sleep(Duration::from_millis(r.down_ms));
+            sim.start_again(env)?;
+            if !plan.faults.is_empty() {
+                sim.set_faults(faults)?;
+            }
+            out.sim_restarts += 1;
+            restart = None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    if let Some((mut c, _)) = foreground.take() {
+        // The run is over: the foreground process (if it still drove it) ends by itself.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while c.try_wait().map_err(|e| e.to_string())?.is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if c.try_wait().map_err(|e| e.to_string())?.is_none() {
+            stop(&mut c);
+            out.violations.push(format!(
+                "the `fogbook run` process {} did not end within 30 s of its run",
+                c.id()
+            ));
+        }
+    }
+    Ok((run, end, cut))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::fenced;
+
+    fn ev(seq: u64, kind: &str, data: serde_json::Value) -> serde_json::Value {
+        json!({ "seq": seq, "kind": kind, "data": data })
+    }
+
+    #[test]
+    fn a_cut_off_worker_that_writes_after_its_takeover_is_caught() {
+        let history = json!({ "events": [
+            ev(1, "lease.acquired", json!({ "owner": "h:10:1:host1" })),
+            ev(2, "lease.taken_over", json!({ "owner": "h:20:1:host2", "previous_owner": "h:10:1:host1" })),
+            ev(3, "lease.released", json!({ "owner": "h:10:1:host1" })),
+        ]});
+        let mut v = Vec::new();
+        fenced(&history, 10, &mut v);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].contains("event #3 lease.released"), "{v:?}");
+    }
+
+    #[test]
+    fn a_cut_off_worker_may_take_the_lease_back_by_the_rules() {
+        let history = json!({ "events": [
+            ev(1, "lease.acquired", json!({ "owner": "h:10:1:host1" })),
+            ev(2, "lease.taken_over", json!({ "owner": "h:20:1:host2", "previous_owner": "h:10:1:host1" })),
+            ev(3, "lease.taken_over", json!({ "owner": "h:10:1:host1", "previous_owner": "h:20:1:host2" })),
+            ev(4, "lease.released", json!({ "owner": "h:10:1:host1" })),
+        ]});
+        let mut v = Vec::new();
+        fenced(&history, 10, &mut v);
+        assert!(v.is_empty(), "{v:?}");
+    }
+}

@@ -329,7 +329,9 @@ async fn tick_schedules(engine: &Engine) -> Result<usize, EngineError> {
     for schedule in engine.store().schedules().await? {
         match tick_one(engine, &schedule).await {
             Ok(n) => fired += n,
-            Err(e) => tracing::error!(schedule = %schedule.name, error = %with_causes(&e), "worker: cannot fire schedule"),
+            Err(e) => {
+                tracing::error!(schedule = %schedule.name, error = %with_causes(&e), "worker: cannot fire schedule")
+            }
         }
     }
     Ok(fired)

@@ -3,12 +3,14 @@
 //! Each "host" is a `Store` of its own whose callers pass their host's clock, skewed by ten
 //! minutes either way: a host whose clock runs ahead does not take a live fleet lease over,
 //! and a host whose clock runs behind does not keep (renew, write under) an expired one.
+//! Operators' "is this run driven live?" checks go by the same clock: an operator on a host
+//! whose clock runs ahead neither cancels a driven run outright nor edits its steps.
 
 use std::str::FromStr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fogbook_state::pg::StoreUrl;
-use fogbook_state::{NewFleet, NewFleetTarget, StateError, Store};
+use fogbook_state::{Actor, NewFleet, NewFleetTarget, NewRun, StateError, Store};
 use fogbook_testpg::TestPostgres;
 use serde_json::json;
 
@@ -124,4 +126,51 @@ async fn a_host_whose_clock_runs_behind_does_not_keep_an_expired_fleet_lease() {
         fleet.lease_expires_at.unwrap() >= now + 29_000,
         "the new lease lasts 30 s by the server's clock"
     );
+}
+
+/// A run `owner` leases for `ttl_ms` on a host whose clock reads `now`.
+fn new_run(owner: &str, now: i64, ttl_ms: i64) -> NewRun {
+    NewRun {
+        id: "r1".to_owned(),
+        runbook_name: "rb".to_owned(),
+        runbook_version: 1,
+        runbook_text: "runbook: rb".to_owned(),
+        runbook_sha256: "abc".to_owned(),
+        source_path: None,
+        params: json!({}),
+        steps: vec!["a".to_owned()],
+        locks: Vec::new(),
+        auto_approve: false,
+        lease: Some((owner.to_owned(), now + ttl_ms)),
+        created_by: json!("test"),
+        window: None,
+        schedule: None,
+        now,
+    }
+}
+
+/// An operator whose clock runs ten minutes ahead sees the driver's 30 s lease as long
+/// expired; by the database's clock the run is driven live: `cancel` only asks its driver to
+/// stop, and a step cannot be skipped under it.
+#[tokio::test]
+async fn an_operator_whose_clock_runs_ahead_sees_a_driven_run_as_driven() {
+    let server = TestPostgres::start();
+    let (driver, operator) = (open(&server), open(&server));
+    driver.create_run(new_run("a", real_now(), 30_000)).await.unwrap();
+    let actor = Actor {
+        name: "op".to_owned(),
+        source: "--by".to_owned(),
+        reason: None,
+    };
+
+    let skip = operator
+        .operator_finish_step("r1", "a", None, &actor, real_now() + SKEW)
+        .await
+        .unwrap_err();
+    assert!(skip.to_string().contains("being driven by a"), "{skip}");
+    let over = operator.cancel("r1", "op", None, real_now() + SKEW).await.unwrap();
+    assert!(!over, "a driven run is asked to stop, not cancelled under its driver");
+    let run = operator.load_run("r1").await.unwrap().run;
+    assert_eq!(run.lease_owner.as_deref(), Some("a"));
+    assert_eq!(run.status.as_str(), "running");
 }

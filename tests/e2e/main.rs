@@ -32,6 +32,7 @@ mod notify;
 mod operator_fixes;
 mod opfix2;
 mod pg_backend;
+mod pg_hints;
 mod pg_partition;
 mod pg_restart;
 mod pg_worker;

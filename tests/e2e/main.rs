@@ -35,6 +35,7 @@ mod pg_backend;
 mod pg_hints;
 mod pg_partition;
 mod pg_restart;
+mod pg_status_clock;
 mod pg_worker;
 mod pg_worker_backends;
 mod plan;

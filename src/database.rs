@@ -60,7 +60,11 @@ pub(crate) fn open_existing(cli: &Cli) -> Result<Store, Exit> {
 /// The store `--db` names; a value that is neither a path nor a URL fogbook accepts is bad
 /// input (exit 2).
 pub(crate) fn store_url(cli: &Cli) -> Result<StoreUrl, Exit> {
-    StoreUrl::from_str(&cli.db.to_string_lossy()).map_err(|e| {
+    let url = StoreUrl::from_str(&cli.db.to_string_lossy());
+    if let Ok(url) = &url {
+        crate::error::note_store(url);
+    }
+    url.map_err(|e| {
         fail(CliError::usage(
             e.to_string(),
             Some("pass --db (or set FOGBOOK_DB) to a SQLite file or a postgres:// URL"),

@@ -2,6 +2,8 @@
 //! engine's and the store's errors are its sources, not strings), and the one place that
 //! decides its exit code ([`CliError::exit_code`]) and how it is printed.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use fogbook_engine::{EngineError, ErrorKind};
 use fogbook_state::StateError;
 
@@ -167,14 +169,40 @@ impl CliError {
                 output::error(message, None);
             }
             other => {
-                let hint = (other.exit_code() == Exit::StoreFailed).then_some(
-                    "the state database (--db) could not be used; fix the cause named above (a file that is not a fogbook database, permissions, disk space) or pass another --db",
-                );
-                output::error_chain(other, hint);
+                let hint = (other.exit_code() == Exit::StoreFailed).then(|| {
+                    if store_is_postgres() {
+                        postgres_store_hint()
+                    } else {
+                        "the state database (--db) could not be used; fix the cause named above (a file that is not a fogbook database, permissions, disk space) or pass another --db".to_owned()
+                    }
+                });
+                output::error_chain(other, hint.as_deref());
             }
         }
         self.exit_code()
     }
+}
+
+/// Whether this process's store (`--db`, `FOGBOOK_DB`) is a PostgreSQL server: its
+/// failures have other causes than a file's, so the hint for them differs.
+static STORE_IS_POSTGRES: AtomicBool = AtomicBool::new(false);
+
+/// The hint for a PostgreSQL store that failed (exit 6).
+fn postgres_store_hint() -> String {
+    format!(
+        "the PostgreSQL state store (--db) could not be used; check the cause named above: is the server running and reachable from this host (address, port, firewall, sslmode)? are the user, password and database in the URL right? if it answers slowly, raise FOGBOOK_PG_TIMEOUT (10s by default); what was committed stays: once the database answers, `{fb} status` shows where each run is and `{fb} resume RUN` continues one",
+        fb = crate::output::fogbook()
+    )
+}
+
+/// Records which kind of store this process uses (called where `--db` is read).
+pub(crate) fn note_store(url: &fogbook_state::pg::StoreUrl) {
+    let postgres = matches!(url, fogbook_state::pg::StoreUrl::Postgres(_));
+    STORE_IS_POSTGRES.store(postgres, Ordering::Relaxed);
+}
+
+fn store_is_postgres() -> bool {
+    STORE_IS_POSTGRES.load(Ordering::Relaxed)
 }
 
 /// The process a lease owner id (`host:pid:start[:tag]`) names, in words.

@@ -310,8 +310,13 @@ async fn resume_in(cli: &Cli, store: &Store, arg: &str, approve_by: Option<Strin
             cli.quiet,
             &format!("fleet {id}: cancellation requested; no new target starts"),
         );
+        // Whether its driver is live, by the clock leases are written by.
+        let lease_now = match store.lease_now(now).await {
+            Ok(t) => t,
+            Err(e) => return fail(e),
+        };
         if snap.fleet.lease_expires_at.is_some_and(|exp| {
-            exp > now
+            exp > lease_now
                 && !snap
                     .fleet
                     .lease_owner

@@ -15,7 +15,7 @@ use crate::report::{Drive, set_stall_json};
 use super::resolve;
 
 fn now_ms() -> Millis {
-    fogbook_engine::Clock::now_ms(&fogbook_engine::SystemClock)
+    fogbook_engine::Clock::now_ms(&*crate::schedule_cmd::clock())
 }
 
 /// One target of a fleet as `fleet report` and the web page (`/fleets/{id}`) show it.
@@ -255,7 +255,12 @@ async fn show(cli: &Cli, store: Store, arg: String, kind: &str) -> Exit {
         Ok(x) => x,
         Err(e) => return fail(e),
     };
-    let drive = fleet_drive(&snap.fleet, now_ms(), cli.lease_ttl);
+    // Leases are judged by the clock they are written by (the database's on PostgreSQL).
+    let lease_now = match store.lease_now(now_ms()).await {
+        Ok(t) => t,
+        Err(e) => return fail(e),
+    };
+    let drive = fleet_drive(&snap.fleet, lease_now, cli.lease_ttl);
     if cli.format == Format::Json {
         output::json(kind, &json_doc(&snap, &lines, &drive));
     } else {
@@ -272,7 +277,11 @@ pub(super) async fn status(cli: &Cli, store: Store, arg: Option<String>) -> Exit
     if let Some(arg) = arg {
         return show(cli, store, arg, "fleet_status").await;
     }
-    let now = now_ms();
+    // Leases are judged by the clock they are written by (the database's on PostgreSQL).
+    let now = match store.lease_now(now_ms()).await {
+        Ok(t) => t,
+        Err(e) => return fail(e),
+    };
     let fleets = match store.list_fleets().await {
         Ok(f) => f,
         Err(e) => return fail(e),

@@ -41,7 +41,13 @@ pub(crate) fn set_stall_json(doc: &mut serde_json::Value, drive: &Drive) {
     doc["stalled_why"] = serde_json::json!(why);
 }
 
-/// Decides [`Drive`] from the run row: `lease_ttl` estimates when an expired or orphaned
+/// The time leases are judged by: the database server's clock on PostgreSQL (every host's
+/// leases are written by it), `now` on SQLite. Pass it to [`drive_of`].
+pub(crate) async fn lease_clock(store: &fogbook_state::Store, now: Millis) -> Result<Millis, crate::exit::Exit> {
+    store.lease_now(now).await.map_err(crate::error::fail)
+}
+
+/// Decides [`Drive`] from the run row at `now` by the lease clock ([`lease_clock`]): `lease_ttl` estimates when an expired or orphaned
 /// lease was last renewed (the time since which nobody drives the run).
 pub(crate) fn drive_of(r: &fogbook_state::RunRow, now: Millis, lease_ttl: Duration) -> Drive {
     if r.status != fogbook_state::RunStatus::Running {

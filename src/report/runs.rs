@@ -10,7 +10,7 @@ use crate::error::fail;
 use crate::exit::Exit;
 use crate::output;
 
-use super::drive::{Drive, drive_of, set_stall_json, waits_for, waits_for_approval};
+use super::drive::{Drive, drive_of, lease_clock, set_stall_json, waits_for, waits_for_approval};
 use super::shared::{human, now_ms, window_json};
 
 /// `statuses` are stored statuses; `stalled` adds the `running` runs nobody drives (the
@@ -41,6 +41,11 @@ pub(crate) async fn runs(
         Err(e) => return fail(e),
     };
     let now = now_ms();
+    // Leases are judged by the clock they are written by (the database's on PostgreSQL).
+    let lease_now = match lease_clock(&store, now).await {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
     let mut shown = Vec::new();
     let mut truncated = false;
     for row in rows {
@@ -50,7 +55,7 @@ pub(crate) async fn runs(
         };
         // The running rows added to the query above are shown only for what they were added for.
         if (foreground_waits || stalled_only) && row.status == RunStatus::Running {
-            let is_stalled = matches!(drive_of(&snap.run, now, cli.lease_ttl), Drive::Stalled { .. });
+            let is_stalled = matches!(drive_of(&snap.run, lease_now, cli.lease_ttl), Drive::Stalled { .. });
             let shown_as_waiting = foreground_waits && waits_for_approval(&snap, now);
             let wanted = shown_as_waiting || (stalled && is_stalled);
             if !wanted {
@@ -63,7 +68,10 @@ pub(crate) async fn runs(
         }
         shown.push(snap);
     }
-    let lines: Vec<RunLine> = shown.iter().map(|snap| run_line(snap, now, cli.lease_ttl)).collect();
+    let lines: Vec<RunLine> = shown
+        .iter()
+        .map(|snap| run_line(snap, now, lease_now, cli.lease_ttl))
+        .collect();
     if cli.format == Format::Json {
         let runs: Vec<serde_json::Value> = shown
             .iter()
@@ -71,7 +79,7 @@ pub(crate) async fn runs(
             .map(|(snap, l)| {
                 let mut v = serde_json::to_value(&snap.run).unwrap_or_default();
                 v["state"] = l.state.into();
-                set_stall_json(&mut v, &drive_of(&snap.run, now, cli.lease_ttl));
+                set_stall_json(&mut v, &drive_of(&snap.run, lease_now, cli.lease_ttl));
                 v["current_step"] = json!(l.step);
                 v["waits_for"] = json!(l.waits);
                 v["age_ms"] = json!(now - snap.run.created_at);
@@ -122,8 +130,9 @@ pub(super) struct RunLine {
     windows: String,
 }
 
-pub(super) fn run_line(snap: &RunSnapshot, now: Millis, lease_ttl: Duration) -> RunLine {
-    let drive = drive_of(&snap.run, now, lease_ttl);
+/// `lease_now`: the lease clock ([`lease_clock`]).
+pub(super) fn run_line(snap: &RunSnapshot, now: Millis, lease_now: Millis, lease_ttl: Duration) -> RunLine {
+    let drive = drive_of(&snap.run, lease_now, lease_ttl);
     let (step, mut waits) = waits_for(snap, now);
     if let Drive::Stalled { since, .. } = &drive {
         waits = format!("a driver ({})", human(now - since));

@@ -5,8 +5,9 @@ use serde_json::json;
 use crate::error::fail;
 use crate::exit::Exit;
 
+/// This host's clock (shifted by `FOGBOOK_TEST_CLOCK_FILE` in tests, as the schedules').
 pub(super) fn now_ms() -> Millis {
-    fogbook_engine::Clock::now_ms(&fogbook_engine::SystemClock)
+    fogbook_engine::Clock::now_ms(&*crate::schedule_cmd::clock())
 }
 
 /// Durations read as on the HTML pages.

@@ -9,7 +9,7 @@ use crate::cli::{Cli, Format};
 use crate::exit::Exit;
 use crate::output;
 
-use super::drive::{Drive, drive_of, open_unprotected, set_stall_json, waits_for, waits_for_approval};
+use super::drive::{Drive, drive_of, lease_clock, open_unprotected, set_stall_json, waits_for, waits_for_approval};
 use super::shared::{
     cancel_text, lasted, load, now_ms, rehearsal_json, rehearsal_line, rehearsal_of, step_column, window_json,
 };
@@ -19,6 +19,9 @@ pub(super) async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Res
     let snap = load(store, run_id).await?;
     let over = snap.run.status.is_terminal();
     let now = now_ms();
+    // Whether a driver's lease is live is judged by the clock leases are written by (the
+    // database server's on PostgreSQL), not this host's.
+    let lease_now = lease_clock(store, now).await?;
     let current = snap.steps.iter().find(|s| !s.status.is_done());
     let rehearsal = rehearsal_of(store, run_id).await;
     let waiting_approval = (waits_for_approval(&snap, now) && !snap.run.status.is_terminal())
@@ -31,7 +34,7 @@ pub(super) async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Res
     if cli.format == Format::Json {
         let mut doc = json!({
                 "run": snap.run,
-                "state": drive_of(&snap.run, now, cli.lease_ttl).label(snap.run.status),
+                "state": drive_of(&snap.run, lease_now, cli.lease_ttl).label(snap.run.status),
                 "waits_for": waits_for(&snap, now).1,
                 "current_step": current.map(|s| &s.step_id),
                 "waiting_for_approval": waiting_approval,
@@ -46,11 +49,11 @@ pub(super) async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Res
                     if sim.is_finite() { sim as i64 } else { 0 }
                 }),
         });
-        set_stall_json(&mut doc, &drive_of(&snap.run, now, cli.lease_ttl));
+        set_stall_json(&mut doc, &drive_of(&snap.run, lease_now, cli.lease_ttl));
         return Ok((output::json_text("status", &doc), over));
     }
     let r = &snap.run;
-    let drive = drive_of(r, now, cli.lease_ttl);
+    let drive = drive_of(r, lease_now, cli.lease_ttl);
     let mut out = String::new();
     if let Drive::Stalled { since, .. } = &drive {
         let unprotected = open_unprotected(&snap, now, rehearsal.as_ref());

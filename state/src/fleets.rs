@@ -248,7 +248,10 @@ fn fleet_epoch(tx: &dyn Tx, id: &str) -> Result<i64, StateError> {
 
 /// Fails with [`StateError::LeaseLost`] unless `owner` holds the fleet's lease now, at the
 /// epoch this store took it at (`held`; `None`: the owner alone is checked).
+/// `now` is the caller's clock; expiry is decided by [`Tx::lease_now`] (the database
+/// server's clock on PostgreSQL), as run leases are.
 fn check_lease(tx: &dyn Tx, id: &str, owner: &str, held: Option<i64>, now: Millis) -> Result<(), StateError> {
+    let now = tx.lease_now(now).during("reading the database's clock")?;
     let fleet = load_fleet_row(tx, id)?;
     let epoch = fleet_epoch(tx, id)?;
     if held.is_some_and(|h| h != epoch) {
@@ -270,6 +273,14 @@ fn check_lease(tx: &dyn Tx, id: &str, owner: &str, held: Option<i64>, now: Milli
     }
 }
 
+/// The clock fleet leases are decided by (the database server's on PostgreSQL, the caller's
+/// on SQLite) and, on it, the expiry the caller asked for as `expires_at` by its own clock
+/// `now`: a lease lasts as long as asked, whatever the caller's clock says the time is.
+fn lease_clock(tx: &dyn Tx, expires_at: Millis, now: Millis) -> Result<(Millis, Millis), StateError> {
+    let lease_now = tx.lease_now(now).during("reading the database's clock")?;
+    Ok((lease_now, lease_now + (expires_at - now)))
+}
+
 fn touch(tx: &dyn Tx, id: &str, now: Millis) -> Result<(), StateError> {
     tx.execute("UPDATE fleets SET updated_at = ?2 WHERE id = ?1", params![id, now])
         .during("updating a fleet")?;
@@ -280,6 +291,10 @@ fn touch(tx: &dyn Tx, id: &str, now: Millis) -> Result<(), StateError> {
 /// (a schedule's fire creates its fleet in the transaction that advances the schedule).
 pub(crate) fn insert_fleet(tx: &dyn Tx, fleet: &NewFleet) -> Result<(), StateError> {
     let (owner, expires) = fleet.lease.clone().unzip();
+    let expires = match expires {
+        Some(at) => Some(lease_clock(tx, at, fleet.now)?.1),
+        None => None,
+    };
     tx.execute(
         "INSERT INTO fleets (id, name, source_path, fleet_text, spec, runbook_name, runbook_text, runbook_source,
                                  status, lease_owner, lease_expires_at, created_by, created_at, updated_at,
@@ -394,10 +409,11 @@ impl Store {
             .write(move |tx| {
                 let fleet = load_fleet_row(tx, &id)?;
                 let current_epoch = fleet_epoch(tx, &id)?;
+                let (lease_now, expires_at) = lease_clock(tx, expires_at, now)?;
                 let previous = match (&fleet.lease_owner, fleet.lease_expires_at) {
                     (Some(current), _) if *current == owner => None,
                     (Some(current), Some(exp)) => {
-                        if exp > now && dead_owner.as_deref() != Some(current.as_str()) {
+                        if exp > lease_now && dead_owner.as_deref() != Some(current.as_str()) {
                             return Err(StateError::FleetLeaseHeld {
                                 fleet_id: id.clone(),
                                 owner: current.clone(),
@@ -449,6 +465,7 @@ impl Store {
         let held = self.held_epoch(&epoch_key(&id), &owner);
         self.write(move |tx| {
             check_lease(tx, &id, &owner, held, now)?;
+            let (_, expires_at) = lease_clock(tx, expires_at, now)?;
             tx.execute(
                 "UPDATE fleets SET lease_expires_at = ?2 WHERE id = ?1",
                 params![id, expires_at],

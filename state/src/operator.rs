@@ -111,7 +111,7 @@ impl Store {
                 )?;
             }
             let driven = match (&run.lease_owner, run.lease_expires_at) {
-                (Some(owner), Some(exp)) => exp > now && dead_owner.as_deref() != Some(owner.as_str()),
+                (Some(owner), Some(exp)) => exp > tx.lease_now(now).during("reading the database's clock")? && dead_owner.as_deref() != Some(owner.as_str()),
                 _ => false,
             };
             if driven {
@@ -144,7 +144,8 @@ impl Store {
         let data = actor.record();
         self.write(move |tx| {
             let run = load_run_row(tx, &run_id)?;
-            if run.lease_expires_at.is_some_and(|exp| exp > now) && run.lease_owner.is_some() {
+            let lease_now = tx.lease_now(now).during("reading the database's clock")?;
+            if run.lease_expires_at.is_some_and(|exp| exp > lease_now) && run.lease_owner.is_some() {
                 return Err(refuse(format!(
                     "run {run_id} is being driven by {}; its driver closes its windows",
                     run.lease_owner.unwrap_or_default()
@@ -205,8 +206,9 @@ impl Store {
             if matches!(run.status, RunStatus::Succeeded | RunStatus::Cancelled) {
                 return Err(refuse(format!("run {run_id} has already {}", finished_word(run.status))));
             }
+            // Live or not by the clock leases are decided by (the database's on PostgreSQL).
             if let (Some(owner), Some(exp)) = (&run.lease_owner, run.lease_expires_at)
-                && exp > now
+                && exp > tx.lease_now(now).during("reading the database's clock")?
             {
                 return Err(refuse(format!(
                     "run {run_id} is being driven by {owner}; stop that process first (Ctrl-C in its terminal, or SIGTERM: it stops at a safe point), or wait until the run fails or waits"
@@ -292,8 +294,9 @@ impl Store {
             if matches!(run.status, RunStatus::Succeeded | RunStatus::Cancelled) {
                 return Err(refuse(format!("run {run_id} has already {}", finished_word(run.status))));
             }
+            // Live or not by the clock leases are decided by (the database's on PostgreSQL).
             if let (Some(owner), Some(exp)) = (&run.lease_owner, run.lease_expires_at)
-                && exp > now
+                && exp > tx.lease_now(now).during("reading the database's clock")?
             {
                 return Err(refuse(format!(
                     "run {run_id} is being driven by {owner}; stop that process first (Ctrl-C in its terminal, or SIGTERM: it stops at a safe point), or wait until the run fails or waits"
@@ -390,8 +393,9 @@ impl Store {
                     finished_word(run.status)
                 )));
             }
+            // Live or not by the clock leases are decided by (the database's on PostgreSQL).
             if let (Some(owner), Some(exp)) = (&run.lease_owner, run.lease_expires_at)
-                && exp > now
+                && exp > tx.lease_now(now).during("reading the database's clock")?
             {
                 return Err(refuse(format!(
                     "run {run_id} is being driven by {owner}; stop that process first (Ctrl-C in its terminal, or SIGTERM: it stops at a safe point), or wait until the run fails or waits"

@@ -97,6 +97,9 @@ pub fn is_fleet_file(text: &str) -> bool {
 /// wait for their maintenance window while it is open.
 pub async fn drivable_fleets(engine: &Engine, active: &BTreeSet<String>) -> Result<Vec<String>, EngineError> {
     let now = engine.now_ms();
+    // Whether a lease has expired is decided by the clock leases are written by (the
+    // database server's on PostgreSQL), not this host's.
+    let lease_now = engine.store().lease_now(now).await?;
     let mut out = Vec::new();
     for f in engine.store().list_fleets().await? {
         if active.contains(&f.id) {
@@ -104,7 +107,7 @@ pub async fn drivable_fleets(engine: &Engine, active: &BTreeSet<String>) -> Resu
         }
         let free = match (&f.lease_owner, f.lease_expires_at) {
             (None, _) | (_, None) => true,
-            (Some(o), Some(exp)) => exp <= now || owner::is_dead(o),
+            (Some(o), Some(exp)) => exp <= lease_now || owner::is_dead(o),
         };
         if !free {
             continue;

@@ -6,16 +6,19 @@
 //!
 //! The poll stays the fallback: a notification is lost while the listening connection is
 //! down (it wakes the worker once it is back), and a lease that expires makes no
-//! notification at all.
+//! notification at all. The listening connection is a [`Session`] like the store's others
+//! (keepalives, a deadline on every round trip, named in `pg_stat_activity`), and, as it
+//! only receives, it asks the server for an answer after a deadline of silence: a silent
+//! database is noticed on it too, and it connects again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use postgres::fallible_iterator::FallibleIterator;
 use tokio::sync::Notify;
 
 use super::PgUrl;
+use super::session::{Limits, Session};
 use crate::sql::{Dialect, Tx, params};
 
 /// The channel workers listen on.
@@ -71,14 +74,21 @@ pub struct WorkListener {
 
 impl WorkListener {
     /// Starts listening on `url` (the connection is made, and remade after a loss, by the
-    /// listening thread; until it is up the worker only polls).
+    /// listening thread; until it is up the worker only polls), with the limits the
+    /// environment sets ([`Limits::from_env`], as the store's other connections).
     pub(crate) fn start(url: &PgUrl) -> std::io::Result<Self> {
+        // The store was opened with the same environment, so its limits were valid then.
+        Self::start_with(url, Limits::from_env().unwrap_or_default())
+    }
+
+    /// As [`WorkListener::start`], with `limits`.
+    pub(crate) fn start_with(url: &PgUrl, limits: Limits) -> std::io::Result<Self> {
         let wake = Arc::new(Notify::new());
         let stop = Arc::new(AtomicBool::new(false));
         let (url, thread_wake, thread_stop) = (url.clone(), wake.clone(), stop.clone());
         std::thread::Builder::new()
             .name("fogbook-pg-listen".to_owned())
-            .spawn(move || listen(&url, &thread_wake, &thread_stop))?;
+            .spawn(move || listen(&url, limits, &thread_wake, &thread_stop))?;
         Ok(Self { wake, stop })
     }
 
@@ -95,33 +105,46 @@ impl Drop for WorkListener {
     }
 }
 
-fn listen(url: &PgUrl, wake: &Notify, stop: &AtomicBool) {
+/// The listening thread: a [`Session`] like the store's others (named `listen` in
+/// `pg_stat_activity`, keepalives, a deadline on every round trip). A listening connection
+/// only receives, so a silent database would go unnoticed on it: after `limits.deadline`
+/// without a notification it asks the server for an answer (within the deadline), and on a
+/// loss connects again and wakes the worker once (a notification may have been missed).
+fn listen(url: &PgUrl, limits: Limits, wake: &Notify, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
-        let mut client = match super::connect(url) {
-            Ok(client) => client,
+        let (mut session, mut notifications) = match Session::open_listening(url, "listen", limits) {
+            Ok(opened) => opened,
             Err(e) => {
                 tracing::warn!(error = %e, "worker: cannot listen for work; polling only until connected");
                 pause(RECONNECT, stop);
                 continue;
             }
         };
-        if let Err(e) = client.batch_execute(&format!("LISTEN {WORK_CHANNEL}")) {
+        if let Err(e) = session.batch_execute(&format!("LISTEN {WORK_CHANNEL}")) {
             tracing::warn!(error = %e, "worker: cannot listen for work; polling only until it can");
             pause(RECONNECT, stop);
             continue;
         }
         // Work made while no connection listened was not notified: look once.
         wake.notify_one();
+        let mut heard = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            let next = client.notifications().timeout_iter(WAKE_CHECK).next();
-            match next {
-                Ok(Some(_)) => wake.notify_one(),
-                Ok(None) if !client.is_closed() => {}
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "worker: the connection listening for work was lost; connecting again");
-                    break;
+            let lost = match session.next_notification(&mut notifications, WAKE_CHECK.min(limits.deadline)) {
+                Ok(Some(_)) => {
+                    wake.notify_one();
+                    heard = Instant::now();
+                    None
                 }
+                Ok(None) if heard.elapsed() >= limits.deadline => {
+                    heard = Instant::now();
+                    session.batch_execute("SELECT 1").err()
+                }
+                Ok(None) => None,
+                Err(e) => Some(e),
+            };
+            if let Some(e) = lost {
+                tracing::warn!(error = %e, "worker: the connection listening for work was lost; connecting again");
+                break;
             }
         }
     }
@@ -134,5 +157,90 @@ fn pause(d: Duration, stop: &AtomicBool) {
     while !left.is_zero() && !stop.load(Ordering::Relaxed) {
         std::thread::sleep(step.min(left));
         left = left.saturating_sub(step);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::str::FromStr;
+
+    use fogbook_testpg::{TestPostgres, TestProxy};
+
+    use super::*;
+    use crate::pg::StoreUrl;
+
+    fn pg_url(text: &str) -> PgUrl {
+        let StoreUrl::Postgres(url) = StoreUrl::from_str(text).unwrap() else {
+            panic!("not a PostgreSQL URL");
+        };
+        url
+    }
+
+    /// Waits (up to `limit`, checking every 50 ms) until `done` holds.
+    fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !done() {
+            assert!(Instant::now() < deadline, "{what} within {limit:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Issue 17: the workers' listening connection is named like the store's others, notices
+    /// a database gone silent (a proxy that stops forwarding, no reset) within its deadline
+    /// and connects again; once the network is back it listens again and wakes the worker
+    /// once, as a notification may have been missed meanwhile.
+    #[test]
+    fn the_listening_connection_notices_a_silent_database_and_listens_again() {
+        let server = TestPostgres::start();
+        let proxy = TestProxy::start(server.port());
+        let through = pg_url(&proxy.url(&format!("{}&connect_timeout=1", server.url())));
+        let limits = Limits {
+            readers: 1,
+            deadline: Duration::from_millis(500),
+        };
+        let mut direct = crate::pg::connect(&pg_url(&server.url())).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let woken = |listener: &WorkListener, what: &str| {
+            runtime
+                .block_on(async { tokio::time::timeout(Duration::from_secs(30), listener.notified()).await })
+                .unwrap_or_else(|_| panic!("{what}"));
+        };
+
+        let listener = WorkListener::start_with(&through, limits).unwrap();
+        woken(&listener, "the worker is woken once listening starts");
+        let name = application_name_prefix();
+        let named: i64 = direct
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1",
+                &[&name],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(named, 1, "one connection named {name}");
+        direct.batch_execute(&format!("NOTIFY {WORK_CHANNEL}")).unwrap();
+        woken(&listener, "a notification wakes the worker");
+
+        let accepted = proxy.accepted();
+        proxy.black_hole();
+        wait_until(
+            "the listener noticed the silence and connected again",
+            Duration::from_secs(30),
+            || proxy.accepted() > accepted,
+        );
+        proxy.heal();
+        woken(&listener, "the worker is woken once listening again");
+        direct.batch_execute(&format!("NOTIFY {WORK_CHANNEL}")).unwrap();
+        woken(&listener, "a notification wakes the worker after the reconnection");
+    }
+
+    /// `application_name` of this process's listening connections, as a `LIKE` pattern.
+    fn application_name_prefix() -> String {
+        let name = crate::pg::session::application_name("listen");
+        format!("{}%", name.replace('%', "\\%").replace('_', "\\_"))
     }
 }

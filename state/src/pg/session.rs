@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::runtime::Runtime;
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Row, Socket, Statement};
+use tokio_postgres::{Notification, Row, Socket, Statement};
 
 use super::connect::{mentions, tls_connector};
 use super::{PgError, PgUrl, TlsMode};
@@ -108,6 +108,9 @@ fn parse_duration(text: &str) -> Option<Duration> {
     }
 }
 
+/// The notifications a listening [`Session`] received, in order.
+pub(crate) type Notifications = tokio::sync::mpsc::UnboundedReceiver<Notification>;
+
 /// Why a statement on a [`Session`] failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -144,6 +147,22 @@ impl Session {
     /// Connects (handshake and TLS included, within `connect_timeout`) as `role` (shown to
     /// operators in `application_name`), and sets the server-side timeouts.
     pub(crate) fn open(url: &PgUrl, role: &str, limits: Limits) -> Result<Self, PgError> {
+        Self::open_with(url, role, limits, None)
+    }
+
+    /// As [`Session::open`], and the notifications the server sends on this session
+    /// (`LISTEN`) go to the receiver, read by [`Session::next_notification`].
+    pub(crate) fn open_listening(url: &PgUrl, role: &str, limits: Limits) -> Result<(Self, Notifications), PgError> {
+        let (send, receive) = tokio::sync::mpsc::unbounded_channel();
+        Ok((Self::open_with(url, role, limits, Some(send))?, receive))
+    }
+
+    fn open_with(
+        url: &PgUrl,
+        role: &str,
+        limits: Limits,
+        notify: Option<tokio::sync::mpsc::UnboundedSender<Notification>>,
+    ) -> Result<Self, PgError> {
         let connect_error = |source| PgError::Connect {
             target: url.to_string(),
             source,
@@ -158,8 +177,8 @@ impl Session {
         let started = runtime.block_on(async {
             let connecting = async {
                 match url.tls() {
-                    TlsMode::Disable => start(&config, tokio_postgres::NoTls).await,
-                    TlsMode::Prefer | TlsMode::Require => start(&config, tls_connector(url.root_cert())?).await,
+                    TlsMode::Disable => start(&config, tokio_postgres::NoTls, notify).await,
+                    TlsMode::Prefer | TlsMode::Require => start(&config, tls_connector(url.root_cert())?, notify).await,
                 }
             };
             tokio::time::timeout(handshake, connecting).await
@@ -239,6 +258,32 @@ impl Session {
         self.settle(answer)
     }
 
+    /// The next notification received on a session opened by [`Session::open_listening`]
+    /// (`notifications` is its receiver), or `None` when none came within `wait`. Fails
+    /// once the connection has ended.
+    pub(crate) fn next_notification(
+        &mut self,
+        notifications: &mut Notifications,
+        wait: Duration,
+    ) -> Result<Option<Notification>, SessionError> {
+        if self.client.is_none() {
+            return Err(SessionError::Closed);
+        }
+        // The connection's task runs (and reads what the server sent) while this waits.
+        match self.runtime.block_on(within(wait, notifications.recv())) {
+            Some(Some(notification)) => Ok(Some(notification)),
+            Some(None) => {
+                self.cut();
+                Err(SessionError::Closed)
+            }
+            None if self.is_closed() => {
+                self.cut();
+                Err(SessionError::Closed)
+            }
+            None => Ok(None),
+        }
+    }
+
     /// The call's result; a stalled call drops the connection (its socket is closed, so
     /// the server ends the session when it hears of it, and the next job connects anew).
     fn settle<T>(&mut self, answer: Option<Result<T, tokio_postgres::Error>>) -> Result<T, SessionError> {
@@ -282,19 +327,32 @@ impl From<PgError> for Started {
 }
 
 /// Connects and spawns the connection's task on the session's runtime.
+/// Notifications go to `notify` when given (and are dropped otherwise).
 async fn start<T>(
     config: &tokio_postgres::Config,
     tls: T,
+    notify: Option<tokio::sync::mpsc::UnboundedSender<Notification>>,
 ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), Started>
 where
     T: MakeTlsConnect<Socket> + Send + 'static,
     T::Stream: Send + 'static,
 {
     let (client, connection) = config.connect(tls).await.map_err(Started::Db)?;
-    let task = tokio::spawn(async move {
-        // A connection that ends with an error fails the calls waiting on it, which report it.
-        let _ = connection.await;
-    });
+    let task = match notify {
+        None => tokio::spawn(async move {
+            // A connection that ends with an error fails the calls waiting on it, which report it.
+            let _ = connection.await;
+        }),
+        Some(notify) => tokio::spawn(async move {
+            let mut connection = connection;
+            // The receiver sees the channel close once the connection ends (with an error or not).
+            while let Some(Ok(message)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                    let _ = notify.send(n);
+                }
+            }
+        }),
+    };
     Ok((client, task))
 }
 

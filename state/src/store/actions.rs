@@ -129,7 +129,10 @@ impl Store {
                 });
             }
             let driven = match (&run.lease_owner, run.lease_expires_at) {
-                (Some(owner), Some(exp)) => exp > now && dead_owner.as_deref() != Some(owner.as_str()),
+                (Some(owner), Some(exp)) => {
+                    exp > tx.lease_now(now).during("reading the database's clock")?
+                        && dead_owner.as_deref() != Some(owner.as_str())
+                }
                 _ => false,
             };
             if driven {

@@ -1,0 +1,92 @@
+//! Issue 17: a PostgreSQL store that fails (exit 6) gets a hint about a server (is it
+//! running and reachable, the URL's credentials, `FOGBOOK_PG_TIMEOUT`), not about a file
+//! (permissions, disk space) as a SQLite store does.
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use fogbook_testpg::TestPostgres;
+
+use crate::common::{Sandbox, code, fixture, stderr};
+use crate::pg_backend::{Backend, Cell, Db};
+
+/// What the PostgreSQL hint says, and what only the SQLite one does.
+fn assert_postgres_hint(err: &str) {
+    assert!(
+        err.contains("hint: the PostgreSQL state store (--db) could not be used"),
+        "{err}"
+    );
+    assert!(err.contains("is the server running and reachable"), "{err}");
+    assert!(err.contains("FOGBOOK_PG_TIMEOUT"), "{err}");
+    assert!(!err.contains("disk space"), "{err}");
+}
+
+/// A port of 127.0.0.1 where nothing listens (bound, then let go).
+fn dead_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[test]
+fn a_postgres_url_where_nothing_listens_gets_the_postgres_hint() {
+    let sb = Sandbox::new();
+    let url = format!(
+        "postgres://fogbook:secret@127.0.0.1:{}/fogbook?sslmode=disable&connect_timeout=5",
+        dead_port()
+    );
+    let out = sb.run_env(
+        &["runs"],
+        &[
+            ("FOGBOOK_DB", &url),
+            ("FOGBOOK_LOCAL_DIR", &sb.dir.path().display().to_string()),
+        ],
+    );
+    assert_eq!(code(&out), 6, "{}", stderr(&out));
+    assert_postgres_hint(&stderr(&out));
+
+    // The same command on a SQLite file that is not a database keeps the file's hint.
+    let file = sb.write("not-a-db.sqlite", "not a database, just text\n");
+    let out = sb.run_env(&["runs"], &[("FOGBOOK_DB", &file.display().to_string())]);
+    assert_eq!(code(&out), 6, "{}", stderr(&out));
+    assert!(stderr(&out).contains("disk space"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_postgres_server_stopped_mid_command_gets_the_postgres_hint() {
+    let server = TestPostgres::start();
+    let db = Db::new(Backend::Postgres, Some(&server), "stopped");
+    let log = db.sb.path("effects.txt").display().to_string();
+    let runbook = fixture("kill-matrix.yaml").display().to_string();
+    // The driver waits in the foreground at the approval `gate`, renewing its lease.
+    let mut driver = db.spawn(
+        &["run", &runbook, "--set", &format!("out={log}"), "--wait"],
+        &[("FOGBOOK_PG_TIMEOUT", "1s"), ("FOGBOOK_LEASE_TTL", "3s")],
+    );
+    let start = Instant::now();
+    while db
+        .try_query("SELECT progress FROM steps WHERE step_id = 'gate'", &[])
+        .ok()
+        .and_then(|rows| rows.into_iter().next())
+        .is_none_or(|row| row.first() == Some(&Cell::Text(None)))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for the approval to be requested"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // The server stops (and its data directory goes): the driver's next round trip fails.
+    drop(server);
+    let start = Instant::now();
+    while driver.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = driver.kill();
+            panic!("the driver did not stop once its database was gone");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = driver.wait_with_output().unwrap();
+    assert_eq!(code(&out), 6, "{}", stderr(&out));
+    assert_postgres_hint(&stderr(&out));
+}

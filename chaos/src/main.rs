@@ -12,6 +12,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod check;
+mod pghosts;
 mod pgtrial;
 mod plan;
 mod proc;
@@ -214,7 +215,7 @@ fn run(args: &Args) -> Result<bool, String> {
         .tempdir()
         .map_err(|e| format!("temporary directory: {e}"))?;
     let pg = if args.postgres {
-        Some(pgtrial::PgServer::start()?)
+        Some(pghosts::PgServer::start()?)
     } else {
         None
     };

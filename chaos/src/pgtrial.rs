@@ -7,164 +7,22 @@
 //! the SQLite trials. The invariants are checked from outside as there (`verify`), plus the
 //! fencing of the cut-off worker and the one fire of a schedule.
 
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
-use fogbook_testpg::TestPostgres;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use crate::check::Baseline;
+use crate::pghosts::{PgServer, Worker, spawn_worker, wait_for_server};
 use crate::plan::{Plan, Start};
 use crate::proc::{self, Env, Sim, query, query_json, spawn_engine};
 use crate::proxy::Proxy;
 use crate::runbooks::Runbook;
 use crate::trial::{End, Limits, Outcome, Record, compete, now_ms, run_ids, stop, unplanned_death};
 use crate::verify::{failed_failover_post_applied, verify};
-
-/// The runner's PostgreSQL server, shared by the trials (each has its own database).
-pub(crate) struct PgServer {
-    server: TestPostgres,
-    /// Held (read) by a trial while it needs the server up for something it cannot retry
-    /// (creating its database, its checks); a restart takes it (write).
-    gate: RwLock<()>,
-    /// Every restart of the server: (start, end), wall clock ms. Another trial's restart is a
-    /// disruption of this trial's processes too.
-    restarts: Mutex<Vec<(i128, i128)>>,
-}
-
-impl PgServer {
-    pub(crate) fn start() -> Result<PgServer, String> {
-        let server =
-            TestPostgres::try_start().map_err(|e| format!("cannot start a throwaway PostgreSQL server: {e}"))?;
-        Ok(PgServer {
-            server,
-            gate: RwLock::new(()),
-            restarts: Mutex::new(Vec::new()),
-        })
-    }
-
-    /// Creates database `name` (while the server is up) and returns its URL. Then a
-    /// checkpoint: `CREATE DATABASE` writes the whole template to the WAL, and a server
-    /// restarted the hard way replays the WAL since the last checkpoint, which after a few
-    /// dozen databases took longer than a trial (90 s on the loaded 2-core VM).
-    pub(crate) fn database(&self, name: &str) -> Result<String, String> {
-        let _r = self.gate.read().unwrap_or_else(PoisonError::into_inner);
-        self.server
-            .try_create_database(name)
-            .map_err(|e| format!("CREATE DATABASE {name}: {e}"))?;
-        self.sql(&self.server.url(), "CHECKPOINT")?;
-        Ok(self.server.url_for(name))
-    }
-
-    /// Drops database `name` (a passing trial's: the cluster stays small).
-    pub(crate) fn drop_database(&self, name: &str) {
-        let _r = self.gate.read().unwrap_or_else(PoisonError::into_inner);
-        let _ = self.sql(
-            &self.server.url(),
-            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-        );
-    }
-
-    /// Runs `sql` with `psql` (the Debian `postgresql-client`, a dependency of the server).
-    fn sql(&self, url: &str, sql: &str) -> Result<(), String> {
-        let out = std::process::Command::new("psql")
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
-            .output()
-            .map_err(|e| format!("psql: {e} (install the Debian package postgresql-client)"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "psql -c {sql:?}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
-    }
-
-    pub(crate) fn port(&self) -> u16 {
-        self.server.port()
-    }
-
-    /// `pg_ctl restart -m immediate`, once the other trials' checks are done.
-    fn restart(&self) -> Result<(), String> {
-        let _w = self.gate.write().unwrap_or_else(PoisonError::into_inner);
-        let from = now_ms();
-        let res = std::panic::catch_unwind(AssertUnwindSafe(|| self.server.restart_immediate()));
-        self.restarts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((from, now_ms()));
-        res.map_err(|_| format!("pg_ctl restart -m immediate failed: {}", tail(&self.server.log())))
-    }
-
-    fn restarts_between(&self, from: i128, to: i128) -> Vec<i128> {
-        self.restarts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .filter(|(a, b)| *b >= from && *a <= to)
-            .flat_map(|(a, b)| [*a, *b])
-            .collect()
-    }
-}
-
-fn tail(log: &str) -> String {
-    log.lines().rev().take(10).collect::<Vec<_>>().join(" | ")
-}
-
-/// A worker ("host"): its proxy to the database, and its process when it runs.
-struct Worker {
-    name: String,
-    proxy: Proxy,
-    child: Option<Child>,
-    /// When to start it again after a kill.
-    restart_at: Option<Instant>,
-    /// Signals the runner sent to the current process.
-    sent: Vec<Signal>,
-}
-
-impl Worker {
-    fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-}
-
-/// The database URL through `proxy_port` instead of the server's own port.
-fn via(url: &str, server_port: u16, proxy_port: u16) -> String {
-    url.replacen(
-        &format!("127.0.0.1:{server_port}/"),
-        &format!("127.0.0.1:{proxy_port}/"),
-        1,
-    )
-}
-
-fn spawn_worker(
-    env: &Env,
-    dir: &Path,
-    url: &str,
-    pg: &PgServer,
-    sim: &Sim,
-    w: &mut Worker,
-    rec: &mut Record,
-) -> Result<(), String> {
-    let db = via(url, pg.port(), w.proxy.port);
-    let args: Vec<String> = ["worker", "--poll", "200ms", "--concurrency", "2", "--name", &w.name]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-    let child = spawn_engine(env, dir, Path::new(&db), &sim.url, &args)?;
-    rec.drivers.insert(child.id());
-    w.child = Some(child);
-    w.sent.clear();
-    w.restart_at = None;
-    Ok(())
-}
 
 /// The lease owner's pid and the run's status, from `fogbook status` (None while the server
 /// restarts, or before the run exists).
@@ -451,11 +309,6 @@ fn schedule_fired_once(env: &Env, db: &Path, history: &Value, v: &mut Vec<String
         v.push(format!("{created} run.created events for the schedule's run"));
     }
     Ok(())
-}
-
-/// Returns once no restart of the server is under way (a restart holds the gate).
-fn wait_for_server(pg: &PgServer) {
-    drop(pg.gate.read().unwrap_or_else(PoisonError::into_inner));
 }
 
 type Driven = (Option<String>, End, Option<Cut>);

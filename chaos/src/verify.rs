@@ -5,11 +5,17 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::check::{self, Baseline};
+use crate::check::{self, Baseline, ms};
 use crate::plan::Plan;
 use crate::proc::{Env, Sim, query, query_json};
 use crate::runbooks::Runbook;
 use crate::trial::{End, Outcome, Record, run_ids};
+
+/// Whether a disruption (a kill, a restart) came after `from` (ms, with 50 ms of slack for
+/// the two clocks' reading order).
+fn disrupted_since(disruptions: &[i128], from: i128) -> bool {
+    disruptions.iter().any(|d| *d + 50 >= from)
+}
 
 /// The run failed in a failover step whose POST the emulator applied (its answer was lost).
 pub(crate) fn failed_failover_post_applied(
@@ -103,13 +109,11 @@ pub(crate) fn failover_failure_evidence(
     if server_error && plan.has_rule(&["5xx"], op) && rec.count(op, |s| (500..600).contains(&s)) > 0 {
         return Ok("failed:failover-answer-lost-to-injected-fault");
     }
-    let (from, to) = (step["started_at"].as_i64(), step["finished_at"].as_i64());
+    // `fogbook status` gives step times as RFC 3339 text, not numbers.
+    let (from, to) = (ms(&step["started_at"]), ms(&step["finished_at"]));
     if let (Some(from), Some(to)) = (from, to)
         && (dropped || error.contains("answer was lost"))
-        && rec
-            .disruptions
-            .iter()
-            .any(|d| *d + 50 >= i128::from(from) && *d <= i128::from(to) + 50)
+        && rec.disruptions.iter().any(|d| *d + 50 >= from && *d <= to + 50)
     {
         return Ok("failed:failover-answer-lost-to-crash");
     }
@@ -191,8 +195,8 @@ pub(crate) fn verify(
             });
             let no_post = step.is_some_and(|s| failover_posts(&journal, s).is_empty());
             let crash_after_intent = step
-                .and_then(|s| s["started_at"].as_i64())
-                .is_some_and(|from| rec.disruptions.iter().any(|d| *d + 50 >= i128::from(from)));
+                .and_then(|s| ms(&s["started_at"]))
+                .is_some_and(|from| disrupted_since(&rec.disruptions, from));
             // The other way to an intent without a POST in the journal: the POST was answered
             // by an injected fault that kept it from the resource logic (a dropped connection
             // or a 5xx, counted for that operation in the request log), and the step's
@@ -255,4 +259,24 @@ pub(crate) fn verify(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{disrupted_since, ms};
+
+    /// `fogbook status` gives a step's start as RFC 3339 text: a kill right after the start
+    /// (the failover's intent saved, its POST never sent) must be seen as one. Read as a
+    /// number, the start was never found, and such a trial was reported as a run that did
+    /// not end (seed 1, trial 18 of `.ci/run`'s sample).
+    #[test]
+    fn a_kill_after_a_step_started_is_found_from_the_status_text() {
+        let step = json!({ "started_at": "2026-12-02T06:45:04.515Z" });
+        let from = ms(&step["started_at"]).expect("the start is read");
+        assert_eq!(from, 1_796_193_904_515);
+        assert!(disrupted_since(&[from + 90], from));
+        assert!(!disrupted_since(&[from - 60], from));
+    }
 }

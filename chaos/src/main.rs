@@ -12,6 +12,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod check;
+mod pgcheck;
 mod pghosts;
 mod pgtrial;
 mod plan;

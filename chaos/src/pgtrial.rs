@@ -16,6 +16,7 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use crate::check::Baseline;
+use crate::pgcheck::{fenced, schedule_fired_once};
 use crate::pghosts::{PgServer, Worker, spawn_worker, wait_for_server};
 use crate::plan::{Plan, Start};
 use crate::proc::{self, Env, Sim, query, query_json, spawn_engine};
@@ -261,54 +262,6 @@ fn drive(
         schedule_fired_once(env, &db, &history, &mut out.violations)?;
     }
     verify(env, plan, rb, base, &db, &run, &sim, end, &rec, out)
-}
-
-/// The worker cut off from the database wrote nothing for the run after its lease was taken
-/// over, until it took the lease again by the rules (an audited takeover of its own).
-fn fenced(history: &Value, pid: u32, v: &mut Vec<String>) {
-    let pid_of = |o: &Value| {
-        o.as_str()
-            .and_then(|o| o.split(':').nth(1))
-            .and_then(|p| p.parse::<u32>().ok())
-    };
-    let mut displaced = false;
-    for e in history["events"].as_array().into_iter().flatten() {
-        let kind = e["kind"].as_str().unwrap_or_default();
-        let owner = pid_of(&e["data"]["owner"]).or_else(|| pid_of(&e["owner"]));
-        if kind == "lease.taken_over" && pid_of(&e["data"]["previous_owner"]) == Some(pid) {
-            displaced = true;
-            continue;
-        }
-        if owner == Some(pid) {
-            if kind == "lease.acquired" || kind == "lease.taken_over" {
-                displaced = false;
-            } else if displaced {
-                v.push(format!(
-                    "the worker cut off from the database ({pid}) wrote after its lease was taken over: event #{} {kind}",
-                    e["seq"]
-                ));
-            }
-        }
-    }
-}
-
-/// A schedule trial: the schedule fired once, and its one run is the trial's run.
-fn schedule_fired_once(env: &Env, db: &Path, history: &Value, v: &mut Vec<String>) -> Result<(), String> {
-    let runs = query_json(env, db, &["runs"])?;
-    let n = runs["runs"].as_array().map_or(0, Vec::len);
-    if n != 1 {
-        v.push(format!("the schedule's one fire made {n} runs"));
-    }
-    let created = history["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["kind"] == "run.created")
-        .count();
-    if created != 1 {
-        v.push(format!("{created} run.created events for the schedule's run"));
-    }
-    Ok(())
 }
 
 type Driven = (Option<String>, End, Option<Cut>);
@@ -586,41 +539,4 @@ fn drive_with_workers(
         }
     }
     Ok((run, end, cut))
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::fenced;
-
-    fn ev(seq: u64, kind: &str, data: serde_json::Value) -> serde_json::Value {
-        json!({ "seq": seq, "kind": kind, "data": data })
-    }
-
-    #[test]
-    fn a_cut_off_worker_that_writes_after_its_takeover_is_caught() {
-        let history = json!({ "events": [
-            ev(1, "lease.acquired", json!({ "owner": "h:10:1:host1" })),
-            ev(2, "lease.taken_over", json!({ "owner": "h:20:1:host2", "previous_owner": "h:10:1:host1" })),
-            ev(3, "lease.released", json!({ "owner": "h:10:1:host1" })),
-        ]});
-        let mut v = Vec::new();
-        fenced(&history, 10, &mut v);
-        assert_eq!(v.len(), 1, "{v:?}");
-        assert!(v[0].contains("event #3 lease.released"), "{v:?}");
-    }
-
-    #[test]
-    fn a_cut_off_worker_may_take_the_lease_back_by_the_rules() {
-        let history = json!({ "events": [
-            ev(1, "lease.acquired", json!({ "owner": "h:10:1:host1" })),
-            ev(2, "lease.taken_over", json!({ "owner": "h:20:1:host2", "previous_owner": "h:10:1:host1" })),
-            ev(3, "lease.taken_over", json!({ "owner": "h:10:1:host1", "previous_owner": "h:20:1:host2" })),
-            ev(4, "lease.released", json!({ "owner": "h:10:1:host1" })),
-        ]});
-        let mut v = Vec::new();
-        fenced(&history, 10, &mut v);
-        assert!(v.is_empty(), "{v:?}");
-    }
 }

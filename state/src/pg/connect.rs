@@ -15,7 +15,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens one connection (a blocking client: call it from a thread of its own, never from
 /// the async runtime), for the schema's migrations and for tools. The store's reads and
-/// writes go through [`super::session::Session`]s instead, whose every call has a deadline.
+/// writes go through `Session`s (`state/src/pg/session.rs`) instead, whose every call has a deadline.
 ///
 /// `sslmode=disable` connects in plain TCP; `prefer` tries TLS and falls back to plain TCP
 /// when the server offers none; `require` connects with TLS or fails. With TLS, the

@@ -13,7 +13,7 @@ use crate::{LeaseGrant, Millis, RunStatus, StateError, format_ms};
 
 impl Store {
     /// The time lease expiries are compared with, given the caller's clock `now`: `now`
-    /// itself on SQLite, the database server's clock on PostgreSQL (see [`Tx::lease_now`]).
+    /// itself on SQLite, the database server's clock on PostgreSQL (`Tx::lease_now`).
     /// The worker compares the leases it lists with it, so a host whose clock runs ahead
     /// does not see live leases as expired.
     pub async fn lease_now(&self, now: Millis) -> Result<Millis, StateError> {

@@ -22,7 +22,7 @@ use crate::plan::{Plan, Start};
 use crate::proc::{self, Env, Sim, query, query_json, spawn_engine};
 use crate::proxy::Proxy;
 use crate::runbooks::Runbook;
-use crate::trial::{End, Limits, Outcome, Record, compete, now_ms, run_ids, stop, unplanned_death};
+use crate::trial::{End, Limits, Outcome, Record, compete, now_ms, operator_retry, run_ids, stop, unplanned_death};
 use crate::verify::{failed_failover_post_applied, verify};
 
 /// The lease owner's pid and the run's status, from `fogbook status` (None while the server
@@ -227,23 +227,7 @@ fn drive(
     let _checks = pg.gate.read().unwrap_or_else(PoisonError::into_inner);
     if matches!(end, End::Exited(1)) && failed_failover_post_applied(env, &db, &run, rb, &sim)? {
         out.operator_retries += 1;
-        let args = vec!["resume".to_owned(), run.clone(), "--retry-failed".to_owned()];
-        let mut child = spawn_engine(env, dir, &db, &sim.url, &args)?;
-        rec.drivers.insert(child.id());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        end = loop {
-            if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
-                if let Some(sig) = unplanned_death(st, &[]) {
-                    return Err(format!("the operator retry died of {sig}"));
-                }
-                break End::Exited(st.code().unwrap_or(-1));
-            }
-            if Instant::now() > deadline {
-                stop(&mut child);
-                break End::Stuck("the operator retry did not end in 60 s".to_owned());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
+        end = operator_retry(env, dir, &db, &sim, &run, &mut rec)?;
     }
     // A restart of the server (this trial's or another's) cut every process's connections:
     // a moment an answer may have been lost, and a reason for a takeover from any of them.

@@ -435,23 +435,7 @@ fn drive(
     // succeed without posting again.
     if matches!(end, End::Exited(1)) && failed_failover_post_applied(env, &db, &run, rb, &sim)? {
         out.operator_retries += 1;
-        let args = vec!["resume".to_owned(), run.clone(), "--retry-failed".to_owned()];
-        let mut child = spawn_engine(env, dir, &db, &sim.url, &args)?;
-        rec.drivers.insert(child.id());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        end = loop {
-            if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
-                if let Some(sig) = unplanned_death(st, &[]) {
-                    return Err(format!("the operator retry died of {sig}"));
-                }
-                break End::Exited(st.code().unwrap_or(-1));
-            }
-            if Instant::now() > deadline {
-                stop(&mut child);
-                break End::Stuck("the operator retry did not end in 60 s".to_owned());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
+        end = operator_retry(env, dir, &db, &sim, &run, &mut rec)?;
     }
     rec.add_requests(&sim);
     verify(env, plan, rb, base, &db, &run, &sim, end, &rec, out)
@@ -560,4 +544,34 @@ pub(crate) fn baseline(env: &Env, rb: &Runbook, dir: &Path, db: Option<&Path>) -
         windows: check::window_keys(&report),
         duration_ms,
     })
+}
+
+/// The operator's `resume RUN --retry-failed`, as after a failover whose answer was lost
+/// while the emulator applied it: a fresh attempt must read the roles back and succeed
+/// without posting again. Returns how it ended.
+pub(crate) fn operator_retry(
+    env: &Env,
+    dir: &Path,
+    db: &Path,
+    sim: &Sim,
+    run: &str,
+    rec: &mut Record,
+) -> Result<End, String> {
+    let args = vec!["resume".to_owned(), run.to_owned(), "--retry-failed".to_owned()];
+    let mut child = spawn_engine(env, dir, db, &sim.url, &args)?;
+    rec.drivers.insert(child.id());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+            if let Some(sig) = unplanned_death(st, &[]) {
+                return Err(format!("the operator retry died of {sig}"));
+            }
+            return Ok(End::Exited(st.code().unwrap_or(-1)));
+        }
+        if Instant::now() > deadline {
+            stop(&mut child);
+            return Ok(End::Stuck("the operator retry did not end in 60 s".to_owned()));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }

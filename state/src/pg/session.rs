@@ -13,6 +13,8 @@
 //! other hosts.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::runtime::Runtime;
@@ -141,6 +143,9 @@ pub(crate) struct Session {
     client: Option<tokio_postgres::Client>,
     connection: Option<tokio::task::JoinHandle<()>>,
     deadline: Duration,
+    /// Round trips: every request whose answer the session waited for (a pipeline of
+    /// several statements counts once). Shared by the store's connections.
+    round_trips: Arc<AtomicU64>,
 }
 
 impl Session {
@@ -207,6 +212,7 @@ impl Session {
             client: Some(client),
             connection: Some(connection),
             deadline: limits.deadline,
+            round_trips: Arc::default(),
         };
         // A transaction idle longer than this is ended by the server, so a host that went
         // silent while holding the write lock frees it (half the deadline: the other hosts'
@@ -225,6 +231,11 @@ impl Session {
                 },
             })?;
         Ok(session)
+    }
+
+    /// Counts this session's round trips (from now on) in `counter`.
+    pub(crate) fn count_round_trips(&mut self, counter: Arc<AtomicU64>) {
+        self.round_trips = counter;
     }
 
     /// Whether the connection is gone (it must be opened again).
@@ -287,6 +298,7 @@ impl Session {
     /// The call's result; a stalled call drops the connection (its socket is closed, so
     /// the server ends the session when it hears of it, and the next job connects anew).
     fn settle<T>(&mut self, answer: Option<Result<T, tokio_postgres::Error>>) -> Result<T, SessionError> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
         match answer {
             Some(result) => Ok(result?),
             None => {

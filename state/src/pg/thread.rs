@@ -54,6 +54,8 @@ pub(crate) struct PgThread {
     url: PgUrl,
     readers: usize,
     commits: Arc<AtomicU64>,
+    /// Round trips to the server on every connection of these threads.
+    round_trips: Arc<AtomicU64>,
     /// Leases follow the caller's clock instead of the server's (a test hook sets it).
     caller_clock: Arc<AtomicBool>,
     #[cfg(feature = "test-hooks")]
@@ -67,6 +69,7 @@ struct Link {
     limits: Limits,
     conn: Option<RefCell<PgConn>>,
     caller_clock: Arc<AtomicBool>,
+    round_trips: Arc<AtomicU64>,
 }
 
 impl Link {
@@ -79,7 +82,7 @@ impl Link {
             // A server restarting or failing over refuses connections for a few seconds:
             // try again until the deadline, then report why.
             let give_up = Instant::now() + self.limits.deadline;
-            let client = loop {
+            let mut client = loop {
                 match Session::open(&self.url, &self.role, self.limits) {
                     Ok(client) => break client,
                     Err(e) if e.is_transient() && Instant::now() < give_up => {
@@ -88,6 +91,7 @@ impl Link {
                     Err(e) => return Err(StateError::Postgres(e)),
                 }
             };
+            client.count_round_trips(self.round_trips.clone());
             self.conn = Some(RefCell::new(
                 PgConn::new(client).with_clock_flag(self.caller_clock.clone()),
             ));
@@ -142,12 +146,14 @@ impl PgThread {
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
         let caller_clock = Arc::new(AtomicBool::new(false));
+        let round_trips = Arc::new(AtomicU64::new(0));
         let mut link = Link {
             url: url.clone(),
             role: "writer".to_owned(),
             limits,
             conn: None,
             caller_clock: caller_clock.clone(),
+            round_trips: round_trips.clone(),
         };
         let spawn_err = |e: std::io::Error| StateError::OpenDatabase {
             path: url.to_string().into(),
@@ -185,6 +191,7 @@ impl PgThread {
                 limits,
                 conn: None,
                 caller_clock: caller_clock.clone(),
+                round_trips: round_trips.clone(),
             };
             let queue = read_rx.clone();
             std::thread::Builder::new()
@@ -210,6 +217,7 @@ impl PgThread {
             url: url.clone(),
             readers: limits.readers,
             commits,
+            round_trips,
             caller_clock,
             #[cfg(feature = "test-hooks")]
             faults: Arc::default(),
@@ -244,6 +252,12 @@ impl PgThread {
     /// How many write transactions were committed.
     pub(crate) fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
+    }
+
+    /// How many round trips to the server the writer and the readers made (each request
+    /// whose answer was waited for; a pipeline of statements counts once).
+    pub(crate) fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
     }
 
     /// Runs `f` in a read-only transaction on the reader's connection.

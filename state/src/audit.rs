@@ -330,7 +330,7 @@ fn read_chain_head(tx: &dyn Tx) -> Result<ChainHead, StateError> {
 /// Records `head` as the chain's head (a backend that keeps the head in memory for a
 /// transaction calls this once, before it commits).
 pub(crate) fn write_chain_head(tx: &dyn Tx, head: &ChainHead) -> Result<(), StateError> {
-    tx.execute(
+    tx.execute_later(
         "UPDATE chain SET head = ?1, count = ?2 WHERE id = 1",
         params![head.hash, head.count],
     )

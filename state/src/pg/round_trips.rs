@@ -11,7 +11,7 @@ use std::task::Poll;
 use serde_json::json;
 
 use crate::pg::StoreUrl;
-use crate::{NewRun, StateError, StepFinish, StepOutcome, StepStart, Store};
+use crate::{NewRun, StateError, Store};
 
 pub(super) fn open(server: &fogbook_testpg::TestPostgres) -> Store {
     Store::open_url(&StoreUrl::from_str(&server.url()).unwrap()).unwrap()
@@ -37,37 +37,13 @@ pub(super) fn new_run(id: &str, now: i64) -> NewRun {
         runbook_sha256: "abc".to_owned(),
         source_path: None,
         params: json!({}),
-        steps: vec!["a".to_owned(), "b".to_owned()],
+        steps: vec!["a".to_owned(), "b".to_owned(), "c".to_owned()],
         locks: Vec::new(),
         auto_approve: false,
         lease: Some(("me".to_owned(), now + 3_600_000)),
         created_by: json!("test"),
         window: None,
         schedule: None,
-        now,
-    }
-}
-
-pub(super) fn start(step: &str, now: i64) -> StepStart {
-    StepStart {
-        step_id: step.to_owned(),
-        attempt: 1,
-        input: json!({}),
-        deadline_at: None,
-        opens: Vec::new(),
-        subject: None,
-        keep_progress: false,
-        now,
-    }
-}
-
-pub(super) fn finish(step: &str, now: i64) -> StepFinish {
-    StepFinish {
-        step_id: step.to_owned(),
-        attempt: 1,
-        outcome: StepOutcome::Completed { output: json!({}) },
-        closes: Vec::new(),
-        run_status: None,
         now,
     }
 }
@@ -105,58 +81,118 @@ pub(super) async fn hold_writer(
     (release, blocker)
 }
 
-/// Round trips of one advance (the end of step `a` and the start of step `b`) alone, and
-/// per advance in a group of `K` runs' advances committed together.
-async fn measure(store: &Store, k: usize) -> (u64, f64) {
-    let now = wall_ms();
-    for i in 0..=k {
-        let id = format!("r{i}");
-        store.create_run(new_run(&id, now)).await.unwrap();
-        store.start_step(&id, "me", start("a", now)).await.unwrap();
-    }
-    let before = store.round_trips().unwrap();
-    store
-        .advance("r0", "me", vec![finish("a", now)], Some(start("b", now)))
-        .await
-        .unwrap();
-    let alone = store.round_trips().unwrap() - before;
-
+/// Three writes of one group, each appending an event to run `r1`; the middle one fails as
+/// `fail` makes it (after its append). Returns the three results.
+async fn group_of_three(
+    store: &Store,
+    fail: fn(&dyn crate::sql::Tx) -> Result<(), StateError>,
+) -> [Result<(), StateError>; 3] {
     let (release, blocker) = hold_writer(store).await;
-    let mut advances: Vec<_> = (1..=k)
-        .map(|i| {
-            let store = store.clone();
-            Box::pin(async move {
-                store
-                    .advance(&format!("r{i}"), "me", vec![finish("a", now)], Some(start("b", now)))
-                    .await
-            })
+    let write = |n: u32, failing: bool| {
+        let store = store.clone();
+        Box::pin(async move {
+            store
+                .write(move |tx| {
+                    crate::audit::append(
+                        tx,
+                        "r1",
+                        2_000,
+                        crate::audit::NewEvent::run("test.event", json!({ "n": n })),
+                    )?;
+                    if failing {
+                        return fail(tx);
+                    }
+                    Ok(())
+                })
+                .await
         })
-        .collect();
-    for a in &mut advances {
-        poll_once(a).await;
-    }
-    let before = store.round_trips().unwrap();
+    };
+    let (mut first, mut failing, mut last) = (write(1, false), write(2, true), write(3, false));
+    poll_once(&mut first).await;
+    poll_once(&mut failing).await;
+    poll_once(&mut last).await;
+    let commits = store.commit_count();
     release.send(()).unwrap();
     blocker.await.unwrap().unwrap();
-    for a in advances {
-        a.await.unwrap();
-    }
-    // The holder's COMMIT is counted here too (one round trip).
-    let group = store.round_trips().unwrap() - before - 1;
-    #[allow(clippy::cast_precision_loss, reason = "a small count")]
-    let per = group as f64 / k as f64;
-    (alone, per)
+    let results = [first.await, failing.await, last.await];
+    assert_eq!(
+        store.commit_count() - commits,
+        2,
+        "the holder's commit, then one for the three writes"
+    );
+    results
 }
 
-/// The counter counts: an advance costs round trips, and a group of advances costs fewer
-/// per advance than one alone (BEGIN and COMMIT are shared).
+/// The events `test.event` committed, by global position.
+async fn test_events(store: &Store) -> Vec<i64> {
+    store
+        .read(|tx| {
+            tx.query_map(
+                "SELECT gseq FROM events WHERE kind = 'test.event' ORDER BY gseq",
+                crate::sql::params![],
+                |r| r.get(0),
+            )
+            .map_err(|e| StateError::commit_failed(e.to_string()))
+        })
+        .await
+        .unwrap()
+}
+
+/// A write rolled back to its savepoint after appending to the audit trail also takes its
+/// events out of the chain head the PostgreSQL group keeps in memory: the next write of the
+/// same transaction links to the event before it, the chain row is written once with the
+/// commit, and the chain verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn advances_are_counted_in_round_trips() {
+async fn a_write_rolled_back_in_a_postgres_group_leaves_the_chain_whole() {
     let server = fogbook_testpg::TestPostgres::start();
     let store = open(&server);
-    let (alone, per) = measure(&store, 8).await;
-    eprintln!("round trips: {alone} for an advance alone, {per:.2} per advance in a group of 8");
-    assert!(alone > 0, "an advance is counted");
-    assert!(per > 0.0 && per < alone as f64, "alone {alone}, in a group {per}");
+    store.create_run(new_run("r1", wall_ms())).await.unwrap();
+    let [first, failing, last] =
+        group_of_three(&store, |_| Err(StateError::commit_failed("this write is made to fail"))).await;
+    first.unwrap();
+    assert!(failing.is_err(), "the second write fails");
+    last.unwrap();
+    let events = test_events(&store).await;
+    assert_eq!(events.len(), 2, "the failed write's event is gone: {events:?}");
+    assert_eq!(events[1], events[0] + 1, "the last write's event follows the first's");
+    let report = store.verify_audit(None).await.unwrap();
+    assert!(report.failure.is_none(), "{report:?}");
+    store.close().await;
+}
+
+/// A queued statement ([`crate::sql::Tx::execute_later`]) that fails fails its own write
+/// only: the write's closure has returned, its statements go out with its savepoint's
+/// release, the failure rolls it back to its savepoint (its event out of the chain head
+/// too) and answers it with the server's error naming the statement; the writes before and
+/// after it in the same transaction commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_queued_statement_fails_its_own_write_only() {
+    let server = fogbook_testpg::TestPostgres::start();
+    let store = open(&server);
+    store.create_run(new_run("r1", wall_ms())).await.unwrap();
+    let [first, failing, last] = group_of_three(&store, |tx| {
+        tx.execute_later(
+            "INSERT INTO chain (id, head, count) VALUES (1, 'x', 0)",
+            crate::sql::params![],
+        )
+        .map_err(|e| StateError::commit_failed(e.to_string()))
+    })
+    .await;
+    first.unwrap();
+    let err = failing.expect_err("the write whose queued statement failed");
+    let text: Vec<String> = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
+        .map(ToString::to_string)
+        .collect();
+    let text = text.join(": ");
+    assert!(
+        text.contains("INSERT INTO chain") && text.contains("duplicate key"),
+        "names the statement and the server's error: {text}"
+    );
+    last.unwrap();
+    let events = test_events(&store).await;
+    assert_eq!(events.len(), 2, "the failed write's event is gone: {events:?}");
+    assert_eq!(events[1], events[0] + 1, "the last write's event follows the first's");
+    let report = store.verify_audit(None).await.unwrap();
+    assert!(report.failure.is_none(), "{report:?}");
     store.close().await;
 }

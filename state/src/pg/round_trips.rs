@@ -11,7 +11,7 @@ use std::task::Poll;
 use serde_json::json;
 
 use crate::pg::StoreUrl;
-use crate::{NewRun, StateError, Store};
+use crate::{NewRun, StateError, StepFinish, StepOutcome, StepStart, Store};
 
 pub(super) fn open(server: &fogbook_testpg::TestPostgres) -> Store {
     Store::open_url(&StoreUrl::from_str(&server.url()).unwrap()).unwrap()
@@ -48,6 +48,30 @@ pub(super) fn new_run(id: &str, now: i64) -> NewRun {
     }
 }
 
+pub(super) fn start(step: &str, now: i64) -> StepStart {
+    StepStart {
+        step_id: step.to_owned(),
+        attempt: 1,
+        input: json!({}),
+        deadline_at: None,
+        opens: Vec::new(),
+        subject: None,
+        keep_progress: false,
+        now,
+    }
+}
+
+pub(super) fn finish(step: &str, now: i64) -> StepFinish {
+    StepFinish {
+        step_id: step.to_owned(),
+        attempt: 1,
+        outcome: StepOutcome::Completed { output: json!({}) },
+        closes: Vec::new(),
+        run_status: None,
+        now,
+    }
+}
+
 /// Polls `fut` once (so a write sends its job to the writer) without waiting for it.
 pub(super) async fn poll_once<F: Future + Unpin>(fut: &mut F) {
     std::future::poll_fn(|cx| {
@@ -79,6 +103,85 @@ pub(super) async fn hold_writer(
     });
     in_write.await.unwrap();
     (release, blocker)
+}
+
+/// Round trips of one advance alone, and per advance in a group of `k` runs' advances
+/// committed together, in steady state: every run first advances from step `a` to `b` (so
+/// the writer has prepared every statement once: a statement's first use on a connection
+/// costs one more round trip), then the measured advances go from `b` to `c`.
+async fn measure(store: &Store, k: usize) -> (u64, f64) {
+    let now = wall_ms();
+    for i in 0..=k {
+        let id = format!("r{i}");
+        store.create_run(new_run(&id, now)).await.unwrap();
+        store.start_step(&id, "me", start("a", now)).await.unwrap();
+    }
+    let mut alone = 0;
+    let mut per = 0.0;
+    for (from, to) in [("a", "b"), ("b", "c")] {
+        let before = store.round_trips().unwrap();
+        store
+            .advance("r0", "me", vec![finish(from, now)], Some(start(to, now)))
+            .await
+            .unwrap();
+        alone = store.round_trips().unwrap() - before;
+
+        let (release, blocker) = hold_writer(store).await;
+        let mut advances: Vec<_> = (1..=k)
+            .map(|i| {
+                let store = store.clone();
+                Box::pin(async move {
+                    store
+                        .advance(&format!("r{i}"), "me", vec![finish(from, now)], Some(start(to, now)))
+                        .await
+                })
+            })
+            .collect();
+        for a in &mut advances {
+            poll_once(a).await;
+        }
+        let before = store.round_trips().unwrap();
+        let commits = store.commit_count();
+        release.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        for a in advances {
+            a.await.unwrap();
+        }
+        assert_eq!(
+            store.commit_count() - commits,
+            2,
+            "the holder's commit, then one for the group"
+        );
+        // The holder's COMMIT is counted here too (one round trip).
+        let group = store.round_trips().unwrap() - before - 1;
+        #[allow(clippy::cast_precision_loss, reason = "small counts")]
+        {
+            per = group as f64 / k as f64;
+        }
+    }
+    (alone, per)
+}
+
+/// Batching (issue 17): an advance (the end of one step and the start of the next) alone
+/// costs 5 round trips (BEGIN with the clock, the lock and the chain head; the lease check
+/// with the savepoint; the step's end; the next step's start; the events, the run's head,
+/// the chain row and COMMIT together), and 4 per advance in a group of 8 plus the group's
+/// BEGIN and COMMIT; before the pipeline, 12 alone and 10.25 per advance in a group (every
+/// statement its own round trip).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_advance_in_a_group_costs_four_round_trips() {
+    let server = fogbook_testpg::TestPostgres::start();
+    let store = open(&server);
+    let (alone, per) = measure(&store, 8).await;
+    eprintln!("round trips: {alone} for an advance alone, {per:.2} per advance in a group of 8");
+    assert_eq!(alone, 5, "an advance alone");
+    assert!(
+        per <= 4.25,
+        "{per} round trips per advance in a group of 8 (4 each, BEGIN and COMMIT shared)"
+    );
+    let report = store.verify_audit(None).await.unwrap();
+    assert!(report.failure.is_none(), "{report:?}");
+    store.close().await;
 }
 
 /// Three writes of one group, each appending an event to run `r1`; the middle one fails as

@@ -47,8 +47,22 @@ pub struct BenchReport {
     pub concurrent_ratio: f64,
     /// Commits (fsyncs) per step with many runs at once (group commit shares them).
     pub concurrent_commits_per_step: f64,
+    /// Round trips to the database server per step in the sequential run (PostgreSQL
+    /// only: [`Store::round_trips`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequential_round_trips_per_step: Option<f64>,
+    /// Round trips to the database server per step with many runs at once (PostgreSQL
+    /// only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrent_round_trips_per_step: Option<f64>,
     /// The settings.
     pub config: serde_json::Value,
+}
+
+/// Round trips per step between two readings of [`Store::round_trips`] (`None` on SQLite).
+#[allow(clippy::cast_precision_loss, reason = "a benchmark's ratio")]
+fn per_step(before: Option<u64>, after: Option<u64>, steps: f64) -> Option<f64> {
+    Some(after?.saturating_sub(before?) as f64 / steps)
 }
 
 fn noop_runbook(steps: u32) -> String {
@@ -94,6 +108,7 @@ where
     let params = json!({ "tag": "x" });
     let id = engine.create_run(request(&rb, &text, &params)).await?;
     let before = store.commit_count();
+    let trips_before = store.round_trips();
     let start = Instant::now();
     let outcome = engine.drive(&id, CancellationToken::new()).await?;
     let seq_secs = start.elapsed().as_secs_f64();
@@ -102,6 +117,7 @@ where
     }
     let seq_commits = (store.commit_count() - before) as f64;
     let steps = f64::from(config.sequential_steps);
+    let seq_trips = per_step(trips_before, store.round_trips(), steps);
     floors.push(floor().await?);
 
     // Concurrent: many runs at once, each driven by its own task.
@@ -114,6 +130,7 @@ where
         ids.push(engine.create_run(req).await?);
     }
     let before = store.commit_count();
+    let trips_before = store.round_trips();
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for id in ids {
@@ -131,6 +148,7 @@ where
     let conc_secs = start.elapsed().as_secs_f64();
     let conc_commits = (store.commit_count() - before) as f64;
     let conc_steps = f64::from(config.concurrent_runs) * f64::from(config.steps_per_run);
+    let conc_trips = per_step(trips_before, store.round_trips(), conc_steps);
     floors.push(floor().await?);
     store.close().await;
 
@@ -148,6 +166,8 @@ where
         concurrent_steps_per_s: concurrent,
         concurrent_ratio: concurrent / floor,
         concurrent_commits_per_step: conc_commits / conc_steps,
+        sequential_round_trips_per_step: seq_trips,
+        concurrent_round_trips_per_step: conc_trips,
         config: json!({
             "floor_commits": config.floor_commits,
             "sequential_steps": config.sequential_steps,

@@ -93,6 +93,14 @@ pub(crate) async fn bench(cli: &Cli, args: &BenchArgs, raw: &str, base: PgUrl) -
         );
     } else {
         let mut text = super::command::render_engine(&report, &config, label);
+        if let (Some(seq), Some(conc)) = (
+            report.sequential_round_trips_per_step,
+            report.concurrent_round_trips_per_step,
+        ) {
+            text.push_str(&format!(
+                "  (round trips to the server per step, every connection counted, a pipeline once: sequential {seq:.2}, concurrent {conc:.2})\n"
+            ));
+        }
         text.push_str(&format!(
             "  (floor: one single-row insert per transaction on one connection, with the server's synchronous_commit={} and fsync={})\n",
             settings.synchronous_commit, settings.fsync

@@ -177,12 +177,14 @@ fn append_events<'a>(
     let mut events = events.into_iter().peekable();
     if events.peek().is_none() {
         match touch {
-            Some((Some(status), now)) => tx.execute(
+            Some((Some(status), now)) => tx.execute_later(
                 "UPDATE runs SET status = ?3, updated_at = ?2 WHERE id = ?1",
                 params![run_id, now, status],
             ),
-            Some((None, now)) => tx.execute("UPDATE runs SET updated_at = ?2 WHERE id = ?1", params![run_id, now]),
-            None => Ok(0),
+            Some((None, now)) => {
+                tx.execute_later("UPDATE runs SET updated_at = ?2 WHERE id = ?1", params![run_id, now])
+            }
+            None => Ok(()),
         }
         .during("updating the run")?;
         return Ok(());
@@ -255,15 +257,15 @@ fn append_events<'a>(
     match touch {
         // The status only when it changes: a column in the SET list has its indexes
         // rewritten even when its value stays the same.
-        Some((Some(status), now)) => tx.execute(
+        Some((Some(status), now)) => tx.execute_later(
             "UPDATE runs SET audit_head = ?2, audit_count = ?3, status = ?4, updated_at = ?5 WHERE id = ?1",
             params![key, prev, seq, status, now],
         ),
-        Some((None, now)) => tx.execute(
+        Some((None, now)) => tx.execute_later(
             "UPDATE runs SET audit_head = ?2, audit_count = ?3, updated_at = ?4 WHERE id = ?1",
             params![key, prev, seq, now],
         ),
-        None => tx.execute(
+        None => tx.execute_later(
             &format!("UPDATE {table} SET audit_head = ?2, audit_count = ?3 WHERE {key_col} = ?1"),
             params![key, prev, seq],
         ),
@@ -312,7 +314,7 @@ fn insert_events(tx: &dyn Tx, values: &[sql::Value]) -> Result<(), StateError> {
     let sql = statements
         .get(n.wrapping_sub(1))
         .ok_or_else(|| StateError::commit_failed("an audit insert of an unexpected size"))?;
-    tx.execute(sql, values).during("appending an audit event")?;
+    tx.execute_later(sql, values).during("appending an audit event")?;
     Ok(())
 }
 
@@ -330,7 +332,7 @@ fn read_chain_head(tx: &dyn Tx) -> Result<ChainHead, StateError> {
 /// Records `head` as the chain's head (a backend that keeps the head in memory for a
 /// transaction calls this once, before it commits).
 pub(crate) fn write_chain_head(tx: &dyn Tx, head: &ChainHead) -> Result<(), StateError> {
-    tx.execute(
+    tx.execute_later(
         "UPDATE chain SET head = ?1, count = ?2 WHERE id = 1",
         params![head.hash, head.count],
     )

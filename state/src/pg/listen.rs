@@ -59,7 +59,7 @@ const RECONNECT: Duration = Duration::from_secs(1);
 /// only; delivered at commit, and several in one transaction arrive as one).
 pub(crate) fn wake_workers(tx: &dyn Tx, kind: &str) -> crate::sql::Result<()> {
     if tx.dialect() == Dialect::Postgres && WORK_EVENTS.contains(&kind) {
-        tx.execute("SELECT pg_notify(?1, '')", params![WORK_CHANNEL])?;
+        tx.execute_later("SELECT pg_notify(?1, '')", params![WORK_CHANNEL])?;
     }
     Ok(())
 }

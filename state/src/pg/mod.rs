@@ -17,6 +17,8 @@ mod connect;
 mod error;
 mod floor;
 pub(crate) mod listen;
+#[cfg(test)]
+mod round_trips;
 mod schema;
 mod session;
 mod sql;

@@ -13,12 +13,14 @@
 //! other hosts.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::runtime::Runtime;
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Notification, Row, Socket, Statement};
+use tokio_postgres::{Notification, Row, SimpleQueryMessage, Socket, Statement};
 
 use super::connect::{mentions, tls_connector};
 use super::{PgError, PgUrl, TlsMode};
@@ -141,6 +143,9 @@ pub(crate) struct Session {
     client: Option<tokio_postgres::Client>,
     connection: Option<tokio::task::JoinHandle<()>>,
     deadline: Duration,
+    /// Round trips: every request whose answer the session waited for (a pipeline of
+    /// several statements counts once). Shared by the store's connections.
+    round_trips: Arc<AtomicU64>,
 }
 
 impl Session {
@@ -207,6 +212,7 @@ impl Session {
             client: Some(client),
             connection: Some(connection),
             deadline: limits.deadline,
+            round_trips: Arc::default(),
         };
         // A transaction idle longer than this is ended by the server, so a host that went
         // silent while holding the write lock frees it (half the deadline: the other hosts'
@@ -227,6 +233,11 @@ impl Session {
         Ok(session)
     }
 
+    /// Counts this session's round trips (from now on) in `counter`.
+    pub(crate) fn count_round_trips(&mut self, counter: Arc<AtomicU64>) {
+        self.round_trips = counter;
+    }
+
     /// Whether the connection is gone (it must be opened again).
     pub(crate) fn is_closed(&self) -> bool {
         self.client.as_ref().is_none_or(tokio_postgres::Client::is_closed)
@@ -238,23 +249,41 @@ impl Session {
         self.settle(answer)
     }
 
+    /// Runs `sql` (one or more statements, the simple protocol) in one round trip and
+    /// returns what the server sent back: the rows of every statement, in order.
+    pub(crate) fn simple_query(&mut self, sql: &str) -> Result<Vec<SimpleQueryMessage>, SessionError> {
+        let client = self.client.as_ref().ok_or(SessionError::Closed)?;
+        let answer = self.runtime.block_on(within(self.deadline, client.simple_query(sql)));
+        self.settle(answer)
+    }
+
+    /// Sends every request at once (a pipeline: the client writes them all before it reads
+    /// the first answer) and returns each one's answer, in order: one round trip. The
+    /// server runs them one after the other; one that fails does not stop the next from
+    /// being run (inside a transaction, the next ones then fail as the transaction is
+    /// aborted, until a `ROLLBACK TO SAVEPOINT`).
+    pub(crate) fn pipeline(
+        &mut self,
+        requests: &[Request<'_>],
+    ) -> Result<Vec<Result<Answer, tokio_postgres::Error>>, SessionError> {
+        let client = self.client.as_ref().ok_or(SessionError::Closed)?;
+        let futures: Vec<Pending<'_>> = requests
+            .iter()
+            .map(|r| -> Pending<'_> {
+                if r.rows {
+                    Box::pin(async move { client.query(r.stmt, &r.params).await.map(Answer::Rows) })
+                } else {
+                    Box::pin(async move { client.execute(r.stmt, &r.params).await.map(Answer::Count) })
+                }
+            })
+            .collect();
+        let answer = self.runtime.block_on(within(self.deadline, all(futures)));
+        self.settle(answer.map(Ok))
+    }
+
     pub(crate) fn prepare(&mut self, sql: &str) -> Result<Statement, SessionError> {
         let client = self.client.as_ref().ok_or(SessionError::Closed)?;
         let answer = self.runtime.block_on(within(self.deadline, client.prepare(sql)));
-        self.settle(answer)
-    }
-
-    pub(crate) fn execute(&mut self, stmt: &Statement, params: &[&(dyn ToSql + Sync)]) -> Result<u64, SessionError> {
-        let client = self.client.as_ref().ok_or(SessionError::Closed)?;
-        let answer = self
-            .runtime
-            .block_on(within(self.deadline, client.execute(stmt, params)));
-        self.settle(answer)
-    }
-
-    pub(crate) fn query(&mut self, stmt: &Statement, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, SessionError> {
-        let client = self.client.as_ref().ok_or(SessionError::Closed)?;
-        let answer = self.runtime.block_on(within(self.deadline, client.query(stmt, params)));
         self.settle(answer)
     }
 
@@ -287,6 +316,7 @@ impl Session {
     /// The call's result; a stalled call drops the connection (its socket is closed, so
     /// the server ends the session when it hears of it, and the next job connects anew).
     fn settle<T>(&mut self, answer: Option<Result<T, tokio_postgres::Error>>) -> Result<T, SessionError> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
         match answer {
             Some(result) => Ok(result?),
             None => {
@@ -308,6 +338,55 @@ impl Drop for Session {
     fn drop(&mut self) {
         self.cut();
     }
+}
+
+/// One statement of a [`Session::pipeline`].
+pub(crate) struct Request<'a> {
+    /// The prepared statement.
+    pub(crate) stmt: &'a Statement,
+    /// Its parameters.
+    pub(crate) params: Vec<&'a (dyn ToSql + Sync)>,
+    /// Whether its rows are wanted (otherwise, how many rows it changed).
+    pub(crate) rows: bool,
+}
+
+/// What a statement of a [`Session::pipeline`] answered.
+pub(crate) enum Answer {
+    /// The rows changed (a statement sent with `rows: false`).
+    Count(u64),
+    /// The rows returned.
+    Rows(Vec<Row>),
+}
+
+type Pending<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Answer, tokio_postgres::Error>> + 'a>>;
+
+/// Every future's output, in order, the futures polled together: each one's first poll
+/// (which hands its request to the connection) happens before any waits for an answer, in
+/// the order given, so the requests go out together and in order.
+async fn all<'a>(futures: Vec<Pending<'a>>) -> Vec<Result<Answer, tokio_postgres::Error>> {
+    let mut futures: Vec<Option<Pending<'a>>> = futures.into_iter().map(Some).collect();
+    let mut answers: Vec<Option<Result<Answer, tokio_postgres::Error>>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut waiting = false;
+        for (slot, answer) in futures.iter_mut().zip(answers.iter_mut()) {
+            if let Some(fut) = slot {
+                match fut.as_mut().poll(cx) {
+                    std::task::Poll::Ready(out) => {
+                        *answer = Some(out);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => waiting = true,
+                }
+            }
+        }
+        if waiting {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    answers.into_iter().flatten().collect()
 }
 
 /// `fut`'s output, or `None` when `limit` passed first.

@@ -27,13 +27,15 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use tokio_postgres::SimpleQueryMessage;
+
 use super::session::{Limits, Session, SessionError};
-use super::tx::{PgConn, PgTx};
+use super::tx::{DB_NOW_MS, PgConn, PgTx};
 use super::{PgError, PgUrl};
 use crate::StateError;
 use crate::error::BackendError;
-use crate::sql::Tx;
-use crate::thread::{MAX_GROUP, Pending, Reply};
+use crate::sql::{ChainHead, Tx};
+use crate::thread::{MAX_GROUP, Reply};
 
 /// How long to wait between attempts to connect to a server that refuses connections.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
@@ -41,7 +43,32 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 /// The key of the advisory lock every write transaction takes ("fogbookw" in ASCII).
 pub(crate) const WRITE_LOCK: i64 = 0x666f_6762_6f6f_6b77;
 
-type WriteFn = Box<dyn FnOnce(Option<&dyn Tx>) -> Box<dyn Pending> + Send>;
+type WriteFn = Box<dyn FnOnce(Option<&dyn Tx>) -> Box<dyn Held> + Send>;
+
+/// A write's result, held until its statements have all been answered and the group it
+/// belongs to is committed.
+trait Held: Send {
+    /// Whether the write itself failed (its savepoint is then rolled back).
+    fn failed(&self) -> bool;
+    /// The write failed after its closure returned: a statement it queued failed.
+    fn fail(&mut self, error: StateError);
+    /// Answers the caller once the commit is known (`Err`: the group did not commit).
+    fn finish(self: Box<Self>, commit: Result<(), &BackendError>);
+}
+
+impl<T: Send> Held for Reply<T> {
+    fn failed(&self) -> bool {
+        self.result.is_err()
+    }
+
+    fn fail(&mut self, error: StateError) {
+        self.result = Err(error);
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), &BackendError>) {
+        crate::thread::Pending::finish(self, commit);
+    }
+}
 type ReadFn = Box<dyn FnOnce(Result<&dyn Tx, StateError>, &dyn Fn() -> Option<StateError>) + Send>;
 
 /// A handle to the writer and reader threads. Cloning shares them; they end when the last
@@ -54,6 +81,8 @@ pub(crate) struct PgThread {
     url: PgUrl,
     readers: usize,
     commits: Arc<AtomicU64>,
+    /// Round trips to the server on every connection of these threads.
+    round_trips: Arc<AtomicU64>,
     /// Leases follow the caller's clock instead of the server's (a test hook sets it).
     caller_clock: Arc<AtomicBool>,
     #[cfg(feature = "test-hooks")]
@@ -67,6 +96,7 @@ struct Link {
     limits: Limits,
     conn: Option<RefCell<PgConn>>,
     caller_clock: Arc<AtomicBool>,
+    round_trips: Arc<AtomicU64>,
 }
 
 impl Link {
@@ -79,7 +109,7 @@ impl Link {
             // A server restarting or failing over refuses connections for a few seconds:
             // try again until the deadline, then report why.
             let give_up = Instant::now() + self.limits.deadline;
-            let client = loop {
+            let mut client = loop {
                 match Session::open(&self.url, &self.role, self.limits) {
                     Ok(client) => break client,
                     Err(e) if e.is_transient() && Instant::now() < give_up => {
@@ -88,6 +118,7 @@ impl Link {
                     Err(e) => return Err(StateError::Postgres(e)),
                 }
             };
+            client.count_round_trips(self.round_trips.clone());
             self.conn = Some(RefCell::new(
                 PgConn::new(client).with_clock_flag(self.caller_clock.clone()),
             ));
@@ -99,16 +130,20 @@ impl Link {
     /// at the start (the server restarted since the last job) is opened again, once:
     /// nothing of the job was sent yet, so trying again cannot do anything twice. A silent
     /// connection is not tried again (its deadline has passed already).
-    fn begin(&mut self, sql: &str, operation: &'static str) -> Result<(), StateError> {
+    ///
+    /// Returns the rows `sql` answered and when it was sent.
+    fn begin(&mut self, sql: &str, operation: &'static str) -> Result<(Vec<SimpleQueryMessage>, Instant), StateError> {
         let mut retried = false;
         loop {
             self.ensure()?;
             let Some(conn) = self.conn.as_ref() else {
                 return Err(StateError::StoreClosed);
             };
-            let begun = conn.borrow_mut().client().batch_execute(sql);
-            let Err(e) = begun else {
-                return Ok(());
+            let sent = Instant::now();
+            let begun = conn.borrow_mut().client().simple_query(sql);
+            let e = match begun {
+                Ok(answer) => return Ok((answer, sent)),
+                Err(e) => e,
             };
             match self.lost(&e) {
                 Some(_) if !retried && matches!(e, SessionError::Db(_)) => {
@@ -142,12 +177,14 @@ impl PgThread {
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
         let caller_clock = Arc::new(AtomicBool::new(false));
+        let round_trips = Arc::new(AtomicU64::new(0));
         let mut link = Link {
             url: url.clone(),
             role: "writer".to_owned(),
             limits,
             conn: None,
             caller_clock: caller_clock.clone(),
+            round_trips: round_trips.clone(),
         };
         let spawn_err = |e: std::io::Error| StateError::OpenDatabase {
             path: url.to_string().into(),
@@ -185,6 +222,7 @@ impl PgThread {
                 limits,
                 conn: None,
                 caller_clock: caller_clock.clone(),
+                round_trips: round_trips.clone(),
             };
             let queue = read_rx.clone();
             std::thread::Builder::new()
@@ -210,6 +248,7 @@ impl PgThread {
             url: url.clone(),
             readers: limits.readers,
             commits,
+            round_trips,
             caller_clock,
             #[cfg(feature = "test-hooks")]
             faults: Arc::default(),
@@ -246,6 +285,12 @@ impl PgThread {
         self.commits.load(Ordering::Relaxed)
     }
 
+    /// How many round trips to the server the writer and the readers made (each request
+    /// whose answer was waited for; a pipeline of statements counts once).
+    pub(crate) fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
     /// Runs `f` in a read-only transaction on the reader's connection.
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StateError>
     where
@@ -271,7 +316,7 @@ impl PgThread {
         #[cfg(feature = "test-hooks")]
         let fault = crate::fault::before_write(&self.faults)?;
         let (reply, rx) = oneshot::channel();
-        let job: WriteFn = Box::new(move |tx| -> Box<dyn Pending> {
+        let job: WriteFn = Box::new(move |tx| -> Box<dyn Held> {
             let result = match tx {
                 Some(tx) => f(tx),
                 None => Err(StateError::commit_failed("could not begin a transaction")),
@@ -296,36 +341,88 @@ fn run_read(link: &mut Link, job: ReadFn) {
         job(Err(StateError::StoreClosed), &|| None);
         return;
     };
-    job(Ok(&PgTx(conn)), &|| link.lost(&"the connection closed during a read"));
+    job(Ok(&PgTx::new(conn)), &|| {
+        link.lost(&"the connection closed during a read")
+    });
     // A read changes nothing: ending it cannot lose anything, and a broken connection is
     // opened again by the next read.
     let _ = conn.borrow_mut().client().batch_execute("ROLLBACK");
 }
 
+/// Begins a write transaction in one round trip: the server's clock (read before the lock,
+/// so the lease clock built on it is never behind the server's, see [`PgConn::set_clock`]),
+/// the write lock, and the audit chain's head (read under the lock, so it stays valid until
+/// the commit: no other writer can move it).
+fn begin_write() -> String {
+    format!(
+        "BEGIN; {DB_NOW_MS}; SELECT pg_advisory_xact_lock({WRITE_LOCK}); SELECT head, count FROM chain WHERE id = 1"
+    )
+}
+
+/// The clock and the chain head [`begin_write`] answered.
+fn read_begin(answer: &[SimpleQueryMessage]) -> Option<(crate::Millis, ChainHead)> {
+    let rows: Vec<_> = answer
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    let clock = rows.first()?.get(0)?.parse().ok()?;
+    let chain = rows.get(2)?;
+    let head = ChainHead {
+        hash: chain.get(0)?.to_owned(),
+        count: chain.get(1)?.parse().ok()?,
+    };
+    Some((clock, head))
+}
+
 /// Runs a group of writes in one transaction (after the advisory lock) and answers each
 /// after the commit.
+///
+/// Round trips: one for BEGIN (with the clock, the lock and the chain head), then per write
+/// its statements that need an answer (the savepoint and the statements it queued go out
+/// with them, [`Tx::execute_later`]) and one for its end (the rest of its queue with
+/// `RELEASE SAVEPOINT`), and one for the commit (with the chain row, written once). A
+/// write whose queued statement fails is rolled back to its savepoint and fails alone.
 fn commit_group(link: &mut Link, mut group: Vec<WriteFn>, commits: &AtomicU64) {
-    let begin = format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})");
-    if let Err(e) = link.begin(&begin, "beginning a transaction") {
-        let source: BackendError = Arc::new(e);
-        for w in group {
-            w(None).finish(Err(&source));
+    let begun = link
+        .begin(&begin_write(), "beginning a transaction")
+        .and_then(|(answer, sent)| {
+            read_begin(&answer)
+                .map(|(clock, head)| (clock, head, sent))
+                .ok_or_else(|| {
+                    StateError::commit_failed("the transaction's start did not answer the clock and the chain head")
+                })
+        });
+    let (clock, head, sent) = match begun {
+        Ok(begun) => begun,
+        Err(e) => {
+            let source: BackendError = Arc::new(e);
+            for w in group {
+                w(None).finish(Err(&source));
+            }
+            return;
         }
-        return;
-    }
+    };
     let link = &*link;
     let Some(conn) = link.conn.as_ref() else {
         return;
     };
+    conn.borrow_mut().set_clock(Some((clock, sent)));
+    let chain = RefCell::new(Some(head.clone()));
+    let tx = PgTx::writing(conn, &chain);
     let control = |sql: &str| conn.borrow_mut().client().batch_execute(sql);
     let mut pending = Vec::with_capacity(group.len());
     if group.len() == 1
         && let Some(w) = group.pop()
     {
         // Alone in its transaction: a failed write rolls the whole transaction back.
-        let p = w(Some(&PgTx(conn)));
+        let p = w(Some(&tx));
         if p.failed() {
+            conn.borrow_mut().discard();
             let rolled_back = control("ROLLBACK");
+            conn.borrow_mut().set_clock(None);
             match link.lost(&"the connection closed during the write") {
                 Some(lost) => p.finish(Err(&(Arc::new(lost) as BackendError))),
                 None => {
@@ -340,32 +437,62 @@ fn commit_group(link: &mut Link, mut group: Vec<WriteFn>, commits: &AtomicU64) {
         pending.push(p);
     } else {
         for w in group {
-            if let Err(e) = control("SAVEPOINT write") {
+            if let Err(e) = conn.borrow_mut().queue_savepoint("SAVEPOINT write") {
                 let source = failure(link, "opening a savepoint", e);
                 w(None).finish(Err(&source));
                 continue;
             }
-            let p = w(Some(&PgTx(conn)));
-            let closed = if p.failed() {
-                control("ROLLBACK TO SAVEPOINT write; RELEASE SAVEPOINT write")
+            let before = chain.borrow().clone();
+            let mut p = w(Some(&tx));
+            let ended = if p.failed() {
+                Err(None)
             } else {
-                control("RELEASE SAVEPOINT write")
+                conn.borrow_mut().flush_with("RELEASE SAVEPOINT write").map_err(|e| {
+                    Some(StateError::Database {
+                        operation: "finishing a write",
+                        source: Arc::new(e),
+                    })
+                })
             };
-            if let Err(e) = closed {
-                tracing::error!(error = %e, "could not close a savepoint");
+            if let Err(error) = ended {
+                *chain.borrow_mut() = before;
+                // Nothing of the write reached the server: nothing to roll back.
+                if conn.borrow_mut().discard()
+                    && let Err(e) = control("ROLLBACK TO SAVEPOINT write; RELEASE SAVEPOINT write")
+                {
+                    tracing::error!(error = %e, "could not roll back a failed write to its savepoint");
+                }
+                if let Some(error) = error {
+                    p.fail(link.lost(&error).unwrap_or(error));
+                }
             }
             pending.push(p);
         }
     }
-    match control("COMMIT") {
+    // The chain row once, with the commit.
+    let moved = chain.borrow_mut().take().filter(|h| *h != head);
+    let written = match moved {
+        Some(moved) => crate::audit::write_chain_head(&tx, &moved).map_err(|e| Arc::new(e) as BackendError),
+        None => Ok(()),
+    };
+    let committed = written.and_then(|()| {
+        conn.borrow_mut()
+            .flush_with("COMMIT")
+            .map_err(|e| failure(link, "committing", e))
+    });
+    conn.borrow_mut().set_clock(None);
+    match committed {
         Ok(()) => {
             commits.fetch_add(1, Ordering::Relaxed);
             for p in pending {
                 p.finish(Ok(()));
             }
         }
-        Err(e) => {
-            let source = failure(link, "committing", e);
+        Err(source) => {
+            // The transaction may still be open (a statement queued before the commit
+            // failed, and the commit then rolled back, or not sent): end it.
+            conn.borrow_mut().discard();
+            let _ = control("ROLLBACK");
             for p in pending {
                 p.finish(Err(&source));
             }
@@ -375,11 +502,11 @@ fn commit_group(link: &mut Link, mut group: Vec<WriteFn>, commits: &AtomicU64) {
 
 /// A failure of the group's transaction, shared by every write in the group: a lost
 /// connection names the database.
-fn failure(link: &Link, operation: &'static str, e: SessionError) -> BackendError {
+fn failure(link: &Link, operation: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> BackendError {
     Arc::new(link.lost(&e).unwrap_or_else(|| database(operation, e)))
 }
 
-fn database(operation: &'static str, e: SessionError) -> StateError {
+fn database(operation: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> StateError {
     StateError::Database {
         operation,
         source: Arc::new(e),
@@ -395,10 +522,12 @@ mod tests {
     use crate::error::SqlContext;
     use crate::pg::StoreUrl;
 
+    /// The server's URL, its store schema made (a write transaction reads the chain head).
     fn url(server: &fogbook_testpg::TestPostgres) -> PgUrl {
         let StoreUrl::Postgres(url) = StoreUrl::from_str(&server.url()).unwrap() else {
             panic!("not a PostgreSQL URL");
         };
+        crate::pg::migrate(&mut crate::pg::connect(&url).unwrap()).unwrap();
         url
     }
 
@@ -481,6 +610,7 @@ mod tests {
     #[test]
     fn a_silent_database_fails_the_write_within_the_deadline_then_reconnects() {
         let server = fogbook_testpg::TestPostgres::start();
+        url(&server);
         let proxy = fogbook_testpg::TestProxy::start(server.port());
         let through = proxy.url(&format!("{}&connect_timeout=1", server.url()));
         let StoreUrl::Postgres(through) = StoreUrl::from_str(&through).unwrap() else {

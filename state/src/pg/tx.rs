@@ -11,13 +11,14 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use postgres::Statement;
 use postgres::types::{ToSql, Type};
 
 use crate::pg::postgres_placeholders;
-use crate::pg::session::{Session as Client, SessionError};
-use crate::sql::{Dialect, Error, Result, Row, Tx, Value};
+use crate::pg::session::{Answer, Request, Session as Client, SessionError};
+use crate::sql::{ChainHead, Dialect, Error, Result, Row, Tx, Value};
 
 /// One PostgreSQL connection with its prepared statements.
 pub(crate) struct PgConn {
@@ -26,12 +27,37 @@ pub(crate) struct PgConn {
     statements: HashMap<String, Statement>,
     /// Set (by a test hook only): leases follow the caller's clock, not the server's.
     caller_clock: Arc<AtomicBool>,
+    /// Statements whose answers nobody reads, not sent yet ([`Tx::execute_later`]): they go
+    /// out in one pipeline with the next statement that needs an answer.
+    queue: Vec<Queued>,
+    /// Whether a pipeline went out since [`PgConn::queue_savepoint`].
+    sent: bool,
+    /// The server's clock as read at the start of the write transaction, and when that
+    /// request was sent ([`PgConn::set_clock`]).
+    clock: Option<(crate::Millis, Instant)>,
 }
 
-/// The database server's clock in milliseconds since the epoch: the one clock every host's
-/// lease decisions are made by. `clock_timestamp()`, not `now()`: a write transaction of the
+/// A statement waiting in [`PgConn`]'s queue.
+struct Queued {
+    stmt: Statement,
+    params: Vec<Bound>,
+    /// The start of its SQL text, to name it when it fails.
+    sql: String,
+}
+
+/// A queued statement failed: the statement that sent it with its own reports this.
+#[derive(Debug, thiserror::Error)]
+#[error("`{sql}…`, sent earlier in this write, failed")]
+pub(crate) struct QueuedFailed {
+    sql: String,
+    #[source]
+    source: tokio_postgres::Error,
+}
+
+/// The server's clock in milliseconds since the epoch: the one clock every host's lease
+/// decisions are made by. `clock_timestamp()`, not `now()`: a write transaction of the
 /// group commit may be open a while, and a lease is decided at the instant it is checked.
-const DB_NOW_MS: &str = "SELECT CAST(floor(extract(epoch FROM clock_timestamp()) * 1000) AS BIGINT)";
+pub(crate) const DB_NOW_MS: &str = "SELECT CAST(floor(extract(epoch FROM clock_timestamp()) * 1000) AS BIGINT)";
 
 impl PgConn {
     pub(crate) fn new(client: Client) -> Self {
@@ -39,6 +65,9 @@ impl PgConn {
             client,
             statements: HashMap::new(),
             caller_clock: Arc::default(),
+            queue: Vec::new(),
+            sent: false,
+            clock: None,
         }
     }
 
@@ -58,6 +87,77 @@ impl PgConn {
         self.client.is_closed()
     }
 
+    /// The server's clock read at `server` (milliseconds) by a request sent at `sent`:
+    /// [`Tx::lease_now`] is then that reading plus the time elapsed since `sent`, until
+    /// `None` is set. The reading was taken after the request left, so the estimate is
+    /// never behind the server's clock, and is ahead of it by at most the time the request
+    /// took to reach the server.
+    pub(crate) fn set_clock(&mut self, clock: Option<(crate::Millis, Instant)>) {
+        self.clock = clock;
+    }
+
+    /// Queues `sql` (no parameters, e.g. `SAVEPOINT write`) to go out first in the next
+    /// pipeline, and notes that nothing was sent since.
+    pub(crate) fn queue_savepoint(&mut self, sql: &str) -> Result<()> {
+        self.sent = false;
+        self.enqueue(sql, &[])
+    }
+
+    /// Drops the queued statements unsent; returns whether anything was sent since
+    /// [`PgConn::queue_savepoint`] (when not, the server has seen nothing of the write).
+    pub(crate) fn discard(&mut self) -> bool {
+        self.queue.clear();
+        self.sent
+    }
+
+    /// Sends the queued statements with `sql` (no parameters, e.g. `RELEASE SAVEPOINT
+    /// write`, `COMMIT`) in one round trip; fails when any of them failed.
+    pub(crate) fn flush_with(&mut self, sql: &str) -> Result<()> {
+        let stmt = self.statement(sql).map_err(Error::backend)?;
+        self.send(&stmt, Vec::new(), false).map(|_| ())
+    }
+
+    fn enqueue(&mut self, sql: &str, params: &[Value]) -> Result<()> {
+        let stmt = self.statement(sql).map_err(Error::backend)?;
+        let params = bind(&stmt, params)?;
+        let sql = sql.split_whitespace().take(6).collect::<Vec<_>>().join(" ");
+        self.queue.push(Queued { stmt, params, sql });
+        Ok(())
+    }
+
+    /// Sends the queue and then `stmt` in one pipeline; `stmt`'s answer, or the error of
+    /// the first queued statement that failed (the write is then rolled back).
+    fn send(&mut self, stmt: &Statement, params: Vec<Bound>, rows: bool) -> Result<Answer> {
+        let queued = std::mem::take(&mut self.queue);
+        self.sent = true;
+        let mut requests: Vec<Request<'_>> = queued
+            .iter()
+            .map(|q| Request {
+                stmt: &q.stmt,
+                params: q.params.iter().map(|b| &**b as &(dyn ToSql + Sync)).collect(),
+                rows: false,
+            })
+            .collect();
+        requests.push(Request {
+            stmt,
+            params: params.iter().map(|b| &**b as &(dyn ToSql + Sync)).collect(),
+            rows,
+        });
+        let mut answers = self.client.pipeline(&requests).map_err(Error::backend)?.into_iter();
+        for q in &queued {
+            if let Some(Err(source)) = answers.next() {
+                return Err(Error::backend(QueuedFailed {
+                    sql: q.sql.clone(),
+                    source,
+                }));
+            }
+        }
+        match answers.next() {
+            Some(answer) => answer.map_err(|e| Error::backend(SessionError::Db(e))),
+            None => Err(Error::NoRows),
+        }
+    }
+
     fn statement(&mut self, sql: &str) -> std::result::Result<Statement, SessionError> {
         if let Some(stmt) = self.statements.get(sql) {
             return Ok(stmt.clone());
@@ -70,24 +170,55 @@ impl PgConn {
 
 /// The store's closures see a PostgreSQL connection (inside the writer's transaction for
 /// writes) as this.
-pub(crate) struct PgTx<'a>(pub(crate) &'a RefCell<PgConn>);
+pub(crate) struct PgTx<'a> {
+    conn: &'a RefCell<PgConn>,
+    /// The write transaction's chain head, kept in memory until its commit (writes only).
+    chain: Option<&'a RefCell<Option<ChainHead>>>,
+}
+
+impl<'a> PgTx<'a> {
+    /// A read: every statement is sent at once.
+    pub(crate) fn new(conn: &'a RefCell<PgConn>) -> Self {
+        Self { conn, chain: None }
+    }
+
+    /// A write of the writer's group transaction: the chain head is kept in `chain` (read
+    /// at BEGIN, under the write lock) and statements whose answers nobody reads are
+    /// queued, to go out with the next one that needs an answer or with the write's end.
+    pub(crate) fn writing(conn: &'a RefCell<PgConn>, chain: &'a RefCell<Option<ChainHead>>) -> Self {
+        Self {
+            conn,
+            chain: Some(chain),
+        }
+    }
+}
 
 impl Tx for PgTx<'_> {
     fn execute(&self, sql: &str, params: &[Value]) -> Result<usize> {
-        let mut conn = self.0.borrow_mut();
+        let mut conn = self.conn.borrow_mut();
         let stmt = conn.statement(sql).map_err(Error::backend)?;
         let bound = bind(&stmt, params)?;
-        let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|b| &**b as &(dyn ToSql + Sync)).collect();
-        let n = conn.client.execute(&stmt, &refs).map_err(Error::backend)?;
-        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        match conn.send(&stmt, bound, false)? {
+            Answer::Count(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+            Answer::Rows(rows) => Ok(rows.len()),
+        }
+    }
+
+    fn execute_later(&self, sql: &str, params: &[Value]) -> Result<()> {
+        if self.chain.is_none() {
+            return self.execute(sql, params).map(|_| ());
+        }
+        self.conn.borrow_mut().enqueue(sql, params)
     }
 
     fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
-        let mut conn = self.0.borrow_mut();
+        let mut conn = self.conn.borrow_mut();
         let stmt = conn.statement(sql).map_err(Error::backend)?;
         let bound = bind(&stmt, params)?;
-        let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|b| &**b as &(dyn ToSql + Sync)).collect();
-        let rows = conn.client.query(&stmt, &refs).map_err(Error::backend)?;
+        let rows = match conn.send(&stmt, bound, true)? {
+            Answer::Rows(rows) => rows,
+            Answer::Count(_) => Vec::new(),
+        };
         let columns: Arc<[String]> = stmt.columns().iter().map(|c| c.name().to_owned()).collect();
         rows.iter()
             .map(|r| {
@@ -104,15 +235,28 @@ impl Tx for PgTx<'_> {
     }
 
     fn lease_now(&self, caller: crate::Millis) -> Result<crate::Millis> {
-        if self.0.borrow().caller_clock.load(Ordering::Relaxed) {
-            return Ok(caller);
+        let clock = {
+            let conn = self.conn.borrow();
+            if conn.caller_clock.load(Ordering::Relaxed) {
+                return Ok(caller);
+            }
+            conn.clock
+        };
+        if let Some((server, sent)) = clock {
+            // Rounded up: the estimate stays ahead of (never behind) the server's clock.
+            let elapsed = i64::try_from(sent.elapsed().as_micros().div_ceil(1000)).unwrap_or(i64::MAX);
+            return Ok(server.saturating_add(elapsed));
         }
         let rows = self.query(DB_NOW_MS, &[])?;
         rows.first().ok_or(Error::NoRows)?.get(0)
     }
+
+    fn chain_head(&self) -> Option<&RefCell<Option<ChainHead>>> {
+        self.chain
+    }
 }
 
-type Bound = Box<dyn ToSql + Sync>;
+type Bound = Box<dyn ToSql + Sync + Send>;
 
 /// `params` converted to the types `stmt` expects.
 fn bind(stmt: &Statement, params: &[Value]) -> Result<Vec<Bound>> {
@@ -243,7 +387,7 @@ mod tests {
     fn values_go_in_and_come_back_as_they_were() {
         let server = fogbook_testpg::TestPostgres::start();
         let conn = db(&server);
-        let tx: &dyn Tx = &PgTx(&conn);
+        let tx: &dyn Tx = &PgTx::new(&conn);
         let none: Option<&str> = None;
         let id: i64 = tx
             .query_row(
@@ -308,7 +452,7 @@ mod tests {
     fn a_failed_statement_keeps_the_servers_error() {
         let server = fogbook_testpg::TestPostgres::start();
         let conn = db(&server);
-        let tx: &dyn Tx = &PgTx(&conn);
+        let tx: &dyn Tx = &PgTx::new(&conn);
         let err = tx
             .execute("INSERT INTO nowhere VALUES (?1)", params![1i64])
             .unwrap_err();

@@ -71,6 +71,14 @@ pub(crate) type Result<T> = std::result::Result<T, Error>;
 pub(crate) trait Tx {
     /// Runs a statement that returns no rows; returns how many rows it changed.
     fn execute(&self, sql: &str, params: &[Value]) -> Result<usize>;
+    /// Runs a statement whose answer nobody reads (how many rows it changed, any rows it
+    /// returns): SQLite runs it at once; PostgreSQL, in a write, queues it and sends it in
+    /// one pipeline with the next statement that needs an answer, or with the write's end.
+    /// Its failure fails the write all the same (reported by that later statement, or by
+    /// the write's end), and only that write: its savepoint is rolled back.
+    fn execute_later(&self, sql: &str, params: &[Value]) -> Result<()> {
+        self.execute(sql, params).map(|_| ())
+    }
     /// Runs a query and returns all its rows.
     fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>>;
     /// The dialect of this backend.
@@ -87,7 +95,8 @@ pub(crate) trait Tx {
     /// its end (`None`: the row is read and written by every append).
     ///
     /// Only a backend whose transaction excludes every other writer from its start may keep
-    /// it (SQLite's `BEGIN IMMEDIATE`); the backend restores it when it rolls a write back.
+    /// it (SQLite's `BEGIN IMMEDIATE`, PostgreSQL's advisory write lock taken at `BEGIN`);
+    /// the backend restores it when it rolls a write back.
     fn chain_head(&self) -> Option<&RefCell<Option<ChainHead>>> {
         None
     }

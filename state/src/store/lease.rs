@@ -165,7 +165,7 @@ impl Store {
         self.write(move |tx| {
             let lease_now = tx.lease_now(now).during("reading the database's clock")?;
             check_lease_at(tx, &run_id, &owner, held, lease_now)?;
-            tx.execute(
+            tx.execute_later(
                 "UPDATE runs SET lease_expires_at = ?3 WHERE id = ?1 AND lease_owner = ?2",
                 params![run_id, owner, lease_now + millis(ttl)],
             )
@@ -357,7 +357,7 @@ fn renew_all(
     for (run_id, held) in runs {
         match check_lease_at(tx, run_id, owner, *held, lease_now) {
             Ok((cancel, _, _)) => {
-                tx.execute(
+                tx.execute_later(
                     "UPDATE runs SET lease_expires_at = ?3 WHERE id = ?1 AND lease_owner = ?2",
                     params![run_id, owner, expires_at],
                 )

@@ -100,6 +100,16 @@ impl Store {
         }
     }
 
+    /// How many round trips to the database server this store made (PostgreSQL: each
+    /// request whose answer it waited for, a pipeline counting once; `None` on SQLite,
+    /// which has no server). For benchmarks and tests.
+    pub fn round_trips(&self) -> Option<u64> {
+        match &self.conn {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(c) => Some(c.round_trips()),
+        }
+    }
+
     /// Which backend holds the state (`"sqlite"` or `"postgres"`).
     pub fn backend(&self) -> &'static str {
         match &self.conn {

@@ -230,7 +230,7 @@ pub(crate) fn set_status(
     now: Millis,
 ) -> Result<(), StateError> {
     let finished = status.is_terminal().then_some(now);
-    tx.execute(
+    tx.execute_later(
         "UPDATE runs SET status = ?2, error = ?3, updated_at = ?4, finished_at = ?5,
                 cancel_requested = CASE WHEN ?6 THEN 0 ELSE cancel_requested END
          WHERE id = ?1",
@@ -247,7 +247,7 @@ pub(crate) fn set_status(
     // A failed run keeps its locks: the resources are half-way through a procedure and no
     // other run should touch them until an operator retries or cancels this one.
     if matches!(status, RunStatus::Succeeded | RunStatus::Cancelled) {
-        tx.execute("DELETE FROM locks WHERE run_id = ?1", params![run_id])
+        tx.execute_later("DELETE FROM locks WHERE run_id = ?1", params![run_id])
             .during("releasing resource locks")?;
     }
     let kind = match status {

@@ -111,7 +111,7 @@ pub(super) fn close_window<'a>(
             "the clock reads a time before the window opened; its close is recorded at its open"
         );
     }
-    tx.execute(
+    tx.execute_later(
         "UPDATE windows SET closed_step = ?2, closed_at = ?3 WHERE id = ?1",
         params![id, step, closed_at],
     )

@@ -1,0 +1,301 @@
+//! Round trips per write on PostgreSQL (issue 17, batching): measured from the sessions'
+//! own counter ([`crate::Store::round_trips`]), which counts every request whose answer was
+//! waited for, a pipeline of statements once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::str::FromStr;
+use std::task::Poll;
+
+use serde_json::json;
+
+use crate::pg::StoreUrl;
+use crate::{NewRun, StateError, StepFinish, StepOutcome, StepStart, Store};
+
+pub(super) fn open(server: &fogbook_testpg::TestPostgres) -> Store {
+    Store::open_url(&StoreUrl::from_str(&server.url()).unwrap()).unwrap()
+}
+
+/// The wall clock in milliseconds (the test server runs on this host: its clock is this one).
+pub(super) fn wall_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+pub(super) fn new_run(id: &str, now: i64) -> NewRun {
+    NewRun {
+        id: id.to_owned(),
+        runbook_name: "rb".to_owned(),
+        runbook_version: 1,
+        runbook_text: "runbook: rb".to_owned(),
+        runbook_sha256: "abc".to_owned(),
+        source_path: None,
+        params: json!({}),
+        steps: vec!["a".to_owned(), "b".to_owned(), "c".to_owned()],
+        locks: Vec::new(),
+        auto_approve: false,
+        lease: Some(("me".to_owned(), now + 3_600_000)),
+        created_by: json!("test"),
+        window: None,
+        schedule: None,
+        now,
+    }
+}
+
+pub(super) fn start(step: &str, now: i64) -> StepStart {
+    StepStart {
+        step_id: step.to_owned(),
+        attempt: 1,
+        input: json!({}),
+        deadline_at: None,
+        opens: Vec::new(),
+        subject: None,
+        keep_progress: false,
+        now,
+    }
+}
+
+pub(super) fn finish(step: &str, now: i64) -> StepFinish {
+    StepFinish {
+        step_id: step.to_owned(),
+        attempt: 1,
+        outcome: StepOutcome::Completed { output: json!({}) },
+        closes: Vec::new(),
+        run_status: None,
+        now,
+    }
+}
+
+/// Polls `fut` once (so a write sends its job to the writer) without waiting for it.
+pub(super) async fn poll_once<F: Future + Unpin>(fut: &mut F) {
+    std::future::poll_fn(|cx| {
+        let _ = std::pin::Pin::new(&mut *fut).poll(cx);
+        Poll::Ready(())
+    })
+    .await;
+}
+
+/// A write that holds the writer (inside its transaction) until `release` is sent; it
+/// answers once it is running, so the writes queued behind it form the next group.
+pub(super) async fn hold_writer(
+    store: &Store,
+) -> (
+    std::sync::mpsc::Sender<()>,
+    tokio::task::JoinHandle<Result<(), StateError>>,
+) {
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (entered, in_write) = tokio::sync::oneshot::channel::<()>();
+    let holder = store.clone();
+    let blocker = tokio::spawn(async move {
+        holder
+            .write(move |_| {
+                let _ = entered.send(());
+                let _ = held.recv();
+                Ok(())
+            })
+            .await
+    });
+    in_write.await.unwrap();
+    (release, blocker)
+}
+
+/// Round trips of one advance alone, and per advance in a group of `k` runs' advances
+/// committed together, in steady state: every run first advances from step `a` to `b` (so
+/// the writer has prepared every statement once: a statement's first use on a connection
+/// costs one more round trip), then the measured advances go from `b` to `c`.
+async fn measure(store: &Store, k: usize) -> (u64, f64) {
+    let now = wall_ms();
+    for i in 0..=k {
+        let id = format!("r{i}");
+        store.create_run(new_run(&id, now)).await.unwrap();
+        store.start_step(&id, "me", start("a", now)).await.unwrap();
+    }
+    let mut alone = 0;
+    let mut per = 0.0;
+    for (from, to) in [("a", "b"), ("b", "c")] {
+        let before = store.round_trips().unwrap();
+        store
+            .advance("r0", "me", vec![finish(from, now)], Some(start(to, now)))
+            .await
+            .unwrap();
+        alone = store.round_trips().unwrap() - before;
+
+        let (release, blocker) = hold_writer(store).await;
+        let mut advances: Vec<_> = (1..=k)
+            .map(|i| {
+                let store = store.clone();
+                Box::pin(async move {
+                    store
+                        .advance(&format!("r{i}"), "me", vec![finish(from, now)], Some(start(to, now)))
+                        .await
+                })
+            })
+            .collect();
+        for a in &mut advances {
+            poll_once(a).await;
+        }
+        let before = store.round_trips().unwrap();
+        let commits = store.commit_count();
+        release.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        for a in advances {
+            a.await.unwrap();
+        }
+        assert_eq!(
+            store.commit_count() - commits,
+            2,
+            "the holder's commit, then one for the group"
+        );
+        // The holder's COMMIT is counted here too (one round trip).
+        let group = store.round_trips().unwrap() - before - 1;
+        #[allow(clippy::cast_precision_loss, reason = "small counts")]
+        {
+            per = group as f64 / k as f64;
+        }
+    }
+    (alone, per)
+}
+
+/// Batching (issue 17): an advance (the end of one step and the start of the next) alone
+/// costs 5 round trips (BEGIN with the clock, the lock and the chain head; the lease check
+/// with the savepoint; the step's end; the next step's start; the events, the run's head,
+/// the chain row and COMMIT together), and 4 per advance in a group of 8 plus the group's
+/// BEGIN and COMMIT; before the pipeline, 12 alone and 10.25 per advance in a group (every
+/// statement its own round trip).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_advance_in_a_group_costs_four_round_trips() {
+    let server = fogbook_testpg::TestPostgres::start();
+    let store = open(&server);
+    let (alone, per) = measure(&store, 8).await;
+    eprintln!("round trips: {alone} for an advance alone, {per:.2} per advance in a group of 8");
+    assert_eq!(alone, 5, "an advance alone");
+    assert!(
+        per <= 4.25,
+        "{per} round trips per advance in a group of 8 (4 each, BEGIN and COMMIT shared)"
+    );
+    let report = store.verify_audit(None).await.unwrap();
+    assert!(report.failure.is_none(), "{report:?}");
+    store.close().await;
+}
+
+/// Three writes of one group, each appending an event to run `r1`; the middle one fails as
+/// `fail` makes it (after its append). Returns the three results.
+async fn group_of_three(
+    store: &Store,
+    fail: fn(&dyn crate::sql::Tx) -> Result<(), StateError>,
+) -> [Result<(), StateError>; 3] {
+    let (release, blocker) = hold_writer(store).await;
+    let write = |n: u32, failing: bool| {
+        let store = store.clone();
+        Box::pin(async move {
+            store
+                .write(move |tx| {
+                    crate::audit::append(
+                        tx,
+                        "r1",
+                        2_000,
+                        crate::audit::NewEvent::run("test.event", json!({ "n": n })),
+                    )?;
+                    if failing {
+                        return fail(tx);
+                    }
+                    Ok(())
+                })
+                .await
+        })
+    };
+    let (mut first, mut failing, mut last) = (write(1, false), write(2, true), write(3, false));
+    poll_once(&mut first).await;
+    poll_once(&mut failing).await;
+    poll_once(&mut last).await;
+    let commits = store.commit_count();
+    release.send(()).unwrap();
+    blocker.await.unwrap().unwrap();
+    let results = [first.await, failing.await, last.await];
+    assert_eq!(
+        store.commit_count() - commits,
+        2,
+        "the holder's commit, then one for the three writes"
+    );
+    results
+}
+
+/// The events `test.event` committed, by global position.
+async fn test_events(store: &Store) -> Vec<i64> {
+    store
+        .read(|tx| {
+            tx.query_map(
+                "SELECT gseq FROM events WHERE kind = 'test.event' ORDER BY gseq",
+                crate::sql::params![],
+                |r| r.get(0),
+            )
+            .map_err(|e| StateError::commit_failed(e.to_string()))
+        })
+        .await
+        .unwrap()
+}
+
+/// A write rolled back to its savepoint after appending to the audit trail also takes its
+/// events out of the chain head the PostgreSQL group keeps in memory: the next write of the
+/// same transaction links to the event before it, the chain row is written once with the
+/// commit, and the chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_rolled_back_in_a_postgres_group_leaves_the_chain_whole() {
+    let server = fogbook_testpg::TestPostgres::start();
+    let store = open(&server);
+    store.create_run(new_run("r1", wall_ms())).await.unwrap();
+    let [first, failing, last] =
+        group_of_three(&store, |_| Err(StateError::commit_failed("this write is made to fail"))).await;
+    first.unwrap();
+    assert!(failing.is_err(), "the second write fails");
+    last.unwrap();
+    let events = test_events(&store).await;
+    assert_eq!(events.len(), 2, "the failed write's event is gone: {events:?}");
+    assert_eq!(events[1], events[0] + 1, "the last write's event follows the first's");
+    let report = store.verify_audit(None).await.unwrap();
+    assert!(report.failure.is_none(), "{report:?}");
+    store.close().await;
+}
+
+/// A queued statement ([`crate::sql::Tx::execute_later`]) that fails fails its own write
+/// only: the write's closure has returned, its statements go out with its savepoint's
+/// release, the failure rolls it back to its savepoint (its event out of the chain head
+/// too) and answers it with the server's error naming the statement; the writes before and
+/// after it in the same transaction commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_queued_statement_fails_its_own_write_only() {
+    let server = fogbook_testpg::TestPostgres::start();
+    let store = open(&server);
+    store.create_run(new_run("r1", wall_ms())).await.unwrap();
+    let [first, failing, last] = group_of_three(&store, |tx| {
+        tx.execute_later(
+            "INSERT INTO chain (id, head, count) VALUES (1, 'x', 0)",
+            crate::sql::params![],
+        )
+        .map_err(|e| StateError::commit_failed(e.to_string()))
+    })
+    .await;
+    first.unwrap();
+    let err = failing.expect_err("the write whose queued statement failed");
+    let text: Vec<String> = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
+        .map(ToString::to_string)
+        .collect();
+    let text = text.join(": ");
+    assert!(
+        text.contains("INSERT INTO chain") && text.contains("duplicate key"),
+        "names the statement and the server's error: {text}"
+    );
+    last.unwrap();
+    let events = test_events(&store).await;
+    assert_eq!(events.len(), 2, "the failed write's event is gone: {events:?}");
+    assert_eq!(events[1], events[0] + 1, "the last write's event follows the first's");
+    let report = store.verify_audit(None).await.unwrap();
+    assert!(report.failure.is_none(), "{report:?}");
+    store.close().await;
+}

@@ -27,7 +27,15 @@ pub(crate) async fn bench(cli: &Cli, args: &BenchArgs) -> Exit {
             return Exit::BadInput;
         }
         let window = std::time::Duration::from_secs(args.waiting_secs);
-        return match crate::bench::memory::memory(&args.dir, args.waiting_runs.max(1), window).await {
+        let measured = tokio::select! {
+            m = crate::bench::memory::memory(&args.dir, args.waiting_runs.max(1), window) => m,
+            // Dropping the measurement kills its emulator (`kill_on_drop`) and aborts the runs.
+            () = crate::bench::memory::until_parent_gone() => {
+                output::error("the `fogbook bench` that started this measurement is gone; stopped", None);
+                return Exit::Interrupted;
+            }
+        };
+        return match measured {
             Ok(m) => {
                 output::json("bench_waiting", &m);
                 Exit::Success

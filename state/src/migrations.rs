@@ -226,6 +226,15 @@ CREATE TABLE schedule_fleets (
 ALTER TABLE runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE fleets ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
 "#,
+    // A step's last end (or operator re-opening) in the trail, read before every start
+    // (`audit::done_in_trail` and the start's own check): without it the query walked the
+    // run's events backwards from the newest, all of them for a step that never ended (a
+    // run of n steps read O(n²) events). Only those three kinds are indexed, so the other
+    // events cost no index write. The PostgreSQL schema has the same index (its version 3).
+    r#"
+CREATE INDEX events_step_ends ON events(run_id, step_id, seq)
+    WHERE kind IN ('step.completed', 'step.skipped', 'step.retry_requested');
+"#,
 ];
 
 /// The schema version this build writes.
@@ -316,6 +325,33 @@ fn user_version(conn: &Connection, path: &Path) -> Result<i64, StateError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// The check before every start (`audit::done_in_trail`, and the same subquery in the
+    /// start's `UPDATE`) reads one entry of `events_step_ends`: it no longer walks the run's
+    /// events backwards (all of them for a step that never ended). Its text is the query's.
+    #[test]
+    fn a_steps_last_end_is_found_through_its_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        let mut conn = Connection::open(&path).unwrap();
+        apply(&mut conn, &path).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT kind FROM events WHERE run_id = ?1 AND step_id = ?2
+                     AND kind IN ('step.completed', 'step.skipped', 'step.retry_requested')
+                 ORDER BY seq DESC LIMIT 1",
+            )
+            .unwrap()
+            .query_map(["r", "s"], |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            plan,
+            ["SEARCH events USING INDEX events_step_ends (run_id=? AND step_id=?)"],
+            "one search of the index, no sort"
+        );
+    }
 
     /// A database written by schema 2 (text in the run row) keeps every run's pinned text
     /// when it is opened by this build, and the row no longer carries it.

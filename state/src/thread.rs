@@ -8,6 +8,12 @@
 //! (so one request's failure undoes only its own changes), commits once, and only then
 //! answers each of them. Every caller is still answered only after its changes are
 //! durable, but many commits share one fsync.
+//!
+//! A write that refuses only before its first change (a step transition: the lease and the
+//! step's state are checked first) may skip its savepoint ([`Guard::None`]): its failure
+//! leaves nothing to undo. Should it fail after changing something all the same (a database
+//! error half-way), the group's transaction is rolled back and every write in it is told
+//! that the group did not commit, which is true; nothing of any of them is kept.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -56,9 +62,20 @@ impl<T: Send> Pending for Reply<T> {
 
 type WriteFn = Box<dyn FnOnce(Option<&SqliteTx<'_>>) -> Box<dyn Pending> + Send>;
 
+/// How a write sharing a transaction with others is isolated from them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Guard {
+    /// In a savepoint of its own: its failure undoes its changes and only those.
+    Savepoint,
+    /// No savepoint: the write refuses before its first change (else it is not wrong, only
+    /// costly: a failure after a change rolls the whole group back; the database's change
+    /// count tells the two apart).
+    None,
+}
+
 enum Job {
     Read(Box<dyn FnOnce(&mut Connection) + Send>),
-    Write(WriteFn),
+    Write(WriteFn, Guard),
     /// Close the connection (checkpointing the WAL) and end the thread; the sender hears
     /// back once the connection is closed.
     Close(oneshot::Sender<()>),
@@ -95,11 +112,11 @@ impl ConnThread {
                     };
                     match job {
                         Job::Read(f) => f(&mut conn),
-                        Job::Write(first) => {
-                            let mut group = vec![first];
+                        Job::Write(first, guard) => {
+                            let mut group = vec![(first, guard)];
                             while group.len() < MAX_GROUP {
                                 match rx.try_recv() {
-                                    Ok(Job::Write(w)) => group.push(w),
+                                    Ok(Job::Write(w, guard)) => group.push((w, guard)),
                                     Ok(other) => {
                                         queue.push_back(other);
                                         break;
@@ -169,16 +186,28 @@ impl ConnThread {
         T: Send + 'static,
         F: FnOnce(&dyn Tx) -> Result<T, StateError> + Send + 'static,
     {
+        self.write_guarded(Guard::Savepoint, f).await
+    }
+
+    /// [`ConnThread::write`], isolated from the other writes of its group as `guard` says.
+    pub(crate) async fn write_guarded<T, F>(&self, guard: Guard, f: F) -> Result<T, StateError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Tx) -> Result<T, StateError> + Send + 'static,
+    {
         #[cfg(feature = "test-hooks")]
         let fault = crate::fault::before_write(&self.faults)?;
         let (reply, rx) = oneshot::channel();
-        let job = Job::Write(Box::new(move |tx| -> Box<dyn Pending> {
-            let result = match tx {
-                Some(tx) => f(tx),
-                None => Err(StateError::commit_failed("could not begin a transaction")),
-            };
-            Box::new(Reply { tx: reply, result })
-        }));
+        let job = Job::Write(
+            Box::new(move |tx| -> Box<dyn Pending> {
+                let result = match tx {
+                    Some(tx) => f(tx),
+                    None => Err(StateError::commit_failed("could not begin a transaction")),
+                };
+                Box::new(Reply { tx: reply, result })
+            }),
+            guard,
+        );
         self.tx.send(job).map_err(|_| StateError::StoreClosed)?;
         let result = rx.await.map_err(|_| StateError::StoreClosed)?;
         #[cfg(feature = "test-hooks")]
@@ -212,12 +241,12 @@ fn next_job(rx: &mpsc::Receiver<Job>) -> Result<Job, mpsc::RecvError> {
 /// The audit chain's head is kept in memory for the transaction (each write's appends move
 /// it; a write rolled back to its savepoint restores it) and its row is written once,
 /// before the commit: `BEGIN IMMEDIATE` keeps every other writer out until then.
-fn commit_group(conn: &mut Connection, mut group: Vec<WriteFn>, commits: &AtomicU64) {
+fn commit_group(conn: &mut Connection, mut group: Vec<(WriteFn, Guard)>, commits: &AtomicU64) {
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
             let source = failure("beginning a transaction", e);
-            for w in group {
+            for (w, _) in group {
                 w(None).finish(Err(&source));
             }
             return;
@@ -227,7 +256,7 @@ fn commit_group(conn: &mut Connection, mut group: Vec<WriteFn>, commits: &Atomic
     let stx = SqliteTx::with_chain(&tx, &chain);
     let mut pending = Vec::with_capacity(group.len());
     if group.len() == 1
-        && let Some(w) = group.pop()
+        && let Some((w, _)) = group.pop()
     {
         // Alone in its transaction: a failed write rolls the whole transaction back, no
         // savepoint needed.
@@ -241,7 +270,32 @@ fn commit_group(conn: &mut Connection, mut group: Vec<WriteFn>, commits: &Atomic
         }
         pending.push(p);
     }
-    for w in group {
+    let mut group = group.into_iter();
+    while let Some((w, guard)) = group.next() {
+        if guard == Guard::None {
+            let (before, changes) = (chain.borrow().clone(), tx.total_changes());
+            let p = w(Some(&stx));
+            if p.failed() {
+                *chain.borrow_mut() = before;
+                if tx.total_changes() != changes {
+                    // It changed something before it failed, and has no savepoint to undo
+                    // that alone: nothing of the group is kept (dropping `tx` rolls back).
+                    let source: BackendError = Arc::new(StateError::commit_failed(
+                        "another write of its group failed half-way; the group was rolled back",
+                    ));
+                    p.finish(Ok(()));
+                    for other in pending {
+                        other.finish(Err(&source));
+                    }
+                    for (w, _) in group {
+                        w(None).finish(Err(&source));
+                    }
+                    return;
+                }
+            }
+            pending.push(p);
+            continue;
+        }
         if let Err(e) = tx.prepare_cached("SAVEPOINT write").and_then(|mut s| s.execute([])) {
             let p = w(None);
             p.finish(Err(&failure("opening a savepoint", e)));
@@ -333,6 +387,109 @@ mod tests {
             Poll::Ready(())
         })
         .await;
+    }
+
+    /// Three writes queued behind a read, so that they are one group (one transaction); the
+    /// second has no savepoint and fails, after appending an event when `change` is set.
+    /// Returns the three results and the commits the group made.
+    async fn group_with_an_unguarded_failure(store: &Store, change: bool) -> (Vec<Result<(), StateError>>, u64) {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (entered, in_read) = tokio::sync::oneshot::channel::<()>();
+        let reader = store.clone();
+        let blocker = tokio::spawn(async move {
+            reader
+                .read(move |_| {
+                    let _ = entered.send(());
+                    let _ = held.recv();
+                    Ok(())
+                })
+                .await
+        });
+        in_read.await.unwrap();
+        let before = store.commit_count();
+        let event = |n: u32| NewEvent::run("test.event", json!({ "n": n }));
+        let guarded = |n: u32| {
+            let store = store.clone();
+            Box::pin(async move { store.write(move |tx| audit::append(tx, "r1", 2_000, event(n))).await })
+        };
+        let mut first = guarded(1);
+        let mut failing = Box::pin({
+            let store = store.clone();
+            async move {
+                store
+                    .write_refusing_first(move |tx| {
+                        if change {
+                            audit::append(tx, "r1", 2_000, event(2))?;
+                        }
+                        Err::<(), _>(StateError::commit_failed("this write is made to fail"))
+                    })
+                    .await
+            }
+        });
+        let mut last = guarded(3);
+        poll_once(&mut first).await;
+        poll_once(&mut failing).await;
+        poll_once(&mut last).await;
+        release.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        let results = vec![first.await, failing.await, last.await];
+        (results, store.commit_count() - before)
+    }
+
+    async fn test_events(store: &Store) -> Vec<i64> {
+        store
+            .read(|tx| {
+                tx.query_map(
+                    "SELECT gseq FROM events WHERE kind = 'test.event' ORDER BY gseq",
+                    crate::sql::params![],
+                    |r| r.get(0),
+                )
+                .map_err(|e| StateError::commit_failed(e.to_string()))
+            })
+            .await
+            .unwrap()
+    }
+
+    /// A write without a savepoint that refuses before changing anything fails alone: the
+    /// other writes of its group commit, in one transaction, and the chain verifies.
+    #[tokio::test]
+    async fn a_write_without_a_savepoint_refused_before_its_first_change_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        store.create_run(new_run("r1")).await.unwrap();
+        let (results, commits) = group_with_an_unguarded_failure(&store, false).await;
+        assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+        assert!(results[1].is_err(), "{results:?}");
+        assert_eq!(commits, 1, "the writes shared one transaction");
+        assert_eq!(test_events(&store).await.len(), 2);
+        let report = store.verify_audit(None).await.unwrap();
+        assert!(report.failure.is_none(), "{report:?}");
+    }
+
+    /// A write without a savepoint that fails after a change cannot be undone alone: the whole
+    /// group is rolled back, every writer hears so, and nothing of any of them is kept.
+    #[tokio::test]
+    async fn a_write_without_a_savepoint_failing_after_a_change_rolls_its_group_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        store.create_run(new_run("r1")).await.unwrap();
+        let (results, commits) = group_with_an_unguarded_failure(&store, true).await;
+        assert!(results.iter().all(Result::is_err), "{results:?}");
+        assert!(
+            matches!(results[0], Err(StateError::Commit { .. })),
+            "the others are told their group did not commit: {results:?}"
+        );
+        assert_eq!(commits, 0);
+        assert!(test_events(&store).await.is_empty(), "nothing of the group is kept");
+        let report = store.verify_audit(None).await.unwrap();
+        assert!(report.failure.is_none(), "{report:?}");
+        // The chain head kept in memory was not advanced by the rolled-back group.
+        store
+            .write(|tx| audit::append(tx, "r1", 3_000, NewEvent::run("test.event", json!({}))))
+            .await
+            .unwrap();
+        let report = store.verify_audit(None).await.unwrap();
+        assert!(report.failure.is_none(), "{report:?}");
     }
 
     /// A write rolled back to its savepoint after appending to the audit trail also takes

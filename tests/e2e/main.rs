@@ -6,6 +6,7 @@
 mod approvals;
 mod audit;
 mod bad_input;
+mod bench_children;
 mod bench_cloud;
 mod bench_pg;
 mod browser;

@@ -198,6 +198,11 @@ CREATE TABLE schedule_fleets (
     fleet_source  TEXT
 );
 "#,
+    // A step's last end in the trail, read before every start (SQLite migration 7).
+    r#"
+CREATE INDEX events_step_ends ON events(run_id, step_id, seq)
+    WHERE kind IN ('step.completed', 'step.skipped', 'step.retry_requested');
+"#,
 ];
 
 /// The schema version this build writes.

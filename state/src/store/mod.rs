@@ -118,6 +118,19 @@ impl Store {
         }
     }
 
+    /// A write that refuses only before its first change (see [`crate::thread::Guard`]):
+    /// on SQLite it needs no savepoint of its own in a group; PostgreSQL keeps its savepoint.
+    pub(crate) async fn write_refusing_first<T, F>(&self, f: F) -> Result<T, StateError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Tx) -> Result<T, StateError> + Send + 'static,
+    {
+        match &self.conn {
+            Backend::Sqlite(c) => c.write_guarded(crate::thread::Guard::None, f).await,
+            Backend::Postgres(c) => c.write(f).await,
+        }
+    }
+
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StateError>
     where
         T: Send + 'static,

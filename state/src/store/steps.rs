@@ -78,7 +78,8 @@ impl Store {
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
         let named = run_id.clone();
         let held = self.held_epoch(&run_id, &owner);
-        self.write(move |tx| {
+        // Its refusals (lease, an attempt already ended) come before its first change.
+        self.write_refusing_first(move |tx| {
             let now = start
                 .as_ref()
                 .map(|s| s.now)

@@ -56,5 +56,6 @@ mod sim_serve;
 mod status;
 mod store_copy;
 mod store_messages;
+mod store_moved;
 mod store_trail;
 mod worker;

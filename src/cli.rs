@@ -240,10 +240,32 @@ pub(crate) enum StoreCommand {
     /// again. A run left by a process killed on this host is copied as it is and continued by
     /// `fogbook resume RUN --db TARGET`. The target must hold no fogbook data (it is created
     /// when missing, and its schema brought up to date); everything is written in one
-    /// transaction, so a failed copy leaves it empty. The source is never changed: once the
-    /// copy is checked, point every process at the target (`--db`/`FOGBOOK_DB`) and keep the
-    /// source as a backup, never driven again (docs/DEPLOYMENT.md).
+    /// transaction, so a failed copy leaves it empty.
+    ///
+    /// The source is marked as moved (before it is read, so nothing written after the read
+    /// is left behind): from then on every command that writes or drives runs (`run`,
+    /// `resume`, `worker`, `approve`, `cancel`, `schedule`, `fleet`, `serve` …) refuses it and
+    /// names the target, and the reads (`status`, `runs`, `history`, `report`, `audit verify`)
+    /// still work and say it was moved. A copy that fails takes the mark off again. Point
+    /// every process at the target (`--db`/`FOGBOOK_DB`) and keep the source as a backup
+    /// (docs/DEPLOYMENT.md).
     Copy(StoreCopyArgs),
+    /// Take the moved mark off a store (`--db`) whose copy was abandoned, so it drives runs
+    /// again. Recorded in the store with who, when and why.
+    ///
+    /// Only when the target is not used: two stores driving the same estate run every
+    /// effect twice.
+    Unmark(StoreUnmarkArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StoreUnmarkArgs {
+    /// Who takes the mark off. Default: FOGBOOK_USER, else the OS user.
+    #[arg(long)]
+    pub(crate) by: Option<String>,
+    /// Why the copy is abandoned (recorded in the store).
+    #[arg(long, required = true)]
+    pub(crate) reason: String,
 }
 
 #[derive(Debug, Args)]

@@ -46,6 +46,7 @@ where
         Ok(s) => s,
         Err(code) => return code,
     };
+    crate::store_cmd::note_moved(cli, &store);
     let exit = f(store.clone()).await;
     store.close().await;
     exit
@@ -54,7 +55,9 @@ where
 /// Opens the existing database for writing: a missing one is bad input (exit 2), one that
 /// cannot be reached, opened or migrated is the database failing (exit 6).
 pub(crate) fn open_existing(cli: &Cli) -> Result<Store, Exit> {
-    open_existing_with(cli, Store::open)
+    let store = open_existing_with(cli, Store::open)?;
+    crate::store_cmd::refuse_moved(cli, &store)?;
+    Ok(store)
 }
 
 /// The store `--db` names; a value that is neither a path nor a URL fogbook accepts is bad
@@ -129,7 +132,9 @@ pub(crate) fn open_or_create(cli: &Cli) -> Result<Store, Exit> {
     {
         return Err(fail(directory_refusal(path)));
     }
-    Store::open_url(&url).map_err(fail)
+    let store = Store::open_url(&url).map_err(fail)?;
+    crate::store_cmd::refuse_moved(cli, &store)?;
+    Ok(store)
 }
 
 pub(crate) fn open_existing_with(cli: &Cli, open: fn(&Path) -> Result<Store, StateError>) -> Result<Store, Exit> {

@@ -74,6 +74,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Exit {
         }
         Command::Sim(crate::cli::SimCommand::Serve(args)) => crate::sim_cmd::serve(args).await,
         Command::Store(crate::cli::StoreCommand::Copy(args)) => crate::store_cmd::copy(&cli, args).await,
+        Command::Store(crate::cli::StoreCommand::Unmark(args)) => crate::store_cmd::unmark(&cli, args).await,
         Command::Schedule(cmd) => crate::schedule_cmd::dispatch(&cli, cmd).await,
         Command::Worker(args) => crate::schedule_cmd::worker(&cli, args).await,
         Command::Fleet(cmd) => crate::fleet_cmd::dispatch(&cli, cmd).await,

@@ -44,6 +44,7 @@ const IGNORED: &[(&[&str], &[&[&str]])] = &[
     (&["schedule", "update"], &[LEASE, ARM]),
     (&["bench"], &[LEASE, ARM]),
     (&["store", "copy"], &[STORE, LEASE, ARM]),
+    (&["store", "unmark"], &[LEASE, ARM]),
     (&["sim", "serve"], &[STORE, LEASE, ARM, FORMAT]),
     (&["serve"], &[ARM, FORMAT]),
     (&["completions"], &[STORE, LEASE, ARM, FORMAT]),

@@ -6,16 +6,21 @@
 //! fleet some live process drives is refused by name; only then is the target opened, and
 //! the store writes every row in one transaction after checking, inside it, that the target
 //! is empty. The copy is then verified on the target, and both chain heads are printed.
+//!
+//! The source is marked `copying` before it is read and `moved` once the target committed
+//! (a failed copy takes the mark off): a moved store refuses every command that writes or
+//! drives ([`refuse_moved`]), so two stores never drive one estate. `fogbook store unmark`
+//! takes the mark off an abandoned copy.
 
 use std::str::FromStr;
 use std::sync::Arc;
 
 use fogbook_engine::Clock;
 use fogbook_state::pg::StoreUrl;
-use fogbook_state::{CopyOutcome, CopyProgress, Store, format_ms};
+use fogbook_state::{CopyOutcome, CopyProgress, MarkRefused, MovedMark, Store, format_ms};
 use serde_json::json;
 
-use crate::cli::{Cli, Format, StoreCopyArgs};
+use crate::cli::{Cli, Format, StoreCopyArgs, StoreUnmarkArgs};
 use crate::error::fail;
 use crate::exit::Exit;
 use crate::output;
@@ -65,8 +70,160 @@ pub(crate) async fn copy(cli: &Cli, args: &StoreCopyArgs) -> Exit {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let exit = copy_from(cli, &source, &from, &to).await;
+    let exit = mark_and_copy(cli, &source, &from, &to).await;
     source.close().await;
+    exit
+}
+
+/// Marks the source `copying`, copies, then marks it `moved` (or, when the copy did not
+/// happen, takes the mark off again, so a failed copy leaves the source as usable as it was).
+async fn mark_and_copy(cli: &Cli, source: &Store, from: &StoreUrl, to: &StoreUrl) -> Exit {
+    if let StoreUrl::Sqlite(path) = from
+        && std::fs::OpenOptions::new().read(true).write(true).open(path).is_err()
+    {
+        // Nothing can drive runs from a file this user cannot write either.
+        output::note(
+            cli.quiet,
+            &format!("{from} is read-only here: it is copied without being marked as moved; keep it read-only"),
+        );
+        return copy_from(cli, source, from, to).await;
+    }
+    let by = fogbook_engine::owner::Owner::this_process(None).as_str().to_owned();
+    let now = fogbook_engine::SystemClock.now_ms();
+    let mark = match source.mark_copying(to.to_string(), by, now).await {
+        Err(e) => return fail(e),
+        Ok(Err(MarkRefused::AlreadyMarked(mark))) => {
+            let (message, hint) = moved_text(&mark, &format!("{from}"));
+            output::error(&format!("{message}; nothing was copied"), Some(&hint));
+            return Exit::BadInput;
+        }
+        Ok(Ok(mark)) => mark,
+    };
+    let exit = copy_from(cli, source, from, to).await;
+    let now = fogbook_engine::SystemClock.now_ms();
+    let ended = if exit == Exit::Success {
+        source.end_copy(mark.id, true, None, now).await
+    } else {
+        let reason = format!("the copy into {to} did not complete (exit {})", exit.code());
+        source.end_copy(mark.id, false, Some(reason), now).await
+    };
+    match ended {
+        Ok(()) if exit == Exit::Success => {
+            output::note(
+                cli.quiet,
+                &format!(
+                    "{from} is marked as moved to {to}: it refuses every command that writes or drives runs; use --db with the target from now on"
+                ),
+            );
+            exit
+        }
+        Ok(()) => {
+            output::note(
+                cli.quiet,
+                &format!("{from} is not marked as moved: it is usable as before"),
+            );
+            exit
+        }
+        Err(e) => {
+            output::error_chain(
+                &e,
+                Some(&format!(
+                    "the copy's mark on {from} could not be updated (it says a copy into {to} is in progress): if the copy succeeded use the target; otherwise `fogbook --db SOURCE store unmark --reason TEXT` takes the mark off"
+                )),
+            );
+            exit.worst(Exit::StoreFailed)
+        }
+    }
+}
+
+/// What a moved store says (the error line, and the hint): where its runs went, and when.
+fn moved_text(mark: &MovedMark, store: &str) -> (String, String) {
+    let unmark = format!("{} store unmark --reason TEXT", output::fogbook());
+    if mark.done {
+        (
+            format!(
+                "{store} was moved to {} at {} by `fogbook store copy` ({}); its runs are driven there now",
+                mark.target,
+                format_ms(mark.moved_at.unwrap_or(mark.started_at)),
+                mark.by
+            ),
+            format!(
+                "pass the target to --db (or FOGBOOK_DB) for this and every command; only if that copy was abandoned and the target is not used, `{unmark}` makes this store drive runs again"
+            ),
+        )
+    } else {
+        (
+            format!(
+                "{store} is being copied to {} (since {}, by `fogbook store copy` on {}), or that copy was interrupted",
+                mark.target,
+                format_ms(mark.started_at),
+                mark.by
+            ),
+            format!(
+                "wait for the copy to end; if its process is gone, check whether {} holds the runs: if it does, use it with --db; if not, `{unmark}` makes this store usable again",
+                mark.target
+            ),
+        )
+    }
+}
+
+/// Refuses a store marked as moved for a command that writes or drives runs (exit 2, a
+/// refused operator action), naming where the runs went.
+pub(crate) fn refuse_moved(cli: &Cli, store: &Store) -> Result<(), Exit> {
+    let Some(mark) = store.moved() else {
+        return Ok(());
+    };
+    let (message, hint) = moved_text(mark, &crate::database::describe(cli));
+    output::error(
+        &format!("{message}; this command writes or drives runs, so it is refused here"),
+        Some(&format!(
+            "{hint}; the reads (`status`, `runs`, `history`, `report`, `audit verify`) still work on this store"
+        )),
+    );
+    Err(Exit::BadInput)
+}
+
+/// Says, for a command that only reads, that the store was moved (even with `-q`: what it
+/// shows is no longer where the runs are driven).
+pub(crate) fn note_moved(cli: &Cli, store: &Store) {
+    if let Some(mark) = store.moved() {
+        let (message, _) = moved_text(mark, &crate::database::describe(cli));
+        output::always(&format!("note: {message}; this shows the store as it was at the copy"));
+    }
+}
+
+/// `fogbook store unmark`: takes the moved mark off the store `--db` names.
+pub(crate) async fn unmark(cli: &Cli, args: &StoreUnmarkArgs) -> Exit {
+    let store = match crate::database::open_existing_with(cli, Store::open) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let (by, _) = crate::cli::identity(args.by.as_deref());
+    let now = fogbook_engine::SystemClock.now_ms();
+    let exit = match store.unmark(by.clone(), args.reason.clone(), now).await {
+        Err(e) => fail(e),
+        Ok(None) => {
+            output::error(
+                &format!(
+                    "{} is not marked as moved; nothing was changed",
+                    crate::database::describe(cli)
+                ),
+                Some("`store unmark` is only for a store that `fogbook store copy` marked"),
+            );
+            Exit::BadInput
+        }
+        Ok(Some(mark)) => {
+            output::data(&format!(
+                "{} is no longer marked as moved to {} (taken off by {by}: {}); it drives runs again: make sure nothing uses {}",
+                crate::database::describe(cli),
+                mark.target,
+                args.reason,
+                mark.target
+            ));
+            Exit::Success
+        }
+    };
+    store.close().await;
     exit
 }
 

@@ -27,6 +27,7 @@ mod fault;
 mod fleets;
 mod floor;
 mod migrations;
+mod moved;
 mod operator;
 pub mod pg;
 mod records;
@@ -43,6 +44,7 @@ pub use error::{BackendError, ErrorKind, StateError};
 pub use fault::StoreFault;
 pub use fleets::{FleetRow, FleetSnapshot, FleetTargetRow, NewFleet, NewFleetTarget};
 pub use floor::durable_commit_floor;
+pub use moved::{MarkRefused, MovedMark};
 pub use operator::{Actor, CancelKind, NewPin, OPERATOR_STEP};
 pub use records::{
     ApprovalRow, EventRow, FireDecision, FireOutcome, LeaseGrant, NewRun, NewSchedule, Overlap, Repin, RunFilter,

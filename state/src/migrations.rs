@@ -235,6 +235,24 @@ ALTER TABLE fleets ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX events_step_ends ON events(run_id, step_id, seq)
     WHERE kind IN ('step.completed', 'step.skipped', 'step.retry_requested');
 "#,
+    // Moved stores (`fogbook store copy`): one row per copy out of this store. A row in
+    // state `copying` or `moved` makes every command that writes or drives refuse the store
+    // (its runs live in `target` now); `store unmark` ends it (state `unmarked`, who, when,
+    // why) and a failed copy ends it as `failed`. Rows are never deleted: they are the
+    // store's record of where its runs went. The PostgreSQL schema has the same table.
+    r#"
+CREATE TABLE store_moves (
+    id          INTEGER PRIMARY KEY,
+    target      TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    by          TEXT NOT NULL,
+    started_at  INTEGER NOT NULL,
+    moved_at    INTEGER,
+    ended_at    INTEGER,
+    ended_by    TEXT,
+    reason      TEXT
+);
+"#,
 ];
 
 /// The schema version this build writes.

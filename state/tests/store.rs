@@ -244,7 +244,7 @@ async fn state_survives_reopening_and_the_file_is_private() {
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let conn = rusqlite_free_pragma(&path);
-    assert_eq!(conn, ("wal".to_owned(), 7), "WAL mode and the latest schema version");
+    assert_eq!(conn, ("wal".to_owned(), 8), "WAL mode and the latest schema version");
 }
 
 /// Reads journal_mode and user_version without the store.

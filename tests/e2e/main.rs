@@ -57,6 +57,7 @@ mod sim_serve;
 mod status;
 mod store_copy;
 mod store_messages;
+mod store_moved;
 mod store_trail;
 mod worker;
 mod worker_set_aside;

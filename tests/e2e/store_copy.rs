@@ -210,7 +210,7 @@ fn a_tampered_source_is_refused_and_nothing_is_written() {
 }
 
 /// A target that already holds fogbook data is refused, naming what it holds; its rows
-/// are unchanged.
+/// are unchanged, and the source is left unmarked (it still drives runs).
 #[test]
 fn a_target_with_data_is_refused_and_left_unchanged() {
     let server = TestPostgres::start();
@@ -223,8 +223,13 @@ fn a_target_with_data_is_refused_and_left_unchanged() {
     assert_eq!(code(&first), 0, "{}{}", stdout(&first), stderr(&first));
     let events = pg_rows(&pg, "events");
     assert!(events > 0);
-    finished_run(&sb);
-    let again = sb.run(&args);
+    // Another store (the first one is marked as moved now) copied into the same target.
+    let other = Sandbox::new();
+    finished_run(&other);
+    finished_run(&other);
+    let args = copy_args(&other, &pg);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let again = other.run(&args);
     assert_eq!(code(&again), 2, "{}{}", stdout(&again), stderr(&again));
     let err = stderr(&again);
     assert!(
@@ -233,6 +238,7 @@ fn a_target_with_data_is_refused_and_left_unchanged() {
     );
     assert_eq!(pg_rows(&pg, "events"), events, "the target is unchanged");
     assert_eq!(pg_rows(&pg, "runs"), 1, "the target is unchanged");
+    finished_run(&other);
 }
 
 /// While a process drives a run of the source, the copy is refused naming the run and its

@@ -34,6 +34,8 @@ pub struct Store {
     /// Runs this store claimed for a worker (PostgreSQL) whose claim was audited and whose
     /// driver has not taken the lease yet: taking it then is no new acquisition.
     claimed: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// The store's moved mark when it was opened (`moved.rs`).
+    pub(crate) moved: Option<crate::MovedMark>,
 }
 
 /// The threads that run the store's closures.
@@ -44,11 +46,12 @@ enum Backend {
 }
 
 impl Store {
-    fn new(conn: Backend) -> Self {
+    fn new(conn: Backend, moved: Option<crate::MovedMark>) -> Self {
         Self {
             conn,
             epochs: Arc::default(),
             claimed: Arc::default(),
+            moved,
         }
     }
 

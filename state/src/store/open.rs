@@ -41,7 +41,8 @@ impl Store {
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
             .map_err(|e| open_err(Box::new(e)))?;
         crate::migrations::apply(&mut conn, path)?;
-        Ok(Self::new(Backend::Sqlite(ConnThread::spawn(conn))))
+        let moved = crate::moved::current_sqlite(&conn).map_err(|e| open_err(Box::new(e)))?;
+        Ok(Self::new(Backend::Sqlite(ConnThread::spawn(conn)), moved))
     }
 
     /// Opens an existing database for a command that only reads it (`status`, `runs`,
@@ -85,7 +86,8 @@ impl Store {
             drop(conn);
             return Self::open(path);
         }
-        Ok(Self::new(Backend::Sqlite(ConnThread::spawn(conn))))
+        let moved = crate::moved::current_sqlite(&conn).map_err(|e| open_err(Box::new(e)))?;
+        Ok(Self::new(Backend::Sqlite(ConnThread::spawn(conn)), moved))
     }
 
     /// Closes the database cleanly: the WAL is checkpointed into the main file and
@@ -113,12 +115,14 @@ impl Store {
                     let limits = crate::pg::Limits::from_env().map_err(StateError::Postgres)?;
                     let mut client = crate::pg::connect(&url).map_err(StateError::Postgres)?;
                     crate::pg::migrate(&mut client).map_err(StateError::Postgres)?;
+                    let moved = crate::moved::current_pg(&mut client)
+                        .map_err(|source| StateError::Postgres(crate::pg::PgError::ReadSchema { source }))?;
                     drop(client);
-                    crate::pg::thread::PgThread::spawn(&url, limits)
+                    Ok::<_, StateError>((crate::pg::thread::PgThread::spawn(&url, limits)?, moved))
                 })
                 .join()
                 .map_err(|_| StateError::StoreClosed)??;
-                Ok(Self::new(Backend::Postgres(opened)))
+                Ok(Self::new(Backend::Postgres(opened.0), opened.1))
             }
         }
     }

@@ -34,6 +34,7 @@ mod operator_fixes;
 mod opfix2;
 mod pg_backend;
 mod pg_hints;
+mod pg_page_clock;
 mod pg_partition;
 mod pg_restart;
 mod pg_status_clock;

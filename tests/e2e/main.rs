@@ -37,6 +37,7 @@ mod pg_hints;
 mod pg_page_clock;
 mod pg_partition;
 mod pg_restart;
+mod pg_resume_clock;
 mod pg_status_clock;
 mod pg_worker;
 mod pg_worker_backends;

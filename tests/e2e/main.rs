@@ -60,4 +60,5 @@ mod store_copy;
 mod store_messages;
 mod store_trail;
 mod worker;
+mod worker_rehearsal;
 mod worker_wait;

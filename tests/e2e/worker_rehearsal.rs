@@ -124,6 +124,10 @@ fn body(backend: Backend, server: Option<&TestPostgres>) {
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !seen.iter().any(|l: &String| l.contains(LEFT)) {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never said it leaves the run: {seen:?}"
+        );
         match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(line) => seen.push(line),
             Err(_) => panic!("the worker never said it leaves the run: {seen:?}"),

@@ -54,7 +54,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Exit {
         Command::Report(a) => match &a.html {
             Some(path) => {
                 with_read_store(&cli, |store| async move {
-                    crate::html::write_report(&store, &a.run_id, path, cli.quiet).await
+                    crate::html::write_report(&store, &a.run_id, path, cli.lease_ttl, cli.quiet).await
                 })
                 .await
             }

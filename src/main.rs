@@ -6,6 +6,7 @@ mod arm;
 mod bench;
 mod cli;
 mod database;
+mod db_wait;
 mod dispatch;
 mod error;
 mod exit;

@@ -19,6 +19,20 @@ fn now() -> Millis {
     fogbook_engine::Clock::now_ms(&fogbook_engine::SystemClock)
 }
 
+/// The time a run's lease is judged by, as `status` judges it ([`crate::report::lease_clock_now`]:
+/// the database server's clock on PostgreSQL, this host's on SQLite). It only words what
+/// happens next: when the database does not answer, this host's clock stands in (the action
+/// itself is recorded already, or refused for another reason).
+async fn lease_now(store: &Store) -> Millis {
+    match crate::report::lease_clock_now(store).await {
+        Ok(at) => at,
+        Err(_) => {
+            tracing::warn!("could not read the database's clock; judging the run's lease by this host's");
+            fogbook_engine::Clock::now_ms(&*crate::schedule_cmd::clock())
+        }
+    }
+}
+
 async fn load(store: &Store, run_id: &str) -> Result<(RunSnapshot, Runbook), Exit> {
     let snap = store.load_run(run_id).await.map_err(fail)?;
     let origin = format!("runbook pinned to run {run_id}");
@@ -99,9 +113,10 @@ fn may_approve_text(names: &[String], distinct: bool, starter: Option<&str>) -> 
 
 /// What happens next after an approval: the run's driver continues it, or the command to
 /// continue it.
-fn next_after_decision(snap: &RunSnapshot, cli: &Cli) -> String {
+/// `lease_now`: the lease clock ([`lease_now`]).
+fn next_after_decision(snap: &RunSnapshot, cli: &Cli, lease_now: Millis) -> String {
     let id = &snap.run.id;
-    match drive_of(&snap.run, now(), cli.lease_ttl) {
+    match drive_of(&snap.run, lease_now, cli.lease_ttl) {
         Drive::Running { owner, .. } => format!("run {id} is driven by {owner}; it continues by itself"),
         _ if snap.run.status == RunStatus::Running => {
             format!(
@@ -235,7 +250,7 @@ pub(crate) async fn approve(cli: &Cli, store: Store, args: &ApproveArgs) -> Exit
     {
         Ok(row) => {
             let next = match store.load_run(&args.run_id).await {
-                Ok(s) => next_after_decision(&s, cli),
+                Ok(s) => next_after_decision(&s, cli, lease_now(&store).await),
                 Err(_) => String::new(),
             };
             if cli.format == Format::Json {
@@ -377,8 +392,8 @@ fn warn_windows(cli: &Cli, run_id: &str, abandoned: &serde_json::Value) {
 
 /// What to do instead of cancelling, fitting the reasons (an operation in flight, an open
 /// unprotected window) and the way the run goes on (a live driver, a failed step to retry,
-/// an approval to give, nobody driving it).
-fn cancel_refusal_hint(cli: &Cli, snap: &RunSnapshot, ops: bool, windows: bool) -> String {
+/// an approval to give, nobody driving it). `lease_now`: the lease clock ([`lease_now`]).
+fn cancel_refusal_hint(cli: &Cli, snap: &RunSnapshot, ops: bool, windows: bool, lease_now: Millis) -> String {
     let run_id = &snap.run.id;
     let fb = crate::output::fogbook();
     let until = match (ops, windows) {
@@ -394,7 +409,7 @@ fn cancel_refusal_hint(cli: &Cli, snap: &RunSnapshot, ops: bool, windows: bool) 
         .filter(|e| e.get("waiting_for").is_some())
         .map(|e| e["window"].as_str().unwrap_or("").to_owned());
     let go_on = match (
-        drive_of(&snap.run, now(), cli.lease_ttl),
+        drive_of(&snap.run, lease_now, cli.lease_ttl),
         snap.run.status,
         maintenance_window,
     ) {
@@ -446,7 +461,13 @@ pub(crate) async fn cancel(cli: &Cli, store: Store, args: &CancelArgs) -> Exit {
         }
         return fail(CliError::usage(
             format!("refusing to cancel run {run_id}:\n  - {}", why.join("\n  - ")),
-            Some(&cancel_refusal_hint(cli, &snap, !ops.is_empty(), !windows.is_empty())),
+            Some(&cancel_refusal_hint(
+                cli,
+                &snap,
+                !ops.is_empty(),
+                !windows.is_empty(),
+                lease_now(&store).await,
+            )),
         ));
     }
     let actor = args.who.actor();

@@ -285,4 +285,23 @@ impl fogbook_engine::RunEnv for WorkerRunEnv {
             }
         })
     }
+
+    /// A rehearsal whose previous driver still lives on this host holding its emulator's
+    /// address (frozen past its lease) is left to it, as `resume` refuses it
+    /// ([`check_previous_driver`]), before any takeover.
+    fn may_take_over<'a>(
+        &'a self,
+        run_id: &'a str,
+        owner: &'a str,
+    ) -> fogbook_activities::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            match target_of(&self.store, run_id).await.map_err(|e| e.to_string())? {
+                Target::Rehearsal(r) => check_previous_driver(run_id, &r, owner).map_err(|e| match e {
+                    CliError::Busy { message, .. } => message,
+                    other => other.to_string(),
+                }),
+                _ => Ok(()),
+            }
+        })
+    }
 }

@@ -75,8 +75,13 @@ async fn resume_id(cli: &Cli, args: &ResumeArgs, store: &Store, id: &str, progre
         Err(e) => return fail(e),
     };
     // A live driver keeps the run (and a rehearsal's emulator address): say so before
-    // trying to restore anything.
-    if let report::Drive::Running { owner, until } = report::drive_of(&snap.run, engine_now(), cli.lease_ttl) {
+    // trying to restore anything. Live is judged by the lease clock, as `status` judges it
+    // (the database server's on PostgreSQL, whatever this host's clock says).
+    let lease_now = match report::lease_clock_now(store).await {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    if let report::Drive::Running { owner, until } = report::drive_of(&snap.run, lease_now, cli.lease_ttl) {
         return fail(fogbook_state::StateError::LeaseHeld {
             run_id: id.clone(),
             owner,
@@ -169,7 +174,8 @@ async fn claim_lease(cli: &Cli, store: &Store, run_id: &str, owner: &fogbook_eng
     {
         let margin = fogbook_engine::lease_margin(cli.lease_ttl, cli.lease_margin);
         let until = expires_at.saturating_add(i64::try_from(margin.as_millis()).unwrap_or(i64::MAX));
-        let now = engine_now();
+        // The expiry is by the lease clock (the database server's on PostgreSQL).
+        let now = report::lease_clock_now(store).await?;
         if now >= expires_at && now < until {
             let wait = std::time::Duration::from_millis((until - now).unsigned_abs());
             tracing::info!(

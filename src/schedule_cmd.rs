@@ -516,7 +516,11 @@ async fn next(cli: &Cli, store: &Store, a: &ScheduleNextArgs) -> Exit {
 }
 
 pub(crate) async fn worker(cli: &Cli, args: &WorkerArgs) -> Exit {
-    let store = match crate::database::open_or_create(cli) {
+    // The signal handler comes first: a SIGTERM while the database is not reachable yet
+    // ends the wait (exit 0), as it ends the worker.
+    let stop = CancellationToken::new();
+    spawn_signal_handler(stop.clone(), cli.quiet);
+    let store = match crate::db_wait::open_or_wait(cli, &stop).await {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -539,8 +543,6 @@ pub(crate) async fn worker(cli: &Cli, args: &WorkerArgs) -> Exit {
         cli.quiet,
         &format!("worker {} on {}", engine.owner(), crate::database::describe(cli)),
     );
-    let stop = CancellationToken::new();
-    spawn_signal_handler(stop.clone(), cli.quiet);
     let cfg = WorkerConfig {
         concurrency: args.concurrency,
         poll: args.poll,

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use crate::cli::{Cli, ServeArgs};
 use crate::error::{CliError, fail};
 use crate::exit::Exit;
-use crate::html::{CSS, RunView, compact, esc, human, run_sections, short, shown_status, waiting_reason};
+use crate::html::{CSS, PageClock, RunView, compact, esc, human, run_sections, short, shown_status, waiting_reason};
 use crate::output;
 
 mod fleets;
@@ -41,12 +41,23 @@ struct App {
     token: Option<String>,
     /// `Host` header values that name this server.
     hosts: Vec<String>,
+    /// The lease period (`--lease-ttl`), with which a run is shown `stalled` as `status` shows it.
+    lease_ttl: std::time::Duration,
 }
 
 type Shared = Arc<App>;
 
+/// This host's clock (shifted by `FOGBOOK_TEST_CLOCK_FILE` in tests, as `status`'s).
 fn now_ms() -> Millis {
-    fogbook_engine::Clock::now_ms(&fogbook_engine::SystemClock)
+    fogbook_engine::Clock::now_ms(&*crate::schedule_cmd::clock())
+}
+
+/// The clocks a page is read at: this host's and the lease clock (the database's on
+/// PostgreSQL), or the problem page when the database does not answer.
+async fn page_clock(app: &App) -> Result<PageClock, Response> {
+    PageClock::read(&app.store, now_ms(), app.lease_ttl)
+        .await
+        .map_err(|e| problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string(), "check --db"))
 }
 
 pub(crate) async fn serve(cli: &Cli, args: &ServeArgs) -> Exit {
@@ -92,6 +103,7 @@ pub(crate) async fn serve(cli: &Cli, args: &ServeArgs) -> Exit {
         store: store.clone(),
         token,
         hosts,
+        lease_ttl: cli.lease_ttl,
     });
     output::data(&format!("http://{addr}/"));
     output::note(
@@ -310,7 +322,11 @@ fn pending_table(app: &App, pending: &[Pending], now: Millis) -> String {
 }
 
 async fn runs_page(State(app): State<Shared>, Query(q): Query<ListQuery>) -> Response {
-    let now = now_ms();
+    let clock = match page_clock(&app).await {
+        Ok(c) => c,
+        Err(page) => return page,
+    };
+    let now = clock.now;
     let statuses: Vec<RunStatus> = match q.status.as_str() {
         "" | "stalled" => Vec::new(),
         s => match s.parse() {
@@ -338,7 +354,7 @@ async fn runs_page(State(app): State<Shared>, Query(q): Query<ListQuery>) -> Res
     let runs: Vec<RunRow> = runs
         .into_iter()
         .filter(|r| q.runbook.is_empty() || r.runbook_name.contains(q.runbook.as_str()))
-        .filter(|r| q.status != "stalled" || shown_status(r, now) == "stalled")
+        .filter(|r| q.status != "stalled" || shown_status(r, &clock) == "stalled")
         .collect();
     let mut body = String::from("<h1>Runs</h1>");
     let mut rows = String::new();
@@ -347,7 +363,7 @@ async fn runs_page(State(app): State<Shared>, Query(q): Query<ListQuery>) -> Res
         let view = if r.status.is_terminal() {
             None
         } else {
-            RunView::load_summary(&app.store, &r.id, now).await.ok()
+            RunView::load_summary(&app.store, &r.id, clock).await.ok()
         };
         let current = view
             .as_ref()
@@ -375,7 +391,7 @@ async fn runs_page(State(app): State<Shared>, Query(q): Query<ListQuery>) -> Res
         if let Some(p) = view.as_ref().and_then(pending_of) {
             pending.push(p);
         }
-        let status = shown_status(r, now);
+        let status = shown_status(r, &clock);
         let _ = write!(
             rows,
             "<tr class=\"run\" data-run=\"{}\" data-status=\"{status}\"><td><a href=\"/runs/{}\">{}</a></td><td>{}</td>\
@@ -438,8 +454,12 @@ struct RunQuery {
 }
 
 async fn run_page(State(app): State<Shared>, Path(id): Path<String>, Query(q): Query<RunQuery>) -> Response {
-    let now = now_ms();
-    let view = match RunView::load(&app.store, &id, now).await {
+    let clock = match page_clock(&app).await {
+        Ok(c) => c,
+        Err(page) => return page,
+    };
+    let now = clock.now;
+    let view = match RunView::load(&app.store, &id, clock).await {
         Ok(v) => v,
         Err(e @ fogbook_state::StateError::UnknownRun { .. }) => {
             return problem(
@@ -585,8 +605,12 @@ async fn decide(
             "go back and type your name",
         );
     }
-    let now = now_ms();
-    let view = match RunView::load(&app.store, &id, now).await {
+    let clock = match page_clock(&app).await {
+        Ok(c) => c,
+        Err(page) => return page,
+    };
+    let now = clock.now;
+    let view = match RunView::load(&app.store, &id, clock).await {
         Ok(v) => v,
         Err(e) => {
             return problem(

@@ -10,7 +10,7 @@
 //! process makes work (`Store::listen_for_work`: `LISTEN/NOTIFY`) instead of at its next
 //! poll; the poll stays, for expired leases and notifications lost while disconnected.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +29,14 @@ use crate::{CreateRun, Engine, EngineError, RunOutcome, owner, runbook};
 pub trait RunEnv: Send + Sync + 'static {
     /// `Ok(None)`: the worker's own environment serves.
     fn prepare<'a>(&'a self, run_id: &'a str) -> BoxFuture<'a, Result<Option<PreparedEnv>, String>>;
+
+    /// Whether the worker may take run `run_id` over from `owner`, the holder of its expired
+    /// lease, asked before the lease is claimed: `Err(why)` leaves the run to that holder
+    /// (logged once), e.g. a rehearsal whose frozen driver still holds its emulator's address.
+    fn may_take_over<'a>(&'a self, run_id: &'a str, owner: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        let _ = (run_id, owner);
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// A run's own environment, and what to do once the worker stops driving it.
@@ -86,6 +94,9 @@ pub async fn run_worker(
     // their back-off ends: without it, a run the worker cannot drive here is picked up,
     // refused and picked up again at once, thousands of times a second.
     let mut set_aside = SetAside::new(config.poll);
+    // Runs left to the holder of their expired lease (`RunEnv::may_take_over`), with that
+    // holder: logged when first left, not again at every poll.
+    let mut left: BTreeMap<String, String> = BTreeMap::new();
     let listener = engine.store().listen_for_work().unwrap_or_else(|e| {
         tracing::warn!(error = %with_causes(&e), "worker: cannot listen for work; polling only");
         None
@@ -105,6 +116,7 @@ pub async fn run_worker(
             Vec::new()
         });
         candidates.retain(|c| !set_aside.holds(&c.id));
+        let candidates = leave_held(config.run_env.as_ref(), candidates, &mut left).await;
         let free = config.concurrency.max(1).saturating_sub(active.len());
         let candidates = claim(&engine, candidates, free).await;
         for candidate in candidates {
@@ -286,6 +298,39 @@ async fn work_made(listener: Option<&fogbook_state::pg::WorkListener>) {
     }
 }
 
+/// The candidates whose lease holder `hook` lets this worker take them over from (all of
+/// them without a hook), before any lease is claimed. A run left to its holder is logged
+/// once per holder (`left` remembers it), not at every poll.
+async fn leave_held(
+    hook: Option<&RunEnvHook>,
+    candidates: Vec<Candidate>,
+    left: &mut BTreeMap<String, String>,
+) -> Vec<Candidate> {
+    let Some(hook) = hook else {
+        return candidates;
+    };
+    let mut keep = Vec::new();
+    for c in candidates {
+        let Some(owner) = c.owner.clone() else {
+            keep.push(c);
+            continue;
+        };
+        match hook.0.may_take_over(&c.id, &owner).await {
+            Ok(()) => {
+                left.remove(&c.id);
+                keep.push(c);
+            }
+            Err(why) => {
+                if left.get(&c.id) != Some(&owner) {
+                    tracing::warn!(run_id = %c.id, %owner, "worker: not taking this run over: {why}");
+                    left.insert(c.id, owner);
+                }
+            }
+        }
+    }
+    keep
+}
+
 /// The candidates this worker may drive: on PostgreSQL, those it claimed (at most `free`:
 /// their leases taken in one transaction, rows other workers are claiming skipped); on
 /// SQLite all of them, each drive taking its lease as it starts.
@@ -318,6 +363,8 @@ async fn claim(engine: &Engine, candidates: Vec<Candidate>, free: usize) -> Vec<
 struct Candidate {
     id: String,
     runbook: String,
+    /// Its lease's holder (expired, or gone), if any.
+    owner: Option<String>,
     /// Its lease's holder, when that process is provably gone.
     dead_owner: Option<String>,
     /// Its status when listed (restored if the worker gives its claim back).
@@ -363,6 +410,7 @@ async fn drivable(engine: &Engine, active: &BTreeSet<String>) -> Result<Vec<Cand
         out.push(Candidate {
             id: run.id,
             runbook: run.runbook_name,
+            owner: run.lease_owner,
             dead_owner,
             status: run.status,
         });

@@ -1,19 +1,25 @@
 //! `fogbook report RUN --html FILE`.
 
 use std::path::Path;
+use std::time::Duration;
 
 use fogbook_state::Store;
 
 use super::run_view::report_document;
-use super::view::RunView;
+use super::view::{PageClock, RunView};
 use crate::error::{CliError, fail};
 use crate::exit::Exit;
 use crate::output;
 
 /// Writes the self-contained HTML report of a run to `path` (`-` for stdout).
-pub(crate) async fn write_report(store: &Store, run_id: &str, path: &Path, quiet: bool) -> Exit {
-    let now = fogbook_engine::Clock::now_ms(&fogbook_engine::SystemClock);
-    let view = match RunView::load(store, run_id, now).await {
+/// A run is shown `stalled` as `status` shows it: by the lease clock and `lease_ttl`.
+pub(crate) async fn write_report(store: &Store, run_id: &str, path: &Path, lease_ttl: Duration, quiet: bool) -> Exit {
+    let now = fogbook_engine::Clock::now_ms(&*crate::schedule_cmd::clock());
+    let clock = match PageClock::read(store, now, lease_ttl).await {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let view = match RunView::load(store, run_id, clock).await {
         Ok(v) => v,
         Err(e) => return fail(e),
     };

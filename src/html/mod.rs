@@ -14,4 +14,4 @@ mod view;
 pub(crate) use export::write_report;
 pub(crate) use markup::{CSS, esc, short};
 pub(crate) use run_view::{compact, run_sections};
-pub(crate) use view::{RunView, human, shown_status, waiting_reason};
+pub(crate) use view::{PageClock, RunView, human, shown_status, waiting_reason};

@@ -14,7 +14,7 @@ pub(crate) fn run_sections(view: &RunView) -> String {
     let run = &view.snap.run;
     let now = view.now;
     let mut s = String::new();
-    let status = shown_status(run, now);
+    let status = shown_status(run, &view.clock);
     let _ = write!(
         s,
         "<h1>Run {} <span class=\"status status-{status}\" id=\"run-status\">{status}</span></h1>\

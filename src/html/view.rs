@@ -29,22 +29,46 @@ pub(crate) struct RunView {
     /// The audit chain of this run verified at `now`, or why it could not be.
     pub(crate) audit: Result<AuditReport, String>,
     pub(crate) now: Millis,
+    /// The lease clock the page judges "stalled" by, as `status` does.
+    pub(crate) clock: PageClock,
     /// Simulated seconds per real second, for a rehearsal on the emulator (`run --sim`).
     pub(crate) sim_scale: Option<f64>,
 }
 
+/// The clocks a page is read at: this host's (`now`, for ages and durations) and the lease
+/// clock (`lease_now`, the database server's on PostgreSQL) with the lease period, by which
+/// a run is shown `stalled` exactly when `status` says so ([`crate::report::drive_of`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PageClock {
+    pub(crate) now: Millis,
+    pub(crate) lease_now: Millis,
+    pub(crate) lease_ttl: Duration,
+}
+
+impl PageClock {
+    /// Reads the lease clock of `store` ([`Store::lease_now`]) at this host's `now`.
+    pub(crate) async fn read(store: &Store, now: Millis, lease_ttl: Duration) -> Result<Self, StateError> {
+        Ok(Self {
+            now,
+            lease_now: store.lease_now(now).await?,
+            lease_ttl,
+        })
+    }
+}
+
 impl RunView {
     /// Reads a run, its events and the verification of its chain (reads only).
-    pub(crate) async fn load(store: &Store, run_id: &str, now: Millis) -> Result<Self, StateError> {
-        Self::read(store, run_id, now, true).await
+    pub(crate) async fn load(store: &Store, run_id: &str, clock: PageClock) -> Result<Self, StateError> {
+        Self::read(store, run_id, clock, true).await
     }
 
     /// Reads a run without its events or chain verification (the runs list, every second).
-    pub(crate) async fn load_summary(store: &Store, run_id: &str, now: Millis) -> Result<Self, StateError> {
-        Self::read(store, run_id, now, false).await
+    pub(crate) async fn load_summary(store: &Store, run_id: &str, clock: PageClock) -> Result<Self, StateError> {
+        Self::read(store, run_id, clock, false).await
     }
 
-    async fn read(store: &Store, run_id: &str, now: Millis, whole: bool) -> Result<Self, StateError> {
+    async fn read(store: &Store, run_id: &str, clock: PageClock, whole: bool) -> Result<Self, StateError> {
+        let now = clock.now;
         let snap = store.load_run(run_id).await?;
         let (events, audit) = if whole {
             let events = store.events(run_id).await?;
@@ -78,6 +102,7 @@ impl RunView {
             max_unprotected,
             audit,
             now,
+            clock,
         })
     }
 
@@ -119,11 +144,11 @@ impl RunView {
     }
 }
 
-/// The status to show: `stalled` for a run marked running whose driver's lease has expired
-/// (nobody is driving it; `fogbook resume` or the worker continues it).
-pub(crate) fn shown_status(run: &RunRow, now: Millis) -> &'static str {
-    let stalled = run.status.as_str() == "running" && run.lease_expires_at.is_none_or(|exp| exp <= now);
-    if stalled { "stalled" } else { run.status.as_str() }
+/// The status to show: `stalled` for a run marked running that nobody drives (its lease
+/// expired by the lease clock, or its driver has exited; `fogbook resume` or the worker
+/// continues it), decided as `status` decides it ([`crate::report::drive_of`]).
+pub(crate) fn shown_status(run: &RunRow, clock: &PageClock) -> &'static str {
+    crate::report::drive_of(run, clock.lease_now, clock.lease_ttl).label(run.status)
 }
 
 /// Why a run is not moving, when it waits.

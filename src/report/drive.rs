@@ -47,6 +47,13 @@ pub(crate) async fn lease_clock(store: &fogbook_state::Store, now: Millis) -> Re
     store.lease_now(now).await.map_err(crate::error::fail)
 }
 
+/// [`lease_clock`] at this host's clock now (shifted by `FOGBOOK_TEST_CLOCK_FILE` in tests):
+/// for the commands that decide by a run's lease whether its driver is live (`resume`, the
+/// operator actions' hints) as `status` does.
+pub(crate) async fn lease_clock_now(store: &fogbook_state::Store) -> Result<Millis, crate::exit::Exit> {
+    lease_clock(store, fogbook_engine::Clock::now_ms(&*crate::schedule_cmd::clock())).await
+}
+
 /// Decides [`Drive`] from the run row at `now` by the lease clock ([`lease_clock`]): `lease_ttl` estimates when an expired or orphaned
 /// lease was last renewed (the time since which nobody drives the run).
 pub(crate) fn drive_of(r: &fogbook_state::RunRow, now: Millis, lease_ttl: Duration) -> Drive {

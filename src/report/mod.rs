@@ -11,7 +11,7 @@ mod shared;
 mod status;
 mod verify;
 
-pub(crate) use drive::{Drive, drive_of, set_stall_json};
+pub(crate) use drive::{Drive, drive_of, lease_clock_now, set_stall_json};
 pub(crate) use history::history;
 pub(crate) use run_report::report;
 pub(crate) use runs::runs;

@@ -215,6 +215,30 @@ impl TestPostgres {
             .unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// Stops the server (`pg_ctl stop -m immediate`): every connection is cut and new ones
+    /// are refused until [`Self::start_again`]. Returns once it has stopped.
+    pub fn stop(&self) {
+        let mut stop = self.program("pg_ctl");
+        stop.args(["stop", "-m", "immediate", "-w", "-t", "120", "-D"])
+            .arg(self.data_dir());
+        self.run("pg_ctl stop -m immediate", stop)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Starts the server [`Self::stop`] stopped, on the same port with the same options
+    /// (`pg_ctl restart` of a stopped server reads them from `postmaster.opts`). Returns once
+    /// it accepts connections.
+    pub fn start_again(&self) {
+        let mut start = self.program("pg_ctl");
+        start
+            .args(["restart", "-w", "-t", "120", "-D"])
+            .arg(self.data_dir())
+            .arg("-l")
+            .arg(self.log_file());
+        self.run("pg_ctl restart (of a stopped server)", start)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
     fn log_file(&self) -> PathBuf {
         self.dir.path().join("server.log")
     }

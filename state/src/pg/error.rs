@@ -107,7 +107,7 @@ impl PgError {
     /// Whether connecting may work if tried again in a moment: the server refused or
     /// closed the connection, or said it is starting up or shutting down (a restart, a
     /// failover). A refused login, a bad URL or TLS setup, or a silent server are not.
-    pub(crate) fn is_transient(&self) -> bool {
+    pub fn is_transient(&self) -> bool {
         use tokio_postgres::error::SqlState;
         match self {
             Self::Connect { source, .. } => source.as_db_error().is_none_or(|db| {

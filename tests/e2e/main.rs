@@ -29,6 +29,7 @@ mod frozen_driver;
 mod help;
 mod kill_matrix;
 mod lease_lock;
+mod newuser_secrets;
 mod notify;
 mod operator_fixes;
 mod opfix2;

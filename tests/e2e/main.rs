@@ -30,6 +30,8 @@ mod help;
 mod kill_matrix;
 mod lease_lock;
 mod newuser_secrets;
+mod newuser_fenced;
+mod newuser_secrets;
 mod notify;
 mod operator_fixes;
 mod opfix2;

@@ -87,7 +87,7 @@ pub(crate) async fn runs(
             .map(|(snap, l)| {
                 let mut v = serde_json::to_value(&snap.run).unwrap_or_default();
                 v["state"] = l.state.into();
-                set_stall_json(&mut v, &drive_of_run(&snap, lease_now, cli.lease_ttl));
+                set_stall_json(&mut v, &drive_of_run(snap, lease_now, cli.lease_ttl));
                 v["current_step"] = json!(l.step);
                 v["waits_for"] = json!(l.waits);
                 v["age_ms"] = json!(now - snap.run.created_at);

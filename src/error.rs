@@ -147,6 +147,30 @@ impl CliError {
                     fb = crate::output::fogbook()
                 )),
             ),
+            Self::Engine(
+                e @ EngineError::TakenOver {
+                    run_id, holder, status, ..
+                },
+            ) => {
+                let fb = crate::output::fogbook();
+                let next = if status.is_terminal() {
+                    format!(
+                        "the run has since {} there; nothing is left for this process to do (`{fb} status {run_id}` shows how it ended)",
+                        status.as_str()
+                    )
+                } else if let Some(holder) = holder {
+                    format!("{holder} drives it now: let it go on (`{fb} status {run_id}` shows where it is)")
+                } else {
+                    format!(
+                        "nobody drives it now (status {}): `{fb} status {run_id}` shows where it is, and `{fb} resume {run_id}` continues it",
+                        status.as_str()
+                    )
+                };
+                output::error(
+                    &e.to_string(),
+                    Some(&format!("nothing more was sent or written by this process; {next}")),
+                );
+            }
             Self::Engine(EngineError::Fenced {
                 run_id,
                 step_id,
@@ -170,7 +194,10 @@ impl CliError {
             }
             other => {
                 let hint = (other.exit_code() == Exit::StoreFailed).then(|| {
-                    if store_is_postgres() {
+                    let role = STORE_ROLE.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+                    if let Some(role) = role {
+                        copy_store_hint(&role)
+                    } else if store_is_postgres() {
                         postgres_store_hint()
                     } else {
                         "the state database (--db) could not be used; fix the cause named above (a file that is not a fogbook database, permissions, disk space) or pass another --db".to_owned()
@@ -193,6 +220,29 @@ fn postgres_store_hint() -> String {
         "the PostgreSQL state store (--db) could not be used; check the cause named above: is the server running and reachable from this host (address, port, firewall, sslmode)? are the user, password and database in the URL right? if it answers slowly, raise FOGBOOK_PG_TIMEOUT (10s by default); what was committed stays: once the database answers, `{fb} status` shows where each run is and `{fb} resume RUN` continues one",
         fb = crate::output::fogbook()
     )
+}
+
+/// Which store `store copy` was using when it failed (its source or its target), when that
+/// is not `--db`: the hint then names that store, not `--db`.
+static STORE_ROLE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Records that `store copy` now works on `url`, its `role` (such as "the copy's target
+/// (--to / FOGBOOK_COPY_TO)"): a store failure's hint names that store.
+pub(crate) fn note_copy_store(role: &str, url: &fogbook_state::pg::StoreUrl) {
+    note_store(url);
+    *STORE_ROLE.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(role.to_owned());
+}
+
+fn copy_store_hint(role: &str) -> String {
+    if store_is_postgres() {
+        format!(
+            "{role}, a PostgreSQL database, could not be used; check the cause named above: is the server running and reachable from this host (address, port, firewall, sslmode)? are the user, password and database in the URL right? if it answers slowly, raise FOGBOOK_PG_TIMEOUT (10s by default); nothing was copied"
+        )
+    } else {
+        format!(
+            "{role}, a SQLite file, could not be used; fix the cause named above (a file that is not a fogbook database, permissions, disk space) or name another file"
+        )
+    }
 }
 
 /// Records which kind of store this process uses (called where `--db` is read).

@@ -492,7 +492,11 @@ pub(crate) async fn cancel(cli: &Cli, store: Store, args: &CancelArgs) -> Exit {
                 output::json(
                     "cancel",
                     &json!({ "run_id": run_id, "cancelled": over, "requested": !over, "by": actor.name,
-                             "by_source": actor.source, "reason": actor.reason, "abandoned": abandoned }),
+                             "by_source": actor.source, "reason": actor.reason,
+                             // A live driver abandons nothing now: what was in flight or open
+                             // when the cancel was asked.
+                             "abandoned": if over { abandoned.clone() } else { serde_json::Value::Null },
+                             "in_flight_when_asked": if over { serde_json::Value::Null } else { abandoned.clone() } }),
                 );
             } else if over {
                 output::data(&format!(
@@ -503,6 +507,31 @@ pub(crate) async fn cancel(cli: &Cli, store: Store, args: &CancelArgs) -> Exit {
                 output::data(&format!(
                     "run {run_id} is being driven; it will stop at its next safe point and be cancelled"
                 ));
+            }
+            if !over {
+                // A live driver stops only at a safe point: it abandons nothing now, and
+                // whatever is still in flight or open when it stops, `status` shows then.
+                let in_flight: Vec<String> = abandoned["operations"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|o| format!("`{}`", o["step"].as_str().unwrap_or("?")))
+                    .collect();
+                if !in_flight.is_empty() || !abandoned["windows"].as_array().is_none_or(Vec::is_empty) {
+                    let step = if in_flight.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (step {} is in flight)", in_flight.join(", "))
+                    };
+                    output::note(
+                        cli.quiet,
+                        &format!(
+                            "nothing is abandoned yet: its driver goes on until its next safe point{step}, then stops and cancels the run; then `{fb} status {run_id}` shows any cloud operation left in flight or window left open",
+                            fb = crate::output::fogbook()
+                        ),
+                    );
+                }
+                return Exit::Success;
             }
             // A rehearsal's operations ran on its emulator, not in Azure.
             let place = match crate::rehearsal::target_of(&store, run_id).await {

@@ -14,21 +14,52 @@ use serde::Serialize;
 /// `--db PATH` when that was given on the command line ([`set_invocation`]).
 static INVOCATION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
+/// Whether the `--db` of [`INVOCATION`] had a secret replaced by `***`: the printed commands
+/// then need the real URL, which [`fogbook`] says once, on stderr.
+static INVOCATION_MASKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Records the state database given on the command line (`None`: from `FOGBOOK_DB` or the
-/// default, which a pasted hint finds again without saying it).
+/// default, which a pasted hint finds again without saying it). A PostgreSQL URL goes into
+/// the hints with its password as `***`: a hint never prints a secret.
 pub(crate) fn set_invocation(db_on_command_line: Option<&std::path::Path>) {
     let mut prefix = "fogbook".to_owned();
     if let Some(db) = db_on_command_line.filter(|db| *db != std::path::Path::new("fogbook.db")) {
+        let raw = db.to_string_lossy();
+        let shown = masked_db(&raw);
+        INVOCATION_MASKED.store(shown != raw, std::sync::atomic::Ordering::Relaxed);
         prefix.push_str(" --db ");
-        prefix.push_str(&shell_word(&db.display().to_string()));
+        prefix.push_str(&shell_word(&shown));
     }
     let _ = INVOCATION.set(prefix);
 }
 
+/// `--db` as the hints show it: a path as is, a PostgreSQL URL with its password masked (an
+/// unreadable URL, whose password cannot be told apart, as `URL`).
+fn masked_db(raw: &str) -> String {
+    use std::str::FromStr;
+    match fogbook_state::pg::StoreUrl::from_str(raw) {
+        Ok(url) if raw.contains("://") => url.to_string(),
+        Ok(_) => raw.to_owned(),
+        Err(_) if raw.contains("://") => "URL".to_owned(),
+        Err(_) => raw.to_owned(),
+    }
+}
+
 /// The `fogbook …` prefix of a command a hint prints, for this invocation: `fogbook`, or
 /// `fogbook --db PATH` when `--db` was given on the command line, so that the pasted
-/// command reads the same state database.
+/// command reads the same state database. When that `--db` is a URL whose password is
+/// shown as `***`, the first use says so on stderr (once per process).
 pub(crate) fn fogbook() -> &'static str {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    if INVOCATION_MASKED.load(std::sync::atomic::Ordering::Relaxed) {
+        SAID.call_once(|| {
+            anstream::eprintln!(
+                "note: the fogbook commands printed here show the password of --db as `***`: \
+                 put the real URL back before running one, or better, set FOGBOOK_DB to the URL \
+                 and leave --db out (a password on the command line lands in shell history and logs)"
+            );
+        });
+    }
     INVOCATION.get().map_or("fogbook", String::as_str)
 }
 

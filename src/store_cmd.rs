@@ -66,6 +66,7 @@ pub(crate) async fn copy(cli: &Cli, args: &StoreCopyArgs) -> Exit {
         );
         return Exit::BadInput;
     }
+    crate::error::note_copy_store("the copy's source (--from / FOGBOOK_COPY_FROM)", &from);
     let source = match open_source(&from) {
         Ok(s) => s,
         Err(code) => return code,
@@ -283,6 +284,7 @@ async fn copy_from(cli: &Cli, source: &Store, from: &StoreUrl, to: &StoreUrl) ->
         let (h, n) = snap.chain();
         (h.to_owned(), n)
     };
+    crate::error::note_copy_store("the copy's target (--to / FOGBOOK_COPY_TO)", to);
     let target = match Store::open_url(to) {
         Ok(s) => s,
         Err(e) => return fail(e),

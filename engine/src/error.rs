@@ -27,6 +27,20 @@ pub enum EngineError {
         /// What happened.
         message: String,
     },
+    /// This process lost the run's lease while it was stopped or starved, and another
+    /// process took the run over (and may have finished it, or let it go since). Nothing more
+    /// was sent or written by this process.
+    #[error("stopped driving run {run_id}: {by} took it over while this process was stopped or stalled")]
+    TakenOver {
+        /// The run.
+        run_id: String,
+        /// The process that took the run over (per the run's audit trail).
+        by: String,
+        /// Who holds the run's lease now (`None`: nobody drives it).
+        holder: Option<String>,
+        /// The run's status now.
+        status: fogbook_state::RunStatus,
+    },
     /// The stored runbook of a run no longer parses (a newer format?).
     #[error("the runbook stored with run {run_id} does not parse")]
     StoredRunbook {
@@ -87,7 +101,7 @@ impl EngineError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Invalid(_) => ErrorKind::BadInput,
-            Self::Fenced { .. } => ErrorKind::Busy,
+            Self::Fenced { .. } | Self::TakenOver { .. } => ErrorKind::Busy,
             Self::StoredRunbook { .. } => ErrorKind::Store,
             Self::State(e) => state_kind(e),
             Self::Internal { .. } => ErrorKind::Internal,

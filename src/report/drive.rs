@@ -81,6 +81,30 @@ pub(crate) fn drive_of(r: &fogbook_state::RunRow, now: Millis, lease_ttl: Durati
     }
 }
 
+/// [`drive_of`], and a run stopped at a safe point (Ctrl-C, SIGTERM: `pending`, no lease)
+/// with an unprotected window open is stalled too: nobody drives it, and nothing closes the
+/// window until someone resumes it, exactly as after a crash.
+pub(crate) fn drive_of_run(snap: &RunSnapshot, now: Millis, lease_ttl: Duration) -> Drive {
+    let r = &snap.run;
+    let open_unprotected = || {
+        snap.windows
+            .iter()
+            .filter(|w| w.closed_at.is_none() && w.kind == fogbook_state::WindowKind::Unprotected)
+            .map(|w| w.opened_at)
+            .max()
+    };
+    if r.status == fogbook_state::RunStatus::Pending
+        && r.lease_owner.is_none()
+        && let Some(opened) = open_unprotected()
+    {
+        return Drive::Stalled {
+            since: r.updated_at.max(opened).min(now),
+            why: "it was stopped (Ctrl-C, SIGTERM, a lost lease) with an unprotected window open".to_owned(),
+        };
+    }
+    drive_of(r, now, lease_ttl)
+}
+
 /// The open unprotected windows of a run, as text naming whose databases.
 pub(super) fn open_unprotected(
     snap: &RunSnapshot,
@@ -135,6 +159,10 @@ pub(crate) fn waits_for(snap: &RunSnapshot, now: Millis) -> (Option<String>, Str
         let approved = snap.approvals.iter().any(|a| a.step_id == cur.step_id);
         match uses(&cur.step_id).as_deref() {
             Some("approval") if !approved => return (step, "approval".to_owned()),
+            // Stopped inside the step (Ctrl-C, SIGTERM): nobody polls its timer or operation.
+            _ if snap.run.status == RunStatus::Pending && snap.run.lease_owner.is_none() => {
+                return (step, "a driver (resume)".to_owned());
+            }
             Some("wait") => return (step, "a timer".to_owned()),
             Some(u) if fogbook_activities::needs_arm(u) && cur.progress.is_some() => {
                 return (step, "an ARM operation".to_owned());

@@ -147,8 +147,10 @@ pub(crate) async fn report(cli: &Cli, store: Store, run_id: String) -> Exit {
         }
     }
     out.push_str("\nwindows:\n");
-    if snap.windows.is_empty() {
+    if snap.windows.is_empty() && snap.run.status.is_terminal() {
         out.push_str("  none: the databases kept their geo-replica throughout\n");
+    } else if snap.windows.is_empty() {
+        out.push_str("  none so far (the run has not finished)\n");
     }
     for w in &snap.windows {
         out.push_str(&window_text(w, now, snap.run.finished_at));

@@ -10,7 +10,7 @@ use crate::error::fail;
 use crate::exit::Exit;
 use crate::output;
 
-use super::drive::{Drive, drive_of, lease_clock, set_stall_json, waits_for, waits_for_approval};
+use super::drive::{Drive, drive_of_run, lease_clock, set_stall_json, waits_for, waits_for_approval};
 use super::shared::{human, now_ms, window_json};
 
 /// `statuses` are stored statuses; `stalled` adds the `running` runs nobody drives (the
@@ -31,6 +31,10 @@ pub(crate) async fn runs(
     let mut query = statuses.clone();
     if foreground_waits || stalled_only {
         query.push(RunStatus::Running);
+    }
+    // A run stopped with an unprotected window open is `pending` and stalled too.
+    if stalled_only && !statuses.contains(&RunStatus::Pending) {
+        query.push(RunStatus::Pending);
     }
     let filter = RunFilter {
         statuses: query,
@@ -54,8 +58,12 @@ pub(crate) async fn runs(
             Err(e) => return fail(e),
         };
         // The running rows added to the query above are shown only for what they were added for.
-        if (foreground_waits || stalled_only) && row.status == RunStatus::Running {
-            let is_stalled = matches!(drive_of(&snap.run, lease_now, cli.lease_ttl), Drive::Stalled { .. });
+        if stalled_only && row.status == RunStatus::Pending && !statuses.contains(&RunStatus::Pending) {
+            if !matches!(drive_of_run(&snap, lease_now, cli.lease_ttl), Drive::Stalled { .. }) {
+                continue;
+            }
+        } else if (foreground_waits || stalled_only) && row.status == RunStatus::Running {
+            let is_stalled = matches!(drive_of_run(&snap, lease_now, cli.lease_ttl), Drive::Stalled { .. });
             let shown_as_waiting = foreground_waits && waits_for_approval(&snap, now);
             let wanted = shown_as_waiting || (stalled && is_stalled);
             if !wanted {
@@ -79,7 +87,7 @@ pub(crate) async fn runs(
             .map(|(snap, l)| {
                 let mut v = serde_json::to_value(&snap.run).unwrap_or_default();
                 v["state"] = l.state.into();
-                set_stall_json(&mut v, &drive_of(&snap.run, lease_now, cli.lease_ttl));
+                set_stall_json(&mut v, &drive_of_run(snap, lease_now, cli.lease_ttl));
                 v["current_step"] = json!(l.step);
                 v["waits_for"] = json!(l.waits);
                 v["age_ms"] = json!(now - snap.run.created_at);
@@ -132,7 +140,7 @@ pub(super) struct RunLine {
 
 /// `lease_now`: the lease clock ([`lease_clock`]).
 pub(super) fn run_line(snap: &RunSnapshot, now: Millis, lease_now: Millis, lease_ttl: Duration) -> RunLine {
-    let drive = drive_of(&snap.run, lease_now, lease_ttl);
+    let drive = drive_of_run(snap, lease_now, lease_ttl);
     let (step, mut waits) = waits_for(snap, now);
     if let Drive::Stalled { since, .. } = &drive {
         waits = format!("a driver ({})", human(now - since));

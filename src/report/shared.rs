@@ -131,8 +131,10 @@ pub(super) fn simulated(ms: Millis, scale: f64) -> String {
     human(sim)
 }
 
-/// Who cancelled (or rejected) a run, why, and what the cancel abandoned, as text.
-pub(super) fn cancel_text(e: &serde_json::Value, at: Option<Millis>) -> String {
+/// Who cancelled (or rejected) a run, why, and what the cancel abandoned, as text. A cancel
+/// asked of a live driver records what was in flight when it was asked; the driver may have
+/// finished that step before it stopped, and then nothing of it was abandoned.
+pub(super) fn cancel_text(e: &serde_json::Value, at: Option<Millis>, steps: &[fogbook_state::StepRow]) -> String {
     let by = e["cancelled_by"].as_str().unwrap_or("?");
     let source = e["by_source"].as_str().map(|s| format!(" ({s})")).unwrap_or_default();
     let when = at.map(|t| format!(" at {}", format_ms(t))).unwrap_or_default();
@@ -143,7 +145,16 @@ pub(super) fn cancel_text(e: &serde_json::Value, at: Option<Millis>) -> String {
         Some(step) => format!("rejected: approval step {step} rejected by {by}{source}{when}; {reason}\n"),
         None => format!("cancelled: by {by}{source}{when}; {reason}\n"),
     };
-    for o in e["abandoned"]["operations"].as_array().into_iter().flatten() {
+    let still_in_flight = |o: &&serde_json::Value| {
+        let step = o["step"].as_str().unwrap_or_default();
+        !steps.iter().any(|s| s.step_id == step && s.status.is_done())
+    };
+    for o in e["abandoned"]["operations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(still_in_flight)
+    {
         out.push_str(&format!(
             "abandoned operation: step {} ({}) was in flight since {}; its outcome is Azure's, check it there\n",
             o["step"].as_str().unwrap_or("?"),
@@ -193,7 +204,11 @@ pub(super) async fn operator_actions(store: &Store, run_id: &str) -> Vec<serde_j
         if let Some(w) = d["window"].as_i64().filter(|_| e.kind == "window.closed") {
             text.push_str(&format!(", window {w} ({})", d["kind"].as_str().unwrap_or("?")));
         }
-        if !d["abandoned"].is_null() && e.kind != "run.created" {
+        if !d["abandoned"].is_null() && e.kind == "run.cancel_requested" {
+            // Asked of a live driver: it stops at its next safe point, so what it abandons (if
+            // anything) is what its `run.cancelled` event's status shows.
+            text.push_str(", forced while a step was in flight or a window open");
+        } else if !d["abandoned"].is_null() && e.kind != "run.created" {
             text.push_str(", abandoning what was in flight");
         }
         if let Some(r) = d["reason"].as_str().or(d["comment"].as_str()) {

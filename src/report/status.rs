@@ -9,7 +9,7 @@ use crate::cli::{Cli, Format};
 use crate::exit::Exit;
 use crate::output;
 
-use super::drive::{Drive, drive_of, lease_clock, open_unprotected, set_stall_json, waits_for, waits_for_approval};
+use super::drive::{Drive, drive_of_run, lease_clock, open_unprotected, set_stall_json, waits_for, waits_for_approval};
 use super::shared::{
     cancel_text, lasted, load, now_ms, rehearsal_json, rehearsal_line, rehearsal_of, step_column, window_json,
 };
@@ -34,7 +34,7 @@ pub(super) async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Res
     if cli.format == Format::Json {
         let mut doc = json!({
                 "run": snap.run,
-                "state": drive_of(&snap.run, lease_now, cli.lease_ttl).label(snap.run.status),
+                "state": drive_of_run(&snap, lease_now, cli.lease_ttl).label(snap.run.status),
                 "waits_for": waits_for(&snap, now).1,
                 "current_step": current.map(|s| &s.step_id),
                 "waiting_for_approval": waiting_approval,
@@ -49,11 +49,11 @@ pub(super) async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Res
                     if sim.is_finite() { sim as i64 } else { 0 }
                 }),
         });
-        set_stall_json(&mut doc, &drive_of(&snap.run, lease_now, cli.lease_ttl));
+        set_stall_json(&mut doc, &drive_of_run(&snap, lease_now, cli.lease_ttl));
         return Ok((output::json_text("status", &doc), over));
     }
     let r = &snap.run;
-    let drive = drive_of(r, lease_now, cli.lease_ttl);
+    let drive = drive_of_run(&snap, lease_now, cli.lease_ttl);
     let mut out = String::new();
     if let Drive::Stalled { since, .. } = &drive {
         let unprotected = open_unprotected(&snap, now, rehearsal.as_ref());
@@ -151,7 +151,7 @@ pub(super) async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Res
             e["window"].as_str().unwrap_or("?"),
             e["step"].as_str().unwrap_or("?")
         )),
-        Some(e) if e.get("cancelled_by").is_some() => out.push_str(&cancel_text(e, r.finished_at)),
+        Some(e) if e.get("cancelled_by").is_some() => out.push_str(&cancel_text(e, r.finished_at, &snap.steps)),
         Some(e) => {
             // `{"step", "error": {"code", "message"}}`: one readable block, whatever its length.
             let inner = e.get("error").unwrap_or(e);

@@ -46,8 +46,8 @@ fn require_against_a_server_without_tls_fails_with_a_clear_message() {
     assert_eq!(
         message,
         format!(
-            "the PostgreSQL server at {shown} does not accept TLS connections, and the URL demands TLS \
-             (sslmode=require): turn TLS on at the server (ssl = on), or, on a trusted network only, connect \
+            "the PostgreSQL server at {shown} does not accept TLS connections, and the sslmode of the \
+             URL demands TLS: turn TLS on at the server (ssl = on), or, on a trusted network only, connect \
              with sslmode=disable"
         )
     );

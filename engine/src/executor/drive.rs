@@ -84,12 +84,13 @@ impl Engine {
             });
         }
         if let Some(owner) = beat.lost_to() {
-            return Err(EngineError::State(StateError::LeaseLost {
-                run_id: run_id.to_owned(),
-                owner,
-            }));
+            return Err(self.lease_lost(run_id, owner).await);
         }
         let outcome = match result {
+            // A write found the lease gone (the heartbeat had not noticed yet).
+            Err(EngineError::State(StateError::LeaseLost { owner, .. })) => {
+                return Err(self.lease_lost(run_id, owner).await);
+            }
             // The store refused to start a step because an operator asked to cancel.
             Err(EngineError::State(StateError::CancelRequested { .. })) => RunOutcome::Interrupted,
             other => other?,
@@ -118,6 +119,48 @@ impl Engine {
                 .await?;
         }
         Ok(outcome)
+    }
+
+    /// The error of a driver that lost its lease. The store names no holder once whoever took
+    /// the run over has let it go again (it finished the run, or stopped): the audit trail
+    /// then says who took it over, and the run's status what became of it.
+    async fn lease_lost(&self, run_id: &str, owner: String) -> EngineError {
+        if !owner.starts_with("nobody") {
+            return EngineError::State(StateError::LeaseLost {
+                run_id: run_id.to_owned(),
+                owner,
+            });
+        }
+        let (events, snapshot) = match (self.store.events(run_id).await, self.store.load_run(run_id).await) {
+            (Ok(events), Ok(snapshot)) => (events, snapshot),
+            _ => {
+                return EngineError::State(StateError::LeaseLost {
+                    run_id: run_id.to_owned(),
+                    owner,
+                });
+            }
+        };
+        // The last acquisition of the lease: a process takes it with an audited event.
+        let taker = events
+            .iter()
+            .rev()
+            .find(|e| matches!(e.kind.as_str(), "lease.taken_over" | "lease.acquired"))
+            .and_then(|e| e.data.get("owner")?.as_str().map(str::to_owned));
+        match taker {
+            Some(by) if by != self.owner.as_str() => {
+                tracing::error!(%run_id, taken_over_by = %by, status = snapshot.run.status.as_str(), "another process took the run over while this one was stopped; stopping");
+                EngineError::TakenOver {
+                    run_id: run_id.to_owned(),
+                    by,
+                    holder: snapshot.run.lease_owner,
+                    status: snapshot.run.status,
+                }
+            }
+            _ => EngineError::State(StateError::LeaseLost {
+                run_id: run_id.to_owned(),
+                owner,
+            }),
+        }
     }
 
     /// The safety margin of this engine's leases.

@@ -6,8 +6,8 @@
 pub enum PgError {
     /// The URL demands TLS and the server does not offer it.
     #[error(
-        "the PostgreSQL server at {target} does not accept TLS connections, and the URL demands TLS \
-         (sslmode=require): turn TLS on at the server (ssl = on), or, on a trusted network only, \
+        "the PostgreSQL server at {target} does not accept TLS connections, and the sslmode of the \
+         URL demands TLS: turn TLS on at the server (ssl = on), or, on a trusted network only, \
          connect with sslmode=disable"
     )]
     TlsRefused {

@@ -1,0 +1,77 @@
+//! A new user's finding (session 6): a driver frozen past its lease (SIGSTOP) and thawed
+//! after another process took the run over and finished it said "new_owner=nobody" and "no
+//! other process took the run over … `resume` continues it". Its last words now name the
+//! process that took the run over and what became of the run, with no resume hint.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::common::{Sandbox, code, fixture, stderr};
+
+#[test]
+fn a_thawed_driver_names_the_process_that_took_its_run_over() {
+    let sb = Sandbox::new();
+    let env = [("FOGBOOK_LEASE_TTL", "1s")];
+    let runbook = fixture("long-wait.yaml").display().to_string();
+    let a = sb.spawn(&["run", &runbook, "--set", "duration=4s"], &env);
+    let pid_a = Pid::from_raw(a.id() as i32);
+    sb.wait_for("A waiting in `nap`", Duration::from_secs(60), |sb| {
+        sb.sql()
+            .query_row(
+                "SELECT count(*) FROM steps WHERE step_id = 'nap' AND status = 'running'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap_or(0)
+            == 1
+    });
+    kill(pid_a, Signal::SIGSTOP).unwrap();
+    let run = sb.last_run_id();
+
+    // B takes the run over once A's lease has expired (refused with exit 4 until then) and
+    // finishes it.
+    let start = Instant::now();
+    let b = loop {
+        let out = sb.run_env(&["resume", &run], &env);
+        if code(&out) != 4 {
+            break out;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "B never took over: {}",
+            stderr(&out)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(code(&b), 0, "{}", stderr(&b));
+    assert_eq!(sb.run_status(&run), "succeeded");
+    let taker: String = sb
+        .sql()
+        .query_row(
+            "SELECT json_extract(data, '$.owner') FROM events WHERE run_id = ?1 AND kind = 'lease.taken_over'",
+            [&run],
+            |r| r.get(0),
+        )
+        .expect("B's takeover is in the audit trail");
+
+    kill(pid_a, Signal::SIGCONT).unwrap();
+    let a = a.wait_with_output().unwrap();
+    let err = stderr(&a);
+    assert_eq!(code(&a), 4, "{err}");
+    assert!(
+        err.contains(&format!("{taker} took it over")),
+        "A names the process that took over: {err}"
+    );
+    assert!(
+        err.contains("has since succeeded"),
+        "A says what became of the run: {err}"
+    );
+    assert!(!err.contains("no other process took the run over"), "{err}");
+    assert!(!err.contains("new_owner=nobody"), "{err}");
+    assert!(
+        !err.contains(&format!("resume {run}")),
+        "no resume hint for a finished run: {err}"
+    );
+}

@@ -54,7 +54,9 @@ async fn wait_instance(
 /// `storage_gb`, `database_format` (update policy), `dns_zone`, `subnet_id`, `state`,
 /// `provisioning_state`, `license_type`, `backup_storage_redundancy`, `instance_pool_id`,
 /// `fully_qualified_domain_name`. A missing instance fails with ARM's code unless
-/// `must_exist: false`, which gives `{exists: false}`. Read-only; re-entry reads again.
+/// `must_exist: false`, which gives `{exists: false, found}`: `found` is one sentence saying
+/// what was found (for a missing instance, the instances of its resource group, or that the
+/// resource group is missing), for an `assert` message. Read-only; re-entry reads again.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct InstanceGet {
@@ -77,8 +79,19 @@ impl InstanceGet {
             return Ok(self.instance.read_existing(&s).await?.output());
         }
         Ok(match self.instance.read(&s).await? {
-            Some(i) => i.output(),
-            None => json!({ "exists": false, "id": self.instance.id() }),
+            Some(i) => {
+                let mut out = i.output();
+                out["found"] = json!(format!(
+                    "managed instance `{}` exists in resource group `{}`",
+                    self.instance.name, self.instance.resource_group
+                ));
+                out
+            }
+            None => json!({
+                "exists": false,
+                "id": self.instance.id(),
+                "found": self.instance.not_found_text(&s).await?,
+            }),
         })
     }
 }

@@ -93,6 +93,11 @@ fn refused_before_any_change(c: &Case, set: &str, expected: &[String]) -> String
         "{}: plan did not say so:\n{text}",
         c.runbook
     );
+    assert!(
+        text.contains("A RUN WOULD STOP AT STEP") && text.contains("before changing anything"),
+        "{}: plan did not say the run would stop before any change:\n{text}",
+        c.runbook
+    );
     for e in expected {
         assert!(text.contains(e.as_str()), "{}: plan: `{e}` not in:\n{text}", c.runbook);
     }

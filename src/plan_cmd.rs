@@ -126,6 +126,23 @@ fn summary(s: &PlannedStep) -> String {
     }
 }
 
+/// The first read that fails now, said plainly: a run would stop there, and when that read
+/// comes before every change (a mistyped name, a missing group), before changing anything.
+fn first_failure(plan: &Plan) -> Option<String> {
+    let at = plan.steps.iter().position(|s| s.error.is_some())?;
+    let step = &plan.steps[at];
+    let untouched = plan.steps[..at]
+        .iter()
+        .all(|s| s.decision == "skip" || fogbook_activities::is_read_only(&s.uses));
+    Some(format!(
+        "\nA RUN WOULD STOP AT STEP {} ({}){}: {}\n",
+        step.id,
+        step.uses,
+        if untouched { ", before changing anything" } else { "" },
+        step.error.as_deref().unwrap_or_default()
+    ))
+}
+
 fn indent(text: &str, n: usize) -> String {
     let pad = " ".repeat(n);
     text.lines().map(|l| format!("{pad}{l}")).collect::<Vec<_>>().join("\n")
@@ -156,6 +173,9 @@ fn render(plan: &Plan, totals: &Totals) -> String {
             s.uses,
             summary(s)
         ));
+    }
+    if let Some(stop) = first_failure(plan) {
+        out.push_str(&stop);
     }
     out.push_str("\nwindows:\n");
     if plan.windows.is_empty() {

@@ -375,10 +375,10 @@ macro_rules! group_fields {
 }
 
 /// `instance.get`'s output.
-const INSTANCE: &[&str] = instance_fields!();
+const INSTANCE: &[&str] = instance_fields!("found");
 const INSTANCE_CREATED: &[&str] = instance_fields!("created", "arm_requests");
 /// `fog.get`'s output.
-const GROUP: &[&str] = group_fields!();
+const GROUP: &[&str] = group_fields!("found");
 const GROUP_CREATED: &[&str] = group_fields!("created", "arm_requests");
 const GROUP_FAILED_OVER: &[&str] = group_fields!("changed", "resolved_by", "arm_requests");
 

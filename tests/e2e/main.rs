@@ -48,6 +48,7 @@ mod pg_worker;
 mod pg_worker_backends;
 mod plan;
 mod postgres;
+mod preflight_names;
 mod preflight_permissions;
 mod procedures;
 mod rehearsal;

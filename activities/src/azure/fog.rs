@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::refs::{Instance, InstanceRef};
+use super::refs::{Instance, InstanceRef, names_in};
 use super::{arm, now_text, text, with_receipts};
 use crate::arm::ids::{check_name, same_id};
 use crate::arm::lro::{self, Progress};
@@ -118,7 +118,8 @@ fn view_output(name: &str, view: &GroupView, instance: &Instance) -> serde_json:
 /// Output: `exists`, `name`, `id`, `role` (of that instance), `replication_state`,
 /// `partner_location`, `primary_instance_id`, `partner_instance_id`,
 /// `read_write_failover_policy`, `read_write_listener`, `read_only_listener`.
-/// A missing group gives `exists: false`. Read-only.
+/// A missing group gives `exists: false`. `found` is one sentence for an `assert` message:
+/// the group's role here, or, for a missing group, the groups that region holds. Read-only.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FogGet {
@@ -136,8 +137,34 @@ impl FogGet {
         let instance = self.instance.read_existing(&s).await?;
         Ok(
             match read_view(&s, &self.instance, &instance.location, &self.name).await? {
-                Some(view) => view_output(&self.name, &view, &instance),
-                None => json!({ "exists": false, "name": self.name }),
+                Some(view) => {
+                    let mut out = view_output(&self.name, &view, &instance);
+                    out["found"] = json!(format!(
+                        "failover group `{}` exists; `{}` is its {}",
+                        self.name,
+                        self.instance.name,
+                        if view.role.is_empty() {
+                            "member (no role)"
+                        } else {
+                            view.role.as_str()
+                        }
+                    ));
+                    out
+                }
+                None => {
+                    let what = format!(
+                        "failover group `{}` not found in resource group `{}` on instance `{}` (region {})",
+                        self.name, self.instance.resource_group, self.instance.name, instance.location
+                    );
+                    let path = self.instance.group_list_path(&instance.location)?;
+                    let found = match names_in(&s, &self.instance.subscription, &path).await? {
+                        Some(names) if !names.is_empty() => {
+                            format!("{what}; the groups there are: {}", names.join(", "))
+                        }
+                        _ => format!("{what}; there is no failover group there"),
+                    };
+                    json!({ "exists": false, "name": self.name, "found": found })
+                }
             },
         )
     }

@@ -54,7 +54,9 @@ async fn wait_instance(
 /// `storage_gb`, `database_format` (update policy), `dns_zone`, `subnet_id`, `state`,
 /// `provisioning_state`, `license_type`, `backup_storage_redundancy`, `instance_pool_id`,
 /// `fully_qualified_domain_name`. A missing instance fails with ARM's code unless
-/// `must_exist: false`, which gives `{exists: false}`. Read-only; re-entry reads again.
+/// `must_exist: false`, which gives `{exists: false, id, found}`. `found` is one sentence for
+/// an `assert` message: that the instance exists, or, for a missing one, the instances of its
+/// resource group (or that the resource group is missing). Read-only; re-entry reads again.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct InstanceGet {
@@ -73,12 +75,25 @@ impl InstanceGet {
     pub(crate) async fn run(self, ctx: &ActivityCtx, env: &Env) -> Result<serde_json::Value, ActivityError> {
         self.instance.validate()?;
         let s = Session::new(arm(env)?, ctx);
-        if self.must_exist {
-            return Ok(self.instance.read_existing(&s).await?.output());
-        }
-        Ok(match self.instance.read(&s).await? {
-            Some(i) => i.output(),
-            None => json!({ "exists": false, "id": self.instance.id() }),
+        let existing = if self.must_exist {
+            Some(self.instance.read_existing(&s).await?)
+        } else {
+            self.instance.read(&s).await?
+        };
+        Ok(match existing {
+            Some(i) => {
+                let mut out = i.output();
+                out["found"] = json!(format!(
+                    "managed instance `{}` exists in resource group `{}`",
+                    self.instance.name, self.instance.resource_group
+                ));
+                out
+            }
+            None => json!({
+                "exists": false,
+                "id": self.instance.id(),
+                "found": self.instance.not_found_text(&s).await?,
+            }),
         })
     }
 }

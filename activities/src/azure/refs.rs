@@ -77,6 +77,30 @@ impl InstanceRef {
         Ok(body.map(Instance::from_body))
     }
 
+    /// The path of the managed-instance list of this instance's resource group.
+    fn list_path(&self) -> Result<String, ActivityError> {
+        Ok(PathBuilder::resource_group(&self.subscription, &self.resource_group)?
+            .lit("providers/Microsoft.Sql/managedInstances")
+            .build())
+    }
+
+    /// One sentence saying that this instance does not exist and what is there instead (the
+    /// instances of its resource group, or that the resource group itself is missing), so an
+    /// operator sees a typo at once.
+    pub(crate) async fn not_found_text(&self, s: &Session<'_>) -> Result<String, ActivityError> {
+        let what = format!(
+            "managed instance `{}` not found in resource group `{}` (subscription `{}`)",
+            self.name, self.resource_group, self.subscription
+        );
+        Ok(match names_in(s, &self.subscription, &self.list_path()?).await? {
+            None => format!("{what}: that resource group does not exist in the subscription"),
+            Some(names) if names.is_empty() => {
+                format!("{what}; that resource group holds no managed instance")
+            }
+            Some(names) => format!("{what}; the instances there are: {}", names.join(", ")),
+        })
+    }
+
     /// Reads the instance, which must exist (ARM's `ResourceNotFound` otherwise).
     pub(crate) async fn read_existing(&self, s: &Session<'_>) -> Result<Instance, ActivityError> {
         let body = s.get(&self.subscription, &self.path()?, SQL_API_VERSION).await?;
@@ -101,6 +125,32 @@ impl InstanceRef {
             .lit("instanceFailoverGroups")
             .build())
     }
+}
+
+/// The names of the resources listed at `path` (its first page), sorted; `None` when the
+/// list's parent (a resource group) does not exist.
+pub(crate) async fn names_in(
+    s: &Session<'_>,
+    subscription: &str,
+    path: &str,
+) -> Result<Option<Vec<String>>, ActivityError> {
+    let probe = s
+        .send(reqwest::Method::GET, subscription, path, SQL_API_VERSION, None)
+        .await?;
+    if probe.status == reqwest::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    // The first page is enough for a message: it names what is there, not everything.
+    let page = probe.success()?.body;
+    let mut names: Vec<String> = page
+        .get("value")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|v| text(v, "/name").map(str::to_owned))
+        .collect();
+    names.sort();
+    Ok(Some(names))
 }
 
 /// The settings of an instance that activities compare and copy.

@@ -3,27 +3,18 @@
 //! decision is in the hash chain.
 
 mod backends;
-use backends::{Backend, open_store};
+use backends::{Backend, open_store, run};
 use fogbook_state::{NewFleet, NewFleetTarget, NewRun, StateError};
 use serde_json::json;
 
 fn new_run(id: &str, group: &str, now: i64) -> NewRun {
     NewRun {
-        id: id.to_owned(),
-        runbook_name: "rb".to_owned(),
-        runbook_version: 1,
-        runbook_text: "runbook: rb".to_owned(),
-        runbook_sha256: "abc".to_owned(),
-        source_path: None,
         params: json!({ "group": group }),
-        steps: vec!["a".to_owned()],
         locks: vec![format!("fog/{group}")],
-        auto_approve: false,
         lease: Some(("driver-1".to_owned(), now + 30_000)),
         created_by: json!({ "fleet": "f1" }),
-        window: None,
-        schedule: None,
         now,
+        ..run(id)
     }
 }
 

@@ -13,7 +13,6 @@ use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use serde_json::Value;
 
 use crate::check::Baseline;
 use crate::pgcheck::{fenced, schedule_fired_once};
@@ -22,18 +21,20 @@ use crate::plan::{Plan, Start};
 use crate::proc::{self, Env, Sim, query, query_json, spawn_engine};
 use crate::proxy::Proxy;
 use crate::runbooks::Runbook;
-use crate::trial::{End, Limits, Outcome, Record, compete, now_ms, operator_retry, run_ids, stop, unplanned_death};
+use crate::trial::{
+    End, Limits, Outcome, Record, compete, judged, lease_pid, must_stop, now_ms, operator_retry, restart_sim, run_ids,
+    scaled, start_sim, stop, unplanned_death, wait_within,
+};
 use crate::verify::{failed_failover_post_applied, verify};
 
 /// The lease owner's pid and the run's status, from `fogbook status` (None while the server
 /// restarts, or before the run exists).
 fn poll_status(env: &Env, db: &Path, run: &str) -> Option<(Option<u32>, String)> {
     let st = query_json(env, db, &["status", run]).ok()?;
-    let owner = st["run"]["lease_owner"]
-        .as_str()
-        .and_then(|o| o.split(':').nth(1))
-        .and_then(|p| p.parse().ok());
-    Some((owner, st["run"]["status"].as_str().unwrap_or_default().to_owned()))
+    Some((
+        lease_pid(&st),
+        st["run"]["status"].as_str().unwrap_or_default().to_owned(),
+    ))
 }
 
 /// Executes a PostgreSQL trial, then checks the invariants.
@@ -46,25 +47,10 @@ pub(crate) fn execute(
     limits: Limits,
     pg: &PgServer,
 ) -> Outcome {
-    let started = Instant::now();
-    let mut out = Outcome {
-        index: plan.index,
-        runbook: rb.name.clone(),
-        ..Outcome::default()
-    };
-    for f in &plan.faults {
-        *out.faults.entry(f.kind.to_owned()).or_default() += 1;
-    }
-    if let Err(e) = drive(env, plan, rb, base, dir, limits, pg, &mut out) {
-        out.violations.push(e);
-    }
+    let out = judged(plan, rb, |out| drive(env, plan, rb, base, dir, limits, pg, out));
     if out.violations.is_empty() {
         pg.drop_database(&format!("chaos_trial_{}", plan.index));
     }
-    if !out.violations.is_empty() {
-        out.ending = "violation".to_owned();
-    }
-    out.elapsed = started.elapsed();
     out
 }
 
@@ -94,13 +80,8 @@ fn drive(
     let name = format!("chaos_trial_{}", plan.index);
     let url = pg.database(&name)?;
     let db = PathBuf::from(&url);
-    let mut sim = Sim::start(env, dir, &rb.estate)?;
-    let faults = plan.fault_config();
-    if !plan.faults.is_empty() {
-        sim.set_faults(&faults)?;
-    }
-    let span = base.duration_ms.max(200);
-    let scale = |permille: u64| Duration::from_millis(span * permille / 1000);
+    let mut sim = start_sim(env, plan, rb, dir)?;
+    let scale = scaled(base);
     let mut rec = Record::default();
 
     // The schedule is added before the workers start, to fire a few seconds later.
@@ -170,7 +151,6 @@ fn drive(
         &db,
         &url,
         &mut sim,
-        &faults,
         &mut rec,
         &mut workers,
         fire_at,
@@ -189,35 +169,8 @@ fn drive(
     }
     for w in &mut workers {
         let Some(mut c) = w.child.take() else { continue };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(st) = c.try_wait().map_err(|e| e.to_string())? {
-                break Some(st);
-            }
-            if Instant::now() > deadline {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        match status {
-            None => {
-                stop(&mut c);
-                out.violations.push(format!(
-                    "worker {} ({}) did not stop within 60 s of SIGTERM",
-                    w.name,
-                    c.id()
-                ));
-            }
-            Some(st) => {
-                if let Some(sig) = unplanned_death(st, &w.sent) {
-                    out.violations.push(format!(
-                        "worker {} ({}) died of {sig}, which the runner did not send",
-                        w.name,
-                        c.id()
-                    ));
-                }
-            }
-        }
+        let what = format!("worker {} ({}), sent SIGTERM,", w.name, c.id());
+        must_stop(&mut c, Duration::from_secs(60), &w.sent, &what, out)?;
     }
     let (run, end, cut) = result?;
     let Some(run) = run else {
@@ -263,7 +216,6 @@ fn drive_with_workers(
     db: &Path,
     url: &str,
     sim: &mut Sim,
-    faults: &Value,
     rec: &mut Record,
     workers: &mut [Worker],
     fire_at: Option<Instant>,
@@ -495,26 +447,14 @@ fn drive_with_workers(
         }
         // The emulator restarted, as in the SQLite trials.
         if let Some(r) = restart.as_ref().filter(|r| now >= scale(r.at_permille)) {
-            rec.add_requests(sim);
-            rec.disrupted();
-            sim.stop(r.signal);
-            std::thread::sleep(Duration::from_millis(r.down_ms));
-            sim.start_again(env)?;
-            if !plan.faults.is_empty() {
-                sim.set_faults(faults)?;
-            }
-            out.sim_restarts += 1;
+            restart_sim(env, plan, r, sim, rec, out)?;
             restart = None;
         }
         std::thread::sleep(Duration::from_millis(10));
     };
     if let Some((mut c, _)) = foreground.take() {
         // The run is over: the foreground process (if it still drove it) ends by itself.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while c.try_wait().map_err(|e| e.to_string())?.is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if c.try_wait().map_err(|e| e.to_string())?.is_none() {
+        if wait_within(&mut c, Duration::from_secs(30))?.is_none() {
             stop(&mut c);
             out.violations.push(format!(
                 "the `fogbook run` process {} did not end within 30 s of its run",

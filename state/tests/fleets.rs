@@ -3,8 +3,8 @@
 //! decision is in the hash chain.
 
 mod backends;
-use backends::{Backend, open_store, run};
-use fogbook_state::{NewFleet, NewFleetTarget, NewRun, StateError};
+use backends::{Backend, fleet, open_store, run};
+use fogbook_state::{NewFleet, NewRun, StateError};
 use serde_json::json;
 
 fn new_run(id: &str, group: &str, now: i64) -> NewRun {
@@ -19,28 +19,7 @@ fn new_run(id: &str, group: &str, now: i64) -> NewRun {
 }
 
 fn new_fleet(owner: &str) -> NewFleet {
-    NewFleet {
-        id: "f1".to_owned(),
-        name: "move".to_owned(),
-        source_path: None,
-        fleet_text: "fleet: move".to_owned(),
-        spec: json!({ "rate": { "max_concurrency": 1 } }),
-        runbook_name: "rb".to_owned(),
-        runbook_text: "runbook: rb".to_owned(),
-        runbook_source: None,
-        targets: ["g1", "g2"]
-            .iter()
-            .enumerate()
-            .map(|(i, g)| NewFleetTarget {
-                name: (*g).to_owned(),
-                wave: u32::try_from(i).unwrap(),
-                params: json!({ "group": g }),
-            })
-            .collect(),
-        created_by: json!("test"),
-        lease: Some((owner.to_owned(), 10_000)),
-        now: 1_000,
-    }
+    fleet(&["g1", "g2"], owner, 10_000)
 }
 
 async fn a_target_starts_once_with_its_run_in_the_same_transaction(backend: Backend) {

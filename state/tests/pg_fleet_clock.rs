@@ -7,13 +7,12 @@
 //! whose clock runs ahead neither cancels a driven run outright nor edits its steps.
 
 mod backends;
-use backends::{host, leased, real_now};
+use backends::{fleet, host, leased, real_now};
 
 use std::time::{Duration, Instant};
 
-use fogbook_state::{Actor, NewFleet, NewFleetTarget, StateError};
+use fogbook_state::{Actor, NewFleet, StateError};
 use fogbook_testpg::TestPostgres;
-use serde_json::json;
 
 /// How far the skewed hosts' clocks are off.
 const SKEW: i64 = 10 * 60 * 1_000;
@@ -21,22 +20,8 @@ const SKEW: i64 = 10 * 60 * 1_000;
 /// A fleet whose creator `owner`, on a host whose clock reads `now`, leases it for `ttl_ms`.
 fn new_fleet(owner: &str, now: i64, ttl_ms: i64) -> NewFleet {
     NewFleet {
-        id: "f1".to_owned(),
-        name: "move".to_owned(),
-        source_path: None,
-        fleet_text: "fleet: move".to_owned(),
-        spec: json!({ "rate": { "max_concurrency": 1 } }),
-        runbook_name: "rb".to_owned(),
-        runbook_text: "runbook: rb".to_owned(),
-        runbook_source: None,
-        targets: vec![NewFleetTarget {
-            name: "g1".to_owned(),
-            wave: 0,
-            params: json!({ "group": "g1" }),
-        }],
-        created_by: json!("test"),
-        lease: Some((owner.to_owned(), now + ttl_ms)),
         now,
+        ..fleet(&["g1"], owner, now + ttl_ms)
     }
 }
 

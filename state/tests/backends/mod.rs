@@ -14,7 +14,7 @@ mod runs;
 #[allow(unused_imports, reason = "each test binary uses what it needs")]
 pub(crate) use hosts::{host, pg_url, real_now};
 #[allow(unused_imports, reason = "each test binary uses what it needs")]
-pub(crate) use runs::{complete, leased, names, run, start};
+pub(crate) use runs::{complete, fleet, leased, names, run, start};
 
 use std::str::FromStr;
 

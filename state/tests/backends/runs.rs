@@ -2,7 +2,7 @@
 //! default; a test names the fields it is about and takes the rest from the builder
 //! (`NewRun { locks: …, ..run("r1") }`), so what a test depends on stands in the test.
 
-use fogbook_state::{NewRun, StepFinish, StepOutcome, StepStart, WindowKind};
+use fogbook_state::{NewFleet, NewFleetTarget, NewRun, StepFinish, StepOutcome, StepStart, WindowKind};
 use serde_json::json;
 
 /// A run `id` of the runbook `rb` (version 1) with one step `a`, no parameters, no locks and
@@ -68,5 +68,33 @@ pub(crate) fn complete(step: &str, closes: Vec<WindowKind>, now: i64) -> StepFin
         closes,
         run_status: None,
         now,
+    }
+}
+
+/// A fleet `f1` moving the groups `targets` (in waves 0, 1, …, each target's parameter
+/// `group` its name) with the runbook `rb`, one at a time, created by `"test"` at 1 000 ms and
+/// leased by `owner` until `lease_until`.
+pub(crate) fn fleet(targets: &[&str], owner: &str, lease_until: i64) -> NewFleet {
+    NewFleet {
+        id: "f1".to_owned(),
+        name: "move".to_owned(),
+        source_path: None,
+        fleet_text: "fleet: move".to_owned(),
+        spec: json!({ "rate": { "max_concurrency": 1 } }),
+        runbook_name: "rb".to_owned(),
+        runbook_text: "runbook: rb".to_owned(),
+        runbook_source: None,
+        targets: targets
+            .iter()
+            .zip(0..)
+            .map(|(g, wave)| NewFleetTarget {
+                name: (*g).to_owned(),
+                wave,
+                params: json!({ "group": g }),
+            })
+            .collect(),
+        created_by: json!("test"),
+        lease: Some((owner.to_owned(), lease_until)),
+        now: 1_000,
     }
 }

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use plan::{FAULT_KINDS, Plan};
 use proc::Env;
-use trial::{Limits, Outcome};
+use trial::{Limits, Outcome, Trial};
 
 const USAGE: &str = "\
 usage: fogbook-chaos [--trials N] [--seed S] [--fogbook PATH] [--jobs J] [--keep]
@@ -295,10 +295,18 @@ fn run(args: &Args) -> Result<bool, String> {
                     let (env, runbooks, baselines) = &*shared;
                     let rb = &runbooks[plan.runbook];
                     let dir = work.path().join(format!("trial-{:04}", plan.index));
+                    let t = Trial {
+                        env,
+                        plan,
+                        rb,
+                        base: &baselines[plan.runbook],
+                        dir: &dir,
+                        limits,
+                    };
                     let mut outcome = match std::fs::create_dir_all(&dir) {
                         Ok(()) => match &pg {
-                            Some(pg) => pgtrial::execute(env, plan, rb, &baselines[plan.runbook], &dir, limits, pg),
-                            None => trial::execute(env, plan, rb, &baselines[plan.runbook], &dir, limits),
+                            Some(pg) => pgtrial::execute(t, pg),
+                            None => trial::execute(t),
                         },
                         Err(e) => Outcome {
                             index: plan.index,

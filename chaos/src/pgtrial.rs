@@ -14,15 +14,13 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::check::Baseline;
 use crate::pgcheck::{fenced, schedule_fired_once};
 use crate::pghosts::{PgServer, Worker, spawn_worker, wait_for_server};
-use crate::plan::{Plan, Start};
+use crate::plan::Start;
 use crate::proc::{self, Env, Sim, query, query_json, spawn_engine};
 use crate::proxy::Proxy;
-use crate::runbooks::Runbook;
 use crate::trial::{
-    End, Limits, Outcome, Record, compete, judged, lease_pid, must_stop, now_ms, operator_retry, restart_sim, run_ids,
+    End, Outcome, Record, Trial, compete, judged, lease_pid, must_stop, now_ms, operator_retry, restart_sim, run_ids,
     scaled, start_sim, stop, unplanned_death, wait_within,
 };
 use crate::verify::{failed_failover_post_applied, verify};
@@ -38,18 +36,10 @@ fn poll_status(env: &Env, db: &Path, run: &str) -> Option<(Option<u32>, String)>
 }
 
 /// Executes a PostgreSQL trial, then checks the invariants.
-pub(crate) fn execute(
-    env: &Env,
-    plan: &Plan,
-    rb: &Runbook,
-    base: &Baseline,
-    dir: &Path,
-    limits: Limits,
-    pg: &PgServer,
-) -> Outcome {
-    let out = judged(plan, rb, |out| drive(env, plan, rb, base, dir, limits, pg, out));
+pub(crate) fn execute(t: Trial<'_>, pg: &PgServer) -> Outcome {
+    let out = judged(t.plan, t.rb, |out| drive(t, pg, out));
     if out.violations.is_empty() {
-        pg.drop_database(&format!("chaos_trial_{}", plan.index));
+        pg.drop_database(&format!("chaos_trial_{}", t.plan.index));
     }
     out
 }
@@ -62,17 +52,16 @@ struct Cut {
     healed: bool,
 }
 
-#[allow(clippy::too_many_lines, clippy::too_many_arguments)]
-fn drive(
-    env: &Env,
-    plan: &Plan,
-    rb: &Runbook,
-    base: &Baseline,
-    dir: &Path,
-    limits: Limits,
-    pg: &PgServer,
-    out: &mut Outcome,
-) -> Result<(), String> {
+#[allow(clippy::too_many_lines)]
+fn drive(t: Trial<'_>, pg: &PgServer, out: &mut Outcome) -> Result<(), String> {
+    let Trial {
+        env,
+        plan,
+        rb,
+        base,
+        dir,
+        ..
+    } = t;
     let Some(pgp) = plan.pg.clone() else {
         return Err("a PostgreSQL trial without its plan".to_owned());
     };
@@ -139,23 +128,7 @@ fn drive(
         spawn_worker(env, dir, &url, pg, &sim, &mut w, &mut rec)?;
         workers.push(w);
     }
-    let result = drive_with_workers(
-        env,
-        plan,
-        rb,
-        base,
-        dir,
-        limits,
-        pg,
-        out,
-        &db,
-        &url,
-        &mut sim,
-        &mut rec,
-        &mut workers,
-        fire_at,
-        &scale,
-    );
+    let result = drive_with_workers(t, pg, out, &db, &url, &mut sim, &mut rec, &mut workers, fire_at, &scale);
     // Whatever happened: every cut worker is let back, every worker is asked to stop and must
     // stop by itself, without a crash.
     for w in &workers {
@@ -205,12 +178,7 @@ type Driven = (Option<String>, End, Option<Cut>);
 
 #[allow(clippy::too_many_lines, clippy::too_many_arguments)]
 fn drive_with_workers(
-    env: &Env,
-    plan: &Plan,
-    rb: &Runbook,
-    _base: &Baseline,
-    dir: &Path,
-    limits: Limits,
+    t: Trial<'_>,
     pg: &PgServer,
     out: &mut Outcome,
     db: &Path,
@@ -221,6 +189,14 @@ fn drive_with_workers(
     fire_at: Option<Instant>,
     scale: &dyn Fn(u64) -> Duration,
 ) -> Result<Driven, String> {
+    let Trial {
+        env,
+        plan,
+        rb,
+        dir,
+        limits,
+        ..
+    } = t;
     let pgp = plan.pg.clone().unwrap_or_else(|| unreachable!("checked by the caller"));
     let mut t0 = Instant::now();
     let mut run: Option<String> = None;

@@ -66,9 +66,21 @@ pub(crate) fn run_ids(env: &Env, db: &Path) -> Result<Vec<String>, String> {
         .collect())
 }
 
-/// Executes `plan` in `dir`, then checks the invariants.
-pub(crate) fn execute(env: &Env, plan: &Plan, rb: &Runbook, base: &Baseline, dir: &Path, limits: Limits) -> Outcome {
-    judged(plan, rb, |out| drive(env, plan, rb, base, dir, limits, out))
+/// What a trial is given: the binary under test, its plan and runbook, the runbook's
+/// uninterrupted run to compare with, its directory and its limits.
+#[derive(Clone, Copy)]
+pub(crate) struct Trial<'a> {
+    pub(crate) env: &'a Env,
+    pub(crate) plan: &'a Plan,
+    pub(crate) rb: &'a Runbook,
+    pub(crate) base: &'a Baseline,
+    pub(crate) dir: &'a Path,
+    pub(crate) limits: Limits,
+}
+
+/// Executes the trial's plan in its directory, then checks the invariants.
+pub(crate) fn execute(t: Trial<'_>) -> Outcome {
+    judged(t.plan, t.rb, |out| drive(t, out))
 }
 
 /// The outcome of a trial of `plan` that `drive` executes and checks (SQLite's or
@@ -281,15 +293,15 @@ pub(crate) fn unplanned_death(status: ExitStatus, sent: &[Signal]) -> Option<Str
 }
 
 #[allow(clippy::too_many_lines)]
-fn drive(
-    env: &Env,
-    plan: &Plan,
-    rb: &Runbook,
-    base: &Baseline,
-    dir: &Path,
-    limits: Limits,
-    out: &mut Outcome,
-) -> Result<(), String> {
+fn drive(t: Trial<'_>, out: &mut Outcome) -> Result<(), String> {
+    let Trial {
+        env,
+        plan,
+        rb,
+        base,
+        dir,
+        limits,
+    } = t;
     let db = dir.join("state.db");
     let mut sim = start_sim(env, plan, rb, dir)?;
     let scale = scaled(base);

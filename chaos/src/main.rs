@@ -19,6 +19,7 @@ mod plan;
 mod proc;
 mod proxy;
 mod runbooks;
+mod stage;
 mod trial;
 mod verify;
 

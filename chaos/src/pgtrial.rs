@@ -19,9 +19,9 @@ use crate::pghosts::{PgServer, Worker, spawn_worker, wait_for_server};
 use crate::plan::Start;
 use crate::proc::{self, Env, Sim, query, query_json, spawn_engine};
 use crate::proxy::Proxy;
+use crate::stage::{judged, must_stop, restart_sim, scaled, start_sim, wait_within};
 use crate::trial::{
-    End, Outcome, Record, Trial, compete, judged, lease_pid, must_stop, now_ms, operator_retry, restart_sim, run_ids,
-    scaled, start_sim, stop, unplanned_death, wait_within,
+    End, Outcome, Record, Trial, compete, lease_pid, now_ms, operator_retry, run_ids, stop, unplanned_death,
 };
 use crate::verify::{failed_failover_post_applied, verify};
 

@@ -19,6 +19,7 @@ mod plan;
 mod proc;
 mod proxy;
 mod runbooks;
+mod stage;
 mod trial;
 mod verify;
 
@@ -31,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use plan::{FAULT_KINDS, Plan};
 use proc::Env;
-use trial::{Limits, Outcome};
+use trial::{Limits, Outcome, Trial};
 
 const USAGE: &str = "\
 usage: fogbook-chaos [--trials N] [--seed S] [--fogbook PATH] [--jobs J] [--keep]
@@ -295,10 +296,18 @@ fn run(args: &Args) -> Result<bool, String> {
                     let (env, runbooks, baselines) = &*shared;
                     let rb = &runbooks[plan.runbook];
                     let dir = work.path().join(format!("trial-{:04}", plan.index));
+                    let t = Trial {
+                        env,
+                        plan,
+                        rb,
+                        base: &baselines[plan.runbook],
+                        dir: &dir,
+                        limits,
+                    };
                     let mut outcome = match std::fs::create_dir_all(&dir) {
                         Ok(()) => match &pg {
-                            Some(pg) => pgtrial::execute(env, plan, rb, &baselines[plan.runbook], &dir, limits, pg),
-                            None => trial::execute(env, plan, rb, &baselines[plan.runbook], &dir, limits),
+                            Some(pg) => pgtrial::execute(t, pg),
+                            None => trial::execute(t),
                         },
                         Err(e) => Outcome {
                             index: plan.index,

@@ -60,11 +60,15 @@ impl PgServer {
     }
 
     /// Runs `sql` with `psql` (the Debian `postgresql-client`, a dependency of the server).
+    /// The password goes in `PGPASSWORD`, not on `psql`'s command line.
     fn sql(&self, url: &str, sql: &str) -> Result<(), String> {
+        let password = self.server.password();
+        let url = url.replacen(&format!(":{password}@"), "@", 1);
         let out = std::process::Command::new("psql")
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
+            .env("PGPASSWORD", password)
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &url, "-c", sql])
             .output()
             .map_err(|e| format!("psql: {e} (install the Debian package postgresql-client)"))?;
         if out.status.success() {
@@ -159,4 +163,77 @@ pub(crate) fn spawn_worker(
 /// Returns once no restart of the server is under way (a restart holds the gate).
 pub(crate) fn wait_for_server(pg: &PgServer) {
     drop(pg.gate.read().unwrap_or_else(PoisonError::into_inner));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    use super::PgServer;
+    use crate::proc::{Env, spawn_engine};
+
+    /// The engine processes of a PostgreSQL trial get their database in `FOGBOOK_DB`: read
+    /// from outside, no process's command line (`/proc/PID/cmdline`, which every user of the
+    /// machine may read) holds the password, and the URL still reaches the process.
+    ///
+    /// The `fogbook` started is a stand-in script (the kernel runs it as `sh SCRIPT ARGS…`,
+    /// so its command line is what the runner passed): it writes the `FOGBOOK_DB` it got,
+    /// then waits on a FIFO for the test to let it end.
+    #[test]
+    fn no_engine_process_of_a_pg_trial_has_the_password_on_its_command_line() {
+        let pg = PgServer::start().unwrap();
+        let url = pg.database("t_cmdline").unwrap();
+        let password = pg.server.password().to_owned();
+        assert!(url.contains(&password), "the trial's URL carries the password: {url}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, got, go) = (
+            dir.path().join("fogbook"),
+            dir.path().join("fogbook.db"),
+            dir.path().join("fogbook.go"),
+        );
+        std::fs::write(
+            &bin,
+            "#!/bin/sh\nprintf %s \"$FOGBOOK_DB\" > \"$0.db\"\nread line < \"$0.go\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mkfifo = std::process::Command::new("mkfifo").arg(&go).status().unwrap();
+        assert!(mkfifo.success(), "mkfifo {}", go.display());
+        let env = Env {
+            fogbook: bin,
+            root: dir.path().to_owned(),
+            break_mode: None,
+            local_dir: None,
+        };
+
+        for args in [vec!["worker", "--poll", "200ms", "--name", "w1"], vec!["resume", "r1"]] {
+            let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+            let mut child = spawn_engine(&env, dir.path(), Path::new(&url), "http://127.0.0.1:9", &args).unwrap();
+            // Opening the FIFO waits for the script to open it too: by then it runs (the
+            // command line is read from a process past its exec) and has written `got`; it
+            // stays blocked in `read` until the newline below.
+            let mut fifo = std::fs::OpenOptions::new().write(true).open(&go).unwrap();
+            let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            assert!(cmdline.contains(&args[0]), "the process read is the engine: {cmdline}");
+            assert!(
+                !cmdline.contains(&password),
+                "{}: the password is on the command line: {cmdline}",
+                args[0]
+            );
+            fifo.write_all(b"\n").unwrap();
+            drop(fifo);
+            assert!(child.wait().unwrap().success());
+            assert_eq!(
+                std::fs::read_to_string(&got).unwrap(),
+                url,
+                "FOGBOOK_DB is the trial's URL"
+            );
+            std::fs::remove_file(&got).unwrap();
+        }
+        pg.drop_database("t_cmdline");
+    }
 }

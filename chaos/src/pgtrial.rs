@@ -13,58 +13,34 @@ use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use serde_json::Value;
 
-use crate::check::Baseline;
 use crate::pgcheck::{fenced, schedule_fired_once};
 use crate::pghosts::{PgServer, Worker, spawn_worker, wait_for_server};
-use crate::plan::{Plan, Start};
+use crate::plan::Start;
 use crate::proc::{self, Env, Sim, query, query_json, spawn_engine};
 use crate::proxy::Proxy;
-use crate::runbooks::Runbook;
-use crate::trial::{End, Limits, Outcome, Record, compete, now_ms, operator_retry, run_ids, stop, unplanned_death};
+use crate::stage::{judged, must_stop, restart_sim, scaled, start_sim, wait_within};
+use crate::trial::{
+    End, Outcome, Record, Trial, compete, lease_pid, now_ms, operator_retry, run_ids, stop, unplanned_death,
+};
 use crate::verify::{failed_failover_post_applied, verify};
 
 /// The lease owner's pid and the run's status, from `fogbook status` (None while the server
 /// restarts, or before the run exists).
 fn poll_status(env: &Env, db: &Path, run: &str) -> Option<(Option<u32>, String)> {
     let st = query_json(env, db, &["status", run]).ok()?;
-    let owner = st["run"]["lease_owner"]
-        .as_str()
-        .and_then(|o| o.split(':').nth(1))
-        .and_then(|p| p.parse().ok());
-    Some((owner, st["run"]["status"].as_str().unwrap_or_default().to_owned()))
+    Some((
+        lease_pid(&st),
+        st["run"]["status"].as_str().unwrap_or_default().to_owned(),
+    ))
 }
 
 /// Executes a PostgreSQL trial, then checks the invariants.
-pub(crate) fn execute(
-    env: &Env,
-    plan: &Plan,
-    rb: &Runbook,
-    base: &Baseline,
-    dir: &Path,
-    limits: Limits,
-    pg: &PgServer,
-) -> Outcome {
-    let started = Instant::now();
-    let mut out = Outcome {
-        index: plan.index,
-        runbook: rb.name.clone(),
-        ..Outcome::default()
-    };
-    for f in &plan.faults {
-        *out.faults.entry(f.kind.to_owned()).or_default() += 1;
-    }
-    if let Err(e) = drive(env, plan, rb, base, dir, limits, pg, &mut out) {
-        out.violations.push(e);
-    }
+pub(crate) fn execute(t: Trial<'_>, pg: &PgServer) -> Outcome {
+    let out = judged(t.plan, t.rb, |out| drive(t, pg, out));
     if out.violations.is_empty() {
-        pg.drop_database(&format!("chaos_trial_{}", plan.index));
+        pg.drop_database(&format!("chaos_trial_{}", t.plan.index));
     }
-    if !out.violations.is_empty() {
-        out.ending = "violation".to_owned();
-    }
-    out.elapsed = started.elapsed();
     out
 }
 
@@ -76,17 +52,16 @@ struct Cut {
     healed: bool,
 }
 
-#[allow(clippy::too_many_lines, clippy::too_many_arguments)]
-fn drive(
-    env: &Env,
-    plan: &Plan,
-    rb: &Runbook,
-    base: &Baseline,
-    dir: &Path,
-    limits: Limits,
-    pg: &PgServer,
-    out: &mut Outcome,
-) -> Result<(), String> {
+#[allow(clippy::too_many_lines)]
+fn drive(t: Trial<'_>, pg: &PgServer, out: &mut Outcome) -> Result<(), String> {
+    let Trial {
+        env,
+        plan,
+        rb,
+        base,
+        dir,
+        ..
+    } = t;
     let Some(pgp) = plan.pg.clone() else {
         return Err("a PostgreSQL trial without its plan".to_owned());
     };
@@ -94,13 +69,8 @@ fn drive(
     let name = format!("chaos_trial_{}", plan.index);
     let url = pg.database(&name)?;
     let db = PathBuf::from(&url);
-    let mut sim = Sim::start(env, dir, &rb.estate)?;
-    let faults = plan.fault_config();
-    if !plan.faults.is_empty() {
-        sim.set_faults(&faults)?;
-    }
-    let span = base.duration_ms.max(200);
-    let scale = |permille: u64| Duration::from_millis(span * permille / 1000);
+    let mut sim = start_sim(env, plan, rb, dir)?;
+    let scale = scaled(base);
     let mut rec = Record::default();
 
     // The schedule is added before the workers start, to fire a few seconds later.
@@ -158,24 +128,7 @@ fn drive(
         spawn_worker(env, dir, &url, pg, &sim, &mut w, &mut rec)?;
         workers.push(w);
     }
-    let result = drive_with_workers(
-        env,
-        plan,
-        rb,
-        base,
-        dir,
-        limits,
-        pg,
-        out,
-        &db,
-        &url,
-        &mut sim,
-        &faults,
-        &mut rec,
-        &mut workers,
-        fire_at,
-        &scale,
-    );
+    let result = drive_with_workers(t, pg, out, &db, &url, &mut sim, &mut rec, &mut workers, fire_at, &scale);
     // Whatever happened: every cut worker is let back, every worker is asked to stop and must
     // stop by itself, without a crash.
     for w in &workers {
@@ -189,35 +142,8 @@ fn drive(
     }
     for w in &mut workers {
         let Some(mut c) = w.child.take() else { continue };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(st) = c.try_wait().map_err(|e| e.to_string())? {
-                break Some(st);
-            }
-            if Instant::now() > deadline {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        match status {
-            None => {
-                stop(&mut c);
-                out.violations.push(format!(
-                    "worker {} ({}) did not stop within 60 s of SIGTERM",
-                    w.name,
-                    c.id()
-                ));
-            }
-            Some(st) => {
-                if let Some(sig) = unplanned_death(st, &w.sent) {
-                    out.violations.push(format!(
-                        "worker {} ({}) died of {sig}, which the runner did not send",
-                        w.name,
-                        c.id()
-                    ));
-                }
-            }
-        }
+        let what = format!("worker {} ({}), sent SIGTERM,", w.name, c.id());
+        must_stop(&mut c, Duration::from_secs(60), &w.sent, &what, out)?;
     }
     let (run, end, cut) = result?;
     let Some(run) = run else {
@@ -252,23 +178,25 @@ type Driven = (Option<String>, End, Option<Cut>);
 
 #[allow(clippy::too_many_lines, clippy::too_many_arguments)]
 fn drive_with_workers(
-    env: &Env,
-    plan: &Plan,
-    rb: &Runbook,
-    _base: &Baseline,
-    dir: &Path,
-    limits: Limits,
+    t: Trial<'_>,
     pg: &PgServer,
     out: &mut Outcome,
     db: &Path,
     url: &str,
     sim: &mut Sim,
-    faults: &Value,
     rec: &mut Record,
     workers: &mut [Worker],
     fire_at: Option<Instant>,
     scale: &dyn Fn(u64) -> Duration,
 ) -> Result<Driven, String> {
+    let Trial {
+        env,
+        plan,
+        rb,
+        dir,
+        limits,
+        ..
+    } = t;
     let pgp = plan.pg.clone().unwrap_or_else(|| unreachable!("checked by the caller"));
     let mut t0 = Instant::now();
     let mut run: Option<String> = None;
@@ -495,26 +423,14 @@ fn drive_with_workers(
         }
         // The emulator restarted, as in the SQLite trials.
         if let Some(r) = restart.as_ref().filter(|r| now >= scale(r.at_permille)) {
-            rec.add_requests(sim);
-            rec.disrupted();
-            sim.stop(r.signal);
-            std::thread::sleep(Duration::from_millis(r.down_ms));
-            sim.start_again(env)?;
-            if !plan.faults.is_empty() {
-                sim.set_faults(faults)?;
-            }
-            out.sim_restarts += 1;
+            restart_sim(env, plan, r, sim, rec, out)?;
             restart = None;
         }
         std::thread::sleep(Duration::from_millis(10));
     };
     if let Some((mut c, _)) = foreground.take() {
         // The run is over: the foreground process (if it still drove it) ends by itself.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while c.try_wait().map_err(|e| e.to_string())?.is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if c.try_wait().map_err(|e| e.to_string())?.is_none() {
+        if wait_within(&mut c, Duration::from_secs(30))?.is_none() {
             stop(&mut c);
             out.violations.push(format!(
                 "the `fogbook run` process {} did not end within 30 s of its run",

@@ -222,7 +222,10 @@ pub(crate) fn http(url: &str, method: &str, path: &str, body: Option<&Value>) ->
     ))
 }
 
-/// A `fogbook` command on `db` (a file, or a `postgres://` URL) with a hermetic environment (cwd = the repository root).
+/// A `fogbook` command on `db` (a file, or a `postgres://` URL) with a hermetic environment
+/// (cwd = the repository root). The database goes in `FOGBOOK_DB`, as DEPLOYMENT tells
+/// operators to pass it, never on the command line: a PostgreSQL URL carries the password,
+/// and every user of the machine may read a process's arguments (`/proc/PID/cmdline`, `ps`).
 pub(crate) fn fogbook(env: &Env, db: &Path, sim_url: Option<&str>) -> Command {
     let mut c = Command::new(&env.fogbook);
     c.env_clear()
@@ -230,10 +233,9 @@ pub(crate) fn fogbook(env: &Env, db: &Path, sim_url: Option<&str>) -> Command {
         .env("NO_COLOR", "1")
         .env("USER", "chaos")
         .env("FOGBOOK_LEASE_TTL", format!("{}s", LEASE_TTL.as_secs()))
+        .env("FOGBOOK_DB", db)
         .current_dir(&env.root)
-        .stdin(Stdio::null())
-        .arg("--db")
-        .arg(db);
+        .stdin(Stdio::null());
     if let Some(url) = sim_url {
         c.env("FOGBOOK_ARM_ENDPOINT", url).env("FOGBOOK_ARM_TOKEN", "x");
     }

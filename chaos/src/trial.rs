@@ -8,11 +8,13 @@ use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use serde_json::Value;
 
 use crate::check::{self, Baseline};
 use crate::plan::{CompetitorKind, Plan};
 use crate::proc::{self, Env, Sim, query_json, spawn_engine};
 use crate::runbooks::Runbook;
+use crate::stage::{judged, must_stop, restart_sim, scaled, start_sim, wait_within};
 use crate::verify::{failed_failover_post_applied, verify};
 
 /// How a trial ended.
@@ -65,25 +67,21 @@ pub(crate) fn run_ids(env: &Env, db: &Path) -> Result<Vec<String>, String> {
         .collect())
 }
 
-/// Executes `plan` in `dir`, then checks the invariants.
-pub(crate) fn execute(env: &Env, plan: &Plan, rb: &Runbook, base: &Baseline, dir: &Path, limits: Limits) -> Outcome {
-    let started = Instant::now();
-    let mut out = Outcome {
-        index: plan.index,
-        runbook: rb.name.clone(),
-        ..Outcome::default()
-    };
-    for f in &plan.faults {
-        *out.faults.entry(f.kind.to_owned()).or_default() += 1;
-    }
-    if let Err(e) = drive(env, plan, rb, base, dir, limits, &mut out) {
-        out.violations.push(e);
-    }
-    if !out.violations.is_empty() {
-        out.ending = "violation".to_owned();
-    }
-    out.elapsed = started.elapsed();
-    out
+/// What a trial is given: the binary under test, its plan and runbook, the runbook's
+/// uninterrupted run to compare with, its directory and its limits.
+#[derive(Clone, Copy)]
+pub(crate) struct Trial<'a> {
+    pub(crate) env: &'a Env,
+    pub(crate) plan: &'a Plan,
+    pub(crate) rb: &'a Runbook,
+    pub(crate) base: &'a Baseline,
+    pub(crate) dir: &'a Path,
+    pub(crate) limits: Limits,
+}
+
+/// Executes the trial's plan in its directory, then checks the invariants.
+pub(crate) fn execute(t: Trial<'_>) -> Outcome {
+    judged(t.plan, t.rb, |out| drive(t, out))
 }
 
 /// How the engine processes ended.
@@ -138,10 +136,25 @@ impl Record {
 
 /// Whether the engine process `pid` holds the lease of `run` now (`fogbook status`).
 pub(crate) fn holds_lease(env: &Env, db: &Path, run: &str, pid: u32) -> bool {
-    query_json(env, db, &["status", run]).is_ok_and(|st| {
-        st["run"]["lease_owner"]
-            .as_str()
-            .is_some_and(|o| o.split(':').nth(1) == Some(pid.to_string().as_str()))
+    query_json(env, db, &["status", run]).is_ok_and(|st| lease_pid(&st) == Some(pid))
+}
+
+/// The pid of the process holding the run's lease, from `fogbook status --format json`
+/// (its owner is `HOST:PID:…`).
+pub(crate) fn lease_pid(status: &Value) -> Option<u32> {
+    status["run"]["lease_owner"]
+        .as_str()
+        .and_then(|o| o.split(':').nth(1))
+        .and_then(|p| p.parse().ok())
+}
+
+/// How the run ended, if it did: `fogbook status` says succeeded or failed.
+fn finished(env: &Env, db: &Path, run: &str) -> Result<Option<End>, String> {
+    let st = query_json(env, db, &["status", run])?;
+    Ok(match st["run"]["status"].as_str() {
+        Some("succeeded") => Some(End::Exited(0)),
+        Some("failed") => Some(End::Exited(1)),
+        _ => None,
     })
 }
 
@@ -177,24 +190,18 @@ pub(crate) fn unplanned_death(status: ExitStatus, sent: &[Signal]) -> Option<Str
 }
 
 #[allow(clippy::too_many_lines)]
-fn drive(
-    env: &Env,
-    plan: &Plan,
-    rb: &Runbook,
-    base: &Baseline,
-    dir: &Path,
-    limits: Limits,
-    out: &mut Outcome,
-) -> Result<(), String> {
+fn drive(t: Trial<'_>, out: &mut Outcome) -> Result<(), String> {
+    let Trial {
+        env,
+        plan,
+        rb,
+        base,
+        dir,
+        limits,
+    } = t;
     let db = dir.join("state.db");
-    let mut sim = Sim::start(env, dir, &rb.estate)?;
-    let faults = plan.fault_config();
-    if !plan.faults.is_empty() {
-        sim.set_faults(&faults)?;
-    }
-    // Per mille of the uninterrupted run (at least 200 ms) → a delay.
-    let span = base.duration_ms.max(200);
-    let scale = |permille: u64| Duration::from_millis(span * permille / 1000);
+    let mut sim = start_sim(env, plan, rb, dir)?;
+    let scale = scaled(base);
     let t0 = Instant::now();
     let mut rec = Record::default();
     let mut restart = plan.sim_restart.clone();
@@ -305,16 +312,8 @@ fn drive(
                 break None;
             }
             if let Some(r) = restart.as_ref().filter(|r| t0.elapsed() >= scale(r.at_permille)) {
-                rec.add_requests(&sim);
-                rec.disrupted();
-                sim.stop(r.signal);
-                std::thread::sleep(Duration::from_millis(r.down_ms));
-                sim.start_again(env)?;
+                restart_sim(env, plan, r, &mut sim, &mut rec, out)?;
                 faults_before = 0;
-                if !plan.faults.is_empty() {
-                    sim.set_faults(&faults)?;
-                }
-                out.sim_restarts += 1;
                 restart = None;
             }
             if let Some(at) = thaw_at
@@ -339,13 +338,10 @@ fn drive(
         if paused_now {
             frozen = Some((child, plan.pause.as_ref().map_or(0, |p| p.thaw_permille)));
             // Frozen after the run's last commit, on its way out: nothing to resume.
-            if let Some(id) = &run {
-                let st = query_json(env, &db, &["status", id])?;
-                match st["run"]["status"].as_str() {
-                    Some("succeeded") => break End::Exited(0),
-                    Some("failed") => break End::Exited(1),
-                    _ => {}
-                }
+            if let Some(id) = &run
+                && let Some(end) = finished(env, &db, id)?
+            {
+                break end;
             }
             continue;
         }
@@ -364,13 +360,10 @@ fn drive(
         if !sent.is_empty() || code == Some(130) {
             // Killed or stopped before the run was created (run it again), inside it
             // (resume), or after its last commit on the way out (nothing to resume).
-            if let Some(id) = &run {
-                let st = query_json(env, &db, &["status", id])?;
-                match st["run"]["status"].as_str() {
-                    Some("succeeded") => break End::Exited(0),
-                    Some("failed") => break End::Exited(1),
-                    _ => {}
-                }
+            if let Some(id) = &run
+                && let Some(end) = finished(env, &db, id)?
+            {
+                break end;
             }
             continue;
         }
@@ -379,13 +372,9 @@ fn drive(
         if matches!(code, Some(2 | 4))
             && (frozen.is_some() || !thawed.is_empty())
             && let Some(id) = &run
+            && let Some(end) = finished(env, &db, id)?
         {
-            let st = query_json(env, &db, &["status", id])?;
-            match st["run"]["status"].as_str() {
-                Some("succeeded") => break End::Exited(0),
-                Some("failed") => break End::Exited(1),
-                _ => {}
-            }
+            break end;
         }
         match code {
             Some(4) => std::thread::sleep(Duration::from_millis(300)), // busy: lease not yet free
@@ -400,31 +389,8 @@ fn drive(
         thawed.push(f);
     }
     for mut f in thawed {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(st) = f.try_wait().map_err(|e| e.to_string())? {
-                break Some(st);
-            }
-            if Instant::now() > deadline {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        match status {
-            None => {
-                stop(&mut f);
-                out.violations
-                    .push(format!("the thawed driver {} did not stop within 60 s", f.id()));
-            }
-            Some(st) => {
-                if let Some(sig) = unplanned_death(st, &[]) {
-                    out.violations.push(format!(
-                        "the thawed driver {} died of {sig}, which the runner did not send",
-                        f.id()
-                    ));
-                }
-            }
-        }
+        let what = format!("the thawed driver {}", f.id());
+        must_stop(&mut f, Duration::from_secs(60), &[], &what, out)?;
     }
     let Some(run) = run else {
         return Err("the run was never created".to_owned());
@@ -560,18 +526,12 @@ pub(crate) fn operator_retry(
     let args = vec!["resume".to_owned(), run.to_owned(), "--retry-failed".to_owned()];
     let mut child = spawn_engine(env, dir, db, &sim.url, &args)?;
     rec.drivers.insert(child.id());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
-            if let Some(sig) = unplanned_death(st, &[]) {
-                return Err(format!("the operator retry died of {sig}"));
-            }
-            return Ok(End::Exited(st.code().unwrap_or(-1)));
-        }
-        if Instant::now() > deadline {
-            stop(&mut child);
-            return Ok(End::Stuck("the operator retry did not end in 60 s".to_owned()));
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    let Some(st) = wait_within(&mut child, Duration::from_secs(60))? else {
+        stop(&mut child);
+        return Ok(End::Stuck("the operator retry did not end in 60 s".to_owned()));
+    };
+    if let Some(sig) = unplanned_death(st, &[]) {
+        return Err(format!("the operator retry died of {sig}"));
     }
+    Ok(End::Exited(st.code().unwrap_or(-1)))
 }

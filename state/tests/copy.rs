@@ -6,56 +6,20 @@
 //! moved past the copied ones), and new events extend the copied chain.
 
 mod backends;
-use backends::{Backend, open_store};
+use backends::{Backend, complete, names, open_store, run, start};
 
 use std::sync::Arc;
 
-use fogbook_state::{CopyOutcome, NewRun, StepFinish, StepOutcome, StepStart, WindowKind};
+use fogbook_state::{CopyOutcome, NewRun, WindowKind};
 use serde_json::json;
 
 fn new_run(id: &str, lock: &str) -> NewRun {
     NewRun {
-        id: id.to_owned(),
-        runbook_name: "rb".to_owned(),
-        runbook_version: 1,
-        runbook_text: "runbook: rb".to_owned(),
-        runbook_sha256: "abc".to_owned(),
-        source_path: None,
         params: json!({ "x": 1 }),
-        steps: vec!["a".to_owned(), "b".to_owned()],
+        steps: names(&["a", "b"]),
         locks: vec![lock.to_owned()],
-        auto_approve: false,
         lease: Some(("me".to_owned(), 1_000 + 30_000)),
-        created_by: json!("test"),
-        window: None,
-        schedule: None,
-        now: 1_000,
-    }
-}
-
-fn start(step: &str, opens: Vec<WindowKind>, now: i64) -> StepStart {
-    StepStart {
-        step_id: step.to_owned(),
-        attempt: 1,
-        input: json!({}),
-        deadline_at: None,
-        opens,
-        subject: None,
-        keep_progress: false,
-        now,
-    }
-}
-
-fn complete(step: &str, closes: Vec<WindowKind>, now: i64) -> StepFinish {
-    StepFinish {
-        step_id: step.to_owned(),
-        attempt: 1,
-        outcome: StepOutcome::Completed {
-            output: json!({ "ok": true }),
-        },
-        closes,
-        run_status: None,
-        now,
+        ..run(id)
     }
 }
 

@@ -3,44 +3,18 @@
 //! "the database failed" apart by [`StateError::kind`], never by reading the message.
 
 mod backends;
-use backends::{Backend, open_store};
+use backends::{Backend, names, open_store, run, start};
 use std::time::Duration;
 
-use fogbook_state::{ErrorKind, NewRun, StateError, StepStart, Store};
-use serde_json::json;
+use fogbook_state::{ErrorKind, NewRun, StateError, Store};
 
 const TTL: Duration = Duration::from_secs(30);
 
 fn new_run(id: &str, locks: &[&str], owner: Option<&str>) -> NewRun {
     NewRun {
-        id: id.to_owned(),
-        runbook_name: "rb".to_owned(),
-        runbook_version: 1,
-        runbook_text: "runbook: rb".to_owned(),
-        runbook_sha256: "abc".to_owned(),
-        source_path: None,
-        params: json!({}),
-        steps: vec!["a".to_owned()],
-        locks: locks.iter().map(|s| (*s).to_owned()).collect(),
-        auto_approve: false,
+        locks: names(locks),
         lease: owner.map(|o| (o.to_owned(), 1_000 + 30_000)),
-        created_by: json!("test"),
-        window: None,
-        schedule: None,
-        now: 1_000,
-    }
-}
-
-fn start(step: &str, now: i64) -> StepStart {
-    StepStart {
-        step_id: step.to_owned(),
-        attempt: 1,
-        input: json!({}),
-        deadline_at: None,
-        opens: vec![],
-        subject: None,
-        keep_progress: false,
-        now,
+        ..run(id)
     }
 }
 
@@ -67,18 +41,27 @@ async fn each_failure_says_its_kind(backend: Backend) {
         .acquire_lease("r1", "b", TTL, Some("a".to_owned()), 2_000)
         .await
         .unwrap();
-    let lost = store.start_step("r1", "a", start("a", 2_100)).await.unwrap_err();
+    let lost = store
+        .start_step("r1", "a", start("a", vec![], 2_100))
+        .await
+        .unwrap_err();
     assert!(matches!(lost, StateError::LeaseLost { .. }), "{lost:?}");
     assert_eq!(lost.kind(), ErrorKind::Busy);
 
     let missing = store.load_run("nope").await.unwrap_err();
     assert_eq!(missing.kind(), ErrorKind::NotFound, "{missing:?}");
 
-    let unknown_step = store.start_step("r1", "b", start("zz", 2_200)).await.unwrap_err();
+    let unknown_step = store
+        .start_step("r1", "b", start("zz", vec![], 2_200))
+        .await
+        .unwrap_err();
     assert_eq!(unknown_step.kind(), ErrorKind::NotFound, "{unknown_step:?}");
 
     store.cancel("r1", "op", None, 2_300).await.unwrap();
-    let cancelled = store.start_step("r1", "b", start("a", 2_400)).await.unwrap_err();
+    let cancelled = store
+        .start_step("r1", "b", start("a", vec![], 2_400))
+        .await
+        .unwrap_err();
     assert!(matches!(cancelled, StateError::CancelRequested { .. }), "{cancelled:?}");
     assert_eq!(cancelled.kind(), ErrorKind::Refused);
     store.close().await;

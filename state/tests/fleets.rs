@@ -3,53 +3,23 @@
 //! decision is in the hash chain.
 
 mod backends;
-use backends::{Backend, open_store};
-use fogbook_state::{NewFleet, NewFleetTarget, NewRun, StateError};
+use backends::{Backend, fleet, open_store, run};
+use fogbook_state::{NewFleet, NewRun, StateError};
 use serde_json::json;
 
 fn new_run(id: &str, group: &str, now: i64) -> NewRun {
     NewRun {
-        id: id.to_owned(),
-        runbook_name: "rb".to_owned(),
-        runbook_version: 1,
-        runbook_text: "runbook: rb".to_owned(),
-        runbook_sha256: "abc".to_owned(),
-        source_path: None,
         params: json!({ "group": group }),
-        steps: vec!["a".to_owned()],
         locks: vec![format!("fog/{group}")],
-        auto_approve: false,
         lease: Some(("driver-1".to_owned(), now + 30_000)),
         created_by: json!({ "fleet": "f1" }),
-        window: None,
-        schedule: None,
         now,
+        ..run(id)
     }
 }
 
 fn new_fleet(owner: &str) -> NewFleet {
-    NewFleet {
-        id: "f1".to_owned(),
-        name: "move".to_owned(),
-        source_path: None,
-        fleet_text: "fleet: move".to_owned(),
-        spec: json!({ "rate": { "max_concurrency": 1 } }),
-        runbook_name: "rb".to_owned(),
-        runbook_text: "runbook: rb".to_owned(),
-        runbook_source: None,
-        targets: ["g1", "g2"]
-            .iter()
-            .enumerate()
-            .map(|(i, g)| NewFleetTarget {
-                name: (*g).to_owned(),
-                wave: u32::try_from(i).unwrap(),
-                params: json!({ "group": g }),
-            })
-            .collect(),
-        created_by: json!("test"),
-        lease: Some((owner.to_owned(), 10_000)),
-        now: 1_000,
-    }
+    fleet(&["g1", "g2"], owner, 10_000)
 }
 
 async fn a_target_starts_once_with_its_run_in_the_same_transaction(backend: Backend) {

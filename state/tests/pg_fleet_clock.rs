@@ -6,45 +6,22 @@
 //! Operators' "is this run driven live?" checks go by the same clock: an operator on a host
 //! whose clock runs ahead neither cancels a driven run outright nor edits its steps.
 
-use std::str::FromStr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod backends;
+use backends::{fleet, host, leased, real_now};
 
-use fogbook_state::pg::StoreUrl;
-use fogbook_state::{Actor, NewFleet, NewFleetTarget, NewRun, StateError, Store};
+use std::time::{Duration, Instant};
+
+use fogbook_state::{Actor, NewFleet, StateError};
 use fogbook_testpg::TestPostgres;
-use serde_json::json;
 
 /// How far the skewed hosts' clocks are off.
 const SKEW: i64 = 10 * 60 * 1_000;
 
-/// The test machine's clock (the database server runs on it too).
-fn real_now() -> i64 {
-    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
-}
-
-fn open(server: &TestPostgres) -> Store {
-    Store::open_url(&StoreUrl::from_str(&server.url()).unwrap()).unwrap()
-}
-
 /// A fleet whose creator `owner`, on a host whose clock reads `now`, leases it for `ttl_ms`.
 fn new_fleet(owner: &str, now: i64, ttl_ms: i64) -> NewFleet {
     NewFleet {
-        id: "f1".to_owned(),
-        name: "move".to_owned(),
-        source_path: None,
-        fleet_text: "fleet: move".to_owned(),
-        spec: json!({ "rate": { "max_concurrency": 1 } }),
-        runbook_name: "rb".to_owned(),
-        runbook_text: "runbook: rb".to_owned(),
-        runbook_source: None,
-        targets: vec![NewFleetTarget {
-            name: "g1".to_owned(),
-            wave: 0,
-            params: json!({ "group": "g1" }),
-        }],
-        created_by: json!("test"),
-        lease: Some((owner.to_owned(), now + ttl_ms)),
         now,
+        ..fleet(&["g1"], owner, now + ttl_ms)
     }
 }
 
@@ -53,7 +30,7 @@ fn new_fleet(owner: &str, now: i64, ttl_ms: i64) -> NewFleet {
 #[tokio::test]
 async fn a_host_whose_clock_runs_ahead_does_not_take_a_live_fleet_lease() {
     let server = TestPostgres::start();
-    let (host1, ahead) = (open(&server), open(&server));
+    let (host1, ahead) = (host(&server), host(&server));
     host1.create_fleet(new_fleet("a", real_now(), 30_000)).await.unwrap();
 
     let now = real_now() + SKEW;
@@ -79,7 +56,7 @@ async fn a_host_whose_clock_runs_ahead_does_not_take_a_live_fleet_lease() {
 #[tokio::test]
 async fn a_host_whose_clock_runs_behind_does_not_keep_an_expired_fleet_lease() {
     let server = TestPostgres::start();
-    let (behind, host2) = (open(&server), open(&server));
+    let (behind, host2) = (host(&server), host(&server));
     let before = real_now();
     behind
         .create_fleet(new_fleet("a", real_now() - SKEW, 1_000))
@@ -128,35 +105,14 @@ async fn a_host_whose_clock_runs_behind_does_not_keep_an_expired_fleet_lease() {
     );
 }
 
-/// A run `owner` leases for `ttl_ms` on a host whose clock reads `now`.
-fn new_run(owner: &str, now: i64, ttl_ms: i64) -> NewRun {
-    NewRun {
-        id: "r1".to_owned(),
-        runbook_name: "rb".to_owned(),
-        runbook_version: 1,
-        runbook_text: "runbook: rb".to_owned(),
-        runbook_sha256: "abc".to_owned(),
-        source_path: None,
-        params: json!({}),
-        steps: vec!["a".to_owned()],
-        locks: Vec::new(),
-        auto_approve: false,
-        lease: Some((owner.to_owned(), now + ttl_ms)),
-        created_by: json!("test"),
-        window: None,
-        schedule: None,
-        now,
-    }
-}
-
 /// An operator whose clock runs ten minutes ahead sees the driver's 30 s lease as long
 /// expired; by the database's clock the run is driven live: `cancel` only asks its driver to
 /// stop, and a step cannot be skipped under it.
 #[tokio::test]
 async fn an_operator_whose_clock_runs_ahead_sees_a_driven_run_as_driven() {
     let server = TestPostgres::start();
-    let (driver, operator) = (open(&server), open(&server));
-    driver.create_run(new_run("a", real_now(), 30_000)).await.unwrap();
+    let (driver, operator) = (host(&server), host(&server));
+    driver.create_run(leased("r1", "a", real_now(), 30_000)).await.unwrap();
     let actor = Actor {
         name: "op".to_owned(),
         source: "--by".to_owned(),

@@ -3,19 +3,18 @@
 //! once, the schema has every table, column, key and index of the SQLite one, and the audit
 //! trail is append-only there too. Each test starts its own throwaway server.
 
+mod backends;
+use backends::pg_url;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::str::FromStr;
 use std::sync::{Arc, Barrier};
 
 use fogbook_state::Store;
-use fogbook_state::pg::{self, PgError, StoreUrl};
+use fogbook_state::pg::{self, PgError};
 use fogbook_testpg::TestPostgres;
 
 fn client(url: &str) -> postgres::Client {
-    let StoreUrl::Postgres(url) = StoreUrl::from_str(url).unwrap() else {
-        panic!("not a PostgreSQL URL: {url}");
-    };
-    pg::connect(&url).unwrap()
+    pg::connect(&pg_url(url)).unwrap()
 }
 
 /// Migrating an already migrated database changes nothing: the version stays, each

@@ -4,36 +4,12 @@
 //! names the database (password masked) and is followed, once the server is back, by a
 //! new connection.
 
-use std::str::FromStr;
+mod backends;
+use backends::{host as open, run as new_run};
 
-use fogbook_state::pg::StoreUrl;
-use fogbook_state::{NewRun, StateError, Store};
+use fogbook_state::{StateError, Store};
 use fogbook_testpg::TestPostgres;
 use serde_json::json;
-
-fn new_run(id: &str) -> NewRun {
-    NewRun {
-        id: id.to_owned(),
-        runbook_name: "rb".to_owned(),
-        runbook_version: 1,
-        runbook_text: "runbook: rb".to_owned(),
-        runbook_sha256: "abc".to_owned(),
-        source_path: None,
-        params: json!({}),
-        steps: vec!["a".to_owned()],
-        locks: Vec::new(),
-        auto_approve: false,
-        lease: None,
-        created_by: json!("test"),
-        window: None,
-        schedule: None,
-        now: 1_000,
-    }
-}
-
-fn open(server: &TestPostgres) -> Store {
-    Store::open_url(&StoreUrl::from_str(&server.url()).unwrap()).unwrap()
-}
 
 /// Three "hosts" append to the chain at once, 30 runs with 10 events each: every write
 /// succeeds, and the chain is one line (each event's `prev_hash` is the one before it) with

@@ -3,9 +3,10 @@
 //! certificate; a server without TLS is refused under `require` with a message that says
 //! what to do.
 
-use std::str::FromStr;
+mod backends;
+use backends::pg_url;
 
-use fogbook_state::pg::{self, PgError, PgUrl, StoreUrl};
+use fogbook_state::pg::{self, PgError};
 use fogbook_testpg::TestPostgres;
 
 fn connect_err(url: &str) -> PgError {
@@ -13,13 +14,6 @@ fn connect_err(url: &str) -> PgError {
         Ok(_) => panic!("{url}: connected"),
         Err(e) => e,
     }
-}
-
-fn pg_url(url: &str) -> PgUrl {
-    let StoreUrl::Postgres(url) = StoreUrl::from_str(url).unwrap() else {
-        panic!("not a PostgreSQL URL: {url}");
-    };
-    url
 }
 
 /// Whether the connection's own session is encrypted, as the server sees it.

@@ -4,53 +4,25 @@
 //! rather than waited for, each claim is one audited acquisition, and the driver's own
 //! `acquire_lease` that follows adds no second one.
 
-use std::str::FromStr;
-use std::sync::mpsc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod backends;
+use backends::{host, pg_url, real_now, run};
 
-use fogbook_state::pg::StoreUrl;
+use std::sync::mpsc;
+use std::time::Duration;
+
 use fogbook_state::{NewRun, Store};
 use fogbook_testpg::TestPostgres;
-use serde_json::json;
 
 const TTL: Duration = Duration::from_secs(30);
 
-fn real_now() -> i64 {
-    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
-}
-
-fn pg_url(server: &TestPostgres) -> fogbook_state::pg::PgUrl {
-    let StoreUrl::Postgres(url) = StoreUrl::from_str(&server.url()).unwrap() else {
-        unreachable!("a PostgreSQL URL")
-    };
-    url
-}
-
 fn new_run(id: &str, now: i64) -> NewRun {
-    NewRun {
-        id: id.to_owned(),
-        runbook_name: "rb".to_owned(),
-        runbook_version: 1,
-        runbook_text: "runbook: rb".to_owned(),
-        runbook_sha256: "abc".to_owned(),
-        source_path: None,
-        params: json!({}),
-        steps: vec!["a".to_owned()],
-        locks: Vec::new(),
-        auto_approve: false,
-        lease: None,
-        created_by: json!("test"),
-        window: None,
-        schedule: None,
-        now,
-    }
+    NewRun { now, ..run(id) }
 }
 
 #[tokio::test]
 async fn claims_of_two_hosts_are_disjoint_and_skip_a_locked_row() {
     let server = TestPostgres::start();
-    let url = StoreUrl::from_str(&server.url()).unwrap();
-    let (a, b) = (Store::open_url(&url).unwrap(), Store::open_url(&url).unwrap());
+    let (a, b) = (host(&server), host(&server));
     let now = real_now();
     let ids: Vec<String> = (0..6).map(|i| format!("r{i}")).collect();
     for id in &ids {
@@ -59,7 +31,7 @@ async fn claims_of_two_hosts_are_disjoint_and_skip_a_locked_row() {
     // Another transaction (another host's, mid-claim) holds r0's row.
     let (locked_tx, locked) = mpsc::channel();
     let (release, release_rx) = mpsc::channel::<()>();
-    let pg = pg_url(&server);
+    let pg = pg_url(&server.url());
     let holder = std::thread::spawn(move || {
         let mut client = fogbook_state::pg::connect(&pg).unwrap();
         let mut tx = client.transaction().unwrap();

@@ -4,67 +4,24 @@
 //! ten minutes either way: a host whose clock runs ahead does not take a live lease over,
 //! and a host whose clock runs behind does not keep (renew, write under) an expired one.
 
-use std::str::FromStr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod backends;
+use backends::{host, leased, real_now, start};
 
-use fogbook_state::pg::StoreUrl;
-use fogbook_state::{NewRun, StateError, StepStart, Store};
+use std::time::{Duration, Instant};
+
+use fogbook_state::StateError;
 use fogbook_testpg::TestPostgres;
-use serde_json::json;
 
 /// How far the skewed hosts' clocks are off.
 const SKEW: i64 = 10 * 60 * 1_000;
-
-/// The test machine's clock (the database server runs on it too).
-fn real_now() -> i64 {
-    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
-}
-
-fn open(server: &TestPostgres) -> Store {
-    Store::open_url(&StoreUrl::from_str(&server.url()).unwrap()).unwrap()
-}
-
-/// A run whose creator `owner`, on a host whose clock reads `now`, leases it for `ttl_ms`.
-fn new_run(id: &str, owner: &str, now: i64, ttl_ms: i64) -> NewRun {
-    NewRun {
-        id: id.to_owned(),
-        runbook_name: "rb".to_owned(),
-        runbook_version: 1,
-        runbook_text: "runbook: rb".to_owned(),
-        runbook_sha256: "abc".to_owned(),
-        source_path: None,
-        params: json!({}),
-        steps: vec!["a".to_owned()],
-        locks: Vec::new(),
-        auto_approve: false,
-        lease: Some((owner.to_owned(), now + ttl_ms)),
-        created_by: json!("test"),
-        window: None,
-        schedule: None,
-        now,
-    }
-}
-
-fn start(now: i64) -> StepStart {
-    StepStart {
-        step_id: "a".to_owned(),
-        attempt: 1,
-        input: json!({}),
-        deadline_at: None,
-        opens: Vec::new(),
-        subject: None,
-        keep_progress: false,
-        now,
-    }
-}
 
 /// A host whose clock runs ten minutes ahead sees a 30 s lease as long expired by its own
 /// clock; by the database's it is live, and the takeover is refused.
 #[tokio::test]
 async fn a_host_whose_clock_runs_ahead_does_not_take_a_live_lease() {
     let server = TestPostgres::start();
-    let (host1, ahead) = (open(&server), open(&server));
-    host1.create_run(new_run("r1", "a", real_now(), 30_000)).await.unwrap();
+    let (host1, ahead) = (host(&server), host(&server));
+    host1.create_run(leased("r1", "a", real_now(), 30_000)).await.unwrap();
 
     let refused = ahead
         .acquire_lease("r1", "b", Duration::from_secs(30), None, real_now() + SKEW)
@@ -75,7 +32,10 @@ async fn a_host_whose_clock_runs_ahead_does_not_take_a_live_lease() {
         "{refused:?}"
     );
     // The holder's writes go on, whatever the other host's clock said.
-    host1.start_step("r1", "a", start(real_now())).await.unwrap();
+    host1
+        .start_step("r1", "a", start("a", vec![], real_now()))
+        .await
+        .unwrap();
     // The worker's view of expiry is the database's too.
     let seen = ahead.lease_now(real_now() + SKEW).await.unwrap();
     assert!(
@@ -91,10 +51,10 @@ async fn a_host_whose_clock_runs_ahead_does_not_take_a_live_lease() {
 #[tokio::test]
 async fn a_host_whose_clock_runs_behind_does_not_keep_an_expired_lease() {
     let server = TestPostgres::start();
-    let (behind, host2) = (open(&server), open(&server));
+    let (behind, host2) = (host(&server), host(&server));
     let before = real_now();
     behind
-        .create_run(new_run("r1", "a", real_now() - SKEW, 1_000))
+        .create_run(leased("r1", "a", real_now() - SKEW, 1_000))
         .await
         .unwrap();
     let expires = behind.load_run("r1").await.unwrap().run.lease_expires_at.unwrap();
@@ -123,7 +83,7 @@ async fn a_host_whose_clock_runs_behind_does_not_keep_an_expired_lease() {
         .unwrap_err();
     assert!(matches!(renew, StateError::LeaseLost { .. }), "{renew:?}");
     let write = behind
-        .start_step("r1", "a", start(real_now() - SKEW))
+        .start_step("r1", "a", start("a", vec![], real_now() - SKEW))
         .await
         .unwrap_err();
     assert!(matches!(write, StateError::LeaseLost { .. }), "{write:?}");

@@ -7,6 +7,15 @@ use backends::{Backend, open_store};
 use fogbook_state::{FireDecision, FireOutcome, NewRun, NewSchedule, Overlap};
 use serde_json::json;
 
+fn run(id: &str, lock: &str) -> NewRun {
+    NewRun {
+        locks: vec![lock.to_owned()],
+        schedule: Some("s".to_owned()),
+        now: 2_000,
+        ..backends::run(id)
+    }
+}
+
 fn schedule(name: &str) -> NewSchedule {
     NewSchedule {
         name: name.to_owned(),
@@ -24,26 +33,6 @@ fn schedule(name: &str) -> NewSchedule {
         created_by: json!("test"),
         now: 1_000,
         fleet: None,
-    }
-}
-
-fn run(id: &str, lock: &str) -> NewRun {
-    NewRun {
-        id: id.to_owned(),
-        runbook_name: "rb".to_owned(),
-        runbook_version: 1,
-        runbook_text: "runbook: rb".to_owned(),
-        runbook_sha256: "abc".to_owned(),
-        source_path: None,
-        params: json!({}),
-        steps: vec!["a".to_owned()],
-        locks: vec![lock.to_owned()],
-        auto_approve: false,
-        lease: None,
-        created_by: json!("test"),
-        window: None,
-        schedule: Some("s".to_owned()),
-        now: 2_000,
     }
 }
 

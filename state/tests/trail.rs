@@ -2,50 +2,17 @@
 //! The rows agree with the trail: `verify_audit` compares runs, steps and windows with what
 //! the events record, and a step the trail records as done never starts again.
 
-use fogbook_state::{NewRun, RunStatus, StateError, StepFinish, StepOutcome, StepStart, Store, WindowKind};
+mod backends;
+use backends::{complete, names, run, start};
+
+use fogbook_state::{NewRun, RunStatus, StateError, Store, WindowKind};
 use serde_json::json;
 
 fn new_run(id: &str) -> NewRun {
     NewRun {
-        id: id.to_owned(),
-        runbook_name: "rb".to_owned(),
-        runbook_version: 1,
-        runbook_text: "runbook: rb".to_owned(),
-        runbook_sha256: "abc".to_owned(),
-        source_path: None,
-        params: json!({}),
-        steps: vec!["a".to_owned(), "b".to_owned()],
-        locks: vec![],
-        auto_approve: false,
+        steps: names(&["a", "b"]),
         lease: Some(("me".to_owned(), 100_000)),
-        created_by: json!("test"),
-        window: None,
-        schedule: None,
-        now: 1_000,
-    }
-}
-
-fn start(step: &str, opens: Vec<WindowKind>, now: i64) -> StepStart {
-    StepStart {
-        step_id: step.to_owned(),
-        attempt: 1,
-        input: json!({}),
-        deadline_at: None,
-        opens,
-        subject: None,
-        keep_progress: false,
-        now,
-    }
-}
-
-fn complete(step: &str, closes: Vec<WindowKind>, now: i64) -> StepFinish {
-    StepFinish {
-        step_id: step.to_owned(),
-        attempt: 1,
-        outcome: StepOutcome::Completed { output: json!({}) },
-        closes,
-        run_status: None,
-        now,
+        ..run(id)
     }
 }
 

@@ -2,8 +2,19 @@
 //! `async fn NAME(backend: Backend)`, and `on_both_backends!(NAME, …)` makes two tests of
 //! it, `sqlite::NAME` (a new file in a temp dir) and `postgres::NAME` (a throwaway
 //! PostgreSQL server of its own, `fogbook_testpg`).
+//!
+//! It is the state tests' one fixture: the runs and steps they write are built in `runs.rs`,
+//! and stores on a PostgreSQL server, one per "host", in `hosts.rs`.
 
 #![allow(dead_code, reason = "each test binary uses what it needs")]
+
+mod hosts;
+mod runs;
+
+#[allow(unused_imports, reason = "each test binary uses what it needs")]
+pub(crate) use hosts::{host, pg_url, real_now};
+#[allow(unused_imports, reason = "each test binary uses what it needs")]
+pub(crate) use runs::{complete, fleet, leased, names, run, start};
 
 use std::str::FromStr;
 
@@ -45,10 +56,7 @@ impl Guard {
                 let (url, sql) = (server.url(), sql.to_owned());
                 // The blocking client cannot run on the test's runtime thread.
                 std::thread::spawn(move || {
-                    let StoreUrl::Postgres(url) = StoreUrl::from_str(&url).unwrap() else {
-                        unreachable!("a PostgreSQL URL")
-                    };
-                    let mut client = fogbook_state::pg::connect(&url).unwrap();
+                    let mut client = fogbook_state::pg::connect(&pg_url(&url)).unwrap();
                     client.query_one(&sql, &[]).unwrap().get::<_, i64>(0)
                 })
                 .join()

@@ -32,6 +32,8 @@ mod lease_lock;
 mod notify;
 mod operator_fixes;
 mod opfix2;
+mod pg_attack_audit;
+mod pg_attack_frozen_tx;
 mod pg_backend;
 mod pg_hints;
 mod pg_partition;

@@ -33,6 +33,7 @@ mod notify;
 mod operator_fixes;
 mod opfix2;
 mod pg_attack_audit;
+mod pg_attack_commit_reset;
 mod pg_attack_frozen_tx;
 mod pg_backend;
 mod pg_hints;

@@ -35,6 +35,7 @@ mod opfix2;
 mod pg_attack_audit;
 mod pg_attack_commit_reset;
 mod pg_attack_frozen_tx;
+mod pg_attack_operators;
 mod pg_backend;
 mod pg_hints;
 mod pg_partition;

@@ -10,7 +10,7 @@
 //! process makes work (`Store::listen_for_work`: `LISTEN/NOTIFY`) instead of at its next
 //! poll; the poll stays, for expired leases and notifications lost while disconnected.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,8 +80,12 @@ pub async fn run_worker(
     stop: CancellationToken,
 ) -> Result<WorkerReport, EngineError> {
     let mut report = WorkerReport::default();
-    let mut tasks: JoinSet<(String, Option<Result<RunOutcome, EngineError>>)> = JoinSet::new();
+    let mut tasks: JoinSet<(String, Drove)> = JoinSet::new();
     let mut active: BTreeSet<String> = BTreeSet::new();
+    // Runs this worker could not drive (or whose drive failed), not looked at again until
+    // their back-off ends: without it, a run the worker cannot drive here is picked up,
+    // refused and picked up again at once, thousands of times a second.
+    let mut set_aside = SetAside::new(config.poll);
     let listener = engine.store().listen_for_work().unwrap_or_else(|e| {
         tracing::warn!(error = %with_causes(&e), "worker: cannot listen for work; polling only");
         None
@@ -96,18 +100,22 @@ pub async fn run_worker(
             Ok(n) => report.fired += n,
             Err(e) => tracing::error!(error = %with_causes(&e), "worker: cannot fire schedules"),
         }
-        let candidates = drivable(&engine, &active).await.unwrap_or_else(|e| {
+        let mut candidates = drivable(&engine, &active).await.unwrap_or_else(|e| {
             tracing::error!(error = %with_causes(&e), "worker: cannot list runs to drive");
             Vec::new()
         });
+        candidates.retain(|c| !set_aside.holds(&c.id));
         let free = config.concurrency.max(1).saturating_sub(active.len());
         let candidates = claim(&engine, candidates, free).await;
-        for (run, runbook) in candidates {
+        for candidate in candidates {
             if active.len() >= config.concurrency.max(1) {
                 break;
             }
+            let run = candidate.id.clone();
             let schedule = created_by_schedule(&engine, &run).await;
-            engine.observer().run_picked_up(&run, &runbook, schedule.as_deref());
+            engine
+                .observer()
+                .run_picked_up(&run, &candidate.runbook, schedule.as_deref());
             active.insert(run.clone());
             let (mut engine, token) = (engine.clone(), stop.child_token());
             let hook = config.run_env.clone();
@@ -121,8 +129,16 @@ pub async fn run_worker(
                         }
                         Ok(None) => {}
                         Err(why) => {
-                            tracing::error!(run_id = %run, why, "worker: not driving this run here");
-                            return (run, None);
+                            // Its claim (PostgreSQL) goes back at once, so another worker
+                            // can drive it and `status` does not show it driven here.
+                            let given = engine
+                                .store()
+                                .give_back(&run, engine.owner().as_str(), candidate.status, why.clone(), engine.now_ms())
+                                .await;
+                            if let Err(e) = given {
+                                tracing::error!(run_id = %run, error = %with_causes(&e), "worker: cannot give back a claimed lease");
+                            }
+                            return (run, Drove::NotHere(why));
                         }
                     }
                 }
@@ -133,7 +149,7 @@ pub async fn run_worker(
                 if let Some(finish) = finish {
                     finish.await;
                 }
-                (run, Some(outcome))
+                (run, Drove::Run(outcome))
             });
         }
         // Fleets nobody drives (fired by a schedule, or whose window opened) are driven
@@ -152,7 +168,7 @@ pub async fn run_worker(
             let (engine, token) = (engine.clone(), stop.child_token());
             tasks.spawn(async move {
                 crate::fleet::drive_for_worker(&engine, &id, token).await;
-                (id, None)
+                (id, Drove::Fleet)
             });
         }
         if config.exit_when_idle && active.is_empty() {
@@ -162,37 +178,103 @@ pub async fn run_worker(
             () = tokio::time::sleep(config.poll) => {}
             () = work_made(listener.as_ref()) => {}
             () = stop.cancelled() => {}
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => finished(done, &mut active, &mut report),
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => finished(done, &mut active, &mut report, &mut set_aside),
         }
     }
     while let Some(done) = tasks.join_next().await {
-        finished(done, &mut active, &mut report);
+        finished(done, &mut active, &mut report, &mut set_aside);
     }
     Ok(report)
 }
 
+/// How a worker's task ended.
+enum Drove {
+    /// A fleet's drive ended.
+    Fleet,
+    /// The run was not driven: the worker's environment does not fit it (why).
+    NotHere(String),
+    /// The run was driven, to this outcome.
+    Run(Result<RunOutcome, EngineError>),
+}
+
 fn finished(
-    done: Result<(String, Option<Result<RunOutcome, EngineError>>), tokio::task::JoinError>,
+    done: Result<(String, Drove), tokio::task::JoinError>,
     active: &mut BTreeSet<String>,
     report: &mut WorkerReport,
+    set_aside: &mut SetAside,
 ) {
     match done {
-        Ok((run, None)) => {
+        Ok((run, Drove::Fleet)) => {
             active.remove(&run);
         }
-        Ok((run, Some(outcome))) => {
+        Ok((run, Drove::NotHere(why))) => {
+            active.remove(&run);
+            let again = set_aside.put(&run);
+            tracing::error!(run_id = %run, why, again_in = ?again, "worker: not driving this run here; looking at it again later");
+        }
+        Ok((run, Drove::Run(outcome))) => {
             active.remove(&run);
             report.driven += 1;
             match outcome {
-                Ok(o) => tracing::info!(run_id = %run, outcome = ?o, "worker: run stopped"),
+                Ok(o) => {
+                    set_aside.clear(&run);
+                    tracing::info!(run_id = %run, outcome = ?o, "worker: run stopped");
+                }
                 // Another worker won the lease: not an error.
                 Err(EngineError::State(StateError::LeaseHeld { owner, .. })) => {
                     tracing::debug!(run_id = %run, %owner, "worker: run taken")
                 }
-                Err(e) => tracing::error!(run_id = %run, error = %with_causes(&e), "worker: driving failed"),
+                Err(e) => {
+                    let again = set_aside.put(&run);
+                    tracing::error!(run_id = %run, error = %with_causes(&e), again_in = ?again, "worker: driving failed; looking at the run again later");
+                }
             }
         }
         Err(e) => tracing::error!(error = %e, "worker: a drive task panicked"),
+    }
+}
+
+/// The longest a worker waits before it looks again at a run it could not drive.
+const SET_ASIDE_MAX: Duration = Duration::from_secs(300);
+
+/// Runs a worker could not drive, each with when it may look at it again: twice the poll
+/// after the first refusal, doubling with each refusal that follows, at most
+/// [`SET_ASIDE_MAX`].
+struct SetAside {
+    poll: Duration,
+    runs: HashMap<String, (tokio::time::Instant, u32)>,
+}
+
+impl SetAside {
+    fn new(poll: Duration) -> Self {
+        Self {
+            poll: poll.max(Duration::from_millis(10)),
+            runs: HashMap::new(),
+        }
+    }
+
+    /// Sets `run` aside once more; returns for how long.
+    fn put(&mut self, run: &str) -> Duration {
+        let refusals = self.runs.get(run).map_or(0, |(_, n)| *n) + 1;
+        let wait = self
+            .poll
+            .saturating_mul(2u32.saturating_pow(refusals.min(16)))
+            .min(SET_ASIDE_MAX.max(self.poll));
+        self.runs
+            .insert(run.to_owned(), (tokio::time::Instant::now() + wait, refusals));
+        wait
+    }
+
+    /// Whether `run` is still set aside.
+    fn holds(&self, run: &str) -> bool {
+        self.runs
+            .get(run)
+            .is_some_and(|(until, _)| tokio::time::Instant::now() < *until)
+    }
+
+    /// `run` was driven: its next refusal starts the back-off again.
+    fn clear(&mut self, run: &str) {
+        self.runs.remove(run);
     }
 }
 
@@ -207,7 +289,7 @@ async fn work_made(listener: Option<&fogbook_state::pg::WorkListener>) {
 /// The candidates this worker may drive: on PostgreSQL, those it claimed (at most `free`:
 /// their leases taken in one transaction, rows other workers are claiming skipped); on
 /// SQLite all of them, each drive taking its lease as it starts.
-async fn claim(engine: &Engine, candidates: Vec<Candidate>, free: usize) -> Vec<(String, String)> {
+async fn claim(engine: &Engine, candidates: Vec<Candidate>, free: usize) -> Vec<Candidate> {
     let ids = candidates.iter().map(|c| c.id.clone()).collect();
     let dead = candidates.iter().filter_map(|c| c.dead_owner.clone()).collect();
     let claimed = engine
@@ -223,17 +305,13 @@ async fn claim(engine: &Engine, candidates: Vec<Candidate>, free: usize) -> Vec<
         .await;
     let keep = match claimed {
         Ok(Some(claimed)) => claimed,
-        Ok(None) => return candidates.into_iter().map(|c| (c.id, c.runbook)).collect(),
+        Ok(None) => return candidates,
         Err(e) => {
             tracing::error!(error = %with_causes(&e), "worker: cannot claim runs to drive");
             Vec::new()
         }
     };
-    candidates
-        .into_iter()
-        .filter(|c| keep.contains(&c.id))
-        .map(|c| (c.id, c.runbook))
-        .collect()
+    candidates.into_iter().filter(|c| keep.contains(&c.id)).collect()
 }
 
 /// A run the worker may drive.
@@ -242,6 +320,8 @@ struct Candidate {
     runbook: String,
     /// Its lease's holder, when that process is provably gone.
     dead_owner: Option<String>,
+    /// Its status when listed (restored if the worker gives its claim back).
+    status: RunStatus,
 }
 
 /// The schedule that created run `run_id`, if one did (from its `run.created` event).
@@ -284,6 +364,7 @@ async fn drivable(engine: &Engine, active: &BTreeSet<String>) -> Result<Vec<Cand
             id: run.id,
             runbook: run.runbook_name,
             dead_owner,
+            status: run.status,
         });
     }
     Ok(out)

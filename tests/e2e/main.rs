@@ -62,3 +62,4 @@ mod store_copy;
 mod store_messages;
 mod store_trail;
 mod worker;
+mod worker_set_aside;

@@ -234,6 +234,45 @@ impl Store {
         })
         .await
     }
+
+    /// Gives back a lease this process claimed for a run it then could not drive here
+    /// (a worker whose environment does not fit the run: another ARM endpoint, a
+    /// rehearsal's emulator it cannot restore), leaving the run as it was before the
+    /// claim: `status_before` is restored if the claim moved it to `running`. Audited as
+    /// `lease.released` with `why`, so `history` says which worker could not drive it.
+    /// Nothing happens when another process holds the lease by now.
+    pub async fn give_back(
+        &self,
+        run_id: &str,
+        owner: &str,
+        status_before: RunStatus,
+        why: String,
+        now: Millis,
+    ) -> Result<(), StateError> {
+        let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
+        self.drop_epoch(&run_id);
+        self.take_claim(&run_id);
+        self.write(move |tx| {
+            let changed = tx
+                .execute(
+                    "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL,
+                            status = CASE WHEN status = 'running' THEN ?3 ELSE status END
+                     WHERE id = ?1 AND lease_owner = ?2",
+                    params![run_id, owner, status_before.as_str()],
+                )
+                .during("giving back a claimed lease")?;
+            if changed > 0 {
+                audit::append(
+                    tx,
+                    &run_id,
+                    now,
+                    NewEvent::run("lease.released", json!({ "owner": owner, "not_driven_here": why })),
+                )?;
+            }
+            Ok(())
+        })
+        .await
+    }
 }
 
 /// Who takes a lease, and by which clock.

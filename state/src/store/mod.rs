@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::error::SqlContext;
 use crate::pg::thread::PgThread;
-use crate::sql::Tx;
+use crate::sql::{Dialect, Tx, params};
 use crate::thread::ConnThread;
 
 mod actions;
@@ -143,5 +144,28 @@ impl Store {
             Backend::Sqlite(c) => c.read(f).await,
             Backend::Postgres(c) => c.read(f).await,
         }
+    }
+
+    /// As [`Store::read`], every statement of `f` seeing the same instant: on PostgreSQL a
+    /// read is one `REPEATABLE READ` transaction already; on SQLite a read outside a
+    /// transaction sees each statement's own snapshot, so `f` runs inside one (`BEGIN`, ended
+    /// whatever the outcome). For reads that compare tables with each other while other
+    /// processes write (`audit verify` checks the runs and steps against the trail).
+    pub(crate) async fn read_consistent<T, F>(&self, f: F) -> Result<T, StateError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Tx) -> Result<T, StateError> + Send + 'static,
+    {
+        self.read(move |tx| {
+            if tx.dialect() != Dialect::Sqlite {
+                return f(tx);
+            }
+            tx.execute("BEGIN", params![]).during("beginning a consistent read")?;
+            let read = f(tx);
+            // Ended whatever the outcome, so the connection is left outside a transaction.
+            let ended = tx.execute("COMMIT", params![]).during("ending a consistent read");
+            read.and_then(|r| ended.map(|_| r))
+        })
+        .await
     }
 }

@@ -136,7 +136,8 @@ impl Store {
         since_head: Option<&str>,
     ) -> Result<AuditReport, StateError> {
         let (run_id, since) = (run_id.map(str::to_owned), since_head.map(str::to_owned));
-        self.read(move |conn| audit::verify(conn, run_id.as_deref(), since.as_deref()))
+        // One instant: the trail and the rows it is checked against, while others write.
+        self.read_consistent(move |conn| audit::verify(conn, run_id.as_deref(), since.as_deref()))
             .await
     }
 }

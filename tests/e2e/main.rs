@@ -71,6 +71,6 @@ mod store_messages;
 mod store_moved;
 mod store_trail;
 mod worker;
-mod worker_set_aside;
 mod worker_rehearsal;
+mod worker_set_aside;
 mod worker_wait;

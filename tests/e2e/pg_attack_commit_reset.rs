@@ -25,8 +25,62 @@ use serde_json::Value;
 
 use crate::seed_runbooks::{Sim, engine, sql_mutations, start_sim, summary};
 
-/// A COMMIT as the simple query protocol sends it: `Q`, the length (4 + 7), `COMMIT\0`.
-const COMMIT: &[u8] = b"Q\0\0\0\x0bCOMMIT\0";
+/// The client's messages on one connection, read as they pass, to find its COMMITs: a
+/// simple-query `COMMIT`, or (the store pipelines its COMMIT as a prepared statement) a
+/// `Bind` of the statement a `Parse` of `COMMIT` named.
+#[derive(Default)]
+struct Messages {
+    /// Bytes of a message not complete yet.
+    pending: Vec<u8>,
+    /// The startup message (no type byte) was read.
+    started: bool,
+    /// The name of the prepared statement that is `COMMIT`.
+    commit: Option<Vec<u8>>,
+}
+
+impl Messages {
+    /// Reads `chunk`; returns how many COMMITs it completed.
+    fn commits_in(&mut self, chunk: &[u8]) -> u64 {
+        self.pending.extend_from_slice(chunk);
+        let mut found = 0;
+        loop {
+            let tagged = usize::from(self.started);
+            let Some(len) = self.pending.get(tagged..tagged + 4) else {
+                break;
+            };
+            let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            let end = tagged + len;
+            if self.pending.len() < end {
+                break;
+            }
+            let message: Vec<u8> = self.pending.drain(..end).collect();
+            if !self.started {
+                self.started = true;
+                continue;
+            }
+            let body = &message[5..];
+            let mut fields = body.split(|b| *b == 0);
+            match message[0] {
+                b'Q' if body == b"COMMIT\0" => found += 1,
+                b'P' => {
+                    let name = fields.next().unwrap_or_default().to_vec();
+                    if fields.next() == Some(b"COMMIT".as_slice()) {
+                        self.commit = Some(name);
+                    }
+                }
+                b'B' => {
+                    let _portal = fields.next();
+                    let stmt = fields.next().unwrap_or_default();
+                    if self.commit.as_deref() == Some(stmt) {
+                        found += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        found
+    }
+}
 /// Forwards connections to a PostgreSQL port; at every `every`th COMMIT a client sends
 /// (counted over all connections), forwards that COMMIT, then closes the server side for
 /// writing (the server reads the COMMIT, commits, then sees the end) and drops the client's
@@ -75,6 +129,7 @@ fn queries(
     every: u64,
 ) {
     let mut buf = [0u8; 64 * 1024];
+    let mut messages = Messages::default();
     loop {
         let n = client.read(&mut buf).unwrap_or(0);
         if n == 0 {
@@ -82,8 +137,10 @@ fn queries(
             return;
         }
         let chunk = &buf[..n];
-        let commit = chunk.windows(COMMIT.len()).any(|w| w == COMMIT);
-        let cutting = commit && (commits.fetch_add(1, Ordering::SeqCst) + 1).is_multiple_of(every);
+        let mut cutting = false;
+        for _ in 0..messages.commits_in(chunk) {
+            cutting |= (commits.fetch_add(1, Ordering::SeqCst) + 1).is_multiple_of(every);
+        }
         if cutting {
             // No answer goes back from here on; the COMMIT itself goes through.
             cut.store(true, Ordering::SeqCst);

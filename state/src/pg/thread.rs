@@ -437,7 +437,9 @@ fn commit_group(link: &mut Link, mut group: Vec<WriteFn>, commits: &AtomicU64) {
         pending.push(p);
     } else {
         for w in group {
-            if let Err(e) = conn.borrow_mut().queue_savepoint("SAVEPOINT write") {
+            // Bound first: `failure` borrows the connection again (is it lost?).
+            let queued = conn.borrow_mut().queue_savepoint("SAVEPOINT write");
+            if let Err(e) = queued {
                 let source = failure(link, "opening a savepoint", e);
                 w(None).finish(Err(&source));
                 continue;
@@ -476,9 +478,10 @@ fn commit_group(link: &mut Link, mut group: Vec<WriteFn>, commits: &AtomicU64) {
         None => Ok(()),
     };
     let committed = written.and_then(|()| {
-        conn.borrow_mut()
-            .flush_with("COMMIT")
-            .map_err(|e| failure(link, "committing", e))
+        // Bound first: `failure` borrows the connection again (is it lost?); a borrow held
+        // across it panicked the writer when the connection broke during the COMMIT.
+        let flushed = conn.borrow_mut().flush_with("COMMIT");
+        flushed.map_err(|e| failure(link, "committing", e))
     });
     conn.borrow_mut().set_clock(None);
     match committed {

@@ -39,6 +39,8 @@ pub(crate) async fn open_or_wait(cli: &Cli, stop: &CancellationToken) -> Result<
             .unwrap_or(Err(StateError::StoreClosed));
         match opened {
             Ok(store) => {
+                // A store copied elsewhere drives nothing (`store copy`), as `open_existing`.
+                crate::store_cmd::refuse_moved(cli, &store)?;
                 if waiting {
                     output::always(&format!("the database at {url} answers: the worker starts"));
                 }

@@ -13,8 +13,6 @@
 //! The current mark is read when the store is opened ([`Store::moved`]), so a refusal costs
 //! no round trip per write.
 
-use rusqlite::{Connection, OptionalExtension};
-
 use crate::error::SqlContext;
 use crate::sql::{OptionalExt, params};
 use crate::{Millis, StateError, Store};
@@ -37,24 +35,8 @@ pub struct MovedMark {
     pub moved_at: Option<Millis>,
 }
 
-const CURRENT: &str = "SELECT id, target, state, by, started_at, moved_at FROM store_moves
+pub(crate) const CURRENT: &str = "SELECT id, target, state, by, started_at, moved_at FROM store_moves
      WHERE state IN ('copying', 'moved') ORDER BY id DESC LIMIT 1";
-
-/// The current mark of a SQLite database, read on the connection before the store's thread
-/// takes it.
-pub(crate) fn current_sqlite(conn: &Connection) -> rusqlite::Result<Option<MovedMark>> {
-    conn.query_row(CURRENT, [], |r| {
-        Ok(MovedMark {
-            id: r.get(0)?,
-            target: r.get(1)?,
-            done: r.get::<_, String>(2)? == "moved",
-            by: r.get(3)?,
-            started_at: r.get(4)?,
-            moved_at: r.get(5)?,
-        })
-    })
-    .optional()
-}
 
 /// The current mark of a PostgreSQL database, read on the connection that migrated it.
 pub(crate) fn current_pg(client: &mut postgres::Client) -> Result<Option<MovedMark>, postgres::Error> {

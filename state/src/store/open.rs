@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use super::{Backend, Store};
 use crate::StateError;
@@ -41,7 +41,7 @@ impl Store {
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
             .map_err(|e| open_err(Box::new(e)))?;
         crate::migrations::apply(&mut conn, path)?;
-        let moved = crate::moved::current_sqlite(&conn).map_err(|e| open_err(Box::new(e)))?;
+        let moved = current_sqlite(&conn).map_err(|e| open_err(Box::new(e)))?;
         Ok(Self::new(Backend::Sqlite(ConnThread::spawn(conn)), moved))
     }
 
@@ -86,7 +86,7 @@ impl Store {
             drop(conn);
             return Self::open(path);
         }
-        let moved = crate::moved::current_sqlite(&conn).map_err(|e| open_err(Box::new(e)))?;
+        let moved = current_sqlite(&conn).map_err(|e| open_err(Box::new(e)))?;
         Ok(Self::new(Backend::Sqlite(ConnThread::spawn(conn)), moved))
     }
 
@@ -219,4 +219,20 @@ pub(super) fn wal_mode(conn: &Connection) -> rusqlite::Result<String> {
             other => return other,
         }
     }
+}
+
+/// The current mark of a SQLite database, read on the connection before the store's thread
+/// takes it.
+fn current_sqlite(conn: &Connection) -> rusqlite::Result<Option<crate::moved::MovedMark>> {
+    conn.query_row(crate::moved::CURRENT, [], |r| {
+        Ok(crate::moved::MovedMark {
+            id: r.get(0)?,
+            target: r.get(1)?,
+            done: r.get::<_, String>(2)? == "moved",
+            by: r.get(3)?,
+            started_at: r.get(4)?,
+            moved_at: r.get(5)?,
+        })
+    })
+    .optional()
 }

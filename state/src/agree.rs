@@ -47,7 +47,13 @@ impl DerivedRun {
             "lease.acquired" | "lease.taken_over" if matches!(self.status, "pending" | "waiting") => {
                 (Some("running"), None)
             }
-            "lease.released" if self.status == "running" => (Some("pending"), None),
+            // A claim given back names the status it left the run in (`Store::give_back`);
+            // a release leaves a running run pending.
+            "lease.released" => match released_to(e) {
+                Some(status) => (Some(status), None),
+                None if self.status == "running" => (Some("pending"), None),
+                None => (None, None),
+            },
             "run.pending" => (Some("pending"), None),
             "run.running" => (Some("running"), None),
             "run.waiting" => (Some("waiting"), None),
@@ -108,6 +114,17 @@ impl DerivedRun {
             ));
         }
         Ok(())
+    }
+}
+
+/// The status a `lease.released` event says it left its run in, if it says.
+fn released_to(e: &Stored) -> Option<&'static str> {
+    let data: serde_json::Value = serde_json::from_str(&e.data).ok()?;
+    match data["status"].as_str()? {
+        "pending" => Some("pending"),
+        "waiting" => Some("waiting"),
+        "running" => Some("running"),
+        _ => None,
     }
 }
 

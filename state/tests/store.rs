@@ -372,7 +372,48 @@ async fn a_takeover_fences_the_old_holder_by_epoch_whatever_its_name(backend: Ba
     host2.close().await;
 }
 
+/// A worker that claimed a run and then cannot drive it here gives the claim back
+/// (`Store::give_back`), leaving the run as a release would: a run whose driver's lease had
+/// expired (`running`) is `pending`, a waiting one waits again; and `audit verify` derives
+/// the same status from the trail (a claim given back from an expired `running` run once
+/// left the row `running` and the trail `pending`: the PostgreSQL chaos sample's violation).
+async fn a_claim_given_back_leaves_the_row_and_the_trail_agreeing(backend: Backend) {
+    let (db, host1) = open_store(backend);
+    let worker = db.reopen();
+    host1.create_run(new_run("r1", &[], Some("driver"))).await.unwrap();
+    host1
+        .start_step("r1", "driver", start("a", vec![], 2_000))
+        .await
+        .unwrap();
+    host1.create_run(new_run("r2", &[], Some("driver"))).await.unwrap();
+    host1
+        .set_run_status("r2", "driver", RunStatus::Waiting, None, 2_000)
+        .await
+        .unwrap();
+    host1.release_lease("r2", "driver", 2_000).await.unwrap();
+    // The driver's lease of r1 ends at 31 000: the worker takes it over after that.
+    for (id, before) in [("r1", RunStatus::Running), ("r2", RunStatus::Waiting)] {
+        worker.acquire_lease(id, "worker", TTL, None, 40_000).await.unwrap();
+        assert_eq!(worker.load_run(id).await.unwrap().run.status, RunStatus::Running);
+        worker
+            .give_back(id, "worker", before, "not here".into(), 41_000)
+            .await
+            .unwrap();
+    }
+    assert_eq!(worker.load_run("r1").await.unwrap().run.status, RunStatus::Pending);
+    assert_eq!(worker.load_run("r2").await.unwrap().run.status, RunStatus::Waiting);
+    for id in ["r1", "r2"] {
+        let run = worker.load_run(id).await.unwrap().run;
+        assert_eq!(run.lease_owner, None, "{id}: the claim went back");
+        let report = worker.verify_audit(Some(id)).await.unwrap();
+        assert!(report.failure.is_none(), "{id}: {:?}", report.failure);
+    }
+    host1.close().await;
+    worker.close().await;
+}
+
 on_both_backends!(
+    a_claim_given_back_leaves_the_row_and_the_trail_agreeing,
     a_takeover_fences_the_old_holder_by_epoch_whatever_its_name,
     a_run_goes_through_its_steps_with_windows_in_the_same_transitions,
     a_completed_step_cannot_start_again,

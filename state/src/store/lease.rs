@@ -238,9 +238,11 @@ impl Store {
     /// Gives back a lease this process claimed for a run it then could not drive here
     /// (a worker whose environment does not fit the run: another ARM endpoint, a
     /// rehearsal's emulator it cannot restore), leaving the run as it was before the
-    /// claim: `status_before` is restored if the claim moved it to `running`. Audited as
-    /// `lease.released` with `why`, so `history` says which worker could not drive it.
-    /// Nothing happens when another process holds the lease by now.
+    /// claim: a run that was `waiting` waits again; one that was `pending`, or `running`
+    /// under a lease that had expired, is `pending`, as [`Store::release_lease`] leaves
+    /// it. Audited as `lease.released` with `why` and the status the run is left in (which
+    /// `audit verify` derives the run's status from), so `history` says which worker could
+    /// not drive it. Nothing happens when another process holds the lease by now.
     pub async fn give_back(
         &self,
         run_id: &str,
@@ -252,21 +254,30 @@ impl Store {
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
         self.drop_epoch(&run_id);
         self.take_claim(&run_id);
+        let left = match status_before {
+            RunStatus::Waiting => RunStatus::Waiting,
+            _ => RunStatus::Pending,
+        };
         self.write(move |tx| {
-            let changed = tx
-                .execute(
-                    "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL,
+            let status: Option<String> = tx
+                .query_row(
+                    "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, updated_at = ?4,
                             status = CASE WHEN status = 'running' THEN ?3 ELSE status END
-                     WHERE id = ?1 AND lease_owner = ?2",
-                    params![run_id, owner, status_before.as_str()],
+                     WHERE id = ?1 AND lease_owner = ?2 RETURNING status",
+                    params![run_id, owner, left.as_str(), now],
+                    |r| r.get(0),
                 )
+                .optional()
                 .during("giving back a claimed lease")?;
-            if changed > 0 {
+            if let Some(status) = status {
                 audit::append(
                     tx,
                     &run_id,
                     now,
-                    NewEvent::run("lease.released", json!({ "owner": owner, "not_driven_here": why })),
+                    NewEvent::run(
+                        "lease.released",
+                        json!({ "owner": owner, "not_driven_here": why, "status": status }),
+                    ),
                 )?;
             }
             Ok(())

@@ -151,6 +151,17 @@ pub(crate) fn append_all<'a>(
     append_events(tx, run_id, events, None, None)
 }
 
+/// [`append_all`], given the stream's event count as the caller read it in this
+/// transaction before anything was appended to it (with the lease: no second read).
+pub(crate) fn append_counted<'a>(
+    tx: &dyn Tx,
+    run_id: &str,
+    events: impl IntoIterator<Item = (Millis, NewEvent<'a>)>,
+    count: i64,
+) -> Result<(), StateError> {
+    append_events(tx, run_id, events, None, Some(count))
+}
+
 /// Appends a run's events (as [`append_all`]) and records in the same row update that the
 /// run moved at `now` (and its new status, if it changes): one write of the run's row.
 ///

@@ -417,7 +417,7 @@ mod tests {
             let store = store.clone();
             async move {
                 store
-                    .write_refusing_first(move |tx| {
+                    .write_refusing_first(None, move |tx| {
                         if change {
                             audit::append(tx, "r1", 2_000, event(2))?;
                         }

@@ -17,6 +17,7 @@ mod connect;
 mod error;
 mod floor;
 pub(crate) mod listen;
+mod prefetch;
 #[cfg(test)]
 mod round_trips;
 mod schema;

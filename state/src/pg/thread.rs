@@ -29,12 +29,13 @@ use tokio::sync::oneshot;
 
 use tokio_postgres::SimpleQueryMessage;
 
+use super::prefetch::Prefetched;
 use super::session::{Limits, Session, SessionError};
 use super::tx::{DB_NOW_MS, PgConn, PgTx};
 use super::{PgError, PgUrl};
 use crate::StateError;
 use crate::error::BackendError;
-use crate::sql::{ChainHead, Tx};
+use crate::sql::{ChainHead, Keys, Tx};
 use crate::thread::{MAX_GROUP, Reply};
 
 /// How long to wait between attempts to connect to a server that refuses connections.
@@ -44,6 +45,13 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 pub(crate) const WRITE_LOCK: i64 = 0x666f_6762_6f6f_6b77;
 
 type WriteFn = Box<dyn FnOnce(Option<&dyn Tx>) -> Box<dyn Held> + Send>;
+
+/// A write with the rows it said it will check ([`Keys`]), read ahead with its group's
+/// start ([`Prefetched`]).
+struct Job {
+    keys: Option<Keys>,
+    write: WriteFn,
+}
 
 /// A write's result, held until its statements have all been answered and the group it
 /// belongs to is committed.
@@ -75,7 +83,7 @@ type ReadFn = Box<dyn FnOnce(Result<&dyn Tx, StateError>, &dyn Fn() -> Option<St
 /// handle is dropped (or [`PgThread::close`] is called).
 #[derive(Clone, Debug)]
 pub(crate) struct PgThread {
-    writes: mpsc::Sender<Option<WriteFn>>,
+    writes: mpsc::Sender<Option<Job>>,
     reads: mpsc::Sender<Option<ReadFn>>,
     /// The database (a worker's listening connection opens one more).
     url: PgUrl,
@@ -172,7 +180,7 @@ impl Link {
 impl PgThread {
     /// Starts the writer thread and the reader threads; each connects on its first job.
     pub(crate) fn spawn(url: &PgUrl, limits: Limits) -> Result<Self, StateError> {
-        let (writes, write_rx) = mpsc::channel::<Option<WriteFn>>();
+        let (writes, write_rx) = mpsc::channel::<Option<Job>>();
         let (reads, read_rx) = mpsc::channel::<Option<ReadFn>>();
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
@@ -313,6 +321,17 @@ impl PgThread {
         T: Send + 'static,
         F: FnOnce(&dyn Tx) -> Result<T, StateError> + Send + 'static,
     {
+        self.write_keyed(None, f).await
+    }
+
+    /// As [`PgThread::write`], for a write that declares the rows it checks (`keys`): they
+    /// are read with its group's start, and its end goes out with the next statement that
+    /// needs an answer (a failure of its statements then fails its whole group).
+    pub(crate) async fn write_keyed<T, F>(&self, keys: Option<Keys>, f: F) -> Result<T, StateError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Tx) -> Result<T, StateError> + Send + 'static,
+    {
         #[cfg(feature = "test-hooks")]
         let fault = crate::fault::before_write(&self.faults)?;
         let (reply, rx) = oneshot::channel();
@@ -323,7 +342,9 @@ impl PgThread {
             };
             Box::new(Reply { tx: reply, result })
         });
-        self.writes.send(Some(job)).map_err(|_| StateError::StoreClosed)?;
+        self.writes
+            .send(Some(Job { keys, write: job }))
+            .map_err(|_| StateError::StoreClosed)?;
         let result = rx.await.map_err(|_| StateError::StoreClosed)?;
         #[cfg(feature = "test-hooks")]
         crate::fault::after_write(fault, &result)?;
@@ -359,7 +380,7 @@ fn begin_write() -> String {
     )
 }
 
-/// The clock and the chain head [`begin_write`] answered.
+/// The clock and the chain head [`begin_write`] answered (the rows read ahead follow them).
 fn read_begin(answer: &[SimpleQueryMessage]) -> Option<(crate::Millis, ChainHead)> {
     let rows: Vec<_> = answer
         .iter()
@@ -380,27 +401,32 @@ fn read_begin(answer: &[SimpleQueryMessage]) -> Option<(crate::Millis, ChainHead
 /// Runs a group of writes in one transaction (after the advisory lock) and answers each
 /// after the commit.
 ///
-/// Round trips: one for BEGIN (with the clock, the lock and the chain head), then per write
-/// its statements that need an answer (the savepoint and the statements it queued go out
-/// with them, [`Tx::execute_later`]) and one for its end (the rest of its queue with
-/// `RELEASE SAVEPOINT`), and one for the commit (with the chain row, written once). A
-/// write whose queued statement fails is rolled back to its savepoint and fails alone.
-fn commit_group(link: &mut Link, mut group: Vec<WriteFn>, commits: &AtomicU64) {
+/// Round trips: one for BEGIN (with the clock, the lock, the chain head and the rows the
+/// writes declared, [`Prefetched`]); then per write only its statements that need an
+/// answer (the savepoint and the statements it queued go out with them,
+/// [`Tx::execute_later`]); and one for the commit (with every queued statement and the
+/// chain row, written once). A write that declared its rows ([`Keys`]) and checked them
+/// from what was read ahead needs no round trip of its own: its end is queued too. A
+/// write that declared none ends with a round trip (`RELEASE SAVEPOINT`), so a statement
+/// of it that fails is rolled back to its savepoint and fails alone; a queued statement of
+/// a write that declared its rows fails the whole group.
+fn commit_group(link: &mut Link, mut group: Vec<Job>, commits: &AtomicU64) {
+    let ahead_sql = Prefetched::sql(group.iter().filter_map(|j| j.keys.as_ref()));
     let begun = link
-        .begin(&begin_write(), "beginning a transaction")
+        .begin(&format!("{}{ahead_sql}", begin_write()), "beginning a transaction")
         .and_then(|(answer, sent)| {
             read_begin(&answer)
-                .map(|(clock, head)| (clock, head, sent))
+                .map(|(clock, head)| (clock, head, Prefetched::read(&answer), sent))
                 .ok_or_else(|| {
                     StateError::commit_failed("the transaction's start did not answer the clock and the chain head")
                 })
         });
-    let (clock, head, sent) = match begun {
+    let (clock, head, ahead, sent) = match begun {
         Ok(begun) => begun,
         Err(e) => {
             let source: BackendError = Arc::new(e);
-            for w in group {
-                w(None).finish(Err(&source));
+            for j in group {
+                (j.write)(None).finish(Err(&source));
             }
             return;
         }
@@ -409,18 +435,22 @@ fn commit_group(link: &mut Link, mut group: Vec<WriteFn>, commits: &AtomicU64) {
     let Some(conn) = link.conn.as_ref() else {
         return;
     };
+    conn.borrow_mut().clear();
     conn.borrow_mut().set_clock(Some((clock, sent)));
     let chain = RefCell::new(Some(head.clone()));
-    let tx = PgTx::writing(conn, &chain);
+    let ahead = RefCell::new(ahead);
+    let tx = PgTx::writing(conn, &chain, &ahead);
     let control = |sql: &str| conn.borrow_mut().client().batch_execute(sql);
     let mut pending = Vec::with_capacity(group.len());
     if group.len() == 1
-        && let Some(w) = group.pop()
+        && let Some(j) = group.pop()
     {
         // Alone in its transaction: a failed write rolls the whole transaction back.
-        let p = w(Some(&tx));
+        conn.borrow_mut().start_write();
+        ahead.borrow_mut().serve(j.keys.as_ref());
+        let p = (j.write)(Some(&tx));
         if p.failed() {
-            conn.borrow_mut().discard();
+            conn.borrow_mut().clear();
             let rolled_back = control("ROLLBACK");
             conn.borrow_mut().set_clock(None);
             match link.lost(&"the connection closed during the write") {
@@ -436,26 +466,46 @@ fn commit_group(link: &mut Link, mut group: Vec<WriteFn>, commits: &AtomicU64) {
         }
         pending.push(p);
     } else {
-        for w in group {
+        for j in group {
             // Bound first: `failure` borrows the connection again (is it lost?).
             let queued = conn.borrow_mut().queue_savepoint("SAVEPOINT write");
             if let Err(e) = queued {
                 let source = failure(link, "opening a savepoint", e);
-                w(None).finish(Err(&source));
+                (j.write)(None).finish(Err(&source));
                 continue;
             }
             let before = chain.borrow().clone();
-            let mut p = w(Some(&tx));
+            ahead.borrow_mut().serve(j.keys.as_ref());
+            let mut p = (j.write)(Some(&tx));
+            ahead.borrow_mut().forget(j.keys.as_ref());
+            let poisoned = conn.borrow().poisoned();
+            if let Some(source) = poisoned {
+                // A statement an earlier write queued failed: the transaction is aborted.
+                pending.push(p);
+                fail_group(conn, pending, &source);
+                return;
+            }
             let ended = if p.failed() {
                 Err(None)
             } else {
-                conn.borrow_mut().flush_with("RELEASE SAVEPOINT write").map_err(|e| {
+                let end = if j.keys.is_some() {
+                    conn.borrow_mut().defer("RELEASE SAVEPOINT write")
+                } else {
+                    conn.borrow_mut().flush_with("RELEASE SAVEPOINT write")
+                };
+                end.map_err(|e| {
                     Some(StateError::Database {
                         operation: "finishing a write",
                         source: Arc::new(e),
                     })
                 })
             };
+            let poisoned = conn.borrow().poisoned();
+            if let Some(source) = poisoned {
+                pending.push(p);
+                fail_group(conn, pending, &source);
+                return;
+            }
             if let Err(error) = ended {
                 *chain.borrow_mut() = before;
                 // Nothing of the write reached the server: nothing to roll back.
@@ -494,12 +544,26 @@ fn commit_group(link: &mut Link, mut group: Vec<WriteFn>, commits: &AtomicU64) {
         Err(source) => {
             // The transaction may still be open (a statement queued before the commit
             // failed, and the commit then rolled back, or not sent): end it.
-            conn.borrow_mut().discard();
+            conn.borrow_mut().clear();
             let _ = control("ROLLBACK");
             for p in pending {
                 p.finish(Err(&source));
             }
         }
+    }
+}
+
+/// Ends a group whose transaction was aborted by a statement an earlier write queued:
+/// rolls it back and fails every write of it with `source`.
+fn fail_group(conn: &RefCell<PgConn>, pending: Vec<Box<dyn Held>>, source: &BackendError) {
+    conn.borrow_mut().clear();
+    conn.borrow_mut().set_clock(None);
+    let rolled_back = conn.borrow_mut().client().batch_execute("ROLLBACK");
+    if let Err(e) = rolled_back {
+        tracing::error!(error = %e, "could not roll back a group of writes");
+    }
+    for p in pending {
+        p.finish(Err(source));
     }
 }
 

@@ -17,8 +17,9 @@ use postgres::Statement;
 use postgres::types::{ToSql, Type};
 
 use crate::pg::postgres_placeholders;
+use crate::pg::prefetch::Prefetched;
 use crate::pg::session::{Answer, Request, Session as Client, SessionError};
-use crate::sql::{ChainHead, Dialect, Error, Result, Row, Tx, Value};
+use crate::sql::{ChainHead, Dialect, Error, Result, Row, RunAhead, StepAhead, Tx, Value};
 
 /// One PostgreSQL connection with its prepared statements.
 pub(crate) struct PgConn {
@@ -32,6 +33,12 @@ pub(crate) struct PgConn {
     queue: Vec<Queued>,
     /// Whether a pipeline went out since [`PgConn::queue_savepoint`].
     sent: bool,
+    /// Where the current write's statements start in `queue`: the ones before it were
+    /// queued by earlier writes of the group (their ends deferred, [`PgConn::defer`]).
+    mark: usize,
+    /// A statement an earlier write of the group queued failed, reported to a later one:
+    /// the transaction is aborted, and the whole group with it.
+    poisoned: Option<crate::BackendError>,
     /// The server's clock as read at the start of the write transaction, and when that
     /// request was sent ([`PgConn::set_clock`]).
     clock: Option<(crate::Millis, Instant)>,
@@ -67,6 +74,8 @@ impl PgConn {
             caller_clock: Arc::default(),
             queue: Vec::new(),
             sent: false,
+            mark: 0,
+            poisoned: None,
             clock: None,
         }
     }
@@ -99,15 +108,46 @@ impl PgConn {
     /// Queues `sql` (no parameters, e.g. `SAVEPOINT write`) to go out first in the next
     /// pipeline, and notes that nothing was sent since.
     pub(crate) fn queue_savepoint(&mut self, sql: &str) -> Result<()> {
-        self.sent = false;
+        self.start_write();
         self.enqueue(sql, &[])
     }
 
-    /// Drops the queued statements unsent; returns whether anything was sent since
-    /// [`PgConn::queue_savepoint`] (when not, the server has seen nothing of the write).
+    /// Marks where the next write's statements start (a write alone in its transaction
+    /// starts at once, without a savepoint).
+    pub(crate) fn start_write(&mut self) {
+        self.sent = false;
+        self.mark = self.queue.len();
+    }
+
+    /// Queues `sql` (no parameters, e.g. `RELEASE SAVEPOINT write`) to end the current
+    /// write without waiting for its answer: its statements, and this, go out with the
+    /// next statement that needs an answer or with the commit. A failure among them is then
+    /// reported to a later write of the group, and fails the whole group
+    /// ([`PgConn::poisoned`]).
+    pub(crate) fn defer(&mut self, sql: &str) -> Result<()> {
+        self.enqueue(sql, &[])
+    }
+
+    /// The failure of a statement an earlier write of the group queued, if one was
+    /// reported: the transaction is aborted, and every write of the group fails with it.
+    pub(crate) fn poisoned(&self) -> Option<crate::BackendError> {
+        self.poisoned.clone()
+    }
+
+    /// Drops the current write's queued statements unsent (those of earlier writes stay
+    /// queued); returns whether anything was sent since it started (when not, the server
+    /// has seen nothing of the write).
     pub(crate) fn discard(&mut self) -> bool {
-        self.queue.clear();
+        let mark = self.mark.min(self.queue.len());
+        self.queue.truncate(mark);
         self.sent
+    }
+
+    /// Drops everything queued (the transaction is ending).
+    pub(crate) fn clear(&mut self) {
+        self.queue.clear();
+        self.mark = 0;
+        self.poisoned = None;
     }
 
     /// Sends the queued statements with `sql` (no parameters, e.g. `RELEASE SAVEPOINT
@@ -129,6 +169,7 @@ impl PgConn {
     /// the first queued statement that failed (the write is then rolled back).
     fn send(&mut self, stmt: &Statement, params: Vec<Bound>, rows: bool) -> Result<Answer> {
         let queued = std::mem::take(&mut self.queue);
+        let mark = std::mem::take(&mut self.mark);
         self.sent = true;
         let mut requests: Vec<Request<'_>> = queued
             .iter()
@@ -144,12 +185,16 @@ impl PgConn {
             rows,
         });
         let mut answers = self.client.pipeline(&requests).map_err(Error::backend)?.into_iter();
-        for q in &queued {
+        for (i, q) in queued.iter().enumerate() {
             if let Some(Err(source)) = answers.next() {
-                return Err(Error::backend(QueuedFailed {
+                let failed: crate::BackendError = Arc::new(QueuedFailed {
                     sql: q.sql.clone(),
                     source,
-                }));
+                });
+                if i < mark {
+                    self.poisoned = Some(failed.clone());
+                }
+                return Err(Error::Backend(failed));
             }
         }
         match answers.next() {
@@ -174,21 +219,32 @@ pub(crate) struct PgTx<'a> {
     conn: &'a RefCell<PgConn>,
     /// The write transaction's chain head, kept in memory until its commit (writes only).
     chain: Option<&'a RefCell<Option<ChainHead>>>,
+    /// The rows the group's writes declared, read with its `BEGIN` (writes only).
+    ahead: Option<&'a RefCell<Prefetched>>,
 }
 
 impl<'a> PgTx<'a> {
     /// A read: every statement is sent at once.
     pub(crate) fn new(conn: &'a RefCell<PgConn>) -> Self {
-        Self { conn, chain: None }
+        Self {
+            conn,
+            chain: None,
+            ahead: None,
+        }
     }
 
     /// A write of the writer's group transaction: the chain head is kept in `chain` (read
     /// at BEGIN, under the write lock) and statements whose answers nobody reads are
     /// queued, to go out with the next one that needs an answer or with the write's end.
-    pub(crate) fn writing(conn: &'a RefCell<PgConn>, chain: &'a RefCell<Option<ChainHead>>) -> Self {
+    pub(crate) fn writing(
+        conn: &'a RefCell<PgConn>,
+        chain: &'a RefCell<Option<ChainHead>>,
+        ahead: &'a RefCell<Prefetched>,
+    ) -> Self {
         Self {
             conn,
             chain: Some(chain),
+            ahead: Some(ahead),
         }
     }
 }
@@ -253,6 +309,14 @@ impl Tx for PgTx<'_> {
 
     fn chain_head(&self) -> Option<&RefCell<Option<ChainHead>>> {
         self.chain
+    }
+
+    fn prefetched_run(&self, run_id: &str) -> Option<RunAhead> {
+        self.ahead?.borrow_mut().take_run(run_id)
+    }
+
+    fn prefetched_step(&self, run_id: &str, step_id: &str) -> Option<StepAhead> {
+        self.ahead?.borrow_mut().take_step(run_id, step_id)
     }
 }
 

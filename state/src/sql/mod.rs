@@ -100,6 +100,77 @@ pub(crate) trait Tx {
     fn chain_head(&self) -> Option<&RefCell<Option<ChainHead>>> {
         None
     }
+
+    /// The lease row of `run_id` as read at the start of this write transaction, if the
+    /// backend read it ahead ([`Keys`]) and nothing of the transaction has changed it since;
+    /// taken: a second call answers `None`, and the caller reads the row itself.
+    fn prefetched_run(&self, run_id: &str) -> Option<RunAhead> {
+        let _ = run_id;
+        None
+    }
+
+    /// The status of a step and the last end the trail records for it, as
+    /// [`Tx::prefetched_run`] (taken).
+    fn prefetched_step(&self, run_id: &str, step_id: &str) -> Option<StepAhead> {
+        let _ = (run_id, step_id);
+        None
+    }
+}
+
+/// The rows a write says it will check (its runs, and steps of them): a backend whose
+/// round trips cost (PostgreSQL) reads them for a whole group of writes with the group's
+/// start, so the checks of a driver's transition need no round trip of their own.
+///
+/// A write that declares keys changes no row of the runs, steps or step ends of any other
+/// run; the backend forgets what it read of a write's runs once that write ran, and all of
+/// it after a write that declared none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Keys {
+    /// Each run with the steps of it the write checks.
+    pub(crate) runs: Vec<(String, Vec<String>)>,
+}
+
+impl Keys {
+    /// One run and `steps` of it.
+    pub(crate) fn run(run_id: &str, steps: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            runs: vec![(run_id.to_owned(), steps.into_iter().collect())],
+        }
+    }
+}
+
+/// A run's lease row read ahead ([`Tx::prefetched_run`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RunAhead {
+    pub(crate) owner: Option<String>,
+    pub(crate) expires_at: Option<crate::Millis>,
+    pub(crate) cancel: bool,
+    pub(crate) epoch: i64,
+    pub(crate) audit_count: i64,
+    pub(crate) status: String,
+}
+
+/// A step read ahead ([`Tx::prefetched_step`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StepAhead {
+    /// The step row's status.
+    pub(crate) status: String,
+    /// The kind of the newest `step.completed`, `step.skipped` or `step.retry_requested`
+    /// event of the step, if any.
+    pub(crate) last_end: Option<String>,
+}
+
+impl StepAhead {
+    /// Whether the step's row may still change (its status is not final).
+    pub(crate) fn open(&self) -> bool {
+        !matches!(self.status.as_str(), "completed" | "skipped" | "failed")
+    }
+
+    /// Whether a new attempt may start: the row is open and the trail does not record the
+    /// step as done (`step.retry_requested` re-opens it), as `try_start`'s statement checks.
+    pub(crate) fn may_start(&self) -> bool {
+        self.open() && self.last_end.as_deref().is_none_or(|k| k == "step.retry_requested")
+    }
 }
 
 /// The newest event of the whole audit chain: its hash and its global position.

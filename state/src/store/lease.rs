@@ -8,7 +8,7 @@ use super::Store;
 use super::steps::finished_word;
 use crate::audit::{self, NewEvent};
 use crate::error::SqlContext;
-use crate::sql::{OptionalExt, Tx, params};
+use crate::sql::{Keys, OptionalExt, Tx, params};
 use crate::{LeaseGrant, Millis, RunStatus, StateError, format_ms};
 
 impl Store {
@@ -162,21 +162,15 @@ impl Store {
     pub async fn renew_lease(&self, run_id: &str, owner: &str, ttl: Duration, now: Millis) -> Result<bool, StateError> {
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
         let held = self.held_epoch(&run_id, &owner);
-        self.write(move |tx| {
+        self.write_keyed(Keys::run(&run_id, []), move |tx| {
             let lease_now = tx.lease_now(now).during("reading the database's clock")?;
-            check_lease_at(tx, &run_id, &owner, held, lease_now)?;
+            // The cancellation flag is read with the lease, in the same statement.
+            let (cancel, _, _) = check_lease_at(tx, &run_id, &owner, held, lease_now)?;
             tx.execute_later(
                 "UPDATE runs SET lease_expires_at = ?3 WHERE id = ?1 AND lease_owner = ?2",
                 params![run_id, owner, lease_now + millis(ttl)],
             )
             .during("renewing the lease")?;
-            let cancel: bool = tx
-                .query_row(
-                    "SELECT cancel_requested FROM runs WHERE id = ?1",
-                    params![&run_id],
-                    |r| r.get(0),
-                )
-                .during("renewing the lease")?;
             Ok(cancel)
         })
         .await
@@ -200,7 +194,10 @@ impl Store {
             .map(|id| (id.clone(), self.held_epoch(id, owner)))
             .collect();
         let owner = owner.to_owned();
-        self.write(move |tx| {
+        let keys = Keys {
+            runs: runs.iter().map(|(id, _)| (id.clone(), Vec::new())).collect(),
+        };
+        self.write_keyed(keys, move |tx| {
             let lease_now = tx.lease_now(now).during("reading the database's clock")?;
             renew_all(tx, &owner, &runs, lease_now + millis(ttl), lease_now)
         })
@@ -430,24 +427,11 @@ pub(super) fn lease_of(conn: &dyn Tx, run_id: &str) -> Result<Lease, StateError>
 /// Expiry is by [`Tx::lease_now`] (the database's clock on PostgreSQL), whatever `now`
 /// the caller's clock says.
 ///
-/// Returns whether an operator asked to cancel the run (read in the same statement).
-pub(super) fn check_lease(
-    conn: &dyn Tx,
-    run_id: &str,
-    owner: &str,
-    held: Option<i64>,
-    now: Millis,
-) -> Result<bool, StateError> {
-    check_lease_counting(conn, run_id, owner, held, now).map(|(cancel, _, _)| cancel)
-}
-
-/// A run's lease owner, expiry, cancellation flag and epoch, with its audit count and
-/// whether it is running.
-type LeaseRow = (Option<String>, Option<Millis>, bool, i64, (i64, bool));
-
-/// As [`check_lease`], and also returns the run's audit count and whether its status is
-/// `running`, read in the same statement (a transition then neither reads them again nor
-/// rewrites an unchanged status, which is indexed).
+/// Returns whether an operator asked to cancel the run, the run's audit count and
+/// whether its status is `running`, read in the same statement (a transition then neither
+/// reads them again nor rewrites an unchanged status, which is indexed). A write that
+/// declared its run ([`crate::sql::Keys`]) is answered from the row read with its group's
+/// start, without a round trip.
 pub(super) fn check_lease_counting(
     conn: &dyn Tx,
     run_id: &str,
@@ -459,6 +443,10 @@ pub(super) fn check_lease_counting(
     check_lease_at(conn, run_id, owner, held, lease_now)
 }
 
+/// A run's lease owner, expiry, cancellation flag and epoch, with its audit count and
+/// whether it is running.
+type LeaseRow = (Option<String>, Option<Millis>, bool, i64, (i64, bool));
+
 /// [`check_lease_counting`] at `lease_now`, already read by [`Tx::lease_now`].
 fn check_lease_at(
     conn: &dyn Tx,
@@ -467,15 +455,24 @@ fn check_lease_at(
     held: Option<i64>,
     now: Millis,
 ) -> Result<(bool, i64, bool), StateError> {
-    let current: Option<LeaseRow> = conn
-        .query_row(
-            "SELECT lease_owner, lease_expires_at, cancel_requested, lease_epoch, audit_count, status = 'running'
-             FROM runs WHERE id = ?1",
-            params![run_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, (r.get(4)?, r.get(5)?))),
-        )
-        .optional()
-        .during("checking the lease")?;
+    let current: Option<LeaseRow> = match conn.prefetched_run(run_id) {
+        Some(r) => Some((
+            r.owner,
+            r.expires_at,
+            r.cancel,
+            r.epoch,
+            (r.audit_count, r.status == "running"),
+        )),
+        None => conn
+            .query_row(
+                "SELECT lease_owner, lease_expires_at, cancel_requested, lease_epoch, audit_count, status = 'running'
+                 FROM runs WHERE id = ?1",
+                params![run_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, (r.get(4)?, r.get(5)?))),
+            )
+            .optional()
+            .during("checking the lease")?,
+    };
     match current {
         None => Err(StateError::UnknownRun {
             run_id: run_id.to_owned(),

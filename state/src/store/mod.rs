@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::SqlContext;
 use crate::pg::thread::PgThread;
-use crate::sql::{Dialect, Tx, params};
+use crate::sql::{Dialect, Keys, Tx, params};
 use crate::thread::ConnThread;
 
 mod actions;
@@ -123,15 +123,32 @@ impl Store {
     }
 
     /// A write that refuses only before its first change (see [`crate::thread::Guard`]):
-    /// on SQLite it needs no savepoint of its own in a group; PostgreSQL keeps its savepoint.
-    pub(crate) async fn write_refusing_first<T, F>(&self, f: F) -> Result<T, StateError>
+    /// on SQLite it needs no savepoint of its own in a group; PostgreSQL keeps its savepoint,
+    /// and reads the rows `keys` names with its group's start ([`Store::write_keyed`]).
+    pub(crate) async fn write_refusing_first<T, F>(&self, keys: Option<Keys>, f: F) -> Result<T, StateError>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Tx) -> Result<T, StateError> + Send + 'static,
     {
         match &self.conn {
             Backend::Sqlite(c) => c.write_guarded(crate::thread::Guard::None, f).await,
-            Backend::Postgres(c) => c.write(f).await,
+            Backend::Postgres(c) => c.write_keyed(keys, f).await,
+        }
+    }
+
+    /// A driver's write that checks only the rows `keys` names (its run, steps of it) and
+    /// changes no other run's: on PostgreSQL those rows are read with its group's start
+    /// (one round trip for the whole group), and its statements go out with the group's
+    /// commit, so it needs no round trip of its own ([`crate::sql::Keys`]); a statement of
+    /// it that fails then fails its whole group. SQLite runs it as [`Store::write`].
+    pub(crate) async fn write_keyed<T, F>(&self, keys: Keys, f: F) -> Result<T, StateError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Tx) -> Result<T, StateError> + Send + 'static,
+    {
+        match &self.conn {
+            Backend::Sqlite(c) => c.write(f).await,
+            Backend::Postgres(c) => c.write_keyed(Some(keys), f).await,
         }
     }
 

@@ -3,11 +3,11 @@
 use serde_json::json;
 
 use super::Store;
-use super::lease::{check_lease, check_lease_counting};
+use super::lease::check_lease_counting;
 use super::windows::{close_window, open_window};
 use crate::audit::{self, NewEvent};
 use crate::error::SqlContext;
-use crate::sql::{OptionalExt, Tx, params};
+use crate::sql::{Keys, OptionalExt, Tx, params};
 use crate::{Millis, RunStatus, StateError, StepFinish, StepOutcome, StepStart, format_ms};
 
 impl Store {
@@ -29,24 +29,27 @@ impl Store {
         let (run_id, owner, step_id) = (run_id.to_owned(), owner.to_owned(), step_id.to_owned());
         let (named, named_step) = (run_id.clone(), step_id.clone());
         let held = self.held_epoch(&run_id, &owner);
-        self.write(move |tx| {
-            check_lease(tx, &run_id, &owner, held, now)?;
-            let changed = tx
-                .execute(
-                    "UPDATE steps SET progress = ?3 WHERE run_id = ?1 AND step_id = ?2 AND status = 'running'",
-                    params![run_id, step_id, progress.to_string()],
-                )
-                .during("saving step progress")?;
+        let keys = Keys::run(&run_id, [step_id.clone()]);
+        self.write_keyed(keys, move |tx| {
+            let (_, count, _) = check_lease_counting(tx, &run_id, &owner, held, now)?;
+            let running = tx.prefetched_step(&run_id, &step_id).map(|s| s.status == "running");
+            let changed = execute_step(
+                tx,
+                running,
+                "UPDATE steps SET progress = ?3 WHERE run_id = ?1 AND step_id = ?2 AND status = 'running'",
+                params![run_id, step_id, progress.to_string()],
+            )
+            .during("saving step progress")?;
             if changed == 0 {
                 return Err(StateError::InvalidTransition {
                     message: format!("step `{step_id}` is not running; its progress cannot change"),
                 });
             }
-            audit::append(
+            audit::append_counted(
                 tx,
                 &run_id,
-                now,
-                NewEvent::step("step.progress", &step_id, Some(attempt), progress),
+                [(now, NewEvent::step("step.progress", &step_id, Some(attempt), progress))],
+                count,
             )
         })
         .await
@@ -78,8 +81,13 @@ impl Store {
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
         let named = run_id.clone();
         let held = self.held_epoch(&run_id, &owner);
+        let steps = finished
+            .iter()
+            .map(|f| f.step_id.clone())
+            .chain(start.as_ref().map(|s| s.step_id.clone()));
+        let keys = Keys::run(&run_id, steps);
         // Its refusals (lease, an attempt already ended) come before its first change.
-        self.write_refusing_first(move |tx| {
+        self.write_refusing_first(Some(keys), move |tx| {
             let now = start
                 .as_ref()
                 .map(|s| s.now)
@@ -174,9 +182,9 @@ impl Store {
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
         let named = run_id.clone();
         let held = self.held_epoch(&run_id, &owner);
-        self.write(move |tx| {
-            check_lease(tx, &run_id, &owner, held, now)?;
-            set_status(tx, &run_id, status, error, now)
+        self.write_keyed(Keys::run(&run_id, []), move |tx| {
+            let (_, count, _) = check_lease_counting(tx, &run_id, &owner, held, now)?;
+            set_status_counted(tx, &run_id, status, error, now, Some(count))
         })
         .await
         .map_err(|e| e.naming(&named, || format!("the change of its status to {status}")))
@@ -230,6 +238,19 @@ pub(crate) fn set_status(
     error: Option<serde_json::Value>,
     now: Millis,
 ) -> Result<(), StateError> {
+    set_status_counted(tx, run_id, status, error, now, None)
+}
+
+/// [`set_status`], given the run's audit count when the caller read it in this write
+/// before anything was appended (`None`: read it).
+fn set_status_counted(
+    tx: &dyn Tx,
+    run_id: &str,
+    status: RunStatus,
+    error: Option<serde_json::Value>,
+    now: Millis,
+    count: Option<i64>,
+) -> Result<(), StateError> {
     let finished = status.is_terminal().then_some(now);
     tx.execute_later(
         "UPDATE runs SET status = ?2, error = ?3, updated_at = ?4, finished_at = ?5,
@@ -259,12 +280,11 @@ pub(crate) fn set_status(
         RunStatus::Failed => "run.failed",
         RunStatus::Cancelled => "run.cancelled",
     };
-    audit::append(
-        tx,
-        run_id,
-        now,
-        NewEvent::run(kind, error.unwrap_or(serde_json::Value::Null)),
-    )
+    let event = NewEvent::run(kind, error.unwrap_or(serde_json::Value::Null));
+    match count {
+        Some(count) => audit::append_counted(tx, run_id, [(now, event)], count),
+        None => audit::append(tx, run_id, now, event),
+    }
 }
 
 /// The events of one transition, appended together at its end.
@@ -280,16 +300,19 @@ pub(super) fn apply_finish<'a>(
     let sid = finish.step_id.as_str();
     let attempt = Some(finish.attempt);
     let now = finish.now;
+    // Whether the step's row may still change, when it was read ahead.
+    let open = tx.prefetched_step(run_id, sid).map(|s| s.open());
     let changed = match &finish.outcome {
         StepOutcome::Completed { output } => {
-            let changed = tx
-                .execute(
-                    "UPDATE steps SET status = 'completed', output = ?3, error = NULL, finished_at = ?4,
-                            next_attempt_at = NULL
-                     WHERE run_id = ?1 AND step_id = ?2 AND status NOT IN ('completed', 'skipped', 'failed')",
-                    params![run_id, sid, output.to_string(), now],
-                )
-                .during("completing a step")?;
+            let changed = execute_step(
+                tx,
+                open,
+                "UPDATE steps SET status = 'completed', output = ?3, error = NULL, finished_at = ?4,
+                        next_attempt_at = NULL
+                 WHERE run_id = ?1 AND step_id = ?2 AND status NOT IN ('completed', 'skipped', 'failed')",
+                params![run_id, sid, output.to_string(), now],
+            )
+            .during("completing a step")?;
             if changed > 0 {
                 events.push((
                     now,
@@ -302,13 +325,14 @@ pub(super) fn apply_finish<'a>(
             changed
         }
         StepOutcome::Skipped { reason } => {
-            let changed = tx
-                .execute(
-                    "UPDATE steps SET status = 'skipped', finished_at = ?3
-                     WHERE run_id = ?1 AND step_id = ?2 AND status NOT IN ('completed', 'skipped', 'failed')",
-                    params![run_id, sid, now],
-                )
-                .during("skipping a step")?;
+            let changed = execute_step(
+                tx,
+                open,
+                "UPDATE steps SET status = 'skipped', finished_at = ?3
+                 WHERE run_id = ?1 AND step_id = ?2 AND status NOT IN ('completed', 'skipped', 'failed')",
+                params![run_id, sid, now],
+            )
+            .during("skipping a step")?;
             events.push((
                 now,
                 NewEvent::step("step.skipped", sid, None, json!({ "when": reason })),
@@ -316,13 +340,14 @@ pub(super) fn apply_finish<'a>(
             changed
         }
         StepOutcome::RetryScheduled { error, next_attempt_at } => {
-            let changed = tx
-                .execute(
-                    "UPDATE steps SET status = 'retry_wait', error = ?3, next_attempt_at = ?4
-                     WHERE run_id = ?1 AND step_id = ?2 AND status NOT IN ('completed', 'skipped', 'failed')",
-                    params![run_id, sid, error.to_string(), next_attempt_at],
-                )
-                .during("scheduling a retry")?;
+            let changed = execute_step(
+                tx,
+                open,
+                "UPDATE steps SET status = 'retry_wait', error = ?3, next_attempt_at = ?4
+                 WHERE run_id = ?1 AND step_id = ?2 AND status NOT IN ('completed', 'skipped', 'failed')",
+                params![run_id, sid, error.to_string(), next_attempt_at],
+            )
+            .during("scheduling a retry")?;
             events.push((
                 now,
                 NewEvent::step(
@@ -335,13 +360,14 @@ pub(super) fn apply_finish<'a>(
             changed
         }
         StepOutcome::Failed { error, run_continues } => {
-            let changed = tx
-                .execute(
-                    "UPDATE steps SET status = 'failed', error = ?3, finished_at = ?4
-                     WHERE run_id = ?1 AND step_id = ?2 AND status NOT IN ('completed', 'skipped', 'failed')",
-                    params![run_id, sid, error.to_string(), now],
-                )
-                .during("failing a step")?;
+            let changed = execute_step(
+                tx,
+                open,
+                "UPDATE steps SET status = 'failed', error = ?3, finished_at = ?4
+                 WHERE run_id = ?1 AND step_id = ?2 AND status NOT IN ('completed', 'skipped', 'failed')",
+                params![run_id, sid, error.to_string(), now],
+            )
+            .during("failing a step")?;
             events.push((
                 now,
                 NewEvent::step(
@@ -377,27 +403,47 @@ pub(super) fn apply_finish<'a>(
 /// says; `step.retry_requested`, written by `retry-from`, re-opens it). Returns whether the
 /// step was started; when not, the caller finds out why.
 fn try_start(tx: &dyn Tx, run_id: &str, start: &StepStart) -> Result<bool, StateError> {
-    let changed = tx
-        .execute(
-            "UPDATE steps SET status = 'running', attempt = ?3, input = ?4, started_at = ?5,
+    let may_start = tx.prefetched_step(run_id, &start.step_id).map(|s| s.may_start());
+    let changed = execute_step(
+        tx,
+        may_start,
+        "UPDATE steps SET status = 'running', attempt = ?3, input = ?4, started_at = ?5,
                     first_started_at = COALESCE(first_started_at, ?5), deadline_at = ?6,
                     next_attempt_at = NULL, progress = CASE WHEN ?7 THEN progress ELSE NULL END
              WHERE run_id = ?1 AND step_id = ?2 AND status NOT IN ('completed', 'skipped', 'failed')
                AND COALESCE((SELECT kind FROM events WHERE run_id = ?1 AND step_id = ?2
                                  AND kind IN ('step.completed', 'step.skipped', 'step.retry_requested')
                              ORDER BY seq DESC LIMIT 1), 'step.retry_requested') = 'step.retry_requested'",
-            params![
-                run_id,
-                start.step_id,
-                start.attempt,
-                start.input.to_string(),
-                start.now,
-                start.deadline_at,
-                start.keep_progress
-            ],
-        )
-        .during("starting a step")?;
+        params![
+            run_id,
+            start.step_id,
+            start.attempt,
+            start.input.to_string(),
+            start.now,
+            start.deadline_at,
+            start.keep_progress
+        ],
+    )
+    .during("starting a step")?;
     Ok(changed > 0)
+}
+
+/// Runs `sql`, an update of one step's row guarded by that row's (and the trail's) state,
+/// and returns how many rows it changed. When the step was read ahead
+/// ([`Tx::prefetched_step`]), `ahead` says whether the guard holds: the statement is then
+/// queued ([`Tx::execute_later`]: no round trip), or not sent at all when it would change
+/// nothing.
+fn execute_step(
+    tx: &dyn Tx,
+    ahead: Option<bool>,
+    sql: &str,
+    params: &[crate::sql::Value],
+) -> crate::sql::Result<usize> {
+    match ahead {
+        Some(true) => tx.execute_later(sql, params).map(|()| 1),
+        Some(false) => Ok(0),
+        None => tx.execute(sql, params),
+    }
 }
 
 /// The error for a transition of a step that is already done (or does not exist).

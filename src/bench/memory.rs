@@ -348,9 +348,9 @@ async fn drive_waiting(store: &Store, url: &str, runs: u32, window: Duration) ->
 
 /// Whether the runs' start still moves. It is bounded by the ARM client's read schedule,
 /// and not at a fixed rate: a run's first read is a new target's (`Priority::NewTarget`),
-/// which yields to the polls of the runs already waiting, so the later runs start more
-/// slowly the more runs poll (40 s for 1,000 runs on an idle machine, more when the polls
-/// begin before every first read had its turn). A fixed deadline (it was 50 s for 1,000
+/// which yields to the polls of the runs already waiting (until it is overdue: 10 s), so
+/// the later runs start more slowly the more runs poll (40 s for 1,000 runs on an idle
+/// machine, more when the polls begin before every first read had its turn). A fixed deadline (it was 50 s for 1,000
 /// runs) failed a start that was slow but going on; the bench gives up only when no run
 /// started waiting for `timeout`.
 struct Progress {

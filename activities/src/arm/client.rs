@@ -287,20 +287,24 @@ impl ArmClient {
     async fn attempt(&self, req: &ArmRequest, ctx: &ActivityCtx) -> Result<ArmResponse, AttemptError> {
         let class = OpClass::of(&req.method);
         // A lower class asks again while the budget is short; it takes no turn meanwhile,
-        // so the requests above it keep theirs. After `MAX_DEFERRALS` waits it takes a turn
-        // like the most urgent class (a starved class still moves, and a pacer that does not
-        // sleep, such as a test's simulated clock, cannot make it spin).
+        // so the requests above it keep theirs, until the limiter finds it overdue (it
+        // counts from the first ask) and gives it a turn ahead of them. After
+        // `MAX_DEFERRALS` waits it is overdue whatever the limiter's clock says (a pacer
+        // that does not sleep, such as a test's simulated clock, cannot make it spin).
         const MAX_DEFERRALS: u32 = 8;
+        let limiter = &self.inner.limiter;
+        let first_ask = limiter.now_ms();
         let mut deferrals = 0;
         loop {
-            let limiter = &self.inner.limiter;
-            let priority = if deferrals < MAX_DEFERRALS {
-                req.priority
+            let since = if deferrals < MAX_DEFERRALS {
+                first_ask
             } else {
-                Priority::Poll
+                f64::NEG_INFINITY
             };
             deferrals += 1;
-            let turn = limiter.reserve_async(&req.subscription, class, priority).await;
+            let turn = limiter
+                .reserve_async(&req.subscription, class, req.priority, Some(since))
+                .await;
             let (wait, go) = match turn {
                 Turn::Go(wait) => (wait, true),
                 Turn::Later(wait) => (Some(wait), false),

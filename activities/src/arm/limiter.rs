@@ -23,6 +23,26 @@
 //!   keep their headroom above the reserve, so they wait longer than the polls. The
 //!   estimate is this process's (the schedule is shared): another process's requests in
 //!   flight show only in the headers, once they arrived;
+//! - **aging**: polls may borrow future turns, so while enough of them poll the schedule
+//!   never refills to a lower class's floor. A lower class is passed over for at most
+//!   `A = burst / rate` (the time the schedule takes to refill from empty: 10 s for reads,
+//!   18.75 s for writes with the default [`Rates`]), counted from its first ask: it is told
+//!   to ask again no later than that, and then it is *overdue*. An overdue request takes
+//!   its turn in order if that comes first, else it goes ahead of the turns already
+//!   promised, in a lane of `OVERDUE_SHARE` (a quarter) of the rate: one overdue request
+//!   every `1 / (rate × share)` (0.2 s for reads, 0.5 s for writes). Its token is spent
+//!   like any other, so the polls promised later move back by one turn each: the schedule's
+//!   average rate is unchanged, and over any stretch of time at most a quarter more go
+//!   (with the default rates: ARM's own refill). The promise: while the schedule refills (no
+//!   429 pushed it back), a request of a lower class waits at most
+//!   `B = A + k / (rate × share)`, `k` the overdue requests ahead of it in the lane (10 s
+//!   for a read when none is, 10.2 s when one is), whatever number of polls compete; until
+//!   it is overdue the polls keep their precedence. The turns of polls (and of steps in an
+//!   open window) stay in order: one waits for the turns promised before it. In the
+//!   estimate of ARM's bucket an overdue request counts only the turns that go before it
+//!   (those promised later have not spent ARM's tokens when it arrives); the estimate adds
+//!   its own wait to `B` only when the headers show ARM's bucket below the class's headroom
+//!   (other clients spend it: it is not refilling for us);
 //! - a **429** with `Retry-After` pushes the whole bucket (shared by every process of the
 //!   database) back by that long, so the other requests wait too instead of being refused.
 
@@ -31,6 +51,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::HeaderMap;
+
+use super::estimate::Estimate;
 
 /// How urgent a request is when the subscription's budget is short: lower classes wait
 /// first. Ordered from the most urgent.
@@ -131,130 +153,16 @@ impl OpClass {
     }
 
     /// ARM's refill per second (docs/ARM.md §5).
-    fn arm_rate(self) -> f64 {
+    pub(crate) fn arm_rate(self) -> f64 {
         1.0 / self.refill().as_secs_f64()
     }
 
     /// The size of ARM's bucket (docs/ARM.md §5).
-    fn arm_bucket(self) -> f64 {
+    pub(crate) fn arm_bucket(self) -> f64 {
         match self {
             OpClass::Reads => 250.0,
             OpClass::Writes | OpClass::Deletes => 200.0,
         }
-    }
-}
-
-/// This process's estimate of one of ARM's buckets (a subscription's reads, writes or
-/// deletes), kept from the answers' `x-ms-ratelimit-remaining-subscription-*` headers.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Estimate {
-    /// ARM's tokens left after every turn this process has handed out (negative: turns
-    /// promised beyond what is there now, each waiting for the refill).
-    tokens: f64,
-    at_ms: f64,
-    /// Turns handed out whose answer has not come back (sent, or waiting to be sent).
-    in_flight: u64,
-    /// The net refill per second: ARM's refill less what the other clients spend.
-    rate: f64,
-    /// The largest level a header showed (the bucket as full as the other clients leave it).
-    ceiling: f64,
-    /// Answers with a header, counted: between two of them, this many of ours arrived.
-    answered: u64,
-    /// The answer the next net rate is measured from: (when, level, `answered` then).
-    base: Option<(f64, f64, u64)>,
-}
-
-/// How long the net refill rate is measured over: long enough that one answer's
-/// rounding and the order of arrivals do not dominate it, short enough to follow a
-/// competing client that starts or stops.
-const RATE_WINDOW_MS: f64 = 1_000.0;
-
-impl Estimate {
-    fn new(class: OpClass, now_ms: f64) -> Self {
-        Self {
-            tokens: class.arm_bucket(),
-            at_ms: now_ms,
-            in_flight: 0,
-            rate: class.arm_rate(),
-            ceiling: class.arm_bucket(),
-            answered: 0,
-            base: None,
-        }
-    }
-
-    fn refill(&mut self, now_ms: f64) {
-        let elapsed_s = ((now_ms - self.at_ms) / 1000.0).max(0.0);
-        if self.tokens < self.ceiling {
-            self.tokens = (self.tokens + elapsed_s * self.rate).min(self.ceiling);
-        }
-        self.at_ms = self.at_ms.max(now_ms);
-    }
-
-    /// Takes a turn for a class that must leave `margin` tokens in ARM's bucket: the wait
-    /// for the refill of what is missing, if anything is.
-    fn take(&mut self, now_ms: f64, margin: f64) -> Option<Duration> {
-        self.refill(now_ms);
-        let missing = margin + 1.0 - self.tokens;
-        self.tokens -= 1.0;
-        self.in_flight += 1;
-        (missing > 0.0).then(|| Duration::from_secs_f64((missing / self.rate).clamp(0.001, 86_400.0)))
-    }
-
-    /// An answer showed `remaining` tokens in ARM's bucket when its request (one of ours in
-    /// flight) arrived.
-    fn observe(&mut self, class: OpClass, now_ms: f64, remaining: f64) {
-        self.refill(now_ms);
-        self.answered += 1;
-        self.ceiling = if self.answered == 1 {
-            remaining + 1.0
-        } else {
-            self.ceiling.max(remaining + 1.0)
-        };
-        // The other requests in flight spend one each on arrival; the header could not
-        // count those that arrived after this one, and counting all of them keeps the
-        // estimate on the safe side.
-        let others = self.in_flight.saturating_sub(1) as f64;
-        self.tokens = remaining - others;
-        self.learn_rate(class, now_ms, remaining);
-    }
-
-    /// The net refill rate between the base answer and this one: the level's change plus
-    /// our requests that arrived in between, per second.
-    fn learn_rate(&mut self, class: OpClass, now_ms: f64, remaining: f64) {
-        let Some((at, level, answered)) = self.base else {
-            self.base = Some((now_ms, remaining, self.answered));
-            return;
-        };
-        let dt_s = (now_ms - at) / 1000.0;
-        if dt_s * 1000.0 < RATE_WINDOW_MS {
-            return;
-        }
-        let measured = (remaining - level + (self.answered - answered) as f64) / dt_s;
-        let nominal = class.arm_rate();
-        // A bucket at its ceiling refills nothing more: its rate is at least the measure.
-        let full = remaining + 2.0 >= self.ceiling || level + 2.0 >= self.ceiling;
-        let rate = if full {
-            self.rate.max(measured)
-        } else {
-            (self.rate + measured) / 2.0
-        };
-        self.rate = rate.clamp(nominal / 50.0, nominal);
-        self.base = Some((now_ms, remaining, self.answered));
-    }
-
-    /// ARM refused one of our requests (429): the bucket is empty now, and the rate was
-    /// overestimated.
-    fn refused(&mut self, class: OpClass, now_ms: f64) {
-        self.refill(now_ms);
-        let others = self.in_flight.saturating_sub(1) as f64;
-        self.tokens = self.tokens.min(-others);
-        self.rate = (self.rate * 0.5).max(class.arm_rate() / 50.0);
-        self.base = None;
-    }
-
-    /// An answer (or the failure to get one) came back.
-    fn settle(&mut self) {
-        self.in_flight = self.in_flight.saturating_sub(1);
     }
 }
 
@@ -286,28 +194,72 @@ impl Default for Rates {
     }
 }
 
+/// The share of the schedule's rate that overdue requests may take ahead of the turns
+/// already promised: with the default rates, 20 + 5 reads and 8 + 2 writes a second at most,
+/// ARM's own refill (docs/ARM.md §5).
+const OVERDUE_SHARE: f64 = 0.25;
+
+/// A turn of the schedule, as [`Bucket::take`] gives it.
+enum Taken {
+    /// None is taken: ask again after this wait.
+    Later(Duration),
+    /// A turn after every one promised before: send in this many milliseconds.
+    InOrder(f64),
+    /// An overdue request's turn, ahead of the turns promised: send in this many
+    /// milliseconds.
+    Ahead(f64),
+}
+
 /// A bucket of the schedule: tokens left (negative: turns already promised) and when.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Bucket {
     pub(crate) tokens: f64,
     pub(crate) at_ms: f64,
+    /// When the next overdue request may go ahead of the turns already promised.
+    pub(crate) overdue_ms: f64,
 }
 
 impl Bucket {
+    /// A full bucket of `burst` at `now_ms`.
+    pub(crate) fn full(burst: f64, now_ms: f64) -> Self {
+        Self {
+            tokens: burst,
+            at_ms: now_ms,
+            overdue_ms: now_ms,
+        }
+    }
+
     /// Refills the bucket to `now_ms` at `rate` (up to `burst`), then takes a turn for a
-    /// request whose class must leave `floor` tokens: [`Turn::Later`] (nothing taken) when
-    /// the bucket is too low for it, else the wait for the turn taken.
-    pub(crate) fn take(&mut self, now_ms: f64, rate: f64, burst: f64, floor: f64) -> Turn {
+    /// request whose class must leave `floor` tokens and that first asked at `since_ms`:
+    /// [`Taken::Later`] (nothing taken) when the bucket is too low for it and it is not
+    /// overdue yet, else the turn taken, in order or (overdue) ahead.
+    fn take(&mut self, now_ms: f64, rate: f64, burst: f64, floor: f64, since_ms: f64) -> Taken {
         // A wall clock that stepped back refills nothing (and never removes tokens).
         let elapsed_s = ((now_ms - self.at_ms) / 1000.0).max(0.0);
         self.tokens = (self.tokens + elapsed_s * rate).min(burst);
         self.at_ms = self.at_ms.max(now_ms);
         if floor > 0.0 && self.tokens - 1.0 < floor {
-            let missing = floor + 1.0 - self.tokens;
-            return Turn::Later(Duration::from_secs_f64((missing / rate).clamp(0.001, 86_400.0)));
+            // Passed over for as long as the schedule takes to refill from empty, a request
+            // is overdue; until then it asks again, never later than that.
+            let due_ms = since_ms + burst / rate * 1000.0;
+            if now_ms < due_ms {
+                let missing_s = (floor + 1.0 - self.tokens) / rate;
+                let wait_s = missing_s.min((due_ms - now_ms) / 1000.0);
+                return Taken::Later(Duration::from_secs_f64(wait_s.clamp(0.001, 86_400.0)));
+            }
+            // Overdue: it goes ahead of the turns promised, one every 1 / (rate × share),
+            // unless its turn in order comes first. Its token is spent all the same, so
+            // the turns promised later move back: the rate stays the schedule's.
+            let lane_ms = self.overdue_ms.max(now_ms);
+            let in_order_ms = now_ms + (1.0 - self.tokens).max(0.0) / rate * 1000.0;
+            if lane_ms < in_order_ms {
+                self.overdue_ms = lane_ms + 1000.0 / (rate * OVERDUE_SHARE);
+                self.tokens -= 1.0;
+                return Taken::Ahead(lane_ms - now_ms);
+            }
         }
         self.tokens -= 1.0;
-        Turn::Go((self.tokens < 0.0).then(|| Duration::from_secs_f64((-self.tokens / rate).min(86_400.0))))
+        Taken::InOrder((-self.tokens / rate * 1000.0).max(0.0))
     }
 
     /// Pushes the bucket back so that the next turn is at least `wait` away (ARM refused a
@@ -318,6 +270,7 @@ impl Bucket {
             .min(burst)
             .min(-wait.as_secs_f64() * rate);
         self.at_ms = self.at_ms.max(now_ms);
+        self.overdue_ms = self.overdue_ms.max(now_ms + wait.as_secs_f64() * 1000.0);
     }
 }
 
@@ -395,10 +348,7 @@ impl Limiter {
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         let b = buckets
             .entry((subscription.to_ascii_lowercase(), class))
-            .or_insert(Bucket {
-                tokens: burst,
-                at_ms: now,
-            });
+            .or_insert(Bucket::full(burst, now));
         Some(f(b, now, rate, burst))
     }
 
@@ -417,43 +367,67 @@ impl Limiter {
         (class.arm_bucket() * (self.rates.reserve + priority.headroom())).ceil()
     }
 
+    /// The limiter's clock, in milliseconds: when a request first asks (see
+    /// [`Limiter::reserve_since`]).
+    pub(crate) fn now_ms(&self) -> f64 {
+        (self.now_ms)()
+    }
+
+    /// [`Limiter::reserve_since`] for a request asking for the first time.
+    #[cfg(test)]
+    pub(crate) fn reserve(&self, subscription: &str, class: OpClass, priority: Priority) -> Turn {
+        self.reserve_since(subscription, class, priority, None)
+    }
+
     /// Reserves the next turn of a request of `class` and `priority` in `subscription`, in
     /// the schedule and in the estimate of ARM's bucket. A request of the most urgent
     /// classes always takes a turn (concurrent requests are spread at the rate); a lower
     /// class takes one only while the schedule keeps its floor, else it is told to ask again
-    /// later; in ARM's bucket it keeps its headroom above the reserve, waiting longer.
+    /// later, until it is overdue (it first asked at `since_ms`, by [`Limiter::now_ms`], as
+    /// long ago as the schedule takes to refill from empty): then it takes a turn ahead of
+    /// the polls. In ARM's bucket it keeps its headroom above the reserve, waiting longer.
     ///
     /// A turn taken ([`Turn::Go`]) counts as in flight until [`Limiter::settle`].
-    pub(crate) fn reserve(&self, subscription: &str, class: OpClass, priority: Priority) -> Turn {
+    pub(crate) fn reserve_since(
+        &self,
+        subscription: &str,
+        class: OpClass,
+        priority: Priority,
+        since_ms: Option<f64>,
+    ) -> Turn {
         let margin = self.margin(class, priority);
         let scheduled = self
             .with_bucket(subscription, class, |b, now, rate, burst| {
                 // A full bucket always admits a request, whatever its class.
                 let floor = (priority.schedule_floor() * burst).min(burst - 1.0).max(0.0);
-                b.take(now, rate, burst, floor)
+                b.take(now, rate, burst, floor, since_ms.unwrap_or(now))
             })
-            .unwrap_or(Turn::Go(None));
-        let Turn::Go(scheduled) = scheduled else {
-            return scheduled;
+            .unwrap_or(Taken::InOrder(0.0));
+        let (wait_ms, ahead) = match scheduled {
+            Taken::Later(wait) => return Turn::Later(wait),
+            Taken::InOrder(ms) => (ms, false),
+            Taken::Ahead(ms) => (ms, true),
         };
+        let scheduled = (wait_ms > 0.0).then(|| Duration::from_secs_f64((wait_ms / 1000.0).min(86_400.0)));
         // Its turn in ARM's bucket: a lower class, with more headroom to keep, waits longer.
-        let arm = self.with_estimate(subscription, class, |e, now| e.take(now, margin));
+        let arm = self.with_estimate(subscription, class, |e, now| e.take(now, now + wait_ms, margin, ahead));
         Turn::Go(scheduled.max(arm))
     }
 
-    /// [`Limiter::reserve`] off the async runtime: with a shared schedule, a turn reads and
+    /// [`Limiter::reserve_since`] off the async runtime: with a shared schedule, a turn reads and
     /// writes the file under its lock, and may wait up to its bound for another process.
     pub(crate) async fn reserve_async(
         self: &Arc<Self>,
         subscription: &str,
         class: OpClass,
         priority: Priority,
+        since_ms: Option<f64>,
     ) -> Turn {
         if self.shared.is_none() {
-            return self.reserve(subscription, class, priority);
+            return self.reserve_since(subscription, class, priority, since_ms);
         }
         let (me, sub) = (self.clone(), subscription.to_owned());
-        match tokio::task::spawn_blocking(move || me.reserve(&sub, class, priority)).await {
+        match tokio::task::spawn_blocking(move || me.reserve_since(&sub, class, priority, since_ms)).await {
             Ok(turn) => turn,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             // The runtime is shutting down: nothing will be sent anyway.
@@ -771,6 +745,116 @@ mod tests {
         assert!(served >= 700, "only {served} of the ~820 reads left to us were used");
     }
 
+    /// Milliseconds of a wait, rounded up (a request asks again no sooner than told).
+    fn ms(wait: Duration) -> u64 {
+        wait.as_micros().div_ceil(1000) as u64
+    }
+
+    /// Runs `pollers` polling loops (each asks again a second after its answer, so the
+    /// polls alone would take ten times the schedule's rate) and, once they have emptied the
+    /// schedule, one new target that asks again whenever it is told to, as the client does.
+    /// Returns how long the new target waited for its turn (`None`: not within two minutes),
+    /// and how many polls were answered.
+    fn a_new_target_among(pollers: usize) -> (Option<u64>, u64) {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+
+        const NEW: usize = usize::MAX;
+        const ASKS_AT_MS: u64 = 30_000;
+        const END_MS: u64 = 150_000;
+        let (t, clock) = stepped();
+        let start = t.load(Ordering::SeqCst);
+        let limiter = Limiter::new(Rates::default()).with_clock(clock);
+        // (when, who, whether its turn came): a poller asks, then its answer comes back.
+        let mut events: BinaryHeap<Reverse<(u64, usize, bool)>> =
+            (0..pollers).map(|c| Reverse((start, c, false))).collect();
+        events.push(Reverse((start + ASKS_AT_MS, NEW, false)));
+        let since = (start + ASKS_AT_MS) as f64;
+        let (mut waited, mut polls) = (None, 0);
+        while let Some(Reverse((at, who, sent))) = events.pop() {
+            if at > start + END_MS {
+                break;
+            }
+            t.store(at, Ordering::SeqCst);
+            if who == NEW {
+                match limiter.reserve_since("s", OpClass::Reads, Priority::NewTarget, Some(since)) {
+                    Turn::Go(wait) => {
+                        waited = Some(at + wait.map_or(0, ms) - (start + ASKS_AT_MS));
+                        limiter.settle("s", OpClass::Reads);
+                    }
+                    Turn::Later(wait) => events.push(Reverse((at + ms(wait).max(1), NEW, false))),
+                }
+            } else if sent {
+                polls += 1;
+                limiter.settle("s", OpClass::Reads);
+                events.push(Reverse((at + 1_000, who, false)));
+            } else {
+                let wait = go(limiter.reserve("s", OpClass::Reads, Priority::Poll));
+                events.push(Reverse((at + wait.map_or(0, ms) + 3, who, true)));
+            }
+        }
+        (waited, polls)
+    }
+
+    /// Session 7: while hundreds of operations polled, a new target's first read was told
+    /// to wait again and again (3 of 1,000 in `fogbook bench` waited over 30 s). Passed over
+    /// for as long as the schedule takes to refill from empty (200 / 20 a second: 10 s), a
+    /// request is overdue and goes ahead of the polls, in a lane of a quarter of the rate (one
+    /// every 0.2 s): however many poll, it waits at most 10.2 s, and the polls keep the rest.
+    #[test]
+    fn a_new_target_waits_at_most_its_bound_however_many_operations_poll() {
+        let rates = Rates::default();
+        let bound_ms =
+            (rates.reads_burst / rates.reads_per_s * 1000.0 + 1000.0 / (rates.reads_per_s * OVERDUE_SHARE)) as u64;
+        for pollers in [200, 1_000] {
+            let (waited, polls) = a_new_target_among(pollers);
+            let waited = waited.unwrap_or_else(|| panic!("with {pollers} polling, the new target never had a turn"));
+            assert!(
+                waited <= bound_ms,
+                "with {pollers} polling, the new target waited {waited} ms (bound {bound_ms})"
+            );
+            // Polls first: the new target did not go before it was overdue ...
+            assert!(waited >= 10_000, "with {pollers} polling it went after {waited} ms");
+            // ... and the polls had every other turn of the schedule (the burst and 150 s
+            // at 20 a second, less the new target's).
+            assert!(
+                (3_190..=3_200).contains(&polls),
+                "with {pollers} polling, the polls took {polls} turns"
+            );
+        }
+    }
+
+    /// Overdue requests go one per slot of the lane (1 / (rate × share)): they never add
+    /// more than the share to the rate; a 429 pushes the lane back with the bucket.
+    #[test]
+    fn overdue_requests_share_a_lane_that_a_429_pushes_back() {
+        let (t, clock) = stepped();
+        let limiter = Limiter::new(Rates::default()).with_clock(clock);
+        // The polls have promised the next 20 s.
+        for _ in 0..600 {
+            go(limiter.reserve("s", OpClass::Reads, Priority::Poll));
+        }
+        let since = Some(t.load(Ordering::SeqCst) as f64);
+        assert!(matches!(
+            limiter.reserve_since("s", OpClass::Reads, Priority::Step, since),
+            Turn::Later(_)
+        ));
+        t.fetch_add(10_000, Ordering::SeqCst);
+        let lane: Vec<Option<Duration>> = (0..3)
+            .map(|_| go(limiter.reserve_since("s", OpClass::Reads, Priority::NewTarget, since)))
+            .collect();
+        assert_eq!(lane[0], None);
+        assert!(close(lane[1].unwrap(), Duration::from_millis(200)), "{lane:?}");
+        assert!(close(lane[2].unwrap(), Duration::from_millis(400)), "{lane:?}");
+        // Their tokens are spent: the next poll waits three turns more (400 promised past
+        // the burst, 200 refilled in 10 s, 3 overdue and its own: 204 turns at 20 a second).
+        let poll = go(limiter.reserve("s", OpClass::Reads, Priority::Poll)).unwrap();
+        assert!(close(poll, Duration::from_millis(204 * 50)), "{poll:?}");
+        limiter.throttled("s", OpClass::Reads, Duration::from_secs(30));
+        let pushed = go(limiter.reserve_since("s", OpClass::Reads, Priority::NewTarget, since)).unwrap();
+        assert!(pushed >= Duration::from_secs(30), "{pushed:?}");
+    }
+
     #[test]
     fn a_429_pushes_back_every_request_of_the_bucket_in_every_process() {
         let dir = tempfile::tempdir().unwrap();
@@ -830,7 +914,7 @@ mod tests {
             })
         };
         // The file is given up after its bound (500 ms) and the process paces alone.
-        let turn = limiter.reserve_async("s", OpClass::Reads, Priority::Poll).await;
+        let turn = limiter.reserve_async("s", OpClass::Reads, Priority::Poll, None).await;
         assert_eq!(turn, Turn::Go(None));
         let ticked = ticks.load(Ordering::SeqCst);
         ticker.abort();

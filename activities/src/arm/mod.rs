@@ -16,6 +16,7 @@
 mod client;
 mod config;
 mod credential;
+mod estimate;
 pub(crate) mod http;
 pub(crate) mod ids;
 mod limiter;

@@ -15,11 +15,15 @@ use serde::{Deserialize, Serialize};
 
 use super::limiter::Bucket;
 
-/// One bucket: tokens left (negative: turns already promised) at `at_ms` (Unix ms).
+/// One bucket: tokens left (negative: turns already promised) at `at_ms` (Unix ms), and
+/// when the next overdue request may go ahead of them.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 struct Stored {
     tokens: f64,
     at_ms: f64,
+    /// A file written before overdue requests had their lane: the lane is free.
+    #[serde(default)]
+    overdue_ms: f64,
 }
 
 /// The shared schedule of one principal, in one file.
@@ -61,15 +65,18 @@ impl SharedSchedule {
         let stored = buckets.entry(format!("{}|{key}", self.principal)).or_insert(Stored {
             tokens: burst,
             at_ms: now_ms,
+            overdue_ms: now_ms,
         });
         let mut b = Bucket {
             tokens: stored.tokens,
             at_ms: stored.at_ms,
+            overdue_ms: stored.overdue_ms,
         };
         let out = f(&mut b);
         *stored = Stored {
             tokens: b.tokens,
             at_ms: b.at_ms,
+            overdue_ms: b.overdue_ms,
         };
         let text = serde_json::to_string(&buckets).map_err(std::io::Error::other)?;
         file.set_len(0)?;

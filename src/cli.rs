@@ -88,6 +88,10 @@ pub(crate) enum Command {
     Schema,
     /// Show what a run would do, changing nothing: steps in order, read-only steps run for
     /// real (preflight, current sizes, the scale direction), predicted windows, estimates.
+    ///
+    /// Exits 1 when a read that comes before every change fails now (a mistyped name, a
+    /// missing group or database: "A RUN WOULD STOP AT STEP … before changing anything"), so
+    /// a script can stop there; 0 otherwise, warnings included.
     Plan(PlanArgs),
     /// Start a run of a runbook and drive it to the end (or to an approval).
     Run(RunArgs),

@@ -56,7 +56,7 @@ pub(crate) const EXIT_CODES: &[(Exit, &str)] = &[
     ),
     (
         Exit::RunFailed,
-        "the run failed (a step failed for good; `fogbook report RUN` says why); `audit verify` found a bad event",
+        "the run failed (a step failed for good; `fogbook report RUN` says why); `audit verify` found a bad event; `plan` found that a run would stop before changing anything (a read failed: the step and why are printed)",
     ),
     (
         Exit::BadInput,

@@ -36,11 +36,21 @@ pub(crate) async fn plan(cli: &Cli, args: &PlanArgs) -> Exit {
         doc["unestimated_steps"] = totals.unestimated.into();
         doc["max_unprotected_hours"] = totals.limit_hours.into();
         doc["limit_exceeded"] = totals.exceeded.clone().into();
+        doc["would_stop_at"] = match first_failure(&plan) {
+            Some(stop) => serde_json::json!({ "step": stop.step.id, "before_any_change": stop.untouched }),
+            None => serde_json::Value::Null,
+        };
         output::json("plan", &doc);
     } else {
         output::data(&render(&plan, &totals));
     }
-    Exit::Success
+    // A run started now would fail before its first change: say it in the exit code too, so
+    // `fogbook plan … && fogbook run …` never starts it.
+    if first_failure(&plan).is_some_and(|stop| stop.untouched) {
+        Exit::RunFailed
+    } else {
+        Exit::Success
+    }
 }
 
 /// The whole run's expected duration and the check of `limits.max_unprotected` against the
@@ -112,6 +122,9 @@ fn summary(s: &PlannedStep) -> String {
         if let Some(role) = out.get("role").and_then(|t| t.as_str()) {
             return format!("the group exists; this view's role: {role}");
         }
+        if let Some(found) = out.get("found").and_then(|t| t.as_str()) {
+            return found.to_owned();
+        }
         return "ok".to_owned();
     }
     if fogbook_activities::is_read_only(&s.uses) && s.decision != "skip" {
@@ -126,21 +139,40 @@ fn summary(s: &PlannedStep) -> String {
     }
 }
 
-/// The first read that fails now, said plainly: a run would stop there, and when that read
-/// comes before every change (a mistyped name, a missing group), before changing anything.
-fn first_failure(plan: &Plan) -> Option<String> {
+/// The first read that fails now: a run would stop there.
+struct Stop<'p> {
+    step: &'p PlannedStep,
+    /// Every step before it only reads (or is skipped): the run would stop before changing
+    /// anything (a mistyped name, a missing group).
+    untouched: bool,
+}
+
+fn first_failure(plan: &Plan) -> Option<Stop<'_>> {
     let at = plan.steps.iter().position(|s| s.error.is_some())?;
-    let step = &plan.steps[at];
     let untouched = plan.steps[..at]
         .iter()
         .all(|s| s.decision == "skip" || fogbook_activities::is_read_only(&s.uses));
-    Some(format!(
-        "\nA RUN WOULD STOP AT STEP {} ({}){}: {}\n",
-        step.id,
-        step.uses,
-        if untouched { ", before changing anything" } else { "" },
-        step.error.as_deref().unwrap_or_default()
-    ))
+    Some(Stop {
+        step: &plan.steps[at],
+        untouched,
+    })
+}
+
+impl Stop<'_> {
+    /// The stop said plainly.
+    fn text(&self) -> String {
+        format!(
+            "\nA RUN WOULD STOP AT STEP {} ({}){}: {}\n",
+            self.step.id,
+            self.step.uses,
+            if self.untouched {
+                ", before changing anything"
+            } else {
+                ""
+            },
+            self.step.error.as_deref().unwrap_or_default()
+        )
+    }
 }
 
 fn indent(text: &str, n: usize) -> String {
@@ -175,7 +207,7 @@ fn render(plan: &Plan, totals: &Totals) -> String {
         ));
     }
     if let Some(stop) = first_failure(plan) {
-        out.push_str(&stop);
+        out.push_str(&stop.text());
     }
     out.push_str("\nwindows:\n");
     if plan.windows.is_empty() {

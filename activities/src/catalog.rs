@@ -69,6 +69,8 @@ activities! {
     InstanceSetUpdatePolicy = "instance.set_update_policy", arm: true, reads: false;
     /// `instance.delete`: deletes an instance.
     InstanceDelete = "instance.delete", arm: true, reads: false;
+    /// `database.get`: reads a managed database.
+    DatabaseGet = "database.get", arm: true, reads: true;
     /// `databases.assert_empty`: fails unless an instance has no user databases.
     DatabasesAssertEmpty = "databases.assert_empty", arm: true, reads: true;
     /// `databases.delete_copies`: drops the databases a secondary holds outside a group.
@@ -161,6 +163,7 @@ impl ActivityKind {
             | Self::Command
             | Self::Report
             | Self::InstanceGet
+            | Self::DatabaseGet
             | Self::DatabasesAssertEmpty
             | Self::DatabasesDeleteCopies
             | Self::FogGet
@@ -185,6 +188,16 @@ impl ActivityKind {
             Self::InstanceScale => &["changed", "before", "after", "arm_requests"],
             Self::InstanceSetUpdatePolicy => &["changed", "before", "policy", "instance", "arm_requests"],
             Self::InstanceDelete => &["deleted", "already_absent", "id", "arm_requests"],
+            Self::DatabaseGet => &[
+                "exists",
+                "id",
+                "name",
+                "status",
+                "collation",
+                "creation_date",
+                "failover_group_id",
+                "found",
+            ],
             Self::DatabasesAssertEmpty => &["databases"],
             Self::NetworkPeer => &["peerings", "note", "arm_requests"],
             Self::NetworkOpenFogPorts => &["nsgs", "arm_requests"],
@@ -211,6 +224,7 @@ impl ActivityKind {
             Self::InstanceScale => schemars::schema_for!(azure::InstanceScale),
             Self::InstanceSetUpdatePolicy => schemars::schema_for!(azure::InstanceSetUpdatePolicy),
             Self::InstanceDelete => schemars::schema_for!(azure::InstanceDelete),
+            Self::DatabaseGet => schemars::schema_for!(azure::DatabaseGet),
             Self::DatabasesAssertEmpty => schemars::schema_for!(azure::DatabasesAssertEmpty),
             Self::DatabasesDeleteCopies => schemars::schema_for!(azure::DatabasesDeleteCopies),
             Self::NetworkPeer => schemars::schema_for!(azure::NetworkPeer),
@@ -248,6 +262,7 @@ impl ActivityKind {
             | Self::Command
             | Self::Report
             | Self::InstanceGet
+            | Self::DatabaseGet
             | Self::DatabasesAssertEmpty
             | Self::DatabasesDeleteCopies
             | Self::NetworkPeer
@@ -282,6 +297,7 @@ impl ActivityKind {
             Self::InstanceScale => spec::<azure::InstanceScale>(input)?.run(ctx, env).await,
             Self::InstanceSetUpdatePolicy => spec::<azure::InstanceSetUpdatePolicy>(input)?.run(ctx, env).await,
             Self::InstanceDelete => spec::<azure::InstanceDelete>(input)?.run(ctx, env).await,
+            Self::DatabaseGet => spec::<azure::DatabaseGet>(input)?.run(ctx, env).await,
             Self::DatabasesAssertEmpty => spec::<azure::DatabasesAssertEmpty>(input)?.run(ctx, env).await,
             Self::DatabasesDeleteCopies => spec::<azure::DatabasesDeleteCopies>(input)?.run(ctx, env).await,
             Self::NetworkPeer => spec::<azure::NetworkPeer>(input)?.run(ctx, env).await,
@@ -493,7 +509,7 @@ mod tests {
             .collect();
         assert_eq!(builtin, ["wait", "approval", "assert", "notify", "command", "report"]);
         assert!(arm.iter().all(|n| {
-            ["instance.", "databases.", "network.", "fog."]
+            ["instance.", "database.", "databases.", "network.", "fog."]
                 .iter()
                 .any(|p| n.starts_with(p))
         }));

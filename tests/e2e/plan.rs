@@ -22,7 +22,12 @@ impl Drop for Sim {
 }
 
 fn sim(sb: &Sandbox) -> Sim {
-    let estate = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/estate.yaml");
+    sim_of(sb, "examples/estate.yaml")
+}
+
+/// An emulator serving `estate` (relative to the repository root).
+fn sim_of(sb: &Sandbox, estate: &str) -> Sim {
+    let estate = Path::new(env!("CARGO_MANIFEST_DIR")).join(estate);
     let mut child = sb.spawn(&["sim", "serve", "--estate", &estate.display().to_string()], &[]);
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
@@ -38,11 +43,16 @@ fn repo(path: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path).display().to_string()
 }
 
+/// Every shipped example, planned against the estate it goes with (the demo estate, or the
+/// one its comment names: `sim serve --estate examples/estate-unpaired.yaml`), would run: the
+/// plan exits 0 and sends nothing.
 #[test]
 fn plan_reads_and_predicts_without_a_single_mutation() {
     let sb = Sandbox::new();
-    let sim = sim(&sb);
-    let env = [("FOGBOOK_ARM_ENDPOINT", sim.url.as_str()), ("FOGBOOK_ARM_TOKEN", "t")];
+    let sims: Vec<(&str, Sim)> = ["examples/estate.yaml", "examples/estate-unpaired.yaml"]
+        .into_iter()
+        .map(|e| (e, sim_of(&sb, e)))
+        .collect();
     let mut planned = 0;
     for entry in std::fs::read_dir(repo("examples")).unwrap() {
         let params = entry.unwrap().path();
@@ -51,17 +61,28 @@ fn plan_reads_and_predicts_without_a_single_mutation() {
         if !Path::new(&runbook).exists() {
             continue;
         }
+        let text = std::fs::read_to_string(&params).unwrap();
+        let (_, sim) = sims
+            .iter()
+            .find(|(e, _)| text.contains(&format!("sim serve --estate {e}")))
+            .unwrap_or(&sims[0]);
+        let env = [("FOGBOOK_ARM_ENDPOINT", sim.url.as_str()), ("FOGBOOK_ARM_TOKEN", "t")];
         let out = sb.run_env(&["plan", &runbook, "--params", &params.display().to_string()], &env);
-        assert_eq!(code(&out), 0, "{name}: {}", stderr(&out));
+        assert_eq!(code(&out), 0, "{name}: {}{}", stdout(&out), stderr(&out));
         assert!(stdout(&out).contains("nothing was changed"), "{name}: {}", stdout(&out));
         planned += 1;
     }
     assert!(planned >= 2, "plans of the shipped examples");
-    let (status, journal) = http_get(&sim.url, "/_sim/journal", true);
-    assert_eq!(status, 200);
-    let journal: serde_json::Value = serde_json::from_str(&journal).unwrap();
-    let entries = journal["entries"].as_array().expect("the journal lists entries");
-    assert!(entries.is_empty(), "plan sent mutating requests: {entries:?}");
+    for (estate, sim) in &sims {
+        let (status, journal) = http_get(&sim.url, "/_sim/journal", true);
+        assert_eq!(status, 200);
+        let journal: serde_json::Value = serde_json::from_str(&journal).unwrap();
+        let entries = journal["entries"].as_array().expect("the journal lists entries");
+        assert!(
+            entries.is_empty(),
+            "plan sent mutating requests to {estate}: {entries:?}"
+        );
+    }
     assert!(!sb.db().exists(), "plan never creates a database");
 }
 
@@ -101,6 +122,35 @@ fn plan_shows_the_windows_and_the_seeding_estimate() {
     );
     let first = &plan["steps"][0];
     assert!(first["output"].is_object(), "the read-only first step ran: {first}");
+}
+
+/// A read that fails before the first change: the JSON names the step (`would_stop_at`) and
+/// the exit code is 1, as in text; with the example's names nothing stops and it is 0.
+#[test]
+fn plan_in_json_names_where_a_run_would_stop_and_exits_1() {
+    let sb = Sandbox::new();
+    let sim = sim(&sb);
+    let env = [("FOGBOOK_ARM_ENDPOINT", sim.url.as_str()), ("FOGBOOK_ARM_TOKEN", "t")];
+    let plan = |set: &[&str]| {
+        let runbook = repo("runbooks/rename-database.yaml");
+        let params = repo("examples/rename-database.yaml");
+        let mut args = vec!["--format", "json", "plan", &runbook, "--params", &params];
+        for s in set {
+            args.extend(["--set", s]);
+        }
+        let out = sb.run_env(&args, &env);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (code(&out), doc)
+    };
+    let (status, doc) = plan(&["database=salse"]);
+    assert_eq!(status, 1, "{doc}");
+    assert_eq!(
+        doc["would_stop_at"],
+        serde_json::json!({ "step": "database-exists", "before_any_change": true })
+    );
+    let (status, doc) = plan(&[]);
+    assert_eq!(status, 0, "{doc}");
+    assert_eq!(doc["would_stop_at"], serde_json::Value::Null);
 }
 
 #[test]

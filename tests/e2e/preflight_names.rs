@@ -2,7 +2,8 @@
 //! first mutating step, that the failover group and the instances its parameters name exist
 //! (runbooks/README.md, "What must exist before a run changes anything"). Each case runs the
 //! real binary against a separately started `fogbook sim serve` and counts the effects from
-//! outside: the emulator's journal of mutating requests stays empty. `plan` says the same.
+//! outside: the emulator's journal of mutating requests stays empty. `plan` says the same, and
+//! exits 1.
 
 use std::path::Path;
 
@@ -56,7 +57,7 @@ fn sim_for(unpaired: bool) -> Sim {
 
 /// Runs `case`'s runbook with its example parameters and `set`, and checks that it failed
 /// (exit 1) before any mutating request, with a message holding every `expected` text; then
-/// that `plan` with the same parameters says it too. Returns the run's stderr.
+/// that `plan` with the same parameters says it too, and exits 1. Returns the run's stderr.
 fn refused_before_any_change(c: &Case, set: &str, expected: &[String]) -> String {
     let sb = Sandbox::new();
     let sim = sim_for(c.unpaired);
@@ -88,6 +89,12 @@ fn refused_before_any_change(c: &Case, set: &str, expected: &[String]) -> String
 
     let plan = sb.run_env(&["plan", &runbook, "--params", &params, "--set", set], &env);
     let text = stdout(&plan);
+    assert_eq!(
+        code(&plan),
+        1,
+        "{} with {set}: plan must exit 1 when a run would stop before any change:\n{text}",
+        c.runbook
+    );
     assert!(
         text.contains("WOULD FAIL NOW"),
         "{}: plan did not say so:\n{text}",
@@ -168,6 +175,39 @@ fn a_missing_resource_group_is_named() {
             "parameter secondary (`mi-fog-b`)".to_owned(),
             "resource group `rg-typo`".to_owned(),
             "that resource group does not exist".to_owned(),
+        ],
+    );
+}
+
+fn rename_database() -> &'static Case {
+    CASES.iter().find(|c| c.runbook == "rename-database").unwrap()
+}
+
+/// The database to rename is read before the group is deleted: a mistyped one stops the run
+/// there, named with the databases the primary has (without the check, the run deleted the
+/// group and the former replicas before the rename found the name wrong).
+#[test]
+fn a_mistyped_database_fails_before_any_change() {
+    refused_before_any_change(
+        rename_database(),
+        "database=salse",
+        &[
+            "parameter database (`salse`)".to_owned(),
+            "managed database `salse` not found on managed instance `mi-fog-a`".to_owned(),
+            "the databases there are: audit, hr, inventory, sales".to_owned(),
+        ],
+    );
+}
+
+/// The new name must be free on the primary, compared ignoring case as SQL Server does.
+#[test]
+fn a_new_database_name_that_is_taken_fails_before_any_change() {
+    refused_before_any_change(
+        rename_database(),
+        "new_name=Inventory",
+        &[
+            "parameter new_name (`Inventory`)".to_owned(),
+            "managed database `inventory` exists on managed instance `mi-fog-a`".to_owned(),
         ],
     );
 }

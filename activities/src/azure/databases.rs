@@ -1,18 +1,100 @@
-//! `databases.delete_copies`: empties the former secondary of a deleted failover group, so a
-//! group can be created again with it (Azure requires an empty secondary and re-seeds it).
+//! Managed databases: `database.get` reads one (a runbook's check that the database it names
+//! exists, or that a new name is free), and `databases.delete_copies` empties the former
+//! secondary of a deleted failover group, so a group can be created again with it (Azure
+//! requires an empty secondary and re-seeds it).
 
 use reqwest::Method;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::instance::database_names;
-use super::refs::InstanceRef;
-use super::{arm, now_text, with_receipts};
-use crate::arm::ids::{PathBuilder, same_id};
+use super::instance::{database_names, is_system_database, yes};
+use super::refs::{InstanceRef, names_in};
+use super::{arm, now_text, text, with_receipts};
+use crate::arm::ids::same_id;
 use crate::arm::lro::{self, Progress};
 use crate::arm::{SQL_API_VERSION, Session};
 use crate::{ActivityCtx, ActivityError, Env};
+
+/// `database.get`: reads managed database `name` of `instance`.
+///
+/// Output: `exists`, `id`, `name` (as Azure spells it), `status` (`Online`, `Restoring`, ...),
+/// `collation`, `creation_date`, `failover_group_id` (null outside a group), `found`. A
+/// missing database fails with ARM's code unless `must_exist: false`, which gives
+/// `{exists: false, id, name, found}`. `found` is one sentence for an `assert` message: that
+/// the database exists, or, for a missing one, the user databases of the instance (or, when
+/// the instance itself is missing, the instances of its resource group). Read-only; re-entry
+/// reads again.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DatabaseGet {
+    /// The instance that holds the database.
+    instance: InstanceRef,
+    /// The database's name.
+    name: String,
+    /// Fail when the database does not exist (default true).
+    #[serde(default = "yes")]
+    must_exist: bool,
+}
+
+impl DatabaseGet {
+    pub(crate) async fn run(self, ctx: &ActivityCtx, env: &Env) -> Result<serde_json::Value, ActivityError> {
+        self.instance.validate()?;
+        let path = self.instance.database_path(&self.name)?;
+        let s = Session::new(arm(env)?, ctx);
+        let sub = &self.instance.subscription;
+        let body = if self.must_exist {
+            Some(s.get(sub, &path, SQL_API_VERSION).await?)
+        } else {
+            s.get_opt(sub, &path, SQL_API_VERSION).await?
+        };
+        let id = format!("{}/databases/{}", self.instance.id(), self.name);
+        Ok(match body {
+            Some(b) => {
+                let name = text(&b, "/name").unwrap_or(&self.name);
+                json!({
+                    "exists": true,
+                    "id": text(&b, "/id").unwrap_or(&id),
+                    "name": name,
+                    "status": text(&b, "/properties/status"),
+                    "collation": text(&b, "/properties/collation"),
+                    "creation_date": text(&b, "/properties/creationDate"),
+                    "failover_group_id": text(&b, "/properties/failoverGroupId"),
+                    "found": format!(
+                        "managed database `{name}` exists on managed instance `{}` (resource group `{}`)",
+                        self.instance.name, self.instance.resource_group
+                    ),
+                })
+            }
+            None => json!({
+                "exists": false,
+                "id": id,
+                "name": self.name,
+                "found": self.not_found_text(&s).await?,
+            }),
+        })
+    }
+
+    /// One sentence saying that the database does not exist and what is there instead: the
+    /// user databases of the instance, or, when the instance is missing, what its resource
+    /// group holds.
+    async fn not_found_text(&self, s: &Session<'_>) -> Result<String, ActivityError> {
+        let list = format!("{}/databases", self.instance.path()?);
+        let Some(names) = names_in(s, &self.instance.subscription, &list).await? else {
+            return self.instance.not_found_text(s).await;
+        };
+        let names: Vec<String> = names.into_iter().filter(|n| !is_system_database(n)).collect();
+        let what = format!(
+            "managed database `{}` not found on managed instance `{}` (resource group `{}`)",
+            self.name, self.instance.name, self.instance.resource_group
+        );
+        Ok(if names.is_empty() {
+            format!("{what}; that instance holds no user database")
+        } else {
+            format!("{what}; the databases there are: {}", names.join(", "))
+        })
+    }
+}
 
 /// `databases.delete_copies`: deletes every user database of `instance` after checking
 /// that each one also exists on `copies_of` (the primary it was a geo-replica of), so no
@@ -51,7 +133,7 @@ impl DatabasesDeleteCopies {
         if let Some(name) = progress.get("current").and_then(|c| c.as_str()).map(str::to_owned)
             && progress.op(&format!("delete:{name}")).is_some()
         {
-            let url = s.client.url(&self.database_path(&name)?, SQL_API_VERSION)?;
+            let url = s.client.url(&self.instance.database_path(&name)?, SQL_API_VERSION)?;
             let key = format!("delete:{name}");
             lro::run(
                 &s,
@@ -94,7 +176,7 @@ impl DatabasesDeleteCopies {
                 json!({ "action": "delete", "database": name, "at": now_text(ctx) }),
             );
             progress.save(ctx).await?;
-            let url = s.client.url(&self.database_path(&name)?, SQL_API_VERSION)?;
+            let url = s.client.url(&self.instance.database_path(&name)?, SQL_API_VERSION)?;
             lro::run(
                 &s,
                 &mut progress,
@@ -111,16 +193,5 @@ impl DatabasesDeleteCopies {
             &s,
             json!({ "deleted": deleted, "kept_on": self.copies_of.name, "originals": originals }),
         ))
-    }
-
-    fn database_path(&self, name: &str) -> Result<String, ActivityError> {
-        Ok(
-            PathBuilder::resource_group(&self.instance.subscription, &self.instance.resource_group)?
-                .lit("providers/Microsoft.Sql/managedInstances")
-                .name("instance name", &self.instance.name)?
-                .lit("databases")
-                .name("database name", name)?
-                .build(),
-        )
     }
 }

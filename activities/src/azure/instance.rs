@@ -67,7 +67,7 @@ pub(crate) struct InstanceGet {
     must_exist: bool,
 }
 
-fn yes() -> bool {
+pub(super) fn yes() -> bool {
     true
 }
 
@@ -491,8 +491,13 @@ pub(crate) async fn database_names(s: &Session<'_>, instance: &InstanceRef) -> R
     Ok(items
         .iter()
         .filter_map(|d| d.get("name").and_then(|n| n.as_str()).map(str::to_owned))
-        .filter(|n| !["master", "model", "msdb", "tempdb"].contains(&n.to_ascii_lowercase().as_str()))
+        .filter(|n| !is_system_database(n))
         .collect())
+}
+
+/// Whether `name` is a system database (never a user database, never listed as one).
+pub(crate) fn is_system_database(name: &str) -> bool {
+    ["master", "model", "msdb", "tempdb"].contains(&name.to_ascii_lowercase().as_str())
 }
 
 impl DatabasesAssertEmpty {

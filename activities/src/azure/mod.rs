@@ -21,7 +21,7 @@ mod preflight;
 mod refs;
 mod regions;
 
-pub(crate) use databases::DatabasesDeleteCopies;
+pub(crate) use databases::{DatabaseGet, DatabasesDeleteCopies};
 pub(crate) use drift::FogDrift;
 pub use estate::find_failover_groups;
 pub use estimate::Estimate;

@@ -63,6 +63,16 @@ impl InstanceRef {
             .build())
     }
 
+    /// The encoded URL path of managed database `name` of this instance.
+    pub(crate) fn database_path(&self, name: &str) -> Result<String, ActivityError> {
+        Ok(PathBuilder::resource_group(&self.subscription, &self.resource_group)?
+            .lit("providers/Microsoft.Sql/managedInstances")
+            .name("instance name", &self.name)?
+            .lit("databases")
+            .name("database name", name)?
+            .build())
+    }
+
     /// The ARM id (unencoded).
     pub(crate) fn id(&self) -> String {
         format!(

@@ -155,6 +155,49 @@ async fn databases_assert_empty_names_the_databases() {
     assert!(err.to_string().contains("sales"), "{err}");
 }
 
+/// `database.get` reads one database (looked up ignoring case, named as Azure spells it); a
+/// missing one, with `must_exist: false`, is named with the databases that are there, and a
+/// missing instance with the instances of its resource group.
+#[tokio::test]
+async fn database_get_names_what_is_there_when_the_database_is_missing() {
+    let sim = Sim::start(DEMO).await;
+    let get = |instance: serde_json::Value, name: &str, must_exist: bool| {
+        let input = json!({ "instance": instance, "name": name, "must_exist": must_exist });
+        run(&sim, "database.get", input)
+    };
+    let out = get(mi(EAST, "mi-fog-a"), "SALES", true).await.unwrap();
+    assert_eq!(out["exists"], true);
+    assert_eq!(out["name"], "sales");
+    assert_eq!(out["status"], "Online");
+    assert!(
+        out["failover_group_id"].as_str().unwrap().ends_with("/fog-demo"),
+        "{out}"
+    );
+    assert_eq!(
+        out["found"],
+        "managed database `sales` exists on managed instance `mi-fog-a` (resource group `rg-sql-eastus`)"
+    );
+
+    let out = get(mi(EAST, "mi-fog-a"), "salse", false).await.unwrap();
+    assert_eq!(out["exists"], false);
+    assert_eq!(
+        out["found"],
+        "managed database `salse` not found on managed instance `mi-fog-a` (resource group `rg-sql-eastus`); the databases there are: audit, hr, inventory, sales"
+    );
+    let err = get(mi(EAST, "mi-fog-a"), "salse", true).await.expect_err("must exist");
+    assert_eq!(err.code(), "ResourceNotFound");
+
+    let out = get(mi(EAST, "mi-typo"), "sales", false).await.unwrap();
+    assert_eq!(out["exists"], false);
+    let found = out["found"].as_str().unwrap();
+    assert!(
+        found.contains("managed instance `mi-typo` not found") && found.contains("the instances there are: mi-fog-a"),
+        "{found}"
+    );
+    let journal = sim.admin_get("/_sim/journal").await;
+    assert_eq!(journal["entries"], json!([]), "only reads");
+}
+
 #[tokio::test]
 async fn network_peer_and_open_fog_ports_prepare_a_new_region_idempotently() {
     let sim = Sim::start(DEMO).await;

@@ -4,13 +4,14 @@
 //! ambiguous interruption dropped `--db`; the run page said "throughout" of a run that had
 //! not finished and did not call a stopped run with an open window stalled.
 
+use std::io::{BufRead, BufReader};
 use std::process::Child;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::common::{Sandbox, code, fixture, stderr, stdout};
+use crate::common::{Sandbox, code, fixture, http_get, stderr, stdout};
 use crate::newuser_stops::{driver_in_seed, rehearsal};
 
 fn wall_now() -> String {
@@ -244,4 +245,19 @@ fn the_page_of_a_run_stopped_in_its_unprotected_window_shows_it_stalled_and_the_
     assert!(!page.contains("throughout"), "{page}");
     let status = stdout(&sb.run(&["status", &run]));
     assert!(status.contains("status: stalled"), "{status}");
+
+    // The web page's list agrees, and its `stalled` filter finds the run.
+    let mut server = sb.spawn(&["serve", "--listen", "127.0.0.1:0"], &[]);
+    let mut url = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut url)
+        .unwrap();
+    let (code_of, list) = http_get(url.trim(), "/?status=stalled", false);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(code_of, 200, "{list}");
+    assert!(
+        list.contains(&format!("data-run=\"{run}\" data-status=\"stalled\"")),
+        "{list}"
+    );
 }

@@ -13,7 +13,7 @@ use crate::cli::{
 use crate::error::{CliError, fail};
 use crate::exit::Exit;
 use crate::output;
-use crate::report::{Drive, drive_of};
+use crate::report::{Drive, drive_of_run};
 
 fn now() -> Millis {
     fogbook_engine::Clock::now_ms(&fogbook_engine::SystemClock)
@@ -116,14 +116,13 @@ fn may_approve_text(names: &[String], distinct: bool, starter: Option<&str>) -> 
 /// `lease_now`: the lease clock ([`lease_now`]).
 fn next_after_decision(snap: &RunSnapshot, cli: &Cli, lease_now: Millis) -> String {
     let id = &snap.run.id;
-    match drive_of(&snap.run, lease_now, cli.lease_ttl) {
+    match drive_of_run(snap, lease_now, cli.lease_ttl) {
         Drive::Running { owner, .. } => format!("run {id} is driven by {owner}; it continues by itself"),
-        _ if snap.run.status == RunStatus::Running => {
-            format!(
-                "nobody drives run {id} now; continue it: {fb} resume {id}",
-                fb = crate::output::fogbook()
-            )
-        }
+        Drive::Stalled { since, .. } => format!(
+            "nobody drives run {id} since {}; continue it: {fb} resume {id}",
+            fogbook_state::format_ms(since),
+            fb = crate::output::fogbook()
+        ),
         _ => format!(
             "continue the run: {fb} resume {id} (or a running `{fb} worker` picks it up)",
             fb = crate::output::fogbook()
@@ -409,7 +408,7 @@ fn cancel_refusal_hint(cli: &Cli, snap: &RunSnapshot, ops: bool, windows: bool, 
         .filter(|e| e.get("waiting_for").is_some())
         .map(|e| e["window"].as_str().unwrap_or("").to_owned());
     let go_on = match (
-        drive_of(&snap.run, lease_now, cli.lease_ttl),
+        drive_of_run(snap, lease_now, cli.lease_ttl),
         snap.run.status,
         maintenance_window,
     ) {

@@ -81,7 +81,7 @@ async fn resume_id(cli: &Cli, args: &ResumeArgs, store: &Store, id: &str, progre
         Ok(t) => t,
         Err(code) => return code,
     };
-    if let report::Drive::Running { owner, until } = report::drive_of(&snap.run, lease_now, cli.lease_ttl) {
+    if let report::Drive::Running { owner, until } = report::drive_of_run(&snap, lease_now, cli.lease_ttl) {
         return fail(fogbook_state::StateError::LeaseHeld {
             run_id: id.clone(),
             owner,

@@ -173,6 +173,9 @@ pub(crate) async fn drive(
                         "run {run_id} failed at step `{step}`: {code}: {}",
                         message.trim().replace('\n', "\n    ")
                     ));
+                    if let Some(next) = crate::report::next_after_failure(code, run_id) {
+                        output::always(&format!("  next: {next}"));
+                    }
                     release_locks_if_untouched(cli, engine, run_id).await;
                     Exit::RunFailed
                 }

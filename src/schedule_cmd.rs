@@ -17,6 +17,9 @@ use crate::output;
 use crate::progress::Progress;
 use crate::signals::spawn_signal_handler;
 
+mod show;
+use show::show;
+
 fn now() -> i64 {
     clock().now_ms()
 }
@@ -338,74 +341,6 @@ fn window_mark(s: &ScheduleRow, fire_at: i64, fmt: TimeFmt) -> Option<String> {
             fogbook_activities::duration::format(catch_up)
         ),
     })
-}
-
-/// One line of a schedule's history, in words.
-fn history_line(e: &fogbook_state::EventRow, fmt: TimeFmt) -> String {
-    let field = |k: &str| e.data.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_owned();
-    let what = match e.kind.as_str() {
-        "schedule.skipped" => format!("skipped fire time {}: {}", fmt.text(&field("fire_at")), field("reason")),
-        "schedule.fired" => format!("fired {} as run {}", fmt.text(&field("fire_at")), field("run_id")),
-        "schedule.queued" => format!("queued fire time {}: {}", fmt.text(&field("fire_at")), field("reason")),
-        _ => format!("{} {}", e.kind, e.data),
-    };
-    format!("  {}  {what}\n", fmt.at(e.at))
-}
-
-async fn show(cli: &Cli, store: &Store, name: &str, local: bool) -> Exit {
-    let s = match store.schedule(name).await {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
-    let events = store.events(&format!("schedule:{name}")).await.unwrap_or_default();
-    let now = now();
-    let fmt = TimeFmt::new(local, &s.tz);
-    let next_ms: Vec<i64> = CronSchedule::parse(&s.cron, &s.tz)
-        .map(|c| c.next(now, 5))
-        .unwrap_or_default();
-    let next: Vec<String> = next_ms.iter().map(|t| fmt.at(*t)).collect();
-    if cli.format == Format::Json {
-        let marks: Vec<_> = next_ms.iter().map(|t| window_mark(&s, *t, fmt)).collect();
-        output::json(
-            "schedule",
-            &json!({ "schedule": s, "next": next, "next_outside_window": marks, "events": events }),
-        );
-        return Exit::Success;
-    }
-    let mut out = format!(
-        "schedule {}\ncron: {} ({})\nrunbook: {} (sha256 {})\noverlap: {}  catch-up: {}  auto-approve: {}\n",
-        s.name,
-        s.cron,
-        s.tz,
-        s.runbook_name,
-        &s.runbook_sha256[..12.min(s.runbook_sha256.len())],
-        s.overlap.as_str(),
-        fogbook_activities::duration::format(std::time::Duration::from_millis(s.catch_up_ms.max(0).unsigned_abs())),
-        s.auto_approve
-    );
-    if let Some(w) = &s.window {
-        out.push_str(&format!("window: {}\n", w["text"].as_str().unwrap_or("?")));
-    }
-    out.push_str(&format!("state: {}\n", if s.paused { "paused" } else { "active" }));
-    if let Some(r) = &s.active_run {
-        out.push_str(&format!("active run: {r}\n"));
-    }
-    if s.queued > 0 {
-        out.push_str(&format!("queued fires: {}\n", s.queued));
-    }
-    out.push_str("next:\n");
-    for (t, text) in next_ms.iter().zip(&next) {
-        match window_mark(&s, *t, fmt) {
-            Some(mark) => out.push_str(&format!("  {text}  ({mark})\n")),
-            None => out.push_str(&format!("  {text}\n")),
-        }
-    }
-    out.push_str("history:\n");
-    for e in events.iter().rev().take(20).rev() {
-        out.push_str(&history_line(e, fmt));
-    }
-    output::data(&out);
-    Exit::Success
 }
 
 async fn update(cli: &Cli, store: &Store, a: &ScheduleUpdateArgs) -> Exit {

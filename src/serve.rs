@@ -351,20 +351,29 @@ async fn runs_page(State(app): State<Shared>, Query(q): Query<ListQuery>) -> Res
         Ok(r) => r,
         Err(e) => return problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string(), "check --db"),
     };
-    let runs: Vec<RunRow> = runs
+    let mut listed: Vec<(RunRow, Option<RunView>, &'static str)> = Vec::new();
+    for r in runs
         .into_iter()
         .filter(|r| q.runbook.is_empty() || r.runbook_name.contains(q.runbook.as_str()))
-        .filter(|r| q.status != "stalled" || shown_status(r, &clock) == "stalled")
-        .collect();
-    let mut body = String::from("<h1>Runs</h1>");
-    let mut rows = String::new();
-    let mut pending = Vec::new();
-    for r in &runs {
+    {
+        // A finished run is never stalled; an unfinished one is judged from its snapshot, as
+        // `status` judges it (a stopped run with an open window is stalled).
         let view = if r.status.is_terminal() {
             None
         } else {
             RunView::load_summary(&app.store, &r.id, clock).await.ok()
         };
+        let status = view
+            .as_ref()
+            .map_or(r.status.as_str(), |v| shown_status(&v.snap, &clock));
+        if q.status != "stalled" || status == "stalled" {
+            listed.push((r, view, status));
+        }
+    }
+    let mut body = String::from("<h1>Runs</h1>");
+    let mut rows = String::new();
+    let mut pending = Vec::new();
+    for (r, view, status) in &listed {
         let current = view
             .as_ref()
             .and_then(|v| v.snap.steps.iter().find(|s| !s.status.is_done()))
@@ -391,7 +400,6 @@ async fn runs_page(State(app): State<Shared>, Query(q): Query<ListQuery>) -> Res
         if let Some(p) = view.as_ref().and_then(pending_of) {
             pending.push(p);
         }
-        let status = shown_status(r, &clock);
         let _ = write!(
             rows,
             "<tr class=\"run\" data-run=\"{}\" data-status=\"{status}\"><td><a href=\"/runs/{}\">{}</a></td><td>{}</td>\
@@ -412,7 +420,7 @@ async fn runs_page(State(app): State<Shared>, Query(q): Query<ListQuery>) -> Res
          <label>runbook <input type=\"search\" name=\"runbook\" value=\"{}\"></label><button type=\"submit\">Filter</button></form>\
          <table id=\"runs\"><thead><tr><th>run</th><th>runbook</th><th>status</th><th>current step</th><th>age</th>\
          <th>open windows</th><th>waiting</th></tr></thead><tbody>{rows}</tbody></table>",
-        runs.len(),
+        listed.len(),
         [
             "",
             "pending",

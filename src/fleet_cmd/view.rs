@@ -24,7 +24,10 @@ pub(crate) struct TargetLine {
     pub(crate) wave: u32,
     pub(crate) status: String,
     pub(crate) run: Option<String>,
+    /// When its run was created (wall clock).
     pub(crate) started: Option<Millis>,
+    /// When its run ended (wall clock, the run's own record): not when the fleet noticed,
+    /// which is later when the run was continued outside the fleet (`resume`, a worker).
     pub(crate) ended: Option<Millis>,
     /// The total time of its run's closed unprotected windows.
     pub(crate) unprotected_ms: Millis,
@@ -45,8 +48,11 @@ async fn lines(store: &Store, snap: &FleetSnapshot) -> Result<Vec<TargetLine>, S
     let mut out = Vec::new();
     for t in &snap.targets {
         let (mut unprotected_ms, mut open_windows, mut windows) = (0, 0, Vec::new());
+        let (mut started, mut ended) = (t.started_at, t.ended_at);
         if let Some(run) = &t.run_id {
             let run = store.load_run(run).await?;
+            started = Some(run.run.created_at);
+            ended = run.run.finished_at.or(ended);
             for w in run.windows.iter().filter(|w| w.kind == WindowKind::Unprotected) {
                 match w.closed_at {
                     Some(c) => unprotected_ms += c - w.opened_at,
@@ -60,8 +66,8 @@ async fn lines(store: &Store, snap: &FleetSnapshot) -> Result<Vec<TargetLine>, S
             wave: t.wave,
             status: t.status.clone(),
             run: t.run_id.clone(),
-            started: t.started_at,
-            ended: t.ended_at,
+            started,
+            ended,
             unprotected_ms,
             open_windows,
             windows,
@@ -75,7 +81,7 @@ pub(crate) fn count(snap: &FleetSnapshot, status: &str) -> usize {
     snap.targets.iter().filter(|t| t.status == status).count()
 }
 
-/// Whether anybody drives a `running` fleet, as [`crate::report::drive_of`] decides it for a
+/// Whether anybody drives a `running` fleet, as [`crate::report::drive_of_run`] decides it for a
 /// run: a driver killed or stopped past its lease leaves the fleet `running` in its row,
 /// shown as `stalled` with the way to continue it.
 pub(crate) fn fleet_drive(f: &fogbook_state::FleetRow, now: Millis, lease_ttl: Duration) -> Drive {

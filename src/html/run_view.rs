@@ -14,7 +14,7 @@ pub(crate) fn run_sections(view: &RunView) -> String {
     let run = &view.snap.run;
     let now = view.now;
     let mut s = String::new();
-    let status = shown_status(run, &view.clock);
+    let status = shown_status(&view.snap, &view.clock);
     let _ = write!(
         s,
         "<h1>Run {} <span class=\"status status-{status}\" id=\"run-status\">{status}</span></h1>\
@@ -84,8 +84,12 @@ pub(crate) fn run_sections(view: &RunView) -> String {
 
 fn windows_table(s: &mut String, view: &RunView) {
     s.push_str("<h2>Windows</h2>");
-    if view.snap.windows.is_empty() {
+    if view.snap.windows.is_empty() && view.snap.run.status.is_terminal() {
         s.push_str("<p>None: the databases kept their geo-replica throughout.</p>");
+        return;
+    }
+    if view.snap.windows.is_empty() {
+        s.push_str("<p id=\"no-windows\">None so far (the run has not finished).</p>");
         return;
     }
     s.push_str(
@@ -95,7 +99,16 @@ fn windows_table(s: &mut String, view: &RunView) {
     for w in &view.snap.windows {
         let duration = match w.closed_at {
             Some(c) => view.dur(c - w.opened_at),
-            None => format!("open, age {}", view.dur(view.now - w.opened_at)),
+            None if view.snap.run.status.is_terminal() => format!(
+                "left open when the run ended, since {} ({})",
+                format_ms(w.opened_at),
+                view.dur(view.now - w.opened_at)
+            ),
+            None => format!(
+                "still open, since {} ({})",
+                format_ms(w.opened_at),
+                view.dur(view.now - w.opened_at)
+            ),
         };
         let over = view
             .max_unprotected

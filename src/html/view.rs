@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use fogbook_state::{AuditReport, EventRow, Millis, RunRow, RunSnapshot, StateError, Store, format_ms};
+use fogbook_state::{AuditReport, EventRow, Millis, RunSnapshot, StateError, Store, format_ms};
 
 /// A duration for people: `850ms`, `2.3s`, `4m 10s`.
 pub(crate) fn human(ms: Millis) -> String {
@@ -37,7 +37,7 @@ pub(crate) struct RunView {
 
 /// The clocks a page is read at: this host's (`now`, for ages and durations) and the lease
 /// clock (`lease_now`, the database server's on PostgreSQL) with the lease period, by which
-/// a run is shown `stalled` exactly when `status` says so ([`crate::report::drive_of`]).
+/// a run is shown `stalled` exactly when `status` says so ([`crate::report::drive_of_run`]).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PageClock {
     pub(crate) now: Millis,
@@ -144,11 +144,12 @@ impl RunView {
     }
 }
 
-/// The status to show: `stalled` for a run marked running that nobody drives (its lease
-/// expired by the lease clock, or its driver has exited; `fogbook resume` or the worker
-/// continues it), decided as `status` decides it ([`crate::report::drive_of`]).
-pub(crate) fn shown_status(run: &RunRow, clock: &PageClock) -> &'static str {
-    crate::report::drive_of(run, clock.lease_now, clock.lease_ttl).label(run.status)
+/// The status to show: `stalled` for a run nobody drives (marked running with its lease
+/// expired by the lease clock or its driver exited, or stopped with an unprotected window
+/// open; `fogbook resume` or the worker continues it), decided as `status` decides it
+/// ([`crate::report::drive_of_run`]).
+pub(crate) fn shown_status(snap: &RunSnapshot, clock: &PageClock) -> &'static str {
+    crate::report::drive_of_run(snap, clock.lease_now, clock.lease_ttl).label(snap.run.status)
 }
 
 /// Why a run is not moving, when it waits.

@@ -42,7 +42,7 @@ pub(crate) fn set_stall_json(doc: &mut serde_json::Value, drive: &Drive) {
 }
 
 /// The time leases are judged by: the database server's clock on PostgreSQL (every host's
-/// leases are written by it), `now` on SQLite. Pass it to [`drive_of`].
+/// leases are written by it), `now` on SQLite. Pass it to [`drive_of_run`].
 pub(crate) async fn lease_clock(store: &fogbook_state::Store, now: Millis) -> Result<Millis, crate::exit::Exit> {
     store.lease_now(now).await.map_err(crate::error::fail)
 }
@@ -54,9 +54,11 @@ pub(crate) async fn lease_clock_now(store: &fogbook_state::Store) -> Result<Mill
     lease_clock(store, fogbook_engine::Clock::now_ms(&*crate::schedule_cmd::clock())).await
 }
 
-/// Decides [`Drive`] from the run row at `now` by the lease clock ([`lease_clock`]): `lease_ttl` estimates when an expired or orphaned
-/// lease was last renewed (the time since which nobody drives the run).
-pub(crate) fn drive_of(r: &fogbook_state::RunRow, now: Millis, lease_ttl: Duration) -> Drive {
+/// [`Drive`] from the run row alone at `now` by the lease clock ([`lease_clock`]): `lease_ttl`
+/// estimates when an expired or orphaned lease was last renewed (the time since which nobody
+/// drives the run). Only [`drive_of_run`] calls it: a row alone does not see a stopped run's
+/// open window.
+fn drive_of(r: &fogbook_state::RunRow, now: Millis, lease_ttl: Duration) -> Drive {
     if r.status != fogbook_state::RunStatus::Running {
         return Drive::Idle;
     }
@@ -81,9 +83,11 @@ pub(crate) fn drive_of(r: &fogbook_state::RunRow, now: Millis, lease_ttl: Durati
     }
 }
 
-/// [`drive_of`], and a run stopped at a safe point (Ctrl-C, SIGTERM: `pending`, no lease)
-/// with an unprotected window open is stalled too: nobody drives it, and nothing closes the
-/// window until someone resumes it, exactly as after a crash.
+/// Who drives a run, the one decision every view and command makes (`status`, `runs`, the
+/// pages, `resume`, the operator commands): [`drive_of`] of its row, and a run stopped at a
+/// safe point (Ctrl-C, SIGTERM: `pending`, no lease) with an unprotected window open is
+/// stalled too: nobody drives it, and nothing closes the window until someone resumes it,
+/// exactly as after a crash.
 pub(crate) fn drive_of_run(snap: &RunSnapshot, now: Millis, lease_ttl: Duration) -> Drive {
     let r = &snap.run;
     let open_unprotected = || {

@@ -11,9 +11,10 @@ mod shared;
 mod status;
 mod verify;
 
-pub(crate) use drive::{Drive, drive_of, lease_clock_now, set_stall_json};
+pub(crate) use drive::{Drive, drive_of_run, lease_clock_now, set_stall_json};
 pub(crate) use history::history;
 pub(crate) use run_report::report;
 pub(crate) use runs::runs;
+pub(crate) use shared::next_after_failure;
 pub(crate) use status::status;
 pub(crate) use verify::verify;

@@ -231,3 +231,15 @@ pub(super) fn step_column(steps: &[fogbook_state::StepRow]) -> usize {
         .unwrap_or(0)
         .max(28)
 }
+
+/// The commands that follow a run's failure with `code`, for this invocation's store
+/// ([`crate::output::fogbook`]): the activities' messages say what happened, not which
+/// `fogbook` (with which `--db`) to type next.
+pub(crate) fn next_after_failure(code: &str, run_id: &str) -> Option<String> {
+    let fb = crate::output::fogbook();
+    (code == "AmbiguousInterruption").then(|| {
+        format!(
+            "check what the step did, then run it again: `{fb} resume {run_id} --retry-failed`; or give the run up: `{fb} cancel {run_id}`"
+        )
+    })
+}

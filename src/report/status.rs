@@ -165,6 +165,11 @@ pub(super) async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Res
                 Some(step) => out.push_str(&format!("error: step `{step}` failed: {code}\n    {message}\n")),
                 None => out.push_str(&format!("error: {code}\n    {message}\n")),
             }
+            if let Some(next) =
+                super::shared::next_after_failure(code, &r.id).filter(|_| r.status == fogbook_state::RunStatus::Failed)
+            {
+                out.push_str(&format!("next: {next}\n"));
+            }
         }
         None => {}
     }

@@ -34,6 +34,7 @@ mod newuser_fenced;
 mod newuser_secrets;
 mod newuser_stops;
 mod newuser_store;
+mod newuser_texts;
 mod notify;
 mod operator_fixes;
 mod opfix2;

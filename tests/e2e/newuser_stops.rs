@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 
 use crate::common::{Sandbox, code, stderr, stdout};
 
-fn rehearsal() -> String {
+pub(crate) fn rehearsal() -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("runbooks/demo-rehearsal.yaml")
         .display()
@@ -21,7 +21,7 @@ fn rehearsal() -> String {
 
 /// Starts demo-rehearsal in the foreground and waits until it is in `seed`, its unprotected
 /// window open (a long seeding: nothing closes the window during the test).
-fn driver_in_seed(sb: &Sandbox) -> (Child, String) {
+pub(crate) fn driver_in_seed(sb: &Sandbox) -> (Child, String) {
     let journal = sb.path("journal.txt").display().to_string();
     let child = sb.spawn(
         &[

@@ -113,12 +113,9 @@ impl Command {
             return Err(ActivityError::Ambiguous {
                 message: format!(
                     "step `{}` was interrupted while `{}` was running (started {since}); it may or may not \
-                     have finished its work, so it is not run again (on_ambiguous: fail). Check its effect, then \
-                     `fogbook resume {} --retry-failed` to run it again, or `fogbook cancel {}`",
+                     have finished its work, so it is not run again (on_ambiguous: fail)",
                     ctx.step_id(),
                     self.program,
-                    ctx.run_id(),
-                    ctx.run_id()
                 ),
             });
         }

@@ -352,12 +352,10 @@ fn failure(operation: &'static str, e: rusqlite::Error) -> BackendError {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::future::Future;
-    use std::task::Poll;
-
     use serde_json::json;
 
     use crate::audit::{self, NewEvent};
+    use crate::store::hold::{Through, group_of_three, hold, poll_once, test_events};
     use crate::{NewRun, StateError, Store};
 
     fn new_run(id: &str) -> NewRun {
@@ -380,32 +378,11 @@ mod tests {
         }
     }
 
-    /// Polls `fut` once (so a write sends its job to the thread) without waiting for it.
-    async fn poll_once<F: Future + Unpin>(fut: &mut F) {
-        std::future::poll_fn(|cx| {
-            let _ = std::pin::Pin::new(&mut *fut).poll(cx);
-            Poll::Ready(())
-        })
-        .await;
-    }
-
     /// Three writes queued behind a read, so that they are one group (one transaction); the
     /// second has no savepoint and fails, after appending an event when `change` is set.
     /// Returns the three results and the commits the group made.
     async fn group_with_an_unguarded_failure(store: &Store, change: bool) -> (Vec<Result<(), StateError>>, u64) {
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let (entered, in_read) = tokio::sync::oneshot::channel::<()>();
-        let reader = store.clone();
-        let blocker = tokio::spawn(async move {
-            reader
-                .read(move |_| {
-                    let _ = entered.send(());
-                    let _ = held.recv();
-                    Ok(())
-                })
-                .await
-        });
-        in_read.await.unwrap();
+        let held = hold(store, Through::Read).await;
         let before = store.commit_count();
         let event = |n: u32| NewEvent::run("test.event", json!({ "n": n }));
         let guarded = |n: u32| {
@@ -430,24 +407,9 @@ mod tests {
         poll_once(&mut first).await;
         poll_once(&mut failing).await;
         poll_once(&mut last).await;
-        release.send(()).unwrap();
-        blocker.await.unwrap().unwrap();
+        held.release().await;
         let results = vec![first.await, failing.await, last.await];
         (results, store.commit_count() - before)
-    }
-
-    async fn test_events(store: &Store) -> Vec<i64> {
-        store
-            .read(|tx| {
-                tx.query_map(
-                    "SELECT gseq FROM events WHERE kind = 'test.event' ORDER BY gseq",
-                    crate::sql::params![],
-                    |r| r.get(0),
-                )
-                .map_err(|e| StateError::commit_failed(e.to_string()))
-            })
-            .await
-            .unwrap()
     }
 
     /// A write without a savepoint that refuses before changing anything fails alone: the
@@ -502,61 +464,16 @@ mod tests {
         store.create_run(new_run("r1")).await.unwrap();
         // A read holds the thread until the three writes are queued behind it, so they
         // are one group: one transaction, one savepoint each.
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let (entered, in_read) = tokio::sync::oneshot::channel::<()>();
-        let reader = store.clone();
-        let blocker = tokio::spawn(async move {
-            reader
-                .read(move |_| {
-                    let _ = entered.send(());
-                    let _ = held.recv();
-                    Ok(())
-                })
-                .await
-        });
-        in_read.await.unwrap();
-        let before = store.commit_count();
-        let write = |n: u32, fail: bool| {
-            let store = store.clone();
-            Box::pin(async move {
-                store
-                    .write(move |tx| {
-                        audit::append(tx, "r1", 2_000, NewEvent::run("test.event", json!({ "n": n })))?;
-                        if fail {
-                            return Err(StateError::commit_failed("this write is made to fail"));
-                        }
-                        Ok(())
-                    })
-                    .await
-            })
-        };
-        let (mut first, mut failing, mut last) = (write(1, false), write(2, true), write(3, false));
-        poll_once(&mut first).await;
-        poll_once(&mut failing).await;
-        poll_once(&mut last).await;
-        release.send(()).unwrap();
-        blocker.await.unwrap().unwrap();
-        first.await.unwrap();
-        assert!(failing.await.is_err(), "the second write fails");
-        last.await.unwrap();
-        assert_eq!(
-            store.commit_count() - before,
-            1,
-            "the three writes shared one transaction"
-        );
+        let [first, failing, last] = group_of_three(&store, Through::Read, |_| {
+            Err(StateError::commit_failed("this write is made to fail"))
+        })
+        .await;
+        first.unwrap();
+        assert!(failing.is_err(), "the second write fails");
+        last.unwrap();
         let report = store.verify_audit(None).await.unwrap();
         assert!(report.failure.is_none(), "{report:?}");
-        let events: Vec<i64> = store
-            .read(|tx| {
-                tx.query_map(
-                    "SELECT gseq FROM events WHERE kind = 'test.event' ORDER BY gseq",
-                    crate::sql::params![],
-                    |r| r.get(0),
-                )
-                .map_err(|e| StateError::commit_failed(e.to_string()))
-            })
-            .await
-            .unwrap();
+        let events = test_events(&store).await;
         assert_eq!(events.len(), 2, "the failed write's event is gone: {events:?}");
         assert_eq!(events[1], events[0] + 1, "the last write's event follows the first's");
     }

@@ -133,6 +133,40 @@ pub(crate) fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
 }
 
+/// A process the test started: killed and reaped when dropped (the test ended, or failed
+/// half-way), unless it was waited for.
+pub(crate) struct Started(Option<Child>);
+
+impl Started {
+    pub(crate) fn new(child: Child) -> Self {
+        Self(Some(child))
+    }
+
+    pub(crate) fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("a process not waited for yet")
+    }
+
+    /// Kills the process now and reaps it.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for the process to end on its own; what it wrote and how it ended.
+    pub(crate) fn wait_with_output(mut self) -> Output {
+        let child = self.0.take().expect("a process not waited for yet");
+        child.wait_with_output().expect("wait for fogbook")
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Reads `audit verify` for the sandbox and asserts that the trail verifies.
 pub(crate) fn assert_audit_ok(sb: &Sandbox) {
     let out = sb.run(&["audit", "verify"]);

@@ -6,28 +6,15 @@
 //! tampered), the chain must verify at the end, and a head taken in the middle of the
 //! writes must be found again (`--since-head`). Runs on both backends, PostgreSQL first.
 
-use std::fs::File;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use fogbook_testpg::TestPostgres;
 use serde_json::Value;
 
-use crate::common::{code, fixture, stderr, stdout};
+use crate::common::{code, stderr, stdout};
 use crate::pg_backend::{Backend, Db};
 
 const RUNS: usize = 16;
-
-fn spawn_logged(db: &Db, args: &[&str], tag: &str) -> Child {
-    let mut c = db.sb.cmd();
-    c.args(args)
-        .stdout(File::create(db.sb.path(&format!("{tag}.out"))).unwrap())
-        .stderr(File::create(db.sb.path(&format!("{tag}.err"))).unwrap());
-    for (k, v) in db.env() {
-        c.env(k, v);
-    }
-    c.spawn().expect("spawn fogbook")
-}
 
 /// `audit verify --format json` (with `extra` arguments): passed, head, events verified.
 fn verify(db: &Db, extra: &[&str]) -> (String, u64) {
@@ -53,17 +40,7 @@ fn verify_under_concurrent_writers(backend: Backend) {
     let server = (backend == Backend::Postgres).then(TestPostgres::start);
     let db = Db::new(backend, server.as_ref(), "audit_attack");
     for i in 0..RUNS {
-        let out = db.run(&[
-            "run",
-            &fixture("job.yaml").display().to_string(),
-            "--detach",
-            "--set",
-            &format!("out={}", db.sb.path("effects.txt").display()),
-            "--set",
-            &format!("group=g{i}"),
-            "--set",
-            "pause=200ms",
-        ]);
+        let out = db.detach_job(&format!("g{i}"), "200ms", &[]);
         assert_eq!(code(&out), 0, "{}", stderr(&out));
     }
     let args = |name| {
@@ -79,8 +56,8 @@ fn verify_under_concurrent_writers(backend: Backend) {
         ]
     };
     let mut workers = [
-        spawn_logged(&db, &args("w1"), "w1"),
-        spawn_logged(&db, &args("w2"), "w2"),
+        db.spawn_logged(&args("w1"), &[], "w1"),
+        db.spawn_logged(&args("w2"), &[], "w2"),
     ];
     let start = Instant::now();
     let mut seen: Vec<(String, u64)> = Vec::new();

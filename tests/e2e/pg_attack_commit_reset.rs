@@ -205,16 +205,12 @@ fn run_args(runbook: &Path) -> Vec<String> {
 
 /// `fogbook ARGS` on the database `url` (through the cutter), against the emulator.
 fn drive(db: &Db, sim: &Sim, url: &str, args: &[String]) -> Output {
-    let mut c = db.sb.cmd();
-    c.args(args);
-    for (k, v) in db.env() {
-        c.env(k, v);
-    }
-    c.env("FOGBOOK_DB", url)
-        .env("FOGBOOK_ARM_ENDPOINT", &sim.url)
-        .env("FOGBOOK_ARM_TOKEN", "anything")
-        .env("FOGBOOK_LEASE_TTL", "2s");
-    c.output().expect("spawn fogbook")
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let [endpoint, token] = sim.env();
+    db.run_env(
+        &args,
+        &[("FOGBOOK_DB", url), endpoint, token, ("FOGBOOK_LEASE_TTL", "2s")],
+    )
 }
 
 /// How a trial ended.
@@ -231,7 +227,7 @@ enum Ending {
 /// driver followed by the same command (or `resume`) until the run ends.
 fn trial(server: &TestPostgres, every: u64, base_estate: &Value, base_sql: &[String]) -> Ending {
     let db = Db::new(Backend::Postgres, Some(server), &format!("commit_cut_{every}"));
-    let direct = db.env()[0].1.clone();
+    let direct = db.url().unwrap().to_owned();
     let cutter = CommitCutter::start(server.port(), every);
     let cut_url = cutter.url(&direct, server.port());
     let sim = start_sim(&root().join("examples/estate.yaml"), None);

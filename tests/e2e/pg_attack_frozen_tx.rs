@@ -14,50 +14,18 @@
 //! call log) and the audit events from the database's rows.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
-use fogbook_testpg::TestPostgres;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::common::{code, fixture, stderr, stdout};
-use crate::pg_backend::{Backend, Cell, Db};
+use crate::common::{code, stderr, stdout};
+use crate::pg_backend::{Cell, Db, OnPostgres};
 
 /// Every round trip's deadline; the server ends a transaction idle for half of it.
 const PG_TIMEOUT: &str = "2s";
 const LEASE_TTL: &str = "3s";
 const RUNS: usize = 6;
-
-fn spawn_logged(db: &Db, args: &[&str], tag: &str) -> Child {
-    let mut c = db.sb.cmd();
-    c.args(args)
-        .env("FOGBOOK_PG_TIMEOUT", PG_TIMEOUT)
-        .stdout(File::create(db.sb.path(&format!("{tag}.out"))).unwrap())
-        .stderr(File::create(db.sb.path(&format!("{tag}.err"))).unwrap());
-    for (k, v) in db.env() {
-        c.env(k, v);
-    }
-    c.spawn().expect("spawn fogbook")
-}
-
-fn detach(db: &Db, group: &str, pause: &str) -> std::process::Output {
-    db.run_env(
-        &[
-            "run",
-            &fixture("job.yaml").display().to_string(),
-            "--detach",
-            "--set",
-            &format!("out={}", db.sb.path("effects.txt").display()),
-            "--set",
-            &format!("group={group}"),
-            "--set",
-            &format!("pause={pause}"),
-        ],
-        &[("FOGBOOK_PG_TIMEOUT", PG_TIMEOUT)],
-    )
-}
 
 fn count(db: &Db, sql: &str) -> i64 {
     match db.query(sql, &[]).remove(0).remove(0) {
@@ -128,18 +96,17 @@ fn freeze_inside_a_write_transaction(holding: &mut impl FnMut(u32) -> Option<(St
 
 #[test]
 fn a_worker_frozen_inside_a_write_transaction_frees_the_lock_and_is_fenced_when_thawed() {
-    let server = TestPostgres::start();
-    let db = Db::new(Backend::Postgres, Some(&server), "frozen_tx");
+    let pg = OnPostgres::start("frozen_tx");
+    let db = &pg.db;
     let runs: Vec<String> = (0..RUNS)
         .map(|i| {
-            let out = detach(&db, &format!("g{i}"), "8s");
+            let out = db.detach_job(&format!("g{i}"), "8s", &[("FOGBOOK_PG_TIMEOUT", PG_TIMEOUT)]);
             assert_eq!(code(&out), 0, "{}", stderr(&out));
             stdout(&out).trim().to_owned()
         })
         .collect();
     // W1 drives all six; polling every 50 ms and renewing six leases, it writes often.
-    let mut w1 = spawn_logged(
-        &db,
+    let mut w1 = db.spawn_logged(
         &[
             "worker",
             "--concurrency",
@@ -152,21 +119,22 @@ fn a_worker_frozen_inside_a_write_transaction_frees_the_lock_and_is_fenced_when_
             "--name",
             "w1",
         ],
+        &[("FOGBOOK_PG_TIMEOUT", PG_TIMEOUT)],
         "w1",
     );
     wait_until("every run to reach its wait", Duration::from_secs(60), || {
         count(
-            &db,
+            db,
             "SELECT count(*) FROM steps WHERE step_id = 'pause' AND status = 'running'",
         ) == RUNS as i64
     });
-    let mut holding = lock_watch(&db.env()[0].1);
+    let mut holding = lock_watch(db.url().unwrap());
     freeze_inside_a_write_transaction(&mut holding, w1.id());
     let w1_pid = Pid::from_raw(w1.id() as i32);
 
     // Another host writes (creates a run) with the same deadline: the lock it waits for is
     // freed by the server within half of it.
-    let b = detach(&db, "gb", "10ms");
+    let b = db.detach_job("gb", "10ms", &[("FOGBOOK_PG_TIMEOUT", PG_TIMEOUT)]);
     assert_eq!(
         code(&b),
         0,
@@ -181,8 +149,7 @@ fn a_worker_frozen_inside_a_write_transaction_frees_the_lock_and_is_fenced_when_
     assert!(w1.try_wait().unwrap().is_none(), "W1 is frozen, not gone");
 
     // W2 takes the frozen worker's runs over once their leases expire, and finishes them.
-    let mut w2 = spawn_logged(
-        &db,
+    let mut w2 = db.spawn_logged(
         &[
             "worker",
             "--concurrency",
@@ -194,14 +161,15 @@ fn a_worker_frozen_inside_a_write_transaction_frees_the_lock_and_is_fenced_when_
             "--name",
             "w2",
         ],
+        &[("FOGBOOK_PG_TIMEOUT", PG_TIMEOUT)],
         "w2",
     );
     wait_until("W2 to finish every run", Duration::from_secs(90), || {
-        count(&db, "SELECT count(*) FROM runs WHERE status = 'succeeded'") == RUNS as i64 + 1
+        count(db, "SELECT count(*) FROM runs WHERE status = 'succeeded'") == RUNS as i64 + 1
     });
     kill(Pid::from_raw(w2.id() as i32), Signal::SIGTERM).unwrap();
     assert_eq!(w2.wait().unwrap().code(), Some(0));
-    let events_before = count(&db, "SELECT count(*) FROM events");
+    let events_before = count(db, "SELECT count(*) FROM events");
     let effects_before = db.sb.lines_of("effects.txt");
 
     // Thawed: its transaction is gone, its leases are others'. It writes nothing.
@@ -209,7 +177,7 @@ fn a_worker_frozen_inside_a_write_transaction_frees_the_lock_and_is_fenced_when_
     let w1_status = w1.wait().unwrap();
     let w1_err = std::fs::read_to_string(db.sb.path("w1.err")).unwrap();
     assert_eq!(
-        count(&db, "SELECT count(*) FROM events"),
+        count(db, "SELECT count(*) FROM events"),
         events_before,
         "the thawed worker wrote nothing: {w1_err}"
     );

@@ -6,34 +6,10 @@
 //! cancelled once, by one of them, and no step after the approval runs. Effects are counted
 //! from outside (the fixture's append-only call log), the audit from the database's rows.
 
-use std::process::{Child, Output};
-use std::time::{Duration, Instant};
+use std::process::Output;
 
-use fogbook_testpg::TestPostgres;
-
-use crate::common::{code, fixture, stderr, stdout};
-use crate::pg_backend::{Backend, Cell, Db};
-
-/// A driver of the kill-matrix fixture in the foreground, waiting at its approval `gate`.
-fn driver_at_the_gate(db: &Db) -> (Child, String) {
-    let log = db.sb.path("effects.txt").display().to_string();
-    let runbook = fixture("kill-matrix.yaml").display().to_string();
-    let driver = db.spawn(&["run", &runbook, "--set", &format!("out={log}"), "--wait"], &[]);
-    let start = Instant::now();
-    while db
-        .try_query("SELECT progress FROM steps WHERE step_id = 'gate'", &[])
-        .ok()
-        .and_then(|rows| rows.into_iter().next())
-        .is_none_or(|row| row.first() == Some(&Cell::Text(None)))
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "timed out waiting for the approval to be requested"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (driver, db.last_run_id())
-}
+use crate::common::{code, stderr, stdout};
+use crate::pg_backend::{Cell, Db, OnPostgres};
 
 /// `args_a` and `args_b` run by two processes started together (another host each).
 fn at_once(db: &Db, args_a: &[&str], args_b: &[&str]) -> [Output; 2] {
@@ -55,21 +31,13 @@ fn events(db: &Db, run: &str, kind: &str) -> Vec<String> {
     .collect()
 }
 
-fn calls(db: &Db) -> Vec<String> {
-    db.sb
-        .lines_of("effects.txt")
-        .iter()
-        .map(|line| line.split(' ').next().unwrap().to_owned())
-        .collect()
-}
-
 #[test]
 fn two_hosts_approving_one_step_at_once_apply_one_approval() {
-    let server = TestPostgres::start();
-    let db = Db::new(Backend::Postgres, Some(&server), "approve_race");
-    let (driver, run) = driver_at_the_gate(&db);
+    let pg = OnPostgres::start("approve_race");
+    let db = &pg.db;
+    let (driver, run) = db.driver_at_the_gate(&[]);
     let outs = at_once(
-        &db,
+        db,
         &["approve", &run, "gate", "--by", "bob", "--reason", "ticket 1"],
         &["approve", &run, "gate", "--by", "carol", "--reason", "ticket 2"],
     );
@@ -87,7 +55,7 @@ fn two_hosts_approving_one_step_at_once_apply_one_approval() {
         "the other is refused: {}",
         stderr(lost)
     );
-    let approved = events(&db, &run, "step.approved");
+    let approved = events(db, &run, "step.approved");
     assert_eq!(approved.len(), 1, "audited once: {approved:?}");
     let winner = if code(&outs[0]) == 0 {
         ("bob", "ticket 1")
@@ -98,20 +66,20 @@ fn two_hosts_approving_one_step_at_once_apply_one_approval() {
         approved[0].contains(winner.0) && approved[0].contains(winner.1),
         "who and why of the one applied: {approved:?}"
     );
-    let driven = driver.wait_with_output().unwrap();
+    let driven = driver.wait_with_output();
     assert_eq!(code(&driven), 0, "{}{}", stdout(&driven), stderr(&driven));
     assert_eq!(db.run_status(&run), "succeeded");
-    assert_eq!(calls(&db), ["first", "second", "third", "fragile"], "each command once");
+    assert_eq!(db.calls(), ["first", "second", "third", "fragile"], "each command once");
     db.assert_audit_ok();
 }
 
 #[test]
 fn two_hosts_cancelling_a_driven_run_at_once_cancel_it_once() {
-    let server = TestPostgres::start();
-    let db = Db::new(Backend::Postgres, Some(&server), "cancel_race");
-    let (driver, run) = driver_at_the_gate(&db);
+    let pg = OnPostgres::start("cancel_race");
+    let db = &pg.db;
+    let (driver, run) = db.driver_at_the_gate(&[]);
     let outs = at_once(
-        &db,
+        db,
         &["cancel", &run, "--by", "dave", "--reason", "wrong window"],
         &["cancel", &run, "--by", "erin", "--reason", "wrong group"],
     );
@@ -123,13 +91,13 @@ fn two_hosts_cancelling_a_driven_run_at_once_cancel_it_once() {
         );
     }
     assert!(outs.iter().any(|o| code(o) == 0), "one cancel applied");
-    let driven = driver.wait_with_output().unwrap();
+    let driven = driver.wait_with_output();
     assert_ne!(code(&driven), 0, "the driver stopped: {}", stdout(&driven));
     assert_eq!(db.run_status(&run), "cancelled");
-    let cancelled = events(&db, &run, "run.cancelled");
+    let cancelled = events(db, &run, "run.cancelled");
     assert_eq!(cancelled.len(), 1, "the run ended cancelled once: {cancelled:?}");
     // Each request is audited once, naming its operator.
-    let requested = events(&db, &run, "run.cancel_requested");
+    let requested = events(db, &run, "run.cancel_requested");
     let applied = outs.iter().filter(|o| code(o) == 0).count();
     assert!(
         requested.len() <= applied && requested.iter().all(|r| r.contains("dave") || r.contains("erin")),
@@ -140,6 +108,6 @@ fn two_hosts_cancelling_a_driven_run_at_once_cancel_it_once() {
         status.contains("wrong window") || status.contains("wrong group"),
         "why: {status}"
     );
-    assert_eq!(calls(&db), ["first"], "nothing after the approval ran");
+    assert_eq!(db.calls(), ["first"], "nothing after the approval ran");
     db.assert_audit_ok();
 }

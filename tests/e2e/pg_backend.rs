@@ -1,12 +1,16 @@
 //! One test body, two backends: a [`Db`] is a sandbox's state on SQLite (its file) or on a
 //! PostgreSQL database of a throwaway server, with the commands run against it and the
-//! rows read from outside fogbook (SQLite's file, or a connection of the test's own).
+//! rows read from outside fogbook (SQLite's file, or a connection of the test's own). An
+//! [`OnPostgres`] is the PostgreSQL-only tests' sandbox: a server of its own and a [`Db`]
+//! on it.
 
-use std::process::{Child, Output};
+use std::fs::File;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use fogbook_testpg::TestPostgres;
 
-use crate::common::{Sandbox, code, stderr, stdout};
+use crate::common::{Sandbox, Started, code, fixture, stderr, stdout};
 
 /// Which backend a test body runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +24,24 @@ pub(crate) struct Db {
     pub(crate) sb: Sandbox,
     /// The PostgreSQL URL, when the state is there.
     url: Option<String>,
+}
+
+/// A sandbox whose state is a database of a throwaway PostgreSQL server of its own (the
+/// test may restart or stop it).
+pub(crate) struct OnPostgres {
+    pub(crate) db: Db,
+    pub(crate) server: TestPostgres,
+}
+
+impl OnPostgres {
+    /// A new server, and a sandbox on its new database `name`.
+    pub(crate) fn start(name: &str) -> Self {
+        let server = TestPostgres::start();
+        Self {
+            db: Db::new(Backend::Postgres, Some(&server), name),
+            server,
+        }
+    }
 }
 
 /// A cell read from outside fogbook.
@@ -62,6 +84,29 @@ impl Db {
     }
 
     pub(crate) fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.cmd(args, env).output().expect("spawn fogbook")
+    }
+
+    pub(crate) fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
+        self.cmd(args, env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn fogbook")
+    }
+
+    /// `fogbook ARGS` in the background (with `env` on top of this state's), its output in
+    /// the sandbox's files `TAG.out` and `TAG.err`.
+    pub(crate) fn spawn_logged(&self, args: &[&str], env: &[(&str, &str)], tag: &str) -> Child {
+        self.cmd(args, env)
+            .stdout(File::create(self.sb.path(&format!("{tag}.out"))).unwrap())
+            .stderr(File::create(self.sb.path(&format!("{tag}.err"))).unwrap())
+            .spawn()
+            .expect("spawn fogbook")
+    }
+
+    /// `fogbook ARGS` on this state, with `env` on top of it.
+    fn cmd(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut c = self.sb.cmd();
         c.args(args);
         for (k, v) in self.env() {
@@ -70,21 +115,77 @@ impl Db {
         for (k, v) in env {
             c.env(k, v);
         }
-        c.output().expect("spawn fogbook")
+        c
     }
 
-    pub(crate) fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
-        let mut c = self.sb.cmd();
-        c.args(args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        for (k, v) in self.env() {
-            c.env(k, v);
+    /// A driver of the kill-matrix fixture (its calls logged to `effects.txt`) in the
+    /// foreground, with `env`, once it waits at its approval `gate` (renewing its lease,
+    /// its connections open); and its run's id.
+    pub(crate) fn driver_at_the_gate(&self, env: &[(&str, &str)]) -> (Started, String) {
+        let log = self.sb.path("effects.txt").display().to_string();
+        let runbook = fixture("kill-matrix.yaml").display().to_string();
+        let driver = Started::new(self.spawn(&["run", &runbook, "--set", &format!("out={log}"), "--wait"], env));
+        let start = Instant::now();
+        // The condition, not the time, is what the test waits for.
+        while self
+            .try_query("SELECT progress FROM steps WHERE step_id = 'gate'", &[])
+            .ok()
+            .and_then(|rows| rows.into_iter().next())
+            .is_none_or(|row| row.first() == Some(&Cell::Text(None)))
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "timed out waiting for the approval to be requested"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        c.spawn().expect("spawn fogbook")
+        (driver, self.last_run_id())
+    }
+
+    /// A run of the job fixture in `group` (its wait `pause` long), detached: pending,
+    /// driven by nobody yet; its calls logged to `effects.txt`.
+    pub(crate) fn detach_job(&self, group: &str, pause: &str, env: &[(&str, &str)]) -> Output {
+        self.run_env(
+            &[
+                "run",
+                &fixture("job.yaml").display().to_string(),
+                "--detach",
+                "--set",
+                &format!("out={}", self.sb.path("effects.txt").display()),
+                "--set",
+                &format!("group={group}"),
+                "--set",
+                &format!("pause={pause}"),
+            ],
+            env,
+        )
+    }
+
+    /// The commands the kill-matrix fixture called, in order, read from outside fogbook
+    /// (`effects.txt`: one line a call, the step's name first).
+    pub(crate) fn calls(&self) -> Vec<String> {
+        self.sb
+            .lines_of("effects.txt")
+            .iter()
+            .map(|line| line.split(' ').next().unwrap().to_owned())
+            .collect()
+    }
+
+    /// PostgreSQL only: `run`'s lease is now held by a process on another host, and expired
+    /// a minute ago by the database server's clock.
+    pub(crate) fn expire_the_lease_elsewhere(&self, run: &str) {
+        let held = self.query(
+            "UPDATE runs SET lease_owner = 'elsewhere:4242:1',
+            lease_expires_at = CAST(floor(extract(epoch FROM clock_timestamp()) * 1000) AS BIGINT) - 60000
+         WHERE id = ?1 RETURNING id",
+            &[run],
+        );
+        assert_eq!(held.len(), 1);
+    }
+
+    /// The PostgreSQL URL, when the state is there.
+    pub(crate) fn url(&self) -> Option<&str> {
+        self.url.as_deref()
     }
 
     /// Whether the state exists yet (the SQLite file; a PostgreSQL database always does).

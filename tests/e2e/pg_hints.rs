@@ -5,10 +5,8 @@
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use fogbook_testpg::TestPostgres;
-
-use crate::common::{Sandbox, code, fixture, stderr};
-use crate::pg_backend::{Backend, Cell, Db};
+use crate::common::{Sandbox, code, stderr};
+use crate::pg_backend::OnPostgres;
 
 /// What the PostgreSQL hint says, and what only the SQLite one does.
 fn assert_postgres_hint(err: &str) {
@@ -53,40 +51,21 @@ fn a_postgres_url_where_nothing_listens_gets_the_postgres_hint() {
 
 #[test]
 fn a_postgres_server_stopped_mid_command_gets_the_postgres_hint() {
-    let server = TestPostgres::start();
-    let db = Db::new(Backend::Postgres, Some(&server), "stopped");
-    let log = db.sb.path("effects.txt").display().to_string();
-    let runbook = fixture("kill-matrix.yaml").display().to_string();
+    let OnPostgres { db, server } = OnPostgres::start("stopped");
     // The driver waits in the foreground at the approval `gate`, renewing its lease.
-    let mut driver = db.spawn(
-        &["run", &runbook, "--set", &format!("out={log}"), "--wait"],
-        &[("FOGBOOK_PG_TIMEOUT", "1s"), ("FOGBOOK_LEASE_TTL", "3s")],
-    );
-    let start = Instant::now();
-    while db
-        .try_query("SELECT progress FROM steps WHERE step_id = 'gate'", &[])
-        .ok()
-        .and_then(|rows| rows.into_iter().next())
-        .is_none_or(|row| row.first() == Some(&Cell::Text(None)))
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "timed out waiting for the approval to be requested"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut driver, _) = db.driver_at_the_gate(&[("FOGBOOK_PG_TIMEOUT", "1s"), ("FOGBOOK_LEASE_TTL", "3s")]);
 
     // The server stops (and its data directory goes): the driver's next round trip fails.
     drop(server);
     let start = Instant::now();
-    while driver.try_wait().unwrap().is_none() {
+    while driver.child().try_wait().unwrap().is_none() {
         if start.elapsed() > Duration::from_secs(120) {
-            let _ = driver.kill();
+            driver.kill();
             panic!("the driver did not stop once its database was gone");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = driver.wait_with_output().unwrap();
+    let out = driver.wait_with_output();
     assert_eq!(code(&out), 6, "{}", stderr(&out));
     assert_postgres_hint(&stderr(&out));
 }

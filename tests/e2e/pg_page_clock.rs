@@ -4,24 +4,11 @@
 //! runs ten minutes behind, a run whose lease expired (by the database) is shown stalled.
 
 use std::io::{BufRead, BufReader};
-use std::process::Child;
-use std::time::{Duration, Instant};
 
-use fogbook_testpg::TestPostgres;
 use serde_json::Value;
 
-use crate::common::{code, fixture, http_get, stderr, stdout};
-use crate::pg_backend::{Backend, Cell, Db};
-
-/// A process we started, killed and reaped when the test ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::common::{Started, code, http_get, stderr, stdout};
+use crate::pg_backend::{Db, OnPostgres};
 
 /// The status the run's page shows (`<span … id="run-status">STATUS</span>`).
 fn page_status(url: &str, run: &str) -> String {
@@ -47,43 +34,27 @@ fn cli_state(db: &Db, run: &str, clock: &str) -> String {
 
 #[test]
 fn the_page_judges_stalled_by_the_database_clock_as_status_does() {
-    let server = TestPostgres::start();
-    let db = Db::new(Backend::Postgres, Some(&server), "pageclock");
-    let log = db.sb.path("effects.txt").display().to_string();
-    let runbook = fixture("kill-matrix.yaml").display().to_string();
+    let pg = OnPostgres::start("pageclock");
+    let db = &pg.db;
     let clock_file = db.sb.write("clock-offset", "600000\n");
     let clock = clock_file.display().to_string();
     // The driver waits in the foreground at the approval `gate`, renewing its lease.
-    let mut driver = Killed(db.spawn(&["run", &runbook, "--set", &format!("out={log}"), "--wait"], &[]));
-    let start = Instant::now();
-    while db
-        .try_query("SELECT progress FROM steps WHERE step_id = 'gate'", &[])
-        .ok()
-        .and_then(|rows| rows.into_iter().next())
-        .is_none_or(|row| row.first() == Some(&Cell::Text(None)))
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "timed out waiting for the approval to be requested"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let run = db.last_run_id();
+    let (mut driver, run) = db.driver_at_the_gate(&[]);
 
     // The page's host clock runs ten minutes ahead (read at every request).
-    let mut serve = Killed(db.spawn(
+    let mut serve = Started::new(db.spawn(
         &["serve", "--listen", "127.0.0.1:0"],
         &[("FOGBOOK_TEST_CLOCK_FILE", &clock)],
     ));
     let mut line = String::new();
-    BufReader::new(serve.0.stdout.take().unwrap())
+    BufReader::new(serve.child().stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     let url = line.trim().to_owned();
     assert!(url.starts_with("http://127.0.0.1:"), "serve printed `{url}`");
 
     assert_eq!(page_status(&url, &run), "running");
-    assert_eq!(cli_state(&db, &run, &clock), "running");
+    assert_eq!(cli_state(db, &run, &clock), "running");
     let (status, list) = http_get(&url, "/", false);
     assert_eq!(status, 200, "{list}");
     assert!(
@@ -104,19 +75,12 @@ fn the_page_judges_stalled_by_the_database_clock_as_status_does() {
 
     // The driver is gone; its run's lease is now held by a process on another host, and it
     // expired a minute ago by the database's clock. This host's clock runs ten minutes behind.
-    let _ = driver.0.kill();
-    let _ = driver.0.wait();
-    let held = db.query(
-        "UPDATE runs SET lease_owner = 'elsewhere:4242:1',
-            lease_expires_at = CAST(floor(extract(epoch FROM clock_timestamp()) * 1000) AS BIGINT) - 60000
-         WHERE id = ?1 RETURNING id",
-        &[&run],
-    );
-    assert_eq!(held.len(), 1);
+    driver.kill();
+    db.expire_the_lease_elsewhere(&run);
     std::fs::write(&clock_file, "-600000\n").unwrap();
 
     assert_eq!(page_status(&url, &run), "stalled");
-    assert_eq!(cli_state(&db, &run, &clock), "stalled");
+    assert_eq!(cli_state(db, &run, &clock), "stalled");
     let (status, stalled) = http_get(&url, "/?status=stalled", false);
     assert_eq!(status, 200, "{stalled}");
     assert!(

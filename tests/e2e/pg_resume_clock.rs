@@ -4,53 +4,20 @@
 //! whose clock runs ten minutes behind, it takes over a run whose lease expired (by the
 //! database) and finishes it, and `approve` says nobody drives it.
 
-use std::process::Child;
-use std::time::{Duration, Instant};
-
-use fogbook_testpg::TestPostgres;
 use serde_json::Value;
 
-use crate::common::{code, fixture, stderr, stdout};
-use crate::pg_backend::{Backend, Cell, Db};
-
-/// A process we started, killed and reaped when the test ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::common::{code, stderr, stdout};
+use crate::pg_backend::OnPostgres;
 
 #[test]
 fn resume_on_a_skewed_host_neither_steals_a_live_run_nor_refuses_an_expired_one() {
-    let server = TestPostgres::start();
-    let db = Db::new(Backend::Postgres, Some(&server), "resumeclock");
-    let log = db.sb.path("effects.txt");
-    let runbook = fixture("kill-matrix.yaml").display().to_string();
+    let pg = OnPostgres::start("resumeclock");
+    let db = &pg.db;
     let clock_file = db.sb.write("clock-offset", "600000\n");
     let clock = clock_file.display().to_string();
     let skewed = [("FOGBOOK_TEST_CLOCK_FILE", clock.as_str())];
     // The driver waits in the foreground at the approval `gate`, renewing its lease.
-    let mut driver = Killed(db.spawn(
-        &["run", &runbook, "--set", &format!("out={}", log.display()), "--wait"],
-        &[],
-    ));
-    let start = Instant::now();
-    while db
-        .try_query("SELECT progress FROM steps WHERE step_id = 'gate'", &[])
-        .ok()
-        .and_then(|rows| rows.into_iter().next())
-        .is_none_or(|row| row.first() == Some(&Cell::Text(None)))
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "timed out waiting for the approval to be requested"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let run = db.last_run_id();
+    let (mut driver, run) = db.driver_at_the_gate(&[]);
     let owner = db
         .text("SELECT lease_owner FROM runs WHERE id = ?1", &[&run])
         .expect("the driver holds the lease");
@@ -68,15 +35,8 @@ fn resume_on_a_skewed_host_neither_steals_a_live_run_nor_refuses_an_expired_one(
 
     // The driver is gone; its run's lease is held by a process on another host and expired a
     // minute ago by the database's clock. This host's clock runs ten minutes behind.
-    let _ = driver.0.kill();
-    let _ = driver.0.wait();
-    let held = db.query(
-        "UPDATE runs SET lease_owner = 'elsewhere:4242:1',
-            lease_expires_at = CAST(floor(extract(epoch FROM clock_timestamp()) * 1000) AS BIGINT) - 60000
-         WHERE id = ?1 RETURNING id",
-        &[&run],
-    );
-    assert_eq!(held.len(), 1);
+    driver.kill();
+    db.expire_the_lease_elsewhere(&run);
     std::fs::write(&clock_file, "-600000\n").unwrap();
 
     let approved = db.run_env(&["approve", &run, "gate", "--format", "json"], &skewed);
@@ -88,7 +48,7 @@ fn resume_on_a_skewed_host_neither_steals_a_live_run_nor_refuses_an_expired_one(
     let out = db.run_env(&["resume", &run], &skewed);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     assert_eq!(db.run_status(&run), "succeeded");
-    let lines = std::fs::read_to_string(&log).unwrap();
+    let lines = std::fs::read_to_string(db.sb.path("effects.txt")).unwrap();
     for step in ["first", "second", "third", "fragile"] {
         let n = lines.lines().filter(|l| l.starts_with(&format!("{step} "))).count();
         assert_eq!(n, 1, "{step} ran {n} times: {lines}");

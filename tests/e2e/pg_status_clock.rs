@@ -2,36 +2,17 @@
 //! server's clock (which every host's leases are written by): an operator on a host whose
 //! clock runs ten minutes ahead sees a driven run as driven, not stalled (`status`, `runs`).
 
-use std::time::{Duration, Instant};
-
-use fogbook_testpg::TestPostgres;
 use serde_json::Value;
 
 use crate::common::{code, fixture, stderr, stdout};
-use crate::pg_backend::{Backend, Cell, Db};
+use crate::pg_backend::OnPostgres;
 
 #[test]
 fn status_on_a_host_whose_clock_runs_ahead_sees_a_driven_run_as_driven() {
-    let server = TestPostgres::start();
-    let db = Db::new(Backend::Postgres, Some(&server), "statusclock");
-    let log = db.sb.path("effects.txt").display().to_string();
-    let runbook = fixture("kill-matrix.yaml").display().to_string();
+    let pg = OnPostgres::start("statusclock");
+    let db = &pg.db;
     // The driver waits in the foreground at the approval `gate`, renewing its lease.
-    let mut driver = db.spawn(&["run", &runbook, "--set", &format!("out={log}"), "--wait"], &[]);
-    let start = Instant::now();
-    while db
-        .try_query("SELECT progress FROM steps WHERE step_id = 'gate'", &[])
-        .ok()
-        .and_then(|rows| rows.into_iter().next())
-        .is_none_or(|row| row.first() == Some(&Cell::Text(None)))
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "timed out waiting for the approval to be requested"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let run = db.last_run_id();
+    let (mut driver, run) = db.driver_at_the_gate(&[]);
 
     // This host's clock, for `status`, runs ten minutes ahead.
     let clock = db.sb.write("clock-offset", "600000\n").display().to_string();
@@ -43,8 +24,7 @@ fn status_on_a_host_whose_clock_runs_ahead_sees_a_driven_run_as_driven() {
         &["runs", "--status", "stalled", "--format", "json"],
         &[("FOGBOOK_TEST_CLOCK_FILE", &clock)],
     );
-    let _ = driver.kill();
-    let _ = driver.wait();
+    driver.kill();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let doc: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(doc["stalled"], false, "{doc}");
@@ -58,8 +38,8 @@ fn status_on_a_host_whose_clock_runs_ahead_sees_a_driven_run_as_driven() {
 /// fleet whose driver holds a live lease (by the database's clock) as driven, not stalled.
 #[test]
 fn fleet_status_on_a_host_whose_clock_runs_ahead_sees_a_driven_fleet_as_driven() {
-    let server = TestPostgres::start();
-    let db = Db::new(Backend::Postgres, Some(&server), "fleetclock");
+    let pg = OnPostgres::start("fleetclock");
+    let db = &pg.db;
     let out = db.sb.path("out.log");
     let file = db.sb.write(
         "jobs.yaml",

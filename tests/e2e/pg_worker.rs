@@ -8,66 +8,39 @@
 //! command steps to `effects.txt`, and the audit events are read from the database's rows.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
 use fogbook_state::pg::StoreUrl;
-use fogbook_testpg::TestPostgres;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::common::{Sandbox, code, fixture, stderr, stdout};
+use crate::common::{code, fixture, stderr, stdout};
+use crate::pg_backend::OnPostgres;
 
-/// A sandbox whose state is in a throwaway PostgreSQL server.
+/// The shared PostgreSQL sandbox, with the reads these tests make.
 struct PgSandbox {
-    sb: Sandbox,
-    url: String,
-    _server: TestPostgres,
+    pg: OnPostgres,
 }
 
 impl PgSandbox {
     fn new() -> Self {
-        let server = TestPostgres::start();
         Self {
-            sb: Sandbox::new(),
-            url: server.url(),
-            _server: server,
+            pg: OnPostgres::start("workers"),
         }
     }
 
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = self.sb.cmd();
-        c.env("FOGBOOK_DB", &self.url)
-            .env("FOGBOOK_LOCAL_DIR", self.sb.dir.path())
-            .args(args);
-        c
-    }
-
     fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("spawn fogbook")
+        self.pg.db.run(args)
     }
 
     fn spawn(&self, args: &[&str]) -> Child {
-        self.cmd(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn fogbook")
+        self.pg.db.spawn(args, &[])
     }
 
     /// A detached run of the job fixture (pending, driven by nobody yet).
     fn detach(&self, group: &str, pause: &str) -> String {
-        let out = self.run(&[
-            "run",
-            &fixture("job.yaml").display().to_string(),
-            "--detach",
-            "--set",
-            &format!("out={}", self.sb.path("effects.txt").display()),
-            "--set",
-            &format!("group={group}"),
-            "--set",
-            &format!("pause={pause}"),
-        ]);
+        let out = self.pg.db.detach_job(group, pause, &[]);
         assert_eq!(code(&out), 0, "{}", stderr(&out));
         stdout(&out).trim().to_owned()
     }
@@ -75,7 +48,7 @@ impl PgSandbox {
     /// The rows of `sql`, each column read as text (`NULL` as an empty string), straight
     /// from the database.
     fn rows(&self, sql: &str) -> Vec<Vec<String>> {
-        let StoreUrl::Postgres(url) = self.url.parse::<StoreUrl>().unwrap() else {
+        let StoreUrl::Postgres(url) = self.pg.db.url().unwrap().parse::<StoreUrl>().unwrap() else {
             unreachable!("a PostgreSQL URL")
         };
         let mut client = fogbook_state::pg::connect(&url).unwrap();
@@ -106,7 +79,7 @@ impl PgSandbox {
 
     fn effects(&self) -> BTreeMap<String, usize> {
         let mut seen = BTreeMap::new();
-        for line in self.sb.lines_of("effects.txt") {
+        for line in self.pg.db.sb.lines_of("effects.txt") {
             *seen.entry(line).or_default() += 1;
         }
         seen
@@ -163,7 +136,7 @@ fn a_schedule_fires_once_per_fire_time_with_three_workers() {
         "* * * * * *",
         &fixture("job.yaml").display().to_string(),
         "--set",
-        &format!("out={}", pg.sb.path("effects.txt").display()),
+        &format!("out={}", pg.pg.db.sb.path("effects.txt").display()),
         "--set",
         "pause=10ms",
     ]);

@@ -157,7 +157,8 @@ impl Sim {
         assert_eq!(status, 200, "{body}");
     }
 
-    fn env(&self) -> [(&'static str, &str); 2] {
+    /// The environment that points fogbook at this emulator.
+    pub(crate) fn env(&self) -> [(&'static str, &str); 2] {
         [
             ("FOGBOOK_ARM_ENDPOINT", self.url.as_str()),
             ("FOGBOOK_ARM_TOKEN", "anything"),

@@ -4,13 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::future::Future;
 use std::str::FromStr;
-use std::task::Poll;
 
 use serde_json::json;
 
 use crate::pg::StoreUrl;
+use crate::store::hold::{Through, group_of_three, hold, poll_once, test_events};
 use crate::{NewRun, StateError, StepFinish, StepOutcome, StepStart, Store};
 
 pub(super) fn open(server: &fogbook_testpg::TestPostgres) -> Store {
@@ -72,39 +71,6 @@ pub(super) fn finish(step: &str, now: i64) -> StepFinish {
     }
 }
 
-/// Polls `fut` once (so a write sends its job to the writer) without waiting for it.
-pub(super) async fn poll_once<F: Future + Unpin>(fut: &mut F) {
-    std::future::poll_fn(|cx| {
-        let _ = std::pin::Pin::new(&mut *fut).poll(cx);
-        Poll::Ready(())
-    })
-    .await;
-}
-
-/// A write that holds the writer (inside its transaction) until `release` is sent; it
-/// answers once it is running, so the writes queued behind it form the next group.
-pub(super) async fn hold_writer(
-    store: &Store,
-) -> (
-    std::sync::mpsc::Sender<()>,
-    tokio::task::JoinHandle<Result<(), StateError>>,
-) {
-    let (release, held) = std::sync::mpsc::channel::<()>();
-    let (entered, in_write) = tokio::sync::oneshot::channel::<()>();
-    let holder = store.clone();
-    let blocker = tokio::spawn(async move {
-        holder
-            .write(move |_| {
-                let _ = entered.send(());
-                let _ = held.recv();
-                Ok(())
-            })
-            .await
-    });
-    in_write.await.unwrap();
-    (release, blocker)
-}
-
 /// Round trips of one advance alone, and per advance in a group of `k` runs' advances
 /// committed together, in steady state: every run first advances from step `a` to `b` (so
 /// the writer has prepared every statement once: a statement's first use on a connection
@@ -126,7 +92,7 @@ async fn measure(store: &Store, k: usize) -> (u64, f64) {
             .unwrap();
         alone = store.round_trips().unwrap() - before;
 
-        let (release, blocker) = hold_writer(store).await;
+        let held = hold(store, Through::Write).await;
         let mut advances: Vec<_> = (1..=k)
             .map(|i| {
                 let store = store.clone();
@@ -142,8 +108,7 @@ async fn measure(store: &Store, k: usize) -> (u64, f64) {
         }
         let before = store.round_trips().unwrap();
         let commits = store.commit_count();
-        release.send(()).unwrap();
-        blocker.await.unwrap().unwrap();
+        held.release().await;
         for a in advances {
             a.await.unwrap();
         }
@@ -195,7 +160,7 @@ async fn a_cancel_earlier_in_the_group_is_seen_by_the_advance_after_it() {
     let now = wall_ms();
     store.create_run(new_run("r1", now)).await.unwrap();
     store.start_step("r1", "me", start("a", now)).await.unwrap();
-    let (release, blocker) = hold_writer(&store).await;
+    let held = hold(&store, Through::Write).await;
     let mut cancel = Box::pin({
         let store = store.clone();
         async move { store.cancel("r1", "operator", None, now).await }
@@ -211,8 +176,7 @@ async fn a_cancel_earlier_in_the_group_is_seen_by_the_advance_after_it() {
     poll_once(&mut cancel).await;
     poll_once(&mut advance).await;
     let commits = store.commit_count();
-    release.send(()).unwrap();
-    blocker.await.unwrap().unwrap();
+    held.release().await;
     assert!(!cancel.await.unwrap(), "the run is driven: its driver is asked to stop");
     let refused = advance.await.expect_err("the start after the cancellation");
     assert!(matches!(refused, StateError::CancelRequested { .. }), "{refused:?}");
@@ -230,69 +194,6 @@ async fn a_cancel_earlier_in_the_group_is_seen_by_the_advance_after_it() {
     store.close().await;
 }
 
-/// Three writes of one group, each appending an event to run `r1`; the middle one fails as
-/// `fail` makes it (after its append), and declares its run ([`crate::sql::Keys`]) when
-/// `keyed`. Returns the three results.
-async fn group_of_three(
-    store: &Store,
-    keyed: bool,
-    fail: fn(&dyn crate::sql::Tx) -> Result<(), StateError>,
-) -> [Result<(), StateError>; 3] {
-    let (release, blocker) = hold_writer(store).await;
-    let write = |n: u32, failing: bool| {
-        let store = store.clone();
-        Box::pin(async move {
-            let f = move |tx: &dyn crate::sql::Tx| {
-                crate::audit::append(
-                    tx,
-                    "r1",
-                    2_000,
-                    crate::audit::NewEvent::run("test.event", json!({ "n": n })),
-                )?;
-                if failing {
-                    return fail(tx);
-                }
-                Ok(())
-            };
-            if failing && keyed {
-                store.write_keyed(crate::sql::Keys::run("r1", []), f).await
-            } else {
-                store.write(f).await
-            }
-        })
-    };
-    let (mut first, mut failing, mut last) = (write(1, false), write(2, true), write(3, false));
-    poll_once(&mut first).await;
-    poll_once(&mut failing).await;
-    poll_once(&mut last).await;
-    let commits = store.commit_count();
-    release.send(()).unwrap();
-    blocker.await.unwrap().unwrap();
-    let results = [first.await, failing.await, last.await];
-    // A keyed write's failing statement aborts the group's transaction: it never commits.
-    assert_eq!(
-        store.commit_count() - commits,
-        if keyed { 1 } else { 2 },
-        "the holder's commit, then one for the three writes"
-    );
-    results
-}
-
-/// The events `test.event` committed, by global position.
-async fn test_events(store: &Store) -> Vec<i64> {
-    store
-        .read(|tx| {
-            tx.query_map(
-                "SELECT gseq FROM events WHERE kind = 'test.event' ORDER BY gseq",
-                crate::sql::params![],
-                |r| r.get(0),
-            )
-            .map_err(|e| StateError::commit_failed(e.to_string()))
-        })
-        .await
-        .unwrap()
-}
-
 /// A write rolled back to its savepoint after appending to the audit trail also takes its
 /// events out of the chain head the PostgreSQL group keeps in memory: the next write of the
 /// same transaction links to the event before it, the chain row is written once with the
@@ -302,7 +203,7 @@ async fn a_write_rolled_back_in_a_postgres_group_leaves_the_chain_whole() {
     let server = fogbook_testpg::TestPostgres::start();
     let store = open(&server);
     store.create_run(new_run("r1", wall_ms())).await.unwrap();
-    let [first, failing, last] = group_of_three(&store, false, |_| {
+    let [first, failing, last] = group_of_three(&store, Through::Write, |_| {
         Err(StateError::commit_failed("this write is made to fail"))
     })
     .await;
@@ -327,7 +228,7 @@ async fn a_failing_queued_statement_fails_its_own_write_only() {
     let server = fogbook_testpg::TestPostgres::start();
     let store = open(&server);
     store.create_run(new_run("r1", wall_ms())).await.unwrap();
-    let [first, failing, last] = group_of_three(&store, false, duplicate_chain_row).await;
+    let [first, failing, last] = group_of_three(&store, Through::Write, duplicate_chain_row).await;
     first.unwrap();
     let err = failing.expect_err("the write whose queued statement failed");
     let text: Vec<String> = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
@@ -365,7 +266,7 @@ async fn a_failing_queued_statement_of_a_keyed_write_fails_its_group() {
     let server = fogbook_testpg::TestPostgres::start();
     let store = open(&server);
     store.create_run(new_run("r1", wall_ms())).await.unwrap();
-    let results = group_of_three(&store, true, duplicate_chain_row).await;
+    let results = group_of_three(&store, Through::KeyedWrite, duplicate_chain_row).await;
     for (i, result) in results.iter().enumerate() {
         let err = result.as_ref().expect_err("every write of the group fails");
         let text: Vec<String> = std::iter::successors(Some(err as &dyn std::error::Error), |e| e.source())

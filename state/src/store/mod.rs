@@ -10,6 +10,8 @@ use crate::thread::ConnThread;
 
 mod actions;
 mod create;
+#[cfg(test)]
+pub(crate) mod hold;
 mod lease;
 mod open;
 mod reads;

@@ -78,6 +78,11 @@ impl Default for Env {
     }
 }
 
+/// How long [`ActivityCtx::save_before_effect`] keeps trying to record that an announced
+/// effect was not started: a store that lost its connection reconnects within it, and it is
+/// well under the default lease (30 s), past which the store refuses the driver's writes.
+const UNSENT_SAVE_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What one attempt of one step sees.
 pub struct ActivityCtx {
     run_id: String,
@@ -167,6 +172,58 @@ impl ActivityCtx {
         self.host.save_progress(progress.clone()).await?;
         *self.progress.lock().unwrap_or_else(PoisonError::into_inner) = Some(progress);
         Ok(())
+    }
+
+    /// Commits `progress`, which announces an effect this attempt is about to start (an
+    /// intent, a phase), before the effect; the caller starts the effect only on `Ok`.
+    ///
+    /// A failed commit may have applied all the same (a connection lost during the COMMIT,
+    /// an acknowledgement lost), and a later attempt that found the announcement could not
+    /// tell that the effect never started. So when the commit fails, `unsent` (the same
+    /// progress saying the effect was not started) is committed in its place, tried again
+    /// with a short back-off for up to 10 s (`UNSENT_SAVE_FOR`) while the store reconnects, and
+    /// stopped early by a shutdown. The first error is returned either way: the caller
+    /// starts nothing in this attempt. Should `unsent` never be committed, a later attempt
+    /// finds whichever of the two the store holds, and treats an announcement as ambiguous.
+    pub async fn save_before_effect(
+        &self,
+        progress: serde_json::Value,
+        unsent: serde_json::Value,
+    ) -> Result<(), ActivityError> {
+        let Err(first) = self.save_progress(progress).await else {
+            return Ok(());
+        };
+        tracing::warn!(
+            step_id = %self.step_id,
+            error = %first,
+            "the progress announcing an effect was not saved; the effect is not started, and the progress is saved again saying so"
+        );
+        let until = tokio::time::Instant::now() + UNSENT_SAVE_FOR;
+        let mut delay = std::time::Duration::from_millis(100);
+        loop {
+            match self.save_progress(unsent.clone()).await {
+                Ok(()) => {
+                    tracing::info!(step_id = %self.step_id, "saved that the effect was not started");
+                    break;
+                }
+                Err(e) if tokio::time::Instant::now() + delay < until => {
+                    tracing::debug!(error = %e, "saving that the effect was not started failed; trying again");
+                    if self.sleep(delay).await.is_err() {
+                        break;
+                    }
+                    delay = (delay * 2).min(std::time::Duration::from_secs(2));
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        step_id = %self.step_id,
+                        error = %e,
+                        "could not save that the effect was not started; a later attempt will treat it as possibly started"
+                    );
+                    break;
+                }
+            }
+        }
+        Err(first)
     }
 
     /// Succeeds only while the driver holds the run's lease (see [`StepHost::fence`]).

@@ -134,6 +134,25 @@ async fn an_intent_that_was_not_committed_stops_before_the_effect(backend: Backe
     assert_eq!(effects(&c), 1);
 }
 
+async fn a_lost_acknowledgement_of_the_intent_runs_the_program_once_on_resume(backend: Backend) {
+    let c = case(backend).await;
+    // The intent is committed but the driver is told it was not (a connection lost during
+    // the COMMIT): it starts nothing, and records that it started nothing.
+    c.store.inject_fault(INTENT, StoreFault::CommitThenFail);
+    assert!(c.engine.drive(&c.run, CancellationToken::new()).await.is_err());
+    assert_eq!(effects(&c), 0, "no program runs after a failed save of its intent");
+    let snap = c.store.load_run(&c.run).await.unwrap();
+    let progress = snap.steps[0].progress.clone().unwrap_or_default();
+    assert_eq!(progress["phase"], "not_started", "{progress}");
+    // So the next drive runs it, instead of stopping as ambiguous.
+    assert_eq!(
+        c.engine.drive(&c.run, CancellationToken::new()).await.unwrap(),
+        RunOutcome::Succeeded
+    );
+    assert_eq!(effects(&c), 1);
+    assert!(c.store.verify_audit(None).await.unwrap().failure.is_none());
+}
+
 async fn a_lost_acknowledgement_of_the_outcome_never_repeats_the_effect(backend: Backend) {
     let c = case(backend).await;
     c.store.inject_fault(OUTCOME, StoreFault::CommitThenFail);
@@ -180,6 +199,10 @@ mod sqlite {
         super::an_intent_that_was_not_committed_stops_before_the_effect(super::Backend::Sqlite).await;
     }
     #[tokio::test]
+    async fn a_lost_acknowledgement_of_the_intent_runs_the_program_once_on_resume() {
+        super::a_lost_acknowledgement_of_the_intent_runs_the_program_once_on_resume(super::Backend::Sqlite).await;
+    }
+    #[tokio::test]
     async fn a_lost_acknowledgement_of_the_outcome_never_repeats_the_effect() {
         super::a_lost_acknowledgement_of_the_outcome_never_repeats_the_effect(super::Backend::Sqlite).await;
     }
@@ -201,6 +224,10 @@ mod postgres {
     #[tokio::test]
     async fn an_intent_that_was_not_committed_stops_before_the_effect() {
         super::an_intent_that_was_not_committed_stops_before_the_effect(super::Backend::Postgres).await;
+    }
+    #[tokio::test]
+    async fn a_lost_acknowledgement_of_the_intent_runs_the_program_once_on_resume() {
+        super::a_lost_acknowledgement_of_the_intent_runs_the_program_once_on_resume(super::Backend::Postgres).await;
     }
     #[tokio::test]
     async fn a_lost_acknowledgement_of_the_outcome_never_repeats_the_effect() {

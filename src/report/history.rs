@@ -100,10 +100,19 @@ pub(super) fn event_summary(e: &EventRow) -> String {
                 .unwrap_or_default()
         ),
         "lease.acquired" | "lease.released" => format!("owner {}", text("owner")),
-        "step.progress" => d
-            .as_object()
-            .map(|o| format!("progress: {}", o.keys().cloned().collect::<Vec<_>>().join(", ")))
-            .unwrap_or_default(),
+        // What the progress says of an effect first (an intent's state, a command's phase:
+        // `not_sent` and `not_started` record an effect its attempt did not start), then its keys.
+        "step.progress" => {
+            let of = |p: &str| d.pointer(p).and_then(|v| v.as_str());
+            let said = match (of("/intent/state"), of("/phase")) {
+                (Some(state), _) => format!("{} intent {state}; ", of("/intent/action").unwrap_or("the")),
+                (None, Some(phase)) => format!("phase {phase}; "),
+                (None, None) => String::new(),
+            };
+            d.as_object()
+                .map(|o| format!("{said}progress: {}", o.keys().cloned().collect::<Vec<_>>().join(", ")))
+                .unwrap_or_default()
+        }
         "run.created" => d
             .get("locks")
             .and_then(|l| l.as_array())

@@ -5,10 +5,11 @@
 //! saved: the ambiguous commit. In each trial every 5th (7th, 11th) COMMIT of the drivers is
 //! cut, for a whole change-primary-region on the emulator; each time a driver stops, the
 //! same command or `resume` carries the run on (through the same proxy). Each run must end
-//! as an uninterrupted one does (the same final estate, each Microsoft.Sql mutation applied
-//! once and in order: the emulator's journal; an audit trail that verifies), or, when the
-//! cut COMMIT saved a failover's intent, stop by design before that failover with nothing
-//! sent twice (the intent-without-POST ending docs/RELIABILITY.md accepts).
+//! as an uninterrupted one does: succeeded, with the same final estate, each Microsoft.Sql
+//! mutation applied once and in order (the emulator's journal), and an audit trail that
+//! verifies. That holds also when the cut COMMIT saved a failover's intent: the driver sent
+//! no POST and saved the intent again as not sent, so the next driver posts once (before,
+//! the run stopped there as ambiguous). The last test cuts exactly that COMMIT.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -27,7 +28,8 @@ use crate::seed_runbooks::{Sim, engine, sql_mutations, start_sim, summary};
 
 /// The client's messages on one connection, read as they pass, to find its COMMITs: a
 /// simple-query `COMMIT`, or (the store pipelines its COMMIT as a prepared statement) a
-/// `Bind` of the statement a `Parse` of `COMMIT` named.
+/// `Bind` of the statement a `Parse` of `COMMIT` named. Each COMMIT found says whether its
+/// transaction sent `marker` (in a statement's text or its parameters).
 #[derive(Default)]
 struct Messages {
     /// Bytes of a message not complete yet.
@@ -36,13 +38,18 @@ struct Messages {
     started: bool,
     /// The name of the prepared statement that is `COMMIT`.
     commit: Option<Vec<u8>>,
+    /// The bytes looked for, if any.
+    marker: Option<&'static [u8]>,
+    /// A message since the last COMMIT held `marker`.
+    marked: bool,
 }
 
 impl Messages {
-    /// Reads `chunk`; returns how many COMMITs it completed.
-    fn commits_in(&mut self, chunk: &[u8]) -> u64 {
+    /// Reads `chunk`; returns the COMMITs it completed, each with whether its transaction
+    /// sent the marker.
+    fn commits_in(&mut self, chunk: &[u8]) -> Vec<bool> {
         self.pending.extend_from_slice(chunk);
-        let mut found = 0;
+        let mut found = Vec::new();
         loop {
             let tagged = usize::from(self.started);
             let Some(len) = self.pending.get(tagged..tagged + 4) else {
@@ -59,9 +66,15 @@ impl Messages {
                 continue;
             }
             let body = &message[5..];
+            if let Some(marker) = self.marker
+                && body.windows(marker.len()).any(|w| w == marker)
+            {
+                self.marked = true;
+            }
             let mut fields = body.split(|b| *b == 0);
+            let mut commit = false;
             match message[0] {
-                b'Q' if body == b"COMMIT\0" => found += 1,
+                b'Q' if body == b"COMMIT\0" => commit = true,
                 b'P' => {
                     let name = fields.next().unwrap_or_default().to_vec();
                     if fields.next() == Some(b"COMMIT".as_slice()) {
@@ -72,19 +85,32 @@ impl Messages {
                     let _portal = fields.next();
                     let stmt = fields.next().unwrap_or_default();
                     if self.commit.as_deref() == Some(stmt) {
-                        found += 1;
+                        commit = true;
                     }
                 }
                 _ => {}
+            }
+            if commit {
+                found.push(std::mem::take(&mut self.marked));
             }
         }
         found
     }
 }
-/// Forwards connections to a PostgreSQL port; at every `every`th COMMIT a client sends
-/// (counted over all connections), forwards that COMMIT, then closes the server side for
-/// writing (the server reads the COMMIT, commits, then sees the end) and drops the client's
-/// connection without forwarding the answer.
+
+/// Which COMMITs the proxy cuts.
+#[derive(Clone, Copy)]
+enum Cut {
+    /// Every `every`th COMMIT the clients send (counted over all connections), `at_most`
+    /// times: cuts at a fixed period can meet the same write of every driver that resumes
+    /// (each makes the same commits before it), which real failures do not.
+    Every { every: u64, at_most: u64 },
+    /// The first COMMIT of a transaction that sent these bytes, once.
+    FirstWith(&'static [u8]),
+}
+/// Forwards connections to a PostgreSQL port; at each COMMIT `cut` chooses, forwards that
+/// COMMIT, then closes the server side for writing (the server reads the COMMIT, commits,
+/// then sees the end) and drops the client's connection without forwarding the answer.
 struct CommitCutter {
     port: u16,
     commits: Arc<AtomicU64>,
@@ -92,7 +118,7 @@ struct CommitCutter {
 }
 
 impl CommitCutter {
-    fn start(target: u16, every: u64) -> Self {
+    fn start(target: u16, cut: Cut) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let commits = Arc::new(AtomicU64::new(0));
@@ -104,11 +130,11 @@ impl CommitCutter {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
                     continue;
                 };
-                let cut = Arc::new(AtomicBool::new(false));
+                let (cut, plan) = (Arc::new(AtomicBool::new(false)), cut);
                 let (from, to, flag) = (server.try_clone().unwrap(), client.try_clone().unwrap(), cut.clone());
                 std::thread::spawn(move || answers(from, to, &flag));
                 let (commits, cuts) = (c.clone(), k.clone());
-                std::thread::spawn(move || queries(client, server, &cut, &commits, &cuts, every));
+                std::thread::spawn(move || queries(client, server, &cut, &commits, &cuts, plan));
             }
         });
         Self { port, commits, cuts }
@@ -126,10 +152,16 @@ fn queries(
     cut: &AtomicBool,
     commits: &AtomicU64,
     cuts: &AtomicU64,
-    every: u64,
+    plan: Cut,
 ) {
     let mut buf = [0u8; 64 * 1024];
-    let mut messages = Messages::default();
+    let mut messages = Messages {
+        marker: match plan {
+            Cut::FirstWith(marker) => Some(marker),
+            Cut::Every { .. } => None,
+        },
+        ..Messages::default()
+    };
     loop {
         let n = client.read(&mut buf).unwrap_or(0);
         if n == 0 {
@@ -138,8 +170,13 @@ fn queries(
         }
         let chunk = &buf[..n];
         let mut cutting = false;
-        for _ in 0..messages.commits_in(chunk) {
-            cutting |= (commits.fetch_add(1, Ordering::SeqCst) + 1).is_multiple_of(every);
+        for marked in messages.commits_in(chunk) {
+            let nth = commits.fetch_add(1, Ordering::SeqCst) + 1;
+            cutting |= match plan {
+                Cut::Every { every, at_most } => nth.is_multiple_of(every) && cuts.load(Ordering::SeqCst) < at_most,
+                // Once over all connections: the first cut decides.
+                Cut::FirstWith(_) => marked && cuts.load(Ordering::SeqCst) == 0,
+            };
         }
         if cutting {
             // No answer goes back from here on; the COMMIT itself goes through.
@@ -176,7 +213,8 @@ fn root() -> PathBuf {
 
 /// The change-primary-region runbook with a failover's reconcile timeout of 20 s (3 min in
 /// the shipped file), written into `dir`: a failover whose intent was saved and whose POST
-/// never went out is given up on (and retried by the operator) within the test's time.
+/// never went out (the ambiguous stop a cut intent COMMIT led to before) ends within the
+/// test's time.
 fn runbook(dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(root().join("runbooks/change-primary-region.yaml")).unwrap();
     assert!(
@@ -213,22 +251,12 @@ fn drive(db: &Db, sim: &Sim, url: &str, args: &[String]) -> Output {
     )
 }
 
-/// How a trial ended.
-#[derive(Debug, PartialEq, Eq)]
-enum Ending {
-    Succeeded,
-    /// Stopped by design at a failover whose intent a cut COMMIT saved while its driver,
-    /// told it was not saved, sent nothing (docs/RELIABILITY.md: an intent without a POST
-    /// is watched for `reconcile_timeout` and never posted a second time).
-    FailoverIntentWithoutPost,
-}
-
 /// One run of the procedure with every `every`th COMMIT of its drivers cut; each stopped
 /// driver followed by the same command (or `resume`) until the run ends.
-fn trial(server: &TestPostgres, every: u64, base_estate: &Value, base_sql: &[String]) -> Ending {
+fn trial(server: &TestPostgres, every: u64, base_estate: &Value, base_sql: &[String]) {
     let db = Db::new(Backend::Postgres, Some(server), &format!("commit_cut_{every}"));
     let direct = db.url().unwrap().to_owned();
-    let cutter = CommitCutter::start(server.port(), every);
+    let cutter = CommitCutter::start(server.port(), Cut::Every { every, at_most: 12 });
     let cut_url = cutter.url(&direct, server.port());
     let sim = start_sim(&root().join("examples/estate.yaml"), None);
     let args = run_args(&runbook(db.sb.dir.path()));
@@ -272,51 +300,98 @@ fn trial(server: &TestPostgres, every: u64, base_estate: &Value, base_sql: &[Str
         assert_eq!(e["applied"], true, "a mutation was refused: {e}");
     }
     let sql = sql_mutations(&journal);
-    let ending = if db.run_status(&run) == "succeeded" {
-        assert_eq!(db.run_status(&run), "succeeded");
-        assert_eq!(
-            &summary(&sim.state()),
-            base_estate,
-            "the final estate equals the uninterrupted one"
-        );
-        assert_eq!(sql, base_sql, "each Microsoft.Sql mutation once, in order");
-        Ending::Succeeded
-    } else {
-        assert_eq!(db.run_status(&run), "failed");
-        let shown = stdout(&drive(&db, &sim, &direct, &["status".to_owned(), run.clone()]));
-        assert!(
-            shown.contains("AmbiguousInterruption") && shown.contains("fogbook will not send a second failover"),
-            "the run failed for another reason: {shown}\n{history:#?}"
-        );
-        // Nothing sent twice, and the failover never sent: what was sent is the
-        // uninterrupted run's beginning, up to that failover's POST.
-        assert!(sql.len() < base_sql.len(), "{sql:?}");
-        assert_eq!(sql, base_sql[..sql.len()], "each Microsoft.Sql mutation once, in order");
-        assert!(
-            base_sql[sql.len()].starts_with("POST ") && base_sql[sql.len()].ends_with("/failover"),
-            "the run stopped before a failover: next was {}",
-            base_sql[sql.len()]
-        );
-        Ending::FailoverIntentWithoutPost
-    };
+    // A cut COMMIT of a failover's intent no longer stops the run: its driver sent no POST
+    // and saved the intent again as not sent, so the next driver posts once.
+    let shown = stdout(&drive(&db, &sim, &direct, &["status".to_owned(), run.clone()]));
+    assert_eq!(db.run_status(&run), "succeeded", "{shown}\n{history:#?}");
+    assert_eq!(
+        &summary(&sim.state()),
+        base_estate,
+        "the final estate equals the uninterrupted one"
+    );
+    assert_eq!(sql, base_sql, "each Microsoft.Sql mutation once, in order");
     db.assert_audit_ok();
-    ending
 }
 
-#[test]
-fn connections_dropped_inside_commits_repeat_no_effect() {
-    // What an uninterrupted run does (on its own emulator and store).
+/// What an uninterrupted run does (on its own emulator and store): the final estate and the
+/// Microsoft.Sql mutations, in order.
+fn baseline() -> (Value, Vec<String>) {
     let base_sb = Sandbox::new();
     let base_sim = start_sim(&root().join("examples/estate.yaml"), None);
     let out = engine(&base_sb, &base_sim, &run_args(&runbook(base_sb.dir.path())), None);
     assert_eq!(code(&out), 0, "baseline: {}", stderr(&out));
-    let base_estate = summary(&base_sim.state());
-    let base_sql = sql_mutations(&base_sim.journal());
+    (summary(&base_sim.state()), sql_mutations(&base_sim.journal()))
+}
 
+#[test]
+fn connections_dropped_inside_commits_repeat_no_effect() {
+    let (base_estate, base_sql) = baseline();
     let server = TestPostgres::start();
-    // Each trial's ending is checked in `trial`: either ending keeps every promise. Which
-    // one a cadence reaches depends on where the cuts fall (lease renewals interleave).
+    // Where the cuts fall depends on the cadence (lease renewals interleave); each run
+    // must end succeeded whatever they hit.
     for every in [5, 7, 11] {
         trial(&server, every, &base_estate, &base_sql);
     }
+}
+
+/// The COMMIT that saves the first failover's intent is cut: the server commits it, the
+/// driver is told nothing is saved. The driver knows it sent no POST: it sends none, saves
+/// the intent again as `not_sent` (on a new connection) and stops; `resume` reads the roles
+/// and posts once. Before, the intent alone was saved and the run stopped as ambiguous
+/// after `reconcile_timeout`.
+#[test]
+fn a_cut_commit_of_a_failover_intent_ends_with_one_post_and_a_succeeded_run() {
+    let (base_estate, base_sql) = baseline();
+    let server = TestPostgres::start();
+    let db = Db::new(Backend::Postgres, Some(&server), "intent_cut");
+    let direct = db.url().unwrap().to_owned();
+    // The intent as the store binds it (compact JSON, in the progress and its audit event).
+    let cutter = CommitCutter::start(server.port(), Cut::FirstWith(br#""state":"sending""#));
+    let cut_url = cutter.url(&direct, server.port());
+    let sim = start_sim(&root().join("examples/estate.yaml"), None);
+
+    let out = drive(&db, &sim, &cut_url, &run_args(&runbook(db.sb.dir.path())));
+    assert_eq!(cutter.cuts.load(Ordering::SeqCst), 1, "{}", stderr(&out));
+    assert_ne!(code(&out), 0, "the driver stops: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("lost the connection to PostgreSQL") || stderr(&out).contains("connection closed"),
+        "{}",
+        stderr(&out)
+    );
+    let failovers = |sim: &Sim| {
+        sql_mutations(&sim.journal())
+            .into_iter()
+            .filter(|m| m.starts_with("POST ") && m.ends_with("/failover"))
+            .collect::<Vec<_>>()
+    };
+    assert!(failovers(&sim).is_empty(), "no POST after the failed save");
+
+    let run = db.last_run_id();
+    let out = drive(&db, &sim, &cut_url, &["resume".to_owned(), run.clone()]);
+    let shown = stdout(&drive(&db, &sim, &direct, &["status".to_owned(), run.clone()]));
+    assert_eq!(code(&out), 0, "resume: {}\n{shown}", stderr(&out));
+    assert_eq!(db.run_status(&run), "succeeded", "{shown}");
+    assert_eq!(
+        &summary(&sim.state()),
+        &base_estate,
+        "the final estate equals the uninterrupted one"
+    );
+    assert_eq!(
+        sql_mutations(&sim.journal()),
+        base_sql,
+        "each Microsoft.Sql mutation once, in order"
+    );
+    // Each failover POST applied once (the baseline sends each group's once).
+    let posts = failovers(&sim);
+    assert!(!posts.is_empty(), "{posts:?}");
+    for e in sim.journal() {
+        assert_eq!(e["applied"], true, "a mutation was refused: {e}");
+    }
+    db.assert_audit_ok();
+    // The trail shows the intent that was not sent, then the one that was.
+    let history = stdout(&drive(&db, &sim, &direct, &["history".to_owned(), run]));
+    let first = history
+        .find("failover intent not_sent")
+        .unwrap_or_else(|| panic!("{history}"));
+    assert!(history[first..].contains("failover intent sending"), "{history}");
 }

@@ -19,7 +19,8 @@
 //!                       "via": "azure-async-operation" | "location" | "provisioning-state",
 //!                       "url": "<polling URL>", "location": "<Location header, optional>",
 //!                       "accepted_at": "<RFC 3339>", "request_id": "...", "correlation_id": "..." } },
-//!   "intent": { ... activity-specific, e.g. a failover about to be POSTed ... },
+//!   "intent": { ... activity-specific, e.g. a failover about to be POSTed;
+//!               "state": "not_sent" when its commit failed and the request was not sent ... },
 //!   "...": "other activity-specific keys" }
 //! ```
 //!
@@ -33,6 +34,10 @@ use serde::{Deserialize, Serialize};
 use super::Session;
 use super::client::{ArmResponse, arm_error, retry_after};
 use crate::{ActivityCtx, ActivityError};
+
+/// The state of a saved intent whose request this attempt did not send, because the intent's
+/// own commit failed: a later attempt proceeds as if there were no intent.
+pub(crate) const NOT_SENT: &str = "not_sent";
 
 /// The shortest polling delay, even when the server asks for less (`retry-after-ms`).
 const MIN_POLL: Duration = Duration::from_millis(50);
@@ -112,6 +117,23 @@ impl Progress {
     /// Commits the progress durably.
     pub(crate) async fn save(&self, ctx: &ActivityCtx) -> Result<(), ActivityError> {
         ctx.save_progress(serde_json::Value::Object(self.0.clone())).await
+    }
+
+    /// Commits the progress, whose `intent` announces a request about to be sent, before
+    /// the request: the caller sends it only on `Ok`. When the commit fails (it may have
+    /// applied all the same), the progress is committed again with the intent's `state`
+    /// set to [`NOT_SENT`] (see `ActivityCtx::save_before_effect`), so a later attempt
+    /// knows that nothing was sent instead of finding an intent it must treat as ambiguous.
+    pub(crate) async fn save_intent(&self, ctx: &ActivityCtx) -> Result<(), ActivityError> {
+        let mut unsent = self.0.clone();
+        if let Some(serde_json::Value::Object(intent)) = unsent.get_mut("intent") {
+            intent.insert("state".to_owned(), serde_json::json!(NOT_SENT));
+        }
+        ctx.save_before_effect(
+            serde_json::Value::Object(self.0.clone()),
+            serde_json::Value::Object(unsent),
+        )
+        .await
     }
 }
 

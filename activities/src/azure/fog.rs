@@ -387,6 +387,8 @@ impl FogDelete {
 /// operation (the answer was lost), the activity reads the role at once instead of posting
 /// again, and watches it only until `reconcile_timeout` (default 15m) after the intent was
 /// saved; if the role has not changed by then, the step stops as ambiguous for an operator.
+/// An attempt whose save of the intent fails sends nothing and saves the intent again as
+/// `not_sent`, which a later attempt treats as no intent (it reads the roles, then posts).
 /// A POST the server refused (4xx) is recorded as rejected and may be sent again by a later
 /// attempt, so a `retry:` policy on the step is safe.
 /// Output: `changed`, `resolved_by` (`operation`, `read-back` or `no-op`), group view fields,
@@ -527,6 +529,9 @@ async fn failover(
                     ),
                 });
             }
+            // No intent, one the server rejected, or one whose commit failed before its POST
+            // (`not_sent`, saved by the attempt that knew it sent nothing): nothing was
+            // applied, so the roles read now decide, and the POST is sent at most once.
             _ if view.is_primary() && !broken => return Ok(finish(&view, false, "no-op")),
             _ => {}
         }
@@ -534,7 +539,8 @@ async fn failover(
             "intent",
             json!({ "action": action, "state": "sending", "at": now_text(ctx), "role_before": view.role }),
         );
-        progress.save(ctx).await?;
+        // Never a POST after a failed save: the save records `not_sent` instead if it can.
+        progress.save_intent(ctx).await?;
     }
     match lro::run(
         &s,

@@ -39,7 +39,8 @@ const STOP_NOTICE: Duration = Duration::from_secs(1);
 /// dies while the program runs, the step is re-entered with that record and no result:
 /// the program may or may not have done its work. `on_ambiguous` decides: `fail` (the
 /// default) stops the run for an operator; `rerun` runs the program again (for idempotent
-/// programs only).
+/// programs only). An attempt whose save of that record fails does not start the program
+/// and records `not_started` instead, so a later attempt runs it.
 ///
 /// The program runs in its own process group with a scrubbed environment: `PATH`, `HOME`,
 /// `LANG`, `LC_*`, `TZ`, `USER`, `LOGNAME`, `TMPDIR`, `TERM`, plus the step's `env:`. A
@@ -119,8 +120,14 @@ impl Command {
                 ),
             });
         }
-        ctx.save_progress(json!({ "phase": "started", "at": rfc3339(ctx.now()), "attempt": ctx.attempt() }))
-            .await?;
+        // Never a program after a failed save: the save records `not_started` instead if it
+        // can, so a later attempt runs the program rather than stopping as ambiguous.
+        let at = rfc3339(ctx.now());
+        ctx.save_before_effect(
+            json!({ "phase": "started", "at": at, "attempt": ctx.attempt() }),
+            json!({ "phase": "not_started", "at": at, "attempt": ctx.attempt() }),
+        )
+        .await?;
 
         let mut cmd = tokio::process::Command::new(&self.program);
         cmd.env_clear()

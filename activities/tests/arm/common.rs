@@ -139,17 +139,29 @@ impl Pacer for SimPacer {
 }
 
 /// An in-memory step host. With `crash_at_save = Some(n)`, the n-th save (from 1) is made
-/// durable and then answered with an error, as if the process died right after the commit.
+/// durable and then answered with an error, as if the process died right after the commit:
+/// the attempt is cancelled (`cancel`), and every later save fails unsaved. With
+/// `lose_ack_at = Some(n)`, the n-th save is made durable and answered with an error (a
+/// connection lost during its COMMIT), and the store answers again from the next save on.
 #[derive(Debug, Default)]
 pub(crate) struct TestHost {
     pub(crate) saved: Mutex<Vec<Value>>,
     pub(crate) crash_at_save: Option<usize>,
+    pub(crate) lose_ack_at: Option<usize>,
+    pub(crate) cancel: CancellationToken,
 }
 
 impl TestHost {
     pub(crate) fn crashing_at(n: usize) -> Arc<TestHost> {
         Arc::new(TestHost {
             crash_at_save: Some(n),
+            ..TestHost::default()
+        })
+    }
+
+    pub(crate) fn losing_ack_at(n: usize) -> Arc<TestHost> {
+        Arc::new(TestHost {
+            lose_ack_at: Some(n),
             ..TestHost::default()
         })
     }
@@ -161,21 +173,37 @@ impl TestHost {
             .last()
             .cloned()
     }
+
+    pub(crate) fn all(&self) -> Vec<Value> {
+        self.saved
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
 }
 
 impl StepHost for TestHost {
     fn save_progress(&self, progress: Value) -> BoxFuture<'_, Result<(), ActivityError>> {
         let mut saved = self.saved.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        saved.push(progress);
+        let crashed = self.crash_at_save.is_some_and(|n| saved.len() >= n);
+        if !crashed {
+            saved.push(progress);
+        }
         let n = saved.len();
-        let crash = self.crash_at_save == Some(n);
+        let fail = if crashed {
+            Some("the process is gone")
+        } else if self.crash_at_save == Some(n) {
+            self.cancel.cancel();
+            Some("simulated crash after commit")
+        } else if self.lose_ack_at == Some(n) {
+            Some("connection lost during the COMMIT")
+        } else {
+            None
+        };
         Box::pin(async move {
-            if crash {
-                Err(ActivityError::store(std::io::Error::other(
-                    "simulated crash after commit",
-                )))
-            } else {
-                Ok(())
+            match fail {
+                Some(why) => Err(ActivityError::store(std::io::Error::other(why))),
+                None => Ok(()),
             }
         })
     }
@@ -194,7 +222,8 @@ impl StepHost for TestHost {
 }
 
 pub(crate) fn ctx(host: Arc<TestHost>, progress: Option<Value>) -> ActivityCtx {
-    ActivityCtx::new("run-1", "step-1", 1, progress, host, CancellationToken::new())
+    let cancel = host.cancel.clone();
+    ActivityCtx::new("run-1", "step-1", 1, progress, host, cancel)
 }
 
 /// Runs activity `uses` once with a fresh host (no crash).

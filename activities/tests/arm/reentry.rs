@@ -125,6 +125,39 @@ async fn failover_crashed_before_the_post_finds_nothing_happened_and_waits_for_a
 }
 
 #[tokio::test]
+async fn failover_whose_intent_commit_lost_its_answer_sends_nothing_and_posts_once_on_re_entry() {
+    let sim = Sim::start(DEMO).await;
+    let input = json!({ "name": "fog-demo", "secondary": mi(WEST, "mi-fog-b"), "reconcile_timeout": "2m" });
+    // The intent's COMMIT applied but its answer was lost; the store answers again after.
+    let host = TestHost::losing_ack_at(1);
+    let first = fogbook_activities::execute("fog.failover", input.clone(), &ctx(host.clone(), None), &sim.env).await;
+    assert!(matches!(first, Err(ActivityError::Store { .. })), "{first:?}");
+    assert!(
+        sim.journal("POST", "/failover").await.is_empty(),
+        "no POST after a failed save"
+    );
+    let saves = host.all();
+    assert_eq!(saves.len(), 2, "the intent, then that it was not sent: {saves:?}");
+    assert_eq!(saves[0]["intent"]["state"], "sending");
+    assert_eq!(saves[1]["intent"]["state"], "not_sent", "{saves:?}");
+    assert_eq!(saves[1]["intent"]["action"], "failover");
+    // The next attempt knows nothing was sent: it reads the roles and posts, once.
+    let out = fogbook_activities::execute(
+        "fog.failover",
+        input,
+        &ctx(Arc::new(TestHost::default()), Some(saves[1].clone())),
+        &sim.env,
+    )
+    .await
+    .expect("failed over");
+    assert_eq!(out["resolved_by"], "operation");
+    assert_eq!(out["changed"], true);
+    assert_eq!(out["role"], "Primary");
+    let posts = sim.journal("POST", "/failover").await;
+    assert_eq!(posts.len(), 1, "{posts:?}");
+}
+
+#[tokio::test]
 async fn fog_delete_resumed_after_the_delete_polls_it() {
     let sim = Sim::start(DEMO).await;
     let input = json!({ "name": "fog-demo", "instance": mi(EAST, "mi-fog-a") });

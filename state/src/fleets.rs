@@ -407,6 +407,7 @@ impl Store {
         let (key, holder) = (epoch_key(&id), owner.clone());
         let (previous, epoch) = self
             .write(move |tx| {
+                crate::moved::refuse_new_work(tx)?;
                 let fleet = load_fleet_row(tx, &id)?;
                 let current_epoch = fleet_epoch(tx, &id)?;
                 let (lease_now, expires_at) = lease_clock(tx, expires_at, now)?;

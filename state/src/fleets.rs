@@ -515,6 +515,7 @@ impl Store {
         let (id, owner) = (id.to_owned(), owner.to_owned());
         let held = self.held_epoch(&epoch_key(&id), &owner);
         self.write(move |tx| {
+            crate::moved::refuse_new_work(tx)?;
             let now = run.now;
             check_lease(tx, &id, &owner, held, now)?;
             let (name, status): (String, String) = tx

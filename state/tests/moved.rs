@@ -1,13 +1,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The moved mark (`fogbook store copy`) as a process sees it that opened the store before
 //! the copy: the mark is read in its writes, not only when it opened the store. While the
-//! copy reads the store, no new lease, claim or run is taken on (the live lease goes on
+//! copy reads the store, no new lease, claim or run (a fleet target's too) is taken on (the live lease goes on
 //! being renewed: a copy that finds it live is refused); once the store is moved, the
 //! renewal and the driver's next step are refused. `store unmark` is an event of the
 //! store's own audit stream, with who and why, and the chain verifies.
 
 mod backends;
-use backends::{Backend, leased, open_store, run, start};
+use backends::{Backend, fleet, leased, open_store, run, start};
 
 use std::time::Duration;
 
@@ -28,6 +28,10 @@ async fn a_store_opened_before_a_copy_takes_on_nothing_and_stops_driving(backend
     assert!(before.moved().is_none());
     before.create_run(leased("r1", "driver", 1_000, 30_000)).await.unwrap();
     before.create_run(run("r2")).await.unwrap();
+    before
+        .create_fleet(fleet(&["g1"], "fleet-driver", 60_000))
+        .await
+        .unwrap();
 
     let copier = guard.reopen();
     let mark = copier
@@ -56,9 +60,14 @@ async fn a_store_opened_before_a_copy_takes_on_nothing_and_stops_driving(backend
     }
     let e = before.create_run(run("r3")).await.unwrap_err();
     assert!(refused(&e, false), "{e:?}");
+    let e = before
+        .start_fleet_target("f1", 0, "fleet-driver", run("t0"), 1)
+        .await
+        .unwrap_err();
+    assert!(refused(&e, false), "a fleet's target run is a new run too: {e:?}");
     // The live driver goes on (the copy sees its lease and is refused).
     before.renew_lease("r1", "driver", TTL, 3_000).await.unwrap();
-    assert_eq!(guard.count("SELECT count(*) FROM runs WHERE id = 'r3'"), 0);
+    assert_eq!(guard.count("SELECT count(*) FROM runs WHERE id IN ('r3', 't0')"), 0);
 
     // The copy committed: the driver's renewal and its next step are refused.
     copier.end_copy(mark.id, true, None, 4_000).await.unwrap();

@@ -102,6 +102,12 @@ impl CliError {
             Self::Busy { message, hint } => output::error(message, Some(hint)),
             Self::Input { source, hint } => output::error_chain(source.as_ref(), hint.as_deref()),
             Self::Engine(EngineError::Invalid(d)) => crate::input::print_diagnostics(d),
+            // A store copied away after this process opened it: it stopped taking on work
+            // (a worker) or driving (its lease was not renewed there).
+            Self::Engine(EngineError::State(e @ StateError::StoreMoved { mark })) => output::error(
+                &format!("stopped: {e}; nothing more is sent or written from this process"),
+                Some(&crate::store_cmd::moved_hint(mark)),
+            ),
             Self::Engine(EngineError::State(StateError::LockHeld {
                 key,
                 holder,

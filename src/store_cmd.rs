@@ -139,31 +139,35 @@ async fn mark_and_copy(cli: &Cli, source: &Store, from: &StoreUrl, to: &StoreUrl
 
 /// What a moved store says (the error line, and the hint): where its runs went, and when.
 fn moved_text(mark: &MovedMark, store: &str) -> (String, String) {
-    let unmark = format!("{} store unmark --reason TEXT", output::fogbook());
-    if mark.done {
-        (
-            format!(
-                "{store} was moved to {} at {} by `fogbook store copy` ({}); its runs are driven there now",
-                mark.target,
-                format_ms(mark.moved_at.unwrap_or(mark.started_at)),
-                mark.by
-            ),
-            format!(
-                "pass the target to --db (or FOGBOOK_DB) for this and every command; only if that copy was abandoned and the target is not used, `{unmark}` makes this store drive runs again"
-            ),
+    let message = if mark.done {
+        format!(
+            "{store} was moved to {} at {} by `fogbook store copy` ({}); its runs are driven there now",
+            mark.target,
+            format_ms(mark.moved_at.unwrap_or(mark.started_at)),
+            mark.by
         )
     } else {
-        (
-            format!(
-                "{store} is being copied to {} (since {}, by `fogbook store copy` on {}), or that copy was interrupted",
-                mark.target,
-                format_ms(mark.started_at),
-                mark.by
-            ),
-            format!(
-                "wait for the copy to end; if its process is gone, check whether {} holds the runs: if it does, use it with --db; if not, `{unmark}` makes this store usable again",
-                mark.target
-            ),
+        format!(
+            "{store} is being copied to {} (since {}, by `fogbook store copy` on {}), or that copy was interrupted",
+            mark.target,
+            format_ms(mark.started_at),
+            mark.by
+        )
+    };
+    (message, moved_hint(mark))
+}
+
+/// What to do on a moved store (or one being copied).
+pub(crate) fn moved_hint(mark: &MovedMark) -> String {
+    let unmark = format!("{} store unmark --reason TEXT", output::fogbook());
+    if mark.done {
+        format!(
+            "pass the target to --db (or FOGBOOK_DB) for this and every command; only if that copy was abandoned and the target is not used, `{unmark}` makes this store drive runs again"
+        )
+    } else {
+        format!(
+            "wait for the copy to end; if its process is gone, check whether {} holds the runs: if it does, use it with --db; if not, `{unmark}` makes this store usable again",
+            mark.target
         )
     }
 }

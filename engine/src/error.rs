@@ -130,7 +130,8 @@ fn state_kind(e: &StateError) -> ErrorKind {
         StateError::UnknownRun { .. }
         | StateError::UnknownFleet { .. }
         | StateError::UnknownStep { .. }
-        | StateError::InvalidTransition { .. } => ErrorKind::BadInput,
+        | StateError::InvalidTransition { .. }
+        | StateError::StoreMoved { .. } => ErrorKind::BadInput,
         StateError::LockHeld { .. }
         | StateError::LeaseHeld { .. }
         | StateError::LeaseLost { .. }

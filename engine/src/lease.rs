@@ -113,6 +113,10 @@ impl LeaseClock {
             Err(StateError::LeaseLost { owner, .. }) => {
                 return Err(format!("the store says the lease is held by {owner}"));
             }
+            Err(moved @ StateError::StoreMoved { .. }) => {
+                self.lost();
+                return Err(moved.to_string());
+            }
             // The store could not answer: the local deadline alone decides.
             Err(e) => tracing::warn!(error = %e, "could not confirm the lease with the store"),
         }

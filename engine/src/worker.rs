@@ -97,6 +97,9 @@ pub async fn run_worker(
     // Runs left to the holder of their expired lease (`RunEnv::may_take_over`), with that
     // holder: logged when first left, not again at every poll.
     let mut left: BTreeMap<String, String> = BTreeMap::new();
+    // The drives' stop: the worker's, or the store's being copied away.
+    let drives = stop.child_token();
+    let (mut copying, mut moved) = (false, None);
     let listener = engine.store().listen_for_work().unwrap_or_else(|e| {
         tracing::warn!(error = %with_causes(&e), "worker: cannot listen for work; polling only");
         None
@@ -105,83 +108,109 @@ pub async fn run_worker(
         if stop.is_cancelled() {
             break;
         }
-        // A database hiccup (SQLITE_BUSY past the timeout, one unreadable row) must not stop
-        // the worker or abort the runs it drives: log it and look again at the next poll.
-        match tick_schedules(&engine).await {
-            Ok(n) => report.fired += n,
-            Err(e) => tracing::error!(error = %with_causes(&e), "worker: cannot fire schedules"),
-        }
-        let mut candidates = drivable(&engine, &active).await.unwrap_or_else(|e| {
-            tracing::error!(error = %with_causes(&e), "worker: cannot list runs to drive");
-            Vec::new()
-        });
-        candidates.retain(|c| !set_aside.holds(&c.id));
-        let candidates = leave_held(config.run_env.as_ref(), candidates, &mut left).await;
-        let free = config.concurrency.max(1).saturating_sub(active.len());
-        let candidates = claim(&engine, candidates, free).await;
-        for candidate in candidates {
-            if active.len() >= config.concurrency.max(1) {
+        // A store copied away after this worker opened it (`fogbook store copy`): while the
+        // copy reads it, nothing new is taken on; once its runs live in the target, the
+        // drives stop (their leases are not renewed there either) and the worker exits.
+        let paused = match engine.store().moved_now().await {
+            Ok(Some(mark)) if mark.done => {
+                tracing::error!(target = %mark.target, "worker: {}; stopping: run the workers on {} from now on", StateError::StoreMoved { mark: mark.clone() }, mark.target);
+                drives.cancel();
+                moved = Some(mark);
                 break;
             }
-            let run = candidate.id.clone();
-            let schedule = created_by_schedule(&engine, &run).await;
-            engine
-                .observer()
-                .run_picked_up(&run, &candidate.runbook, schedule.as_deref());
-            active.insert(run.clone());
-            let (mut engine, token) = (engine.clone(), stop.child_token());
-            let hook = config.run_env.clone();
-            tasks.spawn(async move {
-                let mut finish = None;
-                if let Some(hook) = hook {
-                    match hook.0.prepare(&run).await {
-                        Ok(Some(prepared)) => {
-                            engine = engine.with_env(prepared.env);
-                            finish = Some(prepared.finish);
-                        }
-                        Ok(None) => {}
-                        Err(why) => {
-                            // Its claim (PostgreSQL) goes back at once, so another worker
-                            // can drive it and `status` does not show it driven here.
-                            let given = engine
-                                .store()
-                                .give_back(&run, engine.owner().as_str(), candidate.status, why.clone(), engine.now_ms())
-                                .await;
-                            if let Err(e) = given {
-                                tracing::error!(run_id = %run, error = %with_causes(&e), "worker: cannot give back a claimed lease");
-                            }
-                            return (run, Drove::NotHere(why));
-                        }
-                    }
+            Ok(Some(mark)) => {
+                if !copying {
+                    tracing::warn!(target = %mark.target, "worker: {}; taking on nothing until it ends", StateError::StoreMoved { mark: mark.clone() });
                 }
-                let outcome = engine.drive(&run, token).await;
-                if let Err(EngineError::State(StateError::LeaseHeld { owner, .. })) = &outcome {
-                    engine.observer().run_left_to(&run, owner);
-                }
-                if let Some(finish) = finish {
-                    finish.await;
-                }
-                (run, Drove::Run(outcome))
-            });
-        }
-        // Fleets nobody drives (fired by a schedule, or whose window opened) are driven
-        // here too, each counting as one of the worker's `concurrency`.
-        let fleets = crate::fleet::drivable_fleets(&engine, &active)
-            .await
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %with_causes(&e), "worker: cannot list fleets to drive");
+                true
+            }
+            Ok(None) => false,
+            // The writes that take on work read the mark themselves.
+            Err(e) => {
+                tracing::error!(error = %with_causes(&e), "worker: cannot read whether the store was moved");
+                false
+            }
+        };
+        copying = paused;
+        if !paused {
+            // A database hiccup (SQLITE_BUSY past the timeout, one unreadable row) must not stop
+            // the worker or abort the runs it drives: log it and look again at the next poll.
+            match tick_schedules(&engine).await {
+                Ok(n) => report.fired += n,
+                Err(e) => tracing::error!(error = %with_causes(&e), "worker: cannot fire schedules"),
+            }
+            let mut candidates = drivable(&engine, &active).await.unwrap_or_else(|e| {
+                tracing::error!(error = %with_causes(&e), "worker: cannot list runs to drive");
                 Vec::new()
             });
-        for id in fleets {
-            if active.len() >= config.concurrency.max(1) {
-                break;
+            candidates.retain(|c| !set_aside.holds(&c.id));
+            let candidates = leave_held(config.run_env.as_ref(), candidates, &mut left).await;
+            let free = config.concurrency.max(1).saturating_sub(active.len());
+            let candidates = claim(&engine, candidates, free).await;
+            for candidate in candidates {
+                if active.len() >= config.concurrency.max(1) {
+                    break;
+                }
+                let run = candidate.id.clone();
+                let schedule = created_by_schedule(&engine, &run).await;
+                engine
+                    .observer()
+                    .run_picked_up(&run, &candidate.runbook, schedule.as_deref());
+                active.insert(run.clone());
+                let (mut engine, token) = (engine.clone(), drives.child_token());
+                let hook = config.run_env.clone();
+                tasks.spawn(async move {
+                    let mut finish = None;
+                    if let Some(hook) = hook {
+                        match hook.0.prepare(&run).await {
+                            Ok(Some(prepared)) => {
+                                engine = engine.with_env(prepared.env);
+                                finish = Some(prepared.finish);
+                            }
+                            Ok(None) => {}
+                            Err(why) => {
+                                // Its claim (PostgreSQL) goes back at once, so another worker
+                                // can drive it and `status` does not show it driven here.
+                                let given = engine
+                                    .store()
+                                    .give_back(&run, engine.owner().as_str(), candidate.status, why.clone(), engine.now_ms())
+                                    .await;
+                                if let Err(e) = given {
+                                    tracing::error!(run_id = %run, error = %with_causes(&e), "worker: cannot give back a claimed lease");
+                                }
+                                return (run, Drove::NotHere(why));
+                            }
+                        }
+                    }
+                    let outcome = engine.drive(&run, token).await;
+                    if let Err(EngineError::State(StateError::LeaseHeld { owner, .. })) = &outcome {
+                        engine.observer().run_left_to(&run, owner);
+                    }
+                    if let Some(finish) = finish {
+                        finish.await;
+                    }
+                    (run, Drove::Run(outcome))
+                });
             }
-            active.insert(id.clone());
-            let (engine, token) = (engine.clone(), stop.child_token());
-            tasks.spawn(async move {
-                crate::fleet::drive_for_worker(&engine, &id, token).await;
-                (id, Drove::Fleet)
-            });
+            // Fleets nobody drives (fired by a schedule, or whose window opened) are driven
+            // here too, each counting as one of the worker's `concurrency`.
+            let fleets = crate::fleet::drivable_fleets(&engine, &active)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %with_causes(&e), "worker: cannot list fleets to drive");
+                    Vec::new()
+                });
+            for id in fleets {
+                if active.len() >= config.concurrency.max(1) {
+                    break;
+                }
+                active.insert(id.clone());
+                let (engine, token) = (engine.clone(), drives.child_token());
+                tasks.spawn(async move {
+                    crate::fleet::drive_for_worker(&engine, &id, token).await;
+                    (id, Drove::Fleet)
+                });
+            }
         }
         if config.exit_when_idle && active.is_empty() {
             break;
@@ -195,6 +224,9 @@ pub async fn run_worker(
     }
     while let Some(done) = tasks.join_next().await {
         finished(done, &mut active, &mut report, &mut set_aside);
+    }
+    if let Some(mark) = moved {
+        return Err(EngineError::State(StateError::StoreMoved { mark }));
     }
     Ok(report)
 }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::audit::{AuditFailure, FLEET_STREAM, SCHEDULE_STREAM, Stored};
+use crate::audit::{AuditFailure, FLEET_STREAM, SCHEDULE_STREAM, STORE_STREAM, Stored};
 use crate::error::SqlContext;
 use crate::sql::{self, Row, Tx, params};
 use crate::{Millis, StateError};
@@ -163,10 +163,11 @@ pub(crate) fn first_disagreement(
 ) -> Result<Option<AuditFailure>, StateError> {
     let mut derived: BTreeMap<&str, DerivedRun> = BTreeMap::new();
     for e in events {
-        // Schedule and fleet streams are not runs: their rows are not derived from the
+        // Schedule, fleet and store streams are not runs: their rows are not derived from the
         // trail here (a fleet's target rows link runs that are checked as runs).
         if e.run_id.starts_with(SCHEDULE_STREAM)
             || e.run_id.starts_with(FLEET_STREAM)
+            || e.run_id == STORE_STREAM
             || run.is_some_and(|r| r != e.run_id)
         {
             continue;

@@ -88,6 +88,9 @@ impl Hashed<'_> {
 pub(crate) const SCHEDULE_STREAM: &str = "schedule:";
 /// The prefix of the audit stream of a fleet (`fleet:<id>`).
 pub(crate) const FLEET_STREAM: &str = "fleet:";
+/// The audit stream of the store itself (`store unmark`: who, why). No row keeps its head:
+/// the chain's count and head cover its newest event (`moved::stream_count`).
+pub const STORE_STREAM: &str = "store:moves";
 
 /// Where the head of a stream's chain is kept: (table, key column, key).
 fn head_of(stream: &str) -> (&'static str, &'static str, &str) {
@@ -102,6 +105,9 @@ fn head_of(stream: &str) -> (&'static str, &'static str, &str) {
 
 /// Fails with [`StateError::UnknownRun`] when no run (or schedule) has this stream id.
 pub(crate) fn stream_exists(conn: &dyn Tx, stream: &str) -> Result<(), StateError> {
+    if stream == STORE_STREAM {
+        return Ok(());
+    }
     let (table, key_col, key) = head_of(stream);
     let n: i64 = conn
         .query_row(
@@ -201,8 +207,10 @@ fn append_events<'a>(
         return Ok(());
     }
     let (table, key_col, key) = head_of(run_id);
+    let store_stream = run_id == STORE_STREAM;
     let mut seq: i64 = match count {
         Some(count) => count,
+        None if store_stream => crate::moved::stream_count(tx)?,
         None => tx
             .query_row(
                 &format!("SELECT audit_count FROM {table} WHERE {key_col} = ?1"),
@@ -266,6 +274,7 @@ fn append_events<'a>(
         insert_events(tx, &rows)?;
     }
     match touch {
+        None if store_stream => Ok(()),
         // The status only when it changes: a column in the SET list has its indexes
         // rewritten even when its value stays the same.
         Some((Some(status), now)) => tx.execute_later(

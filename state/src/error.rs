@@ -229,9 +229,31 @@ pub enum StateError {
     /// The store location (`--db`, `FOGBOOK_DB`) is not one fogbook can use.
     #[error("invalid state store location")]
     StoreUrl(#[source] crate::pg::StoreUrlError),
+    /// The store has a moved mark (`fogbook store copy`), read in the write that was
+    /// refused: it takes no new lease, claim, run or fire while a copy reads it, and drives
+    /// nothing once its runs live in the target.
+    #[error("{}", moved_message(.mark))]
+    StoreMoved {
+        /// The mark: where the runs went (or are going), and when.
+        mark: crate::MovedMark,
+    },
     /// The store thread is gone (it panicked or the store was closed).
     #[error("the state store thread has stopped")]
     StoreClosed,
+}
+
+fn moved_message(mark: &crate::MovedMark) -> String {
+    if mark.done {
+        format!(
+            "this store was moved to {} by `fogbook store copy` ({}): its runs are driven there now",
+            mark.target, mark.by
+        )
+    } else {
+        format!(
+            "this store is being copied to {} by `fogbook store copy` ({}): it takes on no new work until the copy ends",
+            mark.target, mark.by
+        )
+    }
 }
 
 impl StateError {
@@ -242,7 +264,10 @@ impl StateError {
                 ErrorKind::Busy
             }
             Self::UnknownRun { .. } | Self::UnknownFleet { .. } | Self::UnknownStep { .. } => ErrorKind::NotFound,
-            Self::InvalidTransition { .. } | Self::CancelRequested { .. } | Self::StoreUrl(_) => ErrorKind::Refused,
+            Self::InvalidTransition { .. }
+            | Self::CancelRequested { .. }
+            | Self::StoreUrl(_)
+            | Self::StoreMoved { .. } => ErrorKind::Refused,
             Self::OpenDatabase { .. }
             | Self::NewerSchema { .. }
             | Self::UnknownSchema { .. }

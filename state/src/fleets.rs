@@ -407,6 +407,7 @@ impl Store {
         let (key, holder) = (epoch_key(&id), owner.clone());
         let (previous, epoch) = self
             .write(move |tx| {
+                crate::moved::refuse_new_work(tx)?;
                 let fleet = load_fleet_row(tx, &id)?;
                 let current_epoch = fleet_epoch(tx, &id)?;
                 let (lease_now, expires_at) = lease_clock(tx, expires_at, now)?;
@@ -514,6 +515,7 @@ impl Store {
         let (id, owner) = (id.to_owned(), owner.to_owned());
         let held = self.held_epoch(&epoch_key(&id), &owner);
         self.write(move |tx| {
+            crate::moved::refuse_new_work(tx)?;
             let now = run.now;
             check_lease(tx, &id, &owner, held, now)?;
             let (name, status): (String, String) = tx

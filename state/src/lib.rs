@@ -37,7 +37,7 @@ mod store;
 mod thread;
 mod time_ms;
 
-pub use audit::{AuditFailure, AuditReport};
+pub use audit::{AuditFailure, AuditReport, STORE_STREAM};
 pub use copy::{CopyOutcome, CopyProgress, CopySnapshot, LiveLease};
 pub use error::{BackendError, ErrorKind, StateError};
 #[cfg(feature = "test-hooks")]

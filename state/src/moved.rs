@@ -53,7 +53,7 @@ pub(crate) fn current_pg(client: &mut postgres::Client) -> Result<Option<MovedMa
     }))
 }
 
-fn current(tx: &dyn crate::sql::Tx) -> Result<Option<MovedMark>, StateError> {
+pub(crate) fn current(tx: &dyn crate::sql::Tx) -> Result<Option<MovedMark>, StateError> {
     tx.query_row(CURRENT, params![], |r| {
         Ok(MovedMark {
             id: r.get(0)?,
@@ -68,6 +68,29 @@ fn current(tx: &dyn crate::sql::Tx) -> Result<Option<MovedMark>, StateError> {
     .during("reading the store's moved mark")
 }
 
+/// Refuses new drive work in a write transaction (a lease taken, runs claimed, a run created,
+/// a schedule fired) while the store has a current mark, `copying` or `moved`: read in the
+/// transaction, so a process that opened the store before the copy is refused too, and a
+/// copy reads a store that takes on nothing new.
+pub(crate) fn refuse_new_work(tx: &dyn crate::sql::Tx) -> Result<(), StateError> {
+    match current(tx)? {
+        Some(mark) => Err(StateError::StoreMoved { mark }),
+        None => Ok(()),
+    }
+}
+
+/// The number of events of the store's own audit stream ([`crate::STORE_STREAM`]), which no
+/// row counts: the copy of a store carries them over with the rest of the chain, and the
+/// stream goes on from there.
+pub(crate) fn stream_count(tx: &dyn crate::sql::Tx) -> Result<i64, StateError> {
+    tx.query_row(
+        "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?1",
+        params![crate::STORE_STREAM],
+        |r| r.get(0),
+    )
+    .during("reading the store's audit stream")
+}
+
 /// Why [`Store::mark_copying`] did not mark the store.
 #[derive(Clone, Debug)]
 pub enum MarkRefused {
@@ -80,6 +103,12 @@ impl Store {
     /// copied to another store, which drives them now.
     pub fn moved(&self) -> Option<&MovedMark> {
         self.moved.as_ref()
+    }
+
+    /// The current mark, read now (not when the store was opened): a worker that opened the
+    /// store before a copy asks this at every poll.
+    pub async fn moved_now(&self) -> Result<Option<MovedMark>, StateError> {
+        self.read(current).await
     }
 
     /// Marks this store `copying` to `target` (read fresh, in one write transaction): from
@@ -137,7 +166,8 @@ impl Store {
     }
 
     /// Takes the current mark off (state `unmarked`, with who, when and why), so the store
-    /// drives runs again; `None` when it had none.
+    /// drives runs again; `None` when it had none. Audited as `store.unmarked` in the store's
+    /// own stream ([`crate::STORE_STREAM`]): who, why, and the mark taken off.
     pub async fn unmark(&self, by: String, reason: String, now: Millis) -> Result<Option<MovedMark>, StateError> {
         self.write(move |tx| {
             let Some(mark) = current(tx)? else {
@@ -148,6 +178,20 @@ impl Store {
                 params![mark.id, now, by, reason],
             )
             .during("taking the store's moved mark off")?;
+            let data = serde_json::json!({
+                "by": by,
+                "reason": reason,
+                "mark": mark.id,
+                "target": mark.target,
+                "state": if mark.done { "moved" } else { "copying" },
+                "copied_by": mark.by,
+            });
+            crate::audit::append(
+                tx,
+                crate::audit::STORE_STREAM,
+                now,
+                crate::audit::NewEvent::run("store.unmarked", data),
+            )?;
             Ok(Some(mark))
         })
         .await

@@ -272,6 +272,7 @@ impl Store {
     ) -> Result<Option<Vec<FireOutcome>>, StateError> {
         let name = name.to_owned();
         self.write(move |tx| {
+            crate::moved::refuse_new_work(tx)?;
             // Compare-and-set on a version that every tick bumps, so two workers that read the
             // same schedule cannot both act on it, even when the cursor does not move (a fire
             // taken from the queue).

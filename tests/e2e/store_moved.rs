@@ -192,3 +192,208 @@ fn a_failed_copy_leaves_the_source_unmarked() {
     assert_eq!(code(&out), 0);
     assert!(!stderr(&out).contains("moved"), "{}", stderr(&out));
 }
+
+const DAY_MS: i64 = 86_400_000;
+const HOUR_MS: i64 = 3_600_000;
+
+fn real_now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(since.as_millis()).unwrap()
+}
+
+/// Steps the clock of every process started with `FOGBOOK_TEST_CLOCK_FILE` so that it reads
+/// `at` (ms since the epoch) now.
+fn set_clock(sb: &Sandbox, at: i64) {
+    // Written whole, then renamed: a process never reads half an offset.
+    std::fs::write(sb.path("clock.tmp"), (at - real_now_ms()).to_string()).unwrap();
+    std::fs::rename(sb.path("clock.tmp"), sb.path("clock")).unwrap();
+}
+
+/// A worker that had the SQLite store open before `store copy` moved it to PostgreSQL: it
+/// stops at its next poll, says where the runs went, and exits 2; the failover its schedule
+/// would fire after the copy is not fired, and no Microsoft.Sql request reaches the
+/// emulator. Time is stepped, not waited for (`FOGBOOK_TEST_CLOCK_FILE`).
+#[test]
+fn a_worker_started_before_the_copy_stops_driving_and_says_why() {
+    let server = TestPostgres::start();
+    let sim = start_sim(&demo_estate(), None);
+    let sb = Sandbox::new();
+    let db = sb.db().display().to_string();
+    let clock = sb.path("clock").display().to_string();
+    // Tomorrow, 09:59:58 UTC: `warmup` fires at 09:59:59 (a run with no cloud effect, which
+    // shows the worker has the store open), `failover` at 11:00:00.
+    let day = (real_now_ms() / DAY_MS + 1) * DAY_MS;
+    set_clock(&sb, day + 10 * HOUR_MS - 2_000);
+    let env = |c: &mut std::process::Command| {
+        c.env("FOGBOOK_TEST_CLOCK_FILE", &clock)
+            .env("FOGBOOK_ARM_ENDPOINT", &sim.url)
+            .env("FOGBOOK_ARM_TOKEN", "t");
+    };
+    let effects = sb.path("effects.txt").display().to_string();
+    let schedules: [Vec<String>; 2] = [
+        vec![
+            "--name".into(),
+            "warmup".into(),
+            "--cron".into(),
+            "59 59 9 * * *".into(),
+            crate::common::fixture("job.yaml").display().to_string(),
+            "--set".into(),
+            format!("out={effects}"),
+            "--set".into(),
+            "pause=10ms".into(),
+        ],
+        vec![
+            "--name".into(),
+            "failover".into(),
+            "--cron".into(),
+            "0 0 11 * * *".into(),
+            root().join("runbooks/change-primary-region.yaml").display().to_string(),
+            "--params".into(),
+            root().join("examples/change-primary-region.yaml").display().to_string(),
+            "--auto-approve".into(),
+        ],
+    ];
+    for args in schedules {
+        let mut c = fogbook(
+            &sb,
+            &db,
+            &[&["schedule".to_owned(), "add".to_owned()][..], &args].concat(),
+        );
+        env(&mut c);
+        let out = c.output().unwrap();
+        assert_eq!(code(&out), 0, "schedule add: {}", stderr(&out));
+    }
+    let mut c = fogbook(&sb, &db, &["worker".to_owned(), "--poll".to_owned(), "50ms".to_owned()]);
+    env(&mut c);
+    let worker = c
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    sb.wait_for(
+        "the worker to fire and finish the warm-up run",
+        std::time::Duration::from_secs(60),
+        |sb| {
+            sb.sql()
+                .query_row(
+                    "SELECT count(*) FROM runs WHERE schedule_name = 'warmup' AND status = 'succeeded'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap_or(0)
+                == 1
+        },
+    );
+
+    let pg = server.url();
+    let pg_shown = pg.parse::<fogbook_state::pg::StoreUrl>().unwrap().to_string();
+    let copy = on(&sb, &sim, &db, &["store", "copy", "--from", &db, "--to", &pg]);
+    assert_eq!(code(&copy), 0, "store copy: {}{}", stdout(&copy), stderr(&copy));
+    let before = crate::seed_runbooks::sql_mutations(&sim.journal());
+    // The failover is due now: a worker that did not see the mark would fire and drive it.
+    set_clock(&sb, day + 11 * HOUR_MS + 1_000);
+
+    let pid = worker.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut worker = Some(worker);
+    let out = loop {
+        let w = worker.as_mut().unwrap();
+        if w.try_wait().unwrap().is_some() {
+            break worker.take().unwrap().wait_with_output().unwrap();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let out = worker.take().unwrap().wait_with_output().unwrap();
+            panic!(
+                "the worker went on with the moved store; Microsoft.Sql requests since the copy: {:?}\n{}",
+                &crate::seed_runbooks::sql_mutations(&sim.journal())[before.len()..],
+                stderr(&out)
+            );
+        }
+        // A poll interval while waiting on the process's exit (as `Sandbox::wait_for`).
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "the worker on the moved store: {err}");
+    assert!(
+        err.contains("was moved to") && err.contains(&pg_shown) && err.contains("--db"),
+        "the worker says where the runs went and what to do: {err}"
+    );
+    assert!(!err.contains(server.password()), "{err}");
+    assert_eq!(
+        crate::seed_runbooks::sql_mutations(&sim.journal()),
+        before,
+        "no Microsoft.Sql request after the copy"
+    );
+    let fired: i64 = sb
+        .sql()
+        .query_row("SELECT count(*) FROM runs WHERE schedule_name = 'failover'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(fired, 0, "the moved store fired no failover");
+}
+
+/// `store unmark` is an event of the store's own audit stream (`store:moves`), with who and
+/// why: `history store:moves` shows it, `audit verify` passes, and an edit of it is caught.
+#[test]
+fn unmark_is_in_the_audit_chain() {
+    let server = TestPostgres::start();
+    let sim = start_sim(&demo_estate(), None);
+    let sb = Sandbox::new();
+    let db = sb.db().display().to_string();
+    let fixture = crate::common::fixture("long-wait.yaml").display().to_string();
+    let out = on(&sb, &sim, &db, &["run", &fixture, "--set", "duration=10ms"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let pg = server.url();
+    let out = on(&sb, &sim, &db, &["store", "copy", "--from", &db, "--to", &pg]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = on(
+        &sb,
+        &sim,
+        &db,
+        &["store", "unmark", "--by", "tester", "--reason", "copy abandoned"],
+    );
+    assert_eq!(code(&out), 0, "unmark: {}", stderr(&out));
+
+    let out = on(&sb, &sim, &db, &["history", "store:moves", "--format", "json"]);
+    assert_eq!(code(&out), 0, "history: {}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let events = doc["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{doc}");
+    assert_eq!(events[0]["kind"], "store.unmarked");
+    assert_eq!(events[0]["data"]["by"], "tester");
+    assert_eq!(events[0]["data"]["reason"], "copy abandoned");
+    let shown = pg.parse::<fogbook_state::pg::StoreUrl>().unwrap().to_string();
+    assert_eq!(events[0]["data"]["target"], shown.as_str());
+    let out = on(&sb, &sim, &db, &["history", "store:moves"]);
+    assert!(
+        stdout(&out).contains("store.unmarked") && stdout(&out).contains("tester"),
+        "{}",
+        stdout(&out)
+    );
+    let out = on(&sb, &sim, &db, &["audit", "verify"]);
+    assert_eq!(code(&out), 0, "audit verify: {}{}", stdout(&out), stderr(&out));
+
+    // The reason rewritten afterwards (by someone who dropped the append-only trigger): the
+    // chain no longer verifies, and names the event.
+    let conn = rusqlite::Connection::open(sb.db()).unwrap();
+    conn.execute_batch("DROP TRIGGER events_no_update;").unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE events SET data = replace(data, 'copy abandoned', 'routine') WHERE run_id = 'store:moves'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(conn);
+    let out = on(&sb, &sim, &db, &["audit", "verify"]);
+    assert_ne!(code(&out), 0, "an edited unmark is caught: {}", stdout(&out));
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(said.contains("store:moves") && said.contains("altered"), "{said}");
+}

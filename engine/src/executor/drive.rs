@@ -83,6 +83,9 @@ impl Engine {
                 message,
             });
         }
+        if let Some(moved) = beat.take_moved() {
+            return Err(EngineError::State(moved));
+        }
         if let Some(owner) = beat.lost_to() {
             return Err(self.lease_lost(run_id, owner).await);
         }

@@ -21,6 +21,8 @@ pub(super) struct Beat {
     pub(super) cancel_requested: AtomicBool,
     /// The lease was lost (to whom), or could not be renewed in time.
     lost: Mutex<Option<String>>,
+    /// The store refused the renewal: it was copied away (`fogbook store copy`).
+    moved: Mutex<Option<StateError>>,
 }
 
 impl Beat {
@@ -30,6 +32,11 @@ impl Beat {
 
     fn lose(&self, owner: String) {
         *self.lost.lock().unwrap_or_else(PoisonError::into_inner) = Some(owner);
+    }
+
+    /// The store's refusal, when it was copied away while the run was driven.
+    pub(super) fn take_moved(&self) -> Option<StateError> {
+        self.moved.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 }
 
@@ -155,6 +162,14 @@ fn renewed(run_id: &str, m: &Member, outcome: Result<bool, StateError>, sent: Du
             }
             m.lease.lost();
             m.beat.lose(owner);
+            m.token.cancel();
+        }
+        // The store was copied away: its runs are driven in the target now. Stop as a driver
+        // whose lease was lost: nothing more is sent from here.
+        Err(moved @ StateError::StoreMoved { .. }) => {
+            tracing::error!(%run_id, "the lease was not renewed: {moved}; stopping");
+            m.lease.lost();
+            *m.beat.moved.lock().unwrap_or_else(PoisonError::into_inner) = Some(moved);
             m.token.cancel();
         }
         Err(e) => not_renewed(run_id, m, &e, every),

@@ -5,7 +5,8 @@
 //! at once cost ~1,000 round trips per step even when their writes shared one commit. The
 //! writes that declare their [`Keys`] (the hot path: `advance`, progress, status, lease
 //! renewals) get those rows read for the whole group in the same round trip as `BEGIN`,
-//! the server's clock, the write lock and the chain head ([`super::thread`]), and then
+//! the server's clock, the write lock and the chain head ([`super::thread`]) (with whether
+//! the store was marked as moved, which every driver write refuses), and then
 //! decide from them without asking the server again.
 //!
 //! Why it is exact: the rows are read under the write lock every write transaction of
@@ -60,7 +61,8 @@ impl Prefetched {
             return String::new();
         }
         let mut sql = format!(
-            "; SELECT 'r', id, lease_owner, lease_expires_at, cancel_requested, lease_epoch, audit_count, status
+            "; SELECT 'r', id, lease_owner, lease_expires_at, cancel_requested, lease_epoch, audit_count, status,
+                      EXISTS (SELECT 1 FROM store_moves WHERE state = 'moved')
                FROM runs WHERE id IN ({})",
             runs.join(", ")
         );
@@ -88,8 +90,9 @@ impl Prefetched {
             let text = |i: usize| row.get(i).map(str::to_owned);
             let int = |i: usize| row.get(i).and_then(|v| v.parse::<i64>().ok());
             match row.get(0) {
-                Some("r") if row.len() == 8 => {
-                    let (Some(id), Some(epoch), Some(audit_count), Some(status)) = (text(1), int(5), int(6), text(7))
+                Some("r") if row.len() == 9 => {
+                    let (Some(id), Some(epoch), Some(audit_count), Some(status), Some(moved)) =
+                        (text(1), int(5), int(6), text(7), text(8))
                     else {
                         continue;
                     };
@@ -102,6 +105,7 @@ impl Prefetched {
                             epoch,
                             audit_count,
                             status,
+                            moved: moved == "t",
                         },
                     );
                 }

@@ -148,6 +148,8 @@ pub(crate) struct RunAhead {
     pub(crate) epoch: i64,
     pub(crate) audit_count: i64,
     pub(crate) status: String,
+    /// Whether the store is marked as moved (`store copy`): every driver write refuses.
+    pub(crate) moved: bool,
 }
 
 /// A step read ahead ([`Tx::prefetched_step`]).

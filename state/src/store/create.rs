@@ -14,7 +14,11 @@ impl Store {
     /// naming the holder when a key is taken, and then changes nothing.
     pub async fn create_run(&self, run: NewRun) -> Result<(), StateError> {
         let lease = run.lease.as_ref().map(|(owner, _)| (run.id.clone(), owner.clone()));
-        self.write(move |tx| insert_run(tx, &run)).await?;
+        self.write(move |tx| {
+            crate::moved::refuse_new_work(tx)?;
+            insert_run(tx, &run)
+        })
+        .await?;
         if let Some((run_id, owner)) = lease {
             // A new run's lease is at epoch 0 (the column's default).
             self.hold_epoch(&run_id, &owner, 0);

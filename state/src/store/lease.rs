@@ -60,6 +60,7 @@ impl Store {
         let claimed = self.take_claim(&run_id);
         let (grant, epoch) = self
             .write(move |tx| {
+                crate::moved::refuse_new_work(tx)?;
                 let lease_now = tx.lease_now(now).during("reading the database's clock")?;
                 let taking = Taking {
                     owner: &owner,
@@ -99,6 +100,7 @@ impl Store {
         let holder = owner.to_owned();
         let claimed = self
             .write(move |tx| {
+                crate::moved::refuse_new_work(tx)?;
                 let lease_now = tx.lease_now(now).during("reading the database's clock")?;
                 let free =
                     crate::pg::claim::free_runs(tx, &candidates, &dead, lease_now, limit).during("claiming runs")?;
@@ -179,7 +181,8 @@ impl Store {
     /// Extends `owner`'s leases of all `run_ids` in one transaction (one commit: the
     /// heartbeat of an engine that drives many runs). Returns, in the order of `run_ids`,
     /// whether an operator asked to cancel each run, or why its lease was not renewed
-    /// ([`StateError::LeaseLost`], [`StateError::UnknownRun`]); the other runs are renewed
+    /// ([`StateError::LeaseLost`], [`StateError::UnknownRun`], [`StateError::StoreMoved`]:
+    /// the store was copied away); the other runs are renewed
     /// all the same. Fails as a whole only when the store itself does.
     pub async fn renew_leases(
         &self,
@@ -372,7 +375,9 @@ fn renew_all(
                 .during("renewing the leases")?;
                 outcomes.push(Ok(cancel));
             }
-            Err(e @ (StateError::LeaseLost { .. } | StateError::UnknownRun { .. })) => outcomes.push(Err(e)),
+            Err(e @ (StateError::LeaseLost { .. } | StateError::UnknownRun { .. } | StateError::StoreMoved { .. })) => {
+                outcomes.push(Err(e));
+            }
             Err(e) => return Err(e),
         }
     }
@@ -429,9 +434,10 @@ pub(super) fn lease_of(conn: &dyn Tx, run_id: &str) -> Result<Lease, StateError>
 ///
 /// Returns whether an operator asked to cancel the run, the run's audit count and
 /// whether its status is `running`, read in the same statement (a transition then neither
-/// reads them again nor rewrites an unchanged status, which is indexed). A write that
-/// declared its run ([`crate::sql::Keys`]) is answered from the row read with its group's
-/// start, without a round trip.
+/// reads them again nor rewrites an unchanged status, which is indexed); a store marked as
+/// moved refuses, read in the same statement too. A write that declared its run
+/// ([`crate::sql::Keys`]) is answered from the row read with its group's start, without a
+/// round trip.
 pub(super) fn check_lease_counting(
     conn: &dyn Tx,
     run_id: &str,
@@ -443,9 +449,9 @@ pub(super) fn check_lease_counting(
     check_lease_at(conn, run_id, owner, held, lease_now)
 }
 
-/// A run's lease owner, expiry, cancellation flag and epoch, with its audit count and
-/// whether it is running.
-type LeaseRow = (Option<String>, Option<Millis>, bool, i64, (i64, bool));
+/// A run's lease owner, expiry, cancellation flag and epoch, with its audit count, whether
+/// it is running, and whether the store is marked as moved.
+type LeaseRow = (Option<String>, Option<Millis>, bool, i64, (i64, bool, bool));
 
 /// [`check_lease_counting`] at `lease_now`, already read by [`Tx::lease_now`].
 fn check_lease_at(
@@ -461,14 +467,23 @@ fn check_lease_at(
             r.expires_at,
             r.cancel,
             r.epoch,
-            (r.audit_count, r.status == "running"),
+            (r.audit_count, r.status == "running", r.moved),
         )),
         None => conn
             .query_row(
-                "SELECT lease_owner, lease_expires_at, cancel_requested, lease_epoch, audit_count, status = 'running'
+                "SELECT lease_owner, lease_expires_at, cancel_requested, lease_epoch, audit_count, status = 'running',
+                        EXISTS (SELECT 1 FROM store_moves WHERE state = 'moved')
                  FROM runs WHERE id = ?1",
                 params![run_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, (r.get(4)?, r.get(5)?))),
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        (r.get(4)?, r.get(5)?, r.get(6)?),
+                    ))
+                },
             )
             .optional()
             .during("checking the lease")?,
@@ -477,6 +492,14 @@ fn check_lease_at(
         None => Err(StateError::UnknownRun {
             run_id: run_id.to_owned(),
         }),
+        // The store was copied away (a process that opened it before the copy): its runs
+        // are driven in the target, so no lease here is held any more.
+        Some((_, _, _, _, (_, _, true))) => match crate::moved::current(conn)? {
+            Some(mark) => Err(StateError::StoreMoved { mark }),
+            None => Err(StateError::InvalidTransition {
+                message: "the store's moved mark changed while it was read".to_owned(),
+            }),
+        },
         Some((Some(o), _, _, epoch, _)) if o == owner && held.is_some_and(|h| h != epoch) => {
             Err(StateError::LeaseLost {
                 run_id: run_id.to_owned(),
@@ -486,7 +509,7 @@ fn check_lease_at(
                 ),
             })
         }
-        Some((Some(o), Some(exp), cancel, _, (count, running))) if o == owner && exp > now => {
+        Some((Some(o), Some(exp), cancel, _, (count, running, _))) if o == owner && exp > now => {
             Ok((cancel, count, running))
         }
         Some((Some(o), _, _, _, _)) if o == owner => Err(StateError::LeaseLost {

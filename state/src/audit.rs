@@ -124,23 +124,6 @@ pub(crate) fn stream_exists(conn: &dyn Tx, stream: &str) -> Result<(), StateErro
     Ok(())
 }
 
-/// The kind of the event (`step.completed` or `step.skipped`) that records `step_id` of
-/// `run_id` as done, if the trail holds one that no later operator re-opening
-/// (`step.retry_requested`, written by `retry-from`) undid.
-pub(crate) fn done_in_trail(conn: &dyn Tx, run_id: &str, step_id: &str) -> Result<Option<String>, StateError> {
-    let last: Option<String> = conn
-        .query_row(
-            "SELECT kind FROM events WHERE run_id = ?1 AND step_id = ?2
-                 AND kind IN ('step.completed', 'step.skipped', 'step.retry_requested')
-             ORDER BY seq DESC LIMIT 1",
-            params![run_id, step_id],
-            |r| r.get(0),
-        )
-        .optional()
-        .during("reading the audit trail")?;
-    Ok(last.filter(|k| k != "step.retry_requested"))
-}
-
 /// Appends an event to a stream (a run's, or a schedule's `schedule:<name>`) and to the
 /// global chain, inside the caller's transaction.
 pub(crate) fn append(tx: &dyn Tx, run_id: &str, at: Millis, ev: NewEvent<'_>) -> Result<(), StateError> {

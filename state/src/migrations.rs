@@ -227,7 +227,7 @@ ALTER TABLE runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE fleets ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
 "#,
     // A step's last end (or operator re-opening) in the trail, read before every start
-    // (`audit::done_in_trail` and the start's own check): without it the query walked the
+    // (`store/steps.rs`, `done_in_trail` and the start's own check): without it the query walked the
     // run's events backwards from the newest, all of them for a step that never ended (a
     // run of n steps read O(n²) events). Only those three kinds are indexed, so the other
     // events cost no index write. The PostgreSQL schema has the same index (its version 3).
@@ -344,7 +344,7 @@ fn user_version(conn: &Connection, path: &Path) -> Result<i64, StateError> {
 mod tests {
     use super::*;
 
-    /// The check before every start (`audit::done_in_trail`, and the same subquery in the
+    /// The check before every start (`store/steps.rs`, `done_in_trail`, and the same subquery in the
     /// start's `UPDATE`) reads one entry of `events_step_ends`: it no longer walks the run's
     /// events backwards (all of them for a step that never ended). Its text is the query's.
     #[test]

@@ -111,7 +111,7 @@ impl Store {
                     if try_start(tx, &run_id, start)? {
                         None
                     } else {
-                        match audit::done_in_trail(tx, &run_id, &start.step_id)? {
+                        match done_in_trail(tx, &run_id, &start.step_id)? {
                             // The trail records the step as done while its row says it may
                             // run (a row edited outside fogbook): refused, naming both.
                             Some(recorded) => match disagreement(tx, &run_id, &start.step_id, &recorded)? {
@@ -205,7 +205,7 @@ impl Store {
             // Re-entering a step is a start: a step the trail records as done is refused.
             if kind == "step.reentered"
                 && let Some(sid) = step_id.as_deref()
-                && let Some(recorded) = audit::done_in_trail(tx, &run_id, sid)?
+                && let Some(recorded) = done_in_trail(tx, &run_id, sid)?
                 && let Some(refusal) = disagreement(tx, &run_id, sid, &recorded)?
             {
                 return Err(refusal);
@@ -444,6 +444,23 @@ fn execute_step(
         Some(false) => Ok(0),
         None => tx.execute(sql, params),
     }
+}
+
+/// The kind of the event (`step.completed` or `step.skipped`) that records `step_id` of
+/// `run_id` as done, if the trail holds one that no later operator re-opening
+/// (`step.retry_requested`, written by `retry-from`) undid.
+fn done_in_trail(conn: &dyn Tx, run_id: &str, step_id: &str) -> Result<Option<String>, StateError> {
+    let last: Option<String> = conn
+        .query_row(
+            "SELECT kind FROM events WHERE run_id = ?1 AND step_id = ?2
+                 AND kind IN ('step.completed', 'step.skipped', 'step.retry_requested')
+             ORDER BY seq DESC LIMIT 1",
+            params![run_id, step_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .during("reading the audit trail")?;
+    Ok(last.filter(|k| k != "step.retry_requested"))
 }
 
 /// The error for a transition of a step that is already done (or does not exist).

@@ -58,7 +58,13 @@ fn lock_watch(url: &str) -> impl FnMut(u32) -> Option<(String, String)> + use<> 
                 &[&format!("fogbook writer % pid {pid}")],
             )
             .unwrap();
-        rows.first().map(|r| (r.get(0), r.get(1)))
+        // The two views are read at slightly different instants: a backend seen holding the
+        // lock may already show no transaction (NULL state or start) — not holding it now.
+        rows.first().and_then(|r| {
+            let state: Option<String> = r.get(0);
+            let began: Option<String> = r.get(1);
+            state.zip(began)
+        })
     }
 }
 

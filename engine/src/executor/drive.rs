@@ -83,8 +83,10 @@ impl Engine {
                 message,
             });
         }
-        if let Some(moved) = beat.take_moved() {
-            return Err(EngineError::State(moved));
+        // The store stopped the run (copied away, or unreachable until the lease was about
+        // to expire): that is what the operator must hear of, not a stall of this process.
+        if let Some(store) = beat.take_store_error() {
+            return Err(EngineError::State(store));
         }
         if let Some(owner) = beat.lost_to() {
             return Err(self.lease_lost(run_id, owner).await);

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use fogbook_state::StateError;
+use fogbook_state::{BackendError, StateError};
 use tokio_util::sync::CancellationToken;
 
 use super::engine::Engine;
@@ -21,8 +21,10 @@ pub(super) struct Beat {
     pub(super) cancel_requested: AtomicBool,
     /// The lease was lost (to whom), or could not be renewed in time.
     lost: Mutex<Option<String>>,
-    /// The store refused the renewal: it was copied away (`fogbook store copy`).
-    moved: Mutex<Option<StateError>>,
+    /// The store's own error that stopped the run: it refused the renewal (copied away by
+    /// `fogbook store copy`), or failed every renewal until the lease was about to expire
+    /// (the database unreachable): the driver reports it, not a stall of its own.
+    stopped_by: Mutex<Option<StateError>>,
 }
 
 impl Beat {
@@ -34,9 +36,13 @@ impl Beat {
         *self.lost.lock().unwrap_or_else(PoisonError::into_inner) = Some(owner);
     }
 
-    /// The store's refusal, when it was copied away while the run was driven.
-    pub(super) fn take_moved(&self) -> Option<StateError> {
-        self.moved.lock().unwrap_or_else(PoisonError::into_inner).take()
+    /// The store's error that stopped the run, if the store stopped it (see `stopped_by`).
+    pub(super) fn take_store_error(&self) -> Option<StateError> {
+        self.stopped_by.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    fn stopped_by(&self, e: StateError) {
+        *self.stopped_by.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
     }
 }
 
@@ -128,6 +134,7 @@ async fn heartbeat(engine: Engine) {
                 }
             }
             Err(e) => {
+                let e: BackendError = Arc::new(e);
                 for (run_id, m) in &runs {
                     not_renewed(run_id, m, &e, every);
                 }
@@ -169,24 +176,28 @@ fn renewed(run_id: &str, m: &Member, outcome: Result<bool, StateError>, sent: Du
         Err(moved @ StateError::StoreMoved { .. }) => {
             tracing::error!(%run_id, "the lease was not renewed: {moved}; stopping");
             m.lease.lost();
-            *m.beat.moved.lock().unwrap_or_else(PoisonError::into_inner) = Some(moved);
+            m.beat.stopped_by(moved);
             m.token.cancel();
         }
-        Err(e) => not_renewed(run_id, m, &e, every),
+        Err(e) => not_renewed(run_id, m, &(Arc::new(e) as BackendError), every),
     }
 }
 
 /// A renewal failed for want of the store: the driver stops once its lease would expire
-/// before the next beat.
-fn not_renewed(run_id: &str, m: &Member, e: &StateError, every: Duration) {
+/// before the next beat, reporting the store's failure (`e`) as what stopped it.
+fn not_renewed(run_id: &str, m: &Member, e: &BackendError, every: Duration) {
     // With its causes: "the database could not commit" alone does not say that the
     // connection to it was lost, nor why.
-    tracing::warn!(%run_id, error = %crate::error::with_causes(e), "could not renew the lease");
+    tracing::warn!(%run_id, error = %crate::error::with_causes(&**e), "could not renew the lease");
     if m.lease.remaining() <= every {
         tracing::error!(%run_id, "the lease could not be renewed before it expires; stopping");
         m.lease.lost();
         m.beat
             .lose("nobody (the lease expired before it could be renewed)".to_owned());
+        m.beat.stopped_by(StateError::Database {
+            operation: "renewing the lease before it expired",
+            source: e.clone(),
+        });
         m.token.cancel();
     }
 }

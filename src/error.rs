@@ -106,7 +106,7 @@ impl CliError {
             // (a worker) or driving (its lease was not renewed there).
             Self::Engine(EngineError::State(e @ StateError::StoreMoved { mark })) => output::error(
                 &format!("stopped: {e}; nothing more is sent or written from this process"),
-                Some(&crate::store_cmd::moved_hint(mark)),
+                Some(&crate::store_cmd::moved_hint(mark, crate::output::fogbook())),
             ),
             Self::Engine(EngineError::State(StateError::LockHeld {
                 key,

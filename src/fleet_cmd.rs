@@ -225,11 +225,11 @@ async fn drive(cli: &Cli, engine: &Engine, id: &str, stop: CancellationToken) ->
             Exit::Success
         }
         Ok(FleetOutcome::Failed { reason }) => {
-            output::always(&format!("fleet {id} failed: {reason}"));
+            output::always(&output::commands(&format!("fleet {id} failed: {reason}")));
             Exit::RunFailed
         }
         Ok(FleetOutcome::Waiting { reason }) => {
-            output::always(&format!("fleet {id} waits: {reason}"));
+            output::always(&output::commands(&format!("fleet {id} waits: {reason}")));
             Exit::Waiting
         }
         Ok(FleetOutcome::Cancelled) => {
@@ -238,7 +238,8 @@ async fn drive(cli: &Cli, engine: &Engine, id: &str, stop: CancellationToken) ->
         }
         Ok(FleetOutcome::Interrupted { reason }) => {
             output::always(&format!(
-                "fleet {id} stopped: {reason}; continue with: {fb} fleet resume {id}",
+                "fleet {id} stopped: {}; continue with: {fb} fleet resume {id}",
+                output::commands(&reason),
                 fb = crate::output::fogbook()
             ));
             Exit::Interrupted

@@ -50,17 +50,74 @@ fn masked_db(raw: &str) -> String {
 /// command reads the same state database. When that `--db` is a URL whose password is
 /// shown as `***`, the first use says so on stderr (once per process).
 pub(crate) fn fogbook() -> &'static str {
-    static SAID: std::sync::Once = std::sync::Once::new();
     if INVOCATION_MASKED.load(std::sync::atomic::Ordering::Relaxed) {
-        SAID.call_once(|| {
-            anstream::eprintln!(
-                "note: the fogbook commands printed here show the password of --db as `***`: \
-                 put the real URL back before running one, or better, set FOGBOOK_DB to the URL \
-                 and leave --db out (a password on the command line lands in shell history and logs)"
-            );
-        });
+        say_masked();
     }
     INVOCATION.get().map_or("fogbook", String::as_str)
+}
+
+/// `fogbook --db STORE`: the prefix of a command on another store than this invocation's
+/// (`store copy`'s source or target), its password shown as `***` (said once, as by
+/// [`fogbook`]).
+pub(crate) fn fogbook_on(store: &fogbook_state::pg::StoreUrl) -> String {
+    let shown = store.to_string();
+    if matches!(store, fogbook_state::pg::StoreUrl::Postgres(_)) && shown.contains("***") {
+        say_masked();
+    }
+    format!("fogbook --db {}", shell_word(&shown))
+}
+
+/// Says once per process that the printed commands show a password as `***`.
+fn say_masked() {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        anstream::eprintln!(
+            "note: the fogbook commands printed here show the password of --db as `***`: \
+             put the real URL back before running one, or better, set FOGBOOK_DB to the URL \
+             and leave --db out (a password on the command line lands in shell history and logs)"
+        );
+    });
+}
+
+/// `text` written by the engine or the store, with each next command it names given this
+/// invocation's prefix ([`fogbook`]). The libraries cannot know the `--db` the operator
+/// used, so they write a next command as `fogbook SUBCOMMAND …` (what an operator of the
+/// default store runs; reasons stored in the database keep that form), and the CLI passes
+/// their texts through here before it prints them ([`error`] does for every error). Only `fogbook` as a word followed by the name of one
+/// of our subcommands is rewritten: "changed outside fogbook" and a command that already
+/// says `fogbook --db …` stay as they are.
+pub(crate) fn commands(text: &str) -> String {
+    if INVOCATION.get().is_none_or(|p| p == "fogbook") || !text.contains("fogbook ") {
+        return text.to_owned();
+    }
+    with_prefix(text, fogbook)
+}
+
+/// [`commands`] with the prefix from `prefix` (called only when a command is found).
+fn with_prefix(text: &str, prefix: impl Fn() -> &'static str) -> String {
+    use clap::CommandFactory;
+    let cli = crate::cli::Cli::command();
+    let mut out = String::with_capacity(text.len() + 64);
+    let mut rest = text;
+    while let Some(at) = rest.find("fogbook ") {
+        let (before, after) = rest.split_at(at);
+        out.push_str(before);
+        let word_start = !before.ends_with(|c: char| c.is_alphanumeric() || c == '-' || c == '_');
+        let tail = &after["fogbook ".len()..];
+        let sub = tail
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .next()
+            .unwrap_or("");
+        if word_start && cli.find_subcommand(sub).is_some() {
+            out.push_str(prefix());
+            out.push(' ');
+        } else {
+            out.push_str("fogbook ");
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `word` as one shell word: as is when it has only safe characters, else single-quoted.
@@ -177,6 +234,10 @@ pub(crate) fn json_errors(on: bool) {
 /// `error: …`, then the causes, then a blank line and `hint: …`. Under `--format json`, a
 /// JSON document of kind `error` on stdout instead (the exit code is unchanged).
 pub(crate) fn error(message: &str, hint: Option<&str>) {
+    // The store's and the engine's messages name `fogbook …` without this invocation's --db.
+    let message = &commands(message);
+    let hint = hint.map(commands);
+    let hint = hint.as_deref();
     if JSON_ERRORS.load(std::sync::atomic::Ordering::Relaxed) {
         let lines: Vec<&str> = message.lines().collect();
         json(
@@ -218,4 +279,30 @@ pub(crate) fn note(quiet: bool, text: &str) {
 /// A line on stderr even when quiet (the run id, warnings that change what happens).
 pub(crate) fn always(text: &str) {
     anstream::eprintln!("{text}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_message_names_its_next_command_with_this_invocations_db() {
+        let e = fogbook_state::StateError::NotCommitted {
+            run_id: "RUN1".to_owned(),
+            what: "the start of step `a`".to_owned(),
+            source: std::sync::Arc::from(Box::<dyn std::error::Error + Send + Sync>::from("disk full")),
+        };
+        let text = with_prefix(&e.to_string(), || "fogbook --db other.db");
+        assert!(text.ends_with("run `fogbook --db other.db resume RUN1`"), "{text}");
+        // Only a subcommand after `fogbook` is a command; a prefix already given stays.
+        let text = "changed outside fogbook or by a newer fogbook: run `fogbook audit verify`; `fogbook --db x status`";
+        assert_eq!(
+            with_prefix(text, || "fogbook --db y"),
+            "changed outside fogbook or by a newer fogbook: run `fogbook --db y audit verify`; `fogbook --db x status`"
+        );
+        assert_eq!(
+            with_prefix("nofogbook resume R", || "fogbook --db y"),
+            "nofogbook resume R"
+        );
+    }
 }

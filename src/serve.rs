@@ -279,7 +279,8 @@ fn pending_of(view: &RunView) -> Option<Pending> {
 fn approval_form(app: &App, p: &Pending) -> String {
     if app.token.is_none() {
         return format!(
-            "<span class=\"meta\">read-only page: approve with <code>fogbook approve {} {} --by NAME</code></span>",
+            "<span class=\"meta\">read-only page: approve with <code>{} approve {} {} --by NAME</code></span>",
+            esc(crate::output::fogbook()),
             esc(&p.run_id),
             esc(&p.step)
         );
@@ -567,7 +568,10 @@ async fn decide(
         return problem(
             StatusCode::FORBIDDEN,
             "this page is read-only: approvals from the web are not allowed",
-            "approve with `fogbook approve RUN STEP --by NAME`, or restart `fogbook serve` with --allow-actions and FOGBOOK_SERVE_TOKEN",
+            &format!(
+                "approve with `{fb} approve RUN STEP --by NAME`, or restart `{fb} serve` with --allow-actions and FOGBOOK_SERVE_TOKEN",
+                fb = crate::output::fogbook()
+            ),
         );
     };
     // A browser names the page a form came from; it must be this server. (The pages send

@@ -94,7 +94,7 @@ async fn mark_and_copy(cli: &Cli, source: &Store, from: &StoreUrl, to: &StoreUrl
     let mark = match source.mark_copying(to.to_string(), by, now).await {
         Err(e) => return fail(e),
         Ok(Err(MarkRefused::AlreadyMarked(mark))) => {
-            let (message, hint) = moved_text(&mark, &format!("{from}"));
+            let (message, hint) = moved_text(&mark, &format!("{from}"), &output::fogbook_on(from));
             output::error(&format!("{message}; nothing was copied"), Some(&hint));
             return Exit::BadInput;
         }
@@ -129,7 +129,8 @@ async fn mark_and_copy(cli: &Cli, source: &Store, from: &StoreUrl, to: &StoreUrl
             output::error_chain(
                 &e,
                 Some(&format!(
-                    "the copy's mark on {from} could not be updated (it says a copy into {to} is in progress): if the copy succeeded use the target; otherwise `fogbook --db SOURCE store unmark --reason TEXT` takes the mark off"
+                    "the copy's mark on {from} could not be updated (it says a copy into {to} is in progress): if the copy succeeded use the target; otherwise `{} store unmark --reason TEXT` takes the mark off",
+                    output::fogbook_on(from)
                 )),
             );
             exit.worst(Exit::StoreFailed)
@@ -137,8 +138,9 @@ async fn mark_and_copy(cli: &Cli, source: &Store, from: &StoreUrl, to: &StoreUrl
     }
 }
 
-/// What a moved store says (the error line, and the hint): where its runs went, and when.
-fn moved_text(mark: &MovedMark, store: &str) -> (String, String) {
+/// What a moved store says (the error line, and the hint): where its runs went, and when;
+/// `fb` is the prefix of a command on that store ([`output::fogbook`] for `--db`'s).
+fn moved_text(mark: &MovedMark, store: &str, fb: &str) -> (String, String) {
     let message = if mark.done {
         format!(
             "{store} was moved to {} at {} by `fogbook store copy` ({}); its runs are driven there now",
@@ -154,12 +156,12 @@ fn moved_text(mark: &MovedMark, store: &str) -> (String, String) {
             mark.by
         )
     };
-    (message, moved_hint(mark))
+    (message, moved_hint(mark, fb))
 }
 
 /// What to do on a moved store (or one being copied).
-pub(crate) fn moved_hint(mark: &MovedMark) -> String {
-    let unmark = format!("{} store unmark --reason TEXT", output::fogbook());
+pub(crate) fn moved_hint(mark: &MovedMark, fb: &str) -> String {
+    let unmark = format!("{fb} store unmark --reason TEXT");
     if mark.done {
         format!(
             "pass the target to --db (or FOGBOOK_DB) for this and every command; only if that copy was abandoned and the target is not used, `{unmark}` makes this store drive runs again"
@@ -178,7 +180,7 @@ pub(crate) fn refuse_moved(cli: &Cli, store: &Store) -> Result<(), Exit> {
     let Some(mark) = store.moved() else {
         return Ok(());
     };
-    let (message, hint) = moved_text(mark, &crate::database::describe(cli));
+    let (message, hint) = moved_text(mark, &crate::database::describe(cli), output::fogbook());
     output::error(
         &format!("{message}; this command writes or drives runs, so it is refused here"),
         Some(&format!(
@@ -192,7 +194,7 @@ pub(crate) fn refuse_moved(cli: &Cli, store: &Store) -> Result<(), Exit> {
 /// shows is no longer where the runs are driven).
 pub(crate) fn note_moved(cli: &Cli, store: &Store) {
     if let Some(mark) = store.moved() {
-        let (message, _) = moved_text(mark, &crate::database::describe(cli));
+        let (message, _) = moved_text(mark, &crate::database::describe(cli), output::fogbook());
         output::always(&format!("note: {message}; this shows the store as it was at the copy"));
     }
 }
@@ -246,7 +248,8 @@ async fn copy_from(cli: &Cli, source: &Store, from: &StoreUrl, to: &StoreUrl) ->
                 f.run_id, f.seq, f.reason
             ),
             Some(&format!(
-                "a copy would carry the damage over as if it were valid: run `fogbook audit verify --db {from}` to see it, and copy from a backup that verifies"
+                "a copy would carry the damage over as if it were valid: run `{} audit verify` to see it, and copy from a backup that verifies",
+                output::fogbook_on(from)
             )),
         );
         return Exit::StoreFailed;
@@ -269,9 +272,10 @@ async fn copy_from(cli: &Cli, source: &Store, from: &StoreUrl, to: &StoreUrl) ->
             .collect();
         output::error(
             &format!("{from} is in use; nothing was copied:\n  {}", names.join("\n  ")),
-            Some(
-                "stop the workers of this database and let each run finish or stop it (Ctrl-C or SIGTERM on its `fogbook run`/`resume`; `fogbook resume RUN --db TARGET` continues it after the copy), then copy again; a run whose process died on another host is free once its lease expires",
-            ),
+            Some(&format!(
+                "stop the workers of this database and let each run finish or stop it (Ctrl-C or SIGTERM on the `run` or `resume` process that drives it; `{} resume RUN` continues it after the copy), then copy again; a run whose process died on another host is free once its lease expires",
+                output::fogbook_on(to)
+            )),
         );
         return Exit::Busy;
     }
@@ -279,8 +283,14 @@ async fn copy_from(cli: &Cli, source: &Store, from: &StoreUrl, to: &StoreUrl) ->
         output::note(
             cli.quiet,
             &format!(
-                "{}: its driver {} is gone; copied as it is (`fogbook resume` continues it on the target)",
-                l.stream, l.owner
+                "{}: its driver {} is gone; copied as it is (`{} {}` continues it on the target)",
+                l.stream,
+                l.owner,
+                output::fogbook_on(to),
+                l.stream.strip_prefix("fleet:").map_or_else(
+                    || format!("resume {}", l.stream),
+                    |fleet| format!("fleet resume {fleet}")
+                )
             ),
         );
     }

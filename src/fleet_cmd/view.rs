@@ -22,6 +22,8 @@ fn now_ms() -> Millis {
 pub(crate) struct TargetLine {
     pub(crate) name: String,
     pub(crate) wave: u32,
+    /// Its run's status once the run has ended (what ENDED is the time of), else the one the
+    /// fleet last recorded (`pending` before its run starts, `waiting`, `running`).
     pub(crate) status: String,
     pub(crate) run: Option<String>,
     /// When its run was created (wall clock).
@@ -48,11 +50,16 @@ async fn lines(store: &Store, snap: &FleetSnapshot) -> Result<Vec<TargetLine>, S
     let mut out = Vec::new();
     for t in &snap.targets {
         let (mut unprotected_ms, mut open_windows, mut windows) = (0, 0, Vec::new());
-        let (mut started, mut ended) = (t.started_at, t.ended_at);
+        let (mut started, mut ended, mut status) = (t.started_at, t.ended_at, t.status.clone());
         if let Some(run) = &t.run_id {
             let run = store.load_run(run).await?;
             started = Some(run.run.created_at);
             ended = run.run.finished_at.or(ended);
+            // A run continued outside the fleet (`resume`, a worker) ended before the fleet
+            // noticed: the row says how it ended, not what the fleet last saw.
+            if run.run.status.is_terminal() {
+                status = run.run.status.as_str().to_owned();
+            }
             for w in run.windows.iter().filter(|w| w.kind == WindowKind::Unprotected) {
                 match w.closed_at {
                     Some(c) => unprotected_ms += c - w.opened_at,
@@ -64,7 +71,7 @@ async fn lines(store: &Store, snap: &FleetSnapshot) -> Result<Vec<TargetLine>, S
         out.push(TargetLine {
             name: t.name.clone(),
             wave: t.wave,
-            status: t.status.clone(),
+            status,
             run: t.run_id.clone(),
             started,
             ended,
@@ -126,7 +133,10 @@ fn header(snap: &FleetSnapshot, drive: &Drive) -> String {
         f.runbook_name,
         format_ms(f.created_at),
         shown_status(f, drive),
-        f.reason.as_deref().map(|r| format!(" — {r}")).unwrap_or_default(),
+        f.reason
+            .as_deref()
+            .map(|r| format!(" — {}", crate::output::commands(r)))
+            .unwrap_or_default(),
         snap.targets.len(),
         count(snap, "succeeded"),
         count(snap, "failed"),

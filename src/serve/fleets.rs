@@ -19,7 +19,7 @@ fn fleet_status(f: &fogbook_state::FleetRow) -> String {
         esc(&f.status),
         f.reason
             .as_deref()
-            .map(|r| format!(" <span class=\"reason\">— {}</span>", esc(r)))
+            .map(|r| format!(" <span class=\"reason\">— {}</span>", esc(&crate::output::commands(r))))
             .unwrap_or_default()
     )
 }

@@ -201,6 +201,10 @@ pub enum StateError {
     },
     /// A transition of a run could not be committed (the disk is full, the file cannot be
     /// written); nothing of it is saved and nothing of it was reported as done.
+    ///
+    /// Like every next command this crate and the engine write, `fogbook resume RUN` is
+    /// written without a `--db`: the CLI gives each `fogbook SUBCOMMAND` in a message its own
+    /// invocation's prefix before printing it (`output::commands`).
     #[error(
         "could not commit {what} of run {run_id}: {cause}; nothing of it is saved; once the cause is fixed (free disk space, file permissions, a lock held by another program), run `fogbook resume {run_id}`",
         cause = root_cause(source.as_ref())

@@ -31,6 +31,7 @@ mod help;
 mod kill_matrix;
 mod lease_lock;
 mod newuser_fenced;
+mod newuser_hints;
 mod newuser_secrets;
 mod newuser_stops;
 mod newuser_store;

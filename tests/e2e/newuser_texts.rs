@@ -135,6 +135,14 @@ rate: {{max_concurrency: 1, max_errors: 1}}
     let resumed = sb.run(&["resume", &run]);
     let after = wall_now();
     assert_eq!(code(&resumed), 0, "{}", stderr(&resumed));
+    // Before the fleet notices, its report says how the run ended, not what the fleet saw.
+    let report = stdout(&sb.run(&["fleet", "report", "jobs"]));
+    let row = report.lines().find(|l| l.starts_with("job-a")).expect(&report);
+    assert_eq!(
+        row.split_whitespace().nth(2),
+        Some("succeeded"),
+        "STATUS of an ended run: {report}"
+    );
     // The fleet notices an hour later (its clock stepped, not waited for).
     let clock = sb.write("clock", "3600000");
     let out = sb.run_env(

@@ -1,4 +1,8 @@
 //! The fleet's durable driver.
+//!
+//! A fleet's reasons (stored with it) name their next command as `fogbook SUBCOMMAND …`,
+//! without a `--db`: whoever prints one gives it its own invocation's prefix (the CLI's
+//! `output::commands`), so the stored text is right for every reader of the store.
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -83,18 +83,20 @@ impl Engine {
                 message,
             });
         }
-        // The store stopped the run (copied away, or unreachable until the lease was about
-        // to expire): that is what the operator must hear of, not a stall of this process.
-        if let Some(store) = beat.take_store_error() {
-            return Err(EngineError::State(store));
+        // The store stopped the run: copied away, or unreachable until the lease was about to
+        // expire. Unless another process took the run over meanwhile (this one was frozen),
+        // that is what the operator must hear of, not a stall of this process.
+        let store_error = beat.take_store_error();
+        if let Some(moved @ StateError::StoreMoved { .. }) = store_error {
+            return Err(EngineError::State(moved));
         }
         if let Some(owner) = beat.lost_to() {
-            return Err(self.lease_lost(run_id, owner).await);
+            return Err(self.lease_lost(run_id, owner, store_error).await);
         }
         let outcome = match result {
             // A write found the lease gone (the heartbeat had not noticed yet).
             Err(EngineError::State(StateError::LeaseLost { owner, .. })) => {
-                return Err(self.lease_lost(run_id, owner).await);
+                return Err(self.lease_lost(run_id, owner, None).await);
             }
             // The store refused to start a step because an operator asked to cancel.
             Err(EngineError::State(StateError::CancelRequested { .. })) => RunOutcome::Interrupted,
@@ -129,21 +131,24 @@ impl Engine {
     /// The error of a driver that lost its lease. The store names no holder once whoever took
     /// the run over has let it go again (it finished the run, or stopped): the audit trail
     /// then says who took it over, and the run's status what became of it.
-    async fn lease_lost(&self, run_id: &str, owner: String) -> EngineError {
+    async fn lease_lost(&self, run_id: &str, owner: String, store_error: Option<StateError>) -> EngineError {
         if !owner.starts_with("nobody") {
             return EngineError::State(StateError::LeaseLost {
                 run_id: run_id.to_owned(),
                 owner,
             });
         }
+        // Nobody took it over (as far as can be read): the store's failure that kept the
+        // lease from being renewed, if that is what stopped the run, else the lost lease.
+        let lost = move || {
+            EngineError::State(store_error.unwrap_or_else(|| StateError::LeaseLost {
+                run_id: run_id.to_owned(),
+                owner,
+            }))
+        };
         let (events, snapshot) = match (self.store.events(run_id).await, self.store.load_run(run_id).await) {
             (Ok(events), Ok(snapshot)) => (events, snapshot),
-            _ => {
-                return EngineError::State(StateError::LeaseLost {
-                    run_id: run_id.to_owned(),
-                    owner,
-                });
-            }
+            _ => return lost(),
         };
         // The last acquisition of the lease: a process takes it with an audited event.
         let taker = events
@@ -161,10 +166,7 @@ impl Engine {
                     status: snapshot.run.status,
                 }
             }
-            _ => EngineError::State(StateError::LeaseLost {
-                run_id: run_id.to_owned(),
-                owner,
-            }),
+            _ => lost(),
         }
     }
 

@@ -184,7 +184,9 @@ fn renewed(run_id: &str, m: &Member, outcome: Result<bool, StateError>, sent: Du
 }
 
 /// A renewal failed for want of the store: the driver stops once its lease would expire
-/// before the next beat, reporting the store's failure (`e`) as what stopped it.
+/// before the next beat, keeping the store's failure (`e`) to report when nobody took the
+/// run over (a process frozen past its lease whose connection the server closed meanwhile
+/// is told who took its run, see `drive.rs`).
 fn not_renewed(run_id: &str, m: &Member, e: &BackendError, every: Duration) {
     // With its causes: "the database could not commit" alone does not say that the
     // connection to it was lost, nor why.

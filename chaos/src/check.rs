@@ -386,8 +386,11 @@ fn pid_of(owner: &Value) -> Option<u32> {
 }
 
 /// One driver per run, from the audit trail (`fogbook history RUN`): every lease event names
-/// a driver the runner started (never a competing process), and every takeover is from a
-/// process the runner killed, froze or signalled (a live, unfrozen holder is never displaced).
+/// a driver the runner started, and every takeover is from a process the runner killed,
+/// froze or signalled (a live, unfrozen holder is never displaced). A competing process
+/// takes the lease only from such a process (its `resume` or `run` found the holder gone:
+/// with workers killed at moments of their own, a competitor drawn before a kill may start
+/// after it on a loaded machine); from then on it is one of the run's drivers.
 pub(crate) fn lease_invariants(
     history: &Value,
     drivers: &BTreeSet<u32>,
@@ -396,13 +399,20 @@ pub(crate) fn lease_invariants(
     v: &mut Vec<String>,
 ) {
     let mut held = 0;
+    // Competitors that took the lease from a process the runner had killed or frozen.
+    let mut took_over: BTreeSet<u32> = BTreeSet::new();
     for e in arr(&history["events"]) {
         let kind = e["kind"].as_str().unwrap_or_default();
         if !kind.starts_with("lease.") {
             continue;
         }
         let owner = &e["data"]["owner"];
+        let from_gone = kind == "lease.taken_over"
+            && pid_of(&e["data"]["previous_owner"]).is_some_and(|p| killed_or_frozen.contains(&p));
         match pid_of(owner) {
+            Some(pid) if competitors.contains(&pid) && (from_gone || took_over.contains(&pid)) => {
+                took_over.insert(pid);
+            }
             Some(pid) if competitors.contains(&pid) => {
                 v.push(format!(
                     "a competing process took the lease: event #{} {kind} {owner}",
@@ -522,8 +532,8 @@ mod tests {
         ]);
         assert!(ok.is_empty(), "{ok:?}");
         let competitor = judge(vec![
-            event(2, "lease.acquired", 10, None),
-            event(5, "lease.taken_over", 20, Some(10)),
+            event(2, "lease.acquired", 11, None),
+            event(5, "lease.taken_over", 20, Some(11)),
         ]);
         assert!(
             competitor
@@ -531,6 +541,18 @@ mod tests {
                 .any(|m| m.contains("competing process took the lease")),
             "{competitor:?}"
         );
+        let first = judge(vec![event(2, "lease.acquired", 20, None)]);
+        assert!(
+            first.iter().any(|m| m.contains("competing process took the lease")),
+            "{first:?}"
+        );
+        // A competitor that found the holder killed takes the run over and drives it on.
+        let after_a_kill = judge(vec![
+            event(2, "lease.acquired", 10, None),
+            event(5, "lease.taken_over", 20, Some(10)),
+            event(9, "lease.released", 20, None),
+        ]);
+        assert!(after_a_kill.is_empty(), "{after_a_kill:?}");
         let displaced = judge(vec![
             event(2, "lease.acquired", 11, None),
             event(5, "lease.taken_over", 10, Some(11)),

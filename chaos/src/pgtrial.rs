@@ -313,7 +313,7 @@ fn drive_with_workers(
             needs_run = false;
         }
         // Workers that ended: killed (started again after their time down) or by themselves.
-        for w in workers.iter_mut() {
+        for (i, w) in workers.iter_mut().enumerate() {
             if let Some(c) = &mut w.child
                 && let Some(st) = c.try_wait().map_err(|e| e.to_string())?
             {
@@ -337,6 +337,16 @@ fn drive_with_workers(
             if w.child.is_none() && w.restart_at.is_some_and(|at| Instant::now() >= at) {
                 spawn_worker(env, dir, url, pg, sim, w, rec)?;
                 out.processes += 1;
+                // Started again behind its black-holed proxy: cut off as its predecessor was
+                // (its connections are held until the hole heals), so a takeover from it is
+                // one the runner caused.
+                if let Some(c) = &cut
+                    && c.worker == i
+                    && !c.healed
+                    && let Some(pid) = w.pid()
+                {
+                    rec.killed_or_frozen.insert(pid);
+                }
             }
         }
         if !running {

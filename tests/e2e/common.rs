@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
 /// A temporary workspace: a state database path and a directory for runbooks and effects.
 pub(crate) struct Sandbox {
     pub(crate) dir: tempfile::TempDir,
@@ -112,6 +115,39 @@ impl Sandbox {
         panic!("timed out waiting for {what}");
     }
 
+    /// Stops process `pid` (SIGSTOP, as a VM pause would) at a moment when it holds no write
+    /// transaction on this sandbox's database, and returns once every thread of it is
+    /// stopped. A SQLite writer stopped inside its transaction keeps every other writer out
+    /// for as long as it stays stopped (no server ends the transaction, as PostgreSQL's does:
+    /// `pg_attack_frozen_tx.rs`), so a test of another process taking the run over freezes
+    /// the driver between its writes: stopped inside one (the test takes the write lock
+    /// itself to find out), it is thawed and stopped again. Under load a commit lasts long
+    /// enough for a stop to land inside it now and then.
+    pub(crate) fn freeze_between_writes(&self, pid: u32) {
+        let target = Pid::from_raw(i32::try_from(pid).expect("a pid"));
+        let probe = rusqlite::Connection::open(self.db()).expect("open db");
+        let start = Instant::now();
+        let mut inside = 0;
+        loop {
+            kill(target, Signal::SIGSTOP).expect("stop the process");
+            while !all_stopped(pid) {
+                assert!(start.elapsed() < Duration::from_secs(60), "process {pid} did not stop");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            // Nothing of it runs now: if the write lock is free, it stays free.
+            if probe.execute_batch("BEGIN IMMEDIATE; ROLLBACK").is_ok() {
+                return;
+            }
+            inside += 1;
+            kill(target, Signal::SIGCONT).expect("thaw the process");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "process {pid} was stopped inside a write transaction {inside} times"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     pub(crate) fn lines_of(&self, name: &str) -> Vec<String> {
         std::fs::read_to_string(self.path(name))
             .unwrap_or_default()
@@ -119,6 +155,20 @@ impl Sandbox {
             .map(str::to_owned)
             .collect()
     }
+}
+
+/// Whether every thread of process `pid` is stopped (state `T` in `/proc/PID/task/*/stat`):
+/// SIGSTOP stops each thread when it next leaves the kernel, after `kill` has returned.
+fn all_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.filter_map(Result::ok).all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+        })
+    })
 }
 
 pub(crate) fn stderr(o: &Output) -> String {

@@ -1,6 +1,7 @@
 //! Problems a new user found trying the README (task `opfix`): each test runs the binary
 //! as that user did and checks what they saw.
 
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
@@ -359,7 +360,9 @@ fn a_driver_whose_run_was_taken_over_names_the_new_owner() {
     };
     let first = owner().expect("A holds the lease");
     let pid = Pid::from_raw(i32::try_from(a.id()).unwrap());
-    kill(pid, Signal::SIGSTOP).unwrap();
+    // Stopped inside a write (a lease renewal), A would keep B's takeover out of the SQLite
+    // file for as long as it is frozen: B would give up waiting for the lock.
+    sb.freeze_between_writes(a.id());
     let expiry = || -> i64 {
         sb.sql()
             .query_row("SELECT lease_expires_at FROM runs WHERE id = ?1", [&run], |r| r.get(0))
@@ -372,6 +375,11 @@ fn a_driver_whose_run_was_taken_over_names_the_new_owner() {
     }
     let mut b = sb.spawn(&["resume", &run], &ttl);
     sb.wait_for("B to take the run over", Duration::from_secs(30), |_| {
+        if let Some(status) = b.try_wait().unwrap() {
+            let mut err = String::new();
+            b.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            panic!("B ended ({status}) without taking the run over: {err}");
+        }
         owner().is_some_and(|o| o != first)
     });
     let second = owner().unwrap();

@@ -27,7 +27,9 @@ fn a_thawed_driver_names_the_process_that_took_its_run_over() {
             .unwrap_or(0)
             == 1
     });
-    kill(pid_a, Signal::SIGSTOP).unwrap();
+    // Stopped inside a write (a lease renewal), A would keep B out of the SQLite file for as
+    // long as it is frozen: B's takeover would fail for want of the write lock.
+    sb.freeze_between_writes(a.id());
     let run = sb.last_run_id();
 
     // B takes the run over once A's lease has expired (refused with exit 4 until then) and
@@ -75,3 +77,4 @@ fn a_thawed_driver_names_the_process_that_took_its_run_over() {
         "no resume hint for a finished run: {err}"
     );
 }
+

@@ -87,7 +87,17 @@ impl Engine {
             return Err(EngineError::State(moved));
         }
         if let Some(owner) = beat.lost_to() {
-            return Err(self.lease_lost(run_id, owner).await);
+            let lost = self.lease_lost(run_id, owner).await;
+            // The store failed the renewals until the lease ran out: unless it answers again
+            // and names the process that took the run over, say that, not that this process
+            // stalled.
+            return Err(match (lost, beat.take_unrenewed()) {
+                (taken @ EngineError::TakenOver { .. }, _) | (taken, None) => taken,
+                (_, Some(cause)) => EngineError::LeaseUnrenewed {
+                    run_id: run_id.to_owned(),
+                    cause,
+                },
+            });
         }
         let outcome = match result {
             // A write found the lease gone (the heartbeat had not noticed yet).
@@ -134,6 +144,14 @@ impl Engine {
                 owner,
             });
         }
+        // Expired, and maybe nobody took it: if the store still names this process, give the
+        // lease up, as a driver that fenced itself before a request does, so that the next
+        // process acquires the run instead of taking it over from one that stopped (which
+        // of the two paths a thawed driver takes is a matter of scheduling).
+        let _ = self
+            .store
+            .release_lease(run_id, self.owner.as_str(), self.clock.now_ms())
+            .await;
         let (events, snapshot) = match (self.store.events(run_id).await, self.store.load_run(run_id).await) {
             (Ok(events), Ok(snapshot)) => (events, snapshot),
             _ => {

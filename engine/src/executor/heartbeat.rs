@@ -23,6 +23,8 @@ pub(super) struct Beat {
     lost: Mutex<Option<String>>,
     /// The store refused the renewal: it was copied away (`fogbook store copy`).
     moved: Mutex<Option<StateError>>,
+    /// Why the lease could not be renewed before it expired (the store failed), with causes.
+    unrenewed: Mutex<Option<String>>,
 }
 
 impl Beat {
@@ -32,6 +34,11 @@ impl Beat {
 
     fn lose(&self, owner: String) {
         *self.lost.lock().unwrap_or_else(PoisonError::into_inner) = Some(owner);
+    }
+
+    /// Why the lease ran out unrenewed, when the store failed the renewals until it expired.
+    pub(super) fn take_unrenewed(&self) -> Option<String> {
+        self.unrenewed.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 
     /// The store's refusal, when it was copied away while the run was driven.
@@ -181,10 +188,12 @@ fn renewed(run_id: &str, m: &Member, outcome: Result<bool, StateError>, sent: Du
 fn not_renewed(run_id: &str, m: &Member, e: &StateError, every: Duration) {
     // With its causes: "the database could not commit" alone does not say that the
     // connection to it was lost, nor why.
-    tracing::warn!(%run_id, error = %crate::error::with_causes(e), "could not renew the lease");
+    let cause = crate::error::with_causes(e);
+    tracing::warn!(%run_id, error = %cause, "could not renew the lease");
     if m.lease.remaining() <= every {
         tracing::error!(%run_id, "the lease could not be renewed before it expires; stopping");
         m.lease.lost();
+        *m.beat.unrenewed.lock().unwrap_or_else(PoisonError::into_inner) = Some(cause);
         m.beat
             .lose("nobody (the lease expired before it could be renewed)".to_owned());
         m.token.cancel();

@@ -344,25 +344,15 @@ fn a_driver_whose_run_was_taken_over_names_the_new_owner() {
     let sb = Sandbox::new();
     let long_wait = fixture("long-wait.yaml").display().to_string();
     let ttl = [("FOGBOOK_LEASE_TTL", "2s")];
-    let a = sb.spawn(&["run", &long_wait, "--set", "duration=120s"], &ttl);
-    sb.wait_for("the wait step to run", Duration::from_secs(20), |sb| {
-        sb.sql()
-            .query_row("SELECT status FROM steps WHERE step_id = 'nap'", [], |r| {
-                r.get::<_, String>(0)
-            })
-            .is_ok_and(|s| s == "running")
-    });
-    let run = sb.last_run_id();
+    // Frozen between writes (stopped inside one, a lease renewal, A would keep B's takeover
+    // out of the SQLite file), holding a live lease.
+    let (a, run, first) = sb.frozen_driver(&["run", &long_wait, "--set", "duration=120s"], &ttl, "nap");
     let owner = || -> Option<String> {
         sb.sql()
             .query_row("SELECT lease_owner FROM runs WHERE id = ?1", [&run], |r| r.get(0))
             .unwrap()
     };
-    let first = owner().expect("A holds the lease");
     let pid = Pid::from_raw(i32::try_from(a.id()).unwrap());
-    // Stopped inside a write (a lease renewal), A would keep B's takeover out of the SQLite
-    // file for as long as it is frozen: B would give up waiting for the lock.
-    sb.freeze_between_writes(a.id());
     let expiry = || -> i64 {
         sb.sql()
             .query_row("SELECT lease_expires_at FROM runs WHERE id = ?1", [&run], |r| r.get(0))

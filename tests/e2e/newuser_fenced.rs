@@ -8,29 +8,17 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::common::{Sandbox, code, fixture, stderr};
+use crate::common::{Sandbox, code, fixture, now_ms, stderr};
 
 #[test]
 fn a_thawed_driver_names_the_process_that_took_its_run_over() {
     let sb = Sandbox::new();
     let env = [("FOGBOOK_LEASE_TTL", "1s")];
     let runbook = fixture("long-wait.yaml").display().to_string();
-    let a = sb.spawn(&["run", &runbook, "--set", "duration=4s"], &env);
+    // Frozen between writes (stopped inside one, a lease renewal, A would keep B out of the
+    // SQLite file), holding a live lease.
+    let (a, run, _) = sb.frozen_driver(&["run", &runbook, "--set", "duration=4s"], &env, "nap");
     let pid_a = Pid::from_raw(a.id() as i32);
-    sb.wait_for("A waiting in `nap`", Duration::from_secs(60), |sb| {
-        sb.sql()
-            .query_row(
-                "SELECT count(*) FROM steps WHERE step_id = 'nap' AND status = 'running'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap_or(0)
-            == 1
-    });
-    // Stopped inside a write (a lease renewal), A would keep B out of the SQLite file for as
-    // long as it is frozen: B's takeover would fail for want of the write lock.
-    sb.freeze_between_writes(a.id());
-    let run = sb.last_run_id();
 
     // B takes the run over once A's lease has expired (refused with exit 4 until then) and
     // finishes it.
@@ -89,26 +77,10 @@ fn a_thawed_driver_whose_lease_nobody_took_gives_it_up() {
     let sb = Sandbox::new();
     let env = [("FOGBOOK_LEASE_TTL", "1s")];
     let runbook = fixture("long-wait.yaml").display().to_string();
-    let a = sb.spawn(&["run", &runbook, "--set", "duration=120s"], &env);
-    sb.wait_for("A waiting in `nap`", Duration::from_secs(60), |sb| {
-        sb.sql()
-            .query_row(
-                "SELECT count(*) FROM steps WHERE step_id = 'nap' AND status = 'running'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap_or(0)
-            == 1
-    });
-    let run = sb.last_run_id();
-    sb.freeze_between_writes(a.id());
-    let (owner, expires): (String, i64) = sb
+    let (a, run, owner) = sb.frozen_driver(&["run", &runbook, "--set", "duration=120s"], &env, "nap");
+    let expires: i64 = sb
         .sql()
-        .query_row(
-            "SELECT lease_owner, lease_expires_at FROM runs WHERE id = ?1",
-            [&run],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .query_row("SELECT lease_expires_at FROM runs WHERE id = ?1", [&run], |r| r.get(0))
         .unwrap();
     // The lease expires (by the clock SQLite leases are written by, this host's).
     let start = Instant::now();
@@ -139,14 +111,4 @@ fn a_thawed_driver_whose_lease_nobody_took_gives_it_up() {
         )
         .unwrap();
     assert_eq!(released, 1, "A's release is audited: {err}");
-}
-
-fn now_ms() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
 }

@@ -100,8 +100,12 @@ impl Engine {
             });
         }
         let outcome = match result {
-            // A write found the lease gone (the heartbeat had not noticed yet).
+            // A write found the lease gone (the heartbeat had not noticed yet): logged as the
+            // heartbeat logs it, whichever of the two a thawed driver meets first.
             Err(EngineError::State(StateError::LeaseLost { owner, .. })) => {
+                if !owner.starts_with("nobody") {
+                    tracing::error!(%run_id, new_owner = %owner, "lost the lease; stopping");
+                }
                 return Err(self.lease_lost(run_id, owner).await);
             }
             // The store refused to start a step because an operator asked to cancel.

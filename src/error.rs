@@ -133,6 +133,19 @@ impl CliError {
                     fb = crate::output::fogbook()
                 )),
             ),
+            // The renewals failed for want of the store: the hint is the store's (exit 4: this
+            // process lost the lease and stopped without sending anything more).
+            Self::Engine(e @ EngineError::LeaseUnrenewed { .. }) => {
+                let hint = if store_is_postgres() {
+                    postgres_store_hint()
+                } else {
+                    format!(
+                        "the state database (--db) could not be used; fix the cause named above (permissions, disk space), then `{fb} status RUN` shows whether another process took the run over, and `{fb} resume RUN` continues it",
+                        fb = crate::output::fogbook()
+                    )
+                };
+                output::error(&e.to_string(), Some(&hint));
+            }
             Self::Engine(EngineError::State(StateError::LeaseLost { run_id, owner }))
                 if owner.starts_with("nobody") =>
             {

@@ -41,6 +41,19 @@ pub enum EngineError {
         /// The run's status now.
         status: fogbook_state::RunStatus,
     },
+    /// This process could not renew the run's lease before it expired because the state
+    /// database failed (unreachable, not answering, refusing writes), so it stopped driving:
+    /// nothing more was sent or written by it. Whether another process has taken the run
+    /// over since, only the database can say once it answers.
+    #[error(
+        "stopped driving run {run_id}: its lease could not be renewed before it expired, because the state database failed: {cause}"
+    )]
+    LeaseUnrenewed {
+        /// The run.
+        run_id: String,
+        /// Why the last renewal failed (the store's error with its causes).
+        cause: String,
+    },
     /// The stored runbook of a run no longer parses (a newer format?).
     #[error("the runbook stored with run {run_id} does not parse")]
     StoredRunbook {
@@ -101,7 +114,7 @@ impl EngineError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Invalid(_) => ErrorKind::BadInput,
-            Self::Fenced { .. } | Self::TakenOver { .. } => ErrorKind::Busy,
+            Self::Fenced { .. } | Self::TakenOver { .. } | Self::LeaseUnrenewed { .. } => ErrorKind::Busy,
             Self::StoredRunbook { .. } => ErrorKind::Store,
             Self::State(e) => state_kind(e),
             Self::Internal { .. } => ErrorKind::Internal,

@@ -1,14 +1,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! A driver whose PostgreSQL server goes away while it waits (no step reads the store, only
 //! the heartbeat renews the lease) stops once its lease could not be renewed before it
-//! expires, and says what stopped it: the store's failure (a store error: exit 6 and the
-//! PostgreSQL hint at the CLI), not "its lease expired while this process was stopped or
-//! stalled", which sent the operator looking for a frozen process. Nothing more is started.
+//! expires, and says what stopped it: `EngineError::LeaseUnrenewed` with the store's failure
+//! as its cause (at the CLI, exit 4 with the PostgreSQL hint), not "its lease expired while
+//! this process was stopped or stalled", which sent the operator looking for a frozen
+//! process. Nothing more is started.
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use fogbook_engine::{CreateRun, Engine, EngineConfig, EngineError, ErrorKind, runbook};
+use fogbook_engine::{CreateRun, Engine, EngineConfig, EngineError, runbook};
 use fogbook_state::Store;
 use fogbook_state::pg::StoreUrl;
 use tokio_util::sync::CancellationToken;
@@ -52,14 +53,8 @@ async fn a_driver_whose_database_went_away_reports_the_database_not_a_stall() {
         .expect("the driver went on without its database")
         .unwrap();
     match outcome {
-        Err(e @ EngineError::State(_)) => {
-            assert_eq!(e.kind(), ErrorKind::Store, "a store failure: {e:?}");
-            let text: Vec<String> = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
-                .map(ToString::to_string)
-                .collect();
-            let text = text.join(": ");
-            assert!(text.contains("renewing the lease"), "{text}");
-            assert!(text.contains("PostgreSQL"), "names the database: {text}");
+        Err(EngineError::LeaseUnrenewed { cause, .. }) => {
+            assert!(cause.contains("PostgreSQL"), "names the database: {cause}");
         }
         other => panic!("expected the store's failure, got {other:?}"),
     }

@@ -47,7 +47,8 @@ async fn a_host_whose_clock_runs_ahead_does_not_take_a_live_lease() {
 /// A host whose clock runs ten minutes behind writes a 1 s lease: it lasts 1 s by the
 /// database's clock (not 10 min less), and once that has passed the host can neither renew
 /// it nor write under it, though its own clock says the lease has minutes left; a host with
-/// a right clock takes it over.
+/// a right clock takes it over. A 30 s lease it writes is live by the database's clock,
+/// though by its own clock it ended long ago: the other host cannot take it.
 #[tokio::test]
 async fn a_host_whose_clock_runs_behind_does_not_keep_an_expired_lease() {
     let server = TestPostgres::start();
@@ -63,14 +64,23 @@ async fn a_host_whose_clock_runs_behind_does_not_keep_an_expired_lease() {
         "the lease ends 1 s after creation by the server's clock: {} ms after `before`",
         expires - before
     );
-    // Live by the database's clock: not taken over by the other host.
-    if real_now() + 200 < expires {
-        let held = host2
-            .acquire_lease("r1", "b", Duration::from_secs(30), None, real_now())
-            .await
-            .unwrap_err();
-        assert!(matches!(held, StateError::LeaseHeld { .. }), "{held:?}");
-    }
+    // Live by the database's clock: not taken over by the other host, though by the
+    // behind host's clock it ended ten minutes ago. Shown on a run whose lease lasts 30 s,
+    // so the takeover is refused whenever it reaches the server: `r1`'s 1 s lease may well
+    // have expired before it does on a loaded machine (the check used to be skipped unless
+    // 200 ms were left, and raced the clock when they were).
+    behind
+        .create_run(leased("r2", "a", real_now() - SKEW, 30_000))
+        .await
+        .unwrap();
+    let held = host2
+        .acquire_lease("r2", "b", Duration::from_secs(30), None, real_now())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(held, StateError::LeaseHeld { ref owner, .. } if owner == "a"),
+        "{held:?}"
+    );
     // Wait (on the server's clock, with a deadline) until the lease has expired there.
     let deadline = Instant::now() + Duration::from_secs(30);
     while host2.lease_now(0).await.unwrap() <= expires {

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
 /// A temporary workspace: a state database path and a directory for runbooks and effects.
 pub(crate) struct Sandbox {
     pub(crate) dir: tempfile::TempDir,
@@ -112,6 +115,97 @@ impl Sandbox {
         panic!("timed out waiting for {what}");
     }
 
+    /// Stops process `pid` (SIGSTOP, as a VM pause would) at a moment when it holds no write
+    /// transaction on this sandbox's database, and returns once every thread of it is
+    /// stopped (`false`: the process had ended). A SQLite writer stopped inside its transaction keeps every other writer out
+    /// for as long as it stays stopped (no server ends the transaction, as PostgreSQL's does:
+    /// `pg_attack_frozen_tx.rs`), so a test of another process taking the run over freezes
+    /// the driver between its writes: stopped inside one (the test takes the write lock
+    /// itself to find out), it is thawed and stopped again. Under load a commit lasts long
+    /// enough for a stop to land inside it now and then.
+    pub(crate) fn freeze_between_writes(&self, pid: u32) -> bool {
+        let target = Pid::from_raw(i32::try_from(pid).expect("a pid"));
+        let probe = rusqlite::Connection::open(self.db()).expect("open db");
+        let start = Instant::now();
+        let mut inside = 0;
+        loop {
+            kill(target, Signal::SIGSTOP).expect("stop the process");
+            while !all_stopped(pid) {
+                if ended(pid) {
+                    return false;
+                }
+                assert!(start.elapsed() < Duration::from_secs(60), "process {pid} did not stop");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            // Nothing of it runs now: if the write lock is free, it stays free.
+            if probe.execute_batch("BEGIN IMMEDIATE; ROLLBACK").is_ok() {
+                return true;
+            }
+            inside += 1;
+            kill(target, Signal::SIGCONT).expect("thaw the process");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "process {pid} was stopped inside a write transaction {inside} times"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Starts the driver `fogbook ARGS`, waits until the newest run's step `step` runs, and
+    /// freezes the driver (between writes) while the store names it the run's holder with a
+    /// live lease. On a loaded machine a driver can be starved past its lease before the
+    /// freeze (it then stops and gives the lease up): such a start does not give the scene
+    /// the test needs, so it is killed and the driver started again. Returns the frozen
+    /// driver, its run and its owner name.
+    pub(crate) fn frozen_driver(&self, args: &[&str], env: &[(&str, &str)], step: &str) -> (Child, String, String) {
+        for _ in 0..5 {
+            // A start thrown away leaves its run behind, its step still marked running.
+            let earlier = self.runs();
+            let mut driver = self.spawn(args, env);
+            self.wait_for(&format!("the driver to run `{step}`"), Duration::from_secs(60), |sb| {
+                sb.runs() > earlier
+                    && sb
+                        .sql()
+                        .query_row(
+                            "SELECT s.status FROM steps s JOIN runs r ON r.id = s.run_id WHERE s.step_id = ?1
+                         ORDER BY r.created_at DESC, r.id DESC LIMIT 1",
+                            [step],
+                            |r| r.get::<_, String>(0),
+                        )
+                        .is_ok_and(|status| status == "running")
+            });
+            let run = self.last_run_id();
+            if self.freeze_between_writes(driver.id()) {
+                let held: (Option<String>, Option<i64>) = self
+                    .sql()
+                    .query_row(
+                        "SELECT lease_owner, lease_expires_at FROM runs WHERE id = ?1",
+                        [&run],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .expect("the run");
+                if let (Some(owner), Some(expires)) = held
+                    && expires > now_ms()
+                {
+                    return (driver, run, owner);
+                }
+            }
+            let _ = driver.kill();
+            let _ = driver.wait();
+        }
+        panic!("the driver lost its lease before it could be frozen holding it, five times");
+    }
+
+    /// How many runs the database holds (none yet when it does not exist).
+    fn runs(&self) -> i64 {
+        if !self.db().exists() {
+            return 0;
+        }
+        self.sql()
+            .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+            .unwrap_or(0)
+    }
+
     pub(crate) fn lines_of(&self, name: &str) -> Vec<String> {
         std::fs::read_to_string(self.path(name))
             .unwrap_or_default()
@@ -119,6 +213,39 @@ impl Sandbox {
             .map(str::to_owned)
             .collect()
     }
+}
+
+/// Whether every thread of process `pid` is stopped (state `T` in `/proc/PID/task/*/stat`):
+/// SIGSTOP stops each thread when it next leaves the kernel, after `kill` has returned.
+fn all_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.filter_map(Result::ok).all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+        })
+    })
+}
+
+/// Whether process `pid` has ended (gone, or a zombie not yet reaped).
+fn ended(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+    })
+}
+
+/// Milliseconds since the Unix epoch: the clock SQLite leases are written by.
+pub(crate) fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
 }
 
 pub(crate) fn stderr(o: &Output) -> String {

@@ -1,6 +1,7 @@
 //! Problems a new user found trying the README (task `opfix`): each test runs the binary
 //! as that user did and checks what they saw.
 
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
@@ -343,23 +344,15 @@ fn a_driver_whose_run_was_taken_over_names_the_new_owner() {
     let sb = Sandbox::new();
     let long_wait = fixture("long-wait.yaml").display().to_string();
     let ttl = [("FOGBOOK_LEASE_TTL", "2s")];
-    let a = sb.spawn(&["run", &long_wait, "--set", "duration=120s"], &ttl);
-    sb.wait_for("the wait step to run", Duration::from_secs(20), |sb| {
-        sb.sql()
-            .query_row("SELECT status FROM steps WHERE step_id = 'nap'", [], |r| {
-                r.get::<_, String>(0)
-            })
-            .is_ok_and(|s| s == "running")
-    });
-    let run = sb.last_run_id();
+    // Frozen between writes (stopped inside one, a lease renewal, A would keep B's takeover
+    // out of the SQLite file), holding a live lease.
+    let (a, run, first) = sb.frozen_driver(&["run", &long_wait, "--set", "duration=120s"], &ttl, "nap");
     let owner = || -> Option<String> {
         sb.sql()
             .query_row("SELECT lease_owner FROM runs WHERE id = ?1", [&run], |r| r.get(0))
             .unwrap()
     };
-    let first = owner().expect("A holds the lease");
     let pid = Pid::from_raw(i32::try_from(a.id()).unwrap());
-    kill(pid, Signal::SIGSTOP).unwrap();
     let expiry = || -> i64 {
         sb.sql()
             .query_row("SELECT lease_expires_at FROM runs WHERE id = ?1", [&run], |r| r.get(0))
@@ -372,6 +365,11 @@ fn a_driver_whose_run_was_taken_over_names_the_new_owner() {
     }
     let mut b = sb.spawn(&["resume", &run], &ttl);
     sb.wait_for("B to take the run over", Duration::from_secs(30), |_| {
+        if let Some(status) = b.try_wait().unwrap() {
+            let mut err = String::new();
+            b.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            panic!("B ended ({status}) without taking the run over: {err}");
+        }
         owner().is_some_and(|o| o != first)
     });
     let second = owner().unwrap();

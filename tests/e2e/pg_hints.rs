@@ -66,6 +66,20 @@ fn a_postgres_server_stopped_mid_command_gets_the_postgres_hint() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = driver.wait_with_output();
-    assert_eq!(code(&out), 6, "{}", stderr(&out));
-    assert_postgres_hint(&stderr(&out));
+    let err = stderr(&out);
+    // Which of the driver's round trips fails first decides the exit code: its next read or
+    // write (the store failed, 6), or, when the lease had little left (a renewal delayed
+    // on a loaded machine), the heartbeat's renewal, after which the driver stops on its
+    // lease (4: it lost the lease and sends nothing more). Either way it says the database
+    // failed, never that it stalled, and the hint is the server's.
+    match code(&out) {
+        6 => {}
+        4 => assert!(
+            err.contains("its lease could not be renewed before it expired, because the state database failed"),
+            "{err}"
+        ),
+        other => panic!("the driver ended with {other}: {err}"),
+    }
+    assert!(!err.contains("stopped or stalled"), "{err}");
+    assert_postgres_hint(&err);
 }

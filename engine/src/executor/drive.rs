@@ -83,20 +83,30 @@ impl Engine {
                 message,
             });
         }
-        // The store stopped the run: copied away, or unreachable until the lease was about to
-        // expire. Unless another process took the run over meanwhile (this one was frozen),
-        // that is what the operator must hear of, not a stall of this process.
-        let store_error = beat.take_store_error();
-        if let Some(moved @ StateError::StoreMoved { .. }) = store_error {
+        if let Some(moved) = beat.take_moved() {
             return Err(EngineError::State(moved));
         }
         if let Some(owner) = beat.lost_to() {
-            return Err(self.lease_lost(run_id, owner, store_error).await);
+            let lost = self.lease_lost(run_id, owner).await;
+            // The store failed the renewals until the lease ran out: unless it answers again
+            // and names the process that took the run over, say that, not that this process
+            // stalled.
+            return Err(match (lost, beat.take_unrenewed()) {
+                (taken @ EngineError::TakenOver { .. }, _) | (taken, None) => taken,
+                (_, Some(cause)) => EngineError::LeaseUnrenewed {
+                    run_id: run_id.to_owned(),
+                    cause,
+                },
+            });
         }
         let outcome = match result {
-            // A write found the lease gone (the heartbeat had not noticed yet).
+            // A write found the lease gone (the heartbeat had not noticed yet): logged as the
+            // heartbeat logs it, whichever of the two a thawed driver meets first.
             Err(EngineError::State(StateError::LeaseLost { owner, .. })) => {
-                return Err(self.lease_lost(run_id, owner, None).await);
+                if !owner.starts_with("nobody") {
+                    tracing::error!(%run_id, new_owner = %owner, "lost the lease; stopping");
+                }
+                return Err(self.lease_lost(run_id, owner).await);
             }
             // The store refused to start a step because an operator asked to cancel.
             Err(EngineError::State(StateError::CancelRequested { .. })) => RunOutcome::Interrupted,
@@ -131,24 +141,29 @@ impl Engine {
     /// The error of a driver that lost its lease. The store names no holder once whoever took
     /// the run over has let it go again (it finished the run, or stopped): the audit trail
     /// then says who took it over, and the run's status what became of it.
-    async fn lease_lost(&self, run_id: &str, owner: String, store_error: Option<StateError>) -> EngineError {
+    async fn lease_lost(&self, run_id: &str, owner: String) -> EngineError {
         if !owner.starts_with("nobody") {
             return EngineError::State(StateError::LeaseLost {
                 run_id: run_id.to_owned(),
                 owner,
             });
         }
-        // Nobody took it over (as far as can be read): the store's failure that kept the
-        // lease from being renewed, if that is what stopped the run, else the lost lease.
-        let lost = move || {
-            EngineError::State(store_error.unwrap_or_else(|| StateError::LeaseLost {
-                run_id: run_id.to_owned(),
-                owner,
-            }))
-        };
+        // Expired, and maybe nobody took it: if the store still names this process, give the
+        // lease up, as a driver that fenced itself before a request does, so that the next
+        // process acquires the run instead of taking it over from one that stopped (which
+        // of the two paths a thawed driver takes is a matter of scheduling).
+        let _ = self
+            .store
+            .release_lease(run_id, self.owner.as_str(), self.clock.now_ms())
+            .await;
         let (events, snapshot) = match (self.store.events(run_id).await, self.store.load_run(run_id).await) {
             (Ok(events), Ok(snapshot)) => (events, snapshot),
-            _ => return lost(),
+            _ => {
+                return EngineError::State(StateError::LeaseLost {
+                    run_id: run_id.to_owned(),
+                    owner,
+                });
+            }
         };
         // The last acquisition of the lease: a process takes it with an audited event.
         let taker = events
@@ -166,7 +181,10 @@ impl Engine {
                     status: snapshot.run.status,
                 }
             }
-            _ => lost(),
+            _ => EngineError::State(StateError::LeaseLost {
+                run_id: run_id.to_owned(),
+                owner,
+            }),
         }
     }
 

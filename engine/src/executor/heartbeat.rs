@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use fogbook_state::{BackendError, StateError};
+use fogbook_state::StateError;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::Engine;
@@ -21,10 +21,10 @@ pub(super) struct Beat {
     pub(super) cancel_requested: AtomicBool,
     /// The lease was lost (to whom), or could not be renewed in time.
     lost: Mutex<Option<String>>,
-    /// The store's own error that stopped the run: it refused the renewal (copied away by
-    /// `fogbook store copy`), or failed every renewal until the lease was about to expire
-    /// (the database unreachable): the driver reports it, not a stall of its own.
-    stopped_by: Mutex<Option<StateError>>,
+    /// The store refused the renewal: it was copied away (`fogbook store copy`).
+    moved: Mutex<Option<StateError>>,
+    /// Why the lease could not be renewed before it expired (the store failed), with causes.
+    unrenewed: Mutex<Option<String>>,
 }
 
 impl Beat {
@@ -36,13 +36,14 @@ impl Beat {
         *self.lost.lock().unwrap_or_else(PoisonError::into_inner) = Some(owner);
     }
 
-    /// The store's error that stopped the run, if the store stopped it (see `stopped_by`).
-    pub(super) fn take_store_error(&self) -> Option<StateError> {
-        self.stopped_by.lock().unwrap_or_else(PoisonError::into_inner).take()
+    /// Why the lease ran out unrenewed, when the store failed the renewals until it expired.
+    pub(super) fn take_unrenewed(&self) -> Option<String> {
+        self.unrenewed.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 
-    fn stopped_by(&self, e: StateError) {
-        *self.stopped_by.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
+    /// The store's refusal, when it was copied away while the run was driven.
+    pub(super) fn take_moved(&self) -> Option<StateError> {
+        self.moved.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 }
 
@@ -134,7 +135,6 @@ async fn heartbeat(engine: Engine) {
                 }
             }
             Err(e) => {
-                let e: BackendError = Arc::new(e);
                 for (run_id, m) in &runs {
                     not_renewed(run_id, m, &e, every);
                 }
@@ -176,30 +176,26 @@ fn renewed(run_id: &str, m: &Member, outcome: Result<bool, StateError>, sent: Du
         Err(moved @ StateError::StoreMoved { .. }) => {
             tracing::error!(%run_id, "the lease was not renewed: {moved}; stopping");
             m.lease.lost();
-            m.beat.stopped_by(moved);
+            *m.beat.moved.lock().unwrap_or_else(PoisonError::into_inner) = Some(moved);
             m.token.cancel();
         }
-        Err(e) => not_renewed(run_id, m, &(Arc::new(e) as BackendError), every),
+        Err(e) => not_renewed(run_id, m, &e, every),
     }
 }
 
 /// A renewal failed for want of the store: the driver stops once its lease would expire
-/// before the next beat, keeping the store's failure (`e`) to report when nobody took the
-/// run over (a process frozen past its lease whose connection the server closed meanwhile
-/// is told who took its run, see `drive.rs`).
-fn not_renewed(run_id: &str, m: &Member, e: &BackendError, every: Duration) {
+/// before the next beat.
+fn not_renewed(run_id: &str, m: &Member, e: &StateError, every: Duration) {
     // With its causes: "the database could not commit" alone does not say that the
     // connection to it was lost, nor why.
-    tracing::warn!(%run_id, error = %crate::error::with_causes(&**e), "could not renew the lease");
+    let cause = crate::error::with_causes(e);
+    tracing::warn!(%run_id, error = %cause, "could not renew the lease");
     if m.lease.remaining() <= every {
         tracing::error!(%run_id, "the lease could not be renewed before it expires; stopping");
         m.lease.lost();
+        *m.beat.unrenewed.lock().unwrap_or_else(PoisonError::into_inner) = Some(cause);
         m.beat
             .lose("nobody (the lease expired before it could be renewed)".to_owned());
-        m.beat.stopped_by(StateError::Database {
-            operation: "renewing the lease before it expired",
-            source: e.clone(),
-        });
         m.token.cancel();
     }
 }

@@ -19,6 +19,7 @@ use crate::pghosts::{PgServer, Worker, spawn_worker, wait_for_server};
 use crate::plan::Start;
 use crate::proc::{self, Env, Sim, query, query_json, spawn_engine};
 use crate::proxy::Proxy;
+use crate::runbooks::Runbook;
 use crate::stage::{judged, must_stop, restart_sim, scaled, start_sim, wait_within};
 use crate::trial::{
     End, Outcome, Record, Trial, compete, lease_pid, now_ms, operator_retry, run_ids, stop, unplanned_death,
@@ -74,47 +75,11 @@ fn drive(t: Trial<'_>, pg: &PgServer, out: &mut Outcome) -> Result<(), String> {
     let mut rec = Record::default();
 
     // The schedule is added before the workers start, to fire a few seconds later.
-    let mut fire_at: Option<Instant> = None;
-    if pgp.start == Start::Schedule {
-        let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(3);
-        let cron = format!(
-            "{} {} {} {} {} *",
-            at.second(),
-            at.minute(),
-            at.hour(),
-            at.day(),
-            u8::from(at.month())
-        );
-        let mut args = vec![
-            "schedule".to_owned(),
-            "add".to_owned(),
-            "--name".to_owned(),
-            "chaos".to_owned(),
-            "--cron".to_owned(),
-            cron,
-            "--catch-up".to_owned(),
-            "10m".to_owned(),
-            "--auto-approve".to_owned(),
-        ];
-        let run_args = rb.run_args();
-        args.push(run_args[1].clone());
-        args.extend(["--params".to_owned(), run_args[3].clone()]);
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        let o = {
-            // No restart meanwhile: a refused connection here would end the trial.
-            let _up = pg.gate.read().unwrap_or_else(PoisonError::into_inner);
-            query(env, &db, &a)?
-        };
-        if !o.status.success() {
-            return Err(format!(
-                "fogbook {} exited {:?}: {}",
-                args.join(" "),
-                o.status.code(),
-                String::from_utf8_lossy(&o.stderr)
-            ));
-        }
-        fire_at = Some(Instant::now() + Duration::from_secs(3));
-    }
+    let fire_at = if pgp.start == Start::Schedule {
+        Some(add_schedule(env, pg, &db, rb)?)
+    } else {
+        None
+    };
 
     let mut workers: Vec<Worker> = Vec::new();
     for i in 0..pgp.workers {
@@ -172,6 +137,74 @@ fn drive(t: Trial<'_>, pg: &PgServer, out: &mut Outcome) -> Result<(), String> {
         schedule_fired_once(env, &db, &history, &mut out.violations)?;
     }
     verify(env, plan, rb, base, &db, &run, &sim, end, &rec, out)
+}
+
+/// Adds the trial's one-shot schedule (its cron names one second, a few seconds ahead, with
+/// a catch-up) and returns when it is due. A schedule added after that second (the command
+/// slowed down past it, say waiting for another trial's restart of the server to end) would
+/// never fire, its cursor being its creation: it is removed and another is added, under a
+/// new name (names are never reused), until one is added in time.
+fn add_schedule(env: &Env, pg: &PgServer, db: &Path, rb: &Runbook) -> Result<Instant, String> {
+    let run_args = rb.run_args();
+    let mut previous: Option<String> = None;
+    for attempt in 0..10 {
+        // No restart meanwhile: a refused connection here would end the trial.
+        let _up = pg.gate.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(name) = previous.take() {
+            let o = query(env, db, &["schedule", "remove", &name])?;
+            if !o.status.success() {
+                return Err(format!(
+                    "fogbook schedule remove {name} exited {:?}: {}",
+                    o.status.code(),
+                    String::from_utf8_lossy(&o.stderr)
+                ));
+            }
+        }
+        let name = if attempt == 0 {
+            "chaos".to_owned()
+        } else {
+            format!("chaos-{attempt}")
+        };
+        let due = Instant::now() + Duration::from_secs(3);
+        let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(3);
+        let cron = format!(
+            "{} {} {} {} {} *",
+            at.second(),
+            at.minute(),
+            at.hour(),
+            at.day(),
+            u8::from(at.month())
+        );
+        let args = [
+            "schedule",
+            "add",
+            "--name",
+            &name,
+            "--cron",
+            &cron,
+            "--catch-up",
+            "10m",
+            "--auto-approve",
+            &run_args[1],
+            "--params",
+            &run_args[3],
+        ];
+        let began = Instant::now();
+        let added = query_json(env, db, &args)?;
+        // The fire times after its creation: the first is `at`'s second unless it was missed.
+        let first = added["next"][0].as_str().unwrap_or_default();
+        let first = time::OffsetDateTime::parse(first, &time::format_description::well_known::Rfc3339)
+            .map_err(|e| format!("fogbook schedule add: next fire time {first:?}: {e}"))?;
+        if first.unix_timestamp() == at.unix_timestamp() {
+            return Ok(due);
+        }
+        eprintln!(
+            "chaos: schedule {name} was added after its second ({} ms, first fire {first}); adding another",
+            began.elapsed().as_millis()
+        );
+        previous = Some(name);
+    }
+    Err("the schedule was added too late to fire, ten times".to_owned())
 }
 
 type Driven = (Option<String>, End, Option<Cut>);

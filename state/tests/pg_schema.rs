@@ -270,6 +270,49 @@ fn a_newer_schema_is_refused() {
     assert!(err.to_string().contains("newer than this build knows"), "{err}");
 }
 
+/// A connection the server drops between the login and the schema's first read (a restart
+/// right after a worker connected) fails as a passing fault, which a starting worker waits
+/// out (`is_transient`); a statement the server refuses (no right to create the schema) does
+/// not, and fails at once.
+#[test]
+fn a_connection_lost_before_the_schema_is_read_is_transient_and_a_refusal_is_not() {
+    let server = TestPostgres::start();
+    let mut admin = client(&server.url());
+    let mut db = client(&server.url());
+    let pid: i32 = db.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let ended: bool = admin
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .unwrap()
+        .get(0);
+    assert!(ended, "the connection's server process ends");
+    let err = pg::migrate(&mut db).unwrap_err();
+    assert!(
+        matches!(err, PgError::ReadSchema { .. }),
+        "the schema's first read fails: {err:?}"
+    );
+    assert!(err.is_transient(), "a lost connection is tried again: {err:?}");
+
+    admin
+        .batch_execute("CREATE ROLE visitor LOGIN PASSWORD 'visitor-pw'")
+        .unwrap();
+    let visitor = server.url().replacen(
+        &server.url()[..server.url().find('@').unwrap()],
+        "postgres://visitor:visitor-pw",
+        1,
+    );
+    let err = pg::migrate(&mut client(&visitor)).unwrap_err();
+    let refused = std::error::Error::source(&err)
+        .and_then(|s| s.downcast_ref::<postgres::Error>())
+        .and_then(postgres::Error::as_db_error)
+        .map(|db| db.code().clone());
+    assert_eq!(
+        refused,
+        Some(postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+        "the server refuses the schema to a role without rights: {err:?}"
+    );
+    assert!(!err.is_transient(), "a refusal is not tried again: {err:?}");
+}
+
 /// The store's kind of SQL, written once for SQLite (`?N`, `"window"` quoted, `ON CONFLICT
 /// DO NOTHING`, `RETURNING`), runs unchanged on PostgreSQL once its placeholders are
 /// renumbered, with the same integers, texts and NULLs bound and read back.

@@ -104,20 +104,25 @@ pub enum PgError {
 }
 
 impl PgError {
-    /// Whether connecting may work if tried again in a moment: the server refused or
-    /// closed the connection, or said it is starting up or shutting down (a restart, a
-    /// failover). A refused login, a bad URL or TLS setup, or a silent server are not.
+    /// Whether opening the database may work if tried again in a moment: the server refused
+    /// or closed the connection, or said it is starting up or shutting down (a restart, a
+    /// failover), while connecting or while reading or migrating the schema right after (a
+    /// restart between the two; the migration is one transaction, so nothing of it stays).
+    /// A refused login, a bad URL or TLS setup, a silent server, or an error the server
+    /// answered to a schema statement (rights, a newer schema) are not.
     pub fn is_transient(&self) -> bool {
         use tokio_postgres::error::SqlState;
         match self {
-            Self::Connect { source, .. } => source.as_db_error().is_none_or(|db| {
-                [
-                    SqlState::CANNOT_CONNECT_NOW,
-                    SqlState::ADMIN_SHUTDOWN,
-                    SqlState::CRASH_SHUTDOWN,
-                ]
-                .contains(db.code())
-            }),
+            Self::Connect { source, .. } | Self::ReadSchema { source } | Self::ApplyMigrations { source, .. } => {
+                source.as_db_error().is_none_or(|db| {
+                    [
+                        SqlState::CANNOT_CONNECT_NOW,
+                        SqlState::ADMIN_SHUTDOWN,
+                        SqlState::CRASH_SHUTDOWN,
+                    ]
+                    .contains(db.code())
+                })
+            }
             _ => false,
         }
     }

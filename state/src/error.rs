@@ -205,10 +205,9 @@ pub enum StateError {
     /// Like every next command this crate and the engine write, `fogbook resume RUN` is
     /// written without a `--db`: the CLI gives each `fogbook SUBCOMMAND` in a message its own
     /// invocation's prefix before printing it (`output::commands`).
-    #[error(
-        "could not commit {what} of run {run_id}: {cause}; nothing of it is saved; once the cause is fixed (free disk space, file permissions, a lock held by another program), run `fogbook resume {run_id}`",
-        cause = root_cause(source.as_ref())
-    )]
+    /// On PostgreSQL, a COMMIT whose answer was lost ([`crate::pg::PgError::CommitUnanswered`])
+    /// may have been saved: the message says so, and that `status` shows which.
+    #[error("{}", not_committed(run_id, what, source.as_ref()))]
     NotCommitted {
         /// The run.
         run_id: String,
@@ -310,14 +309,28 @@ impl StateError {
     }
 }
 
-/// The innermost cause of `e` (what the disk or the database said), for a message that
-/// names it without the layers above it.
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
+/// The text of [`StateError::NotCommitted`]: what was not committed, the innermost cause,
+/// and what to do once that cause is gone (which depends on the backend that failed).
+fn not_committed(run_id: &str, what: &str, source: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = source;
     while let Some(next) = cause.source() {
         cause = next;
     }
-    cause.to_string()
+    match cause.downcast_ref::<crate::pg::PgError>() {
+        Some(crate::pg::PgError::CommitUnanswered { target, reason }) => format!(
+            "cannot tell whether {what} of run {run_id} was saved: the connection to PostgreSQL at {target} broke \
+             while committing it ({reason}) and the answer never came back; nothing that depends on it was done. \
+             Once the server answers again, `fogbook status {run_id}` shows what was saved and `fogbook resume \
+             {run_id}` carries the run on from there"
+        ),
+        Some(_) => format!(
+            "could not commit {what} of run {run_id}: {cause}; once the server answers again, run `fogbook resume {run_id}`"
+        ),
+        None => format!(
+            "could not commit {what} of run {run_id}: {cause}; nothing of it is saved; once the cause is fixed (free \
+             disk space, file permissions, a lock held by another program), run `fogbook resume {run_id}`"
+        ),
+    }
 }
 
 /// A reason given as text, as the source of a [`StateError`].

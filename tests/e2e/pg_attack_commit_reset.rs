@@ -335,9 +335,9 @@ fn connections_dropped_inside_commits_repeat_no_effect() {
 }
 
 /// The COMMIT that saves the first failover's intent is cut: the server commits it, the
-/// driver is told nothing is saved. The driver knows it sent no POST: it sends none, saves
-/// the intent again as `not_sent` (on a new connection) and stops; `resume` reads the roles
-/// and posts once. Before, the intent alone was saved and the run stopped as ambiguous
+/// driver cannot know whether it was saved (and says so). The driver knows it sent no POST:
+/// it sends none, saves the intent again as `not_sent` (on a new connection) and stops;
+/// `resume` reads the roles and posts once. Before, the intent alone was saved and the run stopped as ambiguous
 /// after `reconcile_timeout`.
 #[test]
 fn a_cut_commit_of_a_failover_intent_ends_with_one_post_and_a_succeeded_run() {
@@ -355,6 +355,15 @@ fn a_cut_commit_of_a_failover_intent_ends_with_one_post_and_a_succeeded_run() {
     assert_ne!(code(&out), 0, "the driver stops: {}", stderr(&out));
     assert!(
         stderr(&out).contains("lost the connection to PostgreSQL") || stderr(&out).contains("connection closed"),
+        "{}",
+        stderr(&out)
+    );
+    // The server applied that COMMIT: the driver does not say nothing was saved.
+    assert!(
+        stderr(&out).contains("cannot tell whether the progress of step `failover-to-secondary`")
+            && stderr(&out).contains("while committing: the change may or may not have been saved")
+            && !stderr(&out).contains("nothing of it is saved")
+            && !stderr(&out).contains("nothing of the change in flight is saved"),
         "{}",
         stderr(&out)
     );

@@ -60,6 +60,21 @@ pub enum PgError {
         /// What the client said.
         reason: String,
     },
+    /// The connection broke while a transaction was being committed: its COMMIT may have
+    /// reached the server and been applied, or not; the answer never came back. Nothing
+    /// that depends on it was done (an effect waits for its commit's answer).
+    #[error(
+        "lost the connection to PostgreSQL at {target} ({reason}) while committing: the change may or may not \
+         have been saved (its answer never came back); nothing that depends on it was done. Check that the server \
+         is up and reachable from this host, then `fogbook status RUN` shows what was saved and `fogbook resume \
+         RUN` carries the run on from there"
+    )]
+    CommitUnanswered {
+        /// The URL, password masked.
+        target: String,
+        /// What the client said.
+        reason: String,
+    },
     /// Connecting took longer than `connect_timeout` (handshake included): the server is
     /// down, or the network to it drops packets.
     #[error(

@@ -531,7 +531,14 @@ fn commit_group(link: &mut Link, mut group: Vec<Job>, commits: &AtomicU64) {
         // Bound first: `failure` borrows the connection again (is it lost?); a borrow held
         // across it panicked the writer when the connection broke during the COMMIT.
         let flushed = conn.borrow_mut().flush_with("COMMIT");
-        flushed.map_err(|e| failure(link, "committing", e))
+        flushed.map_err(|e| match link.lost(&e) {
+            // Whether the server applied the COMMIT is not known: say so, not "nothing saved".
+            Some(_) => Arc::new(StateError::Postgres(PgError::CommitUnanswered {
+                target: link.url.to_string(),
+                reason: e.to_string(),
+            })) as BackendError,
+            None => Arc::new(database("committing", e)) as BackendError,
+        })
     });
     conn.borrow_mut().set_clock(None);
     match committed {

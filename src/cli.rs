@@ -809,7 +809,9 @@ pub(crate) enum FleetCommand {
     /// each as an ordinary run linked to the fleet.
     Run(FleetFileArgs),
     /// Predict, per wave, the targets, their unprotected windows and the durations, changing
-    /// nothing (read-only steps are run against ARM, as `fogbook plan` does).
+    /// nothing (read-only steps are run against ARM, as `fogbook plan` does). Exits 1 when a
+    /// target's run would stop before changing anything (named at the end), so `fogbook
+    /// fleet plan F && fogbook fleet run F` starts no such fleet.
     Plan(FleetFileArgs),
     /// Show a fleet (by id, or the newest with that name) and its targets; no FLEET: every fleet.
     Status(FleetOptArg),

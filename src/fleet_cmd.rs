@@ -383,6 +383,9 @@ async fn plan(cli: &Cli, path: &Path) -> Exit {
     let waves = l.file.waves();
     let conc = l.file.rate.max_concurrency.max(1) as usize;
     let mut planned = Vec::new();
+    // Targets whose run would stop before changing anything (a mistyped name, a group that
+    // is not there): the fleet should not be started as it is.
+    let mut stopping: Vec<String> = Vec::new();
     for (t, params) in l.file.targets.iter().zip(&l.params) {
         let p = fogbook_engine::plan::plan(&l.runbook, params, &env).await;
         let hours: f64 = p
@@ -398,6 +401,9 @@ async fn plan(cli: &Cli, path: &Path) -> Exit {
             .map(|w| w.estimated_hours)
             .sum();
         let errors: Vec<String> = p.steps.iter().filter_map(|s| s.error.clone()).collect();
+        if crate::plan_cmd::first_failure(&p).is_some_and(|stop| stop.untouched) {
+            stopping.push(t.name.clone());
+        }
         planned.push((t.name.clone(), hours, unprotected, errors));
     }
     let mut doc_waves = Vec::new();
@@ -470,13 +476,29 @@ async fn plan(cli: &Cli, path: &Path) -> Exit {
         doc_waves.push(json!({ "wave": wave, "hours": span, "targets": targets }));
     }
     text.push_str(&format!("\ntotal: about {total:.1}h"));
+    if !stopping.is_empty() {
+        text.push_str(&format!(
+            "\n\n{} TARGET(S) WOULD STOP BEFORE CHANGING ANYTHING: {}. Fix their parameters (or take them out of \
+             the fleet file) before `fogbook fleet run {}`.",
+            stopping.len(),
+            stopping.join(", "),
+            path.display()
+        ));
+    }
     if cli.format == Format::Json {
         output::json(
             "fleet_plan",
-            &json!({ "fleet": l.file.name, "query": query, "waves": doc_waves, "total_hours": total }),
+            &json!({ "fleet": l.file.name, "query": query, "waves": doc_waves, "total_hours": total,
+                     "would_stop_before_any_change": stopping }),
         );
     } else {
         output::data(&text);
     }
-    Exit::Success
+    // As `fogbook plan`: `fogbook fleet plan F && fogbook fleet run F` starts no fleet whose
+    // target would fail before its first change.
+    if stopping.is_empty() {
+        Exit::Success
+    } else {
+        Exit::RunFailed
+    }
 }

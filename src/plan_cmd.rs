@@ -140,14 +140,14 @@ fn summary(s: &PlannedStep) -> String {
 }
 
 /// The first read that fails now: a run would stop there.
-struct Stop<'p> {
+pub(crate) struct Stop<'p> {
     step: &'p PlannedStep,
     /// Every step before it only reads (or is skipped): the run would stop before changing
     /// anything (a mistyped name, a missing group).
-    untouched: bool,
+    pub(crate) untouched: bool,
 }
 
-fn first_failure(plan: &Plan) -> Option<Stop<'_>> {
+pub(crate) fn first_failure(plan: &Plan) -> Option<Stop<'_>> {
     let at = plan.steps.iter().position(|s| s.error.is_some())?;
     let untouched = plan.steps[..at]
         .iter()

@@ -588,6 +588,40 @@ fn fleet_plan_predicts_each_wave_and_changes_nothing() {
     assert!(!sb.db().exists(), "plan creates no database");
 }
 
+/// A target whose failover group is not there would stop at its first read: `fleet plan`
+/// names it and exits 1, as `fogbook plan` does for one run, so `fleet plan F && fleet run F`
+/// starts nothing.
+#[test]
+fn fleet_plan_exits_1_and_names_a_target_that_would_stop_before_any_change() {
+    let (sb, sim, fleet) = setup(&[]);
+    let text = std::fs::read_to_string(&fleet).unwrap().replace("t19]", "t19, t99]");
+    let fleet = sb.write("fleet.yaml", &text);
+    let out = sb.run_env(&["fleet", "plan", fleet.to_str().unwrap()], &env(&sim));
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("1 TARGET(S) WOULD STOP BEFORE CHANGING ANYTHING: fog-t99."),
+        "{text}"
+    );
+    assert!(
+        text.contains("  fog-t99: about") && text.contains("WOULD FAIL"),
+        "{text}"
+    );
+    let doc = sb.run_env(
+        &["fleet", "plan", fleet.to_str().unwrap(), "--format", "json"],
+        &env(&sim),
+    );
+    assert_eq!(code(&doc), 1, "{}", stderr(&doc));
+    let doc: Value = serde_json::from_str(&stdout(&doc)).unwrap();
+    assert_eq!(
+        doc["would_stop_before_any_change"],
+        serde_json::json!(["fog-t99"]),
+        "{doc}"
+    );
+    assert!(journal(&sim.url).is_empty(), "plan sent mutating requests");
+    assert!(!sb.db().exists(), "plan creates no database");
+}
+
 #[test]
 fn a_fleet_cancelled_while_driven_stops_its_running_target_and_starts_no_other() {
     let sb = Sandbox::new();

@@ -191,10 +191,7 @@ fn add_schedule(env: &Env, pg: &PgServer, db: &Path, rb: &Runbook) -> Result<Ins
         ];
         let began = Instant::now();
         let added = query_json(env, db, &args)?;
-        // The fire times after its creation: the first is `at`'s second unless it was missed.
-        let first = added["next"][0].as_str().unwrap_or_default();
-        let first = time::OffsetDateTime::parse(first, &time::format_description::well_known::Rfc3339)
-            .map_err(|e| format!("fogbook schedule add: next fire time {first:?}: {e}"))?;
+        let first = first_fire(&added)?;
         if first.unix_timestamp() == at.unix_timestamp() {
             return Ok(due);
         }
@@ -205,6 +202,14 @@ fn add_schedule(env: &Env, pg: &PgServer, db: &Path, rb: &Runbook) -> Result<Ins
         previous = Some(name);
     }
     Err("the schedule was added too late to fire, ten times".to_owned())
+}
+
+/// The first fire time `fogbook schedule add --format json` printed (the fire times after
+/// the schedule's creation): the second its cron names, unless it was created past it.
+fn first_fire(added: &serde_json::Value) -> Result<time::OffsetDateTime, String> {
+    let first = added["next"][0].as_str().unwrap_or_default();
+    time::OffsetDateTime::parse(first, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("fogbook schedule add: next fire time {first:?}: {e}"))
 }
 
 type Driven = (Option<String>, End, Option<Cut>);
@@ -482,4 +487,25 @@ fn drive_with_workers(
         }
     }
     Ok((run, end, cut))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_fire;
+
+    /// A schedule created in time fires at its second; one created past it next fires a year
+    /// later, which `add_schedule` tells apart by the first fire time the command printed.
+    #[test]
+    fn the_first_fire_printed_tells_a_schedule_added_in_time_from_one_added_too_late() {
+        let at = time::macros::datetime!(2026-12-02 13:12:28 UTC);
+        let in_time =
+            serde_json::json!({"kind": "schedule", "next": ["2026-12-02T13:12:28.000Z", "2027-12-02T13:12:28.000Z"]});
+        assert_eq!(first_fire(&in_time).unwrap().unix_timestamp(), at.unix_timestamp());
+        let late = serde_json::json!({"kind": "schedule", "next": ["2027-12-02T13:12:28.000Z"]});
+        assert_ne!(first_fire(&late).unwrap().unix_timestamp(), at.unix_timestamp());
+        assert!(
+            first_fire(&serde_json::json!({"next": []})).is_err(),
+            "no fire time is an error"
+        );
+    }
 }

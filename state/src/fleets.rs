@@ -455,6 +455,8 @@ impl Store {
     }
 
     /// Extends the fleet's lease held by `owner` (not an audit event: it decides nothing).
+    /// Refused once the store was moved (`fogbook store copy`): the fleet lives in the copy,
+    /// so its driver here stops, as a run's driver does.
     pub async fn renew_fleet_lease(
         &self,
         id: &str,
@@ -465,6 +467,9 @@ impl Store {
         let (id, owner) = (id.to_owned(), owner.to_owned());
         let held = self.held_epoch(&epoch_key(&id), &owner);
         self.write(move |tx| {
+            if let Some(mark) = crate::moved::current(tx)?.filter(|m| m.done) {
+                return Err(StateError::StoreMoved { mark });
+            }
             check_lease(tx, &id, &owner, held, now)?;
             let (_, expires_at) = lease_clock(tx, expires_at, now)?;
             tx.execute(

@@ -1,10 +1,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The moved mark (`fogbook store copy`) as a process sees it that opened the store before
 //! the copy: the mark is read in its writes, not only when it opened the store. While the
-//! copy reads the store, no new lease, claim or run (a fleet target's too) is taken on (the live lease goes on
-//! being renewed: a copy that finds it live is refused); once the store is moved, the
-//! renewal and the driver's next step are refused. `store unmark` is an event of the
-//! store's own audit stream, with who and why, and the chain verifies.
+//! copy reads the store, no new lease, claim or run (a fleet target's too) is taken on (the
+//! live leases go on being renewed: a copy that finds a run's live is refused); once the
+//! store is moved, the renewals (of a run's lease and of a fleet's) and the driver's next
+//! step are refused. `store unmark` is an event of the store's own audit stream, with who
+//! and why, and the chain verifies.
 
 mod backends;
 use backends::{Backend, fleet, leased, open_store, run, start};
@@ -65,8 +66,12 @@ async fn a_store_opened_before_a_copy_takes_on_nothing_and_stops_driving(backend
         .await
         .unwrap_err();
     assert!(refused(&e, false), "a fleet's target run is a new run too: {e:?}");
-    // The live driver goes on (the copy sees its lease and is refused).
+    // The live drivers go on (the copy sees a run's lease and is refused).
     before.renew_lease("r1", "driver", TTL, 3_000).await.unwrap();
+    before
+        .renew_fleet_lease("f1", "fleet-driver", 63_000, 3_000)
+        .await
+        .unwrap();
     assert_eq!(guard.count("SELECT count(*) FROM runs WHERE id IN ('r3', 't0')"), 0);
 
     // The copy committed: the driver's renewal and its next step are refused.
@@ -77,6 +82,12 @@ async fn a_store_opened_before_a_copy_takes_on_nothing_and_stops_driving(backend
         .unwrap();
     assert!(matches!(&outcomes[0], Err(e) if refused(e, true)), "{outcomes:?}");
     let e = before.renew_lease("r1", "driver", TTL, 5_000).await.unwrap_err();
+    assert!(refused(&e, true), "{e:?}");
+    // A fleet's driver too: its lease is not renewed on a store whose fleets live elsewhere.
+    let e = before
+        .renew_fleet_lease("f1", "fleet-driver", 65_000, 5_000)
+        .await
+        .unwrap_err();
     assert!(refused(&e, true), "{e:?}");
     let e = before
         .start_step("r1", "driver", start("a", Vec::new(), 5_000))

@@ -20,7 +20,8 @@ const FIRST_PAUSE: Duration = Duration::from_millis(250);
 const MAX_PAUSE: Duration = Duration::from_secs(5);
 
 /// Opens (creating when missing) the database `--db` names. A PostgreSQL server that
-/// refuses connections or is starting up or shutting down ([`PgError::is_transient`]), or
+/// refuses connections or is starting up or shutting down, or whose connection breaks
+/// between the login and the schema's first read ([`PgError::is_transient`]), or that
 /// does not answer within `connect_timeout`, is waited for: one line on stderr says so,
 /// then it is tried again with a back-off (250ms doubling up to 5s) until it answers.
 /// `stop` (SIGTERM, Ctrl-C) ends the wait with exit 0. Anything else (a bad URL, a refused

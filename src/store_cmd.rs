@@ -87,7 +87,7 @@ async fn mark_and_copy(cli: &Cli, source: &Store, from: &StoreUrl, to: &StoreUrl
             cli.quiet,
             &format!("{from} is read-only here: it is copied without being marked as moved; keep it read-only"),
         );
-        return copy_from(cli, source, from, to).await;
+        return copy_into(cli, source, from, to).await.0;
     }
     let by = fogbook_engine::owner::Owner::this_process(None).as_str().to_owned();
     let now = fogbook_engine::SystemClock.now_ms();
@@ -100,7 +100,12 @@ async fn mark_and_copy(cli: &Cli, source: &Store, from: &StoreUrl, to: &StoreUrl
         }
         Ok(Ok(mark)) => mark,
     };
-    let exit = copy_from(cli, source, from, to).await;
+    let (exit, settled) = copy_into(cli, source, from, to).await;
+    if !settled {
+        // The target may hold the whole copy: the source keeps its mark (it takes on nothing
+        // new), lest two stores drive the same runs.
+        return exit;
+    }
     let now = fogbook_engine::SystemClock.now_ms();
     let ended = if exit == Exit::Success {
         source.end_copy(mark.id, true, None, now).await
@@ -234,7 +239,70 @@ pub(crate) async fn unmark(cli: &Cli, args: &StoreUnmarkArgs) -> Exit {
     exit
 }
 
-async fn copy_from(cli: &Cli, source: &Store, from: &StoreUrl, to: &StoreUrl) -> Exit {
+/// Copies the source into the target; returns the exit, and whether it is known that the
+/// copy was committed or not (`false`: the answer to the target's COMMIT was lost and the
+/// target does not show the copy either, so it may or may not hold it).
+async fn copy_into(cli: &Cli, source: &Store, from: &StoreUrl, to: &StoreUrl) -> (Exit, bool) {
+    let mut unanswered = None;
+    let exit = copy_from(cli, source, from, to, &mut unanswered).await;
+    let Some((source_head, source_count)) = unanswered else {
+        return (exit, true);
+    };
+    // Read the target again, on a new connection, under its write lock (so the copy's
+    // transaction has ended, committed or not): the source's chain head there is the copy,
+    // committed; an empty chain is no copy at all.
+    output::note(
+        cli.quiet,
+        &format!("the answer to the copy's COMMIT was lost; reading {to} again to learn whether it holds the copy…"),
+    );
+    let settled = match Store::open_url(to) {
+        Ok(target) => {
+            let chain = target.settled_chain().await;
+            target.close().await;
+            chain.ok()
+        }
+        Err(_) => None,
+    };
+    match settled {
+        Some((head, count)) if head == source_head && count == source_count => {
+            output::data(&format!(
+                "copied {from} into {to}: the answer to the copy's COMMIT was lost, but {to} holds it (its chain head is the source's, {head}, with {count} events); run `{} audit verify` to check it whole",
+                output::fogbook_on(to)
+            ));
+            (Exit::Success, true)
+        }
+        Some((_, 0)) => {
+            output::error(
+                &format!("the copy into {to} was not committed: {to} holds nothing; nothing was copied"),
+                Some("copy again once the target's server answers steadily"),
+            );
+            (Exit::StoreFailed, true)
+        }
+        _ => {
+            output::error(
+                &format!(
+                    "cannot tell whether the copy into {to} was committed: the answer to its COMMIT was lost, and {to} cannot be read now"
+                ),
+                Some(&format!(
+                    "{from} stays marked as being copied (it takes on no new work). Check the target with `{} audit verify`: if its chain head is {source_head}, the copy is complete: use {to} from now on; if it holds no runs, run `{} store unmark --reason TEXT` and copy again",
+                    output::fogbook_on(to),
+                    output::fogbook_on(from)
+                )),
+            );
+            (Exit::StoreFailed, false)
+        }
+    }
+}
+
+/// The copy itself. When the answer to the target's COMMIT was lost, sets `unanswered` to
+/// the source's chain head and event count, to learn from the target whether it holds them.
+async fn copy_from(
+    cli: &Cli,
+    source: &Store,
+    from: &StoreUrl,
+    to: &StoreUrl,
+    unanswered: &mut Option<(String, i64)>,
+) -> Exit {
     output::note(cli.quiet, &format!("reading {from} and verifying its audit chain…"));
     let now = fogbook_engine::SystemClock.now_ms();
     let snap = match source.copy_snapshot(now).await {
@@ -312,6 +380,12 @@ async fn copy_from(cli: &Cli, source: &Store, from: &StoreUrl, to: &StoreUrl) ->
     });
     let outcome = target.copy_restore(snap, progress).await;
     let exit = match outcome {
+        // Not "nothing was copied": the server may have committed it.
+        Err(e) if e.commit_unanswered() => {
+            output::error_chain(&e, None);
+            *unanswered = Some((source_head.clone(), source_count));
+            Exit::StoreFailed
+        }
         Err(e) => fail(e),
         Ok(CopyOutcome::TargetNotEmpty(found)) => {
             let held: Vec<String> = found.iter().map(|(t, n)| format!("{t}: {n}")).collect();

@@ -196,7 +196,7 @@ impl ActivityCtx {
         tracing::warn!(
             step_id = %self.step_id,
             error = %first,
-            "the progress announcing an effect was not saved; the effect is not started, and the progress is saved again saying so"
+            "the progress announcing an effect could not be confirmed saved; the effect is not started, and the progress is saved again saying so"
         );
         let until = tokio::time::Instant::now() + UNSENT_SAVE_FOR;
         let mut delay = std::time::Duration::from_millis(100);

@@ -140,9 +140,9 @@ fn drive(t: Trial<'_>, pg: &PgServer, out: &mut Outcome) -> Result<(), String> {
 }
 
 /// Adds the trial's one-shot schedule (its cron names one second, a few seconds ahead, with
-/// a catch-up) and returns when it is due. A schedule added after that second (the command
-/// slowed down past it, say waiting for another trial's restart of the server to end) would
-/// never fire, its cursor being its creation: it is removed and another is added, under a
+/// a catch-up) and returns when it is due, the time drawn once no restart of the server is
+/// under way. A schedule added after that second (the command slowed down past it on a
+/// loaded machine) would never fire, its cursor being its creation: it is removed and another is added, under a
 /// new name (names are never reused), until one is added in time.
 fn add_schedule(env: &Env, pg: &PgServer, db: &Path, rb: &Runbook) -> Result<Instant, String> {
     let run_args = rb.run_args();

@@ -322,7 +322,7 @@ fn insert_events(tx: &dyn Tx, values: &[sql::Value]) -> Result<(), StateError> {
 }
 
 /// The chain's head as its row records it.
-fn read_chain_head(tx: &dyn Tx) -> Result<ChainHead, StateError> {
+pub(crate) fn read_chain_head(tx: &dyn Tx) -> Result<ChainHead, StateError> {
     tx.query_row("SELECT head, count FROM chain WHERE id = 1", params![], |r| {
         Ok(ChainHead {
             hash: r.get(0)?,

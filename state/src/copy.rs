@@ -421,4 +421,13 @@ impl Store {
     pub async fn copy_restore(&self, snap: CopySnapshot, progress: CopyProgress) -> Result<CopyOutcome, StateError> {
         self.write(move |tx| write_all(tx, &snap, progress.as_ref())).await
     }
+
+    /// The chain head and event count this store holds, read in a write transaction: under
+    /// the store's write lock, which a copy's transaction holds until it ends, so a copy whose
+    /// COMMIT went unanswered has been committed or rolled back when this reads (learning
+    /// which, where reading outside the lock could see it unfinished).
+    pub async fn settled_chain(&self) -> Result<(String, i64), StateError> {
+        self.write(|tx| crate::audit::read_chain_head(tx).map(|h| (h.hash, h.count)))
+            .await
+    }
 }

@@ -192,8 +192,9 @@ pub enum StateError {
         #[source]
         source: serde_json::Error,
     },
-    /// The transaction holding this change could not be committed; nothing of it is saved.
-    #[error("the state database could not commit the change; nothing of it is saved")]
+    /// The transaction holding this change could not be committed; nothing of it is saved
+    /// (or, on PostgreSQL, the answer to its COMMIT was lost: it may have been saved).
+    #[error("{}", commit_text(source.as_ref()))]
     Commit {
         /// Why (the backend's error, or the injected fault).
         #[source]
@@ -288,6 +289,12 @@ impl StateError {
         }
     }
 
+    /// Whether this failure is PostgreSQL's answer to a COMMIT lost with the connection:
+    /// the change may have been saved, so nothing may be concluded from it alone.
+    pub fn commit_unanswered(&self) -> bool {
+        failure(self) == Failure::Unanswered
+    }
+
     /// Names the run and the transition a failed commit was for.
     pub(crate) fn naming(self, run_id: &str, what: impl FnOnce() -> String) -> Self {
         match self {
@@ -309,26 +316,73 @@ impl StateError {
     }
 }
 
-/// The text of [`StateError::NotCommitted`]: what was not committed, the innermost cause,
-/// and what to do once that cause is gone (which depends on the backend that failed).
-fn not_committed(run_id: &str, what: &str, source: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = source;
+/// What the causes of a failed commit say of it.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    /// PostgreSQL's answer to the COMMIT was lost: it may have been applied.
+    Unanswered,
+    /// PostgreSQL failed before committing (a lost connection, a refused statement).
+    Postgres,
+    /// Anything else (SQLite: the disk, the file, a lock; an injected fault).
+    Other,
+}
+
+fn failure(source: &(dyn std::error::Error + 'static)) -> Failure {
+    let mut postgres = false;
+    let mut cause = Some(source);
+    while let Some(e) = cause {
+        if let Some(pg) = e.downcast_ref::<crate::pg::PgError>() {
+            if matches!(pg, crate::pg::PgError::CommitUnanswered { .. }) {
+                return Failure::Unanswered;
+            }
+            postgres = true;
+        }
+        postgres |= e.is::<postgres::Error>();
+        cause = e.source();
+    }
+    if postgres { Failure::Postgres } else { Failure::Other }
+}
+
+/// The innermost cause of `e` (what the disk or the database said), for a message that
+/// names it without the layers above it.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
     while let Some(next) = cause.source() {
         cause = next;
     }
-    match cause.downcast_ref::<crate::pg::PgError>() {
-        Some(crate::pg::PgError::CommitUnanswered { target, reason }) => format!(
-            "cannot tell whether {what} of run {run_id} was saved: the connection to PostgreSQL at {target} broke \
-             while committing it ({reason}) and the answer never came back; nothing that depends on it was done. \
-             Once the server answers again, `fogbook status {run_id}` shows what was saved and `fogbook resume \
-             {run_id}` carries the run on from there"
+    cause.to_string()
+}
+
+/// The text of [`StateError::Commit`].
+fn commit_text(source: &(dyn std::error::Error + 'static)) -> String {
+    match failure(source) {
+        Failure::Unanswered => "the state database may or may not have committed the change (the answer to its COMMIT \
+                                was lost with the connection); check what was saved before doing it again"
+            .to_owned(),
+        Failure::Postgres | Failure::Other => {
+            "the state database could not commit the change; nothing of it is saved".to_owned()
+        }
+    }
+}
+
+/// The text of [`StateError::NotCommitted`]: what was not committed, why, and what to do
+/// once that cause is gone (which depends on the backend that failed).
+fn not_committed(run_id: &str, what: &str, source: &(dyn std::error::Error + 'static)) -> String {
+    match failure(source) {
+        Failure::Unanswered => format!(
+            "cannot tell whether {what} of run {run_id} was saved (the answer to its COMMIT was lost with the \
+             connection to PostgreSQL); nothing that depends on it was done; once the server answers, `fogbook \
+             status {run_id}` shows what was saved and `fogbook resume {run_id}` carries the run on from there"
         ),
-        Some(_) => format!(
-            "could not commit {what} of run {run_id}: {cause}; once the server answers again, run `fogbook resume {run_id}`"
+        Failure::Postgres => format!(
+            "could not commit {what} of run {run_id}: {}; nothing of it is saved; once the server answers again, run \
+             `fogbook resume {run_id}`",
+            root_cause(source)
         ),
-        None => format!(
-            "could not commit {what} of run {run_id}: {cause}; nothing of it is saved; once the cause is fixed (free \
-             disk space, file permissions, a lock held by another program), run `fogbook resume {run_id}`"
+        Failure::Other => format!(
+            "could not commit {what} of run {run_id}: {}; nothing of it is saved; once the cause is fixed (free disk \
+             space, file permissions, a lock held by another program), run `fogbook resume {run_id}`",
+            root_cause(source)
         ),
     }
 }
@@ -375,3 +429,70 @@ impl std::fmt::Display for UnreadableCell {
 }
 
 impl std::error::Error for UnreadableCell {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::PgError;
+
+    fn not_committed(source: BackendError) -> String {
+        StateError::NotCommitted {
+            run_id: "RUN1".to_owned(),
+            what: "the start of step `a`".to_owned(),
+            source,
+        }
+        .to_string()
+    }
+
+    fn postgres(e: PgError) -> BackendError {
+        Arc::new(StateError::Postgres(e))
+    }
+
+    /// A failed commit says what is known of it: maybe saved when PostgreSQL's answer to
+    /// the COMMIT was lost, not saved otherwise, with advice for the backend that failed.
+    #[test]
+    fn a_failed_commit_says_what_is_known_of_it_and_what_to_do_on_its_backend() {
+        let unanswered = postgres(PgError::CommitUnanswered {
+            target: "postgres://db".to_owned(),
+            reason: "connection closed".to_owned(),
+        });
+        let text = not_committed(unanswered.clone());
+        assert!(
+            text.starts_with("cannot tell whether the start of step `a` of run RUN1 was saved"),
+            "{text}"
+        );
+        assert!(
+            text.contains("`fogbook status RUN1`") && !text.contains("nothing of it is saved"),
+            "{text}"
+        );
+        let text = StateError::Commit { source: unanswered }.to_string();
+        assert!(
+            text.contains("may or may not have committed") && !text.contains("nothing"),
+            "{text}"
+        );
+
+        let lost = postgres(PgError::ConnectionLost {
+            target: "postgres://db".to_owned(),
+            reason: "connection closed".to_owned(),
+        });
+        let text = not_committed(lost.clone());
+        assert!(
+            text.contains("nothing of it is saved; once the server answers again"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("free disk space"),
+            "no SQLite advice for PostgreSQL: {text}"
+        );
+        let text = StateError::Commit { source: lost }.to_string();
+        assert!(text.ends_with("nothing of it is saved"), "{text}");
+
+        let disk: BackendError = Arc::new(std::io::Error::other("disk full"));
+        let text = not_committed(disk);
+        assert!(
+            text.contains("could not commit the start of step `a` of run RUN1: disk full"),
+            "{text}"
+        );
+        assert!(text.contains("free disk space"), "{text}");
+    }
+}

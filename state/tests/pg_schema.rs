@@ -271,9 +271,10 @@ fn a_newer_schema_is_refused() {
 }
 
 /// A connection the server drops between the login and the schema's first read (a restart
-/// right after a worker connected) fails as a passing fault, which a starting worker waits
-/// out (`is_transient`); a statement the server refuses (no right to create the schema) does
-/// not, and fails at once.
+/// right after a worker connected: the server says it terminates the connection, or its
+/// process is killed and says nothing) fails as a passing fault, which a starting worker
+/// waits out (`is_transient`); a statement the server refuses (no right to create the
+/// schema) does not, and fails at once.
 #[test]
 fn a_connection_lost_before_the_schema_is_read_is_transient_and_a_refusal_is_not() {
     let server = TestPostgres::start();
@@ -292,8 +293,9 @@ fn a_connection_lost_before_the_schema_is_read_is_transient_and_a_refusal_is_not
     );
     assert!(err.is_transient(), "a lost connection is tried again: {err:?}");
 
+    // (PostgreSQL 15 gives PUBLIC no CREATE on schema `public`; older servers did.)
     admin
-        .batch_execute("CREATE ROLE visitor LOGIN PASSWORD 'visitor-pw'")
+        .batch_execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC; CREATE ROLE visitor LOGIN PASSWORD 'visitor-pw'")
         .unwrap();
     let visitor = server.url().replacen(
         &server.url()[..server.url().find('@').unwrap()],
@@ -311,6 +313,24 @@ fn a_connection_lost_before_the_schema_is_read_is_transient_and_a_refusal_is_not
         "the server refuses the schema to a role without rights: {err:?}"
     );
     assert!(!err.is_transient(), "a refusal is not tried again: {err:?}");
+
+    // A server process killed outright says nothing: the connection just closes.
+    let mut db = client(&server.url());
+    let pid: i32 = db.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "kill -KILL {pid}");
+    let err = pg::migrate(&mut db).unwrap_err();
+    let closed = std::error::Error::source(&err)
+        .and_then(|s| s.downcast_ref::<postgres::Error>())
+        .is_some_and(|e| e.as_db_error().is_none());
+    assert!(
+        closed,
+        "no answer from the server, only the end of the connection: {err:?}"
+    );
+    assert!(err.is_transient(), "a connection that closed is tried again: {err:?}");
 }
 
 /// The store's kind of SQL, written once for SQLite (`?N`, `"window"` quoted, `ON CONFLICT

@@ -9,7 +9,8 @@
 //! mutation applied once and in order (the emulator's journal), and an audit trail that
 //! verifies. That holds also when the cut COMMIT saved a failover's intent: the driver sent
 //! no POST and saved the intent again as not sent, so the next driver posts once (before,
-//! the run stopped there as ambiguous). The last test cuts exactly that COMMIT.
+//! the run stopped there as ambiguous). Another test cuts exactly that COMMIT, and the last
+//! one cuts the COMMIT of a `store copy` into PostgreSQL.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -361,9 +362,10 @@ fn a_cut_commit_of_a_failover_intent_ends_with_one_post_and_a_succeeded_run() {
     // The server applied that COMMIT: the driver does not say nothing was saved.
     assert!(
         stderr(&out).contains("cannot tell whether the progress of step `failover-to-secondary`")
-            && stderr(&out).contains("while committing: the change may or may not have been saved")
+            && stderr(&out).contains("the change may or may not have been saved")
             && !stderr(&out).contains("nothing of it is saved")
-            && !stderr(&out).contains("nothing of the change in flight is saved"),
+            && !stderr(&out).contains("nothing of the change in flight is saved")
+            && !stderr(&out).contains("was not saved"),
         "{}",
         stderr(&out)
     );
@@ -403,4 +405,43 @@ fn a_cut_commit_of_a_failover_intent_ends_with_one_post_and_a_succeeded_run() {
         .find("failover intent not_sent")
         .unwrap_or_else(|| panic!("{history}"));
     assert!(history[first..].contains("failover intent sending"), "{history}");
+}
+
+/// `store copy` into PostgreSQL whose one COMMIT is cut after it reached the server: the
+/// server commits the copy, and `store copy` learns that from the target (read again under
+/// its write lock) instead of saying "nothing was copied" and taking the source's mark off,
+/// which would leave two stores free to drive the same runs: it succeeds, the source is
+/// marked as moved (it refuses to drive runs), and the copy verifies.
+#[test]
+fn a_store_copy_whose_commit_goes_unanswered_learns_from_the_target_that_it_was_made() {
+    let server = TestPostgres::start();
+    let sb = Sandbox::new();
+    let fixture = crate::common::fixture("long-wait.yaml").display().to_string();
+    let out = sb.run(&["run", &fixture, "--set", "duration=10ms"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let run = sb.last_run_id();
+    let direct = server.create_database("copy_cut");
+    // The restore is the only transaction that sends the run's id.
+    let marker: &'static [u8] = Box::leak(run.clone().into_bytes().into_boxed_slice());
+    let cutter = CommitCutter::start(server.port(), Cut::FirstWith(marker));
+    let cut_url = cutter.url(&direct, server.port());
+    let source = format!("sqlite:{}", sb.db().display());
+
+    let out = sb.run(&["store", "copy", "--from", &source, "--to", &cut_url]);
+    assert_eq!(cutter.cuts.load(Ordering::SeqCst), 1, "{}", stderr(&out));
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("the answer to the copy's COMMIT was lost, but"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!stderr(&out).contains("nothing was copied"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is marked as moved to"), "{}", stderr(&out));
+    // The source refuses to drive runs; the copy holds the run and verifies.
+    let refused = sb.run(&["resume", &run]);
+    assert_eq!(code(&refused), 2, "{}", stderr(&refused));
+    let copied = crate::postgres::run(&sb, &direct, &["status", &run]);
+    assert_eq!(code(&copied), 0, "{}", stderr(&copied));
+    let verified = crate::postgres::run(&sb, &direct, &["audit", "verify"]);
+    assert_eq!(code(&verified), 0, "{}{}", stdout(&verified), stderr(&verified));
 }

@@ -36,7 +36,9 @@ pub enum PgError {
         #[source]
         source: postgres::Error,
     },
-    /// A schema migration failed; nothing of it was applied (one transaction).
+    /// A schema migration failed; it is one transaction, so nothing of it was applied
+    /// (unless the connection broke once its COMMIT had left: the next open reads the version
+    /// again and applies only what is missing).
     #[error("cannot apply PostgreSQL schema migration {version}")]
     ApplyMigrations {
         /// The migration that failed (1-based).
@@ -64,10 +66,8 @@ pub enum PgError {
     /// reached the server and been applied, or not; the answer never came back. Nothing
     /// that depends on it was done (an effect waits for its commit's answer).
     #[error(
-        "lost the connection to PostgreSQL at {target} ({reason}) while committing: the change may or may not \
-         have been saved (its answer never came back); nothing that depends on it was done. Check that the server \
-         is up and reachable from this host, then `fogbook status RUN` shows what was saved and `fogbook resume \
-         RUN` carries the run on from there"
+        "lost the connection to PostgreSQL at {target} ({reason}) once its COMMIT had been sent: the change may \
+         or may not have been saved"
     )]
     CommitUnanswered {
         /// The URL, password masked.
@@ -122,21 +122,30 @@ impl PgError {
     /// Whether opening the database may work if tried again in a moment: the server refused
     /// or closed the connection, or said it is starting up or shutting down (a restart, a
     /// failover), while connecting or while reading or migrating the schema right after (a
-    /// restart between the two; the migration is one transaction, so nothing of it stays).
+    /// restart between the two; trying again reads the schema's version again).
     /// A refused login, a bad URL or TLS setup, a silent server, or an error the server
     /// answered to a schema statement (rights, a newer schema) are not.
     pub fn is_transient(&self) -> bool {
         use tokio_postgres::error::SqlState;
+        let restarting = |source: &postgres::Error| {
+            source.as_db_error().is_some_and(|db| {
+                [
+                    SqlState::CANNOT_CONNECT_NOW,
+                    SqlState::ADMIN_SHUTDOWN,
+                    SqlState::CRASH_SHUTDOWN,
+                ]
+                .contains(db.code())
+            })
+        };
         match self {
-            Self::Connect { source, .. } | Self::ReadSchema { source } | Self::ApplyMigrations { source, .. } => {
-                source.as_db_error().is_none_or(|db| {
-                    [
-                        SqlState::CANNOT_CONNECT_NOW,
-                        SqlState::ADMIN_SHUTDOWN,
-                        SqlState::CRASH_SHUTDOWN,
-                    ]
-                    .contains(db.code())
-                })
+            // Connecting fails without a server error only on the way there (refused, reset).
+            Self::Connect { source, .. } => source.as_db_error().is_none() || restarting(source),
+            // After the login, only a connection that broke (not a value this build cannot
+            // read, which trying again would not change).
+            Self::ReadSchema { source } | Self::ApplyMigrations { source, .. } => {
+                source.is_closed()
+                    || std::error::Error::source(source).is_some_and(|e| e.is::<std::io::Error>())
+                    || restarting(source)
             }
             _ => false,
         }

@@ -16,8 +16,9 @@
 //! connects on its first read.
 //!
 //! A lost connection (broken, or silent past the deadline) fails the writes (or the read)
-//! in flight with [`PgError::ConnectionLost`], naming the database; the thread connects
-//! again for its next job.
+//! in flight with [`PgError::ConnectionLost`], naming the database, or, when it broke once
+//! the group's COMMIT had left, with [`PgError::CommitUnanswered`] (the server may have
+//! committed it); the thread connects again for its next job.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -530,13 +531,18 @@ fn commit_group(link: &mut Link, mut group: Vec<Job>, commits: &AtomicU64) {
     let committed = written.and_then(|()| {
         // Bound first: `failure` borrows the connection again (is it lost?); a borrow held
         // across it panicked the writer when the connection broke during the COMMIT.
+        let prepared = conn.borrow_mut().prepare("COMMIT");
+        prepared.map_err(|e| failure(link, "committing", e))?;
+        // A connection already lost sends nothing, so nothing was committed; one lost once
+        // the COMMIT left may have committed it: say so, not "nothing saved".
+        let open = !conn.borrow().is_closed();
         let flushed = conn.borrow_mut().flush_with("COMMIT");
         flushed.map_err(|e| match link.lost(&e) {
-            // Whether the server applied the COMMIT is not known: say so, not "nothing saved".
-            Some(_) => Arc::new(StateError::Postgres(PgError::CommitUnanswered {
+            Some(_) if open => Arc::new(StateError::Postgres(PgError::CommitUnanswered {
                 target: link.url.to_string(),
                 reason: e.to_string(),
             })) as BackendError,
+            Some(lost) => Arc::new(lost) as BackendError,
             None => Arc::new(database("committing", e)) as BackendError,
         })
     });

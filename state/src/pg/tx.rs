@@ -152,6 +152,13 @@ impl PgConn {
 
     /// Sends the queued statements with `sql` (no parameters, e.g. `RELEASE SAVEPOINT
     /// write`, `COMMIT`) in one round trip; fails when any of them failed.
+    /// Prepares `sql` now (a round trip, the first time on this connection only), so that a
+    /// later [`Self::flush_with`] of it sends nothing but its pipeline: a connection lost
+    /// while preparing had sent nothing of it.
+    pub(crate) fn prepare(&mut self, sql: &str) -> Result<()> {
+        self.statement(sql).map(|_| ()).map_err(Error::backend)
+    }
+
     pub(crate) fn flush_with(&mut self, sql: &str) -> Result<()> {
         let stmt = self.statement(sql).map_err(Error::backend)?;
         self.send(&stmt, Vec::new(), false).map(|_| ())

@@ -51,7 +51,8 @@ pub(crate) async fn open_or_wait(cli: &Cli, stop: &CancellationToken) -> Result<
                 if !waiting {
                     output::always(&format!(
                         "the database at {url} does not answer yet ({}): the worker waits for it, trying again \
-                         every {}s at most until it answers (Ctrl-C or SIGTERM stops it)",
+                         every {}s at most until it answers (Ctrl-C or SIGTERM stops it; if the host or port in \
+                         the URL is wrong, stop it and fix --db or FOGBOOK_DB)",
                         causes(&e),
                         MAX_PAUSE.as_secs()
                     ));

@@ -137,7 +137,7 @@ impl CliError {
             // process lost the lease and stopped without sending anything more).
             Self::Engine(e @ EngineError::LeaseUnrenewed { .. }) => {
                 let hint = if store_is_postgres() {
-                    postgres_store_hint()
+                    postgres_store_hint(e)
                 } else {
                     format!(
                         "the state database (--db) could not be used; fix the cause named above (permissions, disk space), then `{fb} status RUN` shows whether another process took the run over, and `{fb} resume RUN` continues it",
@@ -217,7 +217,7 @@ impl CliError {
                     if let Some(role) = role {
                         copy_store_hint(&role)
                     } else if store_is_postgres() {
-                        postgres_store_hint()
+                        postgres_store_hint(other)
                     } else {
                         "the state database (--db) could not be used; fix the cause named above (a file that is not a fogbook database, permissions, disk space) or pass another --db".to_owned()
                     }
@@ -233,11 +233,17 @@ impl CliError {
 /// failures have other causes than a file's, so the hint for them differs.
 static STORE_IS_POSTGRES: AtomicBool = AtomicBool::new(false);
 
-/// The hint for a PostgreSQL store that failed (exit 6).
-fn postgres_store_hint() -> String {
+/// The hint for a PostgreSQL store that failed (exit 6): a server that answered and refused
+/// the login (a wrong password, user or database) is not one to wait for.
+fn postgres_store_hint(err: &(dyn std::error::Error + 'static)) -> String {
+    let fb = crate::output::fogbook();
+    if let Some(code) = fogbook_state::pg::refused_login(err) {
+        return format!(
+            "the PostgreSQL server answered and refused this connection ({code}): check the user, the password and the database name in the URL (--db or FOGBOOK_DB; a password holding `@`, `:`, `/` or `%` must be percent-encoded, e.g. `@` as `%40`) and that the role may connect to that database; nothing was changed"
+        );
+    }
     format!(
-        "the PostgreSQL state store (--db) could not be used; check the cause named above: is the server running and reachable from this host (address, port, firewall, sslmode)? are the user, password and database in the URL right? if it answers slowly, raise FOGBOOK_PG_TIMEOUT (10s by default); what was committed stays: once the database answers, `{fb} status` shows where each run is and `{fb} resume RUN` continues one",
-        fb = crate::output::fogbook()
+        "the PostgreSQL state store (--db) could not be used; check the cause named above: is the server running and reachable from this host (address, port, firewall, sslmode)? if it answers slowly, raise FOGBOOK_PG_TIMEOUT (10s by default); what was committed stays: once the database answers, `{fb} runs` shows where each run is and `{fb} resume RUN` continues one"
     )
 }
 

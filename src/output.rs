@@ -67,6 +67,21 @@ pub(crate) fn fogbook_on(store: &fogbook_state::pg::StoreUrl) -> String {
     format!("fogbook --db {}", shell_word(&shown))
 }
 
+/// The prefix of the commands that drive runs of `store`: this invocation's, or, once the
+/// store was moved (`store copy`), `fogbook --db TARGET`, where its runs are driven now (a
+/// `resume` here is refused).
+pub(crate) fn fogbook_driving(store: &fogbook_state::Store) -> String {
+    match store.moved().filter(|m| m.done) {
+        Some(mark) => {
+            if mark.target.contains("***") {
+                say_masked();
+            }
+            format!("fogbook --db {}", shell_word(&mark.target))
+        }
+        None => fogbook().to_owned(),
+    }
+}
+
 /// Says once per process that the printed commands show a password as `***`.
 fn say_masked() {
     static SAID: std::sync::Once = std::sync::Once::new();
@@ -121,7 +136,7 @@ fn with_prefix(text: &str, prefix: impl Fn() -> &'static str) -> String {
 }
 
 /// `word` as one shell word: as is when it has only safe characters, else single-quoted.
-fn shell_word(word: &str) -> String {
+pub(crate) fn shell_word(word: &str) -> String {
     let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+:=@,%".contains(c);
     if !word.is_empty() && word.chars().all(safe) {
         word.to_owned()

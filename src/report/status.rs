@@ -54,16 +54,17 @@ pub(super) async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Res
     }
     let r = &snap.run;
     let drive = drive_of_run(&snap, lease_now, cli.lease_ttl);
+    // Where this run is continued: on the target once the store was moved.
+    let driving = output::fogbook_driving(store);
     let mut out = String::new();
     if let Drive::Stalled { since, .. } = &drive {
         let unprotected = open_unprotected(&snap, now, rehearsal.as_ref());
         if !unprotected.is_empty() {
             out.push_str(&format!(
-                "!!! STALLED WITH AN UNPROTECTED WINDOW OPEN: {}; nobody drives this run since {}: `{fb} resume {}`\n",
+                "!!! STALLED WITH AN UNPROTECTED WINDOW OPEN: {}; nobody drives this run since {}: `{driving} resume {}`\n",
                 unprotected.join("; "),
                 format_ms(*since),
                 r.id,
-                fb = crate::output::fogbook()
             ));
         }
     }
@@ -76,10 +77,9 @@ pub(super) async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Res
     ));
     if let Drive::Stalled { since, why } = &drive {
         out.push_str(&format!(
-            "stalled: nobody drives this run since {} ({why}); continue it: `{fb} resume {}`\n",
+            "stalled: nobody drives this run since {} ({why}); continue it: `{driving} resume {}`\n",
             format_ms(*since),
             r.id,
-            fb = crate::output::fogbook()
         ));
     }
     if r.status == fogbook_state::RunStatus::Pending && r.lease_owner.is_none() {
@@ -90,14 +90,13 @@ pub(super) async fn render_status(cli: &Cli, store: &Store, run_id: &str) -> Res
             .iter()
             .any(|s| s.status != fogbook_state::StepStatus::Pending);
         out.push_str(&format!(
-            "not driven: {}; continue it: `{fb} resume {}` (or a running `{fb} worker` picks it up)\n",
+            "not driven: {}; continue it: `{driving} resume {}` (or a running `{driving} worker` picks it up)\n",
             if started {
                 "it stopped at a safe point"
             } else {
                 "it has not started"
             },
             r.id,
-            fb = crate::output::fogbook()
         ));
     }
     out.push_str(&format!("created: {}\n", format_ms(r.created_at)));

@@ -112,6 +112,13 @@ fn refusals_say_what_is_accepted() {
     );
     let no_host = refused("postgres:///fog").to_string();
     assert!(no_host.contains("names no host"), "{no_host}");
+    // An `@` left in the password: the client would take `ss@db.example.com` for the host.
+    let at = refused("postgres://fog:p@ss@db.example.com/fog?sslmode=disable").to_string();
+    assert!(
+        at.contains("an `@` that is not percent-encoded: write it as `%40`") && !at.contains("p@ss"),
+        "{at}"
+    );
+    postgres("postgres://fog:p%40ss@db.example.com/fog?sslmode=disable");
 }
 
 /// Display, Debug and every refusal mask the password, whether it is in the user info

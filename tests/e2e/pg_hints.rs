@@ -17,6 +17,8 @@ fn assert_postgres_hint(err: &str) {
     assert!(err.contains("is the server running and reachable"), "{err}");
     assert!(err.contains("FOGBOOK_PG_TIMEOUT"), "{err}");
     assert!(!err.contains("disk space"), "{err}");
+    // The next command it names runs as written (`status` needs a run).
+    assert!(err.contains("`fogbook runs` shows where each run is"), "{err}");
 }
 
 /// A port of 127.0.0.1 where nothing listens (bound, then let go).
@@ -82,4 +84,32 @@ fn a_postgres_server_stopped_mid_command_gets_the_postgres_hint() {
     }
     assert!(!err.contains("stopped or stalled"), "{err}");
     assert_postgres_hint(&err);
+}
+
+/// A server that answers and refuses the login (a wrong password, a database that does not
+/// exist) gets a hint about the URL's credentials and names, not about a server to wait for.
+#[test]
+fn a_refused_login_gets_a_hint_about_the_url_not_the_server() {
+    let server = fogbook_testpg::TestPostgres::start();
+    let sb = Sandbox::new();
+    let local = sb.dir.path().display().to_string();
+    let good = server.url();
+    let wrong_password = good.replacen(server.password(), "not-the-password", 1);
+    let no_database = server.url_for("fogbok");
+    for (url, why) in [
+        (wrong_password, "(the password or the role was refused)"),
+        (no_database, "(no such database)"),
+    ] {
+        let out = sb.run_env(&["runs"], &[("FOGBOOK_DB", &url), ("FOGBOOK_LOCAL_DIR", &local)]);
+        assert_eq!(code(&out), 6, "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "hint: the PostgreSQL server answered and refused this connection {why}"
+            )),
+            "{err}"
+        );
+        assert!(err.contains("must be percent-encoded"), "{err}");
+        assert!(!err.contains("is the server running"), "{err}");
+    }
 }

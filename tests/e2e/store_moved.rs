@@ -157,6 +157,33 @@ fn a_copied_store_refuses_to_drive_and_says_where_its_runs_went() {
     assert_eq!(code(&out), 2, "nothing to unmark: {}", stderr(&out));
 }
 
+/// `status` on a moved store names the command that continues a run where it is driven
+/// now (`fogbook --db TARGET resume RUN`), not a `resume` on this store, which is refused.
+#[test]
+fn status_on_a_moved_store_says_to_continue_the_run_on_the_target() {
+    let sim = start_sim(&demo_estate(), None);
+    let sb = Sandbox::new();
+    let db = sb.db().display().to_string();
+    let mut args = runbook_args();
+    args.push("--detach".to_owned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = on(&sb, &sim, &db, &args);
+    assert_eq!(code(&out), 0, "run --detach: {}", stderr(&out));
+    let run = sb.last_run_id();
+    let target = sb.path("target.db").display().to_string();
+    let copy = on(&sb, &sim, &db, &["store", "copy", "--from", &db, "--to", &target]);
+    assert_eq!(code(&copy), 0, "store copy: {}{}", stdout(&copy), stderr(&copy));
+
+    let status = stdout(&on(&sb, &sim, &db, &["status", &run]));
+    assert!(
+        status.contains(&format!("continue it: `fogbook --db {target} resume {run}`")),
+        "{status}"
+    );
+    // What it names works on the target, where `resume` continues the run.
+    let out = on(&sb, &sim, &target, &["resume", &run]);
+    assert_eq!(code(&out), 3, "the run reaches its approval there: {}", stderr(&out));
+}
+
 /// A copy refused because the target holds data leaves the source unmarked: it still
 /// drives runs, and its reads say nothing of a move.
 #[test]

@@ -151,3 +151,23 @@ impl PgError {
         }
     }
 }
+
+/// The server's refusal of the login itself, named by its SQLSTATE's meaning, when `err`
+/// holds one: a bad password or role (class 28), a database that does not exist (3D000), or
+/// no right to connect to it (42501).
+pub fn refused_login(err: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if let Some(db) = e.downcast_ref::<tokio_postgres::error::DbError>() {
+            let code = db.code().code();
+            return match code {
+                "28P01" | "28000" => Some("the password or the role was refused"),
+                "3D000" => Some("no such database"),
+                "42501" => Some("the role lacks a right it needs on this database"),
+                _ => None,
+            };
+        }
+        cause = e.source();
+    }
+    None
+}

@@ -28,7 +28,7 @@ pub(crate) mod tx;
 mod url;
 
 pub use connect::connect;
-pub use error::PgError;
+pub use error::{PgError, refused_login};
 pub use floor::{PgFloor, commit_floor, create_schema, drop_schema};
 pub use listen::{WORK_CHANNEL, WorkListener};
 pub use schema::{SCHEMA_VERSION, migrate, schema_version};

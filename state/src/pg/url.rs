@@ -126,6 +126,19 @@ fn url_scheme(s: &str) -> Option<&str> {
 impl PgUrl {
     fn parse(raw: &str) -> Result<Self, StoreUrlError> {
         let invalid = |reason: String| StoreUrlError::Postgres { url: mask(raw), reason };
+        // An `@` left in a password ends the user info early for the client, which would then
+        // look up the rest as a host name, wait for it, and never say why.
+        let authority = raw.split_once("://").map_or("", |(_, rest)| {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            &rest[..end]
+        });
+        if authority.matches('@').count() > 1 {
+            return Err(invalid(
+                "its user info holds an `@` that is not percent-encoded: write it as `%40` (`a@b` as `a%40b`; \
+                 `:` is `%3A`, `/` is `%2F`, `%` is `%25`)"
+                    .to_owned(),
+            ));
+        }
         let (base, query) = match raw.split_once('?') {
             Some((base, query)) => (base, Some(query)),
             None => (raw, None),

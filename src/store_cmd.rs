@@ -148,14 +148,14 @@ async fn mark_and_copy(cli: &Cli, source: &Store, from: &StoreUrl, to: &StoreUrl
 fn moved_text(mark: &MovedMark, store: &str, fb: &str) -> (String, String) {
     let message = if mark.done {
         format!(
-            "{store} was moved to {} at {} by `fogbook store copy` ({}); its runs are driven there now",
+            "{store} was moved to {} at {} by a `store copy` ({}); its runs are driven there now",
             mark.target,
             format_ms(mark.moved_at.unwrap_or(mark.started_at)),
             mark.by
         )
     } else {
         format!(
-            "{store} is being copied to {} (since {}, by `fogbook store copy` on {}), or that copy was interrupted",
+            "{store} is being copied to {} (since {}, by a `store copy` on {}), or that copy was interrupted",
             mark.target,
             format_ms(mark.started_at),
             mark.by

@@ -249,12 +249,12 @@ pub enum StateError {
 fn moved_message(mark: &crate::MovedMark) -> String {
     if mark.done {
         format!(
-            "this store was moved to {} by `fogbook store copy` ({}): its runs are driven there now",
+            "this store was moved to {} by a `store copy` ({}): its runs are driven there now",
             mark.target, mark.by
         )
     } else {
         format!(
-            "this store is being copied to {} by `fogbook store copy` ({}): it takes on no new work until the copy ends",
+            "this store is being copied to {} by a `store copy` ({}): it takes on no new work until the copy ends",
             mark.target, mark.by
         )
     }

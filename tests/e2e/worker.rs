@@ -97,6 +97,13 @@ fn sigterm_releases_the_lease_for_the_next_worker(backend: Backend) {
     let out = first.wait_with_output().unwrap();
     // A stop signal is how a service ends: exit 0, as `serve` and `sim serve` (README "Exit codes").
     assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // Counts in words that fit them (not "1 drives"), and a stop note true of a worker.
+    let err = stderr(&out);
+    assert!(err.contains("worker stopped: 0 runs fired, 1 drive\n"), "{err}");
+    assert!(
+        err.contains("stopping: the runs this worker drives stop at their next safe point"),
+        "{err}"
+    );
     let owner = sb.text(&format!("SELECT lease_owner FROM runs WHERE id = '{run}'"));
     assert_eq!(owner, None, "released at once, no expiry to wait for");
     assert_eq!(sb.run_status(&run), "pending");

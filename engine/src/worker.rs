@@ -167,6 +167,10 @@ pub async fn run_worker(
                 let (mut engine, token) = (engine.clone(), drives.child_token());
                 let hook = config.run_env.clone();
                 tasks.spawn(async move {
+                    // Several runs are driven at once: each one's lines name it.
+                    if let Some(observer) = engine.observer().for_run(&run) {
+                        engine = engine.with_observer(observer);
+                    }
                     let mut finish = None;
                     if let Some(hook) = hook {
                         match hook.0.prepare(&run).await {
@@ -190,8 +194,12 @@ pub async fn run_worker(
                         }
                     }
                     let outcome = engine.drive(&run, token).await;
-                    if let Err(EngineError::State(StateError::LeaseHeld { owner, .. })) = &outcome {
-                        engine.observer().run_left_to(&run, owner);
+                    match &outcome {
+                        Ok(o) => engine.observer().run_driven(&run, o),
+                        Err(EngineError::State(StateError::LeaseHeld { owner, .. })) => {
+                            engine.observer().run_left_to(&run, owner);
+                        }
+                        Err(_) => {}
                     }
                     if let Some(finish) = finish {
                         finish.await;

@@ -164,8 +164,29 @@ pub(crate) enum Command {
     Schedule(ScheduleCommand),
     /// Fire due schedules and drive runs nobody drives (detached, pending, or left by a dead process).
     ///
-    /// Ctrl-C or SIGTERM stops its runs at safe points and releases their leases (another
-    /// worker takes them over at once); the worker then exits 0, as every service does.
+    /// Several workers may share one database (on PostgreSQL, on several hosts): no schedule
+    /// fires twice and no run is driven twice.
+    ///
+    /// Stopping: Ctrl-C or SIGTERM stops its runs at safe points and releases their leases
+    /// (another worker takes them over without waiting for them to expire); the worker then
+    /// exits 0, as every
+    /// service does. A worker that dies (SIGKILL, a lost host) releases nothing: its runs are
+    /// taken over once their leases expire, within one --lease-ttl plus --lease-margin and
+    /// one --poll (at once by a worker on the same host, which sees the process is gone).
+    ///
+    /// Its database: a PostgreSQL server that does not answer at startup (refused, starting
+    /// up, no answer within connect_timeout) is waited for, said once on stderr, and tried
+    /// again every 5s at most; a bad URL, a refused login or a TLS mismatch fail at once
+    /// (exit 2 or 6). A database outage while it runs is logged once, and once when it
+    /// answers again. A store moved away by `fogbook store copy` makes it exit 2, naming the
+    /// target: point FOGBOOK_DB at the target and start it again (under systemd with
+    /// Restart=on-failure, add RestartPreventExitStatus=2 so it is not restarted into the
+    /// same refusal: docs/DEPLOYMENT.md).
+    ///
+    /// Against the emulator (rehearsals): start `fogbook sim serve --estate ESTATE.yaml`,
+    /// then run the worker with FOGBOOK_ARM_ENDPOINT (or --arm-endpoint) set to the URL it
+    /// prints and FOGBOOK_ARM_TOKEN set to anything. A run started with `run --sim` is
+    /// driven on its own emulator, restored by the worker, whatever the endpoint.
     Worker(WorkerArgs),
     /// Fleets: one runbook over many targets with rate control (max concurrency, max
     /// errors, a canary wave, waves), driven durably (README "Fleets").

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anstyle::{AnsiColor, Style};
-use fogbook_engine::Observer;
+use fogbook_engine::{Observer, RunOutcome};
 use fogbook_state::Millis;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use tokio_util::sync::CancellationToken;
@@ -67,6 +67,9 @@ pub(crate) struct Progress {
     live: Arc<Mutex<Live>>,
     /// The run a `--wait` driver holds at its approval steps: they print how to decide.
     waits_for_approval_of: Mutex<Option<String>>,
+    /// The run whose lines these are, named on each of them (a worker drives several at
+    /// once); `None`: the process drives one run.
+    run: Option<String>,
 }
 
 impl Progress {
@@ -75,6 +78,7 @@ impl Progress {
             quiet,
             live: Arc::new(Mutex::new(Live::default())),
             waits_for_approval_of: Mutex::new(None),
+            run: None,
         })
     }
 
@@ -92,7 +96,10 @@ impl Progress {
         }
         let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         let write = || {
-            let _ = writeln!(anstream::stderr().lock(), "{text}");
+            let _ = match &self.run {
+                Some(run) => writeln!(anstream::stderr().lock(), "[{run}] {text}"),
+                None => writeln!(anstream::stderr().lock(), "{text}"),
+            };
         };
         match &live.bar {
             Some(bar) => bar.suspend(write),
@@ -259,6 +266,35 @@ impl Observer for Progress {
     fn run_picked_up(&self, run_id: &str, runbook: &str, schedule: Option<&str>) {
         let from = schedule.map(|s| format!(", schedule {s}")).unwrap_or_default();
         self.line(&format!("→ driving run {run_id} (runbook {runbook}{from})"));
+    }
+
+    fn for_run(&self, run_id: &str) -> Option<Arc<dyn Observer>> {
+        Some(Arc::new(Self {
+            quiet: self.quiet,
+            live: self.live.clone(),
+            waits_for_approval_of: Mutex::new(None),
+            run: Some(run_id.to_owned()),
+        }))
+    }
+
+    fn run_driven(&self, run_id: &str, outcome: &RunOutcome) {
+        let (style, what) = match outcome {
+            RunOutcome::Succeeded => (DONE, "succeeded".to_owned()),
+            RunOutcome::Failed { step, code, .. } => (FAILED, format!("failed at step {step} ({code})")),
+            RunOutcome::Waiting { step, .. } => (QUIET, format!("waits for a decision at step {step}")),
+            RunOutcome::OutsideWindow { step, window } => {
+                (QUIET, format!("waits before step {step} for its window ({window})"))
+            }
+            RunOutcome::Interrupted => (QUIET, "stopped at a safe point (resumable)".to_owned()),
+            RunOutcome::Cancelled => (WARN, "cancelled".to_owned()),
+        };
+        // A run's own observer names it at the start of the line already.
+        let run = if self.run.is_some() {
+            String::new()
+        } else {
+            format!(" {run_id}")
+        };
+        self.line(&paint(style, &format!("■ run{run} {what}")));
     }
 
     fn run_left_to(&self, run_id: &str, owner: &str) {

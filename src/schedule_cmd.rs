@@ -1,6 +1,7 @@
 //! `fogbook schedule …` and `fogbook worker`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use fogbook_engine::schedule::{CronSchedule, OutsideWindow, Window, format_in, outside_window};
 use fogbook_engine::{Clock, Engine, EngineConfig, Owner, SystemClock, WorkerConfig, run_worker, sha256_hex};
@@ -15,7 +16,7 @@ use crate::exit::Exit;
 use crate::input::{read_params, read_runbook};
 use crate::output;
 use crate::progress::Progress;
-use crate::signals::spawn_signal_handler;
+use crate::signals::spawn_signal_handler_saying;
 
 mod show;
 use show::show;
@@ -454,11 +455,20 @@ pub(crate) async fn worker(cli: &Cli, args: &WorkerArgs) -> Exit {
     // The signal handler comes first: a SIGTERM while the database is not reachable yet
     // ends the wait (exit 0), as it ends the worker.
     let stop = CancellationToken::new();
-    spawn_signal_handler(stop.clone(), cli.quiet);
+    let working = Arc::new(AtomicBool::new(false));
+    let started = working.clone();
+    spawn_signal_handler_saying(stop.clone(), cli.quiet, move || {
+        if started.load(Ordering::SeqCst) {
+            "stopping: the runs this worker drives stop at their next safe point and stay resumable…"
+        } else {
+            "stopping…"
+        }
+    });
     let store = match crate::db_wait::open_or_wait(cli, &stop).await {
         Ok(s) => s,
         Err(code) => return code,
     };
+    working.store(true, Ordering::SeqCst);
     let config = EngineConfig {
         lease_ttl: cli.lease_ttl,
         lease_margin: cli.lease_margin,
@@ -500,7 +510,11 @@ pub(crate) async fn worker(cli: &Cli, args: &WorkerArgs) -> Exit {
             } else {
                 output::note(
                     cli.quiet,
-                    &format!("worker stopped: {} runs fired, {} drives", report.fired, report.driven),
+                    &format!(
+                        "worker stopped: {}, {}",
+                        plural(report.fired, "run fired", "runs fired"),
+                        plural(report.driven, "drive", "drives")
+                    ),
                 );
             }
             // A stop signal is how a service ends (README "Exit codes"): its runs stopped at
@@ -509,4 +523,9 @@ pub(crate) async fn worker(cli: &Cli, args: &WorkerArgs) -> Exit {
         }
         Err(e) => fail(e),
     }
+}
+
+/// `n` and the noun that fits it.
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

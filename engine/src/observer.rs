@@ -32,6 +32,13 @@ pub trait Observer: Send + Sync + 'static {
     fn run_picked_up(&self, _run_id: &str, _runbook: &str, _schedule: Option<&str>) {}
     /// A worker about to drive `run_id` found that `owner` got its lease first.
     fn run_left_to(&self, _run_id: &str, _owner: &str) {}
+    /// The observer of run `run_id` alone, for a worker that drives several runs at once
+    /// (its lines name the run); `None`: this one serves every run as it is.
+    fn for_run(&self, _run_id: &str) -> Option<std::sync::Arc<dyn Observer>> {
+        None
+    }
+    /// A worker's drive of `run_id` ended with `outcome` (an end, a wait or a stop).
+    fn run_driven(&self, _run_id: &str, _outcome: &crate::RunOutcome) {}
 }
 
 /// An observer that ignores everything.

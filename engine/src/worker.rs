@@ -10,7 +10,10 @@
 //! process makes work (`Store::listen_for_work`: `LISTEN/NOTIFY`) instead of at its next
 //! poll; the poll stays, for expired leases and notifications lost while disconnected.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+mod health;
+mod set_aside;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 use crate::error::with_causes;
 use crate::schedule::{CronSchedule, Plan, TickInput, Window};
 use crate::{CreateRun, Engine, EngineError, RunOutcome, owner, runbook};
+use health::Health;
+use set_aside::SetAside;
 
 /// Gives a run its own environment before a worker drives it (the CLI restores a rehearsal's
 /// emulator), or refuses to drive it here (`Err`: why, logged; the run is left as it is).
@@ -94,6 +99,8 @@ pub async fn run_worker(
     // their back-off ends: without it, a run the worker cannot drive here is picked up,
     // refused and picked up again at once, thousands of times a second.
     let mut set_aside = SetAside::new(config.poll);
+    // A database outage is said once, not by every job at every poll.
+    let mut health = Health::new(config.poll);
     // Runs left to the holder of their expired lease (`RunEnv::may_take_over`), with that
     // holder: logged when first left, not again at every poll.
     let mut left: BTreeMap<String, String> = BTreeMap::new();
@@ -127,7 +134,7 @@ pub async fn run_worker(
             Ok(None) => false,
             // The writes that take on work read the mark themselves.
             Err(e) => {
-                tracing::error!(error = %with_causes(&e), "worker: cannot read whether the store was moved");
+                health.failed("read whether the store was moved", &e.into());
                 false
             }
         };
@@ -135,18 +142,18 @@ pub async fn run_worker(
         if !paused {
             // A database hiccup (SQLITE_BUSY past the timeout, one unreadable row) must not stop
             // the worker or abort the runs it drives: log it and look again at the next poll.
-            match tick_schedules(&engine).await {
+            match tick_schedules(&engine, &mut health).await {
                 Ok(n) => report.fired += n,
-                Err(e) => tracing::error!(error = %with_causes(&e), "worker: cannot fire schedules"),
+                Err(e) => health.failed("fire schedules", &e),
             }
             let mut candidates = drivable(&engine, &active).await.unwrap_or_else(|e| {
-                tracing::error!(error = %with_causes(&e), "worker: cannot list runs to drive");
+                health.failed("list runs to drive", &e);
                 Vec::new()
             });
             candidates.retain(|c| !set_aside.holds(&c.id));
             let candidates = leave_held(config.run_env.as_ref(), candidates, &mut left).await;
             let free = config.concurrency.max(1).saturating_sub(active.len());
-            let candidates = claim(&engine, candidates, free).await;
+            let candidates = claim(&engine, candidates, free, &mut health).await;
             for candidate in candidates {
                 if active.len() >= config.concurrency.max(1) {
                     break;
@@ -160,6 +167,10 @@ pub async fn run_worker(
                 let (mut engine, token) = (engine.clone(), drives.child_token());
                 let hook = config.run_env.clone();
                 tasks.spawn(async move {
+                    // Several runs are driven at once: each one's lines name it.
+                    if let Some(observer) = engine.observer().for_run(&run) {
+                        engine = engine.with_observer(observer);
+                    }
                     let mut finish = None;
                     if let Some(hook) = hook {
                         match hook.0.prepare(&run).await {
@@ -183,8 +194,12 @@ pub async fn run_worker(
                         }
                     }
                     let outcome = engine.drive(&run, token).await;
-                    if let Err(EngineError::State(StateError::LeaseHeld { owner, .. })) = &outcome {
-                        engine.observer().run_left_to(&run, owner);
+                    match &outcome {
+                        Ok(o) => engine.observer().run_driven(&run, o),
+                        Err(EngineError::State(StateError::LeaseHeld { owner, .. })) => {
+                            engine.observer().run_left_to(&run, owner);
+                        }
+                        Err(_) => {}
                     }
                     if let Some(finish) = finish {
                         finish.await;
@@ -197,7 +212,7 @@ pub async fn run_worker(
             let fleets = crate::fleet::drivable_fleets(&engine, &active)
                 .await
                 .unwrap_or_else(|e| {
-                    tracing::error!(error = %with_causes(&e), "worker: cannot list fleets to drive");
+                    health.failed("list fleets to drive", &e);
                     Vec::new()
                 });
             for id in fleets {
@@ -212,6 +227,7 @@ pub async fn run_worker(
                 });
             }
         }
+        health.poll_ended();
         if config.exit_when_idle && active.is_empty() {
             break;
         }
@@ -268,6 +284,23 @@ fn finished(
                 Err(EngineError::State(StateError::LeaseHeld { owner, .. })) => {
                     tracing::debug!(run_id = %run, %owner, "worker: run taken")
                 }
+                // Fenced: this process was frozen or starved past its lease and another took
+                // the run over. The fencing worked; nothing of this worker failed, and it
+                // does not drive the run while its new holder does.
+                Err(
+                    e @ (EngineError::Fenced { .. }
+                    | EngineError::TakenOver { .. }
+                    | EngineError::State(StateError::LeaseLost { .. })),
+                ) => {
+                    set_aside.clear(&run);
+                    tracing::warn!(run_id = %run, detail = %with_causes(&e), "worker: run {run} was taken over by another process while this one was frozen or starved past its lease; this worker does not drive it (it sent nothing more)");
+                }
+                // The database did not answer long enough for the lease to expire (said once by
+                // the worker): the run is free for whichever worker finds it first once it answers.
+                Err(e @ EngineError::LeaseUnrenewed { .. }) => {
+                    set_aside.clear(&run);
+                    tracing::warn!(run_id = %run, detail = %with_causes(&e), "worker: stopped driving run {run}: its lease could not be renewed; a worker (this one or another) drives it again once the state database answers");
+                }
                 Err(e) => {
                     let again = set_aside.put(&run);
                     tracing::error!(run_id = %run, error = %with_causes(&e), again_in = ?again, "worker: driving failed; looking at the run again later");
@@ -275,50 +308,6 @@ fn finished(
             }
         }
         Err(e) => tracing::error!(error = %e, "worker: a drive task panicked"),
-    }
-}
-
-/// The longest a worker waits before it looks again at a run it could not drive.
-const SET_ASIDE_MAX: Duration = Duration::from_secs(300);
-
-/// Runs a worker could not drive, each with when it may look at it again: twice the poll
-/// after the first refusal, doubling with each refusal that follows, at most
-/// [`SET_ASIDE_MAX`].
-struct SetAside {
-    poll: Duration,
-    runs: HashMap<String, (tokio::time::Instant, u32)>,
-}
-
-impl SetAside {
-    fn new(poll: Duration) -> Self {
-        Self {
-            poll: poll.max(Duration::from_millis(10)),
-            runs: HashMap::new(),
-        }
-    }
-
-    /// Sets `run` aside once more; returns for how long.
-    fn put(&mut self, run: &str) -> Duration {
-        let refusals = self.runs.get(run).map_or(0, |(_, n)| *n) + 1;
-        let wait = self
-            .poll
-            .saturating_mul(2u32.saturating_pow(refusals.min(16)))
-            .min(SET_ASIDE_MAX.max(self.poll));
-        self.runs
-            .insert(run.to_owned(), (tokio::time::Instant::now() + wait, refusals));
-        wait
-    }
-
-    /// Whether `run` is still set aside.
-    fn holds(&self, run: &str) -> bool {
-        self.runs
-            .get(run)
-            .is_some_and(|(until, _)| tokio::time::Instant::now() < *until)
-    }
-
-    /// `run` was driven: its next refusal starts the back-off again.
-    fn clear(&mut self, run: &str) {
-        self.runs.remove(run);
     }
 }
 
@@ -366,7 +355,7 @@ async fn leave_held(
 /// The candidates this worker may drive: on PostgreSQL, those it claimed (at most `free`:
 /// their leases taken in one transaction, rows other workers are claiming skipped); on
 /// SQLite all of them, each drive taking its lease as it starts.
-async fn claim(engine: &Engine, candidates: Vec<Candidate>, free: usize) -> Vec<Candidate> {
+async fn claim(engine: &Engine, candidates: Vec<Candidate>, free: usize, health: &mut Health) -> Vec<Candidate> {
     let ids = candidates.iter().map(|c| c.id.clone()).collect();
     let dead = candidates.iter().filter_map(|c| c.dead_owner.clone()).collect();
     let claimed = engine
@@ -384,7 +373,7 @@ async fn claim(engine: &Engine, candidates: Vec<Candidate>, free: usize) -> Vec<
         Ok(Some(claimed)) => claimed,
         Ok(None) => return candidates,
         Err(e) => {
-            tracing::error!(error = %with_causes(&e), "worker: cannot claim runs to drive");
+            health.failed("claim runs to drive", &e.into());
             Vec::new()
         }
     };
@@ -485,14 +474,12 @@ async fn approval_arrived(engine: &Engine, run_id: &str) -> Result<bool, EngineE
 }
 
 /// Fires what is due for every schedule; returns how many runs were created.
-async fn tick_schedules(engine: &Engine) -> Result<usize, EngineError> {
+async fn tick_schedules(engine: &Engine, health: &mut Health) -> Result<usize, EngineError> {
     let mut fired = 0;
     for schedule in engine.store().schedules().await? {
         match tick_one(engine, &schedule).await {
             Ok(n) => fired += n,
-            Err(e) => {
-                tracing::error!(schedule = %schedule.name, error = %with_causes(&e), "worker: cannot fire schedule")
-            }
+            Err(e) => health.failed(&format!("fire schedule {}", schedule.name), &e),
         }
     }
     Ok(fired)

@@ -29,11 +29,7 @@ pub(crate) async fn verify(cli: &Cli, store: Store, run_id: Option<String>, sinc
         output::data(&format!(
             "ok: {} in {} verify, and the runs, steps and windows agree with them\nhead: {} (keep it elsewhere; `audit verify --since-head {}` proves the trail was not cut since)",
             plural(report.events, "event", "events"),
-            plural(
-                report.runs,
-                "stream (runs, schedules, fleets)",
-                "streams (runs, schedules, fleets)"
-            ),
+            plural(report.runs, "stream", "streams"),
             report.head,
             report.head
         ));

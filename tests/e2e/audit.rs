@@ -107,3 +107,16 @@ fn a_cut_and_rewritten_tail_is_caught_by_the_kept_head() {
     assert_eq!(code(&caught), 1, "{}", stdout(&caught));
     assert!(stdout(&caught).contains("cut or rewritten"), "{}", stdout(&caught));
 }
+
+/// Item 10 of the new user's report: the summary counted streams and listed three kinds
+/// after the count ("2 streams (runs, schedules, fleets)"), which read as a breakdown.
+#[test]
+fn the_summary_counts_streams_without_a_list_of_kinds() {
+    let sb = Sandbox::new();
+    finished_run(&sb);
+    let out = sb.run(&["audit", "verify"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let first = stdout(&out).lines().next().unwrap_or_default().to_owned();
+    assert!(first.starts_with("ok: ") && first.contains(" stream"), "{first}");
+    assert!(!first.contains("(runs, schedules, fleets)"), "{first}");
+}

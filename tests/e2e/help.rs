@@ -106,3 +106,31 @@ fn man_prints_a_manual_page() {
         assert!(page.contains(word), "the manual page lacks `{word}`");
     }
 }
+
+/// Item 12 of the new user's report: `worker --help` answers what running workers needs,
+/// without reading docs/DEPLOYMENT.md: its wait for PostgreSQL at startup, its exit 2 on a
+/// moved store (and the systemd setting that goes with it), how long a takeover takes after
+/// a worker dies (SIGTERM alone hands its runs over at once), and how to point it at the
+/// emulator.
+#[test]
+fn worker_help_says_how_it_waits_exits_hands_over_and_meets_the_emulator() {
+    let sb = Sandbox::new();
+    let text = help(&sb, &["worker"]);
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    for needed in [
+        "does not answer at startup",
+        "fail at once",
+        "exit 2, naming the target",
+        "RestartPreventExitStatus=2",
+        "within one --lease-ttl plus --lease-margin and one --poll",
+        "FOGBOOK_ARM_ENDPOINT",
+        "FOGBOOK_ARM_TOKEN",
+        "fogbook sim serve",
+    ] {
+        assert!(flat.contains(needed), "`worker --help` lacks `{needed}`:\n{text}");
+    }
+    assert!(
+        !flat.contains("takes them over at once)"),
+        "true only of SIGTERM:\n{text}"
+    );
+}

@@ -281,6 +281,17 @@ fn a_worker_frozen_past_its_lease_writes_nothing_when_thawed() {
         "the thawed worker wrote nothing: {}",
         stderr(&thawed)
     );
+    // Fenced is the fencing working, not the worker failing (item 7 of the new user's
+    // report): said as a takeover (warnings, no error), not as "driving failed; looking at
+    // the run again later".
+    let log = stderr(&thawed);
+    assert!(!log.contains(" ERROR "), "{log}");
+    assert!(!log.contains("driving failed"), "{log}");
+    assert!(!log.contains("looking at the run again"), "{log}");
+    assert!(
+        log.contains(&format!("run {run} was taken over by another process")),
+        "{log}"
+    );
     let taken = pg.rows(&format!(
         "SELECT data::jsonb->>'previous_owner' FROM events WHERE run_id = '{run}' AND kind = 'lease.taken_over'"
     ));

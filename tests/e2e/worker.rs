@@ -97,6 +97,13 @@ fn sigterm_releases_the_lease_for_the_next_worker(backend: Backend) {
     let out = first.wait_with_output().unwrap();
     // A stop signal is how a service ends: exit 0, as `serve` and `sim serve` (README "Exit codes").
     assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // Counts in words that fit them (not "1 drives"), and a stop note true of a worker.
+    let err = stderr(&out);
+    assert!(err.contains("worker stopped: 0 runs fired, 1 drive\n"), "{err}");
+    assert!(
+        err.contains("stopping: the runs this worker drives stop at their next safe point"),
+        "{err}"
+    );
     let owner = sb.text(&format!("SELECT lease_owner FROM runs WHERE id = '{run}'"));
     assert_eq!(owner, None, "released at once, no expiry to wait for");
     assert_eq!(sb.run_status(&run), "pending");
@@ -208,7 +215,33 @@ fn schedule_next_and_bad_schedules(backend: Backend) {
     }
 }
 
+/// Item 4 of the new user's report: a worker drives several runs at once, so its step and
+/// window lines name their run, and a line says how each drive ended.
+fn a_workers_lines_name_their_run_and_its_end(backend: Backend) {
+    let sb = Db::new(backend);
+    let first = detach(&sb, "g1", "10ms");
+    let second = detach(&sb, "g2", "10ms");
+    let out = sb.run(&["worker", "--poll", "50ms", "--exit-when-idle"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let err = stderr(&out);
+    for run in [&first, &second] {
+        for line in [
+            "✓ before completed",
+            "▶ pause [wait]",
+            "✓ after completed",
+            "■ run succeeded",
+        ] {
+            assert!(err.contains(&format!("[{run}] {line}")), "{run} {line}:\n{err}");
+        }
+    }
+    assert!(
+        !err.lines().any(|l| l.starts_with('✓')),
+        "a step line without its run:\n{err}"
+    );
+}
+
 crate::on_both_backends_e2e!(
+    a_workers_lines_name_their_run_and_its_end,
     two_workers_share_twenty_runs_and_drive_each_exactly_once,
     a_killed_worker_is_taken_over_and_no_effect_repeats,
     sigterm_releases_the_lease_for_the_next_worker,

@@ -10,7 +10,7 @@ use std::process::Child;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use fogbook_testpg::TestPostgres;
+use fogbook_testpg::{TestPostgres, TestProxy};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -28,7 +28,11 @@ struct Worker {
 
 impl Worker {
     fn spawn(db: &Db) -> Self {
-        let mut child = db.spawn(&["worker", "--name", "waiter"], &[]);
+        Self::spawn_with(db, &["worker", "--name", "waiter"], &[])
+    }
+
+    fn spawn_with(db: &Db, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = db.spawn(args, env);
         let err = child.stderr.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -106,6 +110,9 @@ fn a_worker_started_while_postgres_is_down_waits_for_it_then_drives_the_queued_r
     let line = all.iter().find(|l| l.contains(WAITING)).unwrap();
     assert!(line.contains("127.0.0.1") && line.contains("Ctrl-C"), "{line}");
     assert!(!effects.exists(), "nothing ran while the database was down");
+    // It drives no run yet: its stop note does not speak of one.
+    assert!(rest.iter().any(|l| l == "stopping…"), "{rest:?}");
+    assert!(!all.iter().any(|l| l.contains("the run stays resumable")), "{all:?}");
 
     // Another one waits, the server comes back, and it drives the queued run once.
     let second = Worker::spawn(&db);
@@ -151,4 +158,71 @@ fn a_worker_whose_login_is_refused_fails_at_once() {
         "took {:?}",
         started.elapsed()
     );
+}
+
+/// Item 5 and 6 of the new user's report: a database outage while a worker runs is said
+/// once, with its cause, by the worker's polls and by its listening connection (not once a
+/// second, not under the name of each job that failed: "cannot read whether the store was
+/// moved", "cannot fire schedules"), and its end is said once too: the last lines of the
+/// log no longer read as broken once the database is back.
+#[test]
+fn a_database_outage_is_said_once_with_its_cause_and_its_end_once() {
+    let server = TestPostgres::start();
+    let db = Db::new(Backend::Postgres, Some(&server), "outage");
+    let proxy = TestProxy::start(server.port());
+    let through = proxy.url(db.url().unwrap());
+    let worker = Worker::spawn_with(
+        &db,
+        &["worker", "--name", "outage", "--poll", "100ms"],
+        &[("FOGBOOK_DB", &through), ("FOGBOOK_PG_TIMEOUT", "1s")],
+    );
+    let mut said = worker.wait_for_line("worker ");
+    // Connecting through the proxy while the server is down: accepted, then closed.
+    server.stop();
+    said.extend(worker.wait_for_line("does not answer"));
+    // Many tries of the polls and of the listening connection (the old listener logged
+    // one line per try, a second apart), counted at the proxy.
+    let tries = proxy.accepted();
+    let start = Instant::now();
+    while proxy.accepted() < tries + 60 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{} tries",
+            proxy.accepted() - tries
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.start_again();
+    said.extend(worker.wait_for_line("answers again"));
+    if !said.iter().any(|l| l.contains("listening for work again")) {
+        said.extend(worker.wait_for_line("listening for work again"));
+    }
+    let (exit, rest) = worker.terminate();
+    assert_eq!(exit, 0, "{said:?} {rest:?}");
+    let all: Vec<&String> = said.iter().chain(&rest).collect();
+    let count = |text: &str| all.iter().filter(|l| l.contains(text)).count();
+    assert_eq!(count("the state database does not answer"), 1, "{all:#?}");
+    assert_eq!(count("the state database answers again"), 1, "{all:#?}");
+    assert_eq!(count("listening for work again"), 1, "{all:#?}");
+    let listen_failed: Vec<_> = all
+        .iter()
+        .filter(|l| l.contains("cannot listen for work") || l.contains("the connection listening for work was lost"))
+        .collect();
+    assert_eq!(listen_failed.len(), 1, "{all:#?}");
+    for job in [
+        "cannot read whether the store was moved",
+        "cannot fire schedules",
+        "cannot list runs",
+    ] {
+        assert_eq!(count(job), 0, "{all:#?}");
+    }
+    // Both lines carry their causes, not only "cannot connect to PostgreSQL at URL".
+    let outage = all
+        .iter()
+        .find(|l| l.contains("the state database does not answer"))
+        .unwrap();
+    for line in [outage, listen_failed[0]] {
+        let cause = line.split("/outage?sslmode=disable").nth(1).unwrap_or_default();
+        assert!(cause.contains(": "), "{line}");
+    }
 }

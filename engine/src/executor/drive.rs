@@ -104,7 +104,7 @@ impl Engine {
             // heartbeat logs it, whichever of the two a thawed driver meets first.
             Err(EngineError::State(StateError::LeaseLost { owner, .. })) => {
                 if !owner.starts_with("nobody") {
-                    tracing::error!(%run_id, new_owner = %owner, "lost the lease; stopping");
+                    tracing::warn!(%run_id, new_owner = %owner, "lost the lease; stopping");
                 }
                 return Err(self.lease_lost(run_id, owner).await);
             }
@@ -173,7 +173,7 @@ impl Engine {
             .and_then(|e| e.data.get("owner")?.as_str().map(str::to_owned));
         match taker {
             Some(by) if by != self.owner.as_str() => {
-                tracing::error!(%run_id, taken_over_by = %by, status = snapshot.run.status.as_str(), "another process took the run over while this one was stopped; stopping");
+                tracing::warn!(%run_id, taken_over_by = %by, status = snapshot.run.status.as_str(), "another process took the run over while this one was stopped; stopping");
                 EngineError::TakenOver {
                     run_id: run_id.to_owned(),
                     by,

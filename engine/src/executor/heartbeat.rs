@@ -163,9 +163,9 @@ fn renewed(run_id: &str, m: &Member, outcome: Result<bool, StateError>, sent: Du
             if owner.starts_with("nobody") {
                 // Nobody holds it now: whether another process took the run over meanwhile
                 // (and let it go again) is for the driver to find out, in the audit trail.
-                tracing::error!(%run_id, "lost the lease: it expired while this process was stopped or stalled; stopping");
+                tracing::warn!(%run_id, "lost the lease: it expired while this process was stopped or stalled; stopping");
             } else {
-                tracing::error!(%run_id, new_owner = %owner, "lost the lease; stopping");
+                tracing::warn!(%run_id, new_owner = %owner, "lost the lease; stopping");
             }
             m.lease.lost();
             m.beat.lose(owner);

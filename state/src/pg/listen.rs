@@ -52,8 +52,13 @@ const WORK_EVENTS: &[&str] = &[
 /// listener was dropped.
 const WAKE_CHECK: Duration = Duration::from_millis(500);
 
-/// How long the listening thread waits before connecting again after a failure.
-const RECONNECT: Duration = Duration::from_secs(1);
+/// How long the listening thread waits before connecting again after a first failure; the
+/// pause doubles with each failure that follows, up to [`RECONNECT_MAX`] (as a worker waiting
+/// for its database at startup).
+const RECONNECT: Duration = Duration::from_millis(250);
+
+/// The longest pause between two tries to listen again.
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// Notifies the workers' channel in `tx` when an event of `kind` makes work (PostgreSQL
 /// only; delivered at commit, and several in one transaction arrive as one).
@@ -111,20 +116,44 @@ impl Drop for WorkListener {
 /// without a notification it asks the server for an answer (within the deadline), and on a
 /// loss connects again and wakes the worker once (a notification may have been missed).
 fn listen(url: &PgUrl, limits: Limits, wake: &Notify, stop: &AtomicBool) {
+    // While listening fails, it is said once (with its causes), retried with a back-off
+    // quietly, and said once more when listening works again: a database outage of minutes
+    // makes two lines, not one a second.
+    let mut failing: Option<Instant> = None;
+    let mut pause = RECONNECT;
     while !stop.load(Ordering::Relaxed) {
-        let (mut session, mut notifications) = match Session::open_listening(url, "listen", limits) {
-            Ok(opened) => opened,
+        let listening = Session::open_listening(url, "listen", limits)
+            .map_err(Failure::from)
+            .and_then(|(mut session, notifications)| {
+                session.batch_execute(&format!("LISTEN {WORK_CHANNEL}"))?;
+                Ok((session, notifications))
+            });
+        let (mut session, mut notifications) = match listening {
+            Ok(listening) => listening,
             Err(e) => {
-                tracing::warn!(error = %e, "worker: cannot listen for work; polling only until connected");
-                pause(RECONNECT, stop);
+                if failing.is_none() {
+                    tracing::warn!(
+                        error = %causes(&*e),
+                        "worker: cannot listen for work; it looks for work at every poll meanwhile, and tries to listen \
+                         again every {}s at most (a line says when it listens again)",
+                        RECONNECT_MAX.as_secs()
+                    );
+                    failing = Some(Instant::now());
+                } else {
+                    tracing::debug!(error = %causes(&*e), pause_ms = pause.as_millis(), "worker.listen_failed");
+                }
+                pause_for(pause, stop);
+                pause = (pause * 2).min(RECONNECT_MAX);
                 continue;
             }
         };
-        if let Err(e) = session.batch_execute(&format!("LISTEN {WORK_CHANNEL}")) {
-            tracing::warn!(error = %e, "worker: cannot listen for work; polling only until it can");
-            pause(RECONNECT, stop);
-            continue;
+        if let Some(since) = failing.take() {
+            tracing::warn!(
+                "worker: listening for work again (it could not for {}s)",
+                since.elapsed().as_secs()
+            );
         }
+        pause = RECONNECT;
         // Work made while no connection listened was not notified: look once.
         wake.notify_one();
         let mut heard = Instant::now();
@@ -143,15 +172,31 @@ fn listen(url: &PgUrl, limits: Limits, wake: &Notify, stop: &AtomicBool) {
                 Err(e) => Some(e),
             };
             if let Some(e) = lost {
-                tracing::warn!(error = %e, "worker: the connection listening for work was lost; connecting again");
+                tracing::warn!(
+                    error = %causes(&e),
+                    "worker: the connection listening for work was lost; it looks for work at every poll meanwhile, \
+                     and a line says when it listens again"
+                );
+                failing = Some(Instant::now());
                 break;
             }
         }
     }
 }
 
+/// Why listening failed: connecting, or the `LISTEN` itself.
+type Failure = Box<dyn std::error::Error + Send + Sync>;
+
+/// `e` and its causes on one line (a bare "cannot connect" says nothing of why).
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    std::iter::successors(Some(e), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
 /// Waits `d` in short steps, ending early once `stop` is set.
-fn pause(d: Duration, stop: &AtomicBool) {
+fn pause_for(d: Duration, stop: &AtomicBool) {
     let step = Duration::from_millis(100);
     let mut left = d;
     while !left.is_zero() && !stop.load(Ordering::Relaxed) {

@@ -145,6 +145,11 @@ pub(crate) fn shell_word(word: &str) -> String {
     }
 }
 
+/// `n` and the noun that fits it (`1 drive`, `2 drives`).
+pub(crate) fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// The version of every JSON document fogbook prints.
 pub(crate) const SCHEMA_VERSION: u32 = 1;
 

@@ -512,8 +512,8 @@ pub(crate) async fn worker(cli: &Cli, args: &WorkerArgs) -> Exit {
                     cli.quiet,
                     &format!(
                         "worker stopped: {}, {}",
-                        plural(report.fired, "run fired", "runs fired"),
-                        plural(report.driven, "drive", "drives")
+                        output::plural(report.fired, "run fired", "runs fired"),
+                        output::plural(report.driven, "drive", "drives")
                     ),
                 );
             }
@@ -523,9 +523,4 @@ pub(crate) async fn worker(cli: &Cli, args: &WorkerArgs) -> Exit {
         }
         Err(e) => fail(e),
     }
-}
-
-/// `n` and the noun that fits it.
-fn plural(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
 }

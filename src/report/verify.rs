@@ -25,11 +25,10 @@ pub(crate) async fn verify(cli: &Cli, store: Store, run_id: Option<String>, sinc
         };
         output::data(&format!("FAILED: run {}{at}: {}", f.run_id, f.reason));
     } else {
-        let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         output::data(&format!(
             "ok: {} in {} verify, and the runs, steps and windows agree with them\nhead: {} (keep it elsewhere; `audit verify --since-head {}` proves the trail was not cut since)",
-            plural(report.events, "event", "events"),
-            plural(report.runs, "stream", "streams"),
+            output::plural(report.events, "event", "events"),
+            output::plural(report.runs, "stream", "streams"),
             report.head,
             report.head
         ));

@@ -31,6 +31,23 @@ fn runbook_args() -> Vec<String> {
     ]
 }
 
+/// The output of `child` once it exits by itself within `limit`; past it, the child is
+/// killed and its output is the error.
+fn exited_within(mut child: std::process::Child, limit: std::time::Duration) -> Result<Output, Output> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return Ok(child.wait_with_output().unwrap());
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            return Err(child.wait_with_output().unwrap());
+        }
+        // A poll interval while waiting on the process's exit (as `Sandbox::wait_for`).
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Every command that writes or drives, on a moved store: refused with exit 2, naming the
 /// target (password masked), and no request reaches the emulator.
 fn assert_refused(sb: &Sandbox, sim: &Sim, db: &str, run: &str, step: &str, target_shown: &str, password: &str) {
@@ -60,23 +77,8 @@ fn assert_refused(sb: &Sandbox, sim: &Sim, db: &str, run: &str, step: &str, targ
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = worker.id();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let mut worker = Some(worker);
-    let out = loop {
-        let w = worker.as_mut().unwrap();
-        if w.try_wait().unwrap().is_some() {
-            break worker.take().unwrap().wait_with_output().unwrap();
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            panic!("the worker did not exit on the moved store: it drove it");
-        }
-        // A poll interval while waiting on the process's exit (as `Sandbox::wait_for`).
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    let Ok(out) = exited_within(worker, std::time::Duration::from_secs(60)) else {
+        panic!("the worker did not exit on the moved store: it drove it");
     };
     assert_eq!(code(&out), 2, "worker on the moved store: {}", stderr(&out));
     assert!(stderr(&out).contains("was moved to"), "{}", stderr(&out));
@@ -322,28 +324,13 @@ fn a_worker_started_before_the_copy_stops_driving_and_says_why() {
     // The failover is due now: a worker that did not see the mark would fire and drive it.
     set_clock(&sb, day + 11 * HOUR_MS + 1_000);
 
-    let pid = worker.id();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let mut worker = Some(worker);
-    let out = loop {
-        let w = worker.as_mut().unwrap();
-        if w.try_wait().unwrap().is_some() {
-            break worker.take().unwrap().wait_with_output().unwrap();
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let out = worker.take().unwrap().wait_with_output().unwrap();
-            panic!(
-                "the worker went on with the moved store; Microsoft.Sql requests since the copy: {:?}\n{}",
-                &crate::seed_runbooks::sql_mutations(&sim.journal())[before.len()..],
-                stderr(&out)
-            );
-        }
-        // A poll interval while waiting on the process's exit (as `Sandbox::wait_for`).
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    let out = match exited_within(worker, std::time::Duration::from_secs(60)) {
+        Ok(out) => out,
+        Err(out) => panic!(
+            "the worker went on with the moved store; Microsoft.Sql requests since the copy: {:?}\n{}",
+            &crate::seed_runbooks::sql_mutations(&sim.journal())[before.len()..],
+            stderr(&out)
+        ),
     };
     let err = stderr(&out);
     assert_eq!(code(&out), 2, "the worker on the moved store: {err}");
